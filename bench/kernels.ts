@@ -1,0 +1,154 @@
+/**
+ * Kernel benchmark: GFLOP/s of matmul and microseconds per attention call, for the JS and the
+ * wasm SIMD kernels (median of several timed runs after a warm-up).
+ *
+ *   npx tsx bench/kernels.ts [--json]     (--json: the results as JSON on the last line)
+ */
+
+import { createKernels, type KernelKind } from "../hosts/node-kernels.ts";
+import type { Kernels } from "../shared/model/kernels.ts";
+import { mulberry32 } from "../shared/random.ts";
+
+const MATMUL_SHAPES: [number, number, number][] = [
+  [1, 64, 64],
+  [1, 64, 512],
+  [32, 64, 172],
+  [64, 256, 256],
+];
+// numHeads, numKvHeads, headDim, blockSize, numKeys
+const ATTENTION_SHAPES: [number, number, number, number, number][] = [
+  [4, 4, 16, 16, 64],
+  [4, 4, 16, 16, 512],
+  [8, 2, 64, 16, 512],
+];
+const RUNS = 7;
+const RUN_SECONDS = 0.05;
+
+function fill(a: Float32Array, rng: () => number): Float32Array {
+  for (let i = 0; i < a.length; i++) a[i] = rng() * 2 - 1;
+  return a;
+}
+
+/** Median seconds per call of `f`, with the repeat count sized to about RUN_SECONDS a run. */
+function timePerCall(f: () => void): number {
+  let reps = 1;
+  for (;;) {
+    const t0 = performance.now();
+    for (let r = 0; r < reps; r++) f();
+    const dt = (performance.now() - t0) / 1000;
+    if (dt > RUN_SECONDS / 4) {
+      reps = Math.max(1, Math.ceil((reps * RUN_SECONDS) / dt));
+      break;
+    }
+    reps *= 2;
+  }
+  const times: number[] = [];
+  for (let run = 0; run < RUNS; run++) {
+    const t0 = performance.now();
+    for (let r = 0; r < reps; r++) f();
+    times.push((performance.now() - t0) / 1000 / reps);
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(RUNS / 2)] as number;
+}
+
+interface MatmulResult {
+  kernel: KernelKind;
+  m: number;
+  n: number;
+  d: number;
+  gflops: number;
+  usPerCall: number;
+}
+
+interface AttentionResult {
+  kernel: KernelKind;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  numKeys: number;
+  usPerCall: number;
+}
+
+function benchMatmul(k: Kernels, kind: KernelKind, m: number, n: number, d: number): MatmulResult {
+  const rng = mulberry32(m * 1000 + n + d);
+  const x = fill(k.alloc(m * n), rng);
+  const w = fill(k.alloc(d * n), rng);
+  const out = k.alloc(m * d);
+  const s = timePerCall(() => k.matmul(out, x, w, m, n, d));
+  return { kernel: kind, m, n, d, gflops: (2 * m * n * d) / s / 1e9, usPerCall: s * 1e6 };
+}
+
+function benchAttention(
+  k: Kernels,
+  kind: KernelKind,
+  [numHeads, numKvHeads, headDim, blockSize, numKeys]: [number, number, number, number, number],
+): AttentionResult {
+  const rng = mulberry32(numKeys);
+  const numBlocks = Math.ceil(numKeys / blockSize);
+  const row = numKvHeads * headDim;
+  const kCache = fill(k.alloc(numBlocks * blockSize * row), rng);
+  const vCache = fill(k.alloc(numBlocks * blockSize * row), rng);
+  const table = k.allocInt32(numBlocks);
+  for (let b = 0; b < numBlocks; b++) table[b] = numBlocks - 1 - b;
+  const q = fill(k.alloc(numHeads * headDim), rng);
+  const out = k.alloc(numHeads * headDim);
+  const scores = k.alloc(numKeys);
+  const s = timePerCall(() =>
+    k.attention(
+      out,
+      q,
+      kCache,
+      vCache,
+      table,
+      numKeys,
+      numHeads,
+      numKvHeads,
+      headDim,
+      blockSize,
+      scores,
+    ),
+  );
+  return { kernel: kind, numHeads, numKvHeads, headDim, numKeys, usPerCall: s * 1e6 };
+}
+
+async function main(): Promise<void> {
+  const json = process.argv.includes("--json");
+  const matmul: MatmulResult[] = [];
+  const attention: AttentionResult[] = [];
+  for (const kind of ["js", "wasm"] as const) {
+    const k = await createKernels(kind, 64 << 20);
+    for (const [m, n, d] of MATMUL_SHAPES) {
+      const r = benchMatmul(k, kind, m, n, d);
+      matmul.push(r);
+      console.log(
+        `matmul    ${kind.padEnd(4)} ${`${m}x${n}x${d}`.padEnd(10)} ` +
+          `${r.gflops.toFixed(2).padStart(7)} GFLOP/s ${r.usPerCall.toFixed(2).padStart(9)} us/call`,
+      );
+    }
+    for (const shape of ATTENTION_SHAPES) {
+      const r = benchAttention(k, kind, shape);
+      attention.push(r);
+      console.log(
+        `attention ${kind.padEnd(4)} h=${r.numHeads} kv=${r.numKvHeads} hd=${r.headDim} ` +
+          `keys=${r.numKeys} ${r.usPerCall.toFixed(2).padStart(9)} us/call`,
+      );
+    }
+  }
+  if (json) {
+    const round = (v: number) => Math.round(v * 1000) / 1000;
+    console.log(
+      JSON.stringify({
+        node: process.version,
+        matmul: matmul.map((r) => ({
+          ...r,
+          gflops: round(r.gflops),
+          usPerCall: round(r.usPerCall),
+        })),
+        attention: attention.map((r) => ({ ...r, usPerCall: round(r.usPerCall) })),
+      }),
+    );
+  }
+}
+
+await main();

@@ -1,0 +1,49 @@
+/** Node host helpers for the CLI, benchmarks and tests: build an instance, run one sequence. */
+import type { Engine } from "../shared/engine/engine.ts";
+import {
+  createInstance,
+  type InstanceOptions,
+  type ModelInstance,
+} from "../shared/engine/instance.ts";
+import type { SamplingParams } from "../shared/engine/sequence.ts";
+import { createKernels, type KernelKind } from "./node-kernels.ts";
+
+export const DEFAULT_MODEL_PATH = new URL("../models/default-moe.gguf", import.meta.url).pathname;
+
+/** Node has no 128 MB isolate limit; the CLI still runs in an arena, just a larger one. */
+export const NODE_MEMORY_BUDGET_BYTES = 1024 * 2 ** 20;
+
+export async function loadNodeInstance(
+  bytes: Uint8Array,
+  opts: InstanceOptions & { kernels?: KernelKind; capacityBytes?: number } = {},
+): Promise<ModelInstance> {
+  const kernels = await createKernels(
+    opts.kernels ?? "wasm",
+    opts.capacityBytes ?? NODE_MEMORY_BUDGET_BYTES,
+  );
+  return createInstance(bytes, kernels, opts);
+}
+
+/** Runs one sequence to its end; returns the generated ids (EOS included) and text. */
+export async function runToCompletion(
+  engine: Engine,
+  promptIds: readonly number[],
+  params: SamplingParams,
+  seqId = "seq_cli",
+): Promise<{ ids: number[]; text: string; finishReason: string | null }> {
+  const err = engine.add(seqId, promptIds, params);
+  if (err) throw new Error(err);
+  const ids: number[] = [];
+  let text = "";
+  let finishReason: string | null = null;
+  while (engine.hasWork()) {
+    const report = await engine.step();
+    for (const o of report.outputs) {
+      if (o.seqId !== seqId) continue;
+      ids.push(...o.newTokenIds);
+      text += o.text;
+      if (o.finished) finishReason = o.finishReason;
+    }
+  }
+  return { ids, text, finishReason };
+}

@@ -1,0 +1,65 @@
+/**
+ * Serving configuration from [vars] (strings), validated with zod: numbers coerced, defaults
+ * applied, relations checked. Engine code receives the parsed object, never `env`.
+ */
+import { z } from "zod";
+
+const int = (def: number, min: number, max: number) =>
+  z.coerce.number().int().min(min).max(max).default(def);
+
+export const ServingConfigSchema = z
+  .object({
+    DEFAULT_MODEL: z
+      .string()
+      .regex(/^[A-Za-z0-9._-]{1,64}$/)
+      .default("default-moe"),
+    NPU_MEMORY_BUDGET_MB: int(96, 8, 4096),
+    MAX_NUM_SEQS: int(32, 1, 1024),
+    MAX_NUM_BATCHED_TOKENS: int(256, 16, 65536),
+    KV_BLOCK_SIZE: int(16, 1, 1024),
+    JOB_EXECUTOR_SHARDS: int(4, 1, 256),
+    MAX_BODY_MB: int(64, 1, 1024),
+    LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
+  })
+  .refine((c) => (c.KV_BLOCK_SIZE & (c.KV_BLOCK_SIZE - 1)) === 0, {
+    message: "KV_BLOCK_SIZE must be a power of two",
+  })
+  .refine((c) => c.MAX_NUM_BATCHED_TOKENS >= c.MAX_NUM_SEQS, {
+    message: "MAX_NUM_BATCHED_TOKENS must be at least MAX_NUM_SEQS (one decode token each)",
+  });
+
+export interface ServingConfig {
+  defaultModel: string;
+  npuMemoryBudgetBytes: number;
+  maxNumSeqs: number;
+  maxNumBatchedTokens: number;
+  blockSize: number;
+  jobExecutorShards: number;
+  maxUploadBytes: number;
+  logLevel: "debug" | "info" | "warn" | "error";
+}
+
+/** @throws Error naming every bad variable. */
+export function parseServingConfig(vars: Record<string, unknown>): ServingConfig {
+  const picked = Object.fromEntries(
+    Object.keys(ServingConfigSchema.shape).map((k) => [k, vars[k] === "" ? undefined : vars[k]]),
+  );
+  const r = ServingConfigSchema.safeParse(picked);
+  if (!r.success) {
+    const msg = r.error.issues
+      .map((i) => `${i.path.join(".") || "config"}: ${i.message}`)
+      .join("; ");
+    throw new Error(`invalid configuration: ${msg}`);
+  }
+  const c = r.data;
+  return Object.freeze({
+    defaultModel: c.DEFAULT_MODEL,
+    npuMemoryBudgetBytes: c.NPU_MEMORY_BUDGET_MB * 2 ** 20,
+    maxNumSeqs: c.MAX_NUM_SEQS,
+    maxNumBatchedTokens: c.MAX_NUM_BATCHED_TOKENS,
+    blockSize: c.KV_BLOCK_SIZE,
+    jobExecutorShards: c.JOB_EXECUTOR_SHARDS,
+    maxUploadBytes: c.MAX_BODY_MB * 2 ** 20,
+    logLevel: c.LOG_LEVEL,
+  });
+}

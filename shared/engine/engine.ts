@@ -1,0 +1,190 @@
+/**
+ * One instance's engine: the schedule -> execute -> update loop plus output processing
+ * (incremental detokenisation, stop strings). Pure apart from the executor it is given.
+ *
+ *   const plan = scheduler.schedule();             // pure
+ *   const result = await executor.execute(plan);   // the only I/O
+ *   const updates = scheduler.update(plan, result) // pure
+ */
+import type { SampledToken } from "../model/sampler.ts";
+import type { Executor } from "./executor.ts";
+import type { Scheduler } from "./scheduler.ts";
+import {
+  type FinishReason,
+  newSequence,
+  type SamplingParams,
+  type SeqId,
+  type Sequence,
+} from "./sequence.ts";
+
+export interface StreamDecoder {
+  /** Text completed by this token (partial UTF-8 is held back). */
+  push(tokenId: number): string;
+  /** Whatever is still held back. */
+  flush(): string;
+}
+
+export interface DecoderFactory {
+  createStreamDecoder(opts?: { stripLeadingSpace?: boolean }): StreamDecoder;
+}
+
+export interface AddOptions {
+  /** Which of a request's `n` choices this is (part of the sampling key). */
+  choiceIndex?: number;
+  /**
+   * Drop the leading space of the first generated piece (chat answers). Completions keep it:
+   * their text continues the prompt.
+   */
+  stripLeadingSpace?: boolean;
+}
+
+export interface SeqOutput {
+  seqId: SeqId;
+  /** Tokens generated this step (0 or 1). */
+  newTokenIds: number[];
+  /** Text released this step: stop strings and text that could start one are held back. */
+  text: string;
+  logprobs: SampledToken[];
+  finished: boolean;
+  finishReason: FinishReason | null;
+  numPromptTokens: number;
+  numOutputTokens: number;
+}
+
+export interface StepReport {
+  stepIndex: number;
+  numSeqs: number;
+  numScheduledTokens: number;
+  numSampled: number;
+  preemptedSeqIds: SeqId[];
+  outputs: SeqOutput[];
+}
+
+interface OutputState {
+  decoder: StreamDecoder;
+  pending: string;
+  maxStopLen: number;
+  numOutputTokens: number;
+}
+
+export class Engine {
+  private readonly outputs = new Map<SeqId, OutputState>();
+
+  constructor(
+    readonly scheduler: Scheduler,
+    readonly executor: Executor,
+    private readonly decoders: DecoderFactory,
+  ) {}
+
+  get maxModelLen(): number {
+    return this.scheduler.config.maxModelLen;
+  }
+
+  hasWork(): boolean {
+    return this.scheduler.numUnfinished > 0;
+  }
+
+  /**
+   * Queues a sequence. Returns an error message instead when the prompt cannot run at all
+   * (empty, or no room for one generated token).
+   */
+  add(
+    seqId: SeqId,
+    promptIds: readonly number[],
+    params: SamplingParams,
+    opts: AddOptions = {},
+  ): string | null {
+    if (promptIds.length === 0) return "prompt is empty";
+    if (promptIds.length >= this.maxModelLen) {
+      return `prompt has ${promptIds.length} tokens; the context holds ${this.maxModelLen}`;
+    }
+    const blocksNeeded = this.scheduler.blocks.blocksFor(promptIds.length + 1);
+    if (blocksNeeded > this.scheduler.blocks.numBlocks) {
+      return `prompt needs ${blocksNeeded} KV blocks; this instance has ${this.scheduler.blocks.numBlocks}`;
+    }
+    this.scheduler.add(newSequence(seqId, promptIds, params, opts.choiceIndex ?? 0));
+    this.outputs.set(seqId, {
+      decoder: this.decoders.createStreamDecoder({
+        stripLeadingSpace: opts.stripLeadingSpace ?? false,
+      }),
+      pending: "",
+      maxStopLen: params.stop.reduce((m, s) => Math.max(m, s.length), 0),
+      numOutputTokens: 0,
+    });
+    return null;
+  }
+
+  /** Aborts a sequence (client gone, cancelled); frees its KV blocks. */
+  abort(seqId: SeqId): void {
+    this.scheduler.finish(seqId, "abort");
+    this.outputs.delete(seqId);
+  }
+
+  /** One iteration of the loop. */
+  async step(): Promise<StepReport> {
+    const plan = this.scheduler.schedule();
+    const result = plan.seqs.length > 0 ? await this.executor.execute(plan) : { sampled: [] };
+    const updates = this.scheduler.update(plan, result);
+    const outputs: SeqOutput[] = [];
+    for (const u of updates) {
+      if (!u.sampled) continue;
+      const out = this.processToken(u.seq, u.sampled, u.finished);
+      if (out) outputs.push(out);
+    }
+    return {
+      stepIndex: plan.stepIndex,
+      numSeqs: plan.seqs.length,
+      numScheduledTokens: plan.numScheduledTokens,
+      numSampled: outputs.length,
+      preemptedSeqIds: plan.preemptedSeqIds,
+      outputs,
+    };
+  }
+
+  private processToken(seq: Sequence, sampled: SampledToken, finished: boolean): SeqOutput | null {
+    const st = this.outputs.get(seq.seqId);
+    if (!st) return null;
+    st.numOutputTokens++;
+    st.pending += st.decoder.push(sampled.tokenId);
+    let reason: FinishReason | null = finished ? seq.finishReason : null;
+    if (finished) st.pending += st.decoder.flush();
+    let text: string;
+    const cut = this.findStop(st.pending, seq.params.stop);
+    if (cut >= 0) {
+      text = st.pending.slice(0, cut);
+      st.pending = "";
+      if (!finished) this.scheduler.finish(seq.seqId, "stop");
+      reason = "stop";
+    } else if (reason) {
+      text = st.pending;
+      st.pending = "";
+    } else {
+      // hold back a tail that could be the start of a stop string
+      const keep = Math.max(st.maxStopLen - 1, 0);
+      const n = Math.max(st.pending.length - keep, 0);
+      text = st.pending.slice(0, n);
+      st.pending = st.pending.slice(n);
+    }
+    if (reason) this.outputs.delete(seq.seqId);
+    return {
+      seqId: seq.seqId,
+      newTokenIds: [sampled.tokenId],
+      text,
+      logprobs: seq.params.logprobs ? [sampled] : [],
+      finished: reason !== null,
+      finishReason: reason,
+      numPromptTokens: seq.numPromptTokens,
+      numOutputTokens: st.numOutputTokens,
+    };
+  }
+
+  private findStop(text: string, stops: readonly string[]): number {
+    let best = -1;
+    for (const s of stops) {
+      if (s.length === 0) continue;
+      const i = text.indexOf(s);
+      if (i >= 0 && (best < 0 || i < best)) best = i;
+    }
+    return best;
+  }
+}

@@ -1,0 +1,37 @@
+/**
+ * The step protocol between the scheduler (policy) and an executor (maths, local or remote).
+ * Plain data only: a plan can cross RPC unchanged. Pure types.
+ */
+import type { SampledToken, SamplerParams } from "../model/sampler.ts";
+import type { BlockTable } from "./kv-block-manager.ts";
+import type { SeqId } from "./sequence.ts";
+
+export interface ScheduledSeq {
+  seqId: SeqId;
+  /** Tokens to compute this step (a prefill chunk, or one decode token). */
+  tokenIds: number[];
+  /** Position of tokenIds[0]. */
+  startPos: number;
+  blockTable: BlockTable;
+  /** True when this chunk reaches the end of the sequence, so a token is sampled. */
+  sample: boolean;
+  sampler: SamplerParams;
+  choiceIndex: number;
+}
+
+export interface StepPlan {
+  stepIndex: number;
+  seqs: ScheduledSeq[];
+  numScheduledTokens: number;
+  /** Sequences preempted (blocks freed, to be recomputed) while planning this step. */
+  preemptedSeqIds: SeqId[];
+}
+
+export interface StepResult {
+  /** Aligned with plan.seqs: the sampled token, or null for a chunk that does not sample. */
+  sampled: (SampledToken | null)[];
+}
+
+export interface Executor {
+  execute(plan: StepPlan): Promise<StepResult>;
+}

@@ -1,0 +1,145 @@
+/**
+ * Builds one serving instance from GGUF bytes: config, tokenizer, weights in kernel memory,
+ * KV cache sized by the memory budget, scheduler, executor and engine. Pure (the host provides
+ * the bytes and the kernels).
+ *
+ * Memory plan: the kernel arena's capacity is the instance's budget. Weights and the activation
+ * workspace come first; the KV cache takes what is left, capped at what `maxNumSeqs` full-length
+ * sequences could use. A model that leaves no room for one full-length sequence is refused.
+ */
+import { type ModelConfig, modelConfigFromGguf } from "../model/config.ts";
+import { type GgufFile, parseGguf } from "../model/gguf.ts";
+import { KernelMemoryError, type Kernels } from "../model/kernels.ts";
+import { Tokenizer } from "../model/tokenizer.ts";
+import { kvBytesPerBlock, Transformer, workspaceBytes } from "../model/transformer.ts";
+import { loadWeights, weightBytes } from "../model/weights.ts";
+import { Engine } from "./engine.ts";
+import type { Executor } from "./executor.ts";
+import { KvBlockManager } from "./kv-block-manager.ts";
+import { LocalExecutor } from "./local-executor.ts";
+import { Scheduler } from "./scheduler.ts";
+
+export const DEFAULT_BLOCK_SIZE = 16;
+export const DEFAULT_MAX_NUM_SEQS = 32;
+export const DEFAULT_MAX_NUM_BATCHED_TOKENS = 256;
+
+export interface InstanceOptions {
+  maxNumSeqs?: number;
+  maxNumBatchedTokens?: number;
+  blockSize?: number;
+  /** Overrides the GGUF's context length (the CLI's --ctx-size). */
+  maxModelLen?: number;
+}
+
+export interface MemoryPlan {
+  weightBytes: number;
+  workspaceBytes: number;
+  kvBytesPerBlock: number;
+  numBlocks: number;
+  capacityBytes: number;
+}
+
+export interface ModelInstance {
+  config: ModelConfig;
+  file: GgufFile;
+  tokenizer: Tokenizer;
+  transformer: Transformer;
+  scheduler: Scheduler;
+  engine: Engine;
+  memory: MemoryPlan;
+}
+
+interface ResolvedOptions {
+  maxNumSeqs: number;
+  maxNumBatchedTokens: number;
+  blockSize: number;
+  maxModelLen: number;
+}
+
+function resolve(c: ModelConfig, o: InstanceOptions): ResolvedOptions {
+  const maxModelLen = o.maxModelLen ?? c.maxPositionEmbeddings;
+  if (!Number.isInteger(maxModelLen) || maxModelLen < 2) {
+    throw new RangeError(`context size must be an integer >= 2, got ${maxModelLen}`);
+  }
+  return {
+    maxNumSeqs: o.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS,
+    maxNumBatchedTokens: o.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS,
+    blockSize: o.blockSize ?? DEFAULT_BLOCK_SIZE,
+    maxModelLen,
+  };
+}
+
+/**
+ * Plans memory for a model under a budget. @throws KernelMemoryError with a message that says
+ * how much was needed when the model does not fit.
+ */
+export function planMemory(
+  c: ModelConfig,
+  capacityBytes: number,
+  o: InstanceOptions = {},
+): MemoryPlan {
+  const r = resolve(c, o);
+  const w = weightBytes(c);
+  const ws = workspaceBytes(c, { ...r, maxNumTokens: r.maxNumBatchedTokens });
+  const perBlock = kvBytesPerBlock(c, r.blockSize) + 32; // + allocation rounding slack
+  const blocksPerSeq = Math.ceil(r.maxModelLen / r.blockSize);
+  const left = capacityBytes - w - ws;
+  const numBlocks = Math.min(Math.floor(left / perBlock), blocksPerSeq * r.maxNumSeqs);
+  if (numBlocks < blocksPerSeq) {
+    const need = w + ws + blocksPerSeq * perBlock;
+    throw new KernelMemoryError(
+      `model "${c.name}" needs ${mib(need)} MiB (weights ${mib(w)}, workspace ${mib(ws)}, KV for one ` +
+        `${r.maxModelLen}-token sequence ${mib(blocksPerSeq * perBlock)}) but the budget is ${mib(capacityBytes)} MiB`,
+    );
+  }
+  return {
+    weightBytes: w,
+    workspaceBytes: ws,
+    kvBytesPerBlock: perBlock,
+    numBlocks,
+    capacityBytes,
+  };
+}
+
+function mib(n: number): string {
+  return (n / 2 ** 20).toFixed(1);
+}
+
+/**
+ * Loads a model into `kernels` and builds its engine. `makeExecutor` lets a host swap the
+ * executor (the default runs everything locally).
+ * @throws GgufError for bad files, KernelMemoryError when over budget.
+ */
+export function createInstance(
+  bytes: Uint8Array,
+  kernels: Kernels,
+  options: InstanceOptions = {},
+  makeExecutor: (t: Transformer) => Executor = (t) => new LocalExecutor(t),
+): ModelInstance {
+  const file = parseGguf(bytes);
+  const config = modelConfigFromGguf(file);
+  const tokenizer = Tokenizer.fromGguf(file.metadata);
+  const r = resolve(config, options);
+  const memory = planMemory(config, kernels.capacityBytes - kernels.usedBytes, r);
+  const weights = loadWeights(file, bytes, config, kernels);
+  const transformer = new Transformer(config, weights, kernels, {
+    maxNumTokens: r.maxNumBatchedTokens,
+    maxNumSeqs: r.maxNumSeqs,
+    maxModelLen: r.maxModelLen,
+    blockSize: r.blockSize,
+    numBlocks: memory.numBlocks,
+  });
+  const scheduler = new Scheduler(
+    {
+      maxNumSeqs: r.maxNumSeqs,
+      maxNumBatchedTokens: r.maxNumBatchedTokens,
+      maxModelLen: r.maxModelLen,
+      eosIds: Array.from({ length: config.vocabSize }, (_, i) => i).filter((i) =>
+        tokenizer.isEog(i),
+      ),
+    },
+    new KvBlockManager(memory.numBlocks, r.blockSize),
+  );
+  const engine = new Engine(scheduler, makeExecutor(transformer), tokenizer);
+  return { config, file, tokenizer, transformer, scheduler, engine, memory };
+}

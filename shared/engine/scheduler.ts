@@ -1,0 +1,163 @@
+/**
+ * The in-instance scheduler: continuous batching with chunked prefill under a token budget,
+ * recompute preemption when KV blocks run out. `schedule()` and `update()` are pure state
+ * transitions with no I/O; the executor between them does the maths.
+ *
+ * Policy per step: running sequences first, in arrival order (a decode takes 1 token, an
+ * unfinished prefill takes the rest of its prompt up to the budget); then waiting sequences
+ * while the budget, `maxNumSeqs` and free blocks allow. When a running sequence cannot get a
+ * block, the most recently admitted running sequence is preempted (vLLM's recompute policy):
+ * its blocks are freed and it goes back to the front of the waiting queue.
+ */
+import { assert } from "../assert.ts";
+import type { SampledToken } from "../model/sampler.ts";
+import type { ScheduledSeq, StepPlan, StepResult } from "./executor.ts";
+import type { KvBlockManager } from "./kv-block-manager.ts";
+import { type FinishReason, numOutputTokens, type SeqId, type Sequence } from "./sequence.ts";
+
+export interface SchedulerConfig {
+  maxNumSeqs: number;
+  maxNumBatchedTokens: number;
+  maxModelLen: number;
+  /** Tokens that end generation (EOS and other end-of-generation tokens). */
+  eosIds: readonly number[];
+}
+
+/** What happened to one sequence in a step. */
+export interface SeqUpdate {
+  seq: Sequence;
+  /** The token sampled this step, or null (a prefill chunk that did not finish the prompt). */
+  sampled: SampledToken | null;
+  finished: boolean;
+}
+
+export class Scheduler {
+  readonly waiting: Sequence[] = [];
+  readonly running: Sequence[] = [];
+  private readonly byId = new Map<SeqId, Sequence>();
+  private stepIndex = 0;
+
+  constructor(
+    readonly config: SchedulerConfig,
+    readonly blocks: KvBlockManager,
+  ) {}
+
+  get numUnfinished(): number {
+    return this.waiting.length + this.running.length;
+  }
+
+  get(seqId: SeqId): Sequence | undefined {
+    return this.byId.get(seqId);
+  }
+
+  /** Queues a sequence. The caller has checked that it fits in maxModelLen. */
+  add(seq: Sequence): void {
+    assert(!this.byId.has(seq.seqId), `duplicate sequence ${seq.seqId}`);
+    assert(seq.tokenIds.length > 0, "empty sequence");
+    assert(seq.tokenIds.length < this.config.maxModelLen, "sequence longer than maxModelLen");
+    seq.status = "waiting";
+    this.byId.set(seq.seqId, seq);
+    this.waiting.push(seq);
+  }
+
+  /** Plans one step. Returns a plan with no sequences when there is nothing to do. */
+  schedule(): StepPlan {
+    const c = this.config;
+    let budget = c.maxNumBatchedTokens;
+    const seqs: ScheduledSeq[] = [];
+    const preemptedSeqIds: SeqId[] = [];
+    const scheduled = new Set<Sequence>();
+
+    for (let i = 0; i < this.running.length && budget > 0; i++) {
+      const seq = this.running[i] as Sequence;
+      const n = Math.min(seq.tokenIds.length - seq.numComputedTokens, budget);
+      let ok = this.blocks.grow(seq.blockTable, seq.numComputedTokens + n);
+      while (!ok) {
+        const victim = this.running[this.running.length - 1] as Sequence;
+        this.preempt(victim);
+        preemptedSeqIds.push(victim.seqId);
+        if (victim === seq) break;
+        ok = this.blocks.grow(seq.blockTable, seq.numComputedTokens + n);
+      }
+      if (!ok) break;
+      seqs.push(this.plan(seq, n));
+      scheduled.add(seq);
+      budget -= n;
+    }
+
+    while (this.waiting.length > 0 && budget > 0 && this.running.length < c.maxNumSeqs) {
+      const seq = this.waiting[0] as Sequence;
+      const n = Math.min(seq.tokenIds.length - seq.numComputedTokens, budget);
+      if (!this.blocks.grow(seq.blockTable, seq.numComputedTokens + n)) break;
+      this.waiting.shift();
+      seq.status = "running";
+      this.running.push(seq);
+      seqs.push(this.plan(seq, n));
+      budget -= n;
+    }
+    const numScheduledTokens = c.maxNumBatchedTokens - budget;
+    return { stepIndex: this.stepIndex++, seqs, numScheduledTokens, preemptedSeqIds };
+  }
+
+  private plan(seq: Sequence, n: number): ScheduledSeq {
+    const start = seq.numComputedTokens;
+    return {
+      seqId: seq.seqId,
+      tokenIds: seq.tokenIds.slice(start, start + n),
+      startPos: start,
+      blockTable: [...seq.blockTable],
+      sample: start + n === seq.tokenIds.length,
+      sampler: seq.params,
+      choiceIndex: seq.choiceIndex,
+    };
+  }
+
+  private preempt(seq: Sequence): void {
+    const idx = this.running.indexOf(seq);
+    assert(idx >= 0, "preempting a sequence that is not running");
+    this.running.splice(idx, 1);
+    this.blocks.free(seq.blockTable);
+    seq.numComputedTokens = 0;
+    seq.status = "preempted";
+    this.waiting.unshift(seq);
+  }
+
+  /** Applies an executed plan: advances computed counts, appends sampled tokens, finishes sequences. */
+  update(plan: StepPlan, result: StepResult): SeqUpdate[] {
+    assert(result.sampled.length === plan.seqs.length, "result does not match plan");
+    const updates: SeqUpdate[] = [];
+    plan.seqs.forEach((s, i) => {
+      const seq = this.byId.get(s.seqId);
+      if (!seq || seq.status === "finished") return; // aborted while the step ran
+      seq.numComputedTokens = s.startPos + s.tokenIds.length;
+      const sampled = result.sampled[i] ?? null;
+      if (!s.sample || !sampled) {
+        updates.push({ seq, sampled: null, finished: false });
+        return;
+      }
+      seq.tokenIds.push(sampled.tokenId);
+      let reason: FinishReason | null = null;
+      if (this.config.eosIds.includes(sampled.tokenId) && !seq.params.ignoreEos) reason = "stop";
+      else if (numOutputTokens(seq) >= seq.params.maxTokens) reason = "length";
+      else if (seq.tokenIds.length >= this.config.maxModelLen) reason = "length";
+      if (reason) this.finish(seq.seqId, reason);
+      updates.push({ seq, sampled, finished: reason !== null });
+    });
+    return updates;
+  }
+
+  /** Finishes a sequence now (stop string, abort, client gone) and frees its blocks. */
+  finish(seqId: SeqId, reason: FinishReason): Sequence | undefined {
+    const seq = this.byId.get(seqId);
+    if (!seq || seq.status === "finished") return seq;
+    for (const q of [this.running, this.waiting]) {
+      const idx = q.indexOf(seq);
+      if (idx >= 0) q.splice(idx, 1);
+    }
+    this.blocks.free(seq.blockTable);
+    seq.status = "finished";
+    seq.finishReason = reason;
+    this.byId.delete(seqId);
+    return seq;
+  }
+}

@@ -1,0 +1,73 @@
+/**
+ * Sequence state: one token stream (prompt plus generated tokens), the scheduler's unit.
+ * Plain data so it can be serialised into a DO's storage and restored. Pure.
+ */
+import type { SamplerParams } from "../model/sampler.ts";
+import type { BlockTable } from "./kv-block-manager.ts";
+
+export type SeqId = string;
+export type SequenceStatus = "waiting" | "running" | "preempted" | "finished";
+export type FinishReason = "stop" | "length" | "abort";
+
+export interface SamplingParams extends SamplerParams {
+  /** Most tokens to generate. */
+  maxTokens: number;
+  /** Generation ends just before the first occurrence of any of these strings. */
+  stop: string[];
+  /** Keep generating past EOS (benchmarks). */
+  ignoreEos: boolean;
+}
+
+export interface Sequence {
+  seqId: SeqId;
+  /** Which of a request's `n` choices this is (part of the sampling key). */
+  choiceIndex: number;
+  /** Prompt ids followed by generated ids. */
+  tokenIds: number[];
+  numPromptTokens: number;
+  /** Tokens whose K/V are in the cache. */
+  numComputedTokens: number;
+  blockTable: BlockTable;
+  status: SequenceStatus;
+  params: SamplingParams;
+  finishReason: FinishReason | null;
+}
+
+export function newSequence(
+  seqId: SeqId,
+  promptIds: readonly number[],
+  params: SamplingParams,
+  choiceIndex = 0,
+): Sequence {
+  return {
+    seqId,
+    choiceIndex,
+    tokenIds: [...promptIds],
+    numPromptTokens: promptIds.length,
+    numComputedTokens: 0,
+    blockTable: [],
+    status: "waiting",
+    params,
+    finishReason: null,
+  };
+}
+
+export function numOutputTokens(s: Sequence): number {
+  return s.tokenIds.length - s.numPromptTokens;
+}
+
+export function isFinished(status: SequenceStatus): boolean {
+  return status === "finished";
+}
+
+export const GREEDY: SamplingParams = {
+  temperature: 0,
+  topP: 1,
+  topK: 0,
+  seed: 0,
+  numTopLogprobs: 0,
+  maxTokens: 16,
+  stop: [],
+  ignoreEos: false,
+  logprobs: false,
+};

@@ -1,0 +1,454 @@
+/**
+ * Plain-JS kernels: the reference `Kernels` implementation and the fallback where WebAssembly is
+ * unavailable. Owns the JS arena (separate typed arrays counted against a fixed capacity), the
+ * argument checks shared with the wasm adapter, and an f32 mirror of wasm/kernels.ts.
+ *
+ * Bit-exactness: every arithmetic step is rounded to f32 with `Math.fround`, in exactly the order
+ * wasm/kernels.ts uses (see its header), so JS and wasm kernels give bit-identical outputs. A
+ * product of two f32 values is exact in f64 and f64 has more than 2 * 24 + 2 bits, so rounding an
+ * f64 add, mul, div or sqrt of f32 operands to f32 equals the f32 operation.
+ */
+
+import { InvariantError } from "../assert.ts";
+import { KernelMemoryError, type Kernels } from "./kernels.ts";
+
+const fr = Math.fround;
+
+/** Allocation granule of both arenas: every allocation is rounded up to this many bytes. */
+export const KERNEL_ALIGN_BYTES = 16;
+
+/** `numBytes` rounded up to the allocation granule. */
+export function roundAllocBytes(numBytes: number): number {
+  return Math.ceil(numBytes / KERNEL_ALIGN_BYTES) * KERNEL_ALIGN_BYTES;
+}
+
+/** Throws unless `n` is a non-negative safe integer. */
+export function checkCount(n: number, what: string): void {
+  if (!(Number.isSafeInteger(n) && n >= 0)) {
+    throw new InvariantError(`${what} must be a non-negative integer, got ${n}`);
+  }
+}
+
+type View = Float32Array | Int32Array;
+
+/** Whether byte ranges [a, a + aBytes) and [b, b + bBytes) share a byte (empty ranges never do). */
+export function rangesOverlap(a: number, aBytes: number, b: number, bBytes: number): boolean {
+  return aBytes > 0 && bBytes > 0 && a < b + bBytes && b < a + aBytes;
+}
+
+/** Whether the first `aLen` elements of `a` and the first `bLen` of `b` share memory. */
+function overlaps(a: View, aLen: number, b: View, bLen: number): boolean {
+  return a.buffer === b.buffer && rangesOverlap(a.byteOffset, aLen * 4, b.byteOffset, bLen * 4);
+}
+
+/** Shape and aliasing checks of `matmul` (shared by both implementations; O(1)). */
+export function checkMatmul(
+  out: Float32Array,
+  x: Float32Array,
+  w: Float32Array,
+  m: number,
+  n: number,
+  d: number,
+): void {
+  // (Messages are built only on failure: this runs on every call.)
+  if (!((m | 0) === m && (n | 0) === n && (d | 0) === d && m >= 0 && n >= 0 && d >= 0)) {
+    throw new InvariantError(`matmul: bad shape m=${m} n=${n} d=${d}`);
+  }
+  if (!(out.length >= m * d && x.length >= m * n && w.length >= d * n)) {
+    throw new InvariantError(
+      `matmul: arrays too short for m=${m} n=${n} d=${d} ` +
+        `(out ${out.length}, x ${x.length}, w ${w.length})`,
+    );
+  }
+  if (overlaps(out, m * d, x, m * n) || overlaps(out, m * d, w, d * n)) {
+    throw new InvariantError("matmul: out must not alias x or w");
+  }
+}
+
+/**
+ * Shape, block-table and aliasing checks of `attention` (shared by both implementations).
+ * O(numKeys / blockSize): every block id is checked against the cache size.
+ */
+export function checkAttention(
+  out: Float32Array,
+  q: Float32Array,
+  kCache: Float32Array,
+  vCache: Float32Array,
+  blockTable: Int32Array,
+  numKeys: number,
+  numHeads: number,
+  numKvHeads: number,
+  headDim: number,
+  blockSize: number,
+  scores: Float32Array,
+): void {
+  if (
+    !(
+      (numKeys | 0) === numKeys &&
+      (numHeads | 0) === numHeads &&
+      (numKvHeads | 0) === numKvHeads &&
+      (headDim | 0) === headDim &&
+      (blockSize | 0) === blockSize &&
+      numKeys >= 1 &&
+      numKvHeads >= 1 &&
+      numHeads >= numKvHeads &&
+      numHeads % numKvHeads === 0 &&
+      headDim >= 1 &&
+      blockSize >= 1
+    )
+  ) {
+    throw new InvariantError(
+      `attention: bad shape numKeys=${numKeys} numHeads=${numHeads} numKvHeads=${numKvHeads} ` +
+        `headDim=${headDim} blockSize=${blockSize}`,
+    );
+  }
+  const qLen = numHeads * headDim;
+  const numBlocks = Math.ceil(numKeys / blockSize);
+  if (
+    !(
+      q.length >= qLen &&
+      out.length >= qLen &&
+      scores.length >= numKeys &&
+      blockTable.length >= numBlocks
+    )
+  ) {
+    throw new InvariantError("attention: q, out, scores or blockTable too short");
+  }
+  const blockFloats = blockSize * numKvHeads * headDim;
+  const cacheBlocks = Math.floor(Math.min(kCache.length, vCache.length) / blockFloats);
+  for (let b = 0; b < numBlocks; b++) {
+    const id = blockTable[b] as number;
+    if (!(id >= 0 && id < cacheBlocks)) {
+      throw new InvariantError(`attention: block id ${id} (table entry ${b}) outside the cache`);
+    }
+  }
+  const kvLen = Math.max(kCache.length, vCache.length);
+  if (
+    (out !== q && overlaps(out, qLen, q, qLen)) ||
+    overlaps(out, qLen, kCache, kvLen) ||
+    overlaps(out, qLen, vCache, kvLen) ||
+    overlaps(out, qLen, scores, numKeys) ||
+    overlaps(scores, numKeys, q, qLen) ||
+    overlaps(scores, numKeys, kCache, kvLen) ||
+    overlaps(scores, numKeys, vCache, kvLen) ||
+    overlaps(blockTable, numBlocks, out, qLen) ||
+    overlaps(blockTable, numBlocks, scores, numKeys)
+  ) {
+    throw new InvariantError("attention: out or scores aliases another argument");
+  }
+}
+
+// -----------------------------------------------------------------------------------------------
+// exp (mirror of `expf` in wasm/kernels.ts)
+
+const LOG2E = fr(Math.LOG2E);
+const LN2_HI = fr(0.693359375);
+const LN2_LO = fr(-2.1219444e-4);
+const P0 = fr(1.98756915e-4);
+const P1 = fr(1.3981999507e-3);
+const P2 = fr(8.3334519073e-3);
+const P3 = fr(4.1665795894e-2);
+const P4 = fr(1.6666665459e-1);
+const P5 = fr(5.0000001201e-1);
+
+/** POW2[n + 126] = 2^n for n in [-126, 127] (exact: repeated doubling and halving of 1). */
+const POW2 = new Float64Array(254);
+POW2[126] = 1;
+for (let n = 1; n <= 127; n++) POW2[126 + n] = (POW2[125 + n] as number) * 2;
+for (let n = 1; n <= 126; n++) POW2[126 - n] = (POW2[127 - n] as number) / 2;
+
+/**
+ * exp(x) in f32, bit-identical to `expf` in wasm/kernels.ts (Cephes expf, about 1 ulp). Returns 0
+ * below -87 and +Infinity above 88. `x` must be an f32 value.
+ */
+export function expf(x: number): number {
+  if (!(x >= -87)) return x < -87 ? 0 : x; // below range: 0; NaN: NaN
+  if (x > 88) return Number.POSITIVE_INFINITY;
+  const n = Math.floor(fr(fr(x * LOG2E) + 0.5));
+  let r = fr(x - fr(n * LN2_HI));
+  r = fr(r - fr(n * LN2_LO));
+  const z = fr(r * r);
+  let p = fr(fr(P0 * r) + P1);
+  p = fr(fr(p * r) + P2);
+  p = fr(fr(p * r) + P3);
+  p = fr(fr(p * r) + P4);
+  p = fr(fr(p * r) + P5);
+  p = fr(fr(fr(p * z) + r) + 1);
+  return fr(p * (POW2[n + 126] as number));
+}
+
+// -----------------------------------------------------------------------------------------------
+// matmul
+
+/**
+ * X (m, n) @ W^T (d, n) -> out (m, d), f32 mirror of `matmul` in wasm/kernels.ts. Four output
+ * columns share each load of x; every element keeps its own four lane sums (k mod 4), reduced as
+ * (l0 + l1) + (l2 + l3), then the k tail in order.
+ */
+function matmulJs(
+  out: Float32Array,
+  x: Float32Array,
+  w: Float32Array,
+  m: number,
+  n: number,
+  d: number,
+): void {
+  const n4 = n & ~3;
+  const d4 = d & ~3;
+  for (let i = 0; i < m; i++) {
+    const xo = i * n;
+    const oo = i * d;
+    let j = 0;
+    for (; j < d4; j += 4) {
+      const w0 = j * n;
+      const w1 = w0 + n;
+      const w2 = w1 + n;
+      const w3 = w2 + n;
+      let a0 = 0;
+      let a1 = 0;
+      let a2 = 0;
+      let a3 = 0;
+      let b0 = 0;
+      let b1 = 0;
+      let b2 = 0;
+      let b3 = 0;
+      let c0 = 0;
+      let c1 = 0;
+      let c2 = 0;
+      let c3 = 0;
+      let e0 = 0;
+      let e1 = 0;
+      let e2 = 0;
+      let e3 = 0;
+      for (let k = 0; k < n4; k += 4) {
+        const x0 = x[xo + k] as number;
+        const x1 = x[xo + k + 1] as number;
+        const x2 = x[xo + k + 2] as number;
+        const x3 = x[xo + k + 3] as number;
+        a0 = fr(a0 + fr(x0 * (w[w0 + k] as number)));
+        a1 = fr(a1 + fr(x1 * (w[w0 + k + 1] as number)));
+        a2 = fr(a2 + fr(x2 * (w[w0 + k + 2] as number)));
+        a3 = fr(a3 + fr(x3 * (w[w0 + k + 3] as number)));
+        b0 = fr(b0 + fr(x0 * (w[w1 + k] as number)));
+        b1 = fr(b1 + fr(x1 * (w[w1 + k + 1] as number)));
+        b2 = fr(b2 + fr(x2 * (w[w1 + k + 2] as number)));
+        b3 = fr(b3 + fr(x3 * (w[w1 + k + 3] as number)));
+        c0 = fr(c0 + fr(x0 * (w[w2 + k] as number)));
+        c1 = fr(c1 + fr(x1 * (w[w2 + k + 1] as number)));
+        c2 = fr(c2 + fr(x2 * (w[w2 + k + 2] as number)));
+        c3 = fr(c3 + fr(x3 * (w[w2 + k + 3] as number)));
+        e0 = fr(e0 + fr(x0 * (w[w3 + k] as number)));
+        e1 = fr(e1 + fr(x1 * (w[w3 + k + 1] as number)));
+        e2 = fr(e2 + fr(x2 * (w[w3 + k + 2] as number)));
+        e3 = fr(e3 + fr(x3 * (w[w3 + k + 3] as number)));
+      }
+      let s0 = fr(fr(a0 + a1) + fr(a2 + a3));
+      let s1 = fr(fr(b0 + b1) + fr(b2 + b3));
+      let s2 = fr(fr(c0 + c1) + fr(c2 + c3));
+      let s3 = fr(fr(e0 + e1) + fr(e2 + e3));
+      for (let k = n4; k < n; k++) {
+        const xk = x[xo + k] as number;
+        s0 = fr(s0 + fr(xk * (w[w0 + k] as number)));
+        s1 = fr(s1 + fr(xk * (w[w1 + k] as number)));
+        s2 = fr(s2 + fr(xk * (w[w2 + k] as number)));
+        s3 = fr(s3 + fr(xk * (w[w3 + k] as number)));
+      }
+      out[oo + j] = s0;
+      out[oo + j + 1] = s1;
+      out[oo + j + 2] = s2;
+      out[oo + j + 3] = s3;
+    }
+    for (; j < d; j++) out[oo + j] = dot(x, xo, w, j * n, n);
+  }
+}
+
+/** dot(a[ao..ao+n), b[bo..bo+n)) in the canonical f32 order. */
+function dot(a: Float32Array, ao: number, b: Float32Array, bo: number, n: number): number {
+  const n4 = n & ~3;
+  let a0 = 0;
+  let a1 = 0;
+  let a2 = 0;
+  let a3 = 0;
+  for (let k = 0; k < n4; k += 4) {
+    a0 = fr(a0 + fr((a[ao + k] as number) * (b[bo + k] as number)));
+    a1 = fr(a1 + fr((a[ao + k + 1] as number) * (b[bo + k + 1] as number)));
+    a2 = fr(a2 + fr((a[ao + k + 2] as number) * (b[bo + k + 2] as number)));
+    a3 = fr(a3 + fr((a[ao + k + 3] as number) * (b[bo + k + 3] as number)));
+  }
+  let s = fr(fr(a0 + a1) + fr(a2 + a3));
+  for (let k = n4; k < n; k++) s = fr(s + fr((a[ao + k] as number) * (b[bo + k] as number)));
+  return s;
+}
+
+// -----------------------------------------------------------------------------------------------
+// attention
+
+/** f32 mirror of `attention` in wasm/kernels.ts (same visiting order, same roundings). */
+function attentionJs(
+  out: Float32Array,
+  q: Float32Array,
+  kCache: Float32Array,
+  vCache: Float32Array,
+  blockTable: Int32Array,
+  numKeys: number,
+  numHeads: number,
+  numKvHeads: number,
+  headDim: number,
+  blockSize: number,
+  scores: Float32Array,
+): void {
+  const group = numHeads / numKvHeads;
+  const row = numKvHeads * headDim;
+  const scale = fr(1 / fr(Math.sqrt(headDim)));
+  for (let h = 0; h < numHeads; h++) {
+    const qh = h * headDim;
+    const kvOff = Math.floor(h / group) * headDim;
+
+    // q_h (headDim) . k_t (headDim) -> scores (numKeys), and their max.
+    let mx = Number.NEGATIVE_INFINITY;
+    let t = 0;
+    for (let b = 0; t < numKeys; b++) {
+      const end = Math.min(t + blockSize, numKeys);
+      let kp = (blockTable[b] as number) * blockSize * row + kvOff;
+      for (; t < end; t++) {
+        const s = fr(dot(q, qh, kCache, kp, headDim) * scale);
+        scores[t] = s;
+        if (s > mx) mx = s;
+        kp += row;
+      }
+    }
+
+    let sum = 0;
+    for (let u = 0; u < numKeys; u++) {
+      const e = expf(fr((scores[u] as number) - mx));
+      scores[u] = e;
+      sum = fr(sum + e);
+    }
+
+    // sum_t e_t v_t (headDim) / sum -> out_h, accumulated in position order.
+    const oh = qh;
+    out.fill(0, oh, oh + headDim);
+    t = 0;
+    for (let b = 0; t < numKeys; b++) {
+      const end = Math.min(t + blockSize, numKeys);
+      let vp = (blockTable[b] as number) * blockSize * row + kvOff;
+      for (; t < end; t++) {
+        const e = scores[t] as number;
+        for (let c = 0; c < headDim; c++) {
+          out[oh + c] = fr((out[oh + c] as number) + fr(e * (vCache[vp + c] as number)));
+        }
+        vp += row;
+      }
+    }
+    for (let c = 0; c < headDim; c++) out[oh + c] = fr((out[oh + c] as number) / sum);
+  }
+}
+
+// -----------------------------------------------------------------------------------------------
+// Kernels object
+
+/**
+ * The plain-JS kernels. Allocations are separate typed arrays, counted against `capacityBytes`
+ * with the same 16-byte rounding as the wasm arena (so both report the same `usedBytes`).
+ * Arrays passed to the kernels must come from this object's `alloc*` (or be subarrays of them),
+ * as with the wasm kernels.
+ */
+export function createJsKernels(capacityBytes: number): Kernels {
+  checkCount(capacityBytes, "capacityBytes");
+  const owned = new WeakSet<ArrayBufferLike>();
+  let used = 0;
+
+  function reserve(n: number, what: string): void {
+    checkCount(n, `${what} length`);
+    const bytes = roundAllocBytes(n * 4);
+    if (used + bytes > capacityBytes) {
+      throw new KernelMemoryError(
+        `kernel arena full: ${what}(${n}) needs ${bytes} bytes, ` +
+          `${capacityBytes - used} of ${capacityBytes} left`,
+      );
+    }
+    used += bytes;
+  }
+
+  function checkOwned(a: View): void {
+    if (!owned.has(a.buffer)) {
+      throw new InvariantError("kernel argument was not allocated by this Kernels object");
+    }
+  }
+
+  return {
+    name: "js",
+    get usedBytes() {
+      return used;
+    },
+    capacityBytes,
+    canAlloc(numBytes: number): boolean {
+      return numBytes >= 0 && used + roundAllocBytes(numBytes) <= capacityBytes;
+    },
+    alloc(n: number): Float32Array {
+      reserve(n, "alloc");
+      const a = new Float32Array(n);
+      owned.add(a.buffer);
+      return a;
+    },
+    allocInt32(n: number): Int32Array {
+      reserve(n, "allocInt32");
+      const a = new Int32Array(n);
+      owned.add(a.buffer);
+      return a;
+    },
+    matmul(out, x, w, m, n, d): void {
+      checkOwned(out);
+      checkOwned(x);
+      checkOwned(w);
+      checkMatmul(out, x, w, m, n, d);
+      matmulJs(out, x, w, m, n, d);
+    },
+    attention(
+      out,
+      q,
+      kCache,
+      vCache,
+      blockTable,
+      numKeys,
+      numHeads,
+      numKvHeads,
+      headDim,
+      blockSize,
+      scores,
+    ) {
+      checkOwned(out);
+      checkOwned(q);
+      checkOwned(kCache);
+      checkOwned(vCache);
+      checkOwned(blockTable);
+      checkOwned(scores);
+      checkAttention(
+        out,
+        q,
+        kCache,
+        vCache,
+        blockTable,
+        numKeys,
+        numHeads,
+        numKvHeads,
+        headDim,
+        blockSize,
+        scores,
+      );
+      attentionJs(
+        out,
+        q,
+        kCache,
+        vCache,
+        blockTable,
+        numKeys,
+        numHeads,
+        numKvHeads,
+        headDim,
+        blockSize,
+        scores,
+      );
+    },
+  };
+}

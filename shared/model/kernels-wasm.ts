@@ -1,0 +1,223 @@
+/**
+ * WebAssembly SIMD kernels adapter: wraps an instance of wasm/kernels.wasm (built from
+ * wasm/kernels.ts) as a `Kernels` object. Owns the arena inside the instance's linear memory and
+ * the JS -> wasm call path.
+ *
+ * The host instantiates the module (shared/ has no `WebAssembly` global):
+ *   workerd: `import mod from "../wasm/kernels.wasm"`,
+ *            `createWasmKernels(await WebAssembly.instantiate(mod, WASM_KERNEL_IMPORTS), cap)`
+ *   Node:    hosts/node-kernels.ts (`loadWasmKernels(cap)`).
+ * One instance per `Kernels` object: the arena is the instance's memory.
+ *
+ * The memory is grown once, at creation, to hold the whole arena, so it never grows again and
+ * typed-array views into it never detach. Results are bit-identical to kernels-js.ts.
+ */
+
+import { InvariantError } from "../assert.ts";
+import { KernelMemoryError, type Kernels } from "./kernels.ts";
+import {
+  checkAttention,
+  checkCount,
+  checkMatmul,
+  rangesOverlap,
+  roundAllocBytes,
+} from "./kernels-js.ts";
+
+/**
+ * Imports object to pass to `WebAssembly.instantiate` with wasm/kernels.wasm. The module imports
+ * nothing today (no `env.abort`: it is built with --noAssert and allocates nothing); hosts pass
+ * this anyway so that a future import needs no host change.
+ */
+export const WASM_KERNEL_IMPORTS: Readonly<Record<string, Record<string, never>>> = Object.freeze(
+  {},
+);
+
+const PAGE_BYTES = 65536;
+const MAX_PAGES = 65536;
+
+/** The exports of wasm/kernels.wasm, described structurally (shared/ has no WebAssembly types). */
+interface KernelExports {
+  memory: { readonly buffer: ArrayBuffer; grow(deltaPages: number): number };
+  heapBase(): number;
+  // X (m, n) @ W^T (d, n) -> out (m, d); byte offsets
+  matmul(out: number, x: number, w: number, m: number, n: number, d: number): void;
+  attention(
+    out: number,
+    q: number,
+    kCache: number,
+    vCache: number,
+    blockTable: number,
+    numKeys: number,
+    numHeads: number,
+    numKvHeads: number,
+    headDim: number,
+    blockSize: number,
+    scores: number,
+  ): void;
+}
+
+/** Instances already wrapped: a second Kernels object on one memory would share its arena. */
+const adopted = new WeakSet<object>();
+
+function kernelExports(instance: { exports: unknown }): KernelExports {
+  const ex = instance.exports as Partial<Record<keyof KernelExports, unknown>> | null;
+  const memory = ex?.memory as { buffer?: unknown; grow?: unknown } | undefined;
+  if (
+    !ex ||
+    typeof memory !== "object" ||
+    typeof memory.grow !== "function" ||
+    typeof ex.heapBase !== "function" ||
+    typeof ex.matmul !== "function" ||
+    typeof ex.attention !== "function"
+  ) {
+    throw new InvariantError("createWasmKernels: not an instance of wasm/kernels.wasm");
+  }
+  return ex as KernelExports;
+}
+
+/**
+ * Kernels backed by an instance of wasm/kernels.wasm, with an arena of `capacityBytes` in its
+ * memory. @throws KernelMemoryError when the memory cannot grow to the capacity.
+ */
+export function createWasmKernels(instance: { exports: unknown }, capacityBytes: number): Kernels {
+  checkCount(capacityBytes, "capacityBytes");
+  const ex = kernelExports(instance);
+  if (adopted.has(ex.memory)) {
+    throw new InvariantError("createWasmKernels: this instance already backs a Kernels object");
+  }
+  adopted.add(ex.memory);
+
+  const base = roundAllocBytes(ex.heapBase());
+  const needPages = Math.ceil((base + capacityBytes) / PAGE_BYTES);
+  if (needPages > MAX_PAGES) {
+    throw new KernelMemoryError(`wasm kernel arena of ${capacityBytes} bytes exceeds 4 GiB`);
+  }
+  const havePages = ex.memory.buffer.byteLength / PAGE_BYTES;
+  if (needPages > havePages) {
+    try {
+      ex.memory.grow(needPages - havePages);
+    } catch (e) {
+      throw new KernelMemoryError(
+        `wasm kernel memory cannot grow to ${needPages} pages: ${(e as Error).message}`,
+      );
+    }
+  }
+  const buf = ex.memory.buffer;
+  const wasmMatmul = ex.matmul;
+  const wasmAttention = ex.attention;
+  let used = 0;
+
+  function reserve(n: number, what: string): number {
+    checkCount(n, `${what} length`);
+    const bytes = roundAllocBytes(n * 4);
+    if (used + bytes > capacityBytes) {
+      throw new KernelMemoryError(
+        `kernel arena full: ${what}(${n}) needs ${bytes} bytes, ` +
+          `${capacityBytes - used} of ${capacityBytes} left`,
+      );
+    }
+    const ptr = base + used;
+    used += bytes;
+    return ptr;
+  }
+
+  function foreign(): never {
+    throw new InvariantError("kernel argument does not live in this Kernels object's wasm memory");
+  }
+
+  return {
+    name: "wasm",
+    get usedBytes() {
+      return used;
+    },
+    capacityBytes,
+    canAlloc(numBytes: number): boolean {
+      return numBytes >= 0 && used + roundAllocBytes(numBytes) <= capacityBytes;
+    },
+    alloc(n: number): Float32Array {
+      // Fresh pages are zero and the arena never reuses memory, so no fill is needed.
+      return new Float32Array(buf, reserve(n, "alloc"), n);
+    },
+    allocInt32(n: number): Int32Array {
+      return new Int32Array(buf, reserve(n, "allocInt32"), n);
+    },
+    // X (m, n) @ W^T (d, n) -> out (m, d)
+    // The hot path for small matvecs: typed-array getters (.buffer, .byteOffset) cost ~15-20 ns
+    // each in V8, so each is read once; checkMatmul only runs to build the error.
+    matmul(out, x, w, m, n, d): void {
+      if (out.buffer !== buf || x.buffer !== buf || w.buffer !== buf) foreign();
+      const po = out.byteOffset;
+      const px = x.byteOffset;
+      const pw = w.byteOffset;
+      const ob = m * d * 4;
+      if (
+        !(
+          (m | 0) === m &&
+          (n | 0) === n &&
+          (d | 0) === d &&
+          m >= 0 &&
+          n >= 0 &&
+          d >= 0 &&
+          out.length >= m * d &&
+          x.length >= m * n &&
+          w.length >= d * n
+        ) ||
+        rangesOverlap(po, ob, px, m * n * 4) ||
+        rangesOverlap(po, ob, pw, d * n * 4)
+      ) {
+        checkMatmul(out, x, w, m, n, d);
+      }
+      wasmMatmul(po, px, pw, m, n, d);
+    },
+    attention(
+      out,
+      q,
+      kCache,
+      vCache,
+      blockTable,
+      numKeys,
+      numHeads,
+      numKvHeads,
+      headDim,
+      blockSize,
+      scores,
+    ) {
+      if (
+        out.buffer !== buf ||
+        q.buffer !== buf ||
+        kCache.buffer !== buf ||
+        vCache.buffer !== buf ||
+        blockTable.buffer !== buf ||
+        scores.buffer !== buf
+      ) {
+        foreign();
+      }
+      checkAttention(
+        out,
+        q,
+        kCache,
+        vCache,
+        blockTable,
+        numKeys,
+        numHeads,
+        numKvHeads,
+        headDim,
+        blockSize,
+        scores,
+      );
+      wasmAttention(
+        out.byteOffset,
+        q.byteOffset,
+        kCache.byteOffset,
+        vCache.byteOffset,
+        blockTable.byteOffset,
+        numKeys,
+        numHeads,
+        numKvHeads,
+        headDim,
+        blockSize,
+        scores.byteOffset,
+      );
+    },
+  };
+}

@@ -1,0 +1,307 @@
+/**
+ * The transformer forward pass over a batch of token rows from many sequences, with a paged KV
+ * cache. Handles llama (dense and Mixtral-style MoE) and qwen3moe. Pure; no I/O; all buffers are
+ * allocated once in kernel memory at construction and reused by every step.
+ *
+ * Determinism: every row is computed on its own (kernels reduce in a fixed per-element order, the
+ * MoE combines expert outputs in top-k slot order), so a row's logits do not depend on the batch
+ * it shares or on how its sequence's prefill was chunked.
+ */
+import { assert } from "../assert.ts";
+import type { ModelConfig } from "./config.ts";
+import type { Kernels } from "./kernels.ts";
+import { routeTopK } from "./moe.ts";
+import { type RopeTable, rmsnorm, rope, ropeTable, swiglu } from "./ops.ts";
+import type { ModelWeights } from "./weights.ts";
+
+export interface ForwardShape {
+  /** Most token rows in one forward (the scheduler's token budget). */
+  maxNumTokens: number;
+  /** Most sequences in one forward. */
+  maxNumSeqs: number;
+  /** Longest sequence (prompt + output). */
+  maxModelLen: number;
+  blockSize: number;
+  numBlocks: number;
+}
+
+/** One forward's input. Rows of one sequence are consecutive and in position order. */
+export interface ForwardBatch {
+  numTokens: number;
+  tokenIds: ArrayLike<number>; // (numTokens)
+  positions: ArrayLike<number>; // (numTokens)
+  /** Row -> index into blockTables. */
+  seqIndex: ArrayLike<number>; // (numTokens)
+  blockTables: readonly (readonly number[])[];
+  /** Rows whose logits are returned, in this order. */
+  logitRows: readonly number[];
+}
+
+/** f32 bytes of KV cache per block (all layers, K and V). */
+export function kvBytesPerBlock(c: ModelConfig, blockSize: number): number {
+  return c.numHiddenLayers * 2 * blockSize * c.numKeyValueHeads * c.headDim * 4;
+}
+
+/** f32 bytes the activation workspace of `Transformer` takes for a shape (without the KV cache). */
+export function workspaceBytes(c: ModelConfig, s: Omit<ForwardShape, "numBlocks">): number {
+  const t = s.maxNumTokens;
+  const qDim = c.numAttentionHeads * c.headDim;
+  const kvDim = c.numKeyValueHeads * c.headDim;
+  const ff = Math.max(c.intermediateSize, c.moeIntermediateSize);
+  const k = Math.max(c.numExpertsPerTok, 1);
+  const floats =
+    3 * t * c.hiddenSize +
+    t * (qDim + 2 * kvDim) +
+    t * qDim +
+    t * 3 * ff +
+    t * c.numExperts +
+    t * k * c.hiddenSize * 2 +
+    t * c.hiddenSize +
+    s.maxNumSeqs * c.vocabSize +
+    s.maxModelLen +
+    2 * t * k;
+  const ints = s.maxNumSeqs * Math.ceil(s.maxModelLen / s.blockSize) + 3 * t * k + c.numExperts;
+  return 4 * (floats + ints) + 16 * 24;
+}
+
+export class Transformer {
+  /** Per-layer K and V caches: (numBlocks * blockSize, kvDim). Exposed for KV transfer. */
+  readonly kCache: Float32Array[] = [];
+  readonly vCache: Float32Array[] = [];
+  private readonly rope: RopeTable;
+  // workspace (see workspaceBytes)
+  private readonly x: Float32Array;
+  private readonly xb: Float32Array;
+  private readonly xb2: Float32Array;
+  private readonly qkv: Float32Array;
+  private readonly att: Float32Array;
+  private readonly hb: Float32Array;
+  private readonly hb2: Float32Array;
+  private readonly routerLogits: Float32Array;
+  private readonly slotOut: Float32Array;
+  private readonly gathered: Float32Array;
+  private readonly expertOut: Float32Array;
+  private readonly logits: Float32Array;
+  private readonly scores: Float32Array;
+  private readonly routeIds: Int32Array;
+  private readonly routeWeights: Float32Array;
+  private readonly blockTables: Int32Array;
+  private readonly expertRows: Int32Array; // per expert, the (row * topK + slot) it serves
+  private readonly expertCounts: Int32Array;
+  private readonly maxBlocksPerSeq: number;
+
+  constructor(
+    readonly config: ModelConfig,
+    private readonly weights: ModelWeights,
+    private readonly kernels: Kernels,
+    readonly shape: ForwardShape,
+  ) {
+    const c = config;
+    const t = shape.maxNumTokens;
+    const qDim = c.numAttentionHeads * c.headDim;
+    const kvDim = c.numKeyValueHeads * c.headDim;
+    const ff = Math.max(c.intermediateSize, c.moeIntermediateSize);
+    const k = Math.max(c.numExpertsPerTok, 1);
+    const kv = kernels;
+    this.rope = ropeTable(shape.maxModelLen, c.ropeDim, c.ropeTheta);
+    this.maxBlocksPerSeq = Math.ceil(shape.maxModelLen / shape.blockSize);
+    this.x = kv.alloc(t * c.hiddenSize);
+    this.xb = kv.alloc(t * c.hiddenSize);
+    this.xb2 = kv.alloc(t * c.hiddenSize);
+    this.qkv = kv.alloc(t * (qDim + 2 * kvDim));
+    this.att = kv.alloc(t * qDim);
+    this.hb = kv.alloc(t * 2 * ff);
+    this.hb2 = kv.alloc(t * ff);
+    this.routerLogits = kv.alloc(t * c.numExperts);
+    this.slotOut = kv.alloc(t * k * c.hiddenSize);
+    this.gathered = kv.alloc(t * c.hiddenSize);
+    this.expertOut = kv.alloc(t * k * c.hiddenSize);
+    this.logits = kv.alloc(shape.maxNumSeqs * c.vocabSize);
+    this.scores = kv.alloc(shape.maxModelLen);
+    this.routeIds = kv.allocInt32(t * k);
+    this.routeWeights = kv.alloc(t * k);
+    this.blockTables = kv.allocInt32(shape.maxNumSeqs * this.maxBlocksPerSeq);
+    this.expertRows = kv.allocInt32(t * k * 2);
+    this.expertCounts = kv.allocInt32(c.numExperts);
+    for (let l = 0; l < c.numHiddenLayers; l++) {
+      this.kCache.push(kv.alloc(shape.numBlocks * shape.blockSize * kvDim));
+      this.vCache.push(kv.alloc(shape.numBlocks * shape.blockSize * kvDim));
+    }
+  }
+
+  /**
+   * Runs the batch; returns logits (logitRows.length, vocabSize), a view valid until the next call.
+   * K/V of every row are written to the cache slots of its block table before attention reads
+   * them, so rows of one sequence in the same batch see each other causally.
+   */
+  forward(b: ForwardBatch): Float32Array {
+    const c = this.config;
+    const s = this.shape;
+    const T = b.numTokens;
+    const h = c.hiddenSize;
+    assert(T > 0 && T <= s.maxNumTokens, `batch of ${T} tokens exceeds ${s.maxNumTokens}`);
+    assert(b.blockTables.length <= s.maxNumSeqs, "too many sequences in batch");
+    assert(b.logitRows.length <= s.maxNumSeqs, "too many logit rows");
+    const kvDim = c.numKeyValueHeads * c.headDim;
+    const qDim = c.numAttentionHeads * c.headDim;
+    const qkvDim = qDim + 2 * kvDim;
+    const bs = s.blockSize;
+    const mb = this.maxBlocksPerSeq;
+    b.blockTables.forEach((table, i) => {
+      assert(table.length <= mb, "block table longer than maxModelLen");
+      for (let j = 0; j < table.length; j++) this.blockTables[i * mb + j] = table[j] as number;
+    });
+    for (let r = 0; r < T; r++) {
+      const tok = b.tokenIds[r] as number;
+      assert(tok >= 0 && tok < c.vocabSize, `token id ${tok} out of range`);
+      const pos = b.positions[r] as number;
+      assert(pos >= 0 && pos < s.maxModelLen, `position ${pos} out of range`);
+      this.x.set(this.weights.tokenEmbd.subarray(tok * h, (tok + 1) * h), r * h);
+    }
+    const neox = c.ropeStyle === "neox";
+    const K = this.kernels;
+    for (let l = 0; l < c.numHiddenLayers; l++) {
+      const w = this.weights.layers[l];
+      assert(w !== undefined, "missing layer");
+      const kc = this.kCache[l] as Float32Array;
+      const vc = this.vCache[l] as Float32Array;
+      // --- attention
+      for (let r = 0; r < T; r++)
+        rmsnorm(this.xb, r * h, this.x, r * h, w.attnNorm, h, c.rmsNormEps);
+      K.matmul(this.qkv, this.xb, w.wqkv, T, h, qkvDim);
+      for (let r = 0; r < T; r++) {
+        const o = r * qkvDim;
+        const pos = b.positions[r] as number;
+        if (w.qNorm && w.kNorm) {
+          for (let hd = 0; hd < c.numAttentionHeads; hd++) {
+            const p = o + hd * c.headDim;
+            rmsnorm(this.qkv, p, this.qkv, p, w.qNorm, c.headDim, c.rmsNormEps);
+          }
+          for (let hd = 0; hd < c.numKeyValueHeads; hd++) {
+            const p = o + qDim + hd * c.headDim;
+            rmsnorm(this.qkv, p, this.qkv, p, w.kNorm, c.headDim, c.rmsNormEps);
+          }
+        }
+        rope(this.qkv, o, c.numAttentionHeads, c.headDim, pos, this.rope, neox);
+        rope(this.qkv, o + qDim, c.numKeyValueHeads, c.headDim, pos, this.rope, neox);
+        const seq = b.seqIndex[r] as number;
+        const block = this.blockTables[seq * mb + Math.floor(pos / bs)] as number;
+        const slot = (block * bs + (pos % bs)) * kvDim;
+        kc.set(this.qkv.subarray(o + qDim, o + qDim + kvDim), slot);
+        vc.set(this.qkv.subarray(o + qDim + kvDim, o + qkvDim), slot);
+      }
+      for (let r = 0; r < T; r++) {
+        const o = r * qkvDim;
+        const seq = b.seqIndex[r] as number;
+        K.attention(
+          this.att.subarray(r * qDim, (r + 1) * qDim),
+          this.qkv.subarray(o, o + qDim),
+          kc,
+          vc,
+          this.blockTables.subarray(seq * mb, (seq + 1) * mb),
+          (b.positions[r] as number) + 1,
+          c.numAttentionHeads,
+          c.numKeyValueHeads,
+          c.headDim,
+          bs,
+          this.scores,
+        );
+      }
+      K.matmul(this.xb2, this.att, w.wo, T, qDim, h);
+      addInPlace(this.x, this.xb2, T * h);
+      // --- feed-forward
+      for (let r = 0; r < T; r++)
+        rmsnorm(this.xb, r * h, this.x, r * h, w.ffnNorm, h, c.rmsNormEps);
+      if (w.wRouter) this.moe(T, w.wRouter, w.wGateUp, w.wDown);
+      else {
+        const ff = c.intermediateSize;
+        K.matmul(this.hb, this.xb, w.wGateUp, T, h, 2 * ff);
+        for (let r = 0; r < T; r++) swiglu(this.hb2, r * ff, this.hb, r * 2 * ff, ff);
+        K.matmul(this.xb2, this.hb2, w.wDown, T, ff, h);
+      }
+      addInPlace(this.x, this.xb2, T * h);
+    }
+    // --- final norm and classifier, only for the rows that sample
+    const n = b.logitRows.length;
+    for (let i = 0; i < n; i++) {
+      const r = b.logitRows[i] as number;
+      rmsnorm(this.xb, i * h, this.x, r * h, this.weights.outputNorm, h, c.rmsNormEps);
+    }
+    const out = this.logits.subarray(0, n * c.vocabSize);
+    if (n > 0) K.matmul(out, this.xb, this.weights.output, n, h, c.vocabSize);
+    return out;
+  }
+
+  /**
+   * MoE FFN of rows xb (T, h) into xb2 (T, h). Rows are grouped by expert so each expert runs one
+   * matmul over its rows; outputs land in per-(row, slot) buffers and are combined in slot order.
+   */
+  private moe(T: number, wRouter: Float32Array, wGateUp: Float32Array, wDown: Float32Array): void {
+    const c = this.config;
+    const h = c.hiddenSize;
+    const E = c.numExperts;
+    const k = c.numExpertsPerTok;
+    const ff = c.moeIntermediateSize;
+    const K = this.kernels;
+    K.matmul(this.routerLogits, this.xb, wRouter, T, h, E);
+    for (let r = 0; r < T; r++) {
+      routeTopK(this.routerLogits, r * E, E, k, this.routeIds, this.routeWeights, r * k);
+    }
+    // bucket (row, slot) pairs by expert, in row order
+    const counts = this.expertCounts;
+    counts.fill(0);
+    for (let i = 0; i < T * k; i++) counts[this.routeIds[i] as number]++;
+    const starts = this.expertRows.subarray(T * k); // scratch: running start per expert
+    let acc = 0;
+    for (let e = 0; e < E; e++) {
+      starts[e] = acc;
+      acc += counts[e] as number;
+    }
+    for (let i = 0; i < T * k; i++) {
+      const e = this.routeIds[i] as number;
+      this.expertRows[starts[e] as number] = i;
+      starts[e]++;
+    }
+    let begin = 0;
+    for (let e = 0; e < E; e++) {
+      const m = counts[e] as number;
+      if (m === 0) continue;
+      for (let j = 0; j < m; j++) {
+        const row = Math.floor((this.expertRows[begin + j] as number) / k);
+        this.gathered.set(this.xb.subarray(row * h, (row + 1) * h), j * h);
+      }
+      K.matmul(
+        this.hb,
+        this.gathered,
+        wGateUp.subarray(e * 2 * ff * h, (e + 1) * 2 * ff * h),
+        m,
+        h,
+        2 * ff,
+      );
+      for (let j = 0; j < m; j++) swiglu(this.hb2, j * ff, this.hb, j * 2 * ff, ff);
+      K.matmul(this.expertOut, this.hb2, wDown.subarray(e * h * ff, (e + 1) * h * ff), m, ff, h);
+      for (let j = 0; j < m; j++) {
+        const pair = this.expertRows[begin + j] as number;
+        this.slotOut.set(this.expertOut.subarray(j * h, (j + 1) * h), pair * h);
+      }
+      begin += m;
+    }
+    // combine in top-k slot order: out = sum_s w_s * e_s
+    for (let r = 0; r < T; r++) {
+      for (let i = 0; i < h; i++) {
+        let v = 0;
+        for (let s = 0; s < k; s++) {
+          v += Math.fround(
+            (this.routeWeights[r * k + s] as number) *
+              (this.slotOut[(r * k + s) * h + i] as number),
+          );
+        }
+        this.xb2[r * h + i] = v;
+      }
+    }
+  }
+}
+
+function addInPlace(x: Float32Array, y: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) x[i] = (x[i] as number) + (y[i] as number);
+}

@@ -1,0 +1,207 @@
+/**
+ * From an API-level GenerateTask to engine sequences and back to GenerateEvents: prompt
+ * preparation (BOS rule, token rules, context checks) and per-task output bookkeeping (choices,
+ * usage). Pure; the Npu DO drives it.
+ *
+ * Token rules (also in the README):
+ * - the prompt carries exactly one BOS when the model adds one: a template that renders the BOS
+ *   text itself has it removed before tokenising;
+ * - default max tokens: 16 for completions, the rest of the context for chat;
+ * - prompt + max tokens above the context is `context_length_exceeded`;
+ * - EOS never appears in text and counts as a completion token when it ended generation.
+ */
+
+import type { SeqOutput } from "../engine/engine.ts";
+import type { SamplingParams } from "../engine/sequence.ts";
+import { type ErrorInfo, errorInfo, type Result } from "../errors.ts";
+import type { SampledToken } from "../model/sampler.ts";
+import type { Tokenizer } from "../model/tokenizer.ts";
+import type {
+  ChatMessage,
+  GenerateEvent,
+  GenerateTask,
+  TokenLogprobEntry,
+} from "../protocol/messages.ts";
+
+export const DEFAULT_COMPLETION_MAX_TOKENS = 16;
+
+export interface PreparedSeq {
+  /** Choice index in the response (prompt-major). */
+  index: number;
+  promptIds: number[];
+}
+
+export interface PreparedTask {
+  seqs: PreparedSeq[];
+  params: SamplingParams;
+  stripLeadingSpace: boolean;
+  /** Sum over prompts (each prompt once, whatever n is), as OpenAI's usage counts it. */
+  numPromptTokens: number;
+}
+
+function contextError(maxModelLen: number, numPrompt: number, maxTokens: number, chat: boolean) {
+  const where = chat ? "messages" : "prompt";
+  return errorInfo(
+    "invalid_request",
+    `This model's maximum context length is ${maxModelLen} tokens. However, you requested ` +
+      `${numPrompt + maxTokens} tokens (${numPrompt} in the ${where}, ${maxTokens} in the ` +
+      `completion). Please reduce the length of the ${where} or completion.`,
+    chat ? "messages" : "prompt",
+    "context_length_exceeded",
+  );
+}
+
+/**
+ * Tokenises the task's prompts and resolves max tokens. Errors are values (400s for the client).
+ * `renderChat` turns messages into the prompt text (the model's chat template).
+ */
+export function prepareTask(
+  task: GenerateTask,
+  tokenizer: Tokenizer,
+  maxModelLen: number,
+  renderChat: (messages: readonly ChatMessage[]) => string,
+): Result<PreparedTask> {
+  const chat = task.input.kind === "chat";
+  let prompts: number[][];
+  if (task.input.kind === "chat") {
+    let text: string;
+    try {
+      text = renderChat(task.input.messages);
+    } catch (e) {
+      return fail(
+        errorInfo("invalid_request", `chat template failed: ${(e as Error).message}`, "messages"),
+      );
+    }
+    const bosText = tokenizer.bosId === null ? null : tokenizer.tokenPiece(tokenizer.bosId);
+    if (tokenizer.addBos && bosText && text.startsWith(bosText)) text = text.slice(bosText.length);
+    prompts = [tokenizer.encode(text, { parseSpecial: true })];
+  } else {
+    prompts = [];
+    for (const p of task.input.prompts) {
+      if (typeof p === "string") {
+        prompts.push(tokenizer.encode(p));
+        continue;
+      }
+      const bad = p.find((id) => !Number.isInteger(id) || id < 0 || id >= tokenizer.vocabSize);
+      if (bad !== undefined) {
+        return fail(
+          errorInfo(
+            "invalid_request",
+            `token id ${bad} is outside the vocabulary (0..${tokenizer.vocabSize - 1})`,
+            "prompt",
+          ),
+        );
+      }
+      if (p.length === 0) return fail(errorInfo("invalid_request", "prompt is empty", "prompt"));
+      prompts.push([...p]);
+    }
+  }
+  let maxTokens = task.maxTokens ?? (chat ? 0 : DEFAULT_COMPLETION_MAX_TOKENS);
+  for (const ids of prompts) {
+    if (ids.length === 0) return fail(errorInfo("invalid_request", "prompt is empty", "prompt"));
+    const budget = task.maxTokens ?? (chat ? maxModelLen - ids.length : maxTokens);
+    if (budget < 1 || ids.length + budget > maxModelLen) {
+      return fail(contextError(maxModelLen, ids.length, Math.max(budget, 1), chat));
+    }
+    if (chat && task.maxTokens === null) maxTokens = budget;
+  }
+  const s = task.sampling;
+  const params: SamplingParams = {
+    temperature: s.temperature,
+    topP: s.topP,
+    topK: s.topK,
+    seed: s.seed,
+    numTopLogprobs: s.logprobs ? s.topLogprobs : 0,
+    maxTokens,
+    stop: s.stop,
+    ignoreEos: s.ignoreEos,
+    logprobs: s.logprobs,
+  };
+  const seqs: PreparedSeq[] = [];
+  prompts.forEach((ids, p) => {
+    for (let i = 0; i < task.n; i++) seqs.push({ index: p * task.n + i, promptIds: ids });
+  });
+  return {
+    ok: true,
+    value: {
+      seqs,
+      params,
+      stripLeadingSpace: chat,
+      numPromptTokens: prompts.reduce((a, ids) => a + ids.length, 0),
+    },
+  };
+}
+
+function fail(error: ErrorInfo): Result<PreparedTask> {
+  return { ok: false, error };
+}
+
+/** Converts a sampled token to the API's logprob entry. */
+export function logprobEntry(tokenizer: Tokenizer, t: SampledToken): TokenLogprobEntry {
+  return {
+    token: tokenizer.tokenText(t.tokenId),
+    logprob: t.logprob,
+    bytes: tokenizer.tokenBytes(t.tokenId),
+    topLogprobs: t.topLogprobs.map((a) => ({
+      token: tokenizer.tokenText(a.tokenId),
+      logprob: a.logprob,
+      bytes: tokenizer.tokenBytes(a.tokenId),
+    })),
+  };
+}
+
+/** Per-task output bookkeeping: turns engine outputs into events and knows when the task is done. */
+export class TaskTracker {
+  private numFinished = 0;
+  private numCompletionTokens = 0;
+  firstTokenAt: number | null = null;
+
+  constructor(
+    readonly numChoices: number,
+    readonly numPromptTokens: number,
+    private readonly tokenizer: Tokenizer,
+  ) {}
+
+  get done(): boolean {
+    return this.numFinished === this.numChoices;
+  }
+
+  get completionTokens(): number {
+    return this.numCompletionTokens;
+  }
+
+  /** Events for one engine output of choice `index`. */
+  onOutput(index: number, o: SeqOutput, now: number): GenerateEvent[] {
+    this.firstTokenAt ??= now;
+    this.numCompletionTokens += o.newTokenIds.length;
+    const events: GenerateEvent[] = [];
+    if (o.text.length > 0 || o.logprobs.length > 0) {
+      events.push({
+        type: "delta",
+        index,
+        text: o.text,
+        tokenIds: o.newTokenIds,
+        logprobs:
+          o.logprobs.length > 0 ? o.logprobs.map((t) => logprobEntry(this.tokenizer, t)) : null,
+      });
+    }
+    if (o.finished && o.finishReason !== "abort") {
+      this.numFinished++;
+      events.push({
+        type: "finish",
+        index,
+        finishReason: o.finishReason === "length" ? "length" : "stop",
+        numOutputTokens: o.numOutputTokens,
+      });
+      if (this.done) {
+        events.push({
+          type: "usage",
+          promptTokens: this.numPromptTokens,
+          completionTokens: this.numCompletionTokens,
+          totalTokens: this.numPromptTokens + this.numCompletionTokens,
+        });
+      }
+    }
+    return events;
+  }
+}

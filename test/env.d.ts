@@ -1,0 +1,12 @@
+import type { Env as AppEnv } from "../workers/env.ts";
+
+declare global {
+  namespace Cloudflare {
+    interface Env extends AppEnv {
+      REF_STORIES?: ArrayBuffer;
+      REF_MIXTRAL?: ArrayBuffer;
+      REF_QWEN3MOE?: ArrayBuffer;
+      REF_GREEDY?: string;
+    }
+  }
+}

@@ -1,0 +1,135 @@
+import { describe, expect, it } from "vitest";
+import { Engine } from "../../../shared/engine/engine.ts";
+import type { Executor, StepPlan, StepResult } from "../../../shared/engine/executor.ts";
+import { KvBlockManager } from "../../../shared/engine/kv-block-manager.ts";
+import { Scheduler } from "../../../shared/engine/scheduler.ts";
+import { GREEDY, newSequence } from "../../../shared/engine/sequence.ts";
+
+/** An executor that "samples" a scripted token per sequence (the scheduler is under test, not the maths). */
+class ScriptedExecutor implements Executor {
+  plans: StepPlan[] = [];
+  constructor(private readonly next: (seqId: string, pos: number) => number) {}
+  async execute(plan: StepPlan): Promise<StepResult> {
+    this.plans.push(plan);
+    return {
+      sampled: plan.seqs.map((s) =>
+        s.sample
+          ? {
+              tokenId: this.next(s.seqId, s.startPos + s.tokenIds.length),
+              logprob: 0,
+              topLogprobs: [],
+            }
+          : null,
+      ),
+    };
+  }
+}
+
+const ids = (n: number, base = 10) => Array.from({ length: n }, (_, i) => base + i);
+
+function scheduler(numBlocks = 64, budget = 8, maxNumSeqs = 4) {
+  return new Scheduler(
+    { maxNumSeqs, maxNumBatchedTokens: budget, maxModelLen: 256, eosIds: [2] },
+    new KvBlockManager(numBlocks, 4),
+  );
+}
+
+describe("Scheduler", () => {
+  it("chunks a long prefill under the token budget and decodes alongside", () => {
+    const s = scheduler(64, 8);
+    s.add(newSequence("a", ids(3), { ...GREEDY, maxTokens: 5 }));
+    s.add(newSequence("b", ids(13), { ...GREEDY, maxTokens: 5 }));
+    const p1 = s.schedule();
+    expect(p1.seqs.map((x) => [x.seqId, x.tokenIds.length, x.sample])).toEqual([
+      ["a", 3, true],
+      ["b", 5, false],
+    ]);
+    s.update(p1, { sampled: [{ tokenId: 50, logprob: 0, topLogprobs: [] }, null] });
+    const p2 = s.schedule();
+    // a decodes one token, b continues its prefill with the rest of the budget
+    expect(p2.seqs.map((x) => [x.seqId, x.startPos, x.tokenIds.length, x.sample])).toEqual([
+      ["a", 3, 1, true],
+      ["b", 5, 7, false],
+    ]);
+    expect(p2.numScheduledTokens).toBe(8);
+  });
+
+  it("finishes on EOS and on maxTokens, freeing blocks", async () => {
+    const s = scheduler();
+    const exec = new ScriptedExecutor((id, pos) => (id === "eos" && pos === 5 ? 2 : 7));
+    const e = new Engine(s, exec, {
+      createStreamDecoder: () => ({ push: () => "x", flush: () => "" }),
+    });
+    e.add("eos", ids(3), { ...GREEDY, maxTokens: 10 });
+    e.add("len", ids(3), { ...GREEDY, maxTokens: 4 });
+    const finished: Record<string, [string | null, number]> = {};
+    while (e.hasWork()) {
+      for (const o of (await e.step()).outputs)
+        if (o.finished) finished[o.seqId] = [o.finishReason, o.numOutputTokens];
+    }
+    expect(finished).toEqual({ eos: ["stop", 3], len: ["length", 4] });
+    expect(s.blocks.numFreeBlocks).toBe(64);
+    s.blocks.checkInvariants();
+  });
+
+  it("preempts the newest running sequence when blocks run out and recomputes it later", async () => {
+    const s = scheduler(6, 64, 4); // 6 blocks of 4 tokens
+    const exec = new ScriptedExecutor(() => 7);
+    const e = new Engine(s, exec, {
+      createStreamDecoder: () => ({ push: () => "", flush: () => "" }),
+    });
+    e.add("a", ids(8), { ...GREEDY, maxTokens: 8 }); // grows to 16 tokens = 4 blocks
+    e.add("b", ids(8), { ...GREEDY, maxTokens: 8 });
+    const out: Record<string, number[]> = { a: [], b: [] };
+    let preempted = 0;
+    while (e.hasWork()) {
+      const r = await e.step();
+      preempted += r.preemptedSeqIds.length;
+      for (const o of r.outputs) out[o.seqId]!.push(...o.newTokenIds);
+      s.blocks.checkInvariants();
+    }
+    expect(preempted).toBeGreaterThan(0);
+    expect(out.a).toHaveLength(8);
+    expect(out.b).toHaveLength(8);
+    // the victim was recomputed from position 0 with its generated tokens as prompt
+    const recompute = exec.plans
+      .flatMap((p) => p.seqs)
+      .find((x) => x.seqId === "b" && x.startPos === 0 && x.tokenIds.length > 8);
+    expect(recompute).toBeDefined();
+    expect(s.blocks.numFreeBlocks).toBe(6);
+  });
+
+  it("aborts a sequence and frees its blocks", async () => {
+    const s = scheduler();
+    const e = new Engine(s, new ScriptedExecutor(() => 7), {
+      createStreamDecoder: () => ({ push: () => "", flush: () => "" }),
+    });
+    e.add("a", ids(5), { ...GREEDY, maxTokens: 100 });
+    await e.step();
+    expect(s.blocks.numFreeBlocks).toBeLessThan(64);
+    e.abort("a");
+    expect(e.hasWork()).toBe(false);
+    expect(s.blocks.numFreeBlocks).toBe(64);
+  });
+
+  it("ends text just before a stop string, holding back a possible prefix while streaming", async () => {
+    const s = scheduler();
+    const pieces = ["Hel", "lo", " wo", "rld", "!", "x"];
+    let i = 0;
+    const e = new Engine(s, new ScriptedExecutor(() => 7), {
+      createStreamDecoder: () => ({ push: () => pieces[i++] ?? "", flush: () => "" }),
+    });
+    e.add("a", ids(2), { ...GREEDY, maxTokens: 50, stop: ["rld!"] });
+    const texts: string[] = [];
+    let final: { reason: string | null; n: number } | null = null;
+    while (e.hasWork()) {
+      for (const o of (await e.step()).outputs) {
+        texts.push(o.text);
+        if (o.finished) final = { reason: o.finishReason, n: o.numOutputTokens };
+      }
+    }
+    expect(texts.join("")).toBe("Hello wo");
+    expect(texts.some((t) => t.includes("r"))).toBe(false);
+    expect(final).toEqual({ reason: "stop", n: 5 }); // tokens up to the one that completed "rld!"
+  });
+});

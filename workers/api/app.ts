@@ -1,0 +1,67 @@
+/**
+ * DeepFlow's management and request API under /api: model uploads (admin), request records
+ * (tenant-scoped). Later issues add deployments, context caches and batch requests here.
+ */
+import { Hono } from "hono";
+import { AppError } from "../../shared/errors.ts";
+import type { AppEnv } from "../app-env.ts";
+import { clusterManager, getConfig, jobExecutorFor } from "../env.ts";
+import { readBody } from "../middleware/body.ts";
+import { ensureDefaultModel, MODEL_NAME_RE, storeModel } from "../models.ts";
+
+export const api = new Hono<AppEnv>();
+
+function requireAdmin(isAdmin: boolean): void {
+  if (!isAdmin) {
+    throw new AppError(
+      "permission",
+      "This route needs an admin API key (ADMIN_API_KEYS).",
+      null,
+      "insufficient_permissions",
+    );
+  }
+}
+
+api.put("/models/:name", async (c) => {
+  requireAdmin(c.var.principal.isAdmin);
+  const name = c.req.param("name");
+  if (!MODEL_NAME_RE.test(name)) {
+    throw new AppError(
+      "invalid_request",
+      "model names are 1-64 characters of A-Z a-z 0-9 . _ - (starting with a letter or digit)",
+      "name",
+    );
+  }
+  const bytes = await readBody(c.req.raw, getConfig(c.env).maxUploadBytes);
+  if (bytes.byteLength === 0)
+    throw new AppError("invalid_request", "the body must be the GGUF file's bytes", "body");
+  const record = await storeModel(c.env, name, bytes, c.var.principal.tenant);
+  c.var.log.info("model.uploaded", { model: name, sizeBytes: bytes.byteLength });
+  return c.json(
+    {
+      id: record.name,
+      object: "model",
+      created: Math.floor(record.createdAt / 1000),
+      owned_by: record.ownedBy,
+      size_bytes: record.sizeBytes,
+      ...record.summary,
+    },
+    201,
+  );
+});
+
+api.get("/models", async (c) => {
+  requireAdmin(c.var.principal.isAdmin);
+  await ensureDefaultModel(c.env);
+  return c.json({ object: "list", data: await clusterManager(c.env).listModels() });
+});
+
+api.get("/requests/:id", async (c) => {
+  const id = c.req.param("id");
+  const record = /^req_[0-9a-f]{32}$/.test(id)
+    ? await jobExecutorFor(c.env, id).getRequest({ requestId: id, tenant: c.var.principal.tenant })
+    : null;
+  if (!record)
+    throw new AppError("not_found", `No request with id ${id}.`, "id", "request_not_found");
+  return c.json(record);
+});

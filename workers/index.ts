@@ -1,0 +1,90 @@
+/**
+ * Composition root: the Hono frontend (OpenAI API under /v1, DeepFlow's API under /api) and the
+ * Durable Object classes, which wrangler requires on the main module.
+ */
+import { Hono } from "hono";
+import { HTTPException } from "hono/http-exception";
+import { AppError, errorEnvelope, errorInfo, statusOf } from "../shared/errors.ts";
+import { errorFields, Logger } from "../shared/log.ts";
+import { api } from "./api/app.ts";
+import type { AppEnv } from "./app-env.ts";
+import { getConfig } from "./env.ts";
+import { newRequestId } from "./ids.ts";
+import { authenticate } from "./middleware/auth.ts";
+import { openai } from "./openai/app.ts";
+
+export { ClusterManager } from "../durable-objects/cluster-manager.ts";
+export { JobExecutor } from "../durable-objects/job-executor.ts";
+export { Npu } from "../durable-objects/npu.ts";
+
+const app = new Hono<AppEnv>();
+
+app.use("*", async (c, next) => {
+  const requestId = newRequestId();
+  c.set("requestId", requestId);
+  c.set("receivedAt", Date.now());
+  c.set("log", new Logger({ requestId }, getConfig(c.env).logLevel));
+  await next();
+  c.header("x-request-id", requestId);
+});
+
+app.get("/", (c) =>
+  c.json({
+    name: "flowserve",
+    description: "OpenAI-compatible LLM serving on Cloudflare Workers",
+    endpoints: ["/v1/models", "/v1/chat/completions", "/v1/completions", "/api/requests/:id"],
+  }),
+);
+app.get("/health", (c) => c.json({ status: "ok" }));
+
+app.use("/v1/*", async (c, next) => {
+  c.set("principal", await authenticate(c.env, c.req.header("authorization")));
+  await next();
+});
+app.use("/api/*", async (c, next) => {
+  c.set("principal", await authenticate(c.env, c.req.header("authorization")));
+  await next();
+});
+
+app.route("/v1", openai);
+app.route("/api", api);
+
+app.notFound((c) =>
+  c.json(
+    errorEnvelope(
+      errorInfo(
+        "not_found",
+        `Unknown route ${c.req.method} ${new URL(c.req.url).pathname}`,
+        null,
+        "unknown_url",
+      ),
+    ),
+    404,
+  ),
+);
+
+app.onError((err, c) => {
+  const requestId = c.get("requestId");
+  if (requestId) c.header("x-request-id", requestId);
+  if (err instanceof AppError) {
+    return c.json(errorEnvelope(err.toInfo()), err.status as 400);
+  }
+  if (err instanceof HTTPException) {
+    const info = errorInfo(
+      err.status === 413 ? "payload_too_large" : "invalid_request",
+      err.message || "bad request",
+    );
+    return c.json(errorEnvelope(info), err.status);
+  }
+  const log = c.get("log") ?? new Logger({ requestId });
+  log.error("error.unhandled", errorFields(err, true));
+  const info = errorInfo(
+    "internal",
+    `The server had an error processing request ${requestId}.`,
+    null,
+    "internal_error",
+  );
+  return c.json(errorEnvelope(info), statusOf("internal") as 500);
+});
+
+export default app;

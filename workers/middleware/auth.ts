@@ -1,0 +1,73 @@
+/**
+ * Bearer API keys. `API_KEYS` holds `tenant:key` pairs, `ADMIN_API_KEYS` admin keys. Keys are
+ * compared in constant time (SHA-256 of both sides, then timingSafeEqual) and never logged.
+ */
+import { AppError } from "../../shared/errors.ts";
+import type { Env } from "../env.ts";
+
+export interface Principal {
+  tenant: string;
+  isAdmin: boolean;
+}
+
+const encoder = new TextEncoder();
+
+async function digest(s: string): Promise<ArrayBuffer> {
+  return crypto.subtle.digest("SHA-256", encoder.encode(s));
+}
+
+async function equalConstantTime(a: string, b: string): Promise<boolean> {
+  const [da, db] = await Promise.all([digest(a), digest(b)]);
+  return crypto.subtle.timingSafeEqual(da, db);
+}
+
+function parseTenantKeys(s: string | undefined): { tenant: string; key: string }[] {
+  return (s ?? "")
+    .split(",")
+    .map((p) => p.trim())
+    .filter((p) => p.length > 0)
+    .map((p) => {
+      const i = p.indexOf(":");
+      return i > 0 ? { tenant: p.slice(0, i), key: p.slice(i + 1) } : { tenant: "default", key: p };
+    })
+    .filter((p) => p.key.length > 0);
+}
+
+const NO_KEYS_MESSAGE =
+  "No API keys are configured on this deployment. Set them with `wrangler secret put API_KEYS` " +
+  "(comma-separated tenant:key pairs) and `wrangler secret put ADMIN_API_KEYS`.";
+
+/** Resolves the caller from the Authorization header. @throws AppError 401. */
+export async function authenticate(
+  env: Env,
+  authorization: string | undefined,
+): Promise<Principal> {
+  const tenants = parseTenantKeys(env.API_KEYS);
+  const admins = parseTenantKeys(env.ADMIN_API_KEYS).map((a) => a.key);
+  if (tenants.length === 0 && admins.length === 0) {
+    throw new AppError("authentication", NO_KEYS_MESSAGE, null, "no_api_keys_configured");
+  }
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? "");
+  if (!m) {
+    throw new AppError(
+      "authentication",
+      "You didn't provide an API key. Send it in the Authorization header as 'Bearer YOUR_KEY'.",
+      null,
+      "missing_api_key",
+    );
+  }
+  const key = m[1] as string;
+  // check every configured key so timing does not reveal which one matched
+  let principal: Principal | null = null;
+  for (const t of tenants) {
+    if ((await equalConstantTime(key, t.key)) && !principal)
+      principal = { tenant: t.tenant, isAdmin: false };
+  }
+  for (const a of admins) {
+    if (await equalConstantTime(key, a))
+      principal = { tenant: principal?.tenant ?? "admin", isAdmin: true };
+  }
+  if (!principal)
+    throw new AppError("authentication", "Incorrect API key provided.", null, "invalid_api_key");
+  return principal;
+}

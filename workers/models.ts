@@ -1,0 +1,103 @@
+/**
+ * The model registry from the frontend's side: validating uploaded GGUFs, writing them to R2,
+ * registering them with the ClusterManager, and the embedded default model that is written to
+ * R2 on first use so a fresh `wrangler dev` serves without setup.
+ */
+import type { ModelRecord, ModelSummary } from "../durable-objects/cluster-manager.ts";
+import DEFAULT_MODEL_BYTES from "../models/default-moe.gguf";
+import { planMemory } from "../shared/engine/instance.ts";
+import { AppError } from "../shared/errors.ts";
+import { modelConfigFromGguf, numParameters } from "../shared/model/config.ts";
+import { parseGguf } from "../shared/model/gguf.ts";
+import { Tokenizer } from "../shared/model/tokenizer.ts";
+import { clusterManager, type Env, getConfig } from "./env.ts";
+
+export const MODEL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+export function r2KeyFor(name: string): string {
+  return `models/${name}.gguf`;
+}
+
+/**
+ * Checks that bytes are a GGUF this engine can serve within the NPU budget.
+ * @throws AppError 400 with the reason.
+ */
+export function validateGguf(bytes: Uint8Array, env: Env): ModelSummary {
+  const cfg = getConfig(env);
+  try {
+    const file = parseGguf(bytes);
+    const c = modelConfigFromGguf(file);
+    Tokenizer.fromGguf(file.metadata);
+    planMemory(c, cfg.npuMemoryBudgetBytes, {
+      maxNumSeqs: cfg.maxNumSeqs,
+      maxNumBatchedTokens: cfg.maxNumBatchedTokens,
+      blockSize: cfg.blockSize,
+    });
+    return {
+      architecture: c.architecture,
+      numParameters: numParameters(c),
+      contextLength: c.maxPositionEmbeddings,
+      vocabSize: c.vocabSize,
+      numExperts: c.numExperts,
+      numExpertsPerTok: c.numExpertsPerTok,
+    };
+  } catch (e) {
+    throw new AppError(
+      "invalid_request",
+      `invalid model file: ${(e as Error).message}`,
+      "body",
+      "invalid_model",
+    );
+  }
+}
+
+/** Stores and registers a validated model. */
+export async function storeModel(
+  env: Env,
+  name: string,
+  bytes: Uint8Array,
+  ownedBy: string,
+): Promise<ModelRecord> {
+  const summary = validateGguf(bytes, env);
+  const key = r2KeyFor(name);
+  await env.MODELS.put(key, bytes, { customMetadata: { ownedBy } });
+  return clusterManager(env).registerModel({
+    name,
+    r2Key: key,
+    sizeBytes: bytes.byteLength,
+    ownedBy,
+    summary,
+    numInstances: 1,
+  });
+}
+
+let defaultModelReady: Promise<void> | null = null;
+
+/** Writes the bundled default model to R2 and registers it, once per isolate. */
+export function ensureDefaultModel(env: Env): Promise<void> {
+  defaultModelReady ??= (async () => {
+    const name = getConfig(env).defaultModel;
+    const existing = await clusterManager(env).getModel({ name });
+    if (existing && (await env.MODELS.head(existing.r2Key))) return;
+    await storeModel(env, name, new Uint8Array(DEFAULT_MODEL_BYTES), "system");
+  })().catch((e) => {
+    defaultModelReady = null;
+    throw e;
+  });
+  return defaultModelReady;
+}
+
+/** @throws AppError 404 for an unknown model. */
+export async function resolveModel(env: Env, name: string): Promise<ModelRecord> {
+  await ensureDefaultModel(env);
+  const m = await clusterManager(env).getModel({ name });
+  if (!m) {
+    throw new AppError(
+      "not_found",
+      `The model \`${name}\` does not exist.`,
+      "model",
+      "model_not_found",
+    );
+  }
+  return m;
+}

@@ -1,0 +1,129 @@
+/**
+ * OpenAI-compatible routes under /v1. A completion request becomes a Request -> Job -> Task: the
+ * JobExecutor records it and places the task on an instance; the instance's Npu streams events
+ * that are sent on as SSE chunks or collected into one response.
+ */
+import { type Context, Hono } from "hono";
+import { AppError } from "../../shared/errors.ts";
+import type { GenerateTask } from "../../shared/protocol/messages.ts";
+import { PROTOCOL_VERSION } from "../../shared/protocol/version.ts";
+import type { AppEnv } from "../app-env.ts";
+import { clusterManager, jobExecutorFor, npu } from "../env.ts";
+import { drawSeed, newCompletionId, newJobId, newTaskId } from "../ids.ts";
+import { MAX_JSON_BODY_BYTES, readBody } from "../middleware/body.ts";
+import { ensureDefaultModel, resolveModel } from "../models.ts";
+import { collectResponse, readEvents, SSE_HEADERS, sseResponseStream } from "./format.ts";
+import {
+  ChatCompletionSchema,
+  CompletionSchema,
+  parseJsonBody,
+  toGenerateFields,
+} from "./schemas.ts";
+
+export const openai = new Hono<AppEnv>();
+
+function modelObject(m: { name: string; createdAt: number; ownedBy: string }) {
+  return {
+    id: m.name,
+    object: "model",
+    created: Math.floor(m.createdAt / 1000),
+    owned_by: m.ownedBy,
+  };
+}
+
+openai.get("/models", async (c) => {
+  await ensureDefaultModel(c.env);
+  const models = await clusterManager(c.env).listModels();
+  return c.json({ object: "list", data: models.map(modelObject) });
+});
+
+openai.get("/models/:name", async (c) =>
+  c.json(modelObject(await resolveModel(c.env, c.req.param("name")))),
+);
+
+openai.post("/chat/completions", (c) => generate(c, "chat"));
+openai.post("/completions", (c) => generate(c, "completion"));
+
+async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promise<Response> {
+  const raw = new TextDecoder().decode(await readBody(c.req.raw, MAX_JSON_BODY_BYTES));
+  const parsed =
+    kind === "chat"
+      ? parseJsonBody(raw, ChatCompletionSchema)
+      : parseJsonBody(raw, CompletionSchema);
+  if (!parsed.ok) throw AppError.from(parsed.error);
+  const body = parsed.value;
+  const fields = toGenerateFields(body, kind, drawSeed);
+  const model = await resolveModel(c.env, body.model);
+  const { requestId, receivedAt, log, principal } = c.var;
+  const jobId = newJobId();
+  const taskId = newTaskId();
+  log.info("request.received", {
+    kind,
+    model: model.name,
+    tenant: principal.tenant,
+    stream: fields.stream,
+    n: fields.n,
+    clientRequestId: c.req.header("x-request-id") ?? null,
+  });
+  const je = jobExecutorFor(c.env, requestId);
+  const placement = await je.submit({
+    requestId,
+    jobId,
+    taskId,
+    tenant: principal.tenant,
+    model: model.name,
+    kind: kind === "chat" ? "chat.completion" : "text_completion",
+    clientRequestId: c.req.header("x-request-id")?.slice(0, 200) ?? null,
+    receivedAt,
+    candidates: model.instances,
+  });
+  const task: GenerateTask = {
+    protocolVersion: PROTOCOL_VERSION,
+    requestId,
+    jobId,
+    taskId,
+    tenant: principal.tenant,
+    model: model.name,
+    input: fields.input,
+    n: fields.n,
+    maxTokens: fields.maxTokens,
+    sampling: fields.sampling,
+  };
+  const res = await npu(c.env, placement.instanceId).generate({ ...task, r2Key: model.r2Key });
+  if (!res.ok) {
+    c.executionCtx.waitUntil(
+      je.taskEvent({
+        requestId,
+        taskId,
+        status: "failed",
+        finishedAt: Date.now(),
+        error: res.error.message,
+      }),
+    );
+    throw AppError.from(res.error);
+  }
+  log.info("task.dispatched", {
+    jobId,
+    taskId,
+    instanceId: placement.instanceId,
+    numPromptTokens: res.value.numPromptTokens,
+  });
+  const numPrompts = fields.input.kind === "completion" ? fields.input.prompts.length : 1;
+  const meta = {
+    id: newCompletionId(kind === "chat"),
+    created: Math.floor(receivedAt / 1000),
+    model: model.name,
+    kind,
+    numChoices: numPrompts * fields.n,
+  };
+  const events = readEvents(res.value.stream);
+  if (fields.stream) {
+    const stream = sseResponseStream(events, { ...meta, includeUsage: fields.includeUsage }, () =>
+      log.info("request.disconnected", { taskId }),
+    );
+    return new Response(stream, { headers: { ...SSE_HEADERS, "x-request-id": requestId } });
+  }
+  const out = await collectResponse(events, meta);
+  if (!out.ok) throw AppError.from(out.error);
+  return c.json(out.body);
+}

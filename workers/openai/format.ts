@@ -1,0 +1,382 @@
+/**
+ * OpenAI response formatting: turns an Npu's GenerateEvent stream into `chat.completion` /
+ * `text_completion` bodies (`collectResponse`) or into an SSE stream of `chat.completion.chunk` /
+ * `text_completion` chunks ending in `data: [DONE]` (`sseResponseStream`); `readEvents` decodes
+ * the NDJSON RPC stream. Cancelling either end releases the other. No routing, no DO calls.
+ */
+import { AppError, type ErrorInfo, errorEnvelope, errorInfo } from "../../shared/errors.ts";
+import { EventDecoder } from "../../shared/protocol/codec.ts";
+import type { GenerateEvent, TokenLogprobEntry } from "../../shared/protocol/messages.ts";
+
+export const SSE_HEADERS = {
+  "content-type": "text/event-stream; charset=utf-8",
+  "cache-control": "no-cache",
+  connection: "keep-alive",
+  "x-accel-buffering": "no",
+} as const;
+
+export interface ResponseMeta {
+  id: string;
+  created: number;
+  model: string;
+  kind: "chat" | "completion";
+  /** All choices (completions: prompts * n, prompt-major). */
+  numChoices: number;
+  /**
+   * Whether logprobs were requested. Absent: inferred from the events (any delta carrying
+   * logprobs); set it so that a choice with no tokens still gets an empty logprobs object.
+   */
+  logprobs?: boolean;
+  /** `system_fingerprint` on every body and chunk; default null. */
+  systemFingerprint?: string | null;
+}
+
+export interface StreamMeta extends ResponseMeta {
+  /** stream_options.include_usage: `usage: null` on every chunk, then a usage-only chunk. */
+  includeUsage: boolean;
+}
+
+/** Why an SSE stream ended: [DONE] sent, error frame sent, or the consumer cancelled. */
+export type CloseReason = "done" | "error" | "cancelled";
+
+export type FinishReason = "stop" | "length";
+
+// ---------------------------------------------------------------------------------------------
+// Logprobs shapes
+
+interface ChatLogprobContent {
+  token: string;
+  logprob: number;
+  bytes: number[];
+  top_logprobs: { token: string; logprob: number; bytes: number[] }[];
+}
+
+interface CompletionLogprobs {
+  tokens: string[];
+  token_logprobs: number[];
+  /** Per token: the requested top alternatives plus the sampled token, token -> logprob. */
+  top_logprobs: Record<string, number>[];
+  /** Per token: offset in code points into the choice's generated text. */
+  text_offset: number[];
+}
+
+function chatContent(e: TokenLogprobEntry): ChatLogprobContent {
+  return {
+    token: e.token,
+    logprob: e.logprob,
+    bytes: e.bytes,
+    top_logprobs: e.topLogprobs.map((t) => ({
+      token: t.token,
+      logprob: t.logprob,
+      bytes: t.bytes,
+    })),
+  };
+}
+
+function topLogprobsDict(e: TokenLogprobEntry): Record<string, number> {
+  const d: Record<string, number> = {};
+  for (const t of e.topLogprobs) if (!(t.token in d)) d[t.token] = t.logprob;
+  if (!(e.token in d)) d[e.token] = e.logprob;
+  return d;
+}
+
+function codePoints(s: string): number {
+  let n = 0;
+  for (const _ of s) n++;
+  return n;
+}
+
+function emptyCompletionLogprobs(): CompletionLogprobs {
+  return { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
+}
+
+/** Per-choice accumulation shared by both paths. */
+class ChoiceState {
+  text = "";
+  /** Length of `text` in code points. */
+  textLen = 0;
+  finishReason: FinishReason | null = null;
+  /** Logprobs not yet sent (streaming) or all of them (non-streaming). */
+  chat: ChatLogprobContent[] = [];
+  completion: CompletionLogprobs = emptyCompletionLogprobs();
+  hasLogprobs = false;
+
+  /** Appends a delta's text and logprobs (text offsets relative to the choice's text). */
+  add(text: string, entries: TokenLogprobEntry[] | null): void {
+    const base = this.textLen;
+    const len = codePoints(text);
+    if (entries) {
+      this.hasLogprobs = true;
+      let cum = 0;
+      for (const e of entries) {
+        this.chat.push(chatContent(e));
+        this.completion.tokens.push(e.token);
+        this.completion.token_logprobs.push(e.logprob);
+        this.completion.top_logprobs.push(topLogprobsDict(e));
+        this.completion.text_offset.push(base + Math.min(cum, len));
+        cum += codePoints(e.token);
+      }
+    }
+    this.text += text;
+    this.textLen += len;
+  }
+
+  /** The pending logprobs in the response's shape (null when none were produced). */
+  takeLogprobs(kind: "chat" | "completion", wanted: boolean): object | null {
+    if (!wanted && !this.hasLogprobs) return null;
+    const out =
+      kind === "chat" ? { content: this.chat, refusal: null } : (this.completion as object);
+    this.chat = [];
+    this.completion = emptyCompletionLogprobs();
+    this.hasLogprobs = false;
+    return out;
+  }
+}
+
+function usageBody(e: Extract<GenerateEvent, { type: "usage" }>) {
+  return {
+    prompt_tokens: e.promptTokens,
+    completion_tokens: e.completionTokens,
+    total_tokens: e.totalTokens,
+  };
+}
+
+function thrownToError(err: unknown): ErrorInfo {
+  if (err instanceof AppError) return err.toInfo();
+  return errorInfo("internal", "The generation stream failed unexpectedly.");
+}
+
+const TRUNCATED = errorInfo("internal", "The generation stream ended before it completed.");
+
+// ---------------------------------------------------------------------------------------------
+// Non-streaming
+
+/** Drains the events into one `chat.completion` / `text_completion` body. */
+export async function collectResponse(
+  events: AsyncIterable<GenerateEvent>,
+  meta: ResponseMeta,
+): Promise<{ ok: true; body: object } | { ok: false; error: ErrorInfo }> {
+  const choices = Array.from({ length: meta.numChoices }, () => new ChoiceState());
+  let usage: ReturnType<typeof usageBody> | null = null;
+  let sawLogprobs = false;
+  try {
+    for await (const e of events) {
+      if (e.type === "error") return { ok: false, error: e.error };
+      if (e.type === "usage") {
+        usage = usageBody(e);
+        continue;
+      }
+      const c = choices[e.index];
+      if (!c) continue;
+      if (e.type === "delta") {
+        if (e.logprobs) sawLogprobs = true;
+        c.add(e.text, e.logprobs);
+      } else {
+        c.finishReason = e.finishReason;
+      }
+    }
+  } catch (err) {
+    return { ok: false, error: thrownToError(err) };
+  }
+  if (!usage) return { ok: false, error: TRUNCATED };
+
+  const wanted = meta.logprobs ?? sawLogprobs;
+  const common = {
+    id: meta.id,
+    object: meta.kind === "chat" ? "chat.completion" : "text_completion",
+    created: meta.created,
+    model: meta.model,
+    system_fingerprint: meta.systemFingerprint ?? null,
+  };
+  const body =
+    meta.kind === "chat"
+      ? {
+          ...common,
+          choices: choices.map((c, index) => ({
+            index,
+            message: { role: "assistant", content: c.text, refusal: null },
+            logprobs: c.takeLogprobs("chat", wanted),
+            finish_reason: c.finishReason ?? "stop",
+          })),
+          usage,
+        }
+      : {
+          ...common,
+          choices: choices.map((c, index) => ({
+            index,
+            text: c.text,
+            logprobs: c.takeLogprobs("completion", wanted),
+            finish_reason: c.finishReason ?? "stop",
+          })),
+          usage,
+        };
+  return { ok: true, body };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streaming
+
+const encoder = new TextEncoder();
+
+function frame(data: unknown): Uint8Array {
+  return encoder.encode(`data: ${JSON.stringify(data)}\n\n`);
+}
+
+const DONE_FRAME = encoder.encode("data: [DONE]\n\n");
+
+/**
+ * The events as an OpenAI SSE body. Chat: a role chunk per choice first, content deltas, a
+ * `delta: {}` chunk with finish_reason per choice; completions: text chunks and a finish chunk
+ * per choice. An error (event, thrown, or the source ending without usage) becomes one
+ * `data: {"error": ...}` frame and ends the stream without [DONE]. `onClose` runs once when the
+ * stream ends, with why; on "cancelled" (the client went away) the source iterator's `return()`
+ * has been called.
+ */
+export function sseResponseStream(
+  events: AsyncIterable<GenerateEvent>,
+  meta: StreamMeta,
+  onClose?: (reason: CloseReason) => void,
+): ReadableStream<Uint8Array> {
+  const it = events[Symbol.asyncIterator]();
+  const chat = meta.kind === "chat";
+  const choices = Array.from({ length: meta.numChoices }, () => new ChoiceState());
+  let sawUsage = false;
+  let closed = false;
+
+  const chunk = (choiceList: object[], usage?: object) => ({
+    id: meta.id,
+    object: chat ? "chat.completion.chunk" : "text_completion",
+    created: meta.created,
+    model: meta.model,
+    system_fingerprint: meta.systemFingerprint ?? null,
+    choices: choiceList,
+    ...(meta.includeUsage ? { usage: usage ?? null } : {}),
+  });
+
+  const releaseSource = () => {
+    try {
+      void Promise.resolve(it.return?.()).catch(() => {});
+    } catch {
+      // A throwing return() leaves nothing more to release.
+    }
+  };
+
+  const end = (controller: ReadableStreamDefaultController<Uint8Array>, reason: CloseReason) => {
+    closed = true;
+    controller.close();
+    if (reason === "error") releaseSource();
+    onClose?.(reason);
+  };
+
+  const fail = (controller: ReadableStreamDefaultController<Uint8Array>, error: ErrorInfo) => {
+    controller.enqueue(frame(errorEnvelope(error)));
+    end(controller, "error");
+  };
+
+  /** Frames for one non-error event. */
+  const framesFor = (e: Exclude<GenerateEvent, { type: "error" }>): Uint8Array[] => {
+    if (e.type === "usage") {
+      if (sawUsage) return [];
+      sawUsage = true;
+      return meta.includeUsage ? [frame(chunk([], usageBody(e)))] : [];
+    }
+    const c = choices[e.index];
+    if (!c) return [];
+    if (e.type === "delta") {
+      c.add(e.text, e.logprobs);
+      // Tokens that produced no text yet (partial UTF-8): keep their logprobs for the next chunk.
+      if (e.text.length === 0) return [];
+      const logprobs = c.takeLogprobs(meta.kind, false);
+      const choice = chat
+        ? { index: e.index, delta: { content: e.text }, logprobs, finish_reason: null }
+        : { index: e.index, text: e.text, logprobs, finish_reason: null };
+      return [frame(chunk([choice]))];
+    }
+    if (c.finishReason) return [];
+    c.finishReason = e.finishReason;
+    const logprobs = c.takeLogprobs(meta.kind, false);
+    const choice = chat
+      ? { index: e.index, delta: {}, logprobs, finish_reason: e.finishReason }
+      : { index: e.index, text: "", logprobs, finish_reason: e.finishReason };
+    return [frame(chunk([choice]))];
+  };
+
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      if (!chat) return;
+      for (let index = 0; index < meta.numChoices; index++) {
+        const delta = { role: "assistant", content: "" };
+        controller.enqueue(frame(chunk([{ index, delta, logprobs: null, finish_reason: null }])));
+      }
+    },
+    async pull(controller) {
+      // Loop until something was enqueued: a pull that enqueues nothing is not called again.
+      while (!closed) {
+        let r: IteratorResult<GenerateEvent>;
+        try {
+          r = await it.next();
+        } catch (err) {
+          if (!closed) fail(controller, thrownToError(err));
+          return;
+        }
+        if (closed) return;
+        if (r.done) {
+          if (!sawUsage) return fail(controller, TRUNCATED);
+          controller.enqueue(DONE_FRAME);
+          return end(controller, "done");
+        }
+        const e = r.value;
+        if (e.type === "error") return fail(controller, e.error);
+        const frames = framesFor(e);
+        for (const f of frames) controller.enqueue(f);
+        if (frames.length > 0) return;
+      }
+    },
+    cancel() {
+      if (closed) return;
+      closed = true;
+      releaseSource();
+      onClose?.("cancelled");
+    },
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding the RPC stream
+
+/**
+ * Decodes an NDJSON GenerateEvent stream. Returning early (`return()`, `break` in for-await)
+ * cancels the reader, also while a read is pending, so the upstream stream is released.
+ */
+export function readEvents(stream: ReadableStream<Uint8Array>): AsyncGenerator<GenerateEvent> {
+  const reader = stream.getReader();
+  let finished = false;
+  let cancelled = false;
+  const gen = (async function* () {
+    const decoder = new EventDecoder();
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        yield* decoder.push(value);
+      }
+      // A last line without its newline.
+      if (!cancelled) yield* decoder.push(encoder.encode("\n"));
+      finished = true;
+    } finally {
+      if (finished) reader.releaseLock();
+      else await reader.cancel().catch(() => {});
+    }
+  })();
+  const innerReturn = gen.return.bind(gen);
+  // An async generator's return() waits for a pending next(); cancelling the reader first
+  // settles that read (done), so a stalled upstream cannot hold the generator.
+  gen.return = (value) => {
+    if (!finished && !cancelled) {
+      cancelled = true;
+      void reader.cancel().catch(() => {});
+    }
+    return innerReturn(value);
+  };
+  return gen;
+}

@@ -1,0 +1,486 @@
+/**
+ * OpenAI-compatible request bodies for `POST /v1/chat/completions` and `POST /v1/completions`:
+ * zod schemas (what OpenAI and its official SDKs send; unknown fields are stripped, unsupported
+ * features are 400s with OpenAI-style messages), `parseJsonBody` (raw text -> typed body or an
+ * `ErrorInfo` whose `param` is the offending field path), and `toGenerateFields` (body ->
+ * the `GenerateInput` / `GenerateSampling` fields of a `GenerateTask`). No routing, no I/O.
+ */
+import { z } from "zod";
+import { type ErrorInfo, errorInfo } from "../../shared/errors.ts";
+import type {
+  ChatMessage,
+  ChatRole,
+  GenerateInput,
+  GenerateSampling,
+} from "../../shared/protocol/messages.ts";
+
+// ---------------------------------------------------------------------------------------------
+// Building blocks
+
+/** A refinement that rejects a feature this server does not implement. */
+function unsupported(message: string, code = "unsupported_value") {
+  return { message, params: { code } };
+}
+
+function isEmpty(v: unknown): boolean {
+  if (v === undefined || v === null) return true;
+  if (Array.isArray(v)) return v.length === 0;
+  if (typeof v === "object") return Object.keys(v).length === 0;
+  return false;
+}
+
+/** `tools`, `functions`: absent, null or [] only. */
+function noToolsField(name: string) {
+  return z
+    .array(z.unknown())
+    .nullish()
+    .refine(
+      (v) => isEmpty(v),
+      unsupported(
+        `'${name}' is not supported by this server (no tool or function calling).`,
+        "unsupported_parameter",
+      ),
+    );
+}
+
+/** `tool_choice`, `function_call`: absent, null, "none" or "auto" (= none without tools). */
+function noToolChoiceField(name: string) {
+  return z
+    .unknown()
+    .refine(
+      (v) => v === null || v === "none" || v === "auto",
+      unsupported(
+        `'${name}' is not supported by this server (no tool or function calling); ` +
+          "only 'none' or 'auto' are accepted.",
+      ),
+    )
+    .optional();
+}
+
+/** presence_penalty, frequency_penalty: in OpenAI's range, but only 0 is implemented. */
+function zeroPenalty(name: string) {
+  return z
+    .number()
+    .min(-2)
+    .max(2)
+    .nullish()
+    .refine(
+      (v) => !v,
+      unsupported(
+        `'${name}' is not supported by this server; only 0 (or omitting it) is accepted.`,
+      ),
+    );
+}
+
+const Stop = z
+  .union([z.string(), z.array(z.string()).max(4)], {
+    error: "expected a string or an array of up to 4 strings",
+  })
+  .nullish();
+
+const StreamOptions = z.object({ include_usage: z.boolean().nullish() }).nullish();
+
+/** Fields shared by both endpoints (OpenAI's plus the extensions top_k, ignore_eos, deployment). */
+const commonFields = {
+  model: z.string(),
+  max_tokens: z.int().min(1).nullish(),
+  max_completion_tokens: z.int().min(1).nullish(),
+  temperature: z.number().min(0).max(2).nullish(),
+  top_p: z.number().gt(0).max(1).nullish(),
+  /** Extension (vLLM): 0 disables, -1 means the same. */
+  top_k: z.int().min(-1).nullish(),
+  seed: z.int().nullish(),
+  stop: Stop,
+  n: z.int().min(1).max(8).nullish(),
+  stream: z.boolean().nullish(),
+  stream_options: StreamOptions,
+  user: z.string().nullish(),
+  /** Extension: keep generating past the end-of-sequence token. */
+  ignore_eos: z.boolean().nullish(),
+  /** Extension: pin a named deployment of the model (reserved). */
+  deployment: z.string().nullish(),
+  presence_penalty: zeroPenalty("presence_penalty"),
+  frequency_penalty: zeroPenalty("frequency_penalty"),
+  logit_bias: z
+    .record(z.string(), z.number())
+    .nullish()
+    .refine(
+      (v) => isEmpty(v),
+      unsupported("'logit_bias' is not supported by this server; send {} or omit it."),
+    ),
+};
+
+// ---------------------------------------------------------------------------------------------
+// Chat completions
+
+export const CHAT_ROLES = ["system", "developer", "user", "assistant", "tool"] as const;
+
+const TextPart = z.object({
+  type: z.string().refine((t) => t === "text", {
+    error: (iss) =>
+      `Content part type '${String(iss.input)}' is not supported; only 'text' parts are supported.`,
+    params: { code: "unsupported_value" },
+  }),
+  text: z.string(),
+});
+
+const MessageContent = z.union([z.string(), z.array(TextPart)], {
+  error: "expected a string or an array of text content parts",
+});
+
+const ChatMessageSchema = z
+  .object({
+    role: z.enum(CHAT_ROLES),
+    content: MessageContent.nullish(),
+    name: z.string().nullish(),
+  })
+  .superRefine((m, ctx) => {
+    if (m.content == null && m.role !== "assistant") {
+      ctx.addIssue({
+        code: "custom",
+        path: ["content"],
+        message: `Missing content in a '${m.role}' message: only 'assistant' messages may omit it.`,
+        params: { code: "missing_required_parameter" },
+      });
+    }
+  });
+
+const ResponseFormat = z
+  .object({ type: z.string() })
+  .nullish()
+  .refine((v) => v == null || v.type === "text", {
+    error: (iss) =>
+      `response_format type '${(iss.input as { type: string }).type}' is not supported by ` +
+      `this server; only {"type": "text"} is.`,
+    params: { code: "unsupported_value" },
+  });
+
+export const ChatCompletionSchema = z
+  .object({
+    ...commonFields,
+    messages: z.array(ChatMessageSchema).min(1),
+    logprobs: z.boolean().nullish(),
+    top_logprobs: z.int().min(0).max(20).nullish(),
+    response_format: ResponseFormat,
+    tools: noToolsField("tools"),
+    functions: noToolsField("functions"),
+    tool_choice: noToolChoiceField("tool_choice"),
+    function_call: noToolChoiceField("function_call"),
+    parallel_tool_calls: z.boolean().nullish(),
+  })
+  .superRefine((b, ctx) => {
+    if (b.top_logprobs && b.logprobs !== true) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["top_logprobs"],
+        message: "'top_logprobs' requires 'logprobs' to be true.",
+        params: { code: "invalid_value" },
+      });
+    }
+  });
+
+export type ChatCompletionBody = z.infer<typeof ChatCompletionSchema>;
+
+// ---------------------------------------------------------------------------------------------
+// Completions
+
+const TokenIds = z.array(z.int().min(0));
+
+const Prompt = z
+  .union([z.string(), z.array(z.string()), TokenIds, z.array(TokenIds.min(1))], {
+    error:
+      "expected a string, an array of strings, an array of token ids, or an array of token-id arrays",
+  })
+  .refine((p) => !(Array.isArray(p) && p.length === 0), {
+    message: "Invalid 'prompt': empty array. Expected at least one prompt or token.",
+    params: { code: "empty_array" },
+  });
+
+export const CompletionSchema = z
+  .object({
+    ...commonFields,
+    prompt: Prompt,
+    /** 0..5: how many top alternatives to return per token (0: just the sampled token). */
+    logprobs: z.int().min(0).max(5).nullish(),
+    echo: z
+      .boolean()
+      .nullish()
+      .refine((v) => !v, unsupported("'echo' is not supported by this server; send false.")),
+    suffix: z
+      .string()
+      .nullish()
+      .refine((v) => !v, unsupported("'suffix' is not supported by this server.")),
+    best_of: z.int().min(1).max(8).nullish(),
+  })
+  .superRefine((b, ctx) => {
+    if (b.best_of != null && b.best_of !== (b.n ?? 1)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["best_of"],
+        message: "'best_of' is not supported by this server; omit it or set it equal to 'n'.",
+        params: { code: "unsupported_value" },
+      });
+    }
+  });
+
+export type CompletionBody = z.infer<typeof CompletionSchema>;
+
+// ---------------------------------------------------------------------------------------------
+// Parsing raw bodies
+
+export type ParseResult<T> = { ok: true; value: T } | { ok: false; error: ErrorInfo };
+
+const MALFORMED_JSON =
+  "We could not parse the JSON body of your request. The API expects a JSON payload, " +
+  "but what was sent was not valid JSON.";
+
+/** Raw request text -> schema output, or an OpenAI-style invalid_request error. */
+export function parseJsonBody<S extends z.ZodType>(
+  raw: string,
+  schema: S,
+): ParseResult<z.output<S>> {
+  let data: unknown;
+  try {
+    data = JSON.parse(raw);
+  } catch {
+    return { ok: false, error: errorInfo("invalid_request", MALFORMED_JSON) };
+  }
+  const r = schema.safeParse(data);
+  if (r.success) return { ok: true, value: r.data };
+  const first = r.error.issues[0];
+  if (!first) return { ok: false, error: errorInfo("invalid_request", "Invalid request body.") };
+  return { ok: false, error: issueToError(first as Issue, [], data) };
+}
+
+type PathKey = PropertyKey;
+
+/** The fields of zod issues this module reads (a loose view over z.core.$ZodIssue). */
+interface Issue {
+  code: string;
+  path: PathKey[];
+  message: string;
+  expected?: string;
+  origin?: string;
+  minimum?: number | bigint;
+  maximum?: number | bigint;
+  inclusive?: boolean;
+  values?: unknown[];
+  errors?: Issue[][];
+  params?: { code?: string };
+}
+
+function valueAt(data: unknown, path: PathKey[]): unknown {
+  let v = data;
+  for (const k of path) {
+    if (v === null || typeof v !== "object") return undefined;
+    v = (v as Record<PropertyKey, unknown>)[k];
+  }
+  return v;
+}
+
+function describeValue(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "an array";
+  switch (typeof v) {
+    case "string":
+      return "a string";
+    case "boolean":
+      return "a boolean";
+    case "number":
+      return Number.isInteger(v) ? "an integer" : "a decimal number";
+    case "object":
+      return "an object";
+    default:
+      return typeof v;
+  }
+}
+
+const EXPECTED: Record<string, string> = {
+  string: "a string",
+  number: "a number",
+  int: "an integer",
+  boolean: "a boolean",
+  object: "an object",
+  array: "an array",
+  record: "an object",
+};
+
+function quote(v: unknown): string {
+  return typeof v === "string" ? `'${v}'` : JSON.stringify(v);
+}
+
+function listValues(values: unknown[]): string {
+  const q = values.map(quote);
+  return q.length <= 1 ? q.join("") : `${q.slice(0, -1).join(", ")}, and ${q[q.length - 1]}`;
+}
+
+/**
+ * A union that failed in every branch: when exactly one branch matched the value's type (no
+ * invalid_type at the union itself), report that branch's first issue; otherwise none.
+ */
+function innerUnionIssue(issue: Issue): Issue | null {
+  const deeper = (issue.errors ?? []).filter(
+    (branch) =>
+      branch.length > 0 && !branch.some((i) => i.path.length === 0 && i.code === "invalid_type"),
+  );
+  if (deeper.length !== 1) return null;
+  return deeper[0][0] ?? null;
+}
+
+function issueToError(issue: Issue, prefix: PathKey[], data: unknown): ErrorInfo {
+  const path = [...prefix, ...issue.path];
+  if (issue.code === "invalid_union") {
+    const inner = innerUnionIssue(issue);
+    if (inner) return issueToError(inner, path, data);
+  }
+  const param = path.length > 0 ? path.map(String).join(".") : null;
+  const value = valueAt(data, path);
+  const bad = (message: string, code: string | null = null) =>
+    errorInfo("invalid_request", message, param, code);
+
+  if (param === null) {
+    if (issue.code === "invalid_type") return bad("The request body must be a JSON object.");
+    return bad(`Invalid request body: ${issue.message}`, issue.params?.code ?? null);
+  }
+  if (value === undefined && (issue.code === "invalid_type" || issue.code === "invalid_union")) {
+    return bad(`Missing required parameter: '${param}'.`, "missing_required_parameter");
+  }
+  switch (issue.code) {
+    case "custom":
+      return bad(issue.message, issue.params?.code ?? null);
+    case "invalid_type": {
+      const expected = EXPECTED[issue.expected ?? ""] ?? issue.expected ?? "another type";
+      return bad(
+        `Invalid type for '${param}': expected ${expected}, but got ${describeValue(value)} instead.`,
+        "invalid_type",
+      );
+    }
+    case "invalid_union":
+      return bad(
+        `Invalid type for '${param}': ${issue.message}, but got ${describeValue(value)} instead.`,
+        "invalid_type",
+      );
+    case "invalid_value":
+      return bad(
+        `Invalid value for '${param}': ${quote(value)}. Supported values are: ${listValues(
+          issue.values ?? [],
+        )}.`,
+        "invalid_value",
+      );
+    case "too_small":
+    case "too_big": {
+      const small = issue.code === "too_small";
+      const bound = small ? issue.minimum : issue.maximum;
+      if (issue.origin === "array" && Array.isArray(value)) {
+        if (small && value.length === 0) {
+          return bad(
+            `Invalid '${param}': empty array. Expected an array with at least ${bound} item(s).`,
+            "empty_array",
+          );
+        }
+        return bad(
+          `Invalid '${param}': array too ${small ? "short" : "long"}. Expected an array with ` +
+            `${small ? "at least" : "at most"} ${bound} item(s), but got ${value.length}.`,
+          small ? "array_below_min_length" : "array_above_max_length",
+        );
+      }
+      const op = small ? (issue.inclusive ? ">=" : ">") : issue.inclusive ? "<=" : "<";
+      return bad(
+        `Invalid '${param}': expected a value ${op} ${bound}, but got ${quote(value)} instead.`,
+      );
+    }
+    default:
+      return bad(`Invalid '${param}': ${issue.message}.`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mapping to the generation task
+
+export interface GenerateFields {
+  input: GenerateInput;
+  /** Choices per prompt. */
+  n: number;
+  /** null: the API default (decided by the caller). */
+  maxTokens: number | null;
+  sampling: GenerateSampling;
+  stream: boolean;
+  /** stream_options.include_usage, only when streaming. */
+  includeUsage: boolean;
+}
+
+function contentText(content: ChatCompletionBody["messages"][number]["content"]): string {
+  if (content == null) return "";
+  if (typeof content === "string") return content;
+  return content.map((p) => p.text).join("");
+}
+
+function normaliseStop(stop: string | string[] | null | undefined): string[] {
+  if (stop == null) return [];
+  return (typeof stop === "string" ? [stop] : stop).filter((s) => s.length > 0);
+}
+
+function toPrompts(prompt: CompletionBody["prompt"]): (string | number[])[] {
+  if (typeof prompt === "string") return [prompt];
+  if (prompt.length > 0 && typeof prompt[0] === "number") return [prompt as number[]];
+  return prompt as (string | number[])[];
+}
+
+/** Validated body -> the generation fields of a GenerateTask (`drawSeed` when none was sent). */
+export function toGenerateFields(
+  body: ChatCompletionBody,
+  kind: "chat",
+  drawSeed: () => number,
+): GenerateFields;
+export function toGenerateFields(
+  body: CompletionBody,
+  kind: "completion",
+  drawSeed: () => number,
+): GenerateFields;
+export function toGenerateFields(
+  body: ChatCompletionBody | CompletionBody,
+  kind: "chat" | "completion",
+  drawSeed: () => number,
+): GenerateFields;
+export function toGenerateFields(
+  body: ChatCompletionBody | CompletionBody,
+  kind: "chat" | "completion",
+  drawSeed: () => number,
+): GenerateFields {
+  let input: GenerateInput;
+  let logprobs: boolean;
+  let topLogprobs: number;
+  if (kind === "chat") {
+    const chat = body as ChatCompletionBody;
+    const messages: ChatMessage[] = chat.messages.map((m) => ({
+      role: m.role as ChatRole,
+      content: contentText(m.content),
+    }));
+    input = { kind: "chat", messages };
+    logprobs = chat.logprobs === true;
+    topLogprobs = logprobs ? (chat.top_logprobs ?? 0) : 0;
+  } else {
+    const completion = body as CompletionBody;
+    input = { kind: "completion", prompts: toPrompts(completion.prompt) };
+    logprobs = completion.logprobs != null;
+    topLogprobs = completion.logprobs ?? 0;
+  }
+  const stream = body.stream === true;
+  return {
+    input,
+    n: body.n ?? 1,
+    maxTokens: body.max_completion_tokens ?? body.max_tokens ?? null,
+    sampling: {
+      temperature: body.temperature ?? 1,
+      topP: body.top_p ?? 1,
+      topK: body.top_k == null || body.top_k < 0 ? 0 : body.top_k,
+      seed: body.seed ?? drawSeed(),
+      stop: normaliseStop(body.stop),
+      ignoreEos: body.ignore_eos === true,
+      logprobs,
+      topLogprobs,
+    },
+    stream,
+    includeUsage: stream && body.stream_options?.include_usage === true,
+  };
+}
