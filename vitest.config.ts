@@ -28,12 +28,26 @@ export default defineConfig({
         },
       },
       {
+        test: {
+          name: "e2e",
+          environment: "node",
+          include: ["test/e2e/**/*.test.ts"],
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
+        },
+      },
+      {
         plugins: [
           cloudflareTest({
             wrangler: { configPath: "./wrangler.toml" },
             miniflare: {
               cf: false,
-              bindings: { API_KEYS: "test:sk-test,other:sk-other", ADMIN_API_KEYS: "sk-admin" },
+              bindings: {
+                API_KEYS: "test:sk-test,other:sk-other",
+                ADMIN_API_KEYS: "sk-admin",
+                LOG_LEVEL: "warn",
+              },
               ...refBindings,
             },
           }),

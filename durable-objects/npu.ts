@@ -8,7 +8,7 @@ import { DurableObject } from "cloudflare:workers";
 import { createInstance, type ModelInstance } from "../shared/engine/instance.ts";
 import { type ErrorInfo, errorInfo, type Result } from "../shared/errors.ts";
 import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
-import { KernelMemoryError } from "../shared/model/kernels.ts";
+import { KernelMemoryError, type Kernels } from "../shared/model/kernels.ts";
 import { createWasmKernels, WASM_KERNEL_IMPORTS } from "../shared/model/kernels-wasm.ts";
 import { encodeEvent } from "../shared/protocol/codec.ts";
 import type { GenerateEvent, GenerateTask } from "../shared/protocol/messages.ts";
@@ -59,6 +59,7 @@ interface ActiveTask {
 interface Loaded {
   model: string;
   instance: ModelInstance;
+  kernels: Kernels;
   chat: ChatRenderer;
 }
 
@@ -94,8 +95,8 @@ export class Npu extends DurableObject<Env> {
       numTasks: this.tasks.size,
       memory: inst
         ? {
-            usedBytes: inst.memory.capacityBytes,
-            capacityBytes: getConfig(this.env).npuMemoryBudgetBytes,
+            usedBytes: this.loaded?.kernels.usedBytes ?? 0,
+            capacityBytes: this.loaded?.kernels.capacityBytes ?? 0,
             weightBytes: inst.memory.weightBytes,
           }
         : null,
@@ -225,7 +226,7 @@ export class Npu extends DurableObject<Env> {
         weightBytes: instance.memory.weightBytes,
         durationMs: Date.now() - t0,
       });
-      return { ok: true, value: { model, instance, chat } };
+      return { ok: true, value: { model, instance, kernels, chat } };
     } catch (e) {
       this.log.error("model.load_failed", { model, ...errorFields(e) });
       const kind = e instanceof KernelMemoryError ? "capacity" : "internal";

@@ -37,8 +37,9 @@
  * sum_j T[a][j] q_j scaled to RMS 1 and `output.weight` row j is `LOGIT_SCALE` q_j, so without the
  * layers, logit_j = LOGIT_SCALE T[a][j] / rms(T[a]). All other rows of `output.weight` (`<unk>`,
  * `<s>`, the byte pieces, the text pieces that are not output words) are zero; the best centred
- * target is always positive, so those are never the argmax. EOS is an output word: a reply ends
- * at EOS (typically after "."), and after an EOS (an ignore-EOS decode) a new sentence starts.
+ * target is always well above 0, so greedy decoding never picks them. EOS is an output word: a
+ * reply ends at EOS (typically after "."), and after an EOS (an ignore-EOS decode) a new sentence
+ * starts.
  * Everything else is seeded Gaussian noise from `mulberry32`: attention and expert weights with
  * std `gain / sqrt(fan_in)` (`GAINS`), router rows with std `1 / sqrt(dim)`, norm weights 1. The
  * gains are small enough that each block moves the residual stream by about 13% of its size: the

@@ -8,5 +8,9 @@ declare global {
       REF_QWEN3MOE?: ArrayBuffer;
       REF_GREEDY?: string;
     }
+    interface GlobalProps {
+      mainModule: typeof import("../workers/index.ts");
+      durableNamespaces: "Npu" | "JobExecutor" | "ClusterManager";
+    }
   }
 }

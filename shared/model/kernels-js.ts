@@ -14,12 +14,13 @@ import { KernelMemoryError, type Kernels } from "./kernels.ts";
 
 const fr = Math.fround;
 
-/** Allocation granule of both arenas: every allocation is rounded up to this many bytes. */
-export const KERNEL_ALIGN_BYTES = 16;
+export type MatmulArgs = Parameters<Kernels["matmul"]>;
+export type AttentionArgs = Parameters<Kernels["attention"]>;
+type View = Float32Array | Int32Array;
 
-/** `numBytes` rounded up to the allocation granule. */
+/** `numBytes` rounded up to the 16-byte allocation granule of both arenas. */
 export function roundAllocBytes(numBytes: number): number {
-  return Math.ceil(numBytes / KERNEL_ALIGN_BYTES) * KERNEL_ALIGN_BYTES;
+  return Math.ceil(numBytes / 16) * 16;
 }
 
 /** Throws unless `n` is a non-negative safe integer. */
@@ -28,8 +29,6 @@ export function checkCount(n: number, what: string): void {
     throw new InvariantError(`${what} must be a non-negative integer, got ${n}`);
   }
 }
-
-type View = Float32Array | Int32Array;
 
 /** Whether byte ranges [a, a + aBytes) and [b, b + bBytes) share a byte (empty ranges never do). */
 export function rangesOverlap(a: number, aBytes: number, b: number, bBytes: number): boolean {
@@ -41,17 +40,10 @@ function overlaps(a: View, aLen: number, b: View, bLen: number): boolean {
   return a.buffer === b.buffer && rangesOverlap(a.byteOffset, aLen * 4, b.byteOffset, bLen * 4);
 }
 
-/** Shape and aliasing checks of `matmul` (shared by both implementations; O(1)). */
-export function checkMatmul(
-  out: Float32Array,
-  x: Float32Array,
-  w: Float32Array,
-  m: number,
-  n: number,
-  d: number,
-): void {
-  // (Messages are built only on failure: this runs on every call.)
-  if (!((m | 0) === m && (n | 0) === n && (d | 0) === d && m >= 0 && n >= 0 && d >= 0)) {
+/** Shape and aliasing checks of `matmul`, O(1), run on every call by both implementations. */
+export function checkMatmul(...[out, x, w, m, n, d]: MatmulArgs): void {
+  // Messages are built only on failure.
+  if (!((m | 0) === m && (n | 0) === n && (d | 0) === d && (m | n | d) >= 0)) {
     throw new InvariantError(`matmul: bad shape m=${m} n=${n} d=${d}`);
   }
   if (!(out.length >= m * d && x.length >= m * n && w.length >= d * n)) {
@@ -66,37 +58,14 @@ export function checkMatmul(
 }
 
 /**
- * Shape, block-table and aliasing checks of `attention` (shared by both implementations).
- * O(numKeys / blockSize): every block id is checked against the cache size.
+ * Shape, block-table and aliasing checks of `attention`, run on every call by both
+ * implementations. O(numKeys / blockSize): every block id is checked against the cache size.
  */
-export function checkAttention(
-  out: Float32Array,
-  q: Float32Array,
-  kCache: Float32Array,
-  vCache: Float32Array,
-  blockTable: Int32Array,
-  numKeys: number,
-  numHeads: number,
-  numKvHeads: number,
-  headDim: number,
-  blockSize: number,
-  scores: Float32Array,
-): void {
-  if (
-    !(
-      (numKeys | 0) === numKeys &&
-      (numHeads | 0) === numHeads &&
-      (numKvHeads | 0) === numKvHeads &&
-      (headDim | 0) === headDim &&
-      (blockSize | 0) === blockSize &&
-      numKeys >= 1 &&
-      numKvHeads >= 1 &&
-      numHeads >= numKvHeads &&
-      numHeads % numKvHeads === 0 &&
-      headDim >= 1 &&
-      blockSize >= 1
-    )
-  ) {
+export function checkAttention(...a: AttentionArgs): void {
+  const [out, q, kCache, vCache, table, numKeys, numHeads, numKvHeads, headDim, blockSize] = a;
+  const scores = a[10];
+  const dims = [numKeys, numHeads, numKvHeads, headDim, blockSize];
+  if (!(dims.every((v) => (v | 0) === v && v >= 1) && numHeads % numKvHeads === 0)) {
     throw new InvariantError(
       `attention: bad shape numKeys=${numKeys} numHeads=${numHeads} numKvHeads=${numKvHeads} ` +
         `headDim=${headDim} blockSize=${blockSize}`,
@@ -104,35 +73,31 @@ export function checkAttention(
   }
   const qLen = numHeads * headDim;
   const numBlocks = Math.ceil(numKeys / blockSize);
-  if (
-    !(
-      q.length >= qLen &&
-      out.length >= qLen &&
-      scores.length >= numKeys &&
-      blockTable.length >= numBlocks
-    )
-  ) {
+  if (q.length < qLen || out.length < qLen || scores.length < numKeys || table.length < numBlocks) {
     throw new InvariantError("attention: q, out, scores or blockTable too short");
   }
   const blockFloats = blockSize * numKvHeads * headDim;
   const cacheBlocks = Math.floor(Math.min(kCache.length, vCache.length) / blockFloats);
   for (let b = 0; b < numBlocks; b++) {
-    const id = blockTable[b] as number;
+    const id = table[b] as number;
     if (!(id >= 0 && id < cacheBlocks)) {
       throw new InvariantError(`attention: block id ${id} (table entry ${b}) outside the cache`);
     }
   }
-  const kvLen = Math.max(kCache.length, vCache.length);
+  // out may be q itself; otherwise out and scores overlap nothing.
+  const inputs: [View, number][] = [
+    [kCache, kCache.length],
+    [vCache, vCache.length],
+    [table, numBlocks],
+    [q, qLen],
+  ];
+  const outClash = inputs.some(([v, len]) => v !== q && overlaps(out, qLen, v, len));
+  const scoresClash = inputs.some(([v, len]) => overlaps(scores, numKeys, v, len));
   if (
+    outClash ||
+    scoresClash ||
     (out !== q && overlaps(out, qLen, q, qLen)) ||
-    overlaps(out, qLen, kCache, kvLen) ||
-    overlaps(out, qLen, vCache, kvLen) ||
-    overlaps(out, qLen, scores, numKeys) ||
-    overlaps(scores, numKeys, q, qLen) ||
-    overlaps(scores, numKeys, kCache, kvLen) ||
-    overlaps(scores, numKeys, vCache, kvLen) ||
-    overlaps(blockTable, numBlocks, out, qLen) ||
-    overlaps(blockTable, numBlocks, scores, numKeys)
+    overlaps(out, qLen, scores, numKeys)
   ) {
     throw new InvariantError("attention: out or scores aliases another argument");
   }
@@ -178,91 +143,9 @@ export function expf(x: number): number {
 }
 
 // -----------------------------------------------------------------------------------------------
-// matmul
+// matmul and attention (mirrors of wasm/kernels.ts)
 
-/**
- * X (m, n) @ W^T (d, n) -> out (m, d), f32 mirror of `matmul` in wasm/kernels.ts. Four output
- * columns share each load of x; every element keeps its own four lane sums (k mod 4), reduced as
- * (l0 + l1) + (l2 + l3), then the k tail in order.
- */
-function matmulJs(
-  out: Float32Array,
-  x: Float32Array,
-  w: Float32Array,
-  m: number,
-  n: number,
-  d: number,
-): void {
-  const n4 = n & ~3;
-  const d4 = d & ~3;
-  for (let i = 0; i < m; i++) {
-    const xo = i * n;
-    const oo = i * d;
-    let j = 0;
-    for (; j < d4; j += 4) {
-      const w0 = j * n;
-      const w1 = w0 + n;
-      const w2 = w1 + n;
-      const w3 = w2 + n;
-      let a0 = 0;
-      let a1 = 0;
-      let a2 = 0;
-      let a3 = 0;
-      let b0 = 0;
-      let b1 = 0;
-      let b2 = 0;
-      let b3 = 0;
-      let c0 = 0;
-      let c1 = 0;
-      let c2 = 0;
-      let c3 = 0;
-      let e0 = 0;
-      let e1 = 0;
-      let e2 = 0;
-      let e3 = 0;
-      for (let k = 0; k < n4; k += 4) {
-        const x0 = x[xo + k] as number;
-        const x1 = x[xo + k + 1] as number;
-        const x2 = x[xo + k + 2] as number;
-        const x3 = x[xo + k + 3] as number;
-        a0 = fr(a0 + fr(x0 * (w[w0 + k] as number)));
-        a1 = fr(a1 + fr(x1 * (w[w0 + k + 1] as number)));
-        a2 = fr(a2 + fr(x2 * (w[w0 + k + 2] as number)));
-        a3 = fr(a3 + fr(x3 * (w[w0 + k + 3] as number)));
-        b0 = fr(b0 + fr(x0 * (w[w1 + k] as number)));
-        b1 = fr(b1 + fr(x1 * (w[w1 + k + 1] as number)));
-        b2 = fr(b2 + fr(x2 * (w[w1 + k + 2] as number)));
-        b3 = fr(b3 + fr(x3 * (w[w1 + k + 3] as number)));
-        c0 = fr(c0 + fr(x0 * (w[w2 + k] as number)));
-        c1 = fr(c1 + fr(x1 * (w[w2 + k + 1] as number)));
-        c2 = fr(c2 + fr(x2 * (w[w2 + k + 2] as number)));
-        c3 = fr(c3 + fr(x3 * (w[w2 + k + 3] as number)));
-        e0 = fr(e0 + fr(x0 * (w[w3 + k] as number)));
-        e1 = fr(e1 + fr(x1 * (w[w3 + k + 1] as number)));
-        e2 = fr(e2 + fr(x2 * (w[w3 + k + 2] as number)));
-        e3 = fr(e3 + fr(x3 * (w[w3 + k + 3] as number)));
-      }
-      let s0 = fr(fr(a0 + a1) + fr(a2 + a3));
-      let s1 = fr(fr(b0 + b1) + fr(b2 + b3));
-      let s2 = fr(fr(c0 + c1) + fr(c2 + c3));
-      let s3 = fr(fr(e0 + e1) + fr(e2 + e3));
-      for (let k = n4; k < n; k++) {
-        const xk = x[xo + k] as number;
-        s0 = fr(s0 + fr(xk * (w[w0 + k] as number)));
-        s1 = fr(s1 + fr(xk * (w[w1 + k] as number)));
-        s2 = fr(s2 + fr(xk * (w[w2 + k] as number)));
-        s3 = fr(s3 + fr(xk * (w[w3 + k] as number)));
-      }
-      out[oo + j] = s0;
-      out[oo + j + 1] = s1;
-      out[oo + j + 2] = s2;
-      out[oo + j + 3] = s3;
-    }
-    for (; j < d; j++) out[oo + j] = dot(x, xo, w, j * n, n);
-  }
-}
-
-/** dot(a[ao..ao+n), b[bo..bo+n)) in the canonical f32 order. */
+/** dot(a[ao..ao+n), b[bo..bo+n)): four lane sums (k mod 4), (l0 + l1) + (l2 + l3), then tail. */
 function dot(a: Float32Array, ao: number, b: Float32Array, bo: number, n: number): number {
   const n4 = n & ~3;
   let a0 = 0;
@@ -280,23 +163,17 @@ function dot(a: Float32Array, ao: number, b: Float32Array, bo: number, n: number
   return s;
 }
 
-// -----------------------------------------------------------------------------------------------
-// attention
+/** X (m, n) @ W^T (d, n) -> out (m, d): out[i, j] = dot(x[i, :], w[j, :]). */
+function matmulJs(...[out, x, w, m, n, d]: MatmulArgs): void {
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < d; j++) out[i * d + j] = dot(x, i * n, w, j * n, n);
+  }
+}
 
-/** f32 mirror of `attention` in wasm/kernels.ts (same visiting order, same roundings). */
-function attentionJs(
-  out: Float32Array,
-  q: Float32Array,
-  kCache: Float32Array,
-  vCache: Float32Array,
-  blockTable: Int32Array,
-  numKeys: number,
-  numHeads: number,
-  numKvHeads: number,
-  headDim: number,
-  blockSize: number,
-  scores: Float32Array,
-): void {
+/** Paged attention, same visiting order and roundings as `attention` in wasm/kernels.ts. */
+function attentionJs(...a: AttentionArgs): void {
+  const [out, q, kCache, vCache, blockTable, numKeys, numHeads, numKvHeads, headDim, blockSize] = a;
+  const scores = a[10];
   const group = numHeads / numKvHeads;
   const row = numKvHeads * headDim;
   const scale = fr(1 / fr(Math.sqrt(headDim)));
@@ -304,7 +181,7 @@ function attentionJs(
     const qh = h * headDim;
     const kvOff = Math.floor(h / group) * headDim;
 
-    // q_h (headDim) . k_t (headDim) -> scores (numKeys), and their max.
+    // q_h (headDim) . k_t (headDim) * scale -> scores (numKeys), and their max.
     let mx = Number.NEGATIVE_INFINITY;
     let t = 0;
     for (let b = 0; t < numKeys; b++) {
@@ -326,8 +203,7 @@ function attentionJs(
     }
 
     // sum_t e_t v_t (headDim) / sum -> out_h, accumulated in position order.
-    const oh = qh;
-    out.fill(0, oh, oh + headDim);
+    out.fill(0, qh, qh + headDim);
     t = 0;
     for (let b = 0; t < numKeys; b++) {
       const end = Math.min(t + blockSize, numKeys);
@@ -335,12 +211,12 @@ function attentionJs(
       for (; t < end; t++) {
         const e = scores[t] as number;
         for (let c = 0; c < headDim; c++) {
-          out[oh + c] = fr((out[oh + c] as number) + fr(e * (vCache[vp + c] as number)));
+          out[qh + c] = fr((out[qh + c] as number) + fr(e * (vCache[vp + c] as number)));
         }
         vp += row;
       }
     }
-    for (let c = 0; c < headDim; c++) out[oh + c] = fr((out[oh + c] as number) / sum);
+    for (let c = 0; c < headDim; c++) out[qh + c] = fr((out[qh + c] as number) / sum);
   }
 }
 
@@ -370,6 +246,11 @@ export function createJsKernels(capacityBytes: number): Kernels {
     used += bytes;
   }
 
+  function own<T extends View>(a: T): T {
+    owned.add(a.buffer);
+    return a;
+  }
+
   function checkOwned(a: View): void {
     if (!owned.has(a.buffer)) {
       throw new InvariantError("kernel argument was not allocated by this Kernels object");
@@ -387,68 +268,23 @@ export function createJsKernels(capacityBytes: number): Kernels {
     },
     alloc(n: number): Float32Array {
       reserve(n, "alloc");
-      const a = new Float32Array(n);
-      owned.add(a.buffer);
-      return a;
+      return own(new Float32Array(n));
     },
     allocInt32(n: number): Int32Array {
       reserve(n, "allocInt32");
-      const a = new Int32Array(n);
-      owned.add(a.buffer);
-      return a;
+      return own(new Int32Array(n));
     },
-    matmul(out, x, w, m, n, d): void {
-      checkOwned(out);
-      checkOwned(x);
-      checkOwned(w);
-      checkMatmul(out, x, w, m, n, d);
-      matmulJs(out, x, w, m, n, d);
+    matmul(...a: MatmulArgs): void {
+      checkOwned(a[0]);
+      checkOwned(a[1]);
+      checkOwned(a[2]);
+      checkMatmul(...a);
+      matmulJs(...a);
     },
-    attention(
-      out,
-      q,
-      kCache,
-      vCache,
-      blockTable,
-      numKeys,
-      numHeads,
-      numKvHeads,
-      headDim,
-      blockSize,
-      scores,
-    ) {
-      checkOwned(out);
-      checkOwned(q);
-      checkOwned(kCache);
-      checkOwned(vCache);
-      checkOwned(blockTable);
-      checkOwned(scores);
-      checkAttention(
-        out,
-        q,
-        kCache,
-        vCache,
-        blockTable,
-        numKeys,
-        numHeads,
-        numKvHeads,
-        headDim,
-        blockSize,
-        scores,
-      );
-      attentionJs(
-        out,
-        q,
-        kCache,
-        vCache,
-        blockTable,
-        numKeys,
-        numHeads,
-        numKvHeads,
-        headDim,
-        blockSize,
-        scores,
-      );
+    attention(...a: AttentionArgs): void {
+      for (const v of [a[0], a[1], a[2], a[3], a[4], a[10]]) checkOwned(v);
+      checkAttention(...a);
+      attentionJs(...a);
     },
   };
 }

@@ -16,6 +16,7 @@
 import { InvariantError } from "../assert.ts";
 import { KernelMemoryError, type Kernels } from "./kernels.ts";
 import {
+  type AttentionArgs,
   checkAttention,
   checkCount,
   checkMatmul,
@@ -150,18 +151,16 @@ export function createWasmKernels(instance: { exports: unknown }, capacityBytes:
       const px = x.byteOffset;
       const pw = w.byteOffset;
       const ob = m * d * 4;
+      const shapeOk =
+        (m | 0) === m &&
+        (n | 0) === n &&
+        (d | 0) === d &&
+        (m | n | d) >= 0 &&
+        out.length >= m * d &&
+        x.length >= m * n &&
+        w.length >= d * n;
       if (
-        !(
-          (m | 0) === m &&
-          (n | 0) === n &&
-          (d | 0) === d &&
-          m >= 0 &&
-          n >= 0 &&
-          d >= 0 &&
-          out.length >= m * d &&
-          x.length >= m * n &&
-          w.length >= d * n
-        ) ||
+        !shapeOk ||
         rangesOverlap(po, ob, px, m * n * 4) ||
         rangesOverlap(po, ob, pw, d * n * 4)
       ) {
@@ -169,55 +168,12 @@ export function createWasmKernels(instance: { exports: unknown }, capacityBytes:
       }
       wasmMatmul(po, px, pw, m, n, d);
     },
-    attention(
-      out,
-      q,
-      kCache,
-      vCache,
-      blockTable,
-      numKeys,
-      numHeads,
-      numKvHeads,
-      headDim,
-      blockSize,
-      scores,
-    ) {
-      if (
-        out.buffer !== buf ||
-        q.buffer !== buf ||
-        kCache.buffer !== buf ||
-        vCache.buffer !== buf ||
-        blockTable.buffer !== buf ||
-        scores.buffer !== buf
-      ) {
-        foreign();
-      }
-      checkAttention(
-        out,
-        q,
-        kCache,
-        vCache,
-        blockTable,
-        numKeys,
-        numHeads,
-        numKvHeads,
-        headDim,
-        blockSize,
-        scores,
-      );
-      wasmAttention(
-        out.byteOffset,
-        q.byteOffset,
-        kCache.byteOffset,
-        vCache.byteOffset,
-        blockTable.byteOffset,
-        numKeys,
-        numHeads,
-        numKvHeads,
-        headDim,
-        blockSize,
-        scores.byteOffset,
-      );
+    attention(...a: AttentionArgs): void {
+      const views = [a[0], a[1], a[2], a[3], a[4], a[10]];
+      for (const v of views) if (v.buffer !== buf) foreign();
+      checkAttention(...a);
+      const [po, pq, pk, pv, pt, ps] = views.map((v) => v.byteOffset) as number[];
+      wasmAttention(po, pq, pk, pv, pt, a[5], a[6], a[7], a[8], a[9], ps);
     },
   };
 }

@@ -5,9 +5,9 @@
 import { Hono } from "hono";
 import { AppError } from "../../shared/errors.ts";
 import type { AppEnv } from "../app-env.ts";
-import { clusterManager, getConfig, jobExecutorFor } from "../env.ts";
+import { clusterManager, getConfig, jobExecutorFor, npu } from "../env.ts";
 import { readBody } from "../middleware/body.ts";
-import { ensureDefaultModel, MODEL_NAME_RE, storeModel } from "../models.ts";
+import { ensureDefaultModel, MODEL_NAME_RE, resolveModel, storeModel } from "../models.ts";
 
 export const api = new Hono<AppEnv>();
 
@@ -54,6 +54,16 @@ api.get("/models", async (c) => {
   requireAdmin(c.var.principal.isAdmin);
   await ensureDefaultModel(c.env);
   return c.json({ object: "list", data: await clusterManager(c.env).listModels() });
+});
+
+/** Live state of a model's instances: load, KV blocks, memory, recent steps (admin). */
+api.get("/models/:name/instances", async (c) => {
+  requireAdmin(c.var.principal.isAdmin);
+  const model = await resolveModel(c.env, c.req.param("name"));
+  const data = await Promise.all(
+    model.instances.map(async (id) => ({ id, ...(await npu(c.env, id).stats()) })),
+  );
+  return c.json({ object: "list", data });
 });
 
 api.get("/requests/:id", async (c) => {

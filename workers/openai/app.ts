@@ -115,11 +115,14 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
     model: model.name,
     kind,
     numChoices: numPrompts * fields.n,
+    logprobs: fields.sampling.logprobs,
   };
   const events = readEvents(res.value.stream);
   if (fields.stream) {
-    const stream = sseResponseStream(events, { ...meta, includeUsage: fields.includeUsage }, () =>
-      log.info("request.disconnected", { taskId }),
+    const stream = sseResponseStream(
+      events,
+      { ...meta, includeUsage: fields.includeUsage },
+      (reason) => log.info("request.streamed", { taskId, reason }),
     );
     return new Response(stream, { headers: { ...SSE_HEADERS, "x-request-id": requestId } });
   }

@@ -23,8 +23,9 @@ export interface ResponseMeta {
   /** All choices (completions: prompts * n, prompt-major). */
   numChoices: number;
   /**
-   * Whether logprobs were requested. Absent: inferred from the events (any delta carrying
-   * logprobs); set it so that a choice with no tokens still gets an empty logprobs object.
+   * Non-streaming only: whether logprobs were requested. Absent: inferred from the events (any
+   * delta carrying logprobs); set it so that a choice with no tokens gets empty logprobs, not
+   * null. Streaming chunks carry logprobs exactly when they carry tokens that had them.
    */
   logprobs?: boolean;
   /** `system_fingerprint` on every body and chunk; default null. */
@@ -261,11 +262,19 @@ export function sseResponseStream(
     }
   };
 
+  const notify = (reason: CloseReason) => {
+    try {
+      onClose?.(reason);
+    } catch {
+      // The stream's outcome does not depend on the callback.
+    }
+  };
+
   const end = (controller: ReadableStreamDefaultController<Uint8Array>, reason: CloseReason) => {
     closed = true;
     controller.close();
     if (reason === "error") releaseSource();
-    onClose?.(reason);
+    notify(reason);
   };
 
   const fail = (controller: ReadableStreamDefaultController<Uint8Array>, error: ErrorInfo) => {
@@ -336,7 +345,7 @@ export function sseResponseStream(
       if (closed) return;
       closed = true;
       releaseSource();
-      onClose?.("cancelled");
+      notify("cancelled");
     },
   });
 }

@@ -163,8 +163,18 @@ describe("collectResponse", () => {
 
   it("shapes chat logprobs as content entries with top_logprobs", async () => {
     const events = [
-      delta(0, "Hi", [lp("Hi", -0.1, [["Hi", -0.1], ["Hey", -2.5]])]),
-      delta(0, " there", [lp(" there", -0.5, [[" there", -0.5], [" you", -1]])]),
+      delta(0, "Hi", [
+        lp("Hi", -0.1, [
+          ["Hi", -0.1],
+          ["Hey", -2.5],
+        ]),
+      ]),
+      delta(0, " there", [
+        lp(" there", -0.5, [
+          [" there", -0.5],
+          [" you", -1],
+        ]),
+      ]),
       finish(0),
       usage(),
     ];
@@ -203,7 +213,12 @@ describe("collectResponse", () => {
       // A token that produced no text yet (partial UTF-8), then the one completing "é".
       delta(0, "", [lp("<0xC3>", -0.3)]),
       delta(0, "é", [lp("<0xA9>", -0.2)]),
-      delta(0, "c", [lp("c", -0.4, [["d", -0.1], ["c", -0.4]])]),
+      delta(0, "c", [
+        lp("c", -0.4, [
+          ["d", -0.1],
+          ["c", -0.4],
+        ]),
+      ]),
       finish(0, "length"),
       usage(),
     ];
@@ -229,11 +244,13 @@ describe("collectResponse", () => {
   it("gives empty logprobs (not null) when requested but no tokens came", async () => {
     const events = [finish(0), usage(5, 0)];
     const chat = await collectResponse(fromArray(events), chatMeta(1, { logprobs: true }));
-    expect(chat.ok && (chat.body as { choices: { logprobs: unknown }[] }).choices[0]!.logprobs)
-      .toEqual({ content: [], refusal: null });
+    expect(
+      chat.ok && (chat.body as { choices: { logprobs: unknown }[] }).choices[0]!.logprobs,
+    ).toEqual({ content: [], refusal: null });
     const cmpl = await collectResponse(fromArray(events), completionMeta(1, { logprobs: true }));
-    expect(cmpl.ok && (cmpl.body as { choices: { logprobs: unknown }[] }).choices[0]!.logprobs)
-      .toEqual({ tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] });
+    expect(
+      cmpl.ok && (cmpl.body as { choices: { logprobs: unknown }[] }).choices[0]!.logprobs,
+    ).toEqual({ tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] });
   });
 
   it("returns the error event's error", async () => {
@@ -296,8 +313,22 @@ describe("sseResponseStream: chat", () => {
       expect(c).not.toHaveProperty("usage");
     }
     expect(chunks.map((c) => c.choices)).toEqual([
-      [{ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }],
-      [{ index: 1, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }],
+      [
+        {
+          index: 0,
+          delta: { role: "assistant", content: "" },
+          logprobs: null,
+          finish_reason: null,
+        },
+      ],
+      [
+        {
+          index: 1,
+          delta: { role: "assistant", content: "" },
+          logprobs: null,
+          finish_reason: null,
+        },
+      ],
       [{ index: 0, delta: { content: "Hel" }, logprobs: null, finish_reason: null }],
       [{ index: 1, delta: { content: "Good" }, logprobs: null, finish_reason: null }],
       [{ index: 0, delta: { content: "lo" }, logprobs: null, finish_reason: null }],
@@ -343,7 +374,10 @@ describe("sseResponseStream: chat", () => {
     ];
     const frames = parseSse(
       await readAll(
-        sseResponseStream(fromArray(events), { ...chatMeta(1, { logprobs: true }), includeUsage: false }),
+        sseResponseStream(fromArray(events), {
+          ...chatMeta(1, { logprobs: true }),
+          includeUsage: false,
+        }),
       ),
     );
     const choices = chunksOf(frames).map((c) => (c.choices as unknown[])[0]);
@@ -383,7 +417,12 @@ describe("sseResponseStream: chat", () => {
 
   it("turns an error event mid-stream into one error frame without [DONE]", async () => {
     const onClose = vi.fn();
-    const error = errorInfo("overloaded", "The Npu serving this request was lost.", null, "npu_lost");
+    const error = errorInfo(
+      "overloaded",
+      "The Npu serving this request was lost.",
+      null,
+      "npu_lost",
+    );
     const text = await readAll(
       sseResponseStream(
         fromArray([delta(0, "a"), { type: "error", error }, delta(0, "never"), usage()]),
@@ -435,6 +474,8 @@ describe("sseResponseStream: chat", () => {
     for (let i = 0; i < 3; i++) text += decoder.decode((await reader.read()).value);
     expect(chunksOf(parseSse(text))).toHaveLength(3);
     const pending = reader.read();
+    // Let the pull reach the stalled source, so the cancel hits an in-flight read.
+    await new Promise((r) => setTimeout(r, 20));
     await reader.cancel();
     expect(onClose).toHaveBeenCalledExactlyOnceWith("cancelled");
     await src.cancelledPromise;
@@ -464,7 +505,11 @@ describe("sseResponseStream: completions", () => {
       [{ index: 0, text: "", logprobs: null, finish_reason: "stop" }],
       [],
     ]);
-    expect(chunks.at(-1)!.usage).toEqual({ prompt_tokens: 5, completion_tokens: 4, total_tokens: 9 });
+    expect(chunks.at(-1)!.usage).toEqual({
+      prompt_tokens: 5,
+      completion_tokens: 4,
+      total_tokens: 9,
+    });
     expect(chunks.slice(0, -1).every((c) => c.usage === null)).toBe(true);
   });
 
