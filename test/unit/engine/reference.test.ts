@@ -2,8 +2,10 @@
  * The engine reproduces llama.cpp's greedy decodes (../shared/models/reference/greedy.json) on
  * both kernel backends, through the Transformer and through the full Engine loop.
  */
+
+import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { runToCompletion } from "../../../hosts/node-engine.ts";
+import { DEFAULT_MODEL_PATH, runToCompletion } from "../../../hosts/node-engine.ts";
 import { GREEDY } from "../../../shared/engine/sequence.ts";
 import { greedyWithLogits, instanceFor, KERNEL_KINDS } from "../../helpers/engine.ts";
 import {
@@ -43,7 +45,6 @@ describe.skipIf(!HAVE_REFERENCE_MODELS)("reference greedy decodes", () => {
   }
 
   it("matches llama2.c run.c's logits on stories260K within 1e-4", async () => {
-    const { readFileSync } = await import("node:fs");
     const { REFERENCE_MODELS_DIR } = await import("../../helpers/models.ts");
     const raw = readFileSync(
       `${REFERENCE_MODELS_DIR}/reference/stories260K-once-upon-a-time.logits.f32`,
@@ -71,4 +72,31 @@ describe.skipIf(!HAVE_REFERENCE_MODELS)("reference greedy decodes", () => {
     }
     expect(maxErr).toBeLessThan(1e-4);
   });
+});
+
+describe("embedded default model", () => {
+  interface FixtureCase {
+    name: string;
+    prompt: string;
+    max_new_tokens: number;
+    stop_at_eos: boolean;
+    prompt_ids: number[];
+    expected_ids: number[];
+  }
+  const fixture = JSON.parse(
+    readFileSync(new URL("../../fixtures/default-moe-llama-cpp.json", import.meta.url), "utf8"),
+  ) as { cases: FixtureCase[] };
+
+  for (const kind of KERNEL_KINDS) {
+    it(`generates llama.cpp's greedy ids with ${kind} kernels`, async () => {
+      const { inst } = await instanceFor(readFileSync(DEFAULT_MODEL_PATH), kind, { maxNumSeqs: 2 });
+      for (const cs of fixture.cases) {
+        const promptIds = inst.tokenizer.encode(cs.prompt, { parseSpecial: true });
+        expect(promptIds, cs.name).toEqual(cs.prompt_ids);
+        const params = { ...GREEDY, maxTokens: cs.max_new_tokens, ignoreEos: !cs.stop_at_eos };
+        const run = await runToCompletion(inst.engine, promptIds, params);
+        expect(run.ids, cs.name).toEqual(cs.expected_ids);
+      }
+    });
+  }
 });
