@@ -5,8 +5,12 @@
  *
  *   npm run -s bench:engine -- --model PATH --json [--runs N] [--kernels wasm|js]
  */
-import { readFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { exportLlama2c } from "../hosts/llama2c-export.ts";
 import { DEFAULT_MODEL_PATH, loadNodeInstance } from "../hosts/node-engine.ts";
 import { GREEDY } from "../shared/engine/sequence.ts";
 
@@ -17,6 +21,8 @@ const { values } = parseArgs({
     tokens: { type: "string", default: "256" },
     kernels: { type: "string", default: "wasm" },
     json: { type: "boolean", default: false },
+    /** A compiled llama2.c run.c (gcc -O3 -o run run.c -lm), timed on the same model. */
+    runc: { type: "string" },
   },
 });
 const path = values.model ?? DEFAULT_MODEL_PATH;
@@ -62,6 +68,35 @@ async function measure(batch: number): Promise<{ tokensPerS: number; msPerStep: 
   return { tokensPerS: median(samples), msPerStep: median(stepMs) };
 }
 
+/** run.c's own "achieved tok/s" for greedy decode of the same token count, median of runs. */
+function measureRunC(runc: string): number {
+  const dir = mkdtempSync(join(tmpdir(), "llama2c-"));
+  exportLlama2c(bytes, join(dir, "model.bin"), join(dir, "tok.bin"));
+  const samples: number[] = [];
+  for (let r = 0; r < runs; r++) {
+    const out = spawnSync(
+      runc,
+      [
+        join(dir, "model.bin"),
+        "-z",
+        join(dir, "tok.bin"),
+        "-t",
+        "0",
+        "-n",
+        String(numTokens),
+        "-i",
+        PROMPTS[0] as string,
+      ],
+      { encoding: "utf8" },
+    );
+    const m = /achieved tok\/s: ([\d.]+)/.exec(out.stderr ?? "");
+    if (!m) throw new Error(`run.c printed no tok/s: ${out.stderr}`);
+    samples.push(Number(m[1]));
+  }
+  return median(samples);
+}
+
+const runcTokensPerS = values.runc ? measureRunC(values.runc) : null;
 const single = await measure(1);
 const b8 = await measure(8);
 const b32 = await measure(32);
@@ -80,6 +115,12 @@ const result = {
     "32": +b32.msPerStep.toFixed(3),
   },
   batch32_over_single: +(b32.tokensPerS / single.tokensPerS).toFixed(2),
+  ...(runcTokensPerS === null
+    ? {}
+    : {
+        llama2c_runc_tokens_per_s: Math.round(runcTokensPerS),
+        single_over_runc: +(single.tokensPerS / runcTokensPerS).toFixed(2),
+      }),
 };
 if (!values.json)
   console.log(
