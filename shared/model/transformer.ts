@@ -89,6 +89,10 @@ export class Transformer {
   private readonly expertRows: Int32Array; // per expert, the (row * topK + slot) it serves
   private readonly expertCounts: Int32Array;
   private readonly maxBlocksPerSeq: number;
+  /** Per-row and per-sequence views, made once so the hot loop allocates nothing. */
+  private readonly attRows: Float32Array[];
+  private readonly qRows: Float32Array[];
+  private readonly tableRows: Int32Array[];
 
   constructor(
     readonly config: ModelConfig,
@@ -123,6 +127,15 @@ export class Transformer {
     this.blockTables = kv.allocInt32(shape.maxNumSeqs * this.maxBlocksPerSeq);
     this.expertRows = kv.allocInt32(t * k * 2);
     this.expertCounts = kv.allocInt32(c.numExperts);
+    const qkvDim = qDim + 2 * kvDim;
+    this.attRows = Array.from({ length: t }, (_, r) => this.att.subarray(r * qDim, (r + 1) * qDim));
+    this.qRows = Array.from({ length: t }, (_, r) =>
+      this.qkv.subarray(r * qkvDim, r * qkvDim + qDim),
+    );
+    const mb = this.maxBlocksPerSeq;
+    this.tableRows = Array.from({ length: shape.maxNumSeqs }, (_, i) =>
+      this.blockTables.subarray(i * mb, (i + 1) * mb),
+    );
     for (let l = 0; l < c.numHiddenLayers; l++) {
       this.kCache.push(kv.alloc(shape.numBlocks * shape.blockSize * kvDim));
       this.vCache.push(kv.alloc(shape.numBlocks * shape.blockSize * kvDim));
@@ -156,7 +169,8 @@ export class Transformer {
       assert(tok >= 0 && tok < c.vocabSize, `token id ${tok} out of range`);
       const pos = b.positions[r] as number;
       assert(pos >= 0 && pos < s.maxModelLen, `position ${pos} out of range`);
-      this.x.set(this.weights.tokenEmbd.subarray(tok * h, (tok + 1) * h), r * h);
+      const emb = this.weights.tokenEmbd;
+      for (let i = 0; i < h; i++) this.x[r * h + i] = emb[tok * h + i] as number;
     }
     const neox = c.ropeStyle === "neox";
     const K = this.kernels;
@@ -187,18 +201,19 @@ export class Transformer {
         const seq = b.seqIndex[r] as number;
         const block = this.blockTables[seq * mb + Math.floor(pos / bs)] as number;
         const slot = (block * bs + (pos % bs)) * kvDim;
-        kc.set(this.qkv.subarray(o + qDim, o + qDim + kvDim), slot);
-        vc.set(this.qkv.subarray(o + qDim + kvDim, o + qkvDim), slot);
+        for (let i = 0; i < kvDim; i++) {
+          kc[slot + i] = this.qkv[o + qDim + i] as number;
+          vc[slot + i] = this.qkv[o + qDim + kvDim + i] as number;
+        }
       }
       for (let r = 0; r < T; r++) {
-        const o = r * qkvDim;
         const seq = b.seqIndex[r] as number;
         K.attention(
-          this.att.subarray(r * qDim, (r + 1) * qDim),
-          this.qkv.subarray(o, o + qDim),
+          this.attRows[r] as Float32Array,
+          this.qRows[r] as Float32Array,
           kc,
           vc,
-          this.blockTables.subarray(seq * mb, (seq + 1) * mb),
+          this.tableRows[seq] as Int32Array,
           (b.positions[r] as number) + 1,
           c.numAttentionHeads,
           c.numKeyValueHeads,
