@@ -17,6 +17,10 @@ const MATMUL_SHAPES: [number, number, number][] = [
 ];
 // numHeads, numKvHeads, headDim, blockSize, numKeys
 const ATTENTION_SHAPES: [number, number, number, number, number][] = [
+  [8, 4, 8, 16, 130], // stories260K decode (mid-sequence)
+  [6, 2, 16, 16, 130], // default model
+  [4, 2, 16, 16, 130], // tiny-mixtral
+  [8, 4, 32, 16, 130], // qwen3moe-like head dim
   [4, 4, 16, 16, 64],
   [4, 4, 16, 16, 512],
   [8, 2, 64, 16, 512],

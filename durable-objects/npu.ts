@@ -140,7 +140,7 @@ export class Npu extends DurableObject<Env> {
       },
       cancel: () => this.cancelTask(task.taskId, "client disconnected"),
     });
-    const tracker = new TaskTracker(p.seqs.length, p.numPromptTokens, instance.tokenizer);
+    const tracker = new TaskTracker(p.seqs.length, p.numPromptTokens, instance.tokenizer, task.n);
     const active: ActiveTask = {
       task,
       tracker,

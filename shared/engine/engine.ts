@@ -48,6 +48,8 @@ export interface SeqOutput {
   finished: boolean;
   finishReason: FinishReason | null;
   numPromptTokens: number;
+  /** Prompt tokens served from the prefix cache. */
+  numCachedTokens: number;
   numOutputTokens: number;
 }
 
@@ -174,6 +176,7 @@ export class Engine {
       finished: reason !== null,
       finishReason: reason,
       numPromptTokens: seq.numPromptTokens,
+      numCachedTokens: seq.numCachedTokens,
       numOutputTokens: st.numOutputTokens,
     };
   }

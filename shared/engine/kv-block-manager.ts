@@ -1,18 +1,52 @@
 /**
  * Paged KV cache bookkeeping: a pool of fixed-size blocks, ref-counted, handed to sequences as
- * block tables. Holds no tensors (the Transformer owns the cache memory); pure and serialisable.
+ * block tables, with implicit prefix caching. Holds no tensors (the Transformer owns the cache
+ * memory); pure.
  *
- * Capacity outcomes are returned, not thrown: `allocate` returns null when blocks run out.
+ * Prefix caching (DeepFlow's RTC, vLLM's automatic prefix caching): once a block is full, it is
+ * keyed by a hash of its tokens chained with its parent block's key, so a key names a whole
+ * prefix. A freed block keeps its key and contents until it is reused for something else; free
+ * blocks are reused oldest-freed first, so recently used prefixes stay cached longest. A new
+ * sequence takes every leading full block of its prompt whose key is cached (ref count + 1), and
+ * computes only the rest. Because a row's K/V depend only on the tokens before it (bit for bit,
+ * whatever batch computed it), a reused block is exactly what recomputation would give.
+ *
+ * Capacity outcomes are returned, not thrown: `grow` returns false when blocks run out.
  */
 import { assert } from "../assert.ts";
 
 export type BlockId = number;
 export type BlockTable = BlockId[];
 
+/** Chained 64-bit FNV-1a key of a full block: parent key + the block's token ids. */
+export function blockKey(parent: string, tokenIds: readonly number[], from: number, to: number): string {
+  let h1 = 0x811c9dc5;
+  let h2 = 0xcbf29ce4;
+  for (let i = 0; i < parent.length; i++) {
+    const c = parent.charCodeAt(i);
+    h1 = Math.imul(h1 ^ c, 0x01000193);
+    h2 = Math.imul(h2 ^ c, 0x0100019d);
+  }
+  for (let i = from; i < to; i++) {
+    const t = tokenIds[i] as number;
+    h1 = Math.imul(h1 ^ t, 0x01000193);
+    h2 = Math.imul(h2 ^ (t + 0x9e37), 0x0100019d);
+  }
+  return (h1 >>> 0).toString(16).padStart(8, "0") + (h2 >>> 0).toString(16).padStart(8, "0");
+}
+
 export class KvBlockManager {
   private readonly refCounts: Int32Array;
-  /** Free block ids; allocation pops from the end (LIFO keeps recently used blocks warm). */
-  private readonly freeList: BlockId[];
+  /** Free blocks in the order they were freed (Map keeps insertion order): reuse the oldest. */
+  private readonly freeSet = new Map<BlockId, true>();
+  /** Prefix key of each full, cached block ("" when the block holds no reusable prefix). */
+  private readonly keys: string[];
+  private readonly byKey = new Map<string, BlockId>();
+  /** The token ids of each cached block, to rule out hash collisions on a hit. */
+  private readonly tokens: (number[] | null)[];
+  /** Prefix-cache statistics. */
+  numQueriedTokens = 0;
+  numHitTokens = 0;
 
   constructor(
     readonly numBlocks: number,
@@ -20,11 +54,18 @@ export class KvBlockManager {
   ) {
     assert(numBlocks > 0 && blockSize > 0, "block manager needs blocks");
     this.refCounts = new Int32Array(numBlocks);
-    this.freeList = Array.from({ length: numBlocks }, (_, i) => numBlocks - 1 - i);
+    for (let i = 0; i < numBlocks; i++) this.freeSet.set(i, true);
+    this.keys = new Array<string>(numBlocks).fill("");
+    this.tokens = new Array<number[] | null>(numBlocks).fill(null);
   }
 
   get numFreeBlocks(): number {
-    return this.freeList.length;
+    return this.freeSet.size;
+  }
+
+  /** Cached full blocks (free or in use) that a new prompt could reuse. */
+  get numCachedBlocks(): number {
+    return this.byKey.size;
   }
 
   /** Blocks needed to hold `numTokens` tokens. */
@@ -34,31 +75,77 @@ export class KvBlockManager {
 
   /** True when `table` can grow to hold `numTokens` tokens. Changes nothing. */
   canGrow(table: BlockTable, numTokens: number): boolean {
-    return this.blocksFor(numTokens) - table.length <= this.freeList.length;
+    return this.blocksFor(numTokens) - table.length <= this.freeSet.size;
   }
 
   /** Grows `table` in place to hold `numTokens` tokens. Returns false (and changes nothing) when out of blocks. */
   grow(table: BlockTable, numTokens: number): boolean {
     const need = this.blocksFor(numTokens) - table.length;
     if (need <= 0) return true;
-    if (need > this.freeList.length) return false;
+    if (need > this.freeSet.size) return false;
     for (let i = 0; i < need; i++) {
-      const id = this.freeList.pop() as BlockId;
+      const id = this.freeSet.keys().next().value as BlockId;
+      this.freeSet.delete(id);
       assert(this.refCounts[id] === 0, `block ${id} on the free list is in use`);
+      this.forget(id); // its old contents are about to be overwritten
       this.refCounts[id] = 1;
       table.push(id);
     }
     return true;
   }
 
-  /** Releases every block of `table` and empties it. */
+  /**
+   * Takes the cached blocks of the longest prefix of `tokenIds[0, maxTokens)` made of full blocks,
+   * appending them to the (empty) `table`. Returns the number of tokens they hold.
+   */
+  acquirePrefix(table: BlockTable, tokenIds: readonly number[], maxTokens: number): number {
+    assert(table.length === 0, "prefix lookup on a sequence that already has blocks");
+    const bs = this.blockSize;
+    const numFull = Math.floor(Math.min(maxTokens, tokenIds.length) / bs);
+    let parent = "";
+    for (let b = 0; b < numFull; b++) {
+      const key = blockKey(parent, tokenIds, b * bs, (b + 1) * bs);
+      const id = this.byKey.get(key);
+      if (id === undefined || !this.sameTokens(id, tokenIds, b * bs)) break;
+      if (this.refCounts[id] === 0) this.freeSet.delete(id);
+      this.refCounts[id] = (this.refCounts[id] as number) + 1;
+      table.push(id);
+      parent = key;
+    }
+    const hit = table.length * bs;
+    this.numQueriedTokens += Math.min(maxTokens, tokenIds.length);
+    this.numHitTokens += hit;
+    return hit;
+  }
+
+  /**
+   * Registers the blocks of `table` that `numComputedTokens` has filled, so later prompts can
+   * reuse them. Call after each step; blocks already keyed are skipped.
+   */
+  commitFull(table: BlockTable, tokenIds: readonly number[], numComputedTokens: number): void {
+    const bs = this.blockSize;
+    const numFull = Math.min(Math.floor(numComputedTokens / bs), table.length);
+    for (let b = 0; b < numFull; b++) {
+      const id = table[b] as BlockId;
+      if (this.keys[id] !== "") continue;
+      const parent = b === 0 ? "" : (this.keys[table[b - 1] as BlockId] as string);
+      if (b > 0 && parent === "") return; // a parent that is not cached cannot anchor a key
+      const key = blockKey(parent, tokenIds, b * bs, (b + 1) * bs);
+      if (this.byKey.has(key)) continue; // another block already holds this prefix
+      this.keys[id] = key;
+      this.tokens[id] = tokenIds.slice(b * bs, (b + 1) * bs);
+      this.byKey.set(key, id);
+    }
+  }
+
+  /** Releases every block of `table` and empties it. Cached blocks stay reusable until evicted. */
   free(table: BlockTable): void {
     for (const id of table) {
       assert(id >= 0 && id < this.numBlocks, `bad block id ${id}`);
       const rc = (this.refCounts[id] as number) - 1;
       assert(rc >= 0, `block ${id} freed twice`);
       this.refCounts[id] = rc;
-      if (rc === 0) this.freeList.push(id);
+      if (rc === 0) this.freeSet.set(id, true);
     }
     table.length = 0;
   }
@@ -67,14 +154,34 @@ export class KvBlockManager {
     return this.refCounts[id] as number;
   }
 
+  /** Drops every cached prefix (e.g. after the weights changed). */
+  resetPrefixCache(): void {
+    for (const id of this.byKey.values()) this.forget(id);
+  }
+
+  private forget(id: BlockId): void {
+    const key = this.keys[id] as string;
+    if (key !== "" && this.byKey.get(key) === id) this.byKey.delete(key);
+    this.keys[id] = "";
+    this.tokens[id] = null;
+  }
+
+  private sameTokens(id: BlockId, tokenIds: readonly number[], from: number): boolean {
+    const t = this.tokens[id];
+    if (!t) return false;
+    for (let i = 0; i < t.length; i++) if (t[i] !== tokenIds[from + i]) return false;
+    return true;
+  }
+
   /** Checks the allocator's invariants (tests call this after every operation). */
   checkInvariants(): void {
-    const onFree = new Set(this.freeList);
-    assert(onFree.size === this.freeList.length, "a block is on the free list twice");
     for (let id = 0; id < this.numBlocks; id++) {
       const rc = this.refCounts[id] as number;
       assert(rc >= 0, `block ${id} has negative ref count`);
-      assert((rc === 0) === onFree.has(id), `block ${id} is both free and used, or neither`);
+      assert((rc === 0) === this.freeSet.has(id), `block ${id} is both free and used, or neither`);
+      const key = this.keys[id] as string;
+      if (key !== "") assert(this.byKey.get(key) === id, `block ${id}'s key does not map back`);
     }
+    for (const [key, id] of this.byKey) assert(this.keys[id] === key, `key ${key} maps to a block without it`);
   }
 }

@@ -87,8 +87,15 @@ export class Scheduler {
 
     while (this.waiting.length > 0 && budget > 0 && this.running.length < c.maxNumSeqs) {
       const seq = this.waiting[0] as Sequence;
-      const n = Math.min(seq.tokenIds.length - seq.numComputedTokens, budget);
-      if (!this.blocks.grow(seq.blockTable, seq.numComputedTokens + n)) break;
+      // reuse cached prefix blocks; the last token is always computed, to get its logits
+      const cached = this.blocks.acquirePrefix(seq.blockTable, seq.tokenIds, seq.tokenIds.length - 1);
+      const n = Math.min(seq.tokenIds.length - cached, budget);
+      if (!this.blocks.grow(seq.blockTable, cached + n)) {
+        this.blocks.free(seq.blockTable);
+        break;
+      }
+      seq.numComputedTokens = cached;
+      if (seq.status === "waiting") seq.numCachedTokens = cached;
       this.waiting.shift();
       seq.status = "running";
       this.running.push(seq);
@@ -130,6 +137,7 @@ export class Scheduler {
       const seq = this.byId.get(s.seqId);
       if (!seq || seq.status === "finished") return; // aborted while the step ran
       seq.numComputedTokens = s.startPos + s.tokenIds.length;
+      this.blocks.commitFull(seq.blockTable, seq.tokenIds, seq.numComputedTokens);
       const sampled = result.sampled[i] ?? null;
       if (!s.sample || !sampled) {
         updates.push({ seq, sampled: null, finished: false });

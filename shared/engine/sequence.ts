@@ -27,6 +27,8 @@ export interface Sequence {
   numPromptTokens: number;
   /** Tokens whose K/V are in the cache. */
   numComputedTokens: number;
+  /** Prompt tokens whose K/V came from the prefix cache at admission (usage.cached_tokens). */
+  numCachedTokens: number;
   blockTable: BlockTable;
   status: SequenceStatus;
   params: SamplingParams;
@@ -45,6 +47,7 @@ export function newSequence(
     tokenIds: [...promptIds],
     numPromptTokens: promptIds.length,
     numComputedTokens: 0,
+    numCachedTokens: 0,
     blockTable: [],
     status: "waiting",
     params,

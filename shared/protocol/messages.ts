@@ -73,5 +73,7 @@ export type GenerateEvent =
       promptTokens: number;
       completionTokens: number;
       totalTokens: number;
+      /** Prompt tokens whose KV came from the prefix cache. */
+      cachedTokens?: number;
     }
   | { type: "error"; error: ErrorInfo };

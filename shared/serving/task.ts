@@ -154,13 +154,23 @@ export function logprobEntry(tokenizer: Tokenizer, t: SampledToken): TokenLogpro
 export class TaskTracker {
   private numFinished = 0;
   private numCompletionTokens = 0;
+  /** Cached prompt tokens per prompt (the most any of its choices got). */
+  private readonly cachedByPrompt = new Map<number, number>();
   firstTokenAt: number | null = null;
 
   constructor(
     readonly numChoices: number,
     readonly numPromptTokens: number,
     private readonly tokenizer: Tokenizer,
+    /** Choices per prompt (`n`). */
+    private readonly choicesPerPrompt = 1,
   ) {}
+
+  get cachedTokens(): number {
+    let sum = 0;
+    for (const v of this.cachedByPrompt.values()) sum += v;
+    return sum;
+  }
 
   get done(): boolean {
     return this.numFinished === this.numChoices;
@@ -174,6 +184,8 @@ export class TaskTracker {
   onOutput(index: number, o: SeqOutput, now: number): GenerateEvent[] {
     this.firstTokenAt ??= now;
     this.numCompletionTokens += o.newTokenIds.length;
+    const p = Math.floor(index / this.choicesPerPrompt);
+    this.cachedByPrompt.set(p, Math.max(this.cachedByPrompt.get(p) ?? 0, o.numCachedTokens));
     const events: GenerateEvent[] = [];
     if (o.text.length > 0 || o.logprobs.length > 0) {
       events.push({
@@ -199,6 +211,7 @@ export class TaskTracker {
           promptTokens: this.numPromptTokens,
           completionTokens: this.numCompletionTokens,
           totalTokens: this.numPromptTokens + this.numCompletionTokens,
+          cachedTokens: this.cachedTokens,
         });
       }
     }

@@ -139,6 +139,7 @@ function usageBody(e: Extract<GenerateEvent, { type: "usage" }>) {
     prompt_tokens: e.promptTokens,
     completion_tokens: e.completionTokens,
     total_tokens: e.totalTokens,
+    prompt_tokens_details: { cached_tokens: e.cachedTokens ?? 0 },
   };
 }
 

@@ -57,3 +57,73 @@ describe("KvBlockManager", () => {
     expect(() => m.free(copy)).toThrow(/freed twice/);
   });
 });
+
+describe("KvBlockManager prefix cache", () => {
+  it("reuses the full blocks of a shared prefix and never a partial or different one", () => {
+    const m = new KvBlockManager(16, 4);
+    const a = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+    const ta: number[] = [];
+    expect(m.acquirePrefix(ta, a, a.length - 1)).toBe(0);
+    m.grow(ta, a.length);
+    m.commitFull(ta, a, a.length);
+    expect(m.numCachedBlocks).toBe(2);
+    // same first 8 tokens, different tail: both full blocks are shared
+    const b = [1, 2, 3, 4, 5, 6, 7, 8, 99];
+    const tb: number[] = [];
+    expect(m.acquirePrefix(tb, b, b.length - 1)).toBe(8);
+    expect(tb).toEqual(ta.slice(0, 2));
+    expect(m.refCount(ta[0]!)).toBe(2);
+    // a different second block: only the first is shared
+    const c = [1, 2, 3, 4, 5, 6, 7, 0, 9];
+    const tc: number[] = [];
+    expect(m.acquirePrefix(tc, c, c.length - 1)).toBe(4);
+    // a prompt of exactly two blocks keeps its last token to compute
+    const d = [1, 2, 3, 4, 5, 6, 7, 8];
+    const td: number[] = [];
+    expect(m.acquirePrefix(td, d, d.length - 1)).toBe(4);
+    for (const t of [ta, tb, tc, td]) m.free(t);
+    m.checkInvariants();
+    expect(m.numFreeBlocks).toBe(16);
+    // freed blocks stay cached until their memory is reused
+    const te: number[] = [];
+    expect(m.acquirePrefix(te, a, a.length - 1)).toBe(8);
+    m.free(te);
+    const big: number[] = [];
+    m.grow(big, 16 * 4);
+    expect(m.numCachedBlocks).toBe(0);
+    m.free(big);
+    m.checkInvariants();
+  });
+
+  it("keeps invariants under seeded random shared-prefix workloads", () => {
+    const rng = mulberry32(11);
+    const m = new KvBlockManager(24, 4);
+    const live: { table: BlockTable; tokens: number[] }[] = [];
+    const prefixes = [
+      [5, 6, 7, 8, 9, 10, 11, 12],
+      [5, 6, 7, 8, 1, 1, 1, 1],
+      [3, 3, 3, 3],
+    ];
+    for (let op = 0; op < 3000; op++) {
+      if (rng() < 0.5 || live.length === 0) {
+        const tokens = [
+          ...prefixes[Math.floor(rng() * 3)]!,
+          ...Array.from({ length: Math.floor(rng() * 9) }, () => Math.floor(rng() * 4)),
+        ];
+        const table: BlockTable = [];
+        const hit = m.acquirePrefix(table, tokens, tokens.length - 1);
+        expect(hit % 4).toBe(0);
+        if (m.grow(table, tokens.length)) {
+          m.commitFull(table, tokens, tokens.length);
+          live.push({ table, tokens });
+        } else m.free(table);
+      } else {
+        const i = Math.floor(rng() * live.length);
+        m.free(live[i]!.table);
+        live.splice(i, 1);
+      }
+      m.checkInvariants();
+    }
+    expect(m.numHitTokens).toBeGreaterThan(0);
+  });
+});

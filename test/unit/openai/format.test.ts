@@ -137,7 +137,12 @@ describe("collectResponse", () => {
             finish_reason: "length",
           },
         ],
-        usage: { prompt_tokens: 5, completion_tokens: 4, total_tokens: 9 },
+        usage: {
+          prompt_tokens: 5,
+          completion_tokens: 4,
+          total_tokens: 9,
+          prompt_tokens_details: { cached_tokens: 0 },
+        },
       },
     });
   });
@@ -157,7 +162,12 @@ describe("collectResponse", () => {
         { index: 0, text: "Hello!", logprobs: null, finish_reason: "stop" },
         { index: 1, text: "Goodbye", logprobs: null, finish_reason: "length" },
       ],
-      usage: { prompt_tokens: 5, completion_tokens: 4, total_tokens: 9 },
+      usage: {
+        prompt_tokens: 5,
+        completion_tokens: 4,
+        total_tokens: 9,
+        prompt_tokens_details: { cached_tokens: 0 },
+      },
     });
   });
 
@@ -355,7 +365,12 @@ describe("sseResponseStream: chat", () => {
       model: "tiny",
       system_fingerprint: null,
       choices: [],
-      usage: { prompt_tokens: 5, completion_tokens: 4, total_tokens: 9 },
+      usage: {
+        prompt_tokens: 5,
+        completion_tokens: 4,
+        total_tokens: 9,
+        prompt_tokens_details: { cached_tokens: 0 },
+      },
     });
     for (const c of chunks.slice(0, -1)) {
       expect(c).toHaveProperty("usage", null);
@@ -509,6 +524,7 @@ describe("sseResponseStream: completions", () => {
       prompt_tokens: 5,
       completion_tokens: 4,
       total_tokens: 9,
+      prompt_tokens_details: { cached_tokens: 0 },
     });
     expect(chunks.slice(0, -1).every((c) => c.usage === null)).toBe(true);
   });
