@@ -172,6 +172,13 @@ export class Npu extends DurableObject<Env> {
     return { ok: true, value: { numPromptTokens: p.numPromptTokens, stream } };
   }
 
+  /** Cancels a task (its client went away): aborts its sequences and frees their KV blocks. */
+  async cancel(q: { taskId: string; reason: string }): Promise<{ cancelled: boolean }> {
+    const found = this.tasks.has(q.taskId);
+    this.cancelTask(q.taskId, q.reason);
+    return { cancelled: found };
+  }
+
   // --- loading
 
   private ensureLoaded(model: string, r2Key: string): Promise<Result<Loaded>> {
@@ -259,7 +266,7 @@ export class Npu extends DurableObject<Env> {
         this.recentSteps.push(summary);
         if (this.recentSteps.length > RECENT_STEPS) this.recentSteps.shift();
         this.log.info("step.completed", summary);
-        this.markStarted(report.numSeqs > 0 ? now : null);
+        this.markStarted(report.scheduledSeqIds, t0);
         for (const o of report.outputs) {
           const ref = this.seqs.get(o.seqId);
           const active = ref && this.tasks.get(ref.taskId);
@@ -288,15 +295,14 @@ export class Npu extends DurableObject<Env> {
     }
   }
 
-  private markStarted(now: number | null): void {
-    if (now === null) return;
-    for (const active of this.tasks.values()) {
-      if (active.startedAt !== null) continue;
-      const seq = this.loaded?.instance.scheduler.get(active.seqIds[0] ?? "");
-      if (seq && seq.numComputedTokens > 0) {
-        active.startedAt = now;
-        this.report(active, { status: "running", startedAt: now });
-      }
+  /** Marks the tasks whose sequences computed their first tokens in this step as started. */
+  private markStarted(scheduledSeqIds: readonly string[], now: number): void {
+    for (const seqId of scheduledSeqIds) {
+      const ref = this.seqs.get(seqId);
+      const active = ref && this.tasks.get(ref.taskId);
+      if (!active || active.startedAt !== null) continue;
+      active.startedAt = now;
+      this.report(active, { status: "running", startedAt: now });
     }
   }
 

@@ -58,6 +58,8 @@ export interface StepReport {
   numSeqs: number;
   numScheduledTokens: number;
   numSampled: number;
+  /** Sequences that computed tokens this step. */
+  scheduledSeqIds: SeqId[];
   preemptedSeqIds: SeqId[];
   outputs: SeqOutput[];
 }
@@ -138,6 +140,7 @@ export class Engine {
       numSeqs: plan.seqs.length,
       numScheduledTokens: plan.numScheduledTokens,
       numSampled: outputs.length,
+      scheduledSeqIds: plan.seqs.map((s) => s.seqId),
       preemptedSeqIds: plan.preemptedSeqIds,
       outputs,
     };

@@ -19,7 +19,12 @@ export type BlockId = number;
 export type BlockTable = BlockId[];
 
 /** Chained 64-bit FNV-1a key of a full block: parent key + the block's token ids. */
-export function blockKey(parent: string, tokenIds: readonly number[], from: number, to: number): string {
+export function blockKey(
+  parent: string,
+  tokenIds: readonly number[],
+  from: number,
+  to: number,
+): string {
   let h1 = 0x811c9dc5;
   let h2 = 0xcbf29ce4;
   for (let i = 0; i < parent.length; i++) {
@@ -182,6 +187,7 @@ export class KvBlockManager {
       const key = this.keys[id] as string;
       if (key !== "") assert(this.byKey.get(key) === id, `block ${id}'s key does not map back`);
     }
-    for (const [key, id] of this.byKey) assert(this.keys[id] === key, `key ${key} maps to a block without it`);
+    for (const [key, id] of this.byKey)
+      assert(this.keys[id] === key, `key ${key} maps to a block without it`);
   }
 }

@@ -88,7 +88,11 @@ export class Scheduler {
     while (this.waiting.length > 0 && budget > 0 && this.running.length < c.maxNumSeqs) {
       const seq = this.waiting[0] as Sequence;
       // reuse cached prefix blocks; the last token is always computed, to get its logits
-      const cached = this.blocks.acquirePrefix(seq.blockTable, seq.tokenIds, seq.tokenIds.length - 1);
+      const cached = this.blocks.acquirePrefix(
+        seq.blockTable,
+        seq.tokenIds,
+        seq.tokenIds.length - 1,
+      );
       const n = Math.min(seq.tokenIds.length - cached, budget);
       if (!this.blocks.grow(seq.blockTable, cached + n)) {
         this.blocks.free(seq.blockTable);

@@ -61,11 +61,30 @@ export function checkMatmul(...[out, x, w, m, n, d]: MatmulArgs): void {
  * Shape, block-table and aliasing checks of `attention`, run on every call by both
  * implementations. O(numKeys / blockSize): every block id is checked against the cache size.
  */
-export function checkAttention(...a: AttentionArgs): void {
-  const [out, q, kCache, vCache, table, numKeys, numHeads, numKvHeads, headDim, blockSize] = a;
-  const scores = a[10];
-  const dims = [numKeys, numHeads, numKvHeads, headDim, blockSize];
-  if (!(dims.every((v) => (v | 0) === v && v >= 1) && numHeads % numKvHeads === 0)) {
+export function checkAttention(
+  out: Float32Array,
+  q: Float32Array,
+  kCache: Float32Array,
+  vCache: Float32Array,
+  table: Int32Array,
+  numKeys: number,
+  numHeads: number,
+  numKvHeads: number,
+  headDim: number,
+  blockSize: number,
+  scores: Float32Array,
+): void {
+  // Written without closures or temporary arrays: this runs once per layer and sequence.
+  if (
+    !(
+      isPositiveInt(numKeys) &&
+      isPositiveInt(numHeads) &&
+      isPositiveInt(numKvHeads) &&
+      isPositiveInt(headDim) &&
+      isPositiveInt(blockSize) &&
+      numHeads % numKvHeads === 0
+    )
+  ) {
     throw new InvariantError(
       `attention: bad shape numKeys=${numKeys} numHeads=${numHeads} numKvHeads=${numKvHeads} ` +
         `headDim=${headDim} blockSize=${blockSize}`,
@@ -85,22 +104,25 @@ export function checkAttention(...a: AttentionArgs): void {
     }
   }
   // out may be q itself; otherwise out and scores overlap nothing.
-  const inputs: [View, number][] = [
-    [kCache, kCache.length],
-    [vCache, vCache.length],
-    [table, numBlocks],
-    [q, qLen],
-  ];
-  const outClash = inputs.some(([v, len]) => v !== q && overlaps(out, qLen, v, len));
-  const scoresClash = inputs.some(([v, len]) => overlaps(scores, numKeys, v, len));
+  const kLen = kCache.length;
+  const vLen = vCache.length;
   if (
-    outClash ||
-    scoresClash ||
+    (kCache !== q && overlaps(out, qLen, kCache, kLen)) ||
+    (vCache !== q && overlaps(out, qLen, vCache, vLen)) ||
+    overlaps(out, qLen, table, numBlocks) ||
     (out !== q && overlaps(out, qLen, q, qLen)) ||
+    overlaps(scores, numKeys, kCache, kLen) ||
+    overlaps(scores, numKeys, vCache, vLen) ||
+    overlaps(scores, numKeys, table, numBlocks) ||
+    overlaps(scores, numKeys, q, qLen) ||
     overlaps(out, qLen, scores, numKeys)
   ) {
     throw new InvariantError("attention: out or scores aliases another argument");
   }
+}
+
+function isPositiveInt(v: number): boolean {
+  return (v | 0) === v && v >= 1;
 }
 
 // -----------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@
 import { InvariantError } from "../assert.ts";
 import { KernelMemoryError, type Kernels } from "./kernels.ts";
 import {
-  type AttentionArgs,
   checkAttention,
   checkCount,
   checkMatmul,
@@ -168,12 +167,89 @@ export function createWasmKernels(instance: { exports: unknown }, capacityBytes:
       }
       wasmMatmul(po, px, pw, m, n, d);
     },
-    attention(...a: AttentionArgs): void {
-      const views = [a[0], a[1], a[2], a[3], a[4], a[10]];
-      for (const v of views) if (v.buffer !== buf) foreign();
-      checkAttention(...a);
-      const [po, pq, pk, pv, pt, ps] = views.map((v) => v.byteOffset) as number[];
-      wasmAttention(po, pq, pk, pv, pt, a[5], a[6], a[7], a[8], a[9], ps);
+    // Once per layer and sequence: like matmul, each typed-array getter is read once and the
+    // checks run on plain numbers; checkAttention (the authority) only runs when one fails.
+    attention(
+      out,
+      q,
+      kCache,
+      vCache,
+      table,
+      numKeys,
+      numHeads,
+      numKvHeads,
+      headDim,
+      blockSize,
+      scores,
+    ) {
+      if (
+        out.buffer !== buf ||
+        q.buffer !== buf ||
+        kCache.buffer !== buf ||
+        vCache.buffer !== buf ||
+        table.buffer !== buf ||
+        scores.buffer !== buf
+      ) {
+        foreign();
+      }
+      const po = out.byteOffset;
+      const pq = q.byteOffset;
+      const pk = kCache.byteOffset;
+      const pv = vCache.byteOffset;
+      const pt = table.byteOffset;
+      const ps = scores.byteOffset;
+      const kLen = kCache.length;
+      const vLen = vCache.length;
+      const qb = numHeads * headDim * 4;
+      const numBlocks = Math.ceil(numKeys / blockSize);
+      let ok =
+        (numKeys | 0) === numKeys &&
+        (numHeads | 0) === numHeads &&
+        (numKvHeads | 0) === numKvHeads &&
+        (headDim | 0) === headDim &&
+        (blockSize | 0) === blockSize &&
+        numKeys >= 1 &&
+        numHeads >= 1 &&
+        numKvHeads >= 1 &&
+        headDim >= 1 &&
+        blockSize >= 1 &&
+        numHeads % numKvHeads === 0 &&
+        q.length * 4 >= qb &&
+        out.length * 4 >= qb &&
+        scores.length >= numKeys &&
+        table.length >= numBlocks &&
+        !rangesOverlap(po, qb, pk, kLen * 4) &&
+        !rangesOverlap(po, qb, pv, vLen * 4) &&
+        !rangesOverlap(po, qb, pt, numBlocks * 4) &&
+        (out === q || !rangesOverlap(po, qb, pq, qb)) &&
+        !rangesOverlap(ps, numKeys * 4, pk, kLen * 4) &&
+        !rangesOverlap(ps, numKeys * 4, pv, vLen * 4) &&
+        !rangesOverlap(ps, numKeys * 4, pt, numBlocks * 4) &&
+        !rangesOverlap(ps, numKeys * 4, pq, qb) &&
+        !rangesOverlap(po, qb, ps, numKeys * 4);
+      if (ok) {
+        const cacheBlocks = Math.floor(Math.min(kLen, vLen) / (blockSize * numKvHeads * headDim));
+        for (let b = 0; b < numBlocks; b++) {
+          const id = table[b] as number;
+          if (!(id >= 0 && id < cacheBlocks)) ok = false;
+        }
+      }
+      if (!ok) {
+        checkAttention(
+          out,
+          q,
+          kCache,
+          vCache,
+          table,
+          numKeys,
+          numHeads,
+          numKvHeads,
+          headDim,
+          blockSize,
+          scores,
+        );
+      }
+      wasmAttention(po, pq, pk, pv, pt, numKeys, numHeads, numKvHeads, headDim, blockSize, ps);
     },
   };
 }

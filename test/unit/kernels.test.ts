@@ -313,6 +313,16 @@ const ATTN_SHAPES: AttnShape[] = [
   { numHeads: 4, numKvHeads: 4, headDim: 16, blockSize: 8, numKeys: 40, qScale: 30 },
   // Peaky softmax: most s_t - max fall below -87, where expf flushes to 0.
   { numHeads: 2, numKvHeads: 1, headDim: 8, blockSize: 4, numKeys: 64, qScale: 300 },
+  // The wasm groups heads by four (specialised for headDim 8 and 16), the rest one by one.
+  { numHeads: 8, numKvHeads: 4, headDim: 8, blockSize: 16, numKeys: 130 },
+  { numHeads: 8, numKvHeads: 4, headDim: 8, blockSize: 16, numKeys: 5, qScale: 40 },
+  { numHeads: 6, numKvHeads: 2, headDim: 16, blockSize: 16, numKeys: 67 },
+  { numHeads: 4, numKvHeads: 2, headDim: 16, blockSize: 7, numKeys: 30 },
+  { numHeads: 8, numKvHeads: 4, headDim: 32, blockSize: 16, numKeys: 33 },
+  { numHeads: 7, numKvHeads: 7, headDim: 44, blockSize: 3, numKeys: 11 },
+  { numHeads: 12, numKvHeads: 4, headDim: 5, blockSize: 2, numKeys: 9 },
+  // Too long for the grouped path's scratch: the one-head-at-a-time fallback.
+  { numHeads: 4, numKvHeads: 2, headDim: 2, blockSize: 64, numKeys: 9000 },
 ];
 
 describe("attention", () => {
@@ -328,6 +338,75 @@ describe("attention", () => {
       expect(bits(wasm.out)).toEqual(bits(js.out));
     });
   }
+
+  it("does not depend on the block layout (shuffled table = contiguous table, bit for bit)", () => {
+    const s: AttnShape = { numHeads: 8, numKvHeads: 4, headDim: 8, blockSize: 16, numKeys: 130 };
+    for (const k of [pair.js, pair.wasm]) {
+      const rng = mulberry32(7);
+      const row = s.numKvHeads * s.headDim;
+      const numBlocks = Math.ceil(s.numKeys / s.blockSize);
+      const rows = numBlocks * s.blockSize;
+      const q = fillUniform(k.alloc(s.numHeads * s.headDim), rng, 1);
+      const kc = fillUniform(new Float32Array(rows * row), rng);
+      const vc = fillUniform(new Float32Array(rows * row), rng);
+      const results: Float32Array[] = [];
+      for (const shuffled of [false, true]) {
+        const ids = Array.from({ length: numBlocks }, (_, i) =>
+          shuffled ? (i * 5) % numBlocks : i,
+        );
+        const kCache = k.alloc(rows * row);
+        const vCache = k.alloc(rows * row);
+        for (let b = 0; b < numBlocks; b++) {
+          const src = b * s.blockSize * row;
+          const dst = (ids[b] as number) * s.blockSize * row;
+          kCache.set(kc.subarray(src, src + s.blockSize * row), dst);
+          vCache.set(vc.subarray(src, src + s.blockSize * row), dst);
+        }
+        const table = k.allocInt32(numBlocks);
+        table.set(ids);
+        const out = k.alloc(q.length);
+        k.attention(
+          out,
+          q,
+          kCache,
+          vCache,
+          table,
+          s.numKeys,
+          s.numHeads,
+          s.numKvHeads,
+          s.headDim,
+          s.blockSize,
+          k.alloc(s.numKeys),
+        );
+        results.push(out);
+      }
+      expect(bits(results[1] as Float32Array)).toEqual(bits(results[0] as Float32Array));
+    }
+  });
+
+  it("signed zeros in q and the cache give the same bits in js and wasm", () => {
+    for (const headDim of [8, 16, 6]) {
+      const outs: Float32Array[] = [];
+      for (const k of [pair.js, pair.wasm]) {
+        const numHeads = 4;
+        const numKeys = 9;
+        const q = k.alloc(numHeads * headDim);
+        for (let i = 0; i < q.length; i++) q[i] = i % 3 === 0 ? -0 : i % 3 === 1 ? 0 : -1;
+        const kc = k.alloc(numKeys * headDim);
+        const vc = k.alloc(numKeys * headDim);
+        for (let i = 0; i < kc.length; i++) {
+          kc[i] = i % 2 === 0 ? -0 : 0;
+          vc[i] = (i % 7) - 3;
+        }
+        const table = k.allocInt32(numKeys);
+        for (let b = 0; b < numKeys; b++) table[b] = numKeys - 1 - b;
+        const out = k.alloc(q.length);
+        k.attention(out, q, kc, vc, table, numKeys, numHeads, 1, headDim, 1, k.alloc(numKeys));
+        outs.push(out);
+      }
+      expect(bits(outs[1] as Float32Array)).toEqual(bits(outs[0] as Float32Array));
+    }
+  });
 
   it("out may be q itself", () => {
     const s = ATTN_SHAPES[3] as AttnShape;

@@ -5,6 +5,7 @@
  */
 import { type Context, Hono } from "hono";
 import { AppError } from "../../shared/errors.ts";
+import { errorFields } from "../../shared/log.ts";
 import type { GenerateTask } from "../../shared/protocol/messages.ts";
 import { PROTOCOL_VERSION } from "../../shared/protocol/version.ts";
 import type { AppEnv } from "../app-env.ts";
@@ -21,6 +22,27 @@ import {
 } from "./schemas.ts";
 
 export const openai = new Hono<AppEnv>();
+
+/** Copies `from` into `to`; when a write fails (the client is gone) calls `onGone` once. */
+async function pump(
+  from: ReadableStream<Uint8Array>,
+  to: WritableStream<Uint8Array>,
+  onGone: () => Promise<unknown>,
+): Promise<void> {
+  const reader = from.getReader();
+  const writer = to.getWriter();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    try {
+      await writer.write(value);
+    } catch {
+      await Promise.all([onGone(), reader.cancel().catch(() => {})]);
+      return;
+    }
+  }
+  await writer.close().catch(() => {});
+}
 
 function modelObject(m: { name: string; createdAt: number; ownedBy: string }) {
   return {
@@ -119,12 +141,26 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
   };
   const events = readEvents(res.value.stream);
   if (fields.stream) {
-    const stream = sseResponseStream(
+    const sse = sseResponseStream(
       events,
       { ...meta, includeUsage: fields.includeUsage },
       (reason) => log.info("request.streamed", { taskId, reason }),
     );
-    return new Response(stream, { headers: { ...SSE_HEADERS, "x-request-id": requestId } });
+    const instance = npu(c.env, placement.instanceId);
+    const cancel = (reason: string) =>
+      instance
+        .cancel({ taskId, reason })
+        .catch((e: unknown) => log.warn("task.cancel_failed", { taskId, ...errorFields(e) }));
+    // NOTE: workerd does not call cancel() on a JS stream returned as a body when the client
+    // goes away, nor forward a cancel across DO RPC streams. So the worker pumps the frames
+    // itself: a failed write (or the request's abort signal) means the client is gone, and the
+    // task is cancelled by an explicit RPC, which frees its KV blocks on the Npu.
+    const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
+    c.req.raw.signal?.addEventListener("abort", () =>
+      c.executionCtx.waitUntil(cancel("client disconnected")),
+    );
+    c.executionCtx.waitUntil(pump(sse, writable, () => cancel("client disconnected")));
+    return new Response(readable, { headers: { ...SSE_HEADERS, "x-request-id": requestId } });
   }
   const out = await collectResponse(events, meta);
   if (!out.ok) throw AppError.from(out.error);

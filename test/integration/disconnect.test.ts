@@ -1,0 +1,66 @@
+/**
+ * A client that goes away mid-stream cancels its generation: the worker's next SSE write fails,
+ * it cancels the task on the Npu by RPC, the sequence is aborted and its KV blocks are freed.
+ */
+import { exports } from "cloudflare:workers";
+import { describe, expect, it, vi } from "vitest";
+
+const call = (path: string, init: RequestInit = {}, key = "sk-test") =>
+  exports.default.fetch(
+    new Request(`http://localhost${path}`, {
+      ...init,
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+    }),
+  );
+
+interface InstanceStats {
+  numRunning: number;
+  numWaiting: number;
+  numFreeBlocks: number;
+  numBlocks: number;
+  numTasks: number;
+}
+
+async function instances(): Promise<InstanceStats[]> {
+  const res = await call("/api/models/default-moe/instances", {}, "sk-admin");
+  return ((await res.json()) as { data: InstanceStats[] }).data;
+}
+
+describe("client disconnect", () => {
+  it("cancels the task and frees its KV blocks", async () => {
+    const res = await call("/v1/completions", {
+      method: "POST",
+      body: JSON.stringify({
+        model: "default-moe",
+        prompt: "Hello",
+        max_tokens: 2000,
+        ignore_eos: true,
+        stream: true,
+      }),
+    });
+    expect(res.status).toBe(200);
+    const id = res.headers.get("x-request-id") as string;
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    await reader.read();
+    await reader.read();
+    const busy = await instances();
+    expect(busy[0]?.numRunning).toBe(1);
+    expect(busy[0]?.numFreeBlocks).toBeLessThan(busy[0]?.numBlocks as number);
+    await reader.cancel();
+
+    const status = async () =>
+      (await (await call(`/api/requests/${id}`)).json()) as {
+        status: string;
+        jobs: { tasks: { numCompletionTokens: number }[] }[];
+      };
+    await vi.waitUntil(async () => (await status()).status === "cancelled", {
+      timeout: 5000,
+      interval: 20,
+    });
+    const rec = await status();
+    expect(rec.jobs[0]?.tasks[0]?.numCompletionTokens).toBeLessThan(2000);
+    const idle = await instances();
+    expect(idle[0]).toMatchObject({ numRunning: 0, numWaiting: 0, numTasks: 0 });
+    expect(idle[0]?.numFreeBlocks).toBe(idle[0]?.numBlocks);
+  });
+});
