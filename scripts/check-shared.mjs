@@ -3,7 +3,7 @@
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 
-const LINE_BUDGET = { "shared/model": 2700, "shared/engine": 1000 };
+const LINE_BUDGET = { "shared/model": 3000, "shared/engine": 1200 };
 
 function files(dir) {
   return readdirSync(dir).flatMap((f) => {

@@ -36,6 +36,8 @@ export interface AddOptions {
    * their text continues the prompt.
    */
   stripLeadingSpace?: boolean;
+  /** Keep the KV blocks when the sequence finishes (a prefill task of a PD job). */
+  holdKv?: boolean;
 }
 
 export interface SeqOutput {
@@ -106,7 +108,37 @@ export class Engine {
     if (blocksNeeded > this.scheduler.blocks.numBlocks) {
       return `prompt needs ${blocksNeeded} KV blocks; this instance has ${this.scheduler.blocks.numBlocks}`;
     }
-    this.scheduler.add(newSequence(seqId, promptIds, params, opts.choiceIndex ?? 0));
+    const seq = newSequence(seqId, promptIds, params, opts.choiceIndex ?? 0);
+    seq.holdKv = opts.holdKv ?? false;
+    this.scheduler.add(seq);
+    this.trackOutput(seqId, params, opts);
+    return null;
+  }
+
+  /**
+   * Continues a sequence whose prompt was computed on another instance (PD disaggregation):
+   * allocates its blocks, lets `importKv` fill the prompt's K/V into them, and emits the first
+   * token (sampled by the prefill side) as this sequence's first output. Returns null when there
+   * is no room yet (the caller retries later), else the first token's output.
+   */
+  addPrefilled(
+    seqId: SeqId,
+    promptIds: readonly number[],
+    first: SampledToken,
+    params: SamplingParams,
+    importKv: (blockTable: readonly number[]) => void,
+    opts: AddOptions = {},
+  ): SeqOutput | null {
+    const seq = newSequence(seqId, [...promptIds, first.tokenId], params, opts.choiceIndex ?? 0);
+    seq.numPromptTokens = promptIds.length;
+    if (!this.scheduler.addPrefilled(seq)) return null;
+    importKv(seq.blockTable);
+    this.trackOutput(seqId, params, opts);
+    const reason = this.scheduler.finishIfDone(seq);
+    return this.processToken(seq, first, reason !== null);
+  }
+
+  private trackOutput(seqId: SeqId, params: SamplingParams, opts: AddOptions): void {
     this.outputs.set(seqId, {
       decoder: this.decoders.createStreamDecoder({
         stripLeadingSpace: opts.stripLeadingSpace ?? false,
@@ -115,7 +147,6 @@ export class Engine {
       maxStopLen: params.stop.reduce((m, s) => Math.max(m, s.length), 0),
       numOutputTokens: 0,
     });
-    return null;
   }
 
   /** Aborts a sequence (client gone, cancelled); frees its KV blocks. */

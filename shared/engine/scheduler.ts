@@ -35,6 +35,8 @@ export class Scheduler {
   readonly waiting: Sequence[] = [];
   readonly running: Sequence[] = [];
   private readonly byId = new Map<SeqId, Sequence>();
+  /** Finished sequences whose KV blocks are kept for a handoff (holdKv). */
+  private readonly held = new Map<SeqId, Sequence>();
   private stepIndex = 0;
 
   constructor(
@@ -58,6 +60,49 @@ export class Scheduler {
     seq.status = "waiting";
     this.byId.set(seq.seqId, seq);
     this.waiting.push(seq);
+  }
+
+  /**
+   * Adds a sequence whose prompt K/V were computed elsewhere: `tokenIds` is the prompt plus the
+   * first generated token, and blocks for all of it are allocated now (the caller imports the
+   * prompt's K/V into them). Returns false, changing nothing, when the blocks are not free:
+   * the caller waits and retries (backpressure on the KV handoff).
+   */
+  addPrefilled(seq: Sequence): boolean {
+    assert(!this.byId.has(seq.seqId), `duplicate sequence ${seq.seqId}`);
+    assert(seq.tokenIds.length === seq.numPromptTokens + 1, "a prefilled sequence carries its first token");
+    if (this.running.length >= this.config.maxNumSeqs) return false;
+    if (!this.blocks.grow(seq.blockTable, seq.tokenIds.length)) return false;
+    seq.numComputedTokens = seq.numPromptTokens;
+    seq.status = "running";
+    this.byId.set(seq.seqId, seq);
+    this.running.push(seq);
+    this.blocks.commitFull(seq.blockTable, seq.tokenIds, seq.numComputedTokens);
+    return true;
+  }
+
+  /** Ends a prefilled sequence at once when its first token already finished it. */
+  finishIfDone(seq: Sequence): FinishReason | null {
+    const first = seq.tokenIds[seq.tokenIds.length - 1] as number;
+    let reason: FinishReason | null = null;
+    if (this.config.eosIds.includes(first) && !seq.params.ignoreEos) reason = "stop";
+    else if (numOutputTokens(seq) >= seq.params.maxTokens) reason = "length";
+    else if (seq.tokenIds.length >= this.config.maxModelLen) reason = "length";
+    if (reason) this.finish(seq.seqId, reason);
+    return reason;
+  }
+
+  /** A held sequence (finished with holdKv), for exporting its KV. */
+  getHeld(seqId: SeqId): Sequence | undefined {
+    return this.held.get(seqId);
+  }
+
+  /** Frees the KV blocks of a held sequence. */
+  releaseHeld(seqId: SeqId): void {
+    const seq = this.held.get(seqId);
+    if (!seq) return;
+    this.held.delete(seqId);
+    this.blocks.free(seq.blockTable);
   }
 
   /** Plans one step. Returns a plan with no sequences when there is nothing to do. */
@@ -166,7 +211,8 @@ export class Scheduler {
       const idx = q.indexOf(seq);
       if (idx >= 0) q.splice(idx, 1);
     }
-    this.blocks.free(seq.blockTable);
+    if (seq.holdKv && reason !== "abort") this.held.set(seqId, seq);
+    else this.blocks.free(seq.blockTable);
     seq.status = "finished";
     seq.finishReason = reason;
     this.byId.delete(seqId);

@@ -32,6 +32,11 @@ export interface Sequence {
   blockTable: BlockTable;
   status: SequenceStatus;
   params: SamplingParams;
+  /**
+   * Keep the KV blocks when the sequence finishes (a prefill task hands them to a decode
+   * instance); the host releases them with Scheduler.releaseHeld().
+   */
+  holdKv: boolean;
   finishReason: FinishReason | null;
 }
 
@@ -51,6 +56,7 @@ export function newSequence(
     blockTable: [],
     status: "waiting",
     params,
+    holdKv: false,
     finishReason: null,
   };
 }

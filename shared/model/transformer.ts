@@ -142,6 +142,45 @@ export class Transformer {
     }
   }
 
+  /** f32 values of K and V for `numTokens` tokens, all layers (the KV handed from prefill to decode). */
+  kvSize(numTokens: number): number {
+    const kvDim = this.config.numKeyValueHeads * this.config.headDim;
+    return this.config.numHiddenLayers * 2 * numTokens * kvDim;
+  }
+
+  /**
+   * Copies the K/V of positions [0, numTokens) of a sequence out of the paged cache into `out`
+   * (kvSize(numTokens)), laid out [layer][K then V][position][kvDim]: contiguous, independent of
+   * which blocks held it.
+   */
+  exportKv(blockTable: readonly number[], numTokens: number, out: Float32Array): void {
+    this.copyKv(blockTable, numTokens, out, true);
+  }
+
+  /** The inverse of exportKv: writes positions [0, numTokens) into the sequence's blocks. */
+  importKv(blockTable: readonly number[], numTokens: number, data: Float32Array): void {
+    this.copyKv(blockTable, numTokens, data, false);
+  }
+
+  private copyKv(table: readonly number[], numTokens: number, buf: Float32Array, out: boolean): void {
+    const c = this.config;
+    const kvDim = c.numKeyValueHeads * c.headDim;
+    const bs = this.shape.blockSize;
+    assert(buf.length === this.kvSize(numTokens), "KV buffer has the wrong size");
+    assert(table.length * bs >= numTokens, "block table too short for the KV");
+    let o = 0;
+    for (let l = 0; l < c.numHiddenLayers; l++) {
+      for (const cache of [this.kCache[l] as Float32Array, this.vCache[l] as Float32Array]) {
+        for (let p = 0; p < numTokens; p++) {
+          const row = ((table[Math.floor(p / bs)] as number) * bs + (p % bs)) * kvDim;
+          if (out) buf.set(cache.subarray(row, row + kvDim), o);
+          else cache.set(buf.subarray(o, o + kvDim), row);
+          o += kvDim;
+        }
+      }
+    }
+  }
+
   /**
    * Runs the batch; returns logits (logitRows.length, vocabSize), a view valid until the next call.
    * K/V of every row are written to the cache slots of its block table before attention reads
