@@ -1,6 +1,7 @@
 /**
- * Kernel benchmark: GFLOP/s of matmul and microseconds per attention call, for the JS and the
- * wasm SIMD kernels (median of several timed runs after a warm-up).
+ * Kernel benchmark: GFLOP/s of matmul and microseconds per attention and swiglu call, for the JS
+ * and the wasm SIMD kernels (median of several timed runs after a warm-up); swiglu also for the
+ * plain float64 Math.exp loop it replaced ("f64").
  *
  *   npx tsx bench/kernels.ts [--json]     (--json: the results as JSON on the last line)
  */
@@ -24,6 +25,12 @@ const ATTENTION_SHAPES: [number, number, number, number, number][] = [
   [4, 4, 16, 16, 64],
   [4, 4, 16, 16, 512],
   [8, 2, 64, 16, 512],
+];
+// m, ff
+const SWIGLU_SHAPES: [number, number][] = [
+  [1, 172], // stories260K decode
+  [32, 172],
+  [32, 768],
 ];
 const RUNS = 7;
 const RUN_SECONDS = 0.05;
@@ -74,6 +81,32 @@ interface AttentionResult {
   usPerCall: number;
 }
 
+interface SwigluResult {
+  kernel: KernelKind | "f64";
+  m: number;
+  ff: number;
+  usPerCall: number;
+}
+
+/** The per-row float64 loop that shared/model/ops.ts ran before swiglu became a kernel. */
+function swigluF64(out: Float32Array, gu: Float32Array, m: number, ff: number): void {
+  for (let r = 0; r < m; r++) {
+    for (let i = 0; i < ff; i++) {
+      const g = gu[r * 2 * ff + i] as number;
+      out[r * ff + i] = (g / (1 + Math.exp(-g))) * (gu[r * 2 * ff + ff + i] as number);
+    }
+  }
+}
+
+function benchSwiglu(k: Kernels, kind: KernelKind | "f64", m: number, ff: number): SwigluResult {
+  const rng = mulberry32(m + ff);
+  const gu = fill(k.alloc(m * 2 * ff), rng);
+  for (let i = 0; i < gu.length; i++) gu[i] = (gu[i] as number) * 8; // gates in [-8, 8]
+  const out = k.alloc(m * ff);
+  const f = kind === "f64" ? () => swigluF64(out, gu, m, ff) : () => k.swiglu(out, gu, m, ff);
+  return { kernel: kind, m, ff, usPerCall: timePerCall(f) * 1e6 };
+}
+
 function benchMatmul(k: Kernels, kind: KernelKind, m: number, n: number, d: number): MatmulResult {
   const rng = mulberry32(m * 1000 + n + d);
   const x = fill(k.alloc(m * n), rng);
@@ -120,6 +153,7 @@ async function main(): Promise<void> {
   const json = process.argv.includes("--json");
   const matmul: MatmulResult[] = [];
   const attention: AttentionResult[] = [];
+  const swiglu: SwigluResult[] = [];
   for (const kind of ["js", "wasm"] as const) {
     const k = await createKernels(kind, 64 << 20);
     for (const [m, n, d] of MATMUL_SHAPES) {
@@ -138,6 +172,15 @@ async function main(): Promise<void> {
           `keys=${r.numKeys} ${r.usPerCall.toFixed(2).padStart(9)} us/call`,
       );
     }
+    for (const [m, ff] of SWIGLU_SHAPES) {
+      for (const which of kind === "js" ? (["f64", "js"] as const) : (["wasm"] as const)) {
+        const r = benchSwiglu(k, which, m, ff);
+        swiglu.push(r);
+        console.log(
+          `swiglu    ${which.padEnd(4)} m=${m} ff=${ff} ${r.usPerCall.toFixed(2).padStart(9)} us/call`,
+        );
+      }
+    }
   }
   if (json) {
     const round = (v: number) => Math.round(v * 1000) / 1000;
@@ -150,6 +193,7 @@ async function main(): Promise<void> {
           usPerCall: round(r.usPerCall),
         })),
         attention: attention.map((r) => ({ ...r, usPerCall: round(r.usPerCall) })),
+        swiglu: swiglu.map((r) => ({ ...r, usPerCall: round(r.usPerCall) })),
       }),
     );
   }

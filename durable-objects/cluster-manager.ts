@@ -1,7 +1,8 @@
 /**
- * ClusterManager: the registry of models (GGUF objects in the R2 model registry) and of the
- * instances that serve each one. One object for the cluster; its SQLite state survives restarts.
- * Deployments, the pre-warmed pool and the autoscaler extend this object in later issues.
+ * ClusterManager: the registry of models (GGUF objects in the R2 model registry) and of their
+ * deployments (DeepFlow's TE groups: a colocated group, or a PD group of prefill and decode
+ * instances). One object for the cluster; its SQLite state survives restarts. The pre-warmed
+ * pool and the autoscaler extend this object in later issues.
  */
 import { DurableObject } from "cloudflare:workers";
 import { Logger, parseLogLevel } from "../shared/log.ts";
@@ -17,6 +18,36 @@ export interface ModelSummary {
   numExpertsPerTok: number;
 }
 
+export type DeploymentMode = "colocated" | "pd";
+export type SchedulerPolicy = "deepflow" | "round-robin" | "least-loaded";
+
+export interface DeploymentInstances {
+  colocated: string[];
+  prefill: string[];
+  decode: string[];
+}
+
+export interface DeploymentRecord {
+  id: string;
+  object: "deployment";
+  model: string;
+  /** Generation of the model's weights the instances serve. */
+  generation: number;
+  mode: DeploymentMode;
+  scheduler: SchedulerPolicy;
+  status: "active" | "deleted";
+  createdAt: number;
+  instances: DeploymentInstances;
+}
+
+export interface DeploymentSpec {
+  id: string;
+  model: string;
+  mode: DeploymentMode;
+  scheduler: SchedulerPolicy;
+  counts: { colocated: number; prefill: number; decode: number };
+}
+
 export interface ModelRecord {
   name: string;
   r2Key: string;
@@ -26,9 +57,11 @@ export interface ModelRecord {
   summary: ModelSummary;
   /** Bumped on every re-upload, so new weights get new instances. */
   generation: number;
-  /** Colocated instances serving the model. */
-  instances: string[];
+  /** Active deployments of the current generation. */
+  deployments: DeploymentRecord[];
 }
+
+type StoredModel = Omit<ModelRecord, "deployments">;
 
 export class ClusterManager extends DurableObject<Env> {
   private readonly log: Logger;
@@ -36,14 +69,16 @@ export class ClusterManager extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.log = new Logger({ do: "ClusterManager" }, parseLogLevel(env.LOG_LEVEL));
-    ctx.storage.sql.exec(
-      "CREATE TABLE IF NOT EXISTS models (name TEXT PRIMARY KEY, record TEXT NOT NULL, created_at INTEGER NOT NULL)",
-    );
+    ctx.storage.sql.exec(`
+      CREATE TABLE IF NOT EXISTS models (name TEXT PRIMARY KEY, record TEXT NOT NULL, created_at INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS deployments (id TEXT PRIMARY KEY, model TEXT NOT NULL, record TEXT NOT NULL,
+        created_at INTEGER NOT NULL);`);
   }
 
   /**
-   * Registers (or replaces) a model whose bytes are already in R2, with `numInstances` colocated
-   * instances. Replacing a model gives it fresh instance ids so no NPU keeps serving old weights.
+   * Registers (or replaces) a model whose bytes are already in R2 and gives it a colocated
+   * deployment. Replacing a model bumps its generation: earlier deployments are retired and new
+   * instance ids are used, so no NPU keeps serving old weights.
    */
   async registerModel(m: {
     name: string;
@@ -51,12 +86,12 @@ export class ClusterManager extends DurableObject<Env> {
     sizeBytes: number;
     ownedBy: string;
     summary: ModelSummary;
-    numInstances: number;
+    defaultDeploymentId: string;
   }): Promise<ModelRecord> {
-    const prev = await this.getModel({ name: m.name });
+    const prev = this.stored(m.name);
     const generation = prev ? prev.generation + 1 : 0;
     const now = Date.now();
-    const record: ModelRecord = {
+    const record: StoredModel = {
       name: m.name,
       r2Key: m.r2Key,
       sizeBytes: m.sizeBytes,
@@ -64,35 +99,129 @@ export class ClusterManager extends DurableObject<Env> {
       createdAt: prev?.createdAt ?? now,
       summary: m.summary,
       generation,
-      instances: Array.from({ length: m.numInstances }, (_, i) =>
-        instanceId(`${m.name}_g${generation}`, i),
-      ),
     };
-    this.ctx.storage.sql.exec(
-      "INSERT OR REPLACE INTO models (name, record, created_at) VALUES (?, ?, ?)",
-      m.name,
-      JSON.stringify(record),
-      record.createdAt,
-    );
-    this.log.info("model.registered", {
-      model: m.name,
-      sizeBytes: m.sizeBytes,
-      numInstances: m.numInstances,
+    const sql = this.ctx.storage.sql;
+    this.ctx.storage.transactionSync(() => {
+      sql.exec(
+        "INSERT OR REPLACE INTO models (name, record, created_at) VALUES (?, ?, ?)",
+        m.name,
+        JSON.stringify(record),
+        record.createdAt,
+      );
+      for (const d of this.deploymentsOf(m.name)) this.put({ ...d, status: "deleted" });
     });
-    return record;
+    this.createDeployment({
+      id: m.defaultDeploymentId,
+      model: m.name,
+      mode: "colocated",
+      scheduler: "least-loaded",
+      counts: { colocated: 1, prefill: 0, decode: 0 },
+    });
+    this.log.info("model.registered", { model: m.name, sizeBytes: m.sizeBytes, generation });
+    return this.withDeployments(record);
   }
 
   async getModel(q: { name: string }): Promise<ModelRecord | null> {
-    const row = this.ctx.storage.sql
-      .exec("SELECT record FROM models WHERE name = ?", q.name)
-      .toArray()[0];
-    return row ? (JSON.parse(row.record as string) as ModelRecord) : null;
+    const s = this.stored(q.name);
+    return s ? this.withDeployments(s) : null;
   }
 
   async listModels(): Promise<ModelRecord[]> {
     return this.ctx.storage.sql
       .exec("SELECT record FROM models ORDER BY created_at, name")
       .toArray()
-      .map((r) => JSON.parse(r.record as string) as ModelRecord);
+      .map((r) => this.withDeployments(JSON.parse(r.record as string) as StoredModel));
+  }
+
+  /** Creates a deployment of a registered model; null when the model is unknown. */
+  async addDeployment(spec: DeploymentSpec): Promise<DeploymentRecord | null> {
+    if (!this.stored(spec.model)) return null;
+    return this.createDeployment(spec);
+  }
+
+  async getDeployment(q: { id: string }): Promise<DeploymentRecord | null> {
+    const row = this.ctx.storage.sql
+      .exec("SELECT record FROM deployments WHERE id = ?", q.id)
+      .toArray()[0];
+    return row ? (JSON.parse(row.record as string) as DeploymentRecord) : null;
+  }
+
+  async listDeployments(): Promise<DeploymentRecord[]> {
+    return this.ctx.storage.sql
+      .exec("SELECT record FROM deployments ORDER BY created_at, id")
+      .toArray()
+      .map((r) => JSON.parse(r.record as string) as DeploymentRecord)
+      .filter((d) => d.status === "active");
+  }
+
+  /** Retires a deployment: no new tasks are placed on it; running ones finish. */
+  async deleteDeployment(q: { id: string }): Promise<DeploymentRecord | null> {
+    const d = await this.getDeployment(q);
+    if (!d || d.status === "deleted") return null;
+    const out: DeploymentRecord = { ...d, status: "deleted" };
+    this.put(out);
+    this.log.info("deployment.deleted", { deploymentId: d.id, model: d.model });
+    return out;
+  }
+
+  private createDeployment(spec: DeploymentSpec): DeploymentRecord {
+    const s = this.stored(spec.model) as StoredModel;
+    const ids = (role: string, n: number) =>
+      Array.from({ length: n }, (_, i) => instanceId(`${spec.id}_${role}`, i));
+    const record: DeploymentRecord = {
+      id: spec.id,
+      object: "deployment",
+      model: spec.model,
+      generation: s.generation,
+      mode: spec.mode,
+      scheduler: spec.scheduler,
+      status: "active",
+      createdAt: Date.now(),
+      instances: {
+        colocated: ids("c", spec.counts.colocated),
+        prefill: ids("p", spec.counts.prefill),
+        decode: ids("d", spec.counts.decode),
+      },
+    };
+    this.put(record);
+    this.log.info("deployment.created", {
+      deploymentId: spec.id,
+      model: spec.model,
+      mode: spec.mode,
+      counts: spec.counts,
+    });
+    return record;
+  }
+
+  private put(d: DeploymentRecord): void {
+    this.ctx.storage.sql.exec(
+      "INSERT OR REPLACE INTO deployments (id, model, record, created_at) VALUES (?, ?, ?, ?)",
+      d.id,
+      d.model,
+      JSON.stringify(d),
+      d.createdAt,
+    );
+  }
+
+  private stored(name: string): StoredModel | null {
+    const row = this.ctx.storage.sql
+      .exec("SELECT record FROM models WHERE name = ?", name)
+      .toArray()[0];
+    return row ? (JSON.parse(row.record as string) as StoredModel) : null;
+  }
+
+  private deploymentsOf(model: string): DeploymentRecord[] {
+    return this.ctx.storage.sql
+      .exec("SELECT record FROM deployments WHERE model = ? ORDER BY created_at, id", model)
+      .toArray()
+      .map((r) => JSON.parse(r.record as string) as DeploymentRecord)
+      .filter((d) => d.status === "active");
+  }
+
+  private withDeployments(s: StoredModel): ModelRecord {
+    return {
+      ...s,
+      deployments: this.deploymentsOf(s.name).filter((d) => d.generation === s.generation),
+    };
   }
 }

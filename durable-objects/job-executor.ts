@@ -6,7 +6,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { Logger, parseLogLevel } from "../shared/log.ts";
 import { npuName } from "../shared/protocol/names.ts";
-import { type LoadSnapshot, pickLeastLoaded } from "../shared/serving/placement.ts";
+import { type LoadSnapshot, load, pickLeastLoaded } from "../shared/serving/placement.ts";
 import type {
   JobRecord,
   RequestRecord,
@@ -15,24 +15,33 @@ import type {
   TaskRole,
 } from "../shared/types/records.ts";
 import type { Env } from "../workers/env.ts";
+import type { DeploymentRecord } from "./cluster-manager.ts";
 
 export interface SubmitRequest {
   requestId: string;
   jobId: string;
-  taskId: string;
+  /** Task ids minted by the frontend: one for a colocated job, prefill + decode for PD. */
+  taskIds: { colocated: string; prefill: string; decode: string };
   tenant: string;
   model: string;
   kind: string;
   clientRequestId: string | null;
   receivedAt: number;
-  /** Colocated instances of the model to choose from. */
-  candidates: string[];
+  /** Candidate deployments (one when the request pins it). */
+  deployments: DeploymentRecord[];
+  /** Sequences the request needs (PD groups serve one). */
+  numSeqs: number;
 }
 
-export interface Placement {
+export interface TaskPlacement {
+  taskId: string;
   instanceId: string;
   npu: string;
 }
+
+export type Placement =
+  | { mode: "colocated"; deploymentId: string; colocated: TaskPlacement }
+  | { mode: "pd"; deploymentId: string; prefill: TaskPlacement; decode: TaskPlacement };
 
 export interface TaskEvent {
   requestId: string;
@@ -77,29 +86,80 @@ export class JobExecutor extends DurableObject<Env> {
     ctx.storage.sql.exec(SCHEMA);
   }
 
-  /** Records a request with one job and one colocated task, and places the task. */
+  /**
+   * Records a request with one job and places it: chooses a deployment and the instance(s)
+   * for its task(s). Policy: the least-loaded colocated instance across colocated deployments;
+   * a PD deployment when it is the only candidate (or pinned), with the least-loaded prefill and
+   * decode instances. (DeepFlow's Algorithm 1 replaces this in shared/serving/scheduling.ts.)
+   */
   async submit(r: SubmitRequest): Promise<Placement> {
-    const loads = await Promise.all(
-      r.candidates.map(async (instanceId): Promise<LoadSnapshot> => {
-        const s = await this.env.NPU.getByName(npuName(instanceId)).stats();
-        return {
-          instanceId,
-          numRunning: s.numRunning,
-          numWaiting: s.numWaiting,
-          numFreeBlocks: s.numFreeBlocks,
-        };
-      }),
+    const snapshot = async (instanceId: string): Promise<LoadSnapshot> => {
+      const s = await this.env.NPU.getByName(npuName(instanceId)).stats();
+      return {
+        instanceId,
+        numRunning: s.numRunning,
+        numWaiting: s.numWaiting,
+        numFreeBlocks: s.numFreeBlocks,
+      };
+    };
+    const colocated = r.deployments.filter((d) => d.mode === "colocated");
+    const pd = r.deployments.filter(
+      (d) => d.mode === "pd" && (r.numSeqs === 1 || r.deployments.length === 1),
     );
-    const choice = pickLeastLoaded(loads);
-    const placement = { instanceId: choice.instanceId, npu: npuName(choice.instanceId) };
+    let placement: Placement;
+    let scores: { instanceId: string; load: number }[];
+    const place = (taskId: string, s: LoadSnapshot): TaskPlacement => ({
+      taskId,
+      instanceId: s.instanceId,
+      npu: npuName(s.instanceId),
+    });
+    if (colocated.length > 0 || pd.length === 0) {
+      const pool = colocated.flatMap((d) => d.instances.colocated.map((id) => ({ d, id })));
+      if (pool.length === 0) throw new Error("no colocated instances to place the task on");
+      const loads = await Promise.all(pool.map((p) => snapshot(p.id)));
+      const best = pickLeastLoaded(loads);
+      const dep = pool[loads.indexOf(best)]?.d as DeploymentRecord;
+      placement = {
+        mode: "colocated",
+        deploymentId: dep.id,
+        colocated: place(r.taskIds.colocated, best),
+      };
+      scores = loads.map((l) => ({ instanceId: l.instanceId, load: load(l) }));
+    } else {
+      const dep = pd[0] as DeploymentRecord;
+      const [pre, dec] = await Promise.all([
+        Promise.all(dep.instances.prefill.map(snapshot)),
+        Promise.all(dep.instances.decode.map(snapshot)),
+      ]);
+      placement = {
+        mode: "pd",
+        deploymentId: dep.id,
+        prefill: place(r.taskIds.prefill, pickLeastLoaded(pre)),
+        decode: place(r.taskIds.decode, pickLeastLoaded(dec)),
+      };
+      scores = [...pre, ...dec].map((l) => ({ instanceId: l.instanceId, load: load(l) }));
+    }
     this.log.info("scheduler.decided", {
       requestId: r.requestId,
       policy: "least-loaded",
-      instanceId: choice.instanceId,
-      scores: loads.map((l) => ({ instanceId: l.instanceId, load: l.numRunning + l.numWaiting })),
+      mode: placement.mode,
+      deploymentId: placement.deploymentId,
+      scores,
     });
+    this.record(r, placement);
+    return placement;
+  }
+
+  private record(r: SubmitRequest, p: Placement): void {
     const now = Date.now();
     const sql = this.ctx.storage.sql;
+    const tasks: [TaskRole, TaskPlacement][] =
+      p.mode === "colocated"
+        ? [["colocated", p.colocated]]
+        : [
+            ["prefill", p.prefill],
+            ["decode", p.decode],
+          ];
     this.ctx.storage.transactionSync(() => {
       sql.exec(
         "INSERT INTO requests (id, tenant, model, kind, status, client_request_id, received_at, queued_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
@@ -118,24 +178,25 @@ export class JobExecutor extends DurableObject<Env> {
         r.kind,
         now,
       );
-      sql.exec(
-        "INSERT INTO tasks (id, job_id, request_id, role, status, instance_id, npu, queued_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
-        r.taskId,
-        r.jobId,
-        r.requestId,
-        "colocated" satisfies TaskRole,
-        placement.instanceId,
-        placement.npu,
-        now,
-      );
+      for (const [role, t] of tasks) {
+        sql.exec(
+          "INSERT INTO tasks (id, job_id, request_id, role, status, instance_id, npu, queued_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+          t.taskId,
+          r.jobId,
+          r.requestId,
+          role,
+          t.instanceId,
+          t.npu,
+          now,
+        );
+      }
     });
     this.log.info("job.created", {
       requestId: r.requestId,
       jobId: r.jobId,
-      taskId: r.taskId,
-      instanceId: placement.instanceId,
+      mode: p.mode,
+      numTasks: tasks.length,
     });
-    return placement;
   }
 
   /** Applies a task's progress and mirrors it onto its job and request (one task per job here). */

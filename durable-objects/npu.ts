@@ -7,17 +7,26 @@
 import { DurableObject } from "cloudflare:workers";
 import { createInstance, type ModelInstance } from "../shared/engine/instance.ts";
 import { type ErrorInfo, errorInfo, type Result } from "../shared/errors.ts";
+import {
+  type FabricStats,
+  kvRegionId,
+  type RegionKind,
+  type RegionMeta,
+  type RegionRef,
+} from "../shared/fabric/regions.ts";
 import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
 import { KernelMemoryError, type Kernels } from "../shared/model/kernels.ts";
 import { createWasmKernels, WASM_KERNEL_IMPORTS } from "../shared/model/kernels-wasm.ts";
+import type { SampledToken } from "../shared/model/sampler.ts";
 import { encodeEvent } from "../shared/protocol/codec.ts";
 import type { GenerateEvent, GenerateTask } from "../shared/protocol/messages.ts";
 import { jobExecutorName, requestShard } from "../shared/protocol/names.ts";
 import { PROTOCOL_VERSION } from "../shared/protocol/version.ts";
-import { prepareTask, TaskTracker } from "../shared/serving/task.ts";
+import { type PreparedTask, prepareTask, TaskTracker } from "../shared/serving/task.ts";
 import kernelsModule from "../wasm/kernels.wasm";
 import { type Env, getConfig } from "../workers/env.ts";
 import { type ChatRenderer, createChatRenderer } from "./chat-template.ts";
+import { FabricHost, type RegionData } from "./fabric-host.ts";
 
 /** Most sequences queued behind the running batch before new tasks are refused (429). */
 const MAX_WAITING_SEQS = 256;
@@ -48,6 +57,16 @@ export interface GenerateAccepted {
   stream: ReadableStream<Uint8Array>;
 }
 
+/** Where a decode task finds its prompt: the prefill side's first token and KV region. */
+export interface Prefilled {
+  promptIds: number[];
+  first: SampledToken;
+  region: RegionRef;
+}
+
+/** How long a decode task waits for KV room before giving up (503). */
+const HANDOFF_TIMEOUT_MS = 30_000;
+
 interface ActiveTask {
   task: GenerateTask;
   tracker: TaskTracker;
@@ -71,11 +90,17 @@ export class Npu extends DurableObject<Env> {
   /** seqId -> (taskId, choice index) */
   private readonly seqs = new Map<string, { taskId: string; index: number }>();
   private looping = false;
+  private readonly fabric: FabricHost;
+  /** Prefill sequences waiting for their first token: seqId -> resolver. */
+  private readonly prefills = new Map<string, (first: SampledToken | null) => void>();
+  private readonly name: string;
   private readonly recentSteps: StepSummary[] = [];
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
-    this.log = new Logger({ do: "Npu", name: ctx.id.name ?? null }, parseLogLevel(env.LOG_LEVEL));
+    this.name = ctx.id.name ?? "";
+    this.log = new Logger({ do: "Npu", name: this.name }, parseLogLevel(env.LOG_LEVEL));
+    this.fabric = new FabricHost(ctx.storage);
   }
 
   /** Loads `model` from the R2 registry unless it is loaded already. */
@@ -108,7 +133,9 @@ export class Npu extends DurableObject<Env> {
    * Starts a task: tokenises, checks the context, queues its sequences and returns the event
    * stream at once. Expected failures (bad prompt, no capacity, unloadable model) are values.
    */
-  async generate(task: GenerateTask & { r2Key: string }): Promise<Result<GenerateAccepted>> {
+  async generate(
+    task: GenerateTask & { r2Key: string; prefilled?: Prefilled },
+  ): Promise<Result<GenerateAccepted>> {
     if (task.protocolVersion !== PROTOCOL_VERSION) {
       return fail(
         errorInfo("internal", `protocol version ${task.protocolVersion} != ${PROTOCOL_VERSION}`),
@@ -148,7 +175,16 @@ export class Npu extends DurableObject<Env> {
       seqIds: [],
       startedAt: null,
     };
-    for (const s of p.seqs) {
+    let firstEvents: GenerateEvent[] = [];
+    if (task.prefilled) {
+      // decode task of a PD job: pull the prompt's KV from the prefill NPU when there is room
+      const r = await this.continuePrefilled(task, task.prefilled, p, tracker);
+      if (!r.ok) return r;
+      active.seqIds.push(r.value.seqId);
+      this.seqs.set(r.value.seqId, { taskId: task.taskId, index: 0 });
+      firstEvents = r.value.events;
+    }
+    for (const s of task.prefilled ? [] : p.seqs) {
       const seqId = `${task.taskId}/${s.index}`;
       const err = engine.add(seqId, s.promptIds, p.params, {
         choiceIndex: s.index,
@@ -168,8 +204,184 @@ export class Npu extends DurableObject<Env> {
       numSeqs: p.seqs.length,
       numPromptTokens: p.numPromptTokens,
     });
-    this.kick();
+    const now = Date.now();
+    if (task.prefilled) {
+      active.startedAt = now;
+      this.report(active, { status: "running", startedAt: now, firstTokenAt: now });
+    }
+    for (const ev of firstEvents) this.emit(active, ev);
+    if (tracker.done) this.finishTask(active, "succeeded");
+    else this.kick();
     return { ok: true, value: { numPromptTokens: p.numPromptTokens, stream } };
+  }
+
+  /**
+   * Prefill task of a PD job: computes the prompt and its first token in the engine loop (batched
+   * with everything else), writes the prompt's KV to a durable fabric region of this NPU, frees
+   * the KV blocks, and returns where the decode side can pull the KV from.
+   */
+  async prefill(task: GenerateTask & { r2Key: string }): Promise<Result<Prefilled>> {
+    const loaded = await this.ensureLoaded(task.model, task.r2Key);
+    if (!loaded.ok) return loaded;
+    const { instance, chat } = loaded.value;
+    const prepared = prepareTask(task, instance.tokenizer, instance.engine.maxModelLen, (m) =>
+      chat.render(m),
+    );
+    if (!prepared.ok) return prepared;
+    const p = prepared.value;
+    const seq = p.seqs[0];
+    if (p.seqs.length !== 1 || !seq) {
+      return fail(
+        errorInfo("invalid_request", "a PD deployment serves one prompt with n = 1", "n"),
+      );
+    }
+    const seqId = `${task.taskId}/prefill`;
+    const err = instance.engine.add(
+      seqId,
+      seq.promptIds,
+      { ...p.params, maxTokens: 1, stop: [] },
+      { holdKv: true },
+    );
+    if (err) return fail(errorInfo("invalid_request", err, "prompt", "context_length_exceeded"));
+    const startedAt = Date.now();
+    const reportTo = { task, startedAt: null } as unknown as ActiveTask;
+    this.report(reportTo, { status: "running", startedAt });
+    const first = await new Promise<SampledToken | null>((resolve) => {
+      this.prefills.set(seqId, resolve);
+      this.kick();
+    });
+    if (!first) {
+      this.report(reportTo, { status: "failed", finishedAt: Date.now(), error: "prefill aborted" });
+      return fail(errorInfo("internal", "the prefill was aborted"));
+    }
+    const held = instance.scheduler.getHeld(seqId);
+    const kv = new Float32Array(instance.transformer.kvSize(seq.promptIds.length));
+    if (held) instance.transformer.exportKv(held.blockTable, seq.promptIds.length, kv);
+    instance.scheduler.releaseHeld(seqId);
+    const meta = this.fabric.write({
+      regionId: kvRegionId(task.taskId),
+      kind: "durable",
+      bytes: new Uint8Array(kv.buffer),
+    });
+    const now = Date.now();
+    this.report(reportTo, {
+      status: "succeeded",
+      firstTokenAt: now,
+      finishedAt: now,
+      numPromptTokens: seq.promptIds.length,
+      numCompletionTokens: 1,
+    });
+    this.log.info("kv.exported", {
+      requestId: task.requestId,
+      taskId: task.taskId,
+      numTokens: seq.promptIds.length,
+      bytes: meta.byteLength,
+    });
+    return {
+      ok: true,
+      value: {
+        promptIds: seq.promptIds,
+        first,
+        region: {
+          owner: this.name,
+          regionId: meta.regionId,
+          kind: "durable",
+          seq: meta.seq,
+          byteLength: meta.byteLength,
+        },
+      },
+    };
+  }
+
+  /** Pulls a prefilled prompt's KV (waiting for free blocks first) and adds its sequence. */
+  private async continuePrefilled(
+    task: GenerateTask,
+    pre: Prefilled,
+    p: PreparedTask,
+    tracker: TaskTracker,
+  ): Promise<Result<{ seqId: string; events: GenerateEvent[] }>> {
+    const { instance } = this.loaded as Loaded;
+    const seqId = `${task.taskId}/0`;
+    const deadline = Date.now() + HANDOFF_TIMEOUT_MS;
+    const owner = this.env.NPU.getByName(pre.region.owner);
+    let kv: Float32Array | null = null;
+    for (;;) {
+      const s = instance.scheduler;
+      const room =
+        s.running.length < s.config.maxNumSeqs && s.blocks.canGrow([], pre.promptIds.length + 1);
+      if (room) {
+        if (!kv) {
+          const got = await owner.fabricRead({
+            regionId: pre.region.regionId,
+            minSeq: pre.region.seq,
+          });
+          if (!got)
+            return fail(errorInfo("internal", "the prompt's KV is no longer in the fabric"));
+          kv = new Float32Array(got.bytes.buffer, got.bytes.byteOffset, got.bytes.byteLength / 4);
+          if (kv.length !== instance.transformer.kvSize(pre.promptIds.length)) {
+            return fail(errorInfo("internal", "the prompt's KV has the wrong size"));
+          }
+        }
+        const data = kv;
+        const out = instance.engine.addPrefilled(
+          seqId,
+          pre.promptIds,
+          pre.first,
+          p.params,
+          (table) => instance.transformer.importKv(table, pre.promptIds.length, data),
+          { stripLeadingSpace: p.stripLeadingSpace },
+        );
+        if (out) {
+          this.ctx.waitUntil(
+            owner.fabricFree({ regionId: pre.region.regionId }).then(() => undefined),
+          );
+          this.log.info("kv.imported", {
+            requestId: task.requestId,
+            taskId: task.taskId,
+            bytes: kv.byteLength,
+          });
+          return { ok: true, value: { seqId, events: tracker.onOutput(0, out, Date.now()) } };
+        }
+      }
+      if (Date.now() > deadline) {
+        return fail(
+          errorInfo(
+            "overloaded",
+            "no decode capacity for the handoff; retry shortly",
+            null,
+            "overloaded",
+          ),
+        );
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  // --- the fabric (this NPU's regions, read and freed by peers)
+
+  async fabricWrite(a: {
+    regionId: string;
+    kind: RegionKind;
+    bytes: Uint8Array;
+    seq?: number;
+  }): Promise<RegionMeta> {
+    return this.fabric.write(a);
+  }
+
+  async fabricRead(a: { regionId: string; minSeq?: number }): Promise<RegionData | null> {
+    return this.fabric.read(a);
+  }
+
+  async fabricWait(a: { regionId: string; minSeq: number; timeoutMs: number }): Promise<boolean> {
+    return this.fabric.wait(a);
+  }
+
+  async fabricFree(a: { regionId: string }): Promise<boolean> {
+    return this.fabric.free(a);
+  }
+
+  async fabricStats(): Promise<{ counters: FabricStats; regions: RegionMeta[] }> {
+    return { counters: this.fabric.counters(), regions: this.fabric.list() };
   }
 
   /** Cancels a task (its client went away): aborts its sequences and frees their KV blocks. */
@@ -268,6 +480,16 @@ export class Npu extends DurableObject<Env> {
         this.log.info("step.completed", summary);
         this.markStarted(report.scheduledSeqIds, t0);
         for (const o of report.outputs) {
+          const prefill = this.prefills.get(o.seqId);
+          if (prefill && o.finished) {
+            this.prefills.delete(o.seqId);
+            prefill({
+              tokenId: o.newTokenIds[0] as number,
+              logprob: o.logprobs[0]?.logprob ?? Number.NaN,
+              topLogprobs: o.logprobs[0]?.topLogprobs ?? [],
+            });
+            continue;
+          }
           const ref = this.seqs.get(o.seqId);
           const active = ref && this.tasks.get(ref.taskId);
           if (!ref || !active) continue;

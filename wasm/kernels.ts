@@ -1,9 +1,9 @@
 /**
  * WebAssembly SIMD kernels (AssemblyScript source of wasm/kernels.wasm; build: `npm run build:wasm`).
  *
- * Owns the hot loops behind `createWasmKernels` (shared/model/kernels-wasm.ts): matmul and paged
- * attention over byte offsets into this module's own linear memory. The module allocates nothing;
- * the adapter bump-allocates buffers above `heapBase()`.
+ * Owns the hot loops behind `createWasmKernels` (shared/model/kernels-wasm.ts): matmul, SwiGLU
+ * and paged attention over byte offsets into this module's own linear memory. The module
+ * allocates nothing; the adapter bump-allocates buffers above `heapBase()`.
  *
  * Bit-exactness contract (mirrored op for op by shared/model/kernels-js.ts, so that the JS and
  * wasm kernels give bit-identical results):
@@ -301,13 +301,22 @@ const EXPC = memory.data<f32>(
     -87.0,
     -87.0,
     -87.0,
+    88.0, // offset 208 (swiglu)
+    88.0,
+    88.0,
+    88.0,
+    Infinity, // offset 224 (swiglu)
+    Infinity,
+    Infinity,
+    Infinity,
   ],
   16,
 );
 
 /**
  * `expf` on four lanes, lane for lane the same bits, for lanes x <= 88 or NaN (the softmax calls
- * it on s - max <= 0): lanes above 88 are not clamped to +Infinity. Below -87 gives 0.
+ * it on s - max <= 0; swiglu selects +Infinity itself): lanes above 88 are not clamped to
+ * +Infinity. Below -87 gives 0.
  */
 function expf4(x: v128): v128 {
   const n = f32x4.floor(f32x4.add(f32x4.mul(x, v128.load(EXPC)), v128.load(EXPC, 16)));
@@ -327,6 +336,40 @@ function expf4(x: v128): v128 {
   const pow2 = i32x4.add(i32x4.shl(f32x4.add(n, v128.load(EXPC, 176)), 23), one);
   const y = v128.and(f32x4.mul(p, pow2), f32x4.ge(x, v128.load(EXPC, 192))); // 0 below -87, NaN
   return v128.bitselect(x, y, f32x4.ne(x, x)); // NaN stays NaN
+}
+
+// ---------------------------------------------------------------------------------------------
+// swiglu
+
+/**
+ * SwiGLU over `m` fused rows: gu row r is [gate (ff) | up (ff)] at gu + r * 2ff floats, and
+ * out[r * ff + i] = silu(g) * u with g = gate[i], u = up[i]. Per element, in f32 (the contract,
+ * mirrored by `swigluJs` in kernels-js.ts):
+ *   e = expf(-g)   (the scalar `expf` above: 0 below -87, +Infinity above 88);
+ *   d = 1 + e;   s = g / d;   out = s * u.
+ * Elements i < ff & ~3 go four at a time through `expf4` (with lanes where -g > 88 set to
+ * +Infinity, as `expf` does), the ff % 4 tail through `expf`: the same bits either way.
+ * `out` must not overlap `gu`.
+ */
+export function swiglu(out: usize, gu: usize, m: i32, ff: i32): void {
+  const fb = (<usize>ff) << 2;
+  const f4b = (<usize>(ff & ~3)) << 2;
+  for (let r = 0; r < m; r++) {
+    const g = gu + <usize>r * (fb << 1);
+    const o = out + <usize>r * fb;
+    let i: usize = 0;
+    for (; i < f4b; i += 16) {
+      const gv = v128.load(g + i);
+      const x = f32x4.neg(gv);
+      const e = v128.bitselect(v128.load(EXPC, 224), expf4(x), f32x4.gt(x, v128.load(EXPC, 208)));
+      const d = f32x4.add(v128.load(EXPC, 160), e);
+      v128.store(o + i, f32x4.mul(f32x4.div(gv, d), v128.load(g + fb + i)));
+    }
+    for (; i < fb; i += 4) {
+      const gs = load<f32>(g + i);
+      store<f32>(o + i, (gs / (<f32>1.0 + expf(-gs))) * load<f32>(g + fb + i));
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

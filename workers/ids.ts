@@ -13,3 +13,5 @@ export const newCompletionId = (chat: boolean) => `${chat ? "chatcmpl" : "cmpl"}
 export function drawSeed(): number {
   return (crypto.getRandomValues(new Uint32Array(1))[0] as number) >>> 1;
 }
+
+export const newDeploymentId = () => `dep_${uuid().slice(0, 16)}`;

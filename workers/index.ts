@@ -2,7 +2,7 @@
  * Composition root: the Hono frontend (OpenAI API under /v1, DeepFlow's API under /api) and the
  * Durable Object classes, which wrangler requires on the main module.
  */
-import { Hono } from "hono";
+import { type Context, Hono, type Next } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { AppError, errorEnvelope, errorInfo, statusOf } from "../shared/errors.ts";
 import { errorFields, Logger } from "../shared/log.ts";
@@ -11,6 +11,7 @@ import type { AppEnv } from "./app-env.ts";
 import { getConfig } from "./env.ts";
 import { newRequestId } from "./ids.ts";
 import { authenticate } from "./middleware/auth.ts";
+import { ensureDefaultModel } from "./models.ts";
 import { openai } from "./openai/app.ts";
 
 export { ClusterManager } from "../durable-objects/cluster-manager.ts";
@@ -37,14 +38,14 @@ app.get("/", (c) =>
 );
 app.get("/health", (c) => c.json({ status: "ok" }));
 
-app.use("/v1/*", async (c, next) => {
+// authenticated routes; the embedded default model is registered before the first one runs
+const authenticated = async (c: Context<AppEnv>, next: Next) => {
   c.set("principal", await authenticate(c.env, c.req.header("authorization")));
+  await ensureDefaultModel(c.env);
   await next();
-});
-app.use("/api/*", async (c, next) => {
-  c.set("principal", await authenticate(c.env, c.req.header("authorization")));
-  await next();
-});
+};
+app.use("/v1/*", authenticated);
+app.use("/api/*", authenticated);
 
 app.route("/v1", openai);
 app.route("/api", api);

@@ -11,6 +11,7 @@ import { modelConfigFromGguf, numParameters } from "../shared/model/config.ts";
 import { parseGguf } from "../shared/model/gguf.ts";
 import { Tokenizer } from "../shared/model/tokenizer.ts";
 import { clusterManager, type Env, getConfig } from "./env.ts";
+import { newDeploymentId } from "./ids.ts";
 
 export const MODEL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
@@ -67,7 +68,7 @@ export async function storeModel(
     sizeBytes: bytes.byteLength,
     ownedBy,
     summary,
-    numInstances: 1,
+    defaultDeploymentId: newDeploymentId(),
   });
 }
 

@@ -16,6 +16,7 @@ const fr = Math.fround;
 
 export type MatmulArgs = Parameters<Kernels["matmul"]>;
 export type AttentionArgs = Parameters<Kernels["attention"]>;
+export type SwigluArgs = Parameters<Kernels["swiglu"]>;
 type View = Float32Array | Int32Array;
 
 /** `numBytes` rounded up to the 16-byte allocation granule of both arenas. */
@@ -55,6 +56,17 @@ export function checkMatmul(...[out, x, w, m, n, d]: MatmulArgs): void {
   if (overlaps(out, m * d, x, m * n) || overlaps(out, m * d, w, d * n)) {
     throw new InvariantError("matmul: out must not alias x or w");
   }
+}
+
+/** Shape and aliasing checks of `swiglu`, O(1), run on every call by both implementations. */
+export function checkSwiglu(...[out, gu, m, ff]: SwigluArgs): void {
+  if (!((m | 0) === m && (ff | 0) === ff && (m | ff) >= 0)) {
+    throw new InvariantError(`swiglu: bad shape m=${m} ff=${ff}`);
+  }
+  if (!(out.length >= m * ff && gu.length >= 2 * m * ff)) {
+    throw new InvariantError(`swiglu: arrays too short for m=${m} ff=${ff}`);
+  }
+  if (overlaps(out, m * ff, gu, 2 * m * ff)) throw new InvariantError("swiglu: out aliases gu");
 }
 
 /**
@@ -165,7 +177,7 @@ export function expf(x: number): number {
 }
 
 // -----------------------------------------------------------------------------------------------
-// matmul and attention (mirrors of wasm/kernels.ts)
+// matmul, swiglu and attention (mirrors of wasm/kernels.ts)
 
 /** dot(a[ao..ao+n), b[bo..bo+n)): four lane sums (k mod 4), (l0 + l1) + (l2 + l3), then tail. */
 function dot(a: Float32Array, ao: number, b: Float32Array, bo: number, n: number): number {
@@ -189,6 +201,19 @@ function dot(a: Float32Array, ao: number, b: Float32Array, bo: number, n: number
 function matmulJs(...[out, x, w, m, n, d]: MatmulArgs): void {
   for (let i = 0; i < m; i++) {
     for (let j = 0; j < d; j++) out[i * d + j] = dot(x, i * n, w, j * n, n);
+  }
+}
+
+/** SwiGLU, same roundings as `swiglu` in wasm/kernels.ts: out = (g / (1 + expf(-g))) * u. */
+function swigluJs(...[out, gu, m, ff]: SwigluArgs): void {
+  for (let r = 0; r < m; r++) {
+    const g0 = r * 2 * ff;
+    const o0 = r * ff;
+    for (let i = 0; i < ff; i++) {
+      const g = gu[g0 + i] as number;
+      const s = fr(g / fr(1 + expf(-g)));
+      out[o0 + i] = s * (gu[g0 + ff + i] as number); // the store rounds to f32
+    }
   }
 }
 
@@ -302,6 +327,12 @@ export function createJsKernels(capacityBytes: number): Kernels {
       checkOwned(a[2]);
       checkMatmul(...a);
       matmulJs(...a);
+    },
+    swiglu(...a: SwigluArgs): void {
+      checkOwned(a[0]);
+      checkOwned(a[1]);
+      checkSwiglu(...a);
+      swigluJs(...a);
     },
     attention(...a: AttentionArgs): void {
       for (const v of [a[0], a[1], a[2], a[3], a[4], a[10]]) checkOwned(v);

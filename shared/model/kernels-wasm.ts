@@ -19,6 +19,7 @@ import {
   checkAttention,
   checkCount,
   checkMatmul,
+  checkSwiglu,
   rangesOverlap,
   roundAllocBytes,
 } from "./kernels-js.ts";
@@ -41,6 +42,7 @@ interface KernelExports {
   heapBase(): number;
   // X (m, n) @ W^T (d, n) -> out (m, d); byte offsets
   matmul(out: number, x: number, w: number, m: number, n: number, d: number): void;
+  swiglu(out: number, gu: number, m: number, ff: number): void;
   attention(
     out: number,
     q: number,
@@ -68,6 +70,7 @@ function kernelExports(instance: { exports: unknown }): KernelExports {
     typeof memory.grow !== "function" ||
     typeof ex.heapBase !== "function" ||
     typeof ex.matmul !== "function" ||
+    typeof ex.swiglu !== "function" ||
     typeof ex.attention !== "function"
   ) {
     throw new InvariantError("createWasmKernels: not an instance of wasm/kernels.wasm");
@@ -104,6 +107,7 @@ export function createWasmKernels(instance: { exports: unknown }, capacityBytes:
   }
   const buf = ex.memory.buffer;
   const wasmMatmul = ex.matmul;
+  const wasmSwiglu = ex.swiglu;
   const wasmAttention = ex.attention;
   let used = 0;
 
@@ -166,6 +170,22 @@ export function createWasmKernels(instance: { exports: unknown }, capacityBytes:
         checkMatmul(out, x, w, m, n, d);
       }
       wasmMatmul(po, px, pw, m, n, d);
+    },
+    // Once per layer and batch: checks on plain numbers as in matmul.
+    swiglu(out, gu, m, ff): void {
+      if (out.buffer !== buf || gu.buffer !== buf) foreign();
+      const po = out.byteOffset;
+      const pg = gu.byteOffset;
+      const n = m * ff;
+      const ok =
+        (m | 0) === m &&
+        (ff | 0) === ff &&
+        (m | ff) >= 0 &&
+        out.length >= n &&
+        gu.length >= 2 * n &&
+        !rangesOverlap(po, n * 4, pg, n * 8);
+      if (!ok) checkSwiglu(out, gu, m, ff);
+      wasmSwiglu(po, pg, m, ff);
     },
     // Once per layer and sequence: like matmul, each typed-array getter is read once and the
     // checks run on plain numbers; checkAttention (the authority) only runs when one fails.

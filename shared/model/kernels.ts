@@ -48,6 +48,14 @@ export interface Kernels {
   ): void;
 
   /**
+   * SwiGLU of m fused rows gu (m, 2 * ff) = [gate | up] into out (m, ff). `out` must not alias
+   * `gu`. out[r, i] = silu(g) * u, g = gu[r, i], u = gu[r, ff + i], each step one rounded f32
+   * operation: e = expf(-g) (the kernels' exp: 0 below -87, +Infinity above 88), d = 1 + e,
+   * s = g / d, out = s * u.
+   */
+  swiglu(out: Float32Array, gu: Float32Array, m: number, ff: number): void;
+
+  /**
    * Causal attention of one query token over `numKeys` cached positions of a paged KV cache.
    *   q, out: (numHeads * headDim)
    *   kCache, vCache: (numBlocks * blockSize, numKvHeads * headDim) for one layer

@@ -25,20 +25,6 @@ export function rmsnorm(
   for (let i = 0; i < n; i++) out[outOff + i] = (x[xOff + i] as number) * scale * (w[i] as number);
 }
 
-/** SwiGLU on a fused row: out[i] = silu(gu[i]) * gu[ff + i] for i < ff. */
-export function swiglu(
-  out: Float32Array,
-  outOff: number,
-  gu: Float32Array,
-  guOff: number,
-  ff: number,
-): void {
-  for (let i = 0; i < ff; i++) {
-    const g = gu[guOff + i] as number;
-    out[outOff + i] = (g / (1 + Math.exp(-g))) * (gu[guOff + ff + i] as number);
-  }
-}
-
 /**
  * Precomputed RoPE table for positions [0, maxPos): cos/sin of pos * theta^(-2i/ropeDim),
  * (maxPos, ropeDim / 2) each, in float64.

@@ -11,7 +11,7 @@ import { assert } from "../assert.ts";
 import type { ModelConfig } from "./config.ts";
 import type { Kernels } from "./kernels.ts";
 import { routeTopK } from "./moe.ts";
-import { type RopeTable, rmsnorm, rope, ropeTable, swiglu } from "./ops.ts";
+import { type RopeTable, rmsnorm, rope, ropeTable } from "./ops.ts";
 import type { ModelWeights } from "./weights.ts";
 
 export interface ForwardShape {
@@ -270,7 +270,7 @@ export class Transformer {
       else {
         const ff = c.intermediateSize;
         K.matmul(this.hb, this.xb, w.wGateUp, T, h, 2 * ff);
-        for (let r = 0; r < T; r++) swiglu(this.hb2, r * ff, this.hb, r * 2 * ff, ff);
+        K.swiglu(this.hb2, this.hb, T, ff);
         K.matmul(this.xb2, this.hb2, w.wDown, T, ff, h);
       }
       addInPlace(this.x, this.xb2, T * h);
@@ -332,7 +332,7 @@ export class Transformer {
         h,
         2 * ff,
       );
-      for (let j = 0; j < m; j++) swiglu(this.hb2, j * ff, this.hb, j * 2 * ff, ff);
+      K.swiglu(this.hb2, this.hb, m, ff);
       K.matmul(this.expertOut, this.hb2, wDown.subarray(e * h * ff, (e + 1) * h * ff), m, ff, h);
       for (let j = 0; j < m; j++) {
         const pair = this.expertRows[begin + j] as number;

@@ -31,6 +31,13 @@ export function createNaiveKernels(capacityBytes = 1 << 30): Kernels {
           out[i * d + j] = s;
         }
     },
+    swiglu(out, gu, m, ff) {
+      for (let r = 0; r < m; r++)
+        for (let i = 0; i < ff; i++) {
+          const g = gu[r * 2 * ff + i] as number;
+          out[r * ff + i] = (g / (1 + Math.exp(-g))) * (gu[r * 2 * ff + ff + i] as number);
+        }
+    },
     attention(out, q, kc, vc, table, numKeys, nh, nkv, hd, bs, scores) {
       const kvDim = nkv * hd;
       for (let h = 0; h < nh; h++) {

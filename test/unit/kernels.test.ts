@@ -456,6 +456,162 @@ describe("attention", () => {
 });
 
 // ---------------------------------------------------------------------------------------------
+// swiglu
+
+/** float64 SwiGLU of gu (m, 2 * ff) -> (m, ff): silu(g) * u with silu(g) = g / (1 + exp(-g)). */
+function naiveSwiglu(gu: Float32Array, m: number, ff: number): Float64Array {
+  const out = new Float64Array(m * ff);
+  for (let r = 0; r < m; r++) {
+    for (let i = 0; i < ff; i++) {
+      const g = gu[r * 2 * ff + i] as number;
+      out[r * ff + i] = (g / (1 + Math.exp(-g))) * (gu[r * 2 * ff + ff + i] as number);
+    }
+  }
+  return out;
+}
+
+/** Runs swiglu on a copy of `gu` in each implementation; returns [js, wasm]. */
+function swigluBoth(gu: ArrayLike<number>, m: number, ff: number): [Float32Array, Float32Array] {
+  const outs = [pair.js, pair.wasm].map((k) => {
+    const out = k.alloc(m * ff).fill(Number.NaN);
+    k.swiglu(out, copyInto(k, gu), m, ff);
+    return out;
+  });
+  return outs as [Float32Array, Float32Array];
+}
+
+/** Bit-identical, except that NaNs (whose payload and sign wasm SIMD leaves open) need only agree. */
+function expectSameBits(wasm: Float32Array, js: Float32Array): void {
+  const nan = (a: Float32Array) => Array.from(a, (v) => (Number.isNaN(v) ? 0 : 1));
+  expect(nan(wasm)).toEqual(nan(js));
+  const clean = (a: Float32Array) => bits(a.map((v) => (Number.isNaN(v) ? 0 : v)));
+  expect(clean(wasm)).toEqual(clean(js));
+}
+
+describe("swiglu", () => {
+  const shapes: [number, number][] = [
+    [1, 1],
+    [1, 3],
+    [1, 4],
+    [2, 7],
+    [3, 64],
+    [5, 172],
+    [4, 513],
+    [0, 8],
+    [3, 0],
+  ];
+  for (const [m, ff] of shapes) {
+    it(`m=${m} ff=${ff} matches float64 and is bit-identical across js/wasm`, () => {
+      const rng = mulberry32(500 + m * 31 + ff);
+      const gu = new Float32Array(m * 2 * ff);
+      for (let i = 0; i < gu.length; i++) {
+        const pick = rng();
+        // gates and ups: mostly O(1), some large |g| up to 90 (both expf clamps), some zeros
+        gu[i] = pick < 0.1 ? (rng() < 0.5 ? 0 : -0) : (rng() * 2 - 1) * (pick < 0.4 ? 90 : 6);
+      }
+      const [js, wasm] = swigluBoth(gu, m, ff);
+      expect(bits(wasm)).toEqual(bits(js));
+      const want = naiveSwiglu(gu, m, ff);
+      for (let i = 0; i < want.length; i++) {
+        const w = want[i] as number;
+        // 1e-6 relative; the absolute 1e-30 covers g < -88, where expf(-g) = +Infinity gives -0
+        // for a true value below 1e-36.
+        const err = Math.abs((js[i] as number) - w);
+        expect(err, `element ${i}: got ${js[i]}, want ${w}`).toBeLessThanOrEqual(
+          1e-6 * Math.abs(w) + 1e-30,
+        );
+      }
+    });
+  }
+
+  it("edge values (±0, ±Infinity, subnormals, the expf clamps) give the same bits in js and wasm", () => {
+    const gates = [
+      0,
+      -0,
+      1e-40,
+      -1e-40,
+      1,
+      -1,
+      86.9,
+      -86.9,
+      87,
+      -87,
+      87.1,
+      -87.1,
+      88,
+      -88,
+      88.5,
+      -88.5,
+      88.8,
+      -88.8,
+      89,
+      -89,
+      90,
+      -90,
+      1000,
+      -1000,
+      3.4e38,
+      -3.4e38,
+      Number.POSITIVE_INFINITY,
+      Number.NEGATIVE_INFINITY,
+      Number.NaN,
+    ];
+    const ups = [1, -1, 0, -0, 2.5, -1e-40, 3e38];
+    // Row r: every gate = gates[r], so each value runs through the SIMD lanes and the ff % 4 tail.
+    const ff = 7;
+    const m = gates.length;
+    const gu = new Float32Array(m * 2 * ff);
+    for (let r = 0; r < m; r++) {
+      for (let i = 0; i < ff; i++) {
+        gu[r * 2 * ff + i] = gates[r] as number;
+        gu[r * 2 * ff + ff + i] = ups[(i + r) % ups.length] as number;
+      }
+    }
+    const [js, wasm] = swigluBoth(gu, m, ff);
+    expectSameBits(wasm, js);
+    // Spot checks of the definition: silu(-0) * 1 = -0, silu(-90) = -90 / Infinity = -0.
+    expect(Object.is(js[1 * ff + 6], -0)).toBe(true); // gate -0, up ups[0] = 1
+    expect(Object.is(js[21 * ff + 0], -0)).toBe(true); // gate -90, up ups[0] = 1
+    expect(js[20 * ff + 1]).toBe(90); // gate 90: expf(-90) = 0, up ups[0] = 1
+  });
+
+  it("a row's result does not depend on the rows around it; unaligned views", () => {
+    const [m, ff] = [6, 37];
+    const rng = mulberry32(77);
+    const gu = fillUniform(new Float32Array(m * 2 * ff), rng, 12);
+    for (const k of [pair.js, pair.wasm]) {
+      const all = k.alloc(m * ff);
+      k.swiglu(all, copyInto(k, gu), m, ff);
+      const big = k.alloc(ff + 2);
+      const one = big.subarray(1, 1 + ff);
+      const guv = k.alloc(2 * ff + 1).subarray(1);
+      guv.set(gu.subarray(4 * 2 * ff, 5 * 2 * ff));
+      k.swiglu(one, guv, 1, ff);
+      expect(bits(one)).toEqual(bits(all.subarray(4 * ff, 5 * ff)));
+      expect(big[0]).toBe(0);
+      expect(big[ff + 1]).toBe(0);
+    }
+  });
+
+  it("rejects bad shapes, short arrays, aliasing and foreign arrays", () => {
+    for (const k of [pair.js, pair.wasm]) {
+      const out = k.alloc(8);
+      const gu = k.alloc(16);
+      k.swiglu(out, gu, 2, 4);
+      expect(() => k.swiglu(out, gu, 3, 4)).toThrow(InvariantError);
+      expect(() => k.swiglu(out, gu.subarray(1), 2, 4)).toThrow(InvariantError);
+      expect(() => k.swiglu(out, gu, 1.5, 4)).toThrow(InvariantError);
+      expect(() => k.swiglu(out, gu, 2, -4)).toThrow(InvariantError);
+      expect(() => k.swiglu(gu.subarray(8), gu.subarray(0, 8), 1, 4)).not.toThrow();
+      expect(() => k.swiglu(gu.subarray(7), gu.subarray(0, 8), 1, 4)).toThrow(InvariantError);
+      expect(() => k.swiglu(new Float32Array(8), gu, 2, 4)).toThrow(InvariantError);
+      const other = k === pair.js ? pair.wasm : pair.js;
+      expect(() => k.swiglu(out, other.alloc(16), 2, 4)).toThrow(InvariantError);
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
 // exp
 
 describe("expf", () => {

@@ -8,19 +8,12 @@ import type { AppEnv } from "../app-env.ts";
 import { clusterManager, getConfig, jobExecutorFor, npu } from "../env.ts";
 import { readBody } from "../middleware/body.ts";
 import { ensureDefaultModel, MODEL_NAME_RE, resolveModel, storeModel } from "../models.ts";
+import { requireAdmin } from "./admin.ts";
+import { deployments } from "./deployments.ts";
 
 export const api = new Hono<AppEnv>();
 
-function requireAdmin(isAdmin: boolean): void {
-  if (!isAdmin) {
-    throw new AppError(
-      "permission",
-      "This route needs an admin API key (ADMIN_API_KEYS).",
-      null,
-      "insufficient_permissions",
-    );
-  }
-}
+api.route("/deployments", deployments);
 
 api.put("/models/:name", async (c) => {
   requireAdmin(c.var.principal.isAdmin);
@@ -60,8 +53,13 @@ api.get("/models", async (c) => {
 api.get("/models/:name/instances", async (c) => {
   requireAdmin(c.var.principal.isAdmin);
   const model = await resolveModel(c.env, c.req.param("name"));
+  const ids = model.deployments.flatMap((d) => [
+    ...d.instances.colocated,
+    ...d.instances.prefill,
+    ...d.instances.decode,
+  ]);
   const data = await Promise.all(
-    model.instances.map(async (id) => ({ id, ...(await npu(c.env, id).stats()) })),
+    ids.map(async (id) => ({ id, ...(await npu(c.env, id).stats()) })),
   );
   return c.json({ object: "list", data });
 });

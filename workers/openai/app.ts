@@ -4,15 +4,16 @@
  * that are sent on as SSE chunks or collected into one response.
  */
 import { type Context, Hono } from "hono";
+import type { DeploymentRecord, ModelRecord } from "../../durable-objects/cluster-manager.ts";
 import { AppError } from "../../shared/errors.ts";
 import { errorFields } from "../../shared/log.ts";
-import type { GenerateTask } from "../../shared/protocol/messages.ts";
 import { PROTOCOL_VERSION } from "../../shared/protocol/version.ts";
 import type { AppEnv } from "../app-env.ts";
-import { clusterManager, jobExecutorFor, npu } from "../env.ts";
+import { clusterManager, type Env, jobExecutorFor, npu } from "../env.ts";
 import { drawSeed, newCompletionId, newJobId, newTaskId } from "../ids.ts";
 import { MAX_JSON_BODY_BYTES, readBody } from "../middleware/body.ts";
 import { ensureDefaultModel, resolveModel } from "../models.ts";
+import { dispatch } from "../schedulers/dispatcher.ts";
 import { collectResponse, readEvents, SSE_HEADERS, sseResponseStream } from "./format.ts";
 import {
   ChatCompletionSchema,
@@ -22,6 +23,44 @@ import {
 } from "./schemas.ts";
 
 export const openai = new Hono<AppEnv>();
+
+/**
+ * The deployments a request may run on: the one it pins with `"deployment"` (404 unknown, 400
+ * another model's or a PD group for several sequences), else every active one of its model.
+ */
+async function pinnedDeployments(
+  env: Env,
+  model: ModelRecord,
+  pin: string | undefined,
+  numSeqs: number,
+): Promise<DeploymentRecord[]> {
+  if (pin === undefined) return model.deployments;
+  const d = model.deployments.find((x) => x.id === pin);
+  if (!d) {
+    const other = await clusterManager(env).getDeployment({ id: pin });
+    if (other?.status === "active" && other.model !== model.name) {
+      throw new AppError(
+        "invalid_request",
+        `Deployment ${pin} serves model ${other.model}, not ${model.name}.`,
+        "deployment",
+      );
+    }
+    throw new AppError(
+      "not_found",
+      `No active deployment ${pin} of model ${model.name}.`,
+      "deployment",
+      "deployment_not_found",
+    );
+  }
+  if (d.mode === "pd" && numSeqs > 1) {
+    throw new AppError(
+      "invalid_request",
+      "A PD deployment serves one prompt with n = 1.",
+      "deployment",
+    );
+  }
+  return [d];
+}
 
 /** Copies `from` into `to`; when a write fails (the client is gone) calls `onGone` once. */
 async function pump(
@@ -77,8 +116,14 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
   const fields = toGenerateFields(body, kind, drawSeed);
   const model = await resolveModel(c.env, body.model);
   const { requestId, receivedAt, log, principal } = c.var;
+  const numPrompts = fields.input.kind === "completion" ? fields.input.prompts.length : 1;
+  const deployments = await pinnedDeployments(
+    c.env,
+    model,
+    body.deployment ?? undefined,
+    numPrompts * fields.n,
+  );
   const jobId = newJobId();
-  const taskId = newTaskId();
   log.info("request.received", {
     kind,
     model: model.name,
@@ -87,23 +132,22 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
     n: fields.n,
     clientRequestId: c.req.header("x-request-id") ?? null,
   });
-  const je = jobExecutorFor(c.env, requestId);
-  const placement = await je.submit({
+  const placement = await jobExecutorFor(c.env, requestId).submit({
     requestId,
     jobId,
-    taskId,
+    taskIds: { colocated: newTaskId(), prefill: newTaskId(), decode: newTaskId() },
     tenant: principal.tenant,
     model: model.name,
     kind: kind === "chat" ? "chat.completion" : "text_completion",
     clientRequestId: c.req.header("x-request-id")?.slice(0, 200) ?? null,
     receivedAt,
-    candidates: model.instances,
+    deployments,
+    numSeqs: numPrompts * fields.n,
   });
-  const task: GenerateTask = {
+  const base = {
     protocolVersion: PROTOCOL_VERSION,
     requestId,
     jobId,
-    taskId,
     tenant: principal.tenant,
     model: model.name,
     input: fields.input,
@@ -111,26 +155,10 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
     maxTokens: fields.maxTokens,
     sampling: fields.sampling,
   };
-  const res = await npu(c.env, placement.instanceId).generate({ ...task, r2Key: model.r2Key });
-  if (!res.ok) {
-    c.executionCtx.waitUntil(
-      je.taskEvent({
-        requestId,
-        taskId,
-        status: "failed",
-        finishedAt: Date.now(),
-        error: res.error.message,
-      }),
-    );
-    throw AppError.from(res.error);
-  }
-  log.info("task.dispatched", {
-    jobId,
-    taskId,
-    instanceId: placement.instanceId,
-    numPromptTokens: res.value.numPromptTokens,
-  });
-  const numPrompts = fields.input.kind === "completion" ? fields.input.prompts.length : 1;
+  const waitUntil = (p: Promise<unknown>) => c.executionCtx.waitUntil(p);
+  const res = await dispatch(c.env, waitUntil, log, base, placement, model.r2Key);
+  if (!res.ok) throw AppError.from(res.error);
+  const { taskId, instanceId, accepted } = res.value;
   const meta = {
     id: newCompletionId(kind === "chat"),
     created: Math.floor(receivedAt / 1000),
@@ -139,14 +167,14 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
     numChoices: numPrompts * fields.n,
     logprobs: fields.sampling.logprobs,
   };
-  const events = readEvents(res.value.stream);
+  const events = readEvents(accepted.stream);
   if (fields.stream) {
     const sse = sseResponseStream(
       events,
       { ...meta, includeUsage: fields.includeUsage },
       (reason) => log.info("request.streamed", { taskId, reason }),
     );
-    const instance = npu(c.env, placement.instanceId);
+    const instance = npu(c.env, instanceId);
     const cancel = (reason: string) =>
       instance
         .cancel({ taskId, reason })
