@@ -160,9 +160,7 @@ function steps(): StepLine[] {
     if (!line.startsWith("{") || !line.includes('"step.completed"')) continue;
     try {
       const j = JSON.parse(line) as StepLine;
-      // instance names carry the deployment, not the model; tests run one model at a time
-      if (j.event === "step.completed" && j.name.startsWith("inst_") && model.length > 0)
-        out.push(j);
+      if (j.event === "step.completed" && j.name.startsWith("inst_")) out.push(j);
     } catch {
       // a line cut by a concurrent write; the next read has it whole
     }
