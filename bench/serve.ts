@@ -24,8 +24,9 @@
  * each request generates exactly that many tokens (greedy). TTFT: first chunk with text (or the
  * finish chunk); TPOT: (e2e - ttft) / (completion tokens - 1), for outputs of 2+ tokens; e2e: to
  * [DONE]. Throughput: generated tokens of completed requests / wall time; goodput: completed
- * requests with ttft <= A and tpot <= B per second of wall time (wall time: first send to the last
- * request settling).
+ * requests with ttft <= A (default 2000) and tpot <= B (default 200) per second of wall time (wall
+ * time: first send to the last request settling). Failures (non-2xx, error frames, network errors,
+ * truncated streams, drain timeouts) count in `failed`, by reason in `failure_reasons`.
  *
  * Without --base-url it starts its own `wrangler dev` (local keys) and uploads --model-file first
  * if given. Prints one JSON object on its last line.
@@ -454,7 +455,7 @@ async function main(): Promise<void> {
     if (requests.length === 0) failRun("no requests fall in the replay window (try --time-scale)");
     log(
       `${basename(tracePath)} (${trace.format}, ${trace.numRows} rows): ${requests.length} ` +
-        `requests over ${(requests.at(-1)?.arrivalMs ?? 0) / 1000} s; scale ${factor.toFixed(5)} ` +
+        `requests over ${round((requests.at(-1)?.arrivalMs ?? 0) / 1000)} s; scale ${factor.toFixed(5)} ` +
         `(ctx ${ctx}, trace p99 ${round(trace.p99TotalTokens)}), block ${blockTokens} tokens`,
     );
 

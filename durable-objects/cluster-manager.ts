@@ -7,6 +7,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { Logger, parseLogLevel } from "../shared/log.ts";
 import { instanceId } from "../shared/protocol/names.ts";
+import type { PdProfile } from "../shared/serving/pd-profile.ts";
 import type { Env } from "../workers/env.ts";
 
 export interface ModelSummary {
@@ -57,6 +58,8 @@ export interface ModelRecord {
   summary: ModelSummary;
   /** Bumped on every re-upload, so new weights get new instances. */
   generation: number;
+  /** The measured colocated-vs-PD heatmap (`npm run profile:pd`), or null. */
+  pdProfile: PdProfile | null;
   /** Active deployments of the current generation. */
   deployments: DeploymentRecord[];
 }
@@ -99,6 +102,7 @@ export class ClusterManager extends DurableObject<Env> {
       createdAt: prev?.createdAt ?? now,
       summary: m.summary,
       generation,
+      pdProfile: null,
     };
     const sql = this.ctx.storage.sql;
     this.ctx.storage.transactionSync(() => {
@@ -131,6 +135,23 @@ export class ClusterManager extends DurableObject<Env> {
       .exec("SELECT record FROM models ORDER BY created_at, name")
       .toArray()
       .map((r) => this.withDeployments(JSON.parse(r.record as string) as StoredModel));
+  }
+
+  /** Stores a model's PD profile (measured for its current weights); false for an unknown model. */
+  async setPdProfile(q: { name: string; profile: PdProfile }): Promise<boolean> {
+    const s = this.stored(q.name);
+    if (!s) return false;
+    const next: StoredModel = { ...s, pdProfile: q.profile };
+    this.ctx.storage.sql.exec(
+      "UPDATE models SET record = ? WHERE name = ?",
+      JSON.stringify(next),
+      q.name,
+    );
+    this.log.info("model.profiled", {
+      model: q.name,
+      numCells: q.profile.inputBuckets.length * q.profile.outputBuckets.length,
+    });
+    return true;
   }
 
   /** Creates a deployment of a registered model; null when the model is unknown. */

@@ -5,8 +5,9 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import { Logger, parseLogLevel } from "../shared/log.ts";
+import type { GenerateInput } from "../shared/protocol/messages.ts";
 import { npuName } from "../shared/protocol/names.ts";
-import { type LoadSnapshot, load, pickLeastLoaded } from "../shared/serving/placement.ts";
+import type { DeploymentState, InstanceState } from "../shared/serving/scheduling.ts";
 import type {
   JobRecord,
   RequestRecord,
@@ -14,8 +15,9 @@ import type {
   TaskRecord,
   TaskRole,
 } from "../shared/types/records.ts";
-import type { Env } from "../workers/env.ts";
-import type { DeploymentRecord } from "./cluster-manager.ts";
+import { type Env, getConfig } from "../workers/env.ts";
+import type { DeploymentRecord, ModelRecord } from "./cluster-manager.ts";
+import { ModelScheduler, type SchedulerSnapshot } from "./model-scheduler.ts";
 
 export interface SubmitRequest {
   requestId: string;
@@ -27,10 +29,15 @@ export interface SubmitRequest {
   kind: string;
   clientRequestId: string | null;
   receivedAt: number;
+  /** The model's registry record (weights generation, PD profile). */
+  modelRecord: ModelRecord;
   /** Candidate deployments (one when the request pins it). */
   deployments: DeploymentRecord[];
   /** Sequences the request needs (PD groups serve one). */
   numSeqs: number;
+  /** What to generate from, to key the prompt's KV blocks for locality. */
+  input: GenerateInput;
+  maxTokens: number | null;
 }
 
 export interface TaskPlacement {
@@ -74,8 +81,12 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE INDEX IF NOT EXISTS jobs_by_request ON jobs(request_id);
 CREATE INDEX IF NOT EXISTS tasks_by_request ON tasks(request_id);`;
 
+/** Delay before scheduling state is snapshotted to storage. */
+const SNAPSHOT_DELAY_MS = 5_000;
+
 export class JobExecutor extends DurableObject<Env> {
   private readonly log: Logger;
+  private readonly schedulers = new Map<string, ModelScheduler>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -87,67 +98,99 @@ export class JobExecutor extends DurableObject<Env> {
   }
 
   /**
-   * Records a request with one job and places it: chooses a deployment and the instance(s)
-   * for its task(s). Policy: the least-loaded colocated instance across colocated deployments;
-   * a PD deployment when it is the only candidate (or pinned), with the least-loaded prefill and
-   * decode instances. (DeepFlow's Algorithm 1 replaces this in shared/serving/scheduling.ts.)
+   * Records a request with one job and places it with DeepFlow's Algorithm 1 (or the baseline
+   * its deployments name): the deployment (colocated vs PD from the profile heatmap and the
+   * predicted output length), then the instance (longest cached prefix when the group is
+   * balanced, else the least loaded). One log line per decision carries the scores.
    */
   async submit(r: SubmitRequest): Promise<Placement> {
-    const snapshot = async (instanceId: string): Promise<LoadSnapshot> => {
-      const s = await this.env.NPU.getByName(npuName(instanceId)).stats();
-      return {
-        instanceId,
-        numRunning: s.numRunning,
-        numWaiting: s.numWaiting,
-        numFreeBlocks: s.numFreeBlocks,
-      };
-    };
-    const colocated = r.deployments.filter((d) => d.mode === "colocated");
-    const pd = r.deployments.filter(
-      (d) => d.mode === "pd" && (r.numSeqs === 1 || r.deployments.length === 1),
+    const deployments = r.deployments.filter(
+      (d) => d.mode === "colocated" || r.numSeqs === 1 || r.deployments.length === 1,
     );
-    let placement: Placement;
-    let scores: { instanceId: string; load: number }[];
-    const place = (taskId: string, s: LoadSnapshot): TaskPlacement => ({
+    const sched = await this.scheduler(r.modelRecord);
+    const promptIds = sched.promptIds(r.input);
+    const states = await Promise.all(deployments.map((d) => this.deploymentState(d)));
+    const chat = r.input.kind === "chat";
+    const context = r.modelRecord.summary.contextLength;
+    const maxTokens = r.maxTokens ?? (chat ? Math.max(context - promptIds.length, 1) : 16);
+    const result = sched.place(states, promptIds, maxTokens, Date.now());
+    if (!result) throw new Error(`no deployment of ${r.model} can serve this request`);
+    const d = result.decision;
+    const place = (taskId: string, instanceId: string): TaskPlacement => ({
       taskId,
-      instanceId: s.instanceId,
-      npu: npuName(s.instanceId),
+      instanceId,
+      npu: npuName(instanceId),
     });
-    if (colocated.length > 0 || pd.length === 0) {
-      const pool = colocated.flatMap((d) => d.instances.colocated.map((id) => ({ d, id })));
-      if (pool.length === 0) throw new Error("no colocated instances to place the task on");
-      const loads = await Promise.all(pool.map((p) => snapshot(p.id)));
-      const best = pickLeastLoaded(loads);
-      const dep = pool[loads.indexOf(best)]?.d as DeploymentRecord;
-      placement = {
-        mode: "colocated",
-        deploymentId: dep.id,
-        colocated: place(r.taskIds.colocated, best),
-      };
-      scores = loads.map((l) => ({ instanceId: l.instanceId, load: load(l) }));
-    } else {
-      const dep = pd[0] as DeploymentRecord;
-      const [pre, dec] = await Promise.all([
-        Promise.all(dep.instances.prefill.map(snapshot)),
-        Promise.all(dep.instances.decode.map(snapshot)),
-      ]);
-      placement = {
-        mode: "pd",
-        deploymentId: dep.id,
-        prefill: place(r.taskIds.prefill, pickLeastLoaded(pre)),
-        decode: place(r.taskIds.decode, pickLeastLoaded(dec)),
-      };
-      scores = [...pre, ...dec].map((l) => ({ instanceId: l.instanceId, load: load(l) }));
-    }
-    this.log.info("scheduler.decided", {
-      requestId: r.requestId,
-      policy: "least-loaded",
-      mode: placement.mode,
-      deploymentId: placement.deploymentId,
-      scores,
-    });
+    const placement: Placement =
+      d.mode === "pd"
+        ? {
+            mode: "pd",
+            deploymentId: d.deploymentId,
+            prefill: place(r.taskIds.prefill, d.prefillInstanceId as string),
+            decode: place(r.taskIds.decode, d.decodeInstanceId as string),
+          }
+        : {
+            mode: "colocated",
+            deploymentId: d.deploymentId,
+            colocated: place(r.taskIds.colocated, d.instanceId as string),
+          };
+    this.log.info("scheduler.decided", { requestId: r.requestId, ...d });
     this.record(r, placement);
+    this.scheduleSnapshot();
     return placement;
+  }
+
+  /** The live state of a deployment's instances (one stats RPC each). */
+  private async deploymentState(d: DeploymentRecord): Promise<DeploymentState> {
+    const roles = ["colocated", "prefill", "decode"] as const;
+    const instances = await Promise.all(
+      roles.flatMap((role) =>
+        d.instances[role].map(async (instanceId): Promise<InstanceState> => {
+          const s = await this.env.NPU.getByName(npuName(instanceId)).stats();
+          return {
+            instanceId,
+            role,
+            numRunning: s.numRunning,
+            numWaiting: s.numWaiting,
+            numFreeBlocks: s.numFreeBlocks,
+            numOutstandingTokens: s.numOutstandingTokens,
+          };
+        }),
+      ),
+    );
+    return { deploymentId: d.id, mode: d.mode, policy: d.scheduler, instances };
+  }
+
+  /** The scheduling state of a model's current weights, restored from storage on first use. */
+  private async scheduler(m: ModelRecord): Promise<ModelScheduler> {
+    let s = this.schedulers.get(m.name);
+    if (!s || s.generation !== m.generation) {
+      s = new ModelScheduler(m.name, m.generation, getConfig(this.env).blockSize);
+      const saved = this.ctx.storage.kv.get<SchedulerSnapshot>(`sched/${m.name}`);
+      if (saved) s.restore(saved);
+      this.schedulers.set(m.name, s);
+    }
+    s.profile = m.pdProfile;
+    await s.ensureTokenizer(this.env.MODELS, m);
+    return s;
+  }
+
+  /** Snapshots changed scheduling state a few seconds later (one write for many requests). */
+  private scheduleSnapshot(): void {
+    this.ctx.waitUntil(
+      (async () => {
+        if ((await this.ctx.storage.getAlarm()) === null)
+          await this.ctx.storage.setAlarm(Date.now() + SNAPSHOT_DELAY_MS);
+      })(),
+    );
+  }
+
+  override async alarm(): Promise<void> {
+    for (const s of this.schedulers.values()) {
+      if (!s.dirty) continue;
+      s.dirty = false;
+      this.ctx.storage.kv.put(`sched/${s.model}`, s.snapshot());
+    }
   }
 
   private record(r: SubmitRequest, p: Placement): void {
@@ -202,56 +245,59 @@ export class JobExecutor extends DurableObject<Env> {
   /** Applies a task's progress and mirrors it onto its job and request (one task per job here). */
   async taskEvent(e: TaskEvent): Promise<void> {
     const sql = this.ctx.storage.sql;
-    const task = sql.exec("SELECT job_id FROM tasks WHERE id = ?", e.taskId).toArray()[0];
+    const task = sql
+      .exec(
+        "SELECT t.job_id AS job_id, t.role AS role, r.model AS model FROM tasks t JOIN requests r ON r.id = t.request_id WHERE t.id = ?",
+        e.taskId,
+      )
+      .toArray()[0];
     if (!task) return;
-    const sets: string[] = [];
-    const args: SqlStorageValue[] = [];
-    const put = (col: string, v: SqlStorageValue | undefined) => {
-      if (v === undefined) return;
-      sets.push(`${col} = COALESCE(${col}, ?)`);
-      args.push(v);
+    // A job ends with its last task (colocated, or decode for PD); any task failing fails it.
+    // Timestamps keep their first value; a terminal status is never overwritten (reports are
+    // fire-and-forget RPCs and may arrive out of order).
+    const ends = task.role !== "prefill" || e.status === "failed" || e.status === "cancelled";
+    const update = (table: string, id: string, own: boolean) => {
+      const sets: string[] = [];
+      const args: SqlStorageValue[] = [];
+      const put = (col: string, v: SqlStorageValue | undefined, first = true) => {
+        if (v === undefined) return;
+        sets.push(first ? `${col} = COALESCE(${col}, ?)` : `${col} = ?`);
+        args.push(v);
+      };
+      put("started_at", e.startedAt);
+      put("first_token_at", e.firstTokenAt);
+      if (own || ends) put("finished_at", e.finishedAt);
+      if (e.status && (own || ends || e.status === "running")) {
+        sets.push(
+          "status = CASE WHEN status IN ('succeeded', 'failed', 'cancelled') THEN status ELSE ? END",
+        );
+        args.push(e.status);
+      }
+      if (own) {
+        put("num_prompt_tokens", e.numPromptTokens, false);
+        put("num_completion_tokens", e.numCompletionTokens, false);
+      }
+      if (e.error !== undefined && (own || table === "requests")) put("error", e.error);
+      if (sets.length > 0)
+        sql.exec(`UPDATE ${table} SET ${sets.join(", ")} WHERE id = ?`, ...args, id);
     };
-    put("started_at", e.startedAt);
-    put("first_token_at", e.firstTokenAt);
-    put("finished_at", e.finishedAt);
-    const statusSet = e.status ? ["status = ?"] : [];
-    const statusArg = e.status ? [e.status] : [];
     this.ctx.storage.transactionSync(() => {
-      const taskSets = [...sets, ...statusSet];
-      const taskArgs = [...args, ...statusArg];
-      if (e.numPromptTokens !== undefined) {
-        taskSets.push("num_prompt_tokens = ?");
-        taskArgs.push(e.numPromptTokens);
-      }
-      if (e.numCompletionTokens !== undefined) {
-        taskSets.push("num_completion_tokens = ?");
-        taskArgs.push(e.numCompletionTokens);
-      }
-      if (e.error !== undefined) {
-        taskSets.push("error = ?");
-        taskArgs.push(e.error);
-      }
-      if (taskSets.length === 0) return;
-      sql.exec(`UPDATE tasks SET ${taskSets.join(", ")} WHERE id = ?`, ...taskArgs, e.taskId);
-      const mirror = [...sets, ...statusSet];
-      if (mirror.length === 0) return;
-      sql.exec(
-        `UPDATE jobs SET ${mirror.join(", ")} WHERE id = ?`,
-        ...args,
-        ...statusArg,
-        task.job_id as string,
-      );
-      const reqSets = e.error !== undefined ? [...mirror, "error = ?"] : mirror;
-      const reqArgs =
-        e.error !== undefined ? [...args, ...statusArg, e.error] : [...args, ...statusArg];
-      sql.exec(`UPDATE requests SET ${reqSets.join(", ")} WHERE id = ?`, ...reqArgs, e.requestId);
+      update("tasks", e.taskId, true);
+      update("jobs", task.job_id as string, false);
+      update("requests", e.requestId, false);
     });
     if (e.status && e.status !== "running") {
       this.log.info("task.completed", {
         requestId: e.requestId,
         taskId: e.taskId,
+        role: task.role,
         status: e.status,
       });
+    }
+    // the predictor learns output lengths from finished generating tasks (not prefill tasks)
+    const done = e.status === "succeeded" && task.role !== "prefill";
+    if (done && e.numPromptTokens !== undefined && e.numCompletionTokens !== undefined) {
+      this.schedulers.get(task.model as string)?.observe(e.numPromptTokens, e.numCompletionTokens);
     }
   }
 

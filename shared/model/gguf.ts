@@ -201,8 +201,12 @@ export function tensorByteSize(type: number, numElements: number): number {
   }
 }
 
-/** Parses the header, metadata and tensor table. Tensor data stays in `bytes`. */
-export function parseGguf(bytes: Uint8Array): GgufFile {
+/**
+ * Parses the header, metadata and tensor table. Tensor data stays in `bytes`. With
+ * `headerOnly`, `bytes` may be just the start of the file (metadata and tensor table): tensor
+ * data bounds are not checked.
+ */
+export function parseGguf(bytes: Uint8Array, opts: { headerOnly?: boolean } = {}): GgufFile {
   const r = new Reader(bytes);
   if (bytes.byteLength < 4 || r.u32() !== GGUF_MAGIC) {
     throw new GgufError("not a GGUF file (bad magic)");
@@ -246,7 +250,7 @@ export function parseGguf(bytes: Uint8Array): GgufFile {
   const tensors = new Map<string, GgufTensorInfo>();
   infos.forEach((info, i) => {
     const offset = dataOffset + (relOffsets[i] as number);
-    if (offset + info.numBytes > bytes.byteLength) {
+    if (!opts.headerOnly && offset + info.numBytes > bytes.byteLength) {
       throw new GgufError(`tensor ${info.name}: data runs past the end of the file (truncated?)`);
     }
     tensors.set(info.name, { ...info, offset });

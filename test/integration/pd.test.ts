@@ -9,6 +9,9 @@ import { runInDurableObject } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { Npu } from "../../durable-objects/npu.ts";
+import DEFAULT_MODEL from "../../models/default-moe.gguf";
+import { modelConfigFromGguf } from "../../shared/model/config.ts";
+import { parseGguf } from "../../shared/model/gguf.ts";
 import { npuName } from "../../shared/protocol/names.ts";
 
 const call = (path: string, init: RequestInit = {}, key = "sk-test") =>
@@ -100,7 +103,11 @@ describe("PD deployments", () => {
             ? "Once upon a time, in a small town, there lived a boy named Tim"
             : "Hello! Who are you? I am a small model";
         const req = { model, prompt, max_tokens: 24, temperature: 0 };
-        const colocated = await complete(req);
+        const all = (await (await admin("/api/deployments")).json()) as {
+          data: (Deployment & { model: string })[];
+        };
+        const coloc = all.data.find((d) => d.model === model && d.mode === "colocated");
+        const colocated = await complete({ ...req, deployment: coloc?.id });
         const disaggregated = await complete({ ...req, deployment: pd.id });
         expect(disaggregated.body.choices[0]?.text).toBe(colocated.body.choices[0]?.text);
         expect(disaggregated.body.usage).toEqual(colocated.body.usage);
@@ -128,18 +135,10 @@ describe("PD deployments", () => {
         const summary = (await (await call("/v1/models")).json()) as object;
         expect(summary).toBeDefined();
         // prompt tokens x layers x 2 x KV width x 4 bytes
-        const cfg = await runInDurableObject(pre, async (o: Npu) => {
-          const inst = (
-            o as unknown as {
-              loaded: {
-                instance: {
-                  config: { numHiddenLayers: number; numKeyValueHeads: number; headDim: number };
-                };
-              };
-            }
-          ).loaded.instance;
-          return inst.config;
-        });
+        const gguf = parseGguf(
+          new Uint8Array(which === "stories" ? (env.REF_STORIES as ArrayBuffer) : DEFAULT_MODEL),
+        );
+        const cfg = modelConfigFromGguf(gguf);
         const expected = nPrompt * cfg.numHiddenLayers * 2 * cfg.numKeyValueHeads * cfg.headDim * 4;
         expect(fabric.counters.durable.bytesWritten).toBe(expected);
         expect(fabric.counters.durable.bytesRead).toBe(expected);

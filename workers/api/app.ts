@@ -4,9 +4,10 @@
  */
 import { Hono } from "hono";
 import { AppError } from "../../shared/errors.ts";
+import { checkPdProfile, type PdProfile } from "../../shared/serving/pd-profile.ts";
 import type { AppEnv } from "../app-env.ts";
 import { clusterManager, getConfig, jobExecutorFor, npu } from "../env.ts";
-import { readBody } from "../middleware/body.ts";
+import { MAX_JSON_BODY_BYTES, readBody } from "../middleware/body.ts";
 import { ensureDefaultModel, MODEL_NAME_RE, resolveModel, storeModel } from "../models.ts";
 import { requireAdmin } from "./admin.ts";
 import { deployments } from "./deployments.ts";
@@ -62,6 +63,36 @@ api.get("/models/:name/instances", async (c) => {
     ids.map(async (id) => ({ id, ...(await npu(c.env, id).stats()) })),
   );
   return c.json({ object: "list", data });
+});
+
+/** The model's colocated-vs-PD heatmap, as measured by `npm run profile:pd` (admin). */
+api.put("/models/:name/pd-profile", async (c) => {
+  requireAdmin(c.var.principal.isAdmin);
+  const name = c.req.param("name");
+  await resolveModel(c.env, name);
+  const raw = new TextDecoder().decode(await readBody(c.req.raw, MAX_JSON_BODY_BYTES));
+  let profile: PdProfile;
+  try {
+    profile = { ...(JSON.parse(raw) as PdProfile), model: name };
+  } catch {
+    throw new AppError("invalid_request", "the body must be a JSON PD profile", "body");
+  }
+  const problem = checkPdProfile(profile);
+  if (problem) throw new AppError("invalid_request", `invalid PD profile: ${problem}`, "body");
+  await clusterManager(c.env).setPdProfile({ name, profile });
+  return c.json(profile);
+});
+
+api.get("/models/:name/pd-profile", async (c) => {
+  requireAdmin(c.var.principal.isAdmin);
+  const model = await resolveModel(c.env, c.req.param("name"));
+  if (!model.pdProfile)
+    throw new AppError(
+      "not_found",
+      `Model ${model.name} has no PD profile; run npm run profile:pd.`,
+      "name",
+    );
+  return c.json(model.pdProfile);
 });
 
 api.get("/requests/:id", async (c) => {

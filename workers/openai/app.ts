@@ -141,8 +141,11 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
     kind: kind === "chat" ? "chat.completion" : "text_completion",
     clientRequestId: c.req.header("x-request-id")?.slice(0, 200) ?? null,
     receivedAt,
+    modelRecord: model,
     deployments,
     numSeqs: numPrompts * fields.n,
+    input: fields.input,
+    maxTokens: fields.maxTokens,
   });
   const base = {
     protocolVersion: PROTOCOL_VERSION,

@@ -1,0 +1,96 @@
+/**
+ * DeepFlow's placement against the baselines on one trace: starts one `wrangler dev`, creates
+ * three colocated deployments of the same model with the same number of instances, one per
+ * policy (deepflow, round-robin, least-loaded), and replays the same trace (same seed, same
+ * prompts) against each with bench:serve, one after the other. Prints a JSON object with each
+ * policy's bench:serve result and the goodput ratios on its last line.
+ *
+ *   npm run -s bench:compare -- --trace ../shared/traces/mooncake-conversation.jsonl [--instances 3]
+ *     [--rate R] [--duration S] [--slo-ttft-ms A] [--slo-tpot-ms B] [--ctx N] [--json]
+ */
+import { execFileSync } from "node:child_process";
+import { parseArgs } from "node:util";
+import { ADMIN_KEY, startDevServer } from "../test/helpers/dev-server.ts";
+
+const { values } = parseArgs({
+  options: {
+    trace: { type: "string", default: "../shared/traces/mooncake-conversation.jsonl" },
+    model: { type: "string", default: "default-moe" },
+    instances: { type: "string", default: "3" },
+    rate: { type: "string" },
+    duration: { type: "string", default: "20" },
+    "slo-ttft-ms": { type: "string", default: "500" },
+    "slo-tpot-ms": { type: "string", default: "100" },
+    ctx: { type: "string", default: "2048" },
+    "time-scale": { type: "string" },
+    json: { type: "boolean", default: false },
+  },
+});
+
+const server = await startDevServer();
+try {
+  const results: Record<string, Record<string, unknown>> = {};
+  for (const policy of ["deepflow", "round-robin", "least-loaded"]) {
+    const res = await fetch(`${server.url}/api/deployments`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        model: values.model,
+        mode: "colocated",
+        instances: { colocated: Number(values.instances) },
+        scheduler: policy,
+      }),
+    });
+    if (!res.ok) throw new Error(`cannot create a ${policy} deployment: ${await res.text()}`);
+    const { id } = (await res.json()) as { id: string };
+    const args = [
+      "run",
+      "-s",
+      "bench:serve",
+      "--",
+      "--base-url",
+      server.url,
+      "--admin-key",
+      ADMIN_KEY,
+      "--model",
+      values.model as string,
+      "--deployment",
+      id,
+      "--trace",
+      values.trace as string,
+      "--duration",
+      values.duration as string,
+      "--slo-ttft-ms",
+      values["slo-ttft-ms"] as string,
+      "--slo-tpot-ms",
+      values["slo-tpot-ms"] as string,
+      "--ctx",
+      values.ctx as string,
+      "--seed",
+      "1",
+      "--prompt-salt",
+      "7",
+      "--json",
+    ];
+    if (values.rate) args.push("--rate", values.rate);
+    if (values["time-scale"]) args.push("--time-scale", values["time-scale"]);
+    const out = execFileSync("npm", args, { encoding: "utf8", maxBuffer: 64 * 2 ** 20 });
+    const last = out.trim().split("\n").at(-1) as string;
+    results[policy] = JSON.parse(last) as Record<string, unknown>;
+    if (!values.json) console.log(policy, last);
+  }
+  const goodput = (p: string) => Number(results[p]?.goodput_requests_per_s ?? 0);
+  console.log(
+    JSON.stringify({
+      trace: values.trace,
+      instances: Number(values.instances),
+      results,
+      goodput_deepflow_over_round_robin: +(goodput("deepflow") / goodput("round-robin")).toFixed(3),
+      goodput_deepflow_over_least_loaded: +(goodput("deepflow") / goodput("least-loaded")).toFixed(
+        3,
+      ),
+    }),
+  );
+} finally {
+  await server.stop();
+}

@@ -1,0 +1,211 @@
+/**
+ * The PD handoff of a prompt's KV between two NPUs over the storage fabric.
+ *
+ * Prefill side (`prefill`): runs the prompt and its first token in the engine loop (batched with
+ * everything else) with the KV held, exports the KV into a durable fabric region of this NPU,
+ * frees the KV blocks, and returns where the decode side can pull the KV from.
+ * Decode side (`pull`): waits for room for the sequence, reads the KV from the owner's fabric,
+ * adds the sequence with its first token, and has the owner free the region.
+ */
+import type { SeqOutput } from "../shared/engine/engine.ts";
+import type { ModelInstance } from "../shared/engine/instance.ts";
+import { type ErrorInfo, errorInfo, type Result } from "../shared/errors.ts";
+import { kvRegionId, type RegionRef } from "../shared/fabric/regions.ts";
+import type { Logger } from "../shared/log.ts";
+import type { SampledToken } from "../shared/model/sampler.ts";
+import type { GenerateEvent, GenerateTask } from "../shared/protocol/messages.ts";
+import type { PreparedTask, TaskTracker } from "../shared/serving/task.ts";
+import type { Env } from "../workers/env.ts";
+import type { FabricHost } from "./fabric-host.ts";
+import type { TaskStreams } from "./task-streams.ts";
+
+/** Where a decode task finds its prompt: the prefill side's first token and KV region. */
+export interface Prefilled {
+  promptIds: number[];
+  first: SampledToken;
+  region: RegionRef;
+}
+
+/** How long a decode task waits for KV room before giving up (503). */
+const HANDOFF_TIMEOUT_MS = 30_000;
+
+export interface KvHandoffHost {
+  /** This NPU's name: the owner of the regions it exports. */
+  name: string;
+  env: Env;
+  ctx: DurableObjectState;
+  log: Logger;
+  fabric: FabricHost;
+  reports: Pick<TaskStreams, "report">;
+  /** Starts the engine loop unless it runs. */
+  kick(): void;
+}
+
+export class KvHandoff {
+  /** Prefill sequences waiting for their first token: seqId -> resolver. */
+  private readonly prefills = new Map<string, (first: SampledToken | null) => void>();
+
+  constructor(private readonly host: KvHandoffHost) {}
+
+  /** The engine failed: every waiting prefill ends as aborted (its caller releases the KV). */
+  failAll(): void {
+    for (const resolve of this.prefills.values()) resolve(null);
+    this.prefills.clear();
+  }
+
+  /** The engine loop's hook: takes a prefill sequence's finished output (true when it did). */
+  onOutput(o: SeqOutput): boolean {
+    const prefill = this.prefills.get(o.seqId);
+    if (!prefill || !o.finished) return false;
+    this.prefills.delete(o.seqId);
+    prefill({
+      tokenId: o.newTokenIds[0] as number,
+      logprob: o.logprobs[0]?.logprob ?? Number.NaN,
+      topLogprobs: o.logprobs[0]?.topLogprobs ?? [],
+    });
+    return true;
+  }
+
+  /** Prefill task of a PD job: the prompt's first token, and its KV exported to the fabric. */
+  async prefill(
+    instance: ModelInstance,
+    task: GenerateTask,
+    p: PreparedTask,
+  ): Promise<Result<Prefilled>> {
+    const { fabric, log, reports } = this.host;
+    const seq = p.seqs[0];
+    if (p.seqs.length !== 1 || !seq) {
+      return fail(
+        errorInfo("invalid_request", "a PD deployment serves one prompt with n = 1", "n"),
+      );
+    }
+    const seqId = `${task.taskId}/prefill`;
+    const err = instance.engine.add(
+      seqId,
+      seq.promptIds,
+      { ...p.params, maxTokens: 1, stop: [] },
+      { holdKv: true },
+    );
+    if (err) return fail(errorInfo("invalid_request", err, "prompt", "context_length_exceeded"));
+    const startedAt = Date.now();
+    reports.report(task, { status: "running", startedAt });
+    const first = await new Promise<SampledToken | null>((resolve) => {
+      this.prefills.set(seqId, resolve);
+      this.host.kick();
+    });
+    const held = first ? instance.scheduler.getHeld(seqId) : undefined;
+    if (!first || !held) {
+      instance.engine.abort(seqId);
+      instance.scheduler.releaseHeld(seqId);
+      reports.report(task, { status: "failed", finishedAt: Date.now(), error: "prefill aborted" });
+      return fail(errorInfo("internal", "the prefill was aborted"));
+    }
+    const kv = new Float32Array(instance.transformer.kvSize(seq.promptIds.length));
+    instance.transformer.exportKv(held.blockTable, seq.promptIds.length, kv);
+    instance.scheduler.releaseHeld(seqId);
+    const meta = fabric.write({
+      regionId: kvRegionId(task.taskId),
+      kind: "durable",
+      bytes: new Uint8Array(kv.buffer),
+    });
+    const now = Date.now();
+    reports.report(task, {
+      status: "succeeded",
+      firstTokenAt: now,
+      finishedAt: now,
+      numPromptTokens: seq.promptIds.length,
+      numCompletionTokens: 1,
+    });
+    log.info("kv.exported", {
+      requestId: task.requestId,
+      taskId: task.taskId,
+      numTokens: seq.promptIds.length,
+      bytes: meta.byteLength,
+    });
+    return {
+      ok: true,
+      value: {
+        promptIds: seq.promptIds,
+        first,
+        region: {
+          owner: this.host.name,
+          regionId: meta.regionId,
+          kind: "durable",
+          seq: meta.seq,
+          byteLength: meta.byteLength,
+        },
+      },
+    };
+  }
+
+  /**
+   * Decode task of a PD job: pulls a prefilled prompt's KV (waiting for free blocks first) and
+   * adds its sequence as `<taskId>/0`; returns the events of its first token.
+   */
+  async pull(
+    instance: ModelInstance,
+    task: GenerateTask,
+    pre: Prefilled,
+    p: PreparedTask,
+    tracker: TaskTracker,
+  ): Promise<Result<{ seqId: string; events: GenerateEvent[] }>> {
+    const seqId = `${task.taskId}/0`;
+    const deadline = Date.now() + HANDOFF_TIMEOUT_MS;
+    const owner = this.host.env.NPU.getByName(pre.region.owner);
+    let kv: Float32Array | null = null;
+    for (;;) {
+      const s = instance.scheduler;
+      const room =
+        s.running.length < s.config.maxNumSeqs && s.blocks.canGrow([], pre.promptIds.length + 1);
+      if (room) {
+        if (!kv) {
+          const got = await owner.fabricRead({
+            regionId: pre.region.regionId,
+            minSeq: pre.region.seq,
+          });
+          if (!got)
+            return fail(errorInfo("internal", "the prompt's KV is no longer in the fabric"));
+          kv = new Float32Array(got.bytes.buffer, got.bytes.byteOffset, got.bytes.byteLength / 4);
+          if (kv.length !== instance.transformer.kvSize(pre.promptIds.length)) {
+            return fail(errorInfo("internal", "the prompt's KV has the wrong size"));
+          }
+        }
+        const data = kv;
+        const out = instance.engine.addPrefilled(
+          seqId,
+          pre.promptIds,
+          pre.first,
+          p.params,
+          (table) => instance.transformer.importKv(table, pre.promptIds.length, data),
+          { stripLeadingSpace: p.stripLeadingSpace },
+        );
+        if (out) {
+          this.host.ctx.waitUntil(
+            owner.fabricFree({ regionId: pre.region.regionId }).then(() => undefined),
+          );
+          this.host.log.info("kv.imported", {
+            requestId: task.requestId,
+            taskId: task.taskId,
+            bytes: kv.byteLength,
+          });
+          return { ok: true, value: { seqId, events: tracker.onOutput(0, out, Date.now()) } };
+        }
+      }
+      if (Date.now() > deadline) {
+        return fail(
+          errorInfo(
+            "overloaded",
+            "no decode capacity for the handoff; retry shortly",
+            null,
+            "overloaded",
+          ),
+        );
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+}
+
+function fail(error: ErrorInfo): { ok: false; error: ErrorInfo } {
+  return { ok: false, error };
+}
