@@ -17,7 +17,7 @@ export const ServingConfigSchema = z
     MAX_NUM_SEQS: int(32, 1, 1024),
     MAX_NUM_BATCHED_TOKENS: int(256, 16, 65536),
     KV_BLOCK_SIZE: int(16, 1, 1024),
-    JOB_EXECUTOR_SHARDS: int(4, 1, 256),
+    JOB_EXECUTOR_SHARDS: int(1, 1, 256),
     MAX_BODY_MB: int(64, 1, 1024),
     LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
   })
