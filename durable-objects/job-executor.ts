@@ -4,8 +4,9 @@
  * survive restarts. Placement policy is pure (shared/serving/placement.ts); this is the shell.
  */
 import { DurableObject } from "cloudflare:workers";
+import { errorInfo, type Result } from "../shared/errors.ts";
 import { Logger, parseLogLevel } from "../shared/log.ts";
-import type { GenerateInput } from "../shared/protocol/messages.ts";
+import type { GenerateInput, GenerateTask } from "../shared/protocol/messages.ts";
 import { npuName } from "../shared/protocol/names.ts";
 import type { DeploymentState, InstanceState } from "../shared/serving/scheduling.ts";
 import type {
@@ -16,6 +17,7 @@ import type {
   TaskRole,
 } from "../shared/types/records.ts";
 import { type Env, getConfig } from "../workers/env.ts";
+import { BATCH_SCHEMA, BatchRunner, type BatchSubmit } from "./batch-runner.ts";
 import type { DeploymentRecord, ModelRecord } from "./cluster-manager.ts";
 import { ModelScheduler, type SchedulerSnapshot } from "./model-scheduler.ts";
 
@@ -38,6 +40,8 @@ export interface SubmitRequest {
   /** What to generate from, to key the prompt's KV blocks for locality. */
   input: GenerateInput;
   maxTokens: number | null;
+  /** Place on this instance (a context cache's): no scheduling decision. */
+  pinned?: { deploymentId: string; instanceId: string };
 }
 
 export interface TaskPlacement {
@@ -79,7 +83,27 @@ CREATE TABLE IF NOT EXISTS tasks (
   num_completion_tokens INTEGER, error TEXT, queued_at INTEGER, started_at INTEGER,
   first_token_at INTEGER, finished_at INTEGER);
 CREATE INDEX IF NOT EXISTS jobs_by_request ON jobs(request_id);
-CREATE INDEX IF NOT EXISTS tasks_by_request ON tasks(request_id);`;
+CREATE INDEX IF NOT EXISTS tasks_by_request ON tasks(request_id);
+${BATCH_SCHEMA}`;
+
+const CONTEXT_CACHE_SCHEMA = `CREATE TABLE IF NOT EXISTS context_caches (id TEXT PRIMARY KEY,
+  tenant TEXT NOT NULL, record TEXT NOT NULL, expires_at INTEGER NOT NULL);`;
+
+/** An explicit context cache: a prompt prefix whose KV is pinned on one instance. */
+export interface ContextCacheRecord {
+  id: string;
+  object: "context_cache";
+  model: string;
+  deploymentId: string;
+  instanceId: string;
+  /** The cached prefix as sent (prompt or messages); requests that use it continue it. */
+  input: GenerateInput;
+  numTokens: number;
+  /** Tokens held in pinned full KV blocks. */
+  numCachedTokens: number;
+  createdAt: number;
+  expiresAt: number;
+}
 
 /** Delay before scheduling state is snapshotted to storage. */
 const SNAPSHOT_DELAY_MS = 5_000;
@@ -87,6 +111,7 @@ const SNAPSHOT_DELAY_MS = 5_000;
 export class JobExecutor extends DurableObject<Env> {
   private readonly log: Logger;
   private readonly schedulers = new Map<string, ModelScheduler>();
+  private readonly batches: BatchRunner;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -95,6 +120,17 @@ export class JobExecutor extends DurableObject<Env> {
       parseLogLevel(env.LOG_LEVEL),
     );
     ctx.storage.sql.exec(SCHEMA);
+    ctx.storage.sql.exec(CONTEXT_CACHE_SCHEMA);
+    this.batches = new BatchRunner({
+      ctx,
+      env,
+      log: this.log,
+      place: async (r) => {
+        const placement = await this.place(r);
+        this.scheduleSnapshot();
+        return placement;
+      },
+    });
   }
 
   /**
@@ -104,6 +140,32 @@ export class JobExecutor extends DurableObject<Env> {
    * balanced, else the least loaded). One log line per decision carries the scores.
    */
   async submit(r: SubmitRequest): Promise<Placement> {
+    if (r.pinned) {
+      const placement: Placement = {
+        mode: "colocated",
+        deploymentId: r.pinned.deploymentId,
+        colocated: {
+          taskId: r.taskIds.colocated,
+          instanceId: r.pinned.instanceId,
+          npu: npuName(r.pinned.instanceId),
+        },
+      };
+      this.log.info("scheduler.decided", {
+        requestId: r.requestId,
+        reason: "context-cache",
+        ...r.pinned,
+      });
+      this.record(r, placement);
+      return placement;
+    }
+    const placement = await this.place(r);
+    this.record(r, placement);
+    this.scheduleSnapshot();
+    return placement;
+  }
+
+  /** DeepFlow's Algorithm 1 for one job (one log line with its scores); records nothing. */
+  private async place(r: SubmitRequest): Promise<Placement> {
     const deployments = r.deployments.filter(
       (d) => d.mode === "colocated" || r.numSeqs === 1 || r.deployments.length === 1,
     );
@@ -135,8 +197,6 @@ export class JobExecutor extends DurableObject<Env> {
             colocated: place(r.taskIds.colocated, d.instanceId as string),
           };
     this.log.info("scheduler.decided", { requestId: r.requestId, ...d });
-    this.record(r, placement);
-    this.scheduleSnapshot();
     return placement;
   }
 
@@ -191,6 +251,7 @@ export class JobExecutor extends DurableObject<Env> {
       s.dirty = false;
       this.ctx.storage.kv.put(`sched/${s.model}`, s.snapshot());
     }
+    this.batches.alarm();
   }
 
   private record(r: SubmitRequest, p: Placement): void {
@@ -247,7 +308,7 @@ export class JobExecutor extends DurableObject<Env> {
     const sql = this.ctx.storage.sql;
     const task = sql
       .exec(
-        "SELECT t.job_id AS job_id, t.role AS role, r.model AS model FROM tasks t JOIN requests r ON r.id = t.request_id WHERE t.id = ?",
+        "SELECT t.job_id AS job_id, t.role AS role, r.model AS model, r.kind AS request_kind FROM tasks t JOIN requests r ON r.id = t.request_id WHERE t.id = ?",
         e.taskId,
       )
       .toArray()[0];
@@ -283,6 +344,8 @@ export class JobExecutor extends DurableObject<Env> {
     };
     this.ctx.storage.transactionSync(() => {
       update("tasks", e.taskId, true);
+      // a batch's jobs and request are kept by its runner (batch-runner.ts)
+      if (task.request_kind === "batch") return;
       update("jobs", task.job_id as string, false);
       update("requests", e.requestId, false);
     });
@@ -299,6 +362,23 @@ export class JobExecutor extends DurableObject<Env> {
     if (done && e.numPromptTokens !== undefined && e.numCompletionTokens !== undefined) {
       this.schedulers.get(task.model as string)?.observe(e.numPromptTokens, e.numCompletionTokens);
     }
+  }
+
+  /** Records a batch request (one queued job per item) and runs its jobs in the background. */
+  async submitBatch(b: BatchSubmit): Promise<void> {
+    this.batches.submit(b);
+  }
+
+  /**
+   * Cancels a request: queued jobs are cancelled, running tasks cancelled on their Npus. Returns
+   * the record; not_found for an unknown or another tenant's request, conflict once finished.
+   */
+  async cancelRequest(q: { requestId: string; tenant: string }): Promise<Result<RequestRecord>> {
+    const r = await this.batches.cancel(q);
+    if (!r.ok) return r;
+    const record = await this.getRequest(q);
+    if (!record) return { ok: false, error: errorInfo("not_found", `No request ${q.requestId}.`) };
+    return { ok: true, value: record };
   }
 
   /** The request with its jobs and tasks, or null when unknown or owned by another tenant. */
@@ -324,7 +404,7 @@ export class JobExecutor extends DurableObject<Env> {
           tasks: tasks.filter((t) => t.job_id === j.id).map(toTask),
         }),
       );
-    return {
+    const record: RequestRecord = {
       id: r.id as string,
       object: "request",
       tenant: r.tenant as string,
@@ -337,6 +417,92 @@ export class JobExecutor extends DurableObject<Env> {
       ...times(r),
       jobs,
     };
+    return record.kind === "batch" ? this.batches.decorate(record) : record;
+  }
+
+  // --- explicit context caches (DeepFlow's RTC by id), tenant-scoped
+
+  /**
+   * Creates a context cache: pins the prompt's KV on an instance of a colocated deployment of the
+   * model (the least loaded) and records it. Errors from the Npu come back as values.
+   */
+  async createContextCache(c: {
+    id: string;
+    tenant: string;
+    modelRecord: ModelRecord;
+    task: GenerateTask;
+    ttlMs: number;
+  }): Promise<Result<ContextCacheRecord>> {
+    const pool = c.modelRecord.deployments.filter((d) => d.mode === "colocated");
+    const states = await Promise.all(pool.map((d) => this.deploymentState(d)));
+    const instances = states.flatMap((d) => d.instances.map((i) => ({ d, i })));
+    const best = instances.sort(
+      (a, b) => a.i.numRunning + a.i.numWaiting - (b.i.numRunning + b.i.numWaiting),
+    )[0];
+    if (!best)
+      return {
+        ok: false,
+        error: errorInfo("overloaded", "the model has no colocated instance for a context cache"),
+      };
+    const now = Date.now();
+    const expiresAt = now + c.ttlMs;
+    const pinned = await this.env.NPU.getByName(npuName(best.i.instanceId)).pinPrefix({
+      cacheId: c.id,
+      task: c.task,
+      r2Key: c.modelRecord.r2Key,
+      expiresAt,
+    });
+    if (!pinned.ok) return pinned;
+    const record: ContextCacheRecord = {
+      id: c.id,
+      object: "context_cache",
+      model: c.modelRecord.name,
+      deploymentId: best.d.deploymentId,
+      instanceId: best.i.instanceId,
+      input: c.task.input,
+      numTokens: pinned.value.numTokens,
+      numCachedTokens: pinned.value.numPinnedTokens,
+      createdAt: now,
+      expiresAt,
+    };
+    this.ctx.storage.sql.exec(
+      "INSERT INTO context_caches (id, tenant, record, expires_at) VALUES (?, ?, ?, ?)",
+      c.id,
+      c.tenant,
+      JSON.stringify(record),
+      expiresAt,
+    );
+    this.log.info("context_cache.created", {
+      cacheId: c.id,
+      instanceId: best.i.instanceId,
+      numTokens: record.numTokens,
+    });
+    return { ok: true, value: record };
+  }
+
+  /** The tenant's context cache, or null when unknown, expired or another tenant's. */
+  async getContextCache(q: { id: string; tenant: string }): Promise<ContextCacheRecord | null> {
+    const row = this.ctx.storage.sql
+      .exec(
+        "SELECT record, expires_at FROM context_caches WHERE id = ? AND tenant = ?",
+        q.id,
+        q.tenant,
+      )
+      .toArray()[0];
+    if (!row) return null;
+    if (Number(row.expires_at) <= Date.now()) {
+      this.ctx.storage.sql.exec("DELETE FROM context_caches WHERE id = ?", q.id);
+      return null;
+    }
+    return JSON.parse(row.record as string) as ContextCacheRecord;
+  }
+
+  async deleteContextCache(q: { id: string; tenant: string }): Promise<boolean> {
+    const rec = await this.getContextCache(q);
+    if (!rec) return false;
+    this.ctx.storage.sql.exec("DELETE FROM context_caches WHERE id = ?", q.id);
+    await this.env.NPU.getByName(npuName(rec.instanceId)).unpinPrefix({ cacheId: q.id });
+    return true;
   }
 }
 

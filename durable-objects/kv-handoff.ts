@@ -9,6 +9,7 @@
  */
 import type { SeqOutput } from "../shared/engine/engine.ts";
 import type { ModelInstance } from "../shared/engine/instance.ts";
+import type { Sequence } from "../shared/engine/sequence.ts";
 import { type ErrorInfo, errorInfo, type Result } from "../shared/errors.ts";
 import { kvRegionId, type RegionRef } from "../shared/fabric/regions.ts";
 import type { Logger } from "../shared/log.ts";
@@ -66,6 +67,36 @@ export class KvHandoff {
     return true;
   }
 
+  /**
+   * Computes a prompt and its first token in the engine loop (batched with everything else),
+   * keeping the KV blocks: the caller exports or pins them, then calls releaseHeld(seqId).
+   */
+  async computePrompt(
+    instance: ModelInstance,
+    seqId: string,
+    promptIds: number[],
+    p: PreparedTask,
+  ): Promise<Result<{ first: SampledToken; held: Sequence }>> {
+    const err = instance.engine.add(
+      seqId,
+      promptIds,
+      { ...p.params, maxTokens: 1, stop: [] },
+      { holdKv: true },
+    );
+    if (err) return fail(errorInfo("invalid_request", err, "prompt", "context_length_exceeded"));
+    const first = await new Promise<SampledToken | null>((resolve) => {
+      this.prefills.set(seqId, resolve);
+      this.host.kick();
+    });
+    const held = first ? instance.scheduler.getHeld(seqId) : undefined;
+    if (!first || !held) {
+      instance.engine.abort(seqId);
+      instance.scheduler.releaseHeld(seqId);
+      return fail(errorInfo("internal", "the prompt computation was aborted"));
+    }
+    return { ok: true, value: { first, held } };
+  }
+
   /** Prefill task of a PD job: the prompt's first token, and its KV exported to the fabric. */
   async prefill(
     instance: ModelInstance,
@@ -80,26 +111,11 @@ export class KvHandoff {
       );
     }
     const seqId = `${task.taskId}/prefill`;
-    const err = instance.engine.add(
-      seqId,
-      seq.promptIds,
-      { ...p.params, maxTokens: 1, stop: [] },
-      { holdKv: true },
-    );
-    if (err) return fail(errorInfo("invalid_request", err, "prompt", "context_length_exceeded"));
     const startedAt = Date.now();
+    const computed = await this.computePrompt(instance, seqId, seq.promptIds, p);
+    if (!computed.ok) return computed;
     reports.report(task, { status: "running", startedAt });
-    const first = await new Promise<SampledToken | null>((resolve) => {
-      this.prefills.set(seqId, resolve);
-      this.host.kick();
-    });
-    const held = first ? instance.scheduler.getHeld(seqId) : undefined;
-    if (!first || !held) {
-      instance.engine.abort(seqId);
-      instance.scheduler.releaseHeld(seqId);
-      reports.report(task, { status: "failed", finishedAt: Date.now(), error: "prefill aborted" });
-      return fail(errorInfo("internal", "the prefill was aborted"));
-    }
+    const { first, held } = computed.value;
     const kv = new Float32Array(instance.transformer.kvSize(seq.promptIds.length));
     instance.transformer.exportKv(held.blockTable, seq.promptIds.length, kv);
     instance.scheduler.releaseHeld(seqId);

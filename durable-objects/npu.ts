@@ -15,6 +15,7 @@ import { PROTOCOL_VERSION } from "../shared/protocol/version.ts";
 import { outstandingTokens } from "../shared/serving/scheduling.ts";
 import { TaskTracker } from "../shared/serving/task.ts";
 import type { Env } from "../workers/env.ts";
+import { ContextPins } from "./context-pins.ts";
 import { FabricHost, type RegionData } from "./fabric-host.ts";
 import { KvHandoff, type Prefilled } from "./kv-handoff.ts";
 import { type Loaded, loadModel, prepareFor } from "./npu-loader.ts";
@@ -58,6 +59,8 @@ export class Npu extends DurableObject<Env> {
   private loaded: Loaded | null = null;
   private loading: Promise<Result<Loaded>> | null = null;
   private loadingModel: string | null = null;
+  /** KV blocks pinned for explicit context caches. */
+  private readonly pins = new ContextPins();
   private readonly streams: TaskStreams;
   private readonly fabric: FabricHost;
   private readonly handoff: KvHandoff;
@@ -190,6 +193,62 @@ export class Npu extends DurableObject<Env> {
     const prepared = prepareFor(loaded.value, task);
     if (!prepared.ok) return prepared;
     return this.handoff.prefill(loaded.value.instance, task, prepared.value);
+  }
+
+  /**
+   * Explicit context cache: computes a prompt and pins its full KV blocks on this NPU until
+   * `expiresAt` (or unpinPrefix), so requests that start with it reuse them through the prefix
+   * cache. Pinned blocks live in memory: a restarted NPU has lost them, and requests then
+   * recompute the prefix (their output is the same; only cached_tokens drops).
+   */
+  async pinPrefix(a: {
+    cacheId: string;
+    task: GenerateTask;
+    r2Key: string;
+    expiresAt: number;
+  }): Promise<Result<{ numTokens: number; numPinnedTokens: number }>> {
+    const loaded = await this.ensureLoaded(a.task.model, a.r2Key);
+    if (!loaded.ok) return loaded;
+    const prepared = prepareFor(loaded.value, a.task);
+    if (!prepared.ok) return prepared;
+    const seq = prepared.value.seqs[0];
+    if (!seq || prepared.value.seqs.length !== 1) {
+      return fail(errorInfo("invalid_request", "a context cache holds one prompt", "prompt"));
+    }
+    const { instance } = loaded.value;
+    const seqId = `${a.cacheId}/pin`;
+    const computed = await this.handoff.computePrompt(
+      instance,
+      seqId,
+      seq.promptIds,
+      prepared.value,
+    );
+    if (!computed.ok) return computed;
+    const blocks = instance.scheduler.blocks;
+    const numPinnedTokens = this.pins.pin(blocks, a.cacheId, seq.promptIds, a.expiresAt);
+    instance.scheduler.releaseHeld(seqId);
+    await this.scheduleExpiry();
+    this.log.info("context_cache.pinned", {
+      cacheId: a.cacheId,
+      numTokens: seq.promptIds.length,
+      numPinnedTokens,
+    });
+    return { ok: true, value: { numTokens: seq.promptIds.length, numPinnedTokens } };
+  }
+
+  async unpinPrefix(a: { cacheId: string }): Promise<{ unpinned: boolean }> {
+    return { unpinned: this.pins.unpin(this.loaded?.instance.scheduler.blocks, a.cacheId) };
+  }
+
+  /** Expires pinned context caches. */
+  override async alarm(): Promise<void> {
+    this.pins.expire(this.loaded?.instance.scheduler.blocks, Date.now());
+    await this.scheduleExpiry();
+  }
+
+  private async scheduleExpiry(): Promise<void> {
+    const next = this.pins.nextExpiry();
+    if (next !== null) await this.ctx.storage.setAlarm(next);
   }
 
   // --- the fabric (this NPU's regions, read and freed by peers)

@@ -70,7 +70,10 @@ export class Scheduler {
    */
   addPrefilled(seq: Sequence): boolean {
     assert(!this.byId.has(seq.seqId), `duplicate sequence ${seq.seqId}`);
-    assert(seq.tokenIds.length === seq.numPromptTokens + 1, "a prefilled sequence carries its first token");
+    assert(
+      seq.tokenIds.length === seq.numPromptTokens + 1,
+      "a prefilled sequence carries its first token",
+    );
     if (this.running.length >= this.config.maxNumSeqs) return false;
     if (!this.blocks.grow(seq.blockTable, seq.tokenIds.length)) return false;
     seq.numComputedTokens = seq.numPromptTokens;

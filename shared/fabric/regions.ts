@@ -75,7 +75,8 @@ export function joinChunks(chunks: readonly Uint8Array[], byteLength: number): U
     out.set(c, off);
     off += c.byteLength;
   }
-  if (off !== byteLength) throw new Error(`fabric region is missing bytes (${off} of ${byteLength})`);
+  if (off !== byteLength)
+    throw new Error(`fabric region is missing bytes (${off} of ${byteLength})`);
   return out;
 }
 

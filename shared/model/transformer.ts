@@ -162,7 +162,12 @@ export class Transformer {
     this.copyKv(blockTable, numTokens, data, false);
   }
 
-  private copyKv(table: readonly number[], numTokens: number, buf: Float32Array, out: boolean): void {
+  private copyKv(
+    table: readonly number[],
+    numTokens: number,
+    buf: Float32Array,
+    out: boolean,
+  ): void {
     const c = this.config;
     const kvDim = c.numKeyValueHeads * c.headDim;
     const bs = this.shape.blockSize;

@@ -34,7 +34,23 @@ export interface JobRecord extends Omit<Timestamps, "receivedAt"> {
   kind: string;
   status: JobStatus;
   tasks: TaskRecord[];
+  /** Batch jobs only: the item's position in the batch's `requests` list. */
+  index?: number;
+  /** Batch jobs only: the OpenAI response body once the job succeeded, else null. */
+  result?: object | null;
+  /** Batch jobs only: the OpenAI error envelope's `error` once the job failed, else null. */
+  error?: BatchJobError | null;
 }
+
+export interface BatchJobError {
+  message: string;
+  type: string;
+  param: string | null;
+  code: string | null;
+}
+
+/** How many of a batch request's jobs are in each status. */
+export type JobCounts = Record<JobStatus, number> & { total: number };
 
 export interface RequestRecord extends Timestamps {
   id: string;
@@ -46,6 +62,8 @@ export interface RequestRecord extends Timestamps {
   clientRequestId: string | null;
   error: string | null;
   jobs: JobRecord[];
+  /** Batch requests only. */
+  jobCounts?: JobCounts;
 }
 
 export function isTerminal(s: RequestStatus): boolean {

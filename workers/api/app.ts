@@ -10,11 +10,15 @@ import { clusterManager, getConfig, jobExecutorFor, npu } from "../env.ts";
 import { MAX_JSON_BODY_BYTES, readBody } from "../middleware/body.ts";
 import { ensureDefaultModel, MODEL_NAME_RE, resolveModel, storeModel } from "../models.ts";
 import { requireAdmin } from "./admin.ts";
+import { contextCaches } from "./context-caches.ts";
 import { deployments } from "./deployments.ts";
+import { requests } from "./requests.ts";
 
 export const api = new Hono<AppEnv>();
 
 api.route("/deployments", deployments);
+api.route("/requests", requests);
+api.route("/context-caches", contextCaches);
 
 api.put("/models/:name", async (c) => {
   requireAdmin(c.var.principal.isAdmin);

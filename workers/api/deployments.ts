@@ -113,7 +113,7 @@ deployments.get("/", async (c) => {
 
 deployments.get("/:id", async (c) => {
   const d = await clusterManager(c.env).getDeployment({ id: c.req.param("id") });
-  if (!d || d.status !== "active")
+  if (d?.status !== "active")
     throw new AppError(
       "not_found",
       `No deployment ${c.req.param("id")}.`,

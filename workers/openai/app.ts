@@ -5,8 +5,10 @@
  */
 import { type Context, Hono } from "hono";
 import type { DeploymentRecord, ModelRecord } from "../../durable-objects/cluster-manager.ts";
+import type { ContextCacheRecord } from "../../durable-objects/job-executor.ts";
 import { AppError } from "../../shared/errors.ts";
 import { errorFields } from "../../shared/log.ts";
+import type { GenerateInput } from "../../shared/protocol/messages.ts";
 import { PROTOCOL_VERSION } from "../../shared/protocol/version.ts";
 import type { AppEnv } from "../app-env.ts";
 import { clusterManager, type Env, jobExecutorFor, npu } from "../env.ts";
@@ -23,6 +25,57 @@ import {
 } from "./schemas.ts";
 
 export const openai = new Hono<AppEnv>();
+
+/**
+ * Continues a context cache: its prefix goes in front of the request's input (messages before the
+ * request's messages; a prompt before each prompt) and the request runs on the instance that
+ * pins the prefix's KV. @throws AppError 404 unknown or expired, 400 another model or kind.
+ */
+async function useContextCache(
+  env: Env,
+  tenant: string,
+  id: string,
+  model: string,
+  fields: { input: GenerateInput },
+): Promise<ContextCacheRecord> {
+  const rec = await jobExecutorFor(env, id).getContextCache({ id, tenant });
+  if (!rec)
+    throw new AppError(
+      "not_found",
+      `No context cache ${id} (unknown or expired).`,
+      "context_cache",
+      "context_cache_not_found",
+    );
+  if (rec.model !== model)
+    throw new AppError(
+      "invalid_request",
+      `Context cache ${id} is for model ${rec.model}.`,
+      "context_cache",
+    );
+  const cached = rec.input;
+  const input = fields.input;
+  if (cached.kind === "chat" && input.kind === "chat") {
+    input.messages = [...cached.messages, ...input.messages];
+  } else if (cached.kind === "completion" && input.kind === "completion") {
+    const prefix = cached.prompts[0] ?? "";
+    input.prompts = input.prompts.map((p) => {
+      if (typeof prefix === "string" && typeof p === "string") return prefix + p;
+      if (typeof prefix !== "string" && typeof p !== "string") return [...prefix, ...p];
+      throw new AppError(
+        "invalid_request",
+        "the prompt and the context cache must both be text or both be token ids",
+        "prompt",
+      );
+    });
+  } else {
+    throw new AppError(
+      "invalid_request",
+      `Context cache ${id} holds a ${cached.kind} prefix; use it with that endpoint.`,
+      "context_cache",
+    );
+  }
+  return rec;
+}
 
 /**
  * The deployments a request may run on: the one it pins with `"deployment"` (404 unknown, 400
@@ -116,6 +169,9 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
   const fields = toGenerateFields(body, kind, drawSeed);
   const model = await resolveModel(c.env, body.model);
   const { requestId, receivedAt, log, principal } = c.var;
+  const cache = body.context_cache
+    ? await useContextCache(c.env, principal.tenant, body.context_cache, model.name, fields)
+    : null;
   const numPrompts = fields.input.kind === "completion" ? fields.input.prompts.length : 1;
   const deployments = await pinnedDeployments(
     c.env,
@@ -146,6 +202,9 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
     numSeqs: numPrompts * fields.n,
     input: fields.input,
     maxTokens: fields.maxTokens,
+    ...(cache
+      ? { pinned: { deploymentId: cache.deploymentId, instanceId: cache.instanceId } }
+      : {}),
   });
   const base = {
     protocolVersion: PROTOCOL_VERSION,

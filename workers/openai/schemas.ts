@@ -99,6 +99,8 @@ const commonFields = {
   ignore_eos: z.boolean().nullish(),
   /** Extension: pin a named deployment of the model (reserved). */
   deployment: z.string().nullish(),
+  /** Extension: continue an explicit context cache (POST /api/context-caches) by id. */
+  context_cache: z.string().nullish(),
   presence_penalty: zeroPenalty("presence_penalty"),
   frequency_penalty: zeroPenalty("frequency_penalty"),
   logit_bias: z
@@ -250,6 +252,25 @@ export function parseJsonBody<S extends z.ZodType>(
   const first = r.error.issues[0];
   if (!first) return { ok: false, error: errorInfo("invalid_request", "Invalid request body.") };
   return { ok: false, error: issueToError(first as Issue, [], data) };
+}
+
+/**
+ * The value at `prefix` inside an already-parsed body -> schema output, or an OpenAI-style
+ * invalid_request error whose `param` starts with the prefix (e.g. `requests.3.temperature`).
+ */
+export function parseValueAt<S extends z.ZodType>(
+  root: unknown,
+  prefix: PathKey[],
+  schema: S,
+): ParseResult<z.output<S>> {
+  const r = schema.safeParse(valueAt(root, prefix));
+  if (r.success) return { ok: true, value: r.data };
+  const first = r.error.issues[0];
+  if (!first) {
+    const param = prefix.length > 0 ? prefix.map(String).join(".") : null;
+    return { ok: false, error: errorInfo("invalid_request", "Invalid request body.", param) };
+  }
+  return { ok: false, error: issueToError(first as Issue, prefix, root) };
 }
 
 type PathKey = PropertyKey;
