@@ -23,7 +23,7 @@ import type {
   JobStatus,
   RequestRecord,
 } from "../shared/types/records.ts";
-import type { Env } from "../workers/env.ts";
+import type { Env } from "./env.ts";
 import type { Placement, SubmitRequest } from "./job-executor.ts";
 
 /** Batch jobs in flight per JobExecutor (across all its batch requests). */

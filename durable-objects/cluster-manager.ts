@@ -8,7 +8,7 @@ import { DurableObject } from "cloudflare:workers";
 import { Logger, parseLogLevel } from "../shared/log.ts";
 import { instanceId } from "../shared/protocol/names.ts";
 import type { PdProfile } from "../shared/serving/pd-profile.ts";
-import type { Env } from "../workers/env.ts";
+import type { Env } from "./env.ts";
 
 export interface ModelSummary {
   architecture: string;

@@ -16,9 +16,9 @@ import type {
   TaskRecord,
   TaskRole,
 } from "../shared/types/records.ts";
-import { type Env, getConfig } from "../workers/env.ts";
 import { BATCH_SCHEMA, BatchRunner, type BatchSubmit } from "./batch-runner.ts";
 import type { DeploymentRecord, ModelRecord } from "./cluster-manager.ts";
+import { type Env, getConfig } from "./env.ts";
 import { ModelScheduler, type SchedulerSnapshot } from "./model-scheduler.ts";
 
 export interface SubmitRequest {

@@ -16,7 +16,7 @@ import type { Logger } from "../shared/log.ts";
 import type { SampledToken } from "../shared/model/sampler.ts";
 import type { GenerateEvent, GenerateTask } from "../shared/protocol/messages.ts";
 import type { PreparedTask, TaskTracker } from "../shared/serving/task.ts";
-import type { Env } from "../workers/env.ts";
+import type { Env } from "./env.ts";
 import type { FabricHost } from "./fabric-host.ts";
 import type { TaskStreams } from "./task-streams.ts";
 

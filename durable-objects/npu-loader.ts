@@ -13,8 +13,8 @@ import { createWasmKernels, WASM_KERNEL_IMPORTS } from "../shared/model/kernels-
 import type { GenerateTask } from "../shared/protocol/messages.ts";
 import { type PreparedTask, prepareTask } from "../shared/serving/task.ts";
 import kernelsModule from "../wasm/kernels.wasm";
-import { type Env, getConfig } from "../workers/env.ts";
 import { type ChatRenderer, createChatRenderer } from "./chat-template.ts";
+import { type Env, getConfig } from "./env.ts";
 
 export interface Loaded {
   model: string;

@@ -14,8 +14,8 @@ import type { GenerateEvent, GenerateTask } from "../shared/protocol/messages.ts
 import { PROTOCOL_VERSION } from "../shared/protocol/version.ts";
 import { outstandingTokens } from "../shared/serving/scheduling.ts";
 import { TaskTracker } from "../shared/serving/task.ts";
-import type { Env } from "../workers/env.ts";
 import { ContextPins } from "./context-pins.ts";
+import type { Env } from "./env.ts";
 import { FabricHost, type RegionData } from "./fabric-host.ts";
 import { KvHandoff, type Prefilled } from "./kv-handoff.ts";
 import { type Loaded, loadModel, prepareFor } from "./npu-loader.ts";

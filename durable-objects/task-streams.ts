@@ -11,7 +11,7 @@ import { encodeEvent } from "../shared/protocol/codec.ts";
 import type { GenerateEvent, GenerateTask } from "../shared/protocol/messages.ts";
 import { jobExecutorName, requestShard } from "../shared/protocol/names.ts";
 import type { TaskTracker } from "../shared/serving/task.ts";
-import { type Env, getConfig } from "../workers/env.ts";
+import { type Env, getConfig } from "./env.ts";
 
 export interface ActiveTask {
   task: GenerateTask;

@@ -63,3 +63,15 @@ export function parseServingConfig(vars: Record<string, unknown>): ServingConfig
     logLevel: c.LOG_LEVEL,
   });
 }
+
+const parsed = new WeakMap<object, ServingConfig>();
+
+/** parseServingConfig memoised per bindings object (once per isolate). @throws Error on bad values. */
+export function servingConfig(vars: object): ServingConfig {
+  let c = parsed.get(vars);
+  if (!c) {
+    c = parseServingConfig(vars as Record<string, unknown>);
+    parsed.set(vars, c);
+  }
+  return c;
+}

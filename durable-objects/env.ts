@@ -1,0 +1,32 @@
+/**
+ * The bindings every Worker and Durable Object of this project sees (wrangler.toml), and the
+ * parsed serving configuration (shared/config.ts). The worker imports only the `Env` type.
+ */
+import { type ServingConfig, servingConfig } from "../shared/config.ts";
+import type { ClusterManager } from "./cluster-manager.ts";
+import type { JobExecutor } from "./job-executor.ts";
+import type { Npu } from "./npu.ts";
+
+export interface Env {
+  NPU: DurableObjectNamespace<Npu>;
+  JOB_EXECUTOR: DurableObjectNamespace<JobExecutor>;
+  CLUSTER_MANAGER: DurableObjectNamespace<ClusterManager>;
+  MODELS: R2Bucket;
+  DEFAULT_MODEL?: string;
+  NPU_MEMORY_BUDGET_MB?: string;
+  MAX_NUM_SEQS?: string;
+  MAX_NUM_BATCHED_TOKENS?: string;
+  KV_BLOCK_SIZE?: string;
+  JOB_EXECUTOR_SHARDS?: string;
+  MAX_BODY_MB?: string;
+  LOG_LEVEL?: string;
+  /** Secret: comma-separated `tenant:key` pairs. */
+  API_KEYS?: string;
+  /** Secret: comma-separated admin keys (management routes). */
+  ADMIN_API_KEYS?: string;
+}
+
+/** The validated [vars], parsed once per isolate. @throws Error on bad values. */
+export function getConfig(env: Env): ServingConfig {
+  return servingConfig(env);
+}
