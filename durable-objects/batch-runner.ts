@@ -1,41 +1,45 @@
 /**
- * DeepFlow's batch-inference job kind inside the JobExecutor: a batch request is one job per item,
- * queued in SQLite (`batch_jobs`) and run in the background with bounded concurrency. Each job is
- * placed with the JE's scheduler on a colocated deployment, run with `Npu.generate`, and its event
- * stream is collected into the OpenAI response body that is stored as the job's result. An alarm
- * re-arms while work remains, so a restarted JE resumes its queue. Also cancels requests of any
- * kind. The JE owns this object; it must not import workers/ (types only).
+ * DeepFlow's batch-inference job kind inside the JobExecutor: the SQLite queue (`batch_jobs`, one
+ * job per item) and its driving — dispatch under bounded concurrency, the watchdog alarm that lets
+ * a restarted JE resume its queue, each job's placement on a colocated deployment, its run with
+ * `Npu.generate` and the collected OpenAI response body stored as its result. Also cancels
+ * requests of any kind. The rules (what to start, recover, store, and when a request ends) are
+ * pure, in shared/serving/batch.ts. The JE owns this object; it must not import workers/.
  */
-import { type ErrorInfo, errorEnvelope, errorInfo, type Result } from "../shared/errors.ts";
+import type { ErrorInfo, Result } from "../shared/errors.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
-import { EventDecoder } from "../shared/protocol/codec.ts";
-import type {
-  GenerateEvent,
-  GenerateInput,
-  GenerateSampling,
-} from "../shared/protocol/messages.ts";
 import { CLUSTER_MANAGER_NAME } from "../shared/protocol/names.ts";
-import { PROTOCOL_VERSION } from "../shared/protocol/version.ts";
+import {
+  type BatchJob,
+  type BatchJobSpec,
+  type BatchSubmit,
+  batchErrors,
+  cancelRefusal,
+  capacityPause,
+  decodeEvents,
+  decorateBatch,
+  dispatchSlots,
+  generateTask,
+  interruptedJobs,
+  jobCounts,
+  jobKind,
+  placeFields,
+  recoverJob,
+  requestOutcome,
+  requeuesOn,
+  responseMeta,
+  shouldSetAlarm,
+  storedError,
+  storedResult,
+  tapFirstToken,
+  watchdogAt,
+} from "../shared/serving/batch.ts";
 import { collectResponse } from "../shared/serving/openai-response.ts";
-import type {
-  BatchJobError,
-  JobCounts,
-  JobStatus,
-  RequestRecord,
-} from "../shared/types/records.ts";
+import type { JobStatus, RequestRecord, RequestStatus } from "../shared/types/records.ts";
 import type { Env } from "./env.ts";
 import type { Placement, SubmitRequest } from "./job-executor.ts";
 
-/** Batch jobs in flight per JobExecutor (across all its batch requests). */
-export const BATCH_CONCURRENCY = 4;
-/** While batch work remains, the alarm fires at least this often (restart recovery). */
-const WATCHDOG_MS = 30_000;
-/** After an instance answered 429, new batch jobs wait this long. */
-const CAPACITY_BACKOFF_MS = 1_000;
-/** A job interrupted by this many JE restarts is failed instead of run again. */
-const MAX_ATTEMPTS = 3;
-/** Largest stored result (JSON bytes); a bigger body is replaced by a `result_too_large` error. */
-export const MAX_RESULT_BYTES = 256 * 1024;
+export type { BatchJobSpec, BatchSubmit } from "../shared/serving/batch.ts";
 
 export const BATCH_SCHEMA = `
 CREATE TABLE IF NOT EXISTS batch_jobs (
@@ -43,26 +47,6 @@ CREATE TABLE IF NOT EXISTS batch_jobs (
   attempts INTEGER NOT NULL DEFAULT 0, spec TEXT NOT NULL, result TEXT, error TEXT);
 CREATE INDEX IF NOT EXISTS batch_jobs_by_state ON batch_jobs(state);
 CREATE INDEX IF NOT EXISTS batch_jobs_by_request ON batch_jobs(request_id, idx);`;
-
-/** One item of a batch: what its job generates. */
-export interface BatchJobSpec {
-  jobId: string;
-  kind: "chat" | "completion";
-  input: GenerateInput;
-  /** Choices per prompt. */
-  n: number;
-  maxTokens: number | null;
-  sampling: GenerateSampling;
-}
-
-export interface BatchSubmit {
-  requestId: string;
-  tenant: string;
-  model: string;
-  clientRequestId: string | null;
-  receivedAt: number;
-  jobs: BatchJobSpec[];
-}
 
 /** What the runner needs from its JobExecutor. */
 export interface BatchHost {
@@ -78,37 +62,6 @@ const KEEP_TERMINAL = `CASE WHEN status IN ${TERMINAL} THEN status ELSE ? END`;
 
 function uuid(): string {
   return crypto.randomUUID().replaceAll("-", "");
-}
-
-/** Decodes an Npu's NDJSON event stream; leaving early cancels it. */
-async function* decodeEvents(stream: ReadableStream<Uint8Array>): AsyncGenerator<GenerateEvent> {
-  const decoder = new EventDecoder();
-  const reader = stream.getReader();
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      yield* decoder.push(value);
-    }
-    yield* decoder.push(new TextEncoder().encode("\n"));
-  } finally {
-    await reader.cancel().catch(() => {});
-  }
-}
-
-/** Passes the events on, calling `onFirst` at the first generated text. */
-async function* tapFirstToken(
-  events: AsyncIterable<GenerateEvent>,
-  onFirst: () => void,
-): AsyncGenerator<GenerateEvent> {
-  let first = true;
-  for await (const e of events) {
-    if (first && e.type === "delta") {
-      first = false;
-      onFirst();
-    }
-    yield e;
-  }
 }
 
 export class BatchRunner {
@@ -141,7 +94,7 @@ export class BatchRunner {
           "INSERT INTO jobs (id, request_id, kind, status, queued_at) VALUES (?, ?, ?, 'queued', ?)",
           j.jobId,
           b.requestId,
-          j.kind === "chat" ? "chat.completion" : "text_completion",
+          jobKind(j.kind),
           now,
         );
         sql.exec(
@@ -153,11 +106,8 @@ export class BatchRunner {
         );
       });
     });
-    this.host.log.info("job.created", {
-      requestId: b.requestId,
-      kind: "batch",
-      numJobs: b.jobs.length,
-    });
+    const numJobs = b.jobs.length;
+    this.host.log.info("job.created", { requestId: b.requestId, kind: "batch", numJobs });
     this.kick();
   }
 
@@ -176,21 +126,10 @@ export class BatchRunner {
     const r = sql
       .exec("SELECT status FROM requests WHERE id = ? AND tenant = ?", q.requestId, q.tenant)
       .toArray()[0];
-    if (!r) {
-      const msg = `No request with id ${q.requestId}.`;
-      return { ok: false, error: errorInfo("not_found", msg, "id", "request_not_found") };
-    }
-    if (r.status === "succeeded" || r.status === "failed" || r.status === "cancelled") {
-      const msg = `Request ${q.requestId} has already finished (${r.status}); it cannot be cancelled.`;
-      return { ok: false, error: errorInfo("conflict", msg, "id", "request_already_finished") };
-    }
+    const refusal = cancelRefusal(q.requestId, r ? (r.status as RequestStatus) : null);
+    if (refusal) return { ok: false, error: refusal };
     const now = Date.now();
-    const live = sql
-      .exec(
-        `SELECT id, npu FROM tasks WHERE request_id = ? AND status NOT IN ${TERMINAL}`,
-        q.requestId,
-      )
-      .toArray();
+    const live = this.liveTasks("request_id", q.requestId);
     this.host.ctx.storage.transactionSync(() => {
       for (const table of ["tasks", "jobs", "requests"]) {
         const key = table === "requests" ? "id" : "request_id";
@@ -205,18 +144,9 @@ export class BatchRunner {
         q.requestId,
       );
     });
-    await Promise.allSettled(
-      live.map((t) =>
-        this.host.env.NPU.getByName(t.npu as string).cancel({
-          taskId: t.id as string,
-          reason: "request cancelled",
-        }),
-      ),
-    );
-    this.host.log.info("request.cancelled", {
-      requestId: q.requestId,
-      numTasksCancelled: live.length,
-    });
+    await Promise.allSettled(live.map((t) => this.cancelTask(t, "request cancelled")));
+    const numTasksCancelled = live.length;
+    this.host.log.info("request.cancelled", { requestId: q.requestId, numTasksCancelled });
     return { ok: true, value: null };
   }
 
@@ -227,82 +157,74 @@ export class BatchRunner {
         "SELECT job_id, idx, result, error FROM batch_jobs WHERE request_id = ? ORDER BY idx",
         rec.id,
       )
-      .toArray();
-    const byId = new Map(rec.jobs.map((j) => [j.id, j]));
-    const jobCounts: JobCounts = {
-      total: 0,
-      queued: 0,
-      running: 0,
-      succeeded: 0,
-      failed: 0,
-      cancelled: 0,
-    };
-    const jobs = rows.flatMap((row) => {
-      const j = byId.get(row.job_id as string);
-      if (!j) return [];
-      jobCounts.total++;
-      jobCounts[j.status]++;
-      const parse = <T>(v: SqlStorageValue | undefined) =>
-        typeof v === "string" ? (JSON.parse(v) as T) : null;
-      return [
-        {
-          ...j,
-          index: row.idx as number,
-          result: parse<object>(row.result),
-          error: parse<BatchJobError>(row.error),
-        },
-      ];
-    });
-    return { ...rec, jobs, jobCounts };
+      .toArray()
+      .map((row) => ({
+        jobId: row.job_id as string,
+        index: row.idx as number,
+        result: typeof row.result === "string" ? row.result : null,
+        error: typeof row.error === "string" ? row.error : null,
+      }));
+    return decorateBatch(rec, rows);
   }
 
   // --- the queue
 
   /** Starts queued jobs (oldest first) while there are free slots. */
   private kick(): void {
-    const sql = this.sql;
-    while (this.inFlight.size < BATCH_CONCURRENCY && Date.now() >= this.pausedUntil) {
-      const row = sql
-        .exec("SELECT job_id FROM batch_jobs WHERE state = 'queued' ORDER BY rowid LIMIT 1")
-        .toArray()[0];
-      if (!row) break;
-      const jobId = row.job_id as string;
-      sql.exec(
-        "UPDATE batch_jobs SET state = 'dispatched', attempts = attempts + 1 WHERE job_id = ?",
-        jobId,
-      );
-      this.inFlight.add(jobId);
-      this.host.ctx.waitUntil(
-        this.run(jobId)
-          .catch((e: unknown) => {
-            this.host.log.error("error.unhandled", {
-              where: "batch job",
-              jobId,
-              ...errorFields(e),
-            });
-          })
-          .finally(() => {
-            this.inFlight.delete(jobId);
-            this.kick();
-          }),
-      );
-    }
+    const slots = dispatchSlots({
+      inFlight: this.inFlight.size,
+      now: Date.now(),
+      pausedUntil: this.pausedUntil,
+    });
+    const rows =
+      slots === 0
+        ? []
+        : this.sql
+            .exec(
+              "SELECT job_id FROM batch_jobs WHERE state = 'queued' ORDER BY rowid LIMIT ?",
+              slots,
+            )
+            .toArray();
+    for (const row of rows) this.dispatch(row.job_id as string);
     this.arm();
+  }
+
+  /** Marks the job dispatched (one more attempt) and runs it in the background. */
+  private dispatch(jobId: string): void {
+    this.sql.exec(
+      "UPDATE batch_jobs SET state = 'dispatched', attempts = attempts + 1 WHERE job_id = ?",
+      jobId,
+    );
+    this.inFlight.add(jobId);
+    const { log } = this.host;
+    this.host.ctx.waitUntil(
+      this.run(jobId)
+        .catch((e: unknown) =>
+          log.error("error.unhandled", { where: "batch job", jobId, ...errorFields(e) }),
+        )
+        .finally(() => {
+          this.inFlight.delete(jobId);
+          this.kick();
+        }),
+    );
   }
 
   /** Keeps an alarm set while batch work remains (the watchdog that resumes after a restart). */
   private arm(): void {
-    const queued = this.sql
-      .exec("SELECT 1 FROM batch_jobs WHERE state != 'done' LIMIT 1")
-      .toArray().length;
-    if (queued === 0 && this.inFlight.size === 0) return;
+    const pending =
+      this.sql.exec("SELECT 1 FROM batch_jobs WHERE state != 'done' LIMIT 1").toArray().length > 0;
     const now = Date.now();
-    const at = this.pausedUntil > now ? this.pausedUntil : now + WATCHDOG_MS;
+    const at = watchdogAt({
+      pending,
+      inFlight: this.inFlight.size,
+      now,
+      pausedUntil: this.pausedUntil,
+    });
+    if (at === null) return;
     const storage = this.host.ctx.storage;
     this.host.ctx.waitUntil(
       (async () => {
-        const current = await storage.getAlarm();
-        if (current === null || current > at) await storage.setAlarm(at);
+        if (shouldSetAlarm(await storage.getAlarm(), at)) await storage.setAlarm(at);
       })().catch((e: unknown) => {
         this.host.log.warn("alarm.set_failed", errorFields(e));
       }),
@@ -315,58 +237,60 @@ export class BatchRunner {
    */
   private recover(): void {
     const sql = this.sql;
-    const stale = sql
-      .exec("SELECT job_id, request_id, attempts FROM batch_jobs WHERE state = 'dispatched'")
+    const dispatched = sql
+      .exec(
+        "SELECT job_id, request_id, attempts, (result IS NOT NULL OR error IS NOT NULL) AS stored FROM batch_jobs WHERE state = 'dispatched'",
+      )
       .toArray()
-      .filter((r) => !this.inFlight.has(r.job_id as string));
-    for (const r of stale) {
-      const jobId = r.job_id as string;
-      const requestId = r.request_id as string;
-      const now = Date.now();
-      const tasks = sql
-        .exec(`SELECT id, npu FROM tasks WHERE job_id = ? AND status NOT IN ${TERMINAL}`, jobId)
-        .toArray();
+      .map((r) => ({
+        jobId: r.job_id as string,
+        requestId: r.request_id as string,
+        attempts: r.attempts as number,
+        stored: (r.stored as number) !== 0,
+      }));
+    for (const j of interruptedJobs(dispatched, this.inFlight)) {
+      const { jobId, requestId, attempts } = j;
+      const tasks = this.liveTasks("job_id", jobId);
       sql.exec(
         `UPDATE tasks SET status = 'failed', error = 'job executor restarted', finished_at = ? WHERE job_id = ? AND status NOT IN ${TERMINAL}`,
-        now,
+        Date.now(),
         jobId,
       );
       for (const t of tasks) {
-        this.host.ctx.waitUntil(
-          this.host.env.NPU.getByName(t.npu as string)
-            .cancel({ taskId: t.id as string, reason: "job executor restarted" })
-            .catch(() => {}),
-        );
+        this.host.ctx.waitUntil(this.cancelTask(t, "job executor restarted").catch(() => {}));
       }
-      if ((r.attempts as number) >= MAX_ATTEMPTS) {
-        const msg = `The job was interrupted ${MAX_ATTEMPTS} times by restarts of its executor.`;
-        this.finish(jobId, requestId, {
-          error: errorInfo("internal", msg, null, "job_interrupted"),
-        });
+      const next = recoverJob(j);
+      if (next.action === "fail") {
+        this.finish(jobId, requestId, { error: next.error });
       } else {
         sql.exec(
           `UPDATE jobs SET status = ${KEEP_TERMINAL}, started_at = NULL, first_token_at = NULL WHERE id = ?`,
           "queued",
           jobId,
         );
-        sql.exec(
-          "UPDATE batch_jobs SET state = CASE WHEN result IS NULL AND error IS NULL THEN 'queued' ELSE 'done' END WHERE job_id = ?",
-          jobId,
-        );
+        sql.exec("UPDATE batch_jobs SET state = ? WHERE job_id = ?", next.state, jobId);
       }
-      this.host.log.warn("job.requeued", { requestId, jobId, attempts: r.attempts as number });
+      this.host.log.warn("job.requeued", { requestId, jobId, attempts });
     }
+  }
+
+  /** The unfinished tasks of a request or job. */
+  private liveTasks(key: "request_id" | "job_id", id: string): { id: string; npu: string }[] {
+    return this.sql
+      .exec(`SELECT id, npu FROM tasks WHERE ${key} = ? AND status NOT IN ${TERMINAL}`, id)
+      .toArray()
+      .map((t) => ({ id: t.id as string, npu: t.npu as string }));
+  }
+
+  private cancelTask(t: { id: string; npu: string }, reason: string): Promise<unknown> {
+    return this.host.env.NPU.getByName(t.npu).cancel({ taskId: t.id, reason });
   }
 
   // --- one job
 
-  private jobStatus(jobId: string): JobStatus | null {
-    const row = this.sql.exec("SELECT status FROM jobs WHERE id = ?", jobId).toArray()[0];
-    return row ? (row.status as JobStatus) : null;
-  }
-
   private isLive(jobId: string): boolean {
-    const s = this.jobStatus(jobId);
+    const row = this.sql.exec("SELECT status FROM jobs WHERE id = ?", jobId).toArray()[0];
+    const s = row ? (row.status as JobStatus) : null;
     return s === "queued" || s === "running";
   }
 
@@ -386,46 +310,31 @@ export class BatchRunner {
       sql.exec("UPDATE batch_jobs SET state = 'done' WHERE job_id = ?", jobId);
       return;
     }
-    const spec = JSON.parse(row.spec as string) as BatchJobSpec;
-    const tenant = row.tenant as string;
-    const name = row.model as string;
+    const job: BatchJob = {
+      requestId,
+      tenant: row.tenant as string,
+      model: row.model as string,
+      receivedAt: row.received_at as number,
+      spec: JSON.parse(row.spec as string) as BatchJobSpec,
+    };
     const cluster = this.host.env.CLUSTER_MANAGER.getByName(CLUSTER_MANAGER_NAME);
-    const model = await cluster.getModel({ name });
-    if (!model) {
-      const msg = `The model \`${name}\` does not exist.`;
-      return fail(errorInfo("not_found", msg, "model", "model_not_found"));
-    }
+    const model = await cluster.getModel({ name: job.model });
+    if (!model) return fail(batchErrors.modelNotFound(job.model));
     const deployments = model.deployments.filter((d) => d.mode === "colocated");
-    if (deployments.length === 0) {
-      const msg = `No colocated deployment of model ${name} serves batch jobs.`;
-      return fail(errorInfo("overloaded", msg, null, "no_deployment"));
-    }
+    if (deployments.length === 0) return fail(batchErrors.noDeployment(job.model));
     const taskId = `task_${uuid()}`;
-    const numSeqs = (spec.input.kind === "completion" ? spec.input.prompts.length : 1) * spec.n;
     let placement: Placement;
     try {
       placement = await this.host.place({
-        requestId,
-        jobId,
-        taskIds: { colocated: taskId, prefill: taskId, decode: taskId },
-        tenant,
-        model: name,
-        kind: spec.kind === "chat" ? "chat.completion" : "text_completion",
-        clientRequestId: null,
-        receivedAt: row.received_at as number,
+        ...placeFields(job, taskId),
         modelRecord: model,
         deployments,
-        numSeqs,
-        input: spec.input,
-        maxTokens: spec.maxTokens,
       });
     } catch (e) {
       this.host.log.warn("job.unplaced", { requestId, jobId, ...errorFields(e) });
-      return fail(errorInfo("overloaded", `No instance of model ${name} can serve this job.`));
+      return fail(batchErrors.unplaced(job.model));
     }
-    if (placement.mode !== "colocated") {
-      return fail(errorInfo("internal", "A batch job must be placed on a colocated instance."));
-    }
+    if (placement.mode !== "colocated") return fail(batchErrors.notColocated());
     const t = placement.colocated;
     if (!this.isLive(jobId)) return; // cancelled while it was placed
     const startedAt = Date.now();
@@ -439,33 +348,11 @@ export class BatchRunner {
         t.npu,
         startedAt,
       );
-      sql.exec(
-        `UPDATE jobs SET status = ${KEEP_TERMINAL}, started_at = COALESCE(started_at, ?) WHERE id = ?`,
-        "running",
-        startedAt,
-        jobId,
-      );
-      sql.exec(
-        `UPDATE requests SET status = ${KEEP_TERMINAL}, started_at = COALESCE(started_at, ?) WHERE id = ?`,
-        "running",
-        startedAt,
-        requestId,
-      );
+      const set = `status = ${KEEP_TERMINAL}, started_at = COALESCE(started_at, ?)`;
+      this.updateBoth(jobId, requestId, set, "running", startedAt);
     });
     const npu = this.host.env.NPU.getByName(t.npu);
-    const res = await npu.generate({
-      protocolVersion: PROTOCOL_VERSION,
-      requestId,
-      jobId,
-      taskId,
-      tenant,
-      model: name,
-      input: spec.input,
-      n: spec.n,
-      maxTokens: spec.maxTokens,
-      sampling: spec.sampling,
-      r2Key: model.r2Key,
-    });
+    const res = await npu.generate({ ...generateTask(job, taskId), r2Key: model.r2Key });
     if (!res.ok) {
       sql.exec(
         `UPDATE tasks SET status = ${KEEP_TERMINAL}, error = ?, finished_at = ? WHERE id = ?`,
@@ -474,7 +361,7 @@ export class BatchRunner {
         Date.now(),
         taskId,
       );
-      if (res.error.kind === "capacity") return this.requeue(jobId);
+      if (requeuesOn(res.error)) return this.requeue(jobId);
       return fail(res.error);
     }
     this.host.log.info("task.dispatched", { requestId, jobId, taskId, instanceId: t.instanceId });
@@ -484,35 +371,21 @@ export class BatchRunner {
       await res.value.stream.cancel().catch(() => {});
       return;
     }
-    const meta = {
-      id: `${spec.kind === "chat" ? "chatcmpl" : "cmpl"}-${uuid()}`,
-      created: Math.floor(startedAt / 1000),
-      model: name,
-      kind: spec.kind,
-      numChoices: numSeqs,
-      logprobs: spec.sampling.logprobs,
-    };
-    const events = tapFirstToken(decodeEvents(res.value.stream), () => {
-      const now = Date.now();
-      for (const [table, id] of [
-        ["jobs", jobId],
-        ["requests", requestId],
-      ] as const) {
-        sql.exec(
-          `UPDATE ${table} SET first_token_at = COALESCE(first_token_at, ?) WHERE id = ?`,
-          now,
-          id,
-        );
-      }
+    const events = tapFirstToken(decodeEvents(res.value.stream.getReader()), () => {
+      const set = "first_token_at = COALESCE(first_token_at, ?)";
+      this.updateBoth(jobId, requestId, set, Date.now());
     });
-    const out = await collectResponse(events, meta);
+    const out = await collectResponse(events, responseMeta(job, uuid(), startedAt));
     if (!out.ok) return fail(out.error);
-    const json = JSON.stringify(out.body);
-    if (new TextEncoder().encode(json).byteLength > MAX_RESULT_BYTES) {
-      const msg = `The job's response is larger than the ${MAX_RESULT_BYTES} bytes a batch job stores.`;
-      return fail(errorInfo("invalid_request", msg, null, "result_too_large"));
-    }
-    this.finish(jobId, requestId, { resultJson: json });
+    const stored = storedResult(out.body);
+    if (!stored.ok) return fail(stored.error);
+    this.finish(jobId, requestId, { resultJson: stored.json });
+  }
+
+  /** Applies `SET <set>` to the job's row and its request's. */
+  private updateBoth(jobId: string, requestId: string, set: string, ...args: SqlStorageValue[]) {
+    this.sql.exec(`UPDATE jobs SET ${set} WHERE id = ?`, ...args, jobId);
+    this.sql.exec(`UPDATE requests SET ${set} WHERE id = ?`, ...args, requestId);
   }
 
   /** An instance had no room: the job goes back to the front of the queue and new jobs wait. */
@@ -527,13 +400,12 @@ export class BatchRunner {
       "UPDATE batch_jobs SET state = 'queued', attempts = attempts - 1 WHERE job_id = ? AND state = 'dispatched'",
       jobId,
     );
-    this.pausedUntil = Date.now() + CAPACITY_BACKOFF_MS;
+    this.pausedUntil = capacityPause(Date.now());
   }
 
   /**
    * Ends a job with its response body or error (a job cancelled meanwhile stays cancelled, with
-   * neither), and ends its request when no job is left: succeeded when any job succeeded, failed
-   * when every job failed.
+   * neither), and ends its request when no job is left (see `requestOutcome`).
    */
   private finish(
     jobId: string,
@@ -550,7 +422,7 @@ export class BatchRunner {
       sql.exec(
         "UPDATE batch_jobs SET result = ?, error = ? WHERE job_id = ?",
         ok ? out.resultJson : null,
-        ok ? null : JSON.stringify(errorEnvelope(out.error).error),
+        ok ? null : JSON.stringify(storedError(out.error)),
         jobId,
       );
       sql.exec(
@@ -559,24 +431,20 @@ export class BatchRunner {
         now,
         jobId,
       );
-      const left = sql
+      const groups = sql
         .exec(
-          "SELECT COUNT(*) AS n FROM jobs WHERE request_id = ? AND status IN ('queued', 'running')",
+          "SELECT status, COUNT(*) AS n FROM jobs WHERE request_id = ? GROUP BY status",
           requestId,
         )
-        .one();
-      if ((left.n as number) > 0) return;
-      const succeeded = sql
-        .exec(
-          "SELECT COUNT(*) AS n FROM jobs WHERE request_id = ? AND status = 'succeeded'",
-          requestId,
-        )
-        .one().n as number;
+        .toArray()
+        .map((g) => ({ status: g.status as JobStatus, n: g.n as number }));
+      const end = requestOutcome(jobCounts(groups));
+      if (!end) return;
       sql.exec(
         `UPDATE requests SET status = ?, finished_at = ?, error = ? WHERE id = ? AND status NOT IN ${TERMINAL}`,
-        succeeded > 0 ? "succeeded" : "failed",
+        end.status,
         now,
-        succeeded > 0 ? null : "every job of the batch failed; see each job's error",
+        end.error,
         requestId,
       );
     });
