@@ -9,6 +9,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { type ErrorInfo, errorInfo, type Result } from "../shared/errors.ts";
 import type { FabricStats, RegionKind, RegionMeta } from "../shared/fabric/regions.ts";
+import { isKvRegion } from "../shared/fabric/regions.ts";
 import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
 import type { GenerateEvent, GenerateTask } from "../shared/protocol/messages.ts";
 import { PROTOCOL_VERSION } from "../shared/protocol/version.ts";
@@ -22,6 +23,12 @@ import { type Loaded, loadModel, prepareFor } from "./npu-loader.ts";
 import { TaskStreams } from "./task-streams.ts";
 
 export type { Prefilled } from "./kv-handoff.ts";
+
+/**
+ * A KV handoff region that no decode side pulled (its request died between prefill and decode)
+ * is freed after this long.
+ */
+const KV_REGION_TTL_MS = 5 * 60_000;
 
 /** Most sequences queued behind the running batch before new tasks are refused (429). */
 const MAX_WAITING_SEQS = 256;
@@ -192,7 +199,9 @@ export class Npu extends DurableObject<Env> {
     if (!loaded.ok) return loaded;
     const prepared = prepareFor(loaded.value, task);
     if (!prepared.ok) return prepared;
-    return this.handoff.prefill(loaded.value.instance, task, prepared.value);
+    const r = await this.handoff.prefill(loaded.value.instance, task, prepared.value);
+    if (r.ok) await this.scheduleExpiry(); // the region is freed by the decode side, or expires
+    return r;
   }
 
   /**
@@ -241,14 +250,27 @@ export class Npu extends DurableObject<Env> {
   }
 
   /** Expires pinned context caches. */
+  /** Expires pinned context caches, and KV handoff regions no decode side ever pulled. */
   override async alarm(): Promise<void> {
-    this.pins.expire(this.loaded?.instance.scheduler.blocks, Date.now());
+    const now = Date.now();
+    this.pins.expire(this.loaded?.instance.scheduler.blocks, now);
+    for (const r of this.fabric.list()) {
+      if (isKvRegion(r.regionId) && r.writtenAt + KV_REGION_TTL_MS <= now) {
+        this.fabric.free({ regionId: r.regionId });
+        this.log.warn("kv.region_expired", { regionId: r.regionId, bytes: r.byteLength });
+      }
+    }
     await this.scheduleExpiry();
   }
 
   private async scheduleExpiry(): Promise<void> {
-    const next = this.pins.nextExpiry();
-    if (next !== null) await this.ctx.storage.setAlarm(next);
+    const times = this.fabric
+      .list()
+      .filter((r) => isKvRegion(r.regionId))
+      .map((r) => r.writtenAt + KV_REGION_TTL_MS);
+    const pin = this.pins.nextExpiry();
+    if (pin !== null) times.push(pin);
+    if (times.length > 0) await this.ctx.storage.setAlarm(Math.min(...times));
   }
 
   // --- the fabric (this NPU's regions, read and freed by peers)

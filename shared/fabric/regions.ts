@@ -84,3 +84,7 @@ export function joinChunks(chunks: readonly Uint8Array[], byteLength: number): U
 export function kvRegionId(taskId: string): string {
   return `kv/${taskId}`;
 }
+
+export function isKvRegion(regionId: string): boolean {
+  return regionId.startsWith("kv/");
+}

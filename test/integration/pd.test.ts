@@ -5,7 +5,7 @@
  * are released afterwards. Also: deployment validation and the fabric's durable regions.
  */
 
-import { runInDurableObject } from "cloudflare:test";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { Npu } from "../../durable-objects/npu.ts";
@@ -185,5 +185,18 @@ describe("fabric", () => {
     const stats = await again.fabricStats();
     expect(stats.counters.durable.liveRegions).toBe(0);
     expect(stats.counters.durable.numFrees).toBe(1);
+  });
+
+  it("frees a KV handoff region that no decode side pulled once it expires", async () => {
+    const owner = env.NPU.getByName(`fabric-ttl/${crypto.randomUUID()}`);
+    await owner.fabricWrite({ regionId: "kv/task_x", kind: "durable", bytes: new Uint8Array(64) });
+    await owner.fabricWrite({ regionId: "other", kind: "durable", bytes: new Uint8Array(8) });
+    await runInDurableObject(owner, async (_o: Npu, state) => {
+      state.storage.sql.exec("UPDATE fabric_regions SET written_at = 0");
+      await state.storage.setAlarm(Date.now() + 60_000);
+    });
+    expect(await runDurableObjectAlarm(owner)).toBe(true);
+    const left = await owner.fabricStats();
+    expect(left.regions.map((r) => r.regionId)).toEqual(["other"]);
   });
 });
