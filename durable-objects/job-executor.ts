@@ -1,7 +1,7 @@
 /**
  * JobExecutor: DeepFlow's JE, sharded by request id. Turns requests into jobs and tasks, places
  * tasks on instances, and keeps the request/job/task records (tenant-scoped) in SQLite so they
- * survive restarts. Placement policy is pure (shared/serving/placement.ts); this is the shell.
+ * survive restarts. Placement policy is pure (shared/serving/scheduling.ts); this is the shell.
  */
 import { DurableObject } from "cloudflare:workers";
 import { errorInfo, type Result } from "../shared/errors.ts";

@@ -65,10 +65,6 @@ export function numOutputTokens(s: Sequence): number {
   return s.tokenIds.length - s.numPromptTokens;
 }
 
-export function isFinished(status: SequenceStatus): boolean {
-  return status === "finished";
-}
-
 export const GREEDY: SamplingParams = {
   temperature: 0,
   topP: 1,

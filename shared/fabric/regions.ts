@@ -30,8 +30,6 @@ export interface RegionMeta {
   writtenAt: number;
 }
 
-export type FabricOp = "write" | "read" | "free";
-
 export interface KindCounters {
   numWrites: number;
   numReads: number;

@@ -10,7 +10,7 @@
  * (`outstandingTokens`). The digest proposes exactly this ("or, more simply, outstanding tokens")
  * and DeepFlow's SuperPod DP dispatcher is greedy on the same quantity; it sees a 16K-token
  * prefill that a sequence count calls "1". When a snapshot does not report it, load falls back to
- * running + waiting sequences (placement.ts), and a group is compared in one unit only: tokens
+ * running + waiting sequences, and a group is compared in one unit only: tokens
  * when every snapshot has them, sequences otherwise (`loadMetric`).
  *
  * Balanced (digest §12.2: "(max - min) / mean < 0.2"): max - min <= max(absolute, relative x
@@ -28,8 +28,15 @@ import {
   type PdGroupReason,
   type PdProfile,
 } from "./pd-profile.ts";
-import type { LoadSnapshot } from "./placement.ts";
 import type { PrefixTree } from "./prefix-tree.ts";
+
+/** What an instance reports about its load (Npu.stats). */
+export interface LoadSnapshot {
+  instanceId: string;
+  numRunning: number;
+  numWaiting: number;
+  numFreeBlocks: number;
+}
 
 export interface InstanceSnapshot extends LoadSnapshot {
   /** Tokens the instance still owes (`outstandingTokens`); absent from older reporters. */
