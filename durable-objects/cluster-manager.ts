@@ -91,7 +91,7 @@ export class ClusterManager extends DurableObject<Env> {
     summary: ModelSummary;
     defaultDeploymentId: string;
   }): Promise<ModelRecord> {
-    const prev = this.stored(m.name);
+    const prev = this.#stored(m.name);
     const generation = prev ? prev.generation + 1 : 0;
     const now = Date.now();
     const record: StoredModel = {
@@ -112,9 +112,9 @@ export class ClusterManager extends DurableObject<Env> {
         JSON.stringify(record),
         record.createdAt,
       );
-      for (const d of this.deploymentsOf(m.name)) this.put({ ...d, status: "deleted" });
+      for (const d of this.#deploymentsOf(m.name)) this.#put({ ...d, status: "deleted" });
     });
-    this.createDeployment({
+    this.#createDeployment({
       id: m.defaultDeploymentId,
       model: m.name,
       mode: "colocated",
@@ -122,24 +122,24 @@ export class ClusterManager extends DurableObject<Env> {
       counts: { colocated: 1, prefill: 0, decode: 0 },
     });
     this.log.info("model.registered", { model: m.name, sizeBytes: m.sizeBytes, generation });
-    return this.withDeployments(record);
+    return this.#withDeployments(record);
   }
 
   async getModel(q: { name: string }): Promise<ModelRecord | null> {
-    const s = this.stored(q.name);
-    return s ? this.withDeployments(s) : null;
+    const s = this.#stored(q.name);
+    return s ? this.#withDeployments(s) : null;
   }
 
   async listModels(): Promise<ModelRecord[]> {
     return this.ctx.storage.sql
       .exec("SELECT record FROM models ORDER BY created_at, name")
       .toArray()
-      .map((r) => this.withDeployments(JSON.parse(r.record as string) as StoredModel));
+      .map((r) => this.#withDeployments(JSON.parse(r.record as string) as StoredModel));
   }
 
   /** Stores a model's PD profile (measured for its current weights); false for an unknown model. */
   async setPdProfile(q: { name: string; profile: PdProfile }): Promise<boolean> {
-    const s = this.stored(q.name);
+    const s = this.#stored(q.name);
     if (!s) return false;
     const next: StoredModel = { ...s, pdProfile: q.profile };
     this.ctx.storage.sql.exec(
@@ -156,8 +156,8 @@ export class ClusterManager extends DurableObject<Env> {
 
   /** Creates a deployment of a registered model; null when the model is unknown. */
   async addDeployment(spec: DeploymentSpec): Promise<DeploymentRecord | null> {
-    if (!this.stored(spec.model)) return null;
-    return this.createDeployment(spec);
+    if (!this.#stored(spec.model)) return null;
+    return this.#createDeployment(spec);
   }
 
   async getDeployment(q: { id: string }): Promise<DeploymentRecord | null> {
@@ -180,13 +180,13 @@ export class ClusterManager extends DurableObject<Env> {
     const d = await this.getDeployment(q);
     if (!d || d.status === "deleted") return null;
     const out: DeploymentRecord = { ...d, status: "deleted" };
-    this.put(out);
+    this.#put(out);
     this.log.info("deployment.deleted", { deploymentId: d.id, model: d.model });
     return out;
   }
 
-  private createDeployment(spec: DeploymentSpec): DeploymentRecord {
-    const s = this.stored(spec.model) as StoredModel;
+  #createDeployment(spec: DeploymentSpec): DeploymentRecord {
+    const s = this.#stored(spec.model) as StoredModel;
     const ids = (role: string, n: number) =>
       Array.from({ length: n }, (_, i) => instanceId(`${spec.id}_${role}`, i));
     const record: DeploymentRecord = {
@@ -204,7 +204,7 @@ export class ClusterManager extends DurableObject<Env> {
         decode: ids("d", spec.counts.decode),
       },
     };
-    this.put(record);
+    this.#put(record);
     this.log.info("deployment.created", {
       deploymentId: spec.id,
       model: spec.model,
@@ -214,7 +214,7 @@ export class ClusterManager extends DurableObject<Env> {
     return record;
   }
 
-  private put(d: DeploymentRecord): void {
+  #put(d: DeploymentRecord): void {
     this.ctx.storage.sql.exec(
       "INSERT OR REPLACE INTO deployments (id, model, record, created_at) VALUES (?, ?, ?, ?)",
       d.id,
@@ -224,14 +224,14 @@ export class ClusterManager extends DurableObject<Env> {
     );
   }
 
-  private stored(name: string): StoredModel | null {
+  #stored(name: string): StoredModel | null {
     const row = this.ctx.storage.sql
       .exec("SELECT record FROM models WHERE name = ?", name)
       .toArray()[0];
     return row ? (JSON.parse(row.record as string) as StoredModel) : null;
   }
 
-  private deploymentsOf(model: string): DeploymentRecord[] {
+  #deploymentsOf(model: string): DeploymentRecord[] {
     return this.ctx.storage.sql
       .exec("SELECT record FROM deployments WHERE model = ? ORDER BY created_at, id", model)
       .toArray()
@@ -239,10 +239,10 @@ export class ClusterManager extends DurableObject<Env> {
       .filter((d) => d.status === "active");
   }
 
-  private withDeployments(s: StoredModel): ModelRecord {
+  #withDeployments(s: StoredModel): ModelRecord {
     return {
       ...s,
-      deployments: this.deploymentsOf(s.name).filter((d) => d.generation === s.generation),
+      deployments: this.#deploymentsOf(s.name).filter((d) => d.generation === s.generation),
     };
   }
 }

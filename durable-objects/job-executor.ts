@@ -126,8 +126,8 @@ export class JobExecutor extends DurableObject<Env> {
       env,
       log: this.log,
       place: async (r) => {
-        const placement = await this.place(r);
-        this.scheduleSnapshot();
+        const placement = await this.#place(r);
+        this.#scheduleSnapshot();
         return placement;
       },
     });
@@ -155,23 +155,23 @@ export class JobExecutor extends DurableObject<Env> {
         reason: "context-cache",
         ...r.pinned,
       });
-      this.record(r, placement);
+      this.#record(r, placement);
       return placement;
     }
-    const placement = await this.place(r);
-    this.record(r, placement);
-    this.scheduleSnapshot();
+    const placement = await this.#place(r);
+    this.#record(r, placement);
+    this.#scheduleSnapshot();
     return placement;
   }
 
   /** DeepFlow's Algorithm 1 for one job (one log line with its scores); records nothing. */
-  private async place(r: SubmitRequest): Promise<Placement> {
+  async #place(r: SubmitRequest): Promise<Placement> {
     const deployments = r.deployments.filter(
       (d) => d.mode === "colocated" || r.numSeqs === 1 || r.deployments.length === 1,
     );
-    const sched = await this.scheduler(r.modelRecord);
+    const sched = await this.#scheduler(r.modelRecord);
     const promptIds = sched.promptIds(r.input);
-    const states = await Promise.all(deployments.map((d) => this.deploymentState(d)));
+    const states = await Promise.all(deployments.map((d) => this.#deploymentState(d)));
     const chat = r.input.kind === "chat";
     const context = r.modelRecord.summary.contextLength;
     const maxTokens = r.maxTokens ?? (chat ? Math.max(context - promptIds.length, 1) : 16);
@@ -201,7 +201,7 @@ export class JobExecutor extends DurableObject<Env> {
   }
 
   /** The live state of a deployment's instances (one stats RPC each). */
-  private async deploymentState(d: DeploymentRecord): Promise<DeploymentState> {
+  async #deploymentState(d: DeploymentRecord): Promise<DeploymentState> {
     const roles = ["colocated", "prefill", "decode"] as const;
     const instances = await Promise.all(
       roles.flatMap((role) =>
@@ -222,7 +222,7 @@ export class JobExecutor extends DurableObject<Env> {
   }
 
   /** The scheduling state of a model's current weights, restored from storage on first use. */
-  private async scheduler(m: ModelRecord): Promise<ModelScheduler> {
+  async #scheduler(m: ModelRecord): Promise<ModelScheduler> {
     let s = this.schedulers.get(m.name);
     if (!s || s.generation !== m.generation) {
       s = new ModelScheduler(m.name, m.generation, getConfig(this.env).blockSize);
@@ -236,7 +236,7 @@ export class JobExecutor extends DurableObject<Env> {
   }
 
   /** Snapshots changed scheduling state a few seconds later (one write for many requests). */
-  private scheduleSnapshot(): void {
+  #scheduleSnapshot(): void {
     this.ctx.waitUntil(
       (async () => {
         if ((await this.ctx.storage.getAlarm()) === null)
@@ -254,7 +254,7 @@ export class JobExecutor extends DurableObject<Env> {
     this.batches.alarm();
   }
 
-  private record(r: SubmitRequest, p: Placement): void {
+  #record(r: SubmitRequest, p: Placement): void {
     const now = Date.now();
     const sql = this.ctx.storage.sql;
     const tasks: [TaskRole, TaskPlacement][] =
@@ -434,7 +434,7 @@ export class JobExecutor extends DurableObject<Env> {
     ttlMs: number;
   }): Promise<Result<ContextCacheRecord>> {
     const pool = c.modelRecord.deployments.filter((d) => d.mode === "colocated");
-    const states = await Promise.all(pool.map((d) => this.deploymentState(d)));
+    const states = await Promise.all(pool.map((d) => this.#deploymentState(d)));
     const instances = states.flatMap((d) => d.instances.map((i) => ({ d, i })));
     const best = instances.sort(
       (a, b) => a.i.numRunning + a.i.numWaiting - (b.i.numRunning + b.i.numWaiting),

@@ -87,13 +87,13 @@ export class Npu extends DurableObject<Env> {
       log: this.log,
       fabric: this.fabric,
       reports: this.streams,
-      kick: () => this.kick(),
+      kick: () => this.#kick(),
     });
   }
 
   /** Loads `model` from the R2 registry unless it is loaded already. */
   async load(q: { model: string; r2Key: string }): Promise<Result<{ model: string }>> {
-    const r = await this.ensureLoaded(q.model, q.r2Key);
+    const r = await this.#ensureLoaded(q.model, q.r2Key);
     return r.ok ? { ok: true, value: { model: r.value.model } } : r;
   }
 
@@ -133,7 +133,7 @@ export class Npu extends DurableObject<Env> {
         errorInfo("internal", `protocol version ${task.protocolVersion} != ${PROTOCOL_VERSION}`),
       );
     }
-    const loaded = await this.ensureLoaded(task.model, task.r2Key);
+    const loaded = await this.#ensureLoaded(task.model, task.r2Key);
     if (!loaded.ok) return loaded;
     const { instance } = loaded.value;
     const engine = instance.engine;
@@ -166,8 +166,16 @@ export class Npu extends DurableObject<Env> {
         stripLeadingSpace: p.stripLeadingSpace,
       });
       if (err) {
-        for (const id of active.seqIds) engine.abort(id);
-        return fail(errorInfo("invalid_request", err, "prompt", "context_length_exceeded"));
+        this.streams.discard(active);
+        const tooLong = err.startsWith("prompt has");
+        return fail(
+          errorInfo(
+            tooLong ? "invalid_request" : "capacity",
+            err,
+            "prompt",
+            tooLong ? "context_length_exceeded" : null,
+          ),
+        );
       }
       this.streams.addSeq(active, seqId, s.index);
     }
@@ -185,7 +193,7 @@ export class Npu extends DurableObject<Env> {
     }
     for (const ev of firstEvents) this.streams.emit(active, ev);
     if (tracker.done) this.streams.finish(active, "succeeded");
-    else this.kick();
+    else this.#kick();
     return { ok: true, value: { numPromptTokens: p.numPromptTokens, stream } };
   }
 
@@ -195,12 +203,12 @@ export class Npu extends DurableObject<Env> {
    * the KV blocks, and returns where the decode side can pull the KV from.
    */
   async prefill(task: GenerateTask & { r2Key: string }): Promise<Result<Prefilled>> {
-    const loaded = await this.ensureLoaded(task.model, task.r2Key);
+    const loaded = await this.#ensureLoaded(task.model, task.r2Key);
     if (!loaded.ok) return loaded;
     const prepared = prepareFor(loaded.value, task);
     if (!prepared.ok) return prepared;
     const r = await this.handoff.prefill(loaded.value.instance, task, prepared.value);
-    if (r.ok) await this.scheduleExpiry(); // the region is freed by the decode side, or expires
+    if (r.ok) await this.#scheduleExpiry(); // the region is freed by the decode side, or expires
     return r;
   }
 
@@ -216,7 +224,7 @@ export class Npu extends DurableObject<Env> {
     r2Key: string;
     expiresAt: number;
   }): Promise<Result<{ numTokens: number; numPinnedTokens: number }>> {
-    const loaded = await this.ensureLoaded(a.task.model, a.r2Key);
+    const loaded = await this.#ensureLoaded(a.task.model, a.r2Key);
     if (!loaded.ok) return loaded;
     const prepared = prepareFor(loaded.value, a.task);
     if (!prepared.ok) return prepared;
@@ -236,7 +244,7 @@ export class Npu extends DurableObject<Env> {
     const blocks = instance.scheduler.blocks;
     const numPinnedTokens = this.pins.pin(blocks, a.cacheId, seq.promptIds, a.expiresAt);
     instance.scheduler.releaseHeld(seqId);
-    await this.scheduleExpiry();
+    await this.#scheduleExpiry();
     this.log.info("context_cache.pinned", {
       cacheId: a.cacheId,
       numTokens: seq.promptIds.length,
@@ -260,10 +268,10 @@ export class Npu extends DurableObject<Env> {
         this.log.warn("kv.region_expired", { regionId: r.regionId, bytes: r.byteLength });
       }
     }
-    await this.scheduleExpiry();
+    await this.#scheduleExpiry();
   }
 
-  private async scheduleExpiry(): Promise<void> {
+  async #scheduleExpiry(): Promise<void> {
     const times = this.fabric
       .list()
       .filter((r) => isKvRegion(r.regionId))
@@ -309,7 +317,7 @@ export class Npu extends DurableObject<Env> {
 
   // --- loading (one model per NPU; concurrent callers share the load in flight)
 
-  private ensureLoaded(model: string, r2Key: string): Promise<Result<Loaded>> {
+  #ensureLoaded(model: string, r2Key: string): Promise<Result<Loaded>> {
     if (this.loaded) {
       if (this.loaded.model === model) return Promise.resolve({ ok: true, value: this.loaded });
       return Promise.resolve(
@@ -332,14 +340,14 @@ export class Npu extends DurableObject<Env> {
 
   // --- the engine loop
 
-  private kick(): void {
+  #kick(): void {
     if (this.looping) return;
     this.looping = true;
-    this.ctx.waitUntil(this.loop());
+    this.ctx.waitUntil(this.#loop());
   }
 
   /** schedule -> execute -> update until idle, yielding between steps so new tasks join the batch. */
-  private async loop(): Promise<void> {
+  async #loop(): Promise<void> {
     const loaded = this.loaded;
     try {
       while (loaded?.instance.engine.hasWork()) {

@@ -70,6 +70,12 @@ export class TaskStreams {
     this.seqs.set(seqId, { taskId: active.task.taskId, index });
   }
 
+  /** Drops a task that never started: aborts the sequences added so far and forgets them. */
+  discard(active: ActiveTask): void {
+    this.abort(active);
+    for (const id of active.seqIds) this.seqs.delete(id);
+  }
+
   start(active: ActiveTask): void {
     this.tasks.set(active.task.taskId, active);
   }
