@@ -12,7 +12,8 @@ const DEFAULT_MODEL = "default-moe";
 const STORIES = "stories260k";
 /** stories260K (context 512) writes long greedy stories; the default model needs ignore_eos. */
 const MODEL = HAVE_REFERENCE_MODELS ? STORIES : DEFAULT_MODEL;
-const LONG = HAVE_REFERENCE_MODELS ? { max_tokens: 400 } : { max_tokens: 1000, ignore_eos: true };
+/** Long enough (about two seconds of decode steps) that a request sent after its first token joins. */
+const JOIN_LONG = { max_tokens: 1800, ignore_eos: true };
 
 let server: DevServer;
 
@@ -217,7 +218,8 @@ describe("continuous batching", () => {
     const a = stream(
       {
         kind: "completion",
-        body: { model: MODEL, prompt: "Once upon a time", temperature: 0, ...LONG },
+        // the default model (context 2048) decodes far longer than a request takes to arrive
+        body: { model: DEFAULT_MODEL, prompt: "Once upon a time", temperature: 0, ...JOIN_LONG },
       },
       {
         onText: (n) => {
@@ -235,7 +237,7 @@ describe("continuous batching", () => {
     const b = stream(
       {
         kind: "completion",
-        body: { model: MODEL, prompt: "Tom and Sue", temperature: 0, max_tokens: 8 },
+        body: { model: DEFAULT_MODEL, prompt: "Tom and Sue", temperature: 0, max_tokens: 8 },
       },
       { onText: (n) => n === 1 && events.push("B:first") },
     ).then((r) => {
