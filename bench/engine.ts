@@ -50,7 +50,7 @@ async function measure(batch: number): Promise<{ tokensPerS: number; msPerStep: 
         maxTokens: numTokens,
         ignoreEos: true,
       });
-      if (err) throw new Error(err);
+      if (err) throw new Error(err.message);
     }
     let generated = 0;
     let steps = 0;

@@ -58,7 +58,8 @@ export interface BatchHost {
 }
 
 const TERMINAL = "('succeeded', 'failed', 'cancelled')";
-const KEEP_TERMINAL = `CASE WHEN status IN ${TERMINAL} THEN status ELSE ? END`;
+/** SQL for `status = ?` that never overwrites a terminal status (reports arrive out of order). */
+export const KEEP_TERMINAL = `CASE WHEN status IN ${TERMINAL} THEN status ELSE ? END`;
 
 function uuid(): string {
   return crypto.randomUUID().replaceAll("-", "");

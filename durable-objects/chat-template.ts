@@ -7,6 +7,7 @@
  * (roles as sent: system, user, assistant, ...). The Template is parsed once per model.
  */
 import { Template } from "@huggingface/jinja";
+import type { Tokenizer } from "../shared/model/tokenizer.ts";
 import type { ChatMessage } from "../shared/protocol/messages.ts";
 
 export const DEFAULT_CHAT_TEMPLATE =
@@ -17,11 +18,14 @@ export interface ChatRenderer {
   render(messages: readonly ChatMessage[]): string;
 }
 
+/** The renderer for a model: its GGUF `tokenizer.chat_template`, with its BOS/EOS texts. */
 export function createChatRenderer(
   template: string | undefined,
-  special: { bos: string; eos: string },
+  tokenizer: Tokenizer,
 ): ChatRenderer {
   const t = new Template(template ?? DEFAULT_CHAT_TEMPLATE);
+  const piece = (id: number | null) => (id === null ? "" : tokenizer.tokenPiece(id));
+  const special = { bos: piece(tokenizer.bosId), eos: piece(tokenizer.eosId) };
   return {
     render(messages) {
       return t.render({

@@ -4,11 +4,16 @@
  * survive restarts. Placement policy is pure (shared/serving/scheduling.ts); this is the shell.
  */
 import { DurableObject } from "cloudflare:workers";
-import { errorInfo, type Result } from "../shared/errors.ts";
+import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { Logger, parseLogLevel } from "../shared/log.ts";
 import type { GenerateInput, GenerateTask } from "../shared/protocol/messages.ts";
 import { npuName } from "../shared/protocol/names.ts";
-import type { DeploymentState, InstanceState } from "../shared/serving/scheduling.ts";
+import {
+  chooseLeastLoaded,
+  type DeploymentState,
+  type InstanceState,
+} from "../shared/serving/scheduling.ts";
+import { DEFAULT_COMPLETION_MAX_TOKENS } from "../shared/serving/task.ts";
 import type {
   JobRecord,
   RequestRecord,
@@ -16,7 +21,7 @@ import type {
   TaskRecord,
   TaskRole,
 } from "../shared/types/records.ts";
-import { BATCH_SCHEMA, BatchRunner, type BatchSubmit } from "./batch-runner.ts";
+import { BATCH_SCHEMA, BatchRunner, type BatchSubmit, KEEP_TERMINAL } from "./batch-runner.ts";
 import type { DeploymentRecord, ModelRecord } from "./cluster-manager.ts";
 import { type Env, getConfig } from "./env.ts";
 import { ModelScheduler, type SchedulerSnapshot } from "./model-scheduler.ts";
@@ -105,6 +110,10 @@ export interface ContextCacheRecord {
   expiresAt: number;
 }
 
+function taskPlacement(taskId: string, instanceId: string): TaskPlacement {
+  return { taskId, instanceId, npu: npuName(instanceId) };
+}
+
 /** Delay before scheduling state is snapshotted to storage. */
 const SNAPSHOT_DELAY_MS = 5_000;
 
@@ -125,11 +134,7 @@ export class JobExecutor extends DurableObject<Env> {
       ctx,
       env,
       log: this.log,
-      place: async (r) => {
-        const placement = await this.#place(r);
-        this.#scheduleSnapshot();
-        return placement;
-      },
+      place: (r) => this.#place(r),
     });
   }
 
@@ -144,11 +149,7 @@ export class JobExecutor extends DurableObject<Env> {
       const placement: Placement = {
         mode: "colocated",
         deploymentId: r.pinned.deploymentId,
-        colocated: {
-          taskId: r.taskIds.colocated,
-          instanceId: r.pinned.instanceId,
-          npu: npuName(r.pinned.instanceId),
-        },
+        colocated: taskPlacement(r.taskIds.colocated, r.pinned.instanceId),
       };
       this.log.info("scheduler.decided", {
         requestId: r.requestId,
@@ -160,43 +161,42 @@ export class JobExecutor extends DurableObject<Env> {
     }
     const placement = await this.#place(r);
     this.#record(r, placement);
-    this.#scheduleSnapshot();
     return placement;
   }
 
-  /** DeepFlow's Algorithm 1 for one job (one log line with its scores); records nothing. */
+  /**
+   * DeepFlow's Algorithm 1 for one job (one log line with its scores). Records no job; the
+   * scheduling state it changed is snapshotted a little later.
+   */
   async #place(r: SubmitRequest): Promise<Placement> {
-    const deployments = r.deployments.filter(
-      (d) => d.mode === "colocated" || r.numSeqs === 1 || r.deployments.length === 1,
-    );
+    // a PD group serves one sequence (the frontend refuses a pinned PD group for more)
+    const deployments = r.deployments.filter((d) => d.mode === "colocated" || r.numSeqs === 1);
     const sched = await this.#scheduler(r.modelRecord);
     const promptIds = sched.promptIds(r.input);
     const states = await Promise.all(deployments.map((d) => this.#deploymentState(d)));
     const chat = r.input.kind === "chat";
     const context = r.modelRecord.summary.contextLength;
-    const maxTokens = r.maxTokens ?? (chat ? Math.max(context - promptIds.length, 1) : 16);
+    const maxTokens =
+      r.maxTokens ??
+      (chat ? Math.max(context - promptIds.length, 1) : DEFAULT_COMPLETION_MAX_TOKENS);
     const result = sched.place(states, promptIds, maxTokens, Date.now());
     if (!result) throw new Error(`no deployment of ${r.model} can serve this request`);
     const d = result.decision;
-    const place = (taskId: string, instanceId: string): TaskPlacement => ({
-      taskId,
-      instanceId,
-      npu: npuName(instanceId),
-    });
     const placement: Placement =
       d.mode === "pd"
         ? {
             mode: "pd",
             deploymentId: d.deploymentId,
-            prefill: place(r.taskIds.prefill, d.prefillInstanceId as string),
-            decode: place(r.taskIds.decode, d.decodeInstanceId as string),
+            prefill: taskPlacement(r.taskIds.prefill, d.prefillInstanceId as string),
+            decode: taskPlacement(r.taskIds.decode, d.decodeInstanceId as string),
           }
         : {
             mode: "colocated",
             deploymentId: d.deploymentId,
-            colocated: place(r.taskIds.colocated, d.instanceId as string),
+            colocated: taskPlacement(r.taskIds.colocated, d.instanceId as string),
           };
     this.log.info("scheduler.decided", { requestId: r.requestId, ...d });
+    this.#scheduleSnapshot();
     return placement;
   }
 
@@ -329,9 +329,7 @@ export class JobExecutor extends DurableObject<Env> {
       put("first_token_at", e.firstTokenAt);
       if (own || ends) put("finished_at", e.finishedAt);
       if (e.status && (own || ends || e.status === "running")) {
-        sets.push(
-          "status = CASE WHEN status IN ('succeeded', 'failed', 'cancelled') THEN status ELSE ? END",
-        );
+        sets.push(`status = ${KEEP_TERMINAL}`);
         args.push(e.status);
       }
       if (own) {
@@ -436,14 +434,13 @@ export class JobExecutor extends DurableObject<Env> {
     const pool = c.modelRecord.deployments.filter((d) => d.mode === "colocated");
     const states = await Promise.all(pool.map((d) => this.#deploymentState(d)));
     const instances = states.flatMap((d) => d.instances.map((i) => ({ d, i })));
-    const best = instances.sort(
-      (a, b) => a.i.numRunning + a.i.numWaiting - (b.i.numRunning + b.i.numWaiting),
-    )[0];
-    if (!best)
-      return {
-        ok: false,
-        error: errorInfo("overloaded", "the model has no colocated instance for a context cache"),
-      };
+    if (instances.length === 0) {
+      return failure(
+        errorInfo("overloaded", "the model has no colocated instance for a context cache"),
+      );
+    }
+    const chosen = chooseLeastLoaded(instances.map((x) => x.i)).instanceId;
+    const best = instances.find((x) => x.i.instanceId === chosen) as (typeof instances)[number];
     const now = Date.now();
     const expiresAt = now + c.ttlMs;
     const pinned = await this.env.NPU.getByName(npuName(best.i.instanceId)).pinPrefix({

@@ -10,7 +10,7 @@
 import type { SeqOutput } from "../shared/engine/engine.ts";
 import type { ModelInstance } from "../shared/engine/instance.ts";
 import type { Sequence } from "../shared/engine/sequence.ts";
-import { type ErrorInfo, errorInfo, type Result } from "../shared/errors.ts";
+import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { kvRegionId, type RegionRef } from "../shared/fabric/regions.ts";
 import type { Logger } from "../shared/log.ts";
 import type { SampledToken } from "../shared/model/sampler.ts";
@@ -83,7 +83,7 @@ export class KvHandoff {
       { ...p.params, maxTokens: 1, stop: [] },
       { holdKv: true },
     );
-    if (err) return fail(errorInfo("invalid_request", err, "prompt", "context_length_exceeded"));
+    if (err) return failure(err);
     const first = await new Promise<SampledToken | null>((resolve) => {
       this.prefills.set(seqId, resolve);
       this.host.kick();
@@ -92,7 +92,7 @@ export class KvHandoff {
     if (!first || !held) {
       instance.engine.abort(seqId);
       instance.scheduler.releaseHeld(seqId);
-      return fail(errorInfo("internal", "the prompt computation was aborted"));
+      return failure(errorInfo("internal", "the prompt computation was aborted"));
     }
     return { ok: true, value: { first, held } };
   }
@@ -106,7 +106,7 @@ export class KvHandoff {
     const { fabric, log, reports } = this.host;
     const seq = p.seqs[0];
     if (p.seqs.length !== 1 || !seq) {
-      return fail(
+      return failure(
         errorInfo("invalid_request", "a PD deployment serves one prompt with n = 1", "n"),
       );
     }
@@ -180,10 +180,10 @@ export class KvHandoff {
             minSeq: pre.region.seq,
           });
           if (!got)
-            return fail(errorInfo("internal", "the prompt's KV is no longer in the fabric"));
+            return failure(errorInfo("internal", "the prompt's KV is no longer in the fabric"));
           kv = new Float32Array(got.bytes.buffer, got.bytes.byteOffset, got.bytes.byteLength / 4);
           if (kv.length !== instance.transformer.kvSize(pre.promptIds.length)) {
-            return fail(errorInfo("internal", "the prompt's KV has the wrong size"));
+            return failure(errorInfo("internal", "the prompt's KV has the wrong size"));
           }
         }
         const data = kv;
@@ -208,7 +208,7 @@ export class KvHandoff {
         }
       }
       if (Date.now() > deadline) {
-        return fail(
+        return failure(
           errorInfo(
             "overloaded",
             "no decode capacity for the handoff; retry shortly",
@@ -220,8 +220,4 @@ export class KvHandoff {
       await new Promise((r) => setTimeout(r, 5));
     }
   }
-}
-
-function fail(error: ErrorInfo): { ok: false; error: ErrorInfo } {
-  return { ok: false, error };
 }

@@ -21,6 +21,7 @@ import {
   type ScheduleResult,
   scheduleRequest,
 } from "../shared/serving/scheduling.ts";
+import { tokenizePrompts } from "../shared/serving/task.ts";
 import { type ChatRenderer, createChatRenderer } from "./chat-template.ts";
 import type { ModelRecord } from "./cluster-manager.ts";
 
@@ -78,10 +79,7 @@ export class ModelScheduler {
     this.tokenizer = tok;
     this.chat = createChatRenderer(
       file.metadata.get("tokenizer.chat_template") as string | undefined,
-      {
-        bos: tok.bosId === null ? "" : tok.tokenPiece(tok.bosId),
-        eos: tok.eosId === null ? "" : tok.tokenPiece(tok.eosId),
-      },
+      tok,
     );
   }
 
@@ -90,20 +88,10 @@ export class ModelScheduler {
    * length), or [] when they cannot be computed here (the Npu reports real errors).
    */
   promptIds(input: GenerateInput): number[] {
-    const tok = this.tokenizer;
-    if (!tok) return [];
-    try {
-      if (input.kind === "chat") {
-        let text = (this.chat as ChatRenderer).render(input.messages);
-        const bos = tok.bosId === null ? null : tok.tokenPiece(tok.bosId);
-        if (tok.addBos && bos && text.startsWith(bos)) text = text.slice(bos.length);
-        return tok.encode(text, { parseSpecial: true });
-      }
-      const p = input.prompts[0];
-      return p === undefined ? [] : typeof p === "string" ? tok.encode(p) : p;
-    } catch {
-      return [];
-    }
+    const { tokenizer, chat } = this;
+    if (!tokenizer || !chat) return [];
+    const r = tokenizePrompts(input, tokenizer, (m) => chat.render(m));
+    return r.ok ? (r.value[0] ?? []) : [];
   }
 
   /** Runs Algorithm 1 and records the prompt's blocks on the chosen instance. */

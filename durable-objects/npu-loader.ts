@@ -6,7 +6,7 @@
  * chat template.
  */
 import { createInstance, type ModelInstance } from "../shared/engine/instance.ts";
-import { type ErrorInfo, errorInfo, type Result } from "../shared/errors.ts";
+import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
 import { KernelMemoryError, type Kernels } from "../shared/model/kernels.ts";
 import { createWasmKernels, WASM_KERNEL_IMPORTS } from "../shared/model/kernels-wasm.ts";
@@ -39,7 +39,7 @@ export async function loadModel(
   const t0 = Date.now();
   const obj = await env.MODELS.get(r2Key);
   if (!obj)
-    return fail(
+    return failure(
       errorInfo(
         "not_found",
         `model ${model} has no weights in the registry`,
@@ -57,13 +57,9 @@ export async function loadModel(
       maxNumBatchedTokens: cfg.maxNumBatchedTokens,
       blockSize: cfg.blockSize,
     });
-    const tok = instance.tokenizer;
     const chat = createChatRenderer(
       instance.file.metadata.get("tokenizer.chat_template") as string | undefined,
-      {
-        bos: tok.bosId === null ? "" : tok.tokenPiece(tok.bosId),
-        eos: tok.eosId === null ? "" : tok.tokenPiece(tok.eosId),
-      },
+      instance.tokenizer,
     );
     log.info("model.loaded", {
       model,
@@ -76,10 +72,6 @@ export async function loadModel(
   } catch (e) {
     log.error("model.load_failed", { model, ...errorFields(e) });
     const kind = e instanceof KernelMemoryError ? "capacity" : "internal";
-    return fail(errorInfo(kind, `cannot load model ${model}: ${(e as Error).message}`));
+    return failure(errorInfo(kind, `cannot load model ${model}: ${(e as Error).message}`));
   }
-}
-
-function fail(error: ErrorInfo): { ok: false; error: ErrorInfo } {
-  return { ok: false, error };
 }

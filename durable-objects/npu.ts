@@ -7,7 +7,7 @@
  * prompt's KV (kv-handoff.ts) and the fabric regions peers read (fabric-host.ts).
  */
 import { DurableObject } from "cloudflare:workers";
-import { type ErrorInfo, errorInfo, type Result } from "../shared/errors.ts";
+import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import type { FabricStats, RegionKind, RegionMeta } from "../shared/fabric/regions.ts";
 import { isKvRegion } from "../shared/fabric/regions.ts";
 import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
@@ -129,7 +129,7 @@ export class Npu extends DurableObject<Env> {
     task: GenerateTask & { r2Key: string; prefilled?: Prefilled },
   ): Promise<Result<GenerateAccepted>> {
     if (task.protocolVersion !== PROTOCOL_VERSION) {
-      return fail(
+      return failure(
         errorInfo("internal", `protocol version ${task.protocolVersion} != ${PROTOCOL_VERSION}`),
       );
     }
@@ -141,7 +141,7 @@ export class Npu extends DurableObject<Env> {
     if (!prepared.ok) return prepared;
     const p = prepared.value;
     if (instance.scheduler.waiting.length + p.seqs.length > MAX_WAITING_SEQS) {
-      return fail(
+      return failure(
         errorInfo(
           "capacity",
           "the model's instances are at capacity; retry shortly",
@@ -167,15 +167,7 @@ export class Npu extends DurableObject<Env> {
       });
       if (err) {
         this.streams.discard(active);
-        const tooLong = err.startsWith("prompt has");
-        return fail(
-          errorInfo(
-            tooLong ? "invalid_request" : "capacity",
-            err,
-            "prompt",
-            tooLong ? "context_length_exceeded" : null,
-          ),
-        );
+        return failure(err);
       }
       this.streams.addSeq(active, seqId, s.index);
     }
@@ -230,7 +222,7 @@ export class Npu extends DurableObject<Env> {
     if (!prepared.ok) return prepared;
     const seq = prepared.value.seqs[0];
     if (!seq || prepared.value.seqs.length !== 1) {
-      return fail(errorInfo("invalid_request", "a context cache holds one prompt", "prompt"));
+      return failure(errorInfo("invalid_request", "a context cache holds one prompt", "prompt"));
     }
     const { instance } = loaded.value;
     const seqId = `${a.cacheId}/pin`;
@@ -257,7 +249,6 @@ export class Npu extends DurableObject<Env> {
     return { unpinned: this.pins.unpin(this.loaded?.instance.scheduler.blocks, a.cacheId) };
   }
 
-  /** Expires pinned context caches. */
   /** Expires pinned context caches, and KV handoff regions no decode side ever pulled. */
   override async alarm(): Promise<void> {
     const now = Date.now();
@@ -321,12 +312,12 @@ export class Npu extends DurableObject<Env> {
     if (this.loaded) {
       if (this.loaded.model === model) return Promise.resolve({ ok: true, value: this.loaded });
       return Promise.resolve(
-        fail(errorInfo("internal", `this NPU serves ${this.loaded.model}, not ${model}`)),
+        failure(errorInfo("internal", `this NPU serves ${this.loaded.model}, not ${model}`)),
       );
     }
     if (this.loading && this.loadingModel !== model) {
       return Promise.resolve(
-        fail(errorInfo("internal", `this NPU is loading ${this.loadingModel}, not ${model}`)),
+        failure(errorInfo("internal", `this NPU is loading ${this.loadingModel}, not ${model}`)),
       );
     }
     this.loadingModel = model;
@@ -379,8 +370,4 @@ export class Npu extends DurableObject<Env> {
       this.looping = false;
     }
   }
-}
-
-function fail(error: ErrorInfo): { ok: false; error: ErrorInfo } {
-  return { ok: false, error };
 }

@@ -32,7 +32,7 @@ export async function runToCompletion(
   seqId = "seq_cli",
 ): Promise<{ ids: number[]; text: string; finishReason: string | null }> {
   const err = engine.add(seqId, promptIds, params);
-  if (err) throw new Error(err);
+  if (err) throw new Error(err.message);
   const ids: number[] = [];
   let text = "";
   let finishReason: string | null = null;

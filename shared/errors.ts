@@ -37,6 +37,11 @@ export interface ErrorInfo {
 
 export type Result<T> = { ok: true; value: T } | { ok: false; error: ErrorInfo };
 
+/** An expected failure as a Result. */
+export function failure(error: ErrorInfo): { ok: false; error: ErrorInfo } {
+  return { ok: false, error };
+}
+
 export class AppError extends Error {
   override name = "AppError";
   constructor(

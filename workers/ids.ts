@@ -7,6 +7,7 @@ function uuid(): string {
 export const newRequestId = () => `req_${uuid()}`;
 export const newJobId = () => `job_${uuid()}`;
 export const newTaskId = () => `task_${uuid()}`;
+export const newContextCacheId = () => `ctx_${uuid()}`;
 export const newCompletionId = (chat: boolean) => `${chat ? "chatcmpl" : "cmpl"}-${uuid()}`;
 
 /** A sampling seed for requests that sent none (a uniform 31-bit integer). */

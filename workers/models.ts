@@ -88,9 +88,8 @@ export function ensureDefaultModel(env: Env): Promise<void> {
   return defaultModelReady;
 }
 
-/** @throws AppError 404 for an unknown model. */
+/** @throws AppError 404 for an unknown model. (Authenticated routes have registered the default.) */
 export async function resolveModel(env: Env, name: string): Promise<ModelRecord> {
-  await ensureDefaultModel(env);
   const m = await clusterManager(env).getModel({ name });
   if (!m) {
     throw new AppError(

@@ -6,6 +6,7 @@
  *   const result = await executor.execute(plan);   // the only I/O
  *   const updates = scheduler.update(plan, result) // pure
  */
+import { type ErrorInfo, errorInfo } from "../errors.ts";
 import type { SampledToken } from "../model/sampler.ts";
 import type { Executor } from "./executor.ts";
 import type { Scheduler } from "./scheduler.ts";
@@ -91,22 +92,24 @@ export class Engine {
   }
 
   /**
-   * Queues a sequence. Returns an error message instead when the prompt cannot run at all
-   * (empty, or no room for one generated token).
+   * Queues a sequence. Returns the error instead when the prompt cannot run at all (empty, no
+   * room in the context for one generated token, or more KV blocks than the instance has).
    */
   add(
     seqId: SeqId,
     promptIds: readonly number[],
     params: SamplingParams,
     opts: AddOptions = {},
-  ): string | null {
-    if (promptIds.length === 0) return "prompt is empty";
+  ): ErrorInfo | null {
+    if (promptIds.length === 0) return errorInfo("invalid_request", "prompt is empty", "prompt");
     if (promptIds.length >= this.maxModelLen) {
-      return `prompt has ${promptIds.length} tokens; the context holds ${this.maxModelLen}`;
+      const msg = `prompt has ${promptIds.length} tokens; the context holds ${this.maxModelLen}`;
+      return errorInfo("invalid_request", msg, "prompt", "context_length_exceeded");
     }
     const blocksNeeded = this.scheduler.blocks.blocksFor(promptIds.length + 1);
     if (blocksNeeded > this.scheduler.blocks.numBlocks) {
-      return `prompt needs ${blocksNeeded} KV blocks; this instance has ${this.scheduler.blocks.numBlocks}`;
+      const msg = `prompt needs ${blocksNeeded} KV blocks; this instance has ${this.scheduler.blocks.numBlocks}`;
+      return errorInfo("capacity", msg, "prompt");
     }
     const seq = newSequence(seqId, promptIds, params, opts.choiceIndex ?? 0);
     seq.holdKv = opts.holdKv ?? false;

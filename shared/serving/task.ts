@@ -13,7 +13,7 @@
 
 import type { SeqOutput } from "../engine/engine.ts";
 import type { SamplingParams } from "../engine/sequence.ts";
-import { type ErrorInfo, errorInfo, type Result } from "../errors.ts";
+import { errorInfo, failure, type Result } from "../errors.ts";
 import type { SampledToken } from "../model/sampler.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import type {
@@ -52,6 +52,51 @@ function contextError(maxModelLen: number, numPrompt: number, maxTokens: number,
 }
 
 /**
+ * The token ids of each prompt, as the engine runs them: chat messages rendered through the
+ * template (a rendered BOS text dropped, since the tokenizer adds the one BOS), text prompts
+ * encoded, token-id prompts checked against the vocabulary and used as given.
+ */
+export function tokenizePrompts(
+  input: GenerateTask["input"],
+  tokenizer: Tokenizer,
+  renderChat: (messages: readonly ChatMessage[]) => string,
+): Result<number[][]> {
+  if (input.kind === "chat") {
+    let text: string;
+    try {
+      text = renderChat(input.messages);
+    } catch (e) {
+      return failure(
+        errorInfo("invalid_request", `chat template failed: ${(e as Error).message}`, "messages"),
+      );
+    }
+    const bosText = tokenizer.bosId === null ? null : tokenizer.tokenPiece(tokenizer.bosId);
+    if (tokenizer.addBos && bosText && text.startsWith(bosText)) text = text.slice(bosText.length);
+    return { ok: true, value: [tokenizer.encode(text, { parseSpecial: true })] };
+  }
+  const prompts: number[][] = [];
+  for (const p of input.prompts) {
+    if (typeof p === "string") {
+      prompts.push(tokenizer.encode(p));
+      continue;
+    }
+    const bad = p.find((id) => !Number.isInteger(id) || id < 0 || id >= tokenizer.vocabSize);
+    if (bad !== undefined) {
+      return failure(
+        errorInfo(
+          "invalid_request",
+          `token id ${bad} is outside the vocabulary (0..${tokenizer.vocabSize - 1})`,
+          "prompt",
+        ),
+      );
+    }
+    if (p.length === 0) return failure(errorInfo("invalid_request", "prompt is empty", "prompt"));
+    prompts.push([...p]);
+  }
+  return { ok: true, value: prompts };
+}
+
+/**
  * Tokenises the task's prompts and resolves max tokens. Errors are values (400s for the client).
  * `renderChat` turns messages into the prompt text (the model's chat template).
  */
@@ -62,46 +107,15 @@ export function prepareTask(
   renderChat: (messages: readonly ChatMessage[]) => string,
 ): Result<PreparedTask> {
   const chat = task.input.kind === "chat";
-  let prompts: number[][];
-  if (task.input.kind === "chat") {
-    let text: string;
-    try {
-      text = renderChat(task.input.messages);
-    } catch (e) {
-      return fail(
-        errorInfo("invalid_request", `chat template failed: ${(e as Error).message}`, "messages"),
-      );
-    }
-    const bosText = tokenizer.bosId === null ? null : tokenizer.tokenPiece(tokenizer.bosId);
-    if (tokenizer.addBos && bosText && text.startsWith(bosText)) text = text.slice(bosText.length);
-    prompts = [tokenizer.encode(text, { parseSpecial: true })];
-  } else {
-    prompts = [];
-    for (const p of task.input.prompts) {
-      if (typeof p === "string") {
-        prompts.push(tokenizer.encode(p));
-        continue;
-      }
-      const bad = p.find((id) => !Number.isInteger(id) || id < 0 || id >= tokenizer.vocabSize);
-      if (bad !== undefined) {
-        return fail(
-          errorInfo(
-            "invalid_request",
-            `token id ${bad} is outside the vocabulary (0..${tokenizer.vocabSize - 1})`,
-            "prompt",
-          ),
-        );
-      }
-      if (p.length === 0) return fail(errorInfo("invalid_request", "prompt is empty", "prompt"));
-      prompts.push([...p]);
-    }
-  }
+  const tokenized = tokenizePrompts(task.input, tokenizer, renderChat);
+  if (!tokenized.ok) return tokenized;
+  const prompts = tokenized.value;
   let maxTokens = task.maxTokens ?? (chat ? 0 : DEFAULT_COMPLETION_MAX_TOKENS);
   for (const ids of prompts) {
-    if (ids.length === 0) return fail(errorInfo("invalid_request", "prompt is empty", "prompt"));
+    if (ids.length === 0) return failure(errorInfo("invalid_request", "prompt is empty", "prompt"));
     const budget = task.maxTokens ?? (chat ? maxModelLen - ids.length : maxTokens);
     if (budget < 1 || ids.length + budget > maxModelLen) {
-      return fail(contextError(maxModelLen, ids.length, Math.max(budget, 1), chat));
+      return failure(contextError(maxModelLen, ids.length, Math.max(budget, 1), chat));
     }
     if (chat && task.maxTokens === null) maxTokens = budget;
   }
@@ -130,10 +144,6 @@ export function prepareTask(
       numPromptTokens: prompts.reduce((a, ids) => a + ids.length, 0),
     },
   };
-}
-
-function fail(error: ErrorInfo): Result<PreparedTask> {
-  return { ok: false, error };
 }
 
 /** Converts a sampled token to the API's logprob entry. */

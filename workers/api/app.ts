@@ -8,7 +8,7 @@ import { checkPdProfile, type PdProfile } from "../../shared/serving/pd-profile.
 import type { AppEnv } from "../app-env.ts";
 import { clusterManager, getConfig, jobExecutorFor, npu } from "../env.ts";
 import { MAX_JSON_BODY_BYTES, readBody } from "../middleware/body.ts";
-import { ensureDefaultModel, MODEL_NAME_RE, resolveModel, storeModel } from "../models.ts";
+import { MODEL_NAME_RE, resolveModel, storeModel } from "../models.ts";
 import { requireAdmin } from "./admin.ts";
 import { contextCaches } from "./context-caches.ts";
 import { deployments } from "./deployments.ts";
@@ -50,7 +50,6 @@ api.put("/models/:name", async (c) => {
 
 api.get("/models", async (c) => {
   requireAdmin(c.var.principal.isAdmin);
-  await ensureDefaultModel(c.env);
   return c.json({ object: "list", data: await clusterManager(c.env).listModels() });
 });
 

@@ -11,7 +11,7 @@ import type { GenerateInput } from "../../shared/protocol/messages.ts";
 import { PROTOCOL_VERSION } from "../../shared/protocol/version.ts";
 import type { AppEnv } from "../app-env.ts";
 import { jobExecutorFor } from "../env.ts";
-import { newJobId, newTaskId } from "../ids.ts";
+import { newContextCacheId, newJobId, newTaskId } from "../ids.ts";
 import { MAX_JSON_BODY_BYTES, readBody } from "../middleware/body.ts";
 import { resolveModel } from "../models.ts";
 import {
@@ -74,7 +74,7 @@ contextCaches.post("/", async (c) => {
         () => 0,
       );
   const input: GenerateInput = fields.input;
-  const id = `ctx_${crypto.randomUUID().replaceAll("-", "")}`;
+  const id = newContextCacheId();
   const { requestId, principal } = c.var;
   const r = await jobExecutorFor(c.env, id).createContextCache({
     id,

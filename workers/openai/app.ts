@@ -14,7 +14,7 @@ import type { AppEnv } from "../app-env.ts";
 import { clusterManager, type Env, jobExecutorFor, npu } from "../env.ts";
 import { drawSeed, newCompletionId, newJobId, newTaskId } from "../ids.ts";
 import { MAX_JSON_BODY_BYTES, readBody } from "../middleware/body.ts";
-import { ensureDefaultModel, resolveModel } from "../models.ts";
+import { resolveModel } from "../models.ts";
 import { dispatch } from "../schedulers/dispatcher.ts";
 import { collectResponse, readEvents, SSE_HEADERS, sseResponseStream } from "./format.ts";
 import {
@@ -146,7 +146,6 @@ function modelObject(m: { name: string; createdAt: number; ownedBy: string }) {
 }
 
 openai.get("/models", async (c) => {
-  await ensureDefaultModel(c.env);
   const models = await clusterManager(c.env).listModels();
   return c.json({ object: "list", data: models.map(modelObject) });
 });
@@ -173,12 +172,8 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
     ? await useContextCache(c.env, principal.tenant, body.context_cache, model.name, fields)
     : null;
   const numPrompts = fields.input.kind === "completion" ? fields.input.prompts.length : 1;
-  const deployments = await pinnedDeployments(
-    c.env,
-    model,
-    body.deployment ?? undefined,
-    numPrompts * fields.n,
-  );
+  const numSeqs = numPrompts * fields.n;
+  const deployments = await pinnedDeployments(c.env, model, body.deployment ?? undefined, numSeqs);
   const jobId = newJobId();
   log.info("request.received", {
     kind,
@@ -199,7 +194,7 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
     receivedAt,
     modelRecord: model,
     deployments,
-    numSeqs: numPrompts * fields.n,
+    numSeqs,
     input: fields.input,
     maxTokens: fields.maxTokens,
     ...(cache
@@ -226,7 +221,7 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
     created: Math.floor(receivedAt / 1000),
     model: model.name,
     kind,
-    numChoices: numPrompts * fields.n,
+    numChoices: numSeqs,
     logprobs: fields.sampling.logprobs,
   };
   const events = readEvents(accepted.stream);
