@@ -1,9 +1,10 @@
 /**
- * DeepFlow's in-group placement through the API: with load balanced, a request whose prompt
- * shares a cached prefix goes to the instance that holds it and reuses its KV blocks.
+ * DeepFlow's in-group placement through the API: while load is balanced, a request whose prompt
+ * shares a cached prefix goes to the instance that holds it, even when that instance is busier
+ * than another (where a least-loaded choice would send it), and reuses its KV blocks.
  */
 import { exports } from "cloudflare:workers";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 
 const call = (path: string, init: RequestInit = {}, key = "sk-test") =>
   exports.default.fetch(
@@ -13,51 +14,107 @@ const call = (path: string, init: RequestInit = {}, key = "sk-test") =>
     }),
   );
 
+interface DeploymentView {
+  id: string;
+  instances: { id: string; numRunning: number; numWaiting: number }[];
+}
+
+async function createDeployment(): Promise<DeploymentView> {
+  const res = await call(
+    "/api/deployments",
+    {
+      method: "POST",
+      body: JSON.stringify({
+        model: "default-moe",
+        mode: "colocated",
+        instances: { colocated: 3 },
+        scheduler: "deepflow",
+      }),
+    },
+    "sk-admin",
+  );
+  expect(res.status).toBe(201);
+  return (await res.json()) as DeploymentView;
+}
+
+async function instanceOf(requestId: string): Promise<string | undefined> {
+  const rec = (await (await call(`/api/requests/${requestId}`)).json()) as {
+    jobs: { tasks: { instanceId: string }[] }[];
+  };
+  return rec.jobs[0]?.tasks[0]?.instanceId;
+}
+
 describe("prefix-aware placement", () => {
   it("sends a shared prefix back to the instance that caches it", async () => {
-    const res = await call(
-      "/api/deployments",
-      {
+    const dep = await createDeployment();
+    const order = dep.instances.map((i) => i.id);
+    const body = (prompt: string, extra: object) =>
+      JSON.stringify({
+        model: "default-moe",
+        deployment: dep.id,
+        prompt,
+        temperature: 0,
+        ...extra,
+      });
+
+    // two long streams occupy the first two instances (least loaded, in list order) ...
+    const busy: ReadableStreamDefaultReader<Uint8Array>[] = [];
+    for (const prompt of ["The bird sang.", "A cat came by."]) {
+      const r = await call("/v1/completions", {
         method: "POST",
-        body: JSON.stringify({
-          model: "default-moe",
-          mode: "colocated",
-          instances: { colocated: 3 },
-          scheduler: "deepflow",
-        }),
-      },
-      "sk-admin",
-    );
-    expect(res.status).toBe(201);
-    const dep = (await res.json()) as { id: string };
+        body: body(prompt, { max_tokens: 1500, ignore_eos: true, stream: true }),
+      });
+      const reader = (r.body as ReadableStream<Uint8Array>).getReader();
+      await reader.read();
+      busy.push(reader);
+    }
+    // ... so the first request with the prefix lands on the third
     const prefix = "The fox ran to the river and the bird sang in the tree. ".repeat(4);
     const run = async (tail: string) => {
       const r = await call("/v1/completions", {
         method: "POST",
-        body: JSON.stringify({
-          model: "default-moe",
-          deployment: dep.id,
-          prompt: prefix + tail,
-          max_tokens: 4,
-          temperature: 0,
-        }),
+        body: body(prefix + tail, { max_tokens: 4 }),
       });
       expect(r.status).toBe(200);
-      const body = (await r.json()) as {
-        usage: { prompt_tokens: number; prompt_tokens_details: { cached_tokens: number } };
+      const usage = (
+        (await r.json()) as { usage: { prompt_tokens_details: { cached_tokens: number } } }
+      ).usage;
+      return {
+        cached: usage.prompt_tokens_details.cached_tokens,
+        instanceId: await instanceOf(r.headers.get("x-request-id") as string),
       };
-      const id = r.headers.get("x-request-id") as string;
-      const rec = (await (await call(`/api/requests/${id}`)).json()) as {
-        jobs: { tasks: { instanceId: string }[] }[];
-      };
-      return { usage: body.usage, instanceId: rec.jobs[0]?.tasks[0]?.instanceId };
     };
     const first = await run("Then the fox slept.");
-    expect(first.usage.prompt_tokens_details.cached_tokens).toBe(0);
-    for (const tail of ["The bird flew home.", "A cat came by.", "It was a good day."]) {
-      const next = await run(tail);
-      expect(next.instanceId).toBe(first.instanceId);
-      expect(next.usage.prompt_tokens_details.cached_tokens).toBeGreaterThanOrEqual(32);
-    }
+    expect(first.instanceId).toBe(order[2]);
+    expect(first.cached).toBe(0);
+
+    // once every instance is idle again (balanced), least-loaded would pick the first one;
+    // DeepFlow picks the one holding the prefix
+    for (const reader of busy) await reader.cancel();
+    await vi.waitUntil(
+      async () => {
+        const d = (await (
+          await call(`/api/deployments/${dep.id}`, {}, "sk-admin")
+        ).json()) as DeploymentView;
+        return d.instances.every((i) => i.numRunning + i.numWaiting === 0);
+      },
+      { timeout: 5000, interval: 20 },
+    );
+    // idle and balanced: the prefix decides (least-loaded would break the tie the same way)
+    const again = await run("The bird flew home.");
+    expect(again.instanceId).toBe(order[2]);
+    expect(again.cached).toBeGreaterThanOrEqual(32);
+    // still balanced with a short stream running there (a few hundred outstanding tokens, under
+    // the balance threshold): DeepFlow keeps the prefix's instance, least-loaded would not
+    const r = await call("/v1/completions", {
+      method: "POST",
+      body: body(`${prefix}A cat came by.`, { max_tokens: 300, ignore_eos: true, stream: true }),
+    });
+    const reader = (r.body as ReadableStream<Uint8Array>).getReader();
+    await reader.read();
+    const loaded = await run("It was a good day.");
+    await reader.cancel();
+    expect(loaded.instanceId).toBe(order[2]);
+    expect(loaded.cached).toBeGreaterThanOrEqual(32);
   });
 });
