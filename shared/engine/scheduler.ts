@@ -87,8 +87,13 @@ export class Scheduler {
   /** Ends a prefilled sequence at once when its first token already finished it. */
   finishIfDone(seq: Sequence): FinishReason | null {
     const first = seq.tokenIds[seq.tokenIds.length - 1] as number;
+    return this.finishAfterToken(seq, first);
+  }
+
+  /** Ends `seq` if its newest token, `tokenId`, finished it (EOS, max tokens, context full). */
+  private finishAfterToken(seq: Sequence, tokenId: number): FinishReason | null {
     let reason: FinishReason | null = null;
-    if (this.config.eosIds.includes(first) && !seq.params.ignoreEos) reason = "stop";
+    if (this.config.eosIds.includes(tokenId) && !seq.params.ignoreEos) reason = "stop";
     else if (numOutputTokens(seq) >= seq.params.maxTokens) reason = "length";
     else if (seq.tokenIds.length >= this.config.maxModelLen) reason = "length";
     if (reason) this.finish(seq.seqId, reason);
@@ -196,11 +201,7 @@ export class Scheduler {
         return;
       }
       seq.tokenIds.push(sampled.tokenId);
-      let reason: FinishReason | null = null;
-      if (this.config.eosIds.includes(sampled.tokenId) && !seq.params.ignoreEos) reason = "stop";
-      else if (numOutputTokens(seq) >= seq.params.maxTokens) reason = "length";
-      else if (seq.tokenIds.length >= this.config.maxModelLen) reason = "length";
-      if (reason) this.finish(seq.seqId, reason);
+      const reason = this.finishAfterToken(seq, sampled.tokenId);
       updates.push({ seq, sampled, finished: reason !== null });
     });
     return updates;
