@@ -88,6 +88,9 @@ describe("OpenAI routes", () => {
     });
     expect(res.status).toBe(200);
     expect(res.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    // nothing between the worker and the client may cache or buffer the stream
+    expect(res.headers.get("cache-control")).toBe("no-cache");
+    expect(res.headers.get("x-accel-buffering")).toBe("no");
     const text = await readAll(res.body as ReadableStream<Uint8Array>);
     expect(text.endsWith("data: [DONE]\n\n")).toBe(true);
     const frames = parseSse(text);

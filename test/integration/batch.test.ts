@@ -39,6 +39,7 @@ interface BatchRecord {
   id: string;
   kind: string;
   status: string;
+  receivedAt: number;
   finishedAt: number | null;
   jobs: Job[];
   jobCounts: Record<string, number>;
@@ -96,7 +97,6 @@ describe("batch requests", () => {
     });
     const rec = await until(id, (r) => r.status === "succeeded");
     expect(rec.kind).toBe("batch");
-    expect(rec.finishedAt).not.toBeNull();
     expect(rec.jobCounts).toMatchObject({ total: 5, succeeded: 5 });
     expect(rec.jobs.map((j) => j.index)).toEqual([0, 1, 2, 3, 4]);
     expect(rec.jobs.map((j) => j.kind)).toEqual([
@@ -109,7 +109,15 @@ describe("batch requests", () => {
     for (const [i, job] of rec.jobs.entries()) {
       expect(job.status).toBe("succeeded");
       expect(job.error).toBeNull();
-      expect(job.startedAt).not.toBeNull();
+      // each job ran inside the request's lifetime: received <= started <= finished <= request done
+      const times = [rec.receivedAt, job.startedAt, job.finishedAt, rec.finishedAt];
+      expect(times).toEqual([
+        expect.any(Number),
+        expect.any(Number),
+        expect.any(Number),
+        expect.any(Number),
+      ]);
+      expect([...(times as number[])].sort((x, y) => x - y)).toEqual(times);
       expect(job.tasks).toHaveLength(1);
       const item = ITEMS[i] as Record<string, unknown>;
       const route = "messages" in item ? "/v1/chat/completions" : "/v1/completions";

@@ -92,31 +92,37 @@ describe("context caches", () => {
   it("continues chat prefixes and rejects bad specs", async () => {
     const bad = await post("/api/context-caches", { model: "default-moe" });
     expect(bad.status).toBe(400);
-    const res = await post("/api/context-caches", {
-      model: "default-moe",
-      messages: [
-        {
-          role: "system",
-          content:
-            "You are a small language model. You help with short answers about the fox and the bird.",
-        },
-      ],
-    });
+    const system = {
+      role: "system",
+      content:
+        "You are a small language model. You help with short answers about the fox and the bird.",
+    };
+    const user = { role: "user", content: "Hello! Who are you?" };
+    const res = await post("/api/context-caches", { model: "default-moe", messages: [system] });
     expect(res.status).toBe(201);
-    const cache = (await res.json()) as { id: string };
+    const cache = (await res.json()) as { id: string; num_cached_tokens: number };
+    expect(cache.num_cached_tokens).toBeGreaterThanOrEqual(16);
+    type Chat = {
+      choices: { message: { content: string } }[];
+      usage: { prompt_tokens: number; prompt_tokens_details: { cached_tokens: number } };
+    };
+    const ask = { model: "default-moe", max_tokens: 12, temperature: 0 };
     const r = await post("/v1/chat/completions", {
-      model: "default-moe",
+      ...ask,
       context_cache: cache.id,
-      messages: [{ role: "user", content: "Hello! Who are you?" }],
-      max_tokens: 12,
-      temperature: 0,
+      messages: [user],
     });
     expect(r.status).toBe(200);
-    const body = (await r.json()) as {
-      choices: { message: { content: string } }[];
-      usage: { prompt_tokens_details: { cached_tokens: number } };
-    };
-    expect(body.choices[0]?.message.content.length).toBeGreaterThan(0);
-    expect(body.usage.prompt_tokens_details.cached_tokens).toBeGreaterThan(0);
+    const withCache = (await r.json()) as Chat;
+    // the cached system message goes before the request's messages: the same conversation
+    // sent whole gives the same reply, and the pinned blocks are reused
+    const whole = (await (
+      await post("/v1/chat/completions", { ...ask, messages: [system, user] })
+    ).json()) as Chat;
+    expect(withCache.choices[0]?.message.content).toBe(whole.choices[0]?.message.content);
+    expect(withCache.usage.prompt_tokens).toBe(whole.usage.prompt_tokens);
+    expect(withCache.usage.prompt_tokens_details.cached_tokens).toBeGreaterThanOrEqual(
+      cache.num_cached_tokens,
+    );
   });
 });

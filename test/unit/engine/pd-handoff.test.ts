@@ -37,8 +37,12 @@ describe.skipIf(!HAVE_REFERENCE_MODELS)("prefill -> decode handoff", () => {
           first = { tokenId: o.newTokenIds[0]!, logprob: Number.NaN, topLogprobs: [] };
       }
       expect(prefillTokens).toBe(prompt.length);
+      // the finished prefill keeps the prompt's KV blocks allocated until they are released
       const held = prefill.scheduler.getHeld("p");
-      expect(held).toBeDefined();
+      const blocks = prefill.scheduler.blocks;
+      expect(held?.numComputedTokens).toBe(prompt.length);
+      expect(held?.blockTable).toHaveLength(Math.ceil(prompt.length / blocks.blockSize));
+      expect(blocks.numFreeBlocks).toBe(blocks.numBlocks - held!.blockTable.length);
       const kv = new Float32Array(prefill.transformer.kvSize(prompt.length));
       prefill.transformer.exportKv(held!.blockTable, prompt.length, kv);
       prefill.scheduler.releaseHeld("p");

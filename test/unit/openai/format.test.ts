@@ -10,7 +10,6 @@ import {
   collectResponse,
   type ResponseMeta,
   readEvents,
-  SSE_HEADERS,
   sseResponseStream,
 } from "../../../workers/openai/format.ts";
 import { parseSse, readAll } from "../../helpers/sse.ts";
@@ -617,17 +616,5 @@ describe("readEvents", () => {
     for await (const e of readEvents(stream)) out.push(e);
     expect(out).toEqual([usage()]);
     expect(stream.locked).toBe(false);
-  });
-});
-
-describe("SSE_HEADERS", () => {
-  it("declares an unbuffered event stream", () => {
-    expect(SSE_HEADERS["content-type"]).toMatch(/^text\/event-stream/);
-    expect(SSE_HEADERS).toMatchObject({
-      "cache-control": "no-cache",
-      connection: "keep-alive",
-      "x-accel-buffering": "no",
-    });
-    expect(new Headers(SSE_HEADERS).get("x-accel-buffering")).toBe("no");
   });
 });

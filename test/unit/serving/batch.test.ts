@@ -3,7 +3,6 @@ import { describe, expect, it } from "vitest";
 import { errorInfo } from "../../../shared/errors.ts";
 import type { GenerateEvent } from "../../../shared/protocol/messages.ts";
 import {
-  BATCH_CONCURRENCY,
   type BatchJob,
   CAPACITY_BACKOFF_MS,
   cancelRefusal,
@@ -14,7 +13,6 @@ import {
   generateTask,
   interruptedJobs,
   jobCounts,
-  MAX_ATTEMPTS,
   MAX_RESULT_BYTES,
   numSeqs,
   placeFields,
@@ -53,7 +51,6 @@ const job = (kind: "chat" | "completion" = "completion"): BatchJob => ({
 
 describe("dispatch", () => {
   it("fills up to BATCH_CONCURRENCY (4) jobs in flight", () => {
-    expect(BATCH_CONCURRENCY).toBe(4);
     expect(dispatchSlots({ inFlight: 0, now: 10, pausedUntil: 0 })).toBe(4);
     expect(dispatchSlots({ inFlight: 3, now: 10, pausedUntil: 0 })).toBe(1);
     expect(dispatchSlots({ inFlight: 4, now: 10, pausedUntil: 0 })).toBe(0);
@@ -105,7 +102,6 @@ describe("restart recovery", () => {
   });
 
   it("requeues until MAX_ATTEMPTS (3) runs, then fails with job_interrupted", () => {
-    expect(MAX_ATTEMPTS).toBe(3);
     // a job interrupted by each restart: attempts 1, 2 requeue; the third run's interruption fails
     const seen = [1, 2, 3].map((attempts) => recoverJob({ attempts, stored: false }));
     expect(seen.map((s) => s.action)).toEqual(["requeue", "requeue", "fail"]);
