@@ -39,6 +39,8 @@ export interface AddOptions {
   stripLeadingSpace?: boolean;
   /** Keep the KV blocks when the sequence finishes (a prefill task of a PD job). */
   holdKv?: boolean;
+  /** Share prefix KV blocks only with sequences of the same salt (Sequence.cacheSalt; ""). */
+  cacheSalt?: string;
 }
 
 export interface SeqOutput {
@@ -111,7 +113,7 @@ export class Engine {
       const msg = `prompt needs ${blocksNeeded} KV blocks; this instance has ${this.scheduler.blocks.numBlocks}`;
       return errorInfo("capacity", msg, "prompt");
     }
-    const seq = newSequence(seqId, promptIds, params, opts.choiceIndex ?? 0);
+    const seq = newSequence(seqId, promptIds, params, opts.choiceIndex ?? 0, opts.cacheSalt);
     seq.holdKv = opts.holdKv ?? false;
     this.scheduler.add(seq);
     this.trackOutput(seqId, params, opts);
@@ -132,7 +134,13 @@ export class Engine {
     importKv: (blockTable: readonly number[]) => void,
     opts: AddOptions = {},
   ): SeqOutput | null {
-    const seq = newSequence(seqId, [...promptIds, first.tokenId], params, opts.choiceIndex ?? 0);
+    const seq = newSequence(
+      seqId,
+      [...promptIds, first.tokenId],
+      params,
+      opts.choiceIndex ?? 0,
+      opts.cacheSalt,
+    );
     seq.numPromptTokens = promptIds.length;
     if (!this.scheduler.addPrefilled(seq)) return null;
     importKv(seq.blockTable);

@@ -11,6 +11,11 @@
  * computes only the rest. Because a row's K/V depend only on the tokens before it (bit for bit,
  * whatever batch computed it), a reused block is exactly what recomputation would give.
  *
+ * Cache salts (vLLM's `cache_salt`): a sequence's chain of keys starts at its salt instead of "",
+ * so prompts with different salts share no key, and each cached block remembers the salt it was
+ * computed under: a hit needs that exact salt, so not even a forged hash collision can hand one
+ * salt's block (one tenant's prefix) to another. "" is the unsalted cache.
+ *
  * Capacity outcomes are returned, not thrown: `grow` returns false when blocks run out.
  */
 import { assert } from "../assert.ts";
@@ -49,6 +54,8 @@ export class KvBlockManager {
   private readonly byKey = new Map<string, BlockId>();
   /** The token ids of each cached block, to rule out hash collisions on a hit. */
   private readonly tokens: (number[] | null)[];
+  /** The cache salt of each cached block's chain, compared exactly on a hit. */
+  private readonly salts: string[];
   /** Prefix-cache statistics. */
   numQueriedTokens = 0;
   numHitTokens = 0;
@@ -56,12 +63,15 @@ export class KvBlockManager {
   constructor(
     readonly numBlocks: number,
     readonly blockSize: number,
+    /** The key function; tests pass one that collides, to check that hits never cross salts. */
+    private readonly keyOfBlock: typeof blockKey = blockKey,
   ) {
     assert(numBlocks > 0 && blockSize > 0, "block manager needs blocks");
     this.refCounts = new Int32Array(numBlocks);
     for (let i = 0; i < numBlocks; i++) this.freeSet.set(i, true);
     this.keys = new Array<string>(numBlocks).fill("");
     this.tokens = new Array<number[] | null>(numBlocks).fill(null);
+    this.salts = new Array<string>(numBlocks).fill("");
   }
 
   get numFreeBlocks(): number {
@@ -100,18 +110,25 @@ export class KvBlockManager {
   }
 
   /**
-   * Takes the cached blocks of the longest prefix of `tokenIds[0, maxTokens)` made of full blocks,
-   * appending them to the (empty) `table`. Returns the number of tokens they hold.
+   * Takes the cached blocks of the longest prefix of `tokenIds[0, maxTokens)` made of full blocks
+   * computed under `cacheSalt`, appending them to the (empty) `table`. Returns the number of
+   * tokens they hold.
    */
-  acquirePrefix(table: BlockTable, tokenIds: readonly number[], maxTokens: number): number {
+  acquirePrefix(
+    table: BlockTable,
+    tokenIds: readonly number[],
+    maxTokens: number,
+    cacheSalt = "",
+  ): number {
     assert(table.length === 0, "prefix lookup on a sequence that already has blocks");
     const bs = this.blockSize;
     const numFull = Math.floor(Math.min(maxTokens, tokenIds.length) / bs);
-    let parent = "";
+    let parent = cacheSalt;
     for (let b = 0; b < numFull; b++) {
-      const key = blockKey(parent, tokenIds, b * bs, (b + 1) * bs);
+      const key = this.keyOfBlock(parent, tokenIds, b * bs, (b + 1) * bs);
       const id = this.byKey.get(key);
-      if (id === undefined || !this.sameTokens(id, tokenIds, b * bs)) break;
+      if (id === undefined || this.salts[id] !== cacheSalt) break;
+      if (!this.sameTokens(id, tokenIds, b * bs)) break;
       if (this.refCounts[id] === 0) this.freeSet.delete(id);
       this.refCounts[id] = (this.refCounts[id] as number) + 1;
       table.push(id);
@@ -124,21 +141,28 @@ export class KvBlockManager {
   }
 
   /**
-   * Registers the blocks of `table` that `numComputedTokens` has filled, so later prompts can
-   * reuse them. Call after each step; blocks already keyed are skipped.
+   * Registers the blocks of `table` that `numComputedTokens` has filled, under the sequence's
+   * `cacheSalt`, so later prompts with that salt can reuse them. Call after each step; blocks
+   * already keyed are skipped.
    */
-  commitFull(table: BlockTable, tokenIds: readonly number[], numComputedTokens: number): void {
+  commitFull(
+    table: BlockTable,
+    tokenIds: readonly number[],
+    numComputedTokens: number,
+    cacheSalt = "",
+  ): void {
     const bs = this.blockSize;
     const numFull = Math.min(Math.floor(numComputedTokens / bs), table.length);
     for (let b = 0; b < numFull; b++) {
       const id = table[b] as BlockId;
       if (this.keys[id] !== "") continue;
-      const parent = b === 0 ? "" : (this.keys[table[b - 1] as BlockId] as string);
+      const parent = b === 0 ? cacheSalt : (this.keys[table[b - 1] as BlockId] as string);
       if (b > 0 && parent === "") return; // a parent that is not cached cannot anchor a key
-      const key = blockKey(parent, tokenIds, b * bs, (b + 1) * bs);
+      const key = this.keyOfBlock(parent, tokenIds, b * bs, (b + 1) * bs);
       if (this.byKey.has(key)) continue; // another block already holds this prefix
       this.keys[id] = key;
       this.tokens[id] = tokenIds.slice(b * bs, (b + 1) * bs);
+      this.salts[id] = cacheSalt;
       this.byKey.set(key, id);
     }
   }
@@ -159,6 +183,11 @@ export class KvBlockManager {
     return this.refCounts[id] as number;
   }
 
+  /** The prefix key of a cached block, or null when the block holds no reusable prefix. */
+  keyOf(id: BlockId): string | null {
+    return this.keys[id] || null;
+  }
+
   /** Drops every cached prefix (e.g. after the weights changed). */
   resetPrefixCache(): void {
     for (const id of this.byKey.values()) this.forget(id);
@@ -169,6 +198,7 @@ export class KvBlockManager {
     if (key !== "" && this.byKey.get(key) === id) this.byKey.delete(key);
     this.keys[id] = "";
     this.tokens[id] = null;
+    this.salts[id] = "";
   }
 
   private sameTokens(id: BlockId, tokenIds: readonly number[], from: number): boolean {
@@ -186,6 +216,8 @@ export class KvBlockManager {
       assert((rc === 0) === this.freeSet.has(id), `block ${id} is both free and used, or neither`);
       const key = this.keys[id] as string;
       if (key !== "") assert(this.byKey.get(key) === id, `block ${id}'s key does not map back`);
+      assert((key !== "") === (this.tokens[id] !== null), `block ${id} is half cached`);
+      if (key === "") assert(this.salts[id] === "", `uncached block ${id} keeps a salt`);
     }
     for (const [key, id] of this.byKey)
       assert(this.keys[id] === key, `key ${key} maps to a block without it`);

@@ -80,7 +80,7 @@ export class Scheduler {
     seq.status = "running";
     this.byId.set(seq.seqId, seq);
     this.running.push(seq);
-    this.blocks.commitFull(seq.blockTable, seq.tokenIds, seq.numComputedTokens);
+    this.blocks.commitFull(seq.blockTable, seq.tokenIds, seq.numComputedTokens, seq.cacheSalt);
     return true;
   }
 
@@ -145,6 +145,7 @@ export class Scheduler {
         seq.blockTable,
         seq.tokenIds,
         seq.tokenIds.length - 1,
+        seq.cacheSalt,
       );
       const n = Math.min(seq.tokenIds.length - cached, budget);
       if (!this.blocks.grow(seq.blockTable, cached + n)) {
@@ -194,7 +195,7 @@ export class Scheduler {
       const seq = this.byId.get(s.seqId);
       if (!seq || seq.status === "finished") return; // aborted while the step ran
       seq.numComputedTokens = s.startPos + s.tokenIds.length;
-      this.blocks.commitFull(seq.blockTable, seq.tokenIds, seq.numComputedTokens);
+      this.blocks.commitFull(seq.blockTable, seq.tokenIds, seq.numComputedTokens, seq.cacheSalt);
       const sampled = result.sampled[i] ?? null;
       if (!s.sample || !sampled) {
         updates.push({ seq, sampled: null, finished: false });

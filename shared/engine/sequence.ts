@@ -37,6 +37,11 @@ export interface Sequence {
    * instance); the host releases them with Scheduler.releaseHeld().
    */
   holdKv: boolean;
+  /**
+   * The root of this sequence's KV block keys: only sequences with the same salt share prefix
+   * blocks ("": the unsalted cache). The serving layer derives it per tenant (`cacheSaltFor`).
+   */
+  cacheSalt: string;
   finishReason: FinishReason | null;
 }
 
@@ -45,6 +50,7 @@ export function newSequence(
   promptIds: readonly number[],
   params: SamplingParams,
   choiceIndex = 0,
+  cacheSalt = "",
 ): Sequence {
   return {
     seqId,
@@ -57,6 +63,7 @@ export function newSequence(
     status: "waiting",
     params,
     holdKv: false,
+    cacheSalt,
     finishReason: null,
   };
 }

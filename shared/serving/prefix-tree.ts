@@ -5,9 +5,10 @@
  * JobExecutor keeps it in memory and may snapshot it with `toJSON()` / `fromJSON()`.
  *
  * Nodes are full KV blocks named by the engine's chained block key (`blockKey` in
- * ../engine/kv-block-manager.ts), so each edge is one block and a key names a whole prefix: the
- * tree speaks the same keys as the instances' KvBlockManagers. It is soft state (DeepFlow §7):
- * it may forget (LRU bound, evictions) or be stale; that costs locality, never correctness.
+ * ../engine/kv-block-manager.ts, rooted at the request's cache salt), so each edge is one block
+ * and a key names a whole prefix: the tree speaks the same keys as the instances'
+ * KvBlockManagers. It is soft state (DeepFlow §7): it may forget (LRU bound, evictions) or be
+ * stale; that costs locality, never correctness.
  *
  * Invariants (checked by `checkInvariants`): every node has at least one holder, and a child's
  * holders are a subset of its parent's (an instance that holds a block holds its whole prefix,
@@ -52,18 +53,31 @@ export interface PrefixTreeJson {
 }
 
 /**
- * The chained keys of the full blocks of `tokenIds[0, maxTokens)`, as KvBlockManager computes
- * them (root parent ""). A trailing partial block has no key and is left out.
+ * The cache salt of a tenant's request (`Sequence.cacheSalt`, the root of its block keys): prompts
+ * share KV blocks only within one tenant and, when the client sends `cache_salt`, only with
+ * requests that send the same one. An injective encoding, not a hash (the block manager compares
+ * salts exactly, so distinct tenant/salt pairs can never share a block): the tenant's length
+ * keeps tenant "a" + salt "bc" apart from tenant "ab" + salt "c". No salt and "" are the same.
+ */
+export function cacheSaltFor(tenant: string, cacheSalt?: string | null): string {
+  return `${tenant.length}:${tenant}:${cacheSalt ?? ""}`;
+}
+
+/**
+ * The chained keys of the full blocks of `tokenIds[0, maxTokens)` under `cacheSalt` (default
+ * ""), as KvBlockManager computes them for a sequence with that salt. A trailing partial block
+ * has no key and is left out.
  */
 export function promptBlockKeys(
   tokenIds: readonly number[],
   blockSize: number,
-  maxTokens = tokenIds.length,
+  opts: { maxTokens?: number; cacheSalt?: string } = {},
 ): string[] {
   assert(Number.isInteger(blockSize) && blockSize > 0, `bad block size ${blockSize}`);
+  const maxTokens = opts.maxTokens ?? tokenIds.length;
   const numFull = Math.floor(Math.min(maxTokens, tokenIds.length) / blockSize);
   const keys: string[] = [];
-  let parent = "";
+  let parent = opts.cacheSalt ?? "";
   for (let b = 0; b < numFull; b++) {
     parent = blockKey(parent, tokenIds, b * blockSize, (b + 1) * blockSize);
     keys.push(parent);

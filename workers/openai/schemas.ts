@@ -80,7 +80,9 @@ const Stop = z
 
 const StreamOptions = z.object({ include_usage: z.boolean().nullish() }).nullish();
 
-/** Fields shared by both endpoints (OpenAI's plus the extensions top_k, ignore_eos, deployment). */
+export const MAX_CACHE_SALT_LENGTH = 256;
+
+/** Fields shared by both endpoints (OpenAI's plus the extensions marked as such). */
 const commonFields = {
   model: z.string(),
   max_tokens: z.int().min(1).nullish(),
@@ -101,6 +103,17 @@ const commonFields = {
   deployment: z.string().nullish(),
   /** Extension: continue an explicit context cache (POST /api/context-caches) by id. */
   context_cache: z.string().nullish(),
+  /**
+   * Extension (vLLM): share prefix-cached KV blocks only with requests that send the same salt
+   * (always within the tenant).
+   */
+  cache_salt: z
+    .string()
+    .nullish()
+    .refine((v) => v == null || (v.length >= 1 && v.length <= MAX_CACHE_SALT_LENGTH), {
+      message: `'cache_salt' must be a string of 1 to ${MAX_CACHE_SALT_LENGTH} characters.`,
+      params: { code: "invalid_value" },
+    }),
   presence_penalty: zeroPenalty("presence_penalty"),
   frequency_penalty: zeroPenalty("frequency_penalty"),
   logit_bias: z
@@ -428,6 +441,8 @@ export interface GenerateFields {
   stream: boolean;
   /** stream_options.include_usage, only when streaming. */
   includeUsage: boolean;
+  /** The client's `cache_salt` (null: none); the request path roots it with `cacheSaltFor`. */
+  cacheSalt: string | null;
 }
 
 function contentText(content: ChatCompletionBody["messages"][number]["content"]): string {
@@ -503,5 +518,6 @@ export function toGenerateFields(
     },
     stream,
     includeUsage: stream && body.stream_options?.include_usage === true,
+    cacheSalt: body.cache_salt ?? null,
   };
 }

@@ -1,5 +1,9 @@
 import { describe, expect, it } from "vitest";
-import { type BlockTable, KvBlockManager } from "../../../shared/engine/kv-block-manager.ts";
+import {
+  type BlockTable,
+  blockKey,
+  KvBlockManager,
+} from "../../../shared/engine/kv-block-manager.ts";
 import { mulberry32 } from "../../../shared/random.ts";
 
 describe("KvBlockManager", () => {
@@ -95,35 +99,76 @@ describe("KvBlockManager prefix cache", () => {
     m.checkInvariants();
   });
 
-  it("keeps invariants under seeded random shared-prefix workloads", () => {
-    const rng = mulberry32(11);
-    const m = new KvBlockManager(24, 4);
-    const live: { table: BlockTable; tokens: number[] }[] = [];
-    const prefixes = [
-      [5, 6, 7, 8, 9, 10, 11, 12],
-      [5, 6, 7, 8, 1, 1, 1, 1],
-      [3, 3, 3, 3],
-    ];
-    for (let op = 0; op < 3000; op++) {
-      if (rng() < 0.5 || live.length === 0) {
-        const tokens = [
-          ...prefixes[Math.floor(rng() * 3)]!,
-          ...Array.from({ length: Math.floor(rng() * 9) }, () => Math.floor(rng() * 4)),
-        ];
-        const table: BlockTable = [];
-        const hit = m.acquirePrefix(table, tokens, tokens.length - 1);
-        expect(hit % 4).toBe(0);
-        if (m.grow(table, tokens.length)) {
-          m.commitFull(table, tokens, tokens.length);
-          live.push({ table, tokens });
-        } else m.free(table);
-      } else {
-        const i = Math.floor(rng() * live.length);
-        m.free(live[i]!.table);
-        live.splice(i, 1);
+  // Keys blind to the salt (a first block is keyed as if unsalted): every salt's chain collides
+  // with every other's, and hits must still stay within one salt.
+  const saltBlindKey = (parent: string, t: readonly number[], from: number, to: number) =>
+    blockKey(/^[0-9a-f]{16}$/.test(parent) ? parent : "", t, from, to);
+
+  for (const [name, keyFn] of [
+    ["chained keys", blockKey],
+    ["keys that collide across salts", saltBlindKey],
+  ] as const) {
+    it(`keeps invariants and hits only same-salt prefixes under seeded random workloads (${name})`, () => {
+      const rng = mulberry32(11);
+      const m = new KvBlockManager(24, 4, keyFn);
+      const live: { table: BlockTable; tokens: number[] }[] = [];
+      const prefixes = [
+        [5, 6, 7, 8, 9, 10, 11, 12],
+        [5, 6, 7, 8, 1, 1, 1, 1],
+        [3, 3, 3, 3],
+      ];
+      const salts = ["", "", "a", "b"];
+      // every (salt, full-block prefix) ever committed: a hit must be one of them
+      const committed = new Set<string>();
+      const prefixId = (salt: string, tokens: number[]) => JSON.stringify([salt, tokens]);
+      for (let op = 0; op < 3000; op++) {
+        if (rng() < 0.5 || live.length === 0) {
+          const salt = salts[Math.floor(rng() * salts.length)]!;
+          const tokens = [
+            ...prefixes[Math.floor(rng() * 3)]!,
+            ...Array.from({ length: Math.floor(rng() * 9) }, () => Math.floor(rng() * 4)),
+          ];
+          const table: BlockTable = [];
+          const hit = m.acquirePrefix(table, tokens, tokens.length - 1, salt);
+          expect(hit % 4).toBe(0);
+          if (hit > 0) expect(committed.has(prefixId(salt, tokens.slice(0, hit)))).toBe(true);
+          if (m.grow(table, tokens.length)) {
+            m.commitFull(table, tokens, tokens.length, salt);
+            for (let n = 4; n <= tokens.length; n += 4)
+              committed.add(prefixId(salt, tokens.slice(0, n)));
+            live.push({ table, tokens });
+          } else m.free(table);
+        } else {
+          const i = Math.floor(rng() * live.length);
+          m.free(live[i]!.table);
+          live.splice(i, 1);
+        }
+        m.checkInvariants();
       }
-      m.checkInvariants();
-    }
-    expect(m.numHitTokens).toBeGreaterThan(0);
+      expect(m.numHitTokens).toBeGreaterThan(0);
+    });
+  }
+
+  it("roots the keys at the cache salt: different salts share no block, one salt shares as before", () => {
+    const m = new KvBlockManager(16, 4);
+    const prompt = [1, 2, 3, 4, 5, 6, 7, 8, 9];
+    const tenantA: number[] = [];
+    m.grow(tenantA, prompt.length);
+    m.commitFull(tenantA, prompt, prompt.length, "a");
+    const keysA = tenantA.slice(0, 2).map((b) => m.keyOf(b));
+    const tenantB: number[] = [];
+    expect(m.acquirePrefix(tenantB, prompt, prompt.length - 1, "b")).toBe(0);
+    m.grow(tenantB, prompt.length);
+    m.commitFull(tenantB, prompt, prompt.length, "b");
+    const keysB = tenantB.slice(0, 2).map((b) => m.keyOf(b));
+    for (const k of keysB) expect(keysA).not.toContain(k);
+    expect(m.numCachedBlocks).toBe(4);
+    // the unsalted cache is a salt of its own
+    expect(m.acquirePrefix([], prompt, prompt.length - 1)).toBe(0);
+    const againA: number[] = [];
+    expect(m.acquirePrefix(againA, prompt, prompt.length - 1, "a")).toBe(8);
+    expect(againA).toEqual(tenantA.slice(0, 2));
+    for (const t of [tenantA, tenantB, againA]) m.free(t);
+    m.checkInvariants();
   });
 });

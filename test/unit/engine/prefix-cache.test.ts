@@ -1,6 +1,7 @@
 /** Prefix caching changes no output: a prompt served from cached blocks decodes exactly as fresh. */
 import { describe, expect, it } from "vitest";
 import { GREEDY } from "../../../shared/engine/sequence.ts";
+import { cacheSaltFor } from "../../../shared/serving/prefix-tree.ts";
 import { instanceFor } from "../../helpers/engine.ts";
 import { HAVE_REFERENCE_MODELS, readReferenceModel } from "../../helpers/models.ts";
 
@@ -8,8 +9,9 @@ async function run(
   inst: Awaited<ReturnType<typeof instanceFor>>["inst"],
   id: string,
   prompt: number[],
+  cacheSalt = "",
 ) {
-  inst.engine.add(id, prompt, { ...GREEDY, maxTokens: 24 });
+  inst.engine.add(id, prompt, { ...GREEDY, maxTokens: 24 }, { cacheSalt });
   const ids: number[] = [];
   let cached = -1;
   while (inst.engine.hasWork()) {
@@ -36,6 +38,10 @@ describe.skipIf(!HAVE_REFERENCE_MODELS)("prefix cache", () => {
       const again = await run(inst, "b", prompt);
       expect(again.cached).toBe(Math.floor((prompt.length - 1) / 8) * 8);
       expect(again.ids).toEqual(first.ids);
+      // another tenant's identical prompt reuses nothing, and decodes the same
+      const otherTenant = await run(inst, "t", prompt, cacheSaltFor("other"));
+      expect(otherTenant.cached).toBe(0);
+      expect(otherTenant.ids).toEqual(first.ids);
       // a prompt that shares only the beginning reuses those blocks and matches a cold run
       const other = inst.tokenizer.encode(`${text.slice(0, 40)} dog who liked to run`);
       const warm = await run(inst, "c", other);

@@ -1,9 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { Engine } from "../../../shared/engine/engine.ts";
+import { type AddOptions, Engine } from "../../../shared/engine/engine.ts";
 import type { Executor, StepPlan, StepResult } from "../../../shared/engine/executor.ts";
 import { KvBlockManager } from "../../../shared/engine/kv-block-manager.ts";
 import { Scheduler } from "../../../shared/engine/scheduler.ts";
 import { GREEDY, newSequence } from "../../../shared/engine/sequence.ts";
+import { cacheSaltFor } from "../../../shared/serving/prefix-tree.ts";
 
 /** An executor that "samples" a scripted token per sequence (the scheduler is under test, not the maths). */
 class ScriptedExecutor implements Executor {
@@ -130,5 +131,43 @@ describe("Scheduler", () => {
     expect(texts.join("")).toBe("Hello wo");
     expect(texts.some((t) => t.includes("r"))).toBe(false);
     expect(final).toEqual({ reason: "stop", n: 5 }); // tokens up to the one that completed "rld!"
+  });
+
+  it("shares prefix blocks only between sequences with the same cache salt", async () => {
+    const s = scheduler(64, 64);
+    const e = new Engine(s, new ScriptedExecutor(() => 7), {
+      createStreamDecoder: () => ({ push: () => "", flush: () => "" }),
+    });
+    const prompt = ids(11); // two full blocks of 4 can be reused, the last token is computed
+    const params = { ...GREEDY, maxTokens: 3 };
+    const cachedTokens = async (seqId: string, opts: AddOptions) => {
+      expect(e.add(seqId, prompt, params, opts)).toBeNull();
+      let cached = -1;
+      while (e.hasWork())
+        for (const o of (await e.step()).outputs) if (o.seqId === seqId) cached = o.numCachedTokens;
+      return cached;
+    };
+    const tenantA = cacheSaltFor("a");
+    const tenantB = cacheSaltFor("b");
+    expect(await cachedTokens("a1", { cacheSalt: tenantA })).toBe(0);
+    expect(await cachedTokens("b1", { cacheSalt: tenantB })).toBe(0);
+    expect(await cachedTokens("none1", {})).toBe(0);
+    expect(await cachedTokens("b2", { cacheSalt: cacheSaltFor("b", "private") })).toBe(0);
+    expect(await cachedTokens("a2", { cacheSalt: tenantA })).toBe(8);
+    expect(await cachedTokens("b3", { cacheSalt: tenantB })).toBe(8);
+    expect(await cachedTokens("none2", { cacheSalt: "" })).toBe(8);
+    // a prefilled sequence (PD decode side) registers its prompt's blocks under its salt
+    const tenantC = cacheSaltFor("c");
+    const first = { tokenId: 7, logprob: 0, topLogprobs: [] };
+    // maxTokens 1: it finishes at once, so only its admission can have registered the blocks
+    expect(
+      e.addPrefilled("c1", prompt, first, { ...params, maxTokens: 1 }, () => {}, {
+        cacheSalt: tenantC,
+      }),
+    ).not.toBeNull();
+    while (e.hasWork()) await e.step();
+    expect(await cachedTokens("c2", { cacheSalt: tenantC })).toBe(8);
+    expect(s.blocks.numFreeBlocks).toBe(64);
+    s.blocks.checkInvariants();
   });
 });

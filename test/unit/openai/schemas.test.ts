@@ -9,6 +9,7 @@ import {
   ChatCompletionSchema,
   type CompletionBody,
   CompletionSchema,
+  MAX_CACHE_SALT_LENGTH,
   parseJsonBody,
   toGenerateFields,
 } from "../../../workers/openai/schemas.ts";
@@ -317,6 +318,36 @@ describe("parseJsonBody: numeric ranges and types", () => {
   });
 });
 
+describe("parseJsonBody: cache_salt", () => {
+  const longest = "s".repeat(MAX_CACHE_SALT_LENGTH);
+
+  it("accepts 1 to 256 characters, null or nothing, on both endpoints", () => {
+    for (const salt of ["x", longest]) {
+      expect(chatOk({ cache_salt: salt }).cache_salt).toBe(salt);
+      expect(completionOk({ cache_salt: salt }).cache_salt).toBe(salt);
+    }
+    expect(toGenerateFields(chatOk({ seed: 1, cache_salt: "x" }), "chat", noSeed).cacheSalt).toBe(
+      "x",
+    );
+    expect(toGenerateFields(chatOk({ seed: 1, cache_salt: null }), "chat", noSeed).cacheSalt).toBe(
+      null,
+    );
+    expect(toGenerateFields(completionOk({ seed: 1 }), "completion", noSeed).cacheSalt).toBe(null);
+  });
+
+  it.each([
+    ["", "invalid_value"],
+    [`${longest}s`, "invalid_value"],
+    [5, "invalid_type"],
+    [["x"], "invalid_type"],
+  ])("rejects %j with a 400 that names the field", (salt, code) => {
+    for (const e of [chatError({ cache_salt: salt }), completionError({ cache_salt: salt })]) {
+      expect(e).toMatchObject({ kind: "invalid_request", param: "cache_salt", code });
+      expect(e.message).toMatch(/'cache_salt'/);
+    }
+  });
+});
+
 describe("parseJsonBody: unsupported features", () => {
   it.each([
     [{ presence_penalty: 0.5 }, "presence_penalty"],
@@ -467,6 +498,7 @@ describe("toGenerateFields: chat", () => {
       },
       stream: false,
       includeUsage: false,
+      cacheSalt: null,
     });
   });
 
@@ -583,6 +615,7 @@ describe("toGenerateFields: completions", () => {
         stream: true,
         stream_options: { include_usage: true },
         ignore_eos: true,
+        cache_salt: "s1",
       }),
       "completion",
       drawSeed,
@@ -604,6 +637,7 @@ describe("toGenerateFields: completions", () => {
       },
       stream: true,
       includeUsage: true,
+      cacheSalt: "s1",
     });
   });
 });

@@ -2,7 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { KvBlockManager } from "../../../shared/engine/kv-block-manager.ts";
 import { mulberry32 } from "../../../shared/random.ts";
-import { PrefixTree, promptBlockKeys } from "../../../shared/serving/prefix-tree.ts";
+import { cacheSaltFor, PrefixTree, promptBlockKeys } from "../../../shared/serving/prefix-tree.ts";
 
 const BS = 4;
 
@@ -93,10 +93,51 @@ describe("promptBlockKeys", () => {
     m.commitFull(table, prompt, prompt.length);
     const again: number[] = [];
     expect(m.acquirePrefix(again, prompt, prompt.length)).toBe(4 * BS);
-    expect(promptBlockKeys(prompt, BS, 2 * BS + 1)).toEqual(keys.slice(0, 2));
+    expect(promptBlockKeys(prompt, BS, { maxTokens: 2 * BS + 1 })).toEqual(keys.slice(0, 2));
     // chained: changing the first token changes every key
     const other = promptBlockKeys([99, ...prompt.slice(1)], BS);
     for (let i = 0; i < 4; i++) expect(other[i]).not.toBe(keys[i]);
+  });
+
+  it("gives the keys the KV block manager registers for a salted sequence", () => {
+    const prompt = Array.from({ length: 3 * BS + 1 }, (_, i) => (i * 5) % 9);
+    const m = new KvBlockManager(16, BS);
+    const keysBySalt = new Map<string, string[]>();
+    for (const cacheSalt of ["", cacheSaltFor("t1"), cacheSaltFor("t1", "s"), cacheSaltFor("t2")]) {
+      const table: number[] = [];
+      m.grow(table, prompt.length);
+      m.commitFull(table, prompt, prompt.length, cacheSalt);
+      const engineKeys = table.slice(0, 3).map((id) => m.keyOf(id));
+      expect(promptBlockKeys(prompt, BS, { cacheSalt })).toEqual(engineKeys);
+      keysBySalt.set(cacheSalt, promptBlockKeys(prompt, BS, { cacheSalt }));
+    }
+    expect(promptBlockKeys(prompt, BS, { cacheSalt: "" })).toEqual(promptBlockKeys(prompt, BS));
+    // no key is shared between salts
+    const all = [...keysBySalt.values()].flat();
+    expect(new Set(all).size).toBe(all.length);
+  });
+});
+
+describe("cacheSaltFor", () => {
+  it("gives each (tenant, client salt) pair its own salt", () => {
+    const pairs: [string, string | null | undefined][] = [
+      ["a", "bc"],
+      ["ab", "c"],
+      ["abc", null],
+      ["abc", undefined],
+      ["a:b", "c"],
+      ["a", "b:c"],
+      ["a", null],
+      ["1:a", null],
+      ["b", null],
+    ];
+    const salts = pairs.map(([tenant, salt]) => cacheSaltFor(tenant, salt));
+    // only "abc"+null and "abc"+undefined (both: no client salt) coincide
+    expect(salts[2]).toBe(salts[3]);
+    const distinct = salts.filter((_, i) => i !== 3);
+    expect(new Set(distinct).size).toBe(distinct.length);
+    for (const s of salts) expect(s).not.toBe(""); // never the unsalted cache
+    expect(cacheSaltFor("a", "bc")).toBe(cacheSaltFor("a", "bc"));
   });
 });
 
