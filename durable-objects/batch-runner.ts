@@ -8,22 +8,19 @@
  */
 import type { ErrorInfo, Result } from "../shared/errors.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
+import { decodeEvents } from "../shared/protocol/codec.ts";
 import { CLUSTER_MANAGER_NAME } from "../shared/protocol/names.ts";
 import {
-  type BatchJob,
   type BatchJobSpec,
   type BatchSubmit,
   batchErrors,
   cancelRefusal,
   capacityPause,
-  decodeEvents,
   decorateBatch,
   dispatchSlots,
-  generateTask,
   interruptedJobs,
   jobCounts,
   jobKind,
-  placeFields,
   recoverJob,
   requestOutcome,
   requeuesOn,
@@ -34,10 +31,12 @@ import {
   tapFirstToken,
   watchdogAt,
 } from "../shared/serving/batch.ts";
+import { dispatchJob } from "../shared/serving/dispatch.ts";
 import { collectResponse } from "../shared/serving/openai-response.ts";
-import type { JobStatus, RequestRecord, RequestStatus } from "../shared/types/records.ts";
+import type { RequestRecord } from "../shared/types/records.ts";
 import type { Env } from "./env.ts";
-import type { Placement, SubmitRequest } from "./job-executor.ts";
+import type { SubmitJob, Submitted, TaskEvent } from "./job-executor.ts";
+import type { RecordStore } from "./records.ts";
 
 export type { BatchJobSpec, BatchSubmit } from "../shared/serving/batch.ts";
 
@@ -53,16 +52,11 @@ export interface BatchHost {
   ctx: DurableObjectState;
   env: Env;
   log: Logger;
-  /** The JE's placement (DeepFlow's Algorithm 1); records nothing. */
-  place(r: SubmitRequest): Promise<Placement>;
-}
-
-const TERMINAL = "('succeeded', 'failed', 'cancelled')";
-/** SQL for `status = ?` that never overwrites a terminal status (reports arrive out of order). */
-export const KEEP_TERMINAL = `CASE WHEN status IN ${TERMINAL} THEN status ELSE ? END`;
-
-function uuid(): string {
-  return crypto.randomUUID().replaceAll("-", "");
+  records: RecordStore;
+  /** The JE's planning (tokenise, check, Algorithm 1) for attempt `attempt`; records nothing. */
+  plan(s: SubmitJob, attempt: number): Promise<Result<Submitted>>;
+  /** The JE's handling of a task report (records, load, prefix tree). */
+  onTaskEvent(e: TaskEvent): Promise<void>;
 }
 
 export class BatchRunner {
@@ -76,29 +70,24 @@ export class BatchRunner {
     return this.host.ctx.storage.sql;
   }
 
+  private get records(): RecordStore {
+    return this.host.records;
+  }
+
   /** Records a batch request with one queued job per item and starts running them. */
   submit(b: BatchSubmit): void {
-    const now = Date.now();
-    const sql = this.sql;
-    this.host.ctx.storage.transactionSync(() => {
-      sql.exec(
-        "INSERT INTO requests (id, tenant, model, kind, status, client_request_id, received_at, queued_at) VALUES (?, ?, ?, 'batch', 'queued', ?, ?, ?)",
-        b.requestId,
-        b.tenant,
-        b.model,
-        b.clientRequestId,
-        b.receivedAt,
-        now,
-      );
+    const request = {
+      id: b.requestId,
+      tenant: b.tenant,
+      model: b.model,
+      kind: "batch",
+      clientRequestId: b.clientRequestId,
+      receivedAt: b.receivedAt,
+    };
+    const jobs = b.jobs.map((j) => ({ id: j.jobId, kind: jobKind(j.kind) }));
+    this.records.create(request, jobs, [], () => {
       b.jobs.forEach((j, idx) => {
-        sql.exec(
-          "INSERT INTO jobs (id, request_id, kind, status, queued_at) VALUES (?, ?, ?, 'queued', ?)",
-          j.jobId,
-          b.requestId,
-          jobKind(j.kind),
-          now,
-        );
-        sql.exec(
+        this.sql.exec(
           "INSERT INTO batch_jobs (job_id, request_id, idx, state, spec) VALUES (?, ?, ?, 'queued', ?)",
           j.jobId,
           b.requestId,
@@ -123,24 +112,12 @@ export class BatchRunner {
    * their Npus (which frees their KV blocks), and the request is marked cancelled.
    */
   async cancel(q: { requestId: string; tenant: string }): Promise<Result<null>> {
-    const sql = this.sql;
-    const r = sql
-      .exec("SELECT status FROM requests WHERE id = ? AND tenant = ?", q.requestId, q.tenant)
-      .toArray()[0];
-    const refusal = cancelRefusal(q.requestId, r ? (r.status as RequestStatus) : null);
+    const refusal = cancelRefusal(q.requestId, this.records.requestStatus(q.requestId, q.tenant));
     if (refusal) return { ok: false, error: refusal };
-    const now = Date.now();
-    const live = this.liveTasks("request_id", q.requestId);
-    this.host.ctx.storage.transactionSync(() => {
-      for (const table of ["tasks", "jobs", "requests"]) {
-        const key = table === "requests" ? "id" : "request_id";
-        sql.exec(
-          `UPDATE ${table} SET status = 'cancelled', finished_at = ?${table === "tasks" ? ", error = COALESCE(error, 'request cancelled')" : ""} WHERE ${key} = ? AND status NOT IN ${TERMINAL}`,
-          now,
-          q.requestId,
-        );
-      }
-      sql.exec(
+    const live = this.records.liveTasks("request_id", q.requestId);
+    this.records.transaction(() => {
+      this.records.cancel(q.requestId, Date.now());
+      this.sql.exec(
         "UPDATE batch_jobs SET state = 'done' WHERE request_id = ? AND state = 'queued'",
         q.requestId,
       );
@@ -251,12 +228,8 @@ export class BatchRunner {
       }));
     for (const j of interruptedJobs(dispatched, this.inFlight)) {
       const { jobId, requestId, attempts } = j;
-      const tasks = this.liveTasks("job_id", jobId);
-      sql.exec(
-        `UPDATE tasks SET status = 'failed', error = 'job executor restarted', finished_at = ? WHERE job_id = ? AND status NOT IN ${TERMINAL}`,
-        Date.now(),
-        jobId,
-      );
+      const tasks = this.records.liveTasks("job_id", jobId);
+      this.records.failTasks(jobId, "job executor restarted", Date.now());
       for (const t of tasks) {
         this.host.ctx.waitUntil(this.cancelTask(t, "job executor restarted").catch(() => {}));
       }
@@ -264,23 +237,11 @@ export class BatchRunner {
       if (next.action === "fail") {
         this.finish(jobId, requestId, { error: next.error });
       } else {
-        sql.exec(
-          `UPDATE jobs SET status = ${KEEP_TERMINAL}, started_at = NULL, first_token_at = NULL WHERE id = ?`,
-          "queued",
-          jobId,
-        );
+        this.records.requeueJob(jobId);
         sql.exec("UPDATE batch_jobs SET state = ? WHERE job_id = ?", next.state, jobId);
       }
       this.host.log.warn("job.requeued", { requestId, jobId, attempts });
     }
-  }
-
-  /** The unfinished tasks of a request or job. */
-  private liveTasks(key: "request_id" | "job_id", id: string): { id: string; npu: string }[] {
-    return this.sql
-      .exec(`SELECT id, npu FROM tasks WHERE ${key} = ? AND status NOT IN ${TERMINAL}`, id)
-      .toArray()
-      .map((t) => ({ id: t.id as string, npu: t.npu as string }));
   }
 
   private cancelTask(t: { id: string; npu: string }, reason: string): Promise<unknown> {
@@ -290,15 +251,13 @@ export class BatchRunner {
   // --- one job
 
   private isLive(jobId: string): boolean {
-    const row = this.sql.exec("SELECT status FROM jobs WHERE id = ?", jobId).toArray()[0];
-    const s = row ? (row.status as JobStatus) : null;
+    const s = this.records.jobStatus(jobId);
     return s === "queued" || s === "running";
   }
 
-  /** Places the job, runs it on its Npu and stores its response body (or error). */
+  /** Plans the job, runs it through the one dispatch path and stores its response (or error). */
   private async run(jobId: string): Promise<void> {
-    const sql = this.sql;
-    const row = sql
+    const row = this.sql
       .exec(
         "SELECT b.spec AS spec, b.request_id AS request_id, r.tenant AS tenant, r.model AS model, r.received_at AS received_at FROM batch_jobs b JOIN requests r ON r.id = b.request_id WHERE b.job_id = ?",
         jobId,
@@ -308,96 +267,94 @@ export class BatchRunner {
     const requestId = row.request_id as string;
     const fail = (error: ErrorInfo) => this.finish(jobId, requestId, { error });
     if (!this.isLive(jobId)) {
-      sql.exec("UPDATE batch_jobs SET state = 'done' WHERE job_id = ?", jobId);
+      this.sql.exec("UPDATE batch_jobs SET state = 'done' WHERE job_id = ?", jobId);
       return;
     }
-    const job: BatchJob = {
-      requestId,
-      tenant: row.tenant as string,
-      model: row.model as string,
-      receivedAt: row.received_at as number,
-      spec: JSON.parse(row.spec as string) as BatchJobSpec,
-    };
-    const cluster = this.host.env.CLUSTER_MANAGER.getByName(CLUSTER_MANAGER_NAME);
-    const model = await cluster.getModel({ name: job.model });
-    if (!model) return fail(batchErrors.modelNotFound(job.model));
+    const spec = JSON.parse(row.spec as string) as BatchJobSpec;
+    const tenant = row.tenant as string;
+    const env = this.host.env;
+    const model = await env.CLUSTER_MANAGER.getByName(CLUSTER_MANAGER_NAME).getModel({
+      name: row.model as string,
+    });
+    if (!model) return fail(batchErrors.modelNotFound(row.model as string));
     const deployments = model.deployments.filter((d) => d.mode === "colocated");
-    if (deployments.length === 0) return fail(batchErrors.noDeployment(job.model));
-    const taskId = `task_${uuid()}`;
-    let placement: Placement;
-    try {
-      placement = await this.host.place({
-        ...placeFields(job, taskId),
+    if (deployments.length === 0) return fail(batchErrors.noDeployment(model.name));
+    const planned = await this.host.plan(
+      {
+        spec: {
+          requestId,
+          jobId,
+          tenant,
+          model: model.name,
+          input: spec.input,
+          n: spec.n,
+          maxTokens: spec.maxTokens,
+          sampling: spec.sampling,
+          cacheSalt: spec.cacheSalt ?? null,
+        },
+        kind: jobKind(spec.kind),
+        clientRequestId: null,
+        receivedAt: row.received_at as number,
         modelRecord: model,
         deployments,
-      });
-    } catch (e) {
-      this.host.log.warn("job.unplaced", { requestId, jobId, ...errorFields(e) });
-      return fail(batchErrors.unplaced(job.model));
-    }
+        pinned: null,
+      },
+      this.records.numTasks(jobId), // each try gets new task ids
+    );
+    if (!planned.ok) return requeuesOn(planned.error) ? this.requeue(jobId) : fail(planned.error);
+    const { placement, task } = planned.value;
     if (placement.mode !== "colocated") return fail(batchErrors.notColocated());
+    if (!this.isLive(jobId)) return; // cancelled while it was planned
     const t = placement.colocated;
-    if (!this.isLive(jobId)) return; // cancelled while it was placed
-    const startedAt = Date.now();
-    this.host.ctx.storage.transactionSync(() => {
-      sql.exec(
-        "INSERT INTO tasks (id, job_id, request_id, role, status, instance_id, npu, queued_at) VALUES (?, ?, ?, 'colocated', 'queued', ?, ?, ?)",
-        taskId,
-        jobId,
-        requestId,
-        t.instanceId,
-        t.npu,
-        startedAt,
-      );
-      const set = `status = ${KEEP_TERMINAL}, started_at = COALESCE(started_at, ?)`;
-      this.updateBoth(jobId, requestId, set, "running", startedAt);
+    this.records.addTask({
+      id: t.taskId,
+      jobId,
+      requestId,
+      role: "colocated",
+      instanceId: t.instanceId,
+      npu: t.npu,
     });
-    const npu = this.host.env.NPU.getByName(t.npu);
-    const res = await npu.generate({ ...generateTask(job, taskId), r2Key: model.r2Key });
-    if (!res.ok) {
-      sql.exec(
-        `UPDATE tasks SET status = ${KEEP_TERMINAL}, error = ?, finished_at = ? WHERE id = ?`,
-        "failed",
-        res.error.message,
-        Date.now(),
-        taskId,
-      );
-      if (requeuesOn(res.error)) return this.requeue(jobId);
-      return fail(res.error);
-    }
-    this.host.log.info("task.dispatched", { requestId, jobId, taskId, instanceId: t.instanceId });
+    const startedAt = Date.now();
+    const res = await dispatchJob(
+      (name: string) => env.NPU.getByName(name),
+      placement,
+      task,
+      model.r2Key,
+      (taskId, error) =>
+        void this.host.onTaskEvent({
+          requestId,
+          taskId,
+          status: "failed",
+          finishedAt: Date.now(),
+          error: error.message,
+        }),
+    );
+    if (!res.ok) return requeuesOn(res.error) ? this.requeue(jobId) : fail(res.error);
+    const stream = res.value.accepted.stream;
+    this.host.log.info("task.dispatched", { requestId, jobId, ...t });
     if (!this.isLive(jobId)) {
       // cancelled while generate() was on its way: the cancel could not find the task yet
-      await npu.cancel({ taskId, reason: "request cancelled" }).catch(() => {});
-      await res.value.stream.cancel().catch(() => {});
+      await this.cancelTask({ id: t.taskId, npu: t.npu }, "request cancelled").catch(() => {});
+      await stream.cancel().catch(() => {});
       return;
     }
-    const events = tapFirstToken(decodeEvents(res.value.stream.getReader()), () => {
-      const set = "first_token_at = COALESCE(first_token_at, ?)";
-      this.updateBoth(jobId, requestId, set, Date.now());
-    });
-    const out = await collectResponse(events, responseMeta(job, uuid(), startedAt));
+    const events = tapFirstToken(decodeEvents(stream.getReader()), () =>
+      this.records.markFirstToken(jobId, requestId, Date.now()),
+    );
+    const out = await collectResponse(
+      events,
+      responseMeta(model.name, spec, t.taskId.slice("task_".length), startedAt),
+    );
     if (!out.ok) return fail(out.error);
     const stored = storedResult(out.body);
     if (!stored.ok) return fail(stored.error);
     this.finish(jobId, requestId, { resultJson: stored.json });
   }
 
-  /** Applies `SET <set>` to the job's row and its request's. */
-  private updateBoth(jobId: string, requestId: string, set: string, ...args: SqlStorageValue[]) {
-    this.sql.exec(`UPDATE jobs SET ${set} WHERE id = ?`, ...args, jobId);
-    this.sql.exec(`UPDATE requests SET ${set} WHERE id = ?`, ...args, requestId);
-  }
-
   /** An instance had no room: the job goes back to the front of the queue and new jobs wait. */
   private requeue(jobId: string): void {
-    const sql = this.sql;
-    sql.exec(
-      `UPDATE jobs SET status = ${KEEP_TERMINAL}, started_at = NULL WHERE id = ?`,
-      "queued",
-      jobId,
-    );
-    sql.exec(
+    this.records.requeueJob(jobId);
+    this.sql.exec(
       "UPDATE batch_jobs SET state = 'queued', attempts = attempts - 1 WHERE job_id = ? AND state = 'dispatched'",
       jobId,
     );
@@ -413,41 +370,19 @@ export class BatchRunner {
     requestId: string,
     out: { resultJson: string } | { error: ErrorInfo },
   ): void {
-    const sql = this.sql;
     const now = Date.now();
-    this.host.ctx.storage.transactionSync(() => {
-      const live = this.isLive(jobId);
-      sql.exec("UPDATE batch_jobs SET state = 'done' WHERE job_id = ?", jobId);
-      if (!live) return;
+    this.records.transaction(() => {
+      this.sql.exec("UPDATE batch_jobs SET state = 'done' WHERE job_id = ?", jobId);
       const ok = "resultJson" in out;
-      sql.exec(
+      if (!this.records.finishJob(jobId, ok ? "succeeded" : "failed", now)) return;
+      this.sql.exec(
         "UPDATE batch_jobs SET result = ?, error = ? WHERE job_id = ?",
         ok ? out.resultJson : null,
         ok ? null : JSON.stringify(storedError(out.error)),
         jobId,
       );
-      sql.exec(
-        "UPDATE jobs SET status = ?, finished_at = COALESCE(finished_at, ?) WHERE id = ?",
-        ok ? "succeeded" : "failed",
-        now,
-        jobId,
-      );
-      const groups = sql
-        .exec(
-          "SELECT status, COUNT(*) AS n FROM jobs WHERE request_id = ? GROUP BY status",
-          requestId,
-        )
-        .toArray()
-        .map((g) => ({ status: g.status as JobStatus, n: g.n as number }));
-      const end = requestOutcome(jobCounts(groups));
-      if (!end) return;
-      sql.exec(
-        `UPDATE requests SET status = ?, finished_at = ?, error = ? WHERE id = ? AND status NOT IN ${TERMINAL}`,
-        end.status,
-        now,
-        end.error,
-        requestId,
-      );
+      const end = requestOutcome(jobCounts(this.records.jobStatusCounts(requestId)));
+      if (end) this.records.finishRequest(requestId, end.status, end.error, now);
     });
     if ("error" in out) {
       this.host.log.info("job.failed", { requestId, jobId, kind: out.error.kind });

@@ -8,61 +8,13 @@ import { DurableObject } from "cloudflare:workers";
 import { Logger, parseLogLevel } from "../shared/log.ts";
 import { instanceId } from "../shared/protocol/names.ts";
 import type { PdProfile } from "../shared/serving/pd-profile.ts";
+import type {
+  DeploymentRecord,
+  DeploymentSpec,
+  ModelRecord,
+  ModelSummary,
+} from "../shared/types/deployments.ts";
 import type { Env } from "./env.ts";
-
-export interface ModelSummary {
-  architecture: string;
-  numParameters: number;
-  contextLength: number;
-  vocabSize: number;
-  numExperts: number;
-  numExpertsPerTok: number;
-}
-
-export type DeploymentMode = "colocated" | "pd";
-export type SchedulerPolicy = "deepflow" | "round-robin" | "least-loaded";
-
-export interface DeploymentInstances {
-  colocated: string[];
-  prefill: string[];
-  decode: string[];
-}
-
-export interface DeploymentRecord {
-  id: string;
-  object: "deployment";
-  model: string;
-  /** Generation of the model's weights the instances serve. */
-  generation: number;
-  mode: DeploymentMode;
-  scheduler: SchedulerPolicy;
-  status: "active" | "deleted";
-  createdAt: number;
-  instances: DeploymentInstances;
-}
-
-export interface DeploymentSpec {
-  id: string;
-  model: string;
-  mode: DeploymentMode;
-  scheduler: SchedulerPolicy;
-  counts: { colocated: number; prefill: number; decode: number };
-}
-
-export interface ModelRecord {
-  name: string;
-  r2Key: string;
-  sizeBytes: number;
-  ownedBy: string;
-  createdAt: number;
-  summary: ModelSummary;
-  /** Bumped on every re-upload, so new weights get new instances. */
-  generation: number;
-  /** The measured colocated-vs-PD heatmap (`npm run profile:pd`), or null. */
-  pdProfile: PdProfile | null;
-  /** Active deployments of the current generation. */
-  deployments: DeploymentRecord[];
-}
 
 type StoredModel = Omit<ModelRecord, "deployments">;
 

@@ -1,38 +1,39 @@
 /**
  * The KV blocks an Npu pins for explicit context caches: cacheId -> a block table holding one
  * reference on each full block of the cached prefix, and its expiry. While pinned, those blocks
- * cannot be evicted, so any prompt that starts with the prefix reuses them (prefix cache).
+ * cannot be evicted, so any prompt that starts with the prefix (under the same cache salt)
+ * reuses them (prefix cache).
  */
-import type { KvBlockManager } from "../shared/engine/kv-block-manager.ts";
+import type { Engine } from "../shared/engine/engine.ts";
 
 export class ContextPins {
   private readonly pinned = new Map<string, { table: number[]; expiresAt: number }>();
 
   /** Takes references on the cached full blocks of `promptIds` (replacing an older pin). */
   pin(
-    blocks: KvBlockManager,
+    engine: Engine,
     cacheId: string,
     promptIds: readonly number[],
+    cacheSalt: string,
     expiresAt: number,
   ): number {
-    this.unpin(blocks, cacheId);
-    const table: number[] = [];
-    blocks.acquirePrefix(table, promptIds, promptIds.length);
+    this.unpin(engine, cacheId);
+    const table = engine.pinPrefix(promptIds, cacheSalt);
     this.pinned.set(cacheId, { table, expiresAt });
-    return table.length * blocks.blockSize;
+    return table.length * engine.blockSize;
   }
 
-  unpin(blocks: KvBlockManager | undefined, cacheId: string): boolean {
+  unpin(engine: Engine | undefined, cacheId: string): boolean {
     const p = this.pinned.get(cacheId);
     if (!p) return false;
     this.pinned.delete(cacheId);
-    blocks?.free(p.table);
+    engine?.unpinBlocks(p.table);
     return true;
   }
 
   /** Unpins every cache expired at `now`. */
-  expire(blocks: KvBlockManager | undefined, now: number): void {
-    for (const [id, p] of this.pinned) if (p.expiresAt <= now) this.unpin(blocks, id);
+  expire(engine: Engine | undefined, now: number): void {
+    for (const [id, p] of this.pinned) if (p.expiresAt <= now) this.unpin(engine, id);
   }
 
   /** The next expiry, or null when nothing is pinned. */

@@ -4,28 +4,22 @@
  * Prefill side (`prefill`): runs the prompt and its first token in the engine loop (batched with
  * everything else) with the KV held, exports the KV into a durable fabric region of this NPU,
  * frees the KV blocks, and returns where the decode side can pull the KV from.
- * Decode side (`pull`): waits for room for the sequence, reads the KV from the owner's fabric,
- * adds the sequence with its first token, and has the owner free the region.
+ * Decode side (`pull`): waits (on the engine's promise, not by polling) for room for the
+ * sequence, reads the KV from the owner's fabric, adds the sequence with its first token, and has
+ * the owner free the region.
  */
 import type { SeqOutput } from "../shared/engine/engine.ts";
 import type { ModelInstance } from "../shared/engine/instance.ts";
-import type { Sequence } from "../shared/engine/sequence.ts";
+import type { SamplingParams, Sequence } from "../shared/engine/sequence.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
-import { kvRegionId, type RegionRef } from "../shared/fabric/regions.ts";
+import { kvRegionId } from "../shared/fabric/regions.ts";
 import type { Logger } from "../shared/log.ts";
 import type { SampledToken } from "../shared/model/sampler.ts";
-import type { GenerateEvent, GenerateTask } from "../shared/protocol/messages.ts";
+import type { GenerateEvent, GenerateTask, Prefilled } from "../shared/protocol/messages.ts";
 import type { PreparedTask, TaskTracker } from "../shared/serving/task.ts";
 import type { Env } from "./env.ts";
 import type { FabricHost } from "./fabric-host.ts";
 import type { TaskStreams } from "./task-streams.ts";
-
-/** Where a decode task finds its prompt: the prefill side's first token and KV region. */
-export interface Prefilled {
-  promptIds: number[];
-  first: SampledToken;
-  region: RegionRef;
-}
 
 /** How long a decode task waits for KV room before giving up (503). */
 const HANDOFF_TIMEOUT_MS = 30_000;
@@ -75,23 +69,24 @@ export class KvHandoff {
     instance: ModelInstance,
     seqId: string,
     promptIds: number[],
-    p: PreparedTask,
+    params: SamplingParams,
+    cacheSalt: string,
   ): Promise<Result<{ first: SampledToken; held: Sequence }>> {
     const err = instance.engine.add(
       seqId,
       promptIds,
-      { ...p.params, maxTokens: 1, stop: [] },
-      { holdKv: true },
+      { ...params, maxTokens: 1, stop: [] },
+      { holdKv: true, cacheSalt },
     );
     if (err) return failure(err);
     const first = await new Promise<SampledToken | null>((resolve) => {
       this.prefills.set(seqId, resolve);
       this.host.kick();
     });
-    const held = first ? instance.scheduler.getHeld(seqId) : undefined;
+    const held = first ? instance.engine.getHeld(seqId) : undefined;
     if (!first || !held) {
       instance.engine.abort(seqId);
-      instance.scheduler.releaseHeld(seqId);
+      instance.engine.releaseHeld(seqId);
       return failure(errorInfo("internal", "the prompt computation was aborted"));
     }
     return { ok: true, value: { first, held } };
@@ -112,13 +107,19 @@ export class KvHandoff {
     }
     const seqId = `${task.taskId}/prefill`;
     const startedAt = Date.now();
-    const computed = await this.computePrompt(instance, seqId, seq.promptIds, p);
+    const computed = await this.computePrompt(
+      instance,
+      seqId,
+      seq.promptIds,
+      p.params,
+      task.cacheSalt,
+    );
     if (!computed.ok) return computed;
     reports.report(task, { status: "running", startedAt });
     const { first, held } = computed.value;
     const kv = new Float32Array(instance.transformer.kvSize(seq.promptIds.length));
     instance.transformer.exportKv(held.blockTable, seq.promptIds.length, kv);
-    instance.scheduler.releaseHeld(seqId);
+    instance.engine.releaseHeld(seqId);
     const meta = fabric.write({
       regionId: kvRegionId(task.taskId),
       kind: "durable",
@@ -141,8 +142,8 @@ export class KvHandoff {
     return {
       ok: true,
       value: {
-        promptIds: seq.promptIds,
         first,
+        numCachedTokens: held.numCachedTokens,
         region: {
           owner: this.host.name,
           regionId: meta.regionId,
@@ -155,7 +156,7 @@ export class KvHandoff {
   }
 
   /**
-   * Decode task of a PD job: pulls a prefilled prompt's KV (waiting for free blocks first) and
+   * Decode task of a PD job: pulls a prefilled prompt's KV (once the engine has room for it) and
    * adds its sequence as `<taskId>/0`; returns the events of its first token.
    */
   async pull(
@@ -166,48 +167,52 @@ export class KvHandoff {
     tracker: TaskTracker,
   ): Promise<Result<{ seqId: string; events: GenerateEvent[] }>> {
     const seqId = `${task.taskId}/0`;
-    const deadline = Date.now() + HANDOFF_TIMEOUT_MS;
+    const promptIds = p.seqs[0]?.promptIds;
+    if (!promptIds || p.seqs.length !== 1) {
+      return failure(
+        errorInfo("invalid_request", "a PD deployment serves one prompt with n = 1", "n"),
+      );
+    }
+    const engine = instance.engine;
     const owner = this.host.env.NPU.getByName(pre.region.owner);
-    let kv: Float32Array | null = null;
+    const got = await owner.fabricRead({ regionId: pre.region.regionId, minSeq: pre.region.seq });
+    if (!got) return failure(errorInfo("internal", "the prompt's KV is no longer in the fabric"));
+    const kv = new Float32Array(got.bytes.buffer, got.bytes.byteOffset, got.bytes.byteLength / 4);
+    if (kv.length !== instance.transformer.kvSize(promptIds.length)) {
+      return failure(errorInfo("internal", "the prompt's KV has the wrong size"));
+    }
+    const deadline = Date.now() + HANDOFF_TIMEOUT_MS;
     for (;;) {
-      const s = instance.scheduler;
-      const room =
-        s.running.length < s.config.maxNumSeqs && s.blocks.canGrow([], pre.promptIds.length + 1);
-      if (room) {
-        if (!kv) {
-          const got = await owner.fabricRead({
-            regionId: pre.region.regionId,
-            minSeq: pre.region.seq,
-          });
-          if (!got)
-            return failure(errorInfo("internal", "the prompt's KV is no longer in the fabric"));
-          kv = new Float32Array(got.bytes.buffer, got.bytes.byteOffset, got.bytes.byteLength / 4);
-          if (kv.length !== instance.transformer.kvSize(pre.promptIds.length)) {
-            return failure(errorInfo("internal", "the prompt's KV has the wrong size"));
-          }
-        }
-        const data = kv;
-        const out = instance.engine.addPrefilled(
-          seqId,
-          pre.promptIds,
-          pre.first,
-          p.params,
-          (table) => instance.transformer.importKv(table, pre.promptIds.length, data),
-          { stripLeadingSpace: p.stripLeadingSpace },
+      const out = engine.addPrefilled(
+        seqId,
+        promptIds,
+        pre.first,
+        p.params,
+        (table) => instance.transformer.importKv(table, promptIds.length, kv),
+        {
+          stripLeadingSpace: p.stripLeadingSpace,
+          cacheSalt: task.cacheSalt,
+          expectedOutputTokens: task.expectedOutputTokens,
+          numCachedTokens: pre.numCachedTokens,
+        },
+      );
+      if (out) {
+        this.host.ctx.waitUntil(
+          owner.fabricFree({ regionId: pre.region.regionId }).then(() => undefined),
         );
-        if (out) {
-          this.host.ctx.waitUntil(
-            owner.fabricFree({ regionId: pre.region.regionId }).then(() => undefined),
-          );
-          this.host.log.info("kv.imported", {
-            requestId: task.requestId,
-            taskId: task.taskId,
-            bytes: kv.byteLength,
-          });
-          return { ok: true, value: { seqId, events: tracker.onOutput(0, out, Date.now()) } };
-        }
+        this.host.log.info("kv.imported", {
+          requestId: task.requestId,
+          taskId: task.taskId,
+          bytes: kv.byteLength,
+        });
+        return { ok: true, value: { seqId, events: tracker.onOutput(0, out, Date.now()) } };
       }
-      if (Date.now() > deadline) {
+      // no room yet: wait until a step or a release frees enough, or give up at the deadline
+      const wait = engine.whenRoom(promptIds.length + 1);
+      const timer = setTimeout(() => wait.cancel(), Math.max(0, deadline - Date.now()));
+      const ready = await wait.ready;
+      clearTimeout(timer);
+      if (!ready) {
         return failure(
           errorInfo(
             "overloaded",
@@ -217,7 +222,6 @@ export class KvHandoff {
           ),
         );
       }
-      await new Promise((r) => setTimeout(r, 5));
     }
   }
 }

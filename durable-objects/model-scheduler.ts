@@ -1,11 +1,12 @@
 /**
- * The JobExecutor's scheduling state for one model, and the host side of DeepFlow's Algorithm 1:
- * the model's tokenizer (to key the prompt's KV blocks), the prefix tree of which instance holds
- * which blocks, the output-length predictor, round-robin counters and the PD profile. The policy
- * itself is pure (shared/serving/scheduling.ts); this class gathers its inputs and keeps its
- * state, which the JobExecutor snapshots to storage.
+ * The JobExecutor's state for one model's current weights, and the host side of DeepFlow's
+ * Algorithm 1: the model's tokenizer and chat template (every prompt is tokenised here, once),
+ * the prefix tree of which instance holds which blocks, the output-length predictor, round-robin
+ * counters and the PD profile. The policy itself is pure (shared/serving/scheduling.ts); this
+ * class gathers its inputs and keeps its state, which the JobExecutor snapshots to storage.
  */
 
+import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { parseGguf } from "../shared/model/gguf.ts";
 import { Tokenizer } from "../shared/model/tokenizer.ts";
 import type { GenerateInput } from "../shared/protocol/messages.ts";
@@ -21,9 +22,9 @@ import {
   type ScheduleResult,
   scheduleRequest,
 } from "../shared/serving/scheduling.ts";
-import { tokenizePrompts } from "../shared/serving/task.ts";
+import { type PreparedPrompts, preparePrompts } from "../shared/serving/task.ts";
+import type { ModelRecord } from "../shared/types/deployments.ts";
 import { type ChatRenderer, createChatRenderer } from "./chat-template.ts";
-import type { ModelRecord } from "./cluster-manager.ts";
 
 /** GGUF metadata (vocabulary included) sits at the start of the file; read at most this much. */
 const HEADER_BYTES = 8 * 2 ** 20;
@@ -83,29 +84,40 @@ export class ModelScheduler {
     );
   }
 
-  /**
-   * The prompt's token ids as the Npu will see them (first prompt only; used for locality and
-   * length), or [] when they cannot be computed here (the Npu reports real errors).
-   */
-  promptIds(input: GenerateInput): number[] {
+  /** Tokenises a job's prompts and resolves its max tokens against the context (400s as values). */
+  prepare(
+    input: GenerateInput,
+    maxTokens: number | null,
+    maxModelLen: number,
+  ): Result<PreparedPrompts> {
     const { tokenizer, chat } = this;
-    if (!tokenizer || !chat) return [];
-    const r = tokenizePrompts(input, tokenizer, (m) => chat.render(m));
-    return r.ok ? (r.value[0] ?? []) : [];
+    if (!tokenizer || !chat) {
+      return failure(errorInfo("internal", `the weights of model ${this.model} are unreadable`));
+    }
+    return preparePrompts(input, maxTokens, tokenizer, maxModelLen, (m) => chat.render(m));
   }
 
-  /** Runs Algorithm 1 and records the prompt's blocks on the chosen instance. */
+  /** The prompt's full-block keys under a cache salt (as the engine keys its KV blocks). */
+  blockKeys(promptIds: readonly number[], cacheSalt: string): string[] {
+    return promptBlockKeys(promptIds, this.blockSize, { cacheSalt });
+  }
+
+  /** Output tokens expected for a prompt (the predictor's median of similar requests). */
+  expectedOutputTokens(numPromptTokens: number, maxTokens: number): number {
+    return this.predictor.predict(numPromptTokens, maxTokens);
+  }
+
+  /** Runs Algorithm 1. The prefix tree learns the prompt only once its task is accepted (`learn`). */
   place(
     deployments: DeploymentState[],
-    promptIds: number[],
+    blockKeys: readonly string[],
+    numPromptTokens: number,
     maxTokens: number,
-    now: number,
   ): ScheduleResult | null {
-    const blockKeys = promptBlockKeys(promptIds, this.blockSize);
     const result = scheduleRequest({
       deployments,
       blockKeys,
-      numPromptTokens: promptIds.length,
+      numPromptTokens,
       maxTokens,
       prefixTree: this.tree,
       predictor: this.predictor,
@@ -114,11 +126,15 @@ export class ModelScheduler {
     });
     if (!result) return null;
     this.counters = result.counters;
-    const d = result.decision;
-    const holder = d.instanceId ?? d.prefillInstanceId;
-    if (holder && blockKeys.length > 0) this.tree.insert(holder, blockKeys, now);
     this.dirty = true;
     return result;
+  }
+
+  /** Records that `instanceId` now holds the prompt's blocks (its task was accepted there). */
+  learn(instanceId: string, blockKeys: readonly string[], now: number): void {
+    if (blockKeys.length === 0) return;
+    this.tree.insert(instanceId, blockKeys, now);
+    this.dirty = true;
   }
 
   observe(numPromptTokens: number, numOutputTokens: number): void {

@@ -1,28 +1,29 @@
 /**
  * Npu: one NPU of an instance. Holds a model's weights and KV cache in its kernel arena (the
  * per-NPU memory budget), runs the engine loop with continuous batching, and streams each task's
- * tokens back as NDJSON GenerateEvents while they are produced. The maths and policies are in
- * shared/; this shell owns the RPC surface and the engine loop, and delegates loading
+ * tokens back as NDJSON GenerateEvents while they are produced. Tasks arrive tokenised (the
+ * JobExecutor tokenises once). The maths and policies are in shared/; this shell uses only the
+ * Engine's public methods, owns the RPC surface and the engine loop, and delegates loading
  * (npu-loader.ts), task streams and progress reports (task-streams.ts), the PD handoff of a
  * prompt's KV (kv-handoff.ts) and the fabric regions peers read (fabric-host.ts).
  */
 import { DurableObject } from "cloudflare:workers";
+import type { EngineStats } from "../shared/engine/engine.ts";
+import { GREEDY } from "../shared/engine/sequence.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import type { FabricStats, RegionKind, RegionMeta } from "../shared/fabric/regions.ts";
 import { isKvRegion } from "../shared/fabric/regions.ts";
 import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
-import type { GenerateEvent, GenerateTask } from "../shared/protocol/messages.ts";
+import type { GenerateEvent, GenerateTask, Prefilled } from "../shared/protocol/messages.ts";
 import { PROTOCOL_VERSION } from "../shared/protocol/version.ts";
-import { outstandingTokens } from "../shared/serving/scheduling.ts";
-import { TaskTracker } from "../shared/serving/task.ts";
+import type { Accepted } from "../shared/serving/dispatch.ts";
+import { sequencesFor, TaskTracker } from "../shared/serving/task.ts";
 import { ContextPins } from "./context-pins.ts";
 import type { Env } from "./env.ts";
 import { FabricHost, type RegionData } from "./fabric-host.ts";
-import { KvHandoff, type Prefilled } from "./kv-handoff.ts";
-import { type Loaded, loadModel, prepareFor } from "./npu-loader.ts";
+import { KvHandoff } from "./kv-handoff.ts";
+import { type Loaded, loadModel } from "./npu-loader.ts";
 import { TaskStreams } from "./task-streams.ts";
-
-export type { Prefilled } from "./kv-handoff.ts";
 
 /**
  * A KV handoff region that no decode side pulled (its request died between prefill and decode)
@@ -42,23 +43,38 @@ export interface StepSummary {
   durationMs: number;
 }
 
-export interface NpuStats {
+export interface NpuStats extends EngineStats {
   model: string | null;
-  numRunning: number;
-  numWaiting: number;
-  numFreeBlocks: number;
-  numBlocks: number;
-  /** Prompt tokens still to compute plus tokens still to generate (DeepFlow's load). */
-  numOutstandingTokens: number;
   numTasks: number;
   memory: { usedBytes: number; capacityBytes: number; weightBytes: number } | null;
   recentSteps: StepSummary[];
 }
 
-export interface GenerateAccepted {
-  numPromptTokens: number;
-  /** NDJSON GenerateEvent lines; ends after the usage event or an error event. */
-  stream: ReadableStream<Uint8Array>;
+export type GenerateAccepted = Accepted<ReadableStream<Uint8Array>>;
+
+const IDLE: EngineStats = {
+  numRunning: 0,
+  numWaiting: 0,
+  numFreeBlocks: 0,
+  numBlocks: 0,
+  numOutstandingTokens: 0,
+};
+
+/** Why a task cannot start here before anything is loaded, or null. */
+function refusal(task: GenerateTask, starting: ReadonlySet<string>, running: boolean) {
+  if (task.protocolVersion !== PROTOCOL_VERSION) {
+    return errorInfo(
+      "overloaded",
+      `this instance speaks protocol version ${PROTOCOL_VERSION}, the task ${task.protocolVersion} ` +
+        "(a deployment is rolling out); retry shortly",
+      null,
+      "protocol_mismatch",
+    );
+  }
+  if (starting.has(task.taskId) || running) {
+    return errorInfo("conflict", `task ${task.taskId} is already running`, null, "duplicate_task");
+  }
+  return null;
 }
 
 export class Npu extends DurableObject<Env> {
@@ -73,6 +89,8 @@ export class Npu extends DurableObject<Env> {
   private readonly handoff: KvHandoff;
   private looping = false;
   private readonly recentSteps: StepSummary[] = [];
+  /** Task ids between their arrival and their stream's registration (duplicates get a 409). */
+  private readonly starting = new Set<string>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -101,13 +119,7 @@ export class Npu extends DurableObject<Env> {
     const inst = this.loaded?.instance;
     return {
       model: this.loaded?.model ?? null,
-      numRunning: inst?.scheduler.running.length ?? 0,
-      numWaiting: inst?.scheduler.waiting.length ?? 0,
-      numFreeBlocks: inst?.scheduler.blocks.numFreeBlocks ?? 0,
-      numBlocks: inst?.scheduler.blocks.numBlocks ?? 0,
-      numOutstandingTokens: inst
-        ? outstandingTokens([...inst.scheduler.running, ...inst.scheduler.waiting])
-        : 0,
+      ...(inst?.engine.stats() ?? IDLE),
       numTasks: this.streams.size,
       memory: inst
         ? {
@@ -121,26 +133,32 @@ export class Npu extends DurableObject<Env> {
   }
 
   /**
-   * Starts a task: tokenises, checks the context, queues its sequences and returns the event
-   * stream at once. Expected failures (bad prompt, no capacity, unloadable model) are values.
+   * Starts a task: queues its sequences and returns the event stream at once. Expected failures
+   * (a repeated task id, another protocol version, no capacity, an unloadable model) are values.
    * A decode task of a PD job (`prefilled`) first pulls its prompt's KV from the prefill NPU.
    */
   async generate(
     task: GenerateTask & { r2Key: string; prefilled?: Prefilled },
   ): Promise<Result<GenerateAccepted>> {
-    if (task.protocolVersion !== PROTOCOL_VERSION) {
-      return failure(
-        errorInfo("internal", `protocol version ${task.protocolVersion} != ${PROTOCOL_VERSION}`),
-      );
+    const refused = refusal(task, this.starting, this.streams.has(task.taskId));
+    if (refused) return failure(refused);
+    this.starting.add(task.taskId);
+    try {
+      return await this.#start(task);
+    } finally {
+      this.starting.delete(task.taskId);
     }
+  }
+
+  async #start(
+    task: GenerateTask & { r2Key: string; prefilled?: Prefilled },
+  ): Promise<Result<GenerateAccepted>> {
     const loaded = await this.#ensureLoaded(task.model, task.r2Key);
     if (!loaded.ok) return loaded;
     const { instance } = loaded.value;
     const engine = instance.engine;
-    const prepared = prepareFor(loaded.value, task);
-    if (!prepared.ok) return prepared;
-    const p = prepared.value;
-    if (instance.scheduler.waiting.length + p.seqs.length > MAX_WAITING_SEQS) {
+    const p = sequencesFor(task);
+    if (engine.stats().numWaiting + p.seqs.length > MAX_WAITING_SEQS) {
       return failure(
         errorInfo(
           "capacity",
@@ -164,6 +182,8 @@ export class Npu extends DurableObject<Env> {
       const err = engine.add(seqId, s.promptIds, p.params, {
         choiceIndex: s.index,
         stripLeadingSpace: p.stripLeadingSpace,
+        cacheSalt: task.cacheSalt,
+        expectedOutputTokens: task.expectedOutputTokens,
       });
       if (err) {
         this.streams.discard(active);
@@ -172,7 +192,7 @@ export class Npu extends DurableObject<Env> {
       this.streams.addSeq(active, seqId, s.index);
     }
     this.streams.start(active);
-    this.log.info("task.accepted", {
+    this.log.debug("task.accepted", {
       requestId: task.requestId,
       taskId: task.taskId,
       numSeqs: p.seqs.length,
@@ -195,11 +215,11 @@ export class Npu extends DurableObject<Env> {
    * the KV blocks, and returns where the decode side can pull the KV from.
    */
   async prefill(task: GenerateTask & { r2Key: string }): Promise<Result<Prefilled>> {
+    const refused = refusal(task, this.starting, this.streams.has(task.taskId));
+    if (refused) return failure(refused);
     const loaded = await this.#ensureLoaded(task.model, task.r2Key);
     if (!loaded.ok) return loaded;
-    const prepared = prepareFor(loaded.value, task);
-    if (!prepared.ok) return prepared;
-    const r = await this.handoff.prefill(loaded.value.instance, task, prepared.value);
+    const r = await this.handoff.prefill(loaded.value.instance, task, sequencesFor(task));
     if (r.ok) await this.#scheduleExpiry(); // the region is freed by the decode side, or expires
     return r;
   }
@@ -212,47 +232,44 @@ export class Npu extends DurableObject<Env> {
    */
   async pinPrefix(a: {
     cacheId: string;
-    task: GenerateTask;
+    promptIds: number[];
+    cacheSalt: string;
+    model: string;
     r2Key: string;
     expiresAt: number;
   }): Promise<Result<{ numTokens: number; numPinnedTokens: number }>> {
-    const loaded = await this.#ensureLoaded(a.task.model, a.r2Key);
+    const loaded = await this.#ensureLoaded(a.model, a.r2Key);
     if (!loaded.ok) return loaded;
-    const prepared = prepareFor(loaded.value, a.task);
-    if (!prepared.ok) return prepared;
-    const seq = prepared.value.seqs[0];
-    if (!seq || prepared.value.seqs.length !== 1) {
-      return failure(errorInfo("invalid_request", "a context cache holds one prompt", "prompt"));
-    }
     const { instance } = loaded.value;
+    const engine = instance.engine;
     const seqId = `${a.cacheId}/pin`;
     const computed = await this.handoff.computePrompt(
       instance,
       seqId,
-      seq.promptIds,
-      prepared.value,
+      a.promptIds,
+      GREEDY,
+      a.cacheSalt,
     );
     if (!computed.ok) return computed;
-    const blocks = instance.scheduler.blocks;
-    const numPinnedTokens = this.pins.pin(blocks, a.cacheId, seq.promptIds, a.expiresAt);
-    instance.scheduler.releaseHeld(seqId);
+    const numPinnedTokens = this.pins.pin(engine, a.cacheId, a.promptIds, a.cacheSalt, a.expiresAt);
+    engine.releaseHeld(seqId);
     await this.#scheduleExpiry();
     this.log.info("context_cache.pinned", {
       cacheId: a.cacheId,
-      numTokens: seq.promptIds.length,
+      numTokens: a.promptIds.length,
       numPinnedTokens,
     });
-    return { ok: true, value: { numTokens: seq.promptIds.length, numPinnedTokens } };
+    return { ok: true, value: { numTokens: a.promptIds.length, numPinnedTokens } };
   }
 
   async unpinPrefix(a: { cacheId: string }): Promise<{ unpinned: boolean }> {
-    return { unpinned: this.pins.unpin(this.loaded?.instance.scheduler.blocks, a.cacheId) };
+    return { unpinned: this.pins.unpin(this.loaded?.instance.engine, a.cacheId) };
   }
 
   /** Expires pinned context caches, and KV handoff regions no decode side ever pulled. */
   override async alarm(): Promise<void> {
     const now = Date.now();
-    this.pins.expire(this.loaded?.instance.scheduler.blocks, now);
+    this.pins.expire(this.loaded?.instance.engine, now);
     for (const r of this.fabric.list()) {
       if (isKvRegion(r.regionId) && r.writtenAt + KV_REGION_TTL_MS <= now) {
         this.fabric.free({ regionId: r.regionId });
@@ -353,7 +370,7 @@ export class Npu extends DurableObject<Env> {
         };
         this.recentSteps.push(summary);
         if (this.recentSteps.length > RECENT_STEPS) this.recentSteps.shift();
-        this.log.info("step.completed", summary);
+        this.log.debug("step.completed", summary);
         this.streams.markStarted(report.scheduledSeqIds, t0);
         for (const o of report.outputs) {
           if (this.handoff.onOutput(o)) continue;

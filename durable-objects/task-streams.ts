@@ -1,8 +1,10 @@
 /**
  * The Npu's tasks in flight: each task's NDJSON GenerateEvent stream, the map from engine
  * sequences back to (task, choice index), and the task's progress reports to the JobExecutor
- * that owns its request (running, first token, finished with usage). Turns engine outputs into
- * events, and finishes, aborts or cancels tasks (a cancelled stream cancels its task).
+ * that owns its request (running, first token, finished with usage). Reports made while one step
+ * is processed go out together, one RPC per task, and carry the instance's load (the JobExecutor
+ * places requests with it). Turns engine outputs into events, and finishes, aborts or cancels
+ * tasks (a cancelled stream cancels its task).
  */
 import type { Engine, SeqOutput } from "../shared/engine/engine.ts";
 import { errorInfo } from "../shared/errors.ts";
@@ -10,6 +12,7 @@ import { errorFields, type Logger } from "../shared/log.ts";
 import { encodeEvent } from "../shared/protocol/codec.ts";
 import type { GenerateEvent, GenerateTask } from "../shared/protocol/messages.ts";
 import { jobExecutorName, requestShard } from "../shared/protocol/names.ts";
+import type { TaskProgress } from "../shared/serving/records.ts";
 import type { TaskTracker } from "../shared/serving/task.ts";
 import { type Env, getConfig } from "./env.ts";
 
@@ -18,6 +21,7 @@ export interface ActiveTask {
   tracker: TaskTracker;
   controller: ReadableStreamDefaultController<Uint8Array>;
   seqIds: string[];
+  acceptedAt: number;
   startedAt: number | null;
 }
 
@@ -25,6 +29,8 @@ export class TaskStreams {
   private readonly tasks = new Map<string, ActiveTask>();
   /** seqId -> (taskId, choice index) */
   private readonly seqs = new Map<string, { taskId: string; index: number }>();
+  /** Progress not yet sent, per task (flushed once the current step's outputs are processed). */
+  private readonly unsent = new Map<string, { task: GenerateTask; progress: TaskProgress }>();
 
   constructor(
     private readonly env: Env,
@@ -59,6 +65,7 @@ export class TaskStreams {
       tracker,
       controller: controller as ReadableStreamDefaultController<Uint8Array>,
       seqIds: [],
+      acceptedAt: Date.now(),
       startedAt: null,
     };
     return { active, stream };
@@ -87,7 +94,14 @@ export class TaskStreams {
     if (!ref || !active) return;
     const first = active.tracker.firstTokenAt === null;
     for (const ev of active.tracker.onOutput(ref.index, o, now)) this.emit(active, ev);
-    if (first) this.report(active.task, { firstTokenAt: now });
+    if (first) {
+      this.report(active.task, { firstTokenAt: now });
+      this.log.info("task.first_token", {
+        requestId: active.task.requestId,
+        taskId: active.task.taskId,
+        ttftMs: now - active.acceptedAt,
+      });
+    }
     if (o.finished) this.seqs.delete(o.seqId);
     if (active.tracker.done) this.finish(active, "succeeded");
   }
@@ -119,12 +133,24 @@ export class TaskStreams {
     } catch {
       // already closed or cancelled
     }
+    const now = Date.now();
+    const t = active.tracker;
     this.report(active.task, {
       status,
-      finishedAt: Date.now(),
-      numPromptTokens: active.tracker.numPromptTokens,
-      numCompletionTokens: active.tracker.completionTokens,
+      finishedAt: now,
+      numPromptTokens: t.numPromptTokens,
+      numCompletionTokens: t.completionTokens,
       ...(error ? { error } : {}),
+    });
+    this.log.info("task.finished", {
+      requestId: active.task.requestId,
+      taskId: active.task.taskId,
+      status,
+      numPromptTokens: t.numPromptTokens,
+      numCachedTokens: t.cachedTokens,
+      numCompletionTokens: t.completionTokens,
+      ttftMs: t.firstTokenAt === null ? null : t.firstTokenAt - active.acceptedAt,
+      durationMs: now - active.acceptedAt,
     });
   }
 
@@ -154,21 +180,34 @@ export class TaskStreams {
     }
   }
 
-  /** Reports task progress to the JobExecutor that owns the request (best effort, off the hot path). */
-  report(task: GenerateTask, fields: Record<string, unknown>): void {
-    const je = this.env.JOB_EXECUTOR.getByName(
-      jobExecutorName(requestShard(task.requestId, getConfig(this.env).jobExecutorShards)),
-    );
-    this.ctx.waitUntil(
-      je
-        .taskEvent({ requestId: task.requestId, taskId: task.taskId, ...fields })
-        .catch((e: unknown) => {
-          this.log.warn("task.report_failed", {
-            requestId: task.requestId,
-            taskId: task.taskId,
-            ...errorFields(e),
-          });
+  /**
+   * Reports task progress to the JobExecutor that owns the request (best effort, off the hot
+   * path). Reports made before the next microtask are merged: one RPC per task per step.
+   */
+  report(task: GenerateTask, fields: TaskProgress): void {
+    const u = this.unsent.get(task.taskId);
+    if (u) {
+      Object.assign(u.progress, fields);
+      return;
+    }
+    if (this.unsent.size === 0) queueMicrotask(() => this.flush());
+    this.unsent.set(task.taskId, { task, progress: { ...fields } });
+  }
+
+  private flush(): void {
+    const load = this.engine()?.stats();
+    const shards = getConfig(this.env).jobExecutorShards;
+    for (const { task, progress } of this.unsent.values()) {
+      const je = this.env.JOB_EXECUTOR.getByName(
+        jobExecutorName(requestShard(task.requestId, shards)),
+      );
+      const { requestId, taskId } = task;
+      this.ctx.waitUntil(
+        je.taskEvent({ requestId, taskId, ...progress, load }).catch((e: unknown) => {
+          this.log.warn("task.report_failed", { requestId, taskId, ...errorFields(e) });
         }),
-    );
+      );
+    }
+    this.unsent.clear();
   }
 }

@@ -1,5 +1,7 @@
-// House checks for shared/ that Biome has no rule for: no Math.random (use shared/random.ts),
-// and a line budget for the engine and maths (raise it deliberately, in a reviewed change).
+// House checks that Biome has no rule for: no Math.random in shared/ (use shared/random.ts), a
+// line budget for the engine and maths (raise it deliberately, in a reviewed change), and the
+// layer rule that workers/ imports only types from durable-objects/ (workers/index.ts, the
+// composition root, re-exports the DO classes).
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 
@@ -25,6 +27,14 @@ for (const [dir, budget] of Object.entries(LINE_BUDGET)) {
   console.log(`${dir}: ${lines} lines (budget ${budget})`);
   if (lines > budget) {
     console.error(`${dir} is over its line budget: split or simplify before raising it`);
+    failed = true;
+  }
+}
+const DO_IMPORT = /^\s*(import|export)\s+(?!type\b)[^;]*?from\s+["'][./]*\/durable-objects\//gm;
+for (const file of files("workers")) {
+  if (file === join("workers", "index.ts")) continue;
+  for (const m of readFileSync(file, "utf8").matchAll(DO_IMPORT)) {
+    console.error(`${file}: workers/ may import only types from durable-objects/: ${m[0].trim()}`);
     failed = true;
   }
 }

@@ -18,6 +18,9 @@ export { ClusterManager } from "../durable-objects/cluster-manager.ts";
 export { JobExecutor } from "../durable-objects/job-executor.ts";
 export { Npu } from "../durable-objects/npu.ts";
 
+/** Seconds a client should wait after a 429 or a transient 503 (the Retry-After header). */
+const RETRY_AFTER_S = 1;
+
 const app = new Hono<AppEnv>();
 
 app.use("*", async (c, next) => {
@@ -68,6 +71,10 @@ app.onError((err, c) => {
   const requestId = c.get("requestId");
   if (requestId) c.header("x-request-id", requestId);
   if (err instanceof AppError) {
+    // capacity that frees itself (a full queue, an instance restarting): tell clients when to retry
+    if (err.kind === "capacity" || (err.kind === "overloaded" && err.code !== "no_deployment")) {
+      c.header("retry-after", String(RETRY_AFTER_S));
+    }
     return c.json(errorEnvelope(err.toInfo()), err.status as 400);
   }
   if (err instanceof HTTPException) {

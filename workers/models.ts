@@ -3,13 +3,14 @@
  * registering them with the ClusterManager, and the embedded default model that is written to
  * R2 on first use so a fresh `wrangler dev` serves without setup.
  */
-import type { ModelRecord, ModelSummary } from "../durable-objects/cluster-manager.ts";
+
 import DEFAULT_MODEL_BYTES from "../models/default-moe.gguf";
 import { planMemory } from "../shared/engine/instance.ts";
 import { AppError } from "../shared/errors.ts";
 import { modelConfigFromGguf, numParameters } from "../shared/model/config.ts";
 import { parseGguf } from "../shared/model/gguf.ts";
 import { Tokenizer } from "../shared/model/tokenizer.ts";
+import type { ModelRecord, ModelSummary } from "../shared/types/deployments.ts";
 import { clusterManager, type Env, getConfig } from "./env.ts";
 import { newDeploymentId } from "./ids.ts";
 

@@ -13,6 +13,7 @@ import type { Scheduler } from "./scheduler.ts";
 import {
   type FinishReason,
   newSequence,
+  outstandingTokens,
   type SamplingParams,
   type SeqId,
   type Sequence,
@@ -39,8 +40,29 @@ export interface AddOptions {
   stripLeadingSpace?: boolean;
   /** Keep the KV blocks when the sequence finishes (a prefill task of a PD job). */
   holdKv?: boolean;
+  /** Output tokens the JobExecutor predicts (load reports only). */
+  expectedOutputTokens?: number | null;
   /** Share prefix KV blocks only with sequences of the same salt (Sequence.cacheSalt; ""). */
   cacheSalt?: string;
+  /** addPrefilled: prompt tokens the prefill side took from its prefix cache. */
+  numCachedTokens?: number;
+}
+
+/** What an instance reports about itself (its load goes to the JobExecutors with task events). */
+export interface EngineStats {
+  numRunning: number;
+  numWaiting: number;
+  numFreeBlocks: number;
+  numBlocks: number;
+  /** Prompt tokens still to compute plus tokens still to generate (`outstandingTokens`). */
+  numOutstandingTokens: number;
+}
+
+/** A wait for room to admit a sequence (`Engine.whenRoom`). */
+export interface RoomWait {
+  /** true once there is room; false when cancelled. */
+  ready: Promise<boolean>;
+  cancel(): void;
 }
 
 export interface SeqOutput {
@@ -78,6 +100,8 @@ interface OutputState {
 
 export class Engine {
   private readonly outputs = new Map<SeqId, OutputState>();
+  /** Waits for room (`whenRoom`), checked whenever blocks or sequence slots are freed. */
+  private readonly roomWaits = new Set<{ numTokens: number; resolve: (ok: boolean) => void }>();
 
   constructor(
     readonly scheduler: Scheduler,
@@ -91,6 +115,85 @@ export class Engine {
 
   hasWork(): boolean {
     return this.scheduler.numUnfinished > 0;
+  }
+
+  get numBlocks(): number {
+    return this.scheduler.blocks.numBlocks;
+  }
+
+  get blockSize(): number {
+    return this.scheduler.blocks.blockSize;
+  }
+
+  stats(): EngineStats {
+    const s = this.scheduler;
+    return {
+      numRunning: s.running.length,
+      numWaiting: s.waiting.length,
+      numFreeBlocks: s.blocks.numFreeBlocks,
+      numBlocks: s.blocks.numBlocks,
+      numOutstandingTokens: outstandingTokens(s.running) + outstandingTokens(s.waiting),
+    };
+  }
+
+  /** True when a sequence of `numTokens` tokens could be admitted now (a slot and its blocks). */
+  hasRoomFor(numTokens: number): boolean {
+    const s = this.scheduler;
+    return s.running.length < s.config.maxNumSeqs && s.blocks.canGrow([], numTokens);
+  }
+
+  /**
+   * Resolves (true) once `hasRoomFor(numTokens)`: checked after every step and whenever blocks
+   * are released, so a caller waits on a promise instead of polling. `cancel()` resolves false.
+   */
+  whenRoom(numTokens: number): RoomWait {
+    if (this.hasRoomFor(numTokens)) return { ready: Promise.resolve(true), cancel: () => {} };
+    let wait!: { numTokens: number; resolve: (ok: boolean) => void };
+    const ready = new Promise<boolean>((resolve) => {
+      wait = { numTokens, resolve };
+    });
+    this.roomWaits.add(wait);
+    return {
+      ready,
+      cancel: () => {
+        if (this.roomWaits.delete(wait)) wait.resolve(false);
+      },
+    };
+  }
+
+  private wakeRoomWaits(): void {
+    for (const w of this.roomWaits) {
+      if (!this.hasRoomFor(w.numTokens)) continue;
+      this.roomWaits.delete(w);
+      w.resolve(true);
+    }
+  }
+
+  /** A finished sequence whose KV blocks are held (`holdKv`), for exporting or pinning them. */
+  getHeld(seqId: SeqId): Sequence | undefined {
+    return this.scheduler.getHeld(seqId);
+  }
+
+  /** Frees the KV blocks of a held sequence. */
+  releaseHeld(seqId: SeqId): void {
+    this.scheduler.releaseHeld(seqId);
+    this.wakeRoomWaits();
+  }
+
+  /**
+   * Takes a reference on each cached full block of `promptIds`' prefix (an explicit context
+   * cache pins them so they are never evicted). Returns the block table to release later.
+   */
+  pinPrefix(promptIds: readonly number[], cacheSalt = ""): number[] {
+    const table: number[] = [];
+    this.scheduler.blocks.acquirePrefix(table, promptIds, promptIds.length, cacheSalt);
+    return table;
+  }
+
+  /** Releases blocks taken with `pinPrefix`. */
+  unpinBlocks(table: number[]): void {
+    this.scheduler.blocks.free(table);
+    this.wakeRoomWaits();
   }
 
   /**
@@ -115,6 +218,7 @@ export class Engine {
     }
     const seq = newSequence(seqId, promptIds, params, opts.choiceIndex ?? 0, opts.cacheSalt);
     seq.holdKv = opts.holdKv ?? false;
+    seq.expectedOutputTokens = opts.expectedOutputTokens ?? null;
     this.scheduler.add(seq);
     this.trackOutput(seqId, params, opts);
     return null;
@@ -142,6 +246,8 @@ export class Engine {
       opts.cacheSalt,
     );
     seq.numPromptTokens = promptIds.length;
+    seq.expectedOutputTokens = opts.expectedOutputTokens ?? null;
+    seq.numCachedTokens = opts.numCachedTokens ?? 0;
     if (!this.scheduler.addPrefilled(seq)) return null;
     importKv(seq.blockTable);
     this.trackOutput(seqId, params, opts);
@@ -164,6 +270,7 @@ export class Engine {
   abort(seqId: SeqId): void {
     this.scheduler.finish(seqId, "abort");
     this.outputs.delete(seqId);
+    this.wakeRoomWaits();
   }
 
   /** One iteration of the loop. */
@@ -171,6 +278,7 @@ export class Engine {
     const plan = this.scheduler.schedule();
     const result = plan.seqs.length > 0 ? await this.executor.execute(plan) : { sampled: [] };
     const updates = this.scheduler.update(plan, result);
+    if (this.roomWaits.size > 0) this.wakeRoomWaits();
     const outputs: SeqOutput[] = [];
     for (const u of updates) {
       if (!u.sampled) continue;

@@ -42,6 +42,11 @@ export interface Sequence {
    * blocks ("": the unsalted cache). The serving layer derives it per tenant (`cacheSaltFor`).
    */
   cacheSalt: string;
+  /**
+   * Output tokens the scheduler expects this sequence to generate (the JobExecutor's prediction),
+   * when that is fewer than maxTokens; only load reports use it.
+   */
+  expectedOutputTokens: number | null;
   finishReason: FinishReason | null;
 }
 
@@ -64,12 +69,35 @@ export function newSequence(
     params,
     holdKv: false,
     cacheSalt,
+    expectedOutputTokens: null,
     finishReason: null,
   };
 }
 
 export function numOutputTokens(s: Sequence): number {
   return s.tokenIds.length - s.numPromptTokens;
+}
+
+/**
+ * The work still owed for `seqs`, in tokens (DeepFlow's load): per sequence, prompt tokens not yet
+ * computed plus decode tokens still to generate, up to its expected output length when one is
+ * known (else max tokens), and at most `decodeCap`.
+ */
+export function outstandingTokens(
+  seqs: readonly Pick<
+    Sequence,
+    "tokenIds" | "numPromptTokens" | "numComputedTokens" | "params" | "expectedOutputTokens"
+  >[],
+  decodeCap = Number.POSITIVE_INFINITY,
+): number {
+  let total = 0;
+  for (const s of seqs) {
+    const prefill = Math.max(0, s.numPromptTokens - s.numComputedTokens);
+    const limit = Math.min(s.params.maxTokens, s.expectedOutputTokens ?? Number.POSITIVE_INFINITY);
+    const decode = Math.max(0, limit - (s.tokenIds.length - s.numPromptTokens));
+    total += prefill + Math.min(decode, decodeCap);
+  }
+  return total;
 }
 
 export const GREEDY: SamplingParams = {

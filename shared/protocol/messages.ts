@@ -3,6 +3,8 @@
  * Npu sends back while it generates. Plain data; typed, versioned, not zod-validated (internal).
  */
 import type { ErrorInfo } from "../errors.ts";
+import type { RegionRef } from "../fabric/regions.ts";
+import type { SampledToken } from "../model/sampler.ts";
 
 export type ChatRole = "system" | "developer" | "user" | "assistant" | "tool";
 
@@ -32,11 +34,13 @@ export interface GenerateSampling {
   topLogprobs: number;
 }
 
-export interface GenerateTask {
-  protocolVersion: number;
+/**
+ * What a job asks for, before tokenisation: the worker sends it to the JobExecutor, which renders
+ * and tokenises it once, checks the context, places the job and records it.
+ */
+export interface JobSpec {
   requestId: string;
   jobId: string;
-  taskId: string;
   tenant: string;
   model: string;
   input: GenerateInput;
@@ -45,6 +49,34 @@ export interface GenerateTask {
   /** null: the API default (16 for completions, the rest of the context for chat). */
   maxTokens: number | null;
   sampling: GenerateSampling;
+  /** The client's `cache_salt` (the tenant always separates caches). */
+  cacheSalt: string | null;
+}
+
+/**
+ * One task as an instance runs it (vLLM's NewRequestData): prompts already tokenised by the
+ * JobExecutor, limits resolved. The Npu never tokenises a prompt.
+ */
+export interface GenerateTask {
+  protocolVersion: number;
+  requestId: string;
+  jobId: string;
+  taskId: string;
+  tenant: string;
+  model: string;
+  /** Token ids of each prompt, exactly as the engine runs them (BOS included). */
+  prompts: number[][];
+  /** Choices per prompt. */
+  n: number;
+  /** Tokens each choice may generate (resolved; prompt + maxTokens fit the context). */
+  maxTokens: number;
+  /** Output tokens the JobExecutor expects (its predictor); used only for load reports. */
+  expectedOutputTokens: number;
+  /** Chat answers drop the leading space of their first piece; completions keep it. */
+  stripLeadingSpace: boolean;
+  sampling: GenerateSampling;
+  /** Root of the prompts' prefix-cache keys (tenant and cache_salt): no sharing across roots. */
+  cacheSalt: string;
 }
 
 export interface TokenLogprobInfo {
@@ -77,3 +109,11 @@ export type GenerateEvent =
       cachedTokens?: number;
     }
   | { type: "error"; error: ErrorInfo };
+
+/** Where a PD decode task finds its prompt: the prefill side's first token and KV region. */
+export interface Prefilled {
+  first: SampledToken;
+  region: RegionRef;
+  /** Prompt tokens the prefill side took from its prefix cache (the request's cached_tokens). */
+  numCachedTokens: number;
+}

@@ -2,8 +2,7 @@
  * The rules of DeepFlow's batch-inference requests, as pure functions over plain data; the
  * JobExecutor's BatchRunner (durable-objects/batch-runner.ts) keeps the queue in SQLite and
  * drives them. This module owns:
- * - the batch item and submission shapes, and a job's messages (placement fields, the Npu task,
- *   the response metadata) and the reading of its event stream;
+ * - the batch item and submission shapes, and a job's response metadata;
  * - the queue: how many jobs may start now (BATCH_CONCURRENCY in flight, oldest first — the
  *   order is the store's), the capacity back-off after a 429, and when the watchdog alarm fires;
  * - restart recovery: a `dispatched` job no longer in flight was cut off; it is queued again
@@ -17,14 +16,7 @@
  */
 
 import { type ErrorInfo, errorEnvelope, errorInfo } from "../errors.ts";
-import { EventDecoder } from "../protocol/codec.ts";
-import type {
-  GenerateEvent,
-  GenerateInput,
-  GenerateSampling,
-  GenerateTask,
-} from "../protocol/messages.ts";
-import { PROTOCOL_VERSION } from "../protocol/version.ts";
+import type { GenerateEvent, GenerateInput, GenerateSampling } from "../protocol/messages.ts";
 import {
   type BatchJobError,
   isTerminal,
@@ -59,6 +51,8 @@ export interface BatchJobSpec {
   n: number;
   maxTokens: number | null;
   sampling: GenerateSampling;
+  /** The item's `cache_salt`, if any. */
+  cacheSalt?: string | null;
 }
 
 export interface BatchSubmit {
@@ -68,15 +62,6 @@ export interface BatchSubmit {
   clientRequestId: string | null;
   receivedAt: number;
   jobs: BatchJobSpec[];
-}
-
-/** A job with what it needs of its request. */
-export interface BatchJob {
-  requestId: string;
-  tenant: string;
-  model: string;
-  receivedAt: number;
-  spec: BatchJobSpec;
 }
 
 // --- a job's messages
@@ -91,72 +76,21 @@ export function numSeqs(spec: BatchJobSpec): number {
   return (spec.input.kind === "completion" ? spec.input.prompts.length : 1) * spec.n;
 }
 
-/** What the JE's placement needs of a batch job (the caller adds the model and deployments). */
-export function placeFields(job: BatchJob, taskId: string) {
-  return {
-    requestId: job.requestId,
-    jobId: job.spec.jobId,
-    taskIds: { colocated: taskId, prefill: taskId, decode: taskId },
-    tenant: job.tenant,
-    model: job.model,
-    kind: jobKind(job.spec.kind),
-    clientRequestId: null,
-    receivedAt: job.receivedAt,
-    numSeqs: numSeqs(job.spec),
-    input: job.spec.input,
-    maxTokens: job.spec.maxTokens,
-  };
-}
-
-/** The Npu task that runs the job. */
-export function generateTask(job: BatchJob, taskId: string): GenerateTask {
-  const { spec } = job;
-  return {
-    protocolVersion: PROTOCOL_VERSION,
-    requestId: job.requestId,
-    jobId: spec.jobId,
-    taskId,
-    tenant: job.tenant,
-    model: job.model,
-    input: spec.input,
-    n: spec.n,
-    maxTokens: spec.maxTokens,
-    sampling: spec.sampling,
-  };
-}
-
 /** The metadata of the job's OpenAI response body; `uid` makes its id unique. */
-export function responseMeta(job: BatchJob, uid: string, startedAt: number): ResponseMeta {
-  const { spec } = job;
+export function responseMeta(
+  model: string,
+  spec: BatchJobSpec,
+  uid: string,
+  startedAt: number,
+): ResponseMeta {
   return {
     id: `${spec.kind === "chat" ? "chatcmpl" : "cmpl"}-${uid}`,
     created: Math.floor(startedAt / 1000),
-    model: job.model,
+    model,
     kind: spec.kind,
     numChoices: numSeqs(spec),
     logprobs: spec.sampling.logprobs,
   };
-}
-
-/** What decodeEvents reads: a byte stream's reader. */
-export interface ByteReader {
-  read(): Promise<{ done: true; value?: undefined } | { done: false; value: Uint8Array }>;
-  cancel(): Promise<unknown>;
-}
-
-/** Decodes an Npu's NDJSON event stream; leaving early cancels it. */
-export async function* decodeEvents(reader: ByteReader): AsyncGenerator<GenerateEvent> {
-  const decoder = new EventDecoder();
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      yield* decoder.push(value);
-    }
-    yield* decoder.push(new TextEncoder().encode("\n"));
-  } finally {
-    await reader.cancel().catch(() => {});
-  }
 }
 
 /** Passes the events on, calling `onFirst` at the first generated text. */

@@ -10,8 +10,7 @@
  * and the digest (§12.2) asks for that guard. With equal load the rule is the paper's sign test.
  */
 import { assert } from "../assert.ts";
-
-export type DeploymentMode = "colocated" | "pd";
+import type { DeploymentMode } from "../types/deployments.ts";
 
 /**
  * Offline profile of one model. `colocatedMs[i][j]` and `pdMs[i][j]` are completion times (any

@@ -17,11 +17,11 @@
  * mean) over the group. The absolute floor (in the metric's unit) keeps near-idle groups, where
  * 0 vs 1 is a 200% spread, balanced, so locality decides until the spread means real queueing.
  */
-import type { Sequence } from "../engine/sequence.ts";
+
+import type { DeploymentMode, SchedulerPolicy } from "../types/deployments.ts";
 import {
   choosePdGroup,
   DEFAULT_PD_CHOICE,
-  type DeploymentMode,
   type OutputLengthPredictor,
   type PdChoiceOptions,
   type PdGroupCost,
@@ -44,24 +44,6 @@ export interface InstanceSnapshot extends LoadSnapshot {
 }
 
 export type LoadMetric = "tokens" | "seqs";
-
-/**
- * An instance's outstanding tokens: per sequence, prompt tokens not yet computed plus decode
- * tokens still to generate (up to max tokens, capped at `decodeCap` per sequence when the caller
- * knows max tokens overstates it, e.g. with the predictor's estimate).
- */
-export function outstandingTokens(
-  seqs: readonly Pick<Sequence, "tokenIds" | "numPromptTokens" | "numComputedTokens" | "params">[],
-  decodeCap = Number.POSITIVE_INFINITY,
-): number {
-  let total = 0;
-  for (const s of seqs) {
-    const prefill = Math.max(0, s.numPromptTokens - s.numComputedTokens);
-    const decode = Math.max(0, s.params.maxTokens - (s.tokenIds.length - s.numPromptTokens));
-    total += prefill + Math.min(decode, decodeCap);
-  }
-  return total;
-}
 
 /** "tokens" when every snapshot reports outstanding tokens, else "seqs". */
 export function loadMetric(snapshots: readonly InstanceSnapshot[]): LoadMetric {
@@ -212,7 +194,6 @@ export function chooseRoundRobin(
 
 // --- the whole request ----------------------------------------------------------------------
 
-export type SchedulingPolicy = "deepflow" | "round-robin" | "least-loaded";
 export type InstanceRole = "colocated" | "prefill" | "decode";
 
 export interface InstanceState extends InstanceSnapshot {
@@ -223,7 +204,7 @@ export interface InstanceState extends InstanceSnapshot {
 export interface DeploymentState {
   deploymentId: string;
   mode: DeploymentMode;
-  policy: SchedulingPolicy;
+  policy: SchedulerPolicy;
   instances: readonly InstanceState[];
 }
 
@@ -256,7 +237,7 @@ export const DEFAULT_SCHEDULE: ScheduleOptions = {
 export interface ScheduleDecision {
   deploymentId: string;
   mode: DeploymentMode;
-  policy: SchedulingPolicy;
+  policy: SchedulerPolicy;
   /** The colocated instance; null for PD. */
   instanceId: string | null;
   prefillInstanceId: string | null;

@@ -19,6 +19,7 @@ import type { Tokenizer } from "../model/tokenizer.ts";
 import type {
   ChatMessage,
   GenerateEvent,
+  GenerateInput,
   GenerateTask,
   TokenLogprobEntry,
 } from "../protocol/messages.ts";
@@ -39,6 +40,14 @@ export interface PreparedTask {
   numPromptTokens: number;
 }
 
+/** A job's prompts tokenised once, by the JobExecutor, with its limits resolved. */
+export interface PreparedPrompts {
+  prompts: number[][];
+  maxTokens: number;
+  stripLeadingSpace: boolean;
+  numPromptTokens: number;
+}
+
 function contextError(maxModelLen: number, numPrompt: number, maxTokens: number, chat: boolean) {
   const where = chat ? "messages" : "prompt";
   return errorInfo(
@@ -56,8 +65,8 @@ function contextError(maxModelLen: number, numPrompt: number, maxTokens: number,
  * template (a rendered BOS text dropped, since the tokenizer adds the one BOS), text prompts
  * encoded, token-id prompts checked against the vocabulary and used as given.
  */
-export function tokenizePrompts(
-  input: GenerateTask["input"],
+function tokenizePrompts(
+  input: GenerateInput,
   tokenizer: Tokenizer,
   renderChat: (messages: readonly ChatMessage[]) => string,
 ): Result<number[][]> {
@@ -97,28 +106,42 @@ export function tokenizePrompts(
 }
 
 /**
- * Tokenises the task's prompts and resolves max tokens. Errors are values (400s for the client).
- * `renderChat` turns messages into the prompt text (the model's chat template).
+ * Tokenises a job's prompts and resolves max tokens (the JobExecutor does this once per job).
+ * Errors are values (400s for the client). `renderChat` is the model's chat template.
  */
-export function prepareTask(
-  task: GenerateTask,
+export function preparePrompts(
+  input: GenerateInput,
+  requestedMaxTokens: number | null,
   tokenizer: Tokenizer,
   maxModelLen: number,
   renderChat: (messages: readonly ChatMessage[]) => string,
-): Result<PreparedTask> {
-  const chat = task.input.kind === "chat";
-  const tokenized = tokenizePrompts(task.input, tokenizer, renderChat);
+): Result<PreparedPrompts> {
+  const chat = input.kind === "chat";
+  const tokenized = tokenizePrompts(input, tokenizer, renderChat);
   if (!tokenized.ok) return tokenized;
   const prompts = tokenized.value;
-  let maxTokens = task.maxTokens ?? (chat ? 0 : DEFAULT_COMPLETION_MAX_TOKENS);
+  let maxTokens = requestedMaxTokens ?? (chat ? 0 : DEFAULT_COMPLETION_MAX_TOKENS);
   for (const ids of prompts) {
     if (ids.length === 0) return failure(errorInfo("invalid_request", "prompt is empty", "prompt"));
-    const budget = task.maxTokens ?? (chat ? maxModelLen - ids.length : maxTokens);
+    const budget = requestedMaxTokens ?? (chat ? maxModelLen - ids.length : maxTokens);
     if (budget < 1 || ids.length + budget > maxModelLen) {
       return failure(contextError(maxModelLen, ids.length, Math.max(budget, 1), chat));
     }
-    if (chat && task.maxTokens === null) maxTokens = budget;
+    if (chat && requestedMaxTokens === null) maxTokens = budget;
   }
+  return {
+    ok: true,
+    value: {
+      prompts,
+      maxTokens,
+      stripLeadingSpace: chat,
+      numPromptTokens: prompts.reduce((a, ids) => a + ids.length, 0),
+    },
+  };
+}
+
+/** A task's engine sequences (prompt-major choices) and sampling parameters. No tokenizer. */
+export function sequencesFor(task: GenerateTask): PreparedTask {
   const s = task.sampling;
   const params: SamplingParams = {
     temperature: s.temperature,
@@ -126,23 +149,20 @@ export function prepareTask(
     topK: s.topK,
     seed: s.seed,
     numTopLogprobs: s.logprobs ? s.topLogprobs : 0,
-    maxTokens,
+    maxTokens: task.maxTokens,
     stop: s.stop,
     ignoreEos: s.ignoreEos,
     logprobs: s.logprobs,
   };
   const seqs: PreparedSeq[] = [];
-  prompts.forEach((ids, p) => {
+  task.prompts.forEach((ids, p) => {
     for (let i = 0; i < task.n; i++) seqs.push({ index: p * task.n + i, promptIds: ids });
   });
   return {
-    ok: true,
-    value: {
-      seqs,
-      params,
-      stripLeadingSpace: chat,
-      numPromptTokens: prompts.reduce((a, ids) => a + ids.length, 0),
-    },
+    seqs,
+    params,
+    stripLeadingSpace: task.stripLeadingSpace,
+    numPromptTokens: task.prompts.reduce((a, ids) => a + ids.length, 0),
   };
 }
 

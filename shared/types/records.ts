@@ -3,6 +3,8 @@
  * Timestamps are epoch milliseconds (`*At`), null until the event happens.
  */
 
+import type { GenerateInput } from "../protocol/messages.ts";
+
 export type RequestStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled";
 export type JobStatus = RequestStatus;
 export type TaskStatus = RequestStatus;
@@ -68,4 +70,22 @@ export interface RequestRecord extends Timestamps {
 
 export function isTerminal(s: RequestStatus): boolean {
   return s === "succeeded" || s === "failed" || s === "cancelled";
+}
+
+/** An explicit context cache: a prompt prefix whose KV is pinned on one instance. */
+export interface ContextCacheRecord {
+  id: string;
+  object: "context_cache";
+  model: string;
+  /** The weights generation it was computed with: a re-upload invalidates it. */
+  generation: number;
+  deploymentId: string;
+  instanceId: string;
+  /** The cached prefix as sent (prompt or messages); requests that use it continue it. */
+  input: GenerateInput;
+  numTokens: number;
+  /** Tokens held in pinned full KV blocks. */
+  numCachedTokens: number;
+  createdAt: number;
+  expiresAt: number;
 }

@@ -18,7 +18,7 @@ const JOIN_LONG = { max_tokens: 1800, ignore_eos: true };
 let server: DevServer;
 
 beforeAll(async () => {
-  server = await startDevServer();
+  server = await startDevServer({ LOG_LEVEL: "debug" }); // per-step lines are debug
   if (HAVE_REFERENCE_MODELS) {
     const res = await fetch(`${server.url}/api/models/${STORIES}`, {
       method: "PUT",

@@ -5,13 +5,11 @@
  */
 import { Hono } from "hono";
 import { z } from "zod";
-import type { ContextCacheRecord } from "../../durable-objects/job-executor.ts";
 import { AppError } from "../../shared/errors.ts";
-import type { GenerateInput } from "../../shared/protocol/messages.ts";
-import { PROTOCOL_VERSION } from "../../shared/protocol/version.ts";
+import type { ContextCacheRecord } from "../../shared/types/records.ts";
 import type { AppEnv } from "../app-env.ts";
 import { jobExecutorFor } from "../env.ts";
-import { newContextCacheId, newJobId, newTaskId } from "../ids.ts";
+import { newContextCacheId, newJobId } from "../ids.ts";
 import { MAX_JSON_BODY_BYTES, readBody } from "../middleware/body.ts";
 import { resolveModel } from "../models.ts";
 import {
@@ -61,7 +59,7 @@ contextCaches.post("/", async (c) => {
     );
   }
   const model = await resolveModel(c.env, b.model);
-  // the prefix is tokenised and computed exactly as a request's prompt would be
+  // the prefix is tokenised (by the JobExecutor) and computed exactly as a request's prompt would be
   const fields = b.messages
     ? toGenerateFields(
         ChatCompletionSchema.parse({ model: b.model, messages: b.messages, max_tokens: 1 }),
@@ -73,25 +71,22 @@ contextCaches.post("/", async (c) => {
         "completion",
         () => 0,
       );
-  const input: GenerateInput = fields.input;
   const id = newContextCacheId();
   const { requestId, principal } = c.var;
   const r = await jobExecutorFor(c.env, id).createContextCache({
     id,
-    tenant: principal.tenant,
     modelRecord: model,
     ttlMs: b.ttl_seconds * 1000,
-    task: {
-      protocolVersion: PROTOCOL_VERSION,
+    spec: {
       requestId,
       jobId: newJobId(),
-      taskId: newTaskId(),
       tenant: principal.tenant,
       model: model.name,
-      input,
+      input: fields.input,
       n: 1,
       maxTokens: 1,
       sampling: fields.sampling,
+      cacheSalt: null,
     },
   });
   if (!r.ok) throw AppError.from(r.error);

@@ -4,8 +4,8 @@
  */
 import { Hono } from "hono";
 import { z } from "zod";
-import type { DeploymentRecord } from "../../durable-objects/cluster-manager.ts";
 import { AppError } from "../../shared/errors.ts";
+import type { DeploymentRecord } from "../../shared/types/deployments.ts";
 import type { AppEnv } from "../app-env.ts";
 import { clusterManager, type Env, npu } from "../env.ts";
 import { newDeploymentId } from "../ids.ts";

@@ -116,6 +116,7 @@ function itemSpec(item: unknown, i: number, model: string): BatchJobSpec {
     n: g.n,
     maxTokens: g.maxTokens,
     sampling: g.sampling,
+    cacheSalt: g.cacheSalt,
   };
   if (new TextEncoder().encode(JSON.stringify(spec)).byteLength > MAX_ITEM_BYTES) {
     throw bad(`The item is larger than ${MAX_ITEM_BYTES} bytes.`, undefined, "item_too_large");

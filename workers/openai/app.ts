@@ -4,19 +4,19 @@
  * that are sent on as SSE chunks or collected into one response.
  */
 import { type Context, Hono } from "hono";
-import type { DeploymentRecord, ModelRecord } from "../../durable-objects/cluster-manager.ts";
-import type { ContextCacheRecord } from "../../durable-objects/job-executor.ts";
 import { AppError } from "../../shared/errors.ts";
 import { errorFields } from "../../shared/log.ts";
-import type { GenerateInput } from "../../shared/protocol/messages.ts";
-import { PROTOCOL_VERSION } from "../../shared/protocol/version.ts";
+import { decodeEvents } from "../../shared/protocol/codec.ts";
+import type { GenerateInput, JobSpec } from "../../shared/protocol/messages.ts";
+import { dispatchJob } from "../../shared/serving/dispatch.ts";
+import type { DeploymentRecord, ModelRecord } from "../../shared/types/deployments.ts";
+import type { ContextCacheRecord } from "../../shared/types/records.ts";
 import type { AppEnv } from "../app-env.ts";
 import { clusterManager, type Env, jobExecutorFor, npu } from "../env.ts";
-import { drawSeed, newCompletionId, newJobId, newTaskId } from "../ids.ts";
+import { drawSeed, newCompletionId, newJobId } from "../ids.ts";
 import { MAX_JSON_BODY_BYTES, readBody } from "../middleware/body.ts";
 import { resolveModel } from "../models.ts";
-import { dispatch } from "../schedulers/dispatcher.ts";
-import { collectResponse, readEvents, SSE_HEADERS, sseResponseStream } from "./format.ts";
+import { collectResponse, SSE_HEADERS, sseResponseStream } from "./format.ts";
 import {
   ChatCompletionSchema,
   CompletionSchema,
@@ -29,31 +29,49 @@ export const openai = new Hono<AppEnv>();
 /**
  * Continues a context cache: its prefix goes in front of the request's input (messages before the
  * request's messages; a prompt before each prompt) and the request runs on the instance that
- * pins the prefix's KV. @throws AppError 404 unknown or expired, 400 another model or kind.
+ * pins the prefix's KV. A cache follows its model: one made with weights the model no longer
+ * serves (re-uploaded) or on a deployment that was deleted is gone (404). A `deployment` pin must
+ * name the cache's deployment (400 otherwise).
+ * @throws AppError 404 unknown, expired or invalidated; 400 another model, kind or deployment.
  */
 async function useContextCache(
   env: Env,
   tenant: string,
   id: string,
-  model: string,
-  fields: { input: GenerateInput },
+  model: ModelRecord,
+  pin: string | undefined,
+  input: GenerateInput,
 ): Promise<ContextCacheRecord> {
   const rec = await jobExecutorFor(env, id).getContextCache({ id, tenant });
-  if (!rec)
-    throw new AppError(
+  const gone = (why: string) =>
+    new AppError(
       "not_found",
-      `No context cache ${id} (unknown or expired).`,
+      `No context cache ${id} (${why}).`,
       "context_cache",
       "context_cache_not_found",
     );
-  if (rec.model !== model)
+  if (!rec) throw gone("unknown or expired");
+  if (rec.model !== model.name) {
     throw new AppError(
       "invalid_request",
       `Context cache ${id} is for model ${rec.model}.`,
       "context_cache",
     );
+  }
+  if (rec.generation !== model.generation) {
+    throw gone(`model ${model.name} was re-uploaded after it was made; create it again`);
+  }
+  if (!model.deployments.some((d) => d.id === rec.deploymentId)) {
+    throw gone(`its deployment ${rec.deploymentId} was deleted; create it again`);
+  }
+  if (pin !== undefined && pin !== rec.deploymentId) {
+    throw new AppError(
+      "invalid_request",
+      `Context cache ${id} lives on deployment ${rec.deploymentId}; pin that deployment or none.`,
+      "deployment",
+    );
+  }
   const cached = rec.input;
-  const input = fields.input;
   if (cached.kind === "chat" && input.kind === "chat") {
     input.messages = [...cached.messages, ...input.messages];
   } else if (cached.kind === "completion" && input.kind === "completion") {
@@ -168,52 +186,69 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
   const fields = toGenerateFields(body, kind, drawSeed);
   const model = await resolveModel(c.env, body.model);
   const { requestId, receivedAt, log, principal } = c.var;
+  const pin = body.deployment ?? undefined;
+  if (body.context_cache && fields.cacheSalt !== null) {
+    throw new AppError(
+      "invalid_request",
+      "cache_salt cannot be combined with context_cache: a context cache's prefix is shared by its id.",
+      "cache_salt",
+    );
+  }
   const cache = body.context_cache
-    ? await useContextCache(c.env, principal.tenant, body.context_cache, model.name, fields)
+    ? await useContextCache(c.env, principal.tenant, body.context_cache, model, pin, fields.input)
     : null;
   const numPrompts = fields.input.kind === "completion" ? fields.input.prompts.length : 1;
   const numSeqs = numPrompts * fields.n;
-  const deployments = await pinnedDeployments(c.env, model, body.deployment ?? undefined, numSeqs);
-  const jobId = newJobId();
+  const deployments = await pinnedDeployments(c.env, model, pin, numSeqs);
+  const clientRequestId = c.req.header("x-request-id")?.slice(0, 200) ?? null;
   log.info("request.received", {
     kind,
     model: model.name,
     tenant: principal.tenant,
     stream: fields.stream,
     n: fields.n,
-    clientRequestId: c.req.header("x-request-id") ?? null,
+    clientRequestId,
   });
-  const placement = await jobExecutorFor(c.env, requestId).submit({
+  const spec: JobSpec = {
     requestId,
-    jobId,
-    taskIds: { colocated: newTaskId(), prefill: newTaskId(), decode: newTaskId() },
-    tenant: principal.tenant,
-    model: model.name,
-    kind: kind === "chat" ? "chat.completion" : "text_completion",
-    clientRequestId: c.req.header("x-request-id")?.slice(0, 200) ?? null,
-    receivedAt,
-    modelRecord: model,
-    deployments,
-    numSeqs,
-    input: fields.input,
-    maxTokens: fields.maxTokens,
-    ...(cache
-      ? { pinned: { deploymentId: cache.deploymentId, instanceId: cache.instanceId } }
-      : {}),
-  });
-  const base = {
-    protocolVersion: PROTOCOL_VERSION,
-    requestId,
-    jobId,
+    jobId: newJobId(),
     tenant: principal.tenant,
     model: model.name,
     input: fields.input,
     n: fields.n,
     maxTokens: fields.maxTokens,
     sampling: fields.sampling,
+    cacheSalt: fields.cacheSalt,
   };
+  const je = jobExecutorFor(c.env, requestId);
+  const submitted = await je.submit({
+    spec,
+    kind: kind === "chat" ? "chat.completion" : "text_completion",
+    clientRequestId,
+    receivedAt,
+    modelRecord: model,
+    deployments,
+    pinned: cache ? { deploymentId: cache.deploymentId, instanceId: cache.instanceId } : null,
+  });
+  if (!submitted.ok) throw AppError.from(submitted.error);
+  const { placement, task } = submitted.value;
   const waitUntil = (p: Promise<unknown>) => c.executionCtx.waitUntil(p);
-  const res = await dispatch(c.env, waitUntil, log, base, placement, model.r2Key);
+  const res = await dispatchJob(
+    (name: string) => c.env.NPU.getByName(name),
+    placement,
+    task,
+    model.r2Key,
+    (taskId, error) =>
+      waitUntil(
+        je.taskEvent({
+          requestId,
+          taskId,
+          status: "failed",
+          finishedAt: Date.now(),
+          error: error.message,
+        }),
+      ),
+  );
   if (!res.ok) throw AppError.from(res.error);
   const { taskId, instanceId, accepted } = res.value;
   const meta = {
@@ -224,12 +259,12 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
     numChoices: numSeqs,
     logprobs: fields.sampling.logprobs,
   };
-  const events = readEvents(accepted.stream);
+  const events = decodeEvents(accepted.stream.getReader());
   if (fields.stream) {
     const sse = sseResponseStream(
       events,
       { ...meta, includeUsage: fields.includeUsage },
-      (reason) => log.info("request.streamed", { taskId, reason }),
+      (reason) => log.debug("request.streamed", { taskId, reason }),
     );
     const instance = npu(c.env, instanceId);
     const cancel = (reason: string) =>

@@ -2,11 +2,9 @@
  * OpenAI response formatting: turns an Npu's GenerateEvent stream into `chat.completion` /
  * `text_completion` bodies (`collectResponse`, in shared/serving/openai-response.ts, re-exported
  * here) or into an SSE stream of `chat.completion.chunk` / `text_completion` chunks ending in
- * `data: [DONE]` (`sseResponseStream`); `readEvents` decodes the NDJSON RPC stream. Cancelling
- * either end releases the other. No routing, no DO calls.
+ * `data: [DONE]` (`sseResponseStream`). Cancelling either end releases the other. No routing, no DO calls.
  */
 import { type ErrorInfo, errorEnvelope } from "../../shared/errors.ts";
-import { EventDecoder } from "../../shared/protocol/codec.ts";
 import type { GenerateEvent } from "../../shared/protocol/messages.ts";
 import {
   ChoiceState,
@@ -171,44 +169,4 @@ export function sseResponseStream(
       notify("cancelled");
     },
   });
-}
-
-// ---------------------------------------------------------------------------------------------
-// Decoding the RPC stream
-
-/**
- * Decodes an NDJSON GenerateEvent stream. Returning early (`return()`, `break` in for-await)
- * cancels the reader, also while a read is pending, so the upstream stream is released.
- */
-export function readEvents(stream: ReadableStream<Uint8Array>): AsyncGenerator<GenerateEvent> {
-  const reader = stream.getReader();
-  let finished = false;
-  let cancelled = false;
-  const gen = (async function* () {
-    const decoder = new EventDecoder();
-    try {
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        yield* decoder.push(value);
-      }
-      // A last line without its newline.
-      if (!cancelled) yield* decoder.push(encoder.encode("\n"));
-      finished = true;
-    } finally {
-      if (finished) reader.releaseLock();
-      else await reader.cancel().catch(() => {});
-    }
-  })();
-  const innerReturn = gen.return.bind(gen);
-  // An async generator's return() waits for a pending next(); cancelling the reader first
-  // settles that read (done), so a stalled upstream cannot hold the generator.
-  gen.return = (value) => {
-    if (!finished && !cancelled) {
-      cancelled = true;
-      void reader.cancel().catch(() => {});
-    }
-    return innerReturn(value);
-  };
-  return gen;
 }

@@ -171,3 +171,46 @@ describe("Scheduler", () => {
     s.blocks.checkInvariants();
   });
 });
+
+describe("Engine facade", () => {
+  const decoders = { createStreamDecoder: () => ({ push: () => "", flush: () => "" }) };
+
+  it("resolves a room wait when a step frees blocks, and cancel resolves false", async () => {
+    // 4 blocks of 4 tokens: a 13-token prompt takes all of them while it runs
+    const s = scheduler(4, 64, 4);
+    const e = new Engine(s, new ScriptedExecutor(() => 7), decoders);
+    expect(e.add("a", ids(13), { ...GREEDY, maxTokens: 2 })).toBeNull();
+    await e.step(); // prefill + first token: 14 tokens in 4 blocks
+    expect(e.hasRoomFor(5)).toBe(false);
+    const wait = e.whenRoom(5);
+    let resolved: boolean | null = null;
+    void wait.ready.then((ok) => {
+      resolved = ok;
+    });
+    await Promise.resolve();
+    expect(resolved).toBeNull(); // nothing freed yet: no polling, no early wake
+    await e.step(); // the second token finishes "a" and frees its blocks
+    await Promise.resolve();
+    expect(resolved).toBe(true);
+
+    expect(e.add("b", ids(13), { ...GREEDY, maxTokens: 2 })).toBeNull();
+    await e.step();
+    const cancelled = e.whenRoom(5);
+    cancelled.cancel();
+    expect(await cancelled.ready).toBe(false);
+    e.abort("b"); // frees the blocks; the cancelled wait stays false
+    expect(e.hasRoomFor(5)).toBe(true);
+  });
+
+  it("reports load with the expected output length instead of max tokens", () => {
+    const s = scheduler(64, 8, 4);
+    const e = new Engine(s, new ScriptedExecutor(() => 7), decoders);
+    e.add("a", ids(10), { ...GREEDY, maxTokens: 500 });
+    e.add("b", ids(10), { ...GREEDY, maxTokens: 500 }, { expectedOutputTokens: 20 });
+    expect(e.stats()).toMatchObject({
+      numRunning: 0,
+      numWaiting: 2,
+      numOutstandingTokens: 10 + 500 + 10 + 20,
+    });
+  });
+});

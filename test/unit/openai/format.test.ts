@@ -2,14 +2,14 @@
  * OpenAI response formatting: non-streaming bodies, SSE chunks (n=2 interleaving, logprobs,
  * include_usage, errors mid-stream, client cancellation) and NDJSON decoding with early release.
  */
+
 import { describe, expect, it, vi } from "vitest";
 import { AppError, errorInfo } from "../../../shared/errors.ts";
-import { encodeEvent } from "../../../shared/protocol/codec.ts";
+import { decodeEvents, encodeEvent } from "../../../shared/protocol/codec.ts";
 import type { GenerateEvent, TokenLogprobEntry } from "../../../shared/protocol/messages.ts";
 import {
   collectResponse,
   type ResponseMeta,
-  readEvents,
   sseResponseStream,
 } from "../../../workers/openai/format.ts";
 import { parseSse, readAll } from "../../helpers/sse.ts";
@@ -274,7 +274,7 @@ describe("collectResponse", () => {
   it("cancels the source stream when an error event arrives early", async () => {
     const error = errorInfo("internal", "boom");
     const src = stallingSource([delta(0, "a"), { type: "error", error }]);
-    const r = await collectResponse(readEvents(src.stream), chatMeta());
+    const r = await collectResponse(decodeEvents(src.stream.getReader()), chatMeta());
     expect(r).toEqual({ ok: false, error });
     await src.cancelledPromise;
     expect(src.cancelled).toHaveBeenCalledOnce();
@@ -477,7 +477,7 @@ describe("sseResponseStream: chat", () => {
     const src = stallingSource([delta(0, "a"), delta(0, "b")]);
     const onClose = vi.fn();
     const body = sseResponseStream(
-      readEvents(src.stream),
+      decodeEvents(src.stream.getReader()),
       { ...chatMeta(), includeUsage: false },
       onClose,
     );
@@ -561,7 +561,7 @@ describe("sseResponseStream: completions", () => {
   });
 });
 
-describe("readEvents", () => {
+describe("decodeEvents", () => {
   it("decodes events split at arbitrary byte boundaries", async () => {
     const events = [delta(0, "héllo ✓"), finish(0), usage()];
     const bytes = new Uint8Array(events.flatMap((e) => [...encodeEvent(e)]));
@@ -572,7 +572,7 @@ describe("readEvents", () => {
       },
     });
     const out: GenerateEvent[] = [];
-    for await (const e of readEvents(stream)) out.push(e);
+    for await (const e of decodeEvents(stream.getReader())) out.push(e);
     expect(out).toEqual(events);
   });
 
@@ -585,13 +585,13 @@ describe("readEvents", () => {
       },
     });
     const out: GenerateEvent[] = [];
-    for await (const e of readEvents(stream)) out.push(e);
+    for await (const e of decodeEvents(stream.getReader())) out.push(e);
     expect(out).toEqual([delta(0, "a"), usage()]);
   });
 
   it("cancels the upstream when the consumer breaks early", async () => {
     const src = stallingSource([delta(0, "a"), delta(0, "b")]);
-    for await (const e of readEvents(src.stream)) {
+    for await (const e of decodeEvents(src.stream.getReader())) {
       expect(e).toEqual(delta(0, "a"));
       break;
     }
@@ -601,7 +601,7 @@ describe("readEvents", () => {
 
   it("cancels the upstream on return() while a read is pending", async () => {
     const src = stallingSource([delta(0, "a")]);
-    const it = readEvents(src.stream);
+    const it = decodeEvents(src.stream.getReader());
     expect((await it.next()).value).toEqual(delta(0, "a"));
     const pending = it.next(); // waits on the stalled source
     const returned = it.return(undefined);
@@ -613,7 +613,7 @@ describe("readEvents", () => {
   it("releases the stream after a normal end", async () => {
     const stream = ndjson([usage()]);
     const out: GenerateEvent[] = [];
-    for await (const e of readEvents(stream)) out.push(e);
+    for await (const e of decodeEvents(stream.getReader())) out.push(e);
     expect(out).toEqual([usage()]);
     expect(stream.locked).toBe(false);
   });

@@ -1,21 +1,19 @@
 /** The batch-inference rules: dispatch slots, back-off, watchdog, recovery, outcomes, records. */
 import { describe, expect, it } from "vitest";
 import { errorInfo } from "../../../shared/errors.ts";
+import { decodeEvents } from "../../../shared/protocol/codec.ts";
 import type { GenerateEvent } from "../../../shared/protocol/messages.ts";
 import {
-  type BatchJob,
+  type BatchJobSpec,
   CAPACITY_BACKOFF_MS,
   cancelRefusal,
   capacityPause,
-  decodeEvents,
   decorateBatch,
   dispatchSlots,
-  generateTask,
   interruptedJobs,
   jobCounts,
   MAX_RESULT_BYTES,
   numSeqs,
-  placeFields,
   recoverJob,
   requestOutcome,
   requeuesOn,
@@ -31,11 +29,7 @@ import type { JobRecord, JobStatus, RequestRecord } from "../../../shared/types/
 
 const counts = (...s: JobStatus[]) => jobCounts(s.map((status) => ({ status, n: 1 })));
 
-const job = (kind: "chat" | "completion" = "completion"): BatchJob => ({
-  requestId: "req_1",
-  tenant: "t",
-  model: "m",
-  receivedAt: 1_000,
+const job = (kind: "chat" | "completion" = "completion"): { spec: BatchJobSpec } => ({
   spec: {
     jobId: "job_1",
     kind,
@@ -190,17 +184,8 @@ describe("a job's messages", () => {
     expect(numSeqs(job("completion").spec)).toBe(6);
     expect(numSeqs(job("chat").spec)).toBe(2);
   });
-  it("builds the placement fields, the Npu task and the response metadata", () => {
-    const j = job("chat");
-    expect(placeFields(j, "task_x")).toMatchObject({
-      jobId: "job_1",
-      taskIds: { colocated: "task_x", prefill: "task_x", decode: "task_x" },
-      kind: "chat.completion",
-      clientRequestId: null,
-      numSeqs: 2,
-    });
-    expect(generateTask(j, "task_x")).toMatchObject({ taskId: "task_x", n: 2, maxTokens: 8 });
-    expect(responseMeta(j, "u1", 12_345)).toEqual({
+  it("builds the response metadata", () => {
+    expect(responseMeta("m", job("chat").spec, "u1", 12_345)).toEqual({
       id: "chatcmpl-u1",
       created: 12,
       model: "m",
@@ -208,7 +193,7 @@ describe("a job's messages", () => {
       numChoices: 2,
       logprobs: true,
     });
-    expect(responseMeta(job("completion"), "u1", 0).id).toBe("cmpl-u1");
+    expect(responseMeta("m", job("completion").spec, "u1", 0).id).toBe("cmpl-u1");
   });
 });
 
@@ -220,6 +205,7 @@ describe("event streams", () => {
     const bytes = new TextEncoder().encode(lines.join("\n"));
     const chunks = [bytes.slice(0, 5), bytes.slice(5)];
     let cancelled = false;
+    let released = false;
     const reader = {
       read: async () => {
         const value = chunks.shift();
@@ -228,13 +214,17 @@ describe("event streams", () => {
       cancel: async () => {
         cancelled = true;
       },
+      releaseLock: () => {
+        released = true;
+      },
     };
     let firsts = 0;
     const out: GenerateEvent[] = [];
     for await (const e of tapFirstToken(decodeEvents(reader), () => firsts++)) out.push(e);
     expect(out.map((e) => e.type)).toEqual(["usage", "delta", "delta"]);
     expect(firsts).toBe(1);
-    expect(cancelled).toBe(true);
+    // read to the end: the lock is released, nothing is cancelled
+    expect([released, cancelled]).toEqual([true, false]);
   });
 });
 

@@ -1,6 +1,7 @@
 /** Load, balance, the within-group step, the baselines and the whole of Algorithm 1. */
+
 import { describe, expect, it } from "vitest";
-import { GREEDY, newSequence } from "../../../shared/engine/sequence.ts";
+import { GREEDY, newSequence, outstandingTokens } from "../../../shared/engine/sequence.ts";
 import { OutputLengthPredictor, type PdProfile } from "../../../shared/serving/pd-profile.ts";
 import { PrefixTree, promptBlockKeys } from "../../../shared/serving/prefix-tree.ts";
 import {
@@ -13,7 +14,6 @@ import {
   instanceLoad,
   isBalanced,
   loadMetric,
-  outstandingTokens,
   roundRobin,
   type ScheduleInput,
   scheduleRequest,

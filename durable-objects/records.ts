@@ -1,0 +1,388 @@
+/**
+ * The JobExecutor's request/job/task records in its SQLite storage: the schema and every SQL
+ * statement on those tables. Status rules are pure (shared/serving/records.ts); this module reads
+ * rows, applies them and writes the result. Records are tenant-scoped: reads take the tenant.
+ */
+import {
+  applyToParent,
+  applyToTask,
+  type RecordState,
+  type TaskProgress,
+} from "../shared/serving/records.ts";
+import type {
+  JobRecord,
+  JobStatus,
+  RequestRecord,
+  RequestStatus,
+  TaskRecord,
+  TaskRole,
+} from "../shared/types/records.ts";
+
+type Row = Record<string, SqlStorageValue>;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS requests (
+  id TEXT PRIMARY KEY, tenant TEXT NOT NULL, model TEXT NOT NULL, kind TEXT NOT NULL,
+  status TEXT NOT NULL, client_request_id TEXT, error TEXT,
+  received_at INTEGER NOT NULL, queued_at INTEGER, started_at INTEGER, first_token_at INTEGER,
+  finished_at INTEGER);
+CREATE TABLE IF NOT EXISTS jobs (
+  id TEXT PRIMARY KEY, request_id TEXT NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,
+  queued_at INTEGER, started_at INTEGER, first_token_at INTEGER, finished_at INTEGER);
+CREATE TABLE IF NOT EXISTS tasks (
+  id TEXT PRIMARY KEY, job_id TEXT NOT NULL, request_id TEXT NOT NULL, role TEXT NOT NULL,
+  status TEXT NOT NULL, instance_id TEXT NOT NULL, npu TEXT NOT NULL, num_prompt_tokens INTEGER,
+  num_completion_tokens INTEGER, error TEXT, queued_at INTEGER, started_at INTEGER,
+  first_token_at INTEGER, finished_at INTEGER);
+CREATE INDEX IF NOT EXISTS jobs_by_request ON jobs(request_id);
+CREATE INDEX IF NOT EXISTS tasks_by_request ON tasks(request_id);
+CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks(job_id);`;
+
+const TERMINAL = "('succeeded', 'failed', 'cancelled')";
+
+export interface NewRequest {
+  id: string;
+  tenant: string;
+  model: string;
+  kind: string;
+  clientRequestId: string | null;
+  receivedAt: number;
+}
+
+export interface NewTask {
+  id: string;
+  jobId: string;
+  requestId: string;
+  role: TaskRole;
+  instanceId: string;
+  npu: string;
+}
+
+/** What a task report changed, for the JobExecutor's logs and scheduling state. */
+export interface AppliedProgress {
+  role: TaskRole;
+  model: string;
+  instanceId: string;
+  status: RequestStatus;
+  /** The report moved the task to a terminal status. */
+  ended: boolean;
+}
+
+/** A task that has not finished: where to cancel it. */
+export interface LiveTask {
+  id: string;
+  npu: string;
+}
+
+function num(v: SqlStorageValue | undefined): number | null {
+  return v === null || v === undefined ? null : Number(v);
+}
+
+function stateOf(r: Row): RecordState {
+  return {
+    status: r.status as RequestStatus,
+    startedAt: num(r.started_at),
+    firstTokenAt: num(r.first_token_at),
+    finishedAt: num(r.finished_at),
+    error: (r.error as string | null | undefined) ?? null,
+  };
+}
+
+function times(r: Row) {
+  return {
+    queuedAt: num(r.queued_at),
+    startedAt: num(r.started_at),
+    firstTokenAt: num(r.first_token_at),
+    finishedAt: num(r.finished_at),
+  };
+}
+
+function toTask(t: Row): TaskRecord {
+  return {
+    id: t.id as string,
+    jobId: t.job_id as string,
+    role: t.role as TaskRole,
+    status: t.status as RequestStatus,
+    instanceId: t.instance_id as string,
+    npu: t.npu as string,
+    numPromptTokens: num(t.num_prompt_tokens),
+    numCompletionTokens: num(t.num_completion_tokens),
+    error: (t.error as string | null) ?? null,
+    ...times(t),
+  };
+}
+
+export class RecordStore {
+  constructor(private readonly storage: DurableObjectStorage) {
+    storage.sql.exec(SCHEMA);
+  }
+
+  private get sql(): SqlStorage {
+    return this.storage.sql;
+  }
+
+  /**
+   * Records a request with its queued jobs and their tasks, in one transaction (with `also`, the
+   * caller's own writes for the same request).
+   */
+  create(
+    r: NewRequest,
+    jobs: { id: string; kind: string }[],
+    tasks: NewTask[],
+    also?: () => void,
+  ): void {
+    const now = Date.now();
+    const sql = this.sql;
+    this.storage.transactionSync(() => {
+      sql.exec(
+        "INSERT INTO requests (id, tenant, model, kind, status, client_request_id, received_at, queued_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+        r.id,
+        r.tenant,
+        r.model,
+        r.kind,
+        r.clientRequestId,
+        r.receivedAt,
+        now,
+      );
+      for (const j of jobs) {
+        sql.exec(
+          "INSERT INTO jobs (id, request_id, kind, status, queued_at) VALUES (?, ?, ?, 'queued', ?)",
+          j.id,
+          r.id,
+          j.kind,
+          now,
+        );
+      }
+      for (const t of tasks) this.insertTask(t, now);
+      also?.();
+    });
+  }
+
+  private insertTask(t: NewTask, now: number): void {
+    this.sql.exec(
+      "INSERT INTO tasks (id, job_id, request_id, role, status, instance_id, npu, queued_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+      t.id,
+      t.jobId,
+      t.requestId,
+      t.role,
+      t.instanceId,
+      t.npu,
+      now,
+    );
+  }
+
+  /** Adds a task to a recorded job (a batch job's attempt); its job and request start running. */
+  addTask(t: NewTask): void {
+    const now = Date.now();
+    this.storage.transactionSync(() => {
+      this.insertTask(t, now);
+      this.#applyToParents(t.jobId, t.requestId, t.role, { status: "running", startedAt: now });
+    });
+  }
+
+  /**
+   * Applies an instance's report on a task to the task and mirrors it onto its job and request
+   * (`mirror` false: the caller keeps those, as batch jobs do). Null for an unknown task.
+   */
+  applyProgress(taskId: string, p: TaskProgress): AppliedProgress | null {
+    const sql = this.sql;
+    const t = sql
+      .exec(
+        "SELECT t.*, r.model AS model, r.kind AS request_kind FROM tasks t JOIN requests r ON r.id = t.request_id WHERE t.id = ?",
+        taskId,
+      )
+      .toArray()[0];
+    if (!t) return null;
+    const role = t.role as TaskRole;
+    const before = stateOf(t);
+    const after = applyToTask(before, p);
+    this.storage.transactionSync(() => {
+      sql.exec(
+        "UPDATE tasks SET status = ?, started_at = ?, first_token_at = ?, finished_at = ?, error = ?, num_prompt_tokens = COALESCE(?, num_prompt_tokens), num_completion_tokens = COALESCE(?, num_completion_tokens) WHERE id = ?",
+        after.status,
+        after.startedAt,
+        after.firstTokenAt,
+        after.finishedAt,
+        after.error,
+        p.numPromptTokens ?? null,
+        p.numCompletionTokens ?? null,
+        taskId,
+      );
+      // a batch's jobs and request are kept by its runner (batch-runner.ts)
+      if (t.request_kind !== "batch") {
+        this.#applyToParents(t.job_id as string, t.request_id as string, role, p);
+      }
+    });
+    return {
+      role,
+      model: t.model as string,
+      instanceId: t.instance_id as string,
+      status: after.status,
+      ended: after.status !== before.status && after.finishedAt !== null,
+    };
+  }
+
+  #applyToParents(jobId: string, requestId: string, role: TaskRole, p: TaskProgress): void {
+    for (const [table, id] of [
+      ["jobs", jobId],
+      ["requests", requestId],
+    ] as const) {
+      const row = this.sql.exec(`SELECT * FROM ${table} WHERE id = ?`, id).toArray()[0];
+      if (!row) continue;
+      const s = applyToParent(stateOf(row), role, p, table === "requests");
+      this.sql.exec(
+        `UPDATE ${table} SET status = ?, started_at = ?, first_token_at = ?, finished_at = ?${table === "requests" ? ", error = ?" : ""} WHERE id = ?`,
+        s.status,
+        s.startedAt,
+        s.firstTokenAt,
+        s.finishedAt,
+        ...(table === "requests" ? [s.error] : []),
+        id,
+      );
+    }
+  }
+
+  /** A job's first generated token (batch jobs, whose runner reads the stream itself). */
+  markFirstToken(jobId: string, requestId: string, at: number): void {
+    this.storage.transactionSync(() =>
+      this.#applyToParents(jobId, requestId, "colocated", { firstTokenAt: at }),
+    );
+  }
+
+  requestStatus(requestId: string, tenant?: string): RequestStatus | null {
+    const row = this.sql
+      .exec(
+        `SELECT status FROM requests WHERE id = ?${tenant === undefined ? "" : " AND tenant = ?"}`,
+        requestId,
+        ...(tenant === undefined ? [] : [tenant]),
+      )
+      .toArray()[0];
+    return row ? (row.status as RequestStatus) : null;
+  }
+
+  jobStatus(jobId: string): JobStatus | null {
+    const row = this.sql.exec("SELECT status FROM jobs WHERE id = ?", jobId).toArray()[0];
+    return row ? (row.status as JobStatus) : null;
+  }
+
+  numTasks(jobId: string): number {
+    return this.sql.exec("SELECT COUNT(*) AS n FROM tasks WHERE job_id = ?", jobId).one()
+      .n as number;
+  }
+
+  /** The unfinished tasks of a request or job. */
+  liveTasks(key: "request_id" | "job_id", id: string): LiveTask[] {
+    return this.sql
+      .exec(`SELECT id, npu FROM tasks WHERE ${key} = ? AND status NOT IN ${TERMINAL}`, id)
+      .toArray()
+      .map((t) => ({ id: t.id as string, npu: t.npu as string }));
+  }
+
+  /** Marks a request and everything in it that has not finished as cancelled (no transaction). */
+  cancel(requestId: string, now: number): void {
+    for (const table of ["tasks", "jobs", "requests"]) {
+      const key = table === "requests" ? "id" : "request_id";
+      this.sql.exec(
+        `UPDATE ${table} SET status = 'cancelled', finished_at = ?${table === "tasks" ? ", error = COALESCE(error, 'request cancelled')" : ""} WHERE ${key} = ? AND status NOT IN ${TERMINAL}`,
+        now,
+        requestId,
+      );
+    }
+  }
+
+  /** Fails a job's unfinished tasks (its executor restarted or its instance refused it). */
+  failTasks(jobId: string, error: string, now: number): void {
+    this.sql.exec(
+      `UPDATE tasks SET status = 'failed', error = COALESCE(error, ?), finished_at = ? WHERE job_id = ? AND status NOT IN ${TERMINAL}`,
+      error,
+      now,
+      jobId,
+    );
+  }
+
+  /** Puts a job back in the queue (a batch job to run again); a finished job stays finished. */
+  requeueJob(jobId: string): void {
+    this.sql.exec(
+      `UPDATE jobs SET status = 'queued', started_at = NULL, first_token_at = NULL WHERE id = ? AND status NOT IN ${TERMINAL}`,
+      jobId,
+    );
+  }
+
+  /** Ends a job that is still live; false when it had already ended (cancelled meanwhile). */
+  finishJob(jobId: string, status: "succeeded" | "failed", now: number): boolean {
+    const live = this.jobStatus(jobId);
+    if (live !== "queued" && live !== "running") return false;
+    this.sql.exec(
+      "UPDATE jobs SET status = ?, finished_at = COALESCE(finished_at, ?) WHERE id = ?",
+      status,
+      now,
+      jobId,
+    );
+    return true;
+  }
+
+  /** How many of a request's jobs are in each status. */
+  jobStatusCounts(requestId: string): { status: JobStatus; n: number }[] {
+    return this.sql
+      .exec(
+        "SELECT status, COUNT(*) AS n FROM jobs WHERE request_id = ? GROUP BY status",
+        requestId,
+      )
+      .toArray()
+      .map((g) => ({ status: g.status as JobStatus, n: g.n as number }));
+  }
+
+  /** Ends a request that is still live. */
+  finishRequest(requestId: string, status: RequestStatus, error: string | null, now: number): void {
+    this.sql.exec(
+      `UPDATE requests SET status = ?, finished_at = ?, error = ? WHERE id = ? AND status NOT IN ${TERMINAL}`,
+      status,
+      now,
+      error,
+      requestId,
+    );
+  }
+
+  /** Runs `fn` in one storage transaction. */
+  transaction(fn: () => void): void {
+    this.storage.transactionSync(fn);
+  }
+
+  /** The request with its jobs and tasks, or null when unknown or owned by another tenant. */
+  get(requestId: string, tenant: string): RequestRecord | null {
+    const sql = this.sql;
+    const r = sql
+      .exec("SELECT * FROM requests WHERE id = ? AND tenant = ?", requestId, tenant)
+      .toArray()[0];
+    if (!r) return null;
+    const tasks = sql
+      .exec("SELECT * FROM tasks WHERE request_id = ? ORDER BY queued_at, id", requestId)
+      .toArray();
+    const jobs = sql
+      .exec("SELECT * FROM jobs WHERE request_id = ? ORDER BY queued_at, id", requestId)
+      .toArray()
+      .map(
+        (j): JobRecord => ({
+          id: j.id as string,
+          requestId,
+          kind: j.kind as string,
+          status: j.status as JobStatus,
+          ...times(j),
+          tasks: tasks.filter((t) => t.job_id === j.id).map(toTask),
+        }),
+      );
+    return {
+      id: r.id as string,
+      object: "request",
+      tenant: r.tenant as string,
+      model: r.model as string,
+      kind: r.kind as string,
+      status: r.status as RequestStatus,
+      clientRequestId: (r.client_request_id as string | null) ?? null,
+      error: (r.error as string | null) ?? null,
+      receivedAt: r.received_at as number,
+      ...times(r),
+      jobs,
+    };
+  }
+}

@@ -1,0 +1,59 @@
+/**
+ * Models and their deployments as the ClusterManager records them and the API shows them
+ * (DeepFlow's TE groups). Plain types only.
+ */
+import type { PdProfile } from "../serving/pd-profile.ts";
+
+export interface ModelSummary {
+  architecture: string;
+  numParameters: number;
+  contextLength: number;
+  vocabSize: number;
+  numExperts: number;
+  numExpertsPerTok: number;
+}
+
+export type DeploymentMode = "colocated" | "pd";
+export type SchedulerPolicy = "deepflow" | "round-robin" | "least-loaded";
+
+export interface DeploymentInstances {
+  colocated: string[];
+  prefill: string[];
+  decode: string[];
+}
+
+export interface DeploymentRecord {
+  id: string;
+  object: "deployment";
+  model: string;
+  /** Generation of the model's weights the instances serve. */
+  generation: number;
+  mode: DeploymentMode;
+  scheduler: SchedulerPolicy;
+  status: "active" | "deleted";
+  createdAt: number;
+  instances: DeploymentInstances;
+}
+
+export interface DeploymentSpec {
+  id: string;
+  model: string;
+  mode: DeploymentMode;
+  scheduler: SchedulerPolicy;
+  counts: { colocated: number; prefill: number; decode: number };
+}
+
+export interface ModelRecord {
+  name: string;
+  r2Key: string;
+  sizeBytes: number;
+  ownedBy: string;
+  createdAt: number;
+  summary: ModelSummary;
+  /** Bumped on every re-upload, so new weights get new instances. */
+  generation: number;
+  /** The measured colocated-vs-PD heatmap (`npm run profile:pd`), or null. */
+  pdProfile: PdProfile | null;
+  /** Active deployments of the current generation. */
+  deployments: DeploymentRecord[];
+}
