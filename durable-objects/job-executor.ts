@@ -267,7 +267,7 @@ export class JobExecutor extends DurableObject<Env> {
         this.#schedulers.get(learn.model)?.learn(applied.instanceId, learn.blockKeys, Date.now());
     }
     if (!applied.ended) return;
-    this.#log.info("task.completed", {
+    this.#log.debug("task.completed", {
       requestId,
       taskId,
       role: applied.role,

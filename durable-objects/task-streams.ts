@@ -16,10 +16,78 @@ import type { TaskProgress } from "../shared/serving/records.ts";
 import type { TaskTracker } from "../shared/serving/task.ts";
 import { type Env, getConfig } from "./env.ts";
 
+/**
+ * A task's byte stream that coalesces under backpressure: a line is handed over at once when the
+ * reader is waiting for one, and otherwise joins the lines not yet read, which the next read takes
+ * in one chunk. One stream costs one RPC chunk per step while the worker keeps up, and fewer, larger
+ * chunks when it does not (many concurrent streams).
+ */
+class Outbox {
+  private readonly lines: Uint8Array[] = [];
+  private numBytes = 0;
+  private waiting = false;
+  private done = false;
+  private controller!: ReadableStreamDefaultController<Uint8Array>;
+  readonly stream: ReadableStream<Uint8Array>;
+
+  constructor(onCancel: () => void) {
+    this.stream = new ReadableStream<Uint8Array>(
+      {
+        start: (c) => {
+          this.controller = c;
+        },
+        pull: () => {
+          if (this.numBytes > 0) this.hand();
+          else this.waiting = true;
+        },
+        cancel: () => {
+          this.done = true;
+          onCancel();
+        },
+      },
+      { highWaterMark: 0 },
+    );
+  }
+
+  push(line: Uint8Array): void {
+    if (this.done) return;
+    this.lines.push(line);
+    this.numBytes += line.byteLength;
+    if (this.waiting) this.hand();
+  }
+
+  close(): void {
+    if (this.done) return;
+    this.done = true;
+    try {
+      if (this.numBytes > 0) this.hand();
+      this.controller.close();
+    } catch {
+      // cancelled meanwhile
+    }
+  }
+
+  private hand(): void {
+    this.waiting = false;
+    let chunk = this.lines[0] as Uint8Array;
+    if (this.lines.length > 1) {
+      chunk = new Uint8Array(this.numBytes);
+      let at = 0;
+      for (const l of this.lines) {
+        chunk.set(l, at);
+        at += l.byteLength;
+      }
+    }
+    this.lines.length = 0;
+    this.numBytes = 0;
+    this.controller.enqueue(chunk);
+  }
+}
+
 export interface ActiveTask {
   task: GenerateTask;
   tracker: TaskTracker;
-  controller: ReadableStreamDefaultController<Uint8Array>;
+  outbox: Outbox;
   seqIds: string[];
   acceptedAt: number;
   startedAt: number | null;
@@ -53,22 +121,16 @@ export class TaskStreams {
     task: GenerateTask,
     tracker: TaskTracker,
   ): { active: ActiveTask; stream: ReadableStream<Uint8Array> } {
-    let controller: ReadableStreamDefaultController<Uint8Array> | undefined;
-    const stream = new ReadableStream<Uint8Array>({
-      start: (c) => {
-        controller = c;
-      },
-      cancel: () => this.cancel(task.taskId, "client disconnected"),
-    });
+    const outbox = new Outbox(() => this.cancel(task.taskId, "client disconnected"));
     const active: ActiveTask = {
       task,
       tracker,
-      controller: controller as ReadableStreamDefaultController<Uint8Array>,
+      outbox,
       seqIds: [],
       acceptedAt: Date.now(),
       startedAt: null,
     };
-    return { active, stream };
+    return { active, stream: outbox.stream };
   }
 
   /** Routes the engine outputs of `seqId` to choice `index` of the task. */
@@ -118,21 +180,13 @@ export class TaskStreams {
   }
 
   emit(active: ActiveTask, ev: GenerateEvent): void {
-    try {
-      active.controller.enqueue(encodeEvent(ev));
-    } catch {
-      // the stream is closed (client gone); cancel cleans up
-    }
+    active.outbox.push(encodeEvent(ev));
   }
 
   finish(active: ActiveTask, status: "succeeded" | "failed" | "cancelled", error?: string): void {
     if (!this.tasks.delete(active.task.taskId)) return;
     for (const id of active.seqIds) this.seqs.delete(id);
-    try {
-      active.controller.close();
-    } catch {
-      // already closed or cancelled
-    }
+    active.outbox.close();
     const now = Date.now();
     const t = active.tracker;
     this.report(active.task, {

@@ -32,10 +32,11 @@ export interface ByteReader {
 }
 
 /**
- * Decodes an NDJSON GenerateEvent stream. Returning early (`return()`, `break` in for-await)
- * cancels the reader, also while a read is pending, so the upstream stream is released.
+ * Decodes an NDJSON GenerateEvent stream, one batch per chunk read (a chunk may carry several
+ * lines when the Npu coalesced them). Returning early (`return()`, `break` in for-await) cancels
+ * the reader, also while a read is pending, so the upstream stream is released.
  */
-export function decodeEvents(reader: ByteReader): AsyncGenerator<GenerateEvent> {
+export function decodeEventBatches(reader: ByteReader): AsyncGenerator<GenerateEvent[]> {
   let finished = false;
   let cancelled = false;
   const gen = (async function* () {
@@ -44,24 +45,43 @@ export function decodeEvents(reader: ByteReader): AsyncGenerator<GenerateEvent> 
       for (;;) {
         const { done, value } = await reader.read();
         if (done) break;
-        yield* decoder.push(value);
+        const batch = decoder.push(value);
+        if (batch.length > 0) yield batch;
       }
       // A last line without its newline.
-      if (!cancelled) yield* decoder.push(NEWLINE);
+      const last = cancelled ? [] : decoder.push(NEWLINE);
       finished = true;
+      if (last.length > 0) yield last;
     } finally {
       if (finished) reader.releaseLock();
       else await reader.cancel().catch(() => {});
     }
   })();
-  const innerReturn = gen.return.bind(gen);
-  // An async generator's return() waits for a pending next(); cancelling the reader first
-  // settles that read (done), so a stalled upstream cannot hold the generator.
-  gen.return = (value) => {
+  return releasingFirst(gen, () => {
     if (!finished && !cancelled) {
       cancelled = true;
       void reader.cancel().catch(() => {});
     }
+  });
+}
+
+/** The events of `decodeEventBatches` one by one (same early-release behaviour). */
+export function decodeEvents(reader: ByteReader): AsyncGenerator<GenerateEvent> {
+  const batches = decodeEventBatches(reader);
+  const gen = (async function* () {
+    for await (const batch of batches) yield* batch;
+  })();
+  return releasingFirst(gen, () => void batches.return(undefined));
+}
+
+/**
+ * An async generator's return() waits for a pending next(); `release` runs first (cancelling the
+ * reader settles that read), so a stalled upstream cannot hold the generator.
+ */
+function releasingFirst<T>(gen: AsyncGenerator<T>, release: () => void): AsyncGenerator<T> {
+  const innerReturn = gen.return.bind(gen);
+  gen.return = (value) => {
+    release();
     return innerReturn(value);
   };
   return gen;

@@ -16,9 +16,16 @@ async function digest(s: string): Promise<ArrayBuffer> {
   return crypto.subtle.digest("SHA-256", encoder.encode(s));
 }
 
-async function equalConstantTime(a: string, b: string): Promise<boolean> {
-  const [da, db] = await Promise.all([digest(a), digest(b)]);
-  return crypto.subtle.timingSafeEqual(da, db);
+/** Digests of the configured keys, computed once per isolate (the secrets do not change in it). */
+const configuredDigests = new Map<string, Promise<ArrayBuffer>>();
+
+function configuredDigest(key: string): Promise<ArrayBuffer> {
+  let d = configuredDigests.get(key);
+  if (!d) {
+    d = digest(key);
+    configuredDigests.set(key, d);
+  }
+  return d;
 }
 
 function parseTenantKeys(s: string | undefined): { tenant: string; key: string }[] {
@@ -56,16 +63,16 @@ export async function authenticate(
       "missing_api_key",
     );
   }
-  const key = m[1] as string;
+  const presented = await digest(m[1] as string);
+  const matches = async (configured: string) =>
+    crypto.subtle.timingSafeEqual(presented, await configuredDigest(configured));
   // check every configured key so timing does not reveal which one matched
   let principal: Principal | null = null;
   for (const t of tenants) {
-    if ((await equalConstantTime(key, t.key)) && !principal)
-      principal = { tenant: t.tenant, isAdmin: false };
+    if ((await matches(t.key)) && !principal) principal = { tenant: t.tenant, isAdmin: false };
   }
   for (const a of admins) {
-    if (await equalConstantTime(key, a))
-      principal = { tenant: principal?.tenant ?? "admin", isAdmin: true };
+    if (await matches(a)) principal = { tenant: principal?.tenant ?? "admin", isAdmin: true };
   }
   if (!principal)
     throw new AppError("authentication", "Incorrect API key provided.", null, "invalid_api_key");

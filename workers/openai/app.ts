@@ -6,7 +6,7 @@
 import { type Context, Hono } from "hono";
 import { AppError } from "../../shared/errors.ts";
 import { errorFields } from "../../shared/log.ts";
-import { decodeEvents } from "../../shared/protocol/codec.ts";
+import { decodeEventBatches, decodeEvents } from "../../shared/protocol/codec.ts";
 import type { GenerateInput, JobSpec } from "../../shared/protocol/messages.ts";
 import { dispatchJob } from "../../shared/serving/dispatch.ts";
 import type { DeploymentRecord, ModelRecord } from "../../shared/types/deployments.ts";
@@ -259,10 +259,10 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
     numChoices: numSeqs,
     logprobs: fields.sampling.logprobs,
   };
-  const events = decodeEvents(accepted.stream.getReader());
+  const reader = accepted.stream.getReader();
   if (fields.stream) {
     const sse = sseResponseStream(
-      events,
+      decodeEventBatches(reader),
       { ...meta, includeUsage: fields.includeUsage },
       (reason) => log.debug("request.streamed", { taskId, reason }),
     );
@@ -282,7 +282,7 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
     c.executionCtx.waitUntil(pump(sse, writable, () => cancel("client disconnected")));
     return new Response(readable, { headers: { ...SSE_HEADERS, "x-request-id": requestId } });
   }
-  const out = await collectResponse(events, meta);
+  const out = await collectResponse(decodeEvents(reader), meta);
   if (!out.ok) throw AppError.from(out.error);
   return c.json(out.body);
 }

@@ -46,16 +46,28 @@ function frame(data: unknown): Uint8Array {
 
 const DONE_FRAME = encoder.encode("data: [DONE]\n\n");
 
+function concat(parts: readonly Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0] as Uint8Array;
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
+
 /**
  * The events as an OpenAI SSE body. Chat: a role chunk per choice first, content deltas, a
  * `delta: {}` chunk with finish_reason per choice; completions: text chunks and a finish chunk
  * per choice. An error (event, thrown, or the source ending without usage) becomes one
  * `data: {"error": ...}` frame and ends the stream without [DONE]. `onClose` runs once when the
  * stream ends, with why; on "cancelled" (the client went away) the source iterator's `return()`
- * has been called.
+ * has been called. The source yields batches (`decodeEventBatches`): a batch's frames go out as
+ * one chunk, so events the Npu coalesced under load stay one write.
  */
 export function sseResponseStream(
-  events: AsyncIterable<GenerateEvent>,
+  events: AsyncIterable<readonly GenerateEvent[]>,
   meta: StreamMeta,
   onClose?: (reason: CloseReason) => void,
 ): ReadableStream<Uint8Array> {
@@ -142,7 +154,7 @@ export function sseResponseStream(
     async pull(controller) {
       // Loop until something was enqueued: a pull that enqueues nothing is not called again.
       while (!closed) {
-        let r: IteratorResult<GenerateEvent>;
+        let r: IteratorResult<readonly GenerateEvent[]>;
         try {
           r = await it.next();
         } catch (err) {
@@ -155,11 +167,15 @@ export function sseResponseStream(
           controller.enqueue(DONE_FRAME);
           return end(controller, "done");
         }
-        const e = r.value;
-        if (e.type === "error") return fail(controller, e.error);
-        const frames = framesFor(e);
-        for (const f of frames) controller.enqueue(f);
-        if (frames.length > 0) return;
+        const frames: Uint8Array[] = [];
+        for (const e of r.value) {
+          if (e.type === "error") {
+            if (frames.length > 0) controller.enqueue(concat(frames));
+            return fail(controller, e.error);
+          }
+          frames.push(...framesFor(e));
+        }
+        if (frames.length > 0) return controller.enqueue(concat(frames));
       }
     },
     cancel() {

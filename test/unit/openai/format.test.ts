@@ -5,7 +5,7 @@
 
 import { describe, expect, it, vi } from "vitest";
 import { AppError, errorInfo } from "../../../shared/errors.ts";
-import { decodeEvents, encodeEvent } from "../../../shared/protocol/codec.ts";
+import { decodeEventBatches, decodeEvents, encodeEvent } from "../../../shared/protocol/codec.ts";
 import type { GenerateEvent, TokenLogprobEntry } from "../../../shared/protocol/messages.ts";
 import {
   collectResponse,
@@ -22,6 +22,11 @@ function chatMeta(numChoices = 1, extra: Partial<ResponseMeta> = {}): ResponseMe
 
 function completionMeta(numChoices = 1, extra: Partial<ResponseMeta> = {}): ResponseMeta {
   return { ...META, id: "cmpl-1", kind: "completion", numChoices, ...extra };
+}
+
+/** One batch per event, as a stream whose every chunk held one line. */
+async function* batches(events: GenerateEvent[]): AsyncGenerator<GenerateEvent[]> {
+  for (const e of events) yield [e];
 }
 
 async function* fromArray(events: GenerateEvent[]): AsyncGenerator<GenerateEvent> {
@@ -300,10 +305,29 @@ describe("collectResponse", () => {
 });
 
 describe("sseResponseStream: chat", () => {
+  it("writes a batch of coalesced events as one chunk with the same frames", async () => {
+    const meta = { ...chatMeta(2), includeUsage: true };
+    const single = await readAll(sseResponseStream(batches(INTERLEAVED), meta));
+    async function* oneBatch(): AsyncGenerator<GenerateEvent[]> {
+      yield INTERLEAVED;
+    }
+    const reader = sseResponseStream(oneBatch(), meta).getReader();
+    const chunks: string[] = [];
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(new TextDecoder().decode(value));
+    }
+    expect(chunks.join("")).toBe(single);
+    // the two role chunks (one per choice), the whole batch, then [DONE]
+    expect(chunks).toHaveLength(4);
+    expect(chunks[3]).toBe("data: [DONE]\n\n");
+  });
+
   it("streams n=2 interleaved deltas as chat.completion.chunk frames", async () => {
     const onClose = vi.fn();
     const text = await readAll(
-      sseResponseStream(fromArray(INTERLEAVED), { ...chatMeta(2), includeUsage: false }, onClose),
+      sseResponseStream(batches(INTERLEAVED), { ...chatMeta(2), includeUsage: false }, onClose),
     );
     expect(text.startsWith("data: {")).toBe(true);
     expect(text.endsWith("\n\ndata: [DONE]\n\n")).toBe(true);
@@ -351,7 +375,7 @@ describe("sseResponseStream: chat", () => {
 
   it("with include_usage: usage null on every chunk, then a usage chunk with no choices", async () => {
     const text = await readAll(
-      sseResponseStream(fromArray(INTERLEAVED), { ...chatMeta(2), includeUsage: true }),
+      sseResponseStream(batches(INTERLEAVED), { ...chatMeta(2), includeUsage: true }),
     );
     const frames = parseSse(text);
     expect(frames.at(-1)).toBe("[DONE]");
@@ -388,7 +412,7 @@ describe("sseResponseStream: chat", () => {
     ];
     const frames = parseSse(
       await readAll(
-        sseResponseStream(fromArray(events), {
+        sseResponseStream(batches(events), {
           ...chatMeta(1, { logprobs: true }),
           includeUsage: false,
         }),
@@ -439,7 +463,7 @@ describe("sseResponseStream: chat", () => {
     );
     const text = await readAll(
       sseResponseStream(
-        fromArray([delta(0, "a"), { type: "error", error }, delta(0, "never"), usage()]),
+        batches([delta(0, "a"), { type: "error", error }, delta(0, "never"), usage()]),
         { ...chatMeta(), includeUsage: true },
         onClose,
       ),
@@ -460,11 +484,11 @@ describe("sseResponseStream: chat", () => {
   });
 
   it("reports a source that throws or ends without usage as an error frame", async () => {
-    async function* throwing(): AsyncGenerator<GenerateEvent> {
-      yield delta(0, "a");
+    async function* throwing(): AsyncGenerator<GenerateEvent[]> {
+      yield [delta(0, "a")];
       throw new Error("reset");
     }
-    for (const source of [throwing(), fromArray([delta(0, "a"), finish(0)])]) {
+    for (const source of [throwing(), batches([delta(0, "a"), finish(0)])]) {
       const frames = parseSse(
         await readAll(sseResponseStream(source, { ...chatMeta(), includeUsage: false })),
       );
@@ -477,7 +501,7 @@ describe("sseResponseStream: chat", () => {
     const src = stallingSource([delta(0, "a"), delta(0, "b")]);
     const onClose = vi.fn();
     const body = sseResponseStream(
-      decodeEvents(src.stream.getReader()),
+      decodeEventBatches(src.stream.getReader()),
       { ...chatMeta(), includeUsage: false },
       onClose,
     );
@@ -501,7 +525,7 @@ describe("sseResponseStream: chat", () => {
 describe("sseResponseStream: completions", () => {
   it("streams text_completion chunks with a finish chunk per choice", async () => {
     const text = await readAll(
-      sseResponseStream(fromArray(INTERLEAVED), { ...completionMeta(2), includeUsage: true }),
+      sseResponseStream(batches(INTERLEAVED), { ...completionMeta(2), includeUsage: true }),
     );
     const frames = parseSse(text);
     expect(frames.at(-1)).toBe("[DONE]");
@@ -539,7 +563,7 @@ describe("sseResponseStream: completions", () => {
     ];
     const frames = parseSse(
       await readAll(
-        sseResponseStream(fromArray(events), {
+        sseResponseStream(batches(events), {
           ...completionMeta(2, { logprobs: true }),
           includeUsage: false,
         }),
