@@ -8,71 +8,163 @@
  *   npm run -s bench:api -- --json [--base-url URL] [--model NAME] [--api-key KEY]
  *                                  [--runs N] [--throughput-runs N] [--tokens N]
  *
+ * With --vs-llama-server PATH (llama.cpp's `llama-server` binary) it compares against llama.cpp
+ * on ../shared/models/stories260K-f32.gguf: it starts its own `wrangler dev`, uploads the GGUF
+ * as model `stories260K`, starts llama-server on a free loopback port with the same GGUF (one
+ * slot per concurrent stream, `--llama-threads` threads (default 2), the model's context per
+ * slot), and drives both with the same client code in rounds that alternate which server goes
+ * first, scenario by scenario: single streams (TTFT, tokens/s), `--concurrency` concurrent
+ * streams (total tokens/s), and `--short-clients` clients sending `--short-tokens`-token
+ * completions back to back for `--short-duration-s` (requests/s, failures). It then times the
+ * pure-compute hops of a streamed token in this process (bench/hops.ts) and attributes the rest
+ * of the per-token time.
+ *
+ *   npm run -s bench:api -- --json --vs-llama-server PATH [--rounds N] [--runs N]
+ *       [--throughput-runs N] [--short-duration-s S] [--short-warmup-s S] [--short-clients N]
+ *       [--short-tokens N] [--engine-runs N] [--llama-threads N]
+ *
  * Prints one JSON object on its last line.
  */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { type DevServer, LOCAL_KEY, startDevServer } from "../test/helpers/dev-server.ts";
+import { modelConfigFromGguf } from "../shared/model/config.ts";
+import { parseGguf } from "../shared/model/gguf.ts";
+import {
+  ADMIN_KEY,
+  type DevServer,
+  LOCAL_KEY,
+  startDevServer,
+} from "../test/helpers/dev-server.ts";
+import { REFERENCE_MODELS_DIR } from "../test/helpers/models.ts";
+import { measureHops } from "./hops.ts";
+import { type LlamaServer, startLlamaServer } from "./llama-server.ts";
 
 const { values } = parseArgs({
   options: {
     "base-url": { type: "string" },
-    model: { type: "string", default: "default-moe" },
+    model: { type: "string" },
     "api-key": { type: "string" },
     runs: { type: "string", default: "5" },
     "throughput-runs": { type: "string", default: "3" },
     tokens: { type: "string", default: "64" },
     concurrency: { type: "string", default: "16" },
+    "vs-llama-server": { type: "string" },
+    rounds: { type: "string", default: "3" },
+    "short-duration-s": { type: "string", default: "5" },
+    "short-warmup-s": { type: "string", default: "1" },
+    "short-clients": { type: "string", default: "64" },
+    "short-tokens": { type: "string", default: "8" },
+    "engine-runs": { type: "string", default: "10" },
+    "llama-threads": { type: "string", default: "2" },
     json: { type: "boolean", default: false },
   },
   strict: true,
 });
 
+function fail(msg: string): never {
+  console.error(`error: ${msg}`);
+  process.exit(1);
+}
+
 function positiveInt(name: string, v: string | undefined): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) {
-    console.error(`error: --${name} must be a positive integer, got "${v}"`);
-    process.exit(1);
-  }
+  if (!Number.isInteger(n) || n < 1) fail(`--${name} must be a positive integer, got "${v}"`);
   return n;
 }
 
-const model = values.model as string;
+function positiveNumber(name: string, v: string | undefined): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) fail(`--${name} must be a positive number, got "${v}"`);
+  return n;
+}
+
+/** --vs-llama-server: the model both servers serve. */
+const VS_MODEL_NAME = "stories260K";
+const VS_MODEL_FILE = "stories260K-f32.gguf";
+
+const llamaServerBinary = values["vs-llama-server"];
+if (llamaServerBinary !== undefined) {
+  if (values["base-url"] !== undefined) fail("--vs-llama-server starts its own wrangler dev");
+  if (values.model !== undefined) fail(`--vs-llama-server always serves ${VS_MODEL_NAME}`);
+}
 const runs = positiveInt("runs", values.runs);
 const throughputRuns = positiveInt("throughput-runs", values["throughput-runs"]);
 const numTokens = positiveInt("tokens", values.tokens);
 const concurrency = positiveInt("concurrency", values.concurrency);
+const rounds = positiveInt("rounds", values.rounds);
+const shortDurationS = positiveNumber("short-duration-s", values["short-duration-s"]);
+const shortWarmupS = positiveNumber("short-warmup-s", values["short-warmup-s"]);
+const shortClients = positiveInt("short-clients", values["short-clients"]);
+const shortTokens = positiveInt("short-tokens", values["short-tokens"]);
+const engineRuns = positiveInt("engine-runs", values["engine-runs"]);
+const llamaThreads = positiveInt("llama-threads", values["llama-threads"]);
 const apiKey = values["api-key"] ?? process.env.FLOWSERVE_API_KEY ?? LOCAL_KEY;
 const PROMPTS = ["Once upon a time", "Lily wanted", "The dog", "One day, a little", "Tom and Sue"];
+/** Request timeout: a stuck server fails the request instead of hanging the benchmark. */
+const REQUEST_TIMEOUT_MS = 60_000;
 
 const median = (xs: number[]) => {
+  if (xs.length === 0) return Number.NaN;
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);
   return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
 };
+const percentile = (xs: number[], q: number) => {
+  if (xs.length === 0) return Number.NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))] as number;
+};
 const round = (x: number, digits = 1) => Number(x.toFixed(digits));
+const log = (msg: string) => {
+  if (!values.json) console.log(msg);
+};
+
+/** One OpenAI-compatible server as the client sees it. */
+interface Target {
+  name: string;
+  baseUrl: string;
+  apiKey: string;
+  model: string;
+}
 
 interface StreamTiming {
   ttftMs: number;
   e2eMs: number;
   completionTokens: number;
+  /** Where completionTokens came from: the server's `usage`, or a count of text chunks. */
+  tokenSource: "usage" | "deltas";
+  promptTokens: number | null;
+  text: string;
+  /** llama-server's own `timings` on its last chunk (absent from our worker's chunks). */
+  serverTimings: { promptMs: number; predictedMs: number; predictedN: number } | null;
+}
+
+function completionBody(t: Target, prompt: string, maxTokens: number, stream: boolean): string {
+  return JSON.stringify({
+    model: t.model,
+    prompt,
+    max_tokens: maxTokens,
+    temperature: 0,
+    ignore_eos: true,
+    stream,
+    ...(stream ? { stream_options: { include_usage: true } } : {}),
+  });
+}
+
+async function post(t: Target, body: string): Promise<Response> {
+  return fetch(`${t.baseUrl}/v1/completions`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${t.apiKey}`, "content-type": "application/json" },
+    body,
+    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+  });
 }
 
 /** One streamed completion; times from sending the request to the first text and to [DONE]. */
-async function streamOnce(baseUrl: string, prompt: string): Promise<StreamTiming> {
+async function streamOnce(t: Target, prompt: string, maxTokens = numTokens): Promise<StreamTiming> {
   const t0 = performance.now();
-  const res = await fetch(`${baseUrl}/v1/completions`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${apiKey}`, "content-type": "application/json" },
-    body: JSON.stringify({
-      model,
-      prompt,
-      max_tokens: numTokens,
-      temperature: 0,
-      ignore_eos: true,
-      stream: true,
-      stream_options: { include_usage: true },
-    }),
-  });
+  const res = await post(t, completionBody(t, prompt, maxTokens, true));
   if (res.status !== 200 || !res.body) {
     throw new Error(`POST /v1/completions: ${res.status} ${await res.text()}`);
   }
@@ -80,7 +172,11 @@ async function streamOnce(baseUrl: string, prompt: string): Promise<StreamTiming
   const decoder = new TextDecoder();
   let buf = "";
   let ttftMs = -1;
-  let completionTokens = -1;
+  let usageTokens = -1;
+  let promptTokens: number | null = null;
+  let textChunks = 0;
+  let text = "";
+  let serverTimings: StreamTiming["serverTimings"] = null;
   let done = false;
   while (!done) {
     const r = await reader.read();
@@ -99,53 +195,85 @@ async function streamOnce(baseUrl: string, prompt: string): Promise<StreamTiming
       }
       const chunk = JSON.parse(data) as {
         error?: { message: string };
-        choices: { text: string }[];
-        usage: { completion_tokens: number } | null;
+        choices?: { text: string }[];
+        usage?: { completion_tokens: number; prompt_tokens: number } | null;
+        timings?: { prompt_ms: number; predicted_ms: number; predicted_n: number };
       };
       if (chunk.error) throw new Error(`stream error: ${chunk.error.message}`);
-      if (ttftMs < 0 && chunk.choices.some((c) => c.text.length > 0)) {
-        ttftMs = performance.now() - t0;
+      for (const c of chunk.choices ?? []) {
+        if (c.text.length === 0) continue;
+        if (ttftMs < 0) ttftMs = performance.now() - t0;
+        textChunks++;
+        text += c.text;
       }
-      if (chunk.usage) completionTokens = chunk.usage.completion_tokens;
+      if (chunk.usage) {
+        usageTokens = chunk.usage.completion_tokens;
+        promptTokens = chunk.usage.prompt_tokens;
+      }
+      if (chunk.timings) {
+        const { prompt_ms, predicted_ms, predicted_n } = chunk.timings;
+        serverTimings = { promptMs: prompt_ms, predictedMs: predicted_ms, predictedN: predicted_n };
+      }
     }
   }
   const e2eMs = performance.now() - t0;
   if (!done) throw new Error("the stream ended without [DONE]");
-  if (ttftMs < 0 || completionTokens < 0) throw new Error("the stream had no text or no usage");
-  return { ttftMs, e2eMs, completionTokens };
+  if (ttftMs < 0) throw new Error("the stream had no text");
+  const fromUsage = usageTokens >= 0;
+  return {
+    ttftMs,
+    e2eMs,
+    completionTokens: fromUsage ? usageTokens : textChunks,
+    tokenSource: fromUsage ? "usage" : "deltas",
+    promptTokens,
+    text,
+    serverTimings,
+  };
 }
 
-/** Total completion tokens per second of `n` concurrent streams. */
-async function throughput(baseUrl: string, n: number): Promise<number> {
+/** One non-streamed completion; its `usage.completion_tokens`. */
+async function completeOnce(t: Target, prompt: string, maxTokens: number): Promise<number> {
+  const res = await post(t, completionBody(t, prompt, maxTokens, false));
+  const text = await res.text();
+  if (res.status !== 200) throw new Error(`POST /v1/completions: ${res.status} ${text}`);
+  const body = JSON.parse(text) as { usage?: { completion_tokens: number } };
+  if (!body.usage) throw new Error("the response had no usage");
+  return body.usage.completion_tokens;
+}
+
+/** Total completion tokens per second of `n` concurrent streams (no-flag mode: any failure throws). */
+async function throughput(t: Target, n: number): Promise<number> {
   const t0 = performance.now();
   const all = await Promise.all(
-    Array.from({ length: n }, (_, i) => streamOnce(baseUrl, PROMPTS[i % PROMPTS.length] as string)),
+    Array.from({ length: n }, (_, i) => streamOnce(t, PROMPTS[i % PROMPTS.length] as string)),
   );
   const s = (performance.now() - t0) / 1000;
   return all.reduce((sum, r) => sum + r.completionTokens, 0) / s;
 }
 
-async function main(): Promise<void> {
+// ---------------------------------------------------------------------------------------------
+// Default mode: one server
+
+async function benchOne(): Promise<void> {
   let server: DevServer | null = null;
   let baseUrl = values["base-url"]?.replace(/\/+$/, "");
   const external = baseUrl !== undefined;
+  const model = values.model ?? "default-moe";
   try {
     if (!baseUrl) {
       server = await startDevServer();
       baseUrl = server.url;
     }
-    const log = (msg: string) => {
-      if (!values.json) console.log(msg);
-    };
+    const target: Target = { name: "ours", baseUrl, apiKey, model };
 
     // Warm-up: loads the model onto its NPU and warms the JIT.
-    await streamOnce(baseUrl, PROMPTS[0] as string);
-    await throughput(baseUrl, concurrency);
+    await streamOnce(target, PROMPTS[0] as string);
+    await throughput(target, concurrency);
 
     const ttft: number[] = [];
     const e2e: number[] = [];
     for (let i = 0; i < runs; i++) {
-      const r = await streamOnce(baseUrl, PROMPTS[i % PROMPTS.length] as string);
+      const r = await streamOnce(target, PROMPTS[i % PROMPTS.length] as string);
       if (r.completionTokens !== numTokens) {
         throw new Error(`expected ${numTokens} tokens, got ${r.completionTokens}`);
       }
@@ -157,8 +285,8 @@ async function main(): Promise<void> {
     const tps1: number[] = [];
     const tpsN: number[] = [];
     for (let i = 0; i < throughputRuns; i++) {
-      tps1.push(await throughput(baseUrl, 1));
-      tpsN.push(await throughput(baseUrl, concurrency));
+      tps1.push(await throughput(target, 1));
+      tpsN.push(await throughput(target, concurrency));
       log(
         `throughput run ${i}: 1 -> ${tps1.at(-1)?.toFixed(0)} tok/s, ${concurrency} -> ${tpsN.at(-1)?.toFixed(0)} tok/s`,
       );
@@ -187,7 +315,317 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e: unknown) => {
-  console.error(`error: ${(e as Error).message}`);
-  process.exitCode = 1;
-});
+// ---------------------------------------------------------------------------------------------
+// --vs-llama-server: the same load on our worker and on llama.cpp's server
+
+/** What one server did over all rounds. */
+class Tally {
+  ttft: number[] = [];
+  e2e: number[] = [];
+  tps1: number[] = [];
+  tpsN: number[] = [];
+  rps: number[] = [];
+  shortLatency: number[] = [];
+  shortCompleted = 0;
+  /** Server-reported prompt time and decode time per token of the single streams, if any. */
+  serverPromptMs: number[] = [];
+  serverDecodeMsPerToken: number[] = [];
+  failed = { stream_1: 0, [`stream_${concurrency}`]: 0, short: 0 } as Record<string, number>;
+  errors = new Set<string>();
+  tokenSources = new Set<string>();
+
+  failure(kind: string, e: unknown): void {
+    this.failed[kind] = (this.failed[kind] ?? 0) + 1;
+    if (this.errors.size < 5) this.errors.add((e as Error).message.slice(0, 300));
+  }
+
+  /** A stream that must have produced exactly `numTokens` tokens. */
+  checked(r: StreamTiming): StreamTiming {
+    this.tokenSources.add(r.tokenSource);
+    if (r.completionTokens !== numTokens) {
+      throw new Error(`expected ${numTokens} tokens, got ${r.completionTokens} (${r.tokenSource})`);
+    }
+    return r;
+  }
+}
+
+async function singleStreams(t: Target, tally: Tally, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    try {
+      const r = tally.checked(await streamOnce(t, PROMPTS[i % PROMPTS.length] as string));
+      tally.ttft.push(r.ttftMs);
+      tally.e2e.push(r.e2eMs);
+      tally.tps1.push(r.completionTokens / (r.e2eMs / 1000));
+      if (r.serverTimings) {
+        tally.serverPromptMs.push(r.serverTimings.promptMs);
+        tally.serverDecodeMsPerToken.push(r.serverTimings.predictedMs / r.serverTimings.predictedN);
+      }
+    } catch (e) {
+      tally.failure("stream_1", e);
+    }
+  }
+}
+
+async function concurrentStreams(t: Target, tally: Tally): Promise<void> {
+  const t0 = performance.now();
+  const all = await Promise.allSettled(
+    Array.from({ length: concurrency }, (_, i) =>
+      streamOnce(t, PROMPTS[i % PROMPTS.length] as string).then((r) => tally.checked(r)),
+    ),
+  );
+  const s = (performance.now() - t0) / 1000;
+  let tokens = 0;
+  for (const r of all) {
+    if (r.status === "fulfilled") tokens += r.value.completionTokens;
+    else tally.failure(`stream_${concurrency}`, r.reason);
+  }
+  tally.tpsN.push(tokens / s);
+}
+
+/**
+ * `shortClients` clients each sending non-streamed `shortTokens`-token completions back to back
+ * until `durationS` has passed (requests in flight then are finished and counted). Requests/s
+ * is completed requests over the time until the last client finished.
+ */
+async function shortRequests(t: Target, tally: Tally | null, durationS: number): Promise<void> {
+  const t0 = performance.now();
+  const endAt = t0 + durationS * 1000;
+  let completed = 0;
+  const client = async (c: number) => {
+    for (let i = 0; performance.now() < endAt; i++) {
+      try {
+        const prompt = PROMPTS[(c + i) % PROMPTS.length] as string;
+        const sent = performance.now();
+        const n = await completeOnce(t, prompt, shortTokens);
+        if (n !== shortTokens) throw new Error(`expected ${shortTokens} tokens, got ${n}`);
+        completed++;
+        tally?.shortLatency.push(performance.now() - sent);
+      } catch (e) {
+        tally?.failure("short", e);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: shortClients }, (_, c) => client(c)));
+  if (!tally) return;
+  tally.shortCompleted += completed;
+  tally.rps.push(completed / ((performance.now() - t0) / 1000));
+}
+
+/** Uploads the GGUF to our worker through the admin route. */
+async function uploadModel(baseUrl: string, bytes: Uint8Array<ArrayBuffer>): Promise<void> {
+  const res = await fetch(`${baseUrl}/api/models/${VS_MODEL_NAME}`, {
+    method: "PUT",
+    headers: { authorization: `Bearer ${ADMIN_KEY}` },
+    body: bytes,
+  });
+  const text = await res.text();
+  if (res.status !== 201) throw new Error(`upload of ${VS_MODEL_NAME}: ${res.status} ${text}`);
+}
+
+function summary(t: Tally) {
+  return {
+    ttft_ms: { p50: round(median(t.ttft)) },
+    e2e_ms: { p50: round(median(t.e2e)) },
+    tokens_per_s: {
+      "1": round(median(t.tps1)),
+      [String(concurrency)]: round(median(t.tpsN)),
+    },
+    short_requests: {
+      requests_per_s: round(median(t.rps)),
+      completed: t.shortCompleted,
+      failed: t.failed.short ?? 0,
+      latency_ms: {
+        p50: round(median(t.shortLatency)),
+        p99: round(percentile(t.shortLatency, 0.99)),
+      },
+    },
+    failed: t.failed,
+    errors: [...t.errors],
+    token_count_source: [...t.tokenSources].join(","),
+    ...(t.serverDecodeMsPerToken.length > 0
+      ? {
+          server_reported_1_stream: {
+            prompt_ms_p50: round(median(t.serverPromptMs), 3),
+            decode_ms_per_token_p50: round(median(t.serverDecodeMsPerToken), 4),
+          },
+        }
+      : {}),
+    /** min and max over the samples, to show how noisy the medians are. */
+    range: {
+      [`tokens_per_s_${concurrency}`]: [round(Math.min(...t.tpsN)), round(Math.max(...t.tpsN))],
+      requests_per_s: [round(Math.min(...t.rps)), round(Math.max(...t.rps))],
+    },
+    samples: {
+      stream_1: t.e2e.length,
+      [`stream_${concurrency}`]: t.tpsN.length,
+      short: t.rps.length,
+    },
+  };
+}
+
+async function benchVsLlamaServer(binary: string): Promise<void> {
+  const ggufPath = join(REFERENCE_MODELS_DIR, VS_MODEL_FILE);
+  const bytes = new Uint8Array(readFileSync(ggufPath));
+  const modelCtx = modelConfigFromGguf(
+    parseGguf(bytes, { headerOnly: true }),
+  ).maxPositionEmbeddings;
+
+  let dev: DevServer | null = null;
+  let llama: LlamaServer | null = null;
+  const stopAll = async () => {
+    await Promise.all([dev?.stop(), llama?.stop()]);
+  };
+  const onSignal = (sig: NodeJS.Signals) => {
+    void stopAll().finally(() => process.exit(sig === "SIGINT" ? 130 : 143));
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+
+  const ours = new Tally();
+  const theirs = new Tally();
+  let llamaArgs: string[] = [];
+  let llamaHttpThreads: number | null = null;
+  const greedyText: Record<string, string> = {};
+  const promptTokens: Record<string, number | null> = {};
+  try {
+    log("starting wrangler dev and llama-server");
+    const [devStart, llamaStart] = await Promise.allSettled([
+      startDevServer(),
+      startLlamaServer({
+        binary,
+        model: ggufPath,
+        slots: concurrency,
+        threads: llamaThreads,
+        ctx: concurrency * modelCtx,
+      }),
+    ]);
+    // Keep whichever started, so that `finally` stops it when the other did not.
+    if (devStart.status === "fulfilled") dev = devStart.value;
+    if (llamaStart.status === "fulfilled") llama = llamaStart.value;
+    if (devStart.status === "rejected") throw devStart.reason;
+    if (llamaStart.status === "rejected") throw llamaStart.reason;
+    const devUrl = devStart.value.url;
+    const llamaUrl = llamaStart.value.url;
+    llamaArgs = llamaStart.value.args.map((a) => (a === ggufPath ? VS_MODEL_FILE : a));
+    // cpp-httplib serves one connection per thread: more clients than this wait for a thread.
+    const threads = /http threads: (\d+)/.exec(llamaStart.value.output());
+    llamaHttpThreads = threads ? Number(threads[1]) : null;
+    await uploadModel(devUrl, bytes);
+    const targets: [Target, Tally][] = [
+      [{ name: "ours", baseUrl: devUrl, apiKey, model: VS_MODEL_NAME }, ours],
+      [{ name: "llama-server", baseUrl: llamaUrl, apiKey, model: VS_MODEL_NAME }, theirs],
+    ];
+
+    // Warm-up: loads the model onto our NPU, warms both servers' caches and the JITs.
+    for (const [t] of targets) {
+      const r = await streamOnce(t, PROMPTS[0] as string);
+      greedyText[t.name] = r.text;
+      promptTokens[t.name] = r.promptTokens;
+      await throughput(t, concurrency);
+      await shortRequests(t, null, shortWarmupS);
+    }
+
+    for (let r = 0; r < rounds; r++) {
+      const order = r % 2 === 0 ? targets : [...targets].reverse();
+      for (const [t, tally] of order) await singleStreams(t, tally, runs);
+      for (let i = 0; i < throughputRuns; i++) {
+        for (const [t, tally] of order) await concurrentStreams(t, tally);
+      }
+      for (const [t, tally] of order) await shortRequests(t, tally, shortDurationS);
+      log(
+        `round ${r}: ` +
+          order
+            .map(
+              ([t, tally]) =>
+                `${t.name} ttft ${tally.ttft.at(-1)?.toFixed(1)} ms, ` +
+                `${tally.tps1.at(-1)?.toFixed(0)} / ${tally.tpsN.at(-1)?.toFixed(0)} tok/s, ` +
+                `${tally.rps.at(-1)?.toFixed(0)} req/s`,
+            )
+            .join("; "),
+      );
+    }
+  } finally {
+    await stopAll();
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
+
+  // The pure-compute hops, timed here with both servers stopped.
+  const hops = await measureHops(bytes, PROMPTS[0] as string, numTokens, engineRuns);
+  const a = summary(ours);
+  const b = summary(theirs);
+  const ratio = (x: number, y: number) => round(x / y, 2);
+  const e2ePerToken = median(ours.e2e) / numTokens;
+  const rest = e2ePerToken - hops.engineMsPerToken - hops.eventsMsPerToken - hops.sseMsPerToken;
+  const ms = (x: number) => round(x, 4);
+  const result = {
+    model: VS_MODEL_NAME,
+    tokens_per_stream: numTokens,
+    concurrency,
+    ours: a,
+    llama_server: { ...b, args: llamaArgs.join(" "), http_threads: llamaHttpThreads },
+    ours_over_llama_server: {
+      tokens_per_s_1: ratio(a.tokens_per_s["1"], b.tokens_per_s["1"]),
+      [`tokens_per_s_${concurrency}`]: ratio(
+        a.tokens_per_s[String(concurrency)] as number,
+        b.tokens_per_s[String(concurrency)] as number,
+      ),
+      requests_per_s: ratio(a.short_requests.requests_per_s, b.short_requests.requests_per_s),
+      ttft_p50: ratio(a.ttft_ms.p50, b.ttft_ms.p50),
+    },
+    same_greedy_text: greedyText.ours === greedyText["llama-server"],
+    prompt_tokens: promptTokens,
+    per_token_ms_1_stream: {
+      e2e: ms(e2ePerToken),
+      engine: ms(hops.engineMsPerToken),
+      events: ms(hops.eventsMsPerToken),
+      sse_framing: ms(hops.sseMsPerToken),
+      npu_to_worker_stream_http_and_scheduling: ms(rest),
+    },
+    per_token_method: {
+      e2e: `our 1-stream e2e p50 / ${numTokens} (client: request sent to [DONE])`,
+      engine: `in-process Node, same GGUF, wasm kernels, serving defaults: ${numTokens}-token greedy generation (prompt step + decode steps) / ${numTokens}, median of ${hops.engineRuns} runs`,
+      events:
+        "in-process Node: TaskTracker.onOutput + encodeEvent (Npu) and readEvents (worker) on the engine's real outputs, no transport",
+      sse_framing:
+        "in-process Node: workers/openai/format.ts sseResponseStream on the same events, read to [DONE]",
+      npu_to_worker_stream_http_and_scheduling:
+        "e2e minus the three above: DO RPC stream, worker, JobExecutor, wrangler dev HTTP, client",
+    },
+    engine_decode_step_ms: ms(hops.engineDecodeStepMs),
+    rounds,
+    runs_per_round: runs,
+    throughput_runs_per_round: throughputRuns,
+    short_requests: {
+      clients: shortClients,
+      max_tokens: shortTokens,
+      duration_s: shortDurationS,
+      warmup_s: shortWarmupS,
+    },
+    node: process.version,
+  };
+  log(`model ${VS_MODEL_NAME}, ${numTokens}-token greedy streams, medians of ${rounds} rounds`);
+  log(
+    `                      ours        llama-server  ours/llama-server\n` +
+      `tokens/s 1 stream     ${fmt(a.tokens_per_s["1"])}${fmt(b.tokens_per_s["1"])}${result.ours_over_llama_server.tokens_per_s_1}x\n` +
+      `tokens/s ${String(concurrency).padEnd(2)} streams    ${fmt(a.tokens_per_s[String(concurrency)] as number)}${fmt(b.tokens_per_s[String(concurrency)] as number)}${result.ours_over_llama_server[`tokens_per_s_${concurrency}`]}x\n` +
+      `short requests/s      ${fmt(a.short_requests.requests_per_s)}${fmt(b.short_requests.requests_per_s)}${result.ours_over_llama_server.requests_per_s}x\n` +
+      `TTFT p50 ms (1)       ${fmt(a.ttft_ms.p50)}${fmt(b.ttft_ms.p50)}${result.ours_over_llama_server.ttft_p50}x\n` +
+      `failed requests       ${fmt(sum(a.failed))}${fmt(sum(b.failed))}`,
+  );
+  log("per streamed token at 1 stream (ms):");
+  for (const [k, v] of Object.entries(result.per_token_ms_1_stream)) {
+    log(`  ${k.padEnd(42)} ${String(v).padStart(8)}  ${result.per_token_method[k as "e2e"]}`);
+  }
+  console.log(JSON.stringify(result));
+}
+
+const fmt = (x: number) => String(x).padEnd(14);
+const sum = (o: Record<string, number>) => Object.values(o).reduce((s, x) => s + x, 0);
+
+(llamaServerBinary === undefined ? benchOne() : benchVsLlamaServer(llamaServerBinary)).catch(
+  (e: unknown) => {
+    console.error(`error: ${(e as Error).message}`);
+    process.exitCode = 1;
+  },
+);
