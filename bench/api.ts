@@ -586,7 +586,7 @@ async function benchVsLlamaServer(binary: string): Promise<void> {
       e2e: `our 1-stream e2e p50 / ${numTokens} (client: request sent to [DONE])`,
       engine: `in-process Node, same GGUF, wasm kernels, serving defaults: ${numTokens}-token greedy generation (prompt step + decode steps) / ${numTokens}, median of ${hops.engineRuns} runs`,
       events:
-        "in-process Node: TaskTracker.onOutput + encodeEvent (Npu) and readEvents (worker) on the engine's real outputs, no transport",
+        "in-process Node: TaskTracker.onOutput + encodeEvent (Npu) and decodeEvents (worker) on the engine's real outputs, no transport",
       sse_framing:
         "in-process Node: workers/openai/format.ts sseResponseStream on the same events, read to [DONE]",
       npu_to_worker_stream_http_and_scheduling:

@@ -6,7 +6,7 @@
  * - engine: `createInstance` with the wasm kernels and the serving defaults (the Npu's memory
  *   budget, MAX_NUM_SEQS, MAX_NUM_BATCHED_TOKENS, KV_BLOCK_SIZE), one greedy sequence;
  * - events: what carries an engine output from the Npu to the worker, without the transport:
- *   `TaskTracker.onOutput` and `encodeEvent` (Npu side), `readEvents` (worker side);
+ *   `TaskTracker.onOutput` and `encodeEvent` (Npu side), `decodeEvents` (worker side);
  * - SSE framing: the worker's `sseResponseStream` turning those events into `data:` frames.
  */
 import { loadNodeInstance } from "../hosts/node-engine.ts";
@@ -14,10 +14,10 @@ import { parseServingConfig } from "../shared/config.ts";
 import type { SeqOutput } from "../shared/engine/engine.ts";
 import { GREEDY } from "../shared/engine/sequence.ts";
 import type { Tokenizer } from "../shared/model/tokenizer.ts";
-import { encodeEvent } from "../shared/protocol/codec.ts";
+import { decodeEvents, encodeEvent } from "../shared/protocol/codec.ts";
 import type { GenerateEvent } from "../shared/protocol/messages.ts";
 import { TaskTracker } from "../shared/serving/task.ts";
-import { readEvents, sseResponseStream } from "../workers/openai/format.ts";
+import { sseResponseStream } from "../workers/openai/format.ts";
 
 export interface HopCosts {
   /** Engine time of a whole generation (prompt step + decode steps) / tokens, median of runs. */
@@ -138,7 +138,7 @@ async function drainEvents(
       for (const ev of tracker.onOutput(0, o, 0)) controller.enqueue(encodeEvent(ev));
     },
   });
-  for await (const _ of readEvents(stream)) {
+  for await (const _ of decodeEvents(stream.getReader())) {
     // drained
   }
 }
@@ -146,7 +146,7 @@ async function drainEvents(
 /** The worker's SSE framing of a completion stream with usage, read to its end. */
 async function drainSse(events: GenerateEvent[]): Promise<void> {
   async function* source() {
-    yield* events;
+    for (const e of events) yield [e]; // one event per chunk, as at one stream
   }
   const body = sseResponseStream(source(), {
     id: "cmpl-bench",
