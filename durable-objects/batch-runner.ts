@@ -9,6 +9,7 @@
 import type { ErrorInfo, Result } from "../shared/errors.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
 import { decodeEvents } from "../shared/protocol/codec.ts";
+import type { SubmitJob, Submitted } from "../shared/protocol/messages.ts";
 import { CLUSTER_MANAGER_NAME } from "../shared/protocol/names.ts";
 import {
   type BatchJobSpec,
@@ -35,7 +36,7 @@ import { dispatchJob } from "../shared/serving/dispatch.ts";
 import { collectResponse } from "../shared/serving/openai-response.ts";
 import type { RequestRecord } from "../shared/types/records.ts";
 import type { Env } from "./env.ts";
-import type { SubmitJob, Submitted, TaskEvent } from "./job-executor.ts";
+import type { TaskEvent } from "./job-executor.ts";
 import type { RecordStore } from "./records.ts";
 
 export type { BatchJobSpec, BatchSubmit } from "../shared/serving/batch.ts";

@@ -10,11 +10,9 @@ import { DurableObject } from "cloudflare:workers";
 import type { EngineStats } from "../shared/engine/engine.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { Logger, parseLogLevel } from "../shared/log.ts";
-import { taskIdFor } from "../shared/protocol/ids.ts";
-import type { GenerateTask, JobSpec } from "../shared/protocol/messages.ts";
+import type { JobSpec, SubmitJob, Submitted } from "../shared/protocol/messages.ts";
 import { npuName } from "../shared/protocol/names.ts";
-import { PROTOCOL_VERSION } from "../shared/protocol/version.ts";
-import { type Placement, placedTasks, type TaskPlacement } from "../shared/serving/dispatch.ts";
+import { placedTasks } from "../shared/serving/dispatch.ts";
 import { LoadTable } from "../shared/serving/load-table.ts";
 import { cacheSaltFor } from "../shared/serving/prefix-tree.ts";
 import type { TaskProgress } from "../shared/serving/records.ts";
@@ -28,28 +26,8 @@ import type { ContextCacheRecord, RequestRecord } from "../shared/types/records.
 import { BATCH_SCHEMA, BatchRunner, type BatchSubmit } from "./batch-runner.ts";
 import { ContextCacheStore } from "./context-caches.ts";
 import { type Env, getConfig } from "./env.ts";
-import { ModelScheduler, type SchedulerSnapshot } from "./model-scheduler.ts";
+import { ModelScheduler, noDeployment, type SchedulerSnapshot } from "./model-scheduler.ts";
 import { RecordStore } from "./records.ts";
-
-export interface SubmitJob {
-  spec: JobSpec;
-  /** The request kind recorded ("chat.completion", "text_completion"). */
-  kind: string;
-  clientRequestId: string | null;
-  receivedAt: number;
-  /** The model's registry record (weights generation, context, PD profile). */
-  modelRecord: ModelRecord;
-  /** Candidate deployments (one when the request pins it). */
-  deployments: DeploymentRecord[];
-  /** Place on this instance (a context cache's): no scheduling decision. */
-  pinned: { deploymentId: string; instanceId: string } | null;
-}
-
-/** A planned job: where its tasks go and what they run (each task adds its id). */
-export interface Submitted {
-  placement: Placement;
-  task: Omit<GenerateTask, "taskId">;
-}
 
 /** An instance's report on one of its tasks, with its load at that moment. */
 export interface TaskEvent extends TaskProgress {
@@ -70,6 +48,8 @@ export class JobExecutor extends DurableObject<Env> {
   readonly #load = new LoadTable();
   /** Placed tasks whose prompt the prefix tree learns once the instance accepts them. */
   readonly #learning = new Map<string, { model: string; blockKeys: string[] }>();
+  /** A snapshot alarm is set (or about to be) for changes not yet written. */
+  #snapshotArmed = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -123,83 +103,29 @@ export class JobExecutor extends DurableObject<Env> {
 
   /**
    * Tokenises the job's prompts once, checks them against the context, and places its tasks
-   * (DeepFlow's Algorithm 1, one `scheduler.decided` line with its scores). Records nothing.
+   * (DeepFlow's Algorithm 1, one `scheduler.decided` line with its scores). Records nothing; the
+   * load table counts the placed work until the instances report it.
    */
   async #plan(s: SubmitJob, attempt: number): Promise<Result<Submitted>> {
-    const { spec, modelRecord: m } = s;
-    const sched = await this.#scheduler(m);
-    const prepared = sched.prepare(spec.input, spec.maxTokens, m.summary.contextLength);
-    if (!prepared.ok) return prepared;
-    const p = prepared.value;
-    const numSeqs = p.prompts.length * spec.n;
-    const cacheSalt = cacheSaltFor(spec.tenant, spec.cacheSalt);
-    const blockKeys = sched.blockKeys(p.prompts[0] ?? [], cacheSalt);
-    const expected = sched.expectedOutputTokens(p.numPromptTokens, p.maxTokens);
-    const ids = (role: "colocated" | "prefill" | "decode", instanceId: string): TaskPlacement => ({
-      taskId: taskIdFor(spec.jobId, role, attempt),
-      instanceId,
-      npu: npuName(instanceId),
-    });
-    let placement: Placement;
-    if (s.pinned) {
-      placement = {
-        mode: "colocated",
-        deploymentId: s.pinned.deploymentId,
-        colocated: ids("colocated", s.pinned.instanceId),
-      };
-      this.#log.info("scheduler.decided", {
-        requestId: spec.requestId,
-        reason: "context-cache",
-        ...s.pinned,
-      });
-    } else {
+    const sched = await this.#scheduler(s.modelRecord);
+    const states = (numSeqs: number) =>
       // a PD group serves one sequence
-      const usable = s.deployments.filter((d) => d.mode === "colocated" || numSeqs === 1);
-      const states = usable.map((d) => this.#deploymentState(d));
-      const result = sched.place(states, blockKeys, p.numPromptTokens, p.maxTokens);
-      if (!result) return failure(noDeployment(m, s.deployments.length > 0));
-      const d = result.decision;
-      placement =
-        d.mode === "pd"
-          ? {
-              mode: "pd",
-              deploymentId: d.deploymentId,
-              prefill: ids("prefill", d.prefillInstanceId as string),
-              decode: ids("decode", d.decodeInstanceId as string),
-            }
-          : {
-              mode: "colocated",
-              deploymentId: d.deploymentId,
-              colocated: ids("colocated", d.instanceId as string),
-            };
-      this.#log.info("scheduler.decided", { requestId: spec.requestId, ...d });
-      this.#scheduleSnapshot();
-    }
-    const outstanding = p.numPromptTokens + numSeqs * expected;
-    for (const [role, t] of placedTasks(placement)) {
+      s.deployments
+        .filter((d) => d.mode === "colocated" || numSeqs === 1)
+        .map((d) => this.#deploymentState(d));
+    const planned = sched.plan(s, states, attempt);
+    if (!planned.ok) return planned;
+    const { submitted, decision, blockKeys, numSeqs, outstanding } = planned.value;
+    this.#log.info("scheduler.decided", {
+      requestId: s.spec.requestId,
+      ...(decision ?? { reason: "context-cache", ...s.pinned }),
+    });
+    if (decision) this.#scheduleSnapshot();
+    for (const [role, t] of placedTasks(submitted.placement)) {
       this.#load.placed(t.taskId, t.instanceId, role === "prefill" ? 1 : numSeqs, outstanding);
-      if (role !== "decode") this.#learning.set(t.taskId, { model: m.name, blockKeys });
+      if (role !== "decode") this.#learning.set(t.taskId, { model: s.spec.model, blockKeys });
     }
-    return {
-      ok: true,
-      value: {
-        placement,
-        task: {
-          protocolVersion: PROTOCOL_VERSION,
-          requestId: spec.requestId,
-          jobId: spec.jobId,
-          tenant: spec.tenant,
-          model: m.name,
-          prompts: p.prompts,
-          n: spec.n,
-          maxTokens: p.maxTokens,
-          expectedOutputTokens: expected,
-          stripLeadingSpace: p.stripLeadingSpace,
-          sampling: spec.sampling,
-          cacheSalt,
-        },
-      },
-    };
+    return { ok: true, value: submitted };
   }
 
   /** A deployment's instances with the load they last pushed (plus work placed since). */
@@ -231,8 +157,13 @@ export class JobExecutor extends DurableObject<Env> {
     return s;
   }
 
-  /** Snapshots changed scheduling state a few seconds later (one write for many requests). */
+  /**
+   * Snapshots changed scheduling state a few seconds later (one write for many changes): after a
+   * placement, and after a task report taught the prefix tree or the predictor.
+   */
   #scheduleSnapshot(): void {
+    if (this.#snapshotArmed) return;
+    this.#snapshotArmed = true;
     this.ctx.waitUntil(
       (async () => {
         if ((await this.ctx.storage.getAlarm()) === null)
@@ -242,6 +173,7 @@ export class JobExecutor extends DurableObject<Env> {
   }
 
   override async alarm(): Promise<void> {
+    this.#snapshotArmed = false;
     for (const s of this.#schedulers.values()) {
       if (!s.dirty) continue;
       s.dirty = false;
@@ -276,6 +208,7 @@ export class JobExecutor extends DurableObject<Env> {
     const done = applied.status === "succeeded" && applied.role !== "prefill";
     if (done && e.numPromptTokens !== undefined && e.numCompletionTokens !== undefined) {
       this.#schedulers.get(applied.model)?.observe(e.numPromptTokens, e.numCompletionTokens);
+      this.#scheduleSnapshot();
     }
   }
 
@@ -376,13 +309,4 @@ export class JobExecutor extends DurableObject<Env> {
     await this.env.NPU.getByName(npuName(rec.instanceId)).unpinPrefix({ cacheId: q.id });
     return true;
   }
-}
-
-/** 503 `no_deployment`: nothing can serve the job now (the message names the model). */
-function noDeployment(m: ModelRecord, hasDeployments: boolean, what = "this request") {
-  const msg = hasDeployments
-    ? `No deployment of model ${m.name} can serve ${what} (PD deployments serve one prompt with n = 1; ` +
-      "context caches need a colocated deployment)."
-    : `Model ${m.name} has no active deployment; create one with POST /api/deployments.`;
-  return errorInfo("overloaded", msg, null, "no_deployment");
 }

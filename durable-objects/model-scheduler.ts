@@ -9,16 +9,31 @@
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { parseGguf } from "../shared/model/gguf.ts";
 import { Tokenizer } from "../shared/model/tokenizer.ts";
-import type { GenerateInput } from "../shared/protocol/messages.ts";
+import { taskIdFor } from "../shared/protocol/ids.ts";
+import type {
+  GenerateInput,
+  Placement,
+  SubmitJob,
+  Submitted,
+  TaskPlacement,
+} from "../shared/protocol/messages.ts";
+import { npuName } from "../shared/protocol/names.ts";
+import { PROTOCOL_VERSION } from "../shared/protocol/version.ts";
 import {
   OutputLengthPredictor,
   type OutputLengthPredictorJson,
   type PdProfile,
 } from "../shared/serving/pd-profile.ts";
-import { PrefixTree, type PrefixTreeJson, promptBlockKeys } from "../shared/serving/prefix-tree.ts";
+import {
+  cacheSaltFor,
+  PrefixTree,
+  type PrefixTreeJson,
+  promptBlockKeys,
+} from "../shared/serving/prefix-tree.ts";
 import {
   type DeploymentState,
   type RrCounters,
+  type ScheduleDecision,
   type ScheduleResult,
   scheduleRequest,
 } from "../shared/serving/scheduling.ts";
@@ -34,6 +49,27 @@ export interface SchedulerSnapshot {
   tree: PrefixTreeJson;
   predictor: OutputLengthPredictorJson;
   counters: RrCounters;
+}
+
+/** A planned job and what the JobExecutor keeps of it until its instances report. */
+export interface JobPlan {
+  submitted: Submitted;
+  /** Algorithm 1's decision (null when the job was pinned to a context cache's instance). */
+  decision: ScheduleDecision | null;
+  /** The first prompt's block keys, for the prefix tree once the task runs. */
+  blockKeys: string[];
+  numSeqs: number;
+  /** Tokens the job owes: its prompts plus its expected output. */
+  outstanding: number;
+}
+
+/** 503 `no_deployment`: nothing can serve the job now (the message names the model). */
+export function noDeployment(m: ModelRecord, hasDeployments: boolean, what = "this request") {
+  const msg = hasDeployments
+    ? `No deployment of model ${m.name} can serve ${what} (PD deployments serve one prompt with ` +
+      "n = 1; context caches need a colocated deployment)."
+    : `Model ${m.name} has no active deployment; create one with POST /api/deployments.`;
+  return errorInfo("overloaded", msg, null, "no_deployment");
 }
 
 export class ModelScheduler {
@@ -105,6 +141,79 @@ export class ModelScheduler {
   /** Output tokens expected for a prompt (the predictor's median of similar requests). */
   expectedOutputTokens(numPromptTokens: number, maxTokens: number): number {
     return this.predictor.predict(numPromptTokens, maxTokens);
+  }
+
+  /**
+   * Plans a job for attempt `attempt`: tokenises its prompts once, checks the context, and places
+   * it (on `pinned`'s instance, or with Algorithm 1 over `states(numSeqs)`; `decision` null when
+   * nothing can serve it, or when pinned). Task ids derive from the job id, role and attempt.
+   */
+  plan(
+    s: SubmitJob,
+    states: (numSeqs: number) => DeploymentState[],
+    attempt: number,
+  ): Result<JobPlan> {
+    const { spec, modelRecord: m } = s;
+    const prepared = this.prepare(spec.input, spec.maxTokens, m.summary.contextLength);
+    if (!prepared.ok) return prepared;
+    const p = prepared.value;
+    const numSeqs = p.prompts.length * spec.n;
+    const cacheSalt = cacheSaltFor(spec.tenant, spec.cacheSalt);
+    const blockKeys = this.blockKeys(p.prompts[0] ?? [], cacheSalt);
+    const expected = this.predictor.predict(p.numPromptTokens, p.maxTokens);
+    const at = (role: "colocated" | "prefill" | "decode", instanceId: string): TaskPlacement => ({
+      taskId: taskIdFor(spec.jobId, role, attempt),
+      instanceId,
+      npu: npuName(instanceId),
+    });
+    let placement: Placement;
+    let decision: ScheduleDecision | null = null;
+    if (s.pinned) {
+      const { deploymentId, instanceId } = s.pinned;
+      placement = { mode: "colocated", deploymentId, colocated: at("colocated", instanceId) };
+    } else {
+      const result = this.place(states(numSeqs), blockKeys, p.numPromptTokens, p.maxTokens);
+      if (!result) return failure(noDeployment(m, s.deployments.length > 0));
+      decision = result.decision;
+      const d = decision;
+      placement =
+        d.mode === "pd"
+          ? {
+              mode: "pd",
+              deploymentId: d.deploymentId,
+              prefill: at("prefill", d.prefillInstanceId as string),
+              decode: at("decode", d.decodeInstanceId as string),
+            }
+          : {
+              mode: "colocated",
+              deploymentId: d.deploymentId,
+              colocated: at("colocated", d.instanceId as string),
+            };
+    }
+    const task = {
+      protocolVersion: PROTOCOL_VERSION,
+      requestId: spec.requestId,
+      jobId: spec.jobId,
+      tenant: spec.tenant,
+      model: m.name,
+      prompts: p.prompts,
+      n: spec.n,
+      maxTokens: p.maxTokens,
+      expectedOutputTokens: expected,
+      stripLeadingSpace: p.stripLeadingSpace,
+      sampling: spec.sampling,
+      cacheSalt,
+    };
+    return {
+      ok: true,
+      value: {
+        submitted: { placement, task },
+        decision,
+        blockKeys,
+        numSeqs,
+        outstanding: p.numPromptTokens + numSeqs * expected,
+      },
+    };
   }
 
   /** Runs Algorithm 1. The prefix tree learns the prompt only once its task is accepted (`learn`). */

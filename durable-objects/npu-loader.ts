@@ -60,3 +60,37 @@ export async function loadModel(
     return failure(errorInfo(kind, `cannot load model ${model}: ${(e as Error).message}`));
   }
 }
+
+/** An NPU's one model: loaded once; concurrent callers share the load in flight. */
+export class ModelSlot {
+  current: Loaded | null = null;
+  private loading: Promise<Result<Loaded>> | null = null;
+  private loadingModel: string | null = null;
+
+  constructor(
+    private readonly env: Env,
+    private readonly log: Logger,
+  ) {}
+
+  /** `model` loaded from the R2 registry (once); another model is an error value. */
+  ensure(model: string, r2Key: string): Promise<Result<Loaded>> {
+    if (this.current) {
+      if (this.current.model === model) return Promise.resolve({ ok: true, value: this.current });
+      return Promise.resolve(
+        failure(errorInfo("internal", `this NPU serves ${this.current.model}, not ${model}`)),
+      );
+    }
+    if (this.loading && this.loadingModel !== model) {
+      return Promise.resolve(
+        failure(errorInfo("internal", `this NPU is loading ${this.loadingModel}, not ${model}`)),
+      );
+    }
+    this.loadingModel = model;
+    this.loading ??= loadModel(this.env, this.log, model, r2Key).then((r) => {
+      if (r.ok) this.current = r.value;
+      else this.loading = null; // let a later call retry
+      return r;
+    });
+    return this.loading;
+  }
+}

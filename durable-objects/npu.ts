@@ -22,7 +22,7 @@ import { ContextPins } from "./context-pins.ts";
 import type { Env } from "./env.ts";
 import { FabricHost, type RegionData } from "./fabric-host.ts";
 import { KvHandoff } from "./kv-handoff.ts";
-import { type Loaded, loadModel } from "./npu-loader.ts";
+import { type Loaded, ModelSlot } from "./npu-loader.ts";
 import { TaskStreams } from "./task-streams.ts";
 
 /**
@@ -79,9 +79,7 @@ function refusal(task: GenerateTask, starting: ReadonlySet<string>, running: boo
 
 export class Npu extends DurableObject<Env> {
   private readonly log: Logger;
-  private loaded: Loaded | null = null;
-  private loading: Promise<Result<Loaded>> | null = null;
-  private loadingModel: string | null = null;
+  private readonly slot: ModelSlot;
   /** KV blocks pinned for explicit context caches. */
   private readonly pins = new ContextPins();
   private readonly streams: TaskStreams;
@@ -96,6 +94,7 @@ export class Npu extends DurableObject<Env> {
     super(ctx, env);
     const name = ctx.id.name ?? "";
     this.log = new Logger({ do: "Npu", name }, parseLogLevel(env.LOG_LEVEL));
+    this.slot = new ModelSlot(env, this.log);
     this.streams = new TaskStreams(env, ctx, this.log, () => this.loaded?.instance.engine);
     this.fabric = new FabricHost(ctx.storage);
     this.handoff = new KvHandoff({
@@ -109,9 +108,14 @@ export class Npu extends DurableObject<Env> {
     });
   }
 
+  /** The loaded model, if any. */
+  private get loaded(): Loaded | null {
+    return this.slot.current;
+  }
+
   /** Loads `model` from the R2 registry unless it is loaded already. */
   async load(q: { model: string; r2Key: string }): Promise<Result<{ model: string }>> {
-    const r = await this.#ensureLoaded(q.model, q.r2Key);
+    const r = await this.slot.ensure(q.model, q.r2Key);
     return r.ok ? { ok: true, value: { model: r.value.model } } : r;
   }
 
@@ -153,7 +157,7 @@ export class Npu extends DurableObject<Env> {
   async #start(
     task: GenerateTask & { r2Key: string; prefilled?: Prefilled },
   ): Promise<Result<GenerateAccepted>> {
-    const loaded = await this.#ensureLoaded(task.model, task.r2Key);
+    const loaded = await this.slot.ensure(task.model, task.r2Key);
     if (!loaded.ok) return loaded;
     const { instance } = loaded.value;
     const engine = instance.engine;
@@ -217,7 +221,7 @@ export class Npu extends DurableObject<Env> {
   async prefill(task: GenerateTask & { r2Key: string }): Promise<Result<Prefilled>> {
     const refused = refusal(task, this.starting, this.streams.has(task.taskId));
     if (refused) return failure(refused);
-    const loaded = await this.#ensureLoaded(task.model, task.r2Key);
+    const loaded = await this.slot.ensure(task.model, task.r2Key);
     if (!loaded.ok) return loaded;
     const r = await this.handoff.prefill(loaded.value.instance, task, sequencesFor(task));
     if (r.ok) await this.#scheduleExpiry(); // the region is freed by the decode side, or expires
@@ -238,7 +242,7 @@ export class Npu extends DurableObject<Env> {
     r2Key: string;
     expiresAt: number;
   }): Promise<Result<{ numTokens: number; numPinnedTokens: number }>> {
-    const loaded = await this.#ensureLoaded(a.model, a.r2Key);
+    const loaded = await this.slot.ensure(a.model, a.r2Key);
     if (!loaded.ok) return loaded;
     const { instance } = loaded.value;
     const engine = instance.engine;
@@ -321,29 +325,6 @@ export class Npu extends DurableObject<Env> {
     const found = this.streams.has(q.taskId);
     this.streams.cancel(q.taskId, q.reason);
     return { cancelled: found };
-  }
-
-  // --- loading (one model per NPU; concurrent callers share the load in flight)
-
-  #ensureLoaded(model: string, r2Key: string): Promise<Result<Loaded>> {
-    if (this.loaded) {
-      if (this.loaded.model === model) return Promise.resolve({ ok: true, value: this.loaded });
-      return Promise.resolve(
-        failure(errorInfo("internal", `this NPU serves ${this.loaded.model}, not ${model}`)),
-      );
-    }
-    if (this.loading && this.loadingModel !== model) {
-      return Promise.resolve(
-        failure(errorInfo("internal", `this NPU is loading ${this.loadingModel}, not ${model}`)),
-      );
-    }
-    this.loadingModel = model;
-    this.loading ??= loadModel(this.env, this.log, model, r2Key).then((r) => {
-      if (r.ok) this.loaded = r.value;
-      else this.loading = null; // let a later call retry
-      return r;
-    });
-    return this.loading;
   }
 
   // --- the engine loop

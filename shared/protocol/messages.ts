@@ -5,6 +5,7 @@
 import type { ErrorInfo } from "../errors.ts";
 import type { RegionRef } from "../fabric/regions.ts";
 import type { SampledToken } from "../model/sampler.ts";
+import type { DeploymentRecord, ModelRecord } from "../types/deployments.ts";
 
 export type ChatRole = "system" | "developer" | "user" | "assistant" | "tool";
 
@@ -116,4 +117,36 @@ export interface Prefilled {
   region: RegionRef;
   /** Prompt tokens the prefill side took from its prefix cache (the request's cached_tokens). */
   numCachedTokens: number;
+}
+
+export interface TaskPlacement {
+  taskId: string;
+  instanceId: string;
+  /** The Npu DO's name (`npuName`). */
+  npu: string;
+}
+
+export type Placement =
+  | { mode: "colocated"; deploymentId: string; colocated: TaskPlacement }
+  | { mode: "pd"; deploymentId: string; prefill: TaskPlacement; decode: TaskPlacement };
+
+/** The worker's (or a batch job's) request to the JobExecutor: plan, record and place a job. */
+export interface SubmitJob {
+  spec: JobSpec;
+  /** The request kind recorded ("chat.completion", "text_completion"). */
+  kind: string;
+  clientRequestId: string | null;
+  receivedAt: number;
+  /** The model's registry record (weights generation, context, PD profile). */
+  modelRecord: ModelRecord;
+  /** Candidate deployments (one when the request pins it). */
+  deployments: DeploymentRecord[];
+  /** Place on this instance (a context cache's): no scheduling decision. */
+  pinned: { deploymentId: string; instanceId: string } | null;
+}
+
+/** A planned job: where its tasks go and what they run (each task adds its id). */
+export interface Submitted {
+  placement: Placement;
+  task: Omit<GenerateTask, "taskId">;
 }

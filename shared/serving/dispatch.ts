@@ -7,19 +7,11 @@
  * gives the Npu stubs by name. A failed task is reported through `onTaskFailed` (its record ends).
  */
 import { type ErrorInfo, errorInfo, failure, type Result } from "../errors.ts";
-import type { GenerateTask, Prefilled } from "../protocol/messages.ts";
+import type { GenerateTask, Placement, Prefilled, TaskPlacement } from "../protocol/messages.ts";
+
+export type { Placement, TaskPlacement } from "../protocol/messages.ts";
+
 import type { TaskRole } from "../types/records.ts";
-
-export interface TaskPlacement {
-  taskId: string;
-  instanceId: string;
-  /** The Npu DO's name (`npuName`). */
-  npu: string;
-}
-
-export type Placement =
-  | { mode: "colocated"; deploymentId: string; colocated: TaskPlacement }
-  | { mode: "pd"; deploymentId: string; prefill: TaskPlacement; decode: TaskPlacement };
 
 /** Each task of a placement with its role. */
 export function placedTasks(p: Placement): [TaskRole, TaskPlacement][] {

@@ -13,13 +13,13 @@
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
-import type { JobExecutor, SubmitJob } from "../../durable-objects/job-executor.ts";
+import type { JobExecutor } from "../../durable-objects/job-executor.ts";
 import { ModelScheduler, type SchedulerSnapshot } from "../../durable-objects/model-scheduler.ts";
 import type { Npu } from "../../durable-objects/npu.ts";
 import type { Loaded } from "../../durable-objects/npu-loader.ts";
 import DEFAULT_MODEL from "../../models/default-moe.gguf";
 import { decodeEvents } from "../../shared/protocol/codec.ts";
-import type { GenerateEvent, JobSpec } from "../../shared/protocol/messages.ts";
+import type { GenerateEvent, JobSpec, SubmitJob } from "../../shared/protocol/messages.ts";
 import { npuName } from "../../shared/protocol/names.ts";
 import { PROTOCOL_VERSION } from "../../shared/protocol/version.ts";
 import { cacheSaltFor, PrefixTree } from "../../shared/serving/prefix-tree.ts";
