@@ -39,6 +39,7 @@ import {
 } from "../shared/serving/scheduling.ts";
 import { type PreparedPrompts, preparePrompts } from "../shared/serving/task.ts";
 import type { ModelRecord } from "../shared/types/deployments.ts";
+import type { InstanceRole } from "../shared/types/records.ts";
 import { type ChatRenderer, createChatRenderer } from "./chat-template.ts";
 
 /** GGUF metadata (vocabulary included) sits at the start of the file; read at most this much. */
@@ -161,7 +162,7 @@ export class ModelScheduler {
     const cacheSalt = cacheSaltFor(spec.tenant, spec.cacheSalt);
     const blockKeys = this.blockKeys(p.prompts[0] ?? [], cacheSalt);
     const expected = this.predictor.predict(p.numPromptTokens, p.maxTokens);
-    const at = (role: "colocated" | "prefill" | "decode", instanceId: string): TaskPlacement => ({
+    const at = (role: InstanceRole, instanceId: string): TaskPlacement => ({
       taskId: taskIdFor(spec.jobId, role, attempt),
       instanceId,
       npu: npuName(instanceId),

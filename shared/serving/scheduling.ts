@@ -19,6 +19,7 @@
  */
 
 import type { DeploymentMode, SchedulerPolicy } from "../types/deployments.ts";
+import type { InstanceRole } from "../types/records.ts";
 import {
   choosePdGroup,
   DEFAULT_PD_CHOICE,
@@ -193,8 +194,6 @@ export function chooseRoundRobin(
 }
 
 // --- the whole request ----------------------------------------------------------------------
-
-export type InstanceRole = "colocated" | "prefill" | "decode";
 
 export interface InstanceState extends InstanceSnapshot {
   role: InstanceRole;

@@ -9,6 +9,8 @@ export type RequestStatus = "queued" | "running" | "succeeded" | "failed" | "can
 export type JobStatus = RequestStatus;
 export type TaskStatus = RequestStatus;
 export type TaskRole = "colocated" | "prefill" | "decode" | "attention" | "expert";
+/** The roles of a deployment's instances (colocated, or PD's prefill and decode). */
+export type InstanceRole = Extract<TaskRole, "colocated" | "prefill" | "decode">;
 
 export interface Timestamps {
   receivedAt: number;
