@@ -5,17 +5,10 @@
  */
 
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
-import { env, exports } from "cloudflare:workers";
+import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import type { BatchJobSpec } from "../../durable-objects/batch-runner.ts";
-
-const call = (path: string, init: RequestInit = {}, key = "sk-test") =>
-  exports.default.fetch(
-    new Request(`http://localhost${path}`, {
-      ...init,
-      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-    }),
-  );
+import { call } from "./worker-client.ts";
 
 const submit = (body: unknown, key?: string) =>
   call("/api/requests", { method: "POST", body: JSON.stringify(body) }, key);

@@ -3,18 +3,8 @@
  * continue it run there, reuse the pinned blocks (cached_tokens) and produce the same text as
  * the full prompt sent without the cache. Caches are tenant-scoped and can be deleted.
  */
-import { exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-
-const call = (path: string, init: RequestInit = {}, key = "sk-test") =>
-  exports.default.fetch(
-    new Request(`http://localhost${path}`, {
-      ...init,
-      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-    }),
-  );
-const post = (path: string, body: object, key?: string) =>
-  call(path, { method: "POST", body: JSON.stringify(body) }, key);
+import { call, post } from "./worker-client.ts";
 
 interface Completion {
   choices: { text: string }[];

@@ -2,16 +2,8 @@
  * A client that goes away mid-stream cancels its generation: the worker's next SSE write fails,
  * it cancels the task on the Npu by RPC, the sequence is aborted and its KV blocks are freed.
  */
-import { exports } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
-
-const call = (path: string, init: RequestInit = {}, key = "sk-test") =>
-  exports.default.fetch(
-    new Request(`http://localhost${path}`, {
-      ...init,
-      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-    }),
-  );
+import { call } from "./worker-client.ts";
 
 interface InstanceStats {
   numRunning: number;

@@ -6,22 +6,14 @@
  */
 
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
-import { env, exports } from "cloudflare:workers";
+import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { Npu } from "../../durable-objects/npu.ts";
 import DEFAULT_MODEL from "../../models/default-moe.gguf";
 import { modelConfigFromGguf } from "../../shared/model/config.ts";
 import { parseGguf } from "../../shared/model/gguf.ts";
 import { npuName } from "../../shared/protocol/names.ts";
-
-const call = (path: string, init: RequestInit = {}, key = "sk-test") =>
-  exports.default.fetch(
-    new Request(`http://localhost${path}`, {
-      ...init,
-      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-    }),
-  );
-const admin = (path: string, init: RequestInit = {}) => call(path, init, "sk-admin");
+import { admin, call } from "./worker-client.ts";
 
 interface Deployment {
   id: string;

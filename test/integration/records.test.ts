@@ -5,23 +5,9 @@
  * `GET /api/context-caches/:id` answer 404 and its instance frees the pinned KV blocks, while a
  * live cache of the same prefix still serves the same request).
  */
-import { exports } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import { parseSse } from "../helpers/sse.ts";
-
-const call = (path: string, init: RequestInit = {}, key = "sk-test", extra: HeadersInit = {}) =>
-  exports.default.fetch(
-    new Request(`http://localhost${path}`, {
-      ...init,
-      headers: {
-        authorization: `Bearer ${key}`,
-        "content-type": "application/json",
-        ...extra,
-      },
-    }),
-  );
-const post = (path: string, body: object, key?: string, extra?: HeadersInit) =>
-  call(path, { method: "POST", body: JSON.stringify(body) }, key, extra);
+import { call, post } from "./worker-client.ts";
 
 /** A 404 in OpenAI's envelope, with the given `param` and `code`. */
 async function expectNotFound(res: Response, param: string, code: string): Promise<void> {

@@ -11,7 +11,7 @@
  * tests neither see each other's load or cached prefixes nor leave state behind.
  */
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
-import { env, exports } from "cloudflare:workers";
+import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import type { JobExecutor } from "../../durable-objects/job-executor.ts";
 import { ModelScheduler, type SchedulerSnapshot } from "../../durable-objects/model-scheduler.ts";
@@ -29,20 +29,10 @@ import { jobExecutorFor } from "../../workers/env.ts";
 import { newJobId, newRequestId } from "../../workers/ids.ts";
 import { CompletionSchema, toGenerateFields } from "../../workers/openai/schemas.ts";
 import { parseSse } from "../helpers/sse.ts";
+import { admin, call, post } from "./worker-client.ts";
 
 const MODEL = "default-moe";
 const BLOCK_SIZE = 16; // KV_BLOCK_SIZE in wrangler.toml
-
-const call = (path: string, init: RequestInit = {}, key = "sk-test") =>
-  exports.default.fetch(
-    new Request(`http://localhost${path}`, {
-      ...init,
-      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-    }),
-  );
-const post = (path: string, body: object, key?: string) =>
-  call(path, { method: "POST", body: JSON.stringify(body) }, key);
-const admin = (path: string, init: RequestInit = {}) => call(path, init, "sk-admin");
 
 interface ErrorBody {
   error: { message: string; type: string; param: string | null; code: string | null };

@@ -3,16 +3,8 @@
  * shares a cached prefix goes to the instance that holds it, even when that instance is busier
  * than another (where a least-loaded choice would send it), and reuses its KV blocks.
  */
-import { exports } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
-
-const call = (path: string, init: RequestInit = {}, key = "sk-test") =>
-  exports.default.fetch(
-    new Request(`http://localhost${path}`, {
-      ...init,
-      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-    }),
-  );
+import { call } from "./worker-client.ts";
 
 interface DeploymentView {
   id: string;
