@@ -51,17 +51,26 @@ function first(current: number | null, reported: number | undefined): number | n
   return current ?? reported ?? null;
 }
 
-/** A task's own record after its instance reported `p`. */
-export function applyToTask(t: RecordState, p: TaskProgress): RecordState {
-  const status = p.status ? nextStatus(t.status, p.status) : t.status;
-  const ended = isTerminal(status) && !isTerminal(t.status);
+/** `r` moved to `status` by report `p`: first timestamps kept; ending sets finishedAt and error. */
+function advance(
+  r: RecordState,
+  status: RequestStatus,
+  p: TaskProgress,
+  keepError: boolean,
+): RecordState {
+  const ended = isTerminal(status) && !isTerminal(r.status);
   return {
     status,
-    startedAt: first(t.startedAt, p.startedAt),
-    firstTokenAt: first(t.firstTokenAt, p.firstTokenAt),
-    finishedAt: ended ? (p.finishedAt ?? t.finishedAt) : t.finishedAt,
-    error: t.error ?? (ended ? (p.error ?? null) : null),
+    startedAt: first(r.startedAt, p.startedAt),
+    firstTokenAt: first(r.firstTokenAt, p.firstTokenAt),
+    finishedAt: ended ? (p.finishedAt ?? r.finishedAt) : r.finishedAt,
+    error: r.error ?? (ended && keepError ? (p.error ?? null) : null),
   };
+}
+
+/** A task's own record after its instance reported `p`. */
+export function applyToTask(t: RecordState, p: TaskProgress): RecordState {
+  return advance(t, p.status ? nextStatus(t.status, p.status) : t.status, p, true);
 }
 
 /** Whether a report of a `role` task with status `s` ends its job. */
@@ -83,13 +92,10 @@ export function applyToParent(
 ): RecordState {
   const ends = endsJob(role, p.status);
   const reported = ends ? p.status : p.status === undefined ? undefined : "running";
-  const status = reported ? nextStatus(parent.status, reported) : parent.status;
-  const ended = isTerminal(status) && !isTerminal(parent.status);
-  return {
-    status,
-    startedAt: first(parent.startedAt, p.startedAt),
-    firstTokenAt: first(parent.firstTokenAt, p.firstTokenAt),
-    finishedAt: ended ? (p.finishedAt ?? parent.finishedAt) : parent.finishedAt,
-    error: parent.error ?? (ended && withError ? (p.error ?? null) : null),
-  };
+  return advance(
+    parent,
+    reported ? nextStatus(parent.status, reported) : parent.status,
+    p,
+    withError,
+  );
 }
