@@ -81,7 +81,7 @@ export class BatchRunner {
       id: b.requestId,
       tenant: b.tenant,
       model: b.model,
-      kind: "batch",
+      kind: "batch" as const,
       clientRequestId: b.clientRequestId,
       receivedAt: b.receivedAt,
     };

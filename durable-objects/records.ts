@@ -10,8 +10,10 @@ import {
   type TaskProgress,
 } from "../shared/serving/records.ts";
 import type {
+  JobKind,
   JobRecord,
   JobStatus,
+  RequestKind,
   RequestRecord,
   RequestStatus,
   TaskRecord,
@@ -44,7 +46,7 @@ export interface NewRequest {
   id: string;
   tenant: string;
   model: string;
-  kind: string;
+  kind: RequestKind;
   clientRequestId: string | null;
   receivedAt: number;
 }
@@ -127,7 +129,7 @@ export class RecordStore {
    */
   create(
     r: NewRequest,
-    jobs: { id: string; kind: string }[],
+    jobs: { id: string; kind: JobKind }[],
     tasks: NewTask[],
     also?: () => void,
   ): void {
@@ -365,7 +367,7 @@ export class RecordStore {
         (j): JobRecord => ({
           id: j.id as string,
           requestId,
-          kind: j.kind as string,
+          kind: j.kind as JobKind,
           status: j.status as JobStatus,
           ...times(j),
           tasks: tasks.filter((t) => t.job_id === j.id).map(toTask),
@@ -376,7 +378,7 @@ export class RecordStore {
       object: "request",
       tenant: r.tenant as string,
       model: r.model as string,
-      kind: r.kind as string,
+      kind: r.kind as RequestKind,
       status: r.status as RequestStatus,
       clientRequestId: (r.client_request_id as string | null) ?? null,
       error: (r.error as string | null) ?? null,

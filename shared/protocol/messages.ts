@@ -6,6 +6,7 @@ import type { ErrorInfo } from "../errors.ts";
 import type { RegionRef } from "../fabric/regions.ts";
 import type { SampledToken } from "../model/sampler.ts";
 import type { DeploymentRecord, ModelRecord } from "../types/deployments.ts";
+import type { JobKind } from "../types/records.ts";
 
 export type ChatRole = "system" | "developer" | "user" | "assistant" | "tool";
 
@@ -133,8 +134,7 @@ export type Placement =
 /** The worker's (or a batch job's) request to the JobExecutor: plan, record and place a job. */
 export interface SubmitJob {
   spec: JobSpec;
-  /** The request kind recorded ("chat.completion", "text_completion"). */
-  kind: string;
+  kind: JobKind;
   clientRequestId: string | null;
   receivedAt: number;
   /** The model's registry record (weights generation, context, PD profile). */

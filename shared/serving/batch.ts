@@ -21,6 +21,7 @@ import {
   type BatchJobError,
   isTerminal,
   type JobCounts,
+  type JobKind,
   type JobRecord,
   type JobStatus,
   type RequestRecord,
@@ -67,7 +68,7 @@ export interface BatchSubmit {
 // --- a job's messages
 
 /** The job kind recorded for a batch item. */
-export function jobKind(kind: BatchJobSpec["kind"]): "chat.completion" | "text_completion" {
+export function jobKind(kind: BatchJobSpec["kind"]): JobKind {
   return kind === "chat" ? "chat.completion" : "text_completion";
 }
 

@@ -8,6 +8,10 @@ import type { GenerateInput } from "../protocol/messages.ts";
 export type RequestStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled";
 export type JobStatus = RequestStatus;
 export type TaskStatus = RequestStatus;
+/** What a job generates (OpenAI's object names). */
+export type JobKind = "chat.completion" | "text_completion";
+/** A request is one job of a kind, or a batch of them. */
+export type RequestKind = JobKind | "batch";
 export type TaskRole = "colocated" | "prefill" | "decode" | "attention" | "expert";
 /** The roles of a deployment's instances (colocated, or PD's prefill and decode). */
 export type InstanceRole = Extract<TaskRole, "colocated" | "prefill" | "decode">;
@@ -35,7 +39,7 @@ export interface TaskRecord extends Omit<Timestamps, "receivedAt"> {
 export interface JobRecord extends Omit<Timestamps, "receivedAt"> {
   id: string;
   requestId: string;
-  kind: string;
+  kind: JobKind;
   status: JobStatus;
   tasks: TaskRecord[];
   /** Batch jobs only: the item's position in the batch's `requests` list. */
@@ -61,7 +65,7 @@ export interface RequestRecord extends Timestamps {
   object: "request";
   tenant: string;
   model: string;
-  kind: string;
+  kind: RequestKind;
   status: RequestStatus;
   clientRequestId: string | null;
   error: string | null;
