@@ -2,26 +2,38 @@
  * Serving benchmark through the OpenAI API (plain fetch and SSE parsing, no SDK): time to first
  * token and end-to-end time of one 64-token stream (median of several runs after a warm-up), and
  * total tokens/s of 1 and of 16 concurrent 64-token streams (median of several runs). Greedy with
- * `ignore_eos`, so every stream produces all its tokens. Without --base-url it starts its own
- * `wrangler dev` (the local development keys) and stops it at the end.
+ * `ignore_eos`, so every stream produces all its tokens. Also the p50 of sequential GET /health
+ * requests, the fixed cost of one request on the path. Without --base-url it starts its own
+ * server (the local development keys) and stops it at the end: `--server wrangler` (default)
+ * runs `wrangler dev`, as `npm start` does; `--server direct` serves the deploy bundle with
+ * Miniflare, without wrangler dev's proxy in front of the worker (test/helpers/direct-server.ts),
+ * which is closer to how requests reach the worker on Cloudflare.
  *
  *   npm run -s bench:api -- --json [--base-url URL] [--model NAME] [--api-key KEY]
+ *                                  [--server wrangler|direct] [--log-level LEVEL]
  *                                  [--runs N] [--throughput-runs N] [--tokens N]
+ *                                  [--health-requests N]
  *
  * With --vs-llama-server PATH (llama.cpp's `llama-server` binary) it compares against llama.cpp
- * on ../shared/models/stories260K-f32.gguf: it starts its own `wrangler dev`, uploads the GGUF
+ * on ../shared/models/stories260K-f32.gguf: it starts its own server (`--server`; `both` starts
+ * wrangler dev and the direct server and measures each as its own target), uploads the GGUF
  * as model `stories260K`, starts llama-server on a free loopback port with the same GGUF (one
  * slot per concurrent stream, `--llama-threads` threads (default 2), the model's context per
- * slot), and drives both with the same client code in rounds that alternate which server goes
- * first, scenario by scenario: single streams (TTFT, tokens/s), `--concurrency` concurrent
- * streams (total tokens/s), and `--short-clients` clients sending `--short-tokens`-token
- * completions back to back for `--short-duration-s` (requests/s, failures). It then times the
- * pure-compute hops of a streamed token in this process (bench/hops.ts) and attributes the rest
- * of the per-token time.
+ * slot), and drives all with the same client code in rounds that rotate which server goes
+ * first, scenario by scenario: GET /health latency, single streams (TTFT, tokens/s),
+ * `--concurrency` concurrent streams (total tokens/s), and `--short-clients` clients sending
+ * `--short-tokens`-token completions back to back for `--short-duration-s` (requests/s,
+ * failures). It then times the pure-compute hops of a streamed token in this process
+ * (bench/hops.ts) and attributes the rest of the per-token time.
  *
- *   npm run -s bench:api -- --json --vs-llama-server PATH [--rounds N] [--runs N]
- *       [--throughput-runs N] [--short-duration-s S] [--short-warmup-s S] [--short-clients N]
- *       [--short-tokens N] [--engine-runs N] [--llama-threads N]
+ *   npm run -s bench:api -- --json --vs-llama-server PATH [--server wrangler|direct|both]
+ *       [--rounds N] [--runs N] [--throughput-runs N] [--short-duration-s S] [--short-warmup-s S]
+ *       [--short-clients N] [--short-tokens N] [--health-requests N] [--engine-runs N]
+ *       [--llama-threads N] [--log-level LEVEL]
+ *
+ * Our servers run with wrangler.toml's LOG_LEVEL (info: a few JSON lines per request) unless
+ * --log-level is given; with `both`, `ours` and `ours_over_llama_server` are the direct
+ * server's and `ours_wrangler_dev`/`ours_direct` hold each.
  *
  * Prints one JSON object on its last line.
  */
@@ -36,6 +48,7 @@ import {
   LOCAL_KEY,
   startDevServer,
 } from "../test/helpers/dev-server.ts";
+import { startDirectServer } from "../test/helpers/direct-server.ts";
 import { REFERENCE_MODELS_DIR } from "../test/helpers/models.ts";
 import { measureHops } from "./hops.ts";
 import { type LlamaServer, startLlamaServer } from "./llama-server.ts";
@@ -57,6 +70,9 @@ const { values } = parseArgs({
     "short-tokens": { type: "string", default: "8" },
     "engine-runs": { type: "string", default: "10" },
     "llama-threads": { type: "string", default: "2" },
+    server: { type: "string", default: "wrangler" },
+    "health-requests": { type: "string", default: "100" },
+    "log-level": { type: "string" },
     json: { type: "boolean", default: false },
   },
   strict: true,
@@ -83,10 +99,42 @@ function positiveNumber(name: string, v: string | undefined): number {
 const VS_MODEL_NAME = "stories260K";
 const VS_MODEL_FILE = "stories260K-f32.gguf";
 
+/** How our worker is served: `wrangler dev`, or the deploy bundle on Miniflare without its proxy. */
+type ServerKind = "wrangler" | "direct";
+const SERVER_KINDS: Record<string, ServerKind[]> = {
+  wrangler: ["wrangler"],
+  direct: ["direct"],
+  both: ["wrangler", "direct"],
+};
+const SERVER_LABEL: Record<ServerKind, string> = {
+  wrangler: "wrangler dev",
+  direct: "direct (Miniflare, deploy bundle)",
+};
+/** JSON key suffix of each kind's results under --server both. */
+const SERVER_KEY: Record<ServerKind, string> = { wrangler: "wrangler_dev", direct: "direct" };
+
+const serverKinds = SERVER_KINDS[values.server as string];
+if (!serverKinds) fail(`--server must be wrangler, direct or both, got "${values.server}"`);
+const logLevel = values["log-level"];
+if (logLevel !== undefined && !["debug", "info", "warn", "error"].includes(logLevel)) {
+  fail(`--log-level must be debug, info, warn or error, got "${logLevel}"`);
+}
+/** Vars our servers start with on top of wrangler.toml's and the local keys. */
+const serverVars: Record<string, string> = logLevel !== undefined ? { LOG_LEVEL: logLevel } : {};
+
+function startOurs(kind: ServerKind): Promise<DevServer> {
+  return kind === "wrangler" ? startDevServer(serverVars) : startDirectServer(serverVars);
+}
+
 const llamaServerBinary = values["vs-llama-server"];
 if (llamaServerBinary !== undefined) {
-  if (values["base-url"] !== undefined) fail("--vs-llama-server starts its own wrangler dev");
+  if (values["base-url"] !== undefined) fail("--vs-llama-server starts its own servers");
   if (values.model !== undefined) fail(`--vs-llama-server always serves ${VS_MODEL_NAME}`);
+} else {
+  if (serverKinds.length > 1) fail("--server both needs --vs-llama-server");
+  if (values["base-url"] !== undefined && values.server !== "wrangler") {
+    fail("--server starts a server; --base-url uses one already running");
+  }
 }
 const runs = positiveInt("runs", values.runs);
 const throughputRuns = positiveInt("throughput-runs", values["throughput-runs"]);
@@ -99,6 +147,7 @@ const shortClients = positiveInt("short-clients", values["short-clients"]);
 const shortTokens = positiveInt("short-tokens", values["short-tokens"]);
 const engineRuns = positiveInt("engine-runs", values["engine-runs"]);
 const llamaThreads = positiveInt("llama-threads", values["llama-threads"]);
+const healthRequests = positiveInt("health-requests", values["health-requests"]);
 const apiKey = values["api-key"] ?? process.env.FLOWSERVE_API_KEY ?? LOCAL_KEY;
 const PROMPTS = ["Once upon a time", "Lily wanted", "The dog", "One day, a little", "Tom and Sue"];
 /** Request timeout: a stuck server fails the request instead of hanging the benchmark. */
@@ -251,6 +300,36 @@ async function throughput(t: Target, n: number): Promise<number> {
   return all.reduce((sum, r) => sum + r.completionTokens, 0) / s;
 }
 
+/**
+ * `n` sequential GET /health requests (no auth, no body to speak of): the fixed cost of one
+ * request on the path from this client to the server and back. Returns the latencies in ms of
+ * those that answered 200; `onError` gets the others.
+ */
+async function healthLatencies(
+  baseUrl: string,
+  n: number,
+  onError: (e: unknown) => void = (e) => {
+    throw e;
+  },
+): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    try {
+      const t0 = performance.now();
+      const res = await fetch(`${baseUrl}/health`, {
+        signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+      });
+      await res.arrayBuffer();
+      const ms = performance.now() - t0;
+      if (res.status !== 200) throw new Error(`GET /health: ${res.status}`);
+      out.push(ms);
+    } catch (e) {
+      onError(e);
+    }
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Default mode: one server
 
@@ -259,9 +338,10 @@ async function benchOne(): Promise<void> {
   let baseUrl = values["base-url"]?.replace(/\/+$/, "");
   const external = baseUrl !== undefined;
   const model = values.model ?? "default-moe";
+  const kind = serverKinds[0] as ServerKind;
   try {
     if (!baseUrl) {
-      server = await startDevServer();
+      server = await startOurs(kind);
       baseUrl = server.url;
     }
     const target: Target = { name: "ours", baseUrl, apiKey, model };
@@ -269,6 +349,9 @@ async function benchOne(): Promise<void> {
     // Warm-up: loads the model onto its NPU and warms the JIT.
     await streamOnce(target, PROMPTS[0] as string);
     await throughput(target, concurrency);
+    await healthLatencies(baseUrl, 10);
+    const health = await healthLatencies(baseUrl, healthRequests);
+    log(`GET /health p50 ${median(health).toFixed(2)} ms`);
 
     const ttft: number[] = [];
     const e2e: number[] = [];
@@ -302,8 +385,10 @@ async function benchOne(): Promise<void> {
       ttft_over_e2e: round(ttftP50 / e2eP50, 3),
       tokens_per_s: { "1": round(t1), [String(concurrency)]: round(tN) },
       [`speedup_${concurrency}_over_1`]: round(tN / t1, 2),
+      health_ms: { p50: round(median(health), 2), requests: health.length },
       model,
-      base_url_kind: external ? "external" : "wrangler dev",
+      base_url_kind: external ? "external" : SERVER_LABEL[kind],
+      log_level: external ? null : (logLevel ?? "wrangler.toml"),
       tokens_per_stream: numTokens,
       runs,
       throughput_runs: throughputRuns,
@@ -327,10 +412,14 @@ class Tally {
   rps: number[] = [];
   shortLatency: number[] = [];
   shortCompleted = 0;
+  health: number[] = [];
   /** Server-reported prompt time and decode time per token of the single streams, if any. */
   serverPromptMs: number[] = [];
   serverDecodeMsPerToken: number[] = [];
-  failed = { stream_1: 0, [`stream_${concurrency}`]: 0, short: 0 } as Record<string, number>;
+  failed = { stream_1: 0, [`stream_${concurrency}`]: 0, short: 0, health: 0 } as Record<
+    string,
+    number
+  >;
   errors = new Set<string>();
   tokenSources = new Set<string>();
 
@@ -442,6 +531,7 @@ function summary(t: Tally) {
     failed: t.failed,
     errors: [...t.errors],
     token_count_source: [...t.tokenSources].join(","),
+    health_ms: { p50: round(median(t.health), 2), p99: round(percentile(t.health, 0.99), 2) },
     ...(t.serverDecodeMsPerToken.length > 0
       ? {
           server_reported_1_stream: {
@@ -459,8 +549,17 @@ function summary(t: Tally) {
       stream_1: t.e2e.length,
       [`stream_${concurrency}`]: t.tpsN.length,
       short: t.rps.length,
+      health: t.health.length,
     },
   };
+}
+
+/** One of our servers in a --vs-llama-server run. */
+interface Ours {
+  kind: ServerKind;
+  server: DevServer | null;
+  target: Target;
+  tally: Tally;
 }
 
 async function benchVsLlamaServer(binary: string): Promise<void> {
@@ -470,10 +569,22 @@ async function benchVsLlamaServer(binary: string): Promise<void> {
     parseGguf(bytes, { headerOnly: true }),
   ).maxPositionEmbeddings;
 
-  let dev: DevServer | null = null;
+  // With one server kind its target keeps the name "ours" (and its keys in the JSON).
+  const both = serverKinds.length > 1;
+  const ours: Ours[] = serverKinds.map((kind) => ({
+    kind,
+    server: null,
+    target: {
+      name: both ? `ours_${SERVER_KEY[kind]}` : "ours",
+      baseUrl: "",
+      apiKey,
+      model: VS_MODEL_NAME,
+    },
+    tally: new Tally(),
+  }));
   let llama: LlamaServer | null = null;
   const stopAll = async () => {
-    await Promise.all([dev?.stop(), llama?.stop()]);
+    await Promise.all([...ours.map((o) => o.server?.stop()), llama?.stop()]);
   };
   const onSignal = (sig: NodeJS.Signals) => {
     void stopAll().finally(() => process.exit(sig === "SIGINT" ? 130 : 143));
@@ -481,16 +592,14 @@ async function benchVsLlamaServer(binary: string): Promise<void> {
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
 
-  const ours = new Tally();
   const theirs = new Tally();
   let llamaArgs: string[] = [];
   let llamaHttpThreads: number | null = null;
   const greedyText: Record<string, string> = {};
   const promptTokens: Record<string, number | null> = {};
   try {
-    log("starting wrangler dev and llama-server");
-    const [devStart, llamaStart] = await Promise.allSettled([
-      startDevServer(),
+    log(`starting ${ours.map((o) => SERVER_LABEL[o.kind]).join(" and ")} and llama-server`);
+    const [llamaStart, ...oursStart] = await Promise.allSettled([
       startLlamaServer({
         binary,
         model: ggufPath,
@@ -498,35 +607,47 @@ async function benchVsLlamaServer(binary: string): Promise<void> {
         threads: llamaThreads,
         ctx: concurrency * modelCtx,
       }),
+      ...ours.map((o) => startOurs(o.kind)),
     ]);
-    // Keep whichever started, so that `finally` stops it when the other did not.
-    if (devStart.status === "fulfilled") dev = devStart.value;
-    if (llamaStart.status === "fulfilled") llama = llamaStart.value;
-    if (devStart.status === "rejected") throw devStart.reason;
-    if (llamaStart.status === "rejected") throw llamaStart.reason;
-    const devUrl = devStart.value.url;
-    const llamaUrl = llamaStart.value.url;
-    llamaArgs = llamaStart.value.args.map((a) => (a === ggufPath ? VS_MODEL_FILE : a));
+    // Keep whichever started, so that `finally` stops them when another did not.
+    if (llamaStart?.status === "fulfilled") llama = llamaStart.value;
+    oursStart.forEach((r, i) => {
+      if (r.status === "fulfilled") (ours[i] as Ours).server = r.value;
+    });
+    for (const r of [llamaStart, ...oursStart]) if (r?.status === "rejected") throw r.reason;
+    const llamaServer = llama as LlamaServer;
+    llamaArgs = llamaServer.args.map((a) => (a === ggufPath ? VS_MODEL_FILE : a));
     // cpp-httplib serves one connection per thread: more clients than this wait for a thread.
-    const threads = /http threads: (\d+)/.exec(llamaStart.value.output());
+    const threads = /http threads: (\d+)/.exec(llamaServer.output());
     llamaHttpThreads = threads ? Number(threads[1]) : null;
-    await uploadModel(devUrl, bytes);
+    for (const o of ours) {
+      o.target.baseUrl = (o.server as DevServer).url;
+      await uploadModel(o.target.baseUrl, bytes);
+    }
     const targets: [Target, Tally][] = [
-      [{ name: "ours", baseUrl: devUrl, apiKey, model: VS_MODEL_NAME }, ours],
-      [{ name: "llama-server", baseUrl: llamaUrl, apiKey, model: VS_MODEL_NAME }, theirs],
+      ...ours.map((o): [Target, Tally] => [o.target, o.tally]),
+      [{ name: "llama-server", baseUrl: llamaServer.url, apiKey, model: VS_MODEL_NAME }, theirs],
     ];
 
-    // Warm-up: loads the model onto our NPU, warms both servers' caches and the JITs.
+    // Warm-up: loads the model onto our NPU, warms the servers' caches and the JITs.
     for (const [t] of targets) {
       const r = await streamOnce(t, PROMPTS[0] as string);
       greedyText[t.name] = r.text;
       promptTokens[t.name] = r.promptTokens;
       await throughput(t, concurrency);
       await shortRequests(t, null, shortWarmupS);
+      await healthLatencies(t.baseUrl, 10);
     }
 
     for (let r = 0; r < rounds; r++) {
-      const order = r % 2 === 0 ? targets : [...targets].reverse();
+      // Each round starts with the next server, so that no server always goes first or last.
+      const k = r % targets.length;
+      const order = [...targets.slice(k), ...targets.slice(0, k)];
+      for (const [t, tally] of order) {
+        tally.health.push(
+          ...(await healthLatencies(t.baseUrl, healthRequests, (e) => tally.failure("health", e))),
+        );
+      }
       for (const [t, tally] of order) await singleStreams(t, tally, runs);
       for (let i = 0; i < throughputRuns; i++) {
         for (const [t, tally] of order) await concurrentStreams(t, tally);
@@ -539,7 +660,7 @@ async function benchVsLlamaServer(binary: string): Promise<void> {
               ([t, tally]) =>
                 `${t.name} ttft ${tally.ttft.at(-1)?.toFixed(1)} ms, ` +
                 `${tally.tps1.at(-1)?.toFixed(0)} / ${tally.tpsN.at(-1)?.toFixed(0)} tok/s, ` +
-                `${tally.rps.at(-1)?.toFixed(0)} req/s`,
+                `${tally.rps.at(-1)?.toFixed(0)} req/s, /health ${median(tally.health).toFixed(2)} ms`,
             )
             .join("; "),
       );
@@ -550,38 +671,67 @@ async function benchVsLlamaServer(binary: string): Promise<void> {
     process.off("SIGTERM", onSignal);
   }
 
-  // The pure-compute hops, timed here with both servers stopped.
+  // The pure-compute hops, timed here with all servers stopped.
   const hops = await measureHops(bytes, PROMPTS[0] as string, numTokens, engineRuns);
-  const a = summary(ours);
   const b = summary(theirs);
   const ratio = (x: number, y: number) => round(x / y, 2);
-  const e2ePerToken = median(ours.e2e) / numTokens;
-  const rest = e2ePerToken - hops.engineMsPerToken - hops.eventsMsPerToken - hops.sseMsPerToken;
   const ms = (x: number) => round(x, 4);
+  /** e2e per token of our single streams, and what is left of it after the timed hops. */
+  const perToken = (o: Ours) => {
+    const e2e = median(o.tally.e2e) / numTokens;
+    const rest = e2e - hops.engineMsPerToken - hops.eventsMsPerToken - hops.sseMsPerToken;
+    return { e2e: ms(e2e), npu_to_worker_stream_http_and_scheduling: ms(rest) };
+  };
+  const results = ours.map((o) => {
+    const s = summary(o.tally);
+    return { o, summary: s, ratios: ratiosOf(s, b) };
+  });
+  // `ours` is the direct server's where both ran: the path closer to production.
+  const primary = (results.find((x) => x.o.kind === "direct") ?? results[0]) as (typeof results)[0];
+  const a = primary.summary;
+  const primaryPerToken = perToken(primary.o);
+  const oursTexts = ours.map((o) => greedyText[o.target.name]);
   const result = {
     model: VS_MODEL_NAME,
     tokens_per_stream: numTokens,
     concurrency,
+    ours_server: SERVER_LABEL[primary.o.kind],
     ours: a,
+    ...(both
+      ? Object.fromEntries(
+          results.flatMap((x) => [
+            [`ours_${SERVER_KEY[x.o.kind]}`, x.summary],
+            [`ours_${SERVER_KEY[x.o.kind]}_over_llama_server`, x.ratios],
+          ]),
+        )
+      : {}),
     llama_server: { ...b, args: llamaArgs.join(" "), http_threads: llamaHttpThreads },
-    ours_over_llama_server: {
-      tokens_per_s_1: ratio(a.tokens_per_s["1"], b.tokens_per_s["1"]),
-      [`tokens_per_s_${concurrency}`]: ratio(
-        a.tokens_per_s[String(concurrency)] as number,
-        b.tokens_per_s[String(concurrency)] as number,
-      ),
-      requests_per_s: ratio(a.short_requests.requests_per_s, b.short_requests.requests_per_s),
-      ttft_p50: ratio(a.ttft_ms.p50, b.ttft_ms.p50),
-    },
-    same_greedy_text: greedyText.ours === greedyText["llama-server"],
+    ours_over_llama_server: primary.ratios,
+    ...(both
+      ? {
+          direct_over_wrangler_dev: ratiosOf(
+            results.find((x) => x.o.kind === "direct")?.summary as Summary,
+            results.find((x) => x.o.kind === "wrangler")?.summary as Summary,
+          ),
+        }
+      : {}),
+    same_greedy_text: oursTexts.every((t) => t === greedyText["llama-server"]),
     prompt_tokens: promptTokens,
     per_token_ms_1_stream: {
-      e2e: ms(e2ePerToken),
+      e2e: primaryPerToken.e2e,
       engine: ms(hops.engineMsPerToken),
       events: ms(hops.eventsMsPerToken),
       sse_framing: ms(hops.sseMsPerToken),
-      npu_to_worker_stream_http_and_scheduling: ms(rest),
+      npu_to_worker_stream_http_and_scheduling:
+        primaryPerToken.npu_to_worker_stream_http_and_scheduling,
     },
+    ...(both
+      ? {
+          per_token_ms_1_stream_by_server: Object.fromEntries(
+            results.map((x) => [SERVER_KEY[x.o.kind], perToken(x.o)]),
+          ),
+        }
+      : {}),
     per_token_method: {
       e2e: `our 1-stream e2e p50 / ${numTokens} (client: request sent to [DONE])`,
       engine: `in-process Node, same GGUF, wasm kernels, serving defaults: ${numTokens}-token greedy generation (prompt step + decode steps) / ${numTokens}, median of ${hops.engineRuns} runs`,
@@ -589,29 +739,41 @@ async function benchVsLlamaServer(binary: string): Promise<void> {
         "in-process Node: TaskTracker.onOutput + encodeEvent (Npu) and decodeEvents (worker) on the engine's real outputs, no transport",
       sse_framing:
         "in-process Node: workers/openai/format.ts sseResponseStream on the same events, read to [DONE]",
-      npu_to_worker_stream_http_and_scheduling:
-        "e2e minus the three above: DO RPC stream, worker, JobExecutor, wrangler dev HTTP, client",
+      npu_to_worker_stream_http_and_scheduling: `e2e minus the three above: DO RPC stream, worker, JobExecutor, ${primary.o.kind === "wrangler" ? "wrangler dev's proxy and" : "Miniflare's"} HTTP, client`,
     },
     engine_decode_step_ms: ms(hops.engineDecodeStepMs),
     rounds,
     runs_per_round: runs,
     throughput_runs_per_round: throughputRuns,
+    health_requests_per_round: healthRequests,
     short_requests: {
       clients: shortClients,
       max_tokens: shortTokens,
       duration_s: shortDurationS,
       warmup_s: shortWarmupS,
     },
+    log_level: logLevel ?? "wrangler.toml",
     node: process.version,
   };
   log(`model ${VS_MODEL_NAME}, ${numTokens}-token greedy streams, medians of ${rounds} rounds`);
+  const cols: [string, Summary][] = [
+    ...results.map((x): [string, Summary] => [
+      both ? `ours ${SERVER_KEY[x.o.kind]}` : "ours",
+      x.summary,
+    ]),
+    ["llama-server", b],
+  ];
+  const row = (label: string, f: (x: Summary) => number) =>
+    `${label.padEnd(22)}${cols.map(([, x]) => fmt(f(x))).join("")}` +
+    results.map((x) => `${ratio(f(x.summary), f(b))}x`.padEnd(8)).join("");
   log(
-    `                      ours        llama-server  ours/llama-server\n` +
-      `tokens/s 1 stream     ${fmt(a.tokens_per_s["1"])}${fmt(b.tokens_per_s["1"])}${result.ours_over_llama_server.tokens_per_s_1}x\n` +
-      `tokens/s ${String(concurrency).padEnd(2)} streams    ${fmt(a.tokens_per_s[String(concurrency)] as number)}${fmt(b.tokens_per_s[String(concurrency)] as number)}${result.ours_over_llama_server[`tokens_per_s_${concurrency}`]}x\n` +
-      `short requests/s      ${fmt(a.short_requests.requests_per_s)}${fmt(b.short_requests.requests_per_s)}${result.ours_over_llama_server.requests_per_s}x\n` +
-      `TTFT p50 ms (1)       ${fmt(a.ttft_ms.p50)}${fmt(b.ttft_ms.p50)}${result.ours_over_llama_server.ttft_p50}x\n` +
-      `failed requests       ${fmt(sum(a.failed))}${fmt(sum(b.failed))}`,
+    `${"".padEnd(22)}${cols.map(([n]) => n.padEnd(18)).join("")}over llama-server\n` +
+      `${row("tokens/s 1 stream", (x) => x.tokens_per_s["1"])}\n` +
+      `${row(`tokens/s ${concurrency} streams`, (x) => x.tokens_per_s[String(concurrency)] as number)}\n` +
+      `${row("short requests/s", (x) => x.short_requests.requests_per_s)}\n` +
+      `${row("TTFT p50 ms (1)", (x) => x.ttft_ms.p50)}\n` +
+      `${row("GET /health p50 ms", (x) => x.health_ms.p50)}\n` +
+      `${"failed requests".padEnd(22)}${cols.map(([, x]) => fmt(sum(x.failed))).join("")}`,
   );
   log("per streamed token at 1 stream (ms):");
   for (const [k, v] of Object.entries(result.per_token_ms_1_stream)) {
@@ -620,7 +782,22 @@ async function benchVsLlamaServer(binary: string): Promise<void> {
   console.log(JSON.stringify(result));
 }
 
-const fmt = (x: number) => String(x).padEnd(14);
+type Summary = ReturnType<typeof summary>;
+
+/** `a`'s results over `b`'s: throughputs, TTFT and /health latency. */
+function ratiosOf(a: Summary, b: Summary) {
+  const r = (x: number, y: number) => round(x / y, 2);
+  const n = String(concurrency);
+  return {
+    tokens_per_s_1: r(a.tokens_per_s["1"], b.tokens_per_s["1"]),
+    [`tokens_per_s_${n}`]: r(a.tokens_per_s[n] as number, b.tokens_per_s[n] as number),
+    requests_per_s: r(a.short_requests.requests_per_s, b.short_requests.requests_per_s),
+    ttft_p50: r(a.ttft_ms.p50, b.ttft_ms.p50),
+    health_p50: r(a.health_ms.p50, b.health_ms.p50),
+  };
+}
+
+const fmt = (x: number) => String(x).padEnd(18);
 const sum = (o: Record<string, number>) => Object.values(o).reduce((s, x) => s + x, 0);
 
 (llamaServerBinary === undefined ? benchOne() : benchVsLlamaServer(llamaServerBinary)).catch(
