@@ -86,7 +86,7 @@ export class JobExecutor extends DurableObject<Env> {
       instanceId: t.instanceId,
       npu: t.npu,
     }));
-    this.#records.create(
+    this.#records.createSoon(
       {
         id: s.spec.requestId,
         tenant: s.spec.tenant,

@@ -115,8 +115,29 @@ function toTask(t: Row): TaskRecord {
 }
 
 export class RecordStore {
+  /** Requests to record once the current answer has gone out (`createSoon`). */
+  #pending: (() => void)[] = [];
+
   constructor(private readonly storage: DurableObjectStorage) {
     storage.sql.exec(SCHEMA);
+  }
+
+  /**
+   * Records a request as `create` does, right after the JobExecutor's current answer has gone
+   * out: a storage write made before it answers holds the answer until the write is durable
+   * (workerd's output gate), which cost about 0.6 ms of every request's time to first token.
+   * Every other method applies pending records first, so no read, report or cancel misses one.
+   */
+  createSoon(r: NewRequest, jobs: { id: string; kind: JobKind }[], tasks: NewTask[]): void {
+    this.#pending.push(() => this.create(r, jobs, tasks));
+    if (this.#pending.length === 1) setTimeout(() => this.flush(), 0);
+  }
+
+  /** Writes the records `createSoon` deferred. */
+  flush(): void {
+    const pending = this.#pending;
+    this.#pending = [];
+    for (const create of pending) create();
   }
 
   private get sql(): SqlStorage {
@@ -175,6 +196,7 @@ export class RecordStore {
 
   /** Adds a task to a recorded job (a batch job's attempt); its job and request start running. */
   addTask(t: NewTask): void {
+    this.flush();
     const now = Date.now();
     this.storage.transactionSync(() => {
       this.insertTask(t, now);
@@ -187,6 +209,7 @@ export class RecordStore {
    * (`mirror` false: the caller keeps those, as batch jobs do). Null for an unknown task.
    */
   applyProgress(taskId: string, p: TaskProgress): AppliedProgress | null {
+    this.flush();
     const sql = this.sql;
     const t = sql
       .exec(
@@ -246,12 +269,14 @@ export class RecordStore {
 
   /** A job's first generated token (batch jobs, whose runner reads the stream itself). */
   markFirstToken(jobId: string, requestId: string, at: number): void {
+    this.flush();
     this.storage.transactionSync(() =>
       this.#applyToParents(jobId, requestId, "colocated", { firstTokenAt: at }),
     );
   }
 
   requestStatus(requestId: string, tenant?: string): RequestStatus | null {
+    this.flush();
     const row = this.sql
       .exec(
         `SELECT status FROM requests WHERE id = ?${tenant === undefined ? "" : " AND tenant = ?"}`,
@@ -263,17 +288,20 @@ export class RecordStore {
   }
 
   jobStatus(jobId: string): JobStatus | null {
+    this.flush();
     const row = this.sql.exec("SELECT status FROM jobs WHERE id = ?", jobId).toArray()[0];
     return row ? (row.status as JobStatus) : null;
   }
 
   numTasks(jobId: string): number {
+    this.flush();
     return this.sql.exec("SELECT COUNT(*) AS n FROM tasks WHERE job_id = ?", jobId).one()
       .n as number;
   }
 
   /** The unfinished tasks of a request or job. */
   liveTasks(key: "request_id" | "job_id", id: string): LiveTask[] {
+    this.flush();
     return this.sql
       .exec(`SELECT id, npu FROM tasks WHERE ${key} = ? AND status NOT IN ${TERMINAL}`, id)
       .toArray()
@@ -282,6 +310,7 @@ export class RecordStore {
 
   /** Marks a request and everything in it that has not finished as cancelled (no transaction). */
   cancel(requestId: string, now: number): void {
+    this.flush();
     for (const table of ["tasks", "jobs", "requests"]) {
       const key = table === "requests" ? "id" : "request_id";
       this.sql.exec(
@@ -294,6 +323,7 @@ export class RecordStore {
 
   /** Fails a job's unfinished tasks (its executor restarted or its instance refused it). */
   failTasks(jobId: string, error: string, now: number): void {
+    this.flush();
     this.sql.exec(
       `UPDATE tasks SET status = 'failed', error = COALESCE(error, ?), finished_at = ? WHERE job_id = ? AND status NOT IN ${TERMINAL}`,
       error,
@@ -304,6 +334,7 @@ export class RecordStore {
 
   /** Puts a job back in the queue (a batch job to run again); a finished job stays finished. */
   requeueJob(jobId: string): void {
+    this.flush();
     this.sql.exec(
       `UPDATE jobs SET status = 'queued', started_at = NULL, first_token_at = NULL WHERE id = ? AND status NOT IN ${TERMINAL}`,
       jobId,
@@ -312,6 +343,7 @@ export class RecordStore {
 
   /** Ends a job that is still live; false when it had already ended (cancelled meanwhile). */
   finishJob(jobId: string, status: "succeeded" | "failed", now: number): boolean {
+    this.flush();
     const live = this.jobStatus(jobId);
     if (live !== "queued" && live !== "running") return false;
     this.sql.exec(
@@ -325,6 +357,7 @@ export class RecordStore {
 
   /** How many of a request's jobs are in each status. */
   jobStatusCounts(requestId: string): { status: JobStatus; n: number }[] {
+    this.flush();
     return this.sql
       .exec(
         "SELECT status, COUNT(*) AS n FROM jobs WHERE request_id = ? GROUP BY status",
@@ -336,6 +369,7 @@ export class RecordStore {
 
   /** Ends a request that is still live. */
   finishRequest(requestId: string, status: RequestStatus, error: string | null, now: number): void {
+    this.flush();
     this.sql.exec(
       `UPDATE requests SET status = ?, finished_at = ?, error = ? WHERE id = ? AND status NOT IN ${TERMINAL}`,
       status,
@@ -347,11 +381,13 @@ export class RecordStore {
 
   /** Runs `fn` in one storage transaction. */
   transaction(fn: () => void): void {
+    this.flush();
     this.storage.transactionSync(fn);
   }
 
   /** The request with its jobs and tasks, or null when unknown or owned by another tenant. */
   get(requestId: string, tenant: string): RequestRecord | null {
+    this.flush();
     const sql = this.sql;
     const r = sql
       .exec("SELECT * FROM requests WHERE id = ? AND tenant = ?", requestId, tenant)
