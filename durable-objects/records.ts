@@ -129,7 +129,8 @@ export class RecordStore {
    * Every other method applies pending records first, so no read, report or cancel misses one.
    */
   createSoon(r: NewRequest, jobs: { id: string; kind: JobKind }[], tasks: NewTask[]): void {
-    this.#pending.push(() => this.create(r, jobs, tasks));
+    const queuedAt = Date.now();
+    this.#pending.push(() => this.create(r, jobs, tasks, undefined, queuedAt));
     if (this.#pending.length === 1) setTimeout(() => this.flush(), 0);
   }
 
@@ -153,8 +154,8 @@ export class RecordStore {
     jobs: { id: string; kind: JobKind }[],
     tasks: NewTask[],
     also?: () => void,
+    now = Date.now(),
   ): void {
-    const now = Date.now();
     const sql = this.sql;
     this.storage.transactionSync(() => {
       sql.exec(
