@@ -9,8 +9,7 @@
 import type { ErrorInfo, Result } from "../shared/errors.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
 import { decodeEvents } from "../shared/protocol/codec.ts";
-import type { SubmitJob, Submitted } from "../shared/protocol/messages.ts";
-import { CLUSTER_MANAGER_NAME } from "../shared/protocol/names.ts";
+import type { Submitted } from "../shared/protocol/messages.ts";
 import {
   type BatchJobSpec,
   type BatchSubmit,
@@ -34,9 +33,11 @@ import {
 } from "../shared/serving/batch.ts";
 import { dispatchJob } from "../shared/serving/dispatch.ts";
 import { collectResponse } from "../shared/serving/openai-response.ts";
+import type { ModelRecord } from "../shared/types/deployments.ts";
 import type { RequestRecord } from "../shared/types/records.ts";
 import type { Env } from "./env.ts";
 import type { TaskEvent } from "./job-executor.ts";
+import type { PlanInput } from "./model-scheduler.ts";
 import type { RecordStore } from "./records.ts";
 
 export type { BatchJobSpec, BatchSubmit } from "../shared/serving/batch.ts";
@@ -55,7 +56,9 @@ export interface BatchHost {
   log: Logger;
   records: RecordStore;
   /** The JE's planning (tokenise, check, Algorithm 1) for attempt `attempt`; records nothing. */
-  plan(s: SubmitJob, attempt: number): Promise<Result<Submitted>>;
+  plan(s: PlanInput, attempt: number): Promise<Result<Submitted>>;
+  /** The model's record as the JobExecutor knows it (null: no such model). */
+  model(name: string): Promise<ModelRecord | null>;
   /** The JE's handling of a task report (records, load, prefix tree). */
   onTaskEvent(e: TaskEvent): Promise<void>;
 }
@@ -260,7 +263,7 @@ export class BatchRunner {
   private async run(jobId: string): Promise<void> {
     const row = this.sql
       .exec(
-        "SELECT b.spec AS spec, b.request_id AS request_id, r.tenant AS tenant, r.model AS model, r.received_at AS received_at FROM batch_jobs b JOIN requests r ON r.id = b.request_id WHERE b.job_id = ?",
+        "SELECT b.spec AS spec, b.request_id AS request_id, r.tenant AS tenant, r.model AS model FROM batch_jobs b JOIN requests r ON r.id = b.request_id WHERE b.job_id = ?",
         jobId,
       )
       .toArray()[0];
@@ -274,9 +277,7 @@ export class BatchRunner {
     const spec = JSON.parse(row.spec as string) as BatchJobSpec;
     const tenant = row.tenant as string;
     const env = this.host.env;
-    const model = await env.CLUSTER_MANAGER.getByName(CLUSTER_MANAGER_NAME).getModel({
-      name: row.model as string,
-    });
+    const model = await this.host.model(row.model as string);
     if (!model) return fail(batchErrors.modelNotFound(row.model as string));
     const deployments = model.deployments.filter((d) => d.mode === "colocated");
     if (deployments.length === 0) return fail(batchErrors.noDeployment(model.name));
@@ -293,9 +294,6 @@ export class BatchRunner {
           sampling: spec.sampling,
           cacheSalt: spec.cacheSalt ?? null,
         },
-        kind: jobKind(spec.kind),
-        clientRequestId: null,
-        receivedAt: row.received_at as number,
         modelRecord: model,
         deployments,
         pinned: null,

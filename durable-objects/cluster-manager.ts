@@ -5,8 +5,8 @@
  * pool and the autoscaler extend this object in later issues.
  */
 import { DurableObject } from "cloudflare:workers";
-import { Logger, parseLogLevel } from "../shared/log.ts";
-import { instanceId } from "../shared/protocol/names.ts";
+import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
+import { instanceId, jobExecutorName } from "../shared/protocol/names.ts";
 import type { PdProfile } from "../shared/serving/pd-profile.ts";
 import type {
   DeploymentRecord,
@@ -14,7 +14,7 @@ import type {
   ModelRecord,
   ModelSummary,
 } from "../shared/types/deployments.ts";
-import type { Env } from "./env.ts";
+import { type Env, getConfig } from "./env.ts";
 
 type StoredModel = Omit<ModelRecord, "deployments">;
 
@@ -74,7 +74,7 @@ export class ClusterManager extends DurableObject<Env> {
       counts: { colocated: 1, prefill: 0, decode: 0 },
     });
     this.log.info("model.registered", { model: m.name, sizeBytes: m.sizeBytes, generation });
-    return this.#withDeployments(record);
+    return this.#publish(m.name) as Promise<ModelRecord>;
   }
 
   async getModel(q: { name: string }): Promise<ModelRecord | null> {
@@ -103,13 +103,16 @@ export class ClusterManager extends DurableObject<Env> {
       model: q.name,
       numCells: q.profile.inputBuckets.length * q.profile.outputBuckets.length,
     });
+    await this.#publish(q.name);
     return true;
   }
 
   /** Creates a deployment of a registered model; null when the model is unknown. */
   async addDeployment(spec: DeploymentSpec): Promise<DeploymentRecord | null> {
     if (!this.#stored(spec.model)) return null;
-    return this.#createDeployment(spec);
+    const d = this.#createDeployment(spec);
+    await this.#publish(spec.model);
+    return d;
   }
 
   async getDeployment(q: { id: string }): Promise<DeploymentRecord | null> {
@@ -134,7 +137,27 @@ export class ClusterManager extends DurableObject<Env> {
     const out: DeploymentRecord = { ...d, status: "deleted" };
     this.#put(out);
     this.log.info("deployment.deleted", { deploymentId: d.id, model: d.model });
+    await this.#publish(d.model);
     return out;
+  }
+
+  /**
+   * Pushes a model's current record to every JobExecutor shard (they admit requests with it) and
+   * returns it. A shard that cannot be reached refreshes on its own within a minute.
+   */
+  async #publish(name: string): Promise<ModelRecord | null> {
+    const s = this.#stored(name);
+    const record = s ? this.#withDeployments(s) : null;
+    const shards = getConfig(this.env).jobExecutorShards;
+    const pushes = Array.from({ length: shards }, (_, i) =>
+      this.env.JOB_EXECUTOR.getByName(jobExecutorName(i)).modelChanged({ name, record }),
+    );
+    for (const r of await Promise.allSettled(pushes)) {
+      if (r.status === "rejected") {
+        this.log.warn("model.push_failed", { model: name, ...errorFields(r.reason) });
+      }
+    }
+    return record;
   }
 
   #createDeployment(spec: DeploymentSpec): DeploymentRecord {

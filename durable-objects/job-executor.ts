@@ -10,23 +10,25 @@ import { DurableObject } from "cloudflare:workers";
 import type { EngineStats } from "../shared/engine/engine.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { Logger, parseLogLevel } from "../shared/log.ts";
-import type { JobSpec, SubmitJob, Submitted } from "../shared/protocol/messages.ts";
-import { npuName } from "../shared/protocol/names.ts";
+import type { SubmitJob, Submitted } from "../shared/protocol/messages.ts";
+import { jobExecutorName, npuName, requestShard } from "../shared/protocol/names.ts";
+import {
+  chooseDeployments,
+  continueContextCache,
+  modelOrNotFound,
+  numSeqsOf,
+} from "../shared/serving/admission.ts";
 import { placedTasks } from "../shared/serving/dispatch.ts";
 import { LoadTable } from "../shared/serving/load-table.ts";
-import { cacheSaltFor } from "../shared/serving/prefix-tree.ts";
 import type { TaskProgress } from "../shared/serving/records.ts";
-import {
-  chooseLeastLoaded,
-  type DeploymentState,
-  type InstanceState,
-} from "../shared/serving/scheduling.ts";
+import type { DeploymentState, InstanceState } from "../shared/serving/scheduling.ts";
 import type { DeploymentRecord, ModelRecord } from "../shared/types/deployments.ts";
 import type { ContextCacheRecord, RequestRecord } from "../shared/types/records.ts";
 import { BATCH_SCHEMA, BatchRunner, type BatchSubmit } from "./batch-runner.ts";
-import { ContextCacheStore } from "./context-caches.ts";
+import { ContextCacheStore, createContextCache, type NewContextCache } from "./context-caches.ts";
 import { type Env, getConfig } from "./env.ts";
-import { ModelScheduler, noDeployment, type SchedulerSnapshot } from "./model-scheduler.ts";
+import { ModelDirectory } from "./model-directory.ts";
+import { ModelScheduler, type PlanInput, type SchedulerSnapshot } from "./model-scheduler.ts";
 import { RecordStore } from "./records.ts";
 
 /** An instance's report on one of its tasks, with its load at that moment. */
@@ -46,6 +48,7 @@ export class JobExecutor extends DurableObject<Env> {
   readonly #caches: ContextCacheStore;
   readonly #batches: BatchRunner;
   readonly #load = new LoadTable();
+  readonly #models: ModelDirectory;
   /** Placed tasks whose prompt the prefix tree learns once the instance accepts them. */
   readonly #learning = new Map<string, { model: string; blockKeys: string[] }>();
   /** A snapshot alarm is set (or about to be) for changes not yet written. */
@@ -58,6 +61,7 @@ export class JobExecutor extends DurableObject<Env> {
       parseLogLevel(env.LOG_LEVEL),
     );
     this.#records = new RecordStore(ctx.storage);
+    this.#models = new ModelDirectory(env);
     ctx.storage.sql.exec(BATCH_SCHEMA);
     this.#caches = new ContextCacheStore(ctx.storage.sql);
     this.#batches = new BatchRunner({
@@ -66,16 +70,20 @@ export class JobExecutor extends DurableObject<Env> {
       log: this.#log,
       records: this.#records,
       plan: (s, attempt) => this.#plan(s, attempt),
+      model: (name) => this.#models.get(name),
       onTaskEvent: (e) => this.taskEvent(e),
     });
   }
 
   /**
-   * Plans a job (tokenise, check, place) and records the request, its job and its tasks. Bad
+   * Admits a job (its model, the deployments it may use, a context cache it continues), plans it
+   * (tokenise, check, place) and records the request, its job and its tasks. Unknown models, bad
    * input and capacity failures come back as values, and then nothing is recorded.
    */
   async submit(s: SubmitJob): Promise<Result<Submitted>> {
-    const planned = await this.#plan(s, 0);
+    const admitted = await this.#admit(s);
+    if (!admitted.ok) return admitted;
+    const planned = await this.#plan(admitted.value, 0);
     if (!planned.ok) return planned;
     const { placement } = planned.value;
     const tasks = placedTasks(placement).map(([role, t]) => ({
@@ -101,12 +109,51 @@ export class JobExecutor extends DurableObject<Env> {
     return planned;
   }
 
+  /** The request's model, deployments and (continuing a context cache) input and instance. */
+  async #admit(s: SubmitJob): Promise<Result<PlanInput>> {
+    const found = modelOrNotFound(s.spec.model, await this.#models.get(s.spec.model));
+    if (!found.ok) return found;
+    const model = found.value;
+    let spec = s.spec;
+    let pinned: PlanInput["pinned"] = null;
+    if (s.contextCache !== null) {
+      const id = s.contextCache;
+      const rec = await this.#jobExecutorOf(id).getContextCache({ id, tenant: spec.tenant });
+      const input = continueContextCache(id, rec, model, s.deployment, spec.input);
+      if (!input.ok) return input;
+      spec = { ...spec, input: input.value };
+      pinned = rec && { deploymentId: rec.deploymentId, instanceId: rec.instanceId };
+    }
+    const pin = s.deployment;
+    const other =
+      pin !== null && !model.deployments.some((d) => d.id === pin)
+        ? await this.#models.deployment(pin)
+        : null;
+    const deployments = chooseDeployments(model, pin, numSeqsOf(spec.input, spec.n), other);
+    if (!deployments.ok) return deployments;
+    return {
+      ok: true,
+      value: { spec, modelRecord: model, deployments: deployments.value, pinned },
+    };
+  }
+
+  /** The JobExecutor shard that owns `id` (a request's or a context cache's). */
+  #jobExecutorOf(id: string): DurableObjectStub<JobExecutor> {
+    const shard = requestShard(id, getConfig(this.env).jobExecutorShards);
+    return this.env.JOB_EXECUTOR.getByName(jobExecutorName(shard));
+  }
+
+  /** The ClusterManager's news of a model (uploaded, re-uploaded, deployments changed). */
+  async modelChanged(m: { name: string; record: ModelRecord | null }): Promise<void> {
+    this.#models.put(m.name, m.record);
+  }
+
   /**
    * Tokenises the job's prompts once, checks them against the context, and places its tasks
    * (DeepFlow's Algorithm 1, one `scheduler.decided` line with its scores). Records nothing; the
    * load table counts the placed work until the instances report it.
    */
-  async #plan(s: SubmitJob, attempt: number): Promise<Result<Submitted>> {
+  async #plan(s: PlanInput, attempt: number): Promise<Result<Submitted>> {
     const sched = await this.#scheduler(s.modelRecord);
     const states = (numSeqs: number) =>
       // a PD group serves one sequence
@@ -242,59 +289,20 @@ export class JobExecutor extends DurableObject<Env> {
    * Creates a context cache: tokenises the prefix, pins its KV on the least loaded instance of a
    * colocated deployment of the model, and records it. Errors come back as values.
    */
-  async createContextCache(c: {
-    id: string;
-    spec: JobSpec;
-    modelRecord: ModelRecord;
-    ttlMs: number;
-  }): Promise<Result<ContextCacheRecord>> {
+  async createContextCache(c: NewContextCache): Promise<Result<ContextCacheRecord>> {
     const m = c.modelRecord;
-    const pool = m.deployments
-      .filter((d) => d.mode === "colocated")
-      .map((d) => this.#deploymentState(d));
-    const instances = pool.flatMap((d) => d.instances.map((i) => ({ d, i })));
-    if (instances.length === 0)
-      return failure(noDeployment(m, m.deployments.length > 0, "a context cache"));
-    const sched = await this.#scheduler(m);
-    const prepared = sched.prepare(c.spec.input, 1, m.summary.contextLength);
-    if (!prepared.ok) return prepared;
-    if (prepared.value.prompts.length !== 1) {
-      return failure(errorInfo("invalid_request", "a context cache holds one prompt", "prompt"));
-    }
-    const chosen = chooseLeastLoaded(instances.map((x) => x.i)).instanceId;
-    const best = instances.find((x) => x.i.instanceId === chosen) as (typeof instances)[number];
-    const now = Date.now();
-    const expiresAt = now + c.ttlMs;
-    const p = prepared.value;
-    const pinned = await this.env.NPU.getByName(npuName(chosen)).pinPrefix({
-      cacheId: c.id,
-      promptIds: p.prompts[0] as number[],
-      cacheSalt: cacheSaltFor(c.spec.tenant, c.spec.cacheSalt),
-      model: m.name,
-      r2Key: m.r2Key,
-      expiresAt,
-    });
-    if (!pinned.ok) return pinned;
-    const record: ContextCacheRecord = {
-      id: c.id,
-      object: "context_cache",
-      model: m.name,
-      generation: m.generation,
-      deploymentId: best.d.deploymentId,
-      instanceId: chosen,
-      input: c.spec.input,
-      numTokens: p.numPromptTokens,
-      numCachedTokens: pinned.value.numPinnedTokens,
-      createdAt: now,
-      expiresAt,
-    };
-    this.#caches.put(c.spec.tenant, record);
-    this.#log.info("context_cache.created", {
-      cacheId: c.id,
-      instanceId: chosen,
-      numTokens: record.numTokens,
-    });
-    return { ok: true, value: record };
+    return createContextCache(
+      {
+        env: this.env,
+        log: this.#log,
+        store: this.#caches,
+        pool: m.deployments
+          .filter((d) => d.mode === "colocated")
+          .map((d) => this.#deploymentState(d)),
+        scheduler: await this.#scheduler(m),
+      },
+      c,
+    );
   }
 
   /** The tenant's context cache, or null when unknown, expired or another tenant's. */

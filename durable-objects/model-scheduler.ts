@@ -12,8 +12,8 @@ import { Tokenizer } from "../shared/model/tokenizer.ts";
 import { taskIdFor } from "../shared/protocol/ids.ts";
 import type {
   GenerateInput,
+  JobSpec,
   Placement,
-  SubmitJob,
   Submitted,
   TaskPlacement,
 } from "../shared/protocol/messages.ts";
@@ -38,7 +38,7 @@ import {
   scheduleRequest,
 } from "../shared/serving/scheduling.ts";
 import { type PreparedPrompts, preparePrompts } from "../shared/serving/task.ts";
-import type { ModelRecord } from "../shared/types/deployments.ts";
+import type { DeploymentRecord, ModelRecord } from "../shared/types/deployments.ts";
 import type { InstanceRole } from "../shared/types/records.ts";
 import { type ChatRenderer, createChatRenderer } from "./chat-template.ts";
 
@@ -50,6 +50,16 @@ export interface SchedulerSnapshot {
   tree: PrefixTreeJson;
   predictor: OutputLengthPredictorJson;
   counters: RrCounters;
+}
+
+/** What planning a job needs: its spec, its model and the deployments it may use. */
+export interface PlanInput {
+  spec: JobSpec;
+  modelRecord: ModelRecord;
+  /** Candidate deployments (one when the request pins it). */
+  deployments: DeploymentRecord[];
+  /** Place on this instance (a context cache's): no scheduling decision. */
+  pinned: { deploymentId: string; instanceId: string } | null;
 }
 
 /** A planned job and what the JobExecutor keeps of it until its instances report. */
@@ -150,7 +160,7 @@ export class ModelScheduler {
    * nothing can serve it, or when pinned). Task ids derive from the job id, role and attempt.
    */
   plan(
-    s: SubmitJob,
+    s: PlanInput,
     states: (numSeqs: number) => DeploymentState[],
     attempt: number,
   ): Result<JobPlan> {
@@ -208,7 +218,7 @@ export class ModelScheduler {
     return {
       ok: true,
       value: {
-        submitted: { placement, task },
+        submitted: { placement, task, r2Key: m.r2Key },
         decision,
         blockKeys,
         numSeqs,

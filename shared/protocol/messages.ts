@@ -5,7 +5,6 @@
 import type { ErrorInfo } from "../errors.ts";
 import type { RegionRef } from "../fabric/regions.ts";
 import type { SampledToken } from "../model/sampler.ts";
-import type { DeploymentRecord, ModelRecord } from "../types/deployments.ts";
 import type { JobKind } from "../types/records.ts";
 
 export type ChatRole = "system" | "developer" | "user" | "assistant" | "tool";
@@ -131,22 +130,25 @@ export type Placement =
   | { mode: "colocated"; deploymentId: string; colocated: TaskPlacement }
   | { mode: "pd"; deploymentId: string; prefill: TaskPlacement; decode: TaskPlacement };
 
-/** The worker's (or a batch job's) request to the JobExecutor: plan, record and place a job. */
+/**
+ * The worker's request to the JobExecutor: admit (model, pin, context cache), plan, record and
+ * place a job. The JobExecutor keeps the model records it serves (pushed by the ClusterManager).
+ */
 export interface SubmitJob {
   spec: JobSpec;
   kind: JobKind;
   clientRequestId: string | null;
   receivedAt: number;
-  /** The model's registry record (weights generation, context, PD profile). */
-  modelRecord: ModelRecord;
-  /** Candidate deployments (one when the request pins it). */
-  deployments: DeploymentRecord[];
-  /** Place on this instance (a context cache's): no scheduling decision. */
-  pinned: { deploymentId: string; instanceId: string } | null;
+  /** The `deployment` pin, if any. */
+  deployment: string | null;
+  /** The `context_cache` id to continue, if any. */
+  contextCache: string | null;
 }
 
-/** A planned job: where its tasks go and what they run (each task adds its id). */
+/** A planned job: where its tasks go, what they run (each task adds its id), and the weights. */
 export interface Submitted {
   placement: Placement;
   task: Omit<GenerateTask, "taskId">;
+  /** The model's GGUF in the registry (what an Npu loads). */
+  r2Key: string;
 }

@@ -190,9 +190,8 @@ async function planJob(m: ModelRecord, deployment: DeploymentRecord, maxTokens: 
     kind: "text_completion",
     clientRequestId: null,
     receivedAt: Date.now(),
-    modelRecord: m,
-    deployments: [deployment],
-    pinned: null,
+    deployment: deployment.id,
+    contextCache: null,
   };
   const submitted = await jobExecutorFor(env, requestId).submit(submit);
   if (!submitted.ok) throw new Error(`submit failed: ${submitted.error.message}`);

@@ -7,12 +7,11 @@ import { type Context, Hono } from "hono";
 import { AppError } from "../../shared/errors.ts";
 import { errorFields } from "../../shared/log.ts";
 import { decodeEventBatches, decodeEvents } from "../../shared/protocol/codec.ts";
-import type { GenerateInput, JobSpec } from "../../shared/protocol/messages.ts";
+import type { JobSpec } from "../../shared/protocol/messages.ts";
+import { numSeqsOf } from "../../shared/serving/admission.ts";
 import { dispatchJob } from "../../shared/serving/dispatch.ts";
-import type { DeploymentRecord, ModelRecord } from "../../shared/types/deployments.ts";
-import type { ContextCacheRecord } from "../../shared/types/records.ts";
 import type { AppEnv } from "../app-env.ts";
-import { clusterManager, type Env, jobExecutorFor, npu } from "../env.ts";
+import { clusterManager, jobExecutorFor, npu } from "../env.ts";
 import { drawSeed, newCompletionId, newJobId } from "../ids.ts";
 import { MAX_JSON_BODY_BYTES, readBody } from "../middleware/body.ts";
 import { resolveModel } from "../models.ts";
@@ -25,113 +24,6 @@ import {
 } from "./schemas.ts";
 
 export const openai = new Hono<AppEnv>();
-
-/**
- * Continues a context cache: its prefix goes in front of the request's input (messages before the
- * request's messages; a prompt before each prompt) and the request runs on the instance that
- * pins the prefix's KV. A cache follows its model: one made with weights the model no longer
- * serves (re-uploaded) or on a deployment that was deleted is gone (404). A `deployment` pin must
- * name the cache's deployment (400 otherwise).
- * @throws AppError 404 unknown, expired or invalidated; 400 another model, kind or deployment.
- */
-async function useContextCache(
-  env: Env,
-  tenant: string,
-  id: string,
-  model: ModelRecord,
-  pin: string | undefined,
-  input: GenerateInput,
-): Promise<ContextCacheRecord> {
-  const rec = await jobExecutorFor(env, id).getContextCache({ id, tenant });
-  const gone = (why: string) =>
-    new AppError(
-      "not_found",
-      `No context cache ${id} (${why}).`,
-      "context_cache",
-      "context_cache_not_found",
-    );
-  if (!rec) throw gone("unknown or expired");
-  if (rec.model !== model.name) {
-    throw new AppError(
-      "invalid_request",
-      `Context cache ${id} is for model ${rec.model}.`,
-      "context_cache",
-    );
-  }
-  if (rec.generation !== model.generation) {
-    throw gone(`model ${model.name} was re-uploaded after it was made; create it again`);
-  }
-  if (!model.deployments.some((d) => d.id === rec.deploymentId)) {
-    throw gone(`its deployment ${rec.deploymentId} was deleted; create it again`);
-  }
-  if (pin !== undefined && pin !== rec.deploymentId) {
-    throw new AppError(
-      "invalid_request",
-      `Context cache ${id} lives on deployment ${rec.deploymentId}; pin that deployment or none.`,
-      "deployment",
-    );
-  }
-  const cached = rec.input;
-  if (cached.kind === "chat" && input.kind === "chat") {
-    input.messages = [...cached.messages, ...input.messages];
-  } else if (cached.kind === "completion" && input.kind === "completion") {
-    const prefix = cached.prompts[0] ?? "";
-    input.prompts = input.prompts.map((p) => {
-      if (typeof prefix === "string" && typeof p === "string") return prefix + p;
-      if (typeof prefix !== "string" && typeof p !== "string") return [...prefix, ...p];
-      throw new AppError(
-        "invalid_request",
-        "the prompt and the context cache must both be text or both be token ids",
-        "prompt",
-      );
-    });
-  } else {
-    throw new AppError(
-      "invalid_request",
-      `Context cache ${id} holds a ${cached.kind} prefix; use it with that endpoint.`,
-      "context_cache",
-    );
-  }
-  return rec;
-}
-
-/**
- * The deployments a request may run on: the one it pins with `"deployment"` (404 unknown, 400
- * another model's or a PD group for several sequences), else every active one of its model.
- */
-async function pinnedDeployments(
-  env: Env,
-  model: ModelRecord,
-  pin: string | undefined,
-  numSeqs: number,
-): Promise<DeploymentRecord[]> {
-  if (pin === undefined) return model.deployments;
-  const d = model.deployments.find((x) => x.id === pin);
-  if (!d) {
-    const other = await clusterManager(env).getDeployment({ id: pin });
-    if (other?.status === "active" && other.model !== model.name) {
-      throw new AppError(
-        "invalid_request",
-        `Deployment ${pin} serves model ${other.model}, not ${model.name}.`,
-        "deployment",
-      );
-    }
-    throw new AppError(
-      "not_found",
-      `No active deployment ${pin} of model ${model.name}.`,
-      "deployment",
-      "deployment_not_found",
-    );
-  }
-  if (d.mode === "pd" && numSeqs > 1) {
-    throw new AppError(
-      "invalid_request",
-      "A PD deployment serves one prompt with n = 1.",
-      "deployment",
-    );
-  }
-  return [d];
-}
 
 /** Copies `from` into `to`; when a write fails (the client is gone) calls `onGone` once. */
 async function pump(
@@ -184,9 +76,7 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
   if (!parsed.ok) throw AppError.from(parsed.error);
   const body = parsed.value;
   const fields = toGenerateFields(body, kind, drawSeed);
-  const model = await resolveModel(c.env, body.model);
   const { requestId, receivedAt, log, principal } = c.var;
-  const pin = body.deployment ?? undefined;
   if (body.context_cache && fields.cacheSalt !== null) {
     throw new AppError(
       "invalid_request",
@@ -194,16 +84,10 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
       "cache_salt",
     );
   }
-  const cache = body.context_cache
-    ? await useContextCache(c.env, principal.tenant, body.context_cache, model, pin, fields.input)
-    : null;
-  const numPrompts = fields.input.kind === "completion" ? fields.input.prompts.length : 1;
-  const numSeqs = numPrompts * fields.n;
-  const deployments = await pinnedDeployments(c.env, model, pin, numSeqs);
   const clientRequestId = c.req.header("x-request-id")?.slice(0, 200) ?? null;
   log.info("request.received", {
     kind,
-    model: model.name,
+    model: body.model,
     tenant: principal.tenant,
     stream: fields.stream,
     n: fields.n,
@@ -213,31 +97,31 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
     requestId,
     jobId: newJobId(),
     tenant: principal.tenant,
-    model: model.name,
+    model: body.model,
     input: fields.input,
     n: fields.n,
     maxTokens: fields.maxTokens,
     sampling: fields.sampling,
     cacheSalt: fields.cacheSalt,
   };
+  // the JobExecutor admits (model, deployment pin, context cache), tokenises, places, records
   const je = jobExecutorFor(c.env, requestId);
   const submitted = await je.submit({
     spec,
     kind: kind === "chat" ? "chat.completion" : "text_completion",
     clientRequestId,
     receivedAt,
-    modelRecord: model,
-    deployments,
-    pinned: cache ? { deploymentId: cache.deploymentId, instanceId: cache.instanceId } : null,
+    deployment: body.deployment ?? null,
+    contextCache: body.context_cache ?? null,
   });
   if (!submitted.ok) throw AppError.from(submitted.error);
-  const { placement, task } = submitted.value;
+  const { placement, task, r2Key } = submitted.value;
   const waitUntil = (p: Promise<unknown>) => c.executionCtx.waitUntil(p);
   const res = await dispatchJob(
     (name: string) => c.env.NPU.getByName(name),
     placement,
     task,
-    model.r2Key,
+    r2Key,
     (taskId, error) =>
       waitUntil(
         je.taskEvent({
@@ -254,9 +138,9 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
   const meta = {
     id: newCompletionId(kind === "chat"),
     created: Math.floor(receivedAt / 1000),
-    model: model.name,
+    model: task.model,
     kind,
-    numChoices: numSeqs,
+    numChoices: numSeqsOf(fields.input, fields.n),
     logprobs: fields.sampling.logprobs,
   };
   const reader = accepted.stream.getReader();

@@ -1,0 +1,41 @@
+/**
+ * The model records a JobExecutor serves, kept in memory so that admitting a request costs no
+ * ClusterManager call. The ClusterManager pushes every change of a model or of its deployments
+ * to every JobExecutor shard before it answers the change (`JobExecutor.modelChanged`); a miss
+ * (a new shard, a restart) asks the ClusterManager. An entry is also refreshed after
+ * MAX_AGE_MS, which bounds how stale a shard can be if a push was lost.
+ */
+import { CLUSTER_MANAGER_NAME } from "../shared/protocol/names.ts";
+import type { DeploymentRecord, ModelRecord } from "../shared/types/deployments.ts";
+import type { Env } from "./env.ts";
+
+const MAX_AGE_MS = 60_000;
+
+export class ModelDirectory {
+  readonly #models = new Map<string, { record: ModelRecord | null; at: number }>();
+
+  constructor(private readonly env: Env) {}
+
+  #cluster() {
+    return this.env.CLUSTER_MANAGER.getByName(CLUSTER_MANAGER_NAME);
+  }
+
+  /** The model's record (null: no such model). */
+  async get(name: string): Promise<ModelRecord | null> {
+    const now = Date.now();
+    const hit = this.#models.get(name);
+    if (hit && now - hit.at < MAX_AGE_MS) return hit.record;
+    const record = await this.#cluster().getModel({ name });
+    this.#models.set(name, { record, at: now });
+    return record;
+  }
+
+  put(name: string, record: ModelRecord | null): void {
+    this.#models.set(name, { record, at: Date.now() });
+  }
+
+  /** Any deployment's record (for the error a pin of another model's deployment gets). */
+  deployment(id: string): Promise<DeploymentRecord | null> {
+    return this.#cluster().getDeployment({ id });
+  }
+}
