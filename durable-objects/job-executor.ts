@@ -118,7 +118,7 @@ export class JobExecutor extends DurableObject<Env> {
     let pinned: PlanInput["pinned"] = null;
     if (s.contextCache !== null) {
       const id = s.contextCache;
-      const rec = await this.#jobExecutorOf(id).getContextCache({ id, tenant: spec.tenant });
+      const rec = await this.#contextCache(id, spec.tenant);
       const input = continueContextCache(id, rec, model, s.deployment, spec.input);
       if (!input.ok) return input;
       spec = { ...spec, input: input.value };
@@ -137,10 +137,11 @@ export class JobExecutor extends DurableObject<Env> {
     };
   }
 
-  /** The JobExecutor shard that owns `id` (a request's or a context cache's). */
-  #jobExecutorOf(id: string): DurableObjectStub<JobExecutor> {
-    const shard = requestShard(id, getConfig(this.env).jobExecutorShards);
-    return this.env.JOB_EXECUTOR.getByName(jobExecutorName(shard));
+  /** A context cache from the shard that owns its id (this one, or another by RPC). */
+  #contextCache(id: string, tenant: string): Promise<ContextCacheRecord | null> {
+    const name = jobExecutorName(requestShard(id, getConfig(this.env).jobExecutorShards));
+    if (name === this.ctx.id.name) return this.getContextCache({ id, tenant });
+    return this.env.JOB_EXECUTOR.getByName(name).getContextCache({ id, tenant });
   }
 
   /** The ClusterManager's news of a model (uploaded, re-uploaded, deployments changed). */

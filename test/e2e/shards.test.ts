@@ -180,3 +180,48 @@ describe("sharded JobExecutor", () => {
     expect(used.size).toBeGreaterThan(1);
   });
 });
+
+describe("context caches over four JobExecutor shards", () => {
+  it("serves a cache kept in one shard to requests owned by the others", async () => {
+    const prefix =
+      "The fox ran to the river. The bird sang in the tree. The dog slept in the sun all day long.";
+    const created = await post(sharded, "/api/context-caches", {
+      model: "default-moe",
+      prompt: prefix,
+    });
+    expect(created.status).toBe(201);
+    const cache = (await created.json()) as { id: string; num_cached_tokens: number };
+    expect(cache.num_cached_tokens).toBeGreaterThan(0);
+    // eight requests, owned by shards hash(request id): most of them not the cache's shard
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const res = await post(sharded, "/v1/completions", {
+          model: "default-moe",
+          context_cache: cache.id,
+          prompt: " Then",
+          max_tokens: 8,
+          temperature: 0,
+        });
+        expect(res.status).toBe(200);
+        return (await res.json()) as {
+          choices: { text: string }[];
+          usage: { prompt_tokens_details: { cached_tokens: number } };
+        };
+      }),
+    );
+    const plain = await post(single, "/v1/completions", {
+      model: "default-moe",
+      prompt: `${prefix} Then`,
+      max_tokens: 8,
+      temperature: 0,
+    });
+    const want = ((await plain.json()) as { choices: { text: string }[] }).choices[0]?.text;
+    for (const a of answers) {
+      expect(a.choices[0]?.text).toBe(want);
+      // the pinned blocks at least (a later request may also reuse a block an earlier one filled)
+      expect(a.usage.prompt_tokens_details.cached_tokens).toBeGreaterThanOrEqual(
+        cache.num_cached_tokens,
+      );
+    }
+  });
+});
