@@ -10,10 +10,10 @@ import type { ErrorInfo, Result } from "../shared/errors.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
 import { decodeEvents } from "../shared/protocol/codec.ts";
 import type { Submitted } from "../shared/protocol/messages.ts";
+import { modelOrNotFound, noDeployment } from "../shared/serving/admission.ts";
 import {
   type BatchJobSpec,
   type BatchSubmit,
-  batchErrors,
   cancelRefusal,
   capacityPause,
   decorateBatch,
@@ -23,8 +23,8 @@ import {
   jobKind,
   recoverJob,
   requestOutcome,
-  requeuesOn,
   responseMeta,
+  retryOf,
   shouldSetAlarm,
   storedError,
   storedResult,
@@ -59,6 +59,8 @@ export interface BatchHost {
   plan(s: PlanInput, attempt: number): Promise<Result<Submitted>>;
   /** The model's record as the JobExecutor knows it (null: no such model). */
   model(name: string): Promise<ModelRecord | null>;
+  /** Drops what planning a task left behind when the task will never run. */
+  unplan(taskId: string): void;
   /** The JE's handling of a task report (records, load, prefix tree). */
   onTaskEvent(e: TaskEvent): Promise<void>;
 }
@@ -262,12 +264,10 @@ export class BatchRunner {
   /** Plans the job, runs it through the one dispatch path and stores its response (or error). */
   private async run(jobId: string): Promise<void> {
     const row = this.sql
-      .exec(
-        "SELECT b.spec AS spec, b.request_id AS request_id, r.tenant AS tenant, r.model AS model FROM batch_jobs b JOIN requests r ON r.id = b.request_id WHERE b.job_id = ?",
-        jobId,
-      )
+      .exec("SELECT spec, request_id FROM batch_jobs WHERE job_id = ?", jobId)
       .toArray()[0];
-    if (!row) return;
+    const owner = row ? this.records.owner(row.request_id as string) : null;
+    if (!row || !owner) return;
     const requestId = row.request_id as string;
     const fail = (error: ErrorInfo) => this.finish(jobId, requestId, { error });
     if (!this.isLive(jobId)) {
@@ -275,12 +275,15 @@ export class BatchRunner {
       return;
     }
     const spec = JSON.parse(row.spec as string) as BatchJobSpec;
-    const tenant = row.tenant as string;
+    const { tenant } = owner;
     const env = this.host.env;
-    const model = await this.host.model(row.model as string);
-    if (!model) return fail(batchErrors.modelNotFound(row.model as string));
-    const deployments = model.deployments.filter((d) => d.mode === "colocated");
-    if (deployments.length === 0) return fail(batchErrors.noDeployment(model.name));
+    const model = await this.host.model(owner.model);
+    const found = modelOrNotFound(owner.model, model);
+    if (!found.ok) return fail(found.error);
+    const deployments = model?.deployments.filter((d) => d.mode === "colocated") ?? [];
+    if (!model || deployments.length === 0) {
+      return fail(noDeployment(found.value, found.value.deployments.length > 0, "batch jobs"));
+    }
     const planned = await this.host.plan(
       {
         spec: {
@@ -300,11 +303,11 @@ export class BatchRunner {
       },
       this.records.numTasks(jobId), // each try gets new task ids
     );
-    if (!planned.ok) return requeuesOn(planned.error) ? this.requeue(jobId) : fail(planned.error);
+    if (!planned.ok) return this.retryOrFail(jobId, requestId, planned.error);
     const { placement, task } = planned.value;
-    if (placement.mode !== "colocated") return fail(batchErrors.notColocated());
-    if (!this.isLive(jobId)) return; // cancelled while it was planned
-    const t = placement.colocated;
+    // the deployments offered were colocated ones, so the placement is colocated
+    const t = placement.mode === "colocated" ? placement.colocated : placement.decode;
+    if (!this.isLive(jobId)) return this.host.unplan(t.taskId); // cancelled while it was planned
     this.records.addTask({
       id: t.taskId,
       jobId,
@@ -328,7 +331,7 @@ export class BatchRunner {
           error: error.message,
         }),
     );
-    if (!res.ok) return requeuesOn(res.error) ? this.requeue(jobId) : fail(res.error);
+    if (!res.ok) return this.retryOrFail(jobId, requestId, res.error);
     const stream = res.value.accepted.stream;
     this.host.log.info("task.dispatched", { requestId, jobId, ...t });
     if (!this.isLive(jobId)) {
@@ -350,14 +353,29 @@ export class BatchRunner {
     this.finish(jobId, requestId, { resultJson: stored.json });
   }
 
-  /** An instance had no room: the job goes back to the front of the queue and new jobs wait. */
-  private requeue(jobId: string): void {
+  /**
+   * A failed placement or dispatch (`retryOf`): a full instance sends the job back to the front of
+   * the queue without using up an attempt; an unreachable or rolling instance sends it back as
+   * one more attempt; either way new jobs wait a moment. Anything else fails it.
+   */
+  private retryOrFail(jobId: string, requestId: string, error: ErrorInfo): void {
+    const row = this.sql
+      .exec("SELECT attempts FROM batch_jobs WHERE job_id = ?", jobId)
+      .toArray()[0];
+    const action = retryOf(error, (row?.attempts as number | undefined) ?? 0);
+    if (action === "fail") {
+      this.finish(jobId, requestId, { error });
+      return;
+    }
     this.records.requeueJob(jobId);
+    const keep = action === "pause" ? 1 : 0; // a full queue is not the job's attempt
     this.sql.exec(
-      "UPDATE batch_jobs SET state = 'queued', attempts = attempts - 1 WHERE job_id = ? AND state = 'dispatched'",
+      "UPDATE batch_jobs SET state = 'queued', attempts = attempts - ? WHERE job_id = ? AND state = 'dispatched'",
+      keep,
       jobId,
     );
-    this.pausedUntil = capacityPause(Date.now());
+    this.pausedUntil = capacityPause(Date.now()); // give the instance a moment either way
+    this.host.log.warn("job.requeued", { requestId, jobId, reason: error.code ?? error.kind });
   }
 
   /**

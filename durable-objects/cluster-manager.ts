@@ -16,10 +16,12 @@ import type {
 } from "../shared/types/deployments.ts";
 import { type Env, getConfig } from "./env.ts";
 
-type StoredModel = Omit<ModelRecord, "deployments">;
+type StoredModel = Omit<ModelRecord, "deployments" | "revision">;
 
 export class ClusterManager extends DurableObject<Env> {
   private readonly log: Logger;
+  /** The last record revision handed out (see ModelRecord.revision). */
+  #revision = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -215,8 +217,10 @@ export class ClusterManager extends DurableObject<Env> {
   }
 
   #withDeployments(s: StoredModel): ModelRecord {
+    this.#revision = Math.max(this.#revision + 1, Date.now());
     return {
       ...s,
+      revision: this.#revision,
       deployments: this.#deploymentsOf(s.name).filter((d) => d.generation === s.generation),
     };
   }

@@ -7,12 +7,14 @@ import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import type { Logger } from "../shared/log.ts";
 import type { JobSpec } from "../shared/protocol/messages.ts";
 import { npuName } from "../shared/protocol/names.ts";
+import { noDeployment } from "../shared/serving/admission.ts";
+import { callInstance } from "../shared/serving/dispatch.ts";
 import { cacheSaltFor } from "../shared/serving/prefix-tree.ts";
 import { chooseLeastLoaded, type DeploymentState } from "../shared/serving/scheduling.ts";
 import type { ModelRecord } from "../shared/types/deployments.ts";
 import type { ContextCacheRecord } from "../shared/types/records.ts";
 import type { Env } from "./env.ts";
-import { type ModelScheduler, noDeployment } from "./model-scheduler.ts";
+import type { ModelScheduler } from "./model-scheduler.ts";
 
 const SCHEMA = `CREATE TABLE IF NOT EXISTS context_caches (id TEXT PRIMARY KEY,
   tenant TEXT NOT NULL, record TEXT NOT NULL, expires_at INTEGER NOT NULL);`;
@@ -87,14 +89,16 @@ export async function createContextCache(
   const best = instances.find((x) => x.i.instanceId === chosen) as (typeof instances)[number];
   const now = Date.now();
   const expiresAt = now + c.ttlMs;
-  const pinned = await host.env.NPU.getByName(npuName(chosen)).pinPrefix({
-    cacheId: c.id,
-    promptIds: p.prompts[0] as number[],
-    cacheSalt: cacheSaltFor(c.spec.tenant, c.spec.cacheSalt),
-    model: m.name,
-    r2Key: m.r2Key,
-    expiresAt,
-  });
+  const pinned = await callInstance(chosen, () =>
+    host.env.NPU.getByName(npuName(chosen)).pinPrefix({
+      cacheId: c.id,
+      promptIds: p.prompts[0] as number[],
+      cacheSalt: cacheSaltFor(c.spec.tenant, c.spec.cacheSalt),
+      model: m.name,
+      r2Key: m.r2Key,
+      expiresAt,
+    }),
+  );
   if (!pinned.ok) return pinned;
   const record: ContextCacheRecord = {
     id: c.id,

@@ -9,7 +9,7 @@
 import { DurableObject } from "cloudflare:workers";
 import type { EngineStats } from "../shared/engine/engine.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
-import { Logger, parseLogLevel } from "../shared/log.ts";
+import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
 import type { SubmitJob, Submitted } from "../shared/protocol/messages.ts";
 import { jobExecutorName, npuName, requestShard } from "../shared/protocol/names.ts";
 import {
@@ -19,7 +19,7 @@ import {
   numSeqsOf,
 } from "../shared/serving/admission.ts";
 import { placedTasks } from "../shared/serving/dispatch.ts";
-import { LoadTable } from "../shared/serving/load-table.ts";
+import { ESTIMATE_TTL_MS, LoadTable } from "../shared/serving/load-table.ts";
 import type { TaskProgress } from "../shared/serving/records.ts";
 import type { DeploymentState, InstanceState } from "../shared/serving/scheduling.ts";
 import type { DeploymentRecord, ModelRecord } from "../shared/types/deployments.ts";
@@ -50,7 +50,7 @@ export class JobExecutor extends DurableObject<Env> {
   readonly #load = new LoadTable();
   readonly #models: ModelDirectory;
   /** Placed tasks whose prompt the prefix tree learns once the instance accepts them. */
-  readonly #learning = new Map<string, { model: string; blockKeys: string[] }>();
+  readonly #learning = new Map<string, { model: string; blockKeys: string[]; at: number }>();
   /** A snapshot alarm is set (or about to be) for changes not yet written. */
   #snapshotArmed = false;
 
@@ -60,7 +60,7 @@ export class JobExecutor extends DurableObject<Env> {
       { do: "JobExecutor", name: ctx.id.name ?? null },
       parseLogLevel(env.LOG_LEVEL),
     );
-    this.#records = new RecordStore(ctx.storage);
+    this.#records = new RecordStore(ctx.storage, this.#log);
     this.#models = new ModelDirectory(env);
     ctx.storage.sql.exec(BATCH_SCHEMA);
     this.#caches = new ContextCacheStore(ctx.storage.sql);
@@ -71,6 +71,10 @@ export class JobExecutor extends DurableObject<Env> {
       records: this.#records,
       plan: (s, attempt) => this.#plan(s, attempt),
       model: (name) => this.#models.get(name),
+      unplan: (taskId) => {
+        this.#load.forget(taskId);
+        this.#learning.delete(taskId);
+      },
       onTaskEvent: (e) => this.taskEvent(e),
     });
   }
@@ -169,9 +173,17 @@ export class JobExecutor extends DurableObject<Env> {
       ...(decision ?? { reason: "context-cache", ...s.pinned }),
     });
     if (decision) this.#scheduleSnapshot();
+    const now = Date.now();
+    for (const [id, l] of this.#learning) {
+      if (now - l.at < ESTIMATE_TTL_MS) break; // insertion order: the oldest come first
+      this.#learning.delete(id); // its task never reported
+    }
     for (const [role, t] of placedTasks(submitted.placement)) {
-      this.#load.placed(t.taskId, t.instanceId, role === "prefill" ? 1 : numSeqs, outstanding);
-      if (role !== "decode") this.#learning.set(t.taskId, { model: s.spec.model, blockKeys });
+      const seqs = role === "prefill" ? 1 : numSeqs;
+      this.#load.placed(t.taskId, t.instanceId, seqs, outstanding, now);
+      if (role !== "decode") {
+        this.#learning.set(t.taskId, { model: s.spec.model, blockKeys, at: now });
+      }
     }
     return { ok: true, value: submitted };
   }
@@ -237,14 +249,19 @@ export class JobExecutor extends DurableObject<Env> {
   async taskEvent(e: TaskEvent): Promise<void> {
     const { requestId, taskId, load, ...progress } = e;
     const applied = this.#records.applyProgress(taskId, progress);
-    if (!applied) return;
+    if (!applied) {
+      this.#load.forget(taskId);
+      this.#learning.delete(taskId);
+      return;
+    }
     this.#load.report(taskId, applied.instanceId, load);
     const learn = this.#learning.get(taskId);
     if (learn && progress.status !== undefined) {
       this.#learning.delete(taskId);
-      const ok = progress.status === "running" || progress.status === "succeeded";
-      if (ok)
+      if (progress.status === "running" || progress.status === "succeeded") {
         this.#schedulers.get(learn.model)?.learn(applied.instanceId, learn.blockKeys, Date.now());
+        this.#scheduleSnapshot();
+      }
     }
     if (!applied.ended) return;
     this.#log.debug("task.completed", {
@@ -315,7 +332,10 @@ export class JobExecutor extends DurableObject<Env> {
     const rec = this.#caches.get(q.id, q.tenant, Date.now());
     if (!rec) return false;
     this.#caches.delete(q.id);
-    await this.env.NPU.getByName(npuName(rec.instanceId)).unpinPrefix({ cacheId: q.id });
+    // an unreachable instance has lost its pins already (they live in its memory)
+    await this.env.NPU.getByName(npuName(rec.instanceId))
+      .unpinPrefix({ cacheId: q.id })
+      .catch((e: unknown) => this.#log.warn("context_cache.unpin_failed", errorFields(e)));
     return true;
   }
 }

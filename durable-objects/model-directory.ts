@@ -26,11 +26,18 @@ export class ModelDirectory {
     const hit = this.#models.get(name);
     if (hit && now - hit.at < MAX_AGE_MS) return hit.record;
     const record = await this.#cluster().getModel({ name });
-    this.#models.set(name, { record, at: now });
-    return record;
+    this.put(name, record);
+    return this.#models.get(name)?.record ?? null;
   }
 
+  /**
+   * Keeps `record` unless a newer copy is already here (a push that arrived while a miss was
+   * being answered, or pushes out of order). Models are never removed, so a known record is not
+   * replaced by "unknown".
+   */
   put(name: string, record: ModelRecord | null): void {
+    const have = this.#models.get(name)?.record;
+    if (have && (!record || have.revision > record.revision)) return;
     this.#models.set(name, { record, at: Date.now() });
   }
 

@@ -19,6 +19,7 @@ import type {
 } from "../shared/protocol/messages.ts";
 import { npuName } from "../shared/protocol/names.ts";
 import { PROTOCOL_VERSION } from "../shared/protocol/version.ts";
+import { noDeployment } from "../shared/serving/admission.ts";
 import {
   OutputLengthPredictor,
   type OutputLengthPredictorJson,
@@ -74,18 +75,10 @@ export interface JobPlan {
   outstanding: number;
 }
 
-/** 503 `no_deployment`: nothing can serve the job now (the message names the model). */
-export function noDeployment(m: ModelRecord, hasDeployments: boolean, what = "this request") {
-  const msg = hasDeployments
-    ? `No deployment of model ${m.name} can serve ${what} (PD deployments serve one prompt with ` +
-      "n = 1; context caches need a colocated deployment)."
-    : `Model ${m.name} has no active deployment; create one with POST /api/deployments.`;
-  return errorInfo("overloaded", msg, null, "no_deployment");
-}
-
 export class ModelScheduler {
   private tokenizer: Tokenizer | null = null;
   private chat: ChatRenderer | null = null;
+  private loading: Promise<void> | null = null;
   private tree = new PrefixTree();
   private predictor: OutputLengthPredictor;
   private counters: RrCounters = {};
@@ -118,17 +111,23 @@ export class ModelScheduler {
   }
 
   /** Loads the tokenizer and chat template from the model's GGUF header in R2 (once). */
-  async ensureTokenizer(models: R2Bucket, m: ModelRecord): Promise<void> {
-    if (this.tokenizer) return;
-    const obj = await models.get(m.r2Key, { range: { offset: 0, length: HEADER_BYTES } });
-    if (!obj) return;
-    const file = parseGguf(new Uint8Array(await obj.arrayBuffer()), { headerOnly: true });
-    const tok = Tokenizer.fromGguf(file.metadata);
-    this.tokenizer = tok;
-    this.chat = createChatRenderer(
-      file.metadata.get("tokenizer.chat_template") as string | undefined,
-      tok,
-    );
+  ensureTokenizer(models: R2Bucket, m: ModelRecord): Promise<void> {
+    if (this.tokenizer) return Promise.resolve();
+    // concurrent first requests share one read; a failed read is tried again by the next one
+    this.loading ??= (async () => {
+      const obj = await models.get(m.r2Key, { range: { offset: 0, length: HEADER_BYTES } });
+      if (!obj) return;
+      const file = parseGguf(new Uint8Array(await obj.arrayBuffer()), { headerOnly: true });
+      const tok = Tokenizer.fromGguf(file.metadata);
+      this.tokenizer = tok;
+      this.chat = createChatRenderer(
+        file.metadata.get("tokenizer.chat_template") as string | undefined,
+        tok,
+      );
+    })().finally(() => {
+      this.loading = null;
+    });
+    return this.loading;
   }
 
   /** Tokenises a job's prompts and resolves its max tokens against the context (400s as values). */
@@ -139,7 +138,8 @@ export class ModelScheduler {
   ): Result<PreparedPrompts> {
     const { tokenizer, chat } = this;
     if (!tokenizer || !chat) {
-      return failure(errorInfo("internal", `the weights of model ${this.model} are unreadable`));
+      const msg = `the weights of model ${this.model} are not in the registry; retry shortly`;
+      return failure(errorInfo("overloaded", msg, null, "model_unavailable"));
     }
     return preparePrompts(input, maxTokens, tokenizer, maxModelLen, (m) => chat.render(m));
   }

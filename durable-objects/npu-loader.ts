@@ -56,8 +56,11 @@ export async function loadModel(
     return { ok: true, value: { model, instance, kernels } };
   } catch (e) {
     log.error("model.load_failed", { model, ...errorFields(e) });
-    const kind = e instanceof KernelMemoryError ? "capacity" : "internal";
-    return failure(errorInfo(kind, `cannot load model ${model}: ${(e as Error).message}`));
+    // a model over this NPU's budget (the budget changed since its upload) will not fit on retry
+    const code = e instanceof KernelMemoryError ? "model_too_large" : null;
+    return failure(
+      errorInfo("internal", `cannot load model ${model}: ${(e as Error).message}`, null, code),
+    );
   }
 }
 

@@ -87,7 +87,10 @@ export class Npu extends DurableObject<Env> {
   private readonly handoff: KvHandoff;
   private looping = false;
   private readonly recentSteps: StepSummary[] = [];
-  /** Task ids between their arrival and their stream's registration (duplicates get a 409). */
+  /**
+   * Task ids between their arrival and their stream's registration, and prefill tasks until
+   * their KV is exported (a repeated id gets a 409).
+   */
   private readonly starting = new Set<string>();
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -221,11 +224,16 @@ export class Npu extends DurableObject<Env> {
   async prefill(task: GenerateTask & { r2Key: string }): Promise<Result<Prefilled>> {
     const refused = refusal(task, this.starting, this.streams.has(task.taskId));
     if (refused) return failure(refused);
-    const loaded = await this.slot.ensure(task.model, task.r2Key);
-    if (!loaded.ok) return loaded;
-    const r = await this.handoff.prefill(loaded.value.instance, task, sequencesFor(task));
-    if (r.ok) await this.#scheduleExpiry(); // the region is freed by the decode side, or expires
-    return r;
+    this.starting.add(task.taskId); // until its KV is exported: a repeat is a 409
+    try {
+      const loaded = await this.slot.ensure(task.model, task.r2Key);
+      if (!loaded.ok) return loaded;
+      const r = await this.handoff.prefill(loaded.value.instance, task, sequencesFor(task));
+      if (r.ok) await this.#scheduleExpiry(); // the region is freed by the decode side, or expires
+      return r;
+    } finally {
+      this.starting.delete(task.taskId);
+    }
   }
 
   /**

@@ -3,6 +3,7 @@
  * statement on those tables. Status rules are pure (shared/serving/records.ts); this module reads
  * rows, applies them and writes the result. Records are tenant-scoped: reads take the tenant.
  */
+import { errorFields, type Logger } from "../shared/log.ts";
 import {
   applyToParent,
   applyToTask,
@@ -118,7 +119,10 @@ export class RecordStore {
   /** Requests to record once the current answer has gone out (`createSoon`). */
   #pending: (() => void)[] = [];
 
-  constructor(private readonly storage: DurableObjectStorage) {
+  constructor(
+    private readonly storage: DurableObjectStorage,
+    private readonly log: Logger,
+  ) {
     storage.sql.exec(SCHEMA);
   }
 
@@ -134,11 +138,17 @@ export class RecordStore {
     if (this.#pending.length === 1) setTimeout(() => this.flush(), 0);
   }
 
-  /** Writes the records `createSoon` deferred. */
+  /** Writes the records `createSoon` deferred; one that fails is logged, not thrown. */
   flush(): void {
     const pending = this.#pending;
     this.#pending = [];
-    for (const create of pending) create();
+    for (const create of pending) {
+      try {
+        create();
+      } catch (e) {
+        this.log.error("record.write_failed", errorFields(e));
+      }
+    }
   }
 
   private get sql(): SqlStorage {
@@ -207,7 +217,7 @@ export class RecordStore {
 
   /**
    * Applies an instance's report on a task to the task and mirrors it onto its job and request
-   * (`mirror` false: the caller keeps those, as batch jobs do). Null for an unknown task.
+   * (except for batch requests, whose jobs the BatchRunner keeps). Null for an unknown task.
    */
   applyProgress(taskId: string, p: TaskProgress): AppliedProgress | null {
     this.flush();
@@ -274,6 +284,15 @@ export class RecordStore {
     this.storage.transactionSync(() =>
       this.#applyToParents(jobId, requestId, "colocated", { firstTokenAt: at }),
     );
+  }
+
+  /** The tenant and model of a request (a batch job's owner), or null. */
+  owner(requestId: string): { tenant: string; model: string } | null {
+    this.flush();
+    const row = this.sql
+      .exec("SELECT tenant, model FROM requests WHERE id = ?", requestId)
+      .toArray()[0];
+    return row ? { tenant: row.tenant as string, model: row.model as string } : null;
   }
 
   requestStatus(requestId: string, tenant?: string): RequestStatus | null {

@@ -6,7 +6,6 @@ function uuid(): string {
 
 export const newRequestId = () => `req_${uuid()}`;
 export const newJobId = () => `job_${uuid()}`;
-export const newTaskId = () => `task_${uuid()}`;
 export const newContextCacheId = () => `ctx_${uuid()}`;
 export const newCompletionId = (chat: boolean) => `${chat ? "chatcmpl" : "cmpl"}-${uuid()}`;
 

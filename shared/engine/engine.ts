@@ -214,7 +214,7 @@ export class Engine {
     const blocksNeeded = this.scheduler.blocks.blocksFor(promptIds.length + 1);
     if (blocksNeeded > this.scheduler.blocks.numBlocks) {
       const msg = `prompt needs ${blocksNeeded} KV blocks; this instance has ${this.scheduler.blocks.numBlocks}`;
-      return errorInfo("capacity", msg, "prompt");
+      return errorInfo("invalid_request", msg, "prompt", "context_length_exceeded");
     }
     const seq = newSequence(seqId, promptIds, params, opts.choiceIndex ?? 0, opts.cacheSalt);
     seq.holdKv = opts.holdKv ?? false;
@@ -278,13 +278,14 @@ export class Engine {
     const plan = this.scheduler.schedule();
     const result = plan.seqs.length > 0 ? await this.executor.execute(plan) : { sampled: [] };
     const updates = this.scheduler.update(plan, result);
-    if (this.roomWaits.size > 0) this.wakeRoomWaits();
     const outputs: SeqOutput[] = [];
     for (const u of updates) {
       if (!u.sampled) continue;
       const out = this.processToken(u.seq, u.sampled, u.finished);
       if (out) outputs.push(out);
     }
+    // after the outputs: a stop string found there also frees its sequence's blocks
+    if (this.roomWaits.size > 0) this.wakeRoomWaits();
     return {
       stepIndex: plan.stepIndex,
       numSeqs: plan.seqs.length,

@@ -3,7 +3,7 @@
  * before planning): the deployments it may use (all active ones of its model, or the one it pins)
  * and the continuation of a context cache. Errors are values with the API's status and param.
  */
-import { errorInfo, failure, type Result } from "../errors.ts";
+import { type ErrorInfo, errorInfo, failure, type Result } from "../errors.ts";
 import type { GenerateInput } from "../protocol/messages.ts";
 import type { DeploymentRecord, ModelRecord } from "../types/deployments.ts";
 import type { ContextCacheRecord } from "../types/records.ts";
@@ -14,6 +14,19 @@ export function modelOrNotFound(name: string, m: ModelRecord | null): Result<Mod
   return failure(
     errorInfo("not_found", `The model \`${name}\` does not exist.`, "model", "model_not_found"),
   );
+}
+
+/** 503 `no_deployment`: nothing can serve the job now (the message names the model). */
+export function noDeployment(
+  m: ModelRecord,
+  hasDeployments: boolean,
+  what = "this request",
+): ErrorInfo {
+  const msg = hasDeployments
+    ? `No deployment of model ${m.name} can serve ${what} (PD deployments serve one prompt with ` +
+      "n = 1; context caches and batch jobs need a colocated deployment)."
+    : `Model ${m.name} has no active deployment; create one with POST /api/deployments.`;
+  return errorInfo("overloaded", msg, null, "no_deployment");
 }
 
 /** Sequences a request generates: prompts times choices per prompt. */

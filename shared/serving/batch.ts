@@ -27,6 +27,7 @@ import {
   type RequestRecord,
   type RequestStatus,
 } from "../types/records.ts";
+import { numSeqsOf } from "./admission.ts";
 import type { ResponseMeta } from "./openai-response.ts";
 
 /** Batch jobs in flight per JobExecutor (across all its batch requests). */
@@ -72,11 +73,6 @@ export function jobKind(kind: BatchJobSpec["kind"]): JobKind {
   return kind === "chat" ? "chat.completion" : "text_completion";
 }
 
-/** Sequences a job generates: prompts times choices per prompt. */
-export function numSeqs(spec: BatchJobSpec): number {
-  return (spec.input.kind === "completion" ? spec.input.prompts.length : 1) * spec.n;
-}
-
 /** The metadata of the job's OpenAI response body; `uid` makes its id unique. */
 export function responseMeta(
   model: string,
@@ -89,7 +85,7 @@ export function responseMeta(
     created: Math.floor(startedAt / 1000),
     model,
     kind: spec.kind,
-    numChoices: numSeqs(spec),
+    numChoices: numSeqsOf(spec.input, spec.n),
     logprobs: spec.sampling.logprobs,
   };
 }
@@ -122,9 +118,16 @@ export function capacityPause(now: number): number {
   return now + CAPACITY_BACKOFF_MS;
 }
 
-/** Whether a job whose Npu refused it goes back to the queue (429) rather than failing. */
-export function requeuesOn(error: ErrorInfo): boolean {
-  return error.kind === "capacity";
+/**
+ * What becomes of a job whose placement or Npu failed: a full queue (429) sends it back to the
+ * queue without using up an attempt, and pauses new jobs; an instance that was unreachable or
+ * spoke another protocol version (a restart, a rollout) sends it back as one more attempt, until
+ * MAX_ATTEMPTS; anything else fails it.
+ */
+export function retryOf(error: ErrorInfo, attempts: number): "pause" | "retry" | "fail" {
+  if (error.kind === "capacity") return "pause";
+  const transient = error.code === "instance_unavailable" || error.code === "protocol_mismatch";
+  return transient && attempts < MAX_ATTEMPTS ? "retry" : "fail";
 }
 
 /**
@@ -254,19 +257,3 @@ export function cancelRefusal(requestId: string, status: RequestStatus | null): 
   }
   return null;
 }
-
-/** The errors a batch job fails with before it runs. */
-export const batchErrors = {
-  modelNotFound: (model: string) =>
-    errorInfo("not_found", `The model \`${model}\` does not exist.`, "model", "model_not_found"),
-  noDeployment: (model: string) =>
-    errorInfo(
-      "overloaded",
-      `No colocated deployment of model ${model} serves batch jobs.`,
-      null,
-      "no_deployment",
-    ),
-  unplaced: (model: string) =>
-    errorInfo("overloaded", `No instance of model ${model} can serve this job.`),
-  notColocated: () => errorInfo("internal", "A batch job must be placed on a colocated instance."),
-};

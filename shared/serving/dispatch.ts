@@ -46,8 +46,11 @@ export interface Dispatched<S> {
   accepted: Accepted<S>;
 }
 
-/** An RPC that threw (the instance is unreachable or crashed) as an error value. */
-async function call<T>(instanceId: string, f: () => Promise<Result<T>>): Promise<Result<T>> {
+/** An RPC to an instance; one that threw (unreachable, crashed) becomes a 503 error value. */
+export async function callInstance<T>(
+  instanceId: string,
+  f: () => Promise<Result<T>>,
+): Promise<Result<T>> {
   try {
     return await f();
   } catch {
@@ -71,7 +74,7 @@ export async function dispatchJob<S>(
 ): Promise<Result<Dispatched<S>>> {
   if (placement.mode === "colocated") {
     const t = placement.colocated;
-    const res = await call(t.instanceId, () =>
+    const res = await callInstance(t.instanceId, () =>
       npu(t.npu).generate({ ...task, taskId: t.taskId, r2Key }),
     );
     if (!res.ok) {
@@ -81,7 +84,7 @@ export async function dispatchJob<S>(
     return { ok: true, value: { ...t, accepted: res.value } };
   }
   const { prefill, decode } = placement;
-  const pre = await call(prefill.instanceId, () =>
+  const pre = await callInstance(prefill.instanceId, () =>
     npu(prefill.npu).prefill({ ...task, taskId: prefill.taskId, r2Key }),
   );
   if (!pre.ok) {
@@ -89,7 +92,7 @@ export async function dispatchJob<S>(
     onTaskFailed(decode.taskId, pre.error);
     return pre;
   }
-  const res = await call(decode.instanceId, () =>
+  const res = await callInstance(decode.instanceId, () =>
     npu(decode.npu).generate({ ...task, taskId: decode.taskId, r2Key, prefilled: pre.value }),
   );
   if (!res.ok) {

@@ -22,6 +22,9 @@ const IDLE: InstanceLoad = {
   numOutstandingTokens: 0,
 };
 
+/** An estimate no report has covered after this long is dropped (its task never reported). */
+export const ESTIMATE_TTL_MS = 5 * 60_000;
+
 interface Estimate {
   numSeqs: number;
   numTokens: number;
@@ -30,14 +33,27 @@ interface Estimate {
 export class LoadTable {
   private readonly reported = new Map<string, InstanceLoad>();
   /** Work placed but not yet seen in a report: taskId -> its instance and estimate. */
-  private readonly pending = new Map<string, Estimate & { instanceId: string }>();
+  private readonly pending = new Map<string, Estimate & { instanceId: string; at: number }>();
   /** Per instance, the sum of its pending estimates. */
   private readonly extra = new Map<string, Estimate>();
 
-  /** A task was placed on `instanceId`: `numSeqs` sequences owing about `numTokens` tokens. */
-  placed(taskId: string, instanceId: string, numSeqs: number, numTokens: number): void {
+  /**
+   * A task was placed on `instanceId` at `now`: `numSeqs` sequences owing about `numTokens`
+   * tokens. Estimates older than ESTIMATE_TTL_MS are dropped first.
+   */
+  placed(
+    taskId: string,
+    instanceId: string,
+    numSeqs: number,
+    numTokens: number,
+    now: number,
+  ): void {
+    for (const [id, p] of this.pending) {
+      if (now - p.at < ESTIMATE_TTL_MS) break; // insertion order: the oldest come first
+      this.forget(id);
+    }
     this.forget(taskId);
-    this.pending.set(taskId, { instanceId, numSeqs, numTokens });
+    this.pending.set(taskId, { instanceId, numSeqs, numTokens, at: now });
     const e = this.extra.get(instanceId) ?? { numSeqs: 0, numTokens: 0 };
     this.extra.set(instanceId, {
       numSeqs: e.numSeqs + numSeqs,

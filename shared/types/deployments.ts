@@ -1,6 +1,6 @@
 /**
  * Models and their deployments as the ClusterManager records them and the API shows them
- * (DeepFlow's TE groups). Plain types only.
+ * (DeepFlow's TE groups). Types, and the value lists the API validates against.
  */
 import type { PdProfile } from "../serving/pd-profile.ts";
 
@@ -13,8 +13,10 @@ export interface ModelSummary {
   numExpertsPerTok: number;
 }
 
-export type DeploymentMode = "colocated" | "pd";
-export type SchedulerPolicy = "deepflow" | "round-robin" | "least-loaded";
+export const DEPLOYMENT_MODES = ["colocated", "pd"] as const;
+export type DeploymentMode = (typeof DEPLOYMENT_MODES)[number];
+export const SCHEDULER_POLICIES = ["deepflow", "round-robin", "least-loaded"] as const;
+export type SchedulerPolicy = (typeof SCHEDULER_POLICIES)[number];
 
 export interface DeploymentInstances {
   colocated: string[];
@@ -56,4 +58,9 @@ export interface ModelRecord {
   pdProfile: PdProfile | null;
   /** Active deployments of the current generation. */
   deployments: DeploymentRecord[];
+  /**
+   * When the ClusterManager read this record (monotonic in that object): of two copies, the one
+   * with the higher revision is newer.
+   */
+  revision: number;
 }

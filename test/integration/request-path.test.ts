@@ -330,6 +330,24 @@ describe("request path", () => {
     await deleteDeployment(dep.id);
   });
 
+  it("refuses a repeated prefill task id while the first prefill is computing", async () => {
+    expect((await call("/v1/models")).status).toBe(200);
+    const dep = await createDeployment(MODEL, "colocated", { colocated: 1 });
+    const m = await modelRecord(MODEL);
+    const d = m.deployments.find((x) => x.id === dep.id) as DeploymentRecord;
+    const { npu, task } = await planJob(m, d, 4);
+    const [first, second] = await runInDurableObject(npu, (obj: Npu) =>
+      Promise.all([obj.prefill(task), obj.prefill(task)]),
+    );
+    expect(second).toEqual({
+      ok: false,
+      error: expect.objectContaining({ kind: "conflict", code: "duplicate_task" }),
+    });
+    if (!first.ok) throw new Error(`the first prefill was refused: ${first.error.message}`);
+    await npu.fabricFree({ regionId: first.value.region.regionId });
+    await deleteDeployment(dep.id);
+  });
+
   it("refuses a task of another protocol version without loading or running anything", async () => {
     expect((await call("/v1/models")).status).toBe(200);
     const dep = await createDeployment(MODEL, "colocated", { colocated: 1 });

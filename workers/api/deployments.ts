@@ -5,7 +5,11 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { AppError } from "../../shared/errors.ts";
-import type { DeploymentRecord } from "../../shared/types/deployments.ts";
+import {
+  DEPLOYMENT_MODES,
+  type DeploymentRecord,
+  SCHEDULER_POLICIES,
+} from "../../shared/types/deployments.ts";
 import type { AppEnv } from "../app-env.ts";
 import { clusterManager, type Env, npu } from "../env.ts";
 import { newDeploymentId } from "../ids.ts";
@@ -18,13 +22,13 @@ const count = z.number().int().min(1).max(16);
 const DeploymentSpecSchema = z
   .object({
     model: z.string().min(1),
-    mode: z.enum(["colocated", "pd"]),
+    mode: z.enum(DEPLOYMENT_MODES),
     instances: z.object({
       colocated: count.optional(),
       prefill: count.optional(),
       decode: count.optional(),
     }),
-    scheduler: z.enum(["deepflow", "round-robin", "least-loaded"]).default("deepflow"),
+    scheduler: z.enum(SCHEDULER_POLICIES).default("deepflow"),
   })
   .superRefine((s, ctx) => {
     const i = s.instances;

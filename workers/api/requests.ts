@@ -97,6 +97,10 @@ function itemSpec(item: unknown, i: number, model: string): BatchJobSpec {
   if (fields.stream === true) {
     throw bad("Batch items cannot stream; omit 'stream' or send false.", "stream", "invalid_value");
   }
+  if (fields.context_cache != null) {
+    const msg = "Batch items cannot continue a context cache.";
+    throw bad(msg, "context_cache", "unsupported_parameter");
+  }
   if (fields.deployment != null) {
     throw bad("Batch items cannot pin a deployment.", "deployment", "unsupported_parameter");
   }

@@ -202,6 +202,21 @@ describe("Engine facade", () => {
     expect(e.hasRoomFor(5)).toBe(true);
   });
 
+  it("wakes a room wait when a stop string ends the last sequence", async () => {
+    const s = scheduler(4, 64, 4);
+    const pieces = ["a", "STOP"];
+    let i = 0;
+    const e = new Engine(s, new ScriptedExecutor(() => 7), {
+      createStreamDecoder: () => ({ push: () => pieces[i++] ?? "", flush: () => "" }),
+    });
+    e.add("a", ids(13), { ...GREEDY, maxTokens: 10, stop: ["STOP"] });
+    await e.step(); // 14 tokens in all 4 blocks
+    const wait = e.whenRoom(5);
+    await e.step(); // the stop string ends "a" while its output is processed
+    expect(e.hasWork()).toBe(false);
+    expect(await wait.ready).toBe(true);
+  });
+
   it("reports load with the expected output length instead of max tokens", () => {
     const s = scheduler(64, 8, 4);
     const e = new Engine(s, new ScriptedExecutor(() => 7), decoders);

@@ -30,6 +30,7 @@ const model: ModelRecord = {
   generation: 2,
   pdProfile: null,
   deployments: [dep("c", "colocated"), dep("p", "pd")],
+  revision: 1,
 };
 
 const cache = (over: Partial<ContextCacheRecord> = {}): ContextCacheRecord => ({

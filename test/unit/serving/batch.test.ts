@@ -13,11 +13,10 @@ import {
   interruptedJobs,
   jobCounts,
   MAX_RESULT_BYTES,
-  numSeqs,
   recoverJob,
   requestOutcome,
-  requeuesOn,
   responseMeta,
+  retryOf,
   shouldSetAlarm,
   storedError,
   storedResult,
@@ -58,10 +57,14 @@ describe("dispatch", () => {
     expect(dispatchSlots({ inFlight: 0, now: pausedUntil, pausedUntil })).toBe(4);
   });
 
-  it("requeues only on capacity (429) errors", () => {
-    expect(requeuesOn(errorInfo("capacity", "full"))).toBe(true);
-    expect(requeuesOn(errorInfo("overloaded", "no"))).toBe(false);
-    expect(requeuesOn(errorInfo("internal", "x"))).toBe(false);
+  it("pauses on a full queue, retries an unreachable instance a few times, fails the rest", () => {
+    const lost = errorInfo("overloaded", "gone", null, "instance_unavailable");
+    const rolling = errorInfo("overloaded", "v2", null, "protocol_mismatch");
+    expect(retryOf(errorInfo("capacity", "full"), 99)).toBe("pause");
+    expect([1, 2, 3].map((a) => retryOf(lost, a))).toEqual(["retry", "retry", "fail"]);
+    expect(retryOf(rolling, 1)).toBe("retry");
+    expect(retryOf(errorInfo("overloaded", "none", null, "no_deployment"), 1)).toBe("fail");
+    expect(retryOf(errorInfo("invalid_request", "long", "prompt"), 1)).toBe("fail");
   });
 });
 
@@ -181,8 +184,8 @@ describe("cancel refusals", () => {
 
 describe("a job's messages", () => {
   it("counts prompts times choices", () => {
-    expect(numSeqs(job("completion").spec)).toBe(6);
-    expect(numSeqs(job("chat").spec)).toBe(2);
+    expect(responseMeta("m", job("completion").spec, "u", 0).numChoices).toBe(6);
+    expect(responseMeta("m", job("chat").spec, "u", 0).numChoices).toBe(2);
   });
   it("builds the response metadata", () => {
     expect(responseMeta("m", job("chat").spec, "u1", 12_345)).toEqual({
