@@ -24,6 +24,8 @@ export interface Env {
   API_KEYS?: string;
   /** Secret: comma-separated admin keys (management routes). */
   ADMIN_API_KEYS?: string;
+  /** Secret: a key for Prometheus scrapers; it opens GET /metrics and nothing else. */
+  METRICS_KEY?: string;
 }
 
 /** The validated [vars], parsed once per isolate. @throws Error on bad values. */

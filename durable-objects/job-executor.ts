@@ -20,8 +20,10 @@ import {
 } from "../shared/serving/admission.ts";
 import { placedTasks } from "../shared/serving/dispatch.ts";
 import { ESTIMATE_TTL_MS, LoadTable } from "../shared/serving/load-table.ts";
+import type { MetricsSnapshot } from "../shared/serving/metrics.ts";
 import type { TaskProgress } from "../shared/serving/records.ts";
 import type { DeploymentState, InstanceState } from "../shared/serving/scheduling.ts";
+import { type NpuCounters, ServingMetrics } from "../shared/serving/serving-metrics.ts";
 import type { DeploymentRecord, ModelRecord } from "../shared/types/deployments.ts";
 import type { ContextCacheRecord, RequestRecord } from "../shared/types/records.ts";
 import { BATCH_SCHEMA, BatchRunner, type BatchSubmit } from "./batch-runner.ts";
@@ -36,10 +38,14 @@ export interface TaskEvent extends TaskProgress {
   requestId: string;
   taskId: string;
   load?: EngineStats;
+  /** The instance's running totals (preemptions, fabric), for /metrics. */
+  counters?: NpuCounters;
 }
 
 /** Delay before scheduling state is snapshotted to storage. */
 const SNAPSHOT_DELAY_MS = 5_000;
+/** Storage key of the metrics snapshot. */
+const METRICS_KEY = "metrics";
 
 export class JobExecutor extends DurableObject<Env> {
   readonly #log: Logger;
@@ -53,6 +59,8 @@ export class JobExecutor extends DurableObject<Env> {
   readonly #learning = new Map<string, { model: string; blockKeys: string[]; at: number }>();
   /** A snapshot alarm is set (or about to be) for changes not yet written. */
   #snapshotArmed = false;
+  /** This shard's part of GET /metrics, snapshotted with the scheduling state. */
+  readonly #metrics = new ServingMetrics();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -64,6 +72,8 @@ export class JobExecutor extends DurableObject<Env> {
     this.#models = new ModelDirectory(env);
     ctx.storage.sql.exec(BATCH_SCHEMA);
     this.#caches = new ContextCacheStore(ctx.storage.sql);
+    const metrics = ctx.storage.kv.get<MetricsSnapshot>(METRICS_KEY);
+    if (metrics) this.#metrics.restore(metrics);
     this.#batches = new BatchRunner({
       ctx,
       env,
@@ -174,6 +184,7 @@ export class JobExecutor extends DurableObject<Env> {
     });
     if (decision) this.#scheduleSnapshot();
     const now = Date.now();
+    this.#metrics.decided(s.spec.model, decision, now);
     for (const [id, l] of this.#learning) {
       if (now - l.at < ESTIMATE_TTL_MS) break; // insertion order: the oldest come first
       this.#learning.delete(id); // its task never reported
@@ -234,6 +245,7 @@ export class JobExecutor extends DurableObject<Env> {
 
   override async alarm(): Promise<void> {
     this.#snapshotArmed = false;
+    this.ctx.storage.kv.put(METRICS_KEY, this.#metrics.snapshot());
     for (const s of this.#schedulers.values()) {
       if (!s.dirty) continue;
       s.dirty = false;
@@ -247,7 +259,7 @@ export class JobExecutor extends DurableObject<Env> {
    * taught the prompt once the task runs, and the predictor the output length once it ends.
    */
   async taskEvent(e: TaskEvent): Promise<void> {
-    const { requestId, taskId, load, ...progress } = e;
+    const { requestId, taskId, load, counters, ...progress } = e;
     const applied = this.#records.applyProgress(taskId, progress);
     if (!applied) {
       this.#load.forget(taskId);
@@ -255,15 +267,19 @@ export class JobExecutor extends DurableObject<Env> {
       return;
     }
     this.#load.report(taskId, applied.instanceId, load);
+    const now = Date.now();
+    this.#metrics.reported(applied.model, applied.instanceId, load, counters, now);
     const learn = this.#learning.get(taskId);
     if (learn && progress.status !== undefined) {
       this.#learning.delete(taskId);
       if (progress.status === "running" || progress.status === "succeeded") {
-        this.#schedulers.get(learn.model)?.learn(applied.instanceId, learn.blockKeys, Date.now());
+        this.#schedulers.get(learn.model)?.learn(applied.instanceId, learn.blockKeys, now);
         this.#scheduleSnapshot();
       }
     }
     if (!applied.ended) return;
+    this.#metrics.taskEnded({ ...applied, ...progress }, now);
+    this.#scheduleSnapshot();
     this.#log.debug("task.completed", {
       requestId,
       taskId,
@@ -273,8 +289,12 @@ export class JobExecutor extends DurableObject<Env> {
     const done = applied.status === "succeeded" && applied.role !== "prefill";
     if (done && e.numPromptTokens !== undefined && e.numCompletionTokens !== undefined) {
       this.#schedulers.get(applied.model)?.observe(e.numPromptTokens, e.numCompletionTokens);
-      this.#scheduleSnapshot();
     }
+  }
+
+  /** This shard's metrics (GET /metrics merges every shard's). */
+  async metrics(): Promise<MetricsSnapshot> {
+    return this.#metrics.snapshot();
   }
 
   /** Records a batch request (one queued job per item) and runs its jobs in the background. */

@@ -86,6 +86,8 @@ export class Npu extends DurableObject<Env> {
   private readonly fabric: FabricHost;
   private readonly handoff: KvHandoff;
   private looping = false;
+  /** Sequences the engine preempted since this Npu started (pushed with task reports). */
+  private numPreemptions = 0;
   private readonly recentSteps: StepSummary[] = [];
   /**
    * Task ids between their arrival and their stream's registration, and prefill tasks until
@@ -98,8 +100,14 @@ export class Npu extends DurableObject<Env> {
     const name = ctx.id.name ?? "";
     this.log = new Logger({ do: "Npu", name }, parseLogLevel(env.LOG_LEVEL));
     this.slot = new ModelSlot(env, this.log);
-    this.streams = new TaskStreams(env, ctx, this.log, () => this.loaded?.instance.engine);
     this.fabric = new FabricHost(ctx.storage);
+    this.streams = new TaskStreams(
+      env,
+      ctx,
+      this.log,
+      () => this.loaded?.instance.engine,
+      () => ({ numPreemptions: this.numPreemptions, fabric: this.fabric.counters() }),
+    );
     this.handoff = new KvHandoff({
       name,
       env,
@@ -351,6 +359,7 @@ export class Npu extends DurableObject<Env> {
         const t0 = Date.now();
         const report = await loaded.instance.engine.step();
         const now = Date.now();
+        this.numPreemptions += report.preemptedSeqIds.length;
         const summary = {
           stepIndex: report.stepIndex,
           numSeqs: report.numSeqs,

@@ -10,6 +10,7 @@ import {
   type RecordState,
   type TaskProgress,
 } from "../shared/serving/records.ts";
+import type { EndedRequest } from "../shared/serving/serving-metrics.ts";
 import type {
   JobKind,
   JobRecord,
@@ -20,6 +21,7 @@ import type {
   TaskRecord,
   TaskRole,
 } from "../shared/types/records.ts";
+import { isTerminal } from "../shared/types/records.ts";
 
 type Row = Record<string, SqlStorageValue>;
 
@@ -69,6 +71,8 @@ export interface AppliedProgress {
   status: RequestStatus;
   /** The report moved the task to a terminal status. */
   ended: boolean;
+  /** Set when the report ended an interactive request: its kind and times. */
+  request: EndedRequest | null;
 }
 
 /** A task that has not finished: where to cancel it. */
@@ -224,7 +228,7 @@ export class RecordStore {
     const sql = this.sql;
     const t = sql
       .exec(
-        "SELECT t.*, r.model AS model, r.kind AS request_kind FROM tasks t JOIN requests r ON r.id = t.request_id WHERE t.id = ?",
+        "SELECT t.*, r.model AS model, r.kind AS request_kind, r.status AS request_status, r.received_at AS received_at FROM tasks t JOIN requests r ON r.id = t.request_id WHERE t.id = ?",
         taskId,
       )
       .toArray()[0];
@@ -232,6 +236,7 @@ export class RecordStore {
     const role = t.role as TaskRole;
     const before = stateOf(t);
     const after = applyToTask(before, p);
+    let request: RecordState | null = null;
     this.storage.transactionSync(() => {
       sql.exec(
         "UPDATE tasks SET status = ?, started_at = ?, first_token_at = ?, finished_at = ?, error = ?, num_prompt_tokens = COALESCE(?, num_prompt_tokens), num_completion_tokens = COALESCE(?, num_completion_tokens) WHERE id = ?",
@@ -246,19 +251,37 @@ export class RecordStore {
       );
       // a batch's jobs and request are kept by its runner (batch-runner.ts)
       if (t.request_kind !== "batch") {
-        this.#applyToParents(t.job_id as string, t.request_id as string, role, p);
+        request = this.#applyToParents(t.job_id as string, t.request_id as string, role, p);
       }
     });
+    const r = request as RecordState | null;
     return {
       role,
       model: t.model as string,
       instanceId: t.instance_id as string,
       status: after.status,
       ended: after.status !== before.status && after.finishedAt !== null,
+      request:
+        r && isTerminal(r.status) && !isTerminal(t.request_status as RequestStatus)
+          ? {
+              kind: t.request_kind as JobKind,
+              status: r.status,
+              receivedAt: t.received_at as number,
+              firstTokenAt: r.firstTokenAt,
+              finishedAt: r.finishedAt,
+            }
+          : null,
     };
   }
 
-  #applyToParents(jobId: string, requestId: string, role: TaskRole, p: TaskProgress): void {
+  /** Mirrors a task's report onto its job and request; the request's state after it (or null). */
+  #applyToParents(
+    jobId: string,
+    requestId: string,
+    role: TaskRole,
+    p: TaskProgress,
+  ): RecordState | null {
+    let request: RecordState | null = null;
     for (const [table, id] of [
       ["jobs", jobId],
       ["requests", requestId],
@@ -266,6 +289,7 @@ export class RecordStore {
       const row = this.sql.exec(`SELECT * FROM ${table} WHERE id = ?`, id).toArray()[0];
       if (!row) continue;
       const s = applyToParent(stateOf(row), role, p, table === "requests");
+      if (table === "requests") request = s;
       this.sql.exec(
         `UPDATE ${table} SET status = ?, started_at = ?, first_token_at = ?, finished_at = ?${table === "requests" ? ", error = ?" : ""} WHERE id = ?`,
         s.status,
@@ -276,6 +300,7 @@ export class RecordStore {
         id,
       );
     }
+    return request;
   }
 
   /** A job's first generated token (batch jobs, whose runner reads the stream itself). */

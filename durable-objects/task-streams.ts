@@ -13,6 +13,7 @@ import { encodeEvent } from "../shared/protocol/codec.ts";
 import type { GenerateEvent, GenerateTask } from "../shared/protocol/messages.ts";
 import { jobExecutorName, requestShard } from "../shared/protocol/names.ts";
 import type { TaskProgress } from "../shared/serving/records.ts";
+import type { NpuCounters } from "../shared/serving/serving-metrics.ts";
 import type { TaskTracker } from "../shared/serving/task.ts";
 import { type Env, getConfig } from "./env.ts";
 
@@ -106,6 +107,8 @@ export class TaskStreams {
     private readonly log: Logger,
     /** The loaded model's engine (sequences are aborted there), if any. */
     private readonly engine: () => Engine | undefined,
+    /** The Npu's running totals, pushed with every report for /metrics. */
+    private readonly counters: () => NpuCounters,
   ) {}
 
   get size(): number {
@@ -194,6 +197,7 @@ export class TaskStreams {
       finishedAt: now,
       numPromptTokens: t.numPromptTokens,
       numCompletionTokens: t.completionTokens,
+      numCachedTokens: t.cachedTokens,
       ...(error ? { error } : {}),
     });
     this.log.info("task.finished", {
@@ -250,6 +254,7 @@ export class TaskStreams {
 
   private flush(): void {
     const load = this.engine()?.stats();
+    const counters = this.counters();
     const shards = getConfig(this.env).jobExecutorShards;
     for (const { task, progress } of this.unsent.values()) {
       const je = this.env.JOB_EXECUTOR.getByName(
@@ -257,7 +262,7 @@ export class TaskStreams {
       );
       const { requestId, taskId } = task;
       this.ctx.waitUntil(
-        je.taskEvent({ requestId, taskId, ...progress, load }).catch((e: unknown) => {
+        je.taskEvent({ requestId, taskId, ...progress, load, counters }).catch((e: unknown) => {
           this.log.warn("task.report_failed", { requestId, taskId, ...errorFields(e) });
         }),
       );

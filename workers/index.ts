@@ -10,6 +10,7 @@ import { api } from "./api/app.ts";
 import type { AppEnv } from "./app-env.ts";
 import { getConfig } from "./env.ts";
 import { newRequestId } from "./ids.ts";
+import { metrics } from "./metrics.ts";
 import { authenticate } from "./middleware/auth.ts";
 import { ensureDefaultModel } from "./models.ts";
 import { openai } from "./openai/app.ts";
@@ -36,10 +37,17 @@ app.get("/", (c) =>
   c.json({
     name: "flowserve",
     description: "OpenAI-compatible LLM serving on Cloudflare Workers",
-    endpoints: ["/v1/models", "/v1/chat/completions", "/v1/completions", "/api/requests/:id"],
+    endpoints: [
+      "/v1/models",
+      "/v1/chat/completions",
+      "/v1/completions",
+      "/api/requests/:id",
+      "/metrics",
+    ],
   }),
 );
 app.get("/health", (c) => c.json({ status: "ok" }));
+app.route("/metrics", metrics);
 
 // authenticated routes; the embedded default model is registered before the first one runs
 const authenticated = async (c: Context<AppEnv>, next: Next) => {

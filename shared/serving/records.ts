@@ -30,6 +30,8 @@ export interface TaskProgress {
   finishedAt?: number;
   numPromptTokens?: number;
   numCompletionTokens?: number;
+  /** Prompt tokens served from the instance's prefix cache. */
+  numCachedTokens?: number;
   error?: string;
 }
 

@@ -1,6 +1,7 @@
 /**
- * Bearer API keys. `API_KEYS` holds `tenant:key` pairs, `ADMIN_API_KEYS` admin keys. Keys are
- * compared in constant time (SHA-256 of both sides, then timingSafeEqual) and never logged.
+ * Bearer API keys. `API_KEYS` holds `tenant:key` pairs, `ADMIN_API_KEYS` admin keys, `METRICS_KEY`
+ * a key for Prometheus scrapers (GET /metrics only). Keys are compared in constant time (SHA-256
+ * of both sides, then timingSafeEqual) and never logged.
  */
 import { AppError } from "../../shared/errors.ts";
 import type { Env } from "../env.ts";
@@ -77,4 +78,28 @@ export async function authenticate(
   if (!principal)
     throw new AppError("authentication", "Incorrect API key provided.", null, "invalid_api_key");
   return principal;
+}
+
+/**
+ * GET /metrics: an admin key, or `METRICS_KEY`. Anything else (no key, a tenant's key) is a 401,
+ * so a scraper misconfigured with a tenant key is told its key is wrong. @throws AppError 401.
+ */
+export async function authenticateMetrics(
+  env: Env,
+  authorization: string | undefined,
+): Promise<void> {
+  const metricsKey = env.METRICS_KEY ?? "";
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? "");
+  if (m && metricsKey.length > 0) {
+    const presented = await digest(m[1] as string);
+    if (crypto.subtle.timingSafeEqual(presented, await configuredDigest(metricsKey))) return;
+  }
+  const principal = await authenticate(env, authorization).catch(() => null);
+  if (principal?.isAdmin) return;
+  throw new AppError(
+    "authentication",
+    "GET /metrics needs an admin API key (ADMIN_API_KEYS) or the metrics key (METRICS_KEY).",
+    null,
+    "invalid_api_key",
+  );
 }
