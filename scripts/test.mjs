@@ -25,7 +25,12 @@ const r = spawnSync("npx", args, { stdio: "inherit", env: { ...process.env, NO_C
 try {
   const j = JSON.parse(readFileSync(".tmp/vitest.json", "utf8"));
   const skipped = j.numPendingTests + j.numTodoTests;
-  console.log(`${j.numPassedTests} passed, ${j.numFailedTests} failed, ${skipped} skipped`);
+  // a test file that fails before any test runs (a missing import) counts as one failure
+  const broken = j.testResults.filter(
+    (r) => r.status === "failed" && r.assertionResults.length === 0,
+  );
+  const failed = j.numFailedTests + broken.length;
+  console.log(`${j.numPassedTests} passed, ${failed} failed, ${skipped} skipped`);
 } catch {
   console.log("0 passed, 1 failed");
 }
