@@ -18,6 +18,11 @@ import {
   modelOrNotFound,
   numSeqsOf,
 } from "../shared/serving/admission.ts";
+import {
+  DecisionLog,
+  type DecisionSummary,
+  summarizeDecision,
+} from "../shared/serving/decision-log.ts";
 import { placedTasks } from "../shared/serving/dispatch.ts";
 import { ESTIMATE_TTL_MS, LoadTable } from "../shared/serving/load-table.ts";
 import type { MetricsSnapshot } from "../shared/serving/metrics.ts";
@@ -61,6 +66,8 @@ export class JobExecutor extends DurableObject<Env> {
   #snapshotArmed = false;
   /** This shard's part of GET /metrics, snapshotted with the scheduling state. */
   readonly #metrics = new ServingMetrics();
+  /** The last placements, for the dashboard (in memory only). */
+  readonly #decisions = new DecisionLog();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -185,6 +192,8 @@ export class JobExecutor extends DurableObject<Env> {
     if (decision) this.#scheduleSnapshot();
     const now = Date.now();
     this.#metrics.decided(s.spec.model, decision, now);
+    const summary = summarizeDecision(s.spec.requestId, now, s.spec.model, decision, s.pinned);
+    if (summary) this.#decisions.record(summary);
     for (const [id, l] of this.#learning) {
       if (now - l.at < ESTIMATE_TTL_MS) break; // insertion order: the oldest come first
       this.#learning.delete(id); // its task never reported
@@ -297,6 +306,11 @@ export class JobExecutor extends DurableObject<Env> {
     return this.#metrics.snapshot();
   }
 
+  /** This shard's last placements, newest first (GET /api/scheduler/decisions). */
+  async decisions(q: { limit: number }): Promise<DecisionSummary[]> {
+    return this.#decisions.recent(q.limit);
+  }
+
   /** Records a batch request (one queued job per item) and runs its jobs in the background. */
   async submitBatch(b: BatchSubmit): Promise<void> {
     this.#batches.submit(b);
@@ -316,7 +330,16 @@ export class JobExecutor extends DurableObject<Env> {
 
   /** The request with its jobs and tasks, or null when unknown or owned by another tenant. */
   async getRequest(q: { requestId: string; tenant: string }): Promise<RequestRecord | null> {
-    const record = this.#records.get(q.requestId, q.tenant);
+    return this.#request(q.requestId, q.tenant);
+  }
+
+  /** Any tenant's request (admin routes only), or null when unknown. */
+  async getRequestAnyTenant(q: { requestId: string }): Promise<RequestRecord | null> {
+    return this.#request(q.requestId, null);
+  }
+
+  #request(requestId: string, tenant: string | null): RequestRecord | null {
+    const record = this.#records.get(requestId, tenant);
     if (!record) return null;
     return record.kind === "batch" ? this.#batches.decorate(record) : record;
   }

@@ -430,13 +430,18 @@ export class RecordStore {
     this.storage.transactionSync(fn);
   }
 
-  /** The request with its jobs and tasks, or null when unknown or owned by another tenant. */
-  get(requestId: string, tenant: string): RequestRecord | null {
+  /**
+   * The request with its jobs and tasks, or null when unknown or owned by another tenant;
+   * `tenant` null (admin routes only) reads any tenant's.
+   */
+  get(requestId: string, tenant: string | null): RequestRecord | null {
     this.flush();
     const sql = this.sql;
-    const r = sql
-      .exec("SELECT * FROM requests WHERE id = ? AND tenant = ?", requestId, tenant)
-      .toArray()[0];
+    const r = (
+      tenant === null
+        ? sql.exec("SELECT * FROM requests WHERE id = ?", requestId)
+        : sql.exec("SELECT * FROM requests WHERE id = ? AND tenant = ?", requestId, tenant)
+    ).toArray()[0];
     if (!r) return null;
     const tasks = sql
       .exec("SELECT * FROM tasks WHERE request_id = ? ORDER BY queued_at, id", requestId)

@@ -8,6 +8,7 @@ import { AppError, errorEnvelope, errorInfo, statusOf } from "../shared/errors.t
 import { errorFields, Logger } from "../shared/log.ts";
 import { api } from "./api/app.ts";
 import type { AppEnv } from "./app-env.ts";
+import { dashboard } from "./dashboard/page.ts";
 import { getConfig } from "./env.ts";
 import { newRequestId } from "./ids.ts";
 import { metrics } from "./metrics.ts";
@@ -43,11 +44,14 @@ app.get("/", (c) =>
       "/v1/completions",
       "/api/requests/:id",
       "/metrics",
+      "/dashboard",
     ],
   }),
 );
 app.get("/health", (c) => c.json({ status: "ok" }));
 app.route("/metrics", metrics);
+// the page needs no key; its script sends the admin key with each API call
+app.route("/dashboard", dashboard);
 
 // authenticated routes; the embedded default model is registered before the first one runs
 const authenticated = async (c: Context<AppEnv>, next: Next) => {

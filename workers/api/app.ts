@@ -4,6 +4,8 @@
  */
 import { Hono } from "hono";
 import { AppError } from "../../shared/errors.ts";
+import { jobExecutorName } from "../../shared/protocol/names.ts";
+import { MAX_DECISIONS, mergeDecisions } from "../../shared/serving/decision-log.ts";
 import { checkPdProfile, type PdProfile } from "../../shared/serving/pd-profile.ts";
 import type { AppEnv } from "../app-env.ts";
 import { clusterManager, getConfig, jobExecutorFor, npu } from "../env.ts";
@@ -13,6 +15,8 @@ import { requireAdmin } from "./admin.ts";
 import { contextCaches } from "./context-caches.ts";
 import { deployments } from "./deployments.ts";
 import { requests } from "./requests.ts";
+
+const REQUEST_ID_RE = /^req_[0-9a-f]{32}$/;
 
 export const api = new Hono<AppEnv>();
 
@@ -98,9 +102,37 @@ api.get("/models/:name/pd-profile", async (c) => {
   return c.json(model.pdProfile);
 });
 
+/** The scheduler's last placements across the JobExecutor shards, newest first (admin). */
+api.get("/scheduler/decisions", async (c) => {
+  requireAdmin(c.var.principal.isAdmin);
+  const asked = Number.parseInt(c.req.query("limit") ?? "", 10);
+  const limit = Number.isFinite(asked)
+    ? Math.min(Math.max(asked, 1), MAX_DECISIONS)
+    : MAX_DECISIONS;
+  const shards = getConfig(c.env).jobExecutorShards;
+  const lists = await Promise.all(
+    Array.from({ length: shards }, (_, i) =>
+      c.env.JOB_EXECUTOR.getByName(jobExecutorName(i)).decisions({ limit }),
+    ),
+  );
+  return c.json({ object: "list", data: mergeDecisions(lists, limit) });
+});
+
+/** Any tenant's request with its jobs and tasks (admin; the dashboard's timeline). */
+api.get("/admin/requests/:id", async (c) => {
+  requireAdmin(c.var.principal.isAdmin);
+  const id = c.req.param("id");
+  const record = REQUEST_ID_RE.test(id)
+    ? await jobExecutorFor(c.env, id).getRequestAnyTenant({ requestId: id })
+    : null;
+  if (!record)
+    throw new AppError("not_found", `No request with id ${id}.`, "id", "request_not_found");
+  return c.json(record);
+});
+
 api.get("/requests/:id", async (c) => {
   const id = c.req.param("id");
-  const record = /^req_[0-9a-f]{32}$/.test(id)
+  const record = REQUEST_ID_RE.test(id)
     ? await jobExecutorFor(c.env, id).getRequest({ requestId: id, tenant: c.var.principal.tenant })
     : null;
   if (!record)
