@@ -12,6 +12,8 @@ export interface Env {
   JOB_EXECUTOR: DurableObjectNamespace<JobExecutor>;
   CLUSTER_MANAGER: DurableObjectNamespace<ClusterManager>;
   MODELS: R2Bucket;
+  /** Optional Workers Analytics Engine dataset: one data point per ended request. */
+  ANALYTICS?: AnalyticsEngineDataset;
   DEFAULT_MODEL?: string;
   NPU_MEMORY_BUDGET_MB?: string;
   MAX_NUM_SEQS?: string;

@@ -28,7 +28,11 @@ import { ESTIMATE_TTL_MS, LoadTable } from "../shared/serving/load-table.ts";
 import type { MetricsSnapshot } from "../shared/serving/metrics.ts";
 import type { TaskProgress } from "../shared/serving/records.ts";
 import type { DeploymentState, InstanceState } from "../shared/serving/scheduling.ts";
-import { type NpuCounters, ServingMetrics } from "../shared/serving/serving-metrics.ts";
+import {
+  analyticsPoint,
+  type NpuCounters,
+  ServingMetrics,
+} from "../shared/serving/serving-metrics.ts";
 import type { DeploymentRecord, ModelRecord } from "../shared/types/deployments.ts";
 import type { ContextCacheRecord, RequestRecord } from "../shared/types/records.ts";
 import { BATCH_SCHEMA, BatchRunner, type BatchSubmit } from "./batch-runner.ts";
@@ -287,7 +291,10 @@ export class JobExecutor extends DurableObject<Env> {
       }
     }
     if (!applied.ended) return;
-    this.#metrics.taskEnded({ ...applied, ...progress }, now);
+    const ended = { ...applied, ...progress };
+    this.#metrics.taskEnded(ended, now);
+    const point = analyticsPoint(ended);
+    if (point) this.env.ANALYTICS?.writeDataPoint(point);
     this.#scheduleSnapshot();
     this.#log.debug("task.completed", {
       requestId,

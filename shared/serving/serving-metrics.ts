@@ -174,6 +174,36 @@ export interface EndedRequest {
   finishedAt: number | null;
 }
 
+/** One Workers Analytics Engine data point (the dataset binding's `writeDataPoint` argument). */
+export interface AnalyticsPoint {
+  indexes: [string];
+  blobs: string[];
+  doubles: number[];
+}
+
+/**
+ * The data point a task report that ended an interactive request writes to Workers Analytics
+ * Engine, when the `ANALYTICS` binding is configured (null for any other report). Index: the
+ * model. Blobs: model, kind, status, the instance that answered. Doubles: TTFT and e2e seconds
+ * (-1 when unknown), prompt, cached and completion tokens.
+ */
+export function analyticsPoint(t: EndedTask): AnalyticsPoint | null {
+  const r = t.request;
+  if (!r) return null;
+  const secs = (from: number, to: number | null) => (to === null ? -1 : (to - from) / 1000);
+  return {
+    indexes: [t.model],
+    blobs: [t.model, r.kind, r.status, t.instanceId],
+    doubles: [
+      secs(r.receivedAt, r.firstTokenAt),
+      secs(r.receivedAt, r.finishedAt),
+      t.numPromptTokens ?? 0,
+      t.numCachedTokens ?? 0,
+      t.numCompletionTokens ?? 0,
+    ],
+  };
+}
+
 export class ServingMetrics {
   readonly #r = new MetricsRegistry(SERVING_METRICS);
 

@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import { emptyStats } from "../../../shared/fabric/regions.ts";
 import type { ScheduleDecision } from "../../../shared/serving/scheduling.ts";
 import {
+  analyticsPoint,
   type EndedTask,
   renderServingMetrics,
   ServingMetrics,
@@ -172,5 +173,35 @@ describe("ServingMetrics", () => {
       "HISTOGRAM",
     );
     expect(families).toHaveLength(15);
+  });
+});
+
+describe("analyticsPoint", () => {
+  it("writes one point per ended interactive request, none for other reports", () => {
+    const request = {
+      kind: "chat.completion" as const,
+      status: "succeeded" as const,
+      receivedAt: 1_000,
+      firstTokenAt: 1_250,
+      finishedAt: 2_000,
+    };
+    const ended = {
+      model: "m",
+      instanceId: "i0",
+      role: "colocated" as const,
+      numPromptTokens: 12,
+      numCachedTokens: 8,
+      numCompletionTokens: 30,
+      request,
+    };
+    expect(analyticsPoint(ended)).toEqual({
+      indexes: ["m"],
+      blobs: ["m", "chat.completion", "succeeded", "i0"],
+      doubles: [0.25, 1, 12, 8, 30],
+    });
+    expect(
+      analyticsPoint({ ...ended, request: { ...request, firstTokenAt: null } })?.doubles[0],
+    ).toBe(-1);
+    expect(analyticsPoint({ ...ended, request: null })).toBeNull();
   });
 });
