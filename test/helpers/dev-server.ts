@@ -53,20 +53,14 @@ export async function startDevServer(extraVars: Record<string, string> = {}): Pr
       stdio: ["ignore", "pipe", "pipe"],
     },
   );
-  let out = "";
-  child.stdout?.on("data", (d) => {
-    out += d.toString();
-  });
-  child.stderr?.on("data", (d) => {
-    out += d.toString();
-  });
+  const out = captureOutput(child);
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(
-      () => reject(new Error(`wrangler dev did not start:\n${out}`)),
+      () => reject(new Error(`wrangler dev did not start:\n${out()}`)),
       60_000,
     );
     const check = setInterval(() => {
-      const m = /Ready on (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
+      const m = /Ready on (http:\/\/127\.0\.0\.1:\d+)/.exec(out());
       if (m) {
         clearInterval(check);
         clearTimeout(timer);
@@ -76,12 +70,12 @@ export async function startDevServer(extraVars: Record<string, string> = {}): Pr
     child.on("exit", (code) => {
       clearInterval(check);
       clearTimeout(timer);
-      reject(new Error(`wrangler dev exited with ${code}:\n${out}`));
+      reject(new Error(`wrangler dev exited with ${code}:\n${out()}`));
     });
   });
   return {
     url,
-    output: () => out,
+    output: out,
     stop: () =>
       new Promise<void>((resolve) => {
         if (child.exitCode !== null) return resolve();
@@ -90,4 +84,16 @@ export async function startDevServer(extraVars: Record<string, string> = {}): Pr
         setTimeout(() => child.kill("SIGKILL"), 5000).unref();
       }),
   };
+}
+
+/** Everything a child process writes to stdout and stderr so far. */
+export function captureOutput(child: ChildProcess): () => string {
+  let out = "";
+  child.stdout?.on("data", (d) => {
+    out += d.toString();
+  });
+  child.stderr?.on("data", (d) => {
+    out += d.toString();
+  });
+  return () => out;
 }

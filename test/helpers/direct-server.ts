@@ -30,7 +30,7 @@ import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { Log, LogLevel, Miniflare } from "miniflare";
 import { unstable_getMiniflareWorkerOptions } from "wrangler";
-import { ADMIN_KEY, type DevServer, LOCAL_KEY } from "./dev-server.ts";
+import { ADMIN_KEY, captureOutput, type DevServer, LOCAL_KEY } from "./dev-server.ts";
 import { REPO_ROOT } from "./models.ts";
 
 const WRANGLER_ENV = {
@@ -72,18 +72,12 @@ async function bundle(dir: string, logsDir: string): Promise<void> {
       stdio: ["ignore", "pipe", "pipe"],
     },
   );
-  let out = "";
-  child.stdout?.on("data", (d) => {
-    out += d.toString();
-  });
-  child.stderr?.on("data", (d) => {
-    out += d.toString();
-  });
+  const out = captureOutput(child);
   const code = await new Promise<number | null>((resolve, reject) => {
     child.once("error", reject);
     child.once("exit", resolve);
   });
-  if (code !== 0) throw new Error(`wrangler deploy --dry-run exited with ${code}:\n${out}`);
+  if (code !== 0) throw new Error(`wrangler deploy --dry-run exited with ${code}:\n${out()}`);
 }
 
 export async function startDirectServer(
