@@ -1,8 +1,9 @@
 /**
  * JobExecutor: DeepFlow's JE, sharded by request id. Turns a request into a job and its tasks:
- * renders and tokenises the prompt once (the task carries the ids to the Npu), checks the
- * context, places the tasks with Algorithm 1 over the load its instances push with their task
- * reports (no RPC per instance), and keeps the records (records.ts) and context caches
+ * admits it from the model records the ClusterManager pushes (model-directory.ts), renders and
+ * tokenises the prompt once (the task carries the ids to the Npu), checks the context, places
+ * the tasks with Algorithm 1 over the load its instances push with their task reports (no RPC
+ * per instance; placement-state.ts), and keeps the records (records.ts) and context caches
  * (context-caches.ts). Batch jobs run from here (batch-runner.ts) through the same planning and
  * the same dispatch (shared/serving/dispatch.ts) as interactive ones.
  */
@@ -18,28 +19,19 @@ import {
   modelOrNotFound,
   numSeqsOf,
 } from "../shared/serving/admission.ts";
-import {
-  DecisionLog,
-  type DecisionSummary,
-  summarizeDecision,
-} from "../shared/serving/decision-log.ts";
+import type { DecisionSummary } from "../shared/serving/decision-log.ts";
 import { placedTasks } from "../shared/serving/dispatch.ts";
-import { ESTIMATE_TTL_MS, LoadTable } from "../shared/serving/load-table.ts";
 import type { MetricsSnapshot } from "../shared/serving/metrics.ts";
 import type { TaskProgress } from "../shared/serving/records.ts";
-import type { DeploymentState, InstanceState } from "../shared/serving/scheduling.ts";
-import {
-  analyticsPoint,
-  type NpuCounters,
-  ServingMetrics,
-} from "../shared/serving/serving-metrics.ts";
-import type { DeploymentRecord, ModelRecord } from "../shared/types/deployments.ts";
+import type { NpuCounters } from "../shared/serving/serving-metrics.ts";
+import type { ModelRecord } from "../shared/types/deployments.ts";
 import type { ContextCacheRecord, RequestRecord } from "../shared/types/records.ts";
 import { BATCH_SCHEMA, BatchRunner, type BatchSubmit } from "./batch-runner.ts";
 import { ContextCacheStore, createContextCache, type NewContextCache } from "./context-caches.ts";
 import { type Env, getConfig } from "./env.ts";
 import { ModelDirectory } from "./model-directory.ts";
-import { ModelScheduler, type PlanInput, type SchedulerSnapshot } from "./model-scheduler.ts";
+import type { PlanInput } from "./model-scheduler.ts";
+import { PlacementState } from "./placement-state.ts";
 import { RecordStore } from "./records.ts";
 
 /** An instance's report on one of its tasks, with its load at that moment. */
@@ -53,25 +45,16 @@ export interface TaskEvent extends TaskProgress {
 
 /** Delay before scheduling state is snapshotted to storage. */
 const SNAPSHOT_DELAY_MS = 5_000;
-/** Storage key of the metrics snapshot. */
-const METRICS_KEY = "metrics";
 
 export class JobExecutor extends DurableObject<Env> {
   readonly #log: Logger;
-  readonly #schedulers = new Map<string, ModelScheduler>();
   readonly #records: RecordStore;
   readonly #caches: ContextCacheStore;
   readonly #batches: BatchRunner;
-  readonly #load = new LoadTable();
   readonly #models: ModelDirectory;
-  /** Placed tasks whose prompt the prefix tree learns once the instance accepts them. */
-  readonly #learning = new Map<string, { model: string; blockKeys: string[]; at: number }>();
+  readonly #placement: PlacementState;
   /** A snapshot alarm is set (or about to be) for changes not yet written. */
   #snapshotArmed = false;
-  /** This shard's part of GET /metrics, snapshotted with the scheduling state. */
-  readonly #metrics = new ServingMetrics();
-  /** The last placements, for the dashboard (in memory only). */
-  readonly #decisions = new DecisionLog();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -83,8 +66,7 @@ export class JobExecutor extends DurableObject<Env> {
     this.#models = new ModelDirectory(env);
     ctx.storage.sql.exec(BATCH_SCHEMA);
     this.#caches = new ContextCacheStore(ctx.storage.sql);
-    const metrics = ctx.storage.kv.get<MetricsSnapshot>(METRICS_KEY);
-    if (metrics) this.#metrics.restore(metrics);
+    this.#placement = new PlacementState(env, ctx.storage.kv, getConfig(env).blockSize);
     this.#batches = new BatchRunner({
       ctx,
       env,
@@ -92,10 +74,7 @@ export class JobExecutor extends DurableObject<Env> {
       records: this.#records,
       plan: (s, attempt) => this.#plan(s, attempt),
       model: (name) => this.#models.get(name),
-      unplan: (taskId) => {
-        this.#load.forget(taskId);
-        this.#learning.delete(taskId);
-      },
+      unplan: (taskId) => this.#placement.forget(taskId),
       onTaskEvent: (e) => this.taskEvent(e),
     });
   }
@@ -180,65 +159,22 @@ export class JobExecutor extends DurableObject<Env> {
    * load table counts the placed work until the instances report it.
    */
   async #plan(s: PlanInput, attempt: number): Promise<Result<Submitted>> {
-    const sched = await this.#scheduler(s.modelRecord);
+    const sched = await this.#placement.scheduler(s.modelRecord);
     const states = (numSeqs: number) =>
       // a PD group serves one sequence
       s.deployments
         .filter((d) => d.mode === "colocated" || numSeqs === 1)
-        .map((d) => this.#deploymentState(d));
+        .map((d) => this.#placement.deploymentState(d));
     const planned = sched.plan(s, states, attempt);
     if (!planned.ok) return planned;
-    const { submitted, decision, blockKeys, numSeqs, outstanding } = planned.value;
+    const p = planned.value;
     this.#log.info("scheduler.decided", {
       requestId: s.spec.requestId,
-      ...(decision ?? { reason: "context-cache", ...s.pinned }),
+      ...(p.decision ?? { reason: "context-cache", ...s.pinned }),
     });
-    if (decision) this.#scheduleSnapshot();
-    const now = Date.now();
-    this.#metrics.decided(s.spec.model, decision, now);
-    const summary = summarizeDecision(s.spec.requestId, now, s.spec.model, decision, s.pinned);
-    if (summary) this.#decisions.record(summary);
-    for (const [id, l] of this.#learning) {
-      if (now - l.at < ESTIMATE_TTL_MS) break; // insertion order: the oldest come first
-      this.#learning.delete(id); // its task never reported
-    }
-    for (const [role, t] of placedTasks(submitted.placement)) {
-      const seqs = role === "prefill" ? 1 : numSeqs;
-      this.#load.placed(t.taskId, t.instanceId, seqs, outstanding, now);
-      if (role !== "decode") {
-        this.#learning.set(t.taskId, { model: s.spec.model, blockKeys, at: now });
-      }
-    }
-    return { ok: true, value: submitted };
-  }
-
-  /** A deployment's instances with the load they last pushed (plus work placed since). */
-  #deploymentState(d: DeploymentRecord): DeploymentState {
-    const roles = ["colocated", "prefill", "decode"] as const;
-    const instances = roles.flatMap((role) =>
-      d.instances[role].map(
-        (instanceId): InstanceState => ({
-          instanceId,
-          role,
-          ...this.#load.load(instanceId),
-        }),
-      ),
-    );
-    return { deploymentId: d.id, mode: d.mode, policy: d.scheduler, instances };
-  }
-
-  /** The state of a model's current weights (tokenizer included), restored on first use. */
-  async #scheduler(m: ModelRecord): Promise<ModelScheduler> {
-    let s = this.#schedulers.get(m.name);
-    if (!s || s.generation !== m.generation) {
-      s = new ModelScheduler(m.name, m.generation, getConfig(this.env).blockSize);
-      const saved = this.ctx.storage.kv.get<SchedulerSnapshot>(`sched/${m.name}`);
-      if (saved) s.restore(saved);
-      this.#schedulers.set(m.name, s);
-    }
-    s.profile = m.pdProfile;
-    await s.ensureTokenizer(this.env.MODELS, m);
-    return s;
+    if (p.decision) this.#scheduleSnapshot();
+    this.#placement.placed(s, p, p.numSeqs, p.outstanding, Date.now());
+    return { ok: true, value: p.submitted };
   }
 
   /**
@@ -258,12 +194,7 @@ export class JobExecutor extends DurableObject<Env> {
 
   override async alarm(): Promise<void> {
     this.#snapshotArmed = false;
-    this.ctx.storage.kv.put(METRICS_KEY, this.#metrics.snapshot());
-    for (const s of this.#schedulers.values()) {
-      if (!s.dirty) continue;
-      s.dirty = false;
-      this.ctx.storage.kv.put(`sched/${s.model}`, s.snapshot());
-    }
+    this.#placement.snapshot();
     this.#batches.alarm();
   }
 
@@ -274,48 +205,31 @@ export class JobExecutor extends DurableObject<Env> {
   async taskEvent(e: TaskEvent): Promise<void> {
     const { requestId, taskId, load, counters, ...progress } = e;
     const applied = this.#records.applyProgress(taskId, progress);
-    if (!applied) {
-      this.#load.forget(taskId);
-      this.#learning.delete(taskId);
-      return;
-    }
-    this.#load.report(taskId, applied.instanceId, load);
-    const now = Date.now();
-    this.#metrics.reported(applied.model, applied.instanceId, load, counters, now);
-    const learn = this.#learning.get(taskId);
-    if (learn && progress.status !== undefined) {
-      this.#learning.delete(taskId);
-      if (progress.status === "running" || progress.status === "succeeded") {
-        this.#schedulers.get(learn.model)?.learn(applied.instanceId, learn.blockKeys, now);
-        this.#scheduleSnapshot();
-      }
-    }
-    if (!applied.ended) return;
-    const ended = { ...applied, ...progress };
-    this.#metrics.taskEnded(ended, now);
-    const point = analyticsPoint(ended);
-    if (point) this.env.ANALYTICS?.writeDataPoint(point);
-    this.#scheduleSnapshot();
-    this.#log.debug("task.completed", {
-      requestId,
+    if (!applied) return this.#placement.forget(taskId);
+    const { changed, point } = this.#placement.reported(
       taskId,
-      role: applied.role,
-      status: applied.status,
-    });
-    const done = applied.status === "succeeded" && applied.role !== "prefill";
-    if (done && e.numPromptTokens !== undefined && e.numCompletionTokens !== undefined) {
-      this.#schedulers.get(applied.model)?.observe(e.numPromptTokens, e.numCompletionTokens);
+      applied,
+      progress,
+      load,
+      counters,
+      Date.now(),
+    );
+    if (changed) this.#scheduleSnapshot();
+    if (point) this.env.ANALYTICS?.writeDataPoint(point);
+    if (applied.ended) {
+      const { role, status } = applied;
+      this.#log.debug("task.completed", { requestId, taskId, role, status });
     }
   }
 
   /** This shard's metrics (GET /metrics merges every shard's). */
   async metrics(): Promise<MetricsSnapshot> {
-    return this.#metrics.snapshot();
+    return this.#placement.metrics.snapshot();
   }
 
   /** This shard's last placements, newest first (GET /api/scheduler/decisions). */
   async decisions(q: { limit: number }): Promise<DecisionSummary[]> {
-    return this.#decisions.recent(q.limit);
+    return this.#placement.decisions.recent(q.limit);
   }
 
   /** Records a batch request (one queued job per item) and runs its jobs in the background. */
@@ -366,8 +280,8 @@ export class JobExecutor extends DurableObject<Env> {
         store: this.#caches,
         pool: m.deployments
           .filter((d) => d.mode === "colocated")
-          .map((d) => this.#deploymentState(d)),
-        scheduler: await this.#scheduler(m),
+          .map((d) => this.#placement.deploymentState(d)),
+        scheduler: await this.#placement.scheduler(m),
       },
       c,
     );

@@ -1,0 +1,154 @@
+/**
+ * What a JobExecutor shard knows for placing requests, kept in memory and snapshotted to its
+ * storage: each model's ModelScheduler (tokenizer, prefix tree, predictor, counters), the load
+ * its instances pushed (LoadTable), the prompts waiting to be learnt once their tasks run, its
+ * part of /metrics, and its recent decisions. The JobExecutor calls it when it places a job and
+ * when an instance reports on a task; this module holds no request records.
+ */
+import type { EngineStats } from "../shared/engine/engine.ts";
+import type { Submitted } from "../shared/protocol/messages.ts";
+import { DecisionLog, summarizeDecision } from "../shared/serving/decision-log.ts";
+import { placedTasks } from "../shared/serving/dispatch.ts";
+import { ESTIMATE_TTL_MS, LoadTable } from "../shared/serving/load-table.ts";
+import type { TaskProgress } from "../shared/serving/records.ts";
+import type {
+  DeploymentState,
+  InstanceState,
+  ScheduleDecision,
+} from "../shared/serving/scheduling.ts";
+import {
+  type AnalyticsPoint,
+  analyticsPoint,
+  type NpuCounters,
+  ServingMetrics,
+} from "../shared/serving/serving-metrics.ts";
+import type { DeploymentRecord, ModelRecord } from "../shared/types/deployments.ts";
+import type { Env } from "./env.ts";
+import { ModelScheduler, type PlanInput, type SchedulerSnapshot } from "./model-scheduler.ts";
+import type { AppliedProgress } from "./records.ts";
+
+const METRICS_KEY = "metrics";
+
+export class PlacementState {
+  readonly #schedulers = new Map<string, ModelScheduler>();
+  readonly #load = new LoadTable();
+  /** Placed tasks whose prompt the prefix tree learns once the instance accepts them. */
+  readonly #learning = new Map<string, { model: string; blockKeys: string[]; at: number }>();
+  /** This shard's part of GET /metrics. */
+  readonly metrics = new ServingMetrics();
+  /** The last placements, for the dashboard (in memory only). */
+  readonly decisions = new DecisionLog();
+
+  constructor(
+    private readonly env: Env,
+    private readonly kv: SyncKvStorage,
+    private readonly blockSize: number,
+  ) {
+    const saved = kv.get<ReturnType<ServingMetrics["snapshot"]>>(METRICS_KEY);
+    if (saved) this.metrics.restore(saved);
+  }
+
+  /** The state of a model's current weights (tokenizer included), restored on first use. */
+  async scheduler(m: ModelRecord): Promise<ModelScheduler> {
+    let s = this.#schedulers.get(m.name);
+    if (!s || s.generation !== m.generation) {
+      s = new ModelScheduler(m.name, m.generation, this.blockSize);
+      const saved = this.kv.get<SchedulerSnapshot>(`sched/${m.name}`);
+      if (saved) s.restore(saved);
+      this.#schedulers.set(m.name, s);
+    }
+    s.profile = m.pdProfile;
+    await s.ensureTokenizer(this.env.MODELS, m);
+    return s;
+  }
+
+  /** A deployment's instances with the load they last pushed (plus work placed since). */
+  deploymentState(d: DeploymentRecord): DeploymentState {
+    const roles = ["colocated", "prefill", "decode"] as const;
+    const instances = roles.flatMap((role) =>
+      d.instances[role].map(
+        (instanceId): InstanceState => ({ instanceId, role, ...this.#load.load(instanceId) }),
+      ),
+    );
+    return { deploymentId: d.id, mode: d.mode, policy: d.scheduler, instances };
+  }
+
+  /**
+   * A job was placed: its decision is counted and kept, and its tasks' work counts as load (and
+   * its prompt waits to be learnt) until their instances report.
+   */
+  placed(
+    s: PlanInput,
+    p: { submitted: Submitted; decision: ScheduleDecision | null; blockKeys: string[] },
+    numSeqs: number,
+    outstanding: number,
+    now: number,
+  ): void {
+    const model = s.spec.model;
+    this.metrics.decided(model, p.decision, now);
+    const summary = summarizeDecision(s.spec.requestId, now, model, p.decision, s.pinned);
+    if (summary) this.decisions.record(summary);
+    for (const [id, l] of this.#learning) {
+      if (now - l.at < ESTIMATE_TTL_MS) break; // insertion order: the oldest come first
+      this.#learning.delete(id); // its task never reported
+    }
+    for (const [role, t] of placedTasks(p.submitted.placement)) {
+      this.#load.placed(t.taskId, t.instanceId, role === "prefill" ? 1 : numSeqs, outstanding, now);
+      if (role !== "decode") {
+        this.#learning.set(t.taskId, { model, blockKeys: p.blockKeys, at: now });
+      }
+    }
+  }
+
+  /** Drops what placing a task left behind (it will never run, or it is unknown). */
+  forget(taskId: string): void {
+    this.#load.forget(taskId);
+    this.#learning.delete(taskId);
+  }
+
+  /**
+   * An instance's report on a task, applied to the records as `applied`: its load is noted, the
+   * prefix tree learns the prompt once the task runs, the metrics and the predictor count an end.
+   * Returns whether scheduling state changed (to snapshot) and the Analytics Engine point of an
+   * ended request.
+   */
+  reported(
+    taskId: string,
+    applied: AppliedProgress,
+    progress: TaskProgress,
+    load: EngineStats | undefined,
+    counters: NpuCounters | undefined,
+    now: number,
+  ): { changed: boolean; point: AnalyticsPoint | null } {
+    this.#load.report(taskId, applied.instanceId, load);
+    this.metrics.reported(applied.model, applied.instanceId, load, counters, now);
+    let changed = false;
+    const learn = this.#learning.get(taskId);
+    if (learn && progress.status !== undefined) {
+      this.#learning.delete(taskId);
+      if (progress.status === "running" || progress.status === "succeeded") {
+        this.#schedulers.get(learn.model)?.learn(applied.instanceId, learn.blockKeys, now);
+        changed = true;
+      }
+    }
+    if (!applied.ended) return { changed, point: null };
+    const ended = { ...applied, ...progress };
+    this.metrics.taskEnded(ended, now);
+    const done = applied.status === "succeeded" && applied.role !== "prefill";
+    const { numPromptTokens, numCompletionTokens } = progress;
+    if (done && numPromptTokens !== undefined && numCompletionTokens !== undefined) {
+      this.#schedulers.get(applied.model)?.observe(numPromptTokens, numCompletionTokens);
+    }
+    return { changed: true, point: analyticsPoint(ended) };
+  }
+
+  /** Writes the metrics and every changed scheduler to storage. */
+  snapshot(): void {
+    this.kv.put(METRICS_KEY, this.metrics.snapshot());
+    for (const s of this.#schedulers.values()) {
+      if (!s.dirty) continue;
+      s.dirty = false;
+      this.kv.put(`sched/${s.model}`, s.snapshot());
+    }
+  }
+}
