@@ -6,6 +6,7 @@
  */
 import type { EngineStats } from "../engine/engine.ts";
 import type { FabricStats, RegionKind } from "../fabric/regions.ts";
+import type { DeploymentRecord } from "../types/deployments.ts";
 import type { JobKind, RequestStatus, TaskRole } from "../types/records.ts";
 import {
   type MetricDef,
@@ -41,6 +42,13 @@ export const SERVING_METRICS = [
     type: "counter",
     labelNames: ["model", "kind", "status"],
     merge: "sum",
+  },
+  {
+    name: "flowserve:instance_state",
+    help: "1 for each instance of an active deployment in its state: serving (it has reported since its Npu loaded the model) or idle (no report yet).",
+    type: "gauge",
+    labelNames: ["model", "deployment_id", "instance_id", "role", "state"],
+    merge: "latest",
   },
   {
     name: "flowserve:num_requests_running",
@@ -309,6 +317,32 @@ export class ServingMetrics {
 }
 
 /** The shards' snapshots merged (counters and histograms summed, instance values latest) as text. */
-export function renderServingMetrics(snaps: readonly MetricsSnapshot[]): string {
-  return renderPrometheus(SERVING_METRICS, mergeSnapshots(SERVING_METRICS, snaps));
+/**
+ * GET /metrics: the shards' snapshots merged, plus the state of every instance of the active
+ * `deployments` (an instance is serving once any shard holds a report of it).
+ */
+export function renderServingMetrics(
+  snaps: readonly MetricsSnapshot[],
+  deployments: readonly DeploymentRecord[] = [],
+): string {
+  const merged = mergeSnapshots(SERVING_METRICS, snaps);
+  const reported = new Set(
+    (merged["flowserve:num_requests_running"] ?? []).map((x) => x.labels.instance_id),
+  );
+  merged["flowserve:instance_state"] = deployments.flatMap((d) =>
+    (["colocated", "prefill", "decode"] as const).flatMap((role) =>
+      d.instances[role].map((instanceId) => ({
+        labels: {
+          model: d.model,
+          deployment_id: d.id,
+          instance_id: instanceId,
+          role,
+          state: reported.has(instanceId) ? "serving" : "idle",
+        },
+        value: 1,
+        at: 0,
+      })),
+    ),
+  );
+  return renderPrometheus(SERVING_METRICS, merged);
 }

@@ -172,7 +172,38 @@ describe("ServingMetrics", () => {
     expect(families.find((f) => f.name === "flowserve:e2e_request_latency_seconds")?.type).toBe(
       "HISTOGRAM",
     );
-    expect(families).toHaveLength(15);
+    expect(families).toHaveLength(16);
+  });
+
+  it("states every instance of the active deployments: serving once it reported, else idle", () => {
+    const m = new ServingMetrics();
+    const stats = {
+      numRunning: 1,
+      numWaiting: 0,
+      numFreeBlocks: 9,
+      numBlocks: 10,
+      numOutstandingTokens: 5,
+    };
+    m.reported("m", "inst_a_c_0", stats, undefined, 1);
+    const dep = {
+      id: "dep_a",
+      object: "deployment" as const,
+      model: "m",
+      generation: 0,
+      mode: "pd" as const,
+      scheduler: "deepflow" as const,
+      status: "active" as const,
+      createdAt: 0,
+      instances: { colocated: [], prefill: ["inst_a_c_0"], decode: ["inst_a_d_0"] },
+    };
+    const families = parsePrometheus(renderServingMetrics([m.snapshot()], [dep]));
+    const states = families.find((f) => f.name === "flowserve:instance_state");
+    expect(
+      states?.metrics.map((x) => [x.labels?.instance_id, x.labels?.role, x.labels?.state, x.value]),
+    ).toEqual([
+      ["inst_a_c_0", "prefill", "serving", "1"],
+      ["inst_a_d_0", "decode", "idle", "1"],
+    ]);
   });
 });
 
