@@ -45,7 +45,16 @@ async function callJson(cmd, method, path, body) {
     body === undefined
       ? {}
       : { body: JSON.stringify(body), headers: { "content-type": "application/json" } };
-  return JSON.parse(await call(cmd, method, path, init));
+  return parseJson(await call(cmd, method, path, init));
+}
+
+/** A 2xx body that should be JSON; anything else is an error with the server's text. */
+function parseJson(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new CliError(`the server answered with something other than JSON: ${text.slice(0, 200)}`);
+  }
 }
 
 /** Progress on stderr: redrawn in place on a terminal, one line at the end otherwise. */
@@ -129,7 +138,7 @@ async function upload(cmd) {
   bar.end(sent);
   const text = await res.text();
   if (!res.ok) throw new CliError(errorMessage(res.status, text));
-  const m = JSON.parse(text);
+  const m = parseJson(text);
   if (cmd.json) return out(JSON.stringify(m, null, 2));
   out(
     `uploaded ${m.id}: ${m.architecture ?? "?"}, ${m.size_bytes} bytes, context ${m.contextLength}`,
@@ -220,11 +229,17 @@ async function logs(cmd) {
   };
   let input = process.stdin;
   let child = null;
+  let exited = null;
   if (cmd.tail) {
     const here = dirname(fileURLToPath(import.meta.url));
     const wrangler = join(here, "..", "node_modules", ".bin", "wrangler");
     child = spawn(wrangler, ["tail", "--format", "json", ...cmd.tailArgs], {
       stdio: ["ignore", "pipe", "inherit"],
+    });
+    // listened for at once, so an early exit or a failed start is never missed
+    exited = new Promise((resolve) => {
+      child.once("exit", (code, signal) => resolve({ code, signal }));
+      child.once("error", (e) => resolve({ error: e }));
     });
     input = child.stdout;
     process.on("SIGINT", () => child.kill("SIGINT"));
@@ -232,9 +247,11 @@ async function logs(cmd) {
   input.setEncoding("utf8");
   for await (const chunk of input) print(split.push(chunk));
   print(split.end());
-  if (child) {
-    const code = child.exitCode ?? (await new Promise((r) => child.once("exit", r)));
-    if (code) throw new CliError(`wrangler tail exited with ${code}`);
+  if (exited) {
+    const r = await exited;
+    if (r.error) throw new CliError(`cannot run wrangler tail: ${r.error.message}`);
+    if (r.signal && r.signal !== "SIGINT") throw new CliError(`wrangler tail ended by ${r.signal}`);
+    if (r.code) throw new CliError(`wrangler tail exited with ${r.code}`);
   }
 }
 

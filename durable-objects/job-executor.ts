@@ -217,6 +217,7 @@ export class JobExecutor extends DurableObject<Env> {
     if (changed) this.#scheduleSnapshot();
     if (point) this.env.ANALYTICS?.writeDataPoint(point);
     if (applied.ended) {
+      this.#placement.saveMetrics();
       const { role, status } = applied;
       this.#log.debug("task.completed", { requestId, taskId, role, status });
     }

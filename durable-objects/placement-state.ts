@@ -142,9 +142,17 @@ export class PlacementState {
     return { changed: true, point: analyticsPoint(ended) };
   }
 
+  /**
+   * Writes the metrics to storage: after every ended task, so that a restarted shard resumes its
+   * counters where they were (a counter that went back would read as a reset to Prometheus).
+   */
+  saveMetrics(): void {
+    this.kv.put(METRICS_KEY, this.metrics.snapshot());
+  }
+
   /** Writes the metrics and every changed scheduler to storage. */
   snapshot(): void {
-    this.kv.put(METRICS_KEY, this.metrics.snapshot());
+    this.saveMetrics();
     for (const s of this.#schedulers.values()) {
       if (!s.dirty) continue;
       s.dirty = false;

@@ -85,6 +85,8 @@ const COMMANDS = {
   logs: { positionals: [], options: ["tail", "request", "model", "event"], key: null },
 };
 
+// The server's lists (shared/types/deployments.ts), repeated because this runs without a build:
+// a value the server adds later is refused here until this list learns it.
 const MODES = ["colocated", "pd"];
 const SCHEDULERS = ["deepflow", "round-robin", "least-loaded"];
 
@@ -144,8 +146,9 @@ export function parseCommandLine(argv, env = {}) {
   }
   const { values: v, positionals: pos } = parsed;
   if (v.help || pos.length === 0) return { kind: "help" };
-  const name = COMMANDS[pos[0]] ? pos[0] : `${pos[0]} ${pos[1] ?? ""}`.trim();
-  const spec = COMMANDS[name];
+  const has = (n) => Object.hasOwn(COMMANDS, n);
+  const name = has(pos[0]) ? pos[0] : `${pos[0]} ${pos[1] ?? ""}`.trim();
+  const spec = has(name) ? COMMANDS[name] : undefined;
   if (!spec) throw new UsageError(`unknown command: ${pos.slice(0, 2).join(" ")}`);
   const args = pos.slice(name.split(" ").length);
   const required = spec.positionals.filter((p) => !p.endsWith("?"));

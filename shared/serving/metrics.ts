@@ -130,14 +130,26 @@ export class MetricsRegistry {
     return out;
   }
 
-  /** Replaces the series with a snapshot's (metrics no longer defined are dropped). */
+  /**
+   * Replaces the series with a snapshot's. Series that no longer fit their definition (a metric
+   * dropped, labels or buckets changed since the snapshot was written) are dropped, not fatal.
+   */
   restore(snap: MetricsSnapshot): void {
     for (const [name, series] of this.#series) {
       series.clear();
       const d = this.#defs.get(name);
-      for (const s of snap[name] ?? []) if (d) this.#put(d, s);
+      for (const s of snap[name] ?? []) if (d && fits(d, s)) this.#put(d, s);
     }
   }
+}
+
+/** Whether a stored series matches its metric's current labels, type and buckets. */
+function fits(d: MetricDef, s: Sample): boolean {
+  const names = Object.keys(s.labels);
+  if (names.length !== d.labelNames.length) return false;
+  if (!d.labelNames.every((n) => typeof s.labels[n] === "string")) return false;
+  if (d.type !== "histogram") return !isHistogramSample(s);
+  return isHistogramSample(s) && s.counts.length === (d.buckets?.length ?? 0) + 1;
 }
 
 /** One snapshot from several: each metric's series combined by its `merge` rule. */
@@ -150,6 +162,7 @@ export function mergeSnapshots(
     const byKey = new Map<string, Sample>();
     for (const snap of snaps) {
       for (const s of snap[d.name] ?? []) {
+        if (!fits(d, s)) continue; // written by another version (a deploy rolling out)
         const key = keyOf(d, s.labels);
         const prev = byKey.get(key);
         byKey.set(key, prev ? combine(d.merge, prev, s) : s);

@@ -45,7 +45,7 @@ export const SERVING_METRICS = [
   },
   {
     name: "flowserve:instance_state",
-    help: "1 for each instance of an active deployment in its state: serving (it has reported since its Npu loaded the model) or idle (no report yet).",
+    help: "1 for each instance of an active deployment in its state: serving (a JobExecutor holds a task report from it) or idle (none yet).",
     type: "gauge",
     labelNames: ["model", "deployment_id", "instance_id", "role", "state"],
     merge: "latest",
@@ -316,20 +316,29 @@ export class ServingMetrics {
   }
 }
 
-/** The shards' snapshots merged (counters and histograms summed, instance values latest) as text. */
 /**
- * GET /metrics: the shards' snapshots merged, plus the state of every instance of the active
- * `deployments` (an instance is serving once any shard holds a report of it).
+ * GET /metrics as text: the shards' snapshots merged (counters and histograms summed, instance
+ * values latest). With the active `deployments`: only their instances' series, and the state of
+ * each of them (serving once any shard holds a report of it, else idle).
  */
 export function renderServingMetrics(
   snaps: readonly MetricsSnapshot[],
-  deployments: readonly DeploymentRecord[] = [],
+  deployments?: readonly DeploymentRecord[],
 ): string {
   const merged = mergeSnapshots(SERVING_METRICS, snaps);
+  if (deployments !== undefined) {
+    // series of instances no active deployment has any more (retired, re-uploaded) are dropped
+    const active = new Set(deployments.flatMap((d) => Object.values(d.instances).flat()));
+    for (const [name, series] of Object.entries(merged)) {
+      merged[name] = series.filter(
+        (x) => x.labels.instance_id === undefined || active.has(x.labels.instance_id),
+      );
+    }
+  }
   const reported = new Set(
     (merged["flowserve:num_requests_running"] ?? []).map((x) => x.labels.instance_id),
   );
-  merged["flowserve:instance_state"] = deployments.flatMap((d) =>
+  merged["flowserve:instance_state"] = (deployments ?? []).flatMap((d) =>
     (["colocated", "prefill", "decode"] as const).flatMap((role) =>
       d.instances[role].map((instanceId) => ({
         labels: {

@@ -128,6 +128,7 @@ describe("parseCommandLine", () => {
 
   it("rejects unknown commands, options another command owns, and missing or extra arguments", () => {
     expect(usageError(["models", "delete"])).toMatch(/unknown command: models delete/);
+    expect(usageError(["constructor"])).toMatch(/unknown command: constructor/); // not Object.prototype
     expect(usageError(["models", "ls", "--grep", "x"])).toMatch(/does not take --grep/);
     expect(usageError(["models", "ls", "--bogus"])).toMatch(/bogus/);
     expect(usageError(["deployments", "rm"])).toMatch(/needs ID/);

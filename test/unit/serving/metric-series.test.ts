@@ -147,3 +147,31 @@ describe("deltas between scrapes", () => {
     expect(trimHistory(history, 3000).map((h) => h.at)).toEqual([4000, 6000]);
   });
 });
+
+describe("parsePrometheusText against a real parser", () => {
+  it("reads the same counter and bucket values as parse-prometheus-text-format", async () => {
+    const { default: parsePrometheus } = await import("parse-prometheus-text-format");
+    const r = new MetricsRegistry(DEFS);
+    r.inc("t:req_total", { model: 'a"b\\c' }, 7, 1);
+    r.inc("t:req_total", { model: "m" }, 2, 1);
+    for (const v of [0.05, 0.3, 0.3, 2]) r.observe("t:ttft_seconds", { model: "m" }, v, 1);
+    const text = renderPrometheus(DEFS, r.snapshot());
+    const ours = parsePrometheusText(text);
+    const theirs = parsePrometheus(text);
+    // counters: every labelled sample, values equal
+    const counter = theirs.find((f) => f.name === "t:req_total");
+    const want = (counter?.metrics ?? []).map((x) => [x.labels?.model, Number(x.value)]);
+    const got = ours.filter((s) => s.name === "t:req_total").map((s) => [s.labels.model, s.value]);
+    expect(got).toEqual(want);
+    // histogram buckets (the real parser keeps only `le` on bucket lines)
+    const hist = theirs.find((f) => f.name === "t:ttft_seconds");
+    const theirBuckets = Object.entries(
+      (hist?.metrics[0] as { buckets?: Record<string, string> } | undefined)?.buckets ?? {},
+    ).map(([le, v]) => [le, Number(v)]);
+    const ourBuckets = ours
+      .filter((s) => s.name === "t:ttft_seconds_bucket")
+      .map((s) => [s.labels.le, s.value]);
+    expect(Object.fromEntries(ourBuckets)).toEqual(Object.fromEntries(theirBuckets));
+    expect(ourBuckets.at(-1)).toEqual(["+Inf", 4]);
+  });
+});

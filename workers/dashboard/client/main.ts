@@ -48,6 +48,8 @@ function el(tag: string, attrs: Record<string, string> = {}, ...children: (Node 
 let key: string | null = sessionStorage.getItem(KEY_STORAGE);
 let history: Scrape[] = [];
 let timer: ReturnType<typeof setTimeout> | undefined;
+/** Bumped by every sign-in and sign-out: a poll of an older session does not re-arm itself. */
+let session = 0;
 let shownRequest: string | null = null;
 
 class Unauthorized extends Error {}
@@ -79,6 +81,7 @@ function showSignedIn(signedIn: boolean, message = ""): void {
 }
 
 function signOut(message = ""): void {
+  session++;
   key = null;
   sessionStorage.removeItem(KEY_STORAGE);
   clearTimeout(timer);
@@ -103,11 +106,13 @@ $("signin").addEventListener("submit", async (ev) => {
 $("signout").addEventListener("click", () => signOut());
 
 function start(): void {
+  session++;
+  clearTimeout(timer);
   showSignedIn(true);
-  void poll();
+  void poll(session);
 }
 
-async function poll(): Promise<void> {
+async function poll(mine: number): Promise<void> {
   try {
     await Promise.all([
       refreshDeployments(),
@@ -115,12 +120,14 @@ async function poll(): Promise<void> {
       refreshDecisions(),
       shownRequest ? refreshTimeline(shownRequest, false) : null,
     ]);
+    if (mine !== session) return; // signed out (or in again) meanwhile
     $("status").textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (e) {
+    if (mine !== session) return;
     if (e instanceof Unauthorized) return signOut(e.message);
     $("status").textContent = `error: ${e instanceof Error ? e.message : String(e)}`;
   }
-  timer = setTimeout(poll, POLL_MS);
+  timer = setTimeout(() => void poll(mine), POLL_MS);
 }
 
 // --- deployments and instances
