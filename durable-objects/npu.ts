@@ -2,10 +2,10 @@
  * Npu: one NPU of an instance. Holds a model's weights and KV cache in its kernel arena (the
  * per-NPU memory budget), runs the engine loop with continuous batching, and streams each task's
  * tokens back as NDJSON GenerateEvents while they are produced. Tasks arrive tokenised (the
- * JobExecutor tokenises once). The maths and policies are in shared/; this shell uses only the
- * Engine's public methods, owns the RPC surface and the engine loop, and delegates loading
- * (npu-loader.ts), task streams and progress reports (task-streams.ts), the PD handoff of a
- * prompt's KV (kv-handoff.ts) and the fabric regions peers read (fabric-host.ts).
+ * JobExecutor tokenises once). The maths and policies are in shared/; this shell uses the
+ * Engine's public methods, owns the RPC surface, and delegates loading (npu-loader.ts), the
+ * engine loop (engine-loop.ts), task streams and progress reports (task-streams.ts), the PD
+ * handoff of a prompt's KV (kv-handoff.ts) and the fabric regions peers read (fabric-host.ts).
  */
 import { DurableObject } from "cloudflare:workers";
 import type { EngineStats } from "../shared/engine/engine.ts";
@@ -13,12 +13,13 @@ import { GREEDY } from "../shared/engine/sequence.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import type { FabricStats, RegionKind, RegionMeta } from "../shared/fabric/regions.ts";
 import { isKvRegion } from "../shared/fabric/regions.ts";
-import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
+import { Logger, parseLogLevel } from "../shared/log.ts";
 import type { GenerateEvent, GenerateTask, Prefilled } from "../shared/protocol/messages.ts";
 import { PROTOCOL_VERSION } from "../shared/protocol/version.ts";
 import type { Accepted } from "../shared/serving/dispatch.ts";
 import { sequencesFor, TaskTracker } from "../shared/serving/task.ts";
 import { ContextPins } from "./context-pins.ts";
+import { EngineLoop, type StepSummary } from "./engine-loop.ts";
 import type { Env } from "./env.ts";
 import { FabricHost, type RegionData } from "./fabric-host.ts";
 import { KvHandoff } from "./kv-handoff.ts";
@@ -33,15 +34,6 @@ const KV_REGION_TTL_MS = 5 * 60_000;
 
 /** Most sequences queued behind the running batch before new tasks are refused (429). */
 const MAX_WAITING_SEQS = 256;
-/** Recent steps kept for stats(). */
-const RECENT_STEPS = 64;
-
-export interface StepSummary {
-  stepIndex: number;
-  numSeqs: number;
-  numScheduledTokens: number;
-  durationMs: number;
-}
 
 export interface NpuStats extends EngineStats {
   model: string | null;
@@ -85,10 +77,7 @@ export class Npu extends DurableObject<Env> {
   private readonly streams: TaskStreams;
   private readonly fabric: FabricHost;
   private readonly handoff: KvHandoff;
-  private looping = false;
-  /** Sequences the engine preempted since this Npu started (pushed with task reports). */
-  private numPreemptions = 0;
-  private readonly recentSteps: StepSummary[] = [];
+  private readonly loop: EngineLoop;
   /**
    * Task ids between their arrival and their stream's registration, and prefill tasks until
    * their KV is exported (a repeated id gets a 409).
@@ -106,7 +95,7 @@ export class Npu extends DurableObject<Env> {
       ctx,
       this.log,
       () => this.loaded?.instance.engine,
-      () => ({ numPreemptions: this.numPreemptions, fabric: this.fabric.counters() }),
+      () => ({ numPreemptions: this.loop.numPreemptions, fabric: this.fabric.counters() }),
     );
     this.handoff = new KvHandoff({
       name,
@@ -115,7 +104,23 @@ export class Npu extends DurableObject<Env> {
       log: this.log,
       fabric: this.fabric,
       reports: this.streams,
-      kick: () => this.#kick(),
+      kick: () => this.loop.kick(),
+    });
+    this.loop = new EngineLoop({
+      ctx,
+      log: this.log,
+      engine: () => this.loaded?.instance.engine,
+      onStep: (report, startedAt, endedAt) => {
+        this.streams.markStarted(report.scheduledSeqIds, startedAt);
+        for (const o of report.outputs) {
+          if (this.handoff.onOutput(o)) continue;
+          this.streams.onOutput(o, endedAt);
+        }
+      },
+      onFailure: () => {
+        this.streams.failAll();
+        this.handoff.failAll();
+      },
     });
   }
 
@@ -143,7 +148,7 @@ export class Npu extends DurableObject<Env> {
             weightBytes: inst.memory.weightBytes,
           }
         : null,
-      recentSteps: [...this.recentSteps],
+      recentSteps: [...this.loop.recentSteps],
     };
   }
 
@@ -220,7 +225,7 @@ export class Npu extends DurableObject<Env> {
     }
     for (const ev of firstEvents) this.streams.emit(active, ev);
     if (tracker.done) this.streams.finish(active, "succeeded");
-    else this.#kick();
+    else this.loop.kick();
     return { ok: true, value: { numPromptTokens: p.numPromptTokens, stream } };
   }
 
@@ -341,48 +346,5 @@ export class Npu extends DurableObject<Env> {
     const found = this.streams.has(q.taskId);
     this.streams.cancel(q.taskId, q.reason);
     return { cancelled: found };
-  }
-
-  // --- the engine loop
-
-  #kick(): void {
-    if (this.looping) return;
-    this.looping = true;
-    this.ctx.waitUntil(this.#loop());
-  }
-
-  /** schedule -> execute -> update until idle, yielding between steps so new tasks join the batch. */
-  async #loop(): Promise<void> {
-    const loaded = this.loaded;
-    try {
-      while (loaded?.instance.engine.hasWork()) {
-        const t0 = Date.now();
-        const report = await loaded.instance.engine.step();
-        const now = Date.now();
-        this.numPreemptions += report.preemptedSeqIds.length;
-        const summary = {
-          stepIndex: report.stepIndex,
-          numSeqs: report.numSeqs,
-          numScheduledTokens: report.numScheduledTokens,
-          durationMs: now - t0,
-        };
-        this.recentSteps.push(summary);
-        if (this.recentSteps.length > RECENT_STEPS) this.recentSteps.shift();
-        this.log.debug("step.completed", summary);
-        this.streams.markStarted(report.scheduledSeqIds, t0);
-        for (const o of report.outputs) {
-          if (this.handoff.onOutput(o)) continue;
-          this.streams.onOutput(o, now);
-        }
-        // yield to the event loop: RPCs that arrived during the step (new tasks) run now
-        await new Promise((r) => setTimeout(r, 0));
-      }
-    } catch (e) {
-      this.log.error("error.unhandled", { where: "engine loop", ...errorFields(e, true) });
-      this.streams.failAll();
-      this.handoff.failAll();
-    } finally {
-      this.looping = false;
-    }
   }
 }
