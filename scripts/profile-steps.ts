@@ -1,0 +1,133 @@
+/**
+ * Measures the simulator's step-time model (shared/sim/cost-model.ts) on a real engine: times
+ * engine steps of a model (default: the embedded default model, wasm kernels) over a small grid
+ * of batch sizes and prompt lengths (prefill chunks and decodes at growing context), fits
+ *   t_ms = a + b * scheduledTokens + c * attendedTokens + d * numSeqs
+ * by least squares (coefficients held at 0 when the fit makes them negative), and writes a model
+ * card (JSON) with the instance shape given on the command line. Runs well under a minute.
+ *
+ *   npm run -s profile:steps -- [--model PATH] [--out PATH] [--max-model-len N]
+ *     [--kv-capacity-tokens N] [--max-num-seqs N] [--max-num-batched-tokens N]
+ */
+import { readFileSync, writeFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { DEFAULT_MODEL_PATH, loadNodeInstance } from "../hosts/node-engine.ts";
+import { LocalExecutor } from "../shared/engine/local-executor.ts";
+import { GREEDY, newSequence } from "../shared/engine/sequence.ts";
+import { mulberry32 } from "../shared/random.ts";
+import {
+  checkModelCard,
+  type ModelCard,
+  type StepFeatures,
+  stepFeatures,
+} from "../shared/sim/cost-model.ts";
+
+const { values } = parseArgs({
+  options: {
+    model: { type: "string" },
+    out: { type: "string", default: "bench/cards/default-moe-cpu.json" },
+    "max-model-len": { type: "string", default: "32768" },
+    "kv-capacity-tokens": { type: "string", default: "262144" },
+    "max-num-seqs": { type: "string", default: "32" },
+    "max-num-batched-tokens": { type: "string", default: "2048" },
+  },
+});
+const path = values.model ?? DEFAULT_MODEL_PATH;
+const BATCHED = 256;
+const inst = await loadNodeInstance(new Uint8Array(readFileSync(path)), {
+  maxNumSeqs: 16,
+  maxNumBatchedTokens: BATCHED,
+});
+const executor = new LocalExecutor(inst.transformer);
+const sched = inst.scheduler;
+const rng = mulberry32(7);
+const vocab = inst.config.vocabSize;
+const samples: { f: StepFeatures; ms: number }[] = [];
+
+/** Runs `numSeqs` prompts of `promptLen` to `outputLen` tokens, timing every step. */
+async function run(tag: string, numSeqs: number, promptLen: number, outputLen: number) {
+  for (let i = 0; i < numSeqs; i++) {
+    const ids = Array.from({ length: promptLen }, () => 3 + Math.floor(rng() * (vocab - 3)));
+    sched.add(
+      newSequence(`${tag}_${i}`, ids, { ...GREEDY, maxTokens: outputLen, ignoreEos: true }),
+    );
+  }
+  while (sched.numUnfinished > 0) {
+    const plan = sched.schedule();
+    const t0 = performance.now();
+    const result = await executor.execute(plan);
+    const ms = performance.now() - t0;
+    sched.update(plan, result);
+    samples.push({ f: stepFeatures(plan), ms });
+  }
+}
+
+await run("warm", 4, 64, 16); // JIT warm-up, not fitted
+samples.length = 0;
+let n = 0;
+for (const numSeqs of [1, 4, 16]) {
+  for (const promptLen of [32, 256, 1024]) {
+    await run(`g${n++}`, numSeqs, promptLen, 24);
+  }
+}
+
+/** Least squares over the columns in `use` (normal equations, Gaussian elimination). */
+function leastSquares(use: boolean[]): number[] {
+  const cols = (f: StepFeatures) => [1, f.scheduledTokens, f.attendedTokens, f.numSeqs];
+  const idx = use.flatMap((u, i) => (u ? [i] : []));
+  const k = idx.length;
+  const m = Array.from({ length: k }, () => new Array<number>(k + 1).fill(0));
+  for (const { f, ms } of samples) {
+    const x = cols(f);
+    for (let r = 0; r < k; r++) {
+      for (let c = 0; c < k; c++) m[r]![c]! += x[idx[r]!]! * x[idx[c]!]!;
+      m[r]![k]! += x[idx[r]!]! * ms;
+    }
+  }
+  for (let p = 0; p < k; p++) {
+    let best = p;
+    for (let r = p + 1; r < k; r++) if (Math.abs(m[r]![p]!) > Math.abs(m[best]![p]!)) best = r;
+    [m[p], m[best]] = [m[best]!, m[p]!];
+    for (let r = 0; r < k; r++) {
+      if (r === p) continue;
+      const q = m[r]![p]! / m[p]![p]!;
+      for (let c = p; c <= k; c++) m[r]![c]! -= q * m[p]![c]!;
+    }
+  }
+  const out = [0, 0, 0, 0];
+  idx.forEach((col, r) => {
+    out[col] = m[r]![k]! / m[r]![r]!;
+  });
+  return out;
+}
+
+let use = [true, true, true, true];
+let coef = leastSquares(use);
+while (coef.some((v, i) => use[i] && v < 0)) {
+  use = use.map((u, i) => u && coef[i]! >= 0);
+  coef = leastSquares(use);
+}
+const [a, b, c, d] = coef.map((v) => Number(v.toPrecision(4))) as [number, number, number, number];
+const predicted = samples.map(
+  ({ f }) => a + b * f.scheduledTokens + c * f.attendedTokens + d * f.numSeqs,
+);
+const mean = samples.reduce((s, x) => s + x.ms, 0) / samples.length;
+const ssRes = samples.reduce((s, x, i) => s + (x.ms - predicted[i]!) ** 2, 0);
+const ssTot = samples.reduce((s, x) => s + (x.ms - mean) ** 2, 0);
+const card: ModelCard = {
+  name: `${inst.config.name} (measured, wasm kernels, Node ${process.versions.node})`,
+  source: `npm run -s profile:steps: ${samples.length} steps of ${inst.config.name}, batches 1/4/16, prompts 32/256/1024, ${BATCHED}-token chunks; R^2 ${(1 - ssRes / ssTot).toFixed(3)}; instance shape chosen, not measured`,
+  a,
+  b,
+  c,
+  d,
+  maxModelLen: Number(values["max-model-len"]),
+  kvCapacityTokens: Number(values["kv-capacity-tokens"]),
+  blockSize: 16,
+  maxNumSeqs: Number(values["max-num-seqs"]),
+  maxNumBatchedTokens: Number(values["max-num-batched-tokens"]),
+};
+const problem = checkModelCard(card);
+if (problem) throw new Error(`fitted card is invalid: ${problem}`);
+writeFileSync(values.out, `${JSON.stringify(card, null, 2)}\n`);
+console.log(JSON.stringify(card));

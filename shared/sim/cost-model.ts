@@ -1,0 +1,76 @@
+/**
+ * The simulator's step-time model: one engine step of an instance takes
+ *
+ *   t_ms = a + b * scheduledTokens + c * attendedTokens + d * numSeqs
+ *
+ * where scheduledTokens are the tokens computed this step (prefill chunks plus one per decode),
+ * attendedTokens the (query, key) pairs of causal attention over the KV cache (a chunk of n tokens
+ * at position p attends to n * p + n * (n + 1) / 2 positions; a decode at position p to p + 1),
+ * and numSeqs the sequences in the step. A "model card" carries the coefficients with the
+ * instance shape they hold for (context, KV capacity, batching limits). Pure.
+ */
+import type { StepPlan } from "../engine/executor.ts";
+
+export interface ModelCard {
+  name: string;
+  /** Where the figures come from (a measurement command, a datasheet estimate). */
+  source: string;
+  /** Step time coefficients in ms: fixed, per scheduled token, per attended pair, per sequence. */
+  a: number;
+  b: number;
+  c: number;
+  d: number;
+  /** The instance shape: context, KV cache in tokens, KV block size, batching limits. */
+  maxModelLen: number;
+  kvCapacityTokens: number;
+  blockSize: number;
+  maxNumSeqs: number;
+  maxNumBatchedTokens: number;
+}
+
+export interface StepFeatures {
+  scheduledTokens: number;
+  attendedTokens: number;
+  numSeqs: number;
+}
+
+/** Attention pairs of a chunk of `n` tokens starting at position `start` (causal). */
+export function attendedPairs(start: number, n: number): number {
+  return n * start + (n * (n + 1)) / 2;
+}
+
+export function stepFeatures(plan: StepPlan): StepFeatures {
+  let attendedTokens = 0;
+  for (const s of plan.seqs) attendedTokens += attendedPairs(s.startPos, s.tokenIds.length);
+  return { scheduledTokens: plan.numScheduledTokens, attendedTokens, numSeqs: plan.seqs.length };
+}
+
+export function stepTimeMs(card: ModelCard, f: StepFeatures): number {
+  return card.a + card.b * f.scheduledTokens + card.c * f.attendedTokens + card.d * f.numSeqs;
+}
+
+/** Returns the first problem with a card (a missing or negative figure), or null. */
+export function checkModelCard(x: unknown): string | null {
+  if (typeof x !== "object" || x === null) return "a model card is a JSON object";
+  const o = x as Record<string, unknown>;
+  if (typeof o.name !== "string") return "name must be a string";
+  for (const k of ["a", "b", "c", "d"]) {
+    const v = o[k];
+    if (typeof v !== "number" || !Number.isFinite(v) || v < 0) return `${k} must be a number >= 0`;
+  }
+  for (const k of [
+    "maxModelLen",
+    "kvCapacityTokens",
+    "blockSize",
+    "maxNumSeqs",
+    "maxNumBatchedTokens",
+  ]) {
+    const v = o[k];
+    if (typeof v !== "number" || !Number.isInteger(v) || v < 1)
+      return `${k} must be an integer >= 1`;
+  }
+  if ((o.a as number) + (o.b as number) + (o.d as number) <= 0) {
+    return "a step must take time: a, b or d must be > 0";
+  }
+  return null;
+}
