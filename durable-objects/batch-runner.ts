@@ -1,6 +1,6 @@
 /**
- * DeepFlow's batch-inference job kind inside the JobExecutor: the SQLite queue (`batch_jobs`, one
- * job per item) and its driving — dispatch under bounded concurrency, the watchdog alarm that lets
+ * DeepFlow's batch-inference job kind inside the JobExecutor: the queue (batch-queue.ts, one row
+ * per item) and its driving — dispatch under bounded concurrency, the watchdog alarm that lets
  * a restarted JE resume its queue, each job's placement on a colocated deployment, its run with
  * `Npu.generate` and the collected OpenAI response body stored as its result. Also cancels
  * requests of any kind. The rules (what to start, recover, store, and when a request ends) are
@@ -12,7 +12,6 @@ import { decodeEvents } from "../shared/protocol/codec.ts";
 import type { Submitted } from "../shared/protocol/messages.ts";
 import { modelOrNotFound, noDeployment } from "../shared/serving/admission.ts";
 import {
-  type BatchJobSpec,
   type BatchSubmit,
   cancelRefusal,
   capacityPause,
@@ -35,19 +34,13 @@ import { dispatchJob } from "../shared/serving/dispatch.ts";
 import { collectResponse } from "../shared/serving/openai-response.ts";
 import type { ModelRecord } from "../shared/types/deployments.ts";
 import type { RequestRecord } from "../shared/types/records.ts";
+import { BatchQueue } from "./batch-queue.ts";
 import type { Env } from "./env.ts";
 import type { TaskEvent } from "./job-executor.ts";
 import type { PlanInput } from "./model-scheduler.ts";
 import type { RecordStore } from "./records.ts";
 
 export type { BatchJobSpec, BatchSubmit } from "../shared/serving/batch.ts";
-
-export const BATCH_SCHEMA = `
-CREATE TABLE IF NOT EXISTS batch_jobs (
-  job_id TEXT PRIMARY KEY, request_id TEXT NOT NULL, idx INTEGER NOT NULL, state TEXT NOT NULL,
-  attempts INTEGER NOT NULL DEFAULT 0, spec TEXT NOT NULL, result TEXT, error TEXT);
-CREATE INDEX IF NOT EXISTS batch_jobs_by_state ON batch_jobs(state);
-CREATE INDEX IF NOT EXISTS batch_jobs_by_request ON batch_jobs(request_id, idx);`;
 
 /** What the runner needs from its JobExecutor. */
 export interface BatchHost {
@@ -70,10 +63,10 @@ export class BatchRunner {
   private readonly inFlight = new Set<string>();
   private pausedUntil = 0;
 
-  constructor(private readonly host: BatchHost) {}
+  private readonly queue: BatchQueue;
 
-  private get sql(): SqlStorage {
-    return this.host.ctx.storage.sql;
+  constructor(private readonly host: BatchHost) {
+    this.queue = new BatchQueue(host.ctx.storage.sql);
   }
 
   private get records(): RecordStore {
@@ -91,17 +84,7 @@ export class BatchRunner {
       receivedAt: b.receivedAt,
     };
     const jobs = b.jobs.map((j) => ({ id: j.jobId, kind: jobKind(j.kind) }));
-    this.records.create(request, jobs, [], () => {
-      b.jobs.forEach((j, idx) => {
-        this.sql.exec(
-          "INSERT INTO batch_jobs (job_id, request_id, idx, state, spec) VALUES (?, ?, ?, 'queued', ?)",
-          j.jobId,
-          b.requestId,
-          idx,
-          JSON.stringify(j),
-        );
-      });
-    });
+    this.records.create(request, jobs, [], () => this.queue.enqueue(b.requestId, b.jobs));
     const numJobs = b.jobs.length;
     this.host.log.info("job.created", { requestId: b.requestId, kind: "batch", numJobs });
     this.kick();
@@ -123,10 +106,7 @@ export class BatchRunner {
     const live = this.records.liveTasks("request_id", q.requestId);
     this.records.transaction(() => {
       this.records.cancel(q.requestId, Date.now());
-      this.sql.exec(
-        "UPDATE batch_jobs SET state = 'done' WHERE request_id = ? AND state = 'queued'",
-        q.requestId,
-      );
+      this.queue.dropQueued(q.requestId);
     });
     await Promise.allSettled(live.map((t) => this.cancelTask(t, "request cancelled")));
     const numTasksCancelled = live.length;
@@ -136,19 +116,7 @@ export class BatchRunner {
 
   /** A batch request's record with each job's index, result or error, and the job counts. */
   decorate(rec: RequestRecord): RequestRecord {
-    const rows = this.sql
-      .exec(
-        "SELECT job_id, idx, result, error FROM batch_jobs WHERE request_id = ? ORDER BY idx",
-        rec.id,
-      )
-      .toArray()
-      .map((row) => ({
-        jobId: row.job_id as string,
-        index: row.idx as number,
-        result: typeof row.result === "string" ? row.result : null,
-        error: typeof row.error === "string" ? row.error : null,
-      }));
-    return decorateBatch(rec, rows);
+    return decorateBatch(rec, this.queue.rows(rec.id));
   }
 
   // --- the queue
@@ -160,25 +128,13 @@ export class BatchRunner {
       now: Date.now(),
       pausedUntil: this.pausedUntil,
     });
-    const rows =
-      slots === 0
-        ? []
-        : this.sql
-            .exec(
-              "SELECT job_id FROM batch_jobs WHERE state = 'queued' ORDER BY rowid LIMIT ?",
-              slots,
-            )
-            .toArray();
-    for (const row of rows) this.dispatch(row.job_id as string);
+    for (const jobId of this.queue.queued(slots)) this.dispatch(jobId);
     this.arm();
   }
 
   /** Marks the job dispatched (one more attempt) and runs it in the background. */
   private dispatch(jobId: string): void {
-    this.sql.exec(
-      "UPDATE batch_jobs SET state = 'dispatched', attempts = attempts + 1 WHERE job_id = ?",
-      jobId,
-    );
+    this.queue.markDispatched(jobId);
     this.inFlight.add(jobId);
     const { log } = this.host;
     this.host.ctx.waitUntil(
@@ -195,11 +151,9 @@ export class BatchRunner {
 
   /** Keeps an alarm set while batch work remains (the watchdog that resumes after a restart). */
   private arm(): void {
-    const pending =
-      this.sql.exec("SELECT 1 FROM batch_jobs WHERE state != 'done' LIMIT 1").toArray().length > 0;
     const now = Date.now();
     const at = watchdogAt({
-      pending,
+      pending: this.queue.hasPending(),
       inFlight: this.inFlight.size,
       now,
       pausedUntil: this.pausedUntil,
@@ -220,19 +174,7 @@ export class BatchRunner {
    * Npus, best effort) and the job is queued again, up to MAX_ATTEMPTS runs; then it fails.
    */
   private recover(): void {
-    const sql = this.sql;
-    const dispatched = sql
-      .exec(
-        "SELECT job_id, request_id, attempts, (result IS NOT NULL OR error IS NOT NULL) AS stored FROM batch_jobs WHERE state = 'dispatched'",
-      )
-      .toArray()
-      .map((r) => ({
-        jobId: r.job_id as string,
-        requestId: r.request_id as string,
-        attempts: r.attempts as number,
-        stored: (r.stored as number) !== 0,
-      }));
-    for (const j of interruptedJobs(dispatched, this.inFlight)) {
+    for (const j of interruptedJobs(this.queue.dispatched(), this.inFlight)) {
       const { jobId, requestId, attempts } = j;
       const tasks = this.records.liveTasks("job_id", jobId);
       this.records.failTasks(jobId, "job executor restarted", Date.now());
@@ -244,7 +186,7 @@ export class BatchRunner {
         this.finish(jobId, requestId, { error: next.error });
       } else {
         this.records.requeueJob(jobId);
-        sql.exec("UPDATE batch_jobs SET state = ? WHERE job_id = ?", next.state, jobId);
+        this.queue.setState(jobId, next.state);
       }
       this.host.log.warn("job.requeued", { requestId, jobId, attempts });
     }
@@ -263,18 +205,15 @@ export class BatchRunner {
 
   /** Plans the job, runs it through the one dispatch path and stores its response (or error). */
   private async run(jobId: string): Promise<void> {
-    const row = this.sql
-      .exec("SELECT spec, request_id FROM batch_jobs WHERE job_id = ?", jobId)
-      .toArray()[0];
-    const owner = row ? this.records.owner(row.request_id as string) : null;
+    const row = this.queue.job(jobId);
+    const owner = row ? this.records.owner(row.requestId) : null;
     if (!row || !owner) return;
-    const requestId = row.request_id as string;
+    const { requestId, spec } = row;
     const fail = (error: ErrorInfo) => this.finish(jobId, requestId, { error });
     if (!this.isLive(jobId)) {
-      this.sql.exec("UPDATE batch_jobs SET state = 'done' WHERE job_id = ?", jobId);
+      this.queue.setState(jobId, "done");
       return;
     }
-    const spec = JSON.parse(row.spec as string) as BatchJobSpec;
     const { tenant } = owner;
     const env = this.host.env;
     const model = await this.host.model(owner.model);
@@ -359,21 +298,13 @@ export class BatchRunner {
    * one more attempt; either way new jobs wait a moment. Anything else fails it.
    */
   private retryOrFail(jobId: string, requestId: string, error: ErrorInfo): void {
-    const row = this.sql
-      .exec("SELECT attempts FROM batch_jobs WHERE job_id = ?", jobId)
-      .toArray()[0];
-    const action = retryOf(error, (row?.attempts as number | undefined) ?? 0);
+    const action = retryOf(error, this.queue.attempts(jobId));
     if (action === "fail") {
       this.finish(jobId, requestId, { error });
       return;
     }
     this.records.requeueJob(jobId);
-    const keep = action === "pause" ? 1 : 0; // a full queue is not the job's attempt
-    this.sql.exec(
-      "UPDATE batch_jobs SET state = 'queued', attempts = attempts - ? WHERE job_id = ? AND state = 'dispatched'",
-      keep,
-      jobId,
-    );
+    this.queue.requeue(jobId, action === "pause"); // a full instance is not the job's attempt
     this.pausedUntil = capacityPause(Date.now()); // give the instance a moment either way
     this.host.log.warn("job.requeued", { requestId, jobId, reason: error.code ?? error.kind });
   }
@@ -389,15 +320,11 @@ export class BatchRunner {
   ): void {
     const now = Date.now();
     this.records.transaction(() => {
-      this.sql.exec("UPDATE batch_jobs SET state = 'done' WHERE job_id = ?", jobId);
+      this.queue.setState(jobId, "done");
       const ok = "resultJson" in out;
       if (!this.records.finishJob(jobId, ok ? "succeeded" : "failed", now)) return;
-      this.sql.exec(
-        "UPDATE batch_jobs SET result = ?, error = ? WHERE job_id = ?",
-        ok ? out.resultJson : null,
-        ok ? null : JSON.stringify(storedError(out.error)),
-        jobId,
-      );
+      const errorJson = ok ? null : JSON.stringify(storedError(out.error));
+      this.queue.store(jobId, ok ? out.resultJson : null, errorJson);
       const end = requestOutcome(jobCounts(this.records.jobStatusCounts(requestId)));
       if (end) this.records.finishRequest(requestId, end.status, end.error, now);
     });

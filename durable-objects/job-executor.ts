@@ -26,7 +26,7 @@ import type { TaskProgress } from "../shared/serving/records.ts";
 import type { NpuCounters } from "../shared/serving/serving-metrics.ts";
 import type { ModelRecord } from "../shared/types/deployments.ts";
 import type { ContextCacheRecord, RequestRecord } from "../shared/types/records.ts";
-import { BATCH_SCHEMA, BatchRunner, type BatchSubmit } from "./batch-runner.ts";
+import { BatchRunner, type BatchSubmit } from "./batch-runner.ts";
 import { ContextCacheStore, createContextCache, type NewContextCache } from "./context-caches.ts";
 import { type Env, getConfig } from "./env.ts";
 import { ModelDirectory } from "./model-directory.ts";
@@ -64,7 +64,6 @@ export class JobExecutor extends DurableObject<Env> {
     );
     this.#records = new RecordStore(ctx.storage, this.#log);
     this.#models = new ModelDirectory(env);
-    ctx.storage.sql.exec(BATCH_SCHEMA);
     this.#caches = new ContextCacheStore(ctx.storage.sql);
     this.#placement = new PlacementState(env, ctx.storage.kv, getConfig(env).blockSize);
     this.#batches = new BatchRunner({
