@@ -1,7 +1,8 @@
 /**
  * The JobExecutor's request/job/task records in its SQLite storage: the schema and every SQL
  * statement on those tables. Status rules are pure (shared/serving/records.ts); this module reads
- * rows, applies them and writes the result. Records are tenant-scoped: reads take the tenant.
+ * rows, applies them and writes the result (rows become records in record-rows.ts). Records are
+ * tenant-scoped: reads take the tenant.
  */
 import { errorFields, type Logger } from "../shared/log.ts";
 import {
@@ -13,17 +14,14 @@ import {
 import type { EndedRequest } from "../shared/serving/serving-metrics.ts";
 import type {
   JobKind,
-  JobRecord,
   JobStatus,
   RequestKind,
   RequestRecord,
   RequestStatus,
-  TaskRecord,
   TaskRole,
 } from "../shared/types/records.ts";
 import { isTerminal } from "../shared/types/records.ts";
-
-type Row = Record<string, SqlStorageValue>;
+import { stateOf, toRequest } from "./record-rows.ts";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS requests (
@@ -79,44 +77,6 @@ export interface AppliedProgress {
 export interface LiveTask {
   id: string;
   npu: string;
-}
-
-function num(v: SqlStorageValue | undefined): number | null {
-  return v === null || v === undefined ? null : Number(v);
-}
-
-function stateOf(r: Row): RecordState {
-  return {
-    status: r.status as RequestStatus,
-    startedAt: num(r.started_at),
-    firstTokenAt: num(r.first_token_at),
-    finishedAt: num(r.finished_at),
-    error: (r.error as string | null | undefined) ?? null,
-  };
-}
-
-function times(r: Row) {
-  return {
-    queuedAt: num(r.queued_at),
-    startedAt: num(r.started_at),
-    firstTokenAt: num(r.first_token_at),
-    finishedAt: num(r.finished_at),
-  };
-}
-
-function toTask(t: Row): TaskRecord {
-  return {
-    id: t.id as string,
-    jobId: t.job_id as string,
-    role: t.role as TaskRole,
-    status: t.status as RequestStatus,
-    instanceId: t.instance_id as string,
-    npu: t.npu as string,
-    numPromptTokens: num(t.num_prompt_tokens),
-    numCompletionTokens: num(t.num_completion_tokens),
-    error: (t.error as string | null) ?? null,
-    ...times(t),
-  };
 }
 
 export class RecordStore {
@@ -448,29 +408,7 @@ export class RecordStore {
       .toArray();
     const jobs = sql
       .exec("SELECT * FROM jobs WHERE request_id = ? ORDER BY queued_at, id", requestId)
-      .toArray()
-      .map(
-        (j): JobRecord => ({
-          id: j.id as string,
-          requestId,
-          kind: j.kind as JobKind,
-          status: j.status as JobStatus,
-          ...times(j),
-          tasks: tasks.filter((t) => t.job_id === j.id).map(toTask),
-        }),
-      );
-    return {
-      id: r.id as string,
-      object: "request",
-      tenant: r.tenant as string,
-      model: r.model as string,
-      kind: r.kind as RequestKind,
-      status: r.status as RequestStatus,
-      clientRequestId: (r.client_request_id as string | null) ?? null,
-      error: (r.error as string | null) ?? null,
-      receivedAt: r.received_at as number,
-      ...times(r),
-      jobs,
-    };
+      .toArray();
+    return toRequest(r, jobs, tasks);
   }
 }
