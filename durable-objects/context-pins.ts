@@ -5,9 +5,31 @@
  * reuses them (prefix cache).
  */
 import type { Engine } from "../shared/engine/engine.ts";
+import type { ModelInstance } from "../shared/engine/instance.ts";
+import { GREEDY } from "../shared/engine/sequence.ts";
+import type { Result } from "../shared/errors.ts";
+import type { KvHandoff } from "./kv-handoff.ts";
 
 export class ContextPins {
   private readonly pinned = new Map<string, { table: number[]; expiresAt: number }>();
+
+  /**
+   * Computes a prompt in the engine loop (its KV held) and pins its full blocks for `cacheId`
+   * until `expiresAt`; returns how many tokens the pinned blocks hold.
+   */
+  async computeAndPin(
+    instance: ModelInstance,
+    handoff: KvHandoff,
+    a: { cacheId: string; promptIds: number[]; cacheSalt: string; expiresAt: number },
+  ): Promise<Result<{ numPinnedTokens: number }>> {
+    const seqId = `${a.cacheId}/pin`;
+    const computed = await handoff.computePrompt(instance, seqId, a.promptIds, GREEDY, a.cacheSalt);
+    if (!computed.ok) return computed;
+    const engine = instance.engine;
+    const numPinnedTokens = this.pin(engine, a.cacheId, a.promptIds, a.cacheSalt, a.expiresAt);
+    engine.releaseHeld(seqId);
+    return { ok: true, value: { numPinnedTokens } };
+  }
 
   /** Takes references on the cached full blocks of `promptIds` (replacing an older pin). */
   pin(

@@ -12,7 +12,7 @@ import type { SeqOutput } from "../shared/engine/engine.ts";
 import type { ModelInstance } from "../shared/engine/instance.ts";
 import type { SamplingParams, Sequence } from "../shared/engine/sequence.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
-import { kvRegionId } from "../shared/fabric/regions.ts";
+import { isKvRegion, kvRegionId } from "../shared/fabric/regions.ts";
 import type { Logger } from "../shared/log.ts";
 import type { SampledToken } from "../shared/model/sampler.ts";
 import type { GenerateEvent, GenerateTask, Prefilled } from "../shared/protocol/messages.ts";
@@ -35,6 +35,12 @@ export interface KvHandoffHost {
   /** Starts the engine loop unless it runs. */
   kick(): void;
 }
+
+/**
+ * A KV handoff region that no decode side pulled (its request died between prefill and decode)
+ * is freed after this long.
+ */
+const KV_REGION_TTL_MS = 5 * 60_000;
 
 export class KvHandoff {
   /** Prefill sequences waiting for their first token: seqId -> resolver. */
@@ -223,5 +229,24 @@ export class KvHandoff {
         );
       }
     }
+  }
+
+  /** Frees the KV regions this NPU exported that nobody pulled within KV_REGION_TTL_MS. */
+  expireRegions(now: number): void {
+    for (const r of this.host.fabric.list()) {
+      if (isKvRegion(r.regionId) && r.writtenAt + KV_REGION_TTL_MS <= now) {
+        this.host.fabric.free({ regionId: r.regionId });
+        this.host.log.warn("kv.region_expired", { regionId: r.regionId, bytes: r.byteLength });
+      }
+    }
+  }
+
+  /** When the next exported region expires, or null when none is waiting. */
+  nextRegionExpiry(): number | null {
+    const times = this.host.fabric
+      .list()
+      .filter((r) => isKvRegion(r.regionId))
+      .map((r) => r.writtenAt + KV_REGION_TTL_MS);
+    return times.length > 0 ? Math.min(...times) : null;
   }
 }

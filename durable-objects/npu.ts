@@ -9,10 +9,8 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import type { EngineStats } from "../shared/engine/engine.ts";
-import { GREEDY } from "../shared/engine/sequence.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import type { FabricStats, RegionKind, RegionMeta } from "../shared/fabric/regions.ts";
-import { isKvRegion } from "../shared/fabric/regions.ts";
 import { Logger, parseLogLevel } from "../shared/log.ts";
 import type { GenerateEvent, GenerateTask, Prefilled } from "../shared/protocol/messages.ts";
 import { PROTOCOL_VERSION } from "../shared/protocol/version.ts";
@@ -25,12 +23,6 @@ import { FabricHost, type RegionData } from "./fabric-host.ts";
 import { KvHandoff } from "./kv-handoff.ts";
 import { type Loaded, ModelSlot } from "./npu-loader.ts";
 import { TaskStreams } from "./task-streams.ts";
-
-/**
- * A KV handoff region that no decode side pulled (its request died between prefill and decode)
- * is freed after this long.
- */
-const KV_REGION_TTL_MS = 5 * 60_000;
 
 /** Most sequences queued behind the running batch before new tasks are refused (429). */
 const MAX_WAITING_SEQS = 256;
@@ -265,19 +257,9 @@ export class Npu extends DurableObject<Env> {
   }): Promise<Result<{ numTokens: number; numPinnedTokens: number }>> {
     const loaded = await this.slot.ensure(a.model, a.r2Key);
     if (!loaded.ok) return loaded;
-    const { instance } = loaded.value;
-    const engine = instance.engine;
-    const seqId = `${a.cacheId}/pin`;
-    const computed = await this.handoff.computePrompt(
-      instance,
-      seqId,
-      a.promptIds,
-      GREEDY,
-      a.cacheSalt,
-    );
-    if (!computed.ok) return computed;
-    const numPinnedTokens = this.pins.pin(engine, a.cacheId, a.promptIds, a.cacheSalt, a.expiresAt);
-    engine.releaseHeld(seqId);
+    const pinned = await this.pins.computeAndPin(loaded.value.instance, this.handoff, a);
+    if (!pinned.ok) return pinned;
+    const { numPinnedTokens } = pinned.value;
     await this.#scheduleExpiry();
     this.log.info("context_cache.pinned", {
       cacheId: a.cacheId,
@@ -295,22 +277,14 @@ export class Npu extends DurableObject<Env> {
   override async alarm(): Promise<void> {
     const now = Date.now();
     this.pins.expire(this.loaded?.instance.engine, now);
-    for (const r of this.fabric.list()) {
-      if (isKvRegion(r.regionId) && r.writtenAt + KV_REGION_TTL_MS <= now) {
-        this.fabric.free({ regionId: r.regionId });
-        this.log.warn("kv.region_expired", { regionId: r.regionId, bytes: r.byteLength });
-      }
-    }
+    this.handoff.expireRegions(now);
     await this.#scheduleExpiry();
   }
 
   async #scheduleExpiry(): Promise<void> {
-    const times = this.fabric
-      .list()
-      .filter((r) => isKvRegion(r.regionId))
-      .map((r) => r.writtenAt + KV_REGION_TTL_MS);
-    const pin = this.pins.nextExpiry();
-    if (pin !== null) times.push(pin);
+    const times = [this.handoff.nextRegionExpiry(), this.pins.nextExpiry()].filter(
+      (t): t is number => t !== null,
+    );
     if (times.length > 0) await this.ctx.storage.setAlarm(Math.min(...times));
   }
 
