@@ -3,6 +3,7 @@
  * prefix's KV on an instance for a TTL and get an id; requests continue it with the body field
  * `"context_cache": ID`. Caches belong to the tenant that made them.
  */
+
 import { Hono } from "hono";
 import { z } from "zod";
 import { AppError } from "../../shared/errors.ts";
@@ -12,12 +13,8 @@ import { jobExecutorFor } from "../env.ts";
 import { newContextCacheId, newJobId } from "../ids.ts";
 import { MAX_JSON_BODY_BYTES, readBody } from "../middleware/body.ts";
 import { resolveModel } from "../models.ts";
-import {
-  ChatCompletionSchema,
-  CompletionSchema,
-  parseJsonBody,
-  toGenerateFields,
-} from "../openai/schemas.ts";
+import { parseJsonBody } from "../openai/parse-body.ts";
+import { ChatCompletionSchema, CompletionSchema, toGenerateFields } from "../openai/schemas.ts";
 
 const MAX_TTL_S = 24 * 3600;
 

@@ -2,6 +2,7 @@
  * Deployments (DeepFlow's TE groups) under /api/deployments, admin only: create a colocated or
  * PD group of instances for a model, list and inspect them with live load, retire them.
  */
+
 import { Hono } from "hono";
 import { z } from "zod";
 import { AppError } from "../../shared/errors.ts";
@@ -14,7 +15,8 @@ import type { AppEnv } from "../app-env.ts";
 import { clusterManager, type Env, npu } from "../env.ts";
 import { newDeploymentId } from "../ids.ts";
 import { MAX_JSON_BODY_BYTES, readBody } from "../middleware/body.ts";
-import { parseJsonBody } from "../openai/schemas.ts";
+import { parseJsonBody } from "../openai/parse-body.ts";
+
 import { requireAdmin } from "./admin.ts";
 
 const count = z.number().int().min(1).max(16);

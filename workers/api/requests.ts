@@ -3,6 +3,7 @@
  * (DeepFlow's batch-inference job kind: one job per item, run by the JobExecutor in the
  * background) and `DELETE /:id` cancels a request. `GET /:id` lives in app.ts.
  */
+
 import { Hono } from "hono";
 import { z } from "zod";
 import type { BatchJobSpec } from "../../durable-objects/batch-runner.ts";
@@ -12,13 +13,8 @@ import { jobExecutorFor } from "../env.ts";
 import { drawSeed, newJobId } from "../ids.ts";
 import { readBody } from "../middleware/body.ts";
 import { resolveModel } from "../models.ts";
-import {
-  ChatCompletionSchema,
-  CompletionSchema,
-  parseJsonBody,
-  parseValueAt,
-  toGenerateFields,
-} from "../openai/schemas.ts";
+import { parseJsonBody, parseValueAt } from "../openai/parse-body.ts";
+import { ChatCompletionSchema, CompletionSchema, toGenerateFields } from "../openai/schemas.ts";
 
 /** Most items in one batch. */
 export const MAX_BATCH_ITEMS = 1000;

@@ -3,6 +3,7 @@
  * JobExecutor records it and places the task on an instance; the instance's Npu streams events
  * that are sent on as SSE chunks or collected into one response.
  */
+
 import { type Context, Hono } from "hono";
 import { AppError } from "../../shared/errors.ts";
 import { errorFields } from "../../shared/log.ts";
@@ -16,12 +17,8 @@ import { drawSeed, newCompletionId, newJobId } from "../ids.ts";
 import { MAX_JSON_BODY_BYTES, readBody } from "../middleware/body.ts";
 import { resolveModel } from "../models.ts";
 import { collectResponse, SSE_HEADERS, sseResponseStream } from "./format.ts";
-import {
-  ChatCompletionSchema,
-  CompletionSchema,
-  parseJsonBody,
-  toGenerateFields,
-} from "./schemas.ts";
+import { parseJsonBody } from "./parse-body.ts";
+import { ChatCompletionSchema, CompletionSchema, toGenerateFields } from "./schemas.ts";
 
 export const openai = new Hono<AppEnv>();
 

@@ -2,15 +2,16 @@
  * OpenAI request schemas: what parses (SDK-shaped bodies, nulls, unknown fields), each rejection
  * with its `param`/`code`, and the mapping of every parameter onto GenerateInput/GenerateSampling.
  */
+
 import { describe, expect, it, vi } from "vitest";
 import type { ErrorInfo } from "../../../shared/errors.ts";
+import { parseJsonBody } from "../../../workers/openai/parse-body.ts";
 import {
   type ChatCompletionBody,
   ChatCompletionSchema,
   type CompletionBody,
   CompletionSchema,
   MAX_CACHE_SALT_LENGTH,
-  parseJsonBody,
   toGenerateFields,
 } from "../../../workers/openai/schemas.ts";
 
