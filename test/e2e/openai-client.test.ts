@@ -7,6 +7,7 @@ import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import OpenAI, { type APIError } from "openai";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import type { RequestRecord } from "../../shared/types/records.ts";
 import { ADMIN_KEY, type DevServer, LOCAL_KEY, startDevServer } from "../helpers/dev-server.ts";
 import {
   HAVE_REFERENCE_MODELS,
@@ -110,43 +111,17 @@ async function collectCompletion(stream: AsyncIterable<OpenAI.Completions.Comple
   return { text, pieces, finish, chunks };
 }
 
-interface RequestRecordBody {
-  id: string;
-  object: string;
-  tenant: string;
-  model: string;
-  status: string;
-  clientRequestId: string | null;
-  receivedAt: number;
-  queuedAt: number | null;
-  startedAt: number | null;
-  firstTokenAt: number | null;
-  finishedAt: number | null;
-  jobs: {
-    id: string;
-    status: string;
-    tasks: {
-      id: string;
-      role: string;
-      status: string;
-      instanceId: string;
-      numPromptTokens: number | null;
-      numCompletionTokens: number | null;
-    }[];
-  }[];
-}
-
 function getRecord(id: string, key = LOCAL_KEY): Promise<Response> {
   return fetch(`${server.url}/api/requests/${id}`, { headers: { authorization: `Bearer ${key}` } });
 }
 
 /** The record once its status is final (progress reports reach the JobExecutor asynchronously). */
-async function finalRecord(id: string): Promise<RequestRecordBody> {
+async function finalRecord(id: string): Promise<RequestRecord> {
   return vi.waitUntil(
     async () => {
       const res = await getRecord(id);
       if (res.status !== 200) throw new Error(`GET /api/requests/${id}: ${res.status}`);
-      const rec = (await res.json()) as RequestRecordBody;
+      const rec = (await res.json()) as RequestRecord;
       const done = rec.status !== "queued" && rec.status !== "running";
       return done && rec.finishedAt !== null && rec.firstTokenAt !== null ? rec : false;
     },

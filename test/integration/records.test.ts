@@ -5,7 +5,9 @@
  * `GET /api/context-caches/:id` answer 404 and its instance frees the pinned KV blocks, while a
  * live cache of the same prefix still serves the same request).
  */
+
 import { describe, expect, it, vi } from "vitest";
+import type { RequestRecord } from "../../shared/types/records.ts";
 import { parseSse } from "../helpers/sse.ts";
 import { call, post } from "./worker-client.ts";
 
@@ -21,50 +23,23 @@ interface Usage {
   completion_tokens: number;
 }
 
-interface TaskRec {
-  role: string;
-  status: string;
-  instanceId: string;
-  numPromptTokens: number | null;
-  numCompletionTokens: number | null;
-  queuedAt: number | null;
-  startedAt: number | null;
-  firstTokenAt: number | null;
-  finishedAt: number | null;
-}
-
-interface RequestRec {
-  id: string;
-  object: string;
-  tenant: string;
-  model: string;
-  status: string;
-  clientRequestId: string | null;
-  receivedAt: number;
-  queuedAt: number | null;
-  startedAt: number | null;
-  firstTokenAt: number | null;
-  finishedAt: number | null;
-  jobs: { status: string; tasks: TaskRec[] }[];
-}
-
 /** The request's record once it has finished (the response can end before the record does). */
-async function finishedRecord(id: string): Promise<RequestRec> {
-  let rec: RequestRec | null = null;
+async function finishedRecord(id: string): Promise<RequestRecord> {
+  let rec: RequestRecord | null = null;
   await vi.waitUntil(
     async () => {
       const res = await call(`/api/requests/${id}`);
       expect(res.status).toBe(200);
-      rec = (await res.json()) as RequestRec;
+      rec = (await res.json()) as RequestRecord;
       return rec.status !== "queued" && rec.status !== "running";
     },
     { timeout: 10_000, interval: 20 },
   );
-  return rec as unknown as RequestRec;
+  return rec as unknown as RequestRecord;
 }
 
 /** Checks a request's timestamps: all set, and received <= queued <= started <= first token <= finished. */
-function expectOrdered(rec: RequestRec): void {
+function expectOrdered(rec: RequestRecord): void {
   const times = [rec.receivedAt, rec.queuedAt, rec.startedAt, rec.firstTokenAt, rec.finishedAt];
   expect(times).toEqual(times.map(() => expect.any(Number)));
   expect([...(times as number[])].sort((a, b) => a - b)).toEqual(times);
