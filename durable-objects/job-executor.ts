@@ -216,7 +216,7 @@ export class JobExecutor extends DurableObject<Env> {
     if (changed) this.#scheduleSnapshot();
     if (point) this.env.ANALYTICS?.writeDataPoint(point);
     if (applied.ended) {
-      this.#placement.saveMetrics();
+      this.#placement.saveMetricsSoon();
       const { role, status } = applied;
       this.#log.debug("task.completed", { requestId, taskId, role, status });
     }

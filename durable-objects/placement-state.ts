@@ -28,6 +28,8 @@ import { ModelScheduler, type PlanInput, type SchedulerSnapshot } from "./model-
 import type { AppliedProgress } from "./records.ts";
 
 const METRICS_KEY = "metrics";
+/** Longest delay before changed metrics reach storage. */
+const METRICS_SAVE_MS = 1_000;
 
 export class PlacementState {
   readonly #schedulers = new Map<string, ModelScheduler>();
@@ -38,6 +40,7 @@ export class PlacementState {
   readonly metrics = new ServingMetrics();
   /** The last placements, for the dashboard (in memory only). */
   readonly decisions = new DecisionLog();
+  #saveTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
     private readonly env: Env,
@@ -143,16 +146,26 @@ export class PlacementState {
   }
 
   /**
-   * Writes the metrics to storage: after every ended task, so that a restarted shard resumes its
-   * counters where they were (a counter that went back would read as a reset to Prometheus).
+   * Writes the metrics to storage within METRICS_SAVE_MS of a change (one write for all the tasks
+   * that ended meanwhile), so that a restarted shard resumes its counters close to where they
+   * were: a counter that went back would read as a reset to Prometheus. Not once per task: a
+   * write holds the JobExecutor's next answers until it is durable (workerd's output gate).
    */
-  saveMetrics(): void {
+  saveMetricsSoon(): void {
+    if (this.#saveTimer !== null) return;
+    this.#saveTimer = setTimeout(() => {
+      this.#saveTimer = null;
+      this.#saveMetrics();
+    }, METRICS_SAVE_MS);
+  }
+
+  #saveMetrics(): void {
     this.kv.put(METRICS_KEY, this.metrics.snapshot());
   }
 
   /** Writes the metrics and every changed scheduler to storage. */
   snapshot(): void {
-    this.saveMetrics();
+    this.#saveMetrics();
     for (const s of this.#schedulers.values()) {
       if (!s.dirty) continue;
       s.dirty = false;
