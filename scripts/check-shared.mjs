@@ -5,7 +5,9 @@
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 
-const LINE_BUDGET = { "shared/model": 3000, "shared/engine": 1200 };
+// shared/model went from 3000 to 3400 with the byte-level BPE tokenizer (tokenizer/: BPE,
+// pre-tokenizers, the merge loop it shares with SentencePiece).
+const LINE_BUDGET = { "shared/model": 3400, "shared/engine": 1200 };
 
 function files(dir) {
   return readdirSync(dir).flatMap((f) => {

@@ -1,111 +1,53 @@
 /**
- * The llama (SentencePiece BPE, llama.cpp "SPM") tokenizer, built from GGUF metadata. Pure: no
- * host APIs beyond TextEncoder/TextDecoder.
- *
- * This module owns text <-> token id conversion exactly as llama.cpp does it (llama-vocab.cpp:
- * `llm_tokenizer_spm_session`, `tokenizer_st_partition`, `token_to_piece`, `detokenize`):
+ * Text <-> token ids for a GGUF vocabulary, exactly as llama.cpp does it (llama-vocab.cpp:
+ * `tokenizer_st_partition`, `token_to_piece`, `detokenize`), for the two tokenizer models in
+ * tokenizer/: SentencePiece (`tokenizer.ggml.model` "llama", tokenizer/spm.ts) and byte-level
+ * BPE ("gpt2", tokenizer/bpe.ts with the pre-tokenizers of tokenizer/pre-tokenizers.ts), chosen
+ * from the GGUF metadata. Pure: no host APIs beyond TextEncoder/TextDecoder.
  *
  * Encoding. The text is split into fragments at special-token texts (user-defined tokens always;
  * control and unknown tokens, e.g. "<s>", only with `parseSpecial`), longest token text first.
- * Each text fragment gets a leading " " when `addSpacePrefix` and it is the first fragment or
- * follows a special token (llama.cpp's `is_prev_special`), has every " " replaced by U+2581 "▁",
- * and is split into characters. The adjacent pair whose concatenation is a vocab token with the
- * highest score is merged (ties: the leftmost), repeatedly, through a priority queue. Each final
- * symbol is emitted as its token, or when it is not in the vocab as one `<0xXX>` byte token per
- * UTF-8 byte (then the single-character token, then UNK; llama.cpp would throw there).
+ * Each text fragment goes to the model (SPM adds its space prefix to the first fragment and to one
+ * that follows a special token); BOS and EOS go around the result when asked for.
  *
  * Decoding (llama_detokenize with remove_special = false). Each id renders as its piece bytes:
- * normal tokens with "▁" -> " "; byte tokens as their raw byte; user-defined tokens verbatim;
- * control and unknown tokens as nothing (their text with `special`); unused/undefined as nothing.
+ * normal tokens through the model (SPM: "▁" -> " "; BPE: the byte-to-unicode table reversed);
+ * SPM byte tokens as their raw byte; user-defined tokens verbatim; control and unknown tokens as
+ * nothing (their text with `special`); unused/undefined (and BPE byte) tokens as nothing.
  * Leading-space rule: when the vocab adds a space prefix, ONE leading " " is removed from the
  * piece of `ids[0]` only, whatever that token is. A BOS (or any control token) at ids[0] renders
  * nothing and so consumes the strip: decode([BOS, "▁Once"]) is " Once" while decode(["▁Once"])
- * is "Once". Hence decode(encode(x).slice(1)) === x for text without "▁" or lone surrogates.
+ * is "Once". Hence decode(encode(x).slice(1)) === x for SPM text without "▁" or lone surrogates.
+ * llama.cpp's `clean_spaces` pass (" ." -> "." for some BPE vocabs) is not applied: llama.cpp's
+ * server does not apply it to generated text either, and without it byte-level BPE round-trips.
  * The bytes are decoded as UTF-8 with U+FFFD for invalid sequences (TextDecoder, non-fatal).
  * Pass `stripLeadingSpace: false` to render a continuation (generated tokens after a prompt),
  * which is what llama.cpp's server streams (token_to_piece with lstrip = 0).
  */
 
 import type { GgufValue } from "./gguf.ts";
+import { BpeModel } from "./tokenizer/bpe.ts";
+import { type TokenizerVocab, vocabFromGguf } from "./tokenizer/gguf-vocab.ts";
+import { PreTokenizer } from "./tokenizer/pre-tokenizers.ts";
+import { SpmModel } from "./tokenizer/spm.ts";
+import type { TextModel, TokenizerModelName } from "./tokenizer/text-model.ts";
+import {
+  ATTR_BYTE,
+  ATTR_CONTROL,
+  ATTR_NORMAL,
+  ATTR_UNKNOWN,
+  ATTR_USER_DEFINED,
+  EOG_TEXTS,
+  TokenType,
+  TYPE_TO_ATTR,
+} from "./tokenizer/token-types.ts";
 
-/** GGUF `tokenizer.ggml.token_type` values (llama_token_type). */
-export const TokenType = {
-  UNDEFINED: 0,
-  NORMAL: 1,
-  UNKNOWN: 2,
-  CONTROL: 3,
-  USER_DEFINED: 4,
-  UNUSED: 5,
-  BYTE: 6,
-} as const;
+export type { TokenizerVocab } from "./tokenizer/gguf-vocab.ts";
+export type { TokenizerModelName } from "./tokenizer/text-model.ts";
+export { TokenType } from "./tokenizer/token-types.ts";
 
-// llama_token_attr bits (the effective attributes llama.cpp derives from the token types).
-const ATTR_UNKNOWN = 1 << 0;
-const ATTR_UNUSED = 1 << 1;
-const ATTR_NORMAL = 1 << 2;
-const ATTR_CONTROL = 1 << 3;
-const ATTR_USER_DEFINED = 1 << 4;
-const ATTR_BYTE = 1 << 5;
-
-const TYPE_TO_ATTR: Record<number, number> = {
-  [TokenType.NORMAL]: ATTR_NORMAL,
-  [TokenType.UNKNOWN]: ATTR_UNKNOWN,
-  [TokenType.CONTROL]: ATTR_CONTROL,
-  [TokenType.USER_DEFINED]: ATTR_USER_DEFINED,
-  [TokenType.UNUSED]: ATTR_UNUSED,
-  [TokenType.BYTE]: ATTR_BYTE,
-};
-
-/**
- * Token texts llama.cpp treats as end-of-generation, forcing them to control type when a GGUF
- * marks them otherwise (llama-vocab.cpp "control-looking token"; model-specific exceptions for
- * gpt-oss, solar-open, gemma4 and paddleocr are not reproduced).
- */
-const EOG_TEXTS = new Set([
-  "<|eot_id|>",
-  "<|im_end|>",
-  "<|end|>",
-  "<|return|>",
-  "<|call|>",
-  "<|flush|>",
-  "<|calls|>",
-  "<end_of_turn>",
-  "<|endoftext|>",
-  "</s>",
-  "<|eom_id|>",
-  "<EOT>",
-  "_<EOT>",
-  "[EOT]",
-  "[EOS]",
-  "<|end_of_text|>",
-  "<end_of_utterance>",
-  "<eos>",
-  "<turn|>",
-  "<|tool_response>",
-  "<｜end▁of▁sentence｜>",
-  "[e~[",
-]);
-
-const SPACE_ESCAPE = "\u2581"; // "▁"
 const EMPTY = new Uint8Array(0);
 const HEX = "0123456789ABCDEF";
-
-/** A vocabulary in plain form (what `fromGguf` reads), also handy for synthetic tests. */
-export interface TokenizerVocab {
-  tokens: string[];
-  /** Merge priority per token (higher merges first); default 0. */
-  scores?: number[];
-  /** GGUF token types (see TokenType); default NORMAL. */
-  tokenTypes?: number[];
-  /** Special ids; undefined means the llama default (BOS 1, EOS 2, UNK 0), null means none. */
-  bosId?: number | null;
-  eosId?: number | null;
-  unkId?: number | null;
-  /** Defaults: addBos true, addEos false, addSpacePrefix true (llama.cpp's SPM defaults). */
-  addBos?: boolean;
-  addEos?: boolean;
-  addSpacePrefix?: boolean;
-}
 
 export interface EncodeOptions {
   /** Prepend BOS. Default: the vocab's add_bos_token. */
@@ -129,108 +71,15 @@ export interface DecodeOptions {
   stripLeadingSpace?: boolean;
 }
 
-function metaNumber(metadata: Map<string, GgufValue>, key: string): number | undefined {
-  const v = metadata.get(key);
-  if (v === undefined) return undefined;
-  if (typeof v === "number") return v;
-  if (typeof v === "bigint") return Number(v);
-  throw new Error(`GGUF ${key}: expected an integer, got ${typeof v}`);
-}
-
-function metaBool(metadata: Map<string, GgufValue>, key: string): boolean | undefined {
-  const v = metadata.get(key);
-  if (v === undefined) return undefined;
-  if (typeof v === "boolean") return v;
-  throw new Error(`GGUF ${key}: expected a bool, got ${typeof v}`);
-}
-
-function metaNumberArray(metadata: Map<string, GgufValue>, key: string): number[] | undefined {
-  const v = metadata.get(key);
-  if (v === undefined) return undefined;
-  if (!Array.isArray(v)) throw new Error(`GGUF ${key}: expected an array`);
-  return v.map((x, i) => {
-    if (typeof x === "number") return x;
-    if (typeof x === "bigint") return Number(x);
-    throw new Error(`GGUF ${key}[${i}]: expected a number`);
-  });
-}
-
 /** Replaces lone surrogates by U+FFFD, as UTF-8 encoding does (llama.cpp sees UTF-8 bytes). */
 function wellFormed(text: string): string {
   if (!/[\uD800-\uDFFF]/.test(text)) return text;
   return new TextDecoder().decode(new TextEncoder().encode(text));
 }
 
-/**
- * Max-priority queue of candidate merges: highest score first, ties to the smallest left index
- * (llm_bigram_spm::comparator). Parallel arrays, no per-entry objects.
- */
-class BigramQueue {
-  private score: number[] = [];
-  private left: number[] = [];
-  private right: number[] = [];
-  private size: number[] = [];
-  length = 0;
-  /** The entry popped last. */
-  topLeft = 0;
-  topRight = 0;
-  topSize = 0;
-
-  private before(i: number, j: number): boolean {
-    const si = this.score[i] as number;
-    const sj = this.score[j] as number;
-    return si > sj || (si === sj && (this.left[i] as number) < (this.left[j] as number));
-  }
-
-  private swap(i: number, j: number): void {
-    for (const a of [this.score, this.left, this.right, this.size]) {
-      const t = a[i] as number;
-      a[i] = a[j] as number;
-      a[j] = t;
-    }
-  }
-
-  push(score: number, left: number, right: number, size: number): void {
-    let i = this.length++;
-    this.score[i] = score;
-    this.left[i] = left;
-    this.right[i] = right;
-    this.size[i] = size;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (!this.before(i, p)) break;
-      this.swap(i, p);
-      i = p;
-    }
-  }
-
-  /** Removes the best entry into topLeft/topRight/topSize. Call only when length > 0. */
-  pop(): void {
-    this.topLeft = this.left[0] as number;
-    this.topRight = this.right[0] as number;
-    this.topSize = this.size[0] as number;
-    const last = --this.length;
-    if (last > 0) {
-      this.score[0] = this.score[last] as number;
-      this.left[0] = this.left[last] as number;
-      this.right[0] = this.right[last] as number;
-      this.size[0] = this.size[last] as number;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let best = i;
-        if (l < last && this.before(l, best)) best = l;
-        if (r < last && this.before(r, best)) best = r;
-        if (best === i) break;
-        this.swap(i, best);
-        i = best;
-      }
-    }
-  }
-}
-
 export class Tokenizer {
+  /** `tokenizer.ggml.model`: "llama" (SentencePiece) or "gpt2" (byte-level BPE). */
+  readonly model: TokenizerModelName;
   readonly vocabSize: number;
   readonly bosId: number | null;
   readonly eosId: number | null;
@@ -239,13 +88,11 @@ export class Tokenizer {
   readonly addEos: boolean;
   readonly addSpacePrefix: boolean;
 
+  private readonly text: TextModel;
   private readonly pieces: string[];
-  private readonly scores: Float64Array;
   private readonly types: Uint8Array;
   private readonly attrs: Uint8Array;
   private readonly textToId = new Map<string, number>();
-  /** Token id for each byte value (byte_to_token), -1 when none. */
-  private readonly byteIds = new Int32Array(256);
   /** Special tokens for partitioning, longest text first. */
   private readonly specials: number[] = [];
   private readonly eog = new Set<number>();
@@ -255,35 +102,7 @@ export class Tokenizer {
 
   /** Builds the tokenizer from GGUF metadata (`parseGguf(bytes).metadata`). */
   static fromGguf(metadata: Map<string, GgufValue>): Tokenizer {
-    const model = metadata.get("tokenizer.ggml.model");
-    if (model === undefined) throw new Error("GGUF has no tokenizer.ggml.model");
-    if (model !== "llama") {
-      throw new Error(
-        `unsupported tokenizer model ${JSON.stringify(model)}: only "llama" (SentencePiece) ` +
-          "is implemented",
-      );
-    }
-    const tokens = metadata.get("tokenizer.ggml.tokens");
-    if (!Array.isArray(tokens) || tokens.some((t) => typeof t !== "string")) {
-      throw new Error("GGUF tokenizer.ggml.tokens: expected an array of strings");
-    }
-    const n = tokens.length;
-    // llama.cpp ignores an id outside the vocab (e.g. 0xFFFFFFFF) and keeps the default.
-    const id = (key: string): number | undefined => {
-      const v = metaNumber(metadata, `tokenizer.ggml.${key}`);
-      return v !== undefined && v >= 0 && v < n ? v : undefined;
-    };
-    return new Tokenizer({
-      tokens: tokens as string[],
-      scores: metaNumberArray(metadata, "tokenizer.ggml.scores"),
-      tokenTypes: metaNumberArray(metadata, "tokenizer.ggml.token_type"),
-      bosId: id("bos_token_id"),
-      eosId: id("eos_token_id"),
-      unkId: id("unknown_token_id"),
-      addBos: metaBool(metadata, "tokenizer.ggml.add_bos_token"),
-      addEos: metaBool(metadata, "tokenizer.ggml.add_eos_token"),
-      addSpacePrefix: metaBool(metadata, "tokenizer.ggml.add_space_prefix"),
-    });
+    return new Tokenizer(vocabFromGguf(metadata));
   }
 
   constructor(vocab: TokenizerVocab) {
@@ -295,9 +114,11 @@ export class Tokenizer {
     if (vocab.tokenTypes && vocab.tokenTypes.length < n) {
       throw new Error(`tokenizer token types: ${vocab.tokenTypes.length} entries for ${n} tokens`);
     }
+    this.model = vocab.model ?? "llama";
+    const isBpe = this.model === "gpt2";
     this.vocabSize = n;
     this.pieces = new Array<string>(n);
-    this.scores = new Float64Array(n);
+    const scores = new Float64Array(n);
     this.types = new Uint8Array(n);
     this.attrs = new Uint8Array(n);
     this.pieceCache = new Array<Uint8Array | undefined>(n);
@@ -309,34 +130,43 @@ export class Tokenizer {
       }
       this.textToId.set(text, i);
       this.pieces[i] = text;
-      this.scores[i] = vocab.scores ? (vocab.scores[i] as number) : 0;
+      scores[i] = vocab.scores ? (vocab.scores[i] as number) : 0;
       const type = vocab.tokenTypes ? (vocab.tokenTypes[i] as number) : TokenType.NORMAL;
       this.types[i] = type;
       this.attrs[i] = TYPE_TO_ATTR[type] ?? 0;
     }
 
-    const special = (v: number | null | undefined, dflt: number): number | null => {
-      if (v === null) return null;
-      const id = v ?? dflt;
+    const special = (v: number | null | undefined, dflt: number | null): number | null => {
+      if (v === null || (v === undefined && dflt === null)) return null;
+      const id = v ?? (dflt as number);
       if (!Number.isInteger(id) || id < 0 || id >= n) {
         if (v === undefined) return null; // the default is out of a tiny vocab
         throw new Error(`special token id ${id} is outside the vocabulary (size ${n})`);
       }
       return id;
     };
-    this.bosId = special(vocab.bosId, 1);
-    this.eosId = special(vocab.eosId, 2);
-    this.unkId = special(vocab.unkId, 0);
-    this.addBos = vocab.addBos ?? true;
+    // llama.cpp's defaults per model (llama_vocab::impl::load).
+    this.bosId = special(vocab.bosId, isBpe ? 11 : 1);
+    this.eosId = special(vocab.eosId, isBpe ? 11 : 2);
+    this.unkId = special(vocab.unkId, isBpe ? null : 0);
+    this.addBos = vocab.addBos ?? !isBpe;
     this.addEos = vocab.addEos ?? false;
-    this.addSpacePrefix = vocab.addSpacePrefix ?? true;
+    this.addSpacePrefix = vocab.addSpacePrefix ?? !isBpe;
 
-    for (let b = 0; b < 256; b++) {
-      const hex = `<0x${HEX[b >> 4]}${HEX[b & 15]}>`;
-      const id =
-        this.textToId.get(hex) ??
-        (b < 0x80 ? this.textToId.get(String.fromCharCode(b)) : undefined);
-      this.byteIds[b] = id ?? -1;
+    if (isBpe) {
+      if (!vocab.merges) throw new Error("a gpt2 (BPE) vocabulary needs tokenizer.ggml.merges");
+      const pre = new PreTokenizer(vocab.pre ?? "default");
+      this.text = new BpeModel(this.textToId, vocab.merges, pre);
+    } else {
+      const byteIds = new Int32Array(256);
+      for (let b = 0; b < 256; b++) {
+        const hex = `<0x${HEX[b >> 4]}${HEX[b & 15]}>`;
+        const id =
+          this.textToId.get(hex) ??
+          (b < 0x80 ? this.textToId.get(String.fromCharCode(b)) : undefined);
+        byteIds[b] = id ?? -1;
+      }
+      this.text = new SpmModel(this.textToId, scores, byteIds, this.unkId, this.addSpacePrefix);
     }
 
     for (const [text, id] of this.textToId) {
@@ -389,24 +219,24 @@ export class Tokenizer {
     return this.textToId.get(text);
   }
 
-  /** The raw vocab text of `id` ("▁the", "<s>", "<0x0A>"). */
+  /** The raw vocab text of `id` ("▁the", "<s>", "<0x0A>", "Ġthe"). */
   tokenPiece(id: number): string {
     this.check(id);
     return this.pieces[id] as string;
   }
 
-  /** The byte value of a byte-fallback token (`<0xXX>`, type 6), else null. */
+  /** The byte value of an SPM byte-fallback token (`<0xXX>`, type 6), else null. */
   tokenByte(id: number): number | null {
     this.check(id);
-    if (!((this.attrs[id] as number) & ATTR_BYTE)) return null;
+    if (!this.text.rendersByteTokens || !((this.attrs[id] as number) & ATTR_BYTE)) return null;
     const v = Number.parseInt((this.pieces[id] as string).slice(3, 5), 16); // strtol in llama.cpp
     return Number.isNaN(v) ? 0 : v & 0xff;
   }
 
   /**
    * The bytes `id` contributes to text, as llama_token_to_piece(special = true, lstrip = 0):
-   * UTF-8 of the piece with "▁" as " "; the raw byte for byte tokens; control/unknown/user-defined
-   * tokens as their text; unused/undefined tokens as nothing. For logprobs `bytes`.
+   * the model's bytes of a normal token; the raw byte for SPM byte tokens; control/unknown/
+   * user-defined tokens as their text; unused/undefined tokens as nothing. For logprobs `bytes`.
    */
   tokenBytes(id: number): number[] {
     return Array.from(this.pieceBytes(id, true));
@@ -435,11 +265,11 @@ export class Tokenizer {
       if (attr & (ATTR_CONTROL | ATTR_UNKNOWN | ATTR_USER_DEFINED)) {
         bytes = this.encoder.encode(text);
       } else if (attr & ATTR_NORMAL) {
-        bytes = this.encoder.encode(text.replaceAll(SPACE_ESCAPE, " "));
-      } else if (attr & ATTR_BYTE) {
+        bytes = this.text.normalBytes(text);
+      } else if (attr & ATTR_BYTE && this.text.rendersByteTokens) {
         bytes = Uint8Array.of(this.tokenByte(id) as number);
       } else {
-        bytes = EMPTY; // unused / undefined: suppressed like control tokens
+        bytes = EMPTY; // unused / undefined (and BPE byte tokens): suppressed like control
       }
       this.pieceCache[id] = bytes;
     }
@@ -449,7 +279,7 @@ export class Tokenizer {
   // -------------------------------------------------------------------------------------------
   // Encoding
 
-  /** Text to token ids, as llama_tokenize(text, add_special, parse_special) for an SPM vocab. */
+  /** Text to token ids, as llama_tokenize(text, add_special, parse_special). */
   encode(text: string, opts: EncodeOptions = {}): number[] {
     const out: number[] = [];
     if (opts.addBos ?? this.addBos) {
@@ -457,15 +287,14 @@ export class Tokenizer {
       out.push(this.bosId);
     }
     if (text.length > 0) {
-      let prevSpecial = true; // the first text fragment gets the space prefix
+      let afterSpecial = true; // the first text fragment gets SPM's space prefix
       for (const fragment of this.partition(wellFormed(text), opts.parseSpecial ?? false)) {
         if (typeof fragment === "number") {
           out.push(fragment);
-          prevSpecial = true;
+          afterSpecial = true;
         } else {
-          const spaced = this.addSpacePrefix && prevSpecial ? ` ${fragment}` : fragment;
-          this.encodeFragment(spaced.replaceAll(" ", SPACE_ESCAPE), out);
-          prevSpecial = false;
+          this.text.encodeFragment(fragment, afterSpecial, out);
+          afterSpecial = false;
         }
       }
     }
@@ -508,75 +337,6 @@ export class Tokenizer {
     return fragments;
   }
 
-  /** llm_tokenizer_spm_session::tokenize on one escaped, non-empty fragment. */
-  private encodeFragment(text: string, out: number[]): void {
-    const units = text.length;
-    // Symbols are characters (code points) addressed by UTF-16 offset and length; the text is
-    // well-formed, so they are exactly llama.cpp's UTF-8 characters. Growth in UTF-16 length
-    // detects a stale bigram just as llama.cpp's byte-length check does.
-    const start = new Int32Array(units);
-    const len = new Int32Array(units);
-    let count = 0;
-    for (let i = 0; i < units; count++) {
-      const c = text.charCodeAt(i);
-      const l = c >= 0xd800 && c <= 0xdbff && i + 1 < units ? 2 : 1;
-      start[count] = i;
-      len[count] = l;
-      i += l;
-    }
-    const prev = new Int32Array(count);
-    const next = new Int32Array(count);
-    for (let i = 0; i < count; i++) {
-      prev[i] = i - 1;
-      next[i] = i + 1 < count ? i + 1 : -1;
-    }
-
-    const queue = new BigramQueue();
-    const tryAdd = (left: number, right: number): void => {
-      if (left < 0 || right < 0) return;
-      const size = (len[left] as number) + (len[right] as number);
-      const s = start[left] as number;
-      const id = this.textToId.get(text.slice(s, s + size));
-      if (id === undefined) return;
-      queue.push(this.scores[id] as number, left, right, size);
-    };
-    for (let i = 1; i < count; i++) tryAdd(i - 1, i);
-
-    while (queue.length > 0) {
-      queue.pop();
-      const left = queue.topLeft;
-      const right = queue.topRight;
-      const ln = len[left] as number;
-      const rn = len[right] as number;
-      if (ln === 0 || rn === 0 || ln + rn !== queue.topSize) continue; // stale
-      len[left] = ln + rn;
-      len[right] = 0;
-      const after = next[right] as number;
-      next[left] = after;
-      if (after >= 0) prev[after] = left;
-      tryAdd(prev[left] as number, left);
-      tryAdd(left, after);
-    }
-
-    // Every merged symbol is a vocab token, so llama.cpp's rev_merge resegmentation never
-    // applies: a symbol is its token, or (a single character outside the vocab) its bytes.
-    for (let i = 0; i !== -1; i = next[i] as number) {
-      const s = start[i] as number;
-      const sym = text.slice(s, s + (len[i] as number));
-      const id = this.textToId.get(sym);
-      if (id !== undefined) {
-        out.push(id);
-        continue;
-      }
-      for (const b of this.encoder.encode(sym)) {
-        const byteId = this.byteIds[b] as number;
-        if (byteId >= 0) out.push(byteId);
-        else if (this.unkId !== null) out.push(this.unkId);
-        else throw new Error(`encode: no token for byte 0x${b.toString(16)} and no UNK token`);
-      }
-    }
-  }
-
   // -------------------------------------------------------------------------------------------
   // Decoding
 
@@ -615,9 +375,10 @@ export class Tokenizer {
 
 /**
  * Incremental decode: push(id) returns the text completed by that token, holding back a partial
- * UTF-8 character formed by byte tokens until its remaining bytes arrive (or flush() ends it,
- * giving U+FFFD). The concatenation of every push() and the final flush() equals
- * tokenizer.decode(ids, opts) exactly, including the first-token leading-space rule.
+ * UTF-8 character (from SPM byte tokens, or a BPE token that ends inside a character) until its
+ * remaining bytes arrive (or flush() ends it, giving U+FFFD). The concatenation of every push()
+ * and the final flush() equals tokenizer.decode(ids, opts) exactly, including the first-token
+ * leading-space rule.
  */
 export class StreamDecoder {
   private readonly utf8 = new TextDecoder("utf-8");

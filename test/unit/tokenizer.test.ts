@@ -121,8 +121,10 @@ describe("Tokenizer.fromGguf", () => {
 
   it("rejects other tokenizer models with a clear error", () => {
     const meta = base();
+    meta.set("tokenizer.ggml.model", "bert");
+    expect(() => Tokenizer.fromGguf(meta)).toThrow(/unsupported tokenizer model "bert"/);
     meta.set("tokenizer.ggml.model", "gpt2");
-    expect(() => Tokenizer.fromGguf(meta)).toThrow(/unsupported tokenizer model "gpt2"/);
+    expect(() => Tokenizer.fromGguf(meta)).toThrow(/needs tokenizer.ggml.merges/);
     meta.delete("tokenizer.ggml.model");
     expect(() => Tokenizer.fromGguf(meta)).toThrow(/no tokenizer.ggml.model/);
   });
