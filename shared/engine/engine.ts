@@ -315,9 +315,10 @@ export class Engine {
       text = st.pending;
       st.pending = "";
     } else {
-      // hold back a tail that could be the start of a stop string
+      // hold back a tail that could be the start of a stop string, never half a surrogate pair
       const keep = Math.max(st.maxStopLen - 1, 0);
-      const n = Math.max(st.pending.length - keep, 0);
+      let n = Math.max(st.pending.length - keep, 0);
+      if (n > 0 && isHighSurrogate(st.pending.charCodeAt(n - 1))) n--;
       text = st.pending.slice(0, n);
       st.pending = st.pending.slice(n);
     }
@@ -344,4 +345,8 @@ export class Engine {
     }
     return best;
   }
+}
+
+function isHighSurrogate(unit: number): boolean {
+  return unit >= 0xd800 && unit <= 0xdbff;
 }
