@@ -8,6 +8,6 @@ declare class TextEncoder {
   encode(s: string): Uint8Array;
 }
 declare class TextDecoder {
-  constructor(label?: string, opts?: { fatal?: boolean });
+  constructor(label?: string, opts?: { fatal?: boolean; ignoreBOM?: boolean });
   decode(b?: Uint8Array, opts?: { stream?: boolean }): string;
 }

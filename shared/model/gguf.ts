@@ -88,7 +88,8 @@ export class GgufError extends Error {
 class Reader {
   pos = 0;
   private readonly view: DataView;
-  private readonly decoder = new TextDecoder("utf-8");
+  // ignoreBOM keeps a leading U+FEFF: it is a token text of its own in some vocabularies
+  private readonly decoder = new TextDecoder("utf-8", { ignoreBOM: true });
   constructor(private readonly bytes: Uint8Array) {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
