@@ -20,7 +20,8 @@
  * is "Once". Hence decode(encode(x).slice(1)) === x for SPM text without "▁" or lone surrogates.
  * llama.cpp's `clean_spaces` pass (" ." -> "." for some BPE vocabs) is not applied: llama.cpp's
  * server does not apply it to generated text either, and without it byte-level BPE round-trips.
- * The bytes are decoded as UTF-8 with U+FFFD for invalid sequences (TextDecoder, non-fatal).
+ * The bytes are decoded as UTF-8 with U+FFFD for invalid sequences (TextDecoder, non-fatal),
+ * keeping a leading U+FEFF.
  * Pass `stripLeadingSpace: false` to render a continuation (generated tokens after a prompt),
  * which is what llama.cpp's server streams (token_to_piece with lstrip = 0).
  */
@@ -28,8 +29,10 @@
 import type { GgufValue } from "./gguf.ts";
 import { BpeModel } from "./tokenizer/bpe.ts";
 import { type TokenizerVocab, vocabFromGguf } from "./tokenizer/gguf-vocab.ts";
+import { partitionSpecials } from "./tokenizer/partition.ts";
 import { PreTokenizer } from "./tokenizer/pre-tokenizers.ts";
 import { SpmModel } from "./tokenizer/spm.ts";
+import { StreamDecoder, UTF8_KEEP_BOM } from "./tokenizer/stream-decoder.ts";
 import type { TextModel, TokenizerModelName } from "./tokenizer/text-model.ts";
 import {
   ATTR_BYTE,
@@ -43,10 +46,12 @@ import {
 } from "./tokenizer/token-types.ts";
 
 export type { TokenizerVocab } from "./tokenizer/gguf-vocab.ts";
+export { StreamDecoder } from "./tokenizer/stream-decoder.ts";
 export type { TokenizerModelName } from "./tokenizer/text-model.ts";
 export { TokenType } from "./tokenizer/token-types.ts";
 
 const EMPTY = new Uint8Array(0);
+
 const HEX = "0123456789ABCDEF";
 
 export interface EncodeOptions {
@@ -74,7 +79,7 @@ export interface DecodeOptions {
 /** Replaces lone surrogates by U+FFFD, as UTF-8 encoding does (llama.cpp sees UTF-8 bytes). */
 function wellFormed(text: string): string {
   if (!/[\uD800-\uDFFF]/.test(text)) return text;
-  return new TextDecoder().decode(new TextEncoder().encode(text));
+  return new TextDecoder("utf-8", UTF8_KEEP_BOM).decode(new TextEncoder().encode(text));
 }
 
 export class Tokenizer {
@@ -251,7 +256,7 @@ export class Tokenizer {
     if (bytes.length === 1 && (bytes[0] as number) >= 0x80) {
       return `byte: \\x${(bytes[0] as number).toString(16)}`;
     }
-    return new TextDecoder().decode(bytes);
+    return new TextDecoder("utf-8", UTF8_KEEP_BOM).decode(bytes);
   }
 
   /** Piece bytes of `id`; control/unknown tokens are empty unless `special`. Do not mutate. */
@@ -288,7 +293,8 @@ export class Tokenizer {
     }
     if (text.length > 0) {
       let afterSpecial = true; // the first text fragment gets SPM's space prefix
-      for (const fragment of this.partition(wellFormed(text), opts.parseSpecial ?? false)) {
+      const parseSpecial = opts.parseSpecial ?? false;
+      for (const fragment of this.partition(wellFormed(text), parseSpecial)) {
         if (typeof fragment === "number") {
           out.push(fragment);
           afterSpecial = true;
@@ -305,36 +311,10 @@ export class Tokenizer {
     return out;
   }
 
-  /**
-   * Splits text into raw text fragments and special token ids (tokenizer_st_partition): for each
-   * special token, longest first, every occurrence in every remaining text fragment is cut out.
-   */
+  /** Text fragments and special token ids (see tokenizer/partition.ts). */
   private partition(text: string, parseSpecial: boolean): (string | number)[] {
-    let fragments: (string | number)[] = [text];
-    for (const id of this.specials) {
-      const attr = this.attrs[id] as number;
-      if (!parseSpecial && attr & (ATTR_CONTROL | ATTR_UNKNOWN)) continue;
-      const piece = this.pieces[id] as string;
-      let next: (string | number)[] | null = null;
-      for (let f = 0; f < fragments.length; f++) {
-        const frag = fragments[f] as string | number;
-        const at = typeof frag === "string" ? frag.indexOf(piece) : -1;
-        if (at < 0) {
-          next?.push(frag);
-          continue;
-        }
-        next ??= fragments.slice(0, f);
-        let from = 0;
-        for (let m = at; m >= 0; m = (frag as string).indexOf(piece, from)) {
-          if (m > from) next.push((frag as string).slice(from, m));
-          next.push(id);
-          from = m + piece.length;
-        }
-        if (from < (frag as string).length) next.push((frag as string).slice(from));
-      }
-      if (next) fragments = next;
-    }
-    return fragments;
+    const skip = parseSpecial ? 0 : ATTR_CONTROL | ATTR_UNKNOWN;
+    return partitionSpecials(text, this.specials, this.pieces, this.attrs, skip);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -364,46 +344,11 @@ export class Tokenizer {
 
   /** Token ids to text, as llama_detokenize(remove_special = false); see the module header. */
   decode(ids: readonly number[], opts: DecodeOptions = {}): string {
-    return new TextDecoder().decode(this.decodeBytes(ids, opts));
+    return new TextDecoder("utf-8", UTF8_KEEP_BOM).decode(this.decodeBytes(ids, opts));
   }
 
   /** A decoder for ids arriving one by one; its output concatenates to decode(ids, opts). */
   createStreamDecoder(opts: DecodeOptions = {}): StreamDecoder {
     return new StreamDecoder(this, opts);
-  }
-}
-
-/**
- * Incremental decode: push(id) returns the text completed by that token, holding back a partial
- * UTF-8 character (from SPM byte tokens, or a BPE token that ends inside a character) until its
- * remaining bytes arrive (or flush() ends it, giving U+FFFD). The concatenation of every push()
- * and the final flush() equals tokenizer.decode(ids, opts) exactly, including the first-token
- * leading-space rule.
- */
-export class StreamDecoder {
-  private readonly utf8 = new TextDecoder("utf-8");
-  private readonly special: boolean;
-  private strip: boolean;
-
-  constructor(
-    private readonly tokenizer: Tokenizer,
-    opts: DecodeOptions = {},
-  ) {
-    this.special = opts.special ?? false;
-    this.strip = opts.stripLeadingSpace ?? tokenizer.addSpacePrefix;
-  }
-
-  push(id: number): string {
-    let bytes = this.tokenizer.pieceBytes(id, this.special);
-    if (this.strip) {
-      this.strip = false; // only the first token, even when it renders nothing
-      if (bytes[0] === 0x20) bytes = bytes.subarray(1);
-    }
-    return bytes.length > 0 ? this.utf8.decode(bytes, { stream: true }) : "";
-  }
-
-  /** Ends the text: a held-back partial character becomes U+FFFD. */
-  flush(): string {
-    return this.utf8.decode();
   }
 }

@@ -21,11 +21,10 @@ export class BigramQueue {
   }
 
   private swap(i: number, j: number): void {
-    for (const a of [this.priority, this.left, this.right, this.size]) {
-      const t = a[i] as number;
-      a[i] = a[j] as number;
-      a[j] = t;
-    }
+    swapIn(this.priority, i, j);
+    swapIn(this.left, i, j);
+    swapIn(this.right, i, j);
+    swapIn(this.size, i, j);
   }
 
   /** Empties the queue (keeps its arrays for reuse). */
@@ -71,4 +70,10 @@ export class BigramQueue {
       }
     }
   }
+}
+
+function swapIn(a: number[], i: number, j: number): void {
+  const t = a[i] as number;
+  a[i] = a[j] as number;
+  a[j] = t;
 }

@@ -32,7 +32,7 @@ const REGEX_SETS: Record<string, readonly string[]> = {
   "roberta-bpe": [GPT2],
   olmo: [GPT2],
   jais: [GPT2],
-  falcon: [String.raw`[\p{P}\$\+<=>\^~\|]+`, GPT2, "[0-9][0-9][0-9]"],
+  falcon: [String.raw`[\p{P}\$\+<=>\^~\|\`]+`, GPT2, "[0-9][0-9][0-9]"],
   starcoder: STARCODER,
   refact: STARCODER,
   "command-r": STARCODER,
