@@ -41,6 +41,8 @@ import {
   ATTR_UNKNOWN,
   ATTR_USER_DEFINED,
   EOG_TEXTS,
+  FIM_EOG_TEXTS,
+  FIM_TEXTS,
   TokenType,
   TYPE_TO_ATTR,
 } from "./tokenizer/token-types.ts";
@@ -51,7 +53,6 @@ export type { TokenizerModelName } from "./tokenizer/text-model.ts";
 export { TokenType } from "./tokenizer/token-types.ts";
 
 const EMPTY = new Uint8Array(0);
-
 const HEX = "0123456789ABCDEF";
 
 export interface EncodeOptions {
@@ -154,13 +155,13 @@ export class Tokenizer {
     this.bosId = special(vocab.bosId, isBpe ? 11 : 1);
     this.eosId = special(vocab.eosId, isBpe ? 11 : 2);
     this.unkId = special(vocab.unkId, isBpe ? null : 0);
-    this.addBos = vocab.addBos ?? !isBpe;
+    const pre = isBpe ? new PreTokenizer(vocab.pre ?? "default") : null;
+    this.addBos = vocab.addBos ?? (pre ? pre.addBosByDefault : true);
     this.addEos = vocab.addEos ?? false;
     this.addSpacePrefix = vocab.addSpacePrefix ?? !isBpe;
 
-    if (isBpe) {
+    if (pre) {
       if (!vocab.merges) throw new Error("a gpt2 (BPE) vocabulary needs tokenizer.ggml.merges");
-      const pre = new PreTokenizer(vocab.pre ?? "default");
       this.text = new BpeModel(this.textToId, vocab.merges, pre);
     } else {
       const byteIds = new Int32Array(256);
@@ -175,8 +176,8 @@ export class Tokenizer {
     }
 
     for (const [text, id] of this.textToId) {
-      if (EOG_TEXTS.has(text)) {
-        this.eog.add(id);
+      if (EOG_TEXTS.has(text) || FIM_EOG_TEXTS.has(text)) this.eog.add(id);
+      if (EOG_TEXTS.has(text) || FIM_TEXTS.has(text)) {
         this.attrs[id] = (this.attrs[id] as number) | ATTR_CONTROL;
       }
     }

@@ -2,8 +2,8 @@
  * Real models' tokenizers against llama.cpp: every case of llama.cpp's tokenizer test set
  * (../shared/models/vocab/: GPT-2, GPT-NeoX, Falcon, Phi-3, DeepSeek LLM and Coder, StarCoder,
  * MPT, Refact), the extra texts of test/fixtures/llama-cpp-vocab-tokenize.json (made by
- * scripts/fixtures/llama-cpp-vocab-tokenize.mjs with llama.cpp's llama-tokenize), round trips
- * and streaming.
+ * scripts/fixtures/llama-cpp-vocab-tokenize.ts with llama.cpp's llama-tokenize; the Llama 3 and
+ * Qwen2 pre-tokenizers on the GPT-2 vocab), round trips and streaming.
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -19,6 +19,8 @@ interface VocabFixture {
   ids: Record<string, number[][]>;
   /** llama.cpp's ids for the test strings of the .inp files, for vocabs without an .out. */
   testSetIds: Record<string, number[][]>;
+  /** The same for the GPT-2 vocab with `tokenizer.ggml.pre` set to each key. */
+  derived: Record<string, { ids: number[][]; testSetIds: number[][] }>;
 }
 const FIXTURE = JSON.parse(
   readFileSync(join(REPO_ROOT, "test/fixtures/llama-cpp-vocab-tokenize.json"), "utf8"),
@@ -153,12 +155,39 @@ describe.skipIf(!HAVE_VOCABS)("llama.cpp's tokenizer test set (../shared/models/
     });
   }
 
+  describe("pre-tokenizers without a vocab of their own (the GPT-2 vocab with another pre)", () => {
+    for (const pre of ["llama-bpe", "qwen2"]) {
+      it(`${pre}: matches llama.cpp on the extra texts and the test strings`, () => {
+        const expected = FIXTURE.derived[pre];
+        const meta = parseGguf(
+          new Uint8Array(readFileSync(join(VOCAB_DIR, "ggml-vocab-gpt-2.gguf"))),
+        ).metadata;
+        meta.set("tokenizer.ggml.pre", pre);
+        const tok = Tokenizer.fromGguf(meta);
+        // llama.cpp adds BOS by default for the Llama 3 family only
+        expect(tok.addBos).toBe(pre === "llama-bpe");
+        const inputs = vocabCases("ggml-vocab-gpt-2.gguf")?.map((c) => c.text) ?? [];
+        const texts = [...FIXTURE.texts, ...inputs];
+        const ids = [...(expected?.ids ?? []), ...(expected?.testSetIds ?? [])];
+        expect(ids.length).toBe(texts.length);
+        texts.forEach((text, i) => {
+          expect(plainIds(tok, text), JSON.stringify(text)).toEqual(ids[i]);
+          expect(tok.decode(ids[i] as number[]), JSON.stringify(text)).toBe(text);
+        });
+      });
+    }
+  });
+
   it("adds BOS where the vocabulary asks for it, and parses special text only when asked", () => {
     const coder = load("ggml-vocab-deepseek-coder.gguf");
     expect([coder.addBos, coder.bosId]).toEqual([true, 32013]);
     const ids = coder.encode("Hello");
     expect(ids[0]).toBe(32013);
     expect(ids.slice(1)).toEqual(plainIds(coder, "Hello"));
+    // FIM tokens: user-defined in the GGUF, control for llama.cpp (not matched in plain text)
+    expect([coder.tokenType(32015), coder.isControl(32015)]).toEqual([4, true]);
+    expect(coder.encode("<｜fim▁hole｜>", { addBos: false, parseSpecial: true })).toEqual([32015]);
+    expect(plainIds(coder, "<｜fim▁hole｜>")).not.toContain(32015);
     const gpt2 = load("ggml-vocab-gpt-2.gguf");
     expect([gpt2.addBos, gpt2.bosId, gpt2.eosId, gpt2.unkId]).toEqual([false, 50256, 50256, null]);
     expect(gpt2.encode("<|endoftext|>", { parseSpecial: true })).toEqual([50256]);

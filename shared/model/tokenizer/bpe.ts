@@ -8,7 +8,8 @@
  * pair with the lowest rank in `tokenizer.ggml.merges` merges first (ties: the leftmost),
  * repeatedly. Each final symbol is emitted as its token; a symbol that is not a token (a vocab
  * missing a merge result) is emitted as the single-character tokens of its ASCII bytes, and its
- * other bytes are dropped, as llama.cpp does. Results are cached per word.
+ * other bytes are dropped, as llama.cpp does. With `ignore_merges` (the Llama 3 family) a word
+ * that is itself a token is emitted as that token. Results are cached per word.
  *
  * Decoding. A NORMAL token's text maps back through the table to bytes; a character outside the
  * table renders as llama.cpp's "[UNK_BYTE_0x..]" marker.
@@ -75,6 +76,10 @@ export class BpeModel implements TextModel {
   private encodeWord(word: string): number[] {
     let encoded = "";
     for (const b of this.encoder.encode(word)) encoded += BYTE_TO_CHAR[b];
+    if (this.preTokenizer.ignoreMerges) {
+      const whole = this.textToId.get(encoded);
+      if (whole !== undefined) return [whole];
+    }
     const ids: number[] = [];
     mergeSymbols(
       encoded,

@@ -25,7 +25,10 @@ export interface TokenizerVocab {
   bosId?: number | null;
   eosId?: number | null;
   unkId?: number | null;
-  /** Defaults: SPM addBos true, addSpacePrefix true; BPE both false; addEos false. */
+  /**
+   * Defaults: SPM addBos true, addSpacePrefix true; BPE addSpacePrefix false and addBos false
+   * (true for the Llama 3 pre-tokenizers); addEos false.
+   */
   addBos?: boolean;
   addEos?: boolean;
   addSpacePrefix?: boolean;

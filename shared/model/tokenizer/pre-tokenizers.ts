@@ -20,12 +20,25 @@
 /** llama.cpp's GPT-2 regex; llama.cpp runs an equivalent hand-written scanner for it. */
 const GPT2 = String.raw`'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)`;
 
+/** Llama 3's regex (llama.cpp runs an equivalent hand-written scanner); Qwen2's splits digits. */
+const LLAMA3 = String.raw`(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`;
+const QWEN2 = LLAMA3.replace(String.raw`\p{N}{1,3}`, String.raw`\p{N}`);
+
 const DEFAULT = [String.raw`[\p{P}\$\+<=>\^~\|]+`, GPT2, String.raw`\p{N}+`, "[0-9][0-9][0-9]"];
 const STARCODER = [String.raw`\p{N}`, GPT2];
 
 /** Regex sets by `tokenizer.ggml.pre`, with the names llama.cpp maps onto the same set. */
 const REGEX_SETS: Record<string, readonly string[]> = {
   default: DEFAULT,
+  llama3: [LLAMA3],
+  "llama-v3": [LLAMA3],
+  "llama-bpe": [LLAMA3],
+  falcon3: [LLAMA3],
+  dbrx: [LLAMA3],
+  "smaug-bpe": [LLAMA3],
+  qwen2: [QWEN2],
+  "deepseek-r1-qwen": [QWEN2],
+  stablelm2: [QWEN2],
   "gpt-2": [GPT2],
   mpt: [GPT2],
   "phi-2": [GPT2],
@@ -57,6 +70,12 @@ const REGEX_SETS: Record<string, readonly string[]> = {
     "\\p{N}+",
   ],
 };
+
+/**
+ * The Llama 3 family: llama.cpp emits a word that is a token as that token without merging
+ * (`ignore_merges`) and adds BOS by default.
+ */
+const LLAMA3_FAMILY = new Set(["llama3", "llama-v3", "llama-bpe", "falcon3"]);
 
 /** The `tokenizer.ggml.pre` values implemented here (a GGUF without the key uses "default"). */
 export const PRE_TOKENIZER_NAMES: readonly string[] = Object.keys(REGEX_SETS);
@@ -138,6 +157,10 @@ function markOf(cp: number): string {
 /** Splits text into words, as llama.cpp's unicode_regex_split before byte encoding. */
 export class PreTokenizer {
   private readonly splitters: Splitter[];
+  /** A word that is a token is that token, unmerged (llama.cpp's `ignore_merges`). */
+  readonly ignoreMerges: boolean;
+  /** llama.cpp's add_bos default for this pre-tokenizer's vocabularies. */
+  readonly addBosByDefault: boolean;
 
   /** @throws for a `tokenizer.ggml.pre` that is not implemented here. */
   constructor(readonly name: string) {
@@ -154,6 +177,8 @@ export class PreTokenizer {
       compiled.set(name, splitters);
     }
     this.splitters = splitters;
+    this.ignoreMerges = LLAMA3_FAMILY.has(name);
+    this.addBosByDefault = LLAMA3_FAMILY.has(name);
   }
 
   /** The words of `text` (well-formed UTF-16), in order; they concatenate to `text`. */

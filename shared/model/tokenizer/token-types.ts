@@ -60,3 +60,38 @@ export const EOG_TEXTS = new Set([
   "<｜end▁of▁sentence｜>",
   "[e~[",
 ]);
+
+/** The FIM pad, repo and file-separator texts, which also end generation in llama.cpp. */
+const FIM_EOG_LIST = [
+  "<|fim_pad|>",
+  "<fim-pad>",
+  "<PAD>",
+  "<|fim_repo|>",
+  "<|repo_name|>",
+  "<fim-repo>",
+  "<REPO>",
+  "<|file_sep|>",
+];
+export const FIM_EOG_TEXTS = new Set(FIM_EOG_LIST);
+
+/**
+ * Fill-in-the-middle token texts llama.cpp also forces to control type (its FIM_PRE, FIM_SUF,
+ * FIM_MID, FIM_PAD, FIM_REP and FIM_SEP detection), so that plain text never matches them:
+ * deepseek-coder's GGUF marks "<｜fim▁begin｜>" and its siblings user-defined. When a vocab has
+ * several texts of one kind, llama.cpp forces only the first it finds; all are forced here.
+ */
+export const FIM_TEXTS = new Set([
+  "<|fim_prefix|>",
+  "<fim-prefix>",
+  "<｜fim▁begin｜>",
+  "<PRE>",
+  "<|fim_suffix|>",
+  "<fim-suffix>",
+  "<｜fim▁hole｜>",
+  "<SUF>",
+  "<|fim_middle|>",
+  "<fim-middle>",
+  "<｜fim▁end｜>",
+  "<MID>",
+  ...FIM_EOG_LIST,
+]);
