@@ -5,9 +5,9 @@
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 
-// shared/model went from 3000 to 3400 with the byte-level BPE tokenizer (tokenizer/: BPE,
-// pre-tokenizers, the merge loop it shares with SentencePiece).
-const LINE_BUDGET = { "shared/model": 3400, "shared/engine": 1200 };
+// shared/model went from 3000 to 3450 with the byte-level BPE tokenizer (tokenizer/: BPE,
+// pre-tokenizers, the merge loop it shares with SentencePiece, llama.cpp's FIM/EOG texts).
+const LINE_BUDGET = { "shared/model": 3450, "shared/engine": 1200 };
 
 function files(dir) {
   return readdirSync(dir).flatMap((f) => {
