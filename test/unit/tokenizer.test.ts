@@ -383,16 +383,11 @@ describe("against llama.cpp (reference models)", () => {
     }
   });
 
-  it.skipIf(!HAVE_REFERENCE_MODELS)("encodes a 2,000-character prompt in well under 10 ms", () => {
+  // speed is measured by `npm run bench:tokenizer`, not asserted here
+  it.skipIf(!HAVE_REFERENCE_MODELS)("round-trips a 2,000-character prompt", () => {
     const tok = referenceTokenizer("stories260K-f32.gguf");
     const paragraph = FIXTURE.cases.reduce((a, c) => (c.text.length > a.length ? c.text : a), "");
     const prompt = `${paragraph} `.repeat(Math.ceil(2000 / paragraph.length)).slice(0, 2000);
-    for (let i = 0; i < 5; i++) tok.encode(prompt); // warm up
-    const runs = 20;
-    const t0 = performance.now();
-    for (let i = 0; i < runs; i++) tok.encode(prompt);
-    const ms = (performance.now() - t0) / runs;
-    expect(ms).toBeLessThan(10);
     expect(tok.decode(tok.encode(prompt, { addBos: false }))).toBe(prompt);
   });
 });
