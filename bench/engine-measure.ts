@@ -1,10 +1,9 @@
 /**
- * One engine throughput measurement for bench/engine.ts: `batch` sequences of greedy decode
- * after short prompts, on a fresh instance (Node, one thread), median over `runs` after one
- * warm-up run. Reports end-to-end tokens/s (prefill included, as the README's first table) and
- * decode-only tokens/s: timed from the step in which every sequence has sampled its first token
- * (its prompt is prefilled) to the end, which is what llama-bench's and llama-batched-bench's
- * text-generation numbers time.
+ * Engine throughput runs for bench/engine.ts: `batch` sequences of greedy decode after short
+ * prompts on one instance (Node, one thread). Each run reports end-to-end tokens/s (prefill
+ * included, as the README's first table) and decode-only tokens/s: timed from the step in which
+ * every sequence has sampled its first token (its prompt is prefilled) to the end, which is what
+ * llama-bench's and llama-batched-bench's text-generation numbers time.
  */
 import { loadNodeInstance } from "../hosts/node-engine.ts";
 import type { KernelKind } from "../hosts/node-kernels.ts";
@@ -21,35 +20,39 @@ export const PROMPTS = [
 export const median = (xs: number[]): number =>
   [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
-export interface EngineMeasureOptions {
-  runs: number;
+export interface EngineRunOptions {
   /** Tokens generated per sequence. */
   numTokens: number;
   kernels: KernelKind;
 }
 
-export interface Throughput {
+export interface RunSample {
   tokensPerS: number;
   decodeTokensPerS: number;
   msPerStep: number;
-  /** Bytes the instance's weights take in kernel memory (its memory plan). */
-  weightBytes: number;
 }
 
-export async function measure(
+export interface EngineRunner {
+  /** Bytes the instance's weights take in kernel memory (its memory plan). */
+  weightBytes: number;
+  /** One run of `batch` sequences to their end. */
+  run(): Promise<RunSample>;
+}
+
+/** Loads `bytes` into a fresh instance sized for `batch` sequences. @throws if it cannot load. */
+export async function engineRunner(
   bytes: Uint8Array,
   batch: number,
-  o: EngineMeasureOptions,
-): Promise<Throughput> {
+  o: EngineRunOptions,
+): Promise<EngineRunner> {
   const inst = await loadNodeInstance(bytes, {
     kernels: o.kernels,
     maxNumSeqs: Math.max(batch, 1),
     maxNumBatchedTokens: Math.max(256, batch * 8),
   });
-  const samples: number[] = [];
-  const decodeSamples: number[] = [];
-  const stepMs: number[] = [];
-  for (let r = 0; r < o.runs + 1; r++) {
+  let runNo = 0;
+  const run = async (): Promise<RunSample> => {
+    const r = runNo++;
     for (let i = 0; i < batch; i++) {
       const prompt = inst.tokenizer.encode(PROMPTS[i % PROMPTS.length] as string);
       const err = inst.engine.add(`s${r}_${i}`, prompt, {
@@ -70,18 +73,30 @@ export async function measure(
         decodeStart = { t: performance.now(), generated };
     }
     const t1 = performance.now();
-    if (r === 0) continue; // the first run warms the JIT
-    const s = (t1 - t0) / 1000;
-    samples.push(generated / s);
-    stepMs.push((s * 1000) / steps);
     if (decodeStart === null || generated === decodeStart.generated)
       throw new Error(`no decode steps after prefill (batch ${batch}, ${o.numTokens} tokens)`);
-    decodeSamples.push((generated - decodeStart.generated) / ((t1 - decodeStart.t) / 1000));
-  }
+    return {
+      tokensPerS: generated / ((t1 - t0) / 1000),
+      decodeTokensPerS: (generated - decodeStart.generated) / ((t1 - decodeStart.t) / 1000),
+      msPerStep: (t1 - t0) / steps,
+    };
+  };
+  return { weightBytes: inst.memory.weightBytes, run };
+}
+
+/** Medians over `runs` runs after one warm-up run (the JIT) on a fresh instance. */
+export async function measure(
+  bytes: Uint8Array,
+  batch: number,
+  o: EngineRunOptions & { runs: number },
+): Promise<RunSample> {
+  const runner = await engineRunner(bytes, batch, o);
+  await runner.run();
+  const samples: RunSample[] = [];
+  for (let r = 0; r < o.runs; r++) samples.push(await runner.run());
   return {
-    tokensPerS: median(samples),
-    decodeTokensPerS: median(decodeSamples),
-    msPerStep: median(stepMs),
-    weightBytes: inst.memory.weightBytes,
+    tokensPerS: median(samples.map((s) => s.tokensPerS)),
+    decodeTokensPerS: median(samples.map((s) => s.decodeTokensPerS)),
+    msPerStep: median(samples.map((s) => s.msPerStep)),
   };
 }

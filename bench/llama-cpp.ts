@@ -41,15 +41,15 @@ export interface LlamaCppSingle {
   params: number;
 }
 
-/** `llama-bench -t 1 -p 0 -n tokens -r runs`: median of its per-repetition decode tokens/s. */
+/** `llama-bench -t 1 -p 0 -n tokens -r reps`: median of its per-repetition decode tokens/s. */
 export function llamaBenchDecode(
   dir: string,
   model: string,
   tokens: number,
-  runs: number,
+  reps: number,
 ): LlamaCppSingle {
   const args = ["-m", model, "-t", "1", "-p", "0", "-n", String(tokens)];
-  const json = JSON.parse(run(dir, "llama-bench", [...args, "-r", String(runs), "-o", "json"]));
+  const json = JSON.parse(run(dir, "llama-bench", [...args, "-r", String(reps), "-o", "json"]));
   const row = json[0] as { samples_ts: number[]; model_size: number; model_n_params: number };
   return {
     tokensPerS: median(row.samples_ts),
@@ -61,15 +61,14 @@ export function llamaBenchDecode(
 export const BATCHED_PROMPT_TOKENS = 8;
 
 /**
- * `llama-batched-bench -t 1 -tb 1 -npp 8 -ntg tokens -npl batches`, `runs` times: median of its
- * text-generation tokens/s (all sequences together) per batch size.
+ * One `llama-batched-bench -t 1 -tb 1 -npp 8 -ntg tokens -npl batches` run: its text-generation
+ * tokens/s (all sequences together) per batch size.
  */
 export function batchedBenchDecode(
   dir: string,
   model: string,
   tokens: number,
   batches: number[],
-  runs: number,
 ): Map<number, number> {
   const ctx = Math.ceil((Math.max(...batches) * (BATCHED_PROMPT_TOKENS + tokens)) / 256) * 256;
   const args = [
@@ -77,18 +76,13 @@ export function batchedBenchDecode(
     ...["-npp", String(BATCHED_PROMPT_TOKENS), "-ntg", String(tokens)],
     ...["-npl", batches.join(","), "--output-format", "jsonl"],
   ];
-  const samples = new Map<number, number[]>(batches.map((b) => [b, []]));
-  for (let r = 0; r < runs; r++) {
-    for (const line of run(dir, "llama-batched-bench", args).split("\n")) {
-      if (!line.startsWith("{")) continue;
-      const row = JSON.parse(line) as { pl: number; speed_tg: number };
-      samples.get(row.pl)?.push(row.speed_tg);
-    }
+  const tps = new Map<number, number>();
+  for (const line of run(dir, "llama-batched-bench", args).split("\n")) {
+    if (!line.startsWith("{")) continue;
+    const row = JSON.parse(line) as { pl: number; speed_tg: number };
+    tps.set(row.pl, row.speed_tg);
   }
-  return new Map(
-    [...samples].map(([b, xs]) => {
-      if (xs.length !== runs) throw new Error(`llama-batched-bench gave no row for batch ${b}`);
-      return [b, median(xs)];
-    }),
-  );
+  for (const b of batches)
+    if (!tps.has(b)) throw new Error(`llama-batched-bench gave no row for batch ${b}`);
+  return tps;
 }
