@@ -38,6 +38,19 @@ import {
 export const VS_BATCHES = [1, 8, 32] as const;
 type PerBatch = Record<`b${(typeof VS_BATCHES)[number]}`, number>;
 
+/** One file type's row of the JSON; `ours` is `{ error }` when our engine cannot load the file. */
+export interface TypeResult {
+  file: string;
+  ours: PerBatch | { error: string };
+  llama_cpp: PerBatch;
+  /** Ours / llama.cpp, the median of the rounds' ratios. */
+  ratio: PerBatch | null;
+  /** The issue's targets: single stream >= 0.8x llama.cpp, batch-32 throughput >= 1.0x. */
+  meets: { b1_ge_0_8x: boolean; b32_ge_1x: boolean } | null;
+  weight_bytes_per_token: { ours: PerBatch | null; llama_cpp: PerBatch };
+  implied_gbps: { ours: PerBatch | null; llama_cpp: PerBatch };
+}
+
 /** llama_ftype values of the types llama-quantize makes here (general.file_type). */
 const FILE_TYPES: Record<number, BenchType> = {
   0: "F32",
@@ -138,7 +151,7 @@ export async function compareWithLlamaCpp(o: VsOptions) {
   if (sourceType === undefined)
     throw new Error(`${o.source}: not an F32/F16/Q8_0 source (general.file_type)`);
   const untied = header.tensors.has("output.weight");
-  const types: Record<string, unknown> = {};
+  const types: Record<string, TypeResult> = {};
   let params = 0;
   for (const type of o.types) {
     const file = type === sourceType ? o.source : quantizedPath(o.llamaCppBin, o.source, type);
@@ -157,6 +170,7 @@ export async function compareWithLlamaCpp(o: VsOptions) {
         ours: { error: t.ours.error },
         llama_cpp: llamaSide.tps,
         ratio: null,
+        meets: null,
         weight_bytes_per_token: { ours: null, llama_cpp: llamaSide.bytes },
         implied_gbps: { ours: null, llama_cpp: llamaSide.gbps },
       };
@@ -170,7 +184,6 @@ export async function compareWithLlamaCpp(o: VsOptions) {
       ours: perBatch(ours, 1),
       llama_cpp: llamaSide.tps,
       ratio,
-      /** The issue's targets: single stream >= 0.8x llama.cpp, batch-32 throughput >= 1.0x. */
       meets: { b1_ge_0_8x: ratio.b1 >= 0.8, b32_ge_1x: ratio.b32 >= 1 },
       weight_bytes_per_token: {
         ours: perBatch((b) => weightBytes / b, 0),
@@ -204,12 +217,7 @@ export function formatComparison(r: Awaited<ReturnType<typeof compareWithLlamaCp
   const lines = [
     `${r.model}: ${(r.params / 1e6).toFixed(1)} M params, read bandwidth ${r.bandwidth_gbps} GB/s`,
   ];
-  for (const [type, row] of Object.entries(r.types)) {
-    const t = row as {
-      ours: PerBatch | { error: string };
-      llama_cpp: PerBatch;
-      ratio: PerBatch | null;
-    };
+  for (const [type, t] of Object.entries(r.types)) {
     const cells = VS_BATCHES.map((b) => {
       const k = `b${b}` as keyof PerBatch;
       const o = "error" in t.ours ? "-" : t.ours[k];
