@@ -4,6 +4,13 @@
  * same shared/ engine and the same wasm kernels as workerd.
  *
  *   npm run -s bench:engine -- --model PATH --json [--runs N] [--kernels wasm|js]
+ *
+ * With --vs-llama-cpp (bench/engine-vs-llama-cpp.ts): decode-only tokens/s against llama.cpp on
+ * one thread, for the model and its Q8_0/Q4_0/Q4_K_M conversions (64 tokens per sequence unless
+ * --tokens), with the roofline:
+ *
+ *   npm run -s bench:engine -- --model .tmp/bench-llama.gguf --json --vs-llama-cpp
+ *     [--llama-cpp-bin DIR (or LLAMA_CPP_BIN)] [--types F32,Q8_0,Q4_0,Q4_K_M] [--runs 3]
  */
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
@@ -11,63 +18,49 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { exportLlama2c } from "../hosts/llama2c-export.ts";
-import { DEFAULT_MODEL_PATH, loadNodeInstance } from "../hosts/node-engine.ts";
-import { GREEDY } from "../shared/engine/sequence.ts";
+import { DEFAULT_MODEL_PATH } from "../hosts/node-engine.ts";
+import { measure, median, PROMPTS } from "./engine-measure.ts";
+import { compareWithLlamaCpp, formatComparison, parseBenchTypes } from "./engine-vs-llama-cpp.ts";
 
 const { values } = parseArgs({
   options: {
     model: { type: "string" },
-    runs: { type: "string", default: "5" },
-    tokens: { type: "string", default: "256" },
+    runs: { type: "string" },
+    tokens: { type: "string" },
     kernels: { type: "string", default: "wasm" },
     json: { type: "boolean", default: false },
     /** A compiled llama2.c run.c (gcc -O3 -o run run.c -lm), timed on the same model. */
     runc: { type: "string" },
+    "vs-llama-cpp": { type: "boolean", default: false },
+    /** A llama.cpp build's bin directory (llama-quantize, llama-bench, llama-batched-bench). */
+    "llama-cpp-bin": { type: "string" },
+    types: { type: "string", default: "F32,Q8_0,Q4_0,Q4_K_M" },
   },
 });
 const path = values.model ?? DEFAULT_MODEL_PATH;
-const bytes = new Uint8Array(readFileSync(path));
-const runs = Number(values.runs);
-const numTokens = Number(values.tokens);
+const vs = values["vs-llama-cpp"];
+const runs = Number(values.runs ?? (vs ? 3 : 5));
+const numTokens = Number(values.tokens ?? (vs ? 64 : 256));
 const kernels = values.kernels === "js" ? "js" : "wasm";
-const PROMPTS = ["Once upon a time", "Lily wanted", "The dog", "One day, a little", "Tom and Sue"];
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
-
-async function measure(batch: number): Promise<{ tokensPerS: number; msPerStep: number }> {
-  const inst = await loadNodeInstance(bytes, {
+if (vs) {
+  const llamaCppBin = values["llama-cpp-bin"] ?? process.env.LLAMA_CPP_BIN;
+  if (!llamaCppBin) throw new Error("--vs-llama-cpp needs --llama-cpp-bin DIR or LLAMA_CPP_BIN");
+  const types = parseBenchTypes(values.types as string);
+  const r = await compareWithLlamaCpp({
+    source: path,
+    types,
+    llamaCppBin,
+    runs,
+    numTokens,
     kernels,
-    maxNumSeqs: Math.max(batch, 1),
-    maxNumBatchedTokens: Math.max(256, batch * 8),
   });
-  const samples: number[] = [];
-  const stepMs: number[] = [];
-  for (let r = 0; r < runs + 1; r++) {
-    for (let i = 0; i < batch; i++) {
-      const prompt = inst.tokenizer.encode(PROMPTS[i % PROMPTS.length] as string);
-      const err = inst.engine.add(`s${r}_${i}`, prompt, {
-        ...GREEDY,
-        maxTokens: numTokens,
-        ignoreEos: true,
-      });
-      if (err) throw new Error(err.message);
-    }
-    let generated = 0;
-    let steps = 0;
-    const t0 = performance.now();
-    while (inst.engine.hasWork()) {
-      generated += (await inst.engine.step()).numSampled;
-      steps++;
-    }
-    const s = (performance.now() - t0) / 1000;
-    if (r > 0) {
-      samples.push(generated / s); // the first run warms the JIT
-      stepMs.push((s * 1000) / steps);
-    }
-  }
-  return { tokensPerS: median(samples), msPerStep: median(stepMs) };
+  if (!values.json) console.log(formatComparison(r));
+  console.log(JSON.stringify(r));
+  process.exit(0);
 }
 
+const bytes = new Uint8Array(readFileSync(path));
 /** run.c's own "achieved tok/s" for greedy decode of the same token count, median of runs. */
 function measureRunC(runc: string): number {
   const dir = mkdtempSync(join(tmpdir(), "llama2c-"));
@@ -97,9 +90,10 @@ function measureRunC(runc: string): number {
 }
 
 const runcTokensPerS = values.runc ? measureRunC(values.runc) : null;
-const single = await measure(1);
-const b8 = await measure(8);
-const b32 = await measure(32);
+const opts = { runs, numTokens, kernels } as const;
+const single = await measure(bytes, 1, opts);
+const b8 = await measure(bytes, 8, opts);
+const b32 = await measure(bytes, 32, opts);
 const result = {
   single_stream_tokens_per_s: Math.round(single.tokensPerS),
   batched_tokens_per_s: { "8": Math.round(b8.tokensPerS), "32": Math.round(b32.tokensPerS) },
