@@ -19,8 +19,10 @@ import {
   modelOrNotFound,
   numSeqsOf,
 } from "../shared/serving/admission.ts";
+import { shouldSetAlarm } from "../shared/serving/batch.ts";
 import type { DecisionSummary } from "../shared/serving/decision-log.ts";
 import { placedTasks } from "../shared/serving/dispatch.ts";
+import type { Claim } from "../shared/serving/idempotency.ts";
 import type { MetricsSnapshot } from "../shared/serving/metrics.ts";
 import type { TaskProgress } from "../shared/serving/records.ts";
 import type { NpuCounters } from "../shared/serving/serving-metrics.ts";
@@ -29,6 +31,7 @@ import type { ContextCacheRecord, RequestRecord } from "../shared/types/records.
 import { BatchRunner, type BatchSubmit } from "./batch-runner.ts";
 import { ContextCacheStore, createContextCache, type NewContextCache } from "./context-caches.ts";
 import { type Env, getConfig } from "./env.ts";
+import { IdempotencyKeys, type KeyRef } from "./idempotency-keys.ts";
 import { ModelDirectory } from "./model-directory.ts";
 import type { PlanInput } from "./model-scheduler.ts";
 import { PlacementState } from "./placement-state.ts";
@@ -53,6 +56,7 @@ export class JobExecutor extends DurableObject<Env> {
   readonly #batches: BatchRunner;
   readonly #models: ModelDirectory;
   readonly #placement: PlacementState;
+  readonly #keys: IdempotencyKeys;
   /** A snapshot alarm is set (or about to be) for changes not yet written. */
   #snapshotArmed = false;
 
@@ -65,6 +69,7 @@ export class JobExecutor extends DurableObject<Env> {
     this.#records = new RecordStore(ctx.storage, this.#log);
     this.#models = new ModelDirectory(env);
     this.#caches = new ContextCacheStore(ctx.storage.sql);
+    this.#keys = new IdempotencyKeys(ctx.storage.sql);
     this.#placement = new PlacementState(env, ctx.storage.kv, getConfig(env).blockSize);
     this.#batches = new BatchRunner({
       ctx,
@@ -183,11 +188,16 @@ export class JobExecutor extends DurableObject<Env> {
   #scheduleSnapshot(): void {
     if (this.#snapshotArmed) return;
     this.#snapshotArmed = true;
+    this.#armAlarm(Date.now() + SNAPSHOT_DELAY_MS);
+  }
+
+  /** Sets the alarm to `at` unless one is set to fire earlier (the alarm serves every timer). */
+  #armAlarm(at: number): void {
+    const storage = this.ctx.storage;
     this.ctx.waitUntil(
       (async () => {
-        if ((await this.ctx.storage.getAlarm()) === null)
-          await this.ctx.storage.setAlarm(Date.now() + SNAPSHOT_DELAY_MS);
-      })(),
+        if (shouldSetAlarm(await storage.getAlarm(), at)) await storage.setAlarm(at);
+      })().catch((e: unknown) => this.#log.warn("alarm.set_failed", errorFields(e))),
     );
   }
 
@@ -195,6 +205,29 @@ export class JobExecutor extends DurableObject<Env> {
     this.#snapshotArmed = false;
     this.#placement.snapshot();
     this.#batches.alarm();
+    const nextExpiry = this.#keys.expire(Date.now());
+    if (nextExpiry !== null) this.#armAlarm(nextExpiry);
+  }
+
+  // --- idempotency keys (per tenant, kept IDEMPOTENCY_TTL_MS; shared/serving/idempotency.ts)
+
+  /** Claims a tenant's key for a request, or says what the key's first request left. */
+  async claimIdempotencyKey(q: KeyRef & { fingerprint: string }): Promise<Claim> {
+    const { claim, expiresAt } = this.#keys.claim({ ...q, now: Date.now() });
+    if (claim.kind === "claimed") this.#armAlarm(expiresAt);
+    return claim;
+  }
+
+  /** Stores the response of the request that claimed the key, for replay. */
+  async completeIdempotencyKey(
+    q: KeyRef & { status: number; contentType: string; body: string },
+  ): Promise<void> {
+    this.#keys.complete(q);
+  }
+
+  /** Frees a key whose request got no replayable answer. */
+  async releaseIdempotencyKey(q: KeyRef): Promise<void> {
+    this.#keys.release(q);
   }
 
   /**
