@@ -22,6 +22,8 @@ export interface Env {
   JOB_EXECUTOR_SHARDS?: string;
   MAX_BODY_MB?: string;
   LOG_LEVEL?: string;
+  /** `<tenant>=<requests per minute>/<concurrent requests>, ...`; `*` for every other tenant. */
+  TENANT_LIMITS?: string;
   /** Secret: comma-separated `tenant:key` pairs. */
   API_KEYS?: string;
   /** Secret: comma-separated admin keys (management routes). */

@@ -26,6 +26,7 @@ import type { Claim } from "../shared/serving/idempotency.ts";
 import type { MetricsSnapshot } from "../shared/serving/metrics.ts";
 import type { TaskProgress } from "../shared/serving/records.ts";
 import type { NpuCounters } from "../shared/serving/serving-metrics.ts";
+import { type Admission, TenantLimiter } from "../shared/serving/tenant-limits.ts";
 import type { ModelRecord } from "../shared/types/deployments.ts";
 import type { ContextCacheRecord, RequestRecord } from "../shared/types/records.ts";
 import { BatchRunner, type BatchSubmit } from "./batch-runner.ts";
@@ -57,6 +58,8 @@ export class JobExecutor extends DurableObject<Env> {
   readonly #models: ModelDirectory;
   readonly #placement: PlacementState;
   readonly #keys: IdempotencyKeys;
+  /** Rate and concurrency of the tenants this shard owns (in memory: a restart forgets them). */
+  readonly #limiter: TenantLimiter;
   /** A snapshot alarm is set (or about to be) for changes not yet written. */
   #snapshotArmed = false;
 
@@ -70,6 +73,7 @@ export class JobExecutor extends DurableObject<Env> {
     this.#models = new ModelDirectory(env);
     this.#caches = new ContextCacheStore(ctx.storage.sql);
     this.#keys = new IdempotencyKeys(ctx.storage.sql);
+    this.#limiter = new TenantLimiter(getConfig(env).tenantLimits);
     this.#placement = new PlacementState(env, ctx.storage.kv, getConfig(env).blockSize);
     this.#batches = new BatchRunner({
       ctx,
@@ -207,6 +211,17 @@ export class JobExecutor extends DurableObject<Env> {
     this.#batches.alarm();
     const nextExpiry = this.#keys.expire(Date.now());
     if (nextExpiry !== null) this.#armAlarm(nextExpiry);
+  }
+
+  // --- per-tenant limits (the shard that owns the tenant; shared/serving/tenant-limits.ts)
+
+  /** Admits a request of the tenant (a slot until releaseTenantSlot) or says when to retry. */
+  async acquireTenantSlot(q: { tenant: string }): Promise<Admission> {
+    return this.#limiter.acquire(q.tenant, Date.now());
+  }
+
+  async releaseTenantSlot(q: { tenant: string; slotId: number }): Promise<void> {
+    this.#limiter.release(q.tenant, q.slotId);
   }
 
   // --- idempotency keys (per tenant, kept IDEMPOTENCY_TTL_MS; shared/serving/idempotency.ts)

@@ -14,6 +14,7 @@ import { newRequestId } from "./ids.ts";
 import { metrics } from "./metrics.ts";
 import { authenticate } from "./middleware/auth.ts";
 import { idempotency } from "./middleware/idempotency.ts";
+import { tenantLimits } from "./middleware/tenant-limits.ts";
 import { ensureDefaultModel } from "./models.ts";
 import { openai } from "./openai/app.ts";
 
@@ -63,6 +64,9 @@ const authenticated = async (c: Context<AppEnv>, next: Next) => {
 };
 app.use("/v1/*", authenticated);
 app.use("/api/*", authenticated);
+// every POST counts against its tenant's limits; a refused one never claims an idempotency key
+app.use("/v1/*", tenantLimits);
+app.use("/api/*", tenantLimits);
 app.use("/v1/*", idempotency);
 app.use("/api/*", idempotency);
 
@@ -93,7 +97,7 @@ app.onError((err, c) => {
       (err.kind === "overloaded" && err.code !== "no_deployment") ||
       err.code === "idempotency_key_in_use"
     ) {
-      c.header("retry-after", String(RETRY_AFTER_S));
+      c.header("retry-after", String(err.retryAfterS ?? RETRY_AFTER_S));
     }
     return c.json(errorEnvelope(err.toInfo()), err.status as 400);
   }

@@ -20,6 +20,7 @@ import {
 import type { AppEnv } from "../app-env.ts";
 import { jobExecutorFor } from "../env.ts";
 import { MAX_BATCH_BODY_BYTES, readBodyOnce } from "./body.ts";
+import { tapBody } from "./tap-body.ts";
 
 const SSE_END = "data: [DONE]";
 
@@ -40,40 +41,6 @@ function errorCode(text: string): string | null {
   } catch {
     return null;
   }
-}
-
-/** `body` passed through unchanged; `onEnd` gets its text once it ends, or null if cut short. */
-function recorded(
-  body: ReadableStream<Uint8Array>,
-  onEnd: (text: string | null) => void,
-): ReadableStream<Uint8Array> {
-  const reader = body.getReader();
-  const decoder = new TextDecoder();
-  let text = "";
-  return new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        try {
-          const { done, value } = await reader.read();
-          if (done) {
-            controller.close();
-            onEnd(text + decoder.decode());
-            return;
-          }
-          text += decoder.decode(value, { stream: true });
-          controller.enqueue(value);
-        } catch (e) {
-          onEnd(null);
-          controller.error(e);
-        }
-      },
-      async cancel(reason) {
-        onEnd(null);
-        await reader.cancel(reason).catch(() => {});
-      },
-    },
-    { highWaterMark: 0 },
-  );
 }
 
 export async function idempotency(c: Context<AppEnv>, next: Next): Promise<Response | undefined> {
@@ -136,15 +103,22 @@ export async function idempotency(c: Context<AppEnv>, next: Next): Promise<Respo
   const res = c.res;
   const contentType = res.headers.get("content-type") ?? "application/json";
   if (contentType.startsWith("text/event-stream") && res.body && res.status === 200) {
-    const onEnd = (text: string | null) =>
+    const decoder = new TextDecoder();
+    let text = "";
+    const onEnd = (complete: boolean) => {
+      text += decoder.decode();
       c.executionCtx.waitUntil(
-        text?.trimEnd().endsWith(SSE_END)
+        complete && text.trimEnd().endsWith(SSE_END)
           ? je
               .completeIdempotencyKey({ ...ref, status: res.status, contentType, body: text })
               .catch((e: unknown) => log.warn("idempotency.store_failed", errorFields(e)))
           : release(),
       );
-    c.res = new Response(recorded(res.body, onEnd), res);
+    };
+    const onChunk = (chunk: Uint8Array) => {
+      text += decoder.decode(chunk, { stream: true });
+    };
+    c.res = new Response(tapBody(res.body, onEnd, onChunk), res);
     return;
   }
   const text = await res.clone().text();
