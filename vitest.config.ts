@@ -49,6 +49,7 @@ export default defineConfig({
                 TENANT_LIMITS: "*=60000/256, rate=2/64, conc=600/1",
                 ADMIN_API_KEYS: "sk-admin",
                 LOG_LEVEL: "warn",
+                FAULT_INJECTION: "true",
               },
               ...refBindings,
             },

@@ -24,6 +24,8 @@ export interface Env {
   LOG_LEVEL?: string;
   /** `<tenant>=<requests per minute>/<concurrent requests>, ...`; `*` for every other tenant. */
   TENANT_LIMITS?: string;
+  /** "true" opens POST /api/faults (fault injection for tests and drills). */
+  FAULT_INJECTION?: string;
   /** Secret: comma-separated `tenant:key` pairs. */
   API_KEYS?: string;
   /** Secret: comma-separated admin keys (management routes). */

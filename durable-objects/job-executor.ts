@@ -28,15 +28,18 @@ import type { TaskProgress } from "../shared/serving/records.ts";
 import type { NpuCounters } from "../shared/serving/serving-metrics.ts";
 import { type Admission, TenantLimiter } from "../shared/serving/tenant-limits.ts";
 import type { ModelRecord } from "../shared/types/deployments.ts";
+import type { FaultKind } from "../shared/types/faults.ts";
 import type { ContextCacheRecord, RequestRecord } from "../shared/types/records.ts";
 import { BatchRunner, type BatchSubmit } from "./batch-runner.ts";
 import { ContextCacheStore, createContextCache, type NewContextCache } from "./context-caches.ts";
 import { type Env, getConfig } from "./env.ts";
+import { FaultSwitch } from "./faults.ts";
 import { IdempotencyKeys, type KeyRef } from "./idempotency-keys.ts";
 import { ModelDirectory } from "./model-directory.ts";
 import type { PlanInput } from "./model-scheduler.ts";
 import { PlacementState } from "./placement-state.ts";
 import { RecordStore } from "./records.ts";
+import { TaskWatchdog } from "./task-watchdog.ts";
 
 /** An instance's report on one of its tasks, with its load at that moment. */
 export interface TaskEvent extends TaskProgress {
@@ -60,8 +63,10 @@ export class JobExecutor extends DurableObject<Env> {
   readonly #keys: IdempotencyKeys;
   /** Rate and concurrency of the tenants this shard owns (in memory: a restart forgets them). */
   readonly #limiter: TenantLimiter;
-  /** A snapshot alarm is set (or about to be) for changes not yet written. */
-  #snapshotArmed = false;
+  readonly #watchdog: TaskWatchdog;
+  readonly #faults: FaultSwitch;
+  /** When changes not yet written are due to be snapshotted (an alarm is set), or null. */
+  #snapshotAt: number | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -74,6 +79,23 @@ export class JobExecutor extends DurableObject<Env> {
     this.#caches = new ContextCacheStore(ctx.storage.sql);
     this.#keys = new IdempotencyKeys(ctx.storage.sql);
     this.#limiter = new TenantLimiter(getConfig(env).tenantLimits);
+    this.#faults = new FaultSwitch(ctx, env, this.#log);
+    this.#watchdog = new TaskWatchdog({
+      env,
+      log: this.#log,
+      records: this.#records,
+      arm: (at) => this.#armAlarm(at),
+      fail: (task, reason) =>
+        this.taskEvent({
+          requestId: task.requestId,
+          taskId: task.id,
+          status: "failed",
+          finishedAt: Date.now(),
+          error: reason,
+        }),
+    });
+    // start-up reconciliation: tasks live in storage are checked within a watchdog interval
+    if (this.#records.watchedTasks().length > 0) this.#watchdog.arm();
     this.#placement = new PlacementState(env, ctx.storage.kv, getConfig(env).blockSize);
     this.#batches = new BatchRunner({
       ctx,
@@ -93,6 +115,7 @@ export class JobExecutor extends DurableObject<Env> {
    * input and capacity failures come back as values, and then nothing is recorded.
    */
   async submit(s: SubmitJob): Promise<Result<Submitted>> {
+    this.#faults.check("JobExecutor.submit");
     const admitted = await this.#admit(s);
     if (!admitted.ok) return admitted;
     const planned = await this.#plan(admitted.value, 0);
@@ -118,6 +141,7 @@ export class JobExecutor extends DurableObject<Env> {
       [{ id: s.spec.jobId, kind: s.kind }],
       tasks,
     );
+    this.#watchdog.arm();
     return planned;
   }
 
@@ -190,9 +214,9 @@ export class JobExecutor extends DurableObject<Env> {
    * placement, and after a task report taught the prefix tree or the predictor.
    */
   #scheduleSnapshot(): void {
-    if (this.#snapshotArmed) return;
-    this.#snapshotArmed = true;
-    this.#armAlarm(Date.now() + SNAPSHOT_DELAY_MS);
+    if (this.#snapshotAt !== null) return;
+    this.#snapshotAt = Date.now() + SNAPSHOT_DELAY_MS;
+    this.#armAlarm(this.#snapshotAt);
   }
 
   /** Sets the alarm to `at` unless one is set to fire earlier (the alarm serves every timer). */
@@ -206,11 +230,20 @@ export class JobExecutor extends DurableObject<Env> {
   }
 
   override async alarm(): Promise<void> {
-    this.#snapshotArmed = false;
-    this.#placement.snapshot();
+    // any alarm (a watchdog round too) writes the pending changes
+    if (this.#snapshotAt !== null) {
+      this.#snapshotAt = null;
+      this.#placement.snapshot();
+    }
     this.#batches.alarm();
+    await this.#watchdog.check();
     const nextExpiry = this.#keys.expire(Date.now());
     if (nextExpiry !== null) this.#armAlarm(nextExpiry);
+  }
+
+  /** A drill's fault (POST /api/faults): the next submit throws, or the object is reset. */
+  async injectFault(q: { fault: FaultKind }): Promise<Result<null>> {
+    return this.#faults.inject(q.fault);
   }
 
   // --- per-tenant limits (the shard that owns the tenant; shared/serving/tenant-limits.ts)

@@ -16,10 +16,13 @@ import type { GenerateEvent, GenerateTask, Prefilled } from "../shared/protocol/
 import { PROTOCOL_VERSION } from "../shared/protocol/version.ts";
 import type { Accepted } from "../shared/serving/dispatch.ts";
 import { sequencesFor, TaskTracker } from "../shared/serving/task.ts";
+import type { NpuHealth } from "../shared/serving/watchdog.ts";
+import type { FaultKind } from "../shared/types/faults.ts";
 import { ContextPins } from "./context-pins.ts";
 import { EngineLoop, type StepSummary } from "./engine-loop.ts";
 import type { Env } from "./env.ts";
 import { FabricHost, type RegionData } from "./fabric-host.ts";
+import { faultsOff } from "./faults.ts";
 import { KvHandoff } from "./kv-handoff.ts";
 import { type Loaded, ModelSlot } from "./npu-loader.ts";
 import { TaskStreams } from "./task-streams.ts";
@@ -313,6 +316,43 @@ export class Npu extends DurableObject<Env> {
 
   async fabricStats(): Promise<{ counters: FabricStats; regions: RegionMeta[] }> {
     return { counters: this.fabric.counters(), regions: this.fabric.list() };
+  }
+
+  // --- health (the JobExecutor's watchdog, shared/serving/watchdog.ts) and fault injection
+
+  /** The engine loop's progress counter, whether it has work, and the tasks held here. */
+  async health(): Promise<NpuHealth> {
+    return {
+      numSteps: this.loop.numSteps,
+      hasWork: this.loaded?.instance.engine.hasWork() ?? false,
+      taskIds: [...this.streams.ids(), ...this.starting],
+    };
+  }
+
+  /**
+   * The watchdog found the loop hung: every task here ends with an error event, the loop is
+   * abandoned and the engine replaced (its KV blocks and pins go with it; the next task loads a
+   * fresh one).
+   */
+  async recover(q: { reason: string }): Promise<{ numTasksFailed: number }> {
+    const numTasksFailed = this.streams.size;
+    this.streams.failAll(q.reason);
+    this.handoff.failAll();
+    this.loop.reset();
+    this.pins.clear();
+    this.slot.drop();
+    this.log.warn("npu.recovered", { reason: q.reason, numTasksFailed });
+    return { numTasksFailed };
+  }
+
+  /** A drill's fault (POST /api/faults); refused unless FAULT_INJECTION is on. */
+  async injectFault(q: { fault: FaultKind }): Promise<Result<null>> {
+    const off = faultsOff(this.env);
+    if (off) return off;
+    this.log.warn("fault.injected", { fault: q.fault });
+    if (q.fault === "drop_state") this.ctx.abort("fault injection: drop_state");
+    else this.loop.inject(q.fault);
+    return { ok: true, value: null };
   }
 
   /** Cancels a task (its client went away): aborts its sequences and frees their KV blocks. */
