@@ -50,6 +50,8 @@ export default defineConfig({
                 ADMIN_API_KEYS: "sk-admin",
                 LOG_LEVEL: "warn",
                 FAULT_INJECTION: "true",
+                // a lowered slice: every long generation in this suite crosses invocations
+                NPU_SLICE_MS: "20",
               },
               ...refBindings,
             },

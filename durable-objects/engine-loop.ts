@@ -5,7 +5,9 @@
  * outputs to the Npu and, if a step throws, lets the Npu fail everything in flight. `numSteps`
  * is the progress counter the JobExecutor's watchdog reads (through Npu.health): a loop that has
  * work but stopped stepping is hung, and `reset` abandons it. A fault injected for drills
- * (`inject`) makes the next step throw, or hangs the loop before it.
+ * (`inject`) makes the next step throw, or hangs the loop before it. An invocation runs steps
+ * for at most `sliceMs` (a platform CPU limit applies per incoming request or event); then the
+ * loop ends and the Npu's alarm, a fresh invocation, continues it.
  */
 import type { Engine, StepReport } from "../shared/engine/engine.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
@@ -29,6 +31,10 @@ export interface EngineLoopHost {
   onStep(report: StepReport, startedAt: number, endedAt: number): void;
   /** A step threw: everything in flight is failed. */
   onFailure(): void;
+  /** Step time one invocation may use before the loop continues from a fresh one. */
+  sliceMs: number;
+  /** Continues the loop from a fresh invocation (the Npu's alarm kicks it). */
+  continueLater(): void;
 }
 
 /** A fault a drill injects into the loop (POST /api/faults). */
@@ -45,6 +51,8 @@ export class EngineLoop {
   numPreemptions = 0;
   /** Steps completed since this Npu started: the watchdog's progress counter. */
   numSteps = 0;
+  /** Times the loop handed over to a fresh invocation (its time slice was used up). */
+  numSlices = 0;
   readonly recentSteps: StepSummary[] = [];
 
   constructor(private readonly host: EngineLoopHost) {}
@@ -74,6 +82,7 @@ export class EngineLoop {
   private async run(generation: number): Promise<void> {
     const engine = this.host.engine();
     const current = () => generation === this.generation;
+    let usedMs = 0;
     try {
       while (engine?.hasWork() || this.fault !== null) {
         if (this.fault === "hang") {
@@ -104,6 +113,13 @@ export class EngineLoop {
         if (this.recentSteps.length > RECENT_STEPS) this.recentSteps.shift();
         this.host.log.debug("step.completed", summary);
         this.host.onStep(report, t0, now);
+        usedMs += now - t0;
+        if (usedMs >= this.host.sliceMs && engine.hasWork()) {
+          // this invocation has used its slice: a fresh one (the alarm) continues
+          this.numSlices++;
+          this.host.continueLater();
+          return;
+        }
         // yield to the event loop: RPCs that arrived during the step (new tasks) run now
         await new Promise((r) => setTimeout(r, 0));
       }

@@ -24,6 +24,8 @@ export interface Env {
   LOG_LEVEL?: string;
   /** `<tenant>=<requests per minute>/<concurrent requests>, ...`; `*` for every other tenant. */
   TENANT_LIMITS?: string;
+  /** Engine-loop milliseconds per invocation of an Npu before it continues from an alarm. */
+  NPU_SLICE_MS?: string;
   /** "true" opens POST /api/faults (fault injection for tests and drills). */
   FAULT_INJECTION?: string;
   /** Secret: comma-separated `tenant:key` pairs. */

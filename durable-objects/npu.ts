@@ -14,13 +14,14 @@ import type { FabricStats, RegionKind, RegionMeta } from "../shared/fabric/regio
 import { Logger, parseLogLevel } from "../shared/log.ts";
 import type { GenerateEvent, GenerateTask, Prefilled } from "../shared/protocol/messages.ts";
 import { PROTOCOL_VERSION } from "../shared/protocol/version.ts";
+import { shouldSetAlarm } from "../shared/serving/batch.ts";
 import type { Accepted } from "../shared/serving/dispatch.ts";
 import { sequencesFor, TaskTracker } from "../shared/serving/task.ts";
 import type { NpuHealth } from "../shared/serving/watchdog.ts";
 import type { FaultKind } from "../shared/types/faults.ts";
 import { ContextPins } from "./context-pins.ts";
 import { EngineLoop, type StepSummary } from "./engine-loop.ts";
-import type { Env } from "./env.ts";
+import { type Env, getConfig } from "./env.ts";
 import { FabricHost, type RegionData } from "./fabric-host.ts";
 import { faultsOff } from "./faults.ts";
 import { KvHandoff } from "./kv-handoff.ts";
@@ -35,6 +36,8 @@ export interface NpuStats extends EngineStats {
   numTasks: number;
   memory: { usedBytes: number; capacityBytes: number; weightBytes: number } | null;
   recentSteps: StepSummary[];
+  /** Times the engine loop continued from a fresh invocation (NPU_SLICE_MS). */
+  numSlices: number;
 }
 
 export type GenerateAccepted = Accepted<ReadableStream<Uint8Array>>;
@@ -116,6 +119,8 @@ export class Npu extends DurableObject<Env> {
         this.streams.failAll();
         this.handoff.failAll();
       },
+      sliceMs: getConfig(env).npuSliceMs,
+      continueLater: () => ctx.waitUntil(ctx.storage.setAlarm(Date.now())),
     });
   }
 
@@ -144,6 +149,7 @@ export class Npu extends DurableObject<Env> {
           }
         : null,
       recentSteps: [...this.loop.recentSteps],
+      numSlices: this.loop.numSlices,
     };
   }
 
@@ -276,8 +282,12 @@ export class Npu extends DurableObject<Env> {
     return { unpinned: this.pins.unpin(this.loaded?.instance.engine, a.cacheId) };
   }
 
-  /** Expires pinned context caches, and KV handoff regions no decode side ever pulled. */
+  /**
+   * Continues the engine loop (its last invocation used its time slice), expires pinned context
+   * caches, and KV handoff regions no decode side ever pulled.
+   */
   override async alarm(): Promise<void> {
+    this.loop.kick();
     const now = Date.now();
     this.pins.expire(this.loaded?.instance.engine, now);
     this.handoff.expireRegions(now);
@@ -288,7 +298,10 @@ export class Npu extends DurableObject<Env> {
     const times = [this.handoff.nextRegionExpiry(), this.pins.nextExpiry()].filter(
       (t): t is number => t !== null,
     );
-    if (times.length > 0) await this.ctx.storage.setAlarm(Math.min(...times));
+    if (times.length === 0) return;
+    const at = Math.min(...times);
+    // never postpone an earlier alarm (the engine loop's continuation)
+    if (shouldSetAlarm(await this.ctx.storage.getAlarm(), at)) await this.ctx.storage.setAlarm(at);
   }
 
   // --- the fabric (this NPU's regions, read and freed by peers)

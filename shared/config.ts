@@ -25,6 +25,8 @@ export const ServingConfigSchema = z
     JOB_EXECUTOR_SHARDS: int(1, 1, 256),
     MAX_BODY_MB: int(64, 1, 1024),
     LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
+    /** Engine-loop time one invocation of an Npu may use; then the loop continues from an alarm. */
+    NPU_SLICE_MS: int(5_000, 1, 300_000),
     /** "true" opens POST /api/faults (tests and drills); off by default. */
     FAULT_INJECTION: z.enum(["true", "false", "1", "0"]).default("false"),
     /** `<tenant>=<requests per minute>/<concurrent requests>, ...` (shared/serving/tenant-limits.ts) */
@@ -54,6 +56,7 @@ export interface ServingConfig {
   logLevel: "debug" | "info" | "warn" | "error";
   tenantLimits: TenantLimits;
   faultInjection: boolean;
+  npuSliceMs: number;
 }
 
 /** @throws Error naming every bad variable. */
@@ -78,6 +81,7 @@ export function parseServingConfig(vars: Record<string, unknown>): ServingConfig
     jobExecutorShards: c.JOB_EXECUTOR_SHARDS,
     maxUploadBytes: c.MAX_BODY_MB * 2 ** 20,
     logLevel: c.LOG_LEVEL,
+    npuSliceMs: c.NPU_SLICE_MS,
     faultInjection: c.FAULT_INJECTION === "true" || c.FAULT_INJECTION === "1",
     tenantLimits: (parseTenantLimits(c.TENANT_LIMITS) as { ok: true; value: TenantLimits }).value,
   });
