@@ -10,6 +10,8 @@ import { REPO_ROOT } from "./models.ts";
 
 export interface DevServer {
   url: string;
+  /** Its persisted state folder (a second server started on it continues from it). */
+  state: string;
   /** Everything wrangler and the worker printed so far (structured logs included). */
   output(): string;
   stop(): Promise<void>;
@@ -18,8 +20,10 @@ export interface DevServer {
 export const LOCAL_KEY = "sk-local-dev";
 export const ADMIN_KEY = "sk-local-admin";
 
-export async function startDevServer(extraVars: Record<string, string> = {}): Promise<DevServer> {
-  const state = mkdtempSync(join(tmpdir(), "flowserve-dev-"));
+export async function startDevServer(
+  extraVars: Record<string, string> = {},
+  state = mkdtempSync(join(tmpdir(), "flowserve-dev-")),
+): Promise<DevServer> {
   const vars = Object.entries({
     API_KEYS: `local:${LOCAL_KEY}`,
     ADMIN_API_KEYS: ADMIN_KEY,
@@ -75,6 +79,7 @@ export async function startDevServer(extraVars: Record<string, string> = {}): Pr
   });
   return {
     url,
+    state,
     output: out,
     stop: () =>
       new Promise<void>((resolve) => {
