@@ -200,6 +200,22 @@ describe("fault drills", () => {
     expect(next.status).toBe(200);
   });
 
+  it("resets the JobExecutor under 8 streams: every stream and record completes", async () => {
+    const base = { model: "default-moe", temperature: 0, max_tokens: 200, ignore_eos: true };
+    const streams = await Promise.all(
+      prompts.slice(0, 8).map(async (prompt) => {
+        const res = await post("/v1/completions", { ...base, prompt, stream: true });
+        expect(res.status).toBe(200);
+        return { id: res.headers.get("x-request-id") as string, res };
+      }),
+    );
+    expect((await fault({ target: "job_executor", fault: "drop_state" })).status).toBe(200);
+    const texts = await Promise.all(streams.map((s) => s.res.text()));
+    for (const text of texts) expect(streamed(text).done).toBe(true);
+    // the Npus report to the restarted JobExecutor, which continues from its storage
+    for (const s of streams) expect((await ended(s.id, 10_000)).status).toBe("succeeded");
+  });
+
   it("is admin-only and refuses faults a target cannot have", async () => {
     expect((await fault({ target: "cluster_manager", fault: "throw" }, "sk-test")).status).toBe(
       403,
