@@ -10,8 +10,6 @@ import { REPO_ROOT } from "./models.ts";
 
 export interface DevServer {
   url: string;
-  /** Its persisted state folder (a second server started on it continues from it). */
-  state: string;
   /** Everything wrangler and the worker printed so far (structured logs included). */
   output(): string;
   stop(): Promise<void>;
@@ -20,10 +18,11 @@ export interface DevServer {
 export const LOCAL_KEY = "sk-local-dev";
 export const ADMIN_KEY = "sk-local-admin";
 
+/** Starts `wrangler dev` on `state` (a fresh folder by default; a restart drill passes the last one). */
 export async function startDevServer(
   extraVars: Record<string, string> = {},
   state = mkdtempSync(join(tmpdir(), "flowserve-dev-")),
-): Promise<DevServer> {
+): Promise<DevServer & { state: string }> {
   const vars = Object.entries({
     API_KEYS: `local:${LOCAL_KEY}`,
     ADMIN_API_KEYS: ADMIN_KEY,
