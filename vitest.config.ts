@@ -44,9 +44,14 @@ export default defineConfig({
             miniflare: {
               cf: false,
               bindings: {
-                API_KEYS: "test:sk-test,other:sk-other",
+                API_KEYS: "test:sk-test,other:sk-other,rate:sk-rate,conc:sk-conc",
+                // tenant-limits.test.ts: two tenants with lowered limits; the rest keep the default
+                TENANT_LIMITS: "*=60000/256, rate=2/64, conc=600/1",
                 ADMIN_API_KEYS: "sk-admin",
                 LOG_LEVEL: "warn",
+                FAULT_INJECTION: "true",
+                // a lowered slice: every long generation in this suite crosses invocations
+                NPU_SLICE_MS: "20",
               },
               ...refBindings,
             },

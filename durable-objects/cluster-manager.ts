@@ -5,6 +5,7 @@
  * pool and the autoscaler extend this object in later issues.
  */
 import { DurableObject } from "cloudflare:workers";
+import type { Result } from "../shared/errors.ts";
 import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
 import { instanceId, jobExecutorName } from "../shared/protocol/names.ts";
 import type { PdProfile } from "../shared/serving/pd-profile.ts";
@@ -14,7 +15,9 @@ import type {
   ModelRecord,
   ModelSummary,
 } from "../shared/types/deployments.ts";
+import type { FaultKind } from "../shared/types/faults.ts";
 import { type Env, getConfig } from "./env.ts";
+import { FaultSwitch } from "./faults.ts";
 
 type StoredModel = Omit<ModelRecord, "deployments" | "revision">;
 
@@ -22,10 +25,12 @@ export class ClusterManager extends DurableObject<Env> {
   private readonly log: Logger;
   /** The last record revision handed out (see ModelRecord.revision). */
   #revision = 0;
+  readonly #faults: FaultSwitch;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.log = new Logger({ do: "ClusterManager" }, parseLogLevel(env.LOG_LEVEL));
+    this.#faults = new FaultSwitch(ctx, env, this.log);
     ctx.storage.sql.exec(`
       CREATE TABLE IF NOT EXISTS models (name TEXT PRIMARY KEY, record TEXT NOT NULL, created_at INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS deployments (id TEXT PRIMARY KEY, model TEXT NOT NULL, record TEXT NOT NULL,
@@ -79,12 +84,19 @@ export class ClusterManager extends DurableObject<Env> {
     return this.#publish(m.name) as Promise<ModelRecord>;
   }
 
+  /** A drill's fault (POST /api/faults): the next model read throws, or the object is reset. */
+  async injectFault(q: { fault: FaultKind }): Promise<Result<null>> {
+    return this.#faults.inject(q.fault);
+  }
+
   async getModel(q: { name: string }): Promise<ModelRecord | null> {
+    this.#faults.check("ClusterManager.getModel");
     const s = this.#stored(q.name);
     return s ? this.#withDeployments(s) : null;
   }
 
   async listModels(): Promise<ModelRecord[]> {
+    this.#faults.check("ClusterManager.listModels");
     return this.ctx.storage.sql
       .exec("SELECT record FROM models ORDER BY created_at, name")
       .toArray()

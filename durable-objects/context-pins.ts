@@ -59,6 +59,11 @@ export class ContextPins {
   }
 
   /** The next expiry, or null when nothing is pinned. */
+  /** Forgets every pin (their engine was replaced; its blocks went with it). */
+  clear(): void {
+    this.pinned.clear();
+  }
+
   nextExpiry(): number | null {
     let next: number | null = null;
     for (const p of this.pinned.values())

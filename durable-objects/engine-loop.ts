@@ -2,7 +2,12 @@
  * The Npu's engine loop: schedule -> execute -> update until the engine is idle, yielding to the
  * event loop between steps so that tasks arriving meanwhile join the running batch. Keeps the
  * recent steps for stats() and the preemption count pushed with task reports; hands each step's
- * outputs to the Npu and, if a step throws, lets the Npu fail everything in flight.
+ * outputs to the Npu and, if a step throws, lets the Npu fail everything in flight. `numSteps`
+ * is the progress counter the JobExecutor's watchdog reads (through Npu.health): a loop that has
+ * work but stopped stepping is hung, and `reset` abandons it. A fault injected for drills
+ * (`inject`) makes the next step throw, or hangs the loop before it. An invocation runs steps
+ * for at most `sliceMs` (a platform CPU limit applies per incoming request or event); then the
+ * loop ends and the Npu's alarm, a fresh invocation, continues it.
  */
 import type { Engine, StepReport } from "../shared/engine/engine.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
@@ -26,12 +31,28 @@ export interface EngineLoopHost {
   onStep(report: StepReport, startedAt: number, endedAt: number): void;
   /** A step threw: everything in flight is failed. */
   onFailure(): void;
+  /** Step time one invocation may use before the loop continues from a fresh one. */
+  sliceMs: number;
+  /** Continues the loop from a fresh invocation (the Npu's alarm kicks it). */
+  continueLater(): void;
 }
+
+/** A fault a drill injects into the loop (POST /api/faults). */
+export type LoopFault = "throw" | "hang";
 
 export class EngineLoop {
   private looping = false;
+  /** Bumped by `reset`: a loop of an older generation stops without touching anything. */
+  private generation = 0;
+  private fault: LoopFault | null = null;
+  /** Ends an injected hang (on reset), so the abandoned loop's promise settles. */
+  private unhang: (() => void) | null = null;
   /** Sequences the engine preempted since this Npu started. */
   numPreemptions = 0;
+  /** Steps completed since this Npu started: the watchdog's progress counter. */
+  numSteps = 0;
+  /** Times the loop handed over to a fresh invocation (its time slice was used up). */
+  numSlices = 0;
   readonly recentSteps: StepSummary[] = [];
 
   constructor(private readonly host: EngineLoopHost) {}
@@ -40,16 +61,47 @@ export class EngineLoop {
   kick(): void {
     if (this.looping) return;
     this.looping = true;
-    this.host.ctx.waitUntil(this.run());
+    this.host.ctx.waitUntil(this.run(this.generation));
   }
 
-  private async run(): Promise<void> {
+  /** Makes the next step throw, or hangs the loop before it (fault injection). */
+  inject(fault: LoopFault): void {
+    this.fault = fault;
+    this.kick();
+  }
+
+  /** Abandons the running loop (hung): the next kick starts a new one. */
+  reset(): void {
+    this.generation++;
+    this.looping = false;
+    this.fault = null;
+    this.unhang?.();
+    this.unhang = null;
+  }
+
+  private async run(generation: number): Promise<void> {
     const engine = this.host.engine();
+    const current = () => generation === this.generation;
+    let usedMs = 0;
     try {
-      while (engine?.hasWork()) {
+      while (engine?.hasWork() || this.fault !== null) {
+        if (this.fault === "hang") {
+          this.fault = null;
+          await new Promise<void>((resolve) => {
+            this.unhang = resolve;
+          });
+        }
+        if (!current()) return;
+        if (this.fault === "throw") {
+          this.fault = null;
+          throw new Error("fault injection: the engine step threw");
+        }
+        if (!engine?.hasWork()) break;
         const t0 = Date.now();
         const report = await engine.step();
+        if (!current()) return;
         const now = Date.now();
+        this.numSteps++;
         this.numPreemptions += report.preemptedSeqIds.length;
         const summary = {
           stepIndex: report.stepIndex,
@@ -61,14 +113,22 @@ export class EngineLoop {
         if (this.recentSteps.length > RECENT_STEPS) this.recentSteps.shift();
         this.host.log.debug("step.completed", summary);
         this.host.onStep(report, t0, now);
+        usedMs += now - t0;
+        if (usedMs >= this.host.sliceMs && engine.hasWork()) {
+          // this invocation has used its slice: a fresh one (the alarm) continues
+          this.numSlices++;
+          this.host.continueLater();
+          return;
+        }
         // yield to the event loop: RPCs that arrived during the step (new tasks) run now
         await new Promise((r) => setTimeout(r, 0));
       }
     } catch (e) {
+      if (!current()) return;
       this.host.log.error("error.unhandled", { where: "engine loop", ...errorFields(e, true) });
       this.host.onFailure();
     } finally {
-      this.looping = false;
+      if (current()) this.looping = false;
     }
   }
 }

@@ -22,6 +22,12 @@ export interface Env {
   JOB_EXECUTOR_SHARDS?: string;
   MAX_BODY_MB?: string;
   LOG_LEVEL?: string;
+  /** `<tenant>=<requests per minute>/<concurrent requests>, ...`; `*` for every other tenant. */
+  TENANT_LIMITS?: string;
+  /** Engine-loop milliseconds per invocation of an Npu before it continues from an alarm. */
+  NPU_SLICE_MS?: string;
+  /** "true" opens POST /api/faults (fault injection for tests and drills). */
+  FAULT_INJECTION?: string;
   /** Secret: comma-separated `tenant:key` pairs. */
   API_KEYS?: string;
   /** Secret: comma-separated admin keys (management routes). */

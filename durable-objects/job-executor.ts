@@ -19,20 +19,27 @@ import {
   modelOrNotFound,
   numSeqsOf,
 } from "../shared/serving/admission.ts";
+import { shouldSetAlarm } from "../shared/serving/batch.ts";
 import type { DecisionSummary } from "../shared/serving/decision-log.ts";
 import { placedTasks } from "../shared/serving/dispatch.ts";
+import type { Claim } from "../shared/serving/idempotency.ts";
 import type { MetricsSnapshot } from "../shared/serving/metrics.ts";
 import type { TaskProgress } from "../shared/serving/records.ts";
 import type { NpuCounters } from "../shared/serving/serving-metrics.ts";
+import { type Admission, TenantLimiter } from "../shared/serving/tenant-limits.ts";
 import type { ModelRecord } from "../shared/types/deployments.ts";
+import type { FaultKind } from "../shared/types/faults.ts";
 import type { ContextCacheRecord, RequestRecord } from "../shared/types/records.ts";
 import { BatchRunner, type BatchSubmit } from "./batch-runner.ts";
 import { ContextCacheStore, createContextCache, type NewContextCache } from "./context-caches.ts";
 import { type Env, getConfig } from "./env.ts";
+import { FaultSwitch } from "./faults.ts";
+import { IdempotencyKeys, type KeyRef } from "./idempotency-keys.ts";
 import { ModelDirectory } from "./model-directory.ts";
 import type { PlanInput } from "./model-scheduler.ts";
 import { PlacementState } from "./placement-state.ts";
 import { RecordStore } from "./records.ts";
+import { TaskWatchdog } from "./task-watchdog.ts";
 
 /** An instance's report on one of its tasks, with its load at that moment. */
 export interface TaskEvent extends TaskProgress {
@@ -53,8 +60,13 @@ export class JobExecutor extends DurableObject<Env> {
   readonly #batches: BatchRunner;
   readonly #models: ModelDirectory;
   readonly #placement: PlacementState;
-  /** A snapshot alarm is set (or about to be) for changes not yet written. */
-  #snapshotArmed = false;
+  readonly #keys: IdempotencyKeys;
+  /** Rate and concurrency of the tenants this shard owns (in memory: a restart forgets them). */
+  readonly #limiter: TenantLimiter;
+  readonly #watchdog: TaskWatchdog;
+  readonly #faults: FaultSwitch;
+  /** When changes not yet written are due to be snapshotted (an alarm is set), or null. */
+  #snapshotAt: number | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -65,6 +77,25 @@ export class JobExecutor extends DurableObject<Env> {
     this.#records = new RecordStore(ctx.storage, this.#log);
     this.#models = new ModelDirectory(env);
     this.#caches = new ContextCacheStore(ctx.storage.sql);
+    this.#keys = new IdempotencyKeys(ctx.storage.sql);
+    this.#limiter = new TenantLimiter(getConfig(env).tenantLimits);
+    this.#faults = new FaultSwitch(ctx, env, this.#log);
+    this.#watchdog = new TaskWatchdog({
+      env,
+      log: this.#log,
+      records: this.#records,
+      arm: (at) => this.#armAlarm(at),
+      fail: (task, reason) =>
+        this.taskEvent({
+          requestId: task.requestId,
+          taskId: task.id,
+          status: "failed",
+          finishedAt: Date.now(),
+          error: reason,
+        }),
+    });
+    // start-up reconciliation: tasks live in storage are checked within a watchdog interval
+    if (this.#records.watchedTasks().length > 0) this.#watchdog.arm();
     this.#placement = new PlacementState(env, ctx.storage.kv, getConfig(env).blockSize);
     this.#batches = new BatchRunner({
       ctx,
@@ -84,6 +115,7 @@ export class JobExecutor extends DurableObject<Env> {
    * input and capacity failures come back as values, and then nothing is recorded.
    */
   async submit(s: SubmitJob): Promise<Result<Submitted>> {
+    this.#faults.check("JobExecutor.submit");
     const admitted = await this.#admit(s);
     if (!admitted.ok) return admitted;
     const planned = await this.#plan(admitted.value, 0);
@@ -109,6 +141,7 @@ export class JobExecutor extends DurableObject<Env> {
       [{ id: s.spec.jobId, kind: s.kind }],
       tasks,
     );
+    this.#watchdog.arm();
     return planned;
   }
 
@@ -181,20 +214,68 @@ export class JobExecutor extends DurableObject<Env> {
    * placement, and after a task report taught the prefix tree or the predictor.
    */
   #scheduleSnapshot(): void {
-    if (this.#snapshotArmed) return;
-    this.#snapshotArmed = true;
+    if (this.#snapshotAt !== null) return;
+    this.#snapshotAt = Date.now() + SNAPSHOT_DELAY_MS;
+    this.#armAlarm(this.#snapshotAt);
+  }
+
+  /** Sets the alarm to `at` unless one is set to fire earlier (the alarm serves every timer). */
+  #armAlarm(at: number): void {
+    const storage = this.ctx.storage;
     this.ctx.waitUntil(
       (async () => {
-        if ((await this.ctx.storage.getAlarm()) === null)
-          await this.ctx.storage.setAlarm(Date.now() + SNAPSHOT_DELAY_MS);
-      })(),
+        if (shouldSetAlarm(await storage.getAlarm(), at)) await storage.setAlarm(at);
+      })().catch((e: unknown) => this.#log.warn("alarm.set_failed", errorFields(e))),
     );
   }
 
   override async alarm(): Promise<void> {
-    this.#snapshotArmed = false;
-    this.#placement.snapshot();
+    // any alarm (a watchdog round too) writes the pending changes
+    if (this.#snapshotAt !== null) {
+      this.#snapshotAt = null;
+      this.#placement.snapshot();
+    }
     this.#batches.alarm();
+    await this.#watchdog.check();
+    const nextExpiry = this.#keys.expire(Date.now());
+    if (nextExpiry !== null) this.#armAlarm(nextExpiry);
+  }
+
+  /** A drill's fault (POST /api/faults): the next submit throws, or the object is reset. */
+  async injectFault(q: { fault: FaultKind }): Promise<Result<null>> {
+    return this.#faults.inject(q.fault);
+  }
+
+  // --- per-tenant limits (the shard that owns the tenant; shared/serving/tenant-limits.ts)
+
+  /** Admits a request of the tenant (a slot until releaseTenantSlot) or says when to retry. */
+  async acquireTenantSlot(q: { tenant: string }): Promise<Admission> {
+    return this.#limiter.acquire(q.tenant, Date.now());
+  }
+
+  async releaseTenantSlot(q: { tenant: string; slotId: number }): Promise<void> {
+    this.#limiter.release(q.tenant, q.slotId);
+  }
+
+  // --- idempotency keys (per tenant, kept IDEMPOTENCY_TTL_MS; shared/serving/idempotency.ts)
+
+  /** Claims a tenant's key for a request, or says what the key's first request left. */
+  async claimIdempotencyKey(q: KeyRef & { fingerprint: string }): Promise<Claim> {
+    const { claim, expiresAt } = this.#keys.claim({ ...q, now: Date.now() });
+    if (claim.kind === "claimed") this.#armAlarm(expiresAt);
+    return claim;
+  }
+
+  /** Stores the response of the request that claimed the key, for replay. */
+  async completeIdempotencyKey(
+    q: KeyRef & { status: number; contentType: string; body: string },
+  ): Promise<void> {
+    this.#keys.complete(q);
+  }
+
+  /** Frees a key whose request got no replayable answer. */
+  async releaseIdempotencyKey(q: KeyRef): Promise<void> {
+    this.#keys.release(q);
   }
 
   /**

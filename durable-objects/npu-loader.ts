@@ -96,4 +96,11 @@ export class ModelSlot {
     });
     return this.loading;
   }
+
+  /** Forgets the model (a hung engine is replaced): the next task loads a fresh one. */
+  drop(): void {
+    this.current = null;
+    this.loading = null;
+    this.loadingModel = null;
+  }
 }

@@ -14,12 +14,16 @@ import type { FabricStats, RegionKind, RegionMeta } from "../shared/fabric/regio
 import { Logger, parseLogLevel } from "../shared/log.ts";
 import type { GenerateEvent, GenerateTask, Prefilled } from "../shared/protocol/messages.ts";
 import { PROTOCOL_VERSION } from "../shared/protocol/version.ts";
+import { shouldSetAlarm } from "../shared/serving/batch.ts";
 import type { Accepted } from "../shared/serving/dispatch.ts";
 import { sequencesFor, TaskTracker } from "../shared/serving/task.ts";
+import type { NpuHealth } from "../shared/serving/watchdog.ts";
+import type { FaultKind } from "../shared/types/faults.ts";
 import { ContextPins } from "./context-pins.ts";
 import { EngineLoop, type StepSummary } from "./engine-loop.ts";
-import type { Env } from "./env.ts";
+import { type Env, getConfig } from "./env.ts";
 import { FabricHost, type RegionData } from "./fabric-host.ts";
+import { faultsOff } from "./faults.ts";
 import { KvHandoff } from "./kv-handoff.ts";
 import { type Loaded, ModelSlot } from "./npu-loader.ts";
 import { TaskStreams } from "./task-streams.ts";
@@ -32,6 +36,8 @@ export interface NpuStats extends EngineStats {
   numTasks: number;
   memory: { usedBytes: number; capacityBytes: number; weightBytes: number } | null;
   recentSteps: StepSummary[];
+  /** Times the engine loop continued from a fresh invocation (NPU_SLICE_MS). */
+  numSlices: number;
 }
 
 export type GenerateAccepted = Accepted<ReadableStream<Uint8Array>>;
@@ -113,6 +119,8 @@ export class Npu extends DurableObject<Env> {
         this.streams.failAll();
         this.handoff.failAll();
       },
+      sliceMs: getConfig(env).npuSliceMs,
+      continueLater: () => ctx.waitUntil(ctx.storage.setAlarm(Date.now())),
     });
   }
 
@@ -141,6 +149,7 @@ export class Npu extends DurableObject<Env> {
           }
         : null,
       recentSteps: [...this.loop.recentSteps],
+      numSlices: this.loop.numSlices,
     };
   }
 
@@ -273,8 +282,12 @@ export class Npu extends DurableObject<Env> {
     return { unpinned: this.pins.unpin(this.loaded?.instance.engine, a.cacheId) };
   }
 
-  /** Expires pinned context caches, and KV handoff regions no decode side ever pulled. */
+  /**
+   * Continues the engine loop (its last invocation used its time slice), expires pinned context
+   * caches, and KV handoff regions no decode side ever pulled.
+   */
   override async alarm(): Promise<void> {
+    this.loop.kick();
     const now = Date.now();
     this.pins.expire(this.loaded?.instance.engine, now);
     this.handoff.expireRegions(now);
@@ -285,7 +298,10 @@ export class Npu extends DurableObject<Env> {
     const times = [this.handoff.nextRegionExpiry(), this.pins.nextExpiry()].filter(
       (t): t is number => t !== null,
     );
-    if (times.length > 0) await this.ctx.storage.setAlarm(Math.min(...times));
+    if (times.length === 0) return;
+    const at = Math.min(...times);
+    // never postpone an earlier alarm (the engine loop's continuation)
+    if (shouldSetAlarm(await this.ctx.storage.getAlarm(), at)) await this.ctx.storage.setAlarm(at);
   }
 
   // --- the fabric (this NPU's regions, read and freed by peers)
@@ -313,6 +329,43 @@ export class Npu extends DurableObject<Env> {
 
   async fabricStats(): Promise<{ counters: FabricStats; regions: RegionMeta[] }> {
     return { counters: this.fabric.counters(), regions: this.fabric.list() };
+  }
+
+  // --- health (the JobExecutor's watchdog, shared/serving/watchdog.ts) and fault injection
+
+  /** The engine loop's progress counter, whether it has work, and the tasks held here. */
+  async health(): Promise<NpuHealth> {
+    return {
+      numSteps: this.loop.numSteps,
+      hasWork: this.loaded?.instance.engine.hasWork() ?? false,
+      taskIds: [...this.streams.ids(), ...this.starting],
+    };
+  }
+
+  /**
+   * The watchdog found the loop hung: every task here ends with an error event, the loop is
+   * abandoned and the engine replaced (its KV blocks and pins go with it; the next task loads a
+   * fresh one).
+   */
+  async recover(q: { reason: string }): Promise<{ numTasksFailed: number }> {
+    const numTasksFailed = this.streams.size;
+    this.streams.failAll(q.reason);
+    this.handoff.failAll();
+    this.loop.reset();
+    this.pins.clear();
+    this.slot.drop();
+    this.log.warn("npu.recovered", { reason: q.reason, numTasksFailed });
+    return { numTasksFailed };
+  }
+
+  /** A drill's fault (POST /api/faults); refused unless FAULT_INJECTION is on. */
+  async injectFault(q: { fault: FaultKind }): Promise<Result<null>> {
+    const off = faultsOff(this.env);
+    if (off) return off;
+    this.log.warn("fault.injected", { fault: q.fault });
+    if (q.fault === "drop_state") this.ctx.abort("fault injection: drop_state");
+    else this.loop.inject(q.fault);
+    return { ok: true, value: null };
   }
 
   /** Cancels a task (its client went away): aborts its sequences and frees their KV blocks. */

@@ -12,6 +12,7 @@ import {
   type TaskProgress,
 } from "../shared/serving/records.ts";
 import type { EndedRequest } from "../shared/serving/serving-metrics.ts";
+import type { WatchedTask } from "../shared/serving/watchdog.ts";
 import type {
   JobKind,
   JobStatus,
@@ -311,6 +312,31 @@ export class RecordStore {
       .exec(`SELECT id, npu FROM tasks WHERE ${key} = ? AND status NOT IN ${TERMINAL}`, id)
       .toArray()
       .map((t) => ({ id: t.id as string, npu: t.npu as string }));
+  }
+
+  /**
+   * Every unfinished task, for the watchdog: where it runs and since when it should be there
+   * (placed; a PD decode task once its prefill task ended).
+   */
+  watchedTasks(): WatchedTask[] {
+    this.flush();
+    return this.sql
+      .exec(
+        `SELECT t.id, t.request_id, t.npu, t.role, t.queued_at, r.kind AS request_kind,
+           (SELECT MAX(p.finished_at) FROM tasks p WHERE p.job_id = t.job_id AND p.role = 'prefill') AS prefill_ended_at
+         FROM tasks t JOIN requests r ON r.id = t.request_id WHERE t.status NOT IN ${TERMINAL}`,
+      )
+      .toArray()
+      .map((t) => ({
+        id: t.id as string,
+        requestId: t.request_id as string,
+        npu: t.npu as string,
+        expectedSince:
+          t.role === "decode"
+            ? (t.prefill_ended_at as number | null)
+            : ((t.queued_at as number | null) ?? 0),
+        batch: t.request_kind === "batch",
+      }));
   }
 
   /** Marks a request and everything in it that has not finished as cancelled (no transaction). */

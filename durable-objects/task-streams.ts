@@ -227,15 +227,20 @@ export class TaskStreams {
   }
 
   /** The engine failed: every task gets an error event and is aborted and failed. */
-  failAll(): void {
+  failAll(reason = "engine failure"): void {
     for (const active of [...this.tasks.values()]) {
       this.emit(active, {
         type: "error",
-        error: errorInfo("internal", "the engine failed; the request was aborted"),
+        error: errorInfo("internal", `the engine failed (${reason}); the request was aborted`),
       });
       this.abort(active);
-      this.finish(active, "failed", "engine failure");
+      this.finish(active, "failed", reason);
     }
+  }
+
+  /** The ids of the tasks in flight. */
+  ids(): string[] {
+    return [...this.tasks.keys()];
   }
 
   /**

@@ -3,6 +3,11 @@
  * applied, relations checked. Engine code receives the parsed object, never `env`.
  */
 import { z } from "zod";
+import {
+  DEFAULT_TENANT_LIMITS,
+  parseTenantLimits,
+  type TenantLimits,
+} from "./serving/tenant-limits.ts";
 
 const int = (def: number, min: number, max: number) =>
   z.coerce.number().int().min(min).max(max).default(def);
@@ -20,6 +25,18 @@ export const ServingConfigSchema = z
     JOB_EXECUTOR_SHARDS: int(1, 1, 256),
     MAX_BODY_MB: int(64, 1, 1024),
     LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
+    /** Engine-loop time one invocation of an Npu may use; then the loop continues from an alarm. */
+    NPU_SLICE_MS: int(5_000, 1, 300_000),
+    /** "true" opens POST /api/faults (tests and drills); off by default. */
+    FAULT_INJECTION: z.enum(["true", "false", "1", "0"]).default("false"),
+    /** `<tenant>=<requests per minute>/<concurrent requests>, ...` (shared/serving/tenant-limits.ts) */
+    TENANT_LIMITS: z
+      .string()
+      .default(DEFAULT_TENANT_LIMITS)
+      .superRefine((s, ctx) => {
+        const r = parseTenantLimits(s);
+        if (!r.ok) ctx.addIssue({ code: "custom", message: r.error });
+      }),
   })
   .refine((c) => (c.KV_BLOCK_SIZE & (c.KV_BLOCK_SIZE - 1)) === 0, {
     message: "KV_BLOCK_SIZE must be a power of two",
@@ -37,6 +54,9 @@ export interface ServingConfig {
   jobExecutorShards: number;
   maxUploadBytes: number;
   logLevel: "debug" | "info" | "warn" | "error";
+  tenantLimits: TenantLimits;
+  faultInjection: boolean;
+  npuSliceMs: number;
 }
 
 /** @throws Error naming every bad variable. */
@@ -61,6 +81,9 @@ export function parseServingConfig(vars: Record<string, unknown>): ServingConfig
     jobExecutorShards: c.JOB_EXECUTOR_SHARDS,
     maxUploadBytes: c.MAX_BODY_MB * 2 ** 20,
     logLevel: c.LOG_LEVEL,
+    npuSliceMs: c.NPU_SLICE_MS,
+    faultInjection: c.FAULT_INJECTION === "true" || c.FAULT_INJECTION === "1",
+    tenantLimits: (parseTenantLimits(c.TENANT_LIMITS) as { ok: true; value: TenantLimits }).value,
   });
 }
 

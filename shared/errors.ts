@@ -49,6 +49,8 @@ export class AppError extends Error {
     message: string,
     readonly param: string | null = null,
     readonly code: string | null = null,
+    /** Seconds a client should wait before retrying (the Retry-After header), when known. */
+    readonly retryAfterS: number | null = null,
   ) {
     super(message);
   }

@@ -13,6 +13,8 @@ import { getConfig } from "./env.ts";
 import { newRequestId } from "./ids.ts";
 import { metrics } from "./metrics.ts";
 import { authenticate } from "./middleware/auth.ts";
+import { idempotency } from "./middleware/idempotency.ts";
+import { tenantLimits } from "./middleware/tenant-limits.ts";
 import { ensureDefaultModel } from "./models.ts";
 import { openai } from "./openai/app.ts";
 
@@ -31,7 +33,8 @@ app.use("*", async (c, next) => {
   c.set("receivedAt", Date.now());
   c.set("log", new Logger({ requestId }, getConfig(c.env).logLevel));
   await next();
-  c.header("x-request-id", requestId);
+  // a replayed idempotent response names the request that produced it
+  if (!c.res.headers.has("x-request-id")) c.header("x-request-id", requestId);
 });
 
 app.get("/", (c) =>
@@ -61,6 +64,11 @@ const authenticated = async (c: Context<AppEnv>, next: Next) => {
 };
 app.use("/v1/*", authenticated);
 app.use("/api/*", authenticated);
+// every POST counts against its tenant's limits; a refused one never claims an idempotency key
+app.use("/v1/*", tenantLimits);
+app.use("/api/*", tenantLimits);
+app.use("/v1/*", idempotency);
+app.use("/api/*", idempotency);
 
 app.route("/v1", openai);
 app.route("/api", api);
@@ -84,8 +92,12 @@ app.onError((err, c) => {
   if (requestId) c.header("x-request-id", requestId);
   if (err instanceof AppError) {
     // capacity that frees itself (a full queue, an instance restarting): tell clients when to retry
-    if (err.kind === "capacity" || (err.kind === "overloaded" && err.code !== "no_deployment")) {
-      c.header("retry-after", String(RETRY_AFTER_S));
+    if (
+      err.kind === "capacity" ||
+      (err.kind === "overloaded" && err.code !== "no_deployment") ||
+      err.code === "idempotency_key_in_use"
+    ) {
+      c.header("retry-after", String(err.retryAfterS ?? RETRY_AFTER_S));
     }
     return c.json(errorEnvelope(err.toInfo()), err.status as 400);
   }

@@ -18,8 +18,11 @@ export interface DevServer {
 export const LOCAL_KEY = "sk-local-dev";
 export const ADMIN_KEY = "sk-local-admin";
 
-export async function startDevServer(extraVars: Record<string, string> = {}): Promise<DevServer> {
-  const state = mkdtempSync(join(tmpdir(), "flowserve-dev-"));
+/** Starts `wrangler dev` on `state` (a fresh folder by default; a restart drill passes the last one). */
+export async function startDevServer(
+  extraVars: Record<string, string> = {},
+  state = mkdtempSync(join(tmpdir(), "flowserve-dev-")),
+): Promise<DevServer & { state: string }> {
   const vars = Object.entries({
     API_KEYS: `local:${LOCAL_KEY}`,
     ADMIN_API_KEYS: ADMIN_KEY,
@@ -75,6 +78,7 @@ export async function startDevServer(extraVars: Record<string, string> = {}): Pr
   });
   return {
     url,
+    state,
     output: out,
     stop: () =>
       new Promise<void>((resolve) => {

@@ -14,6 +14,7 @@ import { MODEL_NAME_RE, resolveModel, storeModel } from "../models.ts";
 import { requireAdmin } from "./admin.ts";
 import { contextCaches } from "./context-caches.ts";
 import { deployments } from "./deployments.ts";
+import { faults } from "./faults.ts";
 import { requests } from "./requests.ts";
 
 const REQUEST_ID_RE = /^req_[0-9a-f]{32}$/;
@@ -23,6 +24,7 @@ export const api = new Hono<AppEnv>();
 api.route("/deployments", deployments);
 api.route("/requests", requests);
 api.route("/context-caches", contextCaches);
+api.route("/faults", faults);
 
 api.put("/models/:name", async (c) => {
   requireAdmin(c.var.principal.isAdmin);

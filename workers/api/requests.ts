@@ -11,15 +11,13 @@ import { AppError } from "../../shared/errors.ts";
 import type { AppEnv } from "../app-env.ts";
 import { jobExecutorFor } from "../env.ts";
 import { drawSeed, newJobId } from "../ids.ts";
-import { readBody } from "../middleware/body.ts";
+import { MAX_BATCH_BODY_BYTES, readBody } from "../middleware/body.ts";
 import { resolveModel } from "../models.ts";
 import { parseJsonBody, parseValueAt } from "../openai/parse-body.ts";
 import { ChatCompletionSchema, CompletionSchema, toGenerateFields } from "../openai/schemas.ts";
 
 /** Most items in one batch. */
 export const MAX_BATCH_ITEMS = 1000;
-/** A batch body may carry many items; each item is also capped when stored. */
-const MAX_BATCH_BODY_BYTES = 16 * 2 ** 20;
 /** Largest stored item (its generation fields as JSON), well under a SQLite row's limit. */
 const MAX_ITEM_BYTES = 256 * 1024;
 

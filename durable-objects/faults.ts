@@ -1,0 +1,48 @@
+/**
+ * Fault injection for the control-plane objects (JobExecutor, ClusterManager): `throw` makes the
+ * object's next guarded call throw once, `drop_state` resets the object (`ctx.abort`), as
+ * production does past the memory limit. They have no engine loop, so `hang` is refused (the
+ * Npu's loop faults are in engine-loop.ts). Everything is refused unless FAULT_INJECTION is on.
+ */
+import { errorInfo, failure, type Result } from "../shared/errors.ts";
+import type { Logger } from "../shared/log.ts";
+import type { FaultKind } from "../shared/types/faults.ts";
+import { type Env, getConfig } from "./env.ts";
+
+/** Refusal of a fault while FAULT_INJECTION is off, or null. */
+export function faultsOff(env: Env): Result<null> | null {
+  return getConfig(env).faultInjection
+    ? null
+    : failure(errorInfo("permission", "fault injection is off (FAULT_INJECTION)"));
+}
+
+export class FaultSwitch {
+  #throwNext = false;
+
+  constructor(
+    private readonly ctx: DurableObjectState,
+    private readonly env: Env,
+    private readonly log: Logger,
+  ) {}
+
+  inject(fault: FaultKind): Result<null> {
+    const off = faultsOff(this.env);
+    if (off) return off;
+    if (fault === "hang") {
+      return failure(
+        errorInfo("invalid_request", "only an Npu has an engine loop to hang", "fault"),
+      );
+    }
+    this.log.warn("fault.injected", { fault });
+    if (fault === "drop_state") this.ctx.abort("fault injection: drop_state");
+    else this.#throwNext = true;
+    return { ok: true, value: null };
+  }
+
+  /** Throws once after a `throw` fault. */
+  check(where: string): void {
+    if (!this.#throwNext) return;
+    this.#throwNext = false;
+    throw new Error(`fault injection: ${where} threw`);
+  }
+}

@@ -1,0 +1,73 @@
+/**
+ * The restart drill the issue began with: `wrangler dev` is killed while a request streams, and
+ * started again on the same persisted state. The request's record must not stay `running`: the
+ * restarted JobExecutor's watchdog finds its task gone from its Npu and fails it, with the
+ * reason, within a bound (LOST_AFTER_MS plus a few watchdog rounds). A request after the
+ * restart is served as before.
+ */
+import { afterAll, describe, expect, it, vi } from "vitest";
+import { LOST_AFTER_MS } from "../../shared/serving/watchdog.ts";
+import type { RequestRecord } from "../../shared/types/records.ts";
+import { type DevServer, LOCAL_KEY, startDevServer } from "../helpers/dev-server.ts";
+
+const servers: DevServer[] = [];
+
+afterAll(async () => {
+  await Promise.all(servers.map((s) => s.stop()));
+});
+
+const headers = { authorization: `Bearer ${LOCAL_KEY}`, "content-type": "application/json" };
+
+const complete = (s: DevServer, body: object) =>
+  fetch(`${s.url}/v1/completions`, {
+    method: "POST",
+    headers,
+    body: JSON.stringify({ model: "default-moe", ...body }),
+  });
+
+describe("server restart", () => {
+  it("ends the record of a request cut off by a restart", async () => {
+    const first = await startDevServer();
+    servers.push(first);
+    const greedy = { prompt: "Once upon a time", max_tokens: 8, temperature: 0 };
+    const before = (
+      (await (await complete(first, greedy)).json()) as { choices: { text: string }[] }
+    ).choices[0]?.text;
+    const res = await complete(first, {
+      prompt: "A very long tale",
+      max_tokens: 1500,
+      ignore_eos: true,
+      stream: true,
+    });
+    expect(res.status).toBe(200);
+    const id = res.headers.get("x-request-id") as string;
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    await reader.read(); // it runs
+    await first.stop();
+    await reader.cancel().catch(() => {});
+
+    const second = await startDevServer({}, first.state);
+    servers.push(second);
+    const restartedAt = Date.now();
+    let rec: RequestRecord | null = null;
+    await vi.waitUntil(
+      async () => {
+        const r = await fetch(`${second.url}/api/requests/${id}`, { headers });
+        rec = (await r.json()) as RequestRecord;
+        return rec.status !== "queued" && rec.status !== "running";
+      },
+      { timeout: LOST_AFTER_MS + 15_000, interval: 100 },
+    );
+    const ended = rec as unknown as RequestRecord;
+    expect(ended.status).toBe("failed");
+    expect(ended.error).toMatch(/lost the task/);
+    expect(ended.jobs[0]?.tasks.every((t) => t.status === "failed")).toBe(true);
+    console.log(
+      JSON.stringify({ drill: "restart", endedAfterRestartMs: Date.now() - restartedAt }),
+    );
+    const after = (
+      (await (await complete(second, greedy)).json()) as { choices: { text: string }[] }
+    ).choices[0]?.text;
+    expect(after).toBe(before);
+  });
+});

@@ -1,0 +1,227 @@
+/**
+ * Fault drills through POST /api/faults (FAULT_INJECTION is on in this suite): while 16 greedy
+ * streams run on a two-instance deployment, one Npu's engine loop hangs. Every stream must end
+ * with its no-fault output and [DONE], or with one error frame after a prefix of that output;
+ * every record must end (the JobExecutor's watchdog), within a bound, with no KV block left in
+ * use, and the deployment must serve again. Also: an Npu that drops its state (a memory-limit
+ * reset) has its task failed by the watchdog; the control-plane objects keep their records
+ * across a reset; an injected JobExecutor throw is one 500; the route is admin-only.
+ */
+import { runDurableObjectAlarm } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { describe, expect, it, vi } from "vitest";
+import DEFAULT_MODEL from "../../models/default-moe.gguf";
+import { npuName } from "../../shared/protocol/names.ts";
+import { HUNG_AFTER_MS, LOST_AFTER_MS } from "../../shared/serving/watchdog.ts";
+import type { RequestRecord } from "../../shared/types/records.ts";
+import { parseSse } from "../helpers/sse.ts";
+import { admin, call, post } from "./worker-client.ts";
+
+const MODEL = "chaos";
+
+async function fault(body: object, key = "sk-admin"): Promise<Response> {
+  return call("/api/faults", { method: "POST", body: JSON.stringify(body) }, key);
+}
+
+async function record(id: string): Promise<RequestRecord> {
+  return (await (await call(`/api/requests/${id}`)).json()) as RequestRecord;
+}
+
+async function ended(id: string, timeoutMs: number): Promise<RequestRecord> {
+  let rec: RequestRecord | null = null;
+  await vi.waitUntil(
+    async () => {
+      rec = await record(id);
+      return rec.status !== "queued" && rec.status !== "running";
+    },
+    { timeout: timeoutMs, interval: 50 },
+  );
+  return rec as unknown as RequestRecord;
+}
+
+/** The text of a completion stream, whether it ended with [DONE], and its error frames. */
+function streamed(text: string) {
+  const events = parseSse(text);
+  const errors = events.filter((e) => e !== "[DONE]" && "error" in e);
+  const out = events
+    .filter((e): e is { choices: { text: string }[] } => e !== "[DONE]" && "choices" in e)
+    .map((e) => e.choices[0]?.text ?? "")
+    .join("");
+  return { out, done: events.at(-1) === "[DONE]", errors };
+}
+
+const prompts = Array.from({ length: 16 }, (_, i) => `Story ${i}: once upon a time, a cat`);
+
+describe("fault drills", () => {
+  it("hangs one Npu under 16 streams: each ends equal to its greedy output or with one error", async () => {
+    expect(
+      (await admin(`/api/models/${MODEL}`, { method: "PUT", body: DEFAULT_MODEL })).status,
+    ).toBe(201);
+    const dep = (await (
+      await admin("/api/deployments", {
+        method: "POST",
+        body: JSON.stringify({ model: MODEL, mode: "colocated", instances: { colocated: 2 } }),
+      })
+    ).json()) as { id: string; instances: { id: string }[] };
+    const base = {
+      model: MODEL,
+      deployment: dep.id,
+      temperature: 0,
+      max_tokens: 48,
+      ignore_eos: true,
+    };
+    // the no-fault greedy outputs
+    const expected = await Promise.all(
+      prompts.map(async (prompt) => {
+        const res = await post("/v1/completions", { ...base, prompt });
+        expect(res.status).toBe(200);
+        return ((await res.json()) as { choices: { text: string }[] }).choices[0]?.text as string;
+      }),
+    );
+    const streams = await Promise.all(
+      prompts.map(async (prompt) => {
+        const res = await post("/v1/completions", { ...base, prompt, stream: true });
+        expect(res.status).toBe(200);
+        return { id: res.headers.get("x-request-id") as string, res };
+      }),
+    );
+    const victim = (await record(streams[0]?.id as string)).jobs[0]?.tasks[0]?.instanceId as string;
+    const injectedAt = Date.now();
+    expect((await fault({ target: "npu", instance: victim, fault: "hang" })).status).toBe(200);
+
+    const texts = await Promise.all(streams.map((s) => s.res.text()));
+    const records = await Promise.all(streams.map((s) => ended(s.id, HUNG_AFTER_MS + 15_000)));
+    let numFailed = 0;
+    for (const [i, text] of texts.entries()) {
+      const s = streamed(text);
+      const rec = records[i] as RequestRecord;
+      if (s.done) {
+        expect(s.errors).toEqual([]);
+        expect(s.out).toBe(expected[i]);
+        expect(rec.status).toBe("succeeded");
+      } else {
+        numFailed++;
+        expect(s.errors).toHaveLength(1);
+        expect(expected[i]?.startsWith(s.out)).toBe(true);
+        expect(rec.status).toBe("failed");
+        expect(rec.error).toMatch(/hung/);
+        expect(rec.jobs[0]?.tasks[0]?.instanceId).toBe(victim);
+        expect((rec.finishedAt as number) - injectedAt).toBeLessThan(HUNG_AFTER_MS + 10_000);
+      }
+    }
+    expect(numFailed).toBeGreaterThan(0);
+    console.log(
+      JSON.stringify({
+        drill: "hang",
+        numStreams: texts.length,
+        numFailed,
+        detectedAfterMs: Math.max(
+          ...records
+            .filter((r) => r.status === "failed")
+            .map((r) => (r.finishedAt as number) - injectedAt),
+        ),
+      }),
+    );
+    // no KV block in use on the healthy instance; the hung one's engine was replaced
+    for (const inst of dep.instances) {
+      const stats = await env.NPU.getByName(npuName(inst.id)).stats();
+      if (inst.id === victim) expect(stats.numRunning + stats.numWaiting).toBe(0);
+      else expect(stats.numFreeBlocks).toBe(stats.numBlocks);
+    }
+    // the deployment serves again, with the same greedy output
+    const again = await Promise.all(
+      prompts.slice(0, 4).map(async (prompt) => {
+        const res = await post("/v1/completions", { ...base, prompt });
+        expect(res.status).toBe(200);
+        return ((await res.json()) as { choices: { text: string }[] }).choices[0]?.text;
+      }),
+    );
+    expect(again).toEqual(expected.slice(0, 4));
+  });
+
+  it("fails the task of an Npu that dropped its state (the watchdog finds it gone)", async () => {
+    const res = await post("/v1/completions", {
+      model: MODEL,
+      prompt: "A long tale",
+      max_tokens: 2000,
+      ignore_eos: true,
+      stream: true,
+    });
+    expect(res.status).toBe(200);
+    const id = res.headers.get("x-request-id") as string;
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    await reader.read(); // it runs
+    const victim = (await record(id)).jobs[0]?.tasks[0]?.instanceId as string;
+    const injectedAt = Date.now();
+    expect((await fault({ target: "npu", instance: victim, fault: "drop_state" })).status).toBe(
+      200,
+    );
+    const rec = await ended(id, LOST_AFTER_MS + 10_000);
+    expect(rec.status).toBe("failed");
+    expect(rec.error).toMatch(/lost the task|unreachable/);
+    console.log(
+      JSON.stringify({
+        drill: "drop_state",
+        detectedAfterMs: (rec.finishedAt as number) - injectedAt,
+      }),
+    );
+    await reader.cancel().catch(() => {});
+  });
+
+  it("keeps control-plane records across a reset, and an injected throw is one 500", async () => {
+    const res = await post("/v1/completions", {
+      model: "default-moe",
+      prompt: "Hi",
+      max_tokens: 2,
+    });
+    expect(res.status).toBe(200);
+    const id = res.headers.get("x-request-id") as string;
+    await ended(id, 10_000);
+    expect((await fault({ target: "job_executor", fault: "drop_state" })).status).toBe(200);
+    expect((await fault({ target: "cluster_manager", fault: "drop_state" })).status).toBe(200);
+    expect((await record(id)).status).toBe("succeeded");
+    expect((await call("/v1/models/default-moe")).status).toBe(200);
+    // the restarted JobExecutor's alarm runs its reconciliation round without error
+    await runDurableObjectAlarm(env.JOB_EXECUTOR.getByName("je/0"));
+
+    expect((await fault({ target: "job_executor", fault: "throw" })).status).toBe(200);
+    const failed = await post("/v1/completions", {
+      model: "default-moe",
+      prompt: "Hi",
+      max_tokens: 2,
+    });
+    expect(failed.status).toBe(500);
+    expect(((await failed.json()) as { error: { type: string } }).error.type).toBe("server_error");
+    const next = await post("/v1/completions", {
+      model: "default-moe",
+      prompt: "Hi",
+      max_tokens: 2,
+    });
+    expect(next.status).toBe(200);
+  });
+
+  it("resets the JobExecutor under 8 streams: every stream and record completes", async () => {
+    const base = { model: "default-moe", temperature: 0, max_tokens: 200, ignore_eos: true };
+    const streams = await Promise.all(
+      prompts.slice(0, 8).map(async (prompt) => {
+        const res = await post("/v1/completions", { ...base, prompt, stream: true });
+        expect(res.status).toBe(200);
+        return { id: res.headers.get("x-request-id") as string, res };
+      }),
+    );
+    expect((await fault({ target: "job_executor", fault: "drop_state" })).status).toBe(200);
+    const texts = await Promise.all(streams.map((s) => s.res.text()));
+    for (const text of texts) expect(streamed(text).done).toBe(true);
+    // the Npus report to the restarted JobExecutor, which continues from its storage
+    for (const s of streams) expect((await ended(s.id, 10_000)).status).toBe("succeeded");
+  });
+
+  it("is admin-only and refuses faults a target cannot have", async () => {
+    expect((await fault({ target: "cluster_manager", fault: "throw" }, "sk-test")).status).toBe(
+      403,
+    );
+    expect((await fault({ target: "job_executor", fault: "hang" })).status).toBe(400);
+    expect((await fault({ target: "npu", fault: "hang" })).status).toBe(400);
+    expect((await fault({ target: "disk", fault: "hang" })).status).toBe(400);
+  });
+});
