@@ -27,7 +27,7 @@ import { KvBlockManager } from "../engine/kv-block-manager.ts";
 import { Scheduler } from "../engine/scheduler.ts";
 import { GREEDY, newSequence, outstandingTokens, type Sequence } from "../engine/sequence.ts";
 import { OutputLengthPredictor } from "../serving/pd-profile.ts";
-import { PrefixTree, promptBlockKeys } from "../serving/prefix-tree.ts";
+import { DEFAULT_MAX_PREFIX_NODES, PrefixTree, promptBlockKeys } from "../serving/prefix-tree.ts";
 import {
   type DeploymentState,
   type RrCounters,
@@ -53,6 +53,10 @@ export interface SimOptions {
   card: ModelCard;
   numInstances: number;
   policy: SchedulerPolicy;
+  /** The prefix tree's node budget (default: the JobExecutor's, `DEFAULT_MAX_PREFIX_NODES`). */
+  prefixTreeNodes?: number;
+  /** The tree indexes every `prefixStride`-th block key only (default 1: every block). */
+  prefixStride?: number;
   /** Called with what each placement saw and chose (tests, decision logs). */
   onPlace?: (p: PlacementRecord) => void;
 }
@@ -86,12 +90,15 @@ export interface SimResult {
   outcomes: RequestOutcome[];
   numSteps: number;
   numPreemptions: number;
+  /** Per instance, in order: the virtual ms it spent running steps. */
+  busyMs: number[];
 }
 
 interface SimInstance {
   id: string;
   scheduler: Scheduler;
   busy: boolean;
+  busyMs: number;
 }
 
 type SimEvent =
@@ -121,6 +128,7 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
   const instances: SimInstance[] = Array.from({ length: opts.numInstances }, (_, i) => ({
     id: `i${i}`,
     busy: false,
+    busyMs: 0,
     scheduler: new Scheduler(
       {
         maxNumSeqs: card.maxNumSeqs,
@@ -132,7 +140,8 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
     ),
   }));
   const byId = new Map(instances.map((s) => [s.id, s]));
-  const tree = new PrefixTree();
+  const tree = new PrefixTree(opts.prefixTreeNodes ?? DEFAULT_MAX_PREFIX_NODES);
+  const stride = opts.prefixStride ?? 1;
   const predictor = new OutputLengthPredictor(card.name);
   let counters: RrCounters = {};
   const outcomes: RequestOutcome[] = requests.map((r) => ({
@@ -188,7 +197,9 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
         l.blockKeys = null;
       }
     }
-    queue.push(now + stepTimeMs(card, stepFeatures(plan)), {
+    const ms = stepTimeMs(card, stepFeatures(plan));
+    inst.busyMs += ms;
+    queue.push(now + ms, {
       kind: "step-end",
       instance: inst,
       plan,
@@ -203,7 +214,9 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
       out.failure = why;
       return;
     }
-    const blockKeys = promptBlockKeys(req.promptIds, card.blockSize);
+    const blockKeys = promptBlockKeys(req.promptIds, card.blockSize).filter(
+      (_, i) => (i + 1) % stride === 0,
+    );
     const states = deployments();
     const matches = tree.match(blockKeys);
     const predicted = predictor.predict(req.promptIds.length, req.outputTokens);
@@ -211,6 +224,7 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
     const result = scheduleRequest({
       deployments: states,
       blockKeys,
+      blockSize: card.blockSize * stride,
       numPromptTokens: req.promptIds.length,
       maxTokens: req.outputTokens,
       prefixTree: tree,
@@ -277,5 +291,5 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
   for (const s of instances) {
     if (s.scheduler.numUnfinished > 0) throw new Error(`instance ${s.id} ended with work left`);
   }
-  return { outcomes, numSteps, numPreemptions };
+  return { outcomes, numSteps, numPreemptions, busyMs: instances.map((s) => s.busyMs) };
 }
