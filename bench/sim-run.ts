@@ -10,7 +10,15 @@ import { checkModelCard, type ModelCard } from "../shared/sim/cost-model.ts";
 import { asBurst, burstThroughputRps } from "../shared/sim/load.ts";
 import { type PolicyReport, report, type Slo } from "../shared/sim/report.ts";
 import type { SchedulerPolicy } from "../shared/types/deployments.ts";
-import { loadTrace, MOONCAKE_BLOCK_SIZE, poissonArrivals, promptTokenIds } from "./traces.ts";
+import {
+  loadTrace,
+  MOONCAKE_BLOCK_SIZE,
+  poissonArrivals,
+  promptTokenIds,
+  scaledBlockTokens,
+  scaleFactor,
+  scaleLengths,
+} from "./traces.ts";
 
 export const CARDS_DIR = new URL("./cards/", import.meta.url).pathname;
 /** The default card admits every row of the three traces (128K context). */
@@ -37,23 +45,40 @@ export interface TraceRequests {
   numRows: number;
 }
 
-/** The first `maxRows` rows of a trace as requests (the trace's own times). */
+/**
+ * The first `maxRows` rows of a trace as requests (the trace's own times). Real lengths, unless
+ * `scaleCtx` is given: then scaled into that context exactly as bench:serve scales them (factor
+ * min(1, ctx / p99(input + output)), hash blocks of `scaledBlockTokens`), to replay a local run.
+ */
 export async function traceRequests(
   path: string,
   maxRows: number,
   seed: number,
+  scaleCtx: number | null = null,
 ): Promise<TraceRequests> {
   const t = await loadTrace(path, (i) => i < maxRows);
   const t0 = t.rows[0]?.timestampMs ?? 0;
-  const requests = t.rows.map((r) => ({
-    id: `r${r.rowIndex}`,
-    arrivalMs: r.timestampMs - t0,
-    promptIds: promptTokenIds(
-      { requestIndex: r.rowIndex, inputLength: r.inputLength, hashIds: r.hashIds },
-      { blockTokens: MOONCAKE_BLOCK_SIZE, vocab: VOCAB, salt: seed },
-    ),
-    outputTokens: r.outputLength,
-  }));
+  const factor = scaleCtx === null ? 1 : scaleFactor(t.p99TotalTokens, scaleCtx);
+  const blockTokens = scaledBlockTokens(MOONCAKE_BLOCK_SIZE, factor);
+  const requests = t.rows.map((r) => {
+    const { input, output } =
+      scaleCtx === null
+        ? { input: r.inputLength, output: r.outputLength }
+        : scaleLengths(r.inputLength, r.outputLength, factor, scaleCtx);
+    return {
+      id: `r${r.rowIndex}`,
+      arrivalMs: r.timestampMs - t0,
+      promptIds: promptTokenIds(
+        { requestIndex: r.rowIndex, inputLength: input, hashIds: r.hashIds },
+        {
+          blockTokens: scaleCtx === null ? MOONCAKE_BLOCK_SIZE : blockTokens,
+          vocab: VOCAB,
+          salt: seed,
+        },
+      ),
+      outputTokens: output,
+    };
+  });
   const traceRps = t.spanMs > 0 ? ((t.numRows - 1) * 1000) / t.spanMs : Number.POSITIVE_INFINITY;
   return { requests, traceRps, numRows: t.numRows };
 }

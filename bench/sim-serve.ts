@@ -5,7 +5,8 @@
  *
  *   npm run -s sim:serve -- --trace PATH --instances N --policy NAME[,NAME...]|all
  *     [--utilization U | --rate R | --time-scale X] [--arrivals poisson|trace] [--duration S]
- *     [--slo-ttft-ms A] [--slo-tpot-ms B] [--card PATH] [--seed N] [--prefix-stride K] [--json]
+ *     [--slo-ttft-ms A] [--slo-tpot-ms B] [--card PATH] [--seed N] [--prefix-stride K]
+ *     [--scale-ctx N] [--json]
  *
  * Lengths are the trace's own, unscaled. Load: `--utilization U` measures the cluster's
  * saturation throughput on the trace (a burst of its first rows, shared/sim/load.ts; printed)
@@ -14,7 +15,8 @@
  * mean rate. Without either, the trace's times divided by `--time-scale` (default 1). Only
  * arrivals in the first `--duration` seconds are replayed; every request then runs to its end.
  * SLOs default to the card's. The prefix tree indexes every K-th KV block (default
- * SIM_PREFIX_STRIDE). Prints one JSON object on its last line.
+ * SIM_PREFIX_STRIDE). `--scale-ctx N` scales lengths into N tokens as bench:serve's `--ctx` does,
+ * to put a simulated run next to a measured one. Prints one JSON object on its last line.
  */
 import { parseArgs } from "node:util";
 import { SCHEDULER_POLICIES, type SchedulerPolicy } from "../shared/types/deployments.ts";
@@ -48,6 +50,7 @@ const { values } = parseArgs({
     card: { type: "string" },
     seed: { type: "string", default: "1" },
     "prefix-stride": { type: "string", default: `${SIM_PREFIX_STRIDE}` },
+    "scale-ctx": { type: "string" },
     json: { type: "boolean", default: false },
   },
 });
@@ -124,7 +127,9 @@ if (values.utilization !== undefined) {
 // enough rows for the window: the expected Poisson count with 20% headroom, else all of them
 const rowsWanted =
   rps === null ? Number.POSITIVE_INFINITY : Math.ceil(rps * (durationMs / 1000) * 1.2) + 50;
-const tr = await traceRequests(tracePath, rowsWanted, seed);
+const scaleCtx =
+  values["scale-ctx"] === undefined ? null : positive("scale-ctx", values["scale-ctx"]);
+const tr = await traceRequests(tracePath, rowsWanted, seed, scaleCtx);
 const timeScale =
   values["time-scale"] === undefined ? 1 : positive("time-scale", values["time-scale"]);
 const requests =
@@ -161,5 +166,6 @@ const config = {
   slo_tpot_ms: slo.tpotMs,
   card: card.name,
   prefix_stride: prefixStride,
+  scale_ctx: scaleCtx,
 };
 console.log(JSON.stringify({ policies: out, config }));
