@@ -5,6 +5,7 @@
  * the same arrivals. Node side (reads the trace and the card).
  */
 import { readFileSync } from "node:fs";
+import type { PdProfile } from "../shared/serving/pd-profile.ts";
 import { type SimRequest, simulate } from "../shared/sim/cluster.ts";
 import { checkModelCard, type ModelCard } from "../shared/sim/cost-model.ts";
 import { asBurst, burstThroughputRps } from "../shared/sim/load.ts";
@@ -156,6 +157,13 @@ export type RunReport = PolicyReport & { steps: number; preemptions: number; sim
  */
 export const SIM_PREFIX_STRIDE = 32;
 
+/** Cluster shape and placement inputs besides the colocated instance count. */
+export interface RunOptions {
+  prefixStride?: number;
+  pd?: { prefill: number; decode: number };
+  profile?: PdProfile | null;
+}
+
 /** Runs each policy on the same arrivals. */
 export function runPolicies(
   requests: readonly SimRequest[],
@@ -163,12 +171,19 @@ export function runPolicies(
   numInstances: number,
   policies: readonly SchedulerPolicy[],
   slo: Slo,
-  prefixStride = SIM_PREFIX_STRIDE,
+  run: RunOptions = {},
 ): Record<string, RunReport> {
   const out: Record<string, RunReport> = {};
   for (const policy of policies) {
     const t = performance.now();
-    const r = simulate(requests, { card, numInstances, policy, prefixStride });
+    const r = simulate(requests, {
+      card,
+      numInstances,
+      policy,
+      prefixStride: run.prefixStride ?? SIM_PREFIX_STRIDE,
+      pd: run.pd,
+      profile: run.profile,
+    });
     out[policy] = {
       ...report(r.outcomes, slo, r.busyMs),
       steps: r.numSteps,

@@ -6,7 +6,7 @@
  *   npm run -s sim:serve -- --trace PATH --instances N --policy NAME[,NAME...]|all
  *     [--utilization U | --rate R | --time-scale X] [--arrivals poisson|trace] [--duration S]
  *     [--slo-ttft-ms A] [--slo-tpot-ms B] [--card PATH] [--seed N] [--prefix-stride K]
- *     [--scale-ctx N] [--json]
+ *     [--scale-ctx N] [--pd P:D [--profile HEATMAP.json]] [--json]
  *
  * Lengths are the trace's own, unscaled. Load: `--utilization U` measures the cluster's
  * saturation throughput on the trace (a burst of its first rows, shared/sim/load.ts; printed)
@@ -16,9 +16,13 @@
  * arrivals in the first `--duration` seconds are replayed; every request then runs to its end.
  * SLOs default to the card's. The prefix tree indexes every K-th KV block (default
  * SIM_PREFIX_STRIDE). `--scale-ctx N` scales lengths into N tokens as bench:serve's `--ctx` does,
- * to put a simulated run next to a measured one. Prints one JSON object on its last line.
+ * to put a simulated run next to a measured one. `--pd P:D` adds a PD deployment of P prefill and
+ * D decode instances (the card must give its fabric), `--profile` the heatmap that chooses
+ * between the groups. Prints one JSON object on its last line.
  */
+import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { checkPdProfile, type PdProfile } from "../shared/serving/pd-profile.ts";
 import { SCHEDULER_POLICIES, type SchedulerPolicy } from "../shared/types/deployments.ts";
 import {
   type ArrivalMode,
@@ -51,6 +55,8 @@ const { values } = parseArgs({
     seed: { type: "string", default: "1" },
     "prefix-stride": { type: "string", default: `${SIM_PREFIX_STRIDE}` },
     "scale-ctx": { type: "string" },
+    pd: { type: "string" },
+    profile: { type: "string" },
     json: { type: "boolean", default: false },
   },
 });
@@ -146,7 +152,23 @@ if (rps !== null && lastArrival < 0.9 * durationMs) {
 
 const prefixStride = positive("prefix-stride", values["prefix-stride"]);
 if (!Number.isInteger(prefixStride)) fail("--prefix-stride must be an integer");
-const out = runPolicies(requests, card, numInstances, policies, slo, prefixStride);
+let pd: { prefill: number; decode: number } | undefined;
+if (values.pd !== undefined) {
+  const m = /^(\d+):(\d+)$/.exec(values.pd);
+  if (!m || Number(m[1]) < 1 || Number(m[2]) < 1)
+    fail(`--pd must be P:D (both >= 1), got ${values.pd}`);
+  pd = { prefill: Number(m[1]), decode: Number(m[2]) };
+  if (card.kvBytesPerToken === undefined || card.fabricGBps === undefined) {
+    fail(`--pd needs a card with kvBytesPerToken and fabricGBps (${cardPath} has none)`);
+  }
+}
+let profile: PdProfile | null = null;
+if (values.profile !== undefined) {
+  profile = JSON.parse(readFileSync(values.profile, "utf8")) as PdProfile;
+  const problem = checkPdProfile(profile);
+  if (problem) fail(`${values.profile}: ${problem}`);
+}
+const out = runPolicies(requests, card, numInstances, policies, slo, { prefixStride, pd, profile });
 for (const [name, r] of Object.entries(out)) {
   console.error(`${name}: simulated in ${r.sim_s} s`);
   if (!values.json) console.log(name, r);
@@ -167,5 +189,7 @@ const config = {
   card: card.name,
   prefix_stride: prefixStride,
   scale_ctx: scaleCtx,
+  pd: pd ?? null,
+  profile: values.profile ?? null,
 };
 console.log(JSON.stringify({ policies: out, config }));

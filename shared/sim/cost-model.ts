@@ -26,6 +26,10 @@ export interface ModelCard {
   d: number;
   /** ms per KV position read by a one-token (decode) sequence; `c` when absent. */
   e?: number;
+  /** PD handoffs: KV bytes per prompt token, fabric throughput (1e9 bytes/s), fixed latency. */
+  kvBytesPerToken?: number;
+  fabricGBps?: number;
+  fabricLatencyMs?: number;
   /** Default SLOs for runs with this card (the CLI's defaults when absent). */
   sloTtftMs?: number;
   sloTpotMs?: number;
@@ -97,7 +101,14 @@ export function checkModelCard(x: unknown): string | null {
     if (typeof v !== "number" || !Number.isInteger(v) || v < 1)
       return `${k} must be an integer >= 1`;
   }
-  for (const k of ["e", "sloTtftMs", "sloTpotMs"]) {
+  for (const k of [
+    "e",
+    "sloTtftMs",
+    "sloTpotMs",
+    "kvBytesPerToken",
+    "fabricGBps",
+    "fabricLatencyMs",
+  ]) {
     const v = o[k];
     if (v !== undefined && (typeof v !== "number" || !Number.isFinite(v) || v < 0)) {
       return `${k} must be a number >= 0 when given`;

@@ -262,3 +262,88 @@ describe("saturation", () => {
     expect(() => burstThroughputRps(res.outcomes.slice(0, 2))).toThrow(RangeError);
   });
 });
+
+describe("PD groups", () => {
+  const PD_CARD: ModelCard = {
+    ...CARD,
+    kvBytesPerToken: 1000,
+    fabricGBps: 0.5,
+    fabricLatencyMs: 2,
+  };
+
+  it("prefills on one instance, moves the KV at the fabric's rate and decodes on another", () => {
+    const p = 100;
+    const n = 5;
+    const res = simulate([{ id: "x", arrivalMs: 10, promptIds: ids(p, 0), outputTokens: n }], {
+      card: PD_CARD,
+      numInstances: 0,
+      pd: { prefill: 1, decode: 1 },
+      policy: "deepflow",
+    });
+    const o = res.outcomes[0]!;
+    expect([o.failure, o.instanceId, o.decodeInstanceId]).toEqual([null, "p0", "d0"]);
+    const prefill = 1 + 0.01 * p + 0.001 * ((p * (p + 1)) / 2) + 0.5;
+    // 100 tokens x 1000 bytes over 0.5e9 bytes/s = 0.2 ms, plus 2 ms of latency
+    const transfer = 2 + (p * 1000) / 0.5e6;
+    let decode = 0;
+    for (let k = 1; k < n; k++) decode += 1 + 0.01 + 0.001 * (p + k) + 0.5;
+    expect(o.firstTokenMs! - o.arrivalMs).toBeCloseTo(prefill, 9);
+    expect(o.finishMs! - o.arrivalMs).toBeCloseTo(prefill + transfer + decode, 9);
+    expect(o.numOutputTokens).toBe(n);
+    // the prefill instance computed the prompt only; the decode instance every later token
+    expect(res.busyMs[0]).toBeCloseTo(prefill, 9);
+    expect(res.busyMs[1]).toBeCloseTo(decode, 9);
+  });
+
+  it("queues a handoff until the decode instance has a slot", () => {
+    const card = { ...PD_CARD, maxNumSeqs: 1 };
+    const reqs = [0, 1].map((i) => ({
+      id: `r${i}`,
+      arrivalMs: 0,
+      promptIds: ids(20, i * 100),
+      outputTokens: 30,
+    }));
+    const res = simulate(reqs, {
+      card,
+      numInstances: 0,
+      pd: { prefill: 1, decode: 1 },
+      policy: "least-loaded",
+    });
+    expect(res.numDeferredImports).toBe(1);
+    const [a, b] = res.outcomes;
+    expect([a!.failure, b!.failure, a!.numOutputTokens, b!.numOutputTokens]).toEqual([
+      null,
+      null,
+      30,
+      30,
+    ]);
+    // r1's decode starts only when r0's ends
+    expect(b!.finishMs!).toBeGreaterThan(a!.finishMs! + 29 * (1 + 0.01 + 0.5));
+  });
+
+  it("lets the heatmap send long prompts to PD and short ones to the colocated group", () => {
+    const profile = {
+      model: "test",
+      measuredAt: 0,
+      inputBuckets: [128, 4096],
+      outputBuckets: [64],
+      colocatedMs: [[100], [1000]],
+      pdMs: [[150], [600]],
+    };
+    const reqs = [
+      { id: "short", arrivalMs: 0, promptIds: ids(50, 0), outputTokens: 8 },
+      { id: "long", arrivalMs: 0, promptIds: ids(2000, 500), outputTokens: 8 },
+    ];
+    const res = simulate(reqs, {
+      card: PD_CARD,
+      numInstances: 1,
+      pd: { prefill: 1, decode: 1 },
+      profile,
+      policy: "deepflow",
+    });
+    expect(res.outcomes.map((o) => [o.instanceId, o.decodeInstanceId])).toEqual([
+      ["i0", null],
+      ["p0", "d0"],
+    ]);
+  });
+});
