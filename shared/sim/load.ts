@@ -18,8 +18,9 @@ export function asBurst(requests: readonly SimRequest[]): SimRequest[] {
 
 /**
  * Completions per second of a burst run between its `trim` and `1 - trim` quantiles of finish
- * time (failed requests do not count). @throws RangeError with fewer than 3 completions or when
- * they all finish at one instant (nothing to measure a rate over).
+ * time (failed requests do not count); when those finish at one instant (the burst ran as one
+ * batch), all completions over the last finish time instead. @throws RangeError with fewer than
+ * 3 completions, or when everything finished at time 0.
  */
 export function burstThroughputRps(outcomes: readonly RequestOutcome[], trim = BURST_TRIM): number {
   const done = outcomes
@@ -30,6 +31,8 @@ export function burstThroughputRps(outcomes: readonly RequestOutcome[], trim = B
   const lo = Math.floor(trim * (done.length - 1));
   const hi = Math.ceil((1 - trim) * (done.length - 1));
   const span = (done[hi] as number) - (done[lo] as number);
-  if (!(span > 0)) throw new RangeError("the burst's completions span no time");
-  return ((hi - lo) * 1000) / span;
+  if (span > 0) return ((hi - lo) * 1000) / span;
+  const last = done[done.length - 1] as number;
+  if (!(last > 0)) throw new RangeError("the burst's completions took no time");
+  return (done.length * 1000) / last;
 }

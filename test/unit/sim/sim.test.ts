@@ -4,6 +4,7 @@ import { scheduleRequest } from "../../../shared/serving/scheduling.ts";
 import { type PlacementRecord, type SimRequest, simulate } from "../../../shared/sim/cluster.ts";
 import type { ModelCard } from "../../../shared/sim/cost-model.ts";
 import { EventQueue } from "../../../shared/sim/events.ts";
+import { measureHeatmap } from "../../../shared/sim/heatmap.ts";
 import { asBurst, burstThroughputRps } from "../../../shared/sim/load.ts";
 import { loadImbalance, report } from "../../../shared/sim/report.ts";
 import { SCHEDULER_POLICIES } from "../../../shared/types/deployments.ts";
@@ -345,5 +346,24 @@ describe("PD groups", () => {
       ["i0", null],
       ["p0", "d0"],
     ]);
+  });
+});
+
+describe("PD heatmap", () => {
+  it("sees PD lose every cell, at every rate, when the fabric is slow", () => {
+    const card: ModelCard = { ...CARD, kvBytesPerToken: 1e6, fabricGBps: 0.001 };
+    const r = measureHeatmap(card, {
+      inputBuckets: [64, 256],
+      outputBuckets: [4, 16],
+      utilizations: [0.3, 0.8],
+      requestsPerCell: 12,
+      seed: 1,
+    });
+    expect(r.signs.flat()).toEqual(Array.from({ length: 4 }, () => [-1, -1]));
+    expect([r.numStable, r.numCells]).toEqual([4, 4]);
+    // 64 prompt tokens x 1e6 bytes over 1e6 bytes/s: each PD request waits 64 s for its KV
+    const pd = r.profiles[0]!.pdMs[0]![0]!;
+    expect(pd).toBeGreaterThan(64_000);
+    expect(r.profiles[0]!.colocatedMs[0]![0]!).toBeLessThan(1000);
   });
 });
