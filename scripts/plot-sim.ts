@@ -42,34 +42,54 @@ function niceMax(v: number): number {
   return [1, 2, 2.5, 5, 10].map((m) => m * p).find((x) => x >= v) as number;
 }
 
-/** One panel at (ox, oy): axes, ticks, and a polyline per series. */
-function panel(ox: number, oy: number, title: string, yLabel: string, series: Series[]): string {
+/** Ablations drawn dashed (they often coincide with a baseline). */
+const DASHED = new Set(["pd-aware-only", "locality-only"]);
+
+/**
+ * One panel at (ox, oy): axes, ticks, and a polyline per series. `log`: a log10 y axis from the
+ * smallest positive value's decade (latencies span orders of magnitude across policies).
+ */
+function panel(
+  ox: number,
+  oy: number,
+  title: string,
+  yLabel: string,
+  series: Series[],
+  log = false,
+): string {
   const xs = series.flatMap((s) => s.xy.map((p) => p[0]));
-  const x0 = 0;
-  const x1 = niceMax(Math.max(...xs));
-  const y1 = niceMax(Math.max(...series.flatMap((s) => s.xy.map((p) => p[1]))));
+  const ys = series.flatMap((s) => s.xy.map((p) => p[1]));
+  const x0 = Math.max(0, Math.floor(Math.min(...xs) * 10) / 10 - 0.1);
+  const x1 = Math.ceil(Math.max(...xs) * 10) / 10 + 0.1;
+  const lo = log ? Math.floor(Math.log10(Math.min(...ys.filter((y) => y > 0)))) : 0;
+  const hi = log ? Math.ceil(Math.log10(Math.max(...ys))) : niceMax(Math.max(...ys));
+  const f = (y: number) => (log ? Math.log10(Math.max(y, 10 ** lo)) : y);
   const px = (x: number) => ox + M.l + ((x - x0) / (x1 - x0)) * (W - M.l - M.r);
-  const py = (y: number) => oy + H - M.b - (y / y1) * (H - M.t - M.b);
+  const py = (y: number) => oy + H - M.b - ((f(y) - lo) / (hi - lo)) * (H - M.t - M.b);
+  const yTicks = log
+    ? Array.from({ length: hi - lo + 1 }, (_, i) => 10 ** (lo + i))
+    : [0, 1, 2, 3, 4].map((i) => (hi * i) / 4);
   const out: string[] = [
     `<text x="${ox + W / 2}" y="${oy + 16}" text-anchor="middle" font-weight="bold">${title}</text>`,
     `<line x1="${px(x0)}" y1="${py(0)}" x2="${px(x1)}" y2="${py(0)}" stroke="#000"/>`,
-    `<line x1="${px(x0)}" y1="${py(0)}" x2="${px(x0)}" y2="${py(y1)}" stroke="#000"/>`,
+    `<line x1="${px(x0)}" y1="${py(0)}" x2="${px(x0)}" y2="${py(log ? 10 ** hi : hi)}" stroke="#000"/>`,
     `<text x="${ox + W / 2}" y="${oy + H - 6}" text-anchor="middle">utilization (x saturation)</text>`,
     `<text transform="translate(${ox + 12},${oy + H / 2}) rotate(-90)" text-anchor="middle">${yLabel}</text>`,
   ];
-  for (let i = 0; i <= 4; i++) {
-    const y = (y1 * i) / 4;
-    const x = x0 + ((x1 - x0) * i) / 4;
+  for (const y of yTicks) {
     out.push(
       `<line x1="${px(x0)}" y1="${py(y)}" x2="${px(x1)}" y2="${py(y)}" stroke="#ddd"/>`,
       `<text x="${px(x0) - 4}" y="${py(y) + 4}" text-anchor="end">${+y.toPrecision(3)}</text>`,
-      `<text x="${px(x)}" y="${py(0) + 14}" text-anchor="middle">${+x.toPrecision(3)}</text>`,
     );
+  }
+  for (const x of [...new Set(xs)]) {
+    out.push(`<text x="${px(x)}" y="${py(0) + 14}" text-anchor="middle">${x}</text>`);
   }
   for (const s of series) {
     const pts = s.xy.map(([x, y]) => `${px(x).toFixed(1)},${py(y).toFixed(1)}`).join(" ");
     const c = COLORS[s.name] ?? "#333";
-    out.push(`<polyline points="${pts}" fill="none" stroke="${c}" stroke-width="2"/>`);
+    const dash = DASHED.has(s.name) ? ' stroke-dasharray="6 4"' : "";
+    out.push(`<polyline points="${pts}" fill="none" stroke="${c}" stroke-width="2"${dash}/>`);
     for (const [x, y] of s.xy) {
       out.push(`<circle cx="${px(x).toFixed(1)}" cy="${py(y).toFixed(1)}" r="2.5" fill="${c}"/>`);
     }
@@ -107,7 +127,7 @@ for (const [key, pts] of groups) {
   const head = pts[0] as SweepPoint;
   const title = `${head.trace}, ${head.instances} instances (saturation ${head.saturation_rps} req/s)`;
   const svg = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${2 * W}" height="${H + 48}" font-family="sans-serif" font-size="11">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${2 * W}" height="${H + 62}" font-family="sans-serif" font-size="11">`,
     `<rect width="100%" height="100%" fill="#fff"/>`,
     panel(
       0,
@@ -119,12 +139,14 @@ for (const [key, pts] of groups) {
     panel(
       W,
       0,
-      "TTFT p90 (s)",
+      "TTFT p90 (s, log scale)",
       "s",
       seriesOf(pts, (r) => (r.ttft_ms.p90 ?? 0) / 1000),
+      true,
     ),
     legend,
-    `<text x="${2 * W - 8}" y="${H + 40}" text-anchor="end" fill="#666">${title}; ${sweep.config.card}; SLO TTFT ${sweep.config.slo_ttft_ms} ms, TPOT ${sweep.config.slo_tpot_ms} ms</text>`,
+    `<text x="8" y="${H + 38}" fill="#666">${title}</text>`,
+    `<text x="8" y="${H + 54}" fill="#666">${sweep.config.card}; SLO TTFT ${sweep.config.slo_ttft_ms} ms, TPOT ${sweep.config.slo_tpot_ms} ms; ${sweep.config.duration_s} s of Poisson arrivals</text>`,
     "</svg>",
   ].join("\n");
   const file = join(dirname(values.in), `${key}.svg`);
