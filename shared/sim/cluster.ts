@@ -31,16 +31,10 @@
  */
 import type { StepPlan, StepResult } from "../engine/executor.ts";
 import { GREEDY, newSequence, type Sequence } from "../engine/sequence.ts";
-import { OutputLengthPredictor, type PdProfile } from "../serving/pd-profile.ts";
+import { OutputLengthPredictor } from "../serving/pd-profile.ts";
 import { DEFAULT_MAX_PREFIX_NODES, PrefixTree, promptBlockKeys } from "../serving/prefix-tree.ts";
-import {
-  type DeploymentState,
-  type RrCounters,
-  type ScheduleDecision,
-  scheduleRequest,
-} from "../serving/scheduling.ts";
-import type { SchedulerPolicy } from "../types/deployments.ts";
-import { type ModelCard, stepFeatures, stepTimeMs } from "./cost-model.ts";
+import { type DeploymentState, type RrCounters, scheduleRequest } from "../serving/scheduling.ts";
+import { stepFeatures, stepTimeMs } from "./cost-model.ts";
 import { EventQueue } from "./events.ts";
 import {
   instanceState,
@@ -51,63 +45,10 @@ import {
   transferMs,
   unservable,
 } from "./instance.ts";
+import type { RequestOutcome, SimOptions, SimResult } from "./types.ts";
 
 export type { SimRequest } from "./instance.ts";
-
-export interface SimOptions {
-  card: ModelCard;
-  /** Colocated instances (0 with `pd` for a PD-only cluster). */
-  numInstances: number;
-  /** A PD deployment of this many prefill and decode instances besides the colocated ones. */
-  pd?: { prefill: number; decode: number };
-  /** The model's colocated-vs-PD heatmap for the PD-aware step (null: none profiled). */
-  profile?: PdProfile | null;
-  policy: SchedulerPolicy;
-  /** The prefix tree's node budget (default: the JobExecutor's, `DEFAULT_MAX_PREFIX_NODES`). */
-  prefixTreeNodes?: number;
-  /** The tree indexes every `prefixStride`-th block key only (default 1: every block). */
-  prefixStride?: number;
-  /** Called with what each placement saw and chose (tests, decision logs). */
-  onPlace?: (p: PlacementRecord) => void;
-}
-
-export interface PlacementRecord {
-  requestId: string;
-  atMs: number;
-  deployments: DeploymentState[];
-  blockKeys: string[];
-  counters: RrCounters;
-  /** The prefix tree's matches and the predictor's guess at that moment. */
-  matches: Map<string, number>;
-  predicted: number;
-  decision: ScheduleDecision;
-}
-
-export interface RequestOutcome {
-  id: string;
-  arrivalMs: number;
-  /** The colocated or prefill instance. */
-  instanceId: string | null;
-  /** The decode instance of a PD request. */
-  decodeInstanceId: string | null;
-  numPromptTokens: number;
-  numOutputTokens: number;
-  numCachedTokens: number;
-  firstTokenMs: number | null;
-  finishMs: number | null;
-  /** Why it failed, or null when it completed. */
-  failure: string | null;
-}
-
-export interface SimResult {
-  outcomes: RequestOutcome[];
-  numSteps: number;
-  numPreemptions: number;
-  /** Per instance, colocated then prefill then decode: the virtual ms it spent running steps. */
-  busyMs: number[];
-  /** PD handoffs that waited for a decode slot or blocks. */
-  numDeferredImports: number;
-}
+export type { PlacementRecord, RequestOutcome, SimOptions, SimResult } from "./types.ts";
 
 type SimEvent =
   | { kind: "arrival"; index: number }
