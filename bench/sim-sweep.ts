@@ -116,7 +116,7 @@ const config = {
   arrivals: "poisson",
 };
 mkdirSync(dirname(values.out), { recursive: true });
-writeFileSync(values.out, `${JSON.stringify({ config, points }, null, 1)}\n`);
+writeFileSync(values.out, `${JSON.stringify({ config, points }, null, 2)}\n`);
 console.log(
   JSON.stringify({
     out: values.out,

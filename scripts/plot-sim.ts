@@ -128,6 +128,7 @@ for (const [key, pts] of groups) {
   const title = `${head.trace}, ${head.instances} instances (saturation ${head.saturation_rps} req/s)`;
   const svg = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${2 * W}" height="${H + 62}" font-family="sans-serif" font-size="11">`,
+    `<title>${title}: goodput and TTFT p90 against utilization, per policy</title>`,
     `<rect width="100%" height="100%" fill="#fff"/>`,
     panel(
       0,

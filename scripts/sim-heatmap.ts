@@ -43,7 +43,7 @@ inputBuckets.forEach((input, i) => {
   console.log(`${input} | ${row.join(" | ")}`);
 });
 const middle = r.profiles[Math.floor(r.profiles.length / 2)];
-if (values.out && middle) writeFileSync(values.out, `${JSON.stringify(middle, null, 1)}\n`);
+if (values.out && middle) writeFileSync(values.out, `${JSON.stringify(middle, null, 2)}\n`);
 console.log(
   JSON.stringify({
     card: card.name,
