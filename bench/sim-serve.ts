@@ -3,43 +3,60 @@
  * colocated instances that run the project's own scheduler, KV block manager and placement policy
  * (shared/sim/cluster.ts), with step times from a model card (shared/sim/cost-model.ts).
  *
- *   npm run -s sim:serve -- --trace PATH --instances N --policy deepflow|round-robin|least-loaded|all
- *     [--rate R | --time-scale X] [--duration S] [--slo-ttft-ms A] [--slo-tpot-ms B]
- *     [--card PATH] [--seed N] [--json]
+ *   npm run -s sim:serve -- --trace PATH --instances N --policy NAME[,NAME...]|all
+ *     [--utilization U | --rate R | --time-scale X] [--arrivals poisson|trace] [--duration S]
+ *     [--slo-ttft-ms A] [--slo-tpot-ms B] [--card PATH] [--seed N] [--prefix-stride K]
+ *     [--scale-ctx N] [--pd P:D [--profile HEATMAP.json]] [--json]
  *
- * Lengths are the trace's own, unscaled: Mooncake hash ids become fixed 512-token blocks of token
- * ids (bench/traces.ts's mapping with blockTokens = 512), so equal hash-id prefixes share KV
- * blocks; Azure rows get request-unique prompts of their length. Arrivals: with --rate, seeded
- * Poisson at R per second carrying the trace's rows in order; otherwise the trace's times divided
- * by --time-scale. Only arrivals in the first --duration seconds are replayed; every request
- * then runs to its end. `--policy all` runs each policy on the same arrivals. Prints one JSON
- * object on its last line.
+ * Lengths are the trace's own, unscaled. Load: `--utilization U` measures the cluster's
+ * saturation throughput on the trace (a burst of its first rows, shared/sim/load.ts; printed)
+ * and offers U times it; `--rate R` offers R requests/s; both use seeded Poisson arrivals
+ * carrying the rows in order, or with `--arrivals trace` the trace's own times compressed to that
+ * mean rate. Without either, the trace's times divided by `--time-scale` (default 1). Only
+ * arrivals in the first `--duration` seconds are replayed; every request then runs to its end.
+ * SLOs default to the card's. The prefix tree indexes every K-th KV block (default
+ * SIM_PREFIX_STRIDE). `--scale-ctx N` scales lengths into N tokens as bench:serve's `--ctx` does,
+ * to put a simulated run next to a measured one. `--pd P:D` adds a PD deployment of P prefill and
+ * D decode instances (the card must give its fabric), `--profile` the heatmap that chooses
+ * between the groups. Prints one JSON object on its last line.
  */
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { type SimRequest, simulate } from "../shared/sim/cluster.ts";
-import { checkModelCard, type ModelCard } from "../shared/sim/cost-model.ts";
-import { type PolicyReport, report } from "../shared/sim/report.ts";
-import type { SchedulerPolicy } from "../shared/types/deployments.ts";
-import { loadTrace, MOONCAKE_BLOCK_SIZE, poissonArrivals, promptTokenIds } from "./traces.ts";
-
-export const DEFAULT_CARD_PATH = new URL("./cards/default-moe-cpu.json", import.meta.url).pathname;
-const POLICIES: SchedulerPolicy[] = ["deepflow", "round-robin", "least-loaded"];
-/** Token ids of simulated prompts lie in [3, VOCAB): only equality matters (prefix reuse). */
-const VOCAB = 32_000;
+import { checkPdProfile, type PdProfile } from "../shared/serving/pd-profile.ts";
+import { SCHEDULER_POLICIES, type SchedulerPolicy } from "../shared/types/deployments.ts";
+import {
+  type ArrivalMode,
+  atRate,
+  atTimeScale,
+  DEFAULT_CARD_PATH,
+  FALLBACK_SLO,
+  meanTokens,
+  measureSaturation,
+  readCard,
+  runPolicies,
+  SIM_PREFIX_STRIDE,
+  saturationSampleSize,
+  traceRequests,
+} from "./sim-run.ts";
 
 const { values } = parseArgs({
   options: {
     trace: { type: "string" },
     instances: { type: "string", default: "8" },
     policy: { type: "string", default: "all" },
+    utilization: { type: "string" },
     rate: { type: "string" },
-    "time-scale": { type: "string", default: "1" },
+    "time-scale": { type: "string" },
+    arrivals: { type: "string", default: "poisson" },
     duration: { type: "string", default: "300" },
-    "slo-ttft-ms": { type: "string", default: "10000" },
-    "slo-tpot-ms": { type: "string", default: "50" },
+    "slo-ttft-ms": { type: "string" },
+    "slo-tpot-ms": { type: "string" },
     card: { type: "string" },
     seed: { type: "string", default: "1" },
+    "prefix-stride": { type: "string", default: `${SIM_PREFIX_STRIDE}` },
+    "scale-ctx": { type: "string" },
+    pd: { type: "string" },
+    profile: { type: "string" },
     json: { type: "boolean", default: false },
   },
 });
@@ -53,69 +70,126 @@ function positive(name: string, v: string): number {
   if (!(x > 0) || !Number.isFinite(x)) fail(`--${name} must be a positive number, got ${v}`);
   return x;
 }
+function isPolicy(p: string): p is SchedulerPolicy {
+  return (SCHEDULER_POLICIES as readonly string[]).includes(p);
+}
 
 if (!values.trace) fail("--trace PATH is required");
+const tracePath = values.trace;
 const numInstances = positive("instances", values.instances);
 if (!Number.isInteger(numInstances)) fail("--instances must be an integer");
 const policies: SchedulerPolicy[] =
   values.policy === "all"
-    ? POLICIES
-    : POLICIES.includes(values.policy as SchedulerPolicy)
-      ? [values.policy as SchedulerPolicy]
-      : fail(`unknown --policy ${values.policy} (deepflow, round-robin, least-loaded or all)`);
-const rate = values.rate === undefined ? null : positive("rate", values.rate);
-const timeScale = positive("time-scale", values["time-scale"]);
+    ? [...SCHEDULER_POLICIES]
+    : values.policy
+        .split(",")
+        .map((p) =>
+          isPolicy(p) ? p : fail(`unknown policy ${p} (${SCHEDULER_POLICIES.join(", ")} or all)`),
+        );
+const loadFlags = ["utilization", "rate", "time-scale"] as const;
+if (loadFlags.filter((f) => values[f] !== undefined).length > 1) {
+  fail("give at most one of --utilization, --rate and --time-scale");
+}
+if (values.arrivals !== "poisson" && values.arrivals !== "trace") {
+  fail(`--arrivals must be poisson or trace, got ${values.arrivals}`);
+}
+const arrivalMode: ArrivalMode = values.arrivals;
 const durationMs = positive("duration", values.duration) * 1000;
-const slo = {
-  ttftMs: positive("slo-ttft-ms", values["slo-ttft-ms"]),
-  tpotMs: positive("slo-tpot-ms", values["slo-tpot-ms"]),
-};
 const seed = Number(values.seed);
 if (!Number.isSafeInteger(seed) || seed < 0) fail("--seed must be a non-negative integer");
 const cardPath = values.card ?? DEFAULT_CARD_PATH;
-const card = JSON.parse(readFileSync(cardPath, "utf8")) as ModelCard;
-const problem = checkModelCard(card);
-if (problem) fail(`${cardPath}: ${problem}`);
-
-const arrivals = rate === null ? null : poissonArrivals(rate, seed, durationMs);
-const trace = await loadTrace(values.trace, (i, relMs) =>
-  arrivals ? i < arrivals.length : relMs / timeScale < durationMs,
-);
-const t0 = trace.rows[0]?.timestampMs ?? 0;
-const requests: SimRequest[] = trace.rows.map((r, i) => ({
-  id: `r${r.rowIndex}`,
-  arrivalMs: arrivals ? (arrivals[i] as number) : (r.timestampMs - t0) / timeScale,
-  promptIds: promptTokenIds(
-    { requestIndex: r.rowIndex, inputLength: r.inputLength, hashIds: r.hashIds },
-    { blockTokens: MOONCAKE_BLOCK_SIZE, vocab: VOCAB, salt: seed },
+let card: ReturnType<typeof readCard>;
+try {
+  card = readCard(cardPath);
+} catch (e) {
+  fail((e as Error).message);
+}
+const slo = {
+  ttftMs: positive(
+    "slo-ttft-ms",
+    values["slo-ttft-ms"] ?? `${card.sloTtftMs ?? FALLBACK_SLO.ttftMs}`,
   ),
-  outputTokens: r.outputLength,
-}));
-if (requests.length === 0) fail("no requests fall in the replay window (try --duration)");
-if (arrivals && requests.length < arrivals.length) {
+  tpotMs: positive(
+    "slo-tpot-ms",
+    values["slo-tpot-ms"] ?? `${card.sloTpotMs ?? FALLBACK_SLO.tpotMs}`,
+  ),
+};
+
+let rps: number | null = values.rate === undefined ? null : positive("rate", values.rate);
+let saturationRps: number | null = null;
+if (values.utilization !== undefined) {
+  const u = positive("utilization", values.utilization);
+  const first = await traceRequests(tracePath, 200, seed);
+  const sample = saturationSampleSize(numInstances, card, meanTokens(first.requests));
+  const head = await traceRequests(tracePath, sample, seed);
+  const t = performance.now();
+  saturationRps = measureSaturation(head.requests, card, numInstances);
+  rps = u * saturationRps;
   console.error(
-    `note: the trace has ${requests.length} rows, fewer than ${arrivals.length} arrivals`,
+    `saturation: ${saturationRps.toFixed(3)} req/s (burst of ${head.requests.length} rows, ` +
+      `${((performance.now() - t) / 1000).toFixed(1)} s); offering ${u} x = ${rps.toFixed(3)} req/s`,
+  );
+}
+// enough rows for the window: the expected Poisson count with 20% headroom, else all of them
+const rowsWanted =
+  rps === null ? Number.POSITIVE_INFINITY : Math.ceil(rps * (durationMs / 1000) * 1.2) + 50;
+const scaleCtx =
+  values["scale-ctx"] === undefined ? null : positive("scale-ctx", values["scale-ctx"]);
+const tr = await traceRequests(tracePath, rowsWanted, seed, scaleCtx);
+const timeScale =
+  values["time-scale"] === undefined ? 1 : positive("time-scale", values["time-scale"]);
+const requests =
+  rps === null
+    ? atTimeScale(tr, timeScale, durationMs)
+    : atRate(tr, rps, arrivalMode, seed, durationMs);
+if (requests.length === 0) fail("no requests fall in the replay window (try --duration)");
+const lastArrival = requests[requests.length - 1]?.arrivalMs ?? 0;
+if (rps !== null && lastArrival < 0.9 * durationMs) {
+  console.error(
+    `note: the trace's ${tr.numRows} rows end ${(lastArrival / 1000).toFixed(0)} s into the window`,
   );
 }
 
-const out: Record<string, PolicyReport & { steps: number; preemptions: number }> = {};
-for (const policy of policies) {
-  const t = performance.now();
-  const r = simulate(requests, { card, numInstances, policy });
-  out[policy] = { ...report(r.outcomes, slo), steps: r.numSteps, preemptions: r.numPreemptions };
-  console.error(`${policy}: simulated in ${((performance.now() - t) / 1000).toFixed(1)} s`);
-  if (!values.json) console.log(policy, out[policy]);
+const prefixStride = positive("prefix-stride", values["prefix-stride"]);
+if (!Number.isInteger(prefixStride)) fail("--prefix-stride must be an integer");
+let pd: { prefill: number; decode: number } | undefined;
+if (values.pd !== undefined) {
+  const m = /^(\d+):(\d+)$/.exec(values.pd);
+  if (!m || Number(m[1]) < 1 || Number(m[2]) < 1)
+    fail(`--pd must be P:D (both >= 1), got ${values.pd}`);
+  pd = { prefill: Number(m[1]), decode: Number(m[2]) };
+  if (card.kvBytesPerToken === undefined || card.fabricGBps === undefined) {
+    fail(`--pd needs a card with kvBytesPerToken and fabricGBps (${cardPath} has none)`);
+  }
+}
+let profile: PdProfile | null = null;
+if (values.profile !== undefined) {
+  profile = JSON.parse(readFileSync(values.profile, "utf8")) as PdProfile;
+  const problem = checkPdProfile(profile);
+  if (problem) fail(`${values.profile}: ${problem}`);
+}
+const out = runPolicies(requests, card, numInstances, policies, slo, { prefixStride, pd, profile });
+for (const [name, r] of Object.entries(out)) {
+  console.error(`${name}: simulated in ${r.sim_s} s`);
+  if (!values.json) console.log(name, r);
 }
 const config = {
-  trace: values.trace.split("/").pop(),
+  trace: tracePath.split("/").pop(),
   requests: requests.length,
   instances: numInstances,
-  rate,
-  time_scale: rate === null ? timeScale : null,
+  saturation_rps: saturationRps === null ? null : Number(saturationRps.toFixed(4)),
+  utilization: values.utilization === undefined ? null : Number(values.utilization),
+  rate: rps === null ? null : Number(rps.toFixed(4)),
+  arrivals: rps === null ? "trace" : arrivalMode,
+  time_scale: rps === null ? timeScale : null,
   duration_s: durationMs / 1000,
   seed,
   slo_ttft_ms: slo.ttftMs,
   slo_tpot_ms: slo.tpotMs,
   card: card.name,
+  prefix_stride: prefixStride,
+  scale_ctx: scaleCtx,
+  pd: pd ?? null,
+  profile: values.profile ?? null,
 };
 console.log(JSON.stringify({ policies: out, config }));

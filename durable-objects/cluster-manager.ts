@@ -77,7 +77,7 @@ export class ClusterManager extends DurableObject<Env> {
       id: m.defaultDeploymentId,
       model: m.name,
       mode: "colocated",
-      scheduler: "least-loaded",
+      scheduler: "deepflow",
       counts: { colocated: 1, prefill: 0, decode: 0 },
     });
     this.log.info("model.registered", { model: m.name, sizeBytes: m.sizeBytes, generation });

@@ -237,6 +237,7 @@ export class ModelScheduler {
     const result = scheduleRequest({
       deployments,
       blockKeys,
+      blockSize: this.blockSize,
       numPromptTokens,
       maxTokens,
       prefixTree: this.tree,

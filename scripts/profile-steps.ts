@@ -2,7 +2,8 @@
  * Measures the simulator's step-time model (shared/sim/cost-model.ts) on a real engine: times
  * engine steps of a model (default: the embedded default model, wasm kernels) over a small grid
  * of batch sizes and prompt lengths (prefill chunks and decodes at growing context), fits
- *   t_ms = a + b * scheduledTokens + c * attendedTokens + d * numSeqs
+ *   t_ms = a + b * scheduledTokens + c * (attendedTokens + decodeAttended) + d * numSeqs
+ * (one attention coefficient for prefill and decode: no `e`; on this CPU both are compute-bound)
  * by least squares (coefficients held at 0 when the fit makes them negative), and writes a model
  * card (JSON) with the instance shape given on the command line. Runs well under a minute.
  *
@@ -73,7 +74,12 @@ for (const numSeqs of [1, 4, 16]) {
 
 /** Least squares over the columns in `use` (normal equations, Gaussian elimination). */
 function leastSquares(use: boolean[]): number[] {
-  const cols = (f: StepFeatures) => [1, f.scheduledTokens, f.attendedTokens, f.numSeqs];
+  const cols = (f: StepFeatures) => [
+    1,
+    f.scheduledTokens,
+    f.attendedTokens + f.decodeAttended,
+    f.numSeqs,
+  ];
   const idx = use.flatMap((u, i) => (u ? [i] : []));
   const k = idx.length;
   const m = Array.from({ length: k }, () => new Array<number>(k + 1).fill(0));
@@ -109,7 +115,7 @@ while (coef.some((v, i) => use[i] && v < 0)) {
 }
 const [a, b, c, d] = coef.map((v) => Number(v.toPrecision(4))) as [number, number, number, number];
 const predicted = samples.map(
-  ({ f }) => a + b * f.scheduledTokens + c * f.attendedTokens + d * f.numSeqs,
+  ({ f }) => a + b * f.scheduledTokens + c * (f.attendedTokens + f.decodeAttended) + d * f.numSeqs,
 );
 const mean = samples.reduce((s, x) => s + x.ms, 0) / samples.length;
 const ssRes = samples.reduce((s, x, i) => s + (x.ms - predicted[i]!) ** 2, 0);

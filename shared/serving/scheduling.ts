@@ -1,9 +1,9 @@
 /**
  * DeepFlow's distributed scheduling (Algorithm 1) as pure functions of load snapshots: instance
- * load and the balance test, the within-group choice (prefix locality when balanced, least
- * loaded otherwise), the round-robin and least-loaded baselines, and `scheduleRequest`, which
- * runs the PD-aware group step (pd-profile.ts) and then the within-group step. No I/O: the
- * JobExecutor gathers the snapshots, calls this, logs the decision and dispatches the tasks.
+ * load and the balance test, the within-group choice, the baselines (round-robin, least-loaded)
+ * and ablations (locality-only, pd-aware-only), and `scheduleRequest`, which runs the PD-aware
+ * group step (pd-profile.ts) and then the within-group step. No I/O: the JobExecutor gathers the
+ * snapshots, calls this, logs the decision and dispatches the tasks.
  *
  * Load (the paper defines none; digest §6.4, §12.2): the work an instance still owes, in tokens:
  * prompt tokens not yet computed plus decode tokens still to generate, summed over its sequences
@@ -13,9 +13,17 @@
  * running + waiting sequences, and a group is compared in one unit only: tokens
  * when every snapshot has them, sequences otherwise (`loadMetric`).
  *
- * Balanced (digest §12.2: "(max - min) / mean < 0.2"): max - min <= max(absolute, relative x
- * mean) over the group. The absolute floor (in the metric's unit) keeps near-idle groups, where
- * 0 vs 1 is a 200% spread, balanced, so locality decides until the spread means real queueing.
+ * The within-group step ("deepflow", `chooseInGroup`), when loads are in tokens, weighs prefix
+ * locality against load in one unit, as Mooncake's conductor does: each instance's cost is its load plus the prompt tokens it
+ * would still have to compute (the prompt less its cached prefix there), i.e. the work queued
+ * before this request's first token; the cheapest instance wins. With equal loads that is the
+ * longest cached prefix (Algorithm 1's balanced case); when one instance is far busier, it loses
+ * whatever it has cached (the unbalanced case), and in between a prefix counts exactly as much as
+ * the prefill it saves. The paper's binary test (max - min <= max(absolute, relative x mean),
+ * `isBalanced`) is still computed and logged; in tokens it no longer switches the rule, because
+ * with real prompt lengths (one 8K-token prompt is already a spread) it failed for 271 of 276
+ * Mooncake placements and reduced Algorithm 1 to least-loaded (README "Simulator"). In sequences
+ * the paper's switch stays (a prefix has no price in that unit).
  */
 
 import type { DeploymentMode, SchedulerPolicy } from "../types/deployments.ts";
@@ -92,6 +100,8 @@ export interface InstanceScore {
   instanceId: string;
   load: number;
   numMatchedBlocks: number;
+  /** "deepflow" only: load plus the prompt tokens not cached there (`placementCost`). */
+  cost?: number;
 }
 
 export interface InstanceChoice {
@@ -155,24 +165,71 @@ export function chooseLeastLoaded(
   return { instanceId, reason: "least-loaded", balanced: null, metric, scores };
 }
 
+/** What the within-group step needs to know about the request. */
+export interface PromptShape {
+  numPromptTokens: number;
+  /** Tokens per prefix-tree block key (the instances' KV block size). */
+  blockSize: number;
+}
+
 /**
- * Algorithm 1's inner step: when the group is balanced, the instance with the longest cached
- * prefix (ties: least load, more free blocks, first listed); otherwise, or when nothing matches,
- * the least loaded. @throws Error when `snapshots` is empty.
+ * The work queued on an instance before the request's first token, in tokens: its load plus the
+ * prompt tokens it would compute (all but its cached full blocks; at least one token is always
+ * computed).
+ */
+export function placementCost(load: number, numMatchedBlocks: number, prompt: PromptShape): number {
+  const cached = Math.max(
+    0,
+    Math.min(prompt.numPromptTokens - 1, numMatchedBlocks * prompt.blockSize),
+  );
+  return load + prompt.numPromptTokens - cached;
+}
+
+/** Least cost first, then more matched blocks. */
+const BY_COST: Better = (a, b) =>
+  (a.cost ?? 0) - (b.cost ?? 0) || b.numMatchedBlocks - a.numMatchedBlocks;
+
+/**
+ * Algorithm 1's inner step. In tokens: the instance with the least `placementCost` (ties: more
+ * matched blocks, more free blocks, first listed). In sequences (a reporter without outstanding
+ * tokens), where a prefix cannot be priced against load, the paper's rule: the longest cached
+ * prefix when `isBalanced`, else the least loaded. `reason` is "prefix" when the chosen instance
+ * has part of the prompt cached and the rule looked at prefixes, "least-loaded" otherwise;
+ * `balanced` is the paper's test (logged either way). @throws Error when `snapshots` is empty.
  */
 export function chooseInGroup(
   snapshots: readonly InstanceSnapshot[],
   matches: ReadonlyMap<string, number>,
+  prompt: PromptShape,
   opts: BalanceOptions = DEFAULT_BALANCE,
 ): InstanceChoice {
   if (snapshots.length === 0) throw new Error("no instance to choose from");
   const balanced = isBalanced(snapshots, opts);
+  const { metric, scores: raw } = scoresOf(snapshots, matches);
+  const byCost = metric === "tokens";
+  const scores = byCost
+    ? raw.map((s) => ({ ...s, cost: placementCost(s.load, s.numMatchedBlocks, prompt) }))
+    : raw;
+  const order = byCost ? BY_COST : balanced ? BY_PREFIX : BY_LOAD;
+  const best = scores[bestIndex(snapshots, scores, order)] as InstanceScore;
+  const prefix = (byCost || balanced) && best.numMatchedBlocks > 0;
+  const reason: InstanceReason = prefix ? "prefix" : "least-loaded";
+  return { instanceId: best.instanceId, reason, balanced, metric, scores };
+}
+
+/**
+ * The locality-only ablation: the longest cached prefix whatever the load (ties: least load,
+ * more free blocks, first listed). @throws Error when `snapshots` is empty.
+ */
+export function chooseByPrefix(
+  snapshots: readonly InstanceSnapshot[],
+  matches: ReadonlyMap<string, number>,
+): InstanceChoice {
+  if (snapshots.length === 0) throw new Error("no instance to choose from");
   const { metric, scores } = scoresOf(snapshots, matches);
-  const best = bestIndex(snapshots, scores, balanced ? BY_PREFIX : BY_LOAD);
-  const reason: InstanceReason =
-    balanced && (scores[best] as InstanceScore).numMatchedBlocks > 0 ? "prefix" : "least-loaded";
-  const instanceId = (scores[best] as InstanceScore).instanceId;
-  return { instanceId, reason, balanced, metric, scores };
+  const best = scores[bestIndex(snapshots, scores, BY_PREFIX)] as InstanceScore;
+  const reason: InstanceReason = best.numMatchedBlocks > 0 ? "prefix" : "least-loaded";
+  return { instanceId: best.instanceId, reason, balanced: null, metric, scores };
 }
 
 /** Round robin over `n` items: the index for `counter` and the counter to store next. */
@@ -214,6 +271,8 @@ export interface ScheduleInput {
   deployments: readonly DeploymentState[];
   /** The prompt's full-block keys (`promptBlockKeys`). */
   blockKeys: readonly string[];
+  /** Tokens per block key (the instances' KV block size). */
+  blockSize: number;
   numPromptTokens: number;
   maxTokens: number;
   prefixTree: Pick<PrefixTree, "match"> | null;
@@ -263,6 +322,9 @@ export interface ScheduleResult {
   counters: RrCounters;
 }
 
+/** Policies that ignore deployments (no PD step) when every deployment runs them. */
+const GROUP_BLIND: readonly SchedulerPolicy[] = ["round-robin", "least-loaded", "locality-only"];
+
 /** Instances that take the first task: colocated ones, or a PD deployment's prefill ones. */
 function entryInstances(d: DeploymentState): InstanceState[] {
   return d.instances.filter((i) => i.role === (d.mode === "pd" ? "prefill" : "colocated"));
@@ -290,11 +352,12 @@ export function groupPressure(d: DeploymentState): number {
  * Schedules one request (Algorithm 1). Deployments that cannot serve (no colocated instance; PD
  * without both a prefill and a decode instance) are skipped; null when none can.
  *
- * - All deployments on the same baseline policy: the baseline runs over every entry instance of
- *   every deployment (the paper's round-robin compares against exactly this), counter "*".
+ * - All deployments on the same baseline or locality-only policy: it runs over every entry
+ *   instance of every deployment (the paper's round-robin compares against exactly this),
+ *   round-robin on counter "*".
  * - Otherwise: the PD-aware step picks the deployment (`choosePdGroup`, predicted output length
  *   from `predictor`, else `maxTokens`), then the deployment's policy picks within it ("deepflow":
- *   `chooseInGroup` over the prefix tree's matches).
+ *   `chooseInGroup` over the prefix tree's matches; "pd-aware-only": least loaded).
  * - PD decode instance: least loaded (round robin under "round-robin", counter "<id>/decode").
  *   The prefill side is where a cached prefix saves work; decode receives the KV anyway.
  *
@@ -316,8 +379,10 @@ export function scheduleRequest(
   const predicted = input.predictor
     ? input.predictor.predict(input.numPromptTokens, input.maxTokens)
     : input.maxTokens;
+  const prompt = { numPromptTokens: input.numPromptTokens, blockSize: input.blockSize };
 
-  const baseline = usable.every((d) => d.policy === first.policy) && first.policy !== "deepflow";
+  const baseline =
+    usable.every((d) => d.policy === first.policy) && GROUP_BLIND.includes(first.policy);
   let deployment: DeploymentState;
   let entry: InstanceChoice;
   let groupReason: ScheduleDecision["groupReason"];
@@ -329,6 +394,8 @@ export function scheduleRequest(
       const rr = chooseRoundRobin(snapshots, counters["*"] ?? 0);
       counters["*"] = rr.next;
       entry = rr.choice;
+    } else if (first.policy === "locality-only") {
+      entry = chooseByPrefix(snapshots, matches);
     } else {
       entry = chooseLeastLoaded(snapshots, matches);
     }
@@ -349,10 +416,12 @@ export function scheduleRequest(
       const rr = chooseRoundRobin(snapshots, counters[deployment.deploymentId] ?? 0);
       counters[deployment.deploymentId] = rr.next;
       entry = rr.choice;
-    } else if (deployment.policy === "least-loaded") {
-      entry = chooseLeastLoaded(snapshots, matches);
+    } else if (deployment.policy === "locality-only") {
+      entry = chooseByPrefix(snapshots, matches);
+    } else if (deployment.policy === "deepflow") {
+      entry = chooseInGroup(snapshots, matches, prompt, opts.balance);
     } else {
-      entry = chooseInGroup(snapshots, matches, opts.balance);
+      entry = chooseLeastLoaded(snapshots, matches);
     }
   }
 

@@ -1,144 +1,89 @@
 /**
- * A discrete-event simulation of one colocated deployment of N instances in virtual time that
- * runs the project's own code for every decision: each instance is a real `Scheduler` over a real
- * `KvBlockManager` (batching, chunked prefill, preemption, prefix caching), and each arrival is
- * placed by `scheduleRequest` (Algorithm 1 or a baseline) over `DeploymentState`s built from the
- * instances' scheduler state, with a `PrefixTree`, an `OutputLengthPredictor` and round-robin
- * counters kept as the JobExecutor keeps them (ModelScheduler, PlacementState). Only the maths is
- * replaced: a step's duration comes from the model card (cost-model.ts) and every sampled token
- * is a fixed non-EOS id, with `ignoreEos` and `maxTokens` = the request's output length.
+ * A discrete-event simulation of a cluster in virtual time that runs the project's own code for
+ * every decision: each instance is a real `Scheduler` over a real `KvBlockManager` (batching,
+ * chunked prefill, preemption, prefix caching; instance.ts), and each arrival is placed by
+ * `scheduleRequest` (Algorithm 1, a baseline or an ablation) over `DeploymentState`s built from
+ * the instances' scheduler state, with a `PrefixTree`, an `OutputLengthPredictor`, the model's PD
+ * profile and round-robin counters kept as the JobExecutor keeps them (ModelScheduler,
+ * PlacementState). Only the maths is replaced: a step's duration comes from the model card
+ * (cost-model.ts), a PD handoff's from the card's fabric figures, and every sampled token is a
+ * fixed non-EOS id, with `ignoreEos` and `maxTokens` = the request's output length.
+ *
+ * Groups: `numInstances` colocated instances (deployment "sim"), and with `pd` a PD deployment
+ * ("sim-pd") of prefill and decode instances. A PD request runs as the Npus run it: the prefill
+ * instance computes the prompt and the first token (that is the TTFT) with its KV held, exports
+ * it and frees its blocks; after `transferMs` the decode instance imports it with
+ * `addPrefilled` (or, without a free slot or blocks, queues it and retries whenever one of its
+ * steps ends) and decodes the rest.
  *
  * Event order at one instant: events run in the order they were queued (events.ts). An arrival
  * is placed at once; an idle instance that receives work starts a step at that instant. A step
  * is planned (`schedule()`) when it starts and applied (`update()`) when it ends, as the Npu's
  * loop does, so a request placed during a step sees that step's planned state.
  *
- * JobExecutor parity: the prefix tree learns a prompt on its instance when the instance first
- * schedules it (the task "running" report); the predictor observes every finished request
- * (prompt and output tokens); each sequence carries the predicted output length
- * (`expectedOutputTokens`), as the Npu sets it from the task. Reports reach the JobExecutor
- * instantly here (the real system sees them after an RPC).
+ * JobExecutor parity: the prefix tree learns a prompt on its colocated or prefill instance when
+ * that instance first schedules it (the task "running" report); the predictor observes every
+ * finished request; each sequence carries the predicted output length (`expectedOutputTokens`).
+ * Reports reach the JobExecutor instantly here (the real system sees them after an RPC).
  *
  * A request that can never run on an instance (prompt + output over the context, or more KV
  * blocks than the instance has, or an empty prompt) is failed at arrival, never dropped. Pure.
  */
 import type { StepPlan, StepResult } from "../engine/executor.ts";
-import { KvBlockManager } from "../engine/kv-block-manager.ts";
-import { Scheduler } from "../engine/scheduler.ts";
-import { GREEDY, newSequence, outstandingTokens, type Sequence } from "../engine/sequence.ts";
+import { GREEDY, newSequence, type Sequence } from "../engine/sequence.ts";
 import { OutputLengthPredictor } from "../serving/pd-profile.ts";
-import { PrefixTree, promptBlockKeys } from "../serving/prefix-tree.ts";
-import {
-  type DeploymentState,
-  type RrCounters,
-  type ScheduleDecision,
-  scheduleRequest,
-} from "../serving/scheduling.ts";
-import type { SchedulerPolicy } from "../types/deployments.ts";
-import { type ModelCard, stepFeatures, stepTimeMs } from "./cost-model.ts";
+import { DEFAULT_MAX_PREFIX_NODES, PrefixTree, promptBlockKeys } from "../serving/prefix-tree.ts";
+import { type DeploymentState, type RrCounters, scheduleRequest } from "../serving/scheduling.ts";
+import { stepFeatures, stepTimeMs } from "./cost-model.ts";
 import { EventQueue } from "./events.ts";
+import {
+  instanceState,
+  newInstance,
+  SIM_TOKEN_ID,
+  type SimInstance,
+  type SimRequest,
+  transferMs,
+  unservable,
+} from "./instance.ts";
+import type { RequestOutcome, SimOptions, SimResult } from "./types.ts";
 
-/** The token every simulated step samples (any id that is not EOS). */
-export const SIM_TOKEN_ID = 3;
-const SIM_EOS_ID = 2;
-
-export interface SimRequest {
-  id: string;
-  arrivalMs: number;
-  promptIds: readonly number[];
-  outputTokens: number;
-}
-
-export interface SimOptions {
-  card: ModelCard;
-  numInstances: number;
-  policy: SchedulerPolicy;
-  /** Called with what each placement saw and chose (tests, decision logs). */
-  onPlace?: (p: PlacementRecord) => void;
-}
-
-export interface PlacementRecord {
-  requestId: string;
-  atMs: number;
-  deployments: DeploymentState[];
-  blockKeys: string[];
-  counters: RrCounters;
-  /** The prefix tree's matches and the predictor's guess at that moment. */
-  matches: Map<string, number>;
-  predicted: number;
-  decision: ScheduleDecision;
-}
-
-export interface RequestOutcome {
-  id: string;
-  arrivalMs: number;
-  instanceId: string | null;
-  numPromptTokens: number;
-  numOutputTokens: number;
-  numCachedTokens: number;
-  firstTokenMs: number | null;
-  finishMs: number | null;
-  /** Why it failed, or null when it completed. */
-  failure: string | null;
-}
-
-export interface SimResult {
-  outcomes: RequestOutcome[];
-  numSteps: number;
-  numPreemptions: number;
-}
-
-interface SimInstance {
-  id: string;
-  scheduler: Scheduler;
-  busy: boolean;
-}
+export type { SimRequest } from "./instance.ts";
+export type { PlacementRecord, RequestOutcome, SimOptions, SimResult } from "./types.ts";
 
 type SimEvent =
   | { kind: "arrival"; index: number }
-  | { kind: "step-end"; instance: SimInstance; plan: StepPlan };
+  | { kind: "step-end"; instance: SimInstance; plan: StepPlan }
+  | { kind: "kv-ready"; seq: Sequence; decode: SimInstance };
 
 export const SIM_DEPLOYMENT_ID = "sim";
+export const SIM_PD_DEPLOYMENT_ID = "sim-pd";
 
-/** Number of KV blocks an instance of `card` has. */
-export function numKvBlocks(card: ModelCard): number {
-  return Math.floor(card.kvCapacityTokens / card.blockSize);
-}
-
-/** Why `req` can never run on an instance of `card`, or null when it can. */
-export function unservable(card: ModelCard, req: SimRequest): string | null {
-  const total = req.promptIds.length + req.outputTokens;
-  if (req.promptIds.length === 0) return "empty prompt";
-  if (req.outputTokens < 1) return "no output tokens";
-  // the scheduler ends a sequence when it reaches maxModelLen: the last token must fit under it
-  if (total > card.maxModelLen) return "context";
-  if (Math.ceil(total / card.blockSize) > numKvBlocks(card)) return "kv-capacity";
-  return null;
+/** Per live request: its index, block keys (until learnt), PD decode instance, cached tokens. */
+interface Live {
+  index: number;
+  blockKeys: string[] | null;
+  decode: SimInstance | null;
+  predicted: number;
 }
 
 export function simulate(requests: readonly SimRequest[], opts: SimOptions): SimResult {
   const { card } = opts;
-  const instances: SimInstance[] = Array.from({ length: opts.numInstances }, (_, i) => ({
-    id: `i${i}`,
-    busy: false,
-    scheduler: new Scheduler(
-      {
-        maxNumSeqs: card.maxNumSeqs,
-        maxNumBatchedTokens: card.maxNumBatchedTokens,
-        maxModelLen: card.maxModelLen,
-        eosIds: [SIM_EOS_ID],
-      },
-      new KvBlockManager(numKvBlocks(card), card.blockSize),
-    ),
-  }));
+  const make = (n: number, prefix: string, role: SimInstance["role"]) =>
+    Array.from({ length: n }, (_, i) => newInstance(card, `${prefix}${i}`, role));
+  const colocated = make(opts.numInstances, "i", "colocated");
+  const prefill = make(opts.pd?.prefill ?? 0, "p", "prefill");
+  const decode = make(opts.pd?.decode ?? 0, "d", "decode");
+  const instances = [...colocated, ...prefill, ...decode];
   const byId = new Map(instances.map((s) => [s.id, s]));
-  const tree = new PrefixTree();
+  const tree = new PrefixTree(opts.prefixTreeNodes ?? DEFAULT_MAX_PREFIX_NODES);
+  const stride = opts.prefixStride ?? 1;
   const predictor = new OutputLengthPredictor(card.name);
   let counters: RrCounters = {};
   const outcomes: RequestOutcome[] = requests.map((r) => ({
     id: r.id,
     arrivalMs: r.arrivalMs,
     instanceId: null,
+    decodeInstanceId: null,
     numPromptTokens: r.promptIds.length,
     numOutputTokens: 0,
     numCachedTokens: 0,
@@ -146,31 +91,28 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
     finishMs: null,
     failure: null,
   }));
-  /** Per live sequence: its request index and block keys (cleared once learnt). */
-  const live = new Map<string, { index: number; blockKeys: string[] | null }>();
+  const live = new Map<string, Live>();
   const queue = new EventQueue<SimEvent>();
   requests.forEach((r, index) => {
     queue.push(r.arrivalMs, { kind: "arrival", index });
   });
   let numSteps = 0;
   let numPreemptions = 0;
+  let numDeferredImports = 0;
 
-  const deployments = (): DeploymentState[] => [
-    {
-      deploymentId: SIM_DEPLOYMENT_ID,
-      mode: "colocated",
-      policy: opts.policy,
-      instances: instances.map((s) => ({
-        instanceId: s.id,
-        role: "colocated",
-        numRunning: s.scheduler.running.length,
-        numWaiting: s.scheduler.waiting.length,
-        numFreeBlocks: s.scheduler.blocks.numFreeBlocks,
-        numOutstandingTokens:
-          outstandingTokens(s.scheduler.running) + outstandingTokens(s.scheduler.waiting),
-      })),
-    },
-  ];
+  const deployments = (): DeploymentState[] => {
+    const out: DeploymentState[] = [];
+    const policy = opts.policy;
+    if (colocated.length > 0) {
+      const states = colocated.map(instanceState);
+      out.push({ deploymentId: SIM_DEPLOYMENT_ID, mode: "colocated", policy, instances: states });
+    }
+    if (opts.pd) {
+      const states = [...prefill, ...decode].map(instanceState);
+      out.push({ deploymentId: SIM_PD_DEPLOYMENT_ID, mode: "pd", policy, instances: states });
+    }
+    return out;
+  };
 
   const startStep = (inst: SimInstance, now: number): void => {
     const plan = inst.scheduler.schedule();
@@ -183,16 +125,18 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
     numSteps++;
     for (const s of plan.seqs) {
       const l = live.get(s.seqId);
-      if (l?.blockKeys) {
+      if (l?.blockKeys && inst.role !== "decode") {
         tree.insert(inst.id, l.blockKeys, now);
         l.blockKeys = null;
       }
     }
-    queue.push(now + stepTimeMs(card, stepFeatures(plan)), {
-      kind: "step-end",
-      instance: inst,
-      plan,
-    });
+    const ms = stepTimeMs(card, stepFeatures(plan));
+    inst.busyMs += ms;
+    queue.push(now + ms, { kind: "step-end", instance: inst, plan });
+  };
+
+  const wake = (inst: SimInstance, now: number): void => {
+    if (!inst.busy) startStep(inst, now);
   };
 
   const arrive = (index: number, now: number): void => {
@@ -203,7 +147,9 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
       out.failure = why;
       return;
     }
-    const blockKeys = promptBlockKeys(req.promptIds, card.blockSize);
+    const blockKeys = promptBlockKeys(req.promptIds, card.blockSize).filter(
+      (_, i) => (i + 1) % stride === 0,
+    );
     const states = deployments();
     const matches = tree.match(blockKeys);
     const predicted = predictor.predict(req.promptIds.length, req.outputTokens);
@@ -211,15 +157,18 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
     const result = scheduleRequest({
       deployments: states,
       blockKeys,
+      blockSize: card.blockSize * stride,
       numPromptTokens: req.promptIds.length,
       maxTokens: req.outputTokens,
       prefixTree: tree,
       predictor,
-      profile: null,
+      profile: opts.profile ?? null,
       counters,
     });
-    const inst = result ? byId.get(result.decision.instanceId ?? "") : undefined;
-    if (!result || !inst) {
+    const d = result?.decision;
+    const inst = byId.get(d?.instanceId ?? d?.prefillInstanceId ?? "");
+    const dec = d?.mode === "pd" ? byId.get(d.decodeInstanceId ?? "") : undefined;
+    if (!result || !d || !inst || (d.mode === "pd" && !dec)) {
       out.failure = "no-instance";
       return;
     }
@@ -232,18 +181,38 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
       counters: before,
       matches,
       predicted,
-      decision: result.decision,
+      decision: d,
     });
     out.instanceId = inst.id;
+    out.decodeInstanceId = dec?.id ?? null;
+    // a PD prefill computes the prompt and the first token only, and keeps the KV for export
+    const pd = dec !== undefined && req.outputTokens > 1;
     const seq = newSequence(req.id, req.promptIds, {
       ...GREEDY,
-      maxTokens: req.outputTokens,
+      maxTokens: pd ? 1 : req.outputTokens,
       ignoreEos: true,
     });
-    seq.expectedOutputTokens = predicted;
-    live.set(req.id, { index, blockKeys });
+    seq.holdKv = pd;
+    seq.expectedOutputTokens = pd ? 1 : predicted;
+    live.set(req.id, { index, blockKeys, decode: pd ? (dec ?? null) : null, predicted });
     inst.scheduler.add(seq);
-    if (!inst.busy) startStep(inst, now);
+    wake(inst, now);
+  };
+
+  /** Imports a handed-off sequence into its decode instance, or queues it there. */
+  const importKv = (seq: Sequence, dec: SimInstance, now: number): void => {
+    if (dec.scheduler.addPrefilled(seq)) wake(dec, now);
+    else {
+      numDeferredImports++;
+      dec.pendingImports.push(seq);
+    }
+  };
+
+  const retryImports = (dec: SimInstance): void => {
+    while (dec.pendingImports.length > 0) {
+      if (!dec.scheduler.addPrefilled(dec.pendingImports[0] as Sequence)) return;
+      dec.pendingImports.shift();
+    }
   };
 
   const endStep = (inst: SimInstance, plan: StepPlan, now: number): void => {
@@ -257,25 +226,58 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
       if (!l) continue;
       const out = outcomes[l.index] as RequestOutcome;
       if (u.sampled && out.firstTokenMs === null) out.firstTokenMs = now;
-      if (u.finished) finish(u.seq, out, now);
+      if (!u.finished) continue;
+      if (l.decode && inst.role === "prefill") handOff(inst, u.seq, l, out, now);
+      else finish(u.seq, out, now, inst.role !== "decode");
     }
+    if (inst.role === "decode") retryImports(inst);
     startStep(inst, now);
   };
 
-  const finish = (seq: Sequence, out: RequestOutcome, now: number): void => {
+  /** The prefill is done: export (free the held blocks) and start the transfer. */
+  const handOff = (inst: SimInstance, seq: Sequence, l: Live, out: RequestOutcome, now: number) => {
+    const req = requests[l.index] as SimRequest;
+    out.numCachedTokens = seq.numCachedTokens;
+    inst.scheduler.releaseHeld(seq.seqId);
+    const next = newSequence(seq.seqId, req.promptIds, {
+      ...GREEDY,
+      maxTokens: req.outputTokens,
+      ignoreEos: true,
+    });
+    next.tokenIds.push(SIM_TOKEN_ID);
+    next.expectedOutputTokens = l.predicted;
+    const dec = l.decode as SimInstance;
+    queue.push(now + transferMs(card, req.promptIds.length), {
+      kind: "kv-ready",
+      seq: next,
+      decode: dec,
+    });
+  };
+
+  /** `computedPrompt`: the sequence computed its prompt here (not a PD decode side). */
+  const finish = (seq: Sequence, out: RequestOutcome, now: number, computedPrompt: boolean) => {
     live.delete(seq.seqId);
     out.finishMs = now;
     out.numOutputTokens = seq.tokenIds.length - seq.numPromptTokens;
-    out.numCachedTokens = seq.numCachedTokens;
+    if (computedPrompt) out.numCachedTokens = seq.numCachedTokens;
     predictor.observe(seq.numPromptTokens, out.numOutputTokens);
   };
 
   for (let e = queue.pop(); e; e = queue.pop()) {
-    if (e.event.kind === "arrival") arrive(e.event.index, e.at);
-    else endStep(e.event.instance, e.event.plan, e.at);
+    const ev = e.event;
+    if (ev.kind === "arrival") arrive(ev.index, e.at);
+    else if (ev.kind === "step-end") endStep(ev.instance, ev.plan, e.at);
+    else importKv(ev.seq, ev.decode, e.at);
   }
   for (const s of instances) {
-    if (s.scheduler.numUnfinished > 0) throw new Error(`instance ${s.id} ended with work left`);
+    const left = s.scheduler.numUnfinished + s.pendingImports.length;
+    if (left > 0) throw new Error(`instance ${s.id} ended with work left`);
   }
-  return { outcomes, numSteps, numPreemptions };
+  return {
+    outcomes,
+    numSteps,
+    numPreemptions,
+    busyMs: instances.map((s) => s.busyMs),
+    numDeferredImports,
+  };
 }

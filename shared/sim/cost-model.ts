@@ -1,13 +1,17 @@
 /**
  * The simulator's step-time model: one engine step of an instance takes
  *
- *   t_ms = a + b * scheduledTokens + c * attendedTokens + d * numSeqs
+ *   t_ms = a + b * scheduledTokens + c * attendedTokens + e * decodeAttended + d * numSeqs
  *
  * where scheduledTokens are the tokens computed this step (prefill chunks plus one per decode),
- * attendedTokens the (query, key) pairs of causal attention over the KV cache (a chunk of n tokens
- * at position p attends to n * p + n * (n + 1) / 2 positions; a decode at position p to p + 1),
- * and numSeqs the sequences in the step. A "model card" carries the coefficients with the
- * instance shape they hold for (context, KV capacity, batching limits). Pure.
+ * attendedTokens the (query, key) pairs of causal attention over the KV cache of the sequences
+ * that compute more than one token (a chunk of n tokens at position p attends to
+ * n * p + n * (n + 1) / 2 positions), decodeAttended the positions read by sequences that compute
+ * one token (a decode at position p reads p + 1), and numSeqs the sequences in the step. On an
+ * accelerator a decode's attention is bound by reading its KV from memory, a prefill's by
+ * compute, hence two coefficients; a card without `e` uses `c` for both (the CPU card is fitted
+ * that way). A "model card" carries the coefficients with the instance shape they hold for
+ * (context, KV capacity, batching limits) and, optionally, SLOs suited to its speed. Pure.
  */
 import type { StepPlan } from "../engine/executor.ts";
 
@@ -20,6 +24,15 @@ export interface ModelCard {
   b: number;
   c: number;
   d: number;
+  /** ms per KV position read by a one-token (decode) sequence; `c` when absent. */
+  e?: number;
+  /** PD handoffs: KV bytes per prompt token, fabric throughput (1e9 bytes/s), fixed latency. */
+  kvBytesPerToken?: number;
+  fabricGBps?: number;
+  fabricLatencyMs?: number;
+  /** Default SLOs for runs with this card (the CLI's defaults when absent). */
+  sloTtftMs?: number;
+  sloTpotMs?: number;
   /** The instance shape: context, KV cache in tokens, KV block size, batching limits. */
   maxModelLen: number;
   kvCapacityTokens: number;
@@ -30,7 +43,10 @@ export interface ModelCard {
 
 export interface StepFeatures {
   scheduledTokens: number;
+  /** Attention pairs of the sequences computing more than one token. */
   attendedTokens: number;
+  /** KV positions read by the sequences computing one token. */
+  decodeAttended: number;
   numSeqs: number;
 }
 
@@ -41,12 +57,28 @@ export function attendedPairs(start: number, n: number): number {
 
 export function stepFeatures(plan: StepPlan): StepFeatures {
   let attendedTokens = 0;
-  for (const s of plan.seqs) attendedTokens += attendedPairs(s.startPos, s.tokenIds.length);
-  return { scheduledTokens: plan.numScheduledTokens, attendedTokens, numSeqs: plan.seqs.length };
+  let decodeAttended = 0;
+  for (const s of plan.seqs) {
+    const pairs = attendedPairs(s.startPos, s.tokenIds.length);
+    if (s.tokenIds.length === 1) decodeAttended += pairs;
+    else attendedTokens += pairs;
+  }
+  return {
+    scheduledTokens: plan.numScheduledTokens,
+    attendedTokens,
+    decodeAttended,
+    numSeqs: plan.seqs.length,
+  };
 }
 
 export function stepTimeMs(card: ModelCard, f: StepFeatures): number {
-  return card.a + card.b * f.scheduledTokens + card.c * f.attendedTokens + card.d * f.numSeqs;
+  return (
+    card.a +
+    card.b * f.scheduledTokens +
+    card.c * f.attendedTokens +
+    (card.e ?? card.c) * f.decodeAttended +
+    card.d * f.numSeqs
+  );
 }
 
 /** Returns the first problem with a card (a missing or negative figure), or null. */
@@ -68,6 +100,19 @@ export function checkModelCard(x: unknown): string | null {
     const v = o[k];
     if (typeof v !== "number" || !Number.isInteger(v) || v < 1)
       return `${k} must be an integer >= 1`;
+  }
+  for (const k of [
+    "e",
+    "sloTtftMs",
+    "sloTpotMs",
+    "kvBytesPerToken",
+    "fabricGBps",
+    "fabricLatencyMs",
+  ]) {
+    const v = o[k];
+    if (v !== undefined && (typeof v !== "number" || !Number.isFinite(v) || v < 0)) {
+      return `${k} must be a number >= 0 when given`;
+    }
   }
   if ((o.a as number) + (o.b as number) + (o.d as number) <= 0) {
     return "a step must take time: a, b or d must be > 0";

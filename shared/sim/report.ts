@@ -4,7 +4,9 @@
  * tokens; e2e = finish - arrival; throughput = output tokens of completed requests per second of
  * makespan (first arrival to last finish); goodput = completed requests with TTFT <= the TTFT SLO
  * and TPOT <= the TPOT SLO per second of makespan; cache hit rate = prompt tokens served from
- * the prefix cache at admission / prompt tokens, over completed requests. Pure.
+ * the prefix cache at admission / prompt tokens, over completed requests; load imbalance = the
+ * busiest instance's busy time / the mean busy time (1 = even; N = one instance did everything).
+ * Pure.
  */
 import type { RequestOutcome } from "./cluster.ts";
 
@@ -21,6 +23,7 @@ export interface PolicyReport {
   tpot_ms: Percentiles;
   e2e_ms: Percentiles;
   cache_hit_rate: number;
+  load_imbalance: number;
   completed: number;
   failed: number;
   failure_reasons: Record<string, number>;
@@ -59,7 +62,17 @@ export function tpotMs(o: RequestOutcome): number | null {
   return (o.finishMs - o.firstTokenMs) / (o.numOutputTokens - 1);
 }
 
-export function report(outcomes: readonly RequestOutcome[], slo: Slo): PolicyReport {
+/** max / mean of per-instance busy time; 1 when nothing ran. */
+export function loadImbalance(busyMs: readonly number[]): number {
+  const mean = busyMs.reduce((a, b) => a + b, 0) / Math.max(1, busyMs.length);
+  return mean > 0 ? round(Math.max(...busyMs) / mean, 3) : 1;
+}
+
+export function report(
+  outcomes: readonly RequestOutcome[],
+  slo: Slo,
+  busyMs: readonly number[] = [],
+): PolicyReport {
   const done = outcomes.filter((o) => o.failure === null && o.finishMs !== null);
   const failureReasons: Record<string, number> = {};
   for (const o of outcomes) {
@@ -93,6 +106,7 @@ export function report(outcomes: readonly RequestOutcome[], slo: Slo): PolicyRep
       1,
     ),
     cache_hit_rate: prompt > 0 ? round(cached / prompt, 4) : 0,
+    load_imbalance: loadImbalance(busyMs),
     completed: done.length,
     failed: outcomes.length - done.length,
     failure_reasons: failureReasons,

@@ -15,7 +15,18 @@ export interface ModelSummary {
 
 export const DEPLOYMENT_MODES = ["colocated", "pd"] as const;
 export type DeploymentMode = (typeof DEPLOYMENT_MODES)[number];
-export const SCHEDULER_POLICIES = ["deepflow", "round-robin", "least-loaded"] as const;
+/**
+ * "deepflow" is Algorithm 1 (PD-aware group step, cache-aware instance step); the others are its
+ * baselines (round-robin, least-loaded) and ablations (locality-only: longest cached prefix
+ * whatever the load, no PD step; pd-aware-only: the PD step, then least-loaded).
+ */
+export const SCHEDULER_POLICIES = [
+  "deepflow",
+  "round-robin",
+  "least-loaded",
+  "locality-only",
+  "pd-aware-only",
+] as const;
 export type SchedulerPolicy = (typeof SCHEDULER_POLICIES)[number];
 
 export interface DeploymentInstances {

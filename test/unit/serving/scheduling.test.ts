@@ -5,6 +5,7 @@ import { GREEDY, newSequence, outstandingTokens } from "../../../shared/engine/s
 import { OutputLengthPredictor, type PdProfile } from "../../../shared/serving/pd-profile.ts";
 import { PrefixTree, promptBlockKeys } from "../../../shared/serving/prefix-tree.ts";
 import {
+  chooseByPrefix,
   chooseInGroup,
   chooseLeastLoaded,
   chooseRoundRobin,
@@ -14,12 +15,14 @@ import {
   instanceLoad,
   isBalanced,
   loadMetric,
+  placementCost,
   roundRobin,
   type ScheduleInput,
   scheduleRequest,
 } from "../../../shared/serving/scheduling.ts";
 
 const BS = 4;
+const SHAPE = { numPromptTokens: 100, blockSize: BS };
 
 function snap(instanceId: string, numRunning: number, extra: Partial<InstanceSnapshot> = {}) {
   return { instanceId, numRunning, numWaiting: 0, numFreeBlocks: 10, ...extra };
@@ -83,7 +86,7 @@ describe("load and balance", () => {
 describe("within-group choice", () => {
   it("follows the longest prefix when the group is balanced", () => {
     const group = [snap("a", 2), snap("b", 3), snap("c", 2)];
-    const c = chooseInGroup(group, new Map([["b", 5]]));
+    const c = chooseInGroup(group, new Map([["b", 5]]), SHAPE);
     expect(c).toMatchObject({ instanceId: "b", reason: "prefix", balanced: true, metric: "seqs" });
     expect(c.scores).toEqual([
       { instanceId: "a", load: 2, numMatchedBlocks: 0 },
@@ -99,6 +102,7 @@ describe("within-group choice", () => {
           ["b", 4],
           ["c", 4],
         ]),
+        SHAPE,
       ).instanceId,
     ).toBe("a");
     const tied = [snap("a", 3), snap("b", 2), snap("c", 2)];
@@ -110,26 +114,51 @@ describe("within-group choice", () => {
           ["b", 4],
           ["c", 4],
         ]),
+        SHAPE,
       ).instanceId,
     ).toBe("b");
   });
 
   it("goes to the least-loaded instance when the group is unbalanced", () => {
     const group = [snap("a", 9), snap("b", 1), snap("c", 4)];
-    const c = chooseInGroup(group, new Map([["a", 8]]));
+    const c = chooseInGroup(group, new Map([["a", 8]]), SHAPE);
     expect(c).toMatchObject({ instanceId: "b", reason: "least-loaded", balanced: false });
   });
 
   it("says least-loaded when nothing matches, and breaks load ties by free blocks", () => {
     const group = [snap("a", 2), snap("b", 1, { numFreeBlocks: 3 }), snap("c", 1)];
-    expect(chooseInGroup(group, new Map())).toMatchObject({
+    expect(chooseInGroup(group, new Map(), SHAPE)).toMatchObject({
       instanceId: "c",
       reason: "least-loaded",
       balanced: true,
     });
     expect(chooseLeastLoaded(group).instanceId).toBe("c");
     expect(chooseLeastLoaded(group, new Map([["b", 1]])).instanceId).toBe("b");
-    expect(() => chooseInGroup([], new Map())).toThrow();
+    expect(() => chooseInGroup([], new Map(), SHAPE)).toThrow();
+  });
+
+  it("in tokens, prices a cached prefix at the prefill it saves (placementCost)", () => {
+    const prompt = { numPromptTokens: 1000, blockSize: 100 };
+    // a: 1000 queued, 8 blocks (800 tokens) cached -> 1200; b: idle, nothing cached -> 1000
+    const far = chooseInGroup([tokens("a", 1000), tokens("b", 0)], new Map([["a", 8]]), prompt);
+    expect(far).toMatchObject({ instanceId: "b", reason: "least-loaded", balanced: false });
+    expect(far.scores.map((x) => x.cost)).toEqual([1200, 1000]);
+    // with 100 queued, a costs 300: the prefix outweighs the load (the paper's test says unbalanced)
+    const near = chooseInGroup([tokens("a", 100), tokens("b", 0)], new Map([["a", 8]]), prompt);
+    expect(near).toMatchObject({ instanceId: "a", reason: "prefix", balanced: true });
+    const mid = chooseInGroup([tokens("a", 700), tokens("b", 0)], new Map([["a", 8]]), prompt);
+    expect(mid).toMatchObject({ instanceId: "a", reason: "prefix", balanced: false });
+    // equal cost: more matched blocks; a fully cached prompt still computes one token
+    expect(placementCost(0, 10, prompt)).toBe(1);
+    expect(placementCost(5, 0, prompt)).toBe(1005);
+    const tie = chooseInGroup([tokens("a", 0), tokens("b", 200)], new Map([["b", 2]]), prompt);
+    expect(tie.instanceId).toBe("b");
+  });
+
+  it("locality-only follows the longest prefix whatever the load", () => {
+    const c = chooseByPrefix([tokens("a", 90_000), tokens("b", 0)], new Map([["a", 1]]));
+    expect(c).toMatchObject({ instanceId: "a", reason: "prefix", balanced: null });
+    expect(chooseByPrefix([tokens("a", 9), tokens("b", 3)], new Map()).instanceId).toBe("b");
   });
 
   it("cycles round robin with a counter the caller keeps", () => {
@@ -174,6 +203,7 @@ function request(deps: DeploymentState[], over: Partial<ScheduleInput> = {}): Sc
   return {
     deployments: deps,
     blockKeys: [],
+    blockSize: BS,
     numPromptTokens: 1500,
     maxTokens: 16,
     prefixTree: null,
@@ -317,6 +347,35 @@ describe("scheduleRequest", () => {
       groupReason: "heatmap",
     });
     expect(r.counters).toEqual({ dep_coloc: 1 });
+  });
+
+  it("runs the ablations: pd-aware-only takes the PD step then least load, locality-only no PD step", () => {
+    const tree = new PrefixTree();
+    const prompt = Array.from({ length: 1500 }, (_, i) => i % 97);
+    const keys = promptBlockKeys(prompt, BS);
+    tree.insert("p2", keys.slice(0, 100), 1);
+    tree.insert("c2", keys.slice(0, 200), 1);
+    const pdDeps = deployments("pd-aware-only");
+    const pdInstances = pdDeps[1]!.instances as InstanceState[];
+    pdInstances[pdInstances.findIndex((i) => i.instanceId === "p2")] = inst("p2", "prefill", 1);
+    const pdOnly = scheduleRequest(request(pdDeps, { blockKeys: keys, prefixTree: tree }))!;
+    // the heatmap sends this prompt to PD; within it the least loaded, p1, not p2's prefix
+    expect(pdOnly.decision).toMatchObject({
+      deploymentId: "dep_pd",
+      prefillInstanceId: "p1",
+      groupReason: "heatmap",
+      reason: "least-loaded",
+    });
+    const local = scheduleRequest(
+      request(deployments("locality-only"), { blockKeys: keys, prefixTree: tree }),
+    )!;
+    // no PD step: the longest prefix across both deployments, although the heatmap prefers PD
+    expect(local.decision).toMatchObject({
+      deploymentId: "dep_coloc",
+      instanceId: "c2",
+      groupReason: "baseline",
+      reason: "prefix",
+    });
   });
 
   it("skips deployments that cannot serve and returns null when none can", () => {

@@ -4,7 +4,10 @@ import { scheduleRequest } from "../../../shared/serving/scheduling.ts";
 import { type PlacementRecord, type SimRequest, simulate } from "../../../shared/sim/cluster.ts";
 import type { ModelCard } from "../../../shared/sim/cost-model.ts";
 import { EventQueue } from "../../../shared/sim/events.ts";
-import { report } from "../../../shared/sim/report.ts";
+import { measureHeatmap } from "../../../shared/sim/heatmap.ts";
+import { asBurst, burstThroughputRps } from "../../../shared/sim/load.ts";
+import { loadImbalance, report } from "../../../shared/sim/report.ts";
+import { SCHEDULER_POLICIES } from "../../../shared/types/deployments.ts";
 
 const CARD: ModelCard = {
   name: "test",
@@ -87,7 +90,7 @@ describe("simulate", () => {
       { id: "p1", arrivalMs: 0, promptIds: [...prefix, 7], outputTokens: 2 },
       { id: "p2", arrivalMs: 1000, promptIds: [...prefix, 8, 9], outputTokens: 2 },
     ];
-    for (const policy of ["deepflow", "round-robin", "least-loaded"] as const) {
+    for (const policy of SCHEDULER_POLICIES) {
       const seen: PlacementRecord[] = [];
       const res = simulate(reqs, {
         card: CARD,
@@ -100,6 +103,7 @@ describe("simulate", () => {
         const direct = scheduleRequest({
           deployments: s.deployments,
           blockKeys: s.blockKeys,
+          blockSize: CARD.blockSize,
           numPromptTokens: s.decision.numPromptTokens,
           maxTokens: 2,
           prefixTree: { match: () => s.matches },
@@ -112,6 +116,8 @@ describe("simulate", () => {
       const where = res.outcomes.map((o) => o.instanceId);
       if (policy === "round-robin") expect(where).toEqual(["i0", "i1", "i0"]);
       if (policy === "least-loaded") expect(where.slice(0, 2)).toEqual(["i0", "i1"]);
+      // locality-only: p1 matches nothing and goes to the idle i1; p2 follows its prefix
+      if (policy === "locality-only") expect(where).toEqual(["i0", "i1", "i1"]);
       if (policy === "deepflow") {
         // p1 goes to the idle instance; p2, its prefix cached on i1, follows it there
         expect(where).toEqual(["i0", "i1", "i1"]);
@@ -180,5 +186,184 @@ describe("simulate", () => {
     };
     expect(run(5)).toBe(run(5));
     expect(run(5)).not.toBe(run(6));
+  });
+
+  it("charges a decode's KV reads at e when the card has one", () => {
+    const p = 100;
+    const card = { ...CARD, e: 0.01 };
+    const o = simulate([{ id: "x", arrivalMs: 0, promptIds: ids(p, 0), outputTokens: 3 }], {
+      card,
+      numInstances: 1,
+      policy: "deepflow",
+    }).outcomes[0]!;
+    const prefill = 1 + 0.01 * p + 0.001 * ((p * (p + 1)) / 2) + 0.5;
+    // decodes at positions 100 and 101 read 101 and 102 positions at e, not c
+    const decode = 2 * (1 + 0.01 + 0.5) + 0.01 * (101 + 102);
+    expect(o.finishMs!).toBeCloseTo(prefill + decode, 9);
+  });
+
+  it("reports busy-time imbalance per instance", () => {
+    expect(loadImbalance([1, 1, 2])).toBe(1.5);
+    expect(loadImbalance([0, 0])).toBe(1);
+    // two equal requests on two instances under least-loaded: one each, even
+    const reqs = [0, 1].map((i) => ({
+      id: `r${i}`,
+      arrivalMs: 0,
+      promptIds: ids(50, i * 100),
+      outputTokens: 3,
+    }));
+    const even = simulate(reqs, { card: CARD, numInstances: 2, policy: "least-loaded" });
+    expect(report(even.outcomes, SLO, even.busyMs).load_imbalance).toBe(1);
+    const one = simulate(reqs, { card: CARD, numInstances: 3, policy: "least-loaded" });
+    expect(report(one.outcomes, SLO, one.busyMs).load_imbalance).toBeCloseTo(1.5, 3);
+  });
+
+  it("indexes every prefixStride-th block in the prefix tree, counting a match in strides", () => {
+    const shared = ids(160, 70_000); // 10 blocks of 16
+    const reqs: SimRequest[] = [
+      { id: "a", arrivalMs: 0, promptIds: [...shared, 5], outputTokens: 2 },
+      { id: "b", arrivalMs: 1000, promptIds: [...shared, 6], outputTokens: 2 },
+    ];
+    const seen: PlacementRecord[] = [];
+    simulate(reqs, {
+      card: CARD,
+      numInstances: 2,
+      policy: "deepflow",
+      prefixStride: 4,
+      onPlace: (p) => seen.push(p),
+    });
+    expect(seen[1]!.blockKeys).toHaveLength(2); // blocks 4 and 8 of 10
+    expect(seen[1]!.matches.get(seen[0]!.decision.instanceId!)).toBe(2);
+    // the cost credits 2 strides x 4 blocks x 16 tokens = 128 cached tokens of 161
+    const b = seen[1]!.decision;
+    const there = b.scores.find((x) => x.instanceId === seen[0]!.decision.instanceId)!;
+    expect(there.cost! - there.load).toBe(161 - 128);
+    expect(b.instanceId).toBe(seen[0]!.decision.instanceId);
+  });
+});
+
+describe("saturation", () => {
+  it("measures a burst's completion rate between the 10th and 90th percentile", () => {
+    // one instance, one sequence at a time: each request takes exactly the same time
+    const card = { ...CARD, maxNumSeqs: 1 };
+    const reqs = Array.from({ length: 21 }, (_, i) => ({
+      id: `r${i}`,
+      arrivalMs: 5000 * i,
+      promptIds: ids(40, i * 50),
+      outputTokens: 1,
+    }));
+    const burst = asBurst(reqs);
+    expect(burst.every((r) => r.arrivalMs === 0)).toBe(true);
+    const res = simulate(burst, { card, numInstances: 1, policy: "least-loaded" });
+    const one = 1 + 0.01 * 40 + 0.001 * ((40 * 41) / 2) + 0.5;
+    expect(burstThroughputRps(res.outcomes)).toBeCloseTo(1000 / one, 6);
+    // two instances serve the same burst twice as fast
+    const two = simulate(burst, { card, numInstances: 2, policy: "least-loaded" });
+    expect(burstThroughputRps(two.outcomes)).toBeCloseTo(2000 / one, 1);
+    expect(() => burstThroughputRps(res.outcomes.slice(0, 2))).toThrow(RangeError);
+  });
+});
+
+describe("PD groups", () => {
+  const PD_CARD: ModelCard = {
+    ...CARD,
+    kvBytesPerToken: 1000,
+    fabricGBps: 0.5,
+    fabricLatencyMs: 2,
+  };
+
+  it("prefills on one instance, moves the KV at the fabric's rate and decodes on another", () => {
+    const p = 100;
+    const n = 5;
+    const res = simulate([{ id: "x", arrivalMs: 10, promptIds: ids(p, 0), outputTokens: n }], {
+      card: PD_CARD,
+      numInstances: 0,
+      pd: { prefill: 1, decode: 1 },
+      policy: "deepflow",
+    });
+    const o = res.outcomes[0]!;
+    expect([o.failure, o.instanceId, o.decodeInstanceId]).toEqual([null, "p0", "d0"]);
+    const prefill = 1 + 0.01 * p + 0.001 * ((p * (p + 1)) / 2) + 0.5;
+    // 100 tokens x 1000 bytes over 0.5e9 bytes/s = 0.2 ms, plus 2 ms of latency
+    const transfer = 2 + (p * 1000) / 0.5e6;
+    let decode = 0;
+    for (let k = 1; k < n; k++) decode += 1 + 0.01 + 0.001 * (p + k) + 0.5;
+    expect(o.firstTokenMs! - o.arrivalMs).toBeCloseTo(prefill, 9);
+    expect(o.finishMs! - o.arrivalMs).toBeCloseTo(prefill + transfer + decode, 9);
+    expect(o.numOutputTokens).toBe(n);
+    // the prefill instance computed the prompt only; the decode instance every later token
+    expect(res.busyMs[0]).toBeCloseTo(prefill, 9);
+    expect(res.busyMs[1]).toBeCloseTo(decode, 9);
+  });
+
+  it("queues a handoff until the decode instance has a slot", () => {
+    const card = { ...PD_CARD, maxNumSeqs: 1 };
+    const reqs = [0, 1].map((i) => ({
+      id: `r${i}`,
+      arrivalMs: 0,
+      promptIds: ids(20, i * 100),
+      outputTokens: 30,
+    }));
+    const res = simulate(reqs, {
+      card,
+      numInstances: 0,
+      pd: { prefill: 1, decode: 1 },
+      policy: "least-loaded",
+    });
+    expect(res.numDeferredImports).toBe(1);
+    const [a, b] = res.outcomes;
+    expect([a!.failure, b!.failure, a!.numOutputTokens, b!.numOutputTokens]).toEqual([
+      null,
+      null,
+      30,
+      30,
+    ]);
+    // r1's decode starts only when r0's ends
+    expect(b!.finishMs!).toBeGreaterThan(a!.finishMs! + 29 * (1 + 0.01 + 0.5));
+  });
+
+  it("lets the heatmap send long prompts to PD and short ones to the colocated group", () => {
+    const profile = {
+      model: "test",
+      measuredAt: 0,
+      inputBuckets: [128, 4096],
+      outputBuckets: [64],
+      colocatedMs: [[100], [1000]],
+      pdMs: [[150], [600]],
+    };
+    const reqs = [
+      { id: "short", arrivalMs: 0, promptIds: ids(50, 0), outputTokens: 8 },
+      { id: "long", arrivalMs: 0, promptIds: ids(2000, 500), outputTokens: 8 },
+    ];
+    const res = simulate(reqs, {
+      card: PD_CARD,
+      numInstances: 1,
+      pd: { prefill: 1, decode: 1 },
+      profile,
+      policy: "deepflow",
+    });
+    expect(res.outcomes.map((o) => [o.instanceId, o.decodeInstanceId])).toEqual([
+      ["i0", null],
+      ["p0", "d0"],
+    ]);
+  });
+});
+
+describe("PD heatmap", () => {
+  it("sees PD lose every cell, at every rate, when the fabric is slow", () => {
+    const card: ModelCard = { ...CARD, kvBytesPerToken: 1e6, fabricGBps: 0.001 };
+    const r = measureHeatmap(card, {
+      inputBuckets: [64, 256],
+      outputBuckets: [4, 16],
+      utilizations: [0.3, 0.8],
+      requestsPerCell: 12,
+      seed: 1,
+    });
+    expect(r.signs.flat()).toEqual(Array.from({ length: 4 }, () => [-1, -1]));
+    expect([r.numStable, r.numCells]).toEqual([4, 4]);
+    // 64 prompt tokens x 1e6 bytes over 1e6 bytes/s: each PD request waits 64 s for its KV
+    const pd = r.profiles[0]!.pdMs[0]![0]!;
+    expect(pd).toBeGreaterThan(64_000);
+    expect(r.profiles[0]!.colocatedMs[0]![0]!).toBeLessThan(1000);
   });
 });

@@ -1,0 +1,63 @@
+/**
+ * What a simulation takes and gives back (cluster.ts runs it): the cluster's shape and policy,
+ * what each placement saw, and each request's outcome. Types only.
+ */
+import type { PdProfile } from "../serving/pd-profile.ts";
+import type { DeploymentState, RrCounters, ScheduleDecision } from "../serving/scheduling.ts";
+import type { SchedulerPolicy } from "../types/deployments.ts";
+import type { ModelCard } from "./cost-model.ts";
+
+export interface SimOptions {
+  card: ModelCard;
+  /** Colocated instances (0 with `pd` for a PD-only cluster). */
+  numInstances: number;
+  /** A PD deployment of this many prefill and decode instances besides the colocated ones. */
+  pd?: { prefill: number; decode: number };
+  /** The model's colocated-vs-PD heatmap for the PD-aware step (null: none profiled). */
+  profile?: PdProfile | null;
+  policy: SchedulerPolicy;
+  /** The prefix tree's node budget (default: the JobExecutor's, `DEFAULT_MAX_PREFIX_NODES`). */
+  prefixTreeNodes?: number;
+  /** The tree indexes every `prefixStride`-th block key only (default 1: every block). */
+  prefixStride?: number;
+  /** Called with what each placement saw and chose (tests, decision logs). */
+  onPlace?: (p: PlacementRecord) => void;
+}
+
+export interface PlacementRecord {
+  requestId: string;
+  atMs: number;
+  deployments: DeploymentState[];
+  blockKeys: string[];
+  counters: RrCounters;
+  /** The prefix tree's matches and the predictor's guess at that moment. */
+  matches: Map<string, number>;
+  predicted: number;
+  decision: ScheduleDecision;
+}
+
+export interface RequestOutcome {
+  id: string;
+  arrivalMs: number;
+  /** The colocated or prefill instance. */
+  instanceId: string | null;
+  /** The decode instance of a PD request. */
+  decodeInstanceId: string | null;
+  numPromptTokens: number;
+  numOutputTokens: number;
+  numCachedTokens: number;
+  firstTokenMs: number | null;
+  finishMs: number | null;
+  /** Why it failed, or null when it completed. */
+  failure: string | null;
+}
+
+export interface SimResult {
+  outcomes: RequestOutcome[];
+  numSteps: number;
+  numPreemptions: number;
+  /** Per instance, colocated then prefill then decode: the virtual ms it spent running steps. */
+  busyMs: number[];
+  /** PD handoffs that waited for a decode slot or blocks. */
+  numDeferredImports: number;
+}
