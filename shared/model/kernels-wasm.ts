@@ -23,6 +23,7 @@ import {
   rangesOverlap,
   roundAllocBytes,
 } from "./kernels-js.ts";
+import { checkMatmulQ } from "./kernels-quant-js.ts";
 
 /**
  * Imports object to pass to `WebAssembly.instantiate` with wasm/kernels.wasm. The module imports
@@ -43,6 +44,17 @@ interface KernelExports {
   // X (m, n) @ W^T (d, n) -> out (m, d); byte offsets
   matmul(out: number, x: number, w: number, m: number, n: number, d: number): void;
   swiglu(out: number, gu: number, m: number, ff: number): void;
+  matmulQ(
+    out: number,
+    ldo: number,
+    x: number,
+    w: number,
+    type: number,
+    m: number,
+    n: number,
+    d: number,
+    scratch: number,
+  ): void;
   attention(
     out: number,
     q: number,
@@ -71,6 +83,7 @@ function kernelExports(instance: { exports: unknown }): KernelExports {
     typeof ex.heapBase !== "function" ||
     typeof ex.matmul !== "function" ||
     typeof ex.swiglu !== "function" ||
+    typeof ex.matmulQ !== "function" ||
     typeof ex.attention !== "function"
   ) {
     throw new InvariantError("createWasmKernels: not an instance of wasm/kernels.wasm");
@@ -109,11 +122,12 @@ export function createWasmKernels(instance: { exports: unknown }, capacityBytes:
   const wasmMatmul = ex.matmul;
   const wasmSwiglu = ex.swiglu;
   const wasmAttention = ex.attention;
+  const wasmMatmulQ = ex.matmulQ;
   let used = 0;
 
-  function reserve(n: number, what: string): number {
+  function reserve(n: number, what: string, elementBytes = 4): number {
     checkCount(n, `${what} length`);
-    const bytes = roundAllocBytes(n * 4);
+    const bytes = roundAllocBytes(n * elementBytes);
     if (used + bytes > capacityBytes) {
       throw new KernelMemoryError(
         `kernel arena full: ${what}(${n}) needs ${bytes} bytes, ` +
@@ -144,6 +158,27 @@ export function createWasmKernels(instance: { exports: unknown }, capacityBytes:
     },
     allocInt32(n: number): Int32Array {
       return new Int32Array(buf, reserve(n, "allocInt32"), n);
+    },
+    allocBytes(n: number): Uint8Array {
+      return new Uint8Array(buf, reserve(n, "allocBytes", 1), n);
+    },
+    // Once per weight matrix and batch: checkMatmulQ (O(1)) always runs.
+    matmulQ(out, ldo, x, w, type, m, n, d, scratch): void {
+      if (out.buffer !== buf || x.buffer !== buf || w.buffer !== buf || scratch.buffer !== buf) {
+        foreign();
+      }
+      checkMatmulQ(out, ldo, x, w, type, m, n, d, scratch);
+      wasmMatmulQ(
+        out.byteOffset,
+        ldo,
+        x.byteOffset,
+        w.byteOffset,
+        type,
+        m,
+        n,
+        d,
+        scratch.byteOffset,
+      );
     },
     // X (m, n) @ W^T (d, n) -> out (m, d)
     // The hot path for small matvecs: typed-array getters (.buffer, .byteOffset) cost ~15-20 ns

@@ -1,0 +1,258 @@
+/**
+ * The quantised matmul in plain JS: the reference that wasm/kernels.ts (`matmulQ`) mirrors bit for
+ * bit. Activation rows are quantised as shared/model/quant.ts describes, then each (row, weight
+ * row) dot product is reduced in this fixed order:
+ *
+ *   F16:        four f32 lane sums over k mod 4 of w[k] * x[k] (both halves: the product is
+ *               exact), then (l0 + l1) + (l2 + l3), then the tail in order.
+ *   Q8_0, Q4_0: per block of 32 in order: an exact integer sum s of q_w * q_x, then
+ *               acc = acc + f32(s) * (d_w * d_x).
+ *   Q4_K:       per block of 256: s = sum over sub-blocks of sc * (integer dot of 32), m = sum of
+ *               mn * (two bsums), then acc = acc + (d_w * d_x) * f32(s), acc = acc - (dmin_w *
+ *               d_x) * f32(m).
+ *   Q6_K:       per block of 256: s = sum over 16 sub-blocks of scale * (integer dot of 16, q - 32),
+ *               then acc = acc + (d_w * d_x) * f32(s).
+ * Every float operation is one rounded f32 operation, so the result does not depend on m, on the
+ * other rows, or on the backend. Integer sums stay below 2^31 for every valid block.
+ */
+import { InvariantError } from "../assert.ts";
+import { f32ToF16, GgmlType } from "./gguf.ts";
+import type { Kernels } from "./kernels.ts";
+import { rangesOverlap } from "./kernels-js.ts";
+import {
+  actRowBytes,
+  blockValues,
+  F16_TO_F32,
+  isWeightType,
+  q4kScaleMin,
+  q4kValue,
+  q6kValue,
+  rowBytes,
+  type WeightType,
+} from "./quant.ts";
+
+const fr = Math.fround;
+
+/** Round half to even of an f32 value (what f32.nearest and _mm256_round_ps do). */
+function rne(v: number): number {
+  const f = Math.floor(v);
+  const diff = v - f;
+  if (diff > 0.5) return f + 1;
+  if (diff < 0.5) return f;
+  return f % 2 === 0 ? f : f + 1;
+}
+
+/** Quantises x[xo..xo+n) into the activation layout of `type` at byte `ap` of `a`. */
+export function quantizeActRow(
+  type: WeightType,
+  x: Float32Array,
+  xo: number,
+  n: number,
+  a: Uint8Array,
+  ap: number,
+): void {
+  const v = new DataView(a.buffer, a.byteOffset + ap, actRowBytes(type, n));
+  if (type === GgmlType.F16) {
+    for (let i = 0; i < n; i++) v.setUint16(2 * i, f32ToF16(x[xo + i] as number), true);
+  } else if (type === GgmlType.Q8_0 || type === GgmlType.Q4_0) {
+    for (let b = 0, p = 0; b < n / 32; b++, p += 36) {
+      let amax = 0;
+      for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[xo + b * 32 + j] as number));
+      const d = fr(amax / 127);
+      const id = amax !== 0 ? fr(127 / amax) : 0;
+      v.setFloat32(p, F16_TO_F32[f32ToF16(d)] as number, true);
+      for (let j = 0; j < 32; j++)
+        v.setInt8(p + 4 + j, rne(fr((x[xo + b * 32 + j] as number) * id)));
+    }
+  } else if (type !== GgmlType.F32) {
+    for (let b = 0, p = 0; b < n / 256; b++, p += 292) {
+      const o = xo + b * 256;
+      let amax = 0;
+      let max = 0;
+      for (let j = 0; j < 256; j++) {
+        const ax = Math.abs(x[o + j] as number);
+        if (ax > amax) {
+          amax = ax;
+          max = x[o + j] as number;
+        }
+      }
+      if (amax === 0) {
+        for (let j = 0; j < 292; j++) v.setUint8(p + j, 0);
+        continue;
+      }
+      const iscale = fr(-127 / max);
+      for (let g = 0; g < 16; g++) {
+        let sum = 0;
+        for (let j = g * 16; j < g * 16 + 16; j++) {
+          const q = Math.min(127, rne(fr(iscale * (x[o + j] as number))));
+          v.setInt8(p + 4 + j, q);
+          sum += q;
+        }
+        v.setInt16(p + 260 + 2 * g, sum, true);
+      }
+      v.setFloat32(p, fr(1 / iscale), true);
+    }
+  }
+}
+
+function i8(b: Uint8Array, p: number): number {
+  return ((b[p] as number) << 24) >> 24;
+}
+
+function u16(b: Uint8Array, p: number): number {
+  return (b[p] as number) | ((b[p + 1] as number) << 8);
+}
+
+function f32At(b: Uint8Array, p: number): number {
+  return new DataView(b.buffer, b.byteOffset + p, 4).getFloat32(0, true);
+}
+
+/** The dot product of weight row at byte `wp` of `w` and activation row at byte `ap` of `a`. */
+export function dotRow(
+  type: WeightType,
+  w: Uint8Array,
+  wp: number,
+  a: Uint8Array,
+  ap: number,
+  n: number,
+): number {
+  let acc = 0;
+  switch (type) {
+    case GgmlType.F16: {
+      const n4 = n & ~3;
+      const l = [0, 0, 0, 0];
+      for (let k = 0; k < n4; k++) {
+        const p = F16_TO_F32[u16(w, wp + 2 * k)] as number;
+        const q = F16_TO_F32[u16(a, ap + 2 * k)] as number;
+        l[k & 3] = fr((l[k & 3] as number) + p * q);
+      }
+      acc = fr(fr((l[0] as number) + (l[1] as number)) + fr((l[2] as number) + (l[3] as number)));
+      for (let k = n4; k < n; k++) {
+        const p = F16_TO_F32[u16(w, wp + 2 * k)] as number;
+        acc = fr(acc + p * (F16_TO_F32[u16(a, ap + 2 * k)] as number));
+      }
+      return acc;
+    }
+    case GgmlType.Q8_0:
+    case GgmlType.Q4_0: {
+      const q8 = type === GgmlType.Q8_0;
+      const bw = q8 ? 34 : 18;
+      for (let b = 0; b < n / 32; b++, wp += bw, ap += 36) {
+        let s = 0;
+        if (q8) {
+          for (let j = 0; j < 32; j++) s += i8(w, wp + 2 + j) * i8(a, ap + 4 + j);
+        } else {
+          for (let j = 0; j < 16; j++) {
+            const q = w[wp + 2 + j] as number;
+            s += ((q & 0xf) - 8) * i8(a, ap + 4 + j) + ((q >> 4) - 8) * i8(a, ap + 20 + j);
+          }
+        }
+        const dd = fr((F16_TO_F32[u16(w, wp)] as number) * f32At(a, ap));
+        acc = fr(acc + fr(fr(s) * dd));
+      }
+      return acc;
+    }
+    case GgmlType.Q4_K:
+      for (let b = 0; b < n / 256; b++, wp += 144, ap += 292) {
+        let s = 0;
+        let m = 0;
+        for (let sb = 0; sb < 8; sb++) {
+          const [sc, mn] = q4kScaleMin(w, wp + 4, sb);
+          let t = 0;
+          for (let i = sb * 32; i < sb * 32 + 32; i++) t += q4kValue(w, wp, i) * i8(a, ap + 4 + i);
+          s += sc * t;
+          m += mn * (i16(a, ap + 260 + 4 * sb) + i16(a, ap + 262 + 4 * sb));
+        }
+        const dx = f32At(a, ap);
+        acc = fr(acc + fr(fr((F16_TO_F32[u16(w, wp)] as number) * dx) * fr(s)));
+        acc = fr(acc - fr(fr((F16_TO_F32[u16(w, wp + 2)] as number) * dx) * fr(m)));
+      }
+      return acc;
+    case GgmlType.Q6_K:
+      for (let b = 0; b < n / 256; b++, wp += 210, ap += 292) {
+        let s = 0;
+        for (let sb = 0; sb < 16; sb++) {
+          let t = 0;
+          for (let i = sb * 16; i < sb * 16 + 16; i++) {
+            t += (q6kValue(w, wp, i) - 32) * i8(a, ap + 4 + i);
+          }
+          s += i8(w, wp + 192 + sb) * t;
+        }
+        const dd = fr((F16_TO_F32[u16(w, wp + 208)] as number) * f32At(a, ap));
+        acc = fr(acc + fr(dd * fr(s)));
+      }
+      return acc;
+    default:
+      throw new Error(`dotRow: weight type ${type} has no quantised dot`);
+  }
+}
+
+function i16(b: Uint8Array, p: number): number {
+  return (u16(b, p) << 16) >> 16;
+}
+
+/**
+ * out[i * ldo + j] = dot(x row i, w row j) for a quantised (non-F32) `type`, with `scratch`
+ * holding m activation rows. Shapes are checked by the caller (checkMatmulQ).
+ */
+export function matmulQJs(
+  out: Float32Array,
+  ldo: number,
+  x: Float32Array,
+  w: Uint8Array,
+  type: WeightType,
+  m: number,
+  n: number,
+  d: number,
+  scratch: Uint8Array,
+): void {
+  const ar = actRowBytes(type, n);
+  const wr = rowBytes(type, n);
+  for (let i = 0; i < m; i++) quantizeActRow(type, x, i * n, n, scratch, i * ar);
+  for (let j = 0; j < d; j++) {
+    for (let i = 0; i < m; i++) out[i * ldo + j] = dotRow(type, w, j * wr, scratch, i * ar, n);
+  }
+}
+
+export type MatmulQArgs = Parameters<Kernels["matmulQ"]>;
+
+function bytesOverlap(
+  a: ArrayBufferView,
+  aBytes: number,
+  b: ArrayBufferView,
+  bBytes: number,
+): boolean {
+  return a.buffer === b.buffer && rangesOverlap(a.byteOffset, aBytes, b.byteOffset, bBytes);
+}
+
+/** Shape, type and aliasing checks of `matmulQ`, O(1), run on every call by both implementations. */
+export function checkMatmulQ(...[out, ldo, x, w, type, m, n, d, scratch]: MatmulQArgs): void {
+  if (!((m | 0) === m && (n | 0) === n && (d | 0) === d && (ldo | 0) === ldo && (m | n | d) >= 0)) {
+    throw new InvariantError(`matmulQ: bad shape m=${m} n=${n} d=${d} ldo=${ldo}`);
+  }
+  if (!isWeightType(type) || type === GgmlType.F32) {
+    throw new InvariantError(`matmulQ: weight type ${type} is not a quantised type`);
+  }
+  if (n % blockValues(type) !== 0) {
+    throw new InvariantError(`matmulQ: n=${n} is not a whole number of ${type} blocks`);
+  }
+  if (ldo < d) throw new InvariantError(`matmulQ: ldo=${ldo} < d=${d}`);
+  const outLen = m === 0 ? 0 : (m - 1) * ldo + d;
+  const wBytes = d * rowBytes(type, n);
+  const sBytes = m * actRowBytes(type, n);
+  if (out.length < outLen || x.length < m * n || w.length < wBytes || scratch.length < sBytes) {
+    throw new InvariantError(
+      `matmulQ: arrays too short for m=${m} n=${n} d=${d} ldo=${ldo} ` +
+        `(out ${out.length}, x ${x.length}, w ${w.length}, scratch ${scratch.length})`,
+    );
+  }
+  if (
+    bytesOverlap(out, outLen * 4, x, m * n * 4) ||
+    bytesOverlap(out, outLen * 4, w, wBytes) ||
+    bytesOverlap(out, outLen * 4, scratch, sBytes) ||
+    bytesOverlap(scratch, sBytes, x, m * n * 4) ||
+    bytesOverlap(scratch, sBytes, w, wBytes)
+  ) {
+    throw new InvariantError("matmulQ: out or scratch aliases another argument");
+  }
+}
