@@ -24,9 +24,8 @@ import {
   blockValues,
   F16_TO_F32,
   isWeightType,
-  q4kScaleMin,
-  q4kValue,
-  q6kValue,
+  q4kMin,
+  q4kScale,
   rowBytes,
   type WeightType,
 } from "./quant.ts";
@@ -103,8 +102,16 @@ function u16(b: Uint8Array, p: number): number {
   return (b[p] as number) | ((b[p + 1] as number) << 8);
 }
 
+const f32Box = new Float32Array(1);
+const i32Box = new Int32Array(f32Box.buffer);
+
 function f32At(b: Uint8Array, p: number): number {
-  return new DataView(b.buffer, b.byteOffset + p, 4).getFloat32(0, true);
+  i32Box[0] =
+    (b[p] as number) |
+    ((b[p + 1] as number) << 8) |
+    ((b[p + 2] as number) << 16) |
+    ((b[p + 3] as number) << 24);
+  return f32Box[0] as number;
 }
 
 /** The dot product of weight row at byte `wp` of `w` and activation row at byte `ap` of `a`. */
@@ -120,13 +127,20 @@ export function dotRow(
   switch (type) {
     case GgmlType.F16: {
       const n4 = n & ~3;
-      const l = [0, 0, 0, 0];
-      for (let k = 0; k < n4; k++) {
-        const p = F16_TO_F32[u16(w, wp + 2 * k)] as number;
-        const q = F16_TO_F32[u16(a, ap + 2 * k)] as number;
-        l[k & 3] = fr((l[k & 3] as number) + p * q);
+      let l0 = 0;
+      let l1 = 0;
+      let l2 = 0;
+      let l3 = 0;
+      const h = F16_TO_F32;
+      for (let k = 0; k < n4; k += 4) {
+        const pw = wp + 2 * k;
+        const pa = ap + 2 * k;
+        l0 = fr(l0 + (h[u16(w, pw)] as number) * (h[u16(a, pa)] as number));
+        l1 = fr(l1 + (h[u16(w, pw + 2)] as number) * (h[u16(a, pa + 2)] as number));
+        l2 = fr(l2 + (h[u16(w, pw + 4)] as number) * (h[u16(a, pa + 4)] as number));
+        l3 = fr(l3 + (h[u16(w, pw + 6)] as number) * (h[u16(a, pa + 6)] as number));
       }
-      acc = fr(fr((l[0] as number) + (l[1] as number)) + fr((l[2] as number) + (l[3] as number)));
+      acc = fr(fr(l0 + l1) + fr(l2 + l3));
       for (let k = n4; k < n; k++) {
         const p = F16_TO_F32[u16(w, wp + 2 * k)] as number;
         acc = fr(acc + p * (F16_TO_F32[u16(a, ap + 2 * k)] as number));
@@ -156,12 +170,22 @@ export function dotRow(
       for (let b = 0; b < n / 256; b++, wp += 144, ap += 292) {
         let s = 0;
         let m = 0;
-        for (let sb = 0; sb < 8; sb++) {
-          const [sc, mn] = q4kScaleMin(w, wp + 4, sb);
-          let t = 0;
-          for (let i = sb * 32; i < sb * 32 + 32; i++) t += q4kValue(w, wp, i) * i8(a, ap + 4 + i);
-          s += sc * t;
-          m += mn * (i16(a, ap + 260 + 4 * sb) + i16(a, ap + 262 + 4 * sb));
+        for (let c = 0; c < 4; c++) {
+          // 32 bytes: low nibbles are values 64c..64c+31, high nibbles the next 32
+          const qp = wp + 16 + 32 * c;
+          const xp = ap + 4 + 64 * c;
+          let t0 = 0;
+          let t1 = 0;
+          for (let l = 0; l < 32; l++) {
+            const q = w[qp + l] as number;
+            t0 += (q & 0xf) * i8(a, xp + l);
+            t1 += (q >> 4) * i8(a, xp + 32 + l);
+          }
+          s += q4kScale(w, wp + 4, 2 * c) * t0 + q4kScale(w, wp + 4, 2 * c + 1) * t1;
+          const bs = ap + 260 + 8 * c;
+          m +=
+            q4kMin(w, wp + 4, 2 * c) * (i16(a, bs) + i16(a, bs + 2)) +
+            q4kMin(w, wp + 4, 2 * c + 1) * (i16(a, bs + 4) + i16(a, bs + 6));
         }
         const dx = f32At(a, ap);
         acc = fr(acc + fr(fr((F16_TO_F32[u16(w, wp)] as number) * dx) * fr(s)));
@@ -171,12 +195,35 @@ export function dotRow(
     case GgmlType.Q6_K:
       for (let b = 0; b < n / 256; b++, wp += 210, ap += 292) {
         let s = 0;
-        for (let sb = 0; sb < 16; sb++) {
-          let t = 0;
-          for (let i = sb * 16; i < sb * 16 + 16; i++) {
-            t += (q6kValue(w, wp, i) - 32) * i8(a, ap + 4 + i);
+        for (let h = 0; h < 2; h++) {
+          const ql = wp + 64 * h;
+          const qh = wp + 128 + 32 * h;
+          const sc = wp + 192 + 8 * h;
+          const xp = ap + 4 + 128 * h;
+          for (let g = 0; g < 2; g++) {
+            // values 128h + 32k + 16g + l (l < 16) for the four quarters k
+            let t0 = 0;
+            let t1 = 0;
+            let t2 = 0;
+            let t3 = 0;
+            for (let l = 16 * g; l < 16 * g + 16; l++) {
+              const qa = w[ql + l] as number;
+              const qb = w[ql + 32 + l] as number;
+              const hb = w[qh + l] as number;
+              t0 += ((qa & 0xf) | ((hb & 3) << 4)) * i8(a, xp + l) - 32 * i8(a, xp + l);
+              t1 +=
+                ((qb & 0xf) | (((hb >> 2) & 3) << 4)) * i8(a, xp + 32 + l) -
+                32 * i8(a, xp + 32 + l);
+              t2 +=
+                ((qa >> 4) | (((hb >> 4) & 3) << 4)) * i8(a, xp + 64 + l) - 32 * i8(a, xp + 64 + l);
+              t3 += ((qb >> 4) | ((hb >> 6) << 4)) * i8(a, xp + 96 + l) - 32 * i8(a, xp + 96 + l);
+            }
+            s +=
+              i8(w, sc + g) * t0 +
+              i8(w, sc + g + 2) * t1 +
+              i8(w, sc + g + 4) * t2 +
+              i8(w, sc + g + 6) * t3;
           }
-          s += i8(w, wp + 192 + sb) * t;
         }
         const dd = fr((F16_TO_F32[u16(w, wp + 208)] as number) * f32At(a, ap));
         acc = fr(acc + fr(dd * fr(s)));

@@ -89,12 +89,16 @@ function u16(b: Uint8Array, p: number): number {
   return (b[p] as number) | ((b[p + 1] as number) << 8);
 }
 
-/** Q4_K's 6-bit scale (j < 8) or min (j + 8) of sub-block j, from the 12 scale bytes at `p`. */
-export function q4kScaleMin(b: Uint8Array, p: number, j: number): [number, number] {
-  if (j < 4) return [(b[p + j] as number) & 63, (b[p + j + 4] as number) & 63];
-  const s = ((b[p + j + 4] as number) & 0xf) | (((b[p + j - 4] as number) >> 6) << 4);
-  const m = ((b[p + j + 4] as number) >> 4) | (((b[p + j] as number) >> 6) << 4);
-  return [s, m];
+/** Q4_K's 6-bit scale of sub-block j (0..7), from the 12 scale bytes at `p`. */
+export function q4kScale(b: Uint8Array, p: number, j: number): number {
+  if (j < 4) return (b[p + j] as number) & 63;
+  return ((b[p + j + 4] as number) & 0xf) | (((b[p + j - 4] as number) >> 6) << 4);
+}
+
+/** Q4_K's 6-bit min of sub-block j (0..7), from the 12 scale bytes at `p`. */
+export function q4kMin(b: Uint8Array, p: number, j: number): number {
+  if (j < 4) return (b[p + j + 4] as number) & 63;
+  return ((b[p + j + 4] as number) >> 4) | (((b[p + j] as number) >> 6) << 4);
 }
 
 /** Q6_K value i (0..255, before subtracting 32) of the block at `p`. */
@@ -159,9 +163,8 @@ export function dequantizeRow(
         const d = F16_TO_F32[u16(b, p)] as number;
         const dmin = F16_TO_F32[u16(b, p + 2)] as number;
         for (let s = 0; s < 8; s++) {
-          const [sc, mn] = q4kScaleMin(b, p + 4, s);
-          const d1 = fr(d * sc);
-          const m1 = fr(dmin * mn);
+          const d1 = fr(d * q4kScale(b, p + 4, s));
+          const m1 = fr(dmin * q4kMin(b, p + 4, s));
           for (let i = s * 32; i < s * 32 + 32; i++) {
             out[o + i] = fr(d1 * q4kValue(b, p, i)) - m1;
           }
