@@ -58,7 +58,7 @@ function f2h(value: f32): u32 {
 // Activation rows
 
 function actRowBytes(type: i32, n: i32): usize {
-  if (type === F16) return (<usize>n) << 1;
+  if (type === F16) return (<usize>n) << 2;
   if (type === Q8_0 || type === Q4_0) return <usize>(n / 32) * 36;
   return <usize>(n / 256) * 292;
 }
@@ -73,8 +73,10 @@ function rowBytes(type: i32, n: i32): usize {
 
 function quantizeRow(type: i32, x: usize, n: i32, a: usize): void {
   if (type === F16) {
-    for (let i = 0; i < n; i++)
-      store<u16>(a + ((<usize>i) << 1), <u16>f2h(load<f32>(x + ((<usize>i) << 2))));
+    for (let i = 0; i < n; i++) {
+      const off = (<usize>i) << 2;
+      store<f32>(a + off, h2f(f2h(load<f32>(x + off))));
+    }
   } else if (type === Q8_0 || type === Q4_0) {
     for (let b = 0; b < n / 32; b++) {
       const xb = x + <usize>b * 128;
@@ -123,13 +125,31 @@ function quantizeRow(type: i32, x: usize, n: i32, a: usize): void {
 
 // ---------------------------------------------------------------------------------------------
 // Dot products of one weight row and one activation row
+//
+// Integer sums: i16x8.extmul of signed bytes, added as i16 while they cannot overflow (|q_w| <= 128,
+// |q_x| <= 127), widened with extadd_pairwise. Per-block sums of four blocks are reduced together
+// (isum4) and their float products formed lane-wise, then added to the scalar accumulator in block
+// order: the same rounded operations, in the same order, as the scalar reference.
 
-/** Exact sum of the products of 16 signed bytes, as four i32 lanes. */
-function dot16(a: v128, b: v128): v128 {
-  return i32x4.add(
-    i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(a), i16x8.extend_low_i8x16_s(b)),
-    i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(a), i16x8.extend_high_i8x16_s(b)),
+/** i32x4 partial sums of the products of 32 signed bytes at w and a (exact). */
+function dot32(w0: v128, w1: v128, a0: v128, a1: v128): v128 {
+  const p0 = i16x8.add(i16x8.extmul_low_i8x16_s(w0, a0), i16x8.extmul_high_i8x16_s(w0, a0));
+  const p1 = i16x8.add(i16x8.extmul_low_i8x16_s(w1, a1), i16x8.extmul_high_i8x16_s(w1, a1));
+  return i32x4.add(i32x4.extadd_pairwise_i16x8_s(p0), i32x4.extadd_pairwise_i16x8_s(p1));
+}
+
+/** i32x4 partial sums of the products of 16 signed bytes (exact). */
+function dot16(w: v128, a: v128): v128 {
+  return i32x4.extadd_pairwise_i16x8_s(
+    i16x8.add(i16x8.extmul_low_i8x16_s(w, a), i16x8.extmul_high_i8x16_s(w, a)),
   );
+}
+
+/** [sum a, sum b, sum c, sum d] (exact). */
+function isum4(a: v128, b: v128, c: v128, d: v128): v128 {
+  const ab = i32x4.add(v128.shuffle<i32>(a, b, 0, 2, 4, 6), v128.shuffle<i32>(a, b, 1, 3, 5, 7));
+  const cd = i32x4.add(v128.shuffle<i32>(c, d, 0, 2, 4, 6), v128.shuffle<i32>(c, d, 1, 3, 5, 7));
+  return i32x4.add(v128.shuffle<i32>(ab, cd, 0, 2, 4, 6), v128.shuffle<i32>(ab, cd, 1, 3, 5, 7));
 }
 
 function isum(v: v128): i32 {
@@ -141,95 +161,156 @@ function isum(v: v128): i32 {
   );
 }
 
+/** acc + p0 + p1 + p2 + p3, in that order. */
+function addLanes(acc: f32, p: v128): f32 {
+  acc += f32x4.extract_lane(p, 0);
+  acc += f32x4.extract_lane(p, 1);
+  acc += f32x4.extract_lane(p, 2);
+  return acc + f32x4.extract_lane(p, 3);
+}
+
+/** Four halves at p, p + stride, p + 2 stride, p + 3 stride, as f32x4. */
+function h2f4at(p: usize, stride: usize): v128 {
+  let v = i32x4.splat(load<u16>(p));
+  v = i32x4.replace_lane(v, 1, load<u16>(p + stride));
+  v = i32x4.replace_lane(v, 2, load<u16>(p + 2 * stride));
+  return h2f4(i32x4.replace_lane(v, 3, load<u16>(p + 3 * stride)));
+}
+
+/** Four f32 at p, p + stride, p + 2 stride, p + 3 stride. */
+function f4at(p: usize, stride: usize): v128 {
+  let v = f32x4.splat(load<f32>(p));
+  v = f32x4.replace_lane(v, 1, load<f32>(p + stride));
+  v = f32x4.replace_lane(v, 2, load<f32>(p + 2 * stride));
+  return f32x4.replace_lane(v, 3, load<f32>(p + 3 * stride));
+}
+
 function dotF16(w: usize, a: usize, n: i32): f32 {
-  const n4 = n & ~3;
-  let acc = f32x4.splat(0);
-  for (let k = 0; k < n4; k += 4) {
-    const off = (<usize>k) << 1;
-    const wv = h2f4(i32x4.extend_low_i16x8_u(v128.load64_zero(w + off)));
-    const av = h2f4(i32x4.extend_low_i16x8_u(v128.load64_zero(a + off)));
-    acc = f32x4.add(acc, f32x4.mul(wv, av));
+  const n8 = n & ~7;
+  let lo = f32x4.splat(0);
+  let hi = f32x4.splat(0);
+  for (let k = 0; k < n8; k += 8) {
+    const h = v128.load(w + ((<usize>k) << 1));
+    const ak = a + ((<usize>k) << 2);
+    lo = f32x4.add(lo, f32x4.mul(h2f4(i32x4.extend_low_i16x8_u(h)), v128.load(ak)));
+    hi = f32x4.add(hi, f32x4.mul(h2f4(i32x4.extend_high_i16x8_u(h)), v128.load(ak + 16)));
   }
+  const t = f32x4.add(lo, hi);
   let s: f32 =
-    f32x4.extract_lane(acc, 0) +
-    f32x4.extract_lane(acc, 1) +
-    (f32x4.extract_lane(acc, 2) + f32x4.extract_lane(acc, 3));
-  for (let k = n4; k < n; k++) {
-    const off = (<usize>k) << 1;
-    s += h2f(load<u16>(w + off)) * h2f(load<u16>(a + off));
+    f32x4.extract_lane(t, 0) +
+    f32x4.extract_lane(t, 1) +
+    (f32x4.extract_lane(t, 2) + f32x4.extract_lane(t, 3));
+  for (let k = n8; k < n; k++) {
+    s += h2f(load<u16>(w + ((<usize>k) << 1))) * load<f32>(a + ((<usize>k) << 2));
   }
   return s;
 }
 
-function dotQ8_0(w: usize, a: usize, n: i32): f32 {
-  let acc: f32 = 0;
-  for (let b = 0; b < n / 32; b++, w += 34, a += 36) {
-    const s = isum(
-      i32x4.add(
-        dot16(v128.load(w + 2), v128.load(a + 4)),
-        dot16(v128.load(w + 18), v128.load(a + 20)),
-      ),
-    );
-    acc += <f32>s * (h2f(load<u16>(w)) * load<f32>(a));
-  }
-  return acc;
-}
-
-function dotQ4_0(w: usize, a: usize, n: i32): f32 {
-  let acc: f32 = 0;
-  const lo = i8x16.splat(0x0f);
-  const eight = i8x16.splat(8);
-  for (let b = 0; b < n / 32; b++, w += 18, a += 36) {
+/** Integer sums of Q8_0 or Q4_0 block b (weights at w, activations at a) as i32x4 partials. */
+function blockQ8(q4: bool, w: usize, a: usize): v128 {
+  if (q4) {
     const q = v128.load(w + 2);
-    const q0 = i8x16.sub(v128.and(q, lo), eight);
-    const q1 = i8x16.sub(i8x16.shr_u(q, 4), eight);
-    const s = isum(i32x4.add(dot16(q0, v128.load(a + 4)), dot16(q1, v128.load(a + 20))));
-    acc += <f32>s * (h2f(load<u16>(w)) * load<f32>(a));
+    const q0 = i8x16.sub(v128.and(q, i8x16.splat(0x0f)), i8x16.splat(8));
+    const q1 = i8x16.sub(i8x16.shr_u(q, 4), i8x16.splat(8));
+    return dot32(q0, q1, v128.load(a + 4), v128.load(a + 20));
+  }
+  return dot32(v128.load(w + 2), v128.load(w + 18), v128.load(a + 4), v128.load(a + 20));
+}
+
+/** Q8_0 (bw 34) or Q4_0 (bw 18) weights against Q8_0 activations. */
+function dotQ8(q4: bool, w: usize, a: usize, n: i32): f32 {
+  const bw: usize = q4 ? 18 : 34;
+  const nb = n / 32;
+  let acc: f32 = 0;
+  let b = 0;
+  for (; b + 4 <= nb; b += 4, w += 4 * bw, a += 144) {
+    const s = isum4(
+      blockQ8(q4, w, a),
+      blockQ8(q4, w + bw, a + 36),
+      blockQ8(q4, w + 2 * bw, a + 72),
+      blockQ8(q4, w + 3 * bw, a + 108),
+    );
+    const dd = f32x4.mul(h2f4at(w, bw), f4at(a, 36));
+    acc = addLanes(acc, f32x4.mul(f32x4.convert_i32x4_s(s), dd));
+  }
+  for (; b < nb; b++, w += bw, a += 36) {
+    acc += <f32>isum(blockQ8(q4, w, a)) * (h2f(load<u16>(w)) * load<f32>(a));
   }
   return acc;
 }
 
-/** Q4_K's 6-bit scale (j < 8) or min (j + 8) of sub-block j from the 12 scale bytes at `p`. */
+/** Q4_K's 6-bit scale of sub-block j (0..7) from the 12 scale bytes at `p`. */
 function q4kScale(p: usize, j: i32): i32 {
   if (j < 4) return load<u8>(p + j) & 63;
   return (load<u8>(p + j + 4) & 0xf) | ((load<u8>(p + j - 4) >> 6) << 4);
 }
 
+/** Q4_K's 6-bit min of sub-block j (0..7) from the 12 scale bytes at `p`. */
 function q4kMin(p: usize, j: i32): i32 {
   if (j < 4) return load<u8>(p + j + 4) & 63;
   return (load<u8>(p + j + 4) >> 4) | ((load<u8>(p + j) >> 6) << 4);
+}
+
+/** i32x4 of scale (or min, with `mins`) of sub-blocks j0..j0+3. */
+function q4kScales4(p: usize, j0: i32, mins: bool): v128 {
+  let v = i32x4.splat(mins ? q4kMin(p, j0) : q4kScale(p, j0));
+  v = i32x4.replace_lane(v, 1, mins ? q4kMin(p, j0 + 1) : q4kScale(p, j0 + 1));
+  v = i32x4.replace_lane(v, 2, mins ? q4kMin(p, j0 + 2) : q4kScale(p, j0 + 2));
+  return i32x4.replace_lane(v, 3, mins ? q4kMin(p, j0 + 3) : q4kScale(p, j0 + 3));
 }
 
 function dotQ4_K(w: usize, a: usize, n: i32): f32 {
   let acc: f32 = 0;
   const lo = i8x16.splat(0x0f);
   for (let b = 0; b < n / 256; b++, w += 144, a += 292) {
-    let s = 0;
-    let m = 0;
+    // sub-block sums: chunk c of 64 values has its low nibbles (sub-block 2c) and high (2c + 1)
+    let t0: v128 = i32x4.splat(0);
+    let t1: v128 = i32x4.splat(0);
+    let t2: v128 = i32x4.splat(0);
+    let t3: v128 = i32x4.splat(0);
+    let u0: v128 = i32x4.splat(0);
+    let u1: v128 = i32x4.splat(0);
+    let u2: v128 = i32x4.splat(0);
+    let u3: v128 = i32x4.splat(0);
     for (let c = 0; c < 4; c++) {
-      const qp = w + 16 + c * 32;
+      const qa = v128.load(w + 16 + c * 32);
+      const qb = v128.load(w + 32 + c * 32);
       const ap = a + 4 + c * 64;
-      const qa = v128.load(qp);
-      const qb = v128.load(qp + 16);
-      const t0 = isum(
-        i32x4.add(
-          dot16(v128.and(qa, lo), v128.load(ap)),
-          dot16(v128.and(qb, lo), v128.load(ap + 16)),
-        ),
+      const even = dot32(v128.and(qa, lo), v128.and(qb, lo), v128.load(ap), v128.load(ap + 16));
+      const odd = dot32(
+        i8x16.shr_u(qa, 4),
+        i8x16.shr_u(qb, 4),
+        v128.load(ap + 32),
+        v128.load(ap + 48),
       );
-      const t1 = isum(
-        i32x4.add(
-          dot16(i8x16.shr_u(qa, 4), v128.load(ap + 32)),
-          dot16(i8x16.shr_u(qb, 4), v128.load(ap + 48)),
-        ),
-      );
-      const j = 2 * c;
-      s += q4kScale(w + 4, j) * t0 + q4kScale(w + 4, j + 1) * t1;
-      const bs = a + 260 + c * 8;
-      m +=
-        q4kMin(w + 4, j) * (<i32>load<i16>(bs) + <i32>load<i16>(bs + 2)) +
-        q4kMin(w + 4, j + 1) * (<i32>load<i16>(bs + 4) + <i32>load<i16>(bs + 6));
+      if (c === 0) {
+        t0 = even;
+        t1 = odd;
+      } else if (c === 1) {
+        t2 = even;
+        t3 = odd;
+      } else if (c === 2) {
+        u0 = even;
+        u1 = odd;
+      } else {
+        u2 = even;
+        u3 = odd;
+      }
     }
+    const sc = w + 4;
+    const sums = i32x4.add(
+      i32x4.mul(isum4(t0, t1, t2, t3), q4kScales4(sc, 0, false)),
+      i32x4.mul(isum4(u0, u1, u2, u3), q4kScales4(sc, 4, false)),
+    );
+    const s = isum(sums);
+    // bsums pairs of sub-blocks 0..7: extadd_pairwise of the 16 int16 bsums
+    const bs = a + 260;
+    const m = isum(
+      i32x4.add(
+        i32x4.mul(i32x4.extadd_pairwise_i16x8_s(v128.load(bs)), q4kScales4(sc, 0, true)),
+        i32x4.mul(i32x4.extadd_pairwise_i16x8_s(v128.load(bs + 16)), q4kScales4(sc, 4, true)),
+      ),
+    );
     const dx = load<f32>(a);
     acc += h2f(load<u16>(w)) * dx * <f32>s;
     acc -= h2f(load<u16>(w + 2)) * dx * <f32>m;
@@ -243,12 +324,20 @@ function dotQ6_K(w: usize, a: usize, n: i32): f32 {
   const three = i8x16.splat(3);
   const off = i8x16.splat(32);
   for (let b = 0; b < n / 256; b++, w += 210, a += 292) {
-    let s = 0;
+    let total = i32x4.splat(0);
     for (let h = 0; h < 2; h++) {
       const ql = w + h * 64;
       const qh = w + 128 + h * 32;
-      const sc = w + 192 + h * 8;
       const ap = a + 4 + h * 128;
+      // sub-blocks of this half in scale order: 16 values each, scales sc[8h .. 8h + 8)
+      let s0: v128 = i32x4.splat(0);
+      let s1: v128 = i32x4.splat(0);
+      let s2: v128 = i32x4.splat(0);
+      let s3: v128 = i32x4.splat(0);
+      let s4: v128 = i32x4.splat(0);
+      let s5: v128 = i32x4.splat(0);
+      let s6: v128 = i32x4.splat(0);
+      let s7: v128 = i32x4.splat(0);
       for (let l = 0; l < 32; l += 16) {
         const qa = v128.load(ql + l);
         const qb = v128.load(ql + 32 + l);
@@ -257,23 +346,42 @@ function dotQ6_K(w: usize, a: usize, n: i32): f32 {
         const q2 = v128.or(v128.and(qb, lo), i8x16.shl(v128.and(i8x16.shr_u(hb, 2), three), 4));
         const q3 = v128.or(i8x16.shr_u(qa, 4), i8x16.shl(v128.and(i8x16.shr_u(hb, 4), three), 4));
         const q4 = v128.or(i8x16.shr_u(qb, 4), i8x16.shl(i8x16.shr_u(hb, 6), 4));
-        const is = l >> 4;
-        s +=
-          <i32>load<i8>(sc + is) * isum(dot16(i8x16.sub(q1, off), v128.load(ap + l))) +
-          <i32>load<i8>(sc + is + 2) * isum(dot16(i8x16.sub(q2, off), v128.load(ap + 32 + l))) +
-          <i32>load<i8>(sc + is + 4) * isum(dot16(i8x16.sub(q3, off), v128.load(ap + 64 + l))) +
-          <i32>load<i8>(sc + is + 6) * isum(dot16(i8x16.sub(q4, off), v128.load(ap + 96 + l)));
+        const d1 = dot16(i8x16.sub(q1, off), v128.load(ap + l));
+        const d2 = dot16(i8x16.sub(q2, off), v128.load(ap + 32 + l));
+        const d3 = dot16(i8x16.sub(q3, off), v128.load(ap + 64 + l));
+        const d4 = dot16(i8x16.sub(q4, off), v128.load(ap + 96 + l));
+        // value 32k + l lies in sub-block 2k + l / 16
+        if (l === 0) {
+          s0 = d1;
+          s2 = d2;
+          s4 = d3;
+          s6 = d4;
+        } else {
+          s1 = d1;
+          s3 = d2;
+          s5 = d3;
+          s7 = d4;
+        }
       }
+      const sc = v128.load64_zero(w + 192 + h * 8); // 8 int8 scales
+      const sc16 = i16x8.extend_low_i8x16_s(sc);
+      total = i32x4.add(
+        total,
+        i32x4.add(
+          i32x4.mul(isum4(s0, s1, s2, s3), i32x4.extend_low_i16x8_s(sc16)),
+          i32x4.mul(isum4(s4, s5, s6, s7), i32x4.extend_high_i16x8_s(sc16)),
+        ),
+      );
     }
-    acc += h2f(load<u16>(w + 208)) * load<f32>(a) * <f32>s;
+    acc += h2f(load<u16>(w + 208)) * load<f32>(a) * <f32>isum(total);
   }
   return acc;
 }
 
 function dotRow(type: i32, w: usize, a: usize, n: i32): f32 {
   if (type === F16) return dotF16(w, a, n);
-  if (type === Q8_0) return dotQ8_0(w, a, n);
-  if (type === Q4_0) return dotQ4_0(w, a, n);
+  if (type === Q8_0) return dotQ8(false, w, a, n);
+  if (type === Q4_0) return dotQ8(true, w, a, n);
   if (type === Q4_K) return dotQ4_K(w, a, n);
   if (type === Q6_K) return dotQ6_K(w, a, n);
   return NaN; // not reached: the adapter checks the type

@@ -3,8 +3,9 @@
  * bit. Activation rows are quantised as shared/model/quant.ts describes, then each (row, weight
  * row) dot product is reduced in this fixed order:
  *
- *   F16:        four f32 lane sums over k mod 4 of w[k] * x[k] (both halves: the product is
- *               exact), then (l0 + l1) + (l2 + l3), then the tail in order.
+ *   F16:        eight f32 lane sums over k mod 8 of w[k] * x[k] for k < n & ~7 (both halves:
+ *               the product is exact), t_l = l_l + l_(l+4), then (t0 + t1) + (t2 + t3), then
+ *               the tail in order.
  *   Q8_0, Q4_0: per block of 32 in order: an exact integer sum s of q_w * q_x, then
  *               acc = acc + f32(s) * (d_w * d_x).
  *   Q4_K:       per block of 256: s = sum over sub-blocks of sc * (integer dot of 32), m = sum of
@@ -52,7 +53,9 @@ export function quantizeActRow(
 ): void {
   const v = new DataView(a.buffer, a.byteOffset + ap, actRowBytes(type, n));
   if (type === GgmlType.F16) {
-    for (let i = 0; i < n; i++) v.setUint16(2 * i, f32ToF16(x[xo + i] as number), true);
+    for (let i = 0; i < n; i++) {
+      v.setFloat32(4 * i, F16_TO_F32[f32ToF16(x[xo + i] as number)] as number, true);
+    }
   } else if (type === GgmlType.Q8_0 || type === GgmlType.Q4_0) {
     for (let b = 0, p = 0; b < n / 32; b++, p += 36) {
       let amax = 0;
@@ -126,24 +129,17 @@ export function dotRow(
   let acc = 0;
   switch (type) {
     case GgmlType.F16: {
-      const n4 = n & ~3;
-      let l0 = 0;
-      let l1 = 0;
-      let l2 = 0;
-      let l3 = 0;
+      const n8 = n & ~7;
+      const l = [0, 0, 0, 0, 0, 0, 0, 0];
       const h = F16_TO_F32;
-      for (let k = 0; k < n4; k += 4) {
-        const pw = wp + 2 * k;
-        const pa = ap + 2 * k;
-        l0 = fr(l0 + (h[u16(w, pw)] as number) * (h[u16(a, pa)] as number));
-        l1 = fr(l1 + (h[u16(w, pw + 2)] as number) * (h[u16(a, pa + 2)] as number));
-        l2 = fr(l2 + (h[u16(w, pw + 4)] as number) * (h[u16(a, pa + 4)] as number));
-        l3 = fr(l3 + (h[u16(w, pw + 6)] as number) * (h[u16(a, pa + 6)] as number));
+      for (let k = 0; k < n8; k++) {
+        const p = (h[u16(w, wp + 2 * k)] as number) * f32At(a, ap + 4 * k);
+        l[k & 7] = fr((l[k & 7] as number) + p);
       }
-      acc = fr(fr(l0 + l1) + fr(l2 + l3));
-      for (let k = n4; k < n; k++) {
-        const p = F16_TO_F32[u16(w, wp + 2 * k)] as number;
-        acc = fr(acc + p * (F16_TO_F32[u16(a, ap + 2 * k)] as number));
+      const t = [0, 1, 2, 3].map((i) => fr((l[i] as number) + (l[i + 4] as number))) as number[];
+      acc = fr(fr((t[0] as number) + (t[1] as number)) + fr((t[2] as number) + (t[3] as number)));
+      for (let k = n8; k < n; k++) {
+        acc = fr(acc + (h[u16(w, wp + 2 * k)] as number) * f32At(a, ap + 4 * k));
       }
       return acc;
     }

@@ -15,7 +15,7 @@
  *         scales[16] (one per 16 values), f16 d; x = d * scales[s] * (q - 32).
  *
  * Activation rows (written by the matmul into its scratch, one row after another):
- *   for F16 weights: the row rounded to f16 (2 bytes a value);
+ *   for F16 weights: the row rounded to f16, each value kept as the f32 of that half (4 bytes);
  *   for Q8_0 and Q4_0 ("Q8_0 activations"): per 32 values f32 d (a value of f16: rounded through
  *     half as ggml stores it) then int8 q[32]: d = amax / 127, q = round-half-even(x * (127 /
  *     amax)), as llama.cpp's x86 quantize_row_q8_0 (36 bytes);
@@ -67,7 +67,7 @@ export function actRowBytes(type: WeightType, n: number): number {
     case GgmlType.F32:
       return 0;
     case GgmlType.F16:
-      return 2 * n;
+      return 4 * n;
     case GgmlType.Q8_0:
     case GgmlType.Q4_0:
       return (n / 32) * 36;
@@ -76,9 +76,9 @@ export function actRowBytes(type: WeightType, n: number): number {
   }
 }
 
-/** Most bytes any weight type's activation row of `n` values takes (F16's 2n). */
+/** Most bytes any weight type's activation row of `n` values takes (F16's 4n). */
 export function maxActRowBytes(n: number): number {
-  return 2 * n;
+  return 4 * n;
 }
 
 /** F16_TO_F32[h] = the value of half h (exact). */
