@@ -387,6 +387,137 @@ function dotRow(type: i32, w: usize, a: usize, n: i32): f32 {
   return NaN; // not reached: the adapter checks the type
 }
 
+// ---------------------------------------------------------------------------------------------
+// Unpacked weight rows (batches of two or more activation rows)
+//
+// With m >= 2 rows, a Q4_0, Q4_K or Q6_K weight row is unpacked once into plain int8 values (and
+// its scales) and then dotted with every activation row. The integer sums are the same exact
+// numbers and the float operations the same, so the result is bit-identical to the packed path.
+// The unpacked row lives in the attention scratch of wasm/kernels.ts (the 128 KiB just above the
+// static data): the two never run at once.
+
+const UNPACK_BYTES: usize = 128 << 10;
+
+function unpackBase(): usize {
+  return (__heap_base + 15) & ~15;
+}
+
+/** Bytes of one unpacked row: Q4_0 as Q8_0 blocks (34 a block); K-quants 328 a block. */
+function unpackedBytes(type: i32, n: i32): usize {
+  return type === Q4_0 ? <usize>(n / 32) * 34 : <usize>(n / 256) * 328;
+}
+
+/** Q4_0 row -> Q8_0 blocks (f16 d, int8 q[32] = nibble - 8). */
+function unpackQ4_0(w: usize, u: usize, n: i32): void {
+  for (let b = 0; b < n / 32; b++, w += 18, u += 34) {
+    store<u16>(u, load<u16>(w));
+    const q = v128.load(w + 2);
+    v128.store(u + 2, i8x16.sub(v128.and(q, i8x16.splat(0x0f)), i8x16.splat(8)));
+    v128.store(u + 18, i8x16.sub(i8x16.shr_u(q, 4), i8x16.splat(8)));
+  }
+}
+
+/**
+ * K-quant block -> int8 q[256] (Q4_K: nibbles; Q6_K: q - 32), then i32 c[16] (Q4_K: 8 scales then
+ * 8 mins; Q6_K: 16 scales), f32 d, f32 dmin (Q4_K).
+ */
+function unpackK(type: i32, w: usize, u: usize, n: i32): void {
+  const lo = i8x16.splat(0x0f);
+  for (let b = 0; b < n / 256; b++, u += 328) {
+    if (type === Q4_K) {
+      for (let c = 0; c < 4; c++) {
+        for (let h: usize = 0; h < 32; h += 16) {
+          const q = v128.load(w + 16 + c * 32 + h);
+          v128.store(u + c * 64 + h, v128.and(q, lo));
+          v128.store(u + c * 64 + 32 + h, i8x16.shr_u(q, 4));
+        }
+      }
+      for (let j = 0; j < 8; j++) {
+        store<i32>(u + 256 + j * 4, q4kScale(w + 4, j));
+        store<i32>(u + 288 + j * 4, q4kMin(w + 4, j));
+      }
+      store<f32>(u + 320, h2f(load<u16>(w)));
+      store<f32>(u + 324, h2f(load<u16>(w + 2)));
+      w += 144;
+    } else {
+      const three = i8x16.splat(3);
+      const off = i8x16.splat(32);
+      for (let h = 0; h < 2; h++) {
+        const ql = w + h * 64;
+        const qh = w + 128 + h * 32;
+        const o = u + h * 128;
+        for (let l = 0; l < 32; l += 16) {
+          const qa = v128.load(ql + l);
+          const qb = v128.load(ql + 32 + l);
+          const hb = v128.load(qh + l);
+          const q1 = v128.or(v128.and(qa, lo), i8x16.shl(v128.and(hb, three), 4));
+          const q2 = v128.or(v128.and(qb, lo), i8x16.shl(v128.and(i8x16.shr_u(hb, 2), three), 4));
+          const q3 = v128.or(i8x16.shr_u(qa, 4), i8x16.shl(v128.and(i8x16.shr_u(hb, 4), three), 4));
+          const q4 = v128.or(i8x16.shr_u(qb, 4), i8x16.shl(i8x16.shr_u(hb, 6), 4));
+          v128.store(o + l, i8x16.sub(q1, off));
+          v128.store(o + 32 + l, i8x16.sub(q2, off));
+          v128.store(o + 64 + l, i8x16.sub(q3, off));
+          v128.store(o + 96 + l, i8x16.sub(q4, off));
+        }
+      }
+      for (let j = 0; j < 16; j++) store<i32>(u + 256 + j * 4, <i32>load<i8>(w + 192 + j));
+      store<f32>(u + 320, h2f(load<u16>(w + 208)));
+      w += 210;
+    }
+  }
+}
+
+/** An unpacked K-quant row against a Q8_K activation row: the sums and order of dotQ4_K/dotQ6_K. */
+function dotUnpackedK(type: i32, u: usize, a: usize, n: i32): f32 {
+  let acc: f32 = 0;
+  for (let b = 0; b < n / 256; b++, u += 328, a += 292) {
+    const x = a + 4;
+    let total: v128;
+    if (type === Q4_K) {
+      const s0 = isum4(
+        dot32(v128.load(u), v128.load(u + 16), v128.load(x), v128.load(x + 16)),
+        dot32(v128.load(u + 32), v128.load(u + 48), v128.load(x + 32), v128.load(x + 48)),
+        dot32(v128.load(u + 64), v128.load(u + 80), v128.load(x + 64), v128.load(x + 80)),
+        dot32(v128.load(u + 96), v128.load(u + 112), v128.load(x + 96), v128.load(x + 112)),
+      );
+      const s1 = isum4(
+        dot32(v128.load(u + 128), v128.load(u + 144), v128.load(x + 128), v128.load(x + 144)),
+        dot32(v128.load(u + 160), v128.load(u + 176), v128.load(x + 160), v128.load(x + 176)),
+        dot32(v128.load(u + 192), v128.load(u + 208), v128.load(x + 192), v128.load(x + 208)),
+        dot32(v128.load(u + 224), v128.load(u + 240), v128.load(x + 224), v128.load(x + 240)),
+      );
+      const s = isum(
+        i32x4.add(i32x4.mul(s0, v128.load(u + 256)), i32x4.mul(s1, v128.load(u + 272))),
+      );
+      const bs = a + 260;
+      const m = isum(
+        i32x4.add(
+          i32x4.mul(i32x4.extadd_pairwise_i16x8_s(v128.load(bs)), v128.load(u + 288)),
+          i32x4.mul(i32x4.extadd_pairwise_i16x8_s(v128.load(bs + 16)), v128.load(u + 304)),
+        ),
+      );
+      const dx = load<f32>(a);
+      acc += load<f32>(u + 320) * dx * <f32>s;
+      acc -= load<f32>(u + 324) * dx * <f32>m;
+    } else {
+      total = i32x4.splat(0);
+      for (let g: usize = 0; g < 4; g++) {
+        const q = u + g * 64;
+        const y = x + g * 64;
+        const s = isum4(
+          dot16(v128.load(q), v128.load(y)),
+          dot16(v128.load(q + 16), v128.load(y + 16)),
+          dot16(v128.load(q + 32), v128.load(y + 32)),
+          dot16(v128.load(q + 48), v128.load(y + 48)),
+        );
+        total = i32x4.add(total, i32x4.mul(s, v128.load(u + 256 + g * 16)));
+      }
+      acc += load<f32>(u + 320) * load<f32>(a) * <f32>isum(total);
+    }
+  }
+  return acc;
+}
+
 /**
  * out[i * ldo + j] = dot(x row i, w row j) for i < m, j < d: x (m, n) f32, w d rows of `type`
  * blocks, `scratch` room for m activation rows. Byte offsets; shapes checked by the adapter.
@@ -407,6 +538,23 @@ export function matmulQ(
   for (let i = 0; i < m; i++)
     quantizeRow(type, x + ((<usize>i * <usize>n) << 2), n, scratch + <usize>i * ar);
   const ob = (<usize>ldo) << 2;
+  if (m >= 2 && type !== F16 && type !== Q8_0 && unpackedBytes(type, n) <= UNPACK_BYTES) {
+    const u = unpackBase();
+    for (let j = 0; j < d; j++) {
+      const wj = w + <usize>j * wr;
+      const oj = out + ((<usize>j) << 2);
+      if (type === Q4_0) {
+        unpackQ4_0(wj, u, n);
+        for (let i = 0; i < m; i++)
+          store<f32>(oj + <usize>i * ob, dotQ8(false, u, scratch + <usize>i * ar, n));
+      } else {
+        unpackK(type, wj, u, n);
+        for (let i = 0; i < m; i++)
+          store<f32>(oj + <usize>i * ob, dotUnpackedK(type, u, scratch + <usize>i * ar, n));
+      }
+    }
+    return;
+  }
   for (let j = 0; j < d; j++) {
     const wj = w + <usize>j * wr;
     const oj = out + ((<usize>j) << 2);
