@@ -5,7 +5,9 @@
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 
-const LINE_BUDGET = { "shared/model": 3000, "shared/engine": 1200 };
+// shared/model: 3000 -> 3600 for quantised weights (block formats, the JS reference matmulQ and
+// its checks, mixed-type weight stacks: about 770 lines).
+const LINE_BUDGET = { "shared/model": 3600, "shared/engine": 1200 };
 
 function files(dir) {
   return readdirSync(dir).flatMap((f) => {
