@@ -54,6 +54,25 @@ function f2h(value: f32): u32 {
   return sign | r;
 }
 
+/**
+ * Each lane rounded to the nearest half (ties to even), as f32: the value h2f(f2h(x)). Below the
+ * smallest normal half the grid is 2^-24 (x * 2^24 rounded, exact); in the normal range the f32
+ * mantissa is rounded to 10 bits; from 65520 on, infinity; NaN stays NaN.
+ */
+function roundToHalf4(x: v128): v128 {
+  const ax = f32x4.abs(x);
+  const sub = f32x4.mul(
+    f32x4.nearest(f32x4.mul(x, f32x4.splat(16777216))),
+    f32x4.splat(5.9604644775390625e-8),
+  );
+  const odd = v128.and(i32x4.shr_u(x, 13), i32x4.splat(1));
+  const nrm = v128.and(i32x4.add(i32x4.add(x, i32x4.splat(0xfff)), odd), i32x4.splat(0xffffe000));
+  let r = v128.bitselect(sub, nrm, f32x4.lt(ax, f32x4.splat(6.103515625e-5)));
+  const inf = v128.or(v128.and(x, i32x4.splat(0x80000000)), i32x4.splat(0x7f800000));
+  r = v128.bitselect(inf, r, f32x4.ge(ax, f32x4.splat(65520)));
+  return v128.bitselect(x, r, f32x4.ne(x, x));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Activation rows
 
@@ -73,7 +92,12 @@ function rowBytes(type: i32, n: i32): usize {
 
 function quantizeRow(type: i32, x: usize, n: i32, a: usize): void {
   if (type === F16) {
-    for (let i = 0; i < n; i++) {
+    const n4 = n & ~3;
+    for (let i = 0; i < n4; i += 4) {
+      const off = (<usize>i) << 2;
+      v128.store(a + off, roundToHalf4(v128.load(x + off)));
+    }
+    for (let i = n4; i < n; i++) {
       const off = (<usize>i) << 2;
       store<f32>(a + off, h2f(f2h(load<f32>(x + off))));
     }
@@ -185,17 +209,167 @@ function f4at(p: usize, stride: usize): v128 {
   return f32x4.replace_lane(v, 3, load<f32>(p + 3 * stride));
 }
 
+/**
+ * Four halves (sign-extended i32 lanes) -> f32, exact for finite values: the sign moves to bit 31,
+ * exponent and mantissa to bits 13..27, and a multiply by 2^112 rebias the exponent (subnormals
+ * included). Not for infinities and NaNs (h2f4 handles those).
+ */
+function h2f4finite(hs: v128): v128 {
+  const bits = v128.and(i32x4.shl(hs, 13), i32x4.splat(0x8fffffff));
+  return f32x4.mul(bits, f32x4.splat(5.192296858534828e33));
+}
+
 function dotF16(w: usize, a: usize, n: i32): f32 {
   const n8 = n & ~7;
   let lo = f32x4.splat(0);
   let hi = f32x4.splat(0);
+  const expMask = i16x8.splat(0x7c00);
   for (let k = 0; k < n8; k += 8) {
     const h = v128.load(w + ((<usize>k) << 1));
     const ak = a + ((<usize>k) << 2);
-    lo = f32x4.add(lo, f32x4.mul(h2f4(i32x4.extend_low_i16x8_u(h)), v128.load(ak)));
-    hi = f32x4.add(hi, f32x4.mul(h2f4(i32x4.extend_high_i16x8_u(h)), v128.load(ak + 16)));
+    let wl: v128;
+    let wh: v128;
+    if (v128.any_true(i16x8.eq(v128.and(h, expMask), expMask))) {
+      // an infinity or NaN among these eight
+      wl = h2f4(i32x4.extend_low_i16x8_u(h));
+      wh = h2f4(i32x4.extend_high_i16x8_u(h));
+    } else {
+      wl = h2f4finite(i32x4.extend_low_i16x8_s(h));
+      wh = h2f4finite(i32x4.extend_high_i16x8_s(h));
+    }
+    lo = f32x4.add(lo, f32x4.mul(wl, v128.load(ak)));
+    hi = f32x4.add(hi, f32x4.mul(wh, v128.load(ak + 16)));
   }
-  const t = f32x4.add(lo, hi);
+  return f16Tail(w, a, n, n8, f32x4.add(lo, hi));
+}
+
+/**
+ * dotF16 of four weight rows (w, w + wr, w + 2 wr, w + 3 wr) with one activation row, into
+ * o, o + 4, o + 8, o + 12: the same lanes and order as four dotF16 calls.
+ */
+function dotF16x4(w: usize, wr: usize, a: usize, n: i32, o: usize): void {
+  const n8 = n & ~7;
+  let l0 = f32x4.splat(0);
+  let h0 = f32x4.splat(0);
+  let l1 = f32x4.splat(0);
+  let h1 = f32x4.splat(0);
+  let l2 = f32x4.splat(0);
+  let h2 = f32x4.splat(0);
+  let l3 = f32x4.splat(0);
+  let h3 = f32x4.splat(0);
+  const expMask = i16x8.splat(0x7c00);
+  for (let k = 0; k < n8; k += 8) {
+    const wk = w + ((<usize>k) << 1);
+    const ak = a + ((<usize>k) << 2);
+    const x0 = v128.load(ak);
+    const x1 = v128.load(ak + 16);
+    const q0 = v128.load(wk);
+    const q1 = v128.load(wk + wr);
+    const q2 = v128.load(wk + 2 * wr);
+    const q3 = v128.load(wk + 3 * wr);
+    const special = v128.or(
+      v128.or(i16x8.eq(v128.and(q0, expMask), expMask), i16x8.eq(v128.and(q1, expMask), expMask)),
+      v128.or(i16x8.eq(v128.and(q2, expMask), expMask), i16x8.eq(v128.and(q3, expMask), expMask)),
+    );
+    if (v128.any_true(special)) {
+      // an infinity or NaN among these weights: the exact conversion for every lane
+      l0 = f32x4.add(l0, f32x4.mul(h2f4(i32x4.extend_low_i16x8_u(q0)), x0));
+      h0 = f32x4.add(h0, f32x4.mul(h2f4(i32x4.extend_high_i16x8_u(q0)), x1));
+      l1 = f32x4.add(l1, f32x4.mul(h2f4(i32x4.extend_low_i16x8_u(q1)), x0));
+      h1 = f32x4.add(h1, f32x4.mul(h2f4(i32x4.extend_high_i16x8_u(q1)), x1));
+      l2 = f32x4.add(l2, f32x4.mul(h2f4(i32x4.extend_low_i16x8_u(q2)), x0));
+      h2 = f32x4.add(h2, f32x4.mul(h2f4(i32x4.extend_high_i16x8_u(q2)), x1));
+      l3 = f32x4.add(l3, f32x4.mul(h2f4(i32x4.extend_low_i16x8_u(q3)), x0));
+      h3 = f32x4.add(h3, f32x4.mul(h2f4(i32x4.extend_high_i16x8_u(q3)), x1));
+    } else {
+      l0 = f32x4.add(l0, f32x4.mul(h2f4finite(i32x4.extend_low_i16x8_s(q0)), x0));
+      h0 = f32x4.add(h0, f32x4.mul(h2f4finite(i32x4.extend_high_i16x8_s(q0)), x1));
+      l1 = f32x4.add(l1, f32x4.mul(h2f4finite(i32x4.extend_low_i16x8_s(q1)), x0));
+      h1 = f32x4.add(h1, f32x4.mul(h2f4finite(i32x4.extend_high_i16x8_s(q1)), x1));
+      l2 = f32x4.add(l2, f32x4.mul(h2f4finite(i32x4.extend_low_i16x8_s(q2)), x0));
+      h2 = f32x4.add(h2, f32x4.mul(h2f4finite(i32x4.extend_high_i16x8_s(q2)), x1));
+      l3 = f32x4.add(l3, f32x4.mul(h2f4finite(i32x4.extend_low_i16x8_s(q3)), x0));
+      h3 = f32x4.add(h3, f32x4.mul(h2f4finite(i32x4.extend_high_i16x8_s(q3)), x1));
+    }
+  }
+  store<f32>(o, f16Tail(w, a, n, n8, f32x4.add(l0, h0)));
+  store<f32>(o + 4, f16Tail(w + wr, a, n, n8, f32x4.add(l1, h1)));
+  store<f32>(o + 8, f16Tail(w + 2 * wr, a, n, n8, f32x4.add(l2, h2)));
+  store<f32>(o + 12, f16Tail(w + 3 * wr, a, n, n8, f32x4.add(l3, h3)));
+}
+
+/** Rows w, w + wr, w + 2 wr, w + 3 wr (n halves each) -> f32 at u, u + 4n, ... (exact). */
+function unpackF16x4(w: usize, wr: usize, n: i32, u: usize): void {
+  const n8 = n & ~7;
+  const rb = (<usize>n) << 2;
+  const expMask = i16x8.splat(0x7c00);
+  for (let r: usize = 0; r < 4; r++) {
+    const wk0 = w + r * wr;
+    const uk0 = u + r * rb;
+    for (let k = 0; k < n8; k += 8) {
+      const h = v128.load(wk0 + ((<usize>k) << 1));
+      const uk = uk0 + ((<usize>k) << 2);
+      if (v128.any_true(i16x8.eq(v128.and(h, expMask), expMask))) {
+        v128.store(uk, h2f4(i32x4.extend_low_i16x8_u(h)));
+        v128.store(uk + 16, h2f4(i32x4.extend_high_i16x8_u(h)));
+      } else {
+        v128.store(uk, h2f4finite(i32x4.extend_low_i16x8_s(h)));
+        v128.store(uk + 16, h2f4finite(i32x4.extend_high_i16x8_s(h)));
+      }
+    }
+    for (let k = n8; k < n; k++) {
+      store<f32>(uk0 + ((<usize>k) << 2), h2f(load<u16>(wk0 + ((<usize>k) << 1))));
+    }
+  }
+}
+
+/** dotF16x4 on rows unpacked by unpackF16x4 (row stride 4n bytes at u): the same sums. */
+function dotUnpackedF16x4(u: usize, a: usize, n: i32, o: usize): void {
+  const n8 = n & ~7;
+  const rb = (<usize>n) << 2;
+  let l0 = f32x4.splat(0);
+  let h0 = f32x4.splat(0);
+  let l1 = f32x4.splat(0);
+  let h1 = f32x4.splat(0);
+  let l2 = f32x4.splat(0);
+  let h2 = f32x4.splat(0);
+  let l3 = f32x4.splat(0);
+  let h3 = f32x4.splat(0);
+  for (let k = 0; k < n8; k += 8) {
+    const off = (<usize>k) << 2;
+    const x0 = v128.load(a + off);
+    const x1 = v128.load(a + off + 16);
+    const u0 = u + off;
+    l0 = f32x4.add(l0, f32x4.mul(v128.load(u0), x0));
+    h0 = f32x4.add(h0, f32x4.mul(v128.load(u0 + 16), x1));
+    l1 = f32x4.add(l1, f32x4.mul(v128.load(u0 + rb), x0));
+    h1 = f32x4.add(h1, f32x4.mul(v128.load(u0 + rb + 16), x1));
+    l2 = f32x4.add(l2, f32x4.mul(v128.load(u0 + 2 * rb), x0));
+    h2 = f32x4.add(h2, f32x4.mul(v128.load(u0 + 2 * rb + 16), x1));
+    l3 = f32x4.add(l3, f32x4.mul(v128.load(u0 + 3 * rb), x0));
+    h3 = f32x4.add(h3, f32x4.mul(v128.load(u0 + 3 * rb + 16), x1));
+  }
+  store<f32>(o, f32Tail(u, a, n, n8, f32x4.add(l0, h0)));
+  store<f32>(o + 4, f32Tail(u + rb, a, n, n8, f32x4.add(l1, h1)));
+  store<f32>(o + 8, f32Tail(u + 2 * rb, a, n, n8, f32x4.add(l2, h2)));
+  store<f32>(o + 12, f32Tail(u + 3 * rb, a, n, n8, f32x4.add(l3, h3)));
+}
+
+/** f16Tail with the weights already widened to f32. */
+function f32Tail(u: usize, a: usize, n: i32, n8: i32, t: v128): f32 {
+  let s: f32 =
+    f32x4.extract_lane(t, 0) +
+    f32x4.extract_lane(t, 1) +
+    (f32x4.extract_lane(t, 2) + f32x4.extract_lane(t, 3));
+  for (let k = n8; k < n; k++) {
+    const off = (<usize>k) << 2;
+    s += load<f32>(u + off) * load<f32>(a + off);
+  }
+  return s;
+}
+
+/** (t0 + t1) + (t2 + t3), then the tail k = n8 .. n - 1 in order. */
+function f16Tail(w: usize, a: usize, n: i32, n8: i32, t: v128): f32 {
   let s: f32 =
     f32x4.extract_lane(t, 0) +
     f32x4.extract_lane(t, 1) +
@@ -391,7 +565,8 @@ function dotRow(type: i32, w: usize, a: usize, n: i32): f32 {
 // Unpacked weight rows (batches of two or more activation rows)
 //
 // With m >= 2 rows, a Q4_0, Q4_K or Q6_K weight row is unpacked once into plain int8 values (and
-// its scales) and then dotted with every activation row. The integer sums are the same exact
+// its scales), or four F16 rows are widened to f32 (in matmulQ), and then dotted with every
+// activation row. The integer sums are the same exact
 // numbers and the float operations the same, so the result is bit-identical to the packed path.
 // The unpacked row lives in the attention scratch of wasm/kernels.ts (the 128 KiB just above the
 // static data): the two never run at once.
@@ -555,7 +730,25 @@ export function matmulQ(
     }
     return;
   }
-  for (let j = 0; j < d; j++) {
+  let j0 = 0;
+  if (type === F16) {
+    // with two or more rows, each group of four weight rows is widened to f32 once
+    const widen = m >= 2 && (<usize>n) << 4 <= UNPACK_BYTES;
+    const u = unpackBase();
+    for (; j0 + 4 <= d; j0 += 4) {
+      const wj = w + <usize>j0 * wr;
+      const oj = out + ((<usize>j0) << 2);
+      if (widen) {
+        unpackF16x4(wj, wr, n, u);
+        for (let i = 0; i < m; i++)
+          dotUnpackedF16x4(u, scratch + <usize>i * ar, n, oj + <usize>i * ob);
+      } else {
+        for (let i = 0; i < m; i++)
+          dotF16x4(wj, wr, scratch + <usize>i * ar, n, oj + <usize>i * ob);
+      }
+    }
+  }
+  for (let j = j0; j < d; j++) {
     const wj = w + <usize>j * wr;
     const oj = out + ((<usize>j) << 2);
     for (let i = 0; i < m; i++)

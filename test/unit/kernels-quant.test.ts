@@ -6,7 +6,7 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { loadWasmKernels } from "../../hosts/node-kernels.ts";
 import { InvariantError } from "../../shared/assert.ts";
-import { GgmlType } from "../../shared/model/gguf.ts";
+import { f16ToF32, f32ToF16, GgmlType } from "../../shared/model/gguf.ts";
 import type { Kernels } from "../../shared/model/kernels.ts";
 import { createJsKernels } from "../../shared/model/kernels-js.ts";
 import { actRowBytes, dequantizeRow, rowBytes, type WeightType } from "../../shared/model/quant.ts";
@@ -162,6 +162,57 @@ describe("matmulQ", () => {
       }
     });
   }
+
+  it("F16 activations round to the nearest half like f32ToF16 (subnormals, ties, overflow, -0)", () => {
+    const edge = [
+      0,
+      -0,
+      1,
+      -1,
+      65504,
+      65519.99,
+      2 ** -14,
+      2 ** -14 * 0.99,
+      2 ** -24,
+      2 ** -25,
+      2 ** -25 * 1.01,
+      3 * 2 ** -25,
+      1 + 2 ** -11,
+      1 + 3 * 2 ** -11,
+      0.1,
+      -0.3,
+      1e-9,
+      5e-8,
+      -6e-5,
+      2049,
+      2051,
+      4097,
+    ];
+    const n = edge.length + (8 - (edge.length % 8)) + 3; // a tail after the groups of 8 and 4
+    const x = new Float32Array(n);
+    x.set(edge);
+    x.set([1 + 2 ** -11, -65504, 2 ** -25], n - 3);
+    // one-hot weight rows: out[j] = x[j] * 1, the rounded activation itself
+    const w = new Uint8Array(n * rowBytes(GgmlType.F16, n));
+    for (let j = 0; j < n; j++) w[(j * n + j) * 2 + 1] = 0x3c; // half 1.0 = 0x3c00
+    const want = Array.from(x, (v) => f16ToF32(f32ToF16(v)));
+    for (const m of [1, 2]) {
+      const xs = new Float32Array(m * n);
+      for (let i = 0; i < m; i++) xs.set(x, i * n);
+      const a = run(js, GgmlType.F16, xs, w, m, n, n);
+      const b = run(wasm, GgmlType.F16, xs, w, m, n, n);
+      expect(bits(a)).toEqual(bits(b));
+      expect(Array.from(a.subarray(0, n))).toEqual(want.map((v) => Math.fround(v) + 0)); // a sum from +0: -0 gives +0
+    }
+    // from 65520 on a half is infinite (alone in its row: inf * 0 would be NaN)
+    for (const v of [65520, -65520, 1e6, Number.POSITIVE_INFINITY]) {
+      const one = new Uint8Array(8);
+      one[1] = 0x3c;
+      const a = run(js, GgmlType.F16, Float32Array.from([v, 0, 0, 0]), one, 1, 4, 1);
+      const b = run(wasm, GgmlType.F16, Float32Array.from([v, 0, 0, 0]), one, 1, 4, 1);
+      expect([a[0], b[0]]).toEqual([Math.sign(v) * Number.POSITIVE_INFINITY, a[0]]);
+    }
+  });
 
   it("rejects F32 and unknown types, partial blocks, short arrays, aliasing and foreign arrays", () => {
     for (const k of [js, wasm]) {
