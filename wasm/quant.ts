@@ -258,6 +258,7 @@ function dotF16x4(w: usize, wr: usize, a: usize, n: i32, o: usize): void {
   let l3 = f32x4.splat(0);
   let h3 = f32x4.splat(0);
   const expMask = i16x8.splat(0x7c00);
+  const magMask = i16x8.splat(0x7fff);
   for (let k = 0; k < n8; k += 8) {
     const wk = w + ((<usize>k) << 1);
     const ak = a + ((<usize>k) << 2);
@@ -267,11 +268,12 @@ function dotF16x4(w: usize, wr: usize, a: usize, n: i32, o: usize): void {
     const q1 = v128.load(wk + wr);
     const q2 = v128.load(wk + 2 * wr);
     const q3 = v128.load(wk + 3 * wr);
-    const special = v128.or(
-      v128.or(i16x8.eq(v128.and(q0, expMask), expMask), i16x8.eq(v128.and(q1, expMask), expMask)),
-      v128.or(i16x8.eq(v128.and(q2, expMask), expMask), i16x8.eq(v128.and(q3, expMask), expMask)),
+    // magnitudes (sign cleared) of the four rows: one at or above 0x7c00 is an infinity or NaN
+    const mags = i16x8.max_u(
+      i16x8.max_u(v128.and(q0, magMask), v128.and(q1, magMask)),
+      i16x8.max_u(v128.and(q2, magMask), v128.and(q3, magMask)),
     );
-    if (v128.any_true(special)) {
+    if (v128.any_true(i16x8.ge_u(mags, expMask))) {
       // an infinity or NaN among these weights: the exact conversion for every lane
       l0 = f32x4.add(l0, f32x4.mul(h2f4(i32x4.extend_low_i16x8_u(q0)), x0));
       h0 = f32x4.add(h0, f32x4.mul(h2f4(i32x4.extend_high_i16x8_u(q0)), x1));
