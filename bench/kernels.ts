@@ -47,6 +47,7 @@ const QUANT_TYPES = [
   ["Q8_0", GgmlType.Q8_0],
   ["Q4_0", GgmlType.Q4_0],
   ["Q4_K", GgmlType.Q4_K],
+  ["Q5_K", GgmlType.Q5_K],
   ["Q6_K", GgmlType.Q6_K],
 ] as const;
 const RUNS = 7;

@@ -5,13 +5,14 @@
  * Mirrors shared/model/kernels-quant-js.ts bit for bit: the activation formats and the order of
  * every float operation are described there and in shared/model/quant.ts. Integer sums are exact,
  * so SIMD may add them in any order; every float operation after them is a scalar f32 operation
- * in the documented order. Type ids are ggml's: F16 1, Q4_0 2, Q8_0 8, Q4_K 12, Q6_K 14.
+ * in the documented order. Type ids are ggml's: F16 1, Q4_0 2, Q8_0 8, Q4_K 12, Q5_K 13, Q6_K 14.
  */
 
 const F16: i32 = 1;
 const Q4_0: i32 = 2;
 const Q8_0: i32 = 8;
 const Q4_K: i32 = 12;
+const Q5_K: i32 = 13;
 const Q6_K: i32 = 14;
 
 // ---------------------------------------------------------------------------------------------
@@ -87,6 +88,7 @@ function rowBytes(type: i32, n: i32): usize {
   if (type === Q8_0) return <usize>(n / 32) * 34;
   if (type === Q4_0) return <usize>(n / 32) * 18;
   if (type === Q4_K) return <usize>(n / 256) * 144;
+  if (type === Q5_K) return <usize>(n / 256) * 176;
   return <usize>(n / 256) * 210;
 }
 
@@ -435,10 +437,14 @@ function q4kScales4(p: usize, j0: i32, mins: bool): v128 {
   return i32x4.replace_lane(v, 3, mins ? q4kMin(p, j0 + 3) : q4kScale(p, j0 + 3));
 }
 
-function dotQ4_K(w: usize, a: usize, n: i32): f32 {
+/** Q4_K, or Q5_K with `five` (qh[32] at 16, nibbles at 48, a fifth bit per value). */
+function dotQ4_K(five: bool, w: usize, a: usize, n: i32): f32 {
   let acc: f32 = 0;
   const lo = i8x16.splat(0x0f);
-  for (let b = 0; b < n / 256; b++, w += 144, a += 292) {
+  const one = i8x16.splat(1);
+  const bw: usize = five ? 176 : 144;
+  const qs: usize = five ? 48 : 16;
+  for (let b = 0; b < n / 256; b++, w += bw, a += 292) {
     // sub-block sums: chunk c of 64 values has its low nibbles (sub-block 2c) and high (2c + 1)
     let t0: v128 = i32x4.splat(0);
     let t1: v128 = i32x4.splat(0);
@@ -449,16 +455,23 @@ function dotQ4_K(w: usize, a: usize, n: i32): f32 {
     let u2: v128 = i32x4.splat(0);
     let u3: v128 = i32x4.splat(0);
     for (let c = 0; c < 4; c++) {
-      const qa = v128.load(w + 16 + c * 32);
-      const qb = v128.load(w + 32 + c * 32);
+      const qa = v128.load(w + qs + c * 32);
+      const qb = v128.load(w + qs + 16 + c * 32);
       const ap = a + 4 + c * 64;
-      const even = dot32(v128.and(qa, lo), v128.and(qb, lo), v128.load(ap), v128.load(ap + 16));
-      const odd = dot32(
-        i8x16.shr_u(qa, 4),
-        i8x16.shr_u(qb, 4),
-        v128.load(ap + 32),
-        v128.load(ap + 48),
-      );
+      let ea = v128.and(qa, lo);
+      let eb = v128.and(qb, lo);
+      let oa = i8x16.shr_u(qa, 4);
+      let ob = i8x16.shr_u(qb, 4);
+      if (five) {
+        const ha = i8x16.shr_u(v128.load(w + 16), 2 * c);
+        const hb = i8x16.shr_u(v128.load(w + 32), 2 * c);
+        ea = v128.or(ea, i8x16.shl(v128.and(ha, one), 4));
+        eb = v128.or(eb, i8x16.shl(v128.and(hb, one), 4));
+        oa = v128.or(oa, i8x16.shl(v128.and(i8x16.shr_u(ha, 1), one), 4));
+        ob = v128.or(ob, i8x16.shl(v128.and(i8x16.shr_u(hb, 1), one), 4));
+      }
+      const even = dot32(ea, eb, v128.load(ap), v128.load(ap + 16));
+      const odd = dot32(oa, ob, v128.load(ap + 32), v128.load(ap + 48));
       if (c === 0) {
         t0 = even;
         t1 = odd;
@@ -558,7 +571,8 @@ function dotRow(type: i32, w: usize, a: usize, n: i32): f32 {
   if (type === F16) return dotF16(w, a, n);
   if (type === Q8_0) return dotQ8(false, w, a, n);
   if (type === Q4_0) return dotQ8(true, w, a, n);
-  if (type === Q4_K) return dotQ4_K(w, a, n);
+  if (type === Q4_K) return dotQ4_K(false, w, a, n);
+  if (type === Q5_K) return dotQ4_K(true, w, a, n);
   if (type === Q6_K) return dotQ6_K(w, a, n);
   return NaN; // not reached: the adapter checks the type
 }
@@ -566,7 +580,7 @@ function dotRow(type: i32, w: usize, a: usize, n: i32): f32 {
 // ---------------------------------------------------------------------------------------------
 // Unpacked weight rows (batches of two or more activation rows)
 //
-// With m >= 2 rows, a Q4_0, Q4_K or Q6_K weight row is unpacked once into plain int8 values (and
+// With m >= 2 rows, a Q4_0, Q4_K, Q5_K or Q6_K weight row is unpacked once into plain int8 values (and
 // its scales), or four F16 rows are widened to f32 (in matmulQ), and then dotted with every
 // activation row. The integer sums are the same exact
 // numbers and the float operations the same, so the result is bit-identical to the packed path.
@@ -595,18 +609,28 @@ function unpackQ4_0(w: usize, u: usize, n: i32): void {
 }
 
 /**
- * K-quant block -> int8 q[256] (Q4_K: nibbles; Q6_K: q - 32), then i32 c[16] (Q4_K: 8 scales then
- * 8 mins; Q6_K: 16 scales), f32 d, f32 dmin (Q4_K).
+ * K-quant block -> int8 q[256] (Q4_K: nibbles; Q5_K: 0..31; Q6_K: q - 32), then i32 c[16] (Q4_K,
+ * Q5_K: 8 scales then 8 mins; Q6_K: 16 scales), f32 d, f32 dmin (Q4_K, Q5_K).
  */
 function unpackK(type: i32, w: usize, u: usize, n: i32): void {
   const lo = i8x16.splat(0x0f);
   for (let b = 0; b < n / 256; b++, u += 328) {
-    if (type === Q4_K) {
+    if (type !== Q6_K) {
+      const five = type === Q5_K;
+      const qs: usize = five ? 48 : 16;
+      const one = i8x16.splat(1);
       for (let c = 0; c < 4; c++) {
         for (let h: usize = 0; h < 32; h += 16) {
-          const q = v128.load(w + 16 + c * 32 + h);
-          v128.store(u + c * 64 + h, v128.and(q, lo));
-          v128.store(u + c * 64 + 32 + h, i8x16.shr_u(q, 4));
+          const q = v128.load(w + qs + c * 32 + h);
+          let e = v128.and(q, lo);
+          let o = i8x16.shr_u(q, 4);
+          if (five) {
+            const hb = i8x16.shr_u(v128.load(w + 16 + h), 2 * c);
+            e = v128.or(e, i8x16.shl(v128.and(hb, one), 4));
+            o = v128.or(o, i8x16.shl(v128.and(i8x16.shr_u(hb, 1), one), 4));
+          }
+          v128.store(u + c * 64 + h, e);
+          v128.store(u + c * 64 + 32 + h, o);
         }
       }
       for (let j = 0; j < 8; j++) {
@@ -615,7 +639,7 @@ function unpackK(type: i32, w: usize, u: usize, n: i32): void {
       }
       store<f32>(u + 320, h2f(load<u16>(w)));
       store<f32>(u + 324, h2f(load<u16>(w + 2)));
-      w += 144;
+      w += five ? 176 : 144;
     } else {
       const three = i8x16.splat(3);
       const off = i8x16.splat(32);
@@ -650,7 +674,7 @@ function dotUnpackedK(type: i32, u: usize, a: usize, n: i32): f32 {
   for (let b = 0; b < n / 256; b++, u += 328, a += 292) {
     const x = a + 4;
     let total: v128;
-    if (type === Q4_K) {
+    if (type !== Q6_K) {
       const s0 = isum4(
         dot32(v128.load(u), v128.load(u + 16), v128.load(x), v128.load(x + 16)),
         dot32(v128.load(u + 32), v128.load(u + 48), v128.load(x + 32), v128.load(x + 48)),

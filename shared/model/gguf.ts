@@ -29,7 +29,16 @@ export const GgufType = {
 export type GgufTypeId = (typeof GgufType)[keyof typeof GgufType];
 
 /** Tensor element types (ggml_type) that this engine can read. */
-export const GgmlType = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 8, Q4_K: 12, Q6_K: 14, BF16: 30 } as const;
+export const GgmlType = {
+  F32: 0,
+  F16: 1,
+  Q4_0: 2,
+  Q8_0: 8,
+  Q4_K: 12,
+  Q5_K: 13,
+  Q6_K: 14,
+  BF16: 30,
+} as const;
 export type GgmlTypeId = (typeof GgmlType)[keyof typeof GgmlType];
 
 /** [values per block, bytes per block] of each readable type. */
@@ -39,6 +48,7 @@ export const GGML_BLOCKS: Readonly<Record<GgmlTypeId, readonly [number, number]>
   [GgmlType.Q4_0]: [32, 18],
   [GgmlType.Q8_0]: [32, 34],
   [GgmlType.Q4_K]: [256, 144],
+  [GgmlType.Q5_K]: [256, 176],
   [GgmlType.Q6_K]: [256, 210],
   [GgmlType.BF16]: [1, 2],
 };

@@ -8,7 +8,7 @@
  *               the tail in order.
  *   Q8_0, Q4_0: per block of 32 in order: an exact integer sum s of q_w * q_x, then
  *               acc = acc + f32(s) * (d_w * d_x).
- *   Q4_K:       per block of 256: s = sum over sub-blocks of sc * (integer dot of 32), m = sum of
+ *   Q4_K, Q5_K: per block of 256: s = sum over sub-blocks of sc * (integer dot of 32), m = sum of
  *               mn * (two bsums), then acc = acc + (d_w * d_x) * f32(s), acc = acc - (dmin_w *
  *               d_x) * f32(m).
  *   Q6_K:       per block of 256: s = sum over 16 sub-blocks of scale * (integer dot of 16, q - 32),
@@ -163,19 +163,25 @@ export function dotRow(
       return acc;
     }
     case GgmlType.Q4_K:
-      for (let b = 0; b < n / 256; b++, wp += 144, ap += 292) {
+    case GgmlType.Q5_K: {
+      // Q5_K: Q4_K's layout with qh[32] before the nibbles, a fifth bit per value
+      const five = type === GgmlType.Q5_K;
+      const bw = five ? 176 : 144;
+      const qs = five ? 48 : 16;
+      for (let b = 0; b < n / 256; b++, wp += bw, ap += 292) {
         let s = 0;
         let m = 0;
         for (let c = 0; c < 4; c++) {
           // 32 bytes: low nibbles are values 64c..64c+31, high nibbles the next 32
-          const qp = wp + 16 + 32 * c;
+          const qp = wp + qs + 32 * c;
           const xp = ap + 4 + 64 * c;
           let t0 = 0;
           let t1 = 0;
           for (let l = 0; l < 32; l++) {
             const q = w[qp + l] as number;
-            t0 += (q & 0xf) * i8(a, xp + l);
-            t1 += (q >> 4) * i8(a, xp + 32 + l);
+            const h = five ? (w[wp + 16 + l] as number) >> (2 * c) : 0;
+            t0 += ((q & 0xf) | ((h & 1) << 4)) * i8(a, xp + l);
+            t1 += ((q >> 4) | ((h & 2) << 3)) * i8(a, xp + 32 + l);
           }
           s += q4kScale(w, wp + 4, 2 * c) * t0 + q4kScale(w, wp + 4, 2 * c + 1) * t1;
           const bs = ap + 260 + 8 * c;
@@ -188,6 +194,7 @@ export function dotRow(
         acc = fr(acc - fr(fr((F16_TO_F32[u16(w, wp + 2)] as number) * dx) * fr(m)));
       }
       return acc;
+    }
     case GgmlType.Q6_K:
       for (let b = 0; b < n / 256; b++, wp += 210, ap += 292) {
         let s = 0;

@@ -11,6 +11,9 @@
  *   Q4_K  256 values, 144 bytes: f16 d, f16 dmin, u8 scales[12] (eight 6-bit scale/min pairs),
  *         u8 qs[128]; sub-block s of 32 values: x = d * sc[s] * q - dmin * mn[s]. Each 64 values
  *         share 32 bytes of qs: the first 32 take the low nibbles, the next 32 the high nibbles.
+ *   Q5_K  256 values, 176 bytes: f16 d, f16 dmin, u8 scales[12] as Q4_K, u8 qh[32], u8 qs[128]:
+ *         Q4_K's nibbles plus a fifth bit: value i's bit is bit 2 (i / 64) + (i / 32) % 2 of
+ *         qh[i % 32]; x = d * sc[s] * q - dmin * mn[s] with q in 0..31.
  *   Q6_K  256 values, 210 bytes: u8 ql[128] (low 4 bits), u8 qh[64] (high 2 bits), int8
  *         scales[16] (one per 16 values), f16 d; x = d * scales[s] * (q - 32).
  *
@@ -19,7 +22,7 @@
  *   for Q8_0 and Q4_0 ("Q8_0 activations"): per 32 values f32 d (a value of f16: rounded through
  *     half as ggml stores it) then int8 q[32]: d = amax / 127, q = round-half-even(x * (127 /
  *     amax)), as llama.cpp's x86 quantize_row_q8_0 (36 bytes);
- *   for Q4_K and Q6_K ("Q8_K activations"): per 256 values f32 d, int8 q[256], int16 bsums[16]
+ *   for Q4_K, Q5_K and Q6_K ("Q8_K activations"): per 256 values f32 d, int8 q[256], int16 bsums[16]
  *     (sums of 16 q): iscale = -127 / max (max: the value of largest magnitude, first one),
  *     q = min(127, round-half-even(iscale * x)), d = 1 / iscale, as quantize_row_q8_K_ref (292 bytes).
  */
@@ -32,6 +35,7 @@ export type WeightType =
   | typeof GgmlType.Q8_0
   | typeof GgmlType.Q4_0
   | typeof GgmlType.Q4_K
+  | typeof GgmlType.Q5_K
   | typeof GgmlType.Q6_K;
 
 const WEIGHT_TYPES: ReadonlySet<number> = new Set<WeightType>([
@@ -40,6 +44,7 @@ const WEIGHT_TYPES: ReadonlySet<number> = new Set<WeightType>([
   GgmlType.Q8_0,
   GgmlType.Q4_0,
   GgmlType.Q4_K,
+  GgmlType.Q5_K,
   GgmlType.Q6_K,
 ]);
 
@@ -119,6 +124,13 @@ export function q4kValue(b: Uint8Array, p: number, i: number): number {
   return i & 32 ? q >> 4 : q & 0xf;
 }
 
+/** Q5_K value i (0..31) of the block at `p`. */
+export function q5kValue(b: Uint8Array, p: number, i: number): number {
+  const q = b[p + 48 + (i >> 6) * 32 + (i & 31)] as number;
+  const hi = ((b[p + 16 + (i & 31)] as number) >> (2 * (i >> 6) + ((i >> 5) & 1))) & 1;
+  return (i & 32 ? q >> 4 : q & 0xf) | (hi << 4);
+}
+
 const fr = Math.fround;
 
 /**
@@ -159,18 +171,21 @@ export function dequantizeRow(
       }
       return;
     case GgmlType.Q4_K:
-      for (let k = 0; k < n / 256; k++, p += 144, o += 256) {
+    case GgmlType.Q5_K: {
+      const five = type === GgmlType.Q5_K;
+      for (let k = 0; k < n / 256; k++, p += five ? 176 : 144, o += 256) {
         const d = F16_TO_F32[u16(b, p)] as number;
         const dmin = F16_TO_F32[u16(b, p + 2)] as number;
         for (let s = 0; s < 8; s++) {
           const d1 = fr(d * q4kScale(b, p + 4, s));
           const m1 = fr(dmin * q4kMin(b, p + 4, s));
           for (let i = s * 32; i < s * 32 + 32; i++) {
-            out[o + i] = fr(d1 * q4kValue(b, p, i)) - m1;
+            out[o + i] = fr(d1 * (five ? q5kValue(b, p, i) : q4kValue(b, p, i))) - m1;
           }
         }
       }
       return;
+    }
     case GgmlType.Q6_K:
       for (let k = 0; k < n / 256; k++, p += 210, o += 256) {
         const d = F16_TO_F32[u16(b, p + 208)] as number;

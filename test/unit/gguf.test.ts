@@ -66,7 +66,7 @@ describe("gguf", () => {
     const q4 = ok.slice();
     const f = parseGguf(ok);
     const view = new DataView(q4.buffer);
-    // the tensor info ends with dims [4] (u64), then the type (u32): change it to Q5_K (13),
+    // the tensor info ends with dims [4] (u64), then the type (u32): change it to Q2_K (10),
     // which this engine does not read, then to Q4_K (12), whose blocks hold 256 values
     let typeAt = -1;
     for (let p = 24; p < f.dataOffset - 12; p++) {
@@ -75,8 +75,8 @@ describe("gguf", () => {
         break;
       }
     }
-    view.setUint32(typeAt, 13, true);
-    expect(() => parseGguf(q4)).toThrow(/unsupported tensor type Q5_K/);
+    view.setUint32(typeAt, 10, true);
+    expect(() => parseGguf(q4)).toThrow(/unsupported tensor type Q2_K/);
     view.setUint32(typeAt, 12, true);
     expect(() => parseGguf(q4)).toThrow(/Q4_K tensor size is not a multiple of 256/);
   });

@@ -27,6 +27,7 @@ const TYPES = [
   ["Q8_0", GgmlType.Q8_0],
   ["Q4_0", GgmlType.Q4_0],
   ["Q4_K", GgmlType.Q4_K],
+  ["Q5_K", GgmlType.Q5_K],
   ["Q6_K", GgmlType.Q6_K],
 ] as const;
 
