@@ -46,6 +46,7 @@ const QUANT_TYPES = [
   ["F16", GgmlType.F16],
   ["Q8_0", GgmlType.Q8_0],
   ["Q4_0", GgmlType.Q4_0],
+  ["Q4_1", GgmlType.Q4_1],
   ["Q4_K", GgmlType.Q4_K],
   ["Q5_K", GgmlType.Q5_K],
   ["Q6_K", GgmlType.Q6_K],

@@ -5,11 +5,12 @@
  * Mirrors shared/model/kernels-quant-js.ts bit for bit: the activation formats and the order of
  * every float operation are described there and in shared/model/quant.ts. Integer sums are exact,
  * so SIMD may add them in any order; every float operation after them is a scalar f32 operation
- * in the documented order. Type ids are ggml's: F16 1, Q4_0 2, Q8_0 8, Q4_K 12, Q5_K 13, Q6_K 14.
+ * in the documented order. Type ids are ggml's: F16 1, Q4_0 2, Q4_1 3, Q8_0 8, Q4_K 12, Q5_K 13, Q6_K 14.
  */
 
 const F16: i32 = 1;
 const Q4_0: i32 = 2;
+const Q4_1: i32 = 3;
 const Q8_0: i32 = 8;
 const Q4_K: i32 = 12;
 const Q5_K: i32 = 13;
@@ -80,6 +81,7 @@ function roundToHalf4(x: v128): v128 {
 function actRowBytes(type: i32, n: i32): usize {
   if (type === F16) return (<usize>n) << 2;
   if (type === Q8_0 || type === Q4_0) return <usize>(n / 32) * 36;
+  if (type === Q4_1) return <usize>(n / 32) * 40;
   return <usize>(n / 256) * 292;
 }
 
@@ -87,6 +89,7 @@ function rowBytes(type: i32, n: i32): usize {
   if (type === F16) return (<usize>n) << 1;
   if (type === Q8_0) return <usize>(n / 32) * 34;
   if (type === Q4_0) return <usize>(n / 32) * 18;
+  if (type === Q4_1) return <usize>(n / 32) * 20;
   if (type === Q4_K) return <usize>(n / 256) * 144;
   if (type === Q5_K) return <usize>(n / 256) * 176;
   return <usize>(n / 256) * 210;
@@ -103,19 +106,26 @@ function quantizeRow(type: i32, x: usize, n: i32, a: usize): void {
       const off = (<usize>i) << 2;
       store<f32>(a + off, h2f(f2h(load<f32>(x + off))));
     }
-  } else if (type === Q8_0 || type === Q4_0) {
+  } else if (type === Q8_0 || type === Q4_0 || type === Q4_1) {
+    const q81 = type === Q4_1; // Q8_1: s after d, the q 4 bytes later
+    const bb: usize = q81 ? 40 : 36;
+    const qo: usize = q81 ? 8 : 4;
     for (let b = 0; b < n / 32; b++) {
       const xb = x + <usize>b * 128;
-      const p = a + <usize>b * 36;
+      const p = a + <usize>b * bb;
       let amax: f32 = 0;
       for (let j = 0; j < 32; j++)
         amax = max<f32>(amax, abs<f32>(load<f32>(xb + ((<usize>j) << 2))));
       const d: f32 = amax / 127;
       const id: f32 = amax !== 0 ? <f32>127 / amax : 0;
       store<f32>(p, h2f(f2h(d)));
+      let sum = 0;
       for (let j = 0; j < 32; j++) {
-        store<i8>(p + 4 + j, <i8>(<i32>nearest<f32>(load<f32>(xb + ((<usize>j) << 2)) * id)));
+        const q = <i32>nearest<f32>(load<f32>(xb + ((<usize>j) << 2)) * id);
+        store<i8>(p + qo + j, <i8>q);
+        sum += q;
       }
+      if (q81) store<f32>(p + 4, h2f(f2h(d * <f32>sum)));
     }
   } else {
     for (let b = 0; b < n / 256; b++) {
@@ -417,6 +427,19 @@ function dotQ8(q4: bool, w: usize, a: usize, n: i32): f32 {
   return acc;
 }
 
+/** Q4_1 weights against Q8_1 activations: the nibble sums, then the min times s_x. */
+function dotQ4_1(w: usize, a: usize, n: i32): f32 {
+  let acc: f32 = 0;
+  const lo = i8x16.splat(0x0f);
+  for (let b = 0; b < n / 32; b++, w += 20, a += 40) {
+    const q = v128.load(w + 4);
+    const s = isum(dot32(v128.and(q, lo), i8x16.shr_u(q, 4), v128.load(a + 8), v128.load(a + 24)));
+    acc += <f32>s * (h2f(load<u16>(w)) * load<f32>(a));
+    acc += h2f(load<u16>(w + 2)) * load<f32>(a + 4);
+  }
+  return acc;
+}
+
 /** Q4_K's 6-bit scale of sub-block j (0..7) from the 12 scale bytes at `p`. */
 function q4kScale(p: usize, j: i32): i32 {
   if (j < 4) return load<u8>(p + j) & 63;
@@ -571,6 +594,7 @@ function dotRow(type: i32, w: usize, a: usize, n: i32): f32 {
   if (type === F16) return dotF16(w, a, n);
   if (type === Q8_0) return dotQ8(false, w, a, n);
   if (type === Q4_0) return dotQ8(true, w, a, n);
+  if (type === Q4_1) return dotQ4_1(w, a, n);
   if (type === Q4_K) return dotQ4_K(false, w, a, n);
   if (type === Q5_K) return dotQ4_K(true, w, a, n);
   if (type === Q6_K) return dotQ6_K(w, a, n);
@@ -739,7 +763,8 @@ export function matmulQ(
   for (let i = 0; i < m; i++)
     quantizeRow(type, x + ((<usize>i * <usize>n) << 2), n, scratch + <usize>i * ar);
   const ob = (<usize>ldo) << 2;
-  if (m >= 2 && type !== F16 && type !== Q8_0 && unpackedBytes(type, n) <= UNPACK_BYTES) {
+  const unpack = type === Q4_0 || type === Q4_K || type === Q5_K || type === Q6_K;
+  if (m >= 2 && unpack && unpackedBytes(type, n) <= UNPACK_BYTES) {
     const u = unpackBase();
     for (let j = 0; j < d; j++) {
       const wj = w + <usize>j * wr;

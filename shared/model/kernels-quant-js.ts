@@ -8,6 +8,7 @@
  *               the tail in order.
  *   Q8_0, Q4_0: per block of 32 in order: an exact integer sum s of q_w * q_x, then
  *               acc = acc + f32(s) * (d_w * d_x).
+ *   Q4_1:       the same with q_w the nibble, then acc = acc + m_w * s_x.
  *   Q4_K, Q5_K: per block of 256: s = sum over sub-blocks of sc * (integer dot of 32), m = sum of
  *               mn * (two bsums), then acc = acc + (d_w * d_x) * f32(s), acc = acc - (dmin_w *
  *               d_x) * f32(m).
@@ -56,15 +57,23 @@ export function quantizeActRow(
     for (let i = 0; i < n; i++) {
       v.setFloat32(4 * i, F16_TO_F32[f32ToF16(x[xo + i] as number)] as number, true);
     }
-  } else if (type === GgmlType.Q8_0 || type === GgmlType.Q4_0) {
-    for (let b = 0, p = 0; b < n / 32; b++, p += 36) {
+  } else if (type === GgmlType.Q8_0 || type === GgmlType.Q4_0 || type === GgmlType.Q4_1) {
+    const q81 = type === GgmlType.Q4_1; // Q8_1: s after d, the q 4 bytes later
+    const bb = q81 ? 40 : 36;
+    const qo = q81 ? 8 : 4;
+    for (let b = 0, p = 0; b < n / 32; b++, p += bb) {
       let amax = 0;
       for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[xo + b * 32 + j] as number));
       const d = fr(amax / 127);
       const id = amax !== 0 ? fr(127 / amax) : 0;
       v.setFloat32(p, F16_TO_F32[f32ToF16(d)] as number, true);
-      for (let j = 0; j < 32; j++)
-        v.setInt8(p + 4 + j, rne(fr((x[xo + b * 32 + j] as number) * id)));
+      let sum = 0;
+      for (let j = 0; j < 32; j++) {
+        const q = rne(fr((x[xo + b * 32 + j] as number) * id));
+        v.setInt8(p + qo + j, q);
+        sum += q;
+      }
+      if (q81) v.setFloat32(p + 4, F16_TO_F32[f32ToF16(fr(d * sum))] as number, true);
     }
   } else if (type !== GgmlType.F32) {
     for (let b = 0, p = 0; b < n / 256; b++, p += 292) {
@@ -162,6 +171,18 @@ export function dotRow(
       }
       return acc;
     }
+    case GgmlType.Q4_1:
+      for (let b = 0; b < n / 32; b++, wp += 20, ap += 40) {
+        let s = 0;
+        for (let j = 0; j < 16; j++) {
+          const q = w[wp + 4 + j] as number;
+          s += (q & 0xf) * i8(a, ap + 8 + j) + (q >> 4) * i8(a, ap + 24 + j);
+        }
+        const dx = f32At(a, ap);
+        acc = fr(acc + fr(fr(s) * fr((F16_TO_F32[u16(w, wp)] as number) * dx)));
+        acc = fr(acc + fr((F16_TO_F32[u16(w, wp + 2)] as number) * f32At(a, ap + 4)));
+      }
+      return acc;
     case GgmlType.Q4_K:
     case GgmlType.Q5_K: {
       // Q5_K: Q4_K's layout with qh[32] before the nibbles, a fifth bit per value

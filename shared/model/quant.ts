@@ -8,6 +8,7 @@
  *   Q8_0  32 values, 34 bytes: f16 d, int8 q[32]; x = d * q.
  *   Q4_0  32 values, 18 bytes: f16 d, u8 qs[16]; value j < 16 is the low nibble of qs[j], value
  *         16 + j the high nibble; x = d * (nibble - 8).
+ *   Q4_1  32 values, 20 bytes: f16 d, f16 m, u8 qs[16] as Q4_0; x = d * nibble + m.
  *   Q4_K  256 values, 144 bytes: f16 d, f16 dmin, u8 scales[12] (eight 6-bit scale/min pairs),
  *         u8 qs[128]; sub-block s of 32 values: x = d * sc[s] * q - dmin * mn[s]. Each 64 values
  *         share 32 bytes of qs: the first 32 take the low nibbles, the next 32 the high nibbles.
@@ -22,6 +23,9 @@
  *   for Q8_0 and Q4_0 ("Q8_0 activations"): per 32 values f32 d (a value of f16: rounded through
  *     half as ggml stores it) then int8 q[32]: d = amax / 127, q = round-half-even(x * (127 /
  *     amax)), as llama.cpp's x86 quantize_row_q8_0 (36 bytes);
+ *   for Q4_1 ("Q8_1 activations"): per 32 values f32 d as for Q8_0, f32 s (the f16 rounding of
+ *     d before its own rounding times the sum of q, as llama.cpp's quantize_row_q8_1), int8 q[32]
+ *     (40 bytes);
  *   for Q4_K, Q5_K and Q6_K ("Q8_K activations"): per 256 values f32 d, int8 q[256], int16 bsums[16]
  *     (sums of 16 q): iscale = -127 / max (max: the value of largest magnitude, first one),
  *     q = min(127, round-half-even(iscale * x)), d = 1 / iscale, as quantize_row_q8_K_ref (292 bytes).
@@ -34,6 +38,7 @@ export type WeightType =
   | typeof GgmlType.F16
   | typeof GgmlType.Q8_0
   | typeof GgmlType.Q4_0
+  | typeof GgmlType.Q4_1
   | typeof GgmlType.Q4_K
   | typeof GgmlType.Q5_K
   | typeof GgmlType.Q6_K;
@@ -43,6 +48,7 @@ const WEIGHT_TYPES: ReadonlySet<number> = new Set<WeightType>([
   GgmlType.F16,
   GgmlType.Q8_0,
   GgmlType.Q4_0,
+  GgmlType.Q4_1,
   GgmlType.Q4_K,
   GgmlType.Q5_K,
   GgmlType.Q6_K,
@@ -76,6 +82,8 @@ export function actRowBytes(type: WeightType, n: number): number {
     case GgmlType.Q8_0:
     case GgmlType.Q4_0:
       return (n / 32) * 36;
+    case GgmlType.Q4_1:
+      return (n / 32) * 40;
     default:
       return (n / 256) * 292;
   }
@@ -167,6 +175,17 @@ export function dequantizeRow(
           const q = b[p + 2 + j] as number;
           out[o + j] = d * ((q & 0xf) - 8);
           out[o + 16 + j] = d * ((q >> 4) - 8);
+        }
+      }
+      return;
+    case GgmlType.Q4_1:
+      for (let k = 0; k < n / 32; k++, p += 20, o += 32) {
+        const d = F16_TO_F32[u16(b, p)] as number;
+        const m = F16_TO_F32[u16(b, p + 2)] as number;
+        for (let j = 0; j < 16; j++) {
+          const q = b[p + 4 + j] as number;
+          out[o + j] = fr(d * (q & 0xf)) + m;
+          out[o + 16 + j] = fr(d * (q >> 4)) + m;
         }
       }
       return;

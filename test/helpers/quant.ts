@@ -42,6 +42,7 @@ export function quantModelBytes(type: string): Uint8Array {
 const SCALE_FIELDS: Record<number, number[]> = {
   [GgmlType.Q8_0]: [0],
   [GgmlType.Q4_0]: [0],
+  [GgmlType.Q4_1]: [0, 2],
   [GgmlType.Q4_K]: [0, 2],
   [GgmlType.Q5_K]: [0, 2],
   [GgmlType.Q6_K]: [208],

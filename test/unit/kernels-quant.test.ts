@@ -9,7 +9,13 @@ import { InvariantError } from "../../shared/assert.ts";
 import { f16ToF32, f32ToF16, GgmlType } from "../../shared/model/gguf.ts";
 import type { Kernels } from "../../shared/model/kernels.ts";
 import { createJsKernels } from "../../shared/model/kernels-js.ts";
-import { actRowBytes, dequantizeRow, rowBytes, type WeightType } from "../../shared/model/quant.ts";
+import {
+  actRowBytes,
+  blockValues,
+  dequantizeRow,
+  rowBytes,
+  type WeightType,
+} from "../../shared/model/quant.ts";
 import { mulberry32 } from "../../shared/random.ts";
 import { randomQuantWeights } from "../helpers/quant.ts";
 
@@ -26,6 +32,7 @@ const TYPES = [
   ["F16", GgmlType.F16],
   ["Q8_0", GgmlType.Q8_0],
   ["Q4_0", GgmlType.Q4_0],
+  ["Q4_1", GgmlType.Q4_1],
   ["Q4_K", GgmlType.Q4_K],
   ["Q5_K", GgmlType.Q5_K],
   ["Q6_K", GgmlType.Q6_K],
@@ -72,8 +79,7 @@ function reference(
   const want = new Float64Array(m * d);
   const tol = new Float64Array(m * d);
   const row = new Float32Array(n);
-  const qk =
-    type === GgmlType.F16 ? 1 : type === GgmlType.Q8_0 || type === GgmlType.Q4_0 ? 32 : 256;
+  const qk = blockValues(type) === 256 ? 256 : blockValues(type) === 32 ? 32 : 1; // activation blocks
   const err = new Float64Array(m * n);
   for (let i = 0; i < m; i++) {
     for (let b = 0; b < n / qk; b++) {
@@ -111,7 +117,11 @@ describe("matmulQ", () => {
   for (const [name, type] of TYPES) {
     // the last shape leaves blocks after the wasm's groups of four (and an F16 tail after 8s)
     const odd =
-      type === GgmlType.F16 ? 261 : type === GgmlType.Q8_0 || type === GgmlType.Q4_0 ? 224 : 768;
+      type === GgmlType.F16
+        ? 261
+        : type === GgmlType.Q8_0 || type === GgmlType.Q4_0 || type === GgmlType.Q4_1
+          ? 224
+          : 768;
     for (const [m, n, d] of [
       [1, 256, 7],
       [3, 512, 17],

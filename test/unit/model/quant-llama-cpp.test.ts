@@ -1,6 +1,6 @@
 /**
  * Quantised weights against llama.cpp: the seeded checkpoint quantised by llama-quantize (F16,
- * Q8_0, Q4_0, Q4_K_M = Q4_K + Q6_K, Q5_K_M = Q5_K + Q6_K, Q6_K) gives llama.cpp's greedy ids on both kernel backends,
+ * Q8_0, Q4_0, Q4_1, Q4_K_M = Q4_K + Q6_K, Q5_K_M = Q5_K + Q6_K, Q6_K) gives llama.cpp's greedy ids on both kernel backends,
  * first-step logits within the README's tolerance, and js and wasm logits equal bit for bit.
  */
 import { createHash } from "node:crypto";
@@ -16,11 +16,13 @@ const LOGIT_TOLERANCE: Record<string, number> = { F16: 3e-3 };
 const QUANT_LOGIT_TOLERANCE = 1e-4;
 
 describe("quantised weights match llama.cpp", () => {
-  it("covers F16, Q8_0, Q4_0, Q4_K, Q5_K and Q6_K tensors", () => {
+  it("covers F16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K and Q6_K tensors", () => {
     const types = new Set(
       Object.values(fixture.files).flatMap((f) => Object.values(f.tensor_types)),
     );
-    for (const t of ["F16", "Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K"]) expect(types).toContain(t);
+    for (const t of ["F16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q5_K", "Q6_K"]) {
+      expect(types).toContain(t);
+    }
     expect(new Set(Object.values(fixture.files.Q4_K_M?.tensor_types ?? {}))).toEqual(
       new Set(["F32", "Q4_K", "Q6_K"]),
     );

@@ -28,7 +28,7 @@ describe("memory plan with quantised weights", () => {
   const f32 = buildQuantCheckpoint();
   const f32Weights = plan(f32).weightBytes;
 
-  for (const type of ["F16", "Q8_0", "Q4_0", "Q4_K_M", "Q5_K_M", "Q6_K"]) {
+  for (const type of ["F16", "Q8_0", "Q4_0", "Q4_1", "Q4_K_M", "Q5_K_M", "Q6_K"]) {
     it(`${type}: weights are planned at their stored size and a budget of exactly the plan loads`, async () => {
       const bytes = quantModelBytes(type);
       const p = plan(bytes);
