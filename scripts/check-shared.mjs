@@ -6,8 +6,8 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 
 // Of shared/model's lines, quantised weights (block formats, the JS reference matmulQ and its
-// checks, mixed-type weight stacks) take about 770.
-const LINE_BUDGET = { "shared/model": 3600, "shared/engine": 1200 };
+// checks, mixed-type weight stacks) take about 850.
+const LINE_BUDGET = { "shared/model": 3700, "shared/engine": 1200 };
 
 function files(dir) {
   return readdirSync(dir).flatMap((f) => {
