@@ -5,16 +5,20 @@ import { defineConfig } from "vitest/config";
 // Reference checkpoints reach the workerd tests as data bindings (workerd has no file system).
 const REF = "../shared/models";
 const haveRef = existsSync(`${REF}/reference/greedy.json`);
-const refBindings = haveRef
+const refData = haveRef
   ? {
-      dataBlobBindings: {
-        REF_STORIES: `${REF}/stories260K-f32.gguf`,
-        REF_MIXTRAL: `${REF}/tiny-mixtral-f32.gguf`,
-        REF_QWEN3MOE: `${REF}/tiny-qwen3moe-f32.gguf`,
-      },
-      textBlobBindings: { REF_GREEDY: `${REF}/reference/greedy.json` },
+      REF_STORIES: `${REF}/stories260K-f32.gguf`,
+      REF_MIXTRAL: `${REF}/tiny-mixtral-f32.gguf`,
+      REF_QWEN3MOE: `${REF}/tiny-qwen3moe-f32.gguf`,
     }
   : {};
+const refText = haveRef ? { REF_GREEDY: `${REF}/reference/greedy.json` } : {};
+// The quantised-weights fixtures live in the repo: always bound.
+const QUANT = "test/fixtures/quant";
+const refBindings = {
+  dataBlobBindings: { ...refData, QUANT_Q4_K_M: `${QUANT}/Q4_K_M.gguf` },
+  textBlobBindings: { ...refText, QUANT_LLAMA_CPP: `${QUANT}/llama-cpp.json` },
+};
 
 export default defineConfig({
   test: {

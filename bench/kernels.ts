@@ -1,14 +1,18 @@
 /**
  * Kernel benchmark: GFLOP/s of matmul and microseconds per attention and swiglu call, for the JS
  * and the wasm SIMD kernels (median of several timed runs after a warm-up); swiglu also for the
- * plain float64 Math.exp loop it replaced ("f64").
+ * plain float64 Math.exp loop it replaced ("f64"); the quantised matmul (`matmulQ`) per weight
+ * type on wasm, with the weight bytes streamed per second.
  *
  *   npx tsx bench/kernels.ts [--json]     (--json: the results as JSON on the last line)
  */
 
 import { createKernels, type KernelKind } from "../hosts/node-kernels.ts";
+import { GgmlType } from "../shared/model/gguf.ts";
 import type { Kernels } from "../shared/model/kernels.ts";
+import { actRowBytes, rowBytes, type WeightType } from "../shared/model/quant.ts";
 import { mulberry32 } from "../shared/random.ts";
+import { randomQuantWeights } from "../test/helpers/quant.ts";
 
 const MATMUL_SHAPES: [number, number, number][] = [
   [1, 64, 64],
@@ -32,6 +36,21 @@ const SWIGLU_SHAPES: [number, number][] = [
   [32, 172],
   [32, 768],
 ];
+// m, n, d of the quantised matmul (wasm only; F32 through matmul for comparison)
+const QUANT_SHAPES: [number, number, number][] = [
+  [1, 1024, 1024],
+  [16, 1024, 1024],
+];
+const QUANT_TYPES = [
+  ["F32", GgmlType.F32],
+  ["F16", GgmlType.F16],
+  ["Q8_0", GgmlType.Q8_0],
+  ["Q4_0", GgmlType.Q4_0],
+  ["Q4_1", GgmlType.Q4_1],
+  ["Q4_K", GgmlType.Q4_K],
+  ["Q5_K", GgmlType.Q5_K],
+  ["Q6_K", GgmlType.Q6_K],
+] as const;
 const RUNS = 7;
 const RUN_SECONDS = 0.05;
 
@@ -116,6 +135,42 @@ function benchMatmul(k: Kernels, kind: KernelKind, m: number, n: number, d: numb
   return { kernel: kind, m, n, d, gflops: (2 * m * n * d) / s / 1e9, usPerCall: s * 1e6 };
 }
 
+interface MatmulQResult {
+  type: string;
+  m: number;
+  n: number;
+  d: number;
+  gflops: number;
+  weightGBps: number;
+  usPerCall: number;
+}
+
+function benchMatmulQ(k: Kernels, name: string, type: WeightType, m: number, n: number, d: number) {
+  const rng = mulberry32(m * 1000 + n + d + type);
+  const x = fill(k.alloc(m * n), rng);
+  const out = k.alloc(m * d);
+  let s: number;
+  if (type === GgmlType.F32) {
+    const w = fill(k.alloc(d * n), rng);
+    s = timePerCall(() => k.matmul(out, x, w, m, n, d));
+  } else {
+    const w = k.allocBytes(d * rowBytes(type, n));
+    w.set(randomQuantWeights(type, n, d, rng));
+    const scratch = k.allocBytes(m * actRowBytes(type, n));
+    s = timePerCall(() => k.matmulQ(out, d, x, w, type, m, n, d, scratch));
+  }
+  const wBytes = d * rowBytes(type, n);
+  return {
+    type: name,
+    m,
+    n,
+    d,
+    gflops: (2 * m * n * d) / s / 1e9,
+    weightGBps: wBytes / s / 1e9,
+    usPerCall: s * 1e6,
+  };
+}
+
 function benchAttention(
   k: Kernels,
   kind: KernelKind,
@@ -154,6 +209,19 @@ async function main(): Promise<void> {
   const matmul: MatmulResult[] = [];
   const attention: AttentionResult[] = [];
   const swiglu: SwigluResult[] = [];
+  const matmulQ: MatmulQResult[] = [];
+  const wasm = await createKernels("wasm", 64 << 20);
+  for (const [m, n, d] of QUANT_SHAPES) {
+    for (const [name, type] of QUANT_TYPES) {
+      const r = benchMatmulQ(wasm, name, type, m, n, d);
+      matmulQ.push(r);
+      console.log(
+        `matmulQ   wasm ${name.padEnd(4)} ${`${m}x${n}x${d}`.padEnd(12)} ` +
+          `${r.gflops.toFixed(2).padStart(7)} GFLOP/s ${r.weightGBps.toFixed(2).padStart(6)} GB/s ` +
+          `${r.usPerCall.toFixed(1).padStart(9)} us/call`,
+      );
+    }
+  }
   for (const kind of ["js", "wasm"] as const) {
     const k = await createKernels(kind, 64 << 20);
     for (const [m, n, d] of MATMUL_SHAPES) {
@@ -194,6 +262,12 @@ async function main(): Promise<void> {
         })),
         attention: attention.map((r) => ({ ...r, usPerCall: round(r.usPerCall) })),
         swiglu: swiglu.map((r) => ({ ...r, usPerCall: round(r.usPerCall) })),
+        matmulQ: matmulQ.map((r) => ({
+          ...r,
+          gflops: round(r.gflops),
+          weightGBps: round(r.weightGBps),
+          usPerCall: round(r.usPerCall),
+        })),
       }),
     );
   }

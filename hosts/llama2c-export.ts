@@ -12,7 +12,8 @@
  */
 import { writeFileSync } from "node:fs";
 import { modelConfigFromGguf } from "../shared/model/config.ts";
-import { parseGguf, readTensorF32 } from "../shared/model/gguf.ts";
+import { parseGguf } from "../shared/model/gguf.ts";
+import { readTensorF32 } from "../shared/model/quant.ts";
 
 export function exportLlama2c(
   bytes: Uint8Array,

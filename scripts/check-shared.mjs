@@ -5,9 +5,10 @@
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 
-// shared/model went from 3000 to 3450 with the byte-level BPE tokenizer (tokenizer/: BPE,
-// pre-tokenizers, the merge loop it shares with SentencePiece, llama.cpp's FIM/EOG texts).
-const LINE_BUDGET = { "shared/model": 3450, "shared/engine": 1200 };
+// shared/model holds the GGUF reader, weights, kernels and the tokenizers: quantised weights
+// (block formats, the JS reference matmulQ, mixed-type weight stacks) take about 850 lines, the
+// byte-level BPE tokenizer (tokenizer/) about 450 more.
+const LINE_BUDGET = { "shared/model": 4200, "shared/engine": 1200 };
 
 function files(dir) {
   return readdirSync(dir).flatMap((f) => {

@@ -7,6 +7,8 @@ declare global {
       REF_MIXTRAL?: ArrayBuffer;
       REF_QWEN3MOE?: ArrayBuffer;
       REF_GREEDY?: string;
+      QUANT_Q4_K_M?: ArrayBuffer;
+      QUANT_LLAMA_CPP?: string;
     }
     interface GlobalProps {
       mainModule: typeof import("../workers/index.ts");

@@ -1227,3 +1227,8 @@ function attentionPerHead(
 export function heapBase(): usize {
   return scratchBase() + SCRATCH_BYTES;
 }
+
+// ---------------------------------------------------------------------------------------------
+// quantised matmul (wasm/quant.ts)
+
+export { matmulQ } from "./quant";

@@ -30,7 +30,7 @@ export function validateGguf(bytes: Uint8Array, env: Env): ModelSummary {
     const file = parseGguf(bytes);
     const c = modelConfigFromGguf(file);
     Tokenizer.fromGguf(file.metadata);
-    planMemory(c, cfg.npuMemoryBudgetBytes, {
+    planMemory(file, c, cfg.npuMemoryBudgetBytes, {
       maxNumSeqs: cfg.maxNumSeqs,
       maxNumBatchedTokens: cfg.maxNumBatchedTokens,
       blockSize: cfg.blockSize,

@@ -3,7 +3,8 @@
  * KV cache sized by the memory budget, scheduler, executor and engine. Pure (the host provides
  * the bytes and the kernels).
  *
- * Memory plan: the kernel arena's capacity is the instance's budget. Weights and the activation
+ * Memory plan: the kernel arena's capacity is the instance's budget. Weights (at their stored
+ * size: quantised matrices stay quantised) and the activation
  * workspace come first; the KV cache takes what is left, capped at what `maxNumSeqs` full-length
  * sequences could use. A model that leaves no room for one full-length sequence is refused.
  */
@@ -70,16 +71,17 @@ function resolve(c: ModelConfig, o: InstanceOptions): ResolvedOptions {
 }
 
 /**
- * Plans memory for a model under a budget. @throws KernelMemoryError with a message that says
+ * Plans memory for a model under a budget, from the file's real tensor sizes. @throws KernelMemoryError with a message that says
  * how much was needed when the model does not fit.
  */
 export function planMemory(
+  file: GgufFile,
   c: ModelConfig,
   capacityBytes: number,
   o: InstanceOptions = {},
 ): MemoryPlan {
   const r = resolve(c, o);
-  const w = weightBytes(c);
+  const w = weightBytes(file, c);
   const ws = workspaceBytes(c, { ...r, maxNumTokens: r.maxNumBatchedTokens });
   const perBlock = kvBytesPerBlock(c, r.blockSize) + 32; // + allocation rounding slack
   const blocksPerSeq = Math.ceil(r.maxModelLen / r.blockSize);
@@ -120,7 +122,7 @@ export function createInstance(
   const config = modelConfigFromGguf(file);
   const tokenizer = Tokenizer.fromGguf(file.metadata);
   const r = resolve(config, options);
-  const memory = planMemory(config, kernels.capacityBytes - kernels.usedBytes, r);
+  const memory = planMemory(file, config, kernels.capacityBytes - kernels.usedBytes, r);
   const weights = loadWeights(file, bytes, config, kernels);
   const transformer = new Transformer(config, weights, kernels, {
     maxNumTokens: r.maxNumBatchedTokens,

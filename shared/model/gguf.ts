@@ -29,8 +29,31 @@ export const GgufType = {
 export type GgufTypeId = (typeof GgufType)[keyof typeof GgufType];
 
 /** Tensor element types (ggml_type) that this engine can read. */
-export const GgmlType = { F32: 0, F16: 1, Q8_0: 8, BF16: 30 } as const;
+export const GgmlType = {
+  F32: 0,
+  F16: 1,
+  Q4_0: 2,
+  Q4_1: 3,
+  Q8_0: 8,
+  Q4_K: 12,
+  Q5_K: 13,
+  Q6_K: 14,
+  BF16: 30,
+} as const;
 export type GgmlTypeId = (typeof GgmlType)[keyof typeof GgmlType];
+
+/** [values per block, bytes per block] of each readable type. */
+export const GGML_BLOCKS: Readonly<Record<GgmlTypeId, readonly [number, number]>> = {
+  [GgmlType.F32]: [1, 4],
+  [GgmlType.F16]: [1, 2],
+  [GgmlType.Q4_0]: [32, 18],
+  [GgmlType.Q4_1]: [32, 20],
+  [GgmlType.Q8_0]: [32, 34],
+  [GgmlType.Q4_K]: [256, 144],
+  [GgmlType.Q5_K]: [256, 176],
+  [GgmlType.Q6_K]: [256, 210],
+  [GgmlType.BF16]: [1, 2],
+};
 
 const GGML_TYPE_NAMES: Record<number, string> = {
   0: "F32",
@@ -186,20 +209,20 @@ class Reader {
 
 /** Bytes taken by `numElements` values of a ggml type, or throws for unsupported types. */
 export function tensorByteSize(type: number, numElements: number): number {
-  switch (type) {
-    case GgmlType.F32:
-      return numElements * 4;
-    case GgmlType.F16:
-    case GgmlType.BF16:
-      return numElements * 2;
-    case GgmlType.Q8_0:
-      if (numElements % 32 !== 0) throw new GgufError("Q8_0 tensor size is not a multiple of 32");
-      return (numElements / 32) * 34;
-    default:
-      throw new GgufError(
-        `unsupported tensor type ${ggmlTypeName(type)}: this engine reads F32, F16, BF16 and Q8_0`,
-      );
+  const block = Object.hasOwn(GGML_BLOCKS, type) ? GGML_BLOCKS[type as GgmlTypeId] : undefined;
+  if (!block) {
+    throw new GgufError(
+      `unsupported tensor type ${ggmlTypeName(type)}: this engine reads ` +
+        `${Object.keys(GGML_BLOCKS)
+          .map((t) => ggmlTypeName(Number(t)))
+          .join(", ")}`,
+    );
   }
+  const [qk, bytes] = block;
+  if (numElements % qk !== 0) {
+    throw new GgufError(`${ggmlTypeName(type)} tensor size is not a multiple of ${qk}`);
+  }
+  return (numElements / qk) * bytes;
 }
 
 /**
@@ -303,47 +326,6 @@ export function f32ToF16(value: number): number {
     }
   }
   return sign | (e << 10) | r;
-}
-
-/**
- * Dequantises one tensor to f32 into `out` (allocated when omitted).
- * @throws GgufError for unknown tensors or unsupported types.
- */
-export function readTensorF32(
-  file: GgufFile,
-  bytes: Uint8Array,
-  name: string,
-  out?: Float32Array,
-): Float32Array {
-  const t = file.tensors.get(name);
-  if (!t) throw new GgufError(`tensor ${name} not found`);
-  const n = t.numElements;
-  const dst = out ?? new Float32Array(n);
-  if (dst.length !== n) throw new GgufError(`tensor ${name}: output has ${dst.length} != ${n}`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset + t.offset, t.numBytes);
-  switch (t.type) {
-    case GgmlType.F32:
-      for (let i = 0; i < n; i++) dst[i] = view.getFloat32(i * 4, true);
-      break;
-    case GgmlType.F16:
-      for (let i = 0; i < n; i++) dst[i] = f16ToF32(view.getUint16(i * 2, true));
-      break;
-    case GgmlType.BF16:
-      for (let i = 0; i < n; i++) {
-        u32Scratch[0] = view.getUint16(i * 2, true) << 16;
-        dst[i] = f32Scratch[0] as number;
-      }
-      break;
-    case GgmlType.Q8_0:
-      for (let b = 0; b < n / 32; b++) {
-        const d = f16ToF32(view.getUint16(b * 34, true));
-        for (let j = 0; j < 32; j++) dst[b * 32 + j] = d * view.getInt8(b * 34 + 2 + j);
-      }
-      break;
-    default:
-      throw new GgufError(`tensor ${name}: unsupported type ${ggmlTypeName(t.type)}`);
-  }
-  return dst;
 }
 
 // ---------------------------------------------------------------------------------------------

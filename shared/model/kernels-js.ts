@@ -11,13 +11,14 @@
 
 import { InvariantError } from "../assert.ts";
 import { KernelMemoryError, type Kernels } from "./kernels.ts";
+import { checkMatmulQ, type MatmulQArgs, matmulQJs } from "./kernels-quant-js.ts";
 
 const fr = Math.fround;
 
 export type MatmulArgs = Parameters<Kernels["matmul"]>;
 export type AttentionArgs = Parameters<Kernels["attention"]>;
 export type SwigluArgs = Parameters<Kernels["swiglu"]>;
-type View = Float32Array | Int32Array;
+type View = Float32Array | Int32Array | Uint8Array;
 
 /** `numBytes` rounded up to the 16-byte allocation granule of both arenas. */
 export function roundAllocBytes(numBytes: number): number {
@@ -281,9 +282,9 @@ export function createJsKernels(capacityBytes: number): Kernels {
   const owned = new WeakSet<ArrayBufferLike>();
   let used = 0;
 
-  function reserve(n: number, what: string): void {
+  function reserve(n: number, what: string, elementBytes = 4): void {
     checkCount(n, `${what} length`);
-    const bytes = roundAllocBytes(n * 4);
+    const bytes = roundAllocBytes(n * elementBytes);
     if (used + bytes > capacityBytes) {
       throw new KernelMemoryError(
         `kernel arena full: ${what}(${n}) needs ${bytes} bytes, ` +
@@ -321,12 +322,24 @@ export function createJsKernels(capacityBytes: number): Kernels {
       reserve(n, "allocInt32");
       return own(new Int32Array(n));
     },
+    allocBytes(n: number): Uint8Array {
+      reserve(n, "allocBytes", 1);
+      return own(new Uint8Array(n));
+    },
     matmul(...a: MatmulArgs): void {
       checkOwned(a[0]);
       checkOwned(a[1]);
       checkOwned(a[2]);
       checkMatmul(...a);
       matmulJs(...a);
+    },
+    matmulQ(...a: MatmulQArgs): void {
+      checkOwned(a[0]);
+      checkOwned(a[2]);
+      checkOwned(a[3]);
+      checkOwned(a[8]);
+      checkMatmulQ(...a);
+      matmulQJs(...a);
     },
     swiglu(...a: SwigluArgs): void {
       checkOwned(a[0]);

@@ -14,6 +14,7 @@
  */
 
 import { InvariantError } from "../assert.ts";
+import { GGML_BLOCKS, GgmlType } from "./gguf.ts";
 import { KernelMemoryError, type Kernels } from "./kernels.ts";
 import {
   checkAttention,
@@ -23,6 +24,16 @@ import {
   rangesOverlap,
   roundAllocBytes,
 } from "./kernels-js.ts";
+import { checkMatmulQ } from "./kernels-quant-js.ts";
+import { actRowBytes, blockValues, isWeightType, rowBytes, type WeightType } from "./quant.ts";
+
+/** Values per block of each quantised (non-F32) weight type, by ggml type id. */
+const QUANT_BLOCK_VALUES: Readonly<Record<number, number>> = Object.fromEntries(
+  Object.keys(GGML_BLOCKS)
+    .map(Number)
+    .filter((t) => isWeightType(t) && t !== GgmlType.F32)
+    .map((t) => [t, blockValues(t as Exclude<WeightType, typeof GgmlType.F32>)]),
+);
 
 /**
  * Imports object to pass to `WebAssembly.instantiate` with wasm/kernels.wasm. The module imports
@@ -43,6 +54,17 @@ interface KernelExports {
   // X (m, n) @ W^T (d, n) -> out (m, d); byte offsets
   matmul(out: number, x: number, w: number, m: number, n: number, d: number): void;
   swiglu(out: number, gu: number, m: number, ff: number): void;
+  matmulQ(
+    out: number,
+    ldo: number,
+    x: number,
+    w: number,
+    type: number,
+    m: number,
+    n: number,
+    d: number,
+    scratch: number,
+  ): void;
   attention(
     out: number,
     q: number,
@@ -71,6 +93,7 @@ function kernelExports(instance: { exports: unknown }): KernelExports {
     typeof ex.heapBase !== "function" ||
     typeof ex.matmul !== "function" ||
     typeof ex.swiglu !== "function" ||
+    typeof ex.matmulQ !== "function" ||
     typeof ex.attention !== "function"
   ) {
     throw new InvariantError("createWasmKernels: not an instance of wasm/kernels.wasm");
@@ -109,11 +132,12 @@ export function createWasmKernels(instance: { exports: unknown }, capacityBytes:
   const wasmMatmul = ex.matmul;
   const wasmSwiglu = ex.swiglu;
   const wasmAttention = ex.attention;
+  const wasmMatmulQ = ex.matmulQ;
   let used = 0;
 
-  function reserve(n: number, what: string): number {
+  function reserve(n: number, what: string, elementBytes = 4): number {
     checkCount(n, `${what} length`);
-    const bytes = roundAllocBytes(n * 4);
+    const bytes = roundAllocBytes(n * elementBytes);
     if (used + bytes > capacityBytes) {
       throw new KernelMemoryError(
         `kernel arena full: ${what}(${n}) needs ${bytes} bytes, ` +
@@ -144,6 +168,43 @@ export function createWasmKernels(instance: { exports: unknown }, capacityBytes:
     },
     allocInt32(n: number): Int32Array {
       return new Int32Array(buf, reserve(n, "allocInt32"), n);
+    },
+    allocBytes(n: number): Uint8Array {
+      return new Uint8Array(buf, reserve(n, "allocBytes", 1), n);
+    },
+    // Like matmul: each typed-array getter read once, checks on plain numbers; checkMatmulQ (the
+    // authority) only runs to build the error when one fails.
+    matmulQ(out, ldo, x, w, type, m, n, d, scratch): void {
+      if (out.buffer !== buf || x.buffer !== buf || w.buffer !== buf || scratch.buffer !== buf) {
+        foreign();
+      }
+      const po = out.byteOffset;
+      const px = x.byteOffset;
+      const pw = w.byteOffset;
+      const ps = scratch.byteOffset;
+      const qk = QUANT_BLOCK_VALUES[type] ?? 0;
+      const ok = (m | 0) === m && (n | 0) === n && (d | 0) === d && (ldo | 0) === ldo;
+      const ob = ok && m > 0 ? ((m - 1) * ldo + d) * 4 : 0;
+      const wb = qk > 0 && n % qk === 0 ? d * rowBytes(type, n) : -1;
+      const sb = wb >= 0 ? m * actRowBytes(type, n) : -1;
+      if (
+        !ok ||
+        (m | n | d) < 0 ||
+        ldo < d ||
+        wb < 0 ||
+        out.length * 4 < ob ||
+        x.length < m * n ||
+        w.length < wb ||
+        scratch.length < sb ||
+        rangesOverlap(po, ob, px, m * n * 4) ||
+        rangesOverlap(po, ob, pw, wb) ||
+        rangesOverlap(po, ob, ps, sb) ||
+        rangesOverlap(ps, sb, px, m * n * 4) ||
+        rangesOverlap(ps, sb, pw, wb)
+      ) {
+        checkMatmulQ(out, ldo, x, w, type, m, n, d, scratch);
+      }
+      wasmMatmulQ(po, ldo, px, pw, type, m, n, d, ps);
     },
     // X (m, n) @ W^T (d, n) -> out (m, d)
     // The hot path for small matvecs: typed-array getters (.buffer, .byteOffset) cost ~15-20 ns

@@ -17,6 +17,8 @@
  * block ids and aliasing are checked on every call (InvariantError: a bug in the caller).
  */
 
+import type { WeightType } from "./quant.ts";
+
 export class KernelMemoryError extends Error {
   override name = "KernelMemoryError";
 }
@@ -33,6 +35,8 @@ export interface Kernels {
   alloc(n: number): Float32Array;
   /** `n` zeroed int32s in kernel memory. @throws KernelMemoryError when over capacity. */
   allocInt32(n: number): Int32Array;
+  /** `n` zeroed bytes in kernel memory. @throws KernelMemoryError when over capacity. */
+  allocBytes(n: number): Uint8Array;
 
   /**
    * X (m, n) @ W^T (d, n) -> out (m, d). Row-major. `out` must not alias `x` or `w`.
@@ -45,6 +49,26 @@ export interface Kernels {
     m: number,
     n: number,
     d: number,
+  ): void;
+
+  /**
+   * X (m, n) @ W^T (d, n) with W in a ggml block format (F16, Q8_0, Q4_0, Q4_K, Q6_K; F32 weights
+   * use `matmul`): d rows of `rowBytes(type, n)` bytes. out[i * ldo + j] = dot(x row i, w row j)
+   * for i < m, j < d; other elements of `out` are left alone. The x rows are first quantised into
+   * `scratch` (m rows of `actRowBytes(type, n)`), then each dot product is an integer sum per
+   * block and f32 operations in the fixed order of kernels-quant-js.ts. `out` must not alias `x`,
+   * `w` or `scratch`, nor `scratch` alias `x` or `w`.
+   */
+  matmulQ(
+    out: Float32Array,
+    ldo: number,
+    x: Float32Array,
+    w: Uint8Array,
+    type: WeightType,
+    m: number,
+    n: number,
+    d: number,
+    scratch: Uint8Array,
   ): void;
 
   /**

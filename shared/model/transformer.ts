@@ -10,9 +10,11 @@
 import { assert } from "../assert.ts";
 import type { ModelConfig } from "./config.ts";
 import type { Kernels } from "./kernels.ts";
+import { applyLinear } from "./linear.ts";
 import { routeTopK } from "./moe.ts";
 import { type RopeTable, rmsnorm, rope, ropeTable } from "./ops.ts";
-import type { ModelWeights } from "./weights.ts";
+import { maxActRowBytes } from "./quant.ts";
+import { type Linear, type Matrix, type ModelWeights, matrixRows, readRow } from "./weights.ts";
 
 export interface ForwardShape {
   /** Most token rows in one forward (the scheduler's token budget). */
@@ -61,7 +63,8 @@ export function workspaceBytes(c: ModelConfig, s: Omit<ForwardShape, "numBlocks"
     s.maxModelLen +
     2 * t * k;
   const ints = s.maxNumSeqs * Math.ceil(s.maxModelLen / s.blockSize) + 3 * t * k + c.numExperts;
-  return 4 * (floats + ints) + 16 * 24;
+  const scratch = Math.max(t, s.maxNumSeqs) * maxActRowBytes(Math.max(c.hiddenSize, qDim, ff));
+  return 4 * (floats + ints) + scratch + 16 * 25;
 }
 
 export class Transformer {
@@ -88,6 +91,8 @@ export class Transformer {
   private readonly blockTables: Int32Array;
   private readonly expertRows: Int32Array; // per expert, the (row * topK + slot) it serves
   private readonly expertCounts: Int32Array;
+  /** Quantised activation rows for matmulQ. */
+  private readonly actScratch: Uint8Array;
   private readonly maxBlocksPerSeq: number;
   /** Per-row and per-sequence views, made once so the hot loop allocates nothing. */
   private readonly attRows: Float32Array[];
@@ -127,6 +132,9 @@ export class Transformer {
     this.blockTables = kv.allocInt32(shape.maxNumSeqs * this.maxBlocksPerSeq);
     this.expertRows = kv.allocInt32(t * k * 2);
     this.expertCounts = kv.allocInt32(c.numExperts);
+    this.actScratch = kv.allocBytes(
+      Math.max(t, shape.maxNumSeqs) * maxActRowBytes(Math.max(c.hiddenSize, qDim, ff)),
+    );
     const qkvDim = qDim + 2 * kvDim;
     this.attRows = Array.from({ length: t }, (_, r) => this.att.subarray(r * qDim, (r + 1) * qDim));
     this.qRows = Array.from({ length: t }, (_, r) =>
@@ -213,8 +221,7 @@ export class Transformer {
       assert(tok >= 0 && tok < c.vocabSize, `token id ${tok} out of range`);
       const pos = b.positions[r] as number;
       assert(pos >= 0 && pos < s.maxModelLen, `position ${pos} out of range`);
-      const emb = this.weights.tokenEmbd;
-      for (let i = 0; i < h; i++) this.x[r * h + i] = emb[tok * h + i] as number;
+      readRow(this.weights.tokenEmbd, tok, this.x, r * h);
     }
     const neox = c.ropeStyle === "neox";
     const K = this.kernels;
@@ -226,7 +233,7 @@ export class Transformer {
       // --- attention
       for (let r = 0; r < T; r++)
         rmsnorm(this.xb, r * h, this.x, r * h, w.attnNorm, h, c.rmsNormEps);
-      K.matmul(this.qkv, this.xb, w.wqkv, T, h, qkvDim);
+      this.linear(this.qkv, this.xb, w.wqkv, T, h);
       for (let r = 0; r < T; r++) {
         const o = r * qkvDim;
         const pos = b.positions[r] as number;
@@ -266,7 +273,7 @@ export class Transformer {
           this.scores,
         );
       }
-      K.matmul(this.xb2, this.att, w.wo, T, qDim, h);
+      this.linear(this.xb2, this.att, w.wo, T, qDim);
       addInPlace(this.x, this.xb2, T * h);
       // --- feed-forward
       for (let r = 0; r < T; r++)
@@ -274,9 +281,9 @@ export class Transformer {
       if (w.wRouter) this.moe(T, w.wRouter, w.wGateUp, w.wDown);
       else {
         const ff = c.intermediateSize;
-        K.matmul(this.hb, this.xb, w.wGateUp, T, h, 2 * ff);
+        this.linear(this.hb, this.xb, w.wGateUp, T, h);
         K.swiglu(this.hb2, this.hb, T, ff);
-        K.matmul(this.xb2, this.hb2, w.wDown, T, ff, h);
+        this.linear(this.xb2, this.hb2, w.wDown, T, ff);
       }
       addInPlace(this.x, this.xb2, T * h);
     }
@@ -287,22 +294,33 @@ export class Transformer {
       rmsnorm(this.xb, i * h, this.x, r * h, this.weights.outputNorm, h, c.rmsNormEps);
     }
     const out = this.logits.subarray(0, n * c.vocabSize);
-    if (n > 0) K.matmul(out, this.xb, this.weights.output, n, h, c.vocabSize);
+    if (n > 0) this.linear(out, this.xb, this.weights.output, n, h);
     return out;
+  }
+
+  /** out (m, rows of W) = x (m, n) @ W^T, whatever W's types (linear.ts). */
+  private linear(
+    out: Float32Array,
+    x: Float32Array,
+    W: Linear | Matrix,
+    m: number,
+    n: number,
+  ): void {
+    applyLinear(this.kernels, out, x, W, m, n, this.actScratch);
   }
 
   /**
    * MoE FFN of rows xb (T, h) into xb2 (T, h). Rows are grouped by expert so each expert runs one
    * matmul over its rows; outputs land in per-(row, slot) buffers and are combined in slot order.
    */
-  private moe(T: number, wRouter: Float32Array, wGateUp: Float32Array, wDown: Float32Array): void {
+  private moe(T: number, wRouter: Matrix, wGateUp: Matrix, wDown: Matrix): void {
     const c = this.config;
     const h = c.hiddenSize;
     const E = c.numExperts;
     const k = c.numExpertsPerTok;
     const ff = c.moeIntermediateSize;
     const K = this.kernels;
-    K.matmul(this.routerLogits, this.xb, wRouter, T, h, E);
+    this.linear(this.routerLogits, this.xb, wRouter, T, h);
     for (let r = 0; r < T; r++) {
       routeTopK(this.routerLogits, r * E, E, k, this.routeIds, this.routeWeights, r * k);
     }
@@ -329,16 +347,9 @@ export class Transformer {
         const row = Math.floor((this.expertRows[begin + j] as number) / k);
         this.gathered.set(this.xb.subarray(row * h, (row + 1) * h), j * h);
       }
-      K.matmul(
-        this.hb,
-        this.gathered,
-        wGateUp.subarray(e * 2 * ff * h, (e + 1) * 2 * ff * h),
-        m,
-        h,
-        2 * ff,
-      );
+      this.linear(this.hb, this.gathered, matrixRows(wGateUp, e * 2 * ff, 2 * ff), m, h);
       K.swiglu(this.hb2, this.hb, m, ff);
-      K.matmul(this.expertOut, this.hb2, wDown.subarray(e * h * ff, (e + 1) * h * ff), m, ff, h);
+      this.linear(this.expertOut, this.hb2, matrixRows(wDown, e * h, h), m, ff);
       for (let j = 0; j < m; j++) {
         const pair = this.expertRows[begin + j] as number;
         this.slotOut.set(this.expertOut.subarray(j * h, (j + 1) * h), pair * h);

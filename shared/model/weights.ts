@@ -1,64 +1,174 @@
 /**
- * Weight layout in kernel memory. Tensors are dequantised to f32 and copied into the kernel arena
- * once, fused where one matmul can replace several (q|k|v rows, gate|up rows), so that a layer
- * costs few kernel calls. Pure; no I/O.
+ * Weight layout in kernel memory. Matrices stay in their GGUF type (F16, Q8_0, Q4_0, Q4_K, Q6_K;
+ * F32 as f32, BF16 widened to f32) and are copied into the kernel arena once, fused where one
+ * matmul can replace several (q|k|v rows, gate|up rows) and the parts share a type; parts of
+ * different types stay side by side in one `Linear`. Norm vectors are f32. Pure; no I/O.
  */
 import type { ModelConfig } from "./config.ts";
-import { GgufError, type GgufFile, readTensorF32 } from "./gguf.ts";
+import { GgmlType, GgufError, type GgufFile, type GgufTensorInfo } from "./gguf.ts";
 import type { Kernels } from "./kernels.ts";
+import { dequantizeRow, isWeightType, readTensorF32, rowBytes, type WeightType } from "./quant.ts";
+
+/** One weight matrix (rows, cols) in kernel memory. */
+export type Matrix =
+  | { type: typeof GgmlType.F32; rows: number; cols: number; data: Float32Array }
+  | {
+      type: Exclude<WeightType, typeof GgmlType.F32>;
+      rows: number;
+      cols: number;
+      data: Uint8Array;
+    };
+
+/** Row-stacked matrices multiplied by one input: their outputs side by side, in order. */
+export type Linear = readonly Matrix[];
 
 export interface LayerWeights {
   attnNorm: Float32Array; // (hiddenSize)
   /** q rows, then k rows, then v rows: (qDim + 2 kvDim, hiddenSize). */
-  wqkv: Float32Array;
-  wo: Float32Array; // (hiddenSize, qDim)
+  wqkv: Linear;
+  wo: Linear; // (hiddenSize, qDim)
   qNorm: Float32Array | null; // (headDim), Qwen3
   kNorm: Float32Array | null; // (headDim)
   ffnNorm: Float32Array; // (hiddenSize)
-  /** Dense: gate rows then up rows (2 ff, hiddenSize). MoE: per expert e, the same at e * 2 ff. */
-  wGateUp: Float32Array;
-  /** Dense: (hiddenSize, ff). MoE: per expert e, (hiddenSize, ff) at e * hiddenSize * ff. */
-  wDown: Float32Array;
+  /** Dense: gate rows then up rows (2 ff, hiddenSize). MoE: per expert e, the same at rows e * 2 ff. */
+  wGateUp: Matrix;
+  /** Dense: (hiddenSize, ff). MoE: per expert e, (hiddenSize, ff) at rows e * hiddenSize. */
+  wDown: Matrix;
   /** MoE router (numExperts, hiddenSize), or null for a dense layer. */
-  wRouter: Float32Array | null;
+  wRouter: Matrix | null;
 }
 
 export interface ModelWeights {
-  tokenEmbd: Float32Array; // (vocabSize, hiddenSize)
+  tokenEmbd: Matrix; // (vocabSize, hiddenSize)
   outputNorm: Float32Array; // (hiddenSize)
-  output: Float32Array; // (vocabSize, hiddenSize); the embedding when tied
+  output: Matrix; // (vocabSize, hiddenSize); the embedding when tied
   layers: LayerWeights[];
 }
 
-function tensorDims(file: GgufFile, name: string): number[] {
+/** Rows [first, first + count) of a matrix, as a view. */
+export function matrixRows(m: Matrix, first: number, count: number): Matrix {
+  if (m.type === GgmlType.F32) {
+    const data = m.data.subarray(first * m.cols, (first + count) * m.cols);
+    return { type: m.type, rows: count, cols: m.cols, data };
+  }
+  const rb = rowBytes(m.type, m.cols);
+  return {
+    type: m.type,
+    rows: count,
+    cols: m.cols,
+    data: m.data.subarray(first * rb, (first + count) * rb),
+  };
+}
+
+/** Row `row` of a matrix as f32 into out[o..o+cols) (the embedding lookup). */
+export function readRow(m: Matrix, row: number, out: Float32Array, o: number): void {
+  if (m.type === GgmlType.F32) out.set(m.data.subarray(row * m.cols, (row + 1) * m.cols), o);
+  else dequantizeRow(m.type, m.data, row * rowBytes(m.type, m.cols), m.cols, out, o);
+}
+
+function tensorInfo(file: GgufFile, name: string, dims: number[]): GgufTensorInfo {
   const t = file.tensors.get(name);
   if (!t) throw new GgufError(`missing tensor ${name}`);
-  return t.dims;
-}
-
-function expectDims(file: GgufFile, name: string, dims: number[]): void {
-  const got = tensorDims(file, name);
-  if (got.length !== dims.length || got.some((d, i) => d !== dims[i])) {
-    throw new GgufError(`tensor ${name} has shape [${got}], expected [${dims}]`);
+  if (t.dims.length !== dims.length || t.dims.some((d, i) => d !== dims[i])) {
+    throw new GgufError(`tensor ${name} has shape [${t.dims}], expected [${dims}]`);
   }
+  return t;
 }
 
-/** f32 bytes the weights take in kernel memory (for budgets: check before loading). */
-export function weightBytes(c: ModelConfig): number {
+/** The type a tensor keeps in kernel memory (BF16 becomes F32). */
+function arenaType(t: GgufTensorInfo): WeightType {
+  if (t.type === GgmlType.BF16) return GgmlType.F32;
+  if (!isWeightType(t.type)) throw new GgufError(`tensor ${t.name}: unsupported type ${t.type}`);
+  return t.type;
+}
+
+/** Bytes a tensor takes in kernel memory, with the 16-byte allocation granule. */
+function arenaBytes(t: GgufTensorInfo, type: WeightType = arenaType(t)): number {
+  const bytes = type === GgmlType.F32 ? 4 * t.numElements : t.numBytes;
+  return Math.ceil(bytes / 16) * 16;
+}
+
+interface TensorSpec {
+  name: string;
+  dims: number[];
+}
+
+/** The tensors a model loads: vectors, matrices (stacks of parts), MoE expert pairs. */
+function tensorPlan(c: ModelConfig): { vectors: TensorSpec[]; stacks: TensorSpec[][] } {
+  const h = c.hiddenSize;
   const qDim = c.numAttentionHeads * c.headDim;
   const kvDim = c.numKeyValueHeads * c.headDim;
-  const ff = c.numExperts > 0 ? c.moeIntermediateSize : c.intermediateSize;
-  const nFfn = Math.max(c.numExperts, 1);
-  const perLayer =
-    2 * c.hiddenSize +
-    (qDim + 2 * kvDim) * c.hiddenSize +
-    c.hiddenSize * qDim +
-    (c.hasQkNorm ? 2 * c.headDim : 0) +
-    nFfn * 3 * ff * c.hiddenSize +
-    c.numExperts * c.hiddenSize;
-  const embed = c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2) + c.hiddenSize;
-  // each allocation is rounded to 16 bytes: allow for it
-  return 4 * (c.numHiddenLayers * perLayer + embed) + 16 * (12 * c.numHiddenLayers + 3);
+  const vectors: TensorSpec[] = [{ name: "output_norm.weight", dims: [h] }];
+  const stacks: TensorSpec[][] = [[{ name: "token_embd.weight", dims: [h, c.vocabSize] }]];
+  if (!c.tieWordEmbeddings) stacks.push([{ name: "output.weight", dims: [h, c.vocabSize] }]);
+  for (let l = 0; l < c.numHiddenLayers; l++) {
+    const p = `blk.${l}.`;
+    vectors.push(
+      { name: `${p}attn_norm.weight`, dims: [h] },
+      { name: `${p}ffn_norm.weight`, dims: [h] },
+    );
+    if (c.hasQkNorm) {
+      vectors.push(
+        { name: `${p}attn_q_norm.weight`, dims: [c.headDim] },
+        { name: `${p}attn_k_norm.weight`, dims: [c.headDim] },
+      );
+    }
+    stacks.push(
+      [
+        { name: `${p}attn_q.weight`, dims: [h, qDim] },
+        { name: `${p}attn_k.weight`, dims: [h, kvDim] },
+        { name: `${p}attn_v.weight`, dims: [h, kvDim] },
+      ],
+      [{ name: `${p}attn_output.weight`, dims: [qDim, h] }],
+    );
+    if (c.numExperts > 0) {
+      const ff = c.moeIntermediateSize;
+      const e = c.numExperts;
+      stacks.push(
+        [{ name: `${p}ffn_gate_inp.weight`, dims: [h, e] }],
+        [
+          { name: `${p}ffn_gate_exps.weight`, dims: [h, ff, e] },
+          { name: `${p}ffn_up_exps.weight`, dims: [h, ff, e] },
+        ],
+        [{ name: `${p}ffn_down_exps.weight`, dims: [ff, h, e] }],
+      );
+    } else {
+      const ff = c.intermediateSize;
+      stacks.push(
+        [
+          { name: `${p}ffn_gate.weight`, dims: [h, ff] },
+          { name: `${p}ffn_up.weight`, dims: [h, ff] },
+        ],
+        [{ name: `${p}ffn_down.weight`, dims: [ff, h] }],
+      );
+    }
+  }
+  return { vectors, stacks };
+}
+
+/** MoE gate and up experts are interleaved into one matrix: they need one type (else f32). */
+function expertPairType(file: GgufFile, stack: TensorSpec[]): WeightType | null {
+  if (stack.length !== 2 || !stack[0]?.name.endsWith("_gate_exps.weight")) return null;
+  const types = stack.map((s) => arenaType(tensorInfo(file, s.name, s.dims)));
+  return types[0] === types[1] ? (types[0] as WeightType) : GgmlType.F32;
+}
+
+/**
+ * Bytes the weights take in kernel memory, from the file's real tensor types (for budgets: check
+ * before loading). @throws GgufError on missing, misshapen or unsupported tensors.
+ */
+export function weightBytes(file: GgufFile, c: ModelConfig): number {
+  const { vectors, stacks } = tensorPlan(c);
+  let total = 0;
+  for (const v of vectors) total += arenaBytes(tensorInfo(file, v.name, v.dims), GgmlType.F32);
+  for (const stack of stacks) {
+    const pair = expertPairType(file, stack);
+    for (const s of stack) {
+      const t = tensorInfo(file, s.name, s.dims);
+      total += arenaBytes(t, pair ?? arenaType(t));
+    }
+  }
+  return total;
 }
 
 /** Copies the GGUF's tensors into `kernels` memory. @throws GgufError on missing or misshapen tensors. */
@@ -69,76 +179,115 @@ export function loadWeights(
   kernels: Kernels,
 ): ModelWeights {
   const h = c.hiddenSize;
-  const qDim = c.numAttentionHeads * c.headDim;
-  const kvDim = c.numKeyValueHeads * c.headDim;
-  const load = (name: string, dims: number[]): Float32Array => {
-    expectDims(file, name, dims);
-    return readTensorF32(file, bytes, name, kernels.alloc(dims.reduce((a, b) => a * b, 1)));
+  const vector = (name: string, dims: number[]): Float32Array => {
+    const t = tensorInfo(file, name, dims);
+    return readTensorF32(file, bytes, name, kernels.alloc(t.numElements));
   };
-  /** Reads several tensors back to back into one buffer. */
-  const loadConcat = (parts: { name: string; dims: number[] }[]): Float32Array => {
-    const sizes = parts.map((p) => p.dims.reduce((a, b) => a * b, 1));
-    const out = kernels.alloc(sizes.reduce((a, b) => a + b, 0));
+  /** Reads tensors of one type back to back into one matrix; `as` forces f32. */
+  const matrix = (parts: TensorSpec[], as?: WeightType): Matrix => {
+    const infos = parts.map((p) => tensorInfo(file, p.name, p.dims));
+    const type = as ?? arenaType(infos[0] as GgufTensorInfo);
+    const cols = infos[0]?.dims[0] as number;
+    const rows = infos.reduce((a, t) => a + t.numElements / cols, 0);
+    if (type === GgmlType.F32) {
+      const out = kernels.alloc(rows * cols);
+      let off = 0;
+      for (const t of infos) {
+        readTensorF32(file, bytes, t.name, out.subarray(off, off + t.numElements));
+        off += t.numElements;
+      }
+      return { type, rows, cols, data: out };
+    }
+    const out = kernels.allocBytes(rows * rowBytes(type, cols));
     let off = 0;
-    parts.forEach((p, i) => {
-      expectDims(file, p.name, p.dims);
-      const n = sizes[i] as number;
-      readTensorF32(file, bytes, p.name, out.subarray(off, off + n));
-      off += n;
-    });
+    for (const t of infos) {
+      out.set(bytes.subarray(t.offset, t.offset + t.numBytes), off);
+      off += t.numBytes;
+    }
+    return { type, rows, cols, data: out };
+  };
+  /** A stack of parts: consecutive parts of one type are fused into one matrix. */
+  const linear = (parts: TensorSpec[]): Linear => {
+    const out: Matrix[] = [];
+    let group: TensorSpec[] = [];
+    let groupType: number | null = null;
+    for (const p of parts) {
+      const type = arenaType(tensorInfo(file, p.name, p.dims));
+      if (groupType !== null && type !== groupType) {
+        out.push(matrix(group));
+        group = [];
+      }
+      group.push(p);
+      groupType = type;
+    }
+    if (group.length > 0) out.push(matrix(group));
     return out;
   };
 
-  const tokenEmbd = load("token_embd.weight", [h, c.vocabSize]);
-  const outputNorm = load("output_norm.weight", [h]);
-  const output = c.tieWordEmbeddings ? tokenEmbd : load("output.weight", [h, c.vocabSize]);
+  const { stacks } = tensorPlan(c);
+  let next = 0;
+  const take = (): TensorSpec[] => stacks[next++] as TensorSpec[];
+  const tokenEmbd = matrix(take());
+  const outputNorm = vector("output_norm.weight", [h]);
+  const output = c.tieWordEmbeddings ? tokenEmbd : matrix(take());
   const layers: LayerWeights[] = [];
   for (let l = 0; l < c.numHiddenLayers; l++) {
     const p = `blk.${l}.`;
-    const attnNorm = load(`${p}attn_norm.weight`, [h]);
-    const wqkv = loadConcat([
-      { name: `${p}attn_q.weight`, dims: [h, qDim] },
-      { name: `${p}attn_k.weight`, dims: [h, kvDim] },
-      { name: `${p}attn_v.weight`, dims: [h, kvDim] },
-    ]);
-    const wo = load(`${p}attn_output.weight`, [qDim, h]);
-    const qNorm = c.hasQkNorm ? load(`${p}attn_q_norm.weight`, [c.headDim]) : null;
-    const kNorm = c.hasQkNorm ? load(`${p}attn_k_norm.weight`, [c.headDim]) : null;
-    const ffnNorm = load(`${p}ffn_norm.weight`, [h]);
-    let wGateUp: Float32Array;
-    let wDown: Float32Array;
-    let wRouter: Float32Array | null = null;
+    const attnNorm = vector(`${p}attn_norm.weight`, [h]);
+    const wqkv = linear(take());
+    const wo = linear(take());
+    const qNorm = c.hasQkNorm ? vector(`${p}attn_q_norm.weight`, [c.headDim]) : null;
+    const kNorm = c.hasQkNorm ? vector(`${p}attn_k_norm.weight`, [c.headDim]) : null;
+    const ffnNorm = vector(`${p}ffn_norm.weight`, [h]);
+    let wGateUp: Matrix;
+    let wDown: Matrix;
+    let wRouter: Matrix | null = null;
     if (c.numExperts > 0) {
-      const ff = c.moeIntermediateSize;
-      const e = c.numExperts;
-      wRouter = load(`${p}ffn_gate_inp.weight`, [h, e]);
-      const gate = tensorOrThrow(file, bytes, `${p}ffn_gate_exps.weight`, [h, ff, e]);
-      const up = tensorOrThrow(file, bytes, `${p}ffn_up_exps.weight`, [h, ff, e]);
-      wGateUp = kernels.alloc(e * 2 * ff * h);
-      for (let x = 0; x < e; x++) {
-        wGateUp.set(gate.subarray(x * ff * h, (x + 1) * ff * h), x * 2 * ff * h);
-        wGateUp.set(up.subarray(x * ff * h, (x + 1) * ff * h), (x * 2 + 1) * ff * h);
-      }
-      wDown = load(`${p}ffn_down_exps.weight`, [ff, h, e]);
+      wRouter = matrix(take());
+      const pair = take();
+      const type = expertPairType(file, pair) as WeightType;
+      wGateUp = interleaveExperts(file, bytes, pair, type, c.numExperts, kernels);
+      wDown = matrix(take());
     } else {
-      const ff = c.intermediateSize;
-      wGateUp = loadConcat([
-        { name: `${p}ffn_gate.weight`, dims: [h, ff] },
-        { name: `${p}ffn_up.weight`, dims: [h, ff] },
-      ]);
-      wDown = load(`${p}ffn_down.weight`, [ff, h]);
+      wGateUp = matrix(take());
+      wDown = matrix(take());
     }
     layers.push({ attnNorm, wqkv, wo, qNorm, kNorm, ffnNorm, wGateUp, wDown, wRouter });
   }
   return { tokenEmbd, outputNorm, output, layers };
 }
 
-function tensorOrThrow(
+/** Per expert, its gate rows then its up rows, in one matrix of `type` (the pair's common type). */
+function interleaveExperts(
   file: GgufFile,
   bytes: Uint8Array,
-  name: string,
-  dims: number[],
-): Float32Array {
-  expectDims(file, name, dims);
-  return readTensorF32(file, bytes, name);
+  pair: TensorSpec[],
+  type: WeightType,
+  e: number,
+  kernels: Kernels,
+): Matrix {
+  const [gate, up] = pair.map((s) => tensorInfo(file, s.name, s.dims)) as [
+    GgufTensorInfo,
+    GgufTensorInfo,
+  ];
+  const cols = gate.dims[0] as number;
+  const rows = (2 * gate.numElements) / cols;
+  if (type === GgmlType.F32) {
+    const out = kernels.alloc(rows * cols);
+    const g = readTensorF32(file, bytes, gate.name);
+    const u = readTensorF32(file, bytes, up.name);
+    const per = g.length / e;
+    for (let x = 0; x < e; x++) {
+      out.set(g.subarray(x * per, (x + 1) * per), x * 2 * per);
+      out.set(u.subarray(x * per, (x + 1) * per), (x * 2 + 1) * per);
+    }
+    return { type, rows, cols, data: out };
+  }
+  const out = kernels.allocBytes(2 * gate.numBytes);
+  const per = gate.numBytes / e;
+  for (let x = 0; x < e; x++) {
+    out.set(bytes.subarray(gate.offset + x * per, gate.offset + (x + 1) * per), x * 2 * per);
+    out.set(bytes.subarray(up.offset + x * per, up.offset + (x + 1) * per), (x * 2 + 1) * per);
+  }
+  return { type, rows, cols, data: out };
 }

@@ -1,5 +1,6 @@
 /** Naive float64 reference kernels (the oracle for kernel tests; also a test backend). */
 import { KernelMemoryError, type Kernels } from "../../shared/model/kernels.ts";
+import { dequantizeRow, rowBytes } from "../../shared/model/quant.ts";
 
 export function createNaiveKernels(capacityBytes = 1 << 30): Kernels {
   let used = 0;
@@ -22,6 +23,23 @@ export function createNaiveKernels(capacityBytes = 1 << 30): Kernels {
     allocInt32(n) {
       take(n * 4);
       return new Int32Array(n);
+    },
+    allocBytes(n) {
+      take(n);
+      return new Uint8Array(n);
+    },
+    /** Dequantised weights times unquantised x, in float64: the error bound's reference. */
+    matmulQ(out, ldo, x, w, type, m, n, d) {
+      const row = new Float32Array(n);
+      const rb = rowBytes(type, n);
+      for (let j = 0; j < d; j++) {
+        dequantizeRow(type, w, j * rb, n, row, 0);
+        for (let i = 0; i < m; i++) {
+          let s = 0;
+          for (let k = 0; k < n; k++) s += (x[i * n + k] as number) * (row[k] as number);
+          out[i * ldo + j] = s;
+        }
+      }
     },
     matmul(out, x, w, m, n, d) {
       for (let i = 0; i < m; i++)

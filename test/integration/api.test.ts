@@ -209,4 +209,40 @@ describe("management and request API", () => {
     );
     expect(body.usage.completion_tokens).toBe(12);
   });
+
+  it("serves an uploaded Q4_K_M model (Q4_K and Q6_K weights) with llama.cpp's greedy output", async () => {
+    const up = await call("/api/models/quant-q4km", {
+      method: "PUT",
+      body: env.QUANT_Q4_K_M,
+      auth: ADMIN,
+      headers: { "content-type": "application/octet-stream" },
+    });
+    expect(up.status).toBe(201);
+    const ref = (
+      JSON.parse(env.QUANT_LLAMA_CPP as string) as {
+        cases: Record<string, { prompt: string; prompt_ids: number[]; steps: { id: number }[] }[]>;
+      }
+    ).cases.Q4_K_M?.[0];
+    if (!ref) throw new Error("test/fixtures/quant/llama-cpp.json lacks a Q4_K_M case");
+    const tok = Tokenizer.fromGguf(
+      parseGguf(new Uint8Array(env.QUANT_Q4_K_M as ArrayBuffer)).metadata,
+    );
+    expect(tok.encode(ref.prompt)).toEqual(ref.prompt_ids);
+    const res = await call("/v1/completions", {
+      method: "POST",
+      body: JSON.stringify({
+        model: "quant-q4km",
+        prompt: ref.prompt,
+        max_tokens: ref.steps.length,
+        temperature: 0,
+      }),
+    });
+    const body = (await res.json()) as {
+      choices: { text: string }[];
+      usage: { completion_tokens: number };
+    };
+    const ids = ref.steps.map((s) => s.id);
+    expect(body.choices[0]?.text).toBe(tok.decode(ids, { stripLeadingSpace: false }));
+    expect(body.usage.completion_tokens).toBe(ids.length);
+  });
 });

@@ -7,9 +7,9 @@ import {
   GgufError,
   GgufType,
   parseGguf,
-  readTensorF32,
   writeGguf,
 } from "../../shared/model/gguf.ts";
+import { readTensorF32 } from "../../shared/model/quant.ts";
 import {
   HAVE_REFERENCE_MODELS,
   REFERENCE_MODELS_DIR,
@@ -66,14 +66,19 @@ describe("gguf", () => {
     const q4 = ok.slice();
     const f = parseGguf(ok);
     const view = new DataView(q4.buffer);
-    // the tensor info ends with dims [4] (u64), then the type (u32): change it to Q4_K
+    // the tensor info ends with dims [4] (u64), then the type (u32): change it to Q2_K (10),
+    // which this engine does not read, then to Q4_K (12), whose blocks hold 256 values
+    let typeAt = -1;
     for (let p = 24; p < f.dataOffset - 12; p++) {
       if (view.getBigUint64(p, true) === 4n && view.getUint32(p + 8, true) === 0) {
-        view.setUint32(p + 8, 12, true); // Q4_K
+        typeAt = p + 8;
         break;
       }
     }
-    expect(() => parseGguf(q4)).toThrow(/unsupported tensor type Q4_K/);
+    view.setUint32(typeAt, 10, true);
+    expect(() => parseGguf(q4)).toThrow(/unsupported tensor type Q2_K/);
+    view.setUint32(typeAt, 12, true);
+    expect(() => parseGguf(q4)).toThrow(/Q4_K tensor size is not a multiple of 256/);
   });
 
   it.skipIf(!HAVE_REFERENCE_MODELS)(

@@ -1,6 +1,6 @@
 /**
  * A sequence's logits are bit-identical whatever shares its batch (batch sizes 1, 8, 32) and
- * however its prefill is chunked, on both kernel backends. Later issues (PD disaggregation,
+ * however its prefill is chunked, on both kernel backends, with f32 and with quantised weights. Later issues (PD disaggregation,
  * resumption elsewhere) rely on this.
  */
 import { describe, expect, it } from "vitest";
@@ -8,8 +8,22 @@ import type { ModelInstance } from "../../../shared/engine/instance.ts";
 import { mulberry32 } from "../../../shared/random.ts";
 import { instanceFor, KERNEL_KINDS } from "../../helpers/engine.ts";
 import { HAVE_REFERENCE_MODELS, readReferenceModel } from "../../helpers/models.ts";
+import { quantModelBytes } from "../../helpers/quant.ts";
 
-const MODELS = ["tiny-qwen3moe-f32.gguf", "tiny-mixtral-f32.gguf", "stories260K-f32.gguf"];
+const MODELS = [
+  ...["tiny-qwen3moe-f32.gguf", "tiny-mixtral-f32.gguf", "stories260K-f32.gguf"].map((name) => ({
+    name,
+    reference: true,
+    read: () => readReferenceModel(name),
+  })),
+  // test/fixtures/quant: the F16, Q8_0-activation and Q8_K-activation paths (Q4_K_M mixes Q4_K
+  // and Q6_K matrices)
+  ...["F16", "Q8_0", "Q4_K_M"].map((type) => ({
+    name: `quant ${type}`,
+    reference: false,
+    read: () => quantModelBytes(type),
+  })),
+];
 
 /** Runs `target` (prompt of length L) in chunks, with `others` random sequences alongside each forward. */
 function targetLogits(
@@ -71,11 +85,12 @@ function targetLogits(
   return results;
 }
 
-describe.skipIf(!HAVE_REFERENCE_MODELS)("determinism", () => {
+describe("determinism", () => {
   for (const kind of KERNEL_KINDS) {
     for (const model of MODELS) {
-      it(`${model} logits do not depend on batch size or prefill chunking (${kind})`, async () => {
-        const { inst } = await instanceFor(readReferenceModel(model), kind, {
+      const title = `${model.name} logits do not depend on batch size or prefill chunking (${kind})`;
+      it.skipIf(model.reference && !HAVE_REFERENCE_MODELS)(title, async () => {
+        const { inst } = await instanceFor(model.read(), kind, {
           maxNumSeqs: 33,
           maxNumBatchedTokens: 512,
         });

@@ -1,0 +1,255 @@
+/**
+ * The quantised matmul (`matmulQ`): JS and wasm bit-identical, both within the quantisation error
+ * bound of a float64 product of the dequantised weights and the unquantised activations, rows
+ * independent of the batch around them, and argument checks.
+ */
+import { beforeAll, describe, expect, it } from "vitest";
+import { loadWasmKernels } from "../../hosts/node-kernels.ts";
+import { InvariantError } from "../../shared/assert.ts";
+import { f16ToF32, f32ToF16, GgmlType } from "../../shared/model/gguf.ts";
+import type { Kernels } from "../../shared/model/kernels.ts";
+import { createJsKernels } from "../../shared/model/kernels-js.ts";
+import {
+  actRowBytes,
+  blockValues,
+  dequantizeRow,
+  rowBytes,
+  type WeightType,
+} from "../../shared/model/quant.ts";
+import { mulberry32 } from "../../shared/random.ts";
+import { randomQuantWeights } from "../helpers/quant.ts";
+
+const ARENA = 16 << 20;
+let js: Kernels;
+let wasm: Kernels;
+
+beforeAll(async () => {
+  js = createJsKernels(ARENA);
+  wasm = await loadWasmKernels(ARENA);
+});
+
+const TYPES = [
+  ["F16", GgmlType.F16],
+  ["Q8_0", GgmlType.Q8_0],
+  ["Q4_0", GgmlType.Q4_0],
+  ["Q4_1", GgmlType.Q4_1],
+  ["Q4_K", GgmlType.Q4_K],
+  ["Q5_K", GgmlType.Q5_K],
+  ["Q6_K", GgmlType.Q6_K],
+] as const;
+
+function bits(a: Float32Array): number[] {
+  return Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
+}
+
+/** Runs matmulQ on `k` with copies of the inputs; returns out (m, ldo). */
+function run(
+  k: Kernels,
+  type: WeightType,
+  x: Float32Array,
+  w: Uint8Array,
+  m: number,
+  n: number,
+  d: number,
+  ldo = d,
+): Float32Array {
+  const xs = k.alloc(x.length);
+  xs.set(x);
+  const ws = k.allocBytes(w.length);
+  ws.set(w);
+  const out = k.alloc(m * ldo);
+  out.fill(-7);
+  k.matmulQ(out, ldo, xs, ws, type, m, n, d, k.allocBytes(m * actRowBytes(type, n)));
+  return Float32Array.from(out);
+}
+
+/**
+ * float64 sum_k w[j, k] x[i, k] with w dequantised, and the bound on |ours - it|: the activation
+ * rounding (half a step of each block's scale, plus the f16 rounding of the Q8_0 scale; 2^-11
+ * relative for f16) times |w|, plus f32 accumulation error n 2^-23 sum |w x|.
+ */
+function reference(
+  type: WeightType,
+  x: Float32Array,
+  w: Uint8Array,
+  m: number,
+  n: number,
+  d: number,
+) {
+  const want = new Float64Array(m * d);
+  const tol = new Float64Array(m * d);
+  const row = new Float32Array(n);
+  const qk = blockValues(type) === 256 ? 256 : blockValues(type) === 32 ? 32 : 1; // activation blocks
+  const err = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let b = 0; b < n / qk; b++) {
+      let amax = 0;
+      for (let k = b * qk; k < (b + 1) * qk; k++)
+        amax = Math.max(amax, Math.abs(x[i * n + k] as number));
+      for (let k = b * qk; k < (b + 1) * qk; k++) {
+        const v = Math.abs(x[i * n + k] as number);
+        err[i * n + k] =
+          type === GgmlType.F16 ? v * 2 ** -11 : (0.5 + 127 * 2 ** -11) * (amax / 127);
+      }
+    }
+  }
+  for (let j = 0; j < d; j++) {
+    dequantizeRow(type, w, j * rowBytes(type, n), n, row, 0);
+    for (let i = 0; i < m; i++) {
+      let s = 0;
+      let e = 0;
+      let mag = 0;
+      for (let k = 0; k < n; k++) {
+        const wk = row[k] as number;
+        const xk = x[i * n + k] as number;
+        s += wk * xk;
+        e += Math.abs(wk) * (err[i * n + k] as number);
+        mag += Math.abs(wk * xk);
+      }
+      want[i * d + j] = s;
+      tol[i * d + j] = e + n * 2 ** -23 * mag + 1e-30;
+    }
+  }
+  return { want, tol };
+}
+
+describe("matmulQ", () => {
+  for (const [name, type] of TYPES) {
+    // the last shape leaves blocks after the wasm's groups of four (and an F16 tail after 8s)
+    const odd =
+      type === GgmlType.F16
+        ? 261
+        : type === GgmlType.Q8_0 || type === GgmlType.Q4_0 || type === GgmlType.Q4_1
+          ? 224
+          : 768;
+    for (const [m, n, d] of [
+      [1, 256, 7],
+      [3, 512, 17],
+      [8, 256, 33],
+      [2, odd, 9],
+    ] as const) {
+      it(`${name} (${m}, ${n}) @ (${d}, ${n})^T: js = wasm bit for bit, within the bound of float64`, () => {
+        const rng = mulberry32(m * 1000 + n + d + type);
+        const x = Float32Array.from({ length: m * n }, () => (rng() * 2 - 1) * 3);
+        x.fill(0, 0, 256); // an all-zero block: scale 0, quants 0
+        const w = randomQuantWeights(type, n, d, rng);
+        const a = run(js, type, x, w, m, n, d);
+        const b = run(wasm, type, x, w, m, n, d);
+        expect(bits(a)).toEqual(bits(b));
+        const { want, tol } = reference(type, x, w, m, n, d);
+        let worst = 0;
+        for (let i = 0; i < m * d; i++) {
+          const excess = Math.abs((a[i] as number) - (want[i] as number)) / (tol[i] as number);
+          worst = Math.max(worst, excess);
+        }
+        expect(worst, "largest error / bound").toBeLessThanOrEqual(1);
+      });
+    }
+
+    it(`${name}: a row does not depend on the batch around it; ldo > d leaves other columns`, () => {
+      const n = 256;
+      const d = 5;
+      const m = 6;
+      const rng = mulberry32(77 + type);
+      const x = Float32Array.from({ length: m * n }, () => rng() * 2 - 1);
+      const w = randomQuantWeights(type, n, d, rng);
+      for (const k of [js, wasm]) {
+        const batch = run(k, type, x, w, m, n, d, d + 3);
+        for (let i = 0; i < m; i++) {
+          const one = run(k, type, x.subarray(i * n, (i + 1) * n), w, 1, n, d);
+          expect(bits(batch.subarray(i * (d + 3), i * (d + 3) + d))).toEqual(bits(one));
+          expect(Array.from(batch.subarray(i * (d + 3) + d, (i + 1) * (d + 3)))).toEqual([
+            -7, -7, -7,
+          ]);
+        }
+        // unaligned weight view (odd byte offset): same bits
+        const ws = k.allocBytes(w.length + 1).subarray(1);
+        ws.set(w);
+        const xs = k.alloc(n);
+        xs.set(x.subarray(0, n));
+        const out = k.alloc(d);
+        k.matmulQ(out, d, xs, ws, type, 1, n, d, k.allocBytes(actRowBytes(type, n)));
+        expect(bits(out)).toEqual(bits(batch.subarray(0, d)));
+      }
+    });
+  }
+
+  it("F16 activations round to the nearest half like f32ToF16 (subnormals, ties, overflow, -0)", () => {
+    const edge = [
+      0,
+      -0,
+      1,
+      -1,
+      65504,
+      65519.99,
+      2 ** -14,
+      2 ** -14 * 0.99,
+      2 ** -24,
+      2 ** -25,
+      2 ** -25 * 1.01,
+      3 * 2 ** -25,
+      1 + 2 ** -11,
+      1 + 3 * 2 ** -11,
+      0.1,
+      -0.3,
+      1e-9,
+      5e-8,
+      -6e-5,
+      2049,
+      2051,
+      4097,
+    ];
+    const n = edge.length + (8 - (edge.length % 8)) + 3; // a tail after the groups of 8 and 4
+    const x = new Float32Array(n);
+    x.set(edge);
+    x.set([1 + 2 ** -11, -65504, 2 ** -25], n - 3);
+    // one-hot weight rows: out[j] = x[j] * 1, the rounded activation itself
+    const w = new Uint8Array(n * rowBytes(GgmlType.F16, n));
+    for (let j = 0; j < n; j++) w[(j * n + j) * 2 + 1] = 0x3c; // half 1.0 = 0x3c00
+    const want = Array.from(x, (v) => f16ToF32(f32ToF16(v)));
+    for (const m of [1, 2]) {
+      const xs = new Float32Array(m * n);
+      for (let i = 0; i < m; i++) xs.set(x, i * n);
+      const a = run(js, GgmlType.F16, xs, w, m, n, n);
+      const b = run(wasm, GgmlType.F16, xs, w, m, n, n);
+      expect(bits(a)).toEqual(bits(b));
+      expect(Array.from(a.subarray(0, n))).toEqual(want.map((v) => Math.fround(v) + 0)); // a sum from +0: -0 gives +0
+    }
+    // from 65520 on a half is infinite (alone in its row: inf * 0 would be NaN)
+    for (const v of [65520, -65520, 1e6, Number.POSITIVE_INFINITY]) {
+      const one = new Uint8Array(8);
+      one[1] = 0x3c;
+      const a = run(js, GgmlType.F16, Float32Array.from([v, 0, 0, 0]), one, 1, 4, 1);
+      const b = run(wasm, GgmlType.F16, Float32Array.from([v, 0, 0, 0]), one, 1, 4, 1);
+      expect([a[0], b[0]]).toEqual([Math.sign(v) * Number.POSITIVE_INFINITY, a[0]]);
+    }
+  });
+
+  it("rejects F32 and unknown types, partial blocks, short arrays, aliasing and foreign arrays", () => {
+    for (const k of [js, wasm]) {
+      const x = k.alloc(512);
+      const w = k.allocBytes(4 * rowBytes(GgmlType.Q4_K, 256));
+      const out = k.alloc(64);
+      const s = k.allocBytes(2048);
+      const q4k = GgmlType.Q4_K;
+      k.matmulQ(out, 4, x, w, q4k, 2, 256, 4, s);
+      expect(() => k.matmulQ(out, 4, x, w, GgmlType.F32 as WeightType, 2, 256, 4, s)).toThrow(
+        InvariantError,
+      );
+      expect(() => k.matmulQ(out, 4, x, w, 10 as WeightType, 2, 256, 4, s)).toThrow(InvariantError);
+      expect(() => k.matmulQ(out, 4, x, w, q4k, 2, 128, 4, s)).toThrow(InvariantError);
+      expect(() => k.matmulQ(out, 3, x, w, q4k, 2, 256, 4, s)).toThrow(InvariantError);
+      expect(() => k.matmulQ(out, 4, x, w, q4k, 2, 256, 5, s)).toThrow(InvariantError);
+      expect(() => k.matmulQ(out, 4, x, w, q4k, 3, 256, 4, s)).toThrow(InvariantError);
+      expect(() => k.matmulQ(out, 4, x, w, q4k, 2, 256, 4, s.subarray(0, 500))).toThrow(
+        InvariantError,
+      );
+      const xb = new Uint8Array(x.buffer, x.byteOffset, 2048);
+      expect(() => k.matmulQ(out, 4, x, w, q4k, 2, 256, 4, xb)).toThrow(InvariantError);
+      expect(() => k.matmulQ(x.subarray(0, 8), 4, x, w, q4k, 2, 256, 4, s)).toThrow(InvariantError);
+      expect(() => k.matmulQ(new Float32Array(8), 4, x, w, q4k, 2, 256, 4, s)).toThrow(
+        InvariantError,
+      );
+    }
+  });
+});
