@@ -13,10 +13,10 @@ import { loadNodeInstance } from "../hosts/node-engine.ts";
 import { parseServingConfig } from "../shared/config.ts";
 import type { SeqOutput } from "../shared/engine/engine.ts";
 import { GREEDY } from "../shared/engine/sequence.ts";
-import type { Tokenizer } from "../shared/model/tokenizer.ts";
 import { decodeEvents, encodeEvent } from "../shared/protocol/codec.ts";
 import type { GenerateEvent } from "../shared/protocol/messages.ts";
 import { TaskTracker } from "../shared/serving/task.ts";
+import type { Tokenizer } from "../shared/tokenizer/tokenizer.ts";
 import { sseResponseStream } from "../workers/openai/format.ts";
 
 export interface HopCosts {

@@ -7,8 +7,8 @@
  * (roles as sent: system, user, assistant, ...). The Template is parsed once per model.
  */
 import { Template } from "@huggingface/jinja";
-import type { Tokenizer } from "../shared/model/tokenizer.ts";
 import type { ChatMessage } from "../shared/protocol/messages.ts";
+import type { Tokenizer } from "../shared/tokenizer/tokenizer.ts";
 
 export const DEFAULT_CHAT_TEMPLATE =
   "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}" +

@@ -8,7 +8,6 @@
 
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { parseGguf } from "../shared/model/gguf.ts";
-import { Tokenizer } from "../shared/model/tokenizer.ts";
 import { taskIdFor } from "../shared/protocol/ids.ts";
 import type {
   GenerateInput,
@@ -39,6 +38,7 @@ import {
   scheduleRequest,
 } from "../shared/serving/scheduling.ts";
 import { type PreparedPrompts, preparePrompts } from "../shared/serving/task.ts";
+import { Tokenizer } from "../shared/tokenizer/tokenizer.ts";
 import type { DeploymentRecord, ModelRecord } from "../shared/types/deployments.ts";
 import type { InstanceRole } from "../shared/types/records.ts";
 import { type ChatRenderer, createChatRenderer } from "./chat-template.ts";

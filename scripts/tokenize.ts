@@ -13,7 +13,7 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { parseGguf } from "../shared/model/gguf.ts";
-import { Tokenizer } from "../shared/model/tokenizer.ts";
+import { Tokenizer } from "../shared/tokenizer/tokenizer.ts";
 
 function fail(msg: string): never {
   console.error(`error: ${msg}`);

@@ -9,7 +9,7 @@ import { planMemory } from "../shared/engine/instance.ts";
 import { AppError } from "../shared/errors.ts";
 import { modelConfigFromGguf, numParameters } from "../shared/model/config.ts";
 import { parseGguf } from "../shared/model/gguf.ts";
-import { Tokenizer } from "../shared/model/tokenizer.ts";
+import { Tokenizer } from "../shared/tokenizer/tokenizer.ts";
 import type { ModelRecord, ModelSummary } from "../shared/types/deployments.ts";
 import { clusterManager, type Env, getConfig } from "./env.ts";
 import { newDeploymentId } from "./ids.ts";

@@ -11,9 +11,9 @@
 import { type ModelConfig, modelConfigFromGguf } from "../model/config.ts";
 import { type GgufFile, parseGguf } from "../model/gguf.ts";
 import { KernelMemoryError, type Kernels } from "../model/kernels.ts";
-import { Tokenizer } from "../model/tokenizer.ts";
 import { kvBytesPerBlock, Transformer, workspaceBytes } from "../model/transformer.ts";
 import { loadWeights, weightBytes } from "../model/weights.ts";
+import { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { Engine } from "./engine.ts";
 import type { Executor } from "./executor.ts";
 import { KvBlockManager } from "./kv-block-manager.ts";

@@ -15,7 +15,6 @@ import type { SeqOutput } from "../engine/engine.ts";
 import type { SamplingParams } from "../engine/sequence.ts";
 import { errorInfo, failure, type Result } from "../errors.ts";
 import type { SampledToken } from "../model/sampler.ts";
-import type { Tokenizer } from "../model/tokenizer.ts";
 import type {
   ChatMessage,
   GenerateEvent,
@@ -23,6 +22,7 @@ import type {
   GenerateTask,
   TokenLogprobEntry,
 } from "../protocol/messages.ts";
+import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 
 export const DEFAULT_COMPLETION_MAX_TOKENS = 16;
 

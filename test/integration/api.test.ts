@@ -5,7 +5,7 @@
 import { env, exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { parseGguf } from "../../shared/model/gguf.ts";
-import { Tokenizer } from "../../shared/model/tokenizer.ts";
+import { Tokenizer } from "../../shared/tokenizer/tokenizer.ts";
 import { parseSse, readAll } from "../helpers/sse.ts";
 
 const KEY = "Bearer sk-test";

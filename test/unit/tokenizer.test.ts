@@ -7,8 +7,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { type GgufValue, parseGguf } from "../../shared/model/gguf.ts";
-import { Tokenizer, type TokenizerVocab, TokenType } from "../../shared/model/tokenizer.ts";
 import { mulberry32 } from "../../shared/random.ts";
+import { Tokenizer, type TokenizerVocab, TokenType } from "../../shared/tokenizer/tokenizer.ts";
 import {
   HAVE_REFERENCE_MODELS,
   REPO_ROOT,

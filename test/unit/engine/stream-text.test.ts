@@ -9,7 +9,7 @@ import type { Executor, StepPlan, StepResult } from "../../../shared/engine/exec
 import { KvBlockManager } from "../../../shared/engine/kv-block-manager.ts";
 import { Scheduler } from "../../../shared/engine/scheduler.ts";
 import { GREEDY } from "../../../shared/engine/sequence.ts";
-import { Tokenizer, TokenType } from "../../../shared/model/tokenizer.ts";
+import { Tokenizer, TokenType } from "../../../shared/tokenizer/tokenizer.ts";
 
 /** GPT-2's bytes_to_unicode, written out from its definition (printable Latin-1 is itself). */
 function gpt2ByteChars(): string[] {

@@ -26,14 +26,14 @@
  * which is what llama.cpp's server streams (token_to_piece with lstrip = 0).
  */
 
-import type { GgufValue } from "./gguf.ts";
-import { BpeModel } from "./tokenizer/bpe.ts";
-import { type TokenizerVocab, vocabFromGguf } from "./tokenizer/gguf-vocab.ts";
-import { partitionSpecials } from "./tokenizer/partition.ts";
-import { PreTokenizer } from "./tokenizer/pre-tokenizers.ts";
-import { SpmModel } from "./tokenizer/spm.ts";
-import { StreamDecoder, UTF8_KEEP_BOM } from "./tokenizer/stream-decoder.ts";
-import type { TextModel, TokenizerModelName } from "./tokenizer/text-model.ts";
+import type { GgufValue } from "../model/gguf.ts";
+import { BpeModel } from "./bpe.ts";
+import { type TokenizerVocab, vocabFromGguf } from "./gguf-vocab.ts";
+import { partitionSpecials } from "./partition.ts";
+import { PreTokenizer } from "./pre-tokenizers.ts";
+import { SpmModel } from "./spm.ts";
+import { StreamDecoder, UTF8_KEEP_BOM } from "./stream-decoder.ts";
+import type { TextModel, TokenizerModelName } from "./text-model.ts";
 import {
   ATTR_BYTE,
   ATTR_CONTROL,
@@ -45,12 +45,12 @@ import {
   FIM_TEXTS,
   TokenType,
   TYPE_TO_ATTR,
-} from "./tokenizer/token-types.ts";
+} from "./token-types.ts";
 
-export type { TokenizerVocab } from "./tokenizer/gguf-vocab.ts";
-export { StreamDecoder } from "./tokenizer/stream-decoder.ts";
-export type { TokenizerModelName } from "./tokenizer/text-model.ts";
-export { TokenType } from "./tokenizer/token-types.ts";
+export type { TokenizerVocab } from "./gguf-vocab.ts";
+export { StreamDecoder } from "./stream-decoder.ts";
+export type { TokenizerModelName } from "./text-model.ts";
+export { TokenType } from "./token-types.ts";
 
 const EMPTY = new Uint8Array(0);
 const HEX = "0123456789ABCDEF";

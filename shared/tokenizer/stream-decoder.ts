@@ -1,7 +1,7 @@
 /**
  * Incremental detokenisation for streamed text. Pure.
  */
-import type { DecodeOptions } from "../tokenizer.ts";
+import type { DecodeOptions } from "./tokenizer.ts";
 
 /** A leading U+FEFF is text like any other (TextDecoder would drop it by default). */
 export const UTF8_KEEP_BOM = { ignoreBOM: true };
