@@ -29,7 +29,7 @@ import type { ContextCacheRecord, RequestRecord } from "../shared/types/records.
 import { BatchRunner, type BatchSubmit } from "./batch-runner.ts";
 import { ContextCacheStore, createContextCache, type NewContextCache } from "./context-caches.ts";
 import { type Env, getConfig } from "./env.ts";
-import { ModelDirectory } from "./model-directory.ts";
+import { idleDeployment, ModelDirectory } from "./model-directory.ts";
 import type { PlanInput } from "./model-scheduler.ts";
 import { PlacementState } from "./placement-state.ts";
 import { RecordStore } from "./records.ts";
@@ -42,6 +42,9 @@ export interface TaskEvent extends TaskProgress {
   /** The instance's running totals (preemptions, fabric), for /metrics. */
   counters?: NpuCounters;
 }
+
+/** Longest a request waits for its deployment to scale from zero (then 503, Retry-After). */
+const SCALE_FROM_ZERO_TIMEOUT_MS = 30_000;
 
 /** Delay before scheduling state is snapshotted to storage. */
 const SNAPSHOT_DELAY_MS = 5_000;
@@ -84,8 +87,18 @@ export class JobExecutor extends DurableObject<Env> {
    * input and capacity failures come back as values, and then nothing is recorded.
    */
   async submit(s: SubmitJob): Promise<Result<Submitted>> {
-    const admitted = await this.#admit(s);
+    let admitted = await this.#admit(s);
     if (!admitted.ok) return admitted;
+    let coldStartMs: number | null = null;
+    const idle = idleDeployment(admitted.value.deployments);
+    if (idle) {
+      // scale from zero: wait for an instance (the ClusterManager pushes the record first)
+      const cold = await this.#models.scaleFromZero(idle, SCALE_FROM_ZERO_TIMEOUT_MS);
+      if (!cold.ok) return cold;
+      coldStartMs = cold.value.coldStartMs;
+      admitted = await this.#admit(s);
+      if (!admitted.ok) return admitted;
+    }
     const planned = await this.#plan(admitted.value, 0);
     if (!planned.ok) return planned;
     const { placement } = planned.value;
@@ -96,6 +109,7 @@ export class JobExecutor extends DurableObject<Env> {
       role,
       instanceId: t.instanceId,
       npu: t.npu,
+      coldStartMs,
     }));
     this.#records.createSoon(
       {

@@ -15,12 +15,15 @@ import { Logger, parseLogLevel } from "../shared/log.ts";
 import type { GenerateEvent, GenerateTask, Prefilled } from "../shared/protocol/messages.ts";
 import { PROTOCOL_VERSION } from "../shared/protocol/version.ts";
 import type { Accepted } from "../shared/serving/dispatch.ts";
+import { WEIGHT_CHUNK_BYTES } from "../shared/serving/scale-plan.ts";
 import { sequencesFor, TaskTracker } from "../shared/serving/task.ts";
+import type { LoadReport, WeightSource } from "../shared/types/instances.ts";
 import { ContextPins } from "./context-pins.ts";
 import { EngineLoop, type StepSummary } from "./engine-loop.ts";
 import type { Env } from "./env.ts";
 import { FabricHost, type RegionData } from "./fabric-host.ts";
 import { KvHandoff } from "./kv-handoff.ts";
+import { NpuLifecycle } from "./npu-lifecycle.ts";
 import { type Loaded, ModelSlot } from "./npu-loader.ts";
 import { TaskStreams } from "./task-streams.ts";
 
@@ -32,6 +35,9 @@ export interface NpuStats extends EngineStats {
   numTasks: number;
   memory: { usedBytes: number; capacityBytes: number; weightBytes: number } | null;
   recentSteps: StepSummary[];
+  draining: boolean;
+  /** When a task last ended here (or the Npu started). */
+  lastActiveAt: number;
 }
 
 export type GenerateAccepted = Accepted<ReadableStream<Uint8Array>>;
@@ -70,6 +76,7 @@ export class Npu extends DurableObject<Env> {
   private readonly fabric: FabricHost;
   private readonly handoff: KvHandoff;
   private readonly loop: EngineLoop;
+  private readonly lifecycle = new NpuLifecycle();
   /**
    * Task ids between their arrival and their stream's registration, and prefill tasks until
    * their KV is exported (a repeated id gets a 409).
@@ -105,15 +112,18 @@ export class Npu extends DurableObject<Env> {
       onStep: (report, startedAt, endedAt) => {
         this.streams.markStarted(report.scheduledSeqIds, startedAt);
         for (const o of report.outputs) {
+          if (this.lifecycle.onOutput(o)) continue;
           if (this.handoff.onOutput(o)) continue;
           this.streams.onOutput(o, endedAt);
         }
       },
       onFailure: () => {
+        this.lifecycle.failAll();
         this.streams.failAll();
         this.handoff.failAll();
       },
     });
+    this.streams.onEnded = () => this.lifecycle.changed();
   }
 
   /** The loaded model, if any. */
@@ -125,6 +135,79 @@ export class Npu extends DurableObject<Env> {
   async load(q: { model: string; r2Key: string }): Promise<Result<{ model: string }>> {
     const r = await this.slot.ensure(q.model, q.r2Key);
     return r.ok ? { ok: true, value: { model: r.value.model } } : r;
+  }
+
+  // --- scaling (the ClusterManager drives these steps; npu-lifecycle.ts)
+
+  /**
+   * Pre-loads the runtime (wasm instantiated, `reserveBytes` of memory reserved). `pooled`: the
+   * Npu then waits in the pool, kept resident by its alarm.
+   */
+  async preload(q: { reserveBytes: number; pooled: boolean }): Promise<{ preloadMs: number }> {
+    const t0 = Date.now();
+    await this.slot.preload(q.reserveBytes);
+    this.lifecycle.pooled = q.pooled;
+    await this.#scheduleAlarm();
+    return { preloadMs: Date.now() - t0 };
+  }
+
+  /** Loads a model's weights from a tier into an arena sized to the model. */
+  async loadWeights(q: {
+    model: string;
+    generation: number;
+    r2Key: string;
+    source: WeightSource;
+    verify?: boolean;
+  }): Promise<Result<LoadReport>> {
+    this.lifecycle.pooled = false;
+    this.lifecycle.draining = false;
+    return this.slot.load(q, q.source, q.verify ?? false);
+  }
+
+  /** Post-load warm-up: one greedy token through the engine loop. */
+  async warmUp(): Promise<Result<{ warmupMs: number }>> {
+    const engine = this.loaded?.instance.engine;
+    if (!engine) return failure(errorInfo("internal", "no model is loaded to warm up"));
+    const r = await this.lifecycle.warmUp(engine, () => this.loop.kick());
+    // a fresh instance's only steps were the warm-up's: stats list the steps that served tasks
+    this.loop.recentSteps.length = 0;
+    return r;
+  }
+
+  /** Resolves once no task runs or starts here (the ClusterManager stopped placing them). */
+  async drain(): Promise<{ drainMs: number }> {
+    const t0 = Date.now();
+    await this.lifecycle.drain(() => this.streams.size > 0 || this.starting.size > 0);
+    return { drainMs: Date.now() - t0 };
+  }
+
+  /**
+   * Unbinds the model (memory reset: the runtime is dropped). With `pooled`, a fresh runtime is
+   * pre-loaded at once so the Npu goes back to the pool warm.
+   */
+  async unbind(q: { pooled: boolean; reserveBytes: number }): Promise<{ unbound: boolean }> {
+    const had = this.loaded !== null;
+    this.pins.expire(this.loaded?.instance.engine, Number.POSITIVE_INFINITY);
+    this.slot.unbind();
+    this.lifecycle.draining = false;
+    if (q.pooled) await this.slot.preload(q.reserveBytes);
+    this.lifecycle.pooled = q.pooled;
+    await this.#scheduleAlarm();
+    return { unbound: had };
+  }
+
+  /** The GGUF image of `model` this Npu serves (for a fork), or null. */
+  async weightImage(q: { model: string }): Promise<{ sizeBytes: number } | null> {
+    const l = this.loaded;
+    return l?.model === q.model ? { sizeBytes: l.image.byteLength } : null;
+  }
+
+  /** One chunk of the image (WEIGHT_CHUNK_BYTES), or null when `model` is not served here. */
+  async weightChunk(q: { model: string; index: number }): Promise<Uint8Array | null> {
+    const l = this.loaded;
+    if (l?.model !== q.model) return null;
+    const at = q.index * WEIGHT_CHUNK_BYTES;
+    return l.image.slice(at, at + WEIGHT_CHUNK_BYTES);
   }
 
   async stats(): Promise<NpuStats> {
@@ -141,6 +224,8 @@ export class Npu extends DurableObject<Env> {
           }
         : null,
       recentSteps: [...this.loop.recentSteps],
+      draining: this.lifecycle.draining,
+      lastActiveAt: this.lifecycle.lastActiveAt,
     };
   }
 
@@ -159,6 +244,7 @@ export class Npu extends DurableObject<Env> {
       return await this.#start(task);
     } finally {
       this.starting.delete(task.taskId);
+      this.lifecycle.changed();
     }
   }
 
@@ -234,10 +320,11 @@ export class Npu extends DurableObject<Env> {
       const loaded = await this.slot.ensure(task.model, task.r2Key);
       if (!loaded.ok) return loaded;
       const r = await this.handoff.prefill(loaded.value.instance, task, sequencesFor(task));
-      if (r.ok) await this.#scheduleExpiry(); // the region is freed by the decode side, or expires
+      if (r.ok) await this.#scheduleAlarm(); // the region is freed by the decode side, or expires
       return r;
     } finally {
       this.starting.delete(task.taskId);
+      this.lifecycle.changed();
     }
   }
 
@@ -260,7 +347,7 @@ export class Npu extends DurableObject<Env> {
     const pinned = await this.pins.computeAndPin(loaded.value.instance, this.handoff, a);
     if (!pinned.ok) return pinned;
     const { numPinnedTokens } = pinned.value;
-    await this.#scheduleExpiry();
+    await this.#scheduleAlarm();
     this.log.info("context_cache.pinned", {
       cacheId: a.cacheId,
       numTokens: a.promptIds.length,
@@ -273,18 +360,23 @@ export class Npu extends DurableObject<Env> {
     return { unpinned: this.pins.unpin(this.loaded?.instance.engine, a.cacheId) };
   }
 
-  /** Expires pinned context caches, and KV handoff regions no decode side ever pulled. */
+  /**
+   * The Npu's one alarm: expires pinned context caches and KV handoff regions no decode side
+   * ever pulled, and keeps a pooled Npu resident.
+   */
   override async alarm(): Promise<void> {
     const now = Date.now();
     this.pins.expire(this.loaded?.instance.engine, now);
     this.handoff.expireRegions(now);
-    await this.#scheduleExpiry();
+    await this.#scheduleAlarm();
   }
 
-  async #scheduleExpiry(): Promise<void> {
-    const times = [this.handoff.nextRegionExpiry(), this.pins.nextExpiry()].filter(
-      (t): t is number => t !== null,
-    );
+  async #scheduleAlarm(): Promise<void> {
+    const times = [
+      this.handoff.nextRegionExpiry(),
+      this.pins.nextExpiry(),
+      this.lifecycle.nextKeepAlive(Date.now()),
+    ].filter((t): t is number => t !== null);
     if (times.length > 0) await this.ctx.storage.setAlarm(Math.min(...times));
   }
 

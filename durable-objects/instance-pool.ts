@@ -1,0 +1,397 @@
+/**
+ * The ClusterManager's instances: DeepFlow's scale-up pipeline and the pre-warmed pool.
+ *
+ * Scale-up of one instance, each step timed into its status: reserve (lease a pooled Npu, whose
+ * runtime is up, or name a fresh one), pre-load the runtime (instantiate the wasm kernels and
+ * reserve the arena), load weights (from R2, the staged tier, or by NPU-fork from a serving peer
+ * in a tree broadcast, scale-plan.ts), warm up (one token through the engine), announce (the
+ * instance joins its deployment's record, which is pushed to every JobExecutor). Scale-in drains:
+ * the instance leaves the record first (no new task is placed on it), its running tasks finish,
+ * then it is unbound and goes back to the pool (or stops when the pool is full).
+ *
+ * The pool: POOL_SIZE Npus pre-loaded and bound to no model, refilled in the background.
+ */
+import { errorFields, type Logger } from "../shared/log.ts";
+import { instanceId, npuName, poolInstanceId } from "../shared/protocol/names.ts";
+import { planSources } from "../shared/serving/scale-plan.ts";
+import type { DeploymentRecord } from "../shared/types/deployments.ts";
+import {
+  type InstanceStatus,
+  type LoadPath,
+  noBytes,
+  type RoleCounts,
+  type WeightSource,
+} from "../shared/types/instances.ts";
+import type { InstanceRole } from "../shared/types/records.ts";
+import { type Env, getConfig } from "./env.ts";
+
+export const ROLES: readonly InstanceRole[] = ["colocated", "prefill", "decode"];
+const ROLE_TAG: Record<InstanceRole, string> = { colocated: "c", prefill: "p", decode: "d" };
+const STARTING = new Set(["reserved", "preloading", "loading", "warming"]);
+
+export interface FleetHost {
+  env: Env;
+  ctx: DurableObjectState;
+  log: Logger;
+  deployment(id: string): DeploymentRecord | null;
+  put(d: DeploymentRecord): void;
+  /** Pushes the model's record to the JobExecutors (announce). */
+  publish(model: string): Promise<unknown>;
+  weights(model: string): { r2Key: string; generation: number } | null;
+}
+
+interface Waiter {
+  depId: string;
+  roles: InstanceRole[];
+  done: () => void;
+}
+
+export class InstancePool {
+  /** Deployments' waiters for a serving instance of every role they need. */
+  #waiters: Waiter[] = [];
+  /** Loads in flight, by instance id: resolve true once the weights are in memory. */
+  readonly #loaded = new Map<string, Promise<boolean>>();
+  #filling: Promise<void> | null = null;
+  /** Largest arena a load asked for: what pooled Npus reserve. */
+  #reserveBytes = 0;
+
+  constructor(private readonly host: FleetHost) {
+    host.ctx.storage.sql.exec(`
+      CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY, deployment_id TEXT NOT NULL,
+        state TEXT NOT NULL, record TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS pool (id TEXT PRIMARY KEY, state TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);`);
+  }
+
+  get #sql() {
+    return this.host.ctx.storage.sql;
+  }
+
+  #npu(id: string) {
+    return this.host.env.NPU.getByName(npuName(id));
+  }
+
+  #next(name: string): number {
+    const row = this.#sql
+      .exec(
+        "INSERT INTO counters (name, value) VALUES (?, 0) ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
+        name,
+      )
+      .one();
+    return row.value as number;
+  }
+
+  /** Every instance of a deployment that has not stopped, oldest first. */
+  statuses(depId: string, all = false): InstanceStatus[] {
+    return this.#sql
+      .exec("SELECT record FROM instances WHERE deployment_id = ? ORDER BY rowid", depId)
+      .toArray()
+      .map((r) => JSON.parse(r.record as string) as InstanceStatus)
+      .filter((s) => all || (s.state !== "stopped" && s.state !== "failed"));
+  }
+
+  #save(s: InstanceStatus): void {
+    this.#sql.exec(
+      "INSERT OR REPLACE INTO instances (id, deployment_id, state, record) VALUES (?, ?, ?, ?)",
+      s.id,
+      s.deploymentId,
+      s.state,
+      JSON.stringify(s),
+    );
+  }
+
+  /** Serving instances of `model` (any deployment of its current generation): fork sources. */
+  #servingOf(model: string, generation: number): string[] {
+    const out: string[] = [];
+    for (const r of this.#sql.exec(
+      "SELECT deployment_id, record FROM instances WHERE state = 'serving'",
+    )) {
+      const d = this.host.deployment(r.deployment_id as string);
+      if (d?.model === model && d.generation === generation) {
+        out.push((JSON.parse(r.record as string) as InstanceStatus).id);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Moves every role of a deployment toward `target`: starts instances (eagerly, in the
+   * background) or drains serving ones, newest first. Returns the ids started and draining.
+   */
+  scale(
+    d: DeploymentRecord,
+    target: RoleCounts,
+    path: LoadPath = "auto",
+    verify = false,
+  ): { started: string[]; draining: string[] } {
+    const started: string[] = [];
+    const draining: string[] = [];
+    const live = this.statuses(d.id);
+    for (const role of ROLES) {
+      const mine = live.filter((s) => s.role === role && s.state !== "draining");
+      const want = target[role];
+      if (want > mine.length) started.push(...this.#add(d, role, want - mine.length, path, verify));
+      const serving = mine.filter((s) => s.state === "serving").reverse();
+      for (const s of serving.slice(0, Math.max(0, mine.length - want))) {
+        draining.push(s.id);
+        this.host.ctx.waitUntil(this.#drain(s));
+      }
+    }
+    const cur = this.host.deployment(d.id) ?? d;
+    this.host.put({ ...cur, scaling: { ...cur.scaling, target } });
+    return { started, draining };
+  }
+
+  #add(d: DeploymentRecord, role: InstanceRole, count: number, path: LoadPath, verify: boolean) {
+    const w = this.host.weights(d.model);
+    if (!w) return [];
+    const now = Date.now();
+    const ids: { id: string; fromPool: boolean; reserveMs: number }[] = [];
+    for (let i = 0; i < count; i++) {
+      const t0 = Date.now();
+      const leased = path === "r2" || path === "staged" ? null : this.#lease();
+      const id = leased ?? instanceId(`${d.id}_${ROLE_TAG[role]}`, this.#next(`inst/${d.id}`));
+      ids.push({ id, fromPool: leased !== null, reserveMs: Date.now() - t0 });
+    }
+    const plan = planSources(
+      path,
+      this.#servingOf(d.model, d.generation),
+      ids.map((x) => x.id),
+      path === "staged",
+    );
+    ids.forEach((x, i) => {
+      const p = plan[i] as { source: WeightSource; after: string | null };
+      const s: InstanceStatus = {
+        id: x.id,
+        deploymentId: d.id,
+        role,
+        state: "reserved",
+        fromPool: x.fromPool,
+        source: p.source,
+        stepsMs: { reserve: x.reserveMs },
+        bytesByTier: noBytes(),
+        createdAt: now,
+        servingAt: null,
+        error: null,
+      };
+      this.#save(s);
+      let markLoaded = (_: boolean) => {};
+      this.#loaded.set(x.id, new Promise<boolean>((r) => (markLoaded = r)));
+      this.host.ctx.waitUntil(this.#start(s, d, w, p.after, verify, markLoaded));
+    });
+    if (ids.some((x) => x.fromPool)) this.refill();
+    this.host.log.info("deployment.scaling_out", { deploymentId: d.id, role, count, path });
+    return ids.map((x) => x.id);
+  }
+
+  async #start(
+    s: InstanceStatus,
+    d: DeploymentRecord,
+    w: { r2Key: string; generation: number },
+    after: string | null,
+    verify: boolean,
+    markLoaded: (ok: boolean) => void,
+  ): Promise<void> {
+    const npu = this.#npu(s.id);
+    const step = (state: InstanceStatus["state"]) => {
+      s.state = state;
+      this.#save(s);
+    };
+    try {
+      step("preloading");
+      const t1 = Date.now();
+      if (!s.fromPool) await npu.preload({ reserveBytes: 0, pooled: false });
+      s.stepsMs.preload = Date.now() - t1;
+      // a fork from a peer that is itself loading starts once that peer has its weights
+      if (after !== null && !(await this.#loaded.get(after))) s.source = { tier: "r2" };
+      step("loading");
+      const t2 = Date.now();
+      const source = s.source as WeightSource;
+      const r = await npu.loadWeights({
+        model: d.model,
+        generation: w.generation,
+        r2Key: w.r2Key,
+        source,
+        verify,
+      });
+      if (!r.ok) throw new Error(r.error.message);
+      s.stepsMs.preload += r.value.preloadMs;
+      s.stepsMs.load = Date.now() - t2 - r.value.preloadMs;
+      s.bytesByTier = r.value.bytesByTier;
+      this.#reserveBytes = Math.max(this.#reserveBytes, r.value.arenaBytes);
+      if (verify)
+        (s as InstanceStatus & { weightsDigest?: string }).weightsDigest = r.value.weightsDigest;
+      markLoaded(true);
+      step("warming");
+      const t3 = Date.now();
+      const warm = await npu.warmUp();
+      if (!warm.ok) throw new Error(warm.error.message);
+      s.stepsMs.warmup = Date.now() - t3;
+      const t4 = Date.now();
+      const cur = this.host.deployment(d.id);
+      if (cur?.status !== "active" || this.#statusOf(s.id)?.state !== "warming") {
+        // deleted or scaled in while it started: it never serves
+        await this.#release(s, "stopped");
+        return;
+      }
+      const ids = cur.instances[s.role];
+      this.host.put({ ...cur, instances: { ...cur.instances, [s.role]: [...ids, s.id] } });
+      s.servingAt = Date.now();
+      step("serving");
+      await this.host.publish(d.model);
+      s.stepsMs.announce = Date.now() - t4;
+      this.#save(s);
+      this.#wake();
+      this.host.log.info("instance.serving", {
+        instanceId: s.id,
+        deploymentId: d.id,
+        ...s.stepsMs,
+      });
+    } catch (e) {
+      markLoaded(false);
+      s.error = (e as Error).message;
+      this.host.log.warn("instance.failed", { instanceId: s.id, ...errorFields(e) });
+      await this.#release(s, "failed").catch(() => {});
+      this.#wake();
+    }
+  }
+
+  #statusOf(id: string): InstanceStatus | null {
+    const row = this.#sql.exec("SELECT record FROM instances WHERE id = ?", id).toArray()[0];
+    return row ? (JSON.parse(row.record as string) as InstanceStatus) : null;
+  }
+
+  /** Leaves the record (no new tasks), lets running tasks finish, unbinds. */
+  async #drain(s: InstanceStatus): Promise<void> {
+    const t0 = Date.now();
+    s.state = "draining";
+    this.#save(s);
+    const cur = this.host.deployment(s.deploymentId);
+    if (cur) {
+      const ids = cur.instances[s.role].filter((x) => x !== s.id);
+      this.host.put({ ...cur, instances: { ...cur.instances, [s.role]: ids } });
+      await this.host.publish(cur.model);
+    }
+    try {
+      await this.#npu(s.id).drain();
+    } catch (e) {
+      this.host.log.warn("instance.drain_failed", { instanceId: s.id, ...errorFields(e) });
+    }
+    await this.#release(s, "stopped");
+    this.host.log.info("instance.drained", { instanceId: s.id, durationMs: Date.now() - t0 });
+  }
+
+  /** Unbinds an instance's Npu; it rejoins the pool if the pool has room. */
+  async #release(s: InstanceStatus, state: "stopped" | "failed"): Promise<void> {
+    s.state = state;
+    this.#save(s);
+    const pooled = state === "stopped" && this.#poolCount() < getConfig(this.host.env).poolSize;
+    if (pooled)
+      this.#sql.exec("INSERT OR REPLACE INTO pool (id, state) VALUES (?, 'warming')", s.id);
+    await this.#npu(s.id).unbind({ pooled, reserveBytes: this.#reserveBytes });
+    if (pooled) this.#sql.exec("UPDATE pool SET state = 'warm' WHERE id = ?", s.id);
+  }
+
+  /** Stops every instance of a deleted deployment (draining the serving ones). */
+  retire(depId: string): void {
+    for (const s of this.statuses(depId)) {
+      if (s.state === "serving") this.host.ctx.waitUntil(this.#drain(s));
+      else if (STARTING.has(s.state)) {
+        s.state = "draining"; // #start sees it and stops
+        this.#save(s);
+      }
+    }
+  }
+
+  // --- waiting for a serving instance (scale from zero)
+
+  /** True when the deployment serves every role in `roles`. */
+  #serves(depId: string, roles: InstanceRole[]): boolean {
+    const d = this.host.deployment(depId);
+    return d !== null && roles.every((r) => d.instances[r].length > 0);
+  }
+
+  /** Whether any instance of the deployment is still starting. */
+  starting(depId: string): boolean {
+    return this.statuses(depId).some((s) => STARTING.has(s.state));
+  }
+
+  /** Resolves true once the deployment serves `roles`, or false after `timeoutMs` or a failure. */
+  whenServing(depId: string, roles: InstanceRole[], timeoutMs: number): Promise<boolean> {
+    if (this.#serves(depId, roles)) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const w: Waiter = {
+        depId,
+        roles,
+        done: () => {
+          clearTimeout(timer);
+          resolve(this.#serves(depId, roles));
+        },
+      };
+      const timer = setTimeout(() => {
+        this.#waiters = this.#waiters.filter((x) => x !== w);
+        resolve(false);
+      }, timeoutMs);
+      this.#waiters.push(w);
+    });
+  }
+
+  #wake(): void {
+    const keep: Waiter[] = [];
+    for (const w of this.#waiters) {
+      if (this.#serves(w.depId, w.roles) || !this.starting(w.depId)) w.done();
+      else keep.push(w);
+    }
+    this.#waiters = keep;
+  }
+
+  // --- the pool
+
+  #poolCount(): number {
+    return this.#sql.exec("SELECT COUNT(*) AS n FROM pool").one().n as number;
+  }
+
+  /** Takes a warm pooled Npu's instance id, or null when the pool has none. */
+  #lease(): string | null {
+    const row = this.#sql.exec("SELECT id FROM pool WHERE state = 'warm' LIMIT 1").toArray()[0];
+    if (!row) return null;
+    this.#sql.exec("DELETE FROM pool WHERE id = ?", row.id);
+    return row.id as string;
+  }
+
+  /** The pool's instance ids and states. */
+  pool(): { id: string; state: string }[] {
+    return this.#sql
+      .exec("SELECT id, state FROM pool ORDER BY id")
+      .toArray()
+      .map((r) => ({ id: r.id as string, state: r.state as string }));
+  }
+
+  /** Tops the pool up to POOL_SIZE in the background (one fill at a time). */
+  refill(): Promise<void> {
+    this.#filling ??= this.#fill().finally(() => {
+      this.#filling = null;
+    });
+    this.host.ctx.waitUntil(this.#filling);
+    return this.#filling;
+  }
+
+  async #fill(): Promise<void> {
+    const size = getConfig(this.host.env).poolSize;
+    const missing = size - this.#poolCount();
+    if (missing <= 0) return;
+    const ids = Array.from({ length: missing }, () => poolInstanceId(this.#next("pool")));
+    for (const id of ids) this.#sql.exec("INSERT INTO pool (id, state) VALUES (?, 'warming')", id);
+    await Promise.all(
+      ids.map(async (id) => {
+        try {
+          await this.#npu(id).preload({ reserveBytes: this.#reserveBytes, pooled: true });
+          this.#sql.exec("UPDATE pool SET state = 'warm' WHERE id = ?", id);
+        } catch (e) {
+          this.#sql.exec("DELETE FROM pool WHERE id = ?", id);
+          this.host.log.warn("pool.preload_failed", { instanceId: id, ...errorFields(e) });
+        }
+      }),
+    );
+  }
+}
