@@ -149,7 +149,7 @@ export class InstancePool {
     const ids: { id: string; fromPool: boolean; reserveMs: number }[] = [];
     for (let i = 0; i < count; i++) {
       const t0 = Date.now();
-      const leased = path === "r2" || path === "staged" ? null : this.#lease();
+      const leased = path === "auto" || path === "pool-fork" ? this.#lease() : null;
       const id = leased ?? instanceId(`${d.id}_${ROLE_TAG[role]}`, this.#next(`inst/${d.id}`));
       ids.push({ id, fromPool: leased !== null, reserveMs: Date.now() - t0 });
     }

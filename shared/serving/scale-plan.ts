@@ -40,8 +40,8 @@ export function forkParents(numSources: number, numTargets: number): (number | n
 /**
  * The source of each of `numTargets` new instances under `path`: `r2` and `staged` load every
  * one from that tier; `fork` copies from `sources` (serving peers) in a tree broadcast, the root
- * loading from `root` when there is no peer; `auto` is `fork` from the staged tier if staged,
- * else from R2. Targets are given as node indexes; `instanceIds` names the nodes in order
+ * loading from the staged tier when `staged`, else from R2, when there is no peer; `auto` and
+ * `pool-fork` plan as `fork` (they differ in where the Npus come from). Targets are given as node indexes; `instanceIds` names the nodes in order
  * (sources, then targets).
  */
 export function planSources(

@@ -25,8 +25,13 @@ export type ScaleStep = (typeof SCALE_STEPS)[number];
 export const WEIGHT_TIERS = ["r2", "staged", "fork"] as const;
 export type WeightTier = (typeof WEIGHT_TIERS)[number];
 
-/** Which tier a scale-up loads from: `auto` forks when a serving peer exists, else staged, else R2. */
-export const LOAD_PATHS = ["auto", "r2", "staged", "fork"] as const;
+/**
+ * How a scale-up loads its instances. `r2` and `staged`: every instance from that tier, on a
+ * fresh Npu. `fork`: a tree broadcast from serving peers (the root from R2 when there is none),
+ * on fresh Npus. `pool-fork` and `auto` (the default): the same tree, on Npus leased from the
+ * pre-warmed pool when it has them.
+ */
+export const LOAD_PATHS = ["auto", "r2", "staged", "fork", "pool-fork"] as const;
 export type LoadPath = (typeof LOAD_PATHS)[number];
 
 /** Where one instance reads its weights from (a fork names the peer instance it copies). */

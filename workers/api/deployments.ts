@@ -12,7 +12,11 @@ import {
   type DeploymentRecord,
   SCHEDULER_POLICIES,
 } from "../../shared/types/deployments.ts";
-import { MAX_INSTANCES_PER_ROLE, type RoleCounts } from "../../shared/types/instances.ts";
+import {
+  LOAD_PATHS,
+  MAX_INSTANCES_PER_ROLE,
+  type RoleCounts,
+} from "../../shared/types/instances.ts";
 import type { AppEnv } from "../app-env.ts";
 import { clusterManager, type Env, npu } from "../env.ts";
 import { newDeploymentId } from "../ids.ts";
@@ -170,7 +174,12 @@ deployments.get("/:id", async (c) => {
   return c.json(await withLoad(c.env, d));
 });
 
-const ScaleSchema = z.union([z.object({ instances: count }).strict(), pdCounts]);
+/** `load_path` forces how new instances load (benchmarks; default `auto`). */
+const loadPath = { load_path: z.enum(LOAD_PATHS).optional() };
+const ScaleSchema = z.union([
+  z.object({ instances: count, ...loadPath }).strict(),
+  z.object({ prefill: count, decode: count, ...loadPath }).strict(),
+]);
 
 /** Sets a deployment's instance target by hand: new instances load eagerly, removed ones drain. */
 deployments.post("/:id/scale", async (c) => {
@@ -188,8 +197,10 @@ deployments.post("/:id/scale", async (c) => {
     throw new AppError("invalid_request", `deployment ${id} is scaled with ${want}`, "instances");
   }
   const target =
-    "instances" in b ? roleCounts(b.instances, d.scaling.target) : roleCounts(b, d.scaling.target);
-  const r = await cm.scaleDeployment({ id, target });
+    "instances" in b
+      ? roleCounts(b.instances, d.scaling.target)
+      : roleCounts({ prefill: b.prefill, decode: b.decode }, d.scaling.target);
+  const r = await cm.scaleDeployment({ id, target, path: b.load_path });
   if (!r.ok) throw AppError.from(r.error);
   c.var.log.info("deployment.scaled", { deploymentId: id, target });
   return c.json({
