@@ -24,6 +24,9 @@ import { InstancePool, ROLES } from "./instance-pool.ts";
 
 type StoredModel = Omit<ModelRecord, "deployments" | "revision">;
 
+/** Longest POST /api/deployments waits for its initial instances to serve. */
+const CREATE_TIMEOUT_MS = 60_000;
+
 export class ClusterManager extends DurableObject<Env> {
   private readonly log: Logger;
   /** The last record revision handed out (see ModelRecord.revision). */
@@ -135,12 +138,16 @@ export class ClusterManager extends DurableObject<Env> {
     return true;
   }
 
-  /** Creates a deployment of a registered model; null when the model is unknown. */
+  /**
+   * Creates a deployment of a registered model and answers once its initial instances serve (or
+   * failed to start, or CREATE_TIMEOUT_MS passed); null when the model is unknown.
+   */
   async addDeployment(spec: DeploymentSpec): Promise<DeploymentRecord | null> {
     if (!this.#stored(spec.model)) return null;
     const d = this.#createDeployment(spec);
     await this.#publish(spec.model);
-    return d;
+    await this.pool.whenServing(d.id, spec.counts, CREATE_TIMEOUT_MS);
+    return this.#deployment(d.id);
   }
 
   async getDeployment(q: { id: string }): Promise<DeploymentRecord | null> {
@@ -248,7 +255,8 @@ export class ClusterManager extends DurableObject<Env> {
     }
     this.pool.scale(d, target);
     this.autoscaler.arm();
-    if (!(await this.pool.whenServing(d.id, q.roles, q.timeoutMs))) {
+    const need = Object.fromEntries(q.roles.map((r) => [r, 1]));
+    if (!(await this.pool.whenServing(d.id, need, q.timeoutMs))) {
       const msg = `Deployment ${d.id} has no serving instance yet (a cold start is under way or failed); retry shortly.`;
       return failure(errorInfo("overloaded", msg, null, "cold_start_pending"));
     }

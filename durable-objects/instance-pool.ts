@@ -42,7 +42,7 @@ export interface FleetHost {
 
 interface Waiter {
   depId: string;
-  roles: InstanceRole[];
+  need: Partial<RoleCounts>;
   done: () => void;
 }
 
@@ -92,7 +92,8 @@ export class InstancePool {
 
   #save(s: InstanceStatus): void {
     this.#sql.exec(
-      "INSERT OR REPLACE INTO instances (id, deployment_id, state, record) VALUES (?, ?, ?, ?)",
+      // an upsert keeps the row (and its rowid: the creation order statuses() lists)
+      "INSERT INTO instances (id, deployment_id, state, record) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET deployment_id = excluded.deployment_id, state = excluded.state, record = excluded.record",
       s.id,
       s.deploymentId,
       s.state,
@@ -234,8 +235,12 @@ export class InstancePool {
         await this.#release(s, "stopped");
         return;
       }
-      const ids = cur.instances[s.role];
-      this.host.put({ ...cur, instances: { ...cur.instances, [s.role]: [...ids, s.id] } });
+      // the serving list keeps the instances' creation order, whatever order they loaded in
+      const order = this.statuses(d.id, true).map((x) => x.id);
+      const ids = [...cur.instances[s.role], s.id].sort(
+        (a, b) => order.indexOf(a) - order.indexOf(b),
+      );
+      this.host.put({ ...cur, instances: { ...cur.instances, [s.role]: ids } });
       s.servingAt = Date.now();
       step("serving");
       await this.host.publish(d.model);
@@ -305,10 +310,10 @@ export class InstancePool {
 
   // --- waiting for a serving instance (scale from zero)
 
-  /** True when the deployment serves every role in `roles`. */
-  #serves(depId: string, roles: InstanceRole[]): boolean {
+  /** True when the deployment serves at least `need[role]` instances of each role. */
+  #serves(depId: string, need: Partial<RoleCounts>): boolean {
     const d = this.host.deployment(depId);
-    return d !== null && roles.every((r) => d.instances[r].length > 0);
+    return d !== null && ROLES.every((r) => d.instances[r].length >= (need[r] ?? 0));
   }
 
   /** Whether any instance of the deployment is still starting. */
@@ -316,16 +321,19 @@ export class InstancePool {
     return this.statuses(depId).some((s) => STARTING.has(s.state));
   }
 
-  /** Resolves true once the deployment serves `roles`, or false after `timeoutMs` or a failure. */
-  whenServing(depId: string, roles: InstanceRole[], timeoutMs: number): Promise<boolean> {
-    if (this.#serves(depId, roles)) return Promise.resolve(true);
+  /**
+   * Resolves true once the deployment serves `need` (instances per role), or false after
+   * `timeoutMs` or once nothing is starting any more (a start failed).
+   */
+  whenServing(depId: string, need: Partial<RoleCounts>, timeoutMs: number): Promise<boolean> {
+    if (this.#serves(depId, need)) return Promise.resolve(true);
     return new Promise((resolve) => {
       const w: Waiter = {
         depId,
-        roles,
+        need,
         done: () => {
           clearTimeout(timer);
-          resolve(this.#serves(depId, roles));
+          resolve(this.#serves(depId, need));
         },
       };
       const timer = setTimeout(() => {
@@ -339,7 +347,7 @@ export class InstancePool {
   #wake(): void {
     const keep: Waiter[] = [];
     for (const w of this.#waiters) {
-      if (this.#serves(w.depId, w.roles) || !this.starting(w.depId)) w.done();
+      if (this.#serves(w.depId, w.need) || !this.starting(w.depId)) w.done();
       else keep.push(w);
     }
     this.#waiters = keep;

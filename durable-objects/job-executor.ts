@@ -76,6 +76,7 @@ export class JobExecutor extends DurableObject<Env> {
       records: this.#records,
       plan: (s, attempt) => this.#plan(s, attempt),
       model: (name) => this.#models.get(name),
+      scaleFromZero: (d) => this.#models.scaleFromZero(d, SCALE_FROM_ZERO_TIMEOUT_MS),
       unplan: (taskId) => this.#placement.forget(taskId),
       onTaskEvent: (e) => this.taskEvent(e),
     });
@@ -286,7 +287,14 @@ export class JobExecutor extends DurableObject<Env> {
    * colocated deployment of the model, and records it. Errors come back as values.
    */
   async createContextCache(c: NewContextCache): Promise<Result<ContextCacheRecord>> {
-    const m = c.modelRecord;
+    let m = c.modelRecord;
+    const idle = idleDeployment(m.deployments.filter((d) => d.mode === "colocated"));
+    if (idle) {
+      const cold = await this.#models.scaleFromZero(idle, SCALE_FROM_ZERO_TIMEOUT_MS);
+      if (!cold.ok) return cold;
+      m = (await this.#models.get(m.name)) ?? m;
+      c = { ...c, modelRecord: m };
+    }
     return createContextCache(
       {
         env: this.env,
