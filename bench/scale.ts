@@ -51,9 +51,15 @@ interface Instance {
 let server: DevServer;
 
 async function api(path: string, init: RequestInit = {}): Promise<unknown> {
-  const res = await fetch(`${server.url}${path}`, {
-    ...init,
-    headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" },
+  const go = () =>
+    fetch(`${server.url}${path}`, {
+      ...init,
+      headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" },
+    });
+  // a GET whose connection the local runtime reset is repeated once
+  const res = await go().catch((e: unknown) => {
+    if (init.method !== undefined && init.method !== "GET") throw e;
+    return go();
   });
   const body = await res.json();
   if (!res.ok)
@@ -98,20 +104,17 @@ async function run(model: string, path: string, n: number) {
     }),
   })) as { id: string };
   const t0 = Date.now();
+  // the answer comes once all N serve (no polling while the instances load)
   await api(`/api/deployments/${d.id}/scale`, {
     method: "POST",
-    body: JSON.stringify({ instances: n, load_path: path }),
+    body: JSON.stringify({ instances: n, load_path: path, wait: true }),
   });
-  const instances = await waitFor(
-    async () => {
-      const v = (await api(`/api/deployments/${d.id}`)) as { instances: Instance[] };
-      if (v.instances.some((i) => i.state === "failed")) throw new Error(`an instance failed`);
-      const ok = v.instances.length === n && v.instances.every((i) => i.state === "serving");
-      return ok ? v.instances : null;
-    },
-    300_000,
-    `${n} serving instances`,
-  );
+  const view = (await api(`/api/deployments/${d.id}`)) as { instances: Instance[] };
+  const instances = view.instances;
+  if (instances.length !== n || instances.some((i) => i.state !== "serving")) {
+    const states = JSON.stringify(instances.filter((i) => i.state !== "serving"));
+    throw new Error(`${model} ${path} ${n}: not all instances serve: ${states}`);
+  }
   const allServingMs = Math.max(...instances.map((i) => i.servingAt as number)) - t0;
   const steps = Object.fromEntries(
     STEPS.map((s) => {
@@ -184,6 +187,9 @@ async function main() {
         }
       }
     }
+  } catch (e) {
+    console.error(server.output().slice(-4000));
+    throw e;
   } finally {
     await server.stop();
   }

@@ -20,6 +20,9 @@ import type { InstanceRole } from "../shared/types/records.ts";
 import { type Env, getConfig } from "./env.ts";
 import { type InstancePool, ROLES } from "./instance-pool.ts";
 
+/** No scale-in within this long of a target change. */
+export const SCALE_IN_COOLDOWN_MS = 30_000;
+
 /** Period of the autoscaler's alarm. */
 export const AUTOSCALE_INTERVAL_MS = 2_000;
 
@@ -43,6 +46,7 @@ export class Autoscaler {
       maxWaitingPerInstance: 4,
       minRunningPerInstance: 2,
       scaleToZeroAfterMs: getConfig(this.h.env).scaleToZeroAfterMs,
+      cooldownMs: SCALE_IN_COOLDOWN_MS,
     };
   }
 
@@ -72,6 +76,7 @@ export class Autoscaler {
         const signals = await this.#signals(
           statuses.filter((s) => s.role === role),
           now,
+          now - d.scaling.scaledAt,
         );
         const decision = decideScale(
           signals,
@@ -89,12 +94,16 @@ export class Autoscaler {
         this.h.pool.scale(d, target);
       }
     }
-    await this.h.pool.refill();
+    await this.h.pool.warm.refill();
     if (ds.length > 0) await this.h.ctx.storage.setAlarm(now + AUTOSCALE_INTERVAL_MS);
     return out;
   }
 
-  async #signals(statuses: InstanceStatus[], now: number): Promise<RoleSignals> {
+  async #signals(
+    statuses: InstanceStatus[],
+    now: number,
+    sinceScaledMs: number,
+  ): Promise<RoleSignals> {
     const serving = statuses.filter((s) => s.state === "serving");
     const s: RoleSignals = {
       numServing: serving.length,
@@ -102,6 +111,7 @@ export class Autoscaler {
       numWaiting: 0,
       numRunning: 0,
       idleMs: 0,
+      sinceScaledMs,
     };
     let lastActiveAt = 0;
     const stats = await Promise.allSettled(

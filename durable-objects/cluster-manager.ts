@@ -159,7 +159,9 @@ export class ClusterManager extends DurableObject<Env> {
     id: string;
   }): Promise<{ record: DeploymentRecord; instances: InstanceStatus[] } | null> {
     const record = this.#deployment(q.id);
-    return record ? { record, instances: this.pool.statuses(q.id) } : null;
+    // live instances, and failed ones (with their error) until the deployment is retired
+    const instances = this.pool.statuses(q.id, true).filter((s) => s.state !== "stopped");
+    return record ? { record, instances } : null;
   }
 
   #deployment(id: string): DeploymentRecord | null {
@@ -204,6 +206,8 @@ export class ClusterManager extends DurableObject<Env> {
     target: RoleCounts;
     path?: LoadPath;
     verify?: boolean;
+    /** Answer once the target serves (or a start failed, or CREATE_TIMEOUT_MS passed). */
+    wait?: boolean;
   }): Promise<Result<{ started: string[]; draining: string[] }>> {
     const d = this.#deployment(q.id);
     if (d?.status !== "active") {
@@ -220,6 +224,7 @@ export class ClusterManager extends DurableObject<Env> {
     }
     const out = this.pool.scale(d, q.target, q.path ?? "auto", q.verify ?? false);
     this.autoscaler.arm();
+    if (q.wait) await this.pool.whenServing(d.id, q.target, CREATE_TIMEOUT_MS);
     return { ok: true, value: out };
   }
 
@@ -279,8 +284,8 @@ export class ClusterManager extends DurableObject<Env> {
 
   /** The pre-warmed pool: its Npus' instance ids and states (fills it first when asked). */
   async poolStatus(q: { fill?: boolean } = {}): Promise<{ id: string; state: string }[]> {
-    if (q.fill) await this.pool.refill();
-    return this.pool.pool();
+    if (q.fill) await this.pool.warm.refill();
+    return this.pool.warm.list();
   }
 
   /** The autoscaler's tick (tests drive it through runDurableObjectAlarm). */
@@ -323,6 +328,7 @@ export class ClusterManager extends DurableObject<Env> {
         min: spec.min ?? spec.counts,
         max: spec.max ?? spec.counts,
         target: spec.counts,
+        scaledAt: Date.now(),
       },
     };
     this.#put(record);

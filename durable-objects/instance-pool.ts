@@ -9,10 +9,10 @@
  * the instance leaves the record first (no new task is placed on it), its running tasks finish,
  * then it is unbound and goes back to the pool (or stops when the pool is full).
  *
- * The pool: POOL_SIZE Npus pre-loaded and bound to no model, refilled in the background.
+ * The pool itself is warm-pool.ts.
  */
 import { errorFields, type Logger } from "../shared/log.ts";
-import { instanceId, npuName, poolInstanceId } from "../shared/protocol/names.ts";
+import { instanceId, npuName } from "../shared/protocol/names.ts";
 import { planSources } from "../shared/serving/scale-plan.ts";
 import type { DeploymentRecord } from "../shared/types/deployments.ts";
 import {
@@ -23,7 +23,8 @@ import {
   type WeightSource,
 } from "../shared/types/instances.ts";
 import type { InstanceRole } from "../shared/types/records.ts";
-import { type Env, getConfig } from "./env.ts";
+import type { Env } from "./env.ts";
+import { WarmPool } from "./warm-pool.ts";
 
 export const ROLES: readonly InstanceRole[] = ["colocated", "prefill", "decode"];
 const ROLE_TAG: Record<InstanceRole, string> = { colocated: "c", prefill: "p", decode: "d" };
@@ -51,16 +52,15 @@ export class InstancePool {
   #waiters: Waiter[] = [];
   /** Loads in flight, by instance id: resolve true once the weights are in memory. */
   readonly #loaded = new Map<string, Promise<boolean>>();
-  #filling: Promise<void> | null = null;
-  /** Largest arena a load asked for: what pooled Npus reserve. */
-  #reserveBytes = 0;
+  /** The pre-warmed pool the instances are leased from and go back to. */
+  readonly warm: WarmPool;
 
   constructor(private readonly host: FleetHost) {
     host.ctx.storage.sql.exec(`
       CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY, deployment_id TEXT NOT NULL,
         state TEXT NOT NULL, record TEXT NOT NULL);
-      CREATE TABLE IF NOT EXISTS pool (id TEXT PRIMARY KEY, state TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);`);
+    this.warm = new WarmPool(host, () => this.#next("pool"));
   }
 
   get #sql() {
@@ -139,7 +139,9 @@ export class InstancePool {
       }
     }
     const cur = this.host.deployment(d.id) ?? d;
-    this.host.put({ ...cur, scaling: { ...cur.scaling, target } });
+    const same = ROLES.every((r) => cur.scaling.target[r] === target[r]);
+    const scaledAt = same ? cur.scaling.scaledAt : Date.now();
+    this.host.put({ ...cur, scaling: { ...cur.scaling, target, scaledAt } });
     return { started, draining };
   }
 
@@ -150,7 +152,7 @@ export class InstancePool {
     const ids: { id: string; fromPool: boolean; reserveMs: number }[] = [];
     for (let i = 0; i < count; i++) {
       const t0 = Date.now();
-      const leased = path === "auto" || path === "pool-fork" ? this.#lease() : null;
+      const leased = path === "auto" || path === "pool-fork" ? this.warm.lease() : null;
       const id = leased ?? instanceId(`${d.id}_${ROLE_TAG[role]}`, this.#next(`inst/${d.id}`));
       ids.push({ id, fromPool: leased !== null, reserveMs: Date.now() - t0 });
     }
@@ -180,7 +182,7 @@ export class InstancePool {
       this.#loaded.set(x.id, new Promise<boolean>((r) => (markLoaded = r)));
       this.host.ctx.waitUntil(this.#start(s, d, w, p.after, verify, markLoaded));
     });
-    if (ids.some((x) => x.fromPool)) this.refill();
+    if (ids.some((x) => x.fromPool)) this.warm.refill();
     this.host.log.info("deployment.scaling_out", { deploymentId: d.id, role, count, path });
     return ids.map((x) => x.id);
   }
@@ -219,7 +221,7 @@ export class InstancePool {
       s.stepsMs.preload += r.value.preloadMs;
       s.stepsMs.load = Date.now() - t2 - r.value.preloadMs;
       s.bytesByTier = r.value.bytesByTier;
-      this.#reserveBytes = Math.max(this.#reserveBytes, r.value.arenaBytes);
+      this.warm.reserveBytes = Math.max(this.warm.reserveBytes, r.value.arenaBytes);
       if (verify)
         (s as InstanceStatus & { weightsDigest?: string }).weightsDigest = r.value.weightsDigest;
       markLoaded(true);
@@ -290,11 +292,7 @@ export class InstancePool {
   async #release(s: InstanceStatus, state: "stopped" | "failed"): Promise<void> {
     s.state = state;
     this.#save(s);
-    const pooled = state === "stopped" && this.#poolCount() < getConfig(this.host.env).poolSize;
-    if (pooled)
-      this.#sql.exec("INSERT OR REPLACE INTO pool (id, state) VALUES (?, 'warming')", s.id);
-    await this.#npu(s.id).unbind({ pooled, reserveBytes: this.#reserveBytes });
-    if (pooled) this.#sql.exec("UPDATE pool SET state = 'warm' WHERE id = ?", s.id);
+    await this.warm.giveBack(s.id, state === "stopped");
   }
 
   /** Stops every instance of a deleted deployment (draining the serving ones). */
@@ -351,55 +349,5 @@ export class InstancePool {
       else keep.push(w);
     }
     this.#waiters = keep;
-  }
-
-  // --- the pool
-
-  #poolCount(): number {
-    return this.#sql.exec("SELECT COUNT(*) AS n FROM pool").one().n as number;
-  }
-
-  /** Takes a warm pooled Npu's instance id, or null when the pool has none. */
-  #lease(): string | null {
-    const row = this.#sql.exec("SELECT id FROM pool WHERE state = 'warm' LIMIT 1").toArray()[0];
-    if (!row) return null;
-    this.#sql.exec("DELETE FROM pool WHERE id = ?", row.id);
-    return row.id as string;
-  }
-
-  /** The pool's instance ids and states. */
-  pool(): { id: string; state: string }[] {
-    return this.#sql
-      .exec("SELECT id, state FROM pool ORDER BY id")
-      .toArray()
-      .map((r) => ({ id: r.id as string, state: r.state as string }));
-  }
-
-  /** Tops the pool up to POOL_SIZE in the background (one fill at a time). */
-  refill(): Promise<void> {
-    this.#filling ??= this.#fill().finally(() => {
-      this.#filling = null;
-    });
-    this.host.ctx.waitUntil(this.#filling);
-    return this.#filling;
-  }
-
-  async #fill(): Promise<void> {
-    const size = getConfig(this.host.env).poolSize;
-    const missing = size - this.#poolCount();
-    if (missing <= 0) return;
-    const ids = Array.from({ length: missing }, () => poolInstanceId(this.#next("pool")));
-    for (const id of ids) this.#sql.exec("INSERT INTO pool (id, state) VALUES (?, 'warming')", id);
-    await Promise.all(
-      ids.map(async (id) => {
-        try {
-          await this.#npu(id).preload({ reserveBytes: this.#reserveBytes, pooled: true });
-          this.#sql.exec("UPDATE pool SET state = 'warm' WHERE id = ?", id);
-        } catch (e) {
-          this.#sql.exec("DELETE FROM pool WHERE id = ?", id);
-          this.host.log.warn("pool.preload_failed", { instanceId: id, ...errorFields(e) });
-        }
-      }),
-    );
   }
 }

@@ -16,6 +16,8 @@ export interface RoleSignals {
   numRunning: number;
   /** Milliseconds since any instance of the group last ended a task. */
   idleMs: number;
+  /** Milliseconds since the deployment's target last changed (by hand or by the autoscaler). */
+  sinceScaledMs: number;
 }
 
 export interface AutoscalePolicy {
@@ -25,11 +27,13 @@ export interface AutoscalePolicy {
   minRunningPerInstance: number;
   /** Idle time after which the group scales to its minimum (zero when min is 0). */
   scaleToZeroAfterMs: number;
+  /** No scale-in within this long of the last target change (scale-out is never held back). */
+  cooldownMs: number;
 }
 
 export interface ScaleDecision {
   target: number;
-  reason: "queue" | "idle" | "underloaded" | "steady";
+  reason: "queue" | "idle" | "underloaded" | "steady" | "cooldown";
 }
 
 /**
@@ -37,7 +41,9 @@ export interface ScaleDecision {
  * (serving and starting) should hold, enough instances for the queue. To zero: idle for
  * scaleToZeroAfterMs with nothing queued or running. In: one instance less when nothing waits and
  * the running sequences fit under minRunningPerInstance on one fewer (never below one: going to
- * zero is only by idleness). A group with no instance stays there: it scales from zero on a request.
+ * zero is only by idleness). Neither within cooldownMs of the last target change, so a target
+ * set by hand holds a while and the group does not flap. A group with no instance stays there:
+ * it scales from zero on a request.
  */
 export function decideScale(
   s: RoleSignals,
@@ -52,8 +58,14 @@ export function decideScale(
     return { target: clamp(Math.max(n + 1, need)), reason: "queue" };
   }
   const quiet = s.numWaiting === 0 && s.numRunning === 0;
-  if (quiet && s.idleMs >= p.scaleToZeroAfterMs) return { target: clamp(0), reason: "idle" };
+  const cooling = s.sinceScaledMs < p.cooldownMs;
+  if (quiet && s.idleMs >= p.scaleToZeroAfterMs) {
+    return cooling
+      ? { target: clamp(n), reason: "cooldown" }
+      : { target: clamp(0), reason: "idle" };
+  }
   if (
+    !cooling &&
     s.numStarting === 0 &&
     s.numWaiting === 0 &&
     n > 1 &&

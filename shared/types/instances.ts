@@ -79,6 +79,8 @@ export interface DeploymentScaling {
   min: RoleCounts;
   max: RoleCounts;
   target: RoleCounts;
+  /** When the target last changed (epoch ms). */
+  scaledAt: number;
 }
 
 /** Most instances per role a deployment may have. */

@@ -174,8 +174,11 @@ deployments.get("/:id", async (c) => {
   return c.json(await withLoad(c.env, d));
 });
 
-/** `load_path` forces how new instances load (benchmarks; default `auto`). */
-const loadPath = { load_path: z.enum(LOAD_PATHS).optional() };
+/**
+ * `load_path` forces how new instances load (benchmarks; default `auto`); `wait: true` answers
+ * once the target serves.
+ */
+const loadPath = { load_path: z.enum(LOAD_PATHS).optional(), wait: z.boolean().optional() };
 const ScaleSchema = z.union([
   z.object({ instances: count, ...loadPath }).strict(),
   z.object({ prefill: count, decode: count, ...loadPath }).strict(),
@@ -200,7 +203,7 @@ deployments.post("/:id/scale", async (c) => {
     "instances" in b
       ? roleCounts(b.instances, d.scaling.target)
       : roleCounts({ prefill: b.prefill, decode: b.decode }, d.scaling.target);
-  const r = await cm.scaleDeployment({ id, target, path: b.load_path });
+  const r = await cm.scaleDeployment({ id, target, path: b.load_path, wait: b.wait });
   if (!r.ok) throw AppError.from(r.error);
   c.var.log.info("deployment.scaled", { deploymentId: id, target });
   return c.json({

@@ -20,7 +20,7 @@ const dep = (id: string, mode: "colocated" | "pd", model = "m"): DeploymentRecor
   status: "active",
   createdAt: 0,
   instances: { colocated: mode === "pd" ? [] : ["i"], prefill: [], decode: [] },
-  scaling: { min: ZERO, max: ZERO, target: ZERO },
+  scaling: { min: ZERO, max: ZERO, target: ZERO, scaledAt: 0 },
 });
 
 const model: ModelRecord = {

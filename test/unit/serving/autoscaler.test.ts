@@ -2,7 +2,12 @@
 import { describe, expect, it } from "vitest";
 import { decideScale, type RoleSignals } from "../../../shared/serving/autoscaler.ts";
 
-const policy = { maxWaitingPerInstance: 4, minRunningPerInstance: 2, scaleToZeroAfterMs: 60_000 };
+const policy = {
+  maxWaitingPerInstance: 4,
+  minRunningPerInstance: 2,
+  scaleToZeroAfterMs: 60_000,
+  cooldownMs: 30_000,
+};
 const bounds = { min: 0, max: 8 };
 const signals = (s: Partial<RoleSignals>): RoleSignals => ({
   numServing: 1,
@@ -10,6 +15,7 @@ const signals = (s: Partial<RoleSignals>): RoleSignals => ({
   numWaiting: 0,
   numRunning: 0,
   idleMs: 0,
+  sinceScaledMs: 3_600_000,
   ...s,
 });
 
@@ -52,6 +58,21 @@ describe("decideScale", () => {
     expect(
       decideScale(signals({ numServing: 3, numStarting: 1, numRunning: 0 }), bounds, policy).target,
     ).toBe(4);
+  });
+
+  it("holds scale-in and scale-to-zero during the cooldown after a target change, not scale-out", () => {
+    const recent = { sinceScaledMs: 29_999 };
+    expect(decideScale(signals({ ...recent, idleMs: 60_000 }), bounds, policy)).toEqual({
+      target: 1,
+      reason: "cooldown",
+    });
+    expect(
+      decideScale(signals({ ...recent, numServing: 3, numRunning: 0 }), bounds, policy).target,
+    ).toBe(3);
+    expect(decideScale(signals({ ...recent, numWaiting: 9 }), bounds, policy)).toEqual({
+      target: 3,
+      reason: "queue",
+    });
   });
 
   it("leaves a group at zero: it scales from zero on a request", () => {

@@ -196,7 +196,7 @@ describe("ServingMetrics", () => {
       status: "active" as const,
       createdAt: 0,
       instances: { colocated: [], prefill: ["inst_a_c_0"], decode: ["inst_a_d_0"] },
-      scaling: { min: one, max: one, target: one },
+      scaling: { min: one, max: one, target: one, scaledAt: 0 },
     };
     const families = parsePrometheus(renderServingMetrics([m.snapshot()], [dep]));
     const states = families.find((f) => f.name === "flowserve:instance_state");
