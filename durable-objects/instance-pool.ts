@@ -108,7 +108,7 @@ export class InstancePool {
       "SELECT deployment_id, record FROM instances WHERE state = 'serving'",
     )) {
       const d = this.host.deployment(r.deployment_id as string);
-      if (d?.model === model && d.generation === generation) {
+      if (d?.status === "active" && d.model === model && d.generation === generation) {
         out.push((JSON.parse(r.record as string) as InstanceStatus).id);
       }
     }
@@ -210,13 +210,14 @@ export class InstancePool {
       step("loading");
       const t2 = Date.now();
       const source = s.source as WeightSource;
-      const r = await npu.loadWeights({
-        model: d.model,
-        generation: w.generation,
-        r2Key: w.r2Key,
-        source,
-        verify,
-      });
+      const load = { model: d.model, generation: w.generation, r2Key: w.r2Key, verify };
+      let r = await npu.loadWeights({ ...load, source });
+      if (!r.ok && source.tier === "fork") {
+        // the peer stopped serving (drained, restarted) before the copy: load from R2 instead
+        this.host.log.warn("instance.fork_failed", { instanceId: s.id, error: r.error.message });
+        s.source = { tier: "r2" };
+        r = await npu.loadWeights({ ...load, source: s.source });
+      }
       if (!r.ok) throw new Error(r.error.message);
       s.stepsMs.preload += r.value.preloadMs;
       s.stepsMs.load = Date.now() - t2 - r.value.preloadMs;
