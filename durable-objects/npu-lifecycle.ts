@@ -1,14 +1,19 @@
 /**
  * The Npu's part in scaling: the post-load warm-up (one greedy token through the engine loop, so
  * the first request pays no first-run costs), drain (resolves once no task runs or starts), and
- * the pool keep-alive (a pooled Npu wakes on its alarm so its runtime stays resident).
+ * the keep-alive (a pooled or bound Npu wakes on its alarm so its runtime and weights stay
+ * resident).
  */
 import type { Engine, SeqOutput } from "../shared/engine/engine.ts";
 import type { SamplingParams } from "../shared/engine/sequence.ts";
 import { failure, type Result } from "../shared/errors.ts";
 
-/** A pooled Npu's keep-alive period. */
-export const KEEP_ALIVE_MS = 30_000;
+/**
+ * Keep-alive period of a pooled or bound Npu: under the 10 s after which workerd evicts an
+ * inactive object locally (workerd PR 1138), and production lets one hibernate, which drops its
+ * runtime and weights. An alarm is an event, so it keeps the object in memory.
+ */
+export const KEEP_ALIVE_MS = 5_000;
 
 const WARMUP_PARAMS: SamplingParams = {
   temperature: 0,
@@ -79,8 +84,8 @@ export class NpuLifecycle {
     while (busy()) await new Promise<void>((r) => this.#waiters.push(r));
   }
 
-  /** When the keep-alive alarm is due, or null when this Npu is not pooled. */
-  nextKeepAlive(now: number): number | null {
-    return this.pooled ? now + KEEP_ALIVE_MS : null;
+  /** When the keep-alive alarm is due, or null when this Npu is neither pooled nor `bound`. */
+  nextKeepAlive(now: number, bound: boolean): number | null {
+    return this.pooled || bound ? now + KEEP_ALIVE_MS : null;
   }
 }

@@ -161,7 +161,9 @@ export class Npu extends DurableObject<Env> {
   }): Promise<Result<LoadReport>> {
     this.lifecycle.pooled = false;
     this.lifecycle.draining = false;
-    return this.slot.load(q, q.source, q.verify ?? false);
+    const r = await this.slot.load(q, q.source, q.verify ?? false);
+    await this.#scheduleAlarm(); // keeps the weights resident
+    return r;
   }
 
   /** Post-load warm-up: one greedy token through the engine loop. */
@@ -362,7 +364,7 @@ export class Npu extends DurableObject<Env> {
 
   /**
    * The Npu's one alarm: expires pinned context caches and KV handoff regions no decode side
-   * ever pulled, and keeps a pooled Npu resident.
+   * ever pulled, and keeps a pooled or bound Npu resident.
    */
   override async alarm(): Promise<void> {
     const now = Date.now();
@@ -375,7 +377,7 @@ export class Npu extends DurableObject<Env> {
     const times = [
       this.handoff.nextRegionExpiry(),
       this.pins.nextExpiry(),
-      this.lifecycle.nextKeepAlive(Date.now()),
+      this.lifecycle.nextKeepAlive(Date.now(), this.loaded !== null),
     ].filter((t): t is number => t !== null);
     if (times.length > 0) await this.ctx.storage.setAlarm(Math.min(...times));
   }
