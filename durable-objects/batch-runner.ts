@@ -32,11 +32,12 @@ import {
 } from "../shared/serving/batch.ts";
 import { dispatchJob } from "../shared/serving/dispatch.ts";
 import { collectResponse } from "../shared/serving/openai-response.ts";
-import type { ModelRecord } from "../shared/types/deployments.ts";
+import type { DeploymentRecord, ModelRecord } from "../shared/types/deployments.ts";
 import type { RequestRecord } from "../shared/types/records.ts";
 import { BatchQueue } from "./batch-queue.ts";
 import type { Env } from "./env.ts";
 import type { TaskEvent } from "./job-executor.ts";
+import { idleDeployment } from "./model-directory.ts";
 import type { PlanInput } from "./model-scheduler.ts";
 import type { RecordStore } from "./records.ts";
 
@@ -52,6 +53,8 @@ export interface BatchHost {
   plan(s: PlanInput, attempt: number): Promise<Result<Submitted>>;
   /** The model's record as the JobExecutor knows it (null: no such model). */
   model(name: string): Promise<ModelRecord | null>;
+  /** Scales a deployment with no serving instance from zero and waits for it. */
+  scaleFromZero(d: DeploymentRecord): Promise<Result<{ coldStartMs: number }>>;
   /** Drops what planning a task left behind when the task will never run. */
   unplan(taskId: string): void;
   /** The JE's handling of a task report (records, load, prefix tree). */
@@ -216,10 +219,18 @@ export class BatchRunner {
     }
     const { tenant } = owner;
     const env = this.host.env;
-    const model = await this.host.model(owner.model);
+    let model = await this.host.model(owner.model);
     const found = modelOrNotFound(owner.model, model);
     if (!found.ok) return fail(found.error);
-    const deployments = model?.deployments.filter((d) => d.mode === "colocated") ?? [];
+    const colocated = (m: ModelRecord | null) =>
+      m?.deployments.filter((d) => d.mode === "colocated") ?? [];
+    const idle = idleDeployment(colocated(model));
+    if (idle) {
+      const cold = await this.host.scaleFromZero(idle);
+      if (!cold.ok) return this.retryOrFail(jobId, requestId, cold.error);
+      model = await this.host.model(owner.model);
+    }
+    const deployments = colocated(model);
     if (!model || deployments.length === 0) {
       return fail(noDeployment(found.value, found.value.deployments.length > 0, "batch jobs"));
     }

@@ -1,13 +1,14 @@
 /**
  * ClusterManager: the registry of models (GGUF objects in the R2 model registry) and of their
  * deployments (DeepFlow's TE groups: a colocated group, or a PD group of prefill and decode
- * instances). One object for the cluster; its SQLite state survives restarts. The pre-warmed
- * pool and the autoscaler extend this object in later issues.
+ * instances). One object for the cluster; its SQLite state survives restarts. Its instances,
+ * their scale-up pipeline and the pre-warmed pool are in instance-pool.ts; the autoscaler
+ * (autoscaler.ts) runs on its alarm.
  */
 import { DurableObject } from "cloudflare:workers";
-import type { Result } from "../shared/errors.ts";
+import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
-import { instanceId, jobExecutorName } from "../shared/protocol/names.ts";
+import { jobExecutorName, weightCacheName } from "../shared/protocol/names.ts";
 import type { PdProfile } from "../shared/serving/pd-profile.ts";
 import type {
   DeploymentRecord,
@@ -16,16 +17,25 @@ import type {
   ModelSummary,
 } from "../shared/types/deployments.ts";
 import type { FaultKind } from "../shared/types/faults.ts";
+import type { InstanceStatus, LoadPath, RoleCounts } from "../shared/types/instances.ts";
+import type { InstanceRole } from "../shared/types/records.ts";
+import { Autoscaler } from "./autoscaler.ts";
 import { type Env, getConfig } from "./env.ts";
 import { FaultSwitch } from "./faults.ts";
+import { InstancePool, ROLES } from "./instance-pool.ts";
 
 type StoredModel = Omit<ModelRecord, "deployments" | "revision">;
+
+/** Longest POST /api/deployments waits for its initial instances to serve. */
+const CREATE_TIMEOUT_MS = 60_000;
 
 export class ClusterManager extends DurableObject<Env> {
   private readonly log: Logger;
   /** The last record revision handed out (see ModelRecord.revision). */
   #revision = 0;
   readonly #faults: FaultSwitch;
+  readonly pool: InstancePool;
+  readonly autoscaler: Autoscaler;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -35,6 +45,22 @@ export class ClusterManager extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS models (name TEXT PRIMARY KEY, record TEXT NOT NULL, created_at INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS deployments (id TEXT PRIMARY KEY, model TEXT NOT NULL, record TEXT NOT NULL,
         created_at INTEGER NOT NULL);`);
+    this.pool = new InstancePool({
+      env,
+      ctx,
+      log: this.log,
+      deployment: (id) => this.#deployment(id),
+      put: (d) => this.#put(d),
+      publish: (model) => this.#publish(model),
+      weights: (model) => this.#stored(model),
+    });
+    this.autoscaler = new Autoscaler({
+      ctx,
+      env,
+      log: this.log,
+      pool: this.pool,
+      deployments: () => this.#active(),
+    });
   }
 
   /**
@@ -64,6 +90,7 @@ export class ClusterManager extends DurableObject<Env> {
       pdProfile: null,
     };
     const sql = this.ctx.storage.sql;
+    const retired = this.#deploymentsOf(m.name);
     this.ctx.storage.transactionSync(() => {
       sql.exec(
         "INSERT OR REPLACE INTO models (name, record, created_at) VALUES (?, ?, ?)",
@@ -73,6 +100,7 @@ export class ClusterManager extends DurableObject<Env> {
       );
       for (const d of this.#deploymentsOf(m.name)) this.#put({ ...d, status: "deleted" });
     });
+    for (const d of retired) this.pool.retire(d.id);
     this.#createDeployment({
       id: m.defaultDeploymentId,
       model: m.name,
@@ -121,27 +149,49 @@ export class ClusterManager extends DurableObject<Env> {
     return true;
   }
 
-  /** Creates a deployment of a registered model; null when the model is unknown. */
+  /**
+   * Creates a deployment of a registered model and answers once its initial instances serve (or
+   * failed to start, or CREATE_TIMEOUT_MS passed); null when the model is unknown.
+   */
   async addDeployment(spec: DeploymentSpec): Promise<DeploymentRecord | null> {
     if (!this.#stored(spec.model)) return null;
     const d = this.#createDeployment(spec);
     await this.#publish(spec.model);
-    return d;
+    await this.pool.whenServing(d.id, spec.counts, CREATE_TIMEOUT_MS);
+    return this.#deployment(d.id);
   }
 
   async getDeployment(q: { id: string }): Promise<DeploymentRecord | null> {
+    return this.#deployment(q.id);
+  }
+
+  /** A deployment with every instance's state and scale-up step timings. */
+  async deploymentStatus(q: {
+    id: string;
+  }): Promise<{ record: DeploymentRecord; instances: InstanceStatus[] } | null> {
+    const record = this.#deployment(q.id);
+    // live instances, and failed ones (with their error) until the deployment is retired
+    const instances = this.pool.statuses(q.id, true).filter((s) => s.state !== "stopped");
+    return record ? { record, instances } : null;
+  }
+
+  #deployment(id: string): DeploymentRecord | null {
     const row = this.ctx.storage.sql
-      .exec("SELECT record FROM deployments WHERE id = ?", q.id)
+      .exec("SELECT record FROM deployments WHERE id = ?", id)
       .toArray()[0];
     return row ? (JSON.parse(row.record as string) as DeploymentRecord) : null;
   }
 
-  async listDeployments(): Promise<DeploymentRecord[]> {
+  #active(): DeploymentRecord[] {
     return this.ctx.storage.sql
       .exec("SELECT record FROM deployments ORDER BY created_at, id")
       .toArray()
       .map((r) => JSON.parse(r.record as string) as DeploymentRecord)
       .filter((d) => d.status === "active");
+  }
+
+  async listDeployments(): Promise<DeploymentRecord[]> {
+    return this.#active();
   }
 
   /** Retires a deployment: no new tasks are placed on it; running ones finish. */
@@ -150,9 +200,108 @@ export class ClusterManager extends DurableObject<Env> {
     if (!d || d.status === "deleted") return null;
     const out: DeploymentRecord = { ...d, status: "deleted" };
     this.#put(out);
+    this.pool.retire(d.id);
     this.log.info("deployment.deleted", { deploymentId: d.id, model: d.model });
     await this.#publish(d.model);
     return out;
+  }
+
+  // --- scaling
+
+  /**
+   * Sets a deployment's target by hand (admin): instances start eagerly or drain. A target
+   * outside [min, max] per role is refused. `path` forces the tier loads use (benchmarks).
+   */
+  async scaleDeployment(q: {
+    id: string;
+    target: RoleCounts;
+    path?: LoadPath;
+    verify?: boolean;
+    /** Answer once the target serves (or a start failed, or CREATE_TIMEOUT_MS passed). */
+    wait?: boolean;
+  }): Promise<Result<{ started: string[]; draining: string[] }>> {
+    const d = this.#deployment(q.id);
+    if (d?.status !== "active") {
+      return failure(
+        errorInfo("not_found", `No deployment ${q.id}.`, "id", "deployment_not_found"),
+      );
+    }
+    for (const r of ROLES) {
+      const n = q.target[r];
+      if (n < d.scaling.min[r] || n > d.scaling.max[r]) {
+        const msg = `${r}: ${n} is outside this deployment's bounds [${d.scaling.min[r]}, ${d.scaling.max[r]}]`;
+        return failure(errorInfo("invalid_request", msg, r));
+      }
+    }
+    const out = this.pool.scale(d, q.target, q.path ?? "auto", q.verify ?? false);
+    this.autoscaler.arm();
+    if (q.wait) await this.pool.whenServing(d.id, q.target, CREATE_TIMEOUT_MS);
+    return { ok: true, value: out };
+  }
+
+  /**
+   * Scale from zero: a request found no serving instance of `roles`. Roles at zero go to one
+   * instance (503 when the deployment's maximum is zero), then this waits until the deployment
+   * serves (503 after `timeoutMs`, or when every start failed). Returns the wait.
+   */
+  async scaleFromZero(q: {
+    id: string;
+    roles: InstanceRole[];
+    timeoutMs: number;
+  }): Promise<Result<{ coldStartMs: number; record: ModelRecord }>> {
+    const t0 = Date.now();
+    const d = this.#deployment(q.id);
+    if (d?.status !== "active") {
+      return failure(
+        errorInfo("not_found", `No deployment ${q.id}.`, "deployment", "deployment_not_found"),
+      );
+    }
+    const target = { ...d.scaling.target };
+    for (const r of q.roles) {
+      if (
+        d.instances[r].length > 0 ||
+        this.pool.statuses(d.id).some((s) => s.role === r && s.state !== "draining")
+      )
+        continue;
+      if (d.scaling.max[r] === 0) {
+        const msg = `Deployment ${d.id} is at its maximum of 0 ${r} instances; raise max_instances or retry later.`;
+        return failure(errorInfo("overloaded", msg, null, "deployment_at_max"));
+      }
+      target[r] = Math.max(target[r], 1);
+    }
+    this.pool.scale(d, target);
+    this.autoscaler.arm();
+    const need = Object.fromEntries(q.roles.map((r) => [r, 1]));
+    if (!(await this.pool.whenServing(d.id, need, q.timeoutMs))) {
+      const msg = `Deployment ${d.id} has no serving instance yet (a cold start is under way or failed); retry shortly.`;
+      return failure(errorInfo("overloaded", msg, null, "cold_start_pending"));
+    }
+    // the record goes back with the answer: the caller need not wait for the push
+    const record = (await this.getModel({ name: d.model })) as ModelRecord;
+    return { ok: true, value: { coldStartMs: Date.now() - t0, record } };
+  }
+
+  /** Stages a model's weights in its WeightCache (the tier between R2 and instance memory). */
+  async stageWeights(q: { model: string }): Promise<{ sizeBytes: number } | null> {
+    const s = this.#stored(q.model);
+    if (!s) return null;
+    const meta = await this.env.WEIGHT_CACHE.getByName(weightCacheName(s.name, s.generation)).stage(
+      {
+        r2Key: s.r2Key,
+      },
+    );
+    return meta && { sizeBytes: meta.sizeBytes };
+  }
+
+  /** The pre-warmed pool: its Npus' instance ids and states (fills it first when asked). */
+  async poolStatus(q: { fill?: boolean } = {}): Promise<{ id: string; state: string }[]> {
+    if (q.fill) await this.pool.warm.refill();
+    return this.pool.warm.list();
+  }
+
+  /** The autoscaler's tick (tests drive it through runDurableObjectAlarm). */
+  override async alarm(): Promise<void> {
+    await this.autoscaler.tick(Date.now());
   }
 
   /**
@@ -176,8 +325,6 @@ export class ClusterManager extends DurableObject<Env> {
 
   #createDeployment(spec: DeploymentSpec): DeploymentRecord {
     const s = this.#stored(spec.model) as StoredModel;
-    const ids = (role: string, n: number) =>
-      Array.from({ length: n }, (_, i) => instanceId(`${spec.id}_${role}`, i));
     const record: DeploymentRecord = {
       id: spec.id,
       object: "deployment",
@@ -187,13 +334,18 @@ export class ClusterManager extends DurableObject<Env> {
       scheduler: spec.scheduler,
       status: "active",
       createdAt: Date.now(),
-      instances: {
-        colocated: ids("c", spec.counts.colocated),
-        prefill: ids("p", spec.counts.prefill),
-        decode: ids("d", spec.counts.decode),
+      instances: { colocated: [], prefill: [], decode: [] },
+      scaling: {
+        min: spec.min ?? spec.counts,
+        max: spec.max ?? spec.counts,
+        target: spec.counts,
+        scaledAt: Date.now(),
       },
     };
     this.#put(record);
+    // instances load eagerly and join `instances` once serving
+    this.pool.scale(record, spec.counts);
+    this.autoscaler.arm();
     this.log.info("deployment.created", {
       deploymentId: spec.id,
       model: spec.model,

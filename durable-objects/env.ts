@@ -6,16 +6,21 @@ import { type ServingConfig, servingConfig } from "../shared/config.ts";
 import type { ClusterManager } from "./cluster-manager.ts";
 import type { JobExecutor } from "./job-executor.ts";
 import type { Npu } from "./npu.ts";
+import type { WeightCache } from "./weight-cache.ts";
 
 export interface Env {
   NPU: DurableObjectNamespace<Npu>;
   JOB_EXECUTOR: DurableObjectNamespace<JobExecutor>;
   CLUSTER_MANAGER: DurableObjectNamespace<ClusterManager>;
+  WEIGHT_CACHE: DurableObjectNamespace<WeightCache>;
   MODELS: R2Bucket;
   /** Optional Workers Analytics Engine dataset: one data point per ended request. */
   ANALYTICS?: AnalyticsEngineDataset;
   DEFAULT_MODEL?: string;
   NPU_MEMORY_BUDGET_MB?: string;
+  NPU_KV_CACHE_MB?: string;
+  POOL_SIZE?: string;
+  SCALE_TO_ZERO_AFTER_S?: string;
   MAX_NUM_SEQS?: string;
   MAX_NUM_BATCHED_TOKENS?: string;
   KV_BLOCK_SIZE?: string;

@@ -35,7 +35,7 @@ import { ContextCacheStore, createContextCache, type NewContextCache } from "./c
 import { type Env, getConfig } from "./env.ts";
 import { FaultSwitch } from "./faults.ts";
 import { IdempotencyKeys, type KeyRef } from "./idempotency-keys.ts";
-import { ModelDirectory } from "./model-directory.ts";
+import { idleDeployment, ModelDirectory } from "./model-directory.ts";
 import type { PlanInput } from "./model-scheduler.ts";
 import { PlacementState } from "./placement-state.ts";
 import { RecordStore } from "./records.ts";
@@ -49,6 +49,9 @@ export interface TaskEvent extends TaskProgress {
   /** The instance's running totals (preemptions, fabric), for /metrics. */
   counters?: NpuCounters;
 }
+
+/** Longest a request waits for its deployment to scale from zero (then 503, Retry-After). */
+const SCALE_FROM_ZERO_TIMEOUT_MS = 30_000;
 
 /** Delay before scheduling state is snapshotted to storage. */
 const SNAPSHOT_DELAY_MS = 5_000;
@@ -104,6 +107,7 @@ export class JobExecutor extends DurableObject<Env> {
       records: this.#records,
       plan: (s, attempt) => this.#plan(s, attempt),
       model: (name) => this.#models.get(name),
+      scaleFromZero: (d) => this.#models.scaleFromZero(d, SCALE_FROM_ZERO_TIMEOUT_MS),
       unplan: (taskId) => this.#placement.forget(taskId),
       onTaskEvent: (e) => this.taskEvent(e),
     });
@@ -116,8 +120,18 @@ export class JobExecutor extends DurableObject<Env> {
    */
   async submit(s: SubmitJob): Promise<Result<Submitted>> {
     this.#faults.check("JobExecutor.submit");
-    const admitted = await this.#admit(s);
+    let admitted = await this.#admit(s);
     if (!admitted.ok) return admitted;
+    let coldStartMs: number | null = null;
+    const idle = idleDeployment(admitted.value.deployments);
+    if (idle) {
+      // scale from zero: wait for an instance (the ClusterManager pushes the record first)
+      const cold = await this.#models.scaleFromZero(idle, SCALE_FROM_ZERO_TIMEOUT_MS);
+      if (!cold.ok) return cold;
+      coldStartMs = cold.value.coldStartMs;
+      admitted = await this.#admit(s);
+      if (!admitted.ok) return admitted;
+    }
     const planned = await this.#plan(admitted.value, 0);
     if (!planned.ok) return planned;
     const { placement } = planned.value;
@@ -128,6 +142,7 @@ export class JobExecutor extends DurableObject<Env> {
       role,
       instanceId: t.instanceId,
       npu: t.npu,
+      coldStartMs,
     }));
     this.#records.createSoon(
       {
@@ -353,7 +368,14 @@ export class JobExecutor extends DurableObject<Env> {
    * colocated deployment of the model, and records it. Errors come back as values.
    */
   async createContextCache(c: NewContextCache): Promise<Result<ContextCacheRecord>> {
-    const m = c.modelRecord;
+    let m = c.modelRecord;
+    const idle = idleDeployment(m.deployments.filter((d) => d.mode === "colocated"));
+    if (idle) {
+      const cold = await this.#models.scaleFromZero(idle, SCALE_FROM_ZERO_TIMEOUT_MS);
+      if (!cold.ok) return cold;
+      m = (await this.#models.get(m.name)) ?? m;
+      c = { ...c, modelRecord: m };
+    }
     return createContextCache(
       {
         env: this.env,

@@ -5,9 +5,23 @@
  * (a new shard, a restart) asks the ClusterManager. An entry is also refreshed after
  * MAX_AGE_MS, which bounds how stale a shard can be if a push was lost.
  */
+import type { Result } from "../shared/errors.ts";
 import { CLUSTER_MANAGER_NAME } from "../shared/protocol/names.ts";
 import type { DeploymentRecord, ModelRecord } from "../shared/types/deployments.ts";
+import type { InstanceRole } from "../shared/types/records.ts";
 import type { Env } from "./env.ts";
+
+/**
+ * The deployment to scale from zero when none of `ds` has a serving instance of every role it
+ * needs (the first of them), else null.
+ */
+export function idleDeployment(ds: readonly DeploymentRecord[]): DeploymentRecord | null {
+  const serves = (d: DeploymentRecord) =>
+    d.mode === "pd"
+      ? d.instances.prefill.length > 0 && d.instances.decode.length > 0
+      : d.instances.colocated.length > 0;
+  return ds.length > 0 && !ds.some(serves) ? (ds[0] as DeploymentRecord) : null;
+}
 
 const MAX_AGE_MS = 60_000;
 
@@ -39,6 +53,21 @@ export class ModelDirectory {
     const have = this.#models.get(name)?.record;
     if (have && (!record || have.revision > record.revision)) return;
     this.#models.set(name, { record, at: Date.now() });
+  }
+
+  /**
+   * Scales a deployment from zero and waits until it serves; the ClusterManager pushes the new
+   * record to every shard (this one included) before it answers.
+   */
+  async scaleFromZero(
+    d: DeploymentRecord,
+    timeoutMs: number,
+  ): Promise<Result<{ coldStartMs: number }>> {
+    const roles: InstanceRole[] = d.mode === "pd" ? ["prefill", "decode"] : ["colocated"];
+    const r = await this.#cluster().scaleFromZero({ id: d.id, roles, timeoutMs });
+    if (!r.ok) return r;
+    this.put(d.model, r.value.record);
+    return { ok: true, value: { coldStartMs: r.value.coldStartMs } };
   }
 
   /** Any deployment's record (for the error a pin of another model's deployment gets). */

@@ -1,106 +1,189 @@
 /**
- * Model loading for the Npu: fetches a model's GGUF from the R2 registry, instantiates the wasm
- * kernels with the per-NPU memory budget as their arena, builds the model instance (weights, KV
- * cache, scheduler, engine). The Npu keeps the result (one model per NPU, loaded once). Prompts
- * reach the Npu already tokenised by the JobExecutor.
+ * Model loading for the Npu, in the scale-up steps it owns: pre-load the runtime (instantiate
+ * the wasm kernels and reserve memory; a pooled Npu has done this before it is leased), load
+ * weights (read the GGUF image from a weight tier, weight-tiers.ts, and build the model
+ * instance in an arena sized to the model: weights + workspace + the configured KV share, capped
+ * by the NPU budget), and unbind (drop the model and the runtime: the next runtime starts with
+ * zeroed memory). The Npu keeps the GGUF image it loaded, so peers can fork from it.
  */
-import { createInstance, type ModelInstance } from "../shared/engine/instance.ts";
+import { createInstance, type ModelInstance, planMemory } from "../shared/engine/instance.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
+import { modelConfigFromGguf } from "../shared/model/config.ts";
+import { parseGguf } from "../shared/model/gguf.ts";
 import { KernelMemoryError, type Kernels } from "../shared/model/kernels.ts";
+import { roundAllocBytes } from "../shared/model/kernels-js.ts";
 import { createWasmKernels, WASM_KERNEL_IMPORTS } from "../shared/model/kernels-wasm.ts";
+import { arenaBytes } from "../shared/serving/scale-plan.ts";
+import type { LoadReport, WeightSource } from "../shared/types/instances.ts";
 import kernelsModule from "../wasm/kernels.wasm";
 import { type Env, getConfig } from "./env.ts";
+import { readWeights, type WeightRef } from "./weight-tiers.ts";
+
+const PAGE_BYTES = 65536;
 
 export interface Loaded {
   model: string;
   instance: ModelInstance;
   kernels: Kernels;
+  /** The GGUF image the weights were built from (what a fork copies). */
+  image: Uint8Array;
 }
 
-/** Loads `model` from the R2 registry into a fresh kernel arena. Failures are values. */
-export async function loadModel(
-  env: Env,
-  log: Logger,
-  model: string,
-  r2Key: string,
-): Promise<Result<Loaded>> {
-  const t0 = Date.now();
-  const obj = await env.MODELS.get(r2Key);
-  if (!obj)
-    return failure(
-      errorInfo(
-        "not_found",
-        `model ${model} has no weights in the registry`,
-        "model",
-        "model_not_found",
-      ),
-    );
-  const bytes = new Uint8Array(await obj.arrayBuffer());
-  const cfg = getConfig(env);
-  try {
-    const wasm = await WebAssembly.instantiate(kernelsModule, WASM_KERNEL_IMPORTS);
-    const kernels = createWasmKernels(wasm, cfg.npuMemoryBudgetBytes);
-    const instance = createInstance(bytes, kernels, {
-      maxNumSeqs: cfg.maxNumSeqs,
-      maxNumBatchedTokens: cfg.maxNumBatchedTokens,
-      blockSize: cfg.blockSize,
-    });
-    log.info("model.loaded", {
-      model,
-      sizeBytes: bytes.byteLength,
-      numBlocks: instance.memory.numBlocks,
-      weightBytes: instance.memory.weightBytes,
-      durationMs: Date.now() - t0,
-    });
-    return { ok: true, value: { model, instance, kernels } };
-  } catch (e) {
-    log.error("model.load_failed", { model, ...errorFields(e) });
-    // a model over this NPU's budget (the budget changed since its upload) will not fit on retry
-    const code = e instanceof KernelMemoryError ? "model_too_large" : null;
-    return failure(
-      errorInfo("internal", `cannot load model ${model}: ${(e as Error).message}`, null, code),
-    );
-  }
+interface Runtime {
+  wasm: WebAssembly.Instance;
+  memory: WebAssembly.Memory;
+  heapBase: number;
 }
 
-/** An NPU's one model: loaded once; concurrent callers share the load in flight. */
+/** SHA-256 (hex) of a byte range. */
+async function sha256(bytes: Uint8Array): Promise<string> {
+  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(d, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** An NPU's one model, and its runtime; concurrent callers share the load in flight. */
 export class ModelSlot {
   current: Loaded | null = null;
-  private loading: Promise<Result<Loaded>> | null = null;
-  private loadingModel: string | null = null;
+  #runtime: Runtime | null = null;
+  #loading: Promise<Result<LoadReport>> | null = null;
+  #loadingModel: string | null = null;
 
   constructor(
     private readonly env: Env,
     private readonly log: Logger,
   ) {}
 
-  /** `model` loaded from the R2 registry (once); another model is an error value. */
-  ensure(model: string, r2Key: string): Promise<Result<Loaded>> {
+  /** The runtime is up (instantiated, memory reserved) and no model is bound. */
+  get warm(): boolean {
+    return this.#runtime !== null && this.current === null && this.#loading === null;
+  }
+
+  /**
+   * Pre-loads the runtime: instantiates the wasm kernels (once) and grows their memory to hold
+   * `reserveBytes` of arena, so a later load of a model that size grows nothing.
+   */
+  async preload(reserveBytes: number): Promise<void> {
+    if (!this.#runtime) {
+      const wasm = await WebAssembly.instantiate(kernelsModule, WASM_KERNEL_IMPORTS);
+      const ex = wasm.exports as { memory: WebAssembly.Memory; heapBase: () => number };
+      this.#runtime = { wasm, memory: ex.memory, heapBase: roundAllocBytes(ex.heapBase()) };
+    }
+    const { memory, heapBase } = this.#runtime;
+    const need = Math.ceil((heapBase + reserveBytes) / PAGE_BYTES);
+    const have = memory.buffer.byteLength / PAGE_BYTES;
+    if (need > have) memory.grow(need - have);
+  }
+
+  /** Drops the model and the runtime (its memory); the Npu is bound to nothing. */
+  unbind(): void {
+    this.current = null;
+    this.#runtime = null;
+  }
+
+  /** `model` loaded from the R2 registry (once): the lazy path of a task on an unloaded Npu. */
+  async ensure(model: string, r2Key: string): Promise<Result<Loaded>> {
+    if (this.current?.model === model) return { ok: true, value: this.current };
+    const r = await this.load({ model, r2Key, generation: 0 }, { tier: "r2" });
+    return r.ok ? { ok: true, value: this.current as Loaded } : r;
+  }
+
+  /**
+   * Loads `ref` from `source` into an arena sized to the model (pre-loading the runtime first if
+   * it is not up). Another model bound or loading is an error value; the same model is shared.
+   * With `verify`, the report's digest covers the arena as loaded (weights, zeroed KV).
+   */
+  load(ref: WeightRef, source: WeightSource, verify = false): Promise<Result<LoadReport>> {
+    const other = this.current?.model ?? this.#loadingModel;
+    if (other !== null && other !== ref.model) {
+      return Promise.resolve(
+        failure(errorInfo("internal", `this NPU serves ${other}, not ${ref.model}`)),
+      );
+    }
     if (this.current) {
-      if (this.current.model === model) return Promise.resolve({ ok: true, value: this.current });
-      return Promise.resolve(
-        failure(errorInfo("internal", `this NPU serves ${this.current.model}, not ${model}`)),
-      );
+      const report: LoadReport = {
+        bytesByTier: { r2: 0, staged: 0, fork: 0 },
+        preloadMs: 0,
+        loadMs: 0,
+        arenaBytes: this.current.kernels.capacityBytes,
+        weightsDigest: "",
+      };
+      return Promise.resolve({ ok: true, value: report });
     }
-    if (this.loading && this.loadingModel !== model) {
-      return Promise.resolve(
-        failure(errorInfo("internal", `this NPU is loading ${this.loadingModel}, not ${model}`)),
-      );
-    }
-    this.loadingModel = model;
-    this.loading ??= loadModel(this.env, this.log, model, r2Key).then((r) => {
-      if (r.ok) this.current = r.value;
-      else this.loading = null; // let a later call retry
+    this.#loadingModel = ref.model;
+    this.#loading ??= this.#load(ref, source, verify).then((r) => {
+      this.#loading = null;
+      this.#loadingModel = null;
       return r;
     });
-    return this.loading;
+    return this.#loading;
+  }
+
+  async #load(ref: WeightRef, source: WeightSource, verify: boolean): Promise<Result<LoadReport>> {
+    const t0 = Date.now();
+    const read = await readWeights(this.env, ref, source);
+    if (!read.ok) return read;
+    const { bytes, bytesByTier } = read.value;
+    const cfg = getConfig(this.env);
+    try {
+      const opts = {
+        maxNumSeqs: cfg.maxNumSeqs,
+        maxNumBatchedTokens: cfg.maxNumBatchedTokens,
+        blockSize: cfg.blockSize,
+      };
+      const file = parseGguf(bytes);
+      const config = modelConfigFromGguf(file);
+      const plan = planMemory(file, config, cfg.npuMemoryBudgetBytes, opts);
+      const blocksPerSeq = Math.ceil(config.maxPositionEmbeddings / cfg.blockSize);
+      const arena = arenaBytes(
+        { ...plan, blocksPerSeq, maxBlocks: blocksPerSeq * cfg.maxNumSeqs },
+        cfg.npuKvCacheBytes,
+        cfg.npuMemoryBudgetBytes,
+      );
+      const t1 = Date.now();
+      await this.preload(arena);
+      const preloadMs = Date.now() - t1;
+      const rt = this.#runtime as Runtime;
+      const kernels = createWasmKernels(rt.wasm, arena);
+      const instance = createInstance(bytes, kernels, opts);
+      const weightsDigest = verify
+        ? await sha256(new Uint8Array(rt.memory.buffer, rt.heapBase, kernels.usedBytes))
+        : "";
+      this.current = { model: ref.model, instance, kernels, image: bytes };
+      const loadMs = Date.now() - t0 - preloadMs;
+      this.log.info("model.loaded", {
+        model: ref.model,
+        tier: source.tier,
+        sizeBytes: bytes.byteLength,
+        arenaBytes: arena,
+        numBlocks: instance.memory.numBlocks,
+        weightBytes: instance.memory.weightBytes,
+        durationMs: Date.now() - t0,
+      });
+      return {
+        ok: true,
+        value: { bytesByTier, preloadMs, loadMs, arenaBytes: arena, weightsDigest },
+      };
+    } catch (e) {
+      this.log.error("model.load_failed", { model: ref.model, ...errorFields(e) });
+      this.#runtime = null; // a half-used arena is not reused
+      // a model over this NPU's budget (the budget changed since its upload) will not fit on retry
+      const code = e instanceof KernelMemoryError ? "model_too_large" : null;
+      return failure(
+        errorInfo(
+          "internal",
+          `cannot load model ${ref.model}: ${(e as Error).message}`,
+          null,
+          code,
+        ),
+      );
+    }
   }
 
   /** Forgets the model (a hung engine is replaced): the next task loads a fresh one. */
   drop(): void {
     this.current = null;
-    this.loading = null;
-    this.loadingModel = null;
+    this.#loading = null;
+    this.#loadingModel = null;
   }
 }

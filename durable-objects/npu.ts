@@ -16,15 +16,18 @@ import type { GenerateEvent, GenerateTask, Prefilled } from "../shared/protocol/
 import { PROTOCOL_VERSION } from "../shared/protocol/version.ts";
 import { shouldSetAlarm } from "../shared/serving/batch.ts";
 import type { Accepted } from "../shared/serving/dispatch.ts";
+import { WEIGHT_CHUNK_BYTES } from "../shared/serving/scale-plan.ts";
 import { sequencesFor, TaskTracker } from "../shared/serving/task.ts";
 import type { NpuHealth } from "../shared/serving/watchdog.ts";
 import type { FaultKind } from "../shared/types/faults.ts";
+import type { LoadReport, WeightSource } from "../shared/types/instances.ts";
 import { ContextPins } from "./context-pins.ts";
 import { EngineLoop, type StepSummary } from "./engine-loop.ts";
 import { type Env, getConfig } from "./env.ts";
 import { FabricHost, type RegionData } from "./fabric-host.ts";
 import { faultsOff } from "./faults.ts";
 import { KvHandoff } from "./kv-handoff.ts";
+import { NpuLifecycle } from "./npu-lifecycle.ts";
 import { type Loaded, ModelSlot } from "./npu-loader.ts";
 import { TaskStreams } from "./task-streams.ts";
 
@@ -38,6 +41,9 @@ export interface NpuStats extends EngineStats {
   recentSteps: StepSummary[];
   /** Times the engine loop continued from a fresh invocation (NPU_SLICE_MS). */
   numSlices: number;
+  draining: boolean;
+  /** When a task last ended here (or the Npu started). */
+  lastActiveAt: number;
 }
 
 export type GenerateAccepted = Accepted<ReadableStream<Uint8Array>>;
@@ -76,6 +82,7 @@ export class Npu extends DurableObject<Env> {
   private readonly fabric: FabricHost;
   private readonly handoff: KvHandoff;
   private readonly loop: EngineLoop;
+  private readonly lifecycle = new NpuLifecycle();
   /**
    * Task ids between their arrival and their stream's registration, and prefill tasks until
    * their KV is exported (a repeated id gets a 409).
@@ -111,17 +118,20 @@ export class Npu extends DurableObject<Env> {
       onStep: (report, startedAt, endedAt) => {
         this.streams.markStarted(report.scheduledSeqIds, startedAt);
         for (const o of report.outputs) {
+          if (this.lifecycle.onOutput(o)) continue;
           if (this.handoff.onOutput(o)) continue;
           this.streams.onOutput(o, endedAt);
         }
       },
       onFailure: () => {
+        this.lifecycle.failAll();
         this.streams.failAll();
         this.handoff.failAll();
       },
       sliceMs: getConfig(env).npuSliceMs,
       continueLater: () => ctx.waitUntil(ctx.storage.setAlarm(Date.now())),
     });
+    this.streams.onEnded = () => this.lifecycle.changed();
   }
 
   /** The loaded model, if any. */
@@ -133,6 +143,81 @@ export class Npu extends DurableObject<Env> {
   async load(q: { model: string; r2Key: string }): Promise<Result<{ model: string }>> {
     const r = await this.slot.ensure(q.model, q.r2Key);
     return r.ok ? { ok: true, value: { model: r.value.model } } : r;
+  }
+
+  // --- scaling (the ClusterManager drives these steps; npu-lifecycle.ts)
+
+  /**
+   * Pre-loads the runtime (wasm instantiated, `reserveBytes` of memory reserved). `pooled`: the
+   * Npu then waits in the pool, kept resident by its alarm.
+   */
+  async preload(q: { reserveBytes: number; pooled: boolean }): Promise<{ preloadMs: number }> {
+    const t0 = Date.now();
+    await this.slot.preload(q.reserveBytes);
+    this.lifecycle.pooled = q.pooled;
+    await this.#scheduleAlarm();
+    return { preloadMs: Date.now() - t0 };
+  }
+
+  /** Loads a model's weights from a tier into an arena sized to the model. */
+  async loadWeights(q: {
+    model: string;
+    generation: number;
+    r2Key: string;
+    source: WeightSource;
+    verify?: boolean;
+  }): Promise<Result<LoadReport>> {
+    this.lifecycle.pooled = false;
+    this.lifecycle.draining = false;
+    const r = await this.slot.load(q, q.source, q.verify ?? false);
+    await this.#scheduleAlarm(); // keeps the weights resident
+    return r;
+  }
+
+  /** Post-load warm-up: one greedy token through the engine loop. */
+  async warmUp(): Promise<Result<{ warmupMs: number }>> {
+    const engine = this.loaded?.instance.engine;
+    if (!engine) return failure(errorInfo("internal", "no model is loaded to warm up"));
+    const r = await this.lifecycle.warmUp(engine, () => this.loop.kick());
+    // a fresh instance's only steps were the warm-up's: stats list the steps that served tasks
+    this.loop.recentSteps.length = 0;
+    return r;
+  }
+
+  /** Resolves once no task runs or starts here (the ClusterManager stopped placing them). */
+  async drain(): Promise<{ drainMs: number }> {
+    const t0 = Date.now();
+    await this.lifecycle.drain(() => this.streams.size > 0 || this.starting.size > 0);
+    return { drainMs: Date.now() - t0 };
+  }
+
+  /**
+   * Unbinds the model (memory reset: the runtime is dropped). With `pooled`, a fresh runtime is
+   * pre-loaded at once so the Npu goes back to the pool warm.
+   */
+  async unbind(q: { pooled: boolean; reserveBytes: number }): Promise<{ unbound: boolean }> {
+    const had = this.loaded !== null;
+    this.pins.expire(this.loaded?.instance.engine, Number.POSITIVE_INFINITY);
+    this.slot.unbind();
+    this.lifecycle.draining = false;
+    if (q.pooled) await this.slot.preload(q.reserveBytes);
+    this.lifecycle.pooled = q.pooled;
+    await this.#scheduleAlarm();
+    return { unbound: had };
+  }
+
+  /** The GGUF image of `model` this Npu serves (for a fork), or null. */
+  async weightImage(q: { model: string }): Promise<{ sizeBytes: number } | null> {
+    const l = this.loaded;
+    return l?.model === q.model ? { sizeBytes: l.image.byteLength } : null;
+  }
+
+  /** One chunk of the image (WEIGHT_CHUNK_BYTES), or null when `model` is not served here. */
+  async weightChunk(q: { model: string; index: number }): Promise<Uint8Array | null> {
+    const l = this.loaded;
+    if (l?.model !== q.model) return null;
+    const at = q.index * WEIGHT_CHUNK_BYTES;
+    return l.image.slice(at, at + WEIGHT_CHUNK_BYTES);
   }
 
   async stats(): Promise<NpuStats> {
@@ -150,6 +235,8 @@ export class Npu extends DurableObject<Env> {
         : null,
       recentSteps: [...this.loop.recentSteps],
       numSlices: this.loop.numSlices,
+      draining: this.lifecycle.draining,
+      lastActiveAt: this.lifecycle.lastActiveAt,
     };
   }
 
@@ -168,6 +255,7 @@ export class Npu extends DurableObject<Env> {
       return await this.#start(task);
     } finally {
       this.starting.delete(task.taskId);
+      this.lifecycle.changed();
     }
   }
 
@@ -243,10 +331,11 @@ export class Npu extends DurableObject<Env> {
       const loaded = await this.slot.ensure(task.model, task.r2Key);
       if (!loaded.ok) return loaded;
       const r = await this.handoff.prefill(loaded.value.instance, task, sequencesFor(task));
-      if (r.ok) await this.#scheduleExpiry(); // the region is freed by the decode side, or expires
+      if (r.ok) await this.#scheduleAlarm(); // the region is freed by the decode side, or expires
       return r;
     } finally {
       this.starting.delete(task.taskId);
+      this.lifecycle.changed();
     }
   }
 
@@ -269,7 +358,7 @@ export class Npu extends DurableObject<Env> {
     const pinned = await this.pins.computeAndPin(loaded.value.instance, this.handoff, a);
     if (!pinned.ok) return pinned;
     const { numPinnedTokens } = pinned.value;
-    await this.#scheduleExpiry();
+    await this.#scheduleAlarm();
     this.log.info("context_cache.pinned", {
       cacheId: a.cacheId,
       numTokens: a.promptIds.length,
@@ -283,21 +372,24 @@ export class Npu extends DurableObject<Env> {
   }
 
   /**
-   * Continues the engine loop (its last invocation used its time slice), expires pinned context
-   * caches, and KV handoff regions no decode side ever pulled.
+   * The Npu's one alarm: continues the engine loop (its last invocation used its time slice),
+   * expires pinned context caches and KV handoff regions no decode side ever pulled, and keeps a
+   * pooled or bound Npu resident.
    */
   override async alarm(): Promise<void> {
     this.loop.kick();
     const now = Date.now();
     this.pins.expire(this.loaded?.instance.engine, now);
     this.handoff.expireRegions(now);
-    await this.#scheduleExpiry();
+    await this.#scheduleAlarm();
   }
 
-  async #scheduleExpiry(): Promise<void> {
-    const times = [this.handoff.nextRegionExpiry(), this.pins.nextExpiry()].filter(
-      (t): t is number => t !== null,
-    );
+  async #scheduleAlarm(): Promise<void> {
+    const times = [
+      this.handoff.nextRegionExpiry(),
+      this.pins.nextExpiry(),
+      this.lifecycle.nextKeepAlive(Date.now(), this.loaded !== null),
+    ].filter((t): t is number => t !== null);
     if (times.length === 0) return;
     const at = Math.min(...times);
     // never postpone an earlier alarm (the engine loop's continuation)

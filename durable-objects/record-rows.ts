@@ -51,6 +51,7 @@ function toTask(t: Row): TaskRecord {
     numPromptTokens: num(t.num_prompt_tokens),
     numCompletionTokens: num(t.num_completion_tokens),
     error: (t.error as string | null) ?? null,
+    coldStartMs: num(t.cold_start_ms),
     ...times(t),
   };
 }

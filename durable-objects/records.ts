@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS tasks (
   id TEXT PRIMARY KEY, job_id TEXT NOT NULL, request_id TEXT NOT NULL, role TEXT NOT NULL,
   status TEXT NOT NULL, instance_id TEXT NOT NULL, npu TEXT NOT NULL, num_prompt_tokens INTEGER,
   num_completion_tokens INTEGER, error TEXT, queued_at INTEGER, started_at INTEGER,
-  first_token_at INTEGER, finished_at INTEGER);
+  first_token_at INTEGER, finished_at INTEGER, cold_start_ms INTEGER);
 CREATE INDEX IF NOT EXISTS jobs_by_request ON jobs(request_id);
 CREATE INDEX IF NOT EXISTS tasks_by_request ON tasks(request_id);
 CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks(job_id);`;
@@ -60,6 +60,8 @@ export interface NewTask {
   role: TaskRole;
   instanceId: string;
   npu: string;
+  /** The task waited this long for its deployment to scale from zero. */
+  coldStartMs?: number | null;
 }
 
 /** What a task report changed, for the JobExecutor's logs and scheduling state. */
@@ -89,6 +91,11 @@ export class RecordStore {
     private readonly log: Logger,
   ) {
     storage.sql.exec(SCHEMA);
+    // tables made before tasks had a cold start time
+    const cols = storage.sql.exec("SELECT name FROM pragma_table_info('tasks')").toArray();
+    if (!cols.some((c) => c.name === "cold_start_ms")) {
+      storage.sql.exec("ALTER TABLE tasks ADD COLUMN cold_start_ms INTEGER");
+    }
   }
 
   /**
@@ -159,7 +166,7 @@ export class RecordStore {
 
   private insertTask(t: NewTask, now: number): void {
     this.sql.exec(
-      "INSERT INTO tasks (id, job_id, request_id, role, status, instance_id, npu, queued_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+      "INSERT INTO tasks (id, job_id, request_id, role, status, instance_id, npu, queued_at, cold_start_ms) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
       t.id,
       t.jobId,
       t.requestId,
@@ -167,6 +174,7 @@ export class RecordStore {
       t.instanceId,
       t.npu,
       now,
+      t.coldStartMs ?? null,
     );
   }
 

@@ -100,6 +100,8 @@ export class TaskStreams {
   private readonly seqs = new Map<string, { taskId: string; index: number }>();
   /** Progress not yet sent, per task (flushed once the current step's outputs are processed). */
   private readonly unsent = new Map<string, { task: GenerateTask; progress: TaskProgress }>();
+  /** Called after a task ends (the Npu's drain waits on it). */
+  onEnded: () => void = () => {};
 
   constructor(
     private readonly env: Env,
@@ -190,6 +192,7 @@ export class TaskStreams {
     if (!this.tasks.delete(active.task.taskId)) return;
     for (const id of active.seqIds) this.seqs.delete(id);
     active.outbox.close();
+    this.onEnded();
     const now = Date.now();
     const t = active.tracker;
     this.report(active.task, {

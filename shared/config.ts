@@ -19,6 +19,9 @@ export const ServingConfigSchema = z
       .regex(/^[A-Za-z0-9._-]{1,64}$/)
       .default("default-moe"),
     NPU_MEMORY_BUDGET_MB: int(96, 8, 4096),
+    NPU_KV_CACHE_MB: int(8, 1, 4096),
+    POOL_SIZE: int(8, 0, 1024),
+    SCALE_TO_ZERO_AFTER_S: int(300, 1, 86_400),
     MAX_NUM_SEQS: int(32, 1, 1024),
     MAX_NUM_BATCHED_TOKENS: int(256, 16, 65536),
     KV_BLOCK_SIZE: int(16, 1, 1024),
@@ -48,6 +51,12 @@ export const ServingConfigSchema = z
 export interface ServingConfig {
   defaultModel: string;
   npuMemoryBudgetBytes: number;
+  /** KV cache share of an instance's arena (weights + workspace + this, capped by the budget). */
+  npuKvCacheBytes: number;
+  /** Pre-warmed Npus kept bound to no model, ready to lease on scale-up. */
+  poolSize: number;
+  /** An autoscaled deployment idle this long scales to zero. */
+  scaleToZeroAfterMs: number;
   maxNumSeqs: number;
   maxNumBatchedTokens: number;
   blockSize: number;
@@ -75,6 +84,9 @@ export function parseServingConfig(vars: Record<string, unknown>): ServingConfig
   return Object.freeze({
     defaultModel: c.DEFAULT_MODEL,
     npuMemoryBudgetBytes: c.NPU_MEMORY_BUDGET_MB * 2 ** 20,
+    npuKvCacheBytes: c.NPU_KV_CACHE_MB * 2 ** 20,
+    poolSize: c.POOL_SIZE,
+    scaleToZeroAfterMs: c.SCALE_TO_ZERO_AFTER_S * 1000,
     maxNumSeqs: c.MAX_NUM_SEQS,
     maxNumBatchedTokens: c.MAX_NUM_BATCHED_TOKENS,
     blockSize: c.KV_BLOCK_SIZE,

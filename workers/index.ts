@@ -21,6 +21,7 @@ import { openai } from "./openai/app.ts";
 export { ClusterManager } from "../durable-objects/cluster-manager.ts";
 export { JobExecutor } from "../durable-objects/job-executor.ts";
 export { Npu } from "../durable-objects/npu.ts";
+export { WeightCache } from "../durable-objects/weight-cache.ts";
 
 /** Seconds a client should wait after a 429 or a transient 503 (the Retry-After header). */
 const RETRY_AFTER_S = 1;

@@ -23,3 +23,13 @@ export function requestShard(requestId: string, numShards: number): number {
 export function instanceId(model: string, index: number): string {
   return `inst_${model}_${index}`;
 }
+
+/** The Npus of the pre-warmed pool are instances of their own, leased whole. */
+export function poolInstanceId(index: number): string {
+  return instanceId("pool", index);
+}
+
+/** The staging tier of one generation of a model's weights. */
+export function weightCacheName(model: string, generation: number): string {
+  return `wc/${model}/${generation}`;
+}

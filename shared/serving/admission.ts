@@ -91,8 +91,14 @@ export function continueContextCache(
   if (rec.generation !== model.generation) {
     return gone(`model ${model.name} was re-uploaded after it was made; create it again`);
   }
-  if (!model.deployments.some((d) => d.id === rec.deploymentId)) {
+  const dep = model.deployments.find((d) => d.id === rec.deploymentId);
+  if (!dep) {
     return gone(`its deployment ${rec.deploymentId} was deleted; create it again`);
+  }
+  const roles = [dep.instances.colocated, dep.instances.prefill, dep.instances.decode];
+  if (!roles.some((ids) => ids.includes(rec.instanceId))) {
+    // its KV was pinned in the memory of an instance that scaled in
+    return gone(`its instance ${rec.instanceId} scaled in; create it again`);
   }
   if (pin !== null && pin !== rec.deploymentId) {
     const msg = `Context cache ${id} lives on deployment ${rec.deploymentId}; pin that deployment or none.`;

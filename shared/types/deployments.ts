@@ -3,6 +3,7 @@
  * (DeepFlow's TE groups). Types, and the value lists the API validates against.
  */
 import type { PdProfile } from "../serving/pd-profile.ts";
+import type { DeploymentScaling, RoleCounts } from "./instances.ts";
 
 export interface ModelSummary {
   architecture: string;
@@ -45,7 +46,9 @@ export interface DeploymentRecord {
   scheduler: SchedulerPolicy;
   status: "active" | "deleted";
   createdAt: number;
+  /** The serving (announced) instances of each role: what the JobExecutors place tasks on. */
   instances: DeploymentInstances;
+  scaling: DeploymentScaling;
 }
 
 export interface DeploymentSpec {
@@ -53,7 +56,10 @@ export interface DeploymentSpec {
   model: string;
   mode: DeploymentMode;
   scheduler: SchedulerPolicy;
-  counts: { colocated: number; prefill: number; decode: number };
+  counts: RoleCounts;
+  /** Scaling bounds (default: `counts` both ways, a fixed-size deployment). */
+  min?: RoleCounts;
+  max?: RoleCounts;
 }
 
 export interface ModelRecord {

@@ -34,6 +34,8 @@ export interface TaskRecord extends Omit<Timestamps, "receivedAt"> {
   numPromptTokens: number | null;
   numCompletionTokens: number | null;
   error: string | null;
+  /** Milliseconds the task waited for its deployment to scale from zero; null when it did not. */
+  coldStartMs: number | null;
 }
 
 export interface JobRecord extends Omit<Timestamps, "receivedAt"> {

@@ -59,6 +59,21 @@ api.get("/models", async (c) => {
   return c.json({ object: "list", data: await clusterManager(c.env).listModels() });
 });
 
+/** The pre-warmed pool: its Npus' instance ids and states; `?fill=1` tops it up first (admin). */
+api.get("/pool", async (c) => {
+  requireAdmin(c.var.principal.isAdmin);
+  const fill = c.req.query("fill") === "1";
+  return c.json({ object: "list", data: await clusterManager(c.env).poolStatus({ fill }) });
+});
+
+/** Stages a model's weights in its WeightCache ahead of a scale-up (admin). */
+api.post("/models/:name/stage", async (c) => {
+  requireAdmin(c.var.principal.isAdmin);
+  const model = await resolveModel(c.env, c.req.param("name"));
+  const staged = await clusterManager(c.env).stageWeights({ model: model.name });
+  return c.json({ model: model.name, staged: staged !== null, sizeBytes: staged?.sizeBytes ?? 0 });
+});
+
 /** Live state of a model's instances: load, KV blocks, memory, recent steps (admin). */
 api.get("/models/:name/instances", async (c) => {
   requireAdmin(c.var.principal.isAdmin);

@@ -1,6 +1,7 @@
 /**
  * Deployments (DeepFlow's TE groups) under /api/deployments, admin only: create a colocated or
- * PD group of instances for a model, list and inspect them with live load, retire them.
+ * PD group of instances for a model (with scaling bounds), list and inspect them with every
+ * instance's state, scale-up step timings and live load, scale them by hand, retire them.
  */
 
 import { Hono } from "hono";
@@ -11,6 +12,11 @@ import {
   type DeploymentRecord,
   SCHEDULER_POLICIES,
 } from "../../shared/types/deployments.ts";
+import {
+  LOAD_PATHS,
+  MAX_INSTANCES_PER_ROLE,
+  type RoleCounts,
+} from "../../shared/types/instances.ts";
 import type { AppEnv } from "../app-env.ts";
 import { clusterManager, type Env, npu } from "../env.ts";
 import { newDeploymentId } from "../ids.ts";
@@ -19,7 +25,10 @@ import { parseJsonBody } from "../openai/parse-body.ts";
 
 import { requireAdmin } from "./admin.ts";
 
-const count = z.number().int().min(1).max(16);
+const count = z.number().int().min(0).max(MAX_INSTANCES_PER_ROLE);
+const pdCounts = z.object({ prefill: count, decode: count }).strict();
+/** A bound: a number for a colocated deployment, `{"prefill": N, "decode": M}` for PD. */
+const bound = z.union([count, pdCounts]);
 
 const DeploymentSpecSchema = z
   .object({
@@ -30,9 +39,19 @@ const DeploymentSpecSchema = z
       prefill: count.optional(),
       decode: count.optional(),
     }),
+    min_instances: bound.optional(),
+    max_instances: bound.optional(),
     scheduler: z.enum(SCHEDULER_POLICIES).default("deepflow"),
   })
   .superRefine((s, ctx) => {
+    for (const key of ["min_instances", "max_instances"] as const) {
+      const b = s[key];
+      if (b === undefined) continue;
+      if ((s.mode === "colocated") !== (typeof b === "number")) {
+        const want = s.mode === "colocated" ? "a number" : '{"prefill": N, "decode": M}';
+        ctx.addIssue({ code: "custom", path: [key], message: `this deployment takes ${want}` });
+      }
+    }
     const i = s.instances;
     if (
       s.mode === "colocated" &&
@@ -58,31 +77,46 @@ const DeploymentSpecSchema = z
 
 export const deployments = new Hono<AppEnv>();
 
+/** A bound as counts per role (`fallback` when absent). */
+function roleCounts(b: z.infer<typeof bound> | undefined, fallback: RoleCounts): RoleCounts {
+  if (b === undefined) return fallback;
+  if (typeof b === "number") return { colocated: b, prefill: 0, decode: 0 };
+  return { colocated: 0, prefill: b.prefill, decode: b.decode };
+}
+
+const ROLES = ["colocated", "prefill", "decode"] as const;
+
 deployments.use("*", async (c, next) => {
   requireAdmin(c.var.principal.isAdmin);
   await next();
 });
 
-/** A deployment with the live load of each of its instances. */
+/**
+ * A deployment with each of its instances: state, scale-up step timings, bytes read per weight
+ * tier, and the live load of the serving and draining ones.
+ */
 async function withLoad(env: Env, d: DeploymentRecord) {
-  const roles = ["colocated", "prefill", "decode"] as const;
+  const status = await clusterManager(env).deploymentStatus({ id: d.id });
   const instances = await Promise.all(
-    roles.flatMap((role) =>
-      d.instances[role].map(async (id) => {
-        const s = await npu(env, id).stats();
-        return {
-          id,
-          role,
-          numRunning: s.numRunning,
-          numWaiting: s.numWaiting,
-          numFreeBlocks: s.numFreeBlocks,
-          numBlocks: s.numBlocks,
-          loaded: s.model !== null,
-        };
-      }),
-    ),
+    (status?.instances ?? []).map(async (i) => {
+      const live = i.state === "serving" || i.state === "draining";
+      const s = live
+        ? await npu(env, i.id)
+            .stats()
+            .catch(() => null)
+        : null;
+      return {
+        ...i,
+        numRunning: s?.numRunning ?? 0,
+        numWaiting: s?.numWaiting ?? 0,
+        numFreeBlocks: s?.numFreeBlocks ?? 0,
+        numBlocks: s?.numBlocks ?? 0,
+        loaded: s !== null && s.model !== null,
+      };
+    }),
   );
-  return { ...d, instances };
+  const record = status?.record ?? d;
+  return { ...record, serving: record.instances, instances };
 }
 
 deployments.post("/", async (c) => {
@@ -90,16 +124,27 @@ deployments.post("/", async (c) => {
   const parsed = parseJsonBody(raw, DeploymentSpecSchema);
   if (!parsed.ok) throw AppError.from(parsed.error);
   const s = parsed.value;
+  const counts = {
+    colocated: s.instances.colocated ?? 0,
+    prefill: s.instances.prefill ?? 0,
+    decode: s.instances.decode ?? 0,
+  };
+  const min = roleCounts(s.min_instances, counts);
+  const max = roleCounts(s.max_instances, counts);
+  for (const r of ROLES) {
+    if (min[r] > counts[r] || counts[r] > max[r]) {
+      const msg = `${r}: min_instances <= instances <= max_instances must hold (${min[r]}, ${counts[r]}, ${max[r]})`;
+      throw new AppError("invalid_request", msg, "instances");
+    }
+  }
   const created = await clusterManager(c.env).addDeployment({
     id: newDeploymentId(),
     model: s.model,
     mode: s.mode,
     scheduler: s.scheduler,
-    counts: {
-      colocated: s.instances.colocated ?? 0,
-      prefill: s.instances.prefill ?? 0,
-      decode: s.instances.decode ?? 0,
-    },
+    counts,
+    min,
+    max,
   });
   if (!created)
     throw new AppError(
@@ -127,6 +172,45 @@ deployments.get("/:id", async (c) => {
       "deployment_not_found",
     );
   return c.json(await withLoad(c.env, d));
+});
+
+/**
+ * `load_path` forces how new instances load (benchmarks; default `auto`); `wait: true` answers
+ * once the target serves.
+ */
+const loadPath = { load_path: z.enum(LOAD_PATHS).optional(), wait: z.boolean().optional() };
+const ScaleSchema = z.union([
+  z.object({ instances: count, ...loadPath }).strict(),
+  z.object({ prefill: count, decode: count, ...loadPath }).strict(),
+]);
+
+/** Sets a deployment's instance target by hand: new instances load eagerly, removed ones drain. */
+deployments.post("/:id/scale", async (c) => {
+  const raw = new TextDecoder().decode(await readBody(c.req.raw, MAX_JSON_BODY_BYTES));
+  const parsed = parseJsonBody(raw, ScaleSchema);
+  if (!parsed.ok) throw AppError.from(parsed.error);
+  const id = c.req.param("id");
+  const cm = clusterManager(c.env);
+  const d = await cm.getDeployment({ id });
+  if (d?.status !== "active")
+    throw new AppError("not_found", `No deployment ${id}.`, "id", "deployment_not_found");
+  const b = parsed.value;
+  if ("instances" in b !== (d.mode === "colocated")) {
+    const want = d.mode === "colocated" ? '{"instances": N}' : '{"prefill": N, "decode": M}';
+    throw new AppError("invalid_request", `deployment ${id} is scaled with ${want}`, "instances");
+  }
+  const target =
+    "instances" in b
+      ? roleCounts(b.instances, d.scaling.target)
+      : roleCounts({ prefill: b.prefill, decode: b.decode }, d.scaling.target);
+  const r = await cm.scaleDeployment({ id, target, path: b.load_path, wait: b.wait });
+  if (!r.ok) throw AppError.from(r.error);
+  c.var.log.info("deployment.scaled", { deploymentId: id, target });
+  return c.json({
+    ...(await withLoad(c.env, d)),
+    started: r.value.started,
+    draining: r.value.draining,
+  });
 });
 
 deployments.delete("/:id", async (c) => {

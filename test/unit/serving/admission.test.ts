@@ -8,6 +8,8 @@ import {
 import type { DeploymentRecord, ModelRecord } from "../../../shared/types/deployments.ts";
 import type { ContextCacheRecord } from "../../../shared/types/records.ts";
 
+const ZERO = { colocated: 0, prefill: 0, decode: 0 };
+
 const dep = (id: string, mode: "colocated" | "pd", model = "m"): DeploymentRecord => ({
   id,
   object: "deployment",
@@ -18,6 +20,7 @@ const dep = (id: string, mode: "colocated" | "pd", model = "m"): DeploymentRecor
   status: "active",
   createdAt: 0,
   instances: { colocated: mode === "pd" ? [] : ["i"], prefill: [], decode: [] },
+  scaling: { min: ZERO, max: ZERO, target: ZERO, scaledAt: 0 },
 });
 
 const model: ModelRecord = {

@@ -185,6 +185,7 @@ describe("ServingMetrics", () => {
       numOutstandingTokens: 5,
     };
     m.reported("m", "inst_a_c_0", stats, undefined, 1);
+    const one = { colocated: 0, prefill: 1, decode: 1 };
     const dep = {
       id: "dep_a",
       object: "deployment" as const,
@@ -195,6 +196,7 @@ describe("ServingMetrics", () => {
       status: "active" as const,
       createdAt: 0,
       instances: { colocated: [], prefill: ["inst_a_c_0"], decode: ["inst_a_d_0"] },
+      scaling: { min: one, max: one, target: one, scaledAt: 0 },
     };
     const families = parsePrometheus(renderServingMetrics([m.snapshot()], [dep]));
     const states = families.find((f) => f.name === "flowserve:instance_state");

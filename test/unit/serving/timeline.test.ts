@@ -14,6 +14,7 @@ function task(role: TaskRecord["role"], times: Partial<TaskRecord>): TaskRecord 
     numPromptTokens: 4,
     numCompletionTokens: 3,
     error: null,
+    coldStartMs: null,
     queuedAt: null,
     startedAt: null,
     firstTokenAt: null,

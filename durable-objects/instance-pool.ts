@@ -1,0 +1,354 @@
+/**
+ * The ClusterManager's instances: DeepFlow's scale-up pipeline and the pre-warmed pool.
+ *
+ * Scale-up of one instance, each step timed into its status: reserve (lease a pooled Npu, whose
+ * runtime is up, or name a fresh one), pre-load the runtime (instantiate the wasm kernels and
+ * reserve the arena), load weights (from R2, the staged tier, or by NPU-fork from a serving peer
+ * in a tree broadcast, scale-plan.ts), warm up (one token through the engine), announce (the
+ * instance joins its deployment's record, which is pushed to every JobExecutor). Scale-in drains:
+ * the instance leaves the record first (no new task is placed on it), its running tasks finish,
+ * then it is unbound and goes back to the pool (or stops when the pool is full).
+ *
+ * The pool itself is warm-pool.ts.
+ */
+import { errorFields, type Logger } from "../shared/log.ts";
+import { instanceId, npuName } from "../shared/protocol/names.ts";
+import { planSources } from "../shared/serving/scale-plan.ts";
+import type { DeploymentRecord } from "../shared/types/deployments.ts";
+import {
+  type InstanceStatus,
+  type LoadPath,
+  noBytes,
+  type RoleCounts,
+  type WeightSource,
+} from "../shared/types/instances.ts";
+import type { InstanceRole } from "../shared/types/records.ts";
+import type { Env } from "./env.ts";
+import { WarmPool } from "./warm-pool.ts";
+
+export const ROLES: readonly InstanceRole[] = ["colocated", "prefill", "decode"];
+const ROLE_TAG: Record<InstanceRole, string> = { colocated: "c", prefill: "p", decode: "d" };
+const STARTING = new Set(["reserved", "preloading", "loading", "warming"]);
+
+export interface FleetHost {
+  env: Env;
+  ctx: DurableObjectState;
+  log: Logger;
+  deployment(id: string): DeploymentRecord | null;
+  put(d: DeploymentRecord): void;
+  /** Pushes the model's record to the JobExecutors (announce). */
+  publish(model: string): Promise<unknown>;
+  weights(model: string): { r2Key: string; generation: number } | null;
+}
+
+interface Waiter {
+  depId: string;
+  need: Partial<RoleCounts>;
+  done: () => void;
+}
+
+export class InstancePool {
+  /** Deployments' waiters for a serving instance of every role they need. */
+  #waiters: Waiter[] = [];
+  /** Loads in flight, by instance id: resolve true once the weights are in memory. */
+  readonly #loaded = new Map<string, Promise<boolean>>();
+  /** The pre-warmed pool the instances are leased from and go back to. */
+  readonly warm: WarmPool;
+
+  constructor(private readonly host: FleetHost) {
+    host.ctx.storage.sql.exec(`
+      CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY, deployment_id TEXT NOT NULL,
+        state TEXT NOT NULL, record TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);`);
+    this.warm = new WarmPool(host, () => this.#next("pool"));
+  }
+
+  get #sql() {
+    return this.host.ctx.storage.sql;
+  }
+
+  #npu(id: string) {
+    return this.host.env.NPU.getByName(npuName(id));
+  }
+
+  #next(name: string): number {
+    const row = this.#sql
+      .exec(
+        "INSERT INTO counters (name, value) VALUES (?, 0) ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
+        name,
+      )
+      .one();
+    return row.value as number;
+  }
+
+  /** Every instance of a deployment that has not stopped, oldest first. */
+  statuses(depId: string, all = false): InstanceStatus[] {
+    return this.#sql
+      .exec("SELECT record FROM instances WHERE deployment_id = ? ORDER BY rowid", depId)
+      .toArray()
+      .map((r) => JSON.parse(r.record as string) as InstanceStatus)
+      .filter((s) => all || (s.state !== "stopped" && s.state !== "failed"));
+  }
+
+  #save(s: InstanceStatus): void {
+    this.#sql.exec(
+      // an upsert keeps the row (and its rowid: the creation order statuses() lists)
+      "INSERT INTO instances (id, deployment_id, state, record) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET deployment_id = excluded.deployment_id, state = excluded.state, record = excluded.record",
+      s.id,
+      s.deploymentId,
+      s.state,
+      JSON.stringify(s),
+    );
+  }
+
+  /** Serving instances of `model` (any deployment of its current generation): fork sources. */
+  #servingOf(model: string, generation: number): string[] {
+    const out: string[] = [];
+    for (const r of this.#sql.exec(
+      "SELECT deployment_id, record FROM instances WHERE state = 'serving'",
+    )) {
+      const d = this.host.deployment(r.deployment_id as string);
+      if (d?.status === "active" && d.model === model && d.generation === generation) {
+        out.push((JSON.parse(r.record as string) as InstanceStatus).id);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Moves every role of a deployment toward `target`: starts instances (eagerly, in the
+   * background) or drains serving ones, newest first. Returns the ids started and draining.
+   */
+  scale(
+    d: DeploymentRecord,
+    target: RoleCounts,
+    path: LoadPath = "auto",
+    verify = false,
+  ): { started: string[]; draining: string[] } {
+    const started: string[] = [];
+    const draining: string[] = [];
+    const live = this.statuses(d.id);
+    for (const role of ROLES) {
+      const mine = live.filter((s) => s.role === role && s.state !== "draining");
+      const want = target[role];
+      if (want > mine.length) started.push(...this.#add(d, role, want - mine.length, path, verify));
+      const serving = mine.filter((s) => s.state === "serving").reverse();
+      for (const s of serving.slice(0, Math.max(0, mine.length - want))) {
+        draining.push(s.id);
+        this.host.ctx.waitUntil(this.#drain(s));
+      }
+    }
+    const cur = this.host.deployment(d.id) ?? d;
+    const same = ROLES.every((r) => cur.scaling.target[r] === target[r]);
+    const scaledAt = same ? cur.scaling.scaledAt : Date.now();
+    this.host.put({ ...cur, scaling: { ...cur.scaling, target, scaledAt } });
+    return { started, draining };
+  }
+
+  #add(d: DeploymentRecord, role: InstanceRole, count: number, path: LoadPath, verify: boolean) {
+    const w = this.host.weights(d.model);
+    if (!w) return [];
+    const now = Date.now();
+    const ids: { id: string; fromPool: boolean; reserveMs: number }[] = [];
+    for (let i = 0; i < count; i++) {
+      const t0 = Date.now();
+      const leased = path === "auto" || path === "pool-fork" ? this.warm.lease() : null;
+      const id = leased ?? instanceId(`${d.id}_${ROLE_TAG[role]}`, this.#next(`inst/${d.id}`));
+      ids.push({ id, fromPool: leased !== null, reserveMs: Date.now() - t0 });
+    }
+    const plan = planSources(
+      path,
+      this.#servingOf(d.model, d.generation),
+      ids.map((x) => x.id),
+      path === "staged",
+    );
+    ids.forEach((x, i) => {
+      const p = plan[i] as { source: WeightSource; after: string | null };
+      const s: InstanceStatus = {
+        id: x.id,
+        deploymentId: d.id,
+        role,
+        state: "reserved",
+        fromPool: x.fromPool,
+        source: p.source,
+        stepsMs: { reserve: x.reserveMs },
+        bytesByTier: noBytes(),
+        createdAt: now,
+        servingAt: null,
+        error: null,
+      };
+      this.#save(s);
+      let markLoaded = (_: boolean) => {};
+      this.#loaded.set(x.id, new Promise<boolean>((r) => (markLoaded = r)));
+      this.host.ctx.waitUntil(this.#start(s, d, w, p.after, verify, markLoaded));
+    });
+    if (ids.some((x) => x.fromPool)) this.warm.refill();
+    this.host.log.info("deployment.scaling_out", { deploymentId: d.id, role, count, path });
+    return ids.map((x) => x.id);
+  }
+
+  async #start(
+    s: InstanceStatus,
+    d: DeploymentRecord,
+    w: { r2Key: string; generation: number },
+    after: string | null,
+    verify: boolean,
+    markLoaded: (ok: boolean) => void,
+  ): Promise<void> {
+    const npu = this.#npu(s.id);
+    const step = (state: InstanceStatus["state"]) => {
+      s.state = state;
+      this.#save(s);
+    };
+    try {
+      step("preloading");
+      const t1 = Date.now();
+      if (!s.fromPool) await npu.preload({ reserveBytes: 0, pooled: false });
+      s.stepsMs.preload = Date.now() - t1;
+      // a fork from a peer that is itself loading starts once that peer has its weights
+      if (after !== null && !(await this.#loaded.get(after))) s.source = { tier: "r2" };
+      step("loading");
+      const t2 = Date.now();
+      const source = s.source as WeightSource;
+      const load = { model: d.model, generation: w.generation, r2Key: w.r2Key, verify };
+      let r = await npu.loadWeights({ ...load, source });
+      if (!r.ok && source.tier === "fork") {
+        // the peer stopped serving (drained, restarted) before the copy: load from R2 instead
+        this.host.log.warn("instance.fork_failed", { instanceId: s.id, error: r.error.message });
+        s.source = { tier: "r2" };
+        r = await npu.loadWeights({ ...load, source: s.source });
+      }
+      if (!r.ok) throw new Error(r.error.message);
+      s.stepsMs.preload += r.value.preloadMs;
+      s.stepsMs.load = Date.now() - t2 - r.value.preloadMs;
+      s.bytesByTier = r.value.bytesByTier;
+      this.warm.reserveBytes = Math.max(this.warm.reserveBytes, r.value.arenaBytes);
+      if (verify)
+        (s as InstanceStatus & { weightsDigest?: string }).weightsDigest = r.value.weightsDigest;
+      markLoaded(true);
+      step("warming");
+      const t3 = Date.now();
+      const warm = await npu.warmUp();
+      if (!warm.ok) throw new Error(warm.error.message);
+      s.stepsMs.warmup = Date.now() - t3;
+      const t4 = Date.now();
+      const cur = this.host.deployment(d.id);
+      if (cur?.status !== "active" || this.#statusOf(s.id)?.state !== "warming") {
+        // deleted or scaled in while it started: it never serves
+        await this.#release(s, "stopped");
+        return;
+      }
+      // the serving list keeps the instances' creation order, whatever order they loaded in
+      const order = this.statuses(d.id, true).map((x) => x.id);
+      const ids = [...cur.instances[s.role], s.id].sort(
+        (a, b) => order.indexOf(a) - order.indexOf(b),
+      );
+      this.host.put({ ...cur, instances: { ...cur.instances, [s.role]: ids } });
+      s.servingAt = Date.now();
+      step("serving");
+      await this.host.publish(d.model);
+      s.stepsMs.announce = Date.now() - t4;
+      this.#save(s);
+      this.#wake();
+      this.host.log.info("instance.serving", {
+        instanceId: s.id,
+        deploymentId: d.id,
+        ...s.stepsMs,
+      });
+    } catch (e) {
+      markLoaded(false);
+      s.error = (e as Error).message;
+      this.host.log.warn("instance.failed", { instanceId: s.id, ...errorFields(e) });
+      await this.#release(s, "failed").catch(() => {});
+      this.#wake();
+    }
+  }
+
+  #statusOf(id: string): InstanceStatus | null {
+    const row = this.#sql.exec("SELECT record FROM instances WHERE id = ?", id).toArray()[0];
+    return row ? (JSON.parse(row.record as string) as InstanceStatus) : null;
+  }
+
+  /** Leaves the record (no new tasks), lets running tasks finish, unbinds. */
+  async #drain(s: InstanceStatus): Promise<void> {
+    const t0 = Date.now();
+    s.state = "draining";
+    this.#save(s);
+    const cur = this.host.deployment(s.deploymentId);
+    if (cur) {
+      const ids = cur.instances[s.role].filter((x) => x !== s.id);
+      this.host.put({ ...cur, instances: { ...cur.instances, [s.role]: ids } });
+      await this.host.publish(cur.model);
+    }
+    try {
+      await this.#npu(s.id).drain();
+    } catch (e) {
+      this.host.log.warn("instance.drain_failed", { instanceId: s.id, ...errorFields(e) });
+    }
+    await this.#release(s, "stopped");
+    this.host.log.info("instance.drained", { instanceId: s.id, durationMs: Date.now() - t0 });
+  }
+
+  /** Unbinds an instance's Npu; it rejoins the pool if the pool has room. */
+  async #release(s: InstanceStatus, state: "stopped" | "failed"): Promise<void> {
+    s.state = state;
+    this.#save(s);
+    await this.warm.giveBack(s.id, state === "stopped");
+  }
+
+  /** Stops every instance of a deleted deployment (draining the serving ones). */
+  retire(depId: string): void {
+    for (const s of this.statuses(depId)) {
+      if (s.state === "serving") this.host.ctx.waitUntil(this.#drain(s));
+      else if (STARTING.has(s.state)) {
+        s.state = "draining"; // #start sees it and stops
+        this.#save(s);
+      }
+    }
+  }
+
+  // --- waiting for a serving instance (scale from zero)
+
+  /** True when the deployment serves at least `need[role]` instances of each role. */
+  #serves(depId: string, need: Partial<RoleCounts>): boolean {
+    const d = this.host.deployment(depId);
+    return d !== null && ROLES.every((r) => d.instances[r].length >= (need[r] ?? 0));
+  }
+
+  /** Whether any instance of the deployment is still starting. */
+  starting(depId: string): boolean {
+    return this.statuses(depId).some((s) => STARTING.has(s.state));
+  }
+
+  /**
+   * Resolves true once the deployment serves `need` (instances per role), or false after
+   * `timeoutMs` or once nothing is starting any more (a start failed).
+   */
+  whenServing(depId: string, need: Partial<RoleCounts>, timeoutMs: number): Promise<boolean> {
+    if (this.#serves(depId, need)) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const w: Waiter = {
+        depId,
+        need,
+        done: () => {
+          clearTimeout(timer);
+          resolve(this.#serves(depId, need));
+        },
+      };
+      const timer = setTimeout(() => {
+        this.#waiters = this.#waiters.filter((x) => x !== w);
+        resolve(false);
+      }, timeoutMs);
+      this.#waiters.push(w);
+    });
+  }
+
+  #wake(): void {
+    const keep: Waiter[] = [];
+    for (const w of this.#waiters) {
+      if (this.#serves(w.depId, w.need) || !this.starting(w.depId)) w.done();
+      else keep.push(w);
+    }
+    this.#waiters = keep;
+  }
+}

@@ -1,0 +1,92 @@
+/**
+ * Pure rules of a scale-up: which tier each new instance loads from, and the tree broadcast of
+ * NPU-fork (every finished copy becomes a source for the next wave), and the arena an instance
+ * needs for its model (weights + workspace + a KV share, capped by the NPU budget).
+ */
+import type { LoadPath, WeightSource } from "../types/instances.ts";
+
+/** Bytes per chunk of a staged copy and of a fork copy (a storage value holds about 2 MB). */
+export const WEIGHT_CHUNK_BYTES = 2 ** 20;
+
+export function numChunks(sizeBytes: number): number {
+  return Math.ceil(sizeBytes / WEIGHT_CHUNK_BYTES);
+}
+
+/**
+ * Tree broadcast over `numSources` serving instances and `numTargets` new ones: nodes
+ * 0..numSources-1 are the sources, numSources.. the targets in order. In wave r the holders are
+ * the first numSources * 2^r nodes and each sends to one new node, so node j gets its copy from
+ * node j - numSources * 2^r. Returns, for each target, the node it copies from.
+ * With no source, target 0 has no parent (it loads from a colder tier) and is the tree's root.
+ */
+export function forkParents(numSources: number, numTargets: number): (number | null)[] {
+  const s = Math.max(numSources, 0);
+  // with no source, the first target is the root and the rest form a tree over it
+  const base = s === 0 ? 1 : s;
+  const out: (number | null)[] = [];
+  for (let t = 0; t < numTargets; t++) {
+    if (s === 0 && t === 0) {
+      out.push(null);
+      continue;
+    }
+    const j = s + t;
+    let holders = base;
+    while (holders * 2 <= j) holders *= 2;
+    out.push(j - holders);
+  }
+  return out;
+}
+
+/**
+ * The source of each of `numTargets` new instances under `path`: `r2` and `staged` load every
+ * one from that tier; `fork` copies from `sources` (serving peers) in a tree broadcast, the root
+ * loading from the staged tier when `staged`, else from R2, when there is no peer; `auto` and
+ * `pool-fork` plan as `fork` (they differ in where the Npus come from). Targets are given as node indexes; `instanceIds` names the nodes in order
+ * (sources, then targets).
+ */
+export function planSources(
+  path: LoadPath,
+  sources: readonly string[],
+  targets: readonly string[],
+  staged: boolean,
+): { source: WeightSource; after: string | null }[] {
+  if (path === "r2" || path === "staged") {
+    return targets.map(() => ({ source: { tier: path }, after: null }));
+  }
+  const root: WeightSource = staged ? { tier: "staged" } : { tier: "r2" };
+  const nodes = [...sources, ...targets];
+  return forkParents(sources.length, targets.length).map((p) => {
+    if (p === null) return { source: root, after: null };
+    const from = nodes[p] as string;
+    // a parent that is itself a target must finish loading first
+    const after = p >= sources.length ? from : null;
+    return { source: { tier: "fork", fromInstanceId: from }, after };
+  });
+}
+
+/** Parts of an instance's memory plan that size its arena. */
+export interface ArenaParts {
+  weightBytes: number;
+  workspaceBytes: number;
+  kvBytesPerBlock: number;
+  /** KV blocks one full-length sequence needs: the least KV an instance may have. */
+  blocksPerSeq: number;
+  /** KV blocks the instance could ever use (maxNumSeqs full-length sequences). */
+  maxBlocks: number;
+}
+
+/** Allocation rounding of the weight tensors (16 bytes each) and alike. */
+const ARENA_SLACK_BYTES = 64 * 1024;
+
+/**
+ * The arena a model's instance reserves: weights + workspace + KV blocks for `kvShareBytes`
+ * (at least one full-length sequence, at most what it could use), never over `budgetBytes`.
+ */
+export function arenaBytes(p: ArenaParts, kvShareBytes: number, budgetBytes: number): number {
+  const blocks = Math.min(
+    Math.max(Math.floor(kvShareBytes / p.kvBytesPerBlock), p.blocksPerSeq),
+    p.maxBlocks,
+  );
+  const want = p.weightBytes + p.workspaceBytes + blocks * p.kvBytesPerBlock + ARENA_SLACK_BYTES;
+  return Math.min(want, budgetBytes);
+}
