@@ -5,7 +5,9 @@
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 
-const LINE_BUDGET = { "shared/model": 3000, "shared/engine": 1200 };
+// shared/engine +450 and shared/model +50 for the KV-cache policies (engine/kv-policy/,
+// model/page-scorer.ts): a new subsystem, not growth of the old files.
+const LINE_BUDGET = { "shared/model": 3050, "shared/engine": 1650 };
 
 function files(dir) {
   return readdirSync(dir).flatMap((f) => {
