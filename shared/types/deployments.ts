@@ -2,6 +2,7 @@
  * Models and their deployments as the ClusterManager records them and the API shows them
  * (DeepFlow's TE groups). Types, and the value lists the API validates against.
  */
+import type { KvCacheRequest } from "../engine/kv-policy/spec.ts";
 import type { PdProfile } from "../serving/pd-profile.ts";
 
 export interface ModelSummary {
@@ -35,6 +36,8 @@ export interface DeploymentRecord {
   status: "active" | "deleted";
   createdAt: number;
   instances: DeploymentInstances;
+  /** The KV-cache policy fields its requests get by default (absent: dense). */
+  kvCache?: KvCacheRequest | null;
 }
 
 export interface DeploymentSpec {
@@ -43,6 +46,7 @@ export interface DeploymentSpec {
   mode: DeploymentMode;
   scheduler: SchedulerPolicy;
   counts: { colocated: number; prefill: number; decode: number };
+  kvCache?: KvCacheRequest | null;
 }
 
 export interface ModelRecord {

@@ -5,6 +5,7 @@
 
 import { Hono } from "hono";
 import { z } from "zod";
+import { checkKvCache, resolveKvCache } from "../../shared/engine/kv-policy/spec.ts";
 import { AppError } from "../../shared/errors.ts";
 import {
   DEPLOYMENT_MODES,
@@ -12,10 +13,11 @@ import {
   SCHEDULER_POLICIES,
 } from "../../shared/types/deployments.ts";
 import type { AppEnv } from "../app-env.ts";
-import { clusterManager, type Env, npu } from "../env.ts";
+import { clusterManager, type Env, getConfig, npu } from "../env.ts";
 import { newDeploymentId } from "../ids.ts";
 import { MAX_JSON_BODY_BYTES, readBody } from "../middleware/body.ts";
 import { parseJsonBody } from "../openai/parse-body.ts";
+import { KvCacheSchema, toKvCacheRequest } from "../openai/schemas.ts";
 
 import { requireAdmin } from "./admin.ts";
 
@@ -31,6 +33,8 @@ const DeploymentSpecSchema = z
       decode: count.optional(),
     }),
     scheduler: z.enum(SCHEDULER_POLICIES).default("deepflow"),
+    /** The KV-cache policy its requests get unless they send their own `kv_cache`. */
+    kv_cache: KvCacheSchema.nullish(),
   })
   .superRefine((s, ctx) => {
     const i = s.instances;
@@ -90,11 +94,16 @@ deployments.post("/", async (c) => {
   const parsed = parseJsonBody(raw, DeploymentSpecSchema);
   if (!parsed.ok) throw AppError.from(parsed.error);
   const s = parsed.value;
+  const kvCache = toKvCacheRequest(s.kv_cache);
+  const blockSize = getConfig(c.env).blockSize;
+  const kvError = checkKvCache(resolveKvCache(kvCache, null, blockSize), blockSize);
+  if (kvError) throw AppError.from(kvError);
   const created = await clusterManager(c.env).addDeployment({
     id: newDeploymentId(),
     model: s.model,
     mode: s.mode,
     scheduler: s.scheduler,
+    kvCache: toKvCacheRequest(s.kv_cache),
     counts: {
       colocated: s.instances.colocated ?? 0,
       prefill: s.instances.prefill ?? 0,

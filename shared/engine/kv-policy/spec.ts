@@ -25,6 +25,9 @@ export interface KvCacheSpec {
   refreshShare: number;
 }
 
+/** What a request or deployment names (the rest comes from the defaults). */
+export type KvCacheRequest = Partial<KvCacheSpec>;
+
 /** The defaults a request or deployment gets for each field it leaves out. */
 export const KV_CACHE_DEFAULTS = {
   policy: "dense",
@@ -37,6 +40,18 @@ export const KV_CACHE_DEFAULTS = {
 /** The defaults, with the page size of one KV block. */
 export function defaultKvCache(blockSize: number): KvCacheSpec {
   return { ...KV_CACHE_DEFAULTS, pageSize: blockSize };
+}
+
+/**
+ * A request's policy: its own fields over the deployment's default over `KV_CACHE_DEFAULTS`
+ * (page size: one KV block).
+ */
+export function resolveKvCache(
+  request: KvCacheRequest | null,
+  deploymentDefault: KvCacheRequest | null,
+  blockSize: number,
+): KvCacheSpec {
+  return { ...defaultKvCache(blockSize), ...(deploymentDefault ?? {}), ...(request ?? {}) };
 }
 
 /** True for policies that free evicted blocks (their KV memory stays within the budget). */
