@@ -506,7 +506,10 @@ describe("toGenerateFields: chat", () => {
 
   it("maps kv_cache to the engine's names", () => {
     const f = toGenerateFields(
-      chatOk({ kv_cache: { policy: "raas", budget: 128, page_size: 32, refresh_share: 0.25 } }),
+      chatOk({
+        seed: 1,
+        kv_cache: { policy: "raas", budget: 128, page_size: 32, refresh_share: 0.25 },
+      }),
       "chat",
       noSeed,
     );
