@@ -108,12 +108,18 @@ class Block(nn.Module):
         probs = self.router(h).softmax(-1)
         w, idx = probs.topk(self.top_k, dim=-1)
         w = w / w.sum(-1, keepdim=True)
-        # dense evaluation of every expert, combined with the top-k weights (tiny model)
-        g = torch.einsum("btd,efd->btef", h, self.w_gate)
-        u = torch.einsum("btd,efd->btef", h, self.w_up)
-        y = torch.einsum("btef,edf->bted", F.silu(g) * u, self.w_down)
-        gate = torch.zeros_like(probs).scatter(-1, idx, w)
-        return x + torch.einsum("bte,bted->btd", gate, y)
+        # each expert runs on the tokens routed to it; outputs weighted by the renormalised gates
+        flat = h.reshape(-1, h.shape[-1])
+        gate = torch.zeros_like(probs).scatter(-1, idx, w).reshape(-1, probs.shape[-1])
+        out = torch.zeros_like(flat)
+        for e in range(self.w_gate.shape[0]):
+            rows = gate[:, e].nonzero(as_tuple=True)[0]
+            if rows.numel() == 0:
+                continue
+            he = flat[rows]
+            ye = (F.silu(he @ self.w_gate[e].t()) * (he @ self.w_up[e].t())) @ self.w_down[e].t()
+            out.index_add_(0, rows, ye * gate[rows, e : e + 1])
+        return x + out.view_as(x)
 
 
 class Model(nn.Module):
@@ -180,7 +186,7 @@ def train(a):
         step += 1
         if step % a.log_every == 0:
             with torch.no_grad():
-                vi, vt = batch_of(val, list(range(32)))
+                vi, vt = batch_of(val, list(range(16)))
                 pred = model(vi).argmax(-1)
                 m = vt != -100
                 tok_acc = ((pred == vt) & m).sum().item() / m.sum().item()

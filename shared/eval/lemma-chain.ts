@@ -8,8 +8,8 @@
  * Prompt (the user message): 16 facts and the query, e.g.
  *   a=7;b=2;c=9;...;p=4;Q12W3FkGc
  * K = 12 stages, lifetime w = 3, final fact f = k, seed fact g = c. The generation prompt is ">".
- * Answer: L0 = value(g); stage j = 1..K is one line "jj:a+b=c;" with a = L(j-1),
- * b = L(j-w) when j > w else the value of the (j-1)-th fact (a, b, c, ...), c = (a + b) mod 10 =
+ * Answer: line 0 is "00:v+0=v;" with v = L(0) = value(g), read from the prompt; stage
+ * j = 1..K is one line "jj:a+b=c;" with a = L(j-1), b = L(max(0, j-w)), c = (a + b) mod 10 =
  * L(j); then "A" L(K) "*" value(f) "=" (L(K) * value(f)) mod 10 "." and end of sequence.
  */
 import { mulberry32 } from "../random.ts";
@@ -67,10 +67,10 @@ export function lemmaProblem(
     facts.map((v, i) => `${FACT_NAMES[i]}=${v};`).join("") +
     `Q${two(stages)}W${lifetime}F${FACT_NAMES[finalFact]}G${FACT_NAMES[seedFact]}`;
   const L = [facts[seedFact] as number];
-  let answer = "";
+  let answer = `00:${L[0]}+0=${L[0]};`;
   for (let j = 1; j <= stages; j++) {
     const a = L[j - 1] as number;
-    const b = j > lifetime ? (L[j - lifetime] as number) : (facts[j - 1] as number);
+    const b = L[Math.max(0, j - lifetime)] as number;
     const c = (a + b) % 10;
     L.push(c);
     answer += `${two(j)}:${a}+${b}=${c};`;
@@ -119,7 +119,7 @@ export function checkLemma(p: LemmaProblem, output: string): LemmaScore {
   let right = 0;
   const lines = output.split(";");
   for (let j = 1; j <= p.stages; j++) {
-    const m = /^(\d\d):(\d)\+(\d)=(\d)$/.exec(lines[j - 1] ?? "");
+    const m = /^(\d\d):(\d)\+(\d)=(\d)$/.exec(lines[j] ?? "");
     if (m && Number(m[1]) === j && Number(m[4]) === p.lemmas[j - 1]) right++;
   }
   const fin = /A(\d)\*(\d)=(\d)\./.exec(output);
