@@ -130,6 +130,8 @@ interface Curve {
   decodeTokens: number[];
   /** Mean ms per output token over the bucket ending at each decode length. */
   msPerToken: number[];
+  /** The same in CPU time of this process (less sensitive to other load on a shared machine). */
+  cpuMsPerToken: number[];
   /** KV bytes the sequence holds at each decode length (blocks x bytes per block). */
   kvBytes: number[];
 }
@@ -157,10 +159,18 @@ async function curve(
     { kvCache: kv },
   );
   if (err) throw new Error(err.message);
-  const out: Curve = { policy, budget, decodeTokens: [], msPerToken: [], kvBytes: [] };
+  const out: Curve = {
+    policy,
+    budget,
+    decodeTokens: [],
+    msPerToken: [],
+    cpuMsPerToken: [],
+    kvBytes: [],
+  };
   let n = 0;
   let last = 0;
   let t0 = performance.now();
+  let c0 = process.cpuUsage();
   while (inst.engine.hasWork()) {
     const rep = await inst.engine.step();
     n += rep.numSampled;
@@ -168,9 +178,12 @@ async function curve(
       const seq = inst.scheduler.running[0];
       out.decodeTokens.push(n);
       out.msPerToken.push((performance.now() - t0) / (n - last));
+      const cpu = process.cpuUsage(c0);
+      out.cpuMsPerToken.push((cpu.user + cpu.system) / 1000 / (n - last));
       out.kvBytes.push((seq?.blockTable.length ?? 0) * inst.engine.kvBytesPerBlock);
       last = n;
       t0 = performance.now();
+      c0 = process.cpuUsage();
     }
   }
   return out;
@@ -198,6 +211,9 @@ for (const policy of KV_POLICIES) {
   curves.push({
     ...first,
     msPerToken: first.msPerToken.map((_, i) => median(runs.map((c) => c.msPerToken[i] as number))),
+    cpuMsPerToken: first.cpuMsPerToken.map((_, i) =>
+      median(runs.map((c) => c.cpuMsPerToken[i] as number)),
+    ),
   });
 }
 const result = {

@@ -12,6 +12,7 @@ interface Curve {
   budget: number;
   decodeTokens: number[];
   msPerToken: number[];
+  cpuMsPerToken: number[];
   kvBytes: number[];
 }
 
@@ -60,7 +61,7 @@ const svg =
   `<svg xmlns="http://www.w3.org/2000/svg" width="${2 * W}" height="${H + 26}" font-family="sans-serif">` +
   `<rect width="100%" height="100%" fill="white"/>` +
   panel(0, "KV bytes held", (c) => c.kvBytes.map((b) => b / 1024), "KiB") +
-  panel(W, "time per output token", (c) => c.msPerToken, "ms") +
+  panel(W, "CPU time per output token", (c) => c.cpuMsPerToken, "ms") +
   legend +
   "</svg>\n";
 writeFileSync(output, svg);
