@@ -157,6 +157,23 @@ describe("kv-cache policies: both kernel backends agree, invariants hold", () =>
     }
   });
 
+  it("keeps decode blocks of sparse sequences out of the prefix cache", async () => {
+    const { inst } = await instanceFor(MODEL, "wasm", { maxModelLen: 512 });
+    const blocks = inst.scheduler.blocks;
+    const p = prompt(40, 5); // 2 full prompt blocks
+    await runAll(inst.engine, [
+      { id: "q", prompt: p, maxTokens: 100, kv: spec({ policy: "quest", budget: 64 }) },
+    ]);
+    expect(blocks.numCachedBlocks).toBe(2);
+    await runAll(inst.engine, [
+      { id: "r", prompt: prompt(40, 6), maxTokens: 100, kv: spec({ policy: "raas", budget: 96 }) },
+    ]);
+    expect(blocks.numCachedBlocks).toBe(4);
+    // a dense sequence caches its decode blocks too
+    await runAll(inst.engine, [{ id: "d", prompt: prompt(40, 7), maxTokens: 100 }]);
+    expect(blocks.numCachedBlocks).toBe(4 + Math.floor(139 / BS));
+  });
+
   it("random mixes of sparse and dense sequences sharing prefixes keep the invariants", async () => {
     const { inst } = await instanceFor(MODEL, "wasm", {
       maxModelLen: 512,
