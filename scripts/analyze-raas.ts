@@ -177,7 +177,7 @@ for (let i = 0; i < n; i++) {
 
 const heads = counts.map((k, i) => {
   const cols = KINDS.reduce((a, x) => a + k[x], 0);
-  const major = KINDS.filter((x) => x !== "other").reduce((a, b) => (k[b] > k[a] ? b : a));
+  const major = KINDS.reduce((a, b) => (k[b] > k[a] ? b : a));
   return {
     layer: Math.floor(i / c.numAttentionHeads),
     head: i % c.numAttentionHeads,
