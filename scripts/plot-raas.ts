@@ -59,6 +59,7 @@ const legend = curves
   .join("");
 const svg =
   `<svg xmlns="http://www.w3.org/2000/svg" width="${2 * W}" height="${H + 26}" font-family="sans-serif">` +
+  "<title>KV bytes and CPU time per output token against decode length, per KV-cache policy</title>" +
   `<rect width="100%" height="100%" fill="white"/>` +
   panel(0, "KV bytes held", (c) => c.kvBytes.map((b) => b / 1024), "KiB") +
   panel(W, "CPU time per output token", (c) => c.cpuMsPerToken, "ms") +
