@@ -305,7 +305,8 @@ def export(a):
         for r in val[:3]:
             ids = r["ids"][: r["num_prompt"] + 20]
             logits = model(torch.tensor([ids]))[0]
-            cases.append({"ids": ids, "logits": [[round(float(v), 5) for v in row] for row in logits]})
+            rows = list(range(len(ids) - 24, len(ids)))
+            cases.append({"ids": ids, "rows": rows, "logits": [[round(float(v), 5) for v in logits[r]] for r in rows]})
     with open(a.fixture, "w") as f:
         json.dump({"provenance": "scripts/train/train_lemma.py export (PyTorch %s)" % torch.__version__, "cases": cases}, f)
     print(f"wrote {a.out} and {a.fixture}")
