@@ -157,6 +157,23 @@ describe("kv-cache policies: both kernel backends agree, invariants hold", () =>
     }
   });
 
+  it("evicts whole pages of two blocks when page_size is twice the block size", async () => {
+    const { inst } = await instanceFor(MODEL, "wasm", { maxModelLen: 512 });
+    const runs = await runAll(inst.engine, [
+      {
+        id: "r",
+        prompt: prompt(20, 8),
+        maxTokens: 300,
+        kv: spec({ policy: "raas", budget: 128, pageSize: 32 }),
+      },
+    ]);
+    const r = runs.get("r") as Run;
+    expect(r.maxBlocks).toBeLessThanOrEqual(8);
+    expect(r.usage?.resident_pages).toBe(4);
+    // 320 tokens = 10 pages of 32, 4 resident at the end
+    expect(r.usage?.evictions).toBe(6);
+  });
+
   it("keeps decode blocks of sparse sequences out of the prefix cache", async () => {
     const { inst } = await instanceFor(MODEL, "wasm", { maxModelLen: 512 });
     const blocks = inst.scheduler.blocks;
