@@ -10,9 +10,10 @@
  *
  *   npm run -s bench:raas -- --json [--model PATH] [--curve-model PATH] [--problems N] [--full]
  *
- * Default: 16 problems, budgets 64 and 128 tokens, curves to 512 tokens (about a minute).
- * --full: 100 problems, budgets 64..256, curves to 1920 tokens (the README tables; the image is
- * rendered by scripts/plot-raas.ts). JSON on the last line.
+ * Default: 16 problems, budgets 64 and 128 tokens, curves at budget 128 to 512 tokens (about a
+ * minute). --full: 100 problems, budgets 64..256, curves at budgets 128, 64 and 256 to 1920
+ * tokens (the README tables; the image, of budget 128, is rendered by scripts/plot-raas.ts).
+ * JSON on the last line.
  */
 import { existsSync, readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -45,8 +46,8 @@ const full = values.full === true;
 const numProblems = Number(values.problems ?? (full ? 100 : 16));
 const budgets = full ? [64, 96, 128, 192, 256] : [64, 128];
 const BLOCK = 16;
-/** Budget of the time and memory curves, in tokens. */
-const CURVE_BUDGET = 128;
+/** Budgets of the time and memory curves, in tokens. */
+const CURVE_BUDGETS = full ? [128, 64, 256] : [128];
 const haveModel = existsSync(values.model as string);
 const bytes = haveModel ? new Uint8Array(readFileSync(values.model as string)) : new Uint8Array();
 const curveBytes = new Uint8Array(readFileSync(values["curve-model"] ?? DEFAULT_MODEL_PATH));
@@ -201,11 +202,13 @@ for (const budget of haveModel ? budgets : []) {
 const length = full ? 1920 : 512;
 const marks = full ? [64, 128, 256, 512, 768, 1024, 1280, 1536, 1920] : [64, 128, 256, 384, 512];
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
-await curve("dense", CURVE_BUDGET, length, marks); // warm-up (wasm compilation, allocator)
+await curve("dense", CURVE_BUDGETS[0] as number, length, marks); // warm-up (wasm compilation, allocator)
 const curves: Curve[] = [];
-for (const policy of KV_POLICIES) {
+for (const [policy, budget] of CURVE_BUDGETS.flatMap((b, i) =>
+  KV_POLICIES.filter((p) => i === 0 || p !== "dense").map((p) => [p, b] as const),
+)) {
   const runs: Curve[] = [];
-  for (let r = 0; r < 3; r++) runs.push(await curve(policy, CURVE_BUDGET, length, marks));
+  for (let r = 0; r < 3; r++) runs.push(await curve(policy, budget, length, marks));
   const first = runs[0] as Curve;
   // median per decode length over the runs: this machine is shared, single runs are noisy
   curves.push({

@@ -18,7 +18,9 @@ interface Curve {
 
 const [input, output] = process.argv.slice(2);
 if (!input || !output) throw new Error("usage: plot-raas.ts BENCH.json OUT.svg");
-const curves = (JSON.parse(readFileSync(input, "utf8")) as { curves: Curve[] }).curves;
+// one line per policy, at the first (README) budget
+const all = (JSON.parse(readFileSync(input, "utf8")) as { curves: Curve[] }).curves;
+const curves = all.filter((c) => c.budget === all[0]?.budget);
 const COLORS = ["#222", "#d62728", "#ff7f0e", "#1f77b4", "#2ca02c", "#9467bd"];
 const W = 420;
 const H = 260;
