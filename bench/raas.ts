@@ -9,6 +9,7 @@
  *   output token and KV bytes held against decode length, median of 3 runs.
  *
  *   npm run -s bench:raas -- --json [--model PATH] [--curve-model PATH] [--problems N] [--full]
+ *     [--no-curves]
  *
  * Default: 16 problems, budgets 64 and 128 tokens, curves at budget 128 to 512 tokens (about a
  * minute). --full: 100 problems, budgets 64..256, curves at budgets 128, 64 and 256 to 1920
@@ -39,6 +40,8 @@ const { values } = parseArgs({
     problems: { type: "string" },
     full: { type: "boolean", default: false },
     json: { type: "boolean", default: false },
+    /** Accuracy only (the curves take most of a --full run). */
+    "no-curves": { type: "boolean", default: false },
     kernels: { type: "string", default: "wasm" },
   },
 });
@@ -202,9 +205,9 @@ for (const budget of haveModel ? budgets : []) {
 const length = full ? 1920 : 512;
 const marks = full ? [64, 128, 256, 512, 768, 1024, 1280, 1536, 1920] : [64, 128, 256, 384, 512];
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
-await curve("dense", CURVE_BUDGETS[0] as number, length, marks); // warm-up (wasm compilation, allocator)
+if (!values["no-curves"]) await curve("dense", CURVE_BUDGETS[0] as number, length, marks); // warm-up (wasm compilation, allocator)
 const curves: Curve[] = [];
-for (const [policy, budget] of CURVE_BUDGETS.flatMap((b, i) =>
+for (const [policy, budget] of (values["no-curves"] ? [] : CURVE_BUDGETS).flatMap((b, i) =>
   KV_POLICIES.filter((p) => i === 0 || p !== "dense").map((p) => [p, b] as const),
 )) {
   const runs: Curve[] = [];
