@@ -9,7 +9,7 @@
  * - lazy: all its attention >= tau lies within 4 rows of it, or it is a sink (position < 4).
  * Each head gets its majority column type. Heatmaps of three heads (the most milestone-,
  * phoenix- and lazy-dominated) of the first problem are written as PNGs (rows: decode steps,
- * columns: key positions; white = 0, black = the row's largest weight).
+ * columns: key positions; white = 0, black = the row's largest weight, square-root scale).
  *
  *   npm run -s analyze:raas -- [--model models/lemma-moe.gguf] [--problems 20] [--out docs] [--json]
  *
@@ -188,15 +188,20 @@ const heads = counts.map((k, i) => {
 
 /** A grayscale PNG (8-bit) of one head's map: rows = decode steps, columns = key positions. */
 function png(rows: Float32Array[], path: string): void {
-  const w = rows.reduce((m, r) => Math.max(m, r.length), 0);
-  const h = rows.length;
+  const S = 3; // pixels per cell
+  const w = S * rows.reduce((m, r) => Math.max(m, r.length), 0);
+  const h = S * rows.length;
   const raw = Buffer.alloc((w + 1) * h);
-  rows.forEach((r, y) => {
+  for (let y = 0; y < h; y++) {
+    const r = rows[Math.floor(y / S)] as Float32Array;
     const max = r.reduce((m, v) => Math.max(m, v), 1e-9);
     raw[y * (w + 1)] = 0;
-    for (let x = 0; x < w; x++)
-      raw[y * (w + 1) + 1 + x] = 255 - Math.round((255 * ((r[x] ?? 0) / max)) ** 1);
-  });
+    // square root: weak but non-zero attention stays visible
+    for (let x = 0; x < w; x++) {
+      raw[y * (w + 1) + 1 + x] =
+        255 - Math.round(255 * Math.sqrt((r[Math.floor(x / S)] ?? 0) / max));
+    }
+  }
   const crcTable = Array.from({ length: 256 }, (_, n0) => {
     let c0 = n0;
     for (let k = 0; k < 8; k++) c0 = c0 & 1 ? 0xedb88320 ^ (c0 >>> 1) : c0 >>> 1;
