@@ -246,6 +246,7 @@ export class BatchRunner {
           maxTokens: spec.maxTokens,
           sampling: spec.sampling,
           cacheSalt: spec.cacheSalt ?? null,
+          kvCache: spec.kvCache ?? null,
         },
         modelRecord: model,
         deployments,

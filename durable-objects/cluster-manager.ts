@@ -332,6 +332,7 @@ export class ClusterManager extends DurableObject<Env> {
       generation: s.generation,
       mode: spec.mode,
       scheduler: spec.scheduler,
+      kvCache: spec.kvCache ?? null,
       status: "active",
       createdAt: Date.now(),
       instances: { colocated: [], prefill: [], decode: [] },

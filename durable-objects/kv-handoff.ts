@@ -200,6 +200,7 @@ export class KvHandoff {
           cacheSalt: task.cacheSalt,
           expectedOutputTokens: task.expectedOutputTokens,
           numCachedTokens: pre.numCachedTokens,
+          ...(task.kvCache ? { kvCache: task.kvCache } : {}),
         },
       );
       if (out) {

@@ -6,6 +6,7 @@
  * class gathers its inputs and keeps its state, which the JobExecutor snapshots to storage.
  */
 
+import { checkKvCache, resolveKvCache } from "../shared/engine/kv-policy/spec.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { parseGguf } from "../shared/model/gguf.ts";
 import { taskIdFor } from "../shared/protocol/ids.ts";
@@ -168,6 +169,12 @@ export class ModelScheduler {
     const prepared = this.prepare(spec.input, spec.maxTokens, m.summary.contextLength);
     if (!prepared.ok) return prepared;
     const p = prepared.value;
+    // the request's kv_cache over its deployments' default; checked against the longest prompt
+    const kvDefault = s.deployments.find((d) => d.kvCache)?.kvCache ?? null;
+    const kvCache = resolveKvCache(spec.kvCache ?? null, kvDefault, this.blockSize);
+    const longest = Math.max(...p.prompts.map((ids) => ids.length));
+    const kvError = checkKvCache(kvCache, this.blockSize, longest);
+    if (kvError) return failure(kvError);
     const numSeqs = p.prompts.length * spec.n;
     const cacheSalt = cacheSaltFor(spec.tenant, spec.cacheSalt);
     const blockKeys = this.blockKeys(p.prompts[0] ?? [], cacheSalt);
@@ -214,6 +221,7 @@ export class ModelScheduler {
       stripLeadingSpace: p.stripLeadingSpace,
       sampling: spec.sampling,
       cacheSalt,
+      kvCache: kvCache.policy === "dense" ? null : kvCache,
     };
     return {
       ok: true,

@@ -293,6 +293,7 @@ export class Npu extends DurableObject<Env> {
         stripLeadingSpace: p.stripLeadingSpace,
         cacheSalt: task.cacheSalt,
         expectedOutputTokens: task.expectedOutputTokens,
+        ...(task.kvCache ? { kvCache: task.kvCache } : {}),
       });
       if (err) {
         this.streams.discard(active);

@@ -6,9 +6,11 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 
 // shared/model is the GGUF reader, weights and kernels (quantised weights, with block formats,
-// the JS reference matmulQ and mixed-type weight stacks, take about 850 of its lines);
-// shared/tokenizer is text <-> ids (SentencePiece and byte-level BPE with its pre-tokenizers).
-const LINE_BUDGET = { "shared/model": 3100, "shared/tokenizer": 1300, "shared/engine": 1200 };
+// the JS reference matmulQ and mixed-type weight stacks, take about 850 of its lines; the
+// KV-cache policies' page scorer about 190); shared/tokenizer is text <-> ids (SentencePiece and
+// byte-level BPE with its pre-tokenizers); shared/engine grew by about 450 lines for the KV-cache
+// policies (engine/kv-policy/), a new subsystem rather than growth of the old files.
+const LINE_BUDGET = { "shared/model": 3300, "shared/tokenizer": 1300, "shared/engine": 1650 };
 
 function files(dir) {
   return readdirSync(dir).flatMap((f) => {

@@ -9,6 +9,9 @@
 import { type ErrorInfo, errorInfo } from "../errors.ts";
 import type { SampledToken } from "../model/sampler.ts";
 import type { Executor } from "./executor.ts";
+import { type KvUsage, kvUsage } from "./kv-policy/sequence-kv.ts";
+import { checkKvCache, type KvCacheSpec } from "./kv-policy/spec.ts";
+import { newKvState } from "./kv-policy/state.ts";
 import type { Scheduler } from "./scheduler.ts";
 import {
   type FinishReason,
@@ -46,6 +49,8 @@ export interface AddOptions {
   cacheSalt?: string;
   /** addPrefilled: prompt tokens the prefill side took from its prefix cache. */
   numCachedTokens?: number;
+  /** The sequence's KV-cache policy (absent or "dense": the full cache). */
+  kvCache?: KvCacheSpec;
 }
 
 /** What an instance reports about itself (its load goes to the JobExecutors with task events). */
@@ -78,6 +83,8 @@ export interface SeqOutput {
   /** Prompt tokens served from the prefix cache. */
   numCachedTokens: number;
   numOutputTokens: number;
+  /** On the finishing output of a sequence under a sparse KV-cache policy: its usage. */
+  kvCache: KvUsage | null;
 }
 
 export interface StepReport {
@@ -107,6 +114,8 @@ export class Engine {
     readonly scheduler: Scheduler,
     readonly executor: Executor,
     private readonly decoders: DecoderFactory,
+    /** f32 bytes of one KV block, all layers (usage.kv_cache.peak_kv_bytes). */
+    readonly kvBytesPerBlock = 0,
   ) {}
 
   get maxModelLen(): number {
@@ -216,7 +225,10 @@ export class Engine {
       const msg = `prompt needs ${blocksNeeded} KV blocks; this instance has ${this.scheduler.blocks.numBlocks}`;
       return errorInfo("invalid_request", msg, "prompt", "context_length_exceeded");
     }
+    const kvError = this.kvCheck(opts, promptIds.length);
+    if (kvError) return kvError;
     const seq = newSequence(seqId, promptIds, params, opts.choiceIndex ?? 0, opts.cacheSalt);
+    this.attachKv(seq, opts);
     seq.holdKv = opts.holdKv ?? false;
     seq.expectedOutputTokens = opts.expectedOutputTokens ?? null;
     this.scheduler.add(seq);
@@ -248,11 +260,24 @@ export class Engine {
     seq.numPromptTokens = promptIds.length;
     seq.expectedOutputTokens = opts.expectedOutputTokens ?? null;
     seq.numCachedTokens = opts.numCachedTokens ?? 0;
+    // the policy starts here, on the decode side, after the import (checked by the sender)
+    this.attachKv(seq, opts);
     if (!this.scheduler.addPrefilled(seq)) return null;
     importKv(seq.blockTable);
     this.trackOutput(seqId, params, opts);
     const reason = this.scheduler.finishIfDone(seq);
     return this.processToken(seq, first, reason !== null);
+  }
+
+  /** The 400 for an invalid or unaffordable KV-cache policy, or null. */
+  kvCheck(opts: AddOptions, numPromptTokens: number): ErrorInfo | null {
+    return opts.kvCache ? checkKvCache(opts.kvCache, this.blockSize, numPromptTokens) : null;
+  }
+
+  private attachKv(seq: Sequence, opts: AddOptions): void {
+    if (opts.kvCache && opts.kvCache.policy !== "dense") {
+      seq.kv = newKvState(opts.kvCache, this.blockSize, seq.numPromptTokens);
+    }
   }
 
   private trackOutput(seqId: SeqId, params: SamplingParams, opts: AddOptions): void {
@@ -333,6 +358,7 @@ export class Engine {
       numPromptTokens: seq.numPromptTokens,
       numCachedTokens: seq.numCachedTokens,
       numOutputTokens: st.numOutputTokens,
+      kvCache: reason ? kvUsage(seq, this.kvBytesPerBlock) : null,
     };
   }
 

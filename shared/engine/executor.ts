@@ -2,6 +2,7 @@
  * The step protocol between the scheduler (policy) and an executor (maths, local or remote).
  * Plain data only: a plan can cross RPC unchanged. Pure types.
  */
+import type { KvScoreMode } from "../model/page-scorer.ts";
 import type { SampledToken, SamplerParams } from "../model/sampler.ts";
 import type { BlockTable } from "./kv-block-manager.ts";
 import type { SeqId } from "./sequence.ts";
@@ -17,6 +18,18 @@ export interface ScheduledSeq {
   sample: boolean;
   sampler: SamplerParams;
   choiceIndex: number;
+  /** A sequence under a sparse KV-cache policy (absent: dense). */
+  kv?: ScheduledKv;
+}
+
+/** What the forward needs to know of a sparse sequence (kv-policy/state.ts). */
+export interface ScheduledKv {
+  /** Tokens evicted before the resident blocks of the table (a multiple of the block size). */
+  keyShift: number;
+  /** Scores to return for this (decode) chunk, and Quest's pages attended per layer (0: all). */
+  mode: KvScoreMode;
+  selectPages: number;
+  blocksPerPage: number;
 }
 
 export interface StepPlan {
@@ -30,6 +43,8 @@ export interface StepPlan {
 export interface StepResult {
   /** Aligned with plan.seqs: the sampled token, or null for a chunk that does not sample. */
   sampled: (SampledToken | null)[];
+  /** Aligned with plan.seqs: per resident block, the step's page scores (mode "bound"/"probs"). */
+  kvScores?: (number[] | null)[];
 }
 
 export interface Executor {

@@ -142,6 +142,11 @@ export function createInstance(
     },
     new KvBlockManager(memory.numBlocks, r.blockSize),
   );
-  const engine = new Engine(scheduler, makeExecutor(transformer), tokenizer);
+  const engine = new Engine(
+    scheduler,
+    makeExecutor(transformer),
+    tokenizer,
+    kvBytesPerBlock(config, r.blockSize),
+  );
   return { config, file, tokenizer, transformer, scheduler, engine, memory };
 }

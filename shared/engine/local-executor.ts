@@ -36,6 +36,19 @@ export class LocalExecutor implements Executor {
       if (s.sample) logitRows.push(row - 1);
     });
     if (row === 0) return { sampled: [] };
+    const sparse = plan.seqs.some((s) => s.kv !== undefined);
+    const kvPlans = sparse
+      ? plan.seqs.map((s) =>
+          s.kv && (s.kv.mode !== "none" || s.kv.selectPages > 0)
+            ? {
+                mode: s.kv.mode,
+                selectPages: s.kv.selectPages,
+                blocksPerPage: s.kv.blocksPerPage,
+                out: s.kv.mode === "none" ? null : new Float32Array(s.blockTable.length),
+              }
+            : null,
+        )
+      : undefined;
     const logits = this.model.forward({
       numTokens: row,
       tokenIds: this.tokenIds,
@@ -43,6 +56,8 @@ export class LocalExecutor implements Executor {
       seqIndex: this.seqIndex,
       blockTables: plan.seqs.map((s) => s.blockTable),
       logitRows,
+      keyShifts: sparse ? plan.seqs.map((s) => s.kv?.keyShift ?? 0) : undefined,
+      kvPlans,
     });
     const vocab = this.model.config.vocabSize;
     let k = 0;
@@ -58,6 +73,7 @@ export class LocalExecutor implements Executor {
         s.startPos + s.tokenIds.length,
       );
     });
-    return { sampled };
+    if (!kvPlans) return { sampled };
+    return { sampled, kvScores: kvPlans.map((p) => (p?.out ? Array.from(p.out) : null)) };
   }
 }

@@ -13,6 +13,8 @@ import { assert } from "../assert.ts";
 import type { SampledToken } from "../model/sampler.ts";
 import type { ScheduledSeq, StepPlan, StepResult } from "./executor.ts";
 import type { KvBlockManager } from "./kv-block-manager.ts";
+import { applyKvScores, commitLimit, prepareKv, resetKv } from "./kv-policy/sequence-kv.ts";
+import { questPages, scoreMode } from "./kv-policy/state.ts";
 import { type FinishReason, numOutputTokens, type SeqId, type Sequence } from "./sequence.ts";
 
 export interface SchedulerConfig {
@@ -76,11 +78,12 @@ export class Scheduler {
     );
     if (this.running.length >= this.config.maxNumSeqs) return false;
     if (!this.blocks.grow(seq.blockTable, seq.tokenIds.length)) return false;
+    if (seq.kv) prepareKv(seq, this.blocks, seq.tokenIds.length, false);
     seq.numComputedTokens = seq.numPromptTokens;
     seq.status = "running";
     this.byId.set(seq.seqId, seq);
     this.running.push(seq);
-    this.blocks.commitFull(seq.blockTable, seq.tokenIds, seq.numComputedTokens, seq.cacheSalt);
+    this.blocks.commitFull(seq.blockTable, seq.tokenIds, commitLimit(seq), seq.cacheSalt);
     return true;
   }
 
@@ -124,13 +127,15 @@ export class Scheduler {
     for (let i = 0; i < this.running.length && budget > 0; i++) {
       const seq = this.running[i] as Sequence;
       const n = Math.min(seq.tokenIds.length - seq.numComputedTokens, budget);
-      let ok = this.blocks.grow(seq.blockTable, seq.numComputedTokens + n);
+      // a sparse policy evicts before the step's token may open a page (kv-policy/sequence-kv.ts)
+      const shift = seq.kv ? prepareKv(seq, this.blocks, seq.numComputedTokens + n, true) : 0;
+      let ok = this.blocks.grow(seq.blockTable, seq.numComputedTokens + n - shift);
       while (!ok) {
         const victim = this.running[this.running.length - 1] as Sequence;
         this.preempt(victim);
         preemptedSeqIds.push(victim.seqId);
         if (victim === seq) break;
-        ok = this.blocks.grow(seq.blockTable, seq.numComputedTokens + n);
+        ok = this.blocks.grow(seq.blockTable, seq.numComputedTokens + n - shift);
       }
       if (!ok) break;
       seqs.push(this.plan(seq, n));
@@ -154,6 +159,7 @@ export class Scheduler {
       }
       seq.numComputedTokens = cached;
       if (seq.status === "waiting") seq.numCachedTokens = cached;
+      if (seq.kv) prepareKv(seq, this.blocks, cached + n, false);
       this.waiting.shift();
       seq.status = "running";
       this.running.push(seq);
@@ -166,7 +172,9 @@ export class Scheduler {
 
   private plan(seq: Sequence, n: number): ScheduledSeq {
     const start = seq.numComputedTokens;
-    return {
+    const kv = seq.kv;
+    const decode = kv !== null && n === 1 && start >= seq.numPromptTokens;
+    const planned: ScheduledSeq = {
       seqId: seq.seqId,
       tokenIds: seq.tokenIds.slice(start, start + n),
       startPos: start,
@@ -175,6 +183,15 @@ export class Scheduler {
       sampler: seq.params,
       choiceIndex: seq.choiceIndex,
     };
+    if (kv) {
+      planned.kv = {
+        keyShift: kv.evictedBlocks * this.blocks.blockSize,
+        mode: decode ? scoreMode(kv.spec) : "none",
+        selectPages: decode ? questPages(kv.spec) : 0,
+        blocksPerPage: kv.blocksPerPage,
+      };
+    }
+    return planned;
   }
 
   private preempt(seq: Sequence): void {
@@ -182,6 +199,7 @@ export class Scheduler {
     assert(idx >= 0, "preempting a sequence that is not running");
     this.running.splice(idx, 1);
     this.blocks.free(seq.blockTable);
+    resetKv(seq); // its pages are gone: the recompute rebuilds them
     seq.numComputedTokens = 0;
     seq.status = "preempted";
     this.waiting.unshift(seq);
@@ -195,7 +213,9 @@ export class Scheduler {
       const seq = this.byId.get(s.seqId);
       if (!seq || seq.status === "finished") return; // aborted while the step ran
       seq.numComputedTokens = s.startPos + s.tokenIds.length;
-      this.blocks.commitFull(seq.blockTable, seq.tokenIds, seq.numComputedTokens, seq.cacheSalt);
+      this.blocks.commitFull(seq.blockTable, seq.tokenIds, commitLimit(seq), seq.cacheSalt);
+      const scores = result.kvScores?.[i];
+      if (scores) applyKvScores(seq, scores, s.startPos);
       const sampled = result.sampled[i] ?? null;
       if (!s.sample || !sampled) {
         updates.push({ seq, sampled: null, finished: false });

@@ -4,6 +4,7 @@
  */
 import type { SamplerParams } from "../model/sampler.ts";
 import type { BlockTable } from "./kv-block-manager.ts";
+import type { KvState } from "./kv-policy/state.ts";
 
 export type SeqId = string;
 export type SequenceStatus = "waiting" | "running" | "preempted" | "finished";
@@ -47,6 +48,8 @@ export interface Sequence {
    * when that is fewer than maxTokens; only load reports use it.
    */
   expectedOutputTokens: number | null;
+  /** Sparse KV-cache policy state (kv-policy/state.ts); null: dense. */
+  kv: KvState | null;
   finishReason: FinishReason | null;
 }
 
@@ -70,6 +73,7 @@ export function newSequence(
     holdKv: false,
     cacheSalt,
     expectedOutputTokens: null,
+    kv: null,
     finishReason: null,
   };
 }

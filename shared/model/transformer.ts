@@ -13,6 +13,7 @@ import type { Kernels } from "./kernels.ts";
 import { applyLinear } from "./linear.ts";
 import { routeTopK } from "./moe.ts";
 import { type RopeTable, rmsnorm, rope, ropeTable } from "./ops.ts";
+import { type KvRowPlan, PageScorer } from "./page-scorer.ts";
 import { maxActRowBytes } from "./quant.ts";
 import { type Linear, type Matrix, type ModelWeights, matrixRows, readRow } from "./weights.ts";
 
@@ -37,6 +38,13 @@ export interface ForwardBatch {
   blockTables: readonly (readonly number[])[];
   /** Rows whose logits are returned, in this order. */
   logitRows: readonly number[];
+  /**
+   * Per sequence, tokens evicted from its KV (a whole number of blocks; absent: 0). Its block
+   * table then holds only resident blocks: position p is key p - keyShift (RoPE still uses p).
+   */
+  keyShifts?: ArrayLike<number>;
+  /** Per sequence, a sparse decode row's scoring and selection (page-scorer.ts); null: none. */
+  kvPlans?: readonly (KvRowPlan | null)[];
 }
 
 /** f32 bytes of KV cache per block (all layers, K and V). */
@@ -62,9 +70,10 @@ export function workspaceBytes(c: ModelConfig, s: Omit<ForwardShape, "numBlocks"
     s.maxNumSeqs * c.vocabSize +
     s.maxModelLen +
     2 * t * k;
-  const ints = s.maxNumSeqs * Math.ceil(s.maxModelLen / s.blockSize) + 3 * t * k + c.numExperts;
+  const mb = Math.ceil(s.maxModelLen / s.blockSize);
+  const ints = s.maxNumSeqs * mb + mb + 3 * t * k + c.numExperts;
   const scratch = Math.max(t, s.maxNumSeqs) * maxActRowBytes(Math.max(c.hiddenSize, qDim, ff));
-  return 4 * (floats + ints) + scratch + 16 * 25;
+  return 4 * (floats + ints) + scratch + 16 * 26;
 }
 
 export class Transformer {
@@ -94,6 +103,9 @@ export class Transformer {
   /** Quantised activation rows for matmulQ. */
   private readonly actScratch: Uint8Array;
   private readonly maxBlocksPerSeq: number;
+  /** Blocks a sparse row attends to (Quest's selection), and the scorer, made on first use. */
+  private readonly selTable: Int32Array;
+  private scorer: PageScorer | null = null;
   /** Per-row and per-sequence views, made once so the hot loop allocates nothing. */
   private readonly attRows: Float32Array[];
   private readonly qRows: Float32Array[];
@@ -130,6 +142,7 @@ export class Transformer {
     this.routeIds = kv.allocInt32(t * k);
     this.routeWeights = kv.alloc(t * k);
     this.blockTables = kv.allocInt32(shape.maxNumSeqs * this.maxBlocksPerSeq);
+    this.selTable = kv.allocInt32(this.maxBlocksPerSeq);
     this.expertRows = kv.allocInt32(t * k * 2);
     this.expertCounts = kv.allocInt32(c.numExperts);
     this.actScratch = kv.allocBytes(
@@ -181,6 +194,10 @@ export class Transformer {
     const bs = this.shape.blockSize;
     assert(buf.length === this.kvSize(numTokens), "KV buffer has the wrong size");
     assert(table.length * bs >= numTokens, "block table too short for the KV");
+    if (!out && this.scorer) {
+      for (let l = 0; l < c.numHiddenLayers; l++)
+        for (const id of table) this.scorer.invalidate(l, id);
+    }
     let o = 0;
     for (let l = 0; l < c.numHiddenLayers; l++) {
       for (const cache of [this.kCache[l] as Float32Array, this.vCache[l] as Float32Array]) {
@@ -225,6 +242,10 @@ export class Transformer {
     }
     const neox = c.ropeStyle === "neox";
     const K = this.kernels;
+    if (b.kvPlans?.some((p) => p !== null)) {
+      this.scorer ??= new PageScorer(c.numHiddenLayers, s.numBlocks, bs, kvDim);
+    }
+    const scorer = this.scorer;
     for (let l = 0; l < c.numHiddenLayers; l++) {
       const w = this.weights.layers[l];
       assert(w !== undefined, "missing layer");
@@ -250,8 +271,10 @@ export class Transformer {
         rope(this.qkv, o, c.numAttentionHeads, c.headDim, pos, this.rope, neox);
         rope(this.qkv, o + qDim, c.numKeyValueHeads, c.headDim, pos, this.rope, neox);
         const seq = b.seqIndex[r] as number;
-        const block = this.blockTables[seq * mb + Math.floor(pos / bs)] as number;
-        const slot = (block * bs + (pos % bs)) * kvDim;
+        const kpos = pos - ((b.keyShifts?.[seq] as number | undefined) ?? 0);
+        const block = this.blockTables[seq * mb + Math.floor(kpos / bs)] as number;
+        if (scorer && kpos % bs === 0) scorer.invalidate(l, block);
+        const slot = (block * bs + (kpos % bs)) * kvDim;
         for (let i = 0; i < kvDim; i++) {
           kc[slot + i] = this.qkv[o + qDim + i] as number;
           vc[slot + i] = this.qkv[o + qDim + kvDim + i] as number;
@@ -259,13 +282,36 @@ export class Transformer {
       }
       for (let r = 0; r < T; r++) {
         const seq = b.seqIndex[r] as number;
+        let table = this.tableRows[seq] as Int32Array;
+        let numKeys =
+          (b.positions[r] as number) + 1 - ((b.keyShifts?.[seq] as number | undefined) ?? 0);
+        const plan = b.kvPlans?.[seq];
+        if (plan && scorer) {
+          const q = this.qRows[r] as Float32Array;
+          const n = scorer.score(
+            l,
+            plan,
+            q,
+            kc,
+            table,
+            numKeys,
+            c.numAttentionHeads,
+            c.numKeyValueHeads,
+            c.headDim,
+            this.selTable,
+          );
+          if (n > 0) {
+            table = this.selTable;
+            numKeys = n;
+          }
+        }
         K.attention(
           this.attRows[r] as Float32Array,
           this.qRows[r] as Float32Array,
           kc,
           vc,
-          this.tableRows[seq] as Int32Array,
-          (b.positions[r] as number) + 1,
+          table,
+          numKeys,
           c.numAttentionHeads,
           c.numKeyValueHeads,
           c.headDim,

@@ -2,6 +2,8 @@
  * RPC messages between the frontend worker, the JobExecutor and Npu DOs, and the event stream an
  * Npu sends back while it generates. Plain data; typed, versioned, not zod-validated (internal).
  */
+import type { KvUsage } from "../engine/kv-policy/sequence-kv.ts";
+import type { KvCacheRequest, KvCacheSpec } from "../engine/kv-policy/spec.ts";
 import type { ErrorInfo } from "../errors.ts";
 import type { RegionRef } from "../fabric/regions.ts";
 import type { SampledToken } from "../model/sampler.ts";
@@ -52,6 +54,8 @@ export interface JobSpec {
   sampling: GenerateSampling;
   /** The client's `cache_salt` (the tenant always separates caches). */
   cacheSalt: string | null;
+  /** The client's `kv_cache` fields (absent or null: the deployment's default). */
+  kvCache?: KvCacheRequest | null;
 }
 
 /**
@@ -78,6 +82,11 @@ export interface GenerateTask {
   sampling: GenerateSampling;
   /** Root of the prompts' prefix-cache keys (tenant and cache_salt): no sharing across roots. */
   cacheSalt: string;
+  /**
+   * The resolved, checked KV-cache policy of every sequence (absent or null: dense). Under PD
+   * only the decode side applies it, after the import.
+   */
+  kvCache?: KvCacheSpec | null;
 }
 
 export interface TokenLogprobInfo {
@@ -108,6 +117,8 @@ export type GenerateEvent =
       totalTokens: number;
       /** Prompt tokens whose KV came from the prefix cache. */
       cachedTokens?: number;
+      /** The KV-cache policy's report (sparse policies only; n > 1: summed, peaks the max). */
+      kvCache?: KvUsage;
     }
   | { type: "error"; error: ErrorInfo };
 

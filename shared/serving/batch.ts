@@ -15,6 +15,7 @@
  * `done` (finished, cancelled or skipped); its API status is kept separately (RequestStatus).
  */
 
+import type { KvCacheRequest } from "../engine/kv-policy/spec.ts";
 import { type ErrorInfo, errorEnvelope, errorInfo } from "../errors.ts";
 import type { GenerateEvent, GenerateInput, GenerateSampling } from "../protocol/messages.ts";
 import {
@@ -55,6 +56,8 @@ export interface BatchJobSpec {
   sampling: GenerateSampling;
   /** The item's `cache_salt`, if any. */
   cacheSalt?: string | null;
+  /** The item's `kv_cache`, if any. */
+  kvCache?: KvCacheRequest | null;
 }
 
 export interface BatchSubmit {

@@ -124,6 +124,7 @@ export function usageBody(e: Extract<GenerateEvent, { type: "usage" }>) {
     completion_tokens: e.completionTokens,
     total_tokens: e.totalTokens,
     prompt_tokens_details: { cached_tokens: e.cachedTokens ?? 0 },
+    ...(e.kvCache ? { kv_cache: e.kvCache } : {}),
   };
 }
 

@@ -12,6 +12,7 @@
  */
 
 import type { SeqOutput } from "../engine/engine.ts";
+import type { KvUsage } from "../engine/kv-policy/sequence-kv.ts";
 import type { SamplingParams } from "../engine/sequence.ts";
 import { errorInfo, failure, type Result } from "../errors.ts";
 import type { SampledToken } from "../model/sampler.ts";
@@ -180,12 +181,25 @@ export function logprobEntry(tokenizer: Tokenizer, t: SampledToken): TokenLogpro
   };
 }
 
+/** Two choices' KV reports as one: counts summed, the peak the largest. */
+function mergeKvUsage(a: KvUsage | null, b: KvUsage): KvUsage {
+  if (!a) return { ...b };
+  return {
+    ...a,
+    resident_pages: a.resident_pages + b.resident_pages,
+    evictions: a.evictions + b.evictions,
+    peak_kv_bytes: Math.max(a.peak_kv_bytes, b.peak_kv_bytes),
+  };
+}
+
 /** Per-task output bookkeeping: turns engine outputs into events and knows when the task is done. */
 export class TaskTracker {
   private numFinished = 0;
   private numCompletionTokens = 0;
   /** Cached prompt tokens per prompt (the most any of its choices got). */
   private readonly cachedByPrompt = new Map<number, number>();
+  /** The KV-cache policy's report, merged over choices. */
+  private kvCache: KvUsage | null = null;
   firstTokenAt: number | null = null;
 
   constructor(
@@ -229,6 +243,7 @@ export class TaskTracker {
     }
     if (o.finished && o.finishReason !== "abort") {
       this.numFinished++;
+      if (o.kvCache) this.kvCache = mergeKvUsage(this.kvCache, o.kvCache);
       events.push({
         type: "finish",
         index,
@@ -242,6 +257,7 @@ export class TaskTracker {
           completionTokens: this.numCompletionTokens,
           totalTokens: this.numPromptTokens + this.numCompletionTokens,
           cachedTokens: this.cachedTokens,
+          ...(this.kvCache ? { kvCache: this.kvCache } : {}),
         });
       }
     }

@@ -2,6 +2,7 @@
  * Models and their deployments as the ClusterManager records them and the API shows them
  * (DeepFlow's TE groups). Types, and the value lists the API validates against.
  */
+import type { KvCacheRequest } from "../engine/kv-policy/spec.ts";
 import type { PdProfile } from "../serving/pd-profile.ts";
 import type { DeploymentScaling, RoleCounts } from "./instances.ts";
 
@@ -49,6 +50,8 @@ export interface DeploymentRecord {
   /** The serving (announced) instances of each role: what the JobExecutors place tasks on. */
   instances: DeploymentInstances;
   scaling: DeploymentScaling;
+  /** The KV-cache policy fields its requests get by default (absent: dense). */
+  kvCache?: KvCacheRequest | null;
 }
 
 export interface DeploymentSpec {
@@ -60,6 +63,7 @@ export interface DeploymentSpec {
   /** Scaling bounds (default: `counts` both ways, a fixed-size deployment). */
   min?: RoleCounts;
   max?: RoleCounts;
+  kvCache?: KvCacheRequest | null;
 }
 
 export interface ModelRecord {

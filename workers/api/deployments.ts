@@ -6,6 +6,7 @@
 
 import { Hono } from "hono";
 import { z } from "zod";
+import { checkKvCache, resolveKvCache } from "../../shared/engine/kv-policy/spec.ts";
 import { AppError } from "../../shared/errors.ts";
 import {
   DEPLOYMENT_MODES,
@@ -18,10 +19,11 @@ import {
   type RoleCounts,
 } from "../../shared/types/instances.ts";
 import type { AppEnv } from "../app-env.ts";
-import { clusterManager, type Env, npu } from "../env.ts";
+import { clusterManager, type Env, getConfig, npu } from "../env.ts";
 import { newDeploymentId } from "../ids.ts";
 import { MAX_JSON_BODY_BYTES, readBody } from "../middleware/body.ts";
 import { parseJsonBody } from "../openai/parse-body.ts";
+import { KvCacheSchema, toKvCacheRequest } from "../openai/schemas.ts";
 
 import { requireAdmin } from "./admin.ts";
 
@@ -42,6 +44,8 @@ const DeploymentSpecSchema = z
     min_instances: bound.optional(),
     max_instances: bound.optional(),
     scheduler: z.enum(SCHEDULER_POLICIES).default("deepflow"),
+    /** The KV-cache policy its requests get unless they send their own `kv_cache`. */
+    kv_cache: KvCacheSchema.nullish(),
   })
   .superRefine((s, ctx) => {
     for (const key of ["min_instances", "max_instances"] as const) {
@@ -137,11 +141,16 @@ deployments.post("/", async (c) => {
       throw new AppError("invalid_request", msg, "instances");
     }
   }
+  const kvCache = toKvCacheRequest(s.kv_cache);
+  const blockSize = getConfig(c.env).blockSize;
+  const kvError = checkKvCache(resolveKvCache(kvCache, null, blockSize), blockSize);
+  if (kvError) throw AppError.from(kvError);
   const created = await clusterManager(c.env).addDeployment({
     id: newDeploymentId(),
     model: s.model,
     mode: s.mode,
     scheduler: s.scheduler,
+    kvCache,
     counts,
     min,
     max,

@@ -115,6 +115,7 @@ function itemSpec(item: unknown, i: number, model: string): BatchJobSpec {
     maxTokens: g.maxTokens,
     sampling: g.sampling,
     cacheSalt: g.cacheSalt,
+    kvCache: g.kvCache,
   };
   if (new TextEncoder().encode(JSON.stringify(spec)).byteLength > MAX_ITEM_BYTES) {
     throw bad(`The item is larger than ${MAX_ITEM_BYTES} bytes.`, undefined, "item_too_large");

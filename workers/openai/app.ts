@@ -100,6 +100,7 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
     maxTokens: fields.maxTokens,
     sampling: fields.sampling,
     cacheSalt: fields.cacheSalt,
+    kvCache: fields.kvCache,
   };
   // the JobExecutor admits (model, deployment pin, context cache), tokenises, places, records
   const je = jobExecutorFor(c.env, requestId);

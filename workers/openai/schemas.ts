@@ -6,6 +6,7 @@
  * them by parse-body.ts. No routing, no I/O.
  */
 import { z } from "zod";
+import { KV_POLICIES, type KvCacheRequest } from "../../shared/engine/kv-policy/spec.ts";
 import type {
   ChatMessage,
   ChatRole,
@@ -81,6 +82,34 @@ const StreamOptions = z.object({ include_usage: z.boolean().nullish() }).nullish
 
 export const MAX_CACHE_SALT_LENGTH = 256;
 
+/**
+ * Extension: `kv_cache`, the KV-cache policy of every sequence of the request (README "KV-cache
+ * policies"); fields left out come from the deployment's default, then the defaults.
+ */
+export const KvCacheSchema = z.object({
+  policy: z.enum(KV_POLICIES).optional(),
+  budget: z.int().min(1).optional(),
+  page_size: z.int().min(1).optional(),
+  sinks: z.int().min(0).optional(),
+  recent_share: z.number().gt(0).max(1).optional(),
+  refresh_share: z.number().gt(0).max(1).optional(),
+});
+
+/** The schema's snake_case fields as the engine names them. */
+export function toKvCacheRequest(
+  v: z.infer<typeof KvCacheSchema> | null | undefined,
+): KvCacheRequest | null {
+  if (v == null) return null;
+  const out: KvCacheRequest = {};
+  if (v.policy !== undefined) out.policy = v.policy;
+  if (v.budget !== undefined) out.budget = v.budget;
+  if (v.page_size !== undefined) out.pageSize = v.page_size;
+  if (v.sinks !== undefined) out.sinks = v.sinks;
+  if (v.recent_share !== undefined) out.recentShare = v.recent_share;
+  if (v.refresh_share !== undefined) out.refreshShare = v.refresh_share;
+  return out;
+}
+
 /** Fields shared by both endpoints (OpenAI's plus the extensions marked as such). */
 const commonFields = {
   model: z.string(),
@@ -113,6 +142,7 @@ const commonFields = {
       message: `'cache_salt' must be a string of 1 to ${MAX_CACHE_SALT_LENGTH} characters.`,
       params: { code: "invalid_value" },
     }),
+  kv_cache: KvCacheSchema.nullish(),
   presence_penalty: zeroPenalty("presence_penalty"),
   frequency_penalty: zeroPenalty("frequency_penalty"),
   logit_bias: z
@@ -254,6 +284,8 @@ export interface GenerateFields {
   includeUsage: boolean;
   /** The client's `cache_salt` (null: none); the request path roots it with `cacheSaltFor`. */
   cacheSalt: string | null;
+  /** The client's `kv_cache` (null: the deployment's default). */
+  kvCache: KvCacheRequest | null;
 }
 
 function contentText(content: ChatCompletionBody["messages"][number]["content"]): string {
@@ -330,5 +362,6 @@ export function toGenerateFields(
     stream,
     includeUsage: stream && body.stream_options?.include_usage === true,
     cacheSalt: body.cache_salt ?? null,
+    kvCache: toKvCacheRequest(body.kv_cache),
   };
 }

@@ -500,7 +500,20 @@ describe("toGenerateFields: chat", () => {
       stream: false,
       includeUsage: false,
       cacheSalt: null,
+      kvCache: null,
     });
+  });
+
+  it("maps kv_cache to the engine's names", () => {
+    const f = toGenerateFields(
+      chatOk({
+        seed: 1,
+        kv_cache: { policy: "raas", budget: 128, page_size: 32, refresh_share: 0.25 },
+      }),
+      "chat",
+      noSeed,
+    );
+    expect(f.kvCache).toEqual({ policy: "raas", budget: 128, pageSize: 32, refreshShare: 0.25 });
   });
 
   it("treats null like absent", () => {
@@ -639,6 +652,7 @@ describe("toGenerateFields: completions", () => {
       stream: true,
       includeUsage: true,
       cacheSalt: "s1",
+      kvCache: null,
     });
   });
 });

@@ -1,0 +1,330 @@
+#!/usr/bin/python3
+"""Trains the lemma-chain MoE model (RaaS reproduction, README "KV-cache policies") and exports it.
+
+A llama-architecture transformer with Mixtral-style experts (softmax router over all experts,
+top-2, weights renormalised; SwiGLU experts), RMSNorm, RoPE on adjacent pairs (llama.cpp's
+"norm" rope, so no q/k permutation), untied output. Its vocabulary is the task's characters
+(shared/eval/lemma-chain.ts, read from the data file's first line). The loss covers the answer
+tokens only (teacher forcing).
+
+Data: token ids written by `npx tsx scripts/lemma-data.ts --seed 1 --count 60000 > train.jsonl`
+(and --seed 2 for validation): the one generator is the TypeScript one.
+
+Runs on Debian's python3-torch (1.13, `/usr/bin/python3`; PyPI is not needed). Resumable: a
+checkpoint is written every --ckpt-every steps to --dir and picked up on restart.
+
+  nice -n 10 /usr/bin/python3 scripts/train/train_lemma.py train --dir /tmp/lemma \
+      --train /tmp/lemma-train.jsonl --val /tmp/lemma-val.jsonl --steps 3000 >> /tmp/lemma/log 2>&1
+  /usr/bin/python3 scripts/train/train_lemma.py export --dir /tmp/lemma \
+      --out models/lemma-moe.gguf --fixture test/fixtures/lemma-moe-logits.json --val /tmp/lemma-val.jsonl
+
+`export` writes the GGUF (F32 tensors) and a logits fixture: PyTorch's logits at every position
+of a few held-out problems, which the engine must reproduce (test/unit/lemma-model.test.ts).
+"""
+import argparse
+import json
+import math
+import os
+import random
+import struct
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+DIMS = dict(dim=64, layers=3, heads=4, kv_heads=2, experts=4, top_k=2, ff=96, ctx=512, rope_theta=10000.0, eps=1e-5)
+
+
+def load(path):
+    with open(path) as f:
+        head = json.loads(f.readline())
+        rows = [json.loads(line) for line in f if line.strip()]
+    return head, rows
+
+
+def rope_tables(ctx, hd, theta):
+    half = hd // 2
+    freq = torch.tensor([theta ** (-(2 * i) / hd) for i in range(half)], dtype=torch.float64)
+    ang = torch.arange(ctx, dtype=torch.float64)[:, None] * freq[None, :]
+    return torch.cos(ang).float(), torch.sin(ang).float()
+
+
+def apply_rope(x, cos, sin):
+    # x: (B, H, T, hd); rotate adjacent pairs (2i, 2i+1)
+    x0 = x[..., 0::2]
+    x1 = x[..., 1::2]
+    c = cos[: x.shape[2]][None, None]
+    s = sin[: x.shape[2]][None, None]
+    out = torch.stack((x0 * c - x1 * s, x0 * s + x1 * c), dim=-1)
+    return out.flatten(-2)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+        self.eps = eps
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class Block(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        dim, H, KV, hd = d["dim"], d["heads"], d["kv_heads"], d["dim"] // d["heads"]
+        self.H, self.KV, self.hd = H, KV, hd
+        self.attn_norm = RMSNorm(dim, d["eps"])
+        self.wq = nn.Linear(dim, H * hd, bias=False)
+        self.wk = nn.Linear(dim, KV * hd, bias=False)
+        self.wv = nn.Linear(dim, KV * hd, bias=False)
+        self.wo = nn.Linear(H * hd, dim, bias=False)
+        self.ffn_norm = RMSNorm(dim, d["eps"])
+        E, ff = d["experts"], d["ff"]
+        self.router = nn.Linear(dim, E, bias=False)
+        self.w_gate = nn.Parameter(torch.randn(E, ff, dim) / math.sqrt(dim))
+        self.w_up = nn.Parameter(torch.randn(E, ff, dim) / math.sqrt(dim))
+        self.w_down = nn.Parameter(torch.randn(E, dim, ff) / math.sqrt(ff))
+        self.top_k = d["top_k"]
+
+    def forward(self, x, cos, sin):
+        B, T, _ = x.shape
+        h = self.attn_norm(x)
+        q = self.wq(h).view(B, T, self.H, self.hd).transpose(1, 2)
+        k = self.wk(h).view(B, T, self.KV, self.hd).transpose(1, 2)
+        v = self.wv(h).view(B, T, self.KV, self.hd).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        rep = self.H // self.KV
+        k = k.repeat_interleave(rep, dim=1)
+        v = v.repeat_interleave(rep, dim=1)
+        att = (q @ k.transpose(-1, -2)) / math.sqrt(self.hd)
+        mask = torch.ones(T, T, dtype=torch.bool).triu(1)
+        att = att.masked_fill(mask, float("-inf")).softmax(-1)
+        o = (att @ v).transpose(1, 2).reshape(B, T, -1)
+        x = x + self.wo(o)
+        h = self.ffn_norm(x)
+        probs = self.router(h).softmax(-1)
+        w, idx = probs.topk(self.top_k, dim=-1)
+        w = w / w.sum(-1, keepdim=True)
+        # each expert runs on the tokens routed to it; outputs weighted by the renormalised gates
+        flat = h.reshape(-1, h.shape[-1])
+        gate = torch.zeros_like(probs).scatter(-1, idx, w).reshape(-1, probs.shape[-1])
+        out = torch.zeros_like(flat)
+        for e in range(self.w_gate.shape[0]):
+            rows = gate[:, e].nonzero(as_tuple=True)[0]
+            if rows.numel() == 0:
+                continue
+            he = flat[rows]
+            ye = (F.silu(he @ self.w_gate[e].t()) * (he @ self.w_up[e].t())) @ self.w_down[e].t()
+            out.index_add_(0, rows, ye * gate[rows, e : e + 1])
+        return x + out.view_as(x)
+
+
+class Model(nn.Module):
+    def __init__(self, d, vocab):
+        super().__init__()
+        self.d = d
+        self.emb = nn.Embedding(vocab, d["dim"])
+        self.blocks = nn.ModuleList([Block(d) for _ in range(d["layers"])])
+        self.norm = RMSNorm(d["dim"], d["eps"])
+        self.out = nn.Linear(d["dim"], vocab, bias=False)
+        cos, sin = rope_tables(d["ctx"], d["dim"] // d["heads"], d["rope_theta"])
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        for b in self.blocks:
+            x = b(x, self.cos, self.sin)
+        return self.out(self.norm(x))
+
+
+def batch_of(rows, idx):
+    T = max(len(rows[i]["ids"]) for i in idx)
+    ids = torch.zeros(len(idx), T, dtype=torch.long)
+    tgt = torch.full((len(idx), T), -100, dtype=torch.long)
+    for r, i in enumerate(idx):
+        s = rows[i]["ids"]
+        ids[r, : len(s)] = torch.tensor(s)
+        n = rows[i]["num_prompt"]
+        tgt[r, n - 1 : len(s) - 1] = torch.tensor(s[n:])
+    return ids, tgt
+
+
+def train(a):
+    torch.set_num_threads(a.threads)
+    head, rows = load(a.train)
+    _, val = load(a.val)
+    os.makedirs(a.dir, exist_ok=True)
+    ck = os.path.join(a.dir, "ckpt.pt")
+    torch.manual_seed(0)
+    model = Model(DIMS, len(head["vocab"]))
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
+    step = 0
+    if os.path.exists(ck):
+        st = torch.load(ck)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step = st["step"]
+        print(f"resumed at step {step}", flush=True)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"params {n_params} dims {DIMS}", flush=True)
+    rng = random.Random(step)
+    t0 = time.time()
+    while step < a.steps:
+        lr = a.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / a.steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        ids, tgt = batch_of(rows, [rng.randrange(len(rows)) for _ in range(a.batch)])
+        loss = F.cross_entropy(model(ids).flatten(0, 1), tgt.flatten(), ignore_index=-100)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % a.log_every == 0:
+            with torch.no_grad():
+                vi, vt = batch_of(val, list(range(16)))
+                pred = model(vi).argmax(-1)
+                m = vt != -100
+                tok_acc = ((pred == vt) & m).sum().item() / m.sum().item()
+            print(f"step {step} loss {loss.item():.4f} val_tok_acc {tok_acc:.4f} lr {lr:.5f} {(time.time() - t0) / a.log_every:.2f}s/step", flush=True)
+            t0 = time.time()
+        if step % a.ckpt_every == 0 or step == a.steps:
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ck + ".tmp")
+            os.replace(ck + ".tmp", ck)
+
+
+# --- GGUF export (format v3, F32 tensors; names and shapes as llama.cpp's Mixtral conversion)
+
+def gguf_string(s):
+    b = s.encode()
+    return struct.pack("<Q", len(b)) + b
+
+
+def gguf_kv(key, value):
+    out = gguf_string(key)
+    if isinstance(value, bool):
+        return out + struct.pack("<I?", 7, value)
+    if isinstance(value, int):
+        return out + struct.pack("<II", 4, value)
+    if isinstance(value, float):
+        return out + struct.pack("<If", 6, value)
+    if isinstance(value, str):
+        return out + struct.pack("<I", 8) + gguf_string(value)
+    if isinstance(value, list):
+        if all(isinstance(v, str) for v in value):
+            return out + struct.pack("<IIQ", 9, 8, len(value)) + b"".join(gguf_string(v) for v in value)
+        if all(isinstance(v, int) for v in value):
+            return out + struct.pack("<IIQ", 9, 5, len(value)) + b"".join(struct.pack("<i", v) for v in value)
+        return out + struct.pack("<IIQ", 9, 6, len(value)) + b"".join(struct.pack("<f", v) for v in value)
+    raise TypeError(key)
+
+
+def write_gguf(path, kvs, tensors):
+    align = 32
+    header = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs))
+    header += b"".join(gguf_kv(k, v) for k, v in kvs)
+    infos = b""
+    offset = 0
+    blobs = []
+    for name, t in tensors:
+        t = t.detach().float().contiguous()
+        dims = list(reversed(t.shape))  # ggml ne0 is the innermost (last) axis
+        infos += gguf_string(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
+        infos += struct.pack("<IQ", 0, offset)
+        data = t.numpy().tobytes()
+        blobs.append(data)
+        offset += (len(data) + align - 1) // align * align
+    body = header + infos
+    body += b"\0" * ((align - len(body) % align) % align)
+    with open(path, "wb") as f:
+        f.write(body)
+        for data in blobs:
+            f.write(data + b"\0" * ((align - len(data) % align) % align))
+
+
+def export(a):
+    head, _ = load(a.train) if a.train else load(a.val)
+    _, val = load(a.val)
+    d = DIMS
+    model = Model(d, len(head["vocab"]))
+    model.load_state_dict(torch.load(os.path.join(a.dir, "ckpt.pt"))["model"])
+    model.eval()
+    vocab = head["vocab"]
+    types = [2, 3, 3] + [1] * (len(vocab) - 3)
+    kvs = [
+        ("general.architecture", "llama"),
+        ("general.name", "lemma-moe"),
+        ("general.file_type", 0),
+        ("llama.context_length", d["ctx"]),
+        ("llama.embedding_length", d["dim"]),
+        ("llama.block_count", d["layers"]),
+        ("llama.feed_forward_length", d["ff"]),
+        ("llama.attention.head_count", d["heads"]),
+        ("llama.attention.head_count_kv", d["kv_heads"]),
+        ("llama.rope.freq_base", d["rope_theta"]),
+        ("llama.rope.dimension_count", d["dim"] // d["heads"]),
+        ("llama.attention.layer_norm_rms_epsilon", d["eps"]),
+        ("llama.expert_count", d["experts"]),
+        ("llama.expert_used_count", d["top_k"]),
+        ("llama.vocab_size", len(vocab)),
+        ("tokenizer.ggml.model", "llama"),
+        ("tokenizer.ggml.tokens", vocab),
+        ("tokenizer.ggml.scores", [0.0] * len(vocab)),
+        ("tokenizer.ggml.token_type", types),
+        ("tokenizer.ggml.bos_token_id", head["bos"]),
+        ("tokenizer.ggml.eos_token_id", head["eos"]),
+        ("tokenizer.ggml.unknown_token_id", 0),
+        ("tokenizer.ggml.add_bos_token", True),
+        ("tokenizer.ggml.add_eos_token", False),
+        ("tokenizer.ggml.add_space_prefix", False),
+        ("tokenizer.chat_template", head["chat_template"]),
+    ]
+    ts = [("token_embd.weight", model.emb.weight)]
+    for i, b in enumerate(model.blocks):
+        p = f"blk.{i}."
+        ts += [
+            (p + "attn_norm.weight", b.attn_norm.weight),
+            (p + "attn_q.weight", b.wq.weight),
+            (p + "attn_k.weight", b.wk.weight),
+            (p + "attn_v.weight", b.wv.weight),
+            (p + "attn_output.weight", b.wo.weight),
+            (p + "ffn_norm.weight", b.ffn_norm.weight),
+            (p + "ffn_gate_inp.weight", b.router.weight),
+            (p + "ffn_gate_exps.weight", b.w_gate),
+            (p + "ffn_up_exps.weight", b.w_up),
+            (p + "ffn_down_exps.weight", b.w_down),
+        ]
+    ts += [("output_norm.weight", model.norm.weight), ("output.weight", model.out.weight)]
+    write_gguf(a.out, kvs, ts)
+    cases = []
+    with torch.no_grad():
+        for r in val[:3]:
+            ids = r["ids"][: r["num_prompt"] + 20]
+            logits = model(torch.tensor([ids]))[0]
+            rows = list(range(len(ids) - 24, len(ids)))
+            cases.append({"ids": ids, "rows": rows, "logits": [[round(float(v), 5) for v in logits[r]] for r in rows]})
+    with open(a.fixture, "w") as f:
+        json.dump({"provenance": "scripts/train/train_lemma.py export (PyTorch %s)" % torch.__version__, "cases": cases}, f)
+    print(f"wrote {a.out} and {a.fixture}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("cmd", choices=["train", "export"])
+    ap.add_argument("--dir", required=True)
+    ap.add_argument("--train")
+    ap.add_argument("--val", required=True)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--log-every", type=int, default=25)
+    ap.add_argument("--ckpt-every", type=int, default=100)
+    ap.add_argument("--out")
+    ap.add_argument("--fixture")
+    a = ap.parse_args()
+    train(a) if a.cmd == "train" else export(a)

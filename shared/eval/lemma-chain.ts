@@ -1,0 +1,127 @@
+/**
+ * The "lemma chain" task (RaaS digest section 8.1): a seeded generator of problems whose chain of
+ * thought has milestone tokens (a lemma's value, read by the next line and again w lines later,
+ * then never) and a phoenix token (a fact from the prompt read only by the final answer), with an
+ * exact-match checker. Character-level: every character is one token of the model's own
+ * vocabulary (`LEMMA_VOCAB`). Pure.
+ *
+ * Prompt (the user message): 16 facts and the query, e.g.
+ *   a=7;b=2;c=9;...;p=4;Q12W3FkGc
+ * K = 12 stages, lifetime w = 3, final fact f = k, seed fact g = c. The generation prompt is ">".
+ * Answer: line 0 is "00:v+0=v;" with v = L(0) = value(g), read from the prompt; stage
+ * j = 1..K is one line "jj:a+b=c;" with a = L(j-1), b = L(max(0, j-w)), c = (a + b) mod 10 =
+ * L(j); then "A" L(K) "*" value(f) "=" (L(K) * value(f)) mod 10 "." and end of sequence.
+ */
+import { mulberry32 } from "../random.ts";
+
+export const FACT_NAMES = "abcdefghijklmnop";
+/** The characters of the task, in token order after `<unk>`, `<s>`, `</s>`. */
+export const LEMMA_CHARS = `0123456789${FACT_NAMES}=;+*:QWFG>A.`;
+export const LEMMA_VOCAB = ["<unk>", "<s>", "</s>", ...LEMMA_CHARS.split("")];
+export const LEMMA_BOS = 1;
+export const LEMMA_EOS = 2;
+/** The chat template of the lemma model: the user messages' text, then ">" to answer. */
+export const LEMMA_CHAT_TEMPLATE =
+  "{% for m in messages %}{% if m.role == 'user' %}{{ m.content }}{% endif %}{% endfor %}" +
+  "{% if add_generation_prompt %}>{% endif %}";
+
+export interface LemmaProblem {
+  facts: number[];
+  stages: number;
+  lifetime: number;
+  finalFact: number;
+  seedFact: number;
+  /** The user message. */
+  prompt: string;
+  /** The expected answer text (without the end of sequence). */
+  answer: string;
+  /** L(1..K). */
+  lemmas: number[];
+  final: number;
+}
+
+export interface LemmaOptions {
+  minStages: number;
+  maxStages: number;
+  lifetimes: readonly number[];
+}
+
+export const TRAIN_OPTIONS: LemmaOptions = { minStages: 4, maxStages: 16, lifetimes: [1, 2, 3, 4] };
+
+const two = (n: number) => String(n).padStart(2, "0");
+
+/** Problem number `index` of the stream `seed` (each problem has its own generator). */
+export function lemmaProblem(
+  seed: number,
+  index: number,
+  o: LemmaOptions = TRAIN_OPTIONS,
+): LemmaProblem {
+  const rng = mulberry32((seed * 0x9e3779b1 + index * 0x85ebca6b) >>> 0);
+  const pick = (n: number) => Math.floor(rng() * n);
+  const facts = Array.from({ length: FACT_NAMES.length }, () => pick(10));
+  const stages = o.minStages + pick(o.maxStages - o.minStages + 1);
+  const lifetime = o.lifetimes[pick(o.lifetimes.length)] as number;
+  const finalFact = pick(FACT_NAMES.length);
+  const seedFact = pick(FACT_NAMES.length);
+  const prompt =
+    facts.map((v, i) => `${FACT_NAMES[i]}=${v};`).join("") +
+    `Q${two(stages)}W${lifetime}F${FACT_NAMES[finalFact]}G${FACT_NAMES[seedFact]}`;
+  const L = [facts[seedFact] as number];
+  let answer = `00:${L[0]}+0=${L[0]};`;
+  for (let j = 1; j <= stages; j++) {
+    const a = L[j - 1] as number;
+    const b = L[Math.max(0, j - lifetime)] as number;
+    const c = (a + b) % 10;
+    L.push(c);
+    answer += `${two(j)}:${a}+${b}=${c};`;
+  }
+  const vf = facts[finalFact] as number;
+  const final = ((L[stages] as number) * vf) % 10;
+  answer += `A${L[stages]}*${vf}=${final}.`;
+  return {
+    facts,
+    stages,
+    lifetime,
+    finalFact,
+    seedFact,
+    prompt,
+    answer,
+    lemmas: L.slice(1),
+    final,
+  };
+}
+
+/** Token ids of text in the lemma vocabulary (one per character). */
+export function lemmaIds(text: string): number[] {
+  return Array.from(text, (ch) => {
+    const i = LEMMA_CHARS.indexOf(ch);
+    if (i < 0)
+      throw new RangeError(`character ${JSON.stringify(ch)} is not in the lemma vocabulary`);
+    return i + 3;
+  });
+}
+
+/** The ids a model trains on: BOS, the prompt, the generation marker, the answer, EOS. */
+export function trainingIds(p: LemmaProblem): { ids: number[]; numPrompt: number } {
+  const prompt = [LEMMA_BOS, ...lemmaIds(`${p.prompt}>`)];
+  return { ids: [...prompt, ...lemmaIds(p.answer), LEMMA_EOS], numPrompt: prompt.length };
+}
+
+export interface LemmaScore {
+  /** The final answer is right (and the text parses). */
+  exact: boolean;
+  /** Share of the K lemma values right, line by line. */
+  lemmaAccuracy: number;
+}
+
+/** Checks a generated answer against the problem (exact match of the final value). */
+export function checkLemma(p: LemmaProblem, output: string): LemmaScore {
+  let right = 0;
+  const lines = output.split(";");
+  for (let j = 1; j <= p.stages; j++) {
+    const m = /^(\d\d):(\d)\+(\d)=(\d)$/.exec(lines[j] ?? "");
+    if (m && Number(m[1]) === j && Number(m[4]) === p.lemmas[j - 1]) right++;
+  }
+  const fin = /A(\d)\*(\d)=(\d)\./.exec(output);
+  return { exact: fin !== null && Number(fin[3]) === p.final, lemmaAccuracy: right / p.stages };
+}

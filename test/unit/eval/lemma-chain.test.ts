@@ -1,0 +1,60 @@
+/** The lemma-chain task: seeded problems, their milestone/phoenix structure, the checker. */
+import { describe, expect, it } from "vitest";
+import {
+  checkLemma,
+  FACT_NAMES,
+  LEMMA_VOCAB,
+  lemmaIds,
+  lemmaProblem,
+  trainingIds,
+} from "../../../shared/eval/lemma-chain.ts";
+
+describe("lemma chain", () => {
+  it("is seeded: the same (seed, index) gives the same problem, others differ", () => {
+    expect(lemmaProblem(7, 3)).toEqual(lemmaProblem(7, 3));
+    expect(lemmaProblem(7, 3).prompt).not.toBe(lemmaProblem(7, 4).prompt);
+    expect(lemmaProblem(8, 3).prompt).not.toBe(lemmaProblem(7, 3).prompt);
+  });
+
+  it("computes each lemma from the previous one and the one w lines back", () => {
+    for (let i = 0; i < 50; i++) {
+      const p = lemmaProblem(1, i);
+      const lines = p.answer.split(";").slice(1);
+      expect(p.answer.startsWith(`00:${p.facts[p.seedFact]}+0=`)).toBe(true);
+      const L = [p.facts[p.seedFact] as number, ...p.lemmas];
+      for (let j = 1; j <= p.stages; j++) {
+        const [a, b, c] = (lines[j - 1] as string).slice(3).split(/[+=]/).map(Number);
+        expect(a).toBe(L[j - 1]);
+        expect(b).toBe(L[Math.max(0, j - p.lifetime)]);
+        expect(c).toBe(((a as number) + (b as number)) % 10);
+      }
+      // the final line reads fact f from the prompt (the phoenix)
+      expect(p.prompt).toContain(`${FACT_NAMES[p.finalFact]}=${p.facts[p.finalFact]};`);
+      expect(p.answer.endsWith(`A${L[p.stages]}*${p.facts[p.finalFact]}=${p.final}.`)).toBe(true);
+    }
+  });
+
+  it("checks exact match and per-lemma accuracy", () => {
+    const p = lemmaProblem(2, 0);
+    expect(checkLemma(p, p.answer)).toEqual({ exact: true, lemmaAccuracy: 1 });
+    const wrongFinal = p.answer.replace(/=(\d)\.$/, (_, d) => `=${(Number(d) + 1) % 10}.`);
+    expect(checkLemma(p, wrongFinal).exact).toBe(false);
+    const firstWrong = p.answer.replace(
+      /(01:\d\+\d=)(\d)/,
+      (_, h, d) => `${h}${(Number(d) + 1) % 10}`,
+    );
+    expect(checkLemma(p, firstWrong).lemmaAccuracy).toBeCloseTo((p.stages - 1) / p.stages);
+    expect(checkLemma(p, "").exact).toBe(false);
+  });
+
+  it("has one token per character, with BOS, the answer marker and EOS around", () => {
+    const p = lemmaProblem(3, 1);
+    const t = trainingIds(p);
+    expect(t.ids[0]).toBe(1);
+    expect(t.ids[t.ids.length - 1]).toBe(2);
+    expect(t.ids.length).toBe(p.prompt.length + p.answer.length + 3);
+    expect(LEMMA_VOCAB[t.ids[t.numPrompt - 1] as number]).toBe(">");
+    expect(new Set(LEMMA_VOCAB).size).toBe(LEMMA_VOCAB.length);
+    expect(() => lemmaIds("x")).toThrow(RangeError);
+  });
+});
