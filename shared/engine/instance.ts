@@ -12,7 +12,7 @@ import { type GgufFile, parseGguf } from "../model/gguf.ts";
 import { KernelMemoryError, type Kernels } from "../model/kernels.ts";
 import { Tokenizer } from "../model/tokenizer.ts";
 import { kvBytesPerBlock, Transformer, workspaceBytes } from "../model/transformer.ts";
-import { loadWeights, weightBytes } from "../model/weights.ts";
+import { loadWeights, type WeightSelection, weightBytes } from "../model/weights.ts";
 import { Engine } from "./engine.ts";
 import type { Executor } from "./executor.ts";
 import { KvBlockManager } from "./kv-block-manager.ts";
@@ -29,6 +29,8 @@ export interface InstanceOptions {
   blockSize?: number;
   /** Overrides the GGUF's context length (the CLI's --ctx-size). */
   maxModelLen?: number;
+  /** "attention": leave the MoE experts to expert ranks (moe-attention); default "all". */
+  weights?: WeightSelection;
 }
 
 export interface MemoryPlan {
@@ -47,9 +49,12 @@ export interface ModelInstance {
   scheduler: Scheduler;
   engine: Engine;
   memory: MemoryPlan;
+  /** Kernel-memory bytes the loaded weights took (measured around the load, not planned). */
+  residentWeightBytes: number;
 }
 
 interface ResolvedOptions {
+  weights: WeightSelection;
   maxNumSeqs: number;
   maxNumBatchedTokens: number;
   blockSize: number;
@@ -62,6 +67,7 @@ function resolve(c: ModelConfig, o: InstanceOptions): ResolvedOptions {
     throw new RangeError(`context size must be an integer >= 2, got ${maxModelLen}`);
   }
   return {
+    weights: o.weights ?? "all",
     maxNumSeqs: o.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS,
     maxNumBatchedTokens: o.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS,
     blockSize: o.blockSize ?? DEFAULT_BLOCK_SIZE,
@@ -79,7 +85,7 @@ export function planMemory(
   o: InstanceOptions = {},
 ): MemoryPlan {
   const r = resolve(c, o);
-  const w = weightBytes(c);
+  const w = weightBytes(c, r.weights);
   const ws = workspaceBytes(c, { ...r, maxNumTokens: r.maxNumBatchedTokens });
   const perBlock = kvBytesPerBlock(c, r.blockSize) + 32; // + allocation rounding slack
   const blocksPerSeq = Math.ceil(r.maxModelLen / r.blockSize);
@@ -121,7 +127,9 @@ export function createInstance(
   const tokenizer = Tokenizer.fromGguf(file.metadata);
   const r = resolve(config, options);
   const memory = planMemory(config, kernels.capacityBytes - kernels.usedBytes, r);
-  const weights = loadWeights(file, bytes, config, kernels);
+  const usedBefore = kernels.usedBytes;
+  const weights = loadWeights(file, bytes, config, kernels, r.weights);
+  const residentWeightBytes = kernels.usedBytes - usedBefore;
   const transformer = new Transformer(config, weights, kernels, {
     maxNumTokens: r.maxNumBatchedTokens,
     maxNumSeqs: r.maxNumSeqs,
@@ -141,5 +149,5 @@ export function createInstance(
     new KvBlockManager(memory.numBlocks, r.blockSize),
   );
   const engine = new Engine(scheduler, makeExecutor(transformer), tokenizer);
-  return { config, file, tokenizer, transformer, scheduler, engine, memory };
+  return { config, file, tokenizer, transformer, scheduler, engine, memory, residentWeightBytes };
 }

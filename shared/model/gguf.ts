@@ -319,8 +319,21 @@ export function readTensorF32(
   const n = t.numElements;
   const dst = out ?? new Float32Array(n);
   if (dst.length !== n) throw new GgufError(`tensor ${name}: output has ${dst.length} != ${n}`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset + t.offset, t.numBytes);
-  switch (t.type) {
+  dequantF32(t.type, bytes.subarray(t.offset, t.offset + t.numBytes), dst, name);
+  return dst;
+}
+
+/**
+ * Dequantises `dst.length` values of ggml `type` from `data` (the tensor's bytes, or a slice of
+ * them starting at a value, or for Q8_0 a block, boundary) into `dst`. `what` names it in errors.
+ */
+export function dequantF32(type: number, data: Uint8Array, dst: Float32Array, what: string): void {
+  if (data.byteLength < tensorByteSize(type, dst.length)) {
+    throw new GgufError(`${what}: ${data.byteLength} bytes hold fewer than ${dst.length} values`);
+  }
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  const n = dst.length;
+  switch (type) {
     case GgmlType.F32:
       for (let i = 0; i < n; i++) dst[i] = view.getFloat32(i * 4, true);
       break;
@@ -340,9 +353,8 @@ export function readTensorF32(
       }
       break;
     default:
-      throw new GgufError(`tensor ${name}: unsupported type ${ggmlTypeName(t.type)}`);
+      throw new GgufError(`${what}: unsupported type ${ggmlTypeName(type)}`);
   }
-  return dst;
 }
 
 // ---------------------------------------------------------------------------------------------

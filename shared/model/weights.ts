@@ -15,7 +15,10 @@ export interface LayerWeights {
   qNorm: Float32Array | null; // (headDim), Qwen3
   kNorm: Float32Array | null; // (headDim)
   ffnNorm: Float32Array; // (hiddenSize)
-  /** Dense: gate rows then up rows (2 ff, hiddenSize). MoE: per expert e, the same at e * 2 ff. */
+  /**
+   * Dense: gate rows then up rows (2 ff, hiddenSize). MoE: per expert e, the same at e * 2 ff;
+   * empty when the experts live on expert ranks (`WeightSelection` "attention").
+   */
   wGateUp: Float32Array;
   /** Dense: (hiddenSize, ff). MoE: per expert e, (hiddenSize, ff) at e * hiddenSize * ff. */
   wDown: Float32Array;
@@ -43,12 +46,18 @@ function expectDims(file: GgufFile, name: string, dims: number[]): void {
   }
 }
 
+/**
+ * Which tensors a rank loads: "all" (colocated), or "attention" (everything but the MoE experts,
+ * which live on expert ranks: see moe-split.ts and expert-shard.ts).
+ */
+export type WeightSelection = "all" | "attention";
+
 /** f32 bytes the weights take in kernel memory (for budgets: check before loading). */
-export function weightBytes(c: ModelConfig): number {
+export function weightBytes(c: ModelConfig, selection: WeightSelection = "all"): number {
   const qDim = c.numAttentionHeads * c.headDim;
   const kvDim = c.numKeyValueHeads * c.headDim;
   const ff = c.numExperts > 0 ? c.moeIntermediateSize : c.intermediateSize;
-  const nFfn = Math.max(c.numExperts, 1);
+  const nFfn = selection === "attention" && c.numExperts > 0 ? 0 : Math.max(c.numExperts, 1);
   const perLayer =
     2 * c.hiddenSize +
     (qDim + 2 * kvDim) * c.hiddenSize +
@@ -67,6 +76,7 @@ export function loadWeights(
   bytes: Uint8Array,
   c: ModelConfig,
   kernels: Kernels,
+  selection: WeightSelection = "all",
 ): ModelWeights {
   const h = c.hiddenSize;
   const qDim = c.numAttentionHeads * c.headDim;
@@ -108,7 +118,11 @@ export function loadWeights(
     let wGateUp: Float32Array;
     let wDown: Float32Array;
     let wRouter: Float32Array | null = null;
-    if (c.numExperts > 0) {
+    if (c.numExperts > 0 && selection === "attention") {
+      wRouter = load(`${p}ffn_gate_inp.weight`, [h, c.numExperts]);
+      wGateUp = new Float32Array(0);
+      wDown = new Float32Array(0);
+    } else if (c.numExperts > 0) {
       const ff = c.moeIntermediateSize;
       const e = c.numExperts;
       wRouter = load(`${p}ffn_gate_inp.weight`, [h, e]);
