@@ -4,7 +4,7 @@
  * recent steps for stats() and the preemption count pushed with task reports; hands each step's
  * outputs to the Npu and, if a step throws, lets the Npu fail everything in flight.
  */
-import type { Engine, StepReport } from "../shared/engine/engine.ts";
+import type { StepReport } from "../shared/engine/engine.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
 
 /** Recent steps kept for stats(). */
@@ -17,11 +17,20 @@ export interface StepSummary {
   durationMs: number;
 }
 
+/**
+ * What the loop steps: an Engine, or a moe-attention group leader's lockstep group step (which
+ * reports null when this rank had nothing to run).
+ */
+export interface Steppable {
+  hasWork(): boolean;
+  step(): Promise<StepReport | null>;
+}
+
 export interface EngineLoopHost {
   ctx: DurableObjectState;
   log: Logger;
-  /** The loaded model's engine, if any. */
-  engine(): Engine | undefined;
+  /** The loaded model's engine (or group), if any. */
+  engine(): Steppable | undefined;
   /** One step's report, with when it started and ended. */
   onStep(report: StepReport, startedAt: number, endedAt: number): void;
   /** A step threw: everything in flight is failed. */
@@ -50,6 +59,10 @@ export class EngineLoop {
         const t0 = Date.now();
         const report = await engine.step();
         const now = Date.now();
+        if (!report) {
+          await new Promise((r) => setTimeout(r, 0));
+          continue;
+        }
         this.numPreemptions += report.preemptedSeqIds.length;
         const summary = {
           stepIndex: report.stepIndex,

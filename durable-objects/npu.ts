@@ -8,14 +8,17 @@
  * handoff of a prompt's KV (kv-handoff.ts) and the fabric regions peers read (fabric-host.ts).
  */
 import { DurableObject } from "cloudflare:workers";
-import type { EngineStats } from "../shared/engine/engine.ts";
+import type { EngineStats, StepReport } from "../shared/engine/engine.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
+import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
 import type { FabricStats, RegionKind, RegionMeta } from "../shared/fabric/regions.ts";
-import { Logger, parseLogLevel } from "../shared/log.ts";
+import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
 import type { GenerateEvent, GenerateTask, Prefilled } from "../shared/protocol/messages.ts";
+import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
 import { PROTOCOL_VERSION } from "../shared/protocol/version.ts";
 import type { Accepted } from "../shared/serving/dispatch.ts";
 import { sequencesFor, TaskTracker } from "../shared/serving/task.ts";
+import { AttentionRole } from "./attention-rank.ts";
 import { ContextPins } from "./context-pins.ts";
 import { EngineLoop, type StepSummary } from "./engine-loop.ts";
 import type { Env } from "./env.ts";
@@ -30,7 +33,13 @@ const MAX_WAITING_SEQS = 256;
 export interface NpuStats extends EngineStats {
   model: string | null;
   numTasks: number;
-  memory: { usedBytes: number; capacityBytes: number; weightBytes: number } | null;
+  memory: {
+    usedBytes: number;
+    capacityBytes: number;
+    weightBytes: number;
+    /** Measured around the load (an attention rank's excludes the experts). */
+    residentWeightBytes: number;
+  } | null;
   recentSteps: StepSummary[];
 }
 
@@ -70,6 +79,8 @@ export class Npu extends DurableObject<Env> {
   private readonly fabric: FabricHost;
   private readonly handoff: KvHandoff;
   private readonly loop: EngineLoop;
+  /** Set when this Npu is an attention rank of a moe-attention instance. */
+  private attention: AttentionRole | null = null;
   /**
    * Task ids between their arrival and their stream's registration, and prefill tasks until
    * their KV is exported (a repeated id gets a 409).
@@ -96,24 +107,87 @@ export class Npu extends DurableObject<Env> {
       log: this.log,
       fabric: this.fabric,
       reports: this.streams,
-      kick: () => this.loop.kick(),
+      kick: () => this.#kick(),
     });
     this.loop = new EngineLoop({
       ctx,
       log: this.log,
-      engine: () => this.loaded?.instance.engine,
-      onStep: (report, startedAt, endedAt) => {
-        this.streams.markStarted(report.scheduledSeqIds, startedAt);
-        for (const o of report.outputs) {
-          if (this.handoff.onOutput(o)) continue;
-          this.streams.onOutput(o, endedAt);
-        }
-      },
+      engine: () => (this.attention?.isLeader ? this.attention : this.loaded?.instance.engine),
+      onStep: (report, startedAt, endedAt) => this.#onStep(report, startedAt, endedAt),
       onFailure: () => {
         this.streams.failAll();
         this.handoff.failAll();
       },
     });
+  }
+
+  #onStep(report: StepReport, startedAt: number, endedAt: number): void {
+    this.streams.markStarted(report.scheduledSeqIds, startedAt);
+    for (const o of report.outputs) {
+      if (this.handoff.onOutput(o)) continue;
+      this.streams.onOutput(o, endedAt);
+    }
+  }
+
+  /** New work: the engine loop runs (an attention rank of moe-attention asks its leader). */
+  #kick(): void {
+    if (this.attention) this.attention.kick();
+    else this.loop.kick();
+  }
+
+  // --- moe-attention: this Npu as an attention rank (attention-rank.ts)
+
+  /** Joins a moe-attention instance as attention rank `rank` and loads the model without experts. */
+  async attentionConfigure(a: {
+    spec: MoeGroupSpec;
+    rank: number;
+  }): Promise<Result<MoeRankLoaded>> {
+    if (this.loaded && !this.attention) {
+      return failure(
+        errorInfo("conflict", "this NPU already serves a colocated model", null, "npu_busy"),
+      );
+    }
+    this.attention ??= new AttentionRole(
+      {
+        env: this.env,
+        slot: this.slot,
+        log: this.log,
+        kickLoop: () => this.loop.kick(),
+        onStep: (report, t0, t1) => this.#onStep(report, t0, t1),
+      },
+      a.spec,
+      a.rank,
+    );
+    return this.attention.load();
+  }
+
+  /** An E2A part from an expert rank. */
+  async moeDeliver(msg: CommMessage): Promise<void> {
+    if (!this.attention) throw new Error("this NPU is not an attention rank");
+    this.attention.deliver(msg);
+  }
+
+  /** The leader asks this rank for its part of a group step. */
+  async attentionStep(): Promise<{ hasWork: boolean }> {
+    if (!this.attention) throw new Error("this NPU is not an attention rank");
+    try {
+      await this.attention.ownStep();
+    } catch (e) {
+      this.log.error("error.unhandled", { where: "attention step", ...errorFields(e, true) });
+      this.streams.failAll();
+      throw e;
+    }
+    return { hasWork: this.loaded?.instance.engine.hasWork() ?? false };
+  }
+
+  /** A rank of the leader's group got work. */
+  async attentionKick(a: { rank: number }): Promise<void> {
+    this.attention?.markBusy(a.rank);
+  }
+
+  /** Comm counters per (layer, step) of this attention rank. */
+  async moeComm(): Promise<StepComm[]> {
+    return this.attention?.comm() ?? [];
   }
 
   /** The loaded model, if any. */
@@ -138,6 +212,7 @@ export class Npu extends DurableObject<Env> {
             usedBytes: this.loaded?.kernels.usedBytes ?? 0,
             capacityBytes: this.loaded?.kernels.capacityBytes ?? 0,
             weightBytes: inst.memory.weightBytes,
+            residentWeightBytes: inst.residentWeightBytes,
           }
         : null,
       recentSteps: [...this.loop.recentSteps],
@@ -217,7 +292,7 @@ export class Npu extends DurableObject<Env> {
     }
     for (const ev of firstEvents) this.streams.emit(active, ev);
     if (tracker.done) this.streams.finish(active, "succeeded");
-    else this.loop.kick();
+    else this.#kick();
     return { ok: true, value: { numPromptTokens: p.numPromptTokens, stream } };
   }
 

@@ -1,0 +1,125 @@
+/**
+ * moe-attention in workerd, at the DO level: attention Npus (no expert weights) and Expert DOs
+ * (only their experts, read by R2 range reads) joined by A2E/E2A RPCs, stepped in lockstep by
+ * attention rank 0. Greedy output equals a colocated Npu's for concurrent tasks on two attention
+ * ranks, and resident weight bytes are measured on each side.
+ */
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { primaryMap } from "../../shared/engine/expert-map.ts";
+import { modelConfigFromGguf } from "../../shared/model/config.ts";
+import { isExpertTensor } from "../../shared/model/expert-shard.ts";
+import { parseGguf } from "../../shared/model/gguf.ts";
+import { Tokenizer } from "../../shared/model/tokenizer.ts";
+import { decodeEvents } from "../../shared/protocol/codec.ts";
+import type { GenerateTask } from "../../shared/protocol/messages.ts";
+import type { MoeGroupSpec } from "../../shared/protocol/moe.ts";
+import { expertName, npuName } from "../../shared/protocol/names.ts";
+import { PROTOCOL_VERSION } from "../../shared/protocol/version.ts";
+
+const PROMPTS = ["Once upon a time", "The little dog", "Hello there", "A cat sat"];
+const MAX_TOKENS = 6;
+
+function task(model: string, id: string, prompt: number[]): GenerateTask & { r2Key: string } {
+  return {
+    protocolVersion: PROTOCOL_VERSION,
+    requestId: `req_${id}`,
+    jobId: `job_${id}`,
+    taskId: `task_${id}`,
+    tenant: "test",
+    model,
+    prompts: [prompt],
+    n: 1,
+    maxTokens: MAX_TOKENS,
+    expectedOutputTokens: MAX_TOKENS,
+    stripLeadingSpace: false,
+    sampling: {
+      temperature: 0,
+      topP: 1,
+      topK: 0,
+      seed: 1,
+      stop: [],
+      ignoreEos: true,
+      logprobs: false,
+      topLogprobs: 0,
+    },
+    cacheSalt: "test",
+    r2Key: `models/${model}.gguf`,
+  };
+}
+
+async function tokensOf(
+  npu: { generate: (t: GenerateTask & { r2Key: string }) => Promise<unknown> },
+  t: GenerateTask & { r2Key: string },
+): Promise<{ ids: number[]; completionTokens: number }> {
+  const r = (await npu.generate(t)) as
+    | { ok: true; value: { stream: ReadableStream<Uint8Array> } }
+    | { ok: false; error: { message: string } };
+  if (!r.ok) throw new Error(r.error.message);
+  const ids: number[] = [];
+  let completionTokens = -1;
+  for await (const e of decodeEvents(r.value.stream.getReader())) {
+    if (e.type === "error") throw new Error(e.error.message);
+    if (e.type === "delta") ids.push(...e.tokenIds);
+    if (e.type === "usage") completionTokens = e.completionTokens;
+  }
+  return { ids, completionTokens };
+}
+
+describe.skipIf(!env.REF_QWEN3MOE)("moe-attention across DOs", () => {
+  it("serves tiny-qwen3moe with 2 attention Npus and 2 Expert DOs exactly as colocated", async () => {
+    const model = "moe-qwen";
+    const bytes = new Uint8Array(env.REF_QWEN3MOE as ArrayBuffer);
+    await env.MODELS.put(`models/${model}.gguf`, bytes);
+    const file = parseGguf(bytes);
+    const config = modelConfigFromGguf(file);
+    const tok = Tokenizer.fromGguf(file.metadata);
+    const prompts = PROMPTS.map((p) => tok.encode(p));
+
+    const colocated = env.NPU.getByName(npuName("moe-ref", 0));
+    const want = await Promise.all(
+      prompts.map((p, i) => tokensOf(colocated, task(model, `ref${i}`, p))),
+    );
+
+    const spec: MoeGroupSpec = {
+      instanceId: "moe-test",
+      model,
+      r2Key: `models/${model}.gguf`,
+      numAttention: 2,
+      numExperts: 2,
+      map: primaryMap(config.numHiddenLayers, config.numExperts, 2),
+      timeoutMs: 20_000,
+    };
+    const experts = [0, 1].map((j) => env.EXPERT.getByName(expertName(spec.instanceId, j)));
+    const attention = [0, 1].map((a) => env.NPU.getByName(npuName(spec.instanceId, a)));
+    const loadedE = await Promise.all(experts.map((e, j) => e.configure({ spec, rank: j })));
+    const loadedA = await Promise.all(
+      attention.map((n, a) => n.attentionConfigure({ spec, rank: a })),
+    );
+    // two tasks on each attention rank, all at once
+    const got = await Promise.all(
+      prompts.map((p, i) => tokensOf(attention[i % 2]!, task(model, `moe${i}`, p))),
+    );
+    expect(got).toEqual(want);
+    expect(got.map((r) => r.completionTokens)).toEqual(prompts.map(() => MAX_TOKENS));
+
+    // measured weights: experts hold the expert tensors between them, attention ranks none
+    let expertBytes = 0;
+    for (const t of file.tensors.values())
+      if (isExpertTensor(t.name)) expertBytes += t.numElements * 4;
+    const eBytes = loadedE.map((r) => (r.ok ? r.value.residentWeightBytes : -1));
+    expect(eBytes.reduce((a, b) => a + b, 0)).toBe(expertBytes);
+    const colo = await colocated.stats();
+    for (const r of loadedA) {
+      if (!r.ok) throw new Error(r.error.message);
+      // what a colocated Npu holds, less exactly the experts
+      expect(r.value.residentWeightBytes + expertBytes).toBe(colo.memory?.residentWeightBytes);
+    }
+    const es = await Promise.all(experts.map((e) => e.stats()));
+    const served = es.map((s) => s?.tokenCounts.flat().reduce((a, b) => a + b, 0) ?? 0);
+    expect(served.every((n) => n > 0)).toBe(true);
+    const comm = await attention[1]!.moeComm();
+    expect(comm.length).toBeGreaterThan(0);
+    expect(comm.every((c) => c.messagesSent === 2)).toBe(true); // a part to each expert rank
+  });
+});
