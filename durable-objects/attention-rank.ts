@@ -7,18 +7,31 @@
  * rank that gets a task tells the leader (`kick`), which keeps stepping while any rank has work.
  */
 
+import {
+  type AttentionLoad,
+  attentionLoad,
+  pickAttentionRank,
+  withPlaced,
+} from "../shared/engine/attention-group.ts";
 import { DisaggMoe } from "../shared/engine/disagg-executor.ts";
 import type { StepReport } from "../shared/engine/engine.ts";
+import { primaryMap } from "../shared/engine/expert-map.ts";
 import { LocalExecutor } from "../shared/engine/local-executor.ts";
-import type { Result } from "../shared/errors.ts";
+import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
-import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
+import { modelConfigFromGguf } from "../shared/model/config.ts";
+import {
+  MOE_EXCHANGE_TIMEOUT_MS,
+  type MoeGroupSpec,
+  type MoeRankLoaded,
+} from "../shared/protocol/moe.ts";
 import { expertName, npuName } from "../shared/protocol/names.ts";
 import type { Steppable } from "./engine-loop.ts";
 import type { Env } from "./env.ts";
 import { wallClock } from "./moe-clock.ts";
 import type { ModelSlot } from "./npu-loader.ts";
+import { readHeader } from "./r2-range.ts";
 
 export interface AttentionHost {
   env: Env;
@@ -35,6 +48,8 @@ export class AttentionRole implements Steppable {
   private readonly busy = new Set<number>();
   /** The DisaggMoe the loaded model runs through. */
   private built: DisaggMoe | null = null;
+  /** Rank 0: the other ranks' loads as last reported, plus sequences sent there since. */
+  private readonly loads = new Map<number, AttentionLoad>();
 
   constructor(
     private readonly host: AttentionHost,
@@ -111,6 +126,29 @@ export class AttentionRole implements Steppable {
     }
   }
 
+  /**
+   * Rank 0: the rank a new task's sequences go to (decode DP balancing: not full, lowest KV use),
+   * counted as placed there until it reports.
+   */
+  route(numTokens: number): number {
+    const engine = this.engine;
+    if (!engine || this.spec.numAttention === 1) return 0;
+    const own = attentionLoad(engine);
+    const idle = { ...own, numRunning: 0, numWaiting: 0, numFreeBlocks: own.numBlocks };
+    const loads = Array.from({ length: this.spec.numAttention }, (_, a) =>
+      a === 0 ? own : (this.loads.get(a) ?? idle),
+    );
+    const rank = pickAttentionRank(loads, numTokens) ?? 0;
+    if (rank !== 0) this.loads.set(rank, withPlaced(loads[rank] as AttentionLoad, numTokens));
+    return rank;
+  }
+
+  /** This rank's load, for rank 0's balancing. */
+  currentLoad(): AttentionLoad | null {
+    const engine = this.engine;
+    return engine ? attentionLoad(engine) : null;
+  }
+
   /** The leader hears that rank `rank` has work. */
   markBusy(rank: number): void {
     this.busy.add(rank);
@@ -148,10 +186,64 @@ export class AttentionRole implements Steppable {
     ]);
     rest.forEach((r, i) => {
       const a = others[i] as number;
-      if (r.status === "fulfilled" && r.value.hasWork) this.busy.add(a);
+      if (r.status !== "fulfilled") return;
+      if (r.value.hasWork) this.busy.add(a);
+      if (r.value.load) this.loads.set(a, r.value.load);
     });
     const failed = [own, ...rest].find((r) => r?.status === "rejected");
     if (failed) throw (failed as PromiseRejectedResult).reason;
     return (own as PromiseFulfilledResult<StepReport | null>).value;
   }
+}
+
+/** What POST /api/deployments asks of a moe-attention instance's rank 0. */
+export interface MoeSetup {
+  instanceId: string;
+  model: string;
+  r2Key: string;
+  numAttention: number;
+  numExperts: number;
+}
+
+/**
+ * Sets up a moe-attention instance (run by its rank 0): reads the model's header, makes the
+ * primary expert map, loads every Expert DO, then every attention rank (`self` for rank 0).
+ * Failures (too many expert ranks, a rank over its memory budget) are values.
+ */
+export async function setupGroup(
+  env: Env,
+  s: MoeSetup,
+  self: (spec: MoeGroupSpec) => Promise<Result<MoeRankLoaded>>,
+): Promise<Result<{ spec: MoeGroupSpec; loaded: MoeRankLoaded[] }>> {
+  const config = modelConfigFromGguf(await readHeader(env, s.r2Key));
+  if (config.numExperts === 0 || s.numExperts > config.numExperts) {
+    const msg =
+      config.numExperts === 0
+        ? `model ${s.model} has no experts: moe-attention needs a MoE model`
+        : `model ${s.model} has ${config.numExperts} experts: at most that many expert ranks`;
+    return failure(errorInfo("invalid_request", msg, "instances"));
+  }
+  const spec: MoeGroupSpec = {
+    ...s,
+    map: primaryMap(config.numHiddenLayers, config.numExperts, s.numExperts),
+    timeoutMs: MOE_EXCHANGE_TIMEOUT_MS,
+  };
+  const experts = await Promise.all(
+    Array.from({ length: s.numExperts }, (_, j) =>
+      env.EXPERT.getByName(expertName(s.instanceId, j)).configure({ spec, rank: j }),
+    ),
+  );
+  const attention = await Promise.all(
+    Array.from({ length: s.numAttention }, (_, a) =>
+      a === 0
+        ? self(spec)
+        : env.NPU.getByName(npuName(s.instanceId, a)).attentionConfigure({ spec, rank: a }),
+    ),
+  );
+  const loaded: MoeRankLoaded[] = [];
+  for (const r of [...experts, ...attention]) {
+    if (!r.ok) return r;
+    loaded.push(r.value);
+  }
+  return { ok: true, value: { spec, loaded } };
 }

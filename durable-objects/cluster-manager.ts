@@ -179,7 +179,9 @@ export class ClusterManager extends DurableObject<Env> {
         colocated: ids("c", spec.counts.colocated),
         prefill: ids("p", spec.counts.prefill),
         decode: ids("d", spec.counts.decode),
+        attention: spec.moe ? ids("ma", 1) : [],
       },
+      ...(spec.moe ? { moe: spec.moe } : {}),
     };
     this.#put(record);
     this.log.info("deployment.created", {

@@ -13,7 +13,6 @@ import type { CommMessage } from "../shared/fabric/comm.ts";
 import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
 import { modelConfigFromGguf } from "../shared/model/config.ts";
 import { ExpertShard } from "../shared/model/expert-shard.ts";
-import { GgufError, type GgufFile, parseGguf } from "../shared/model/gguf.ts";
 import { KernelMemoryError } from "../shared/model/kernels.ts";
 import { createWasmKernels, WASM_KERNEL_IMPORTS } from "../shared/model/kernels-wasm.ts";
 import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
@@ -21,33 +20,12 @@ import { npuName } from "../shared/protocol/names.ts";
 import kernelsModule from "../wasm/kernels.wasm";
 import { type Env, getConfig } from "./env.ts";
 import { wallClock } from "./moe-clock.ts";
-
-/** First prefix read for the GGUF header; doubled until the header parses. */
-const HEADER_PROBE_BYTES = 256 * 1024;
+import { readHeader, readRange } from "./r2-range.ts";
 
 export interface ExpertStats extends ExpertRankStats {
   model: string;
   capacityBytes: number;
   usedBytes: number;
-}
-
-/** Reads `length` bytes at `offset` of an R2 object. */
-async function readRange(env: Env, key: string, offset: number, length: number) {
-  const obj = await env.MODELS.get(key, { range: { offset, length } });
-  if (!obj) throw new GgufError(`model object ${key} is missing from the registry`);
-  return new Uint8Array(await obj.arrayBuffer());
-}
-
-/** The GGUF header (metadata and tensor table) from prefix reads. */
-async function readHeader(env: Env, key: string): Promise<GgufFile> {
-  for (let n = HEADER_PROBE_BYTES; ; n *= 2) {
-    const bytes = await readRange(env, key, 0, n);
-    try {
-      return parseGguf(bytes, { headerOnly: true });
-    } catch (e) {
-      if (bytes.byteLength < n) throw e; // the whole file was read: a real error
-    }
-  }
 }
 
 export class Expert extends DurableObject<Env> {

@@ -8,6 +8,7 @@
  * handoff of a prompt's KV (kv-handoff.ts) and the fabric regions peers read (fabric-host.ts).
  */
 import { DurableObject } from "cloudflare:workers";
+import type { AttentionLoad } from "../shared/engine/attention-group.ts";
 import type { EngineStats, StepReport } from "../shared/engine/engine.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
@@ -15,10 +16,11 @@ import type { FabricStats, RegionKind, RegionMeta } from "../shared/fabric/regio
 import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
 import type { GenerateEvent, GenerateTask, Prefilled } from "../shared/protocol/messages.ts";
 import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
+import { npuName } from "../shared/protocol/names.ts";
 import { PROTOCOL_VERSION } from "../shared/protocol/version.ts";
 import type { Accepted } from "../shared/serving/dispatch.ts";
 import { sequencesFor, TaskTracker } from "../shared/serving/task.ts";
-import { AttentionRole } from "./attention-rank.ts";
+import { AttentionRole, type MoeSetup, setupGroup } from "./attention-rank.ts";
 import { ContextPins } from "./context-pins.ts";
 import { EngineLoop, type StepSummary } from "./engine-loop.ts";
 import type { Env } from "./env.ts";
@@ -161,6 +163,11 @@ export class Npu extends DurableObject<Env> {
     return this.attention.load();
   }
 
+  /** As rank 0 of a moe-attention instance: sets up every rank (POST /api/deployments). */
+  async moeSetup(s: MoeSetup): Promise<Result<{ spec: MoeGroupSpec; loaded: MoeRankLoaded[] }>> {
+    return setupGroup(this.env, s, (spec) => this.attentionConfigure({ spec, rank: 0 }));
+  }
+
   /** An E2A part from an expert rank. */
   async moeDeliver(msg: CommMessage): Promise<void> {
     if (!this.attention) throw new Error("this NPU is not an attention rank");
@@ -168,7 +175,7 @@ export class Npu extends DurableObject<Env> {
   }
 
   /** The leader asks this rank for its part of a group step. */
-  async attentionStep(): Promise<{ hasWork: boolean }> {
+  async attentionStep(): Promise<{ hasWork: boolean; load: AttentionLoad | null }> {
     if (!this.attention) throw new Error("this NPU is not an attention rank");
     try {
       await this.attention.ownStep();
@@ -177,7 +184,10 @@ export class Npu extends DurableObject<Env> {
       this.streams.failAll();
       throw e;
     }
-    return { hasWork: this.loaded?.instance.engine.hasWork() ?? false };
+    return {
+      hasWork: this.loaded?.instance.engine.hasWork() ?? false,
+      load: this.attention.currentLoad(),
+    };
   }
 
   /** A rank of the leader's group got work. */
@@ -227,6 +237,15 @@ export class Npu extends DurableObject<Env> {
   async generate(
     task: GenerateTask & { r2Key: string; prefilled?: Prefilled },
   ): Promise<Result<GenerateAccepted>> {
+    const a = this.attention;
+    if (a?.isLeader && !task.prefilled) {
+      // moe-attention: rank 0 balances the instance's tasks over its attention ranks
+      const numTokens = task.prompts.reduce((n, p) => n + p.length, 0) + task.maxTokens * task.n;
+      const rank = a.route(numTokens);
+      if (rank !== 0) {
+        return this.env.NPU.getByName(npuName(a.spec.instanceId, rank)).generate(task);
+      }
+    }
     const refused = refusal(task, this.starting, this.streams.has(task.taskId));
     if (refused) return failure(refused);
     this.starting.add(task.taskId);

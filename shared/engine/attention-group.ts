@@ -13,23 +13,53 @@ export interface AttentionRank {
   moe: DisaggMoe;
 }
 
-/** KV blocks in use over all blocks. */
-export function kvUse(engine: Engine): number {
+/** What DP balancing reads of an attention rank (sent to rank 0 after each step in the DOs). */
+export interface AttentionLoad {
+  numRunning: number;
+  numWaiting: number;
+  maxNumSeqs: number;
+  numFreeBlocks: number;
+  numBlocks: number;
+  blockSize: number;
+}
+
+export function attentionLoad(engine: Engine): AttentionLoad {
   const s = engine.stats();
-  return s.numBlocks === 0 ? 1 : (s.numBlocks - s.numFreeBlocks) / s.numBlocks;
+  return {
+    numRunning: s.numRunning,
+    numWaiting: s.numWaiting,
+    maxNumSeqs: engine.scheduler.config.maxNumSeqs,
+    numFreeBlocks: s.numFreeBlocks,
+    numBlocks: s.numBlocks,
+    blockSize: engine.blockSize,
+  };
+}
+
+/** Counts a sequence of `numTokens` tokens sent to a rank before it reports again. */
+export function withPlaced(l: AttentionLoad, numTokens: number): AttentionLoad {
+  return {
+    ...l,
+    numWaiting: l.numWaiting + 1,
+    numFreeBlocks: Math.max(0, l.numFreeBlocks - Math.ceil(numTokens / l.blockSize)),
+  };
 }
 
 /**
- * The rank a new sequence of `numTokens` tokens goes to: among the ranks with room for it, the
- * lowest KV use, then the fewest sequences, then the lowest index; null when every rank is full.
+ * The rank a new sequence of `numTokens` tokens (prompt and output) goes to: among the ranks not
+ * full (a sequence slot, blocks for all its tokens), the lowest KV use, then the fewest
+ * sequences, then the lowest index; null when every rank is full.
  */
-export function pickAttentionRank(engines: readonly Engine[], numTokens: number): number | null {
+export function pickAttentionRank(
+  loads: readonly AttentionLoad[],
+  numTokens: number,
+): number | null {
   let best: number | null = null;
   let bestKey: [number, number] = [Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY];
-  engines.forEach((e, i) => {
-    if (!e.hasRoomFor(numTokens)) return;
-    const s = e.stats();
-    const key: [number, number] = [kvUse(e), s.numRunning + s.numWaiting];
+  loads.forEach((l, i) => {
+    const seqs = l.numRunning + l.numWaiting;
+    if (seqs >= l.maxNumSeqs || l.numFreeBlocks < Math.ceil(numTokens / l.blockSize)) return;
+    const kvUse = l.numBlocks === 0 ? 1 : (l.numBlocks - l.numFreeBlocks) / l.numBlocks;
+    const key: [number, number] = [kvUse, seqs];
     if (key[0] < bestKey[0] || (key[0] === bestKey[0] && key[1] < bestKey[1])) {
       best = i;
       bestKey = key;
@@ -47,7 +77,7 @@ export class AttentionGroup {
 
   pick(numTokens: number): number | null {
     return pickAttentionRank(
-      this.ranks.map((r) => r.engine),
+      this.ranks.map((r) => attentionLoad(r.engine)),
       numTokens,
     );
   }

@@ -13,7 +13,7 @@ export interface ModelSummary {
   numExpertsPerTok: number;
 }
 
-export const DEPLOYMENT_MODES = ["colocated", "pd"] as const;
+export const DEPLOYMENT_MODES = ["colocated", "pd", "moe-attention"] as const;
 export type DeploymentMode = (typeof DEPLOYMENT_MODES)[number];
 export const SCHEDULER_POLICIES = ["deepflow", "round-robin", "least-loaded"] as const;
 export type SchedulerPolicy = (typeof SCHEDULER_POLICIES)[number];
@@ -22,6 +22,20 @@ export interface DeploymentInstances {
   colocated: string[];
   prefill: string[];
   decode: string[];
+  /**
+   * moe-attention: the instance (one, made of A attention Npus `npuName(id, a)` and E Expert DOs
+   * `expertName(id, j)`). Absent in records made before the mode existed.
+   */
+  attention?: string[];
+}
+
+/**
+ * The shape of a moe-attention instance. Its live expert map is held by attention rank 0 (GET
+ * /api/deployments/:id/experts).
+ */
+export interface MoeLayout {
+  numAttention: number;
+  numExperts: number;
 }
 
 export interface DeploymentRecord {
@@ -35,6 +49,8 @@ export interface DeploymentRecord {
   status: "active" | "deleted";
   createdAt: number;
   instances: DeploymentInstances;
+  /** moe-attention only. */
+  moe?: MoeLayout;
 }
 
 export interface DeploymentSpec {
@@ -43,6 +59,7 @@ export interface DeploymentSpec {
   mode: DeploymentMode;
   scheduler: SchedulerPolicy;
   counts: { colocated: number; prefill: number; decode: number };
+  moe?: MoeLayout;
 }
 
 export interface ModelRecord {

@@ -16,6 +16,7 @@ import type { GenerateTask } from "../../shared/protocol/messages.ts";
 import type { MoeGroupSpec } from "../../shared/protocol/moe.ts";
 import { expertName, npuName } from "../../shared/protocol/names.ts";
 import { PROTOCOL_VERSION } from "../../shared/protocol/version.ts";
+import { admin, call } from "./worker-client.ts";
 
 const PROMPTS = ["Once upon a time", "The little dog", "Hello there", "A cat sat"];
 const MAX_TOKENS = 6;
@@ -121,5 +122,89 @@ describe.skipIf(!env.REF_QWEN3MOE)("moe-attention across DOs", () => {
     const comm = await attention[1]!.moeComm();
     expect(comm.length).toBeGreaterThan(0);
     expect(comm.every((c) => c.messagesSent === 2)).toBe(true); // a part to each expert rank
+  });
+
+  it("POST /api/deployments mode moe-attention serves the default model like colocated", async () => {
+    expect((await call("/v1/models")).status).toBe(200); // registers the default model
+    const bad = await admin("/api/deployments", {
+      method: "POST",
+      body: JSON.stringify({
+        model: "default-moe",
+        mode: "moe-attention",
+        instances: { colocated: 1 },
+      }),
+    });
+    expect(bad.status).toBe(400);
+    const tooMany = await admin("/api/deployments", {
+      method: "POST",
+      body: JSON.stringify({
+        model: "default-moe",
+        mode: "moe-attention",
+        instances: { attention: 1, experts: 16 },
+      }),
+    });
+    expect(tooMany.status).toBe(400);
+    const res = await admin("/api/deployments", {
+      method: "POST",
+      body: JSON.stringify({
+        model: "default-moe",
+        mode: "moe-attention",
+        instances: { attention: 2, experts: 2 },
+      }),
+    });
+    expect(res.status).toBe(201);
+    const dep = (await res.json()) as {
+      id: string;
+      mode: string;
+      instances: { role: string; rank: number; loaded: boolean; residentWeightBytes: number }[];
+    };
+    expect(dep.instances.map((i) => `${i.role}/${i.rank}`)).toEqual([
+      "attention/0",
+      "attention/1",
+      "expert/0",
+      "expert/1",
+    ]);
+    expect(dep.instances.every((i) => i.loaded && i.residentWeightBytes > 0)).toBe(true);
+    const all = (await (await admin("/api/deployments")).json()) as {
+      data: { id: string; model: string; mode: string }[];
+    };
+    const coloc = all.data.find((d) => d.model === "default-moe" && d.mode === "colocated");
+    const prompts = ["Hello! Who are you?", "Once upon a time", "The weather today", "Tell me"];
+    const run = (deployment: string | undefined) =>
+      Promise.all(
+        prompts.map(async (prompt) => {
+          const r = await call("/v1/completions", {
+            method: "POST",
+            body: JSON.stringify({
+              model: "default-moe",
+              prompt,
+              max_tokens: 12,
+              temperature: 0,
+              deployment,
+            }),
+          });
+          expect(r.status).toBe(200);
+          const id = r.headers.get("x-request-id") as string;
+          const body = (await r.json()) as { choices: { text: string }[] };
+          return { id, text: body.choices[0]?.text };
+        }),
+      );
+    const want = await run(coloc?.id);
+    const got = await run(dep.id);
+    expect(got.map((g) => g.text)).toEqual(want.map((w) => w.text));
+    const rec = (await (await call(`/api/requests/${got[0]?.id}`)).json()) as {
+      jobs: { tasks: { role: string; status: string }[] }[];
+    };
+    expect(rec.jobs[0]?.tasks.map((t) => t.role)).toEqual(["attention"]);
+    // both attention ranks dispatched tokens of their own (DP balancing spread the tasks)
+    const instanceId = (dep.instances[0] as unknown as { id: string }).id;
+    for (const rank of [0, 1]) {
+      const comm = await env.NPU.getByName(npuName(instanceId, rank)).moeComm();
+      expect(
+        comm.some((c) => c.payloadBytesSent > 0),
+        `rank ${rank}`,
+      ).toBe(true);
+    }
+    expect((await admin(`/api/deployments/${dep.id}`, { method: "DELETE" })).status).toBe(200);
   });
 });
