@@ -20,6 +20,13 @@ import { modelConfigFromGguf } from "../shared/model/config.ts";
 import { ExpertShard } from "../shared/model/expert-shard.ts";
 import { parseGguf } from "../shared/model/gguf.ts";
 import type { Kernels } from "../shared/model/kernels.ts";
+import {
+  DEFAULT_EPLB,
+  type EplbOptions,
+  expertLoads,
+  rankLoads,
+  rebalance,
+} from "../shared/serving/eplb.ts";
 import { createKernels, type KernelKind } from "./node-kernels.ts";
 
 export const nodeClock: CommClock = {
@@ -146,4 +153,23 @@ export async function createLocalMoe(bytes: Uint8Array, o: LocalMoeOptions): Pro
     map,
     bytesRangeRead: () => rangeRead,
   };
+}
+
+/**
+ * Collects every expert rank's token counts since the last collection, rebalances the expert map
+ * from them (one time slice), loads the new replicas on their ranks, then swaps the map: steps
+ * already running finish on the old one. Returns the measured [layer][rank] loads it used.
+ */
+export async function rebalanceLocal(
+  m: LocalMoe,
+  opts: EplbOptions = DEFAULT_EPLB,
+): Promise<number[][]> {
+  const counts = m.experts.map((e) => e.takeTokenCounts());
+  const slices = expertLoads(counts).map((perExpert) => [perExpert]);
+  const next = rebalance(m.map.current, slices, opts);
+  for (const [j, shard] of m.expertShards.entries()) {
+    for (let l = 0; l < next.replicas.length; l++) await shard.add(l, expertsOnRank(next, l, j));
+  }
+  m.map.current = next;
+  return rankLoads(counts);
 }

@@ -78,10 +78,13 @@ export class DisaggMoe implements MoeExecutor {
       pairs: [],
       slots: [],
     }));
+    const seen = new Map<number, number>(); // expert -> tokens routed to it so far
     for (let r = 0; r < b.numTokens; r++) {
       for (let s = 0; s < k; s++) {
         const e = b.routeIds[r * k + s] as number;
-        const p = parts[rankFor(map, b.layer, e, r)] as RankPart;
+        const n = seen.get(e) ?? 0;
+        seen.set(e, n + 1);
+        const p = parts[rankFor(map, b.layer, e, n + o.rank)] as RankPart;
         if (p.tokens[p.tokens.length - 1] !== r) p.tokens.push(r);
         p.pairs.push(p.tokens.length - 1, e);
         p.slots.push(r * k + s);

@@ -50,13 +50,15 @@ export function expertsHeldBy(map: ExpertMap, rank: number): number[] {
 }
 
 /**
- * The rank that serves `row`'s copy of expert e: replicas are used in rotation by the token's
- * row in its batch (xDeepServe's communication-free balancing), so tokens spread over replicas.
+ * The rank that serves a token's copy of expert e. `ordinal` is the token's position among the
+ * batch's tokens routed to e, plus the attention rank's index: replicas are used in rotation
+ * (xDeepServe's communication-free balancing, which rotates on the batch position; counting per
+ * expert keeps two hot experts that the same tokens choose from landing on the same replicas).
  */
-export function rankFor(map: ExpertMap, layer: number, expert: number, row: number): number {
+export function rankFor(map: ExpertMap, layer: number, expert: number, ordinal: number): number {
   const ranks = map.replicas[layer]?.[expert];
   assert(ranks !== undefined && ranks.length > 0, `expert ${expert} of layer ${layer} has no rank`);
-  return ranks[row % ranks.length] as number;
+  return ranks[ordinal % ranks.length] as number;
 }
 
 /** Invariants of a map: every expert has a rank in range, no rank twice. @throws InvariantError */

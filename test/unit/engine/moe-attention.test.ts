@@ -151,9 +151,13 @@ describe("moe-attention (in-process fabric)", () => {
     for (const e of entries) {
       const r = routes.get(`${e.step}/${e.layer}`)!;
       const pairs = new Set<string>();
+      const seen = new Map<number, number>();
       for (let row = 0; row < r.length / k; row++) {
         for (let s = 0; s < k; s++) {
-          pairs.add(`${row}/${rankFor(m.map.current, e.layer, r[row * k + s]!, row)}`);
+          const x = r[row * k + s]!;
+          const n = seen.get(x) ?? 0;
+          seen.set(x, n + 1);
+          pairs.add(`${row}/${rankFor(m.map.current, e.layer, x, n)}`);
         }
       }
       expect(e.payloadBytesSent).toBe(pairs.size * c.hiddenSize * 4);
