@@ -15,7 +15,7 @@ import {
 } from "../shared/engine/attention-group.ts";
 import { DisaggMoe } from "../shared/engine/disagg-executor.ts";
 import type { StepReport } from "../shared/engine/engine.ts";
-import { primaryMap } from "../shared/engine/expert-map.ts";
+import { type ExpertMap, primaryMap } from "../shared/engine/expert-map.ts";
 import { LocalExecutor } from "../shared/engine/local-executor.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
@@ -29,6 +29,7 @@ import {
 import { expertName, npuName } from "../shared/protocol/names.ts";
 import type { Steppable } from "./engine-loop.ts";
 import type { Env } from "./env.ts";
+import { ExpertBalancer } from "./expert-balancer.ts";
 import { wallClock } from "./moe-clock.ts";
 import type { ModelSlot } from "./npu-loader.ts";
 import { readHeader } from "./r2-range.ts";
@@ -39,6 +40,7 @@ export interface AttentionHost {
   /** Starts this Npu's engine loop (the leader's loop runs group steps). */
   kickLoop(): void;
   log: Logger;
+  waitUntil(p: Promise<unknown>): void;
   /** Hands a step's outputs to this Npu's task streams. */
   onStep(report: StepReport, startedAt: number, endedAt: number): void;
 }
@@ -50,12 +52,31 @@ export class AttentionRole implements Steppable {
   private built: DisaggMoe | null = null;
   /** Rank 0: the other ranks' loads as last reported, plus sequences sent there since. */
   private readonly loads = new Map<number, AttentionLoad>();
+  /** The expert map this rank's current group step runs on (set at each step's start). */
+  private activeMap: ExpertMap;
+  /** Rank 0: the map version each other rank was last sent. */
+  private readonly sentVersion = new Map<number, number>();
+  /** Rank 0: EPLB. */
+  readonly balancer: ExpertBalancer | null;
 
   constructor(
     private readonly host: AttentionHost,
     readonly spec: MoeGroupSpec,
     readonly rank: number,
-  ) {}
+  ) {
+    this.activeMap = spec.map;
+    this.balancer =
+      rank === 0
+        ? new ExpertBalancer(
+            host.env,
+            spec,
+            (map) => {
+              this.spec.map = map; // the next group step picks it up
+            },
+            host.log,
+          )
+        : null;
+  }
 
   get isLeader(): boolean {
     return this.rank === 0;
@@ -82,7 +103,7 @@ export class AttentionRole implements Steppable {
             deliver: (msg: CommMessage) =>
               this.host.env.EXPERT.getByName(expertName(s.instanceId, j)).moeDeliver(msg),
           }),
-          map: () => this.spec.map,
+          map: () => this.activeMap,
           clock: wallClock,
           timeoutMs: s.timeoutMs,
         });
@@ -159,8 +180,12 @@ export class AttentionRole implements Steppable {
     return (this.engine?.hasWork() ?? false) || this.busy.size > 0;
   }
 
-  /** This rank's part of a group step (every rank, the leader's own part included). */
-  async ownStep(): Promise<StepReport | null> {
+  /**
+   * This rank's part of a group step (every rank, the leader's own part included); `map`: a newer
+   * expert map from the leader, which this step and the next run on.
+   */
+  async ownStep(map: ExpertMap | null = null): Promise<StepReport | null> {
+    if (map) this.activeMap = map;
     const engine = this.engine;
     try {
       const t0 = Date.now();
@@ -180,13 +205,23 @@ export class AttentionRole implements Steppable {
     const stub = (a: number) => this.host.env.NPU.getByName(npuName(this.spec.instanceId, a));
     // kicks that arrive during the step add ranks back, so none is lost
     this.busy.clear();
+    // every rank runs this step on the same map version (a rebalance swaps between steps)
+    const map = this.spec.map;
     const [own, ...rest] = await Promise.allSettled([
-      this.ownStep(),
-      ...others.map((a) => stub(a).attentionStep()),
+      this.ownStep(map),
+      ...others.map((a) => {
+        const send = this.sentVersion.get(a) !== map.version ? map : null;
+        this.sentVersion.set(a, map.version);
+        return stub(a).attentionStep({ map: send });
+      }),
     ]);
+    this.balancer?.afterStep((p) => this.host.waitUntil(p));
     rest.forEach((r, i) => {
       const a = others[i] as number;
-      if (r.status !== "fulfilled") return;
+      if (r.status !== "fulfilled") {
+        this.sentVersion.delete(a); // resend the map next time
+        return;
+      }
       if (r.value.hasWork) this.busy.add(a);
       if (r.value.load) this.loads.set(a, r.value.load);
     });

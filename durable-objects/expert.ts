@@ -31,6 +31,7 @@ export interface ExpertStats extends ExpertRankStats {
 export class Expert extends DurableObject<Env> {
   private readonly log: Logger;
   private rank: ExpertRank | null = null;
+  private shard: ExpertShard | null = null;
   private model = "";
   private capacityBytes = 0;
   private usedBytes = () => 0;
@@ -81,6 +82,7 @@ export class Expert extends DurableObject<Env> {
         timeoutMs: spec.timeoutMs,
       });
       this.model = spec.model;
+      this.shard = shard;
       this.capacityBytes = kernels.capacityBytes;
       this.usedBytes = () => kernels.usedBytes;
       this.log.info("experts.loaded", {
@@ -112,6 +114,12 @@ export class Expert extends DurableObject<Env> {
   async moeDeliver(msg: CommMessage): Promise<void> {
     if (!this.rank) throw new Error("this expert rank is not configured");
     this.rank.deliver(msg);
+  }
+
+  /** Loads the experts of each layer the next expert map adds to this rank (EPLB). */
+  async addExperts(a: { experts: number[][] }): Promise<void> {
+    if (!this.shard) throw new Error("this expert rank is not configured");
+    for (const [l, ids] of a.experts.entries()) await this.shard.add(l, ids);
   }
 
   /** Per-expert token counts since the last call (EPLB), then zeroed. */

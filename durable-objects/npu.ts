@@ -10,6 +10,7 @@
 import { DurableObject } from "cloudflare:workers";
 import type { AttentionLoad } from "../shared/engine/attention-group.ts";
 import type { EngineStats, StepReport } from "../shared/engine/engine.ts";
+import type { ExpertMap } from "../shared/engine/expert-map.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
 import type { FabricStats, RegionKind, RegionMeta } from "../shared/fabric/regions.ts";
@@ -24,6 +25,7 @@ import { AttentionRole, type MoeSetup, setupGroup } from "./attention-rank.ts";
 import { ContextPins } from "./context-pins.ts";
 import { EngineLoop, type StepSummary } from "./engine-loop.ts";
 import type { Env } from "./env.ts";
+import type { ExpertsView } from "./expert-balancer.ts";
 import { FabricHost, type RegionData } from "./fabric-host.ts";
 import { KvHandoff } from "./kv-handoff.ts";
 import { type Loaded, ModelSlot } from "./npu-loader.ts";
@@ -155,6 +157,7 @@ export class Npu extends DurableObject<Env> {
         slot: this.slot,
         log: this.log,
         kickLoop: () => this.loop.kick(),
+        waitUntil: (p) => this.ctx.waitUntil(p),
         onStep: (report, t0, t1) => this.#onStep(report, t0, t1),
       },
       a.spec,
@@ -175,10 +178,12 @@ export class Npu extends DurableObject<Env> {
   }
 
   /** The leader asks this rank for its part of a group step. */
-  async attentionStep(): Promise<{ hasWork: boolean; load: AttentionLoad | null }> {
+  async attentionStep(a: {
+    map: ExpertMap | null;
+  }): Promise<{ hasWork: boolean; load: AttentionLoad | null }> {
     if (!this.attention) throw new Error("this NPU is not an attention rank");
     try {
-      await this.attention.ownStep();
+      await this.attention.ownStep(a.map);
     } catch (e) {
       this.log.error("error.unhandled", { where: "attention step", ...errorFields(e, true) });
       this.streams.failAll();
@@ -188,6 +193,20 @@ export class Npu extends DurableObject<Env> {
       hasWork: this.loaded?.instance.engine.hasWork() ?? false,
       load: this.attention.currentLoad(),
     };
+  }
+
+  /** EPLB view of this moe-attention instance (rank 0). */
+  async moeExperts(): Promise<ExpertsView | null> {
+    return (await this.attention?.balancer?.view()) ?? null;
+  }
+
+  /** Rebalances this moe-attention instance's experts now (rank 0). */
+  async moeRebalance(): Promise<{
+    fromVersion: number;
+    toVersion: number;
+    imbalance: number;
+  } | null> {
+    return (await this.attention?.balancer?.rebalance()) ?? null;
   }
 
   /** A rank of the leader's group got work. */

@@ -14,6 +14,7 @@ export interface MoeGroupSpec {
   r2Key: string;
   numAttention: number;
   numExperts: number;
+  /** The current map (rank 0 replaces it on a rebalance). */
   map: ExpertMap;
   timeoutMs: number;
 }

@@ -207,4 +207,61 @@ describe.skipIf(!env.REF_QWEN3MOE)("moe-attention across DOs", () => {
     }
     expect((await admin(`/api/deployments/${dep.id}`, { method: "DELETE" })).status).toBe(200);
   });
+
+  it("EPLB through the API: imbalance at GET .../experts falls after POST .../rebalance", async () => {
+    expect((await call("/v1/models")).status).toBe(200);
+    const res = await admin("/api/deployments", {
+      method: "POST",
+      body: JSON.stringify({
+        model: "default-moe",
+        mode: "moe-attention",
+        instances: { attention: 2, experts: 4 },
+      }),
+    });
+    expect(res.status).toBe(201);
+    const dep = (await res.json()) as { id: string };
+    // a skewed workload: the same prompt eight times routes every copy to the same experts
+    const run = () =>
+      Promise.all(
+        Array.from({ length: 8 }, async () => {
+          const r = await call("/v1/completions", {
+            method: "POST",
+            body: JSON.stringify({
+              model: "default-moe",
+              prompt: "The little model said hello to the little model",
+              max_tokens: 8,
+              temperature: 0,
+              ignore_eos: true,
+              deployment: dep.id,
+            }),
+          });
+          expect(r.status).toBe(200);
+          return ((await r.json()) as { choices: { text: string }[] }).choices[0]?.text;
+        }),
+      );
+    interface View {
+      mapVersion: number;
+      imbalance: number;
+      layers: { rankTokens: number[] }[];
+    }
+    const experts = async () =>
+      (await (await admin(`/api/deployments/${dep.id}/experts`)).json()) as View;
+    const before = await run();
+    const v1 = await experts();
+    expect(v1.mapVersion).toBe(1);
+    expect(v1.layers.length).toBeGreaterThan(0);
+    expect(v1.imbalance).toBeGreaterThan(1.2);
+    const rb = await admin(`/api/deployments/${dep.id}/rebalance`, { method: "POST" });
+    expect(rb.status).toBe(200);
+    expect(await rb.json()).toMatchObject({ fromVersion: 1, toVersion: 2 });
+    const after = await run();
+    expect(after).toEqual(before);
+    const v2 = await experts();
+    expect(v2.mapVersion).toBe(2);
+    expect(v2.imbalance).toBeLessThan(v1.imbalance);
+    const total = (v: View) => v.layers.flatMap((l) => l.rankTokens).reduce((a, b) => a + b, 0);
+    expect(total(v2)).toBe(total(v1)); // the same work, spread over the replicas
+    expect((await admin("/api/deployments/dep_nope/experts")).status).toBe(404);
+    expect((await admin(`/api/deployments/${dep.id}`, { method: "DELETE" })).status).toBe(200);
+  });
 });

@@ -206,6 +206,33 @@ deployments.get("/:id", async (c) => {
   return c.json(await withLoad(c.env, d));
 });
 
+/** A moe-attention deployment's rank 0, or a 404. */
+async function moeLeader(env: Env, id: string) {
+  const d = await clusterManager(env).getDeployment({ id });
+  const instanceId = d?.instances.attention?.[0];
+  if (d?.status !== "active" || d.mode !== "moe-attention" || !instanceId)
+    throw new AppError(
+      "not_found",
+      `No moe-attention deployment ${id}.`,
+      "id",
+      "deployment_not_found",
+    );
+  return npu(env, instanceId, 0);
+}
+
+/** EPLB: per-rank token counts per layer since the last rebalance, imbalance, the expert map. */
+deployments.get("/:id/experts", async (c) => {
+  const view = await (await moeLeader(c.env, c.req.param("id"))).moeExperts();
+  return c.json({ object: "deployment.experts", id: c.req.param("id"), ...view });
+});
+
+/** EPLB now: redundant replicas of hot experts, a new map version swapped in between steps. */
+deployments.post("/:id/rebalance", async (c) => {
+  const r = await (await moeLeader(c.env, c.req.param("id"))).moeRebalance();
+  c.var.log.info("deployment.rebalanced", { deploymentId: c.req.param("id"), ...r });
+  return c.json({ object: "deployment.rebalance", id: c.req.param("id"), ...r });
+});
+
 deployments.delete("/:id", async (c) => {
   const d = await clusterManager(c.env).deleteDeployment({ id: c.req.param("id") });
   if (!d)
