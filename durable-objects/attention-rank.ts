@@ -189,6 +189,7 @@ export class AttentionRole implements Steppable {
     const engine = this.engine;
     try {
       const t0 = Date.now();
+      this.exec.beginStep();
       const report = engine?.hasWork() ? await engine.step() : null;
       await this.exec.endStep();
       if (report && !this.isLeader) this.host.onStep(report, t0, Date.now());

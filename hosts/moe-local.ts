@@ -166,10 +166,14 @@ export async function rebalanceLocal(
 ): Promise<number[][]> {
   const counts = m.experts.map((e) => e.takeTokenCounts());
   const slices = expertLoads(counts).map((perExpert) => [perExpert]);
-  const next = rebalance(m.map.current, slices, opts);
-  for (const [j, shard] of m.expertShards.entries()) {
-    for (let l = 0; l < next.replicas.length; l++) await shard.add(l, expertsOnRank(next, l, j));
-  }
-  m.map.current = next;
+  await applyMapLocal(m, rebalance(m.map.current, slices, opts));
   return rankLoads(counts);
+}
+
+/** Loads `map`'s experts on each rank of `m` (those it lacks), then makes it the current map. */
+export async function applyMapLocal(m: LocalMoe, map: ExpertMap): Promise<void> {
+  for (const [j, shard] of m.expertShards.entries()) {
+    for (let l = 0; l < map.replicas.length; l++) await shard.add(l, expertsOnRank(map, l, j));
+  }
+  m.map.current = map;
 }

@@ -90,6 +90,7 @@ export class AttentionGroup {
     const results = await Promise.allSettled(
       this.ranks.map(async (r) => {
         try {
+          r.moe.beginStep();
           const report = r.engine.hasWork() ? await r.engine.step() : null;
           await r.moe.endStep();
           return report;

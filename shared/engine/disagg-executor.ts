@@ -52,6 +52,8 @@ export class DisaggMoe implements MoeExecutor {
   step = 0;
   private stepMap: ExpertMap | null = null;
   private layersSent = 0;
+  /** When this rank's compute for the next layer began (step start, or the last exchange's end). */
+  private computeFrom: number | null = null;
 
   constructor(private readonly o: DisaggMoeOptions) {
     this.inbox = new Inbox(o.clock, this.counters);
@@ -68,8 +70,16 @@ export class DisaggMoe implements MoeExecutor {
     this.inbox.deliver(msg);
   }
 
+  /** Marks the start of this rank's step (its compute before the first dispatch counts from here). */
+  beginStep(): void {
+    this.computeFrom = this.o.clock.now();
+  }
+
   async experts(b: MoeBatch, slotOut: Float32Array): Promise<void> {
     const o = this.o;
+    if (this.computeFrom !== null) {
+      this.counters.computed(b.layer, this.step, o.clock.now() - this.computeFrom);
+    }
     const h = o.hiddenSize;
     const k = o.topK;
     const map = this.currentMap();
@@ -125,6 +135,7 @@ export class DisaggMoe implements MoeExecutor {
         slotOut.set(out.subarray(i * h, (i + 1) * h), slot * h);
       });
     }
+    this.computeFrom = o.clock.now();
   }
 
   /**
@@ -168,6 +179,7 @@ export class DisaggMoe implements MoeExecutor {
 
   /** Leaves a failed step (a timed-out exchange): the next step starts clean. */
   abortStep(): void {
+    this.computeFrom = null;
     this.step++;
     this.stepMap = null;
     this.layersSent = 0;

@@ -127,7 +127,9 @@ export class ExpertRank {
         (e) => shard.weightsOf(layer, e),
         this.output,
       );
-      this.computeMs += o.clock.now() - t0;
+      const ms = o.clock.now() - t0;
+      this.computeMs += ms;
+      this.counters.computed(layer, step, ms);
       const distinct = new Set(this.pairExpert.subarray(0, pairs));
       this.expertCalls += distinct.size;
       this.expertRows += pairs;

@@ -51,6 +51,11 @@ export interface StepComm {
   messagesReceived: number;
   /** Time spent in gather barriers. */
   waitMs: number;
+  /**
+   * Compute on this rank for the layer: an attention rank's time from the step's start or the
+   * previous exchange to this layer's dispatch; an expert rank's expert FFNs.
+   */
+  computeMs: number;
 }
 
 /** How many (layer, step) entries a rank keeps for reports. */
@@ -65,6 +70,7 @@ export class CommCounters {
     messagesSent: 0,
     messagesReceived: 0,
     waitMs: 0,
+    computeMs: 0,
   };
 
   entry(layer: number, step: number): StepComm {
@@ -80,6 +86,7 @@ export class CommCounters {
         messagesSent: 0,
         messagesReceived: 0,
         waitMs: 0,
+        computeMs: 0,
       };
       this.entries.set(key, e);
       if (this.entries.size > COMM_HISTORY) {
@@ -111,6 +118,11 @@ export class CommCounters {
   waited(layer: number, step: number, ms: number): void {
     this.entry(layer, step).waitMs += ms;
     this.totals.waitMs += ms;
+  }
+
+  computed(layer: number, step: number, ms: number): void {
+    this.entry(layer, step).computeMs += ms;
+    this.totals.computeMs += ms;
   }
 
   /** The kept entries, oldest first. */
