@@ -43,7 +43,8 @@ export class ClusterManager extends DurableObject<Env> {
     sizeBytes: number;
     ownedBy: string;
     summary: ModelSummary;
-    defaultDeploymentId: string;
+    /** null: no default colocated deployment (the model does not fit one NPU). */
+    defaultDeploymentId: string | null;
   }): Promise<ModelRecord> {
     const prev = this.#stored(m.name);
     const generation = prev ? prev.generation + 1 : 0;
@@ -68,13 +69,14 @@ export class ClusterManager extends DurableObject<Env> {
       );
       for (const d of this.#deploymentsOf(m.name)) this.#put({ ...d, status: "deleted" });
     });
-    this.#createDeployment({
-      id: m.defaultDeploymentId,
-      model: m.name,
-      mode: "colocated",
-      scheduler: "least-loaded",
-      counts: { colocated: 1, prefill: 0, decode: 0 },
-    });
+    if (m.defaultDeploymentId)
+      this.#createDeployment({
+        id: m.defaultDeploymentId,
+        model: m.name,
+        mode: "colocated",
+        scheduler: "least-loaded",
+        counts: { colocated: 1, prefill: 0, decode: 0 },
+      });
     this.log.info("model.registered", { model: m.name, sizeBytes: m.sizeBytes, generation });
     return this.#publish(m.name) as Promise<ModelRecord>;
   }

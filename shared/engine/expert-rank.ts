@@ -70,7 +70,7 @@ export class ExpertRank {
     const maxRows = o.numAttentionRanks * o.maxTokensPerRank;
     const maxPairs = maxRows * c.numExpertsPerTok;
     this.inbox = new Inbox(o.clock, this.counters);
-    this.ws = allocExpertWorkspace(o.kernels, c, maxPairs);
+    this.ws = allocExpertWorkspace(o.kernels, c, maxRows, maxPairs);
     this.input = o.kernels.alloc(maxRows * c.hiddenSize);
     this.output = o.kernels.alloc(maxPairs * c.hiddenSize);
     this.pairRow = new Int32Array(maxPairs);

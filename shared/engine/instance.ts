@@ -75,6 +75,17 @@ function resolve(c: ModelConfig, o: InstanceOptions): ResolvedOptions {
   };
 }
 
+/** Bytes one NPU needs for the model with KV for one full-length sequence (the least it runs in). */
+export function memoryNeeded(c: ModelConfig, o: InstanceOptions = {}): number {
+  const r = resolve(c, o);
+  const perBlock = kvBytesPerBlock(c, r.blockSize) + 32;
+  return (
+    weightBytes(c, r.weights) +
+    workspaceBytes(c, { ...r, maxNumTokens: r.maxNumBatchedTokens }) +
+    Math.ceil(r.maxModelLen / r.blockSize) * perBlock
+  );
+}
+
 /**
  * Plans memory for a model under a budget. @throws KernelMemoryError with a message that says
  * how much was needed when the model does not fit.
@@ -92,7 +103,7 @@ export function planMemory(
   const left = capacityBytes - w - ws;
   const numBlocks = Math.min(Math.floor(left / perBlock), blocksPerSeq * r.maxNumSeqs);
   if (numBlocks < blocksPerSeq) {
-    const need = w + ws + blocksPerSeq * perBlock;
+    const need = memoryNeeded(c, o);
     throw new KernelMemoryError(
       `model "${c.name}" needs ${mib(need)} MiB (weights ${mib(w)}, workspace ${mib(ws)}, KV for one ` +
         `${r.maxModelLen}-token sequence ${mib(blocksPerSeq * perBlock)}) but the budget is ${mib(capacityBytes)} MiB`,

@@ -37,14 +37,17 @@ export interface MoeExecutor {
   experts(batch: MoeBatch, slotOut: Float32Array): Promise<void>;
 }
 
-/** Scratch for `runExperts`, in kernel memory (every buffer a kernel touches must be). */
+/**
+ * Scratch for `runExperts`, in kernel memory (every buffer a kernel touches must be). An expert
+ * sees each input row at most once, so one expert's buffers hold `maxRows` rows.
+ */
 export interface ExpertWorkspace {
-  /** (maxPairs, h): rows gathered for one expert. */
+  /** (maxRows, h): rows gathered for one expert. */
   gathered: Float32Array;
-  /** (maxPairs, 2 ff) and (maxPairs, ff). */
+  /** (maxRows, 2 ff) and (maxRows, ff). */
   hb: Float32Array;
   hb2: Float32Array;
-  /** (maxPairs, h). */
+  /** (maxRows, h). */
   expertOut: Float32Array;
   /** (maxPairs + numExperts): pair indices bucketed by expert, then per-expert running starts. */
   order: Int32Array;
@@ -55,25 +58,26 @@ export interface ExpertWorkspace {
 export function allocExpertWorkspace(
   kernels: Kernels,
   c: ModelConfig,
+  maxRows: number,
   maxPairs: number,
 ): ExpertWorkspace {
   const h = c.hiddenSize;
   const ff = c.moeIntermediateSize;
   return {
-    gathered: kernels.alloc(maxPairs * h),
-    hb: kernels.alloc(maxPairs * 2 * ff),
-    hb2: kernels.alloc(maxPairs * ff),
-    expertOut: kernels.alloc(maxPairs * h),
+    gathered: kernels.alloc(maxRows * h),
+    hb: kernels.alloc(maxRows * 2 * ff),
+    hb2: kernels.alloc(maxRows * ff),
+    expertOut: kernels.alloc(maxRows * h),
     order: kernels.allocInt32(maxPairs + c.numExperts),
     counts: kernels.allocInt32(c.numExperts),
   };
 }
 
 /** f32 bytes of `allocExpertWorkspace` (without allocation rounding). */
-export function expertWorkspaceBytes(c: ModelConfig, maxPairs: number): number {
+export function expertWorkspaceBytes(c: ModelConfig, maxRows: number, maxPairs: number): number {
   const h = c.hiddenSize;
   const ff = c.moeIntermediateSize;
-  const floats = maxPairs * (2 * h + 3 * ff);
+  const floats = maxRows * (2 * h + 3 * ff);
   return 4 * (floats + maxPairs + 2 * c.numExperts) + 16 * 6;
 }
 

@@ -11,6 +11,11 @@ export interface ModelSummary {
   vocabSize: number;
   numExperts: number;
   numExpertsPerTok: number;
+  /**
+   * Bytes one NPU needs to serve the model colocated (KV for one full-length sequence). Above the
+   * NPU budget only moe-attention deployments serve it. Absent in records made before.
+   */
+  memoryNeededBytes?: number;
 }
 
 export const DEPLOYMENT_MODES = ["colocated", "pd", "moe-attention"] as const;

@@ -14,10 +14,10 @@ import {
   SCHEDULER_POLICIES,
 } from "../../shared/types/deployments.ts";
 import type { AppEnv } from "../app-env.ts";
-import { clusterManager, type Env, expert, npu } from "../env.ts";
+import { clusterManager, type Env, expert, getConfig, npu } from "../env.ts";
 import { newDeploymentId } from "../ids.ts";
 import { MAX_JSON_BODY_BYTES, readBody } from "../middleware/body.ts";
-import { r2KeyFor } from "../models.ts";
+import { fitsOneNpu, r2KeyFor } from "../models.ts";
 import { parseJsonBody } from "../openai/parse-body.ts";
 
 import { requireAdmin } from "./admin.ts";
@@ -147,6 +147,20 @@ deployments.post("/", async (c) => {
   const parsed = parseJsonBody(raw, DeploymentSpecSchema);
   if (!parsed.ok) throw AppError.from(parsed.error);
   const s = parsed.value;
+  if (s.mode !== "moe-attention") {
+    const m = await clusterManager(c.env).getModel({ name: s.model });
+    if (m && !fitsOneNpu(c.env, m.summary)) {
+      const need = ((m.summary.memoryNeededBytes ?? 0) / 2 ** 20).toFixed(1);
+      const budget = (getConfig(c.env).npuMemoryBudgetBytes / 2 ** 20).toFixed(1);
+      throw new AppError(
+        "invalid_request",
+        `model ${s.model} needs ${need} MiB in one NPU but the NPU budget is ${budget} MiB: ` +
+          "deploy it as moe-attention, its experts spread over Expert DOs",
+        "mode",
+        "model_too_large",
+      );
+    }
+  }
   const created = await clusterManager(c.env).addDeployment({
     id: newDeploymentId(),
     model: s.model,
