@@ -14,7 +14,10 @@
  * - EPLB under skew (32 copies of one prompt, A=2, E=4): imbalance and step latency on the
  *   primary map and, on a fresh instance with the same workload, on the rebalanced map.
  *
- *   npm run -s bench:moe -- --json [--model PATH] [--tokens N]
+ * Each throughput figure is the median run of `--runs` (colocated and moe-attention runs
+ * alternate, so a busy machine slows both alike).
+ *
+ *   npm run -s bench:moe -- --json [--model PATH] [--tokens N] [--runs N]
  */
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -34,6 +37,7 @@ const { values } = parseArgs({
   options: {
     model: { type: "string" },
     tokens: { type: "string", default: "32" },
+    runs: { type: "string", default: "3" },
     json: { type: "boolean", default: false },
   },
 });
@@ -48,7 +52,12 @@ const PROMPTS = [
 ];
 const DOS = 4;
 const params = { ...GREEDY, maxTokens: numTokens, ignoreEos: true };
+const runs = Number(values.runs);
 const round = (x: number, d = 3) => Number(x.toFixed(d));
+/** The run with the median tokensPerS. */
+function median<T extends { tokensPerS: number }>(xs: T[]): T {
+  return [...xs].sort((a, b) => a.tokensPerS - b.tokensPerS)[Math.floor(xs.length / 2)] as T;
+}
 
 function promptIds(inst: ModelInstance, i: number, skew: boolean): number[] {
   return inst.tokenizer.encode(
@@ -159,8 +168,14 @@ async function moe(A: number, E: number) {
 
 const throughput: Record<string, unknown>[] = [];
 for (const numSeqs of [1, 32]) {
-  const c = await colocated(numSeqs);
-  const m = summarize(await runMoe(await moe(2, 2), numSeqs, false));
+  const cs: Awaited<ReturnType<typeof colocated>>[] = [];
+  const ms: ReturnType<typeof summarize>[] = [];
+  for (let r = 0; r < runs; r++) {
+    cs.push(await colocated(numSeqs));
+    ms.push(summarize(await runMoe(await moe(2, 2), numSeqs, false)));
+  }
+  const c = median(cs);
+  const m = median(ms);
   throughput.push({
     numSeqs,
     dos: DOS,
@@ -206,6 +221,7 @@ const result = {
   bench: "moe",
   model: values.model ?? "default-moe",
   numTokens,
+  runs,
   throughput,
   expertBatch,
   eplb,
