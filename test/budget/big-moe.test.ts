@@ -5,7 +5,6 @@
  * moe-attention deployment (2 attention Npus, 4 Expert DOs, each within the budget) serves it with
  * the greedy output of the engine run in one large arena.
  */
-import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import DEFAULT_MODEL from "../../models/default-moe.gguf";
 import { buildBigMoe } from "../../scripts/big-moe.ts";
