@@ -9,7 +9,7 @@ import { DurableObject } from "cloudflare:workers";
 import { expertsOnRank } from "../shared/engine/expert-map.ts";
 import { ExpertRank, type ExpertRankStats } from "../shared/engine/expert-rank.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
-import type { CommMessage } from "../shared/fabric/comm.ts";
+import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
 import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
 import { modelConfigFromGguf } from "../shared/model/config.ts";
 import { ExpertShard } from "../shared/model/expert-shard.ts";
@@ -120,6 +120,11 @@ export class Expert extends DurableObject<Env> {
   async addExperts(a: { experts: number[][] }): Promise<void> {
     if (!this.shard) throw new Error("this expert rank is not configured");
     for (const [l, ids] of a.experts.entries()) await this.shard.add(l, ids);
+  }
+
+  /** Comm counters per (layer, step) of this expert rank (the latest COMM_HISTORY). */
+  async moeComm(): Promise<StepComm[]> {
+    return this.rank?.counters.list() ?? [];
   }
 
   /** Per-expert token counts since the last call (EPLB), then zeroed. */

@@ -205,6 +205,28 @@ describe.skipIf(!env.REF_QWEN3MOE)("moe-attention across DOs", () => {
         `rank ${rank}`,
       ).toBe(true);
     }
+    // the comm counters through the API: every attention rank sent a part to each expert rank
+    // per (layer, step), and the expert ranks received them
+    const comm = (await (await admin(`/api/deployments/${dep.id}/comm`)).json()) as {
+      data: {
+        role: string;
+        rank: number;
+        steps: { messagesSent: number; messagesReceived: number }[];
+      }[];
+    };
+    expect(comm.data.map((r) => `${r.role}/${r.rank}`)).toEqual([
+      "attention/0",
+      "attention/1",
+      "expert/0",
+      "expert/1",
+    ]);
+    for (const r of comm.data.filter((x) => x.role === "attention")) {
+      expect(r.steps.length).toBeGreaterThan(0);
+      expect(r.steps.every((s) => s.messagesSent === 2)).toBe(true);
+    }
+    for (const r of comm.data.filter((x) => x.role === "expert")) {
+      expect(r.steps.every((s) => s.messagesReceived === 2)).toBe(true);
+    }
     expect((await admin(`/api/deployments/${dep.id}`, { method: "DELETE" })).status).toBe(200);
   });
 

@@ -240,6 +240,34 @@ deployments.get("/:id/experts", async (c) => {
   return c.json({ object: "deployment.experts", id: c.req.param("id"), ...view });
 });
 
+/**
+ * The communication counters of a moe-attention deployment's ranks: per (layer, step), bytes and
+ * messages sent and received, payload bytes, barrier wait and compute time (the latest 256).
+ */
+deployments.get("/:id/comm", async (c) => {
+  await moeLeader(c.env, c.req.param("id"));
+  const d = (await clusterManager(c.env).getDeployment({
+    id: c.req.param("id"),
+  })) as DeploymentRecord;
+  const id = d.instances.attention?.[0] as string;
+  const layout = d.moe ?? { numAttention: 0, numExperts: 0 };
+  const attention = await Promise.all(
+    Array.from({ length: layout.numAttention }, async (_, rank) => ({
+      role: "attention",
+      rank,
+      steps: await npu(c.env, id, rank).moeComm(),
+    })),
+  );
+  const experts = await Promise.all(
+    Array.from({ length: layout.numExperts }, async (_, rank) => ({
+      role: "expert",
+      rank,
+      steps: await expert(c.env, id, rank).moeComm(),
+    })),
+  );
+  return c.json({ object: "list", data: [...attention, ...experts] });
+});
+
 /** EPLB now: redundant replicas of hot experts, a new map version swapped in between steps. */
 deployments.post("/:id/rebalance", async (c) => {
   const r = await (await moeLeader(c.env, c.req.param("id"))).moeRebalance();
