@@ -140,6 +140,10 @@ interface Gathering {
 /** A rank's receive side: per-step activation regions in memory, taken by `gather`. */
 export class Inbox {
   private readonly pending = new Map<string, Gathering>();
+  /** Gathers that timed out (the latest COMM_HISTORY): their late parts are dropped, not kept. */
+  private readonly expired = new Set<string>();
+  /** Late parts dropped. */
+  numLate = 0;
 
   constructor(
     private readonly clock: CommClock,
@@ -147,6 +151,10 @@ export class Inbox {
   ) {}
 
   deliver(msg: CommMessage): void {
+    if (this.expired.has(key(msg.kind, msg.step, msg.layer))) {
+      this.numLate++;
+      return;
+    }
     const g = this.slot(msg.kind, msg.step, msg.layer);
     if (g.parts.has(msg.from)) {
       throw new Error(
@@ -181,6 +189,10 @@ export class Inbox {
       const cancel = this.clock.after(timeoutMs, () => {
         g.resolve = null;
         this.pending.delete(key(kind, step, layer));
+        this.expired.add(key(kind, step, layer));
+        if (this.expired.size > COMM_HISTORY) {
+          this.expired.delete(this.expired.values().next().value as string);
+        }
         const missing = senders.filter((s) => !g.parts.has(s));
         reject(
           new CommTimeoutError(

@@ -179,5 +179,10 @@ describe("moe-attention (in-process fabric)", () => {
       maxTokens: 2,
     });
     await expect(m.group.step()).rejects.toThrow(/no part from rank\(s\) 1 within 200 ms/);
+    // a part that arrives after its gather timed out is dropped, not kept forever
+    const moe = m.group.ranks[0]!.moe;
+    moe.deliver({ kind: "e2a", step: 0, layer: 0, from: 1, bytes: new Uint8Array(4) });
+    expect(moe.inbox.numLate).toBe(1);
+    expect(moe.inbox.count("e2a", 0, 0)).toBe(0);
   });
 });
