@@ -5,7 +5,7 @@
  * ranks, and resident weight bytes are measured on each side.
  */
 import { env } from "cloudflare:workers";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { primaryMap } from "../../shared/engine/expert-map.ts";
 import { modelConfigFromGguf } from "../../shared/model/config.ts";
 import { isExpertTensor } from "../../shared/model/expert-shard.ts";
@@ -284,6 +284,51 @@ describe.skipIf(!env.REF_QWEN3MOE)("moe-attention across DOs", () => {
     const total = (v: View) => v.layers.flatMap((l) => l.rankTokens).reduce((a, b) => a + b, 0);
     expect(total(v2)).toBe(total(v1)); // the same work, spread over the replicas
     expect((await admin("/api/deployments/dep_nope/experts")).status).toBe(404);
+    expect((await admin(`/api/deployments/${dep.id}`, { method: "DELETE" })).status).toBe(200);
+  });
+
+  it("rebalances on its own when the imbalance stays above the threshold", async () => {
+    expect((await call("/v1/models")).status).toBe(200);
+    const res = await admin("/api/deployments", {
+      method: "POST",
+      body: JSON.stringify({
+        model: "default-moe",
+        mode: "moe-attention",
+        instances: { attention: 2, experts: 4 },
+      }),
+    });
+    expect(res.status).toBe(201);
+    const dep = (await res.json()) as { id: string };
+    // identical sequences decoding 150 tokens: over 128 group steps (two checks, 64 apart), each
+    // step routing every token of a layer to the same two experts
+    await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const r = await call("/v1/completions", {
+          method: "POST",
+          body: JSON.stringify({
+            model: "default-moe",
+            prompt: "The little model said hello",
+            max_tokens: 150,
+            temperature: 0,
+            ignore_eos: true,
+            deployment: dep.id,
+          }),
+        });
+        expect(r.status).toBe(200);
+        await r.json();
+      }),
+    );
+    await vi.waitFor(
+      async () => {
+        const v = (await (await admin(`/api/deployments/${dep.id}/experts`)).json()) as {
+          mapVersion: number;
+          numRebalances: number;
+        };
+        expect(v.mapVersion).toBeGreaterThanOrEqual(2);
+        expect(v.numRebalances).toBeGreaterThanOrEqual(1);
+      },
+      { timeout: 10_000, interval: 100 },
+    );
     expect((await admin(`/api/deployments/${dep.id}`, { method: "DELETE" })).status).toBe(200);
   });
 });
