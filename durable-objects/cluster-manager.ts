@@ -48,7 +48,8 @@ export class ClusterManager extends DurableObject<Env> {
     sizeBytes: number;
     ownedBy: string;
     summary: ModelSummary;
-    defaultDeploymentId: string;
+    /** null: no default colocated deployment (the model does not fit one NPU). */
+    defaultDeploymentId: string | null;
   }): Promise<ModelRecord> {
     const prev = this.#stored(m.name);
     const generation = prev ? prev.generation + 1 : 0;
@@ -73,13 +74,14 @@ export class ClusterManager extends DurableObject<Env> {
       );
       for (const d of this.#deploymentsOf(m.name)) this.#put({ ...d, status: "deleted" });
     });
-    this.#createDeployment({
-      id: m.defaultDeploymentId,
-      model: m.name,
-      mode: "colocated",
-      scheduler: "deepflow",
-      counts: { colocated: 1, prefill: 0, decode: 0 },
-    });
+    if (m.defaultDeploymentId)
+      this.#createDeployment({
+        id: m.defaultDeploymentId,
+        model: m.name,
+        mode: "colocated",
+        scheduler: "deepflow",
+        counts: { colocated: 1, prefill: 0, decode: 0 },
+      });
     this.log.info("model.registered", { model: m.name, sizeBytes: m.sizeBytes, generation });
     return this.#publish(m.name) as Promise<ModelRecord>;
   }
@@ -191,7 +193,9 @@ export class ClusterManager extends DurableObject<Env> {
         colocated: ids("c", spec.counts.colocated),
         prefill: ids("p", spec.counts.prefill),
         decode: ids("d", spec.counts.decode),
+        attention: spec.moe ? ids("ma", 1) : [],
       },
+      ...(spec.moe ? { moe: spec.moe } : {}),
     };
     this.#put(record);
     this.log.info("deployment.created", {

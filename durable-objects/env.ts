@@ -4,11 +4,13 @@
  */
 import { type ServingConfig, servingConfig } from "../shared/config.ts";
 import type { ClusterManager } from "./cluster-manager.ts";
+import type { Expert } from "./expert.ts";
 import type { JobExecutor } from "./job-executor.ts";
 import type { Npu } from "./npu.ts";
 
 export interface Env {
   NPU: DurableObjectNamespace<Npu>;
+  EXPERT: DurableObjectNamespace<Expert>;
   JOB_EXECUTOR: DurableObjectNamespace<JobExecutor>;
   CLUSTER_MANAGER: DurableObjectNamespace<ClusterManager>;
   MODELS: R2Bucket;

@@ -4,11 +4,13 @@
  * cache, scheduler, engine). The Npu keeps the result (one model per NPU, loaded once). Prompts
  * reach the Npu already tokenised by the JobExecutor.
  */
+import type { Executor } from "../shared/engine/executor.ts";
 import { createInstance, type ModelInstance } from "../shared/engine/instance.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
 import { KernelMemoryError, type Kernels } from "../shared/model/kernels.ts";
 import { createWasmKernels, WASM_KERNEL_IMPORTS } from "../shared/model/kernels-wasm.ts";
+import type { Transformer } from "../shared/model/transformer.ts";
 import kernelsModule from "../wasm/kernels.wasm";
 import { type Env, getConfig } from "./env.ts";
 
@@ -18,12 +20,21 @@ export interface Loaded {
   kernels: Kernels;
 }
 
+/**
+ * How an attention rank of a moe-attention instance loads: without the MoE experts, with an
+ * executor that sends the experts' halves to the expert ranks (attention-rank.ts).
+ */
+export interface AttentionLoad {
+  makeExecutor: (t: Transformer) => Executor;
+}
+
 /** Loads `model` from the R2 registry into a fresh kernel arena. Failures are values. */
 export async function loadModel(
   env: Env,
   log: Logger,
   model: string,
   r2Key: string,
+  attention: AttentionLoad | null = null,
 ): Promise<Result<Loaded>> {
   const t0 = Date.now();
   const obj = await env.MODELS.get(r2Key);
@@ -41,16 +52,24 @@ export async function loadModel(
   try {
     const wasm = await WebAssembly.instantiate(kernelsModule, WASM_KERNEL_IMPORTS);
     const kernels = createWasmKernels(wasm, cfg.npuMemoryBudgetBytes);
-    const instance = createInstance(bytes, kernels, {
-      maxNumSeqs: cfg.maxNumSeqs,
-      maxNumBatchedTokens: cfg.maxNumBatchedTokens,
-      blockSize: cfg.blockSize,
-    });
+    const instance = createInstance(
+      bytes,
+      kernels,
+      {
+        maxNumSeqs: cfg.maxNumSeqs,
+        maxNumBatchedTokens: cfg.maxNumBatchedTokens,
+        blockSize: cfg.blockSize,
+        weights: attention ? "attention" : "all",
+      },
+      attention?.makeExecutor,
+    );
     log.info("model.loaded", {
       model,
       sizeBytes: bytes.byteLength,
       numBlocks: instance.memory.numBlocks,
       weightBytes: instance.memory.weightBytes,
+      residentWeightBytes: instance.residentWeightBytes,
+      role: attention ? "attention" : "colocated",
       durationMs: Date.now() - t0,
     });
     return { ok: true, value: { model, instance, kernels } };
@@ -69,6 +88,8 @@ export class ModelSlot {
   current: Loaded | null = null;
   private loading: Promise<Result<Loaded>> | null = null;
   private loadingModel: string | null = null;
+  /** Set before the first load to load as a moe-attention attention rank. */
+  attention: AttentionLoad | null = null;
 
   constructor(
     private readonly env: Env,
@@ -89,7 +110,7 @@ export class ModelSlot {
       );
     }
     this.loadingModel = model;
-    this.loading ??= loadModel(this.env, this.log, model, r2Key).then((r) => {
+    this.loading ??= loadModel(this.env, this.log, model, r2Key, this.attention).then((r) => {
       if (r.ok) this.current = r.value;
       else this.loading = null; // let a later call retry
       return r;

@@ -7,8 +7,11 @@ import { join } from "node:path";
 
 // shared/model holds the GGUF reader, weights, kernels and the tokenizers: quantised weights
 // (block formats, the JS reference matmulQ, mixed-type weight stacks) take about 850 lines, the
-// byte-level BPE tokenizer (tokenizer/) about 450 more.
-const LINE_BUDGET = { "shared/model": 4200, "shared/engine": 1200 };
+// byte-level BPE tokenizer (tokenizer/) about 450 more, moe-attention's split MoE layer and
+// expert shards about 430 (the tokenizer is to move out of shared/model). shared/engine was
+// raised for moe-attention (issue 8): the disaggregated executor, the attention group, the
+// expert ranks and their memory plan.
+const LINE_BUDGET = { "shared/model": 4800, "shared/engine": 1850 };
 
 function files(dir) {
   return readdirSync(dir).flatMap((f) => {

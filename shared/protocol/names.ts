@@ -23,3 +23,8 @@ export function requestShard(requestId: string, numShards: number): number {
 export function instanceId(model: string, index: number): string {
   return `inst_${model}_${index}`;
 }
+
+/** The Expert DO of expert rank `rank` of a moe-attention instance. */
+export function expertName(instanceId: string, rank: number): string {
+  return `${instanceId}/expert/${rank}`;
+}

@@ -11,9 +11,14 @@ export interface ModelSummary {
   vocabSize: number;
   numExperts: number;
   numExpertsPerTok: number;
+  /**
+   * Bytes one NPU needs to serve the model colocated (KV for one full-length sequence). Above the
+   * NPU budget only moe-attention deployments serve it. Absent in records made before.
+   */
+  memoryNeededBytes?: number;
 }
 
-export const DEPLOYMENT_MODES = ["colocated", "pd"] as const;
+export const DEPLOYMENT_MODES = ["colocated", "pd", "moe-attention"] as const;
 export type DeploymentMode = (typeof DEPLOYMENT_MODES)[number];
 /**
  * "deepflow" is Algorithm 1 (PD-aware group step, cache-aware instance step); the others are its
@@ -33,6 +38,20 @@ export interface DeploymentInstances {
   colocated: string[];
   prefill: string[];
   decode: string[];
+  /**
+   * moe-attention: the instance (one, made of A attention Npus `npuName(id, a)` and E Expert DOs
+   * `expertName(id, j)`). Absent in records made before the mode existed.
+   */
+  attention?: string[];
+}
+
+/**
+ * The shape of a moe-attention instance. Its live expert map is held by attention rank 0 (GET
+ * /api/deployments/:id/experts).
+ */
+export interface MoeLayout {
+  numAttention: number;
+  numExperts: number;
 }
 
 export interface DeploymentRecord {
@@ -46,6 +65,8 @@ export interface DeploymentRecord {
   status: "active" | "deleted";
   createdAt: number;
   instances: DeploymentInstances;
+  /** moe-attention only. */
+  moe?: MoeLayout;
 }
 
 export interface DeploymentSpec {
@@ -54,6 +75,7 @@ export interface DeploymentSpec {
   mode: DeploymentMode;
   scheduler: SchedulerPolicy;
   counts: { colocated: number; prefill: number; decode: number };
+  moe?: MoeLayout;
 }
 
 export interface ModelRecord {
