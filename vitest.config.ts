@@ -63,6 +63,28 @@ export default defineConfig({
         ],
         test: { name: "workerd", include: ["test/integration/**/*.test.ts"], testTimeout: 60_000 },
       },
+      {
+        // the same worker with a small NPU budget, so a generated MoE model exceeds one NPU
+        plugins: [
+          cloudflareTest({
+            wrangler: { configPath: "./wrangler.toml" },
+            miniflare: {
+              cf: false,
+              bindings: {
+                API_KEYS: "test:sk-test",
+                ADMIN_API_KEYS: "sk-admin",
+                LOG_LEVEL: "warn",
+                NPU_MEMORY_BUDGET_MB: "24",
+              },
+            },
+          }),
+        ],
+        test: {
+          name: "workerd-budget",
+          include: ["test/budget/**/*.test.ts"],
+          testTimeout: 120_000,
+        },
+      },
     ],
   },
 });

@@ -257,7 +257,12 @@ export class BatchRunner {
     if (!planned.ok) return this.retryOrFail(jobId, requestId, planned.error);
     const { placement, task } = planned.value;
     // the deployments offered were colocated ones, so the placement is colocated
-    const t = placement.mode === "colocated" ? placement.colocated : placement.decode;
+    const t =
+      placement.mode === "colocated"
+        ? placement.colocated
+        : placement.mode === "pd"
+          ? placement.decode
+          : placement.attention;
     if (!this.isLive(jobId)) return this.host.unplan(t.taskId); // cancelled while it was planned
     this.records.addTask({
       id: t.taskId,

@@ -8,7 +8,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
-import { jobExecutorName, weightCacheName } from "../shared/protocol/names.ts";
+import { instanceId, jobExecutorName, weightCacheName } from "../shared/protocol/names.ts";
 import type { PdProfile } from "../shared/serving/pd-profile.ts";
 import type {
   DeploymentRecord,
@@ -17,8 +17,12 @@ import type {
   ModelSummary,
 } from "../shared/types/deployments.ts";
 import type { FaultKind } from "../shared/types/faults.ts";
-import type { InstanceStatus, LoadPath, RoleCounts } from "../shared/types/instances.ts";
-import type { InstanceRole } from "../shared/types/records.ts";
+import type {
+  InstanceStatus,
+  LoadPath,
+  RoleCounts,
+  ScalableRole,
+} from "../shared/types/instances.ts";
 import { Autoscaler } from "./autoscaler.ts";
 import { type Env, getConfig } from "./env.ts";
 import { FaultSwitch } from "./faults.ts";
@@ -74,7 +78,8 @@ export class ClusterManager extends DurableObject<Env> {
     sizeBytes: number;
     ownedBy: string;
     summary: ModelSummary;
-    defaultDeploymentId: string;
+    /** null: no default colocated deployment (the model does not fit one NPU). */
+    defaultDeploymentId: string | null;
   }): Promise<ModelRecord> {
     const prev = this.#stored(m.name);
     const generation = prev ? prev.generation + 1 : 0;
@@ -101,13 +106,14 @@ export class ClusterManager extends DurableObject<Env> {
       for (const d of this.#deploymentsOf(m.name)) this.#put({ ...d, status: "deleted" });
     });
     for (const d of retired) this.pool.retire(d.id);
-    this.#createDeployment({
-      id: m.defaultDeploymentId,
-      model: m.name,
-      mode: "colocated",
-      scheduler: "deepflow",
-      counts: { colocated: 1, prefill: 0, decode: 0 },
-    });
+    if (m.defaultDeploymentId)
+      this.#createDeployment({
+        id: m.defaultDeploymentId,
+        model: m.name,
+        mode: "colocated",
+        scheduler: "deepflow",
+        counts: { colocated: 1, prefill: 0, decode: 0 },
+      });
     this.log.info("model.registered", { model: m.name, sizeBytes: m.sizeBytes, generation });
     return this.#publish(m.name) as Promise<ModelRecord>;
   }
@@ -246,7 +252,7 @@ export class ClusterManager extends DurableObject<Env> {
    */
   async scaleFromZero(q: {
     id: string;
-    roles: InstanceRole[];
+    roles: ScalableRole[];
     timeoutMs: number;
   }): Promise<Result<{ coldStartMs: number; record: ModelRecord }>> {
     const t0 = Date.now();
@@ -335,13 +341,20 @@ export class ClusterManager extends DurableObject<Env> {
       kvCache: spec.kvCache ?? null,
       status: "active",
       createdAt: Date.now(),
-      instances: { colocated: [], prefill: [], decode: [] },
+      instances: {
+        colocated: [],
+        prefill: [],
+        decode: [],
+        // a moe-attention instance is set up whole (its ranks) when it is created, not pooled
+        attention: spec.moe ? [instanceId(`${spec.id}_ma`, 0)] : [],
+      },
       scaling: {
         min: spec.min ?? spec.counts,
         max: spec.max ?? spec.counts,
         target: spec.counts,
         scaledAt: Date.now(),
       },
+      ...(spec.moe ? { moe: spec.moe } : {}),
     };
     this.#put(record);
     // instances load eagerly and join `instances` once serving

@@ -9,7 +9,7 @@
  * for at most `sliceMs` (a platform CPU limit applies per incoming request or event); then the
  * loop ends and the Npu's alarm, a fresh invocation, continues it.
  */
-import type { Engine, StepReport } from "../shared/engine/engine.ts";
+import type { StepReport } from "../shared/engine/engine.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
 
 /** Recent steps kept for stats(). */
@@ -22,11 +22,20 @@ export interface StepSummary {
   durationMs: number;
 }
 
+/**
+ * What the loop steps: an Engine, or a moe-attention group leader's lockstep group step (which
+ * reports null when this rank had nothing to run).
+ */
+export interface Steppable {
+  hasWork(): boolean;
+  step(): Promise<StepReport | null>;
+}
+
 export interface EngineLoopHost {
   ctx: DurableObjectState;
   log: Logger;
-  /** The loaded model's engine, if any. */
-  engine(): Engine | undefined;
+  /** The loaded model's engine (or group), if any. */
+  engine(): Steppable | undefined;
   /** One step's report, with when it started and ended. */
   onStep(report: StepReport, startedAt: number, endedAt: number): void;
   /** A step threw: everything in flight is failed. */
@@ -101,7 +110,13 @@ export class EngineLoop {
         const report = await engine.step();
         if (!current()) return;
         const now = Date.now();
+        // a step that returned is progress, with or without a report (a moe-attention rank
+        // whose group had nothing to run): the loop is not hung
         this.numSteps++;
+        if (!report) {
+          await new Promise((r) => setTimeout(r, 0));
+          continue;
+        }
         this.numPreemptions += report.preemptedSeqIds.length;
         const summary = {
           stepIndex: report.stepIndex,

@@ -4,12 +4,14 @@
  */
 import { type ServingConfig, servingConfig } from "../shared/config.ts";
 import type { ClusterManager } from "./cluster-manager.ts";
+import type { Expert } from "./expert.ts";
 import type { JobExecutor } from "./job-executor.ts";
 import type { Npu } from "./npu.ts";
 import type { WeightCache } from "./weight-cache.ts";
 
 export interface Env {
   NPU: DurableObjectNamespace<Npu>;
+  EXPERT: DurableObjectNamespace<Expert>;
   JOB_EXECUTOR: DurableObjectNamespace<JobExecutor>;
   CLUSTER_MANAGER: DurableObjectNamespace<ClusterManager>;
   WEIGHT_CACHE: DurableObjectNamespace<WeightCache>;

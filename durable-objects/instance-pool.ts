@@ -20,14 +20,14 @@ import {
   type LoadPath,
   noBytes,
   type RoleCounts,
+  type ScalableRole,
   type WeightSource,
 } from "../shared/types/instances.ts";
-import type { InstanceRole } from "../shared/types/records.ts";
 import type { Env } from "./env.ts";
 import { WarmPool } from "./warm-pool.ts";
 
-export const ROLES: readonly InstanceRole[] = ["colocated", "prefill", "decode"];
-const ROLE_TAG: Record<InstanceRole, string> = { colocated: "c", prefill: "p", decode: "d" };
+export const ROLES: readonly ScalableRole[] = ["colocated", "prefill", "decode"];
+const ROLE_TAG: Record<ScalableRole, string> = { colocated: "c", prefill: "p", decode: "d" };
 const STARTING = new Set(["reserved", "preloading", "loading", "warming"]);
 
 export interface FleetHost {
@@ -145,7 +145,7 @@ export class InstancePool {
     return { started, draining };
   }
 
-  #add(d: DeploymentRecord, role: InstanceRole, count: number, path: LoadPath, verify: boolean) {
+  #add(d: DeploymentRecord, role: ScalableRole, count: number, path: LoadPath, verify: boolean) {
     const w = this.host.weights(d.model);
     if (!w) return [];
     const now = Date.now();

@@ -210,7 +210,7 @@ export class JobExecutor extends DurableObject<Env> {
     const states = (numSeqs: number) =>
       // a PD group serves one sequence
       s.deployments
-        .filter((d) => d.mode === "colocated" || numSeqs === 1)
+        .filter((d) => d.mode !== "pd" || numSeqs === 1)
         .map((d) => this.#placement.deploymentState(d));
     const planned = sched.plan(s, states, attempt);
     if (!planned.ok) return planned;

@@ -8,7 +8,7 @@
 import type { Result } from "../shared/errors.ts";
 import { CLUSTER_MANAGER_NAME } from "../shared/protocol/names.ts";
 import type { DeploymentRecord, ModelRecord } from "../shared/types/deployments.ts";
-import type { InstanceRole } from "../shared/types/records.ts";
+import type { ScalableRole } from "../shared/types/instances.ts";
 import type { Env } from "./env.ts";
 
 /**
@@ -63,7 +63,7 @@ export class ModelDirectory {
     d: DeploymentRecord,
     timeoutMs: number,
   ): Promise<Result<{ coldStartMs: number }>> {
-    const roles: InstanceRole[] = d.mode === "pd" ? ["prefill", "decode"] : ["colocated"];
+    const roles: ScalableRole[] = d.mode === "pd" ? ["prefill", "decode"] : ["colocated"];
     const r = await this.#cluster().scaleFromZero({ id: d.id, roles, timeoutMs });
     if (!r.ok) return r;
     this.put(d.model, r.value.record);

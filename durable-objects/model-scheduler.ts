@@ -195,18 +195,24 @@ export class ModelScheduler {
       decision = result.decision;
       const d = decision;
       placement =
-        d.mode === "pd"
+        d.mode === "moe-attention"
           ? {
-              mode: "pd",
+              mode: "moe-attention",
               deploymentId: d.deploymentId,
-              prefill: at("prefill", d.prefillInstanceId as string),
-              decode: at("decode", d.decodeInstanceId as string),
+              attention: at("attention", d.instanceId as string),
             }
-          : {
-              mode: "colocated",
-              deploymentId: d.deploymentId,
-              colocated: at("colocated", d.instanceId as string),
-            };
+          : d.mode === "pd"
+            ? {
+                mode: "pd",
+                deploymentId: d.deploymentId,
+                prefill: at("prefill", d.prefillInstanceId as string),
+                decode: at("decode", d.decodeInstanceId as string),
+              }
+            : {
+                mode: "colocated",
+                deploymentId: d.deploymentId,
+                colocated: at("colocated", d.instanceId as string),
+              };
     }
     const task = {
       protocolVersion: PROTOCOL_VERSION,

@@ -6,6 +6,7 @@
  * by the NPU budget), and unbind (drop the model and the runtime: the next runtime starts with
  * zeroed memory). The Npu keeps the GGUF image it loaded, so peers can fork from it.
  */
+import type { Executor } from "../shared/engine/executor.ts";
 import { createInstance, type ModelInstance, planMemory } from "../shared/engine/instance.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
@@ -14,6 +15,7 @@ import { parseGguf } from "../shared/model/gguf.ts";
 import { KernelMemoryError, type Kernels } from "../shared/model/kernels.ts";
 import { roundAllocBytes } from "../shared/model/kernels-js.ts";
 import { createWasmKernels, WASM_KERNEL_IMPORTS } from "../shared/model/kernels-wasm.ts";
+import type { Transformer } from "../shared/model/transformer.ts";
 import { arenaBytes } from "../shared/serving/scale-plan.ts";
 import type { LoadReport, WeightSource } from "../shared/types/instances.ts";
 import kernelsModule from "../wasm/kernels.wasm";
@@ -28,6 +30,14 @@ export interface Loaded {
   kernels: Kernels;
   /** The GGUF image the weights were built from (what a fork copies). */
   image: Uint8Array;
+}
+
+/**
+ * How an attention rank of a moe-attention instance loads: without the MoE experts, with an
+ * executor that sends the experts' halves to the expert ranks (attention-rank.ts).
+ */
+export interface AttentionLoad {
+  makeExecutor: (t: Transformer) => Executor;
 }
 
 interface Runtime {
@@ -48,6 +58,8 @@ export class ModelSlot {
   #runtime: Runtime | null = null;
   #loading: Promise<Result<LoadReport>> | null = null;
   #loadingModel: string | null = null;
+  /** Set before the first load to load as a moe-attention attention rank. */
+  attention: AttentionLoad | null = null;
 
   constructor(
     private readonly env: Env,
@@ -130,6 +142,7 @@ export class ModelSlot {
         maxNumSeqs: cfg.maxNumSeqs,
         maxNumBatchedTokens: cfg.maxNumBatchedTokens,
         blockSize: cfg.blockSize,
+        weights: this.attention ? ("attention" as const) : ("all" as const),
       };
       const file = parseGguf(bytes);
       const config = modelConfigFromGguf(file);
@@ -145,7 +158,7 @@ export class ModelSlot {
       const preloadMs = Date.now() - t1;
       const rt = this.#runtime as Runtime;
       const kernels = createWasmKernels(rt.wasm, arena);
-      const instance = createInstance(bytes, kernels, opts);
+      const instance = createInstance(bytes, kernels, opts, this.attention?.makeExecutor);
       const weightsDigest = verify
         ? await sha256(new Uint8Array(rt.memory.buffer, rt.heapBase, kernels.usedBytes))
         : "";
@@ -158,6 +171,8 @@ export class ModelSlot {
         arenaBytes: arena,
         numBlocks: instance.memory.numBlocks,
         weightBytes: instance.memory.weightBytes,
+        residentWeightBytes: instance.residentWeightBytes,
+        role: this.attention ? "attention" : "colocated",
         durationMs: Date.now() - t0,
       });
       return {

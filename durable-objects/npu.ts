@@ -8,11 +8,16 @@
  * handoff of a prompt's KV (kv-handoff.ts) and the fabric regions peers read (fabric-host.ts).
  */
 import { DurableObject } from "cloudflare:workers";
-import type { EngineStats } from "../shared/engine/engine.ts";
+import type { AttentionLoad } from "../shared/engine/attention-group.ts";
+import type { EngineStats, StepReport } from "../shared/engine/engine.ts";
+import type { ExpertMap } from "../shared/engine/expert-map.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
+import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
 import type { FabricStats, RegionKind, RegionMeta } from "../shared/fabric/regions.ts";
-import { Logger, parseLogLevel } from "../shared/log.ts";
+import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
 import type { GenerateEvent, GenerateTask, Prefilled } from "../shared/protocol/messages.ts";
+import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
+import { npuName } from "../shared/protocol/names.ts";
 import { PROTOCOL_VERSION } from "../shared/protocol/version.ts";
 import { shouldSetAlarm } from "../shared/serving/batch.ts";
 import type { Accepted } from "../shared/serving/dispatch.ts";
@@ -21,9 +26,11 @@ import { sequencesFor, TaskTracker } from "../shared/serving/task.ts";
 import type { NpuHealth } from "../shared/serving/watchdog.ts";
 import type { FaultKind } from "../shared/types/faults.ts";
 import type { LoadReport, WeightSource } from "../shared/types/instances.ts";
+import { AttentionRole, type MoeSetup, setupGroup } from "./attention-rank.ts";
 import { ContextPins } from "./context-pins.ts";
 import { EngineLoop, type StepSummary } from "./engine-loop.ts";
 import { type Env, getConfig } from "./env.ts";
+import type { ExpertsView } from "./expert-balancer.ts";
 import { FabricHost, type RegionData } from "./fabric-host.ts";
 import { faultsOff } from "./faults.ts";
 import { KvHandoff } from "./kv-handoff.ts";
@@ -37,7 +44,13 @@ const MAX_WAITING_SEQS = 256;
 export interface NpuStats extends EngineStats {
   model: string | null;
   numTasks: number;
-  memory: { usedBytes: number; capacityBytes: number; weightBytes: number } | null;
+  memory: {
+    usedBytes: number;
+    capacityBytes: number;
+    weightBytes: number;
+    /** Measured around the load (an attention rank's excludes the experts). */
+    residentWeightBytes: number;
+  } | null;
   recentSteps: StepSummary[];
   /** Times the engine loop continued from a fresh invocation (NPU_SLICE_MS). */
   numSlices: number;
@@ -83,6 +96,8 @@ export class Npu extends DurableObject<Env> {
   private readonly handoff: KvHandoff;
   private readonly loop: EngineLoop;
   private readonly lifecycle = new NpuLifecycle();
+  /** Set when this Npu is an attention rank of a moe-attention instance. */
+  private attention: AttentionRole | null = null;
   /**
    * Task ids between their arrival and their stream's registration, and prefill tasks until
    * their KV is exported (a repeated id gets a 409).
@@ -109,20 +124,13 @@ export class Npu extends DurableObject<Env> {
       log: this.log,
       fabric: this.fabric,
       reports: this.streams,
-      kick: () => this.loop.kick(),
+      kick: () => this.#kick(),
     });
     this.loop = new EngineLoop({
       ctx,
       log: this.log,
-      engine: () => this.loaded?.instance.engine,
-      onStep: (report, startedAt, endedAt) => {
-        this.streams.markStarted(report.scheduledSeqIds, startedAt);
-        for (const o of report.outputs) {
-          if (this.lifecycle.onOutput(o)) continue;
-          if (this.handoff.onOutput(o)) continue;
-          this.streams.onOutput(o, endedAt);
-        }
-      },
+      engine: () => (this.attention?.isLeader ? this.attention : this.loaded?.instance.engine),
+      onStep: (report, startedAt, endedAt) => this.#onStep(report, startedAt, endedAt),
       onFailure: () => {
         this.lifecycle.failAll();
         this.streams.failAll();
@@ -132,6 +140,101 @@ export class Npu extends DurableObject<Env> {
       continueLater: () => ctx.waitUntil(ctx.storage.setAlarm(Date.now())),
     });
     this.streams.onEnded = () => this.lifecycle.changed();
+  }
+
+  #onStep(report: StepReport, startedAt: number, endedAt: number): void {
+    this.streams.markStarted(report.scheduledSeqIds, startedAt);
+    for (const o of report.outputs) {
+      if (this.lifecycle.onOutput(o)) continue;
+      if (this.handoff.onOutput(o)) continue;
+      this.streams.onOutput(o, endedAt);
+    }
+  }
+
+  /** New work: the engine loop runs (an attention rank of moe-attention asks its leader). */
+  #kick(): void {
+    if (this.attention) this.attention.kick();
+    else this.loop.kick();
+  }
+
+  // --- moe-attention: this Npu as an attention rank (attention-rank.ts)
+
+  /** Joins a moe-attention instance as attention rank `rank` and loads the model without experts. */
+  async attentionConfigure(a: {
+    spec: MoeGroupSpec;
+    rank: number;
+  }): Promise<Result<MoeRankLoaded>> {
+    if (this.loaded && !this.attention) {
+      return failure(
+        errorInfo("conflict", "this NPU already serves a colocated model", null, "npu_busy"),
+      );
+    }
+    this.attention ??= new AttentionRole(
+      {
+        env: this.env,
+        slot: this.slot,
+        log: this.log,
+        kickLoop: () => this.loop.kick(),
+        waitUntil: (p) => this.ctx.waitUntil(p),
+        onStep: (report, t0, t1) => this.#onStep(report, t0, t1),
+      },
+      a.spec,
+      a.rank,
+    );
+    return this.attention.load();
+  }
+
+  /** As rank 0 of a moe-attention instance: sets up every rank (POST /api/deployments). */
+  async moeSetup(s: MoeSetup): Promise<Result<{ spec: MoeGroupSpec; loaded: MoeRankLoaded[] }>> {
+    return setupGroup(this.env, s, (spec) => this.attentionConfigure({ spec, rank: 0 }));
+  }
+
+  /** An E2A part from an expert rank. */
+  async moeDeliver(msg: CommMessage): Promise<void> {
+    if (!this.attention) throw new Error("this NPU is not an attention rank");
+    this.attention.deliver(msg);
+  }
+
+  /** The leader asks this rank for its part of a group step. */
+  async attentionStep(a: {
+    map: ExpertMap | null;
+  }): Promise<{ hasWork: boolean; load: AttentionLoad | null }> {
+    if (!this.attention) throw new Error("this NPU is not an attention rank");
+    try {
+      await this.attention.ownStep(a.map);
+    } catch (e) {
+      this.log.error("error.unhandled", { where: "attention step", ...errorFields(e, true) });
+      this.streams.failAll();
+      throw e;
+    }
+    return {
+      hasWork: this.loaded?.instance.engine.hasWork() ?? false,
+      load: this.attention.currentLoad(),
+    };
+  }
+
+  /** EPLB view of this moe-attention instance (rank 0). */
+  async moeExperts(): Promise<ExpertsView | null> {
+    return (await this.attention?.balancer?.view()) ?? null;
+  }
+
+  /** Rebalances this moe-attention instance's experts now (rank 0). */
+  async moeRebalance(): Promise<{
+    fromVersion: number;
+    toVersion: number;
+    imbalance: number;
+  } | null> {
+    return (await this.attention?.balancer?.rebalance()) ?? null;
+  }
+
+  /** A rank of the leader's group got work. */
+  async attentionKick(a: { rank: number }): Promise<void> {
+    this.attention?.markBusy(a.rank);
+  }
+
+  /** Comm counters per (layer, step) of this attention rank. */
+  async moeComm(): Promise<StepComm[]> {
+    return this.attention?.comm() ?? [];
   }
 
   /** The loaded model, if any. */
@@ -231,6 +334,7 @@ export class Npu extends DurableObject<Env> {
             usedBytes: this.loaded?.kernels.usedBytes ?? 0,
             capacityBytes: this.loaded?.kernels.capacityBytes ?? 0,
             weightBytes: inst.memory.weightBytes,
+            residentWeightBytes: inst.residentWeightBytes,
           }
         : null,
       recentSteps: [...this.loop.recentSteps],
@@ -248,6 +352,15 @@ export class Npu extends DurableObject<Env> {
   async generate(
     task: GenerateTask & { r2Key: string; prefilled?: Prefilled },
   ): Promise<Result<GenerateAccepted>> {
+    const a = this.attention;
+    if (a?.isLeader && !task.prefilled) {
+      // moe-attention: rank 0 balances the instance's tasks over its attention ranks
+      const numTokens = task.prompts.reduce((n, p) => n + p.length, 0) + task.maxTokens * task.n;
+      const rank = a.route(numTokens);
+      if (rank !== 0) {
+        return this.env.NPU.getByName(npuName(a.spec.instanceId, rank)).generate(task);
+      }
+    }
     const refused = refusal(task, this.starting, this.streams.has(task.taskId));
     if (refused) return failure(refused);
     this.starting.add(task.taskId);
@@ -315,7 +428,7 @@ export class Npu extends DurableObject<Env> {
     }
     for (const ev of firstEvents) this.streams.emit(active, ev);
     if (tracker.done) this.streams.finish(active, "succeeded");
-    else this.loop.kick();
+    else this.#kick();
     return { ok: true, value: { numPromptTokens: p.numPromptTokens, stream } };
   }
 
@@ -378,7 +491,7 @@ export class Npu extends DurableObject<Env> {
    * pooled or bound Npu resident.
    */
   override async alarm(): Promise<void> {
-    this.loop.kick();
+    this.#kick();
     const now = Date.now();
     this.pins.expire(this.loaded?.instance.engine, now);
     this.handoff.expireRegions(now);

@@ -67,9 +67,9 @@ export class PlacementState {
 
   /** A deployment's instances with the load they last pushed (plus work placed since). */
   deploymentState(d: DeploymentRecord): DeploymentState {
-    const roles = ["colocated", "prefill", "decode"] as const;
+    const roles = ["colocated", "prefill", "decode", "attention"] as const;
     const instances = roles.flatMap((role) =>
-      d.instances[role].map(
+      (d.instances[role] ?? []).map(
         (instanceId): InstanceState => ({ instanceId, role, ...this.#load.load(instanceId) }),
       ),
     );

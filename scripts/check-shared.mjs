@@ -5,12 +5,14 @@
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 
-// shared/model is the GGUF reader, weights and kernels (quantised weights, with block formats,
-// the JS reference matmulQ and mixed-type weight stacks, take about 850 of its lines; the
-// KV-cache policies' page scorer about 190); shared/tokenizer is text <-> ids (SentencePiece and
-// byte-level BPE with its pre-tokenizers); shared/engine grew by about 450 lines for the KV-cache
-// policies (engine/kv-policy/), a new subsystem rather than growth of the old files.
-const LINE_BUDGET = { "shared/model": 3300, "shared/tokenizer": 1300, "shared/engine": 1650 };
+// Budgets grow only for new subsystems, never for growth of the old files. shared/model is the
+// GGUF reader, weights and kernels: quantised weights (block formats, the JS reference matmulQ,
+// mixed-type weight stacks) take about 850 of its lines, the KV-cache policies' page scorer about
+// 190, moe-attention's split MoE layer and expert shards about 430. shared/tokenizer is text <->
+// ids (SentencePiece and byte-level BPE with its pre-tokenizers). shared/engine holds the
+// KV-cache policies (engine/kv-policy/, about 450) and moe-attention's disaggregated executor,
+// attention group, expert ranks and their memory plan (about 650).
+const LINE_BUDGET = { "shared/model": 3750, "shared/tokenizer": 1300, "shared/engine": 2300 };
 
 function files(dir) {
   return readdirSync(dir).flatMap((f) => {

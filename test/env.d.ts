@@ -12,7 +12,7 @@ declare global {
     }
     interface GlobalProps {
       mainModule: typeof import("../workers/index.ts");
-      durableNamespaces: "Npu" | "JobExecutor" | "ClusterManager";
+      durableNamespaces: "Npu" | "Expert" | "JobExecutor" | "ClusterManager";
     }
   }
 }

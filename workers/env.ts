@@ -3,6 +3,7 @@ import type { Env } from "../durable-objects/env.ts";
 import { type ServingConfig, servingConfig } from "../shared/config.ts";
 import {
   CLUSTER_MANAGER_NAME,
+  expertName,
   jobExecutorName,
   npuName,
   requestShard,
@@ -22,6 +23,10 @@ export function clusterManager(env: Env) {
 export function jobExecutorFor(env: Env, requestId: string) {
   const shards = getConfig(env).jobExecutorShards;
   return env.JOB_EXECUTOR.getByName(jobExecutorName(requestShard(requestId, shards)));
+}
+
+export function expert(env: Env, instanceId: string, rank: number) {
+  return env.EXPERT.getByName(expertName(instanceId, rank));
 }
 
 export function npu(env: Env, instanceId: string, shard = 0) {

@@ -19,6 +19,7 @@ import { ensureDefaultModel } from "./models.ts";
 import { openai } from "./openai/app.ts";
 
 export { ClusterManager } from "../durable-objects/cluster-manager.ts";
+export { Expert } from "../durable-objects/expert.ts";
 export { JobExecutor } from "../durable-objects/job-executor.ts";
 export { Npu } from "../durable-objects/npu.ts";
 export { WeightCache } from "../durable-objects/weight-cache.ts";

@@ -5,10 +5,12 @@
  */
 
 import DEFAULT_MODEL_BYTES from "../models/default-moe.gguf";
-import { planMemory } from "../shared/engine/instance.ts";
+import { memoryNeeded, planMemory } from "../shared/engine/instance.ts";
+import { minExpertRanks } from "../shared/engine/moe-memory.ts";
 import { AppError } from "../shared/errors.ts";
 import { modelConfigFromGguf, numParameters } from "../shared/model/config.ts";
 import { parseGguf } from "../shared/model/gguf.ts";
+import { KernelMemoryError } from "../shared/model/kernels.ts";
 import { Tokenizer } from "../shared/tokenizer/tokenizer.ts";
 import type { ModelRecord, ModelSummary } from "../shared/types/deployments.ts";
 import { clusterManager, type Env, getConfig } from "./env.ts";
@@ -21,8 +23,9 @@ export function r2KeyFor(name: string): string {
 }
 
 /**
- * Checks that bytes are a GGUF this engine can serve within the NPU budget.
- * @throws AppError 400 with the reason.
+ * Checks that bytes are a GGUF this engine can serve within the NPU budget: in one NPU, or (a
+ * MoE model too large for one) as moe-attention, its attention half in one NPU and its experts
+ * spread over Expert DOs. @throws AppError 400 with the reason.
  */
 export function validateGguf(bytes: Uint8Array, env: Env): ModelSummary {
   const cfg = getConfig(env);
@@ -30,11 +33,22 @@ export function validateGguf(bytes: Uint8Array, env: Env): ModelSummary {
     const file = parseGguf(bytes);
     const c = modelConfigFromGguf(file);
     Tokenizer.fromGguf(file.metadata);
-    planMemory(file, c, cfg.npuMemoryBudgetBytes, {
+    const opts = {
       maxNumSeqs: cfg.maxNumSeqs,
       maxNumBatchedTokens: cfg.maxNumBatchedTokens,
       blockSize: cfg.blockSize,
-    });
+    };
+    try {
+      planMemory(file, c, cfg.npuMemoryBudgetBytes, opts);
+    } catch (e) {
+      if (!(e instanceof KernelMemoryError) || c.numExperts === 0) throw e;
+      planMemory(file, c, cfg.npuMemoryBudgetBytes, { ...opts, weights: "attention" });
+      if (minExpertRanks(file, c, cfg.npuMemoryBudgetBytes, 1, cfg.maxNumBatchedTokens) === null) {
+        throw new KernelMemoryError(
+          `${e.message}, and one expert per Expert DO does not fit either`,
+        );
+      }
+    }
     return {
       architecture: c.architecture,
       numParameters: numParameters(c),
@@ -42,6 +56,7 @@ export function validateGguf(bytes: Uint8Array, env: Env): ModelSummary {
       vocabSize: c.vocabSize,
       numExperts: c.numExperts,
       numExpertsPerTok: c.numExpertsPerTok,
+      memoryNeededBytes: memoryNeeded(file, c, opts),
     };
   } catch (e) {
     throw new AppError(
@@ -69,8 +84,14 @@ export async function storeModel(
     sizeBytes: bytes.byteLength,
     ownedBy,
     summary,
-    defaultDeploymentId: newDeploymentId(),
+    // a model too large for one NPU gets no colocated deployment: deploy it as moe-attention
+    defaultDeploymentId: fitsOneNpu(env, summary) ? newDeploymentId() : null,
   });
+}
+
+/** Whether one NPU can serve the model colocated under the current budget. */
+export function fitsOneNpu(env: Env, summary: ModelSummary): boolean {
+  return (summary.memoryNeededBytes ?? 0) <= getConfig(env).npuMemoryBudgetBytes;
 }
 
 let defaultModelReady: Promise<void> | null = null;

@@ -12,7 +12,7 @@ import { type ModelConfig, modelConfigFromGguf } from "../model/config.ts";
 import { type GgufFile, parseGguf } from "../model/gguf.ts";
 import { KernelMemoryError, type Kernels } from "../model/kernels.ts";
 import { kvBytesPerBlock, Transformer, workspaceBytes } from "../model/transformer.ts";
-import { loadWeights, weightBytes } from "../model/weights.ts";
+import { loadWeights, type WeightSelection, weightBytes } from "../model/weights.ts";
 import { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { Engine } from "./engine.ts";
 import type { Executor } from "./executor.ts";
@@ -30,6 +30,8 @@ export interface InstanceOptions {
   blockSize?: number;
   /** Overrides the GGUF's context length (the CLI's --ctx-size). */
   maxModelLen?: number;
+  /** "attention": leave the MoE experts to expert ranks (moe-attention); default "all". */
+  weights?: WeightSelection;
 }
 
 export interface MemoryPlan {
@@ -48,9 +50,12 @@ export interface ModelInstance {
   scheduler: Scheduler;
   engine: Engine;
   memory: MemoryPlan;
+  /** Kernel-memory bytes the loaded weights took (measured around the load, not planned). */
+  residentWeightBytes: number;
 }
 
 interface ResolvedOptions {
+  weights: WeightSelection;
   maxNumSeqs: number;
   maxNumBatchedTokens: number;
   blockSize: number;
@@ -63,11 +68,26 @@ function resolve(c: ModelConfig, o: InstanceOptions): ResolvedOptions {
     throw new RangeError(`context size must be an integer >= 2, got ${maxModelLen}`);
   }
   return {
+    weights: o.weights ?? "all",
     maxNumSeqs: o.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS,
     maxNumBatchedTokens: o.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS,
     blockSize: o.blockSize ?? DEFAULT_BLOCK_SIZE,
     maxModelLen,
   };
+}
+
+/**
+ * Bytes one NPU needs for the model (the weights of `o.weights`, at their real stored sizes)
+ * with KV for one full-length sequence (the least it runs in).
+ */
+export function memoryNeeded(file: GgufFile, c: ModelConfig, o: InstanceOptions = {}): number {
+  const r = resolve(c, o);
+  const perBlock = kvBytesPerBlock(c, r.blockSize) + 32;
+  return (
+    weightBytes(file, c, r.weights) +
+    workspaceBytes(c, { ...r, maxNumTokens: r.maxNumBatchedTokens }) +
+    Math.ceil(r.maxModelLen / r.blockSize) * perBlock
+  );
 }
 
 /**
@@ -81,14 +101,14 @@ export function planMemory(
   o: InstanceOptions = {},
 ): MemoryPlan {
   const r = resolve(c, o);
-  const w = weightBytes(file, c);
+  const w = weightBytes(file, c, r.weights);
   const ws = workspaceBytes(c, { ...r, maxNumTokens: r.maxNumBatchedTokens });
   const perBlock = kvBytesPerBlock(c, r.blockSize) + 32; // + allocation rounding slack
   const blocksPerSeq = Math.ceil(r.maxModelLen / r.blockSize);
   const left = capacityBytes - w - ws;
   const numBlocks = Math.min(Math.floor(left / perBlock), blocksPerSeq * r.maxNumSeqs);
   if (numBlocks < blocksPerSeq) {
-    const need = w + ws + blocksPerSeq * perBlock;
+    const need = memoryNeeded(file, c, o);
     throw new KernelMemoryError(
       `model "${c.name}" needs ${mib(need)} MiB (weights ${mib(w)}, workspace ${mib(ws)}, KV for one ` +
         `${r.maxModelLen}-token sequence ${mib(blocksPerSeq * perBlock)}) but the budget is ${mib(capacityBytes)} MiB`,
@@ -123,7 +143,9 @@ export function createInstance(
   const tokenizer = Tokenizer.fromGguf(file.metadata);
   const r = resolve(config, options);
   const memory = planMemory(file, config, kernels.capacityBytes - kernels.usedBytes, r);
-  const weights = loadWeights(file, bytes, config, kernels);
+  const usedBefore = kernels.usedBytes;
+  const weights = loadWeights(file, bytes, config, kernels, r.weights);
+  const residentWeightBytes = kernels.usedBytes - usedBefore;
   const transformer = new Transformer(config, weights, kernels, {
     maxNumTokens: r.maxNumBatchedTokens,
     maxNumSeqs: r.maxNumSeqs,
@@ -148,5 +170,5 @@ export function createInstance(
     tokenizer,
     kvBytesPerBlock(config, r.blockSize),
   );
-  return { config, file, tokenizer, transformer, scheduler, engine, memory };
+  return { config, file, tokenizer, transformer, scheduler, engine, memory, residentWeightBytes };
 }

@@ -1,9 +1,12 @@
 /**
- * Runs a step plan in-process: one forward over all scheduled tokens, then sampling for the
- * sequences whose chunk reached their end. Pure maths; no I/O.
+ * Runs a step plan: one forward over all scheduled tokens, then sampling for the sequences whose
+ * chunk reached their end. With a MoeExecutor, MoE layers' expert halves go to it (moe-attention:
+ * shared/engine/disagg-executor.ts); without, everything runs in-process. Pure apart from it.
  */
+
+import type { MoeExecutor } from "../model/moe-split.ts";
 import { type SampledToken, sampleToken } from "../model/sampler.ts";
-import type { Transformer } from "../model/transformer.ts";
+import type { ForwardBatch, Transformer } from "../model/transformer.ts";
 import type { Executor, StepPlan, StepResult } from "./executor.ts";
 
 export class LocalExecutor implements Executor {
@@ -11,7 +14,10 @@ export class LocalExecutor implements Executor {
   private readonly positions: Int32Array;
   private readonly seqIndex: Int32Array;
 
-  constructor(readonly model: Transformer) {
+  constructor(
+    readonly model: Transformer,
+    private readonly moe: MoeExecutor | null = null,
+  ) {
     const t = model.shape.maxNumTokens;
     this.tokenIds = new Int32Array(t);
     this.positions = new Int32Array(t);
@@ -19,11 +25,21 @@ export class LocalExecutor implements Executor {
   }
 
   async execute(plan: StepPlan): Promise<StepResult> {
-    return this.executeSync(plan);
+    if (!this.moe) return this.executeSync(plan);
+    const batch = this.batch(plan);
+    if (!batch) return { sampled: [] };
+    return this.sample(plan, await this.model.forwardWith(batch, this.moe), batch.kvPlans);
   }
 
-  /** The same as execute(), for hosts that want no microtask hop. */
+  /** The same as execute() without a MoeExecutor, for hosts that want no microtask hop. */
   executeSync(plan: StepPlan): StepResult {
+    const batch = this.batch(plan);
+    if (!batch) return { sampled: [] };
+    return this.sample(plan, this.model.forward(batch), batch.kvPlans);
+  }
+
+  /** The plan's rows as a forward batch (views of this executor's buffers), or null when empty. */
+  private batch(plan: StepPlan): ForwardBatch | null {
     let row = 0;
     const logitRows: number[] = [];
     plan.seqs.forEach((s, i) => {
@@ -35,7 +51,7 @@ export class LocalExecutor implements Executor {
       }
       if (s.sample) logitRows.push(row - 1);
     });
-    if (row === 0) return { sampled: [] };
+    if (row === 0) return null;
     const sparse = plan.seqs.some((s) => s.kv !== undefined);
     const kvPlans = sparse
       ? plan.seqs.map((s) =>
@@ -49,7 +65,7 @@ export class LocalExecutor implements Executor {
             : null,
         )
       : undefined;
-    const logits = this.model.forward({
+    return {
       numTokens: row,
       tokenIds: this.tokenIds,
       positions: this.positions,
@@ -58,7 +74,14 @@ export class LocalExecutor implements Executor {
       logitRows,
       keyShifts: sparse ? plan.seqs.map((s) => s.kv?.keyShift ?? 0) : undefined,
       kvPlans,
-    });
+    };
+  }
+
+  private sample(
+    plan: StepPlan,
+    logits: Float32Array,
+    kvPlans: ForwardBatch["kvPlans"],
+  ): StepResult {
     const vocab = this.model.config.vocabSize;
     let k = 0;
     const sampled: (SampledToken | null)[] = plan.seqs.map((s) => {

@@ -30,7 +30,15 @@
  *     (sums of 16 q): iscale = -127 / max (max: the value of largest magnitude, first one),
  *     q = min(127, round-half-even(iscale * x)), d = 1 / iscale, as quantize_row_q8_K_ref (292 bytes).
  */
-import { f16ToF32, GGML_BLOCKS, GgmlType, GgufError, type GgufFile, ggmlTypeName } from "./gguf.ts";
+import {
+  f16ToF32,
+  GGML_BLOCKS,
+  GgmlType,
+  GgufError,
+  type GgufFile,
+  ggmlTypeName,
+  tensorByteSize,
+} from "./gguf.ts";
 
 /** ggml types a weight matrix keeps in kernel memory (BF16 is widened to F32 at load). */
 export type WeightType =
@@ -232,18 +240,30 @@ export function readTensorF32(
   const n = t.numElements;
   const dst = out ?? new Float32Array(n);
   if (dst.length !== n) throw new GgufError(`tensor ${name}: output has ${dst.length} != ${n}`);
-  if (t.type === GgmlType.BF16) {
-    const v = new DataView(bytes.buffer, bytes.byteOffset + t.offset, t.numBytes);
+  dequantF32(t.type, bytes.subarray(t.offset, t.offset + t.numBytes), dst, name);
+  return dst;
+}
+
+/**
+ * Dequantises `dst.length` values of ggml `type` from `data` (a tensor's bytes, or a slice of
+ * them starting at a block boundary) into `dst`. `what` names it in errors.
+ * @throws GgufError for unsupported types or too few bytes.
+ */
+export function dequantF32(type: number, data: Uint8Array, dst: Float32Array, what: string): void {
+  const n = dst.length;
+  if (type !== GgmlType.BF16 && !isWeightType(type)) {
+    throw new GgufError(`${what}: unsupported type ${ggmlTypeName(type)}`);
+  }
+  if (data.byteLength < tensorByteSize(type, n)) {
+    throw new GgufError(`${what}: ${data.byteLength} bytes hold fewer than ${n} values`);
+  }
+  if (type === GgmlType.BF16) {
+    const v = new DataView(data.buffer, data.byteOffset, 2 * n);
     const f = new Float32Array(1);
     const u = new Uint32Array(f.buffer);
     for (let i = 0; i < n; i++) {
       u[0] = v.getUint16(i * 2, true) << 16;
       dst[i] = f[0] as number;
     }
-  } else if (isWeightType(t.type)) {
-    dequantizeRow(t.type, bytes, t.offset, n, dst, 0);
-  } else {
-    throw new GgufError(`tensor ${name}: unsupported type ${ggmlTypeName(t.type)}`);
-  }
-  return dst;
+  } else dequantizeRow(type, data, 0, n, dst, 0);
 }

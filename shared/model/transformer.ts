@@ -12,6 +12,7 @@ import type { ModelConfig } from "./config.ts";
 import type { Kernels } from "./kernels.ts";
 import { applyLinear } from "./linear.ts";
 import { routeTopK } from "./moe.ts";
+import { type ExpertWorkspace, type MoeExecutor, runExperts } from "./moe-split.ts";
 import { type RopeTable, rmsnorm, rope, ropeTable } from "./ops.ts";
 import { type KvRowPlan, PageScorer } from "./page-scorer.ts";
 import { maxActRowBytes } from "./quant.ts";
@@ -71,7 +72,7 @@ export function workspaceBytes(c: ModelConfig, s: Omit<ForwardShape, "numBlocks"
     s.maxModelLen +
     2 * t * k;
   const mb = Math.ceil(s.maxModelLen / s.blockSize);
-  const ints = s.maxNumSeqs * mb + mb + 3 * t * k + c.numExperts;
+  const ints = s.maxNumSeqs * mb + mb + 3 * t * k + 2 * c.numExperts;
   const scratch = Math.max(t, s.maxNumSeqs) * maxActRowBytes(Math.max(c.hiddenSize, qDim, ff));
   return 4 * (floats + ints) + scratch + 16 * 26;
 }
@@ -98,8 +99,9 @@ export class Transformer {
   private readonly routeIds: Int32Array;
   private readonly routeWeights: Float32Array;
   private readonly blockTables: Int32Array;
-  private readonly expertRows: Int32Array; // per expert, the (row * topK + slot) it serves
-  private readonly expertCounts: Int32Array;
+  /** The local expert half's scratch, made of the buffers above. */
+  private readonly expertWs: ExpertWorkspace;
+  private readonly pairRow: Int32Array; // (row * topK + slot) -> row
   /** Quantised activation rows for matmulQ. */
   private readonly actScratch: Uint8Array;
   private readonly maxBlocksPerSeq: number;
@@ -143,11 +145,20 @@ export class Transformer {
     this.routeWeights = kv.alloc(t * k);
     this.blockTables = kv.allocInt32(shape.maxNumSeqs * this.maxBlocksPerSeq);
     this.selTable = kv.allocInt32(this.maxBlocksPerSeq);
-    this.expertRows = kv.allocInt32(t * k * 2);
-    this.expertCounts = kv.allocInt32(c.numExperts);
     this.actScratch = kv.allocBytes(
       Math.max(t, shape.maxNumSeqs) * maxActRowBytes(Math.max(c.hiddenSize, qDim, ff)),
     );
+    this.expertWs = {
+      gathered: this.gathered,
+      hb: this.hb,
+      hb2: this.hb2,
+      expertOut: this.expertOut,
+      order: kv.allocInt32(t * k + c.numExperts),
+      counts: kv.allocInt32(c.numExperts),
+      act: this.actScratch,
+    };
+    this.pairRow = kv.allocInt32(t * k);
+    for (let i = 0; i < t * k; i++) this.pairRow[i] = Math.floor(i / k);
     const qkvDim = qDim + 2 * kvDim;
     this.attRows = Array.from({ length: t }, (_, r) => this.att.subarray(r * qDim, (r + 1) * qDim));
     this.qRows = Array.from({ length: t }, (_, r) =>
@@ -214,9 +225,40 @@ export class Transformer {
   /**
    * Runs the batch; returns logits (logitRows.length, vocabSize), a view valid until the next call.
    * K/V of every row are written to the cache slots of its block table before attention reads
-   * them, so rows of one sequence in the same batch see each other causally.
+   * them, so rows of one sequence in the same batch see each other causally. MoE layers run
+   * their experts here (the weights must be loaded).
    */
   forward(b: ForwardBatch): Float32Array {
+    const T = this.embed(b);
+    for (let l = 0; l < this.config.numHiddenLayers; l++) {
+      if (this.attentionHalf(l, b)) this.localExperts(l, T);
+      else this.denseFfn(l, T);
+      this.finishLayer(l, T);
+    }
+    return this.classify(b);
+  }
+
+  /**
+   * The same forward with each MoE layer's expert half handed to `moe` (which may run it on
+   * other ranks); dense layers and everything else run here. Bit-identical to `forward`.
+   */
+  async forwardWith(b: ForwardBatch, moe: MoeExecutor): Promise<Float32Array> {
+    const T = this.embed(b);
+    const k = this.config.numExpertsPerTok;
+    for (let l = 0; l < this.config.numHiddenLayers; l++) {
+      if (this.attentionHalf(l, b)) {
+        await moe.experts(
+          { layer: l, numTokens: T, hidden: this.xb, routeIds: this.routeIds.subarray(0, T * k) },
+          this.slotOut,
+        );
+      } else this.denseFfn(l, T);
+      this.finishLayer(l, T);
+    }
+    return this.classify(b);
+  }
+
+  /** Checks the batch, loads its block tables and embeds its tokens into x; returns T. */
+  private embed(b: ForwardBatch): number {
     const c = this.config;
     const s = this.shape;
     const T = b.numTokens;
@@ -224,10 +266,6 @@ export class Transformer {
     assert(T > 0 && T <= s.maxNumTokens, `batch of ${T} tokens exceeds ${s.maxNumTokens}`);
     assert(b.blockTables.length <= s.maxNumSeqs, "too many sequences in batch");
     assert(b.logitRows.length <= s.maxNumSeqs, "too many logit rows");
-    const kvDim = c.numKeyValueHeads * c.headDim;
-    const qDim = c.numAttentionHeads * c.headDim;
-    const qkvDim = qDim + 2 * kvDim;
-    const bs = s.blockSize;
     const mb = this.maxBlocksPerSeq;
     b.blockTables.forEach((table, i) => {
       assert(table.length <= mb, "block table longer than maxModelLen");
@@ -240,100 +278,173 @@ export class Transformer {
       assert(pos >= 0 && pos < s.maxModelLen, `position ${pos} out of range`);
       readRow(this.weights.tokenEmbd, tok, this.x, r * h);
     }
+    return T;
+  }
+
+  /**
+   * Layer l up to the FFN: attention and its residual into x, the FFN norm into xb, and for a
+   * MoE layer the router's top-k into routeIds/routeWeights. Returns whether the layer is MoE.
+   */
+  private attentionHalf(l: number, b: ForwardBatch): boolean {
+    const c = this.config;
+    const T = b.numTokens;
+    const h = c.hiddenSize;
+    const kvDim = c.numKeyValueHeads * c.headDim;
+    const qDim = c.numAttentionHeads * c.headDim;
+    const qkvDim = qDim + 2 * kvDim;
+    const bs = this.shape.blockSize;
+    const mb = this.maxBlocksPerSeq;
     const neox = c.ropeStyle === "neox";
     const K = this.kernels;
     if (b.kvPlans?.some((p) => p !== null)) {
-      this.scorer ??= new PageScorer(c.numHiddenLayers, s.numBlocks, bs, kvDim);
+      this.scorer ??= new PageScorer(c.numHiddenLayers, this.shape.numBlocks, bs, kvDim);
     }
     const scorer = this.scorer;
-    for (let l = 0; l < c.numHiddenLayers; l++) {
-      const w = this.weights.layers[l];
-      assert(w !== undefined, "missing layer");
-      const kc = this.kCache[l] as Float32Array;
-      const vc = this.vCache[l] as Float32Array;
-      // --- attention
-      for (let r = 0; r < T; r++)
-        rmsnorm(this.xb, r * h, this.x, r * h, w.attnNorm, h, c.rmsNormEps);
-      this.linear(this.qkv, this.xb, w.wqkv, T, h);
-      for (let r = 0; r < T; r++) {
-        const o = r * qkvDim;
-        const pos = b.positions[r] as number;
-        if (w.qNorm && w.kNorm) {
-          for (let hd = 0; hd < c.numAttentionHeads; hd++) {
-            const p = o + hd * c.headDim;
-            rmsnorm(this.qkv, p, this.qkv, p, w.qNorm, c.headDim, c.rmsNormEps);
-          }
-          for (let hd = 0; hd < c.numKeyValueHeads; hd++) {
-            const p = o + qDim + hd * c.headDim;
-            rmsnorm(this.qkv, p, this.qkv, p, w.kNorm, c.headDim, c.rmsNormEps);
-          }
+    const w = this.weights.layers[l];
+    assert(w !== undefined, "missing layer");
+    const kc = this.kCache[l] as Float32Array;
+    const vc = this.vCache[l] as Float32Array;
+    for (let r = 0; r < T; r++) rmsnorm(this.xb, r * h, this.x, r * h, w.attnNorm, h, c.rmsNormEps);
+    this.linear(this.qkv, this.xb, w.wqkv, T, h);
+    for (let r = 0; r < T; r++) {
+      const o = r * qkvDim;
+      const pos = b.positions[r] as number;
+      if (w.qNorm && w.kNorm) {
+        for (let hd = 0; hd < c.numAttentionHeads; hd++) {
+          const p = o + hd * c.headDim;
+          rmsnorm(this.qkv, p, this.qkv, p, w.qNorm, c.headDim, c.rmsNormEps);
         }
-        rope(this.qkv, o, c.numAttentionHeads, c.headDim, pos, this.rope, neox);
-        rope(this.qkv, o + qDim, c.numKeyValueHeads, c.headDim, pos, this.rope, neox);
-        const seq = b.seqIndex[r] as number;
-        const kpos = pos - ((b.keyShifts?.[seq] as number | undefined) ?? 0);
-        const block = this.blockTables[seq * mb + Math.floor(kpos / bs)] as number;
-        if (scorer && kpos % bs === 0) scorer.invalidate(l, block);
-        const slot = (block * bs + (kpos % bs)) * kvDim;
-        for (let i = 0; i < kvDim; i++) {
-          kc[slot + i] = this.qkv[o + qDim + i] as number;
-          vc[slot + i] = this.qkv[o + qDim + kvDim + i] as number;
+        for (let hd = 0; hd < c.numKeyValueHeads; hd++) {
+          const p = o + qDim + hd * c.headDim;
+          rmsnorm(this.qkv, p, this.qkv, p, w.kNorm, c.headDim, c.rmsNormEps);
         }
       }
-      for (let r = 0; r < T; r++) {
-        const seq = b.seqIndex[r] as number;
-        let table = this.tableRows[seq] as Int32Array;
-        let numKeys =
-          (b.positions[r] as number) + 1 - ((b.keyShifts?.[seq] as number | undefined) ?? 0);
-        const plan = b.kvPlans?.[seq];
-        if (plan && scorer) {
-          const q = this.qRows[r] as Float32Array;
-          const n = scorer.score(
-            l,
-            plan,
-            q,
-            kc,
-            table,
-            numKeys,
-            c.numAttentionHeads,
-            c.numKeyValueHeads,
-            c.headDim,
-            this.selTable,
-          );
-          if (n > 0) {
-            table = this.selTable;
-            numKeys = n;
-          }
-        }
-        K.attention(
-          this.attRows[r] as Float32Array,
+      rope(this.qkv, o, c.numAttentionHeads, c.headDim, pos, this.rope, neox);
+      rope(this.qkv, o + qDim, c.numKeyValueHeads, c.headDim, pos, this.rope, neox);
+      const seq = b.seqIndex[r] as number;
+      const kpos = pos - ((b.keyShifts?.[seq] as number | undefined) ?? 0);
+      const block = this.blockTables[seq * mb + Math.floor(kpos / bs)] as number;
+      if (scorer && kpos % bs === 0) scorer.invalidate(l, block);
+      const slot = (block * bs + (kpos % bs)) * kvDim;
+      for (let i = 0; i < kvDim; i++) {
+        kc[slot + i] = this.qkv[o + qDim + i] as number;
+        vc[slot + i] = this.qkv[o + qDim + kvDim + i] as number;
+      }
+    }
+    for (let r = 0; r < T; r++) {
+      const seq = b.seqIndex[r] as number;
+      let table = this.tableRows[seq] as Int32Array;
+      let numKeys =
+        (b.positions[r] as number) + 1 - ((b.keyShifts?.[seq] as number | undefined) ?? 0);
+      const plan = b.kvPlans?.[seq];
+      if (plan && scorer) {
+        const n = scorer.score(
+          l,
+          plan,
           this.qRows[r] as Float32Array,
           kc,
-          vc,
           table,
           numKeys,
           c.numAttentionHeads,
           c.numKeyValueHeads,
           c.headDim,
-          bs,
-          this.scores,
+          this.selTable,
         );
+        if (n > 0) {
+          table = this.selTable;
+          numKeys = n;
+        }
       }
-      this.linear(this.xb2, this.att, w.wo, T, qDim);
-      addInPlace(this.x, this.xb2, T * h);
-      // --- feed-forward
-      for (let r = 0; r < T; r++)
-        rmsnorm(this.xb, r * h, this.x, r * h, w.ffnNorm, h, c.rmsNormEps);
-      if (w.wRouter) this.moe(T, w.wRouter, w.wGateUp, w.wDown);
-      else {
-        const ff = c.intermediateSize;
-        this.linear(this.hb, this.xb, w.wGateUp, T, h);
-        K.swiglu(this.hb2, this.hb, T, ff);
-        this.linear(this.xb2, this.hb2, w.wDown, T, ff);
-      }
-      addInPlace(this.x, this.xb2, T * h);
+      K.attention(
+        this.attRows[r] as Float32Array,
+        this.qRows[r] as Float32Array,
+        kc,
+        vc,
+        table,
+        numKeys,
+        c.numAttentionHeads,
+        c.numKeyValueHeads,
+        c.headDim,
+        bs,
+        this.scores,
+      );
     }
-    // --- final norm and classifier, only for the rows that sample
+    this.linear(this.xb2, this.att, w.wo, T, qDim);
+    addInPlace(this.x, this.xb2, T * h);
+    for (let r = 0; r < T; r++) rmsnorm(this.xb, r * h, this.x, r * h, w.ffnNorm, h, c.rmsNormEps);
+    if (!w.wRouter) return false;
+    const E = c.numExperts;
+    const k = c.numExpertsPerTok;
+    this.linear(this.routerLogits, this.xb, w.wRouter, T, h);
+    for (let r = 0; r < T; r++) {
+      routeTopK(this.routerLogits, r * E, E, k, this.routeIds, this.routeWeights, r * k);
+    }
+    return true;
+  }
+
+  /** Dense FFN of xb into xb2. */
+  private denseFfn(l: number, T: number): void {
+    const w = this.weights.layers[l];
+    assert(w !== undefined, "missing layer");
+    const h = this.config.hiddenSize;
+    const ff = this.config.intermediateSize;
+    this.linear(this.hb, this.xb, w.wGateUp, T, h);
+    this.kernels.swiglu(this.hb2, this.hb, T, ff);
+    this.linear(this.xb2, this.hb2, w.wDown, T, ff);
+  }
+
+  /** The expert half in-process: every (row, slot) pair's expert output into slotOut. */
+  private localExperts(l: number, T: number): void {
+    const c = this.config;
+    const w = this.weights.layers[l];
+    assert(w !== undefined && w.wGateUp.rows > 0, `layer ${l} holds no expert weights here`);
+    const h = c.hiddenSize;
+    const ff = c.moeIntermediateSize;
+    const k = c.numExpertsPerTok;
+    const weightsOf = (e: number) => ({
+      gateUp: matrixRows(w.wGateUp, e * 2 * ff, 2 * ff),
+      down: matrixRows(w.wDown, e * h, h),
+    });
+    runExperts(
+      this.kernels,
+      this.expertWs,
+      c,
+      this.xb,
+      this.pairRow,
+      this.routeIds,
+      T * k,
+      weightsOf,
+      this.slotOut,
+    );
+  }
+
+  /** Ends layer l: for MoE, combines slotOut into xb2 in top-k slot order; adds xb2 to x. */
+  private finishLayer(l: number, T: number): void {
+    const c = this.config;
+    const h = c.hiddenSize;
+    if (this.weights.layers[l]?.wRouter) {
+      const k = c.numExpertsPerTok;
+      // out = sum_s w_s * e_s, in slot order
+      for (let r = 0; r < T; r++) {
+        for (let i = 0; i < h; i++) {
+          let v = 0;
+          for (let s = 0; s < k; s++) {
+            v += Math.fround(
+              (this.routeWeights[r * k + s] as number) *
+                (this.slotOut[(r * k + s) * h + i] as number),
+            );
+          }
+          this.xb2[r * h + i] = v;
+        }
+      }
+    }
+    addInPlace(this.x, this.xb2, T * h);
+  }
+
+  /** Final norm and classifier, only for the rows that sample. */
+  private classify(b: ForwardBatch): Float32Array {
+    const c = this.config;
+    const h = c.hiddenSize;
     const n = b.logitRows.length;
     for (let i = 0; i < n; i++) {
       const r = b.logitRows[i] as number;
@@ -353,68 +464,6 @@ export class Transformer {
     n: number,
   ): void {
     applyLinear(this.kernels, out, x, W, m, n, this.actScratch);
-  }
-
-  /**
-   * MoE FFN of rows xb (T, h) into xb2 (T, h). Rows are grouped by expert so each expert runs one
-   * matmul over its rows; outputs land in per-(row, slot) buffers and are combined in slot order.
-   */
-  private moe(T: number, wRouter: Matrix, wGateUp: Matrix, wDown: Matrix): void {
-    const c = this.config;
-    const h = c.hiddenSize;
-    const E = c.numExperts;
-    const k = c.numExpertsPerTok;
-    const ff = c.moeIntermediateSize;
-    const K = this.kernels;
-    this.linear(this.routerLogits, this.xb, wRouter, T, h);
-    for (let r = 0; r < T; r++) {
-      routeTopK(this.routerLogits, r * E, E, k, this.routeIds, this.routeWeights, r * k);
-    }
-    // bucket (row, slot) pairs by expert, in row order
-    const counts = this.expertCounts;
-    counts.fill(0);
-    for (let i = 0; i < T * k; i++) counts[this.routeIds[i] as number]++;
-    const starts = this.expertRows.subarray(T * k); // scratch: running start per expert
-    let acc = 0;
-    for (let e = 0; e < E; e++) {
-      starts[e] = acc;
-      acc += counts[e] as number;
-    }
-    for (let i = 0; i < T * k; i++) {
-      const e = this.routeIds[i] as number;
-      this.expertRows[starts[e] as number] = i;
-      starts[e]++;
-    }
-    let begin = 0;
-    for (let e = 0; e < E; e++) {
-      const m = counts[e] as number;
-      if (m === 0) continue;
-      for (let j = 0; j < m; j++) {
-        const row = Math.floor((this.expertRows[begin + j] as number) / k);
-        this.gathered.set(this.xb.subarray(row * h, (row + 1) * h), j * h);
-      }
-      this.linear(this.hb, this.gathered, matrixRows(wGateUp, e * 2 * ff, 2 * ff), m, h);
-      K.swiglu(this.hb2, this.hb, m, ff);
-      this.linear(this.expertOut, this.hb2, matrixRows(wDown, e * h, h), m, ff);
-      for (let j = 0; j < m; j++) {
-        const pair = this.expertRows[begin + j] as number;
-        this.slotOut.set(this.expertOut.subarray(j * h, (j + 1) * h), pair * h);
-      }
-      begin += m;
-    }
-    // combine in top-k slot order: out = sum_s w_s * e_s
-    for (let r = 0; r < T; r++) {
-      for (let i = 0; i < h; i++) {
-        let v = 0;
-        for (let s = 0; s < k; s++) {
-          v += Math.fround(
-            (this.routeWeights[r * k + s] as number) *
-              (this.slotOut[(r * k + s) * h + i] as number),
-          );
-        }
-        this.xb2[r * h + i] = v;
-      }
-    }
   }
 }
 

@@ -30,7 +30,10 @@ export interface LayerWeights {
   qNorm: Float32Array | null; // (headDim), Qwen3
   kNorm: Float32Array | null; // (headDim)
   ffnNorm: Float32Array; // (hiddenSize)
-  /** Dense: gate rows then up rows (2 ff, hiddenSize). MoE: per expert e, the same at rows e * 2 ff. */
+  /**
+   * Dense: gate rows then up rows (2 ff, hiddenSize). MoE: per expert e, the same at rows e * 2 ff;
+   * no rows when the experts live on expert ranks (`WeightSelection` "attention").
+   */
   wGateUp: Matrix;
   /** Dense: (hiddenSize, ff). MoE: per expert e, (hiddenSize, ff) at rows e * hiddenSize. */
   wDown: Matrix;
@@ -88,13 +91,30 @@ function arenaBytes(t: GgufTensorInfo, type: WeightType = arenaType(t)): number 
   return Math.ceil(bytes / 16) * 16;
 }
 
+/**
+ * Which tensors a rank loads: "all" (colocated), or "attention" (everything but the MoE experts,
+ * which live on expert ranks: see moe-split.ts and expert-shard.ts).
+ */
+export type WeightSelection = "all" | "attention";
+
+/** A matrix with no rows (the experts of an attention rank). */
+function noRows(cols: number): Matrix {
+  return { type: GgmlType.F32, rows: 0, cols, data: new Float32Array(0) };
+}
+
 interface TensorSpec {
   name: string;
   dims: number[];
 }
 
-/** The tensors a model loads: vectors, matrices (stacks of parts), MoE expert pairs. */
-function tensorPlan(c: ModelConfig): { vectors: TensorSpec[]; stacks: TensorSpec[][] } {
+/**
+ * The tensors a model loads: vectors, matrices (stacks of parts), MoE expert pairs; with
+ * "attention", no expert tensors (the router stays).
+ */
+function tensorPlan(
+  c: ModelConfig,
+  selection: WeightSelection = "all",
+): { vectors: TensorSpec[]; stacks: TensorSpec[][] } {
   const h = c.hiddenSize;
   const qDim = c.numAttentionHeads * c.headDim;
   const kvDim = c.numKeyValueHeads * c.headDim;
@@ -124,14 +144,16 @@ function tensorPlan(c: ModelConfig): { vectors: TensorSpec[]; stacks: TensorSpec
     if (c.numExperts > 0) {
       const ff = c.moeIntermediateSize;
       const e = c.numExperts;
-      stacks.push(
-        [{ name: `${p}ffn_gate_inp.weight`, dims: [h, e] }],
-        [
-          { name: `${p}ffn_gate_exps.weight`, dims: [h, ff, e] },
-          { name: `${p}ffn_up_exps.weight`, dims: [h, ff, e] },
-        ],
-        [{ name: `${p}ffn_down_exps.weight`, dims: [ff, h, e] }],
-      );
+      stacks.push([{ name: `${p}ffn_gate_inp.weight`, dims: [h, e] }]);
+      if (selection === "all") {
+        stacks.push(
+          [
+            { name: `${p}ffn_gate_exps.weight`, dims: [h, ff, e] },
+            { name: `${p}ffn_up_exps.weight`, dims: [h, ff, e] },
+          ],
+          [{ name: `${p}ffn_down_exps.weight`, dims: [ff, h, e] }],
+        );
+      }
     } else {
       const ff = c.intermediateSize;
       stacks.push(
@@ -154,11 +176,60 @@ function expertPairType(file: GgufFile, stack: TensorSpec[]): WeightType | null 
 }
 
 /**
- * Bytes the weights take in kernel memory, from the file's real tensor types (for budgets: check
- * before loading). @throws GgufError on missing, misshapen or unsupported tensors.
+ * The types layer l's experts keep in kernel memory: gate|up (one type, else f32) and down; null
+ * for a layer without expert tensors. @throws GgufError on misshapen or unsupported tensors.
  */
-export function weightBytes(file: GgufFile, c: ModelConfig): number {
-  const { vectors, stacks } = tensorPlan(c);
+export function expertTypes(
+  file: GgufFile,
+  c: ModelConfig,
+  l: number,
+): { gateUp: WeightType; down: WeightType } | null {
+  const p = `blk.${l}.`;
+  if (!file.tensors.has(`${p}ffn_gate_exps.weight`)) return null;
+  const h = c.hiddenSize;
+  const ff = c.moeIntermediateSize;
+  const e = c.numExperts;
+  const pair = [
+    { name: `${p}ffn_gate_exps.weight`, dims: [h, ff, e] },
+    { name: `${p}ffn_up_exps.weight`, dims: [h, ff, e] },
+  ];
+  return {
+    gateUp: expertPairType(file, pair) as WeightType,
+    down: arenaType(tensorInfo(file, `${p}ffn_down_exps.weight`, [ff, h, e])),
+  };
+}
+
+/** Bytes of a (rows, cols) matrix of `type` in kernel memory, with the 16-byte granule. */
+export function matrixBytes(type: WeightType, rows: number, cols: number): number {
+  const bytes = type === GgmlType.F32 ? 4 * rows * cols : rows * rowBytes(type, cols);
+  return Math.ceil(bytes / 16) * 16;
+}
+
+/**
+ * Bytes one expert of every MoE layer takes on an expert rank (its gate|up and down matrices, in
+ * their kernel-memory types): what each expert held adds to a rank.
+ */
+export function expertBytes(file: GgufFile, c: ModelConfig): number {
+  const h = c.hiddenSize;
+  const ff = c.moeIntermediateSize;
+  let total = 0;
+  for (let l = 0; l < c.numHiddenLayers; l++) {
+    const t = expertTypes(file, c, l);
+    if (t) total += matrixBytes(t.gateUp, 2 * ff, h) + matrixBytes(t.down, h, ff);
+  }
+  return total;
+}
+
+/**
+ * Bytes the weights of `selection` take in kernel memory, from the file's real tensor types (for
+ * budgets: check before loading). @throws GgufError on missing, misshapen or unsupported tensors.
+ */
+export function weightBytes(
+  file: GgufFile,
+  c: ModelConfig,
+  selection: WeightSelection = "all",
+): number {
+  const { vectors, stacks } = tensorPlan(c, selection);
   let total = 0;
   for (const v of vectors) total += arenaBytes(tensorInfo(file, v.name, v.dims), GgmlType.F32);
   for (const stack of stacks) {
@@ -171,12 +242,16 @@ export function weightBytes(file: GgufFile, c: ModelConfig): number {
   return total;
 }
 
-/** Copies the GGUF's tensors into `kernels` memory. @throws GgufError on missing or misshapen tensors. */
+/**
+ * Copies the GGUF's tensors of `selection` into `kernels` memory.
+ * @throws GgufError on missing or misshapen tensors.
+ */
 export function loadWeights(
   file: GgufFile,
   bytes: Uint8Array,
   c: ModelConfig,
   kernels: Kernels,
+  selection: WeightSelection = "all",
 ): ModelWeights {
   const h = c.hiddenSize;
   const vector = (name: string, dims: number[]): Float32Array => {
@@ -224,7 +299,7 @@ export function loadWeights(
     return out;
   };
 
-  const { stacks } = tensorPlan(c);
+  const { stacks } = tensorPlan(c, selection);
   let next = 0;
   const take = (): TensorSpec[] => stacks[next++] as TensorSpec[];
   const tokenEmbd = matrix(take());
@@ -242,7 +317,11 @@ export function loadWeights(
     let wGateUp: Matrix;
     let wDown: Matrix;
     let wRouter: Matrix | null = null;
-    if (c.numExperts > 0) {
+    if (c.numExperts > 0 && selection === "attention") {
+      wRouter = matrix(take());
+      wGateUp = noRows(h);
+      wDown = noRows(c.moeIntermediateSize);
+    } else if (c.numExperts > 0) {
       wRouter = matrix(take());
       const pair = take();
       const type = expertPairType(file, pair) as WeightType;

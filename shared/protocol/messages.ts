@@ -139,7 +139,9 @@ export interface TaskPlacement {
 
 export type Placement =
   | { mode: "colocated"; deploymentId: string; colocated: TaskPlacement }
-  | { mode: "pd"; deploymentId: string; prefill: TaskPlacement; decode: TaskPlacement };
+  | { mode: "pd"; deploymentId: string; prefill: TaskPlacement; decode: TaskPlacement }
+  /** The task goes to the instance's attention rank 0, which balances it over the ranks. */
+  | { mode: "moe-attention"; deploymentId: string; attention: TaskPlacement };
 
 /**
  * The worker's request to the JobExecutor: admit (model, pin, context cache), plan, record and

@@ -33,3 +33,8 @@ export function poolInstanceId(index: number): string {
 export function weightCacheName(model: string, generation: number): string {
   return `wc/${model}/${generation}`;
 }
+
+/** The Expert DO of expert rank `rank` of a moe-attention instance. */
+export function expertName(instanceId: string, rank: number): string {
+  return `${instanceId}/expert/${rank}`;
+}

@@ -15,12 +15,12 @@ import type { TaskRole } from "../types/records.ts";
 
 /** Each task of a placement with its role. */
 export function placedTasks(p: Placement): [TaskRole, TaskPlacement][] {
-  return p.mode === "colocated"
-    ? [["colocated", p.colocated]]
-    : [
-        ["prefill", p.prefill],
-        ["decode", p.decode],
-      ];
+  if (p.mode === "colocated") return [["colocated", p.colocated]];
+  if (p.mode === "moe-attention") return [["attention", p.attention]];
+  return [
+    ["prefill", p.prefill],
+    ["decode", p.decode],
+  ];
 }
 
 /** What an Npu answers when it accepts a generate task; `S` is the host's byte stream type. */
@@ -72,8 +72,8 @@ export async function dispatchJob<S>(
   r2Key: string,
   onTaskFailed: (taskId: string, error: ErrorInfo) => void,
 ): Promise<Result<Dispatched<S>>> {
-  if (placement.mode === "colocated") {
-    const t = placement.colocated;
+  if (placement.mode !== "pd") {
+    const t = placement.mode === "colocated" ? placement.colocated : placement.attention;
     const res = await callInstance(t.instanceId, () =>
       npu(t.npu).generate({ ...task, taskId: t.taskId, r2Key }),
     );

@@ -325,9 +325,17 @@ export interface ScheduleResult {
 /** Policies that ignore deployments (no PD step) when every deployment runs them. */
 const GROUP_BLIND: readonly SchedulerPolicy[] = ["round-robin", "least-loaded", "locality-only"];
 
-/** Instances that take the first task: colocated ones, or a PD deployment's prefill ones. */
+/** The role of the instances that take a deployment's first (or only) task. */
+export function entryRole(mode: DeploymentMode): InstanceRole {
+  return mode === "pd" ? "prefill" : mode === "moe-attention" ? "attention" : "colocated";
+}
+
+/**
+ * Instances that take the first task: colocated ones, a PD deployment's prefill ones, or a
+ * moe-attention deployment's instance (scored like a colocated one: it runs whole requests).
+ */
 function entryInstances(d: DeploymentState): InstanceState[] {
-  return d.instances.filter((i) => i.role === (d.mode === "pd" ? "prefill" : "colocated"));
+  return d.instances.filter((i) => i.role === entryRole(d.mode));
 }
 
 function decodeInstances(d: DeploymentState): InstanceState[] {
@@ -344,7 +352,7 @@ function meanSeqs(xs: readonly InstanceState[]): number {
  * whatever the instances report.
  */
 export function groupPressure(d: DeploymentState): number {
-  if (d.mode === "colocated") return meanSeqs(entryInstances(d));
+  if (d.mode !== "pd") return meanSeqs(entryInstances(d));
   return Math.max(meanSeqs(entryInstances(d)), meanSeqs(decodeInstances(d)));
 }
 
@@ -369,8 +377,7 @@ export function scheduleRequest(
   opts: ScheduleOptions = DEFAULT_SCHEDULE,
 ): ScheduleResult | null {
   const usable = input.deployments.filter(
-    (d) =>
-      entryInstances(d).length > 0 && (d.mode === "colocated" || decodeInstances(d).length > 0),
+    (d) => entryInstances(d).length > 0 && (d.mode !== "pd" || decodeInstances(d).length > 0),
   );
   const first = usable[0];
   if (!first) return null;

@@ -339,8 +339,8 @@ export function renderServingMetrics(
     (merged["flowserve:num_requests_running"] ?? []).map((x) => x.labels.instance_id),
   );
   merged["flowserve:instance_state"] = (deployments ?? []).flatMap((d) =>
-    (["colocated", "prefill", "decode"] as const).flatMap((role) =>
-      d.instances[role].map((instanceId) => ({
+    (["colocated", "prefill", "decode", "attention"] as const).flatMap((role) =>
+      (d.instances[role] ?? []).map((instanceId) => ({
         labels: {
           model: d.model,
           deployment_id: d.id,

@@ -13,9 +13,14 @@ export interface ModelSummary {
   vocabSize: number;
   numExperts: number;
   numExpertsPerTok: number;
+  /**
+   * Bytes one NPU needs to serve the model colocated (KV for one full-length sequence). Above the
+   * NPU budget only moe-attention deployments serve it. Absent in records made before.
+   */
+  memoryNeededBytes?: number;
 }
 
-export const DEPLOYMENT_MODES = ["colocated", "pd"] as const;
+export const DEPLOYMENT_MODES = ["colocated", "pd", "moe-attention"] as const;
 export type DeploymentMode = (typeof DEPLOYMENT_MODES)[number];
 /**
  * "deepflow" is Algorithm 1 (PD-aware group step, cache-aware instance step); the others are its
@@ -35,6 +40,20 @@ export interface DeploymentInstances {
   colocated: string[];
   prefill: string[];
   decode: string[];
+  /**
+   * moe-attention: the instance (one, made of A attention Npus `npuName(id, a)` and E Expert DOs
+   * `expertName(id, j)`). Absent in records made before the mode existed.
+   */
+  attention?: string[];
+}
+
+/**
+ * The shape of a moe-attention instance. Its live expert map is held by attention rank 0 (GET
+ * /api/deployments/:id/experts).
+ */
+export interface MoeLayout {
+  numAttention: number;
+  numExperts: number;
 }
 
 export interface DeploymentRecord {
@@ -52,6 +71,8 @@ export interface DeploymentRecord {
   scaling: DeploymentScaling;
   /** The KV-cache policy fields its requests get by default (absent: dense). */
   kvCache?: KvCacheRequest | null;
+  /** moe-attention only. */
+  moe?: MoeLayout;
 }
 
 export interface DeploymentSpec {
@@ -64,6 +85,7 @@ export interface DeploymentSpec {
   min?: RoleCounts;
   max?: RoleCounts;
   kvCache?: KvCacheRequest | null;
+  moe?: MoeLayout;
 }
 
 export interface ModelRecord {

@@ -40,8 +40,14 @@ export type WeightSource =
   | { tier: "staged" }
   | { tier: "fork"; fromInstanceId: string };
 
+/**
+ * The roles whose instances scale one by one (a moe-attention instance, its attention and expert
+ * ranks, is set up whole).
+ */
+export type ScalableRole = Exclude<InstanceRole, "attention">;
+
 /** Instances per role (a colocated deployment uses `colocated`, a PD one `prefill`/`decode`). */
-export type RoleCounts = Record<InstanceRole, number>;
+export type RoleCounts = Record<ScalableRole, number>;
 
 /** What a load read from each tier, and how long its Npu-side steps took. */
 export interface LoadReport {
@@ -57,7 +63,7 @@ export interface LoadReport {
 export interface InstanceStatus {
   id: string;
   deploymentId: string;
-  role: InstanceRole;
+  role: ScalableRole;
   state: InstanceLifecycleState;
   /** Leased from the pre-warmed pool (its runtime was already up). */
   fromPool: boolean;

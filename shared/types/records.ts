@@ -14,7 +14,7 @@ export type JobKind = "chat.completion" | "text_completion";
 export type RequestKind = JobKind | "batch";
 export type TaskRole = "colocated" | "prefill" | "decode" | "attention" | "expert";
 /** The roles of a deployment's instances (colocated, or PD's prefill and decode). */
-export type InstanceRole = Extract<TaskRole, "colocated" | "prefill" | "decode">;
+export type InstanceRole = Extract<TaskRole, "colocated" | "prefill" | "decode" | "attention">;
 
 export interface Timestamps {
   receivedAt: number;

@@ -82,6 +82,7 @@ api.get("/models/:name/instances", async (c) => {
     ...d.instances.colocated,
     ...d.instances.prefill,
     ...d.instances.decode,
+    ...(d.instances.attention ?? []),
   ]);
   const data = await Promise.all(
     ids.map(async (id) => ({ id, ...(await npu(c.env, id).stats()) })),

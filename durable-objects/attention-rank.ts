@@ -1,0 +1,285 @@
+/**
+ * The Npu's attention role in a moe-attention instance (xDeepServe's attention die): the model
+ * is loaded without its experts and runs through a DisaggMoe executor whose peers are the
+ * instance's Expert DOs. The attention ranks step in lockstep, driven by rank 0 (the leader):
+ * each group step the leader runs its own engine step and asks every other rank for one
+ * (`remoteStep`), so every expert rank hears from every attention rank each (layer, step). A
+ * rank that gets a task tells the leader (`kick`), which keeps stepping while any rank has work.
+ */
+
+import {
+  type AttentionLoad,
+  attentionLoad,
+  pickAttentionRank,
+  withPlaced,
+} from "../shared/engine/attention-group.ts";
+import { DisaggMoe } from "../shared/engine/disagg-executor.ts";
+import type { StepReport } from "../shared/engine/engine.ts";
+import { type ExpertMap, primaryMap } from "../shared/engine/expert-map.ts";
+import { LocalExecutor } from "../shared/engine/local-executor.ts";
+import { errorInfo, failure, type Result } from "../shared/errors.ts";
+import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
+import { errorFields, type Logger } from "../shared/log.ts";
+import { modelConfigFromGguf } from "../shared/model/config.ts";
+import {
+  MOE_EXCHANGE_TIMEOUT_MS,
+  type MoeGroupSpec,
+  type MoeRankLoaded,
+} from "../shared/protocol/moe.ts";
+import { expertName, npuName } from "../shared/protocol/names.ts";
+import type { Steppable } from "./engine-loop.ts";
+import type { Env } from "./env.ts";
+import { ExpertBalancer } from "./expert-balancer.ts";
+import { wallClock } from "./moe-clock.ts";
+import type { ModelSlot } from "./npu-loader.ts";
+import { readHeader } from "./r2-range.ts";
+
+export interface AttentionHost {
+  env: Env;
+  slot: ModelSlot;
+  /** Starts this Npu's engine loop (the leader's loop runs group steps). */
+  kickLoop(): void;
+  log: Logger;
+  waitUntil(p: Promise<unknown>): void;
+  /** Hands a step's outputs to this Npu's task streams. */
+  onStep(report: StepReport, startedAt: number, endedAt: number): void;
+}
+
+export class AttentionRole implements Steppable {
+  /** Other ranks that reported work (the leader steps until none has any). */
+  private readonly busy = new Set<number>();
+  /** The DisaggMoe the loaded model runs through. */
+  private built: DisaggMoe | null = null;
+  /** Rank 0: the other ranks' loads as last reported, plus sequences sent there since. */
+  private readonly loads = new Map<number, AttentionLoad>();
+  /** The expert map this rank's current group step runs on (set at each step's start). */
+  private activeMap: ExpertMap;
+  /** Rank 0: the map version each other rank was last sent. */
+  private readonly sentVersion = new Map<number, number>();
+  /** Rank 0: EPLB. */
+  readonly balancer: ExpertBalancer | null;
+
+  constructor(
+    private readonly host: AttentionHost,
+    readonly spec: MoeGroupSpec,
+    readonly rank: number,
+  ) {
+    this.activeMap = spec.map;
+    this.balancer =
+      rank === 0
+        ? new ExpertBalancer(
+            host.env,
+            spec,
+            (map) => {
+              this.spec.map = map; // the next group step picks it up
+            },
+            host.log,
+          )
+        : null;
+  }
+
+  get isLeader(): boolean {
+    return this.rank === 0;
+  }
+
+  private get engine() {
+    return this.host.slot.current?.instance.engine;
+  }
+
+  /** Loads the model as an attention rank. */
+  async load(): Promise<Result<MoeRankLoaded>> {
+    const s = this.spec;
+    let moe: DisaggMoe | null = null;
+    this.host.slot.attention = {
+      makeExecutor: (t) => {
+        const c = t.config;
+        const layers = Array.from({ length: c.numHiddenLayers }, (_, l) => l);
+        moe = new DisaggMoe({
+          rank: this.rank,
+          hiddenSize: c.hiddenSize,
+          topK: c.numExpertsPerTok,
+          moeLayers: c.numExperts > 0 ? layers : [],
+          experts: (j) => ({
+            deliver: (msg: CommMessage) =>
+              this.host.env.EXPERT.getByName(expertName(s.instanceId, j)).moeDeliver(msg),
+          }),
+          map: () => this.activeMap,
+          clock: wallClock,
+          timeoutMs: s.timeoutMs,
+        });
+        return new LocalExecutor(t, moe);
+      },
+    };
+    const r = await this.host.slot.ensure(s.model, s.r2Key);
+    if (!r.ok) return r;
+    if (moe) this.built = moe;
+    return {
+      ok: true,
+      value: {
+        role: "attention",
+        rank: this.rank,
+        residentWeightBytes: r.value.instance.residentWeightBytes,
+      },
+    };
+  }
+
+  private get exec(): DisaggMoe {
+    if (!this.built) throw new Error("this attention rank has no model loaded");
+    return this.built;
+  }
+
+  comm(): StepComm[] {
+    return this.built?.counters.list() ?? [];
+  }
+
+  deliver(msg: CommMessage): void {
+    this.exec.deliver(msg);
+  }
+
+  /** New work on this rank: the leader steps. */
+  kick(): void {
+    if (this.isLeader) this.host.kickLoop();
+    else {
+      const leader = this.host.env.NPU.getByName(npuName(this.spec.instanceId, 0));
+      leader.attentionKick({ rank: this.rank }).catch((e: unknown) => {
+        this.host.log.error("attention.kick_failed", { rank: this.rank, ...errorFields(e) });
+      });
+    }
+  }
+
+  /**
+   * Rank 0: the rank a new task's sequences go to (decode DP balancing: not full, lowest KV use),
+   * counted as placed there until it reports.
+   */
+  route(numTokens: number): number {
+    const engine = this.engine;
+    if (!engine || this.spec.numAttention === 1) return 0;
+    const own = attentionLoad(engine);
+    const idle = { ...own, numRunning: 0, numWaiting: 0, numFreeBlocks: own.numBlocks };
+    const loads = Array.from({ length: this.spec.numAttention }, (_, a) =>
+      a === 0 ? own : (this.loads.get(a) ?? idle),
+    );
+    const rank = pickAttentionRank(loads, numTokens) ?? 0;
+    if (rank !== 0) this.loads.set(rank, withPlaced(loads[rank] as AttentionLoad, numTokens));
+    return rank;
+  }
+
+  /** This rank's load, for rank 0's balancing. */
+  currentLoad(): AttentionLoad | null {
+    const engine = this.engine;
+    return engine ? attentionLoad(engine) : null;
+  }
+
+  /** The leader hears that rank `rank` has work. */
+  markBusy(rank: number): void {
+    this.busy.add(rank);
+    this.host.kickLoop();
+  }
+
+  hasWork(): boolean {
+    return (this.engine?.hasWork() ?? false) || this.busy.size > 0;
+  }
+
+  /**
+   * This rank's part of a group step (every rank, the leader's own part included); `map`: a newer
+   * expert map from the leader, which this step and the next run on.
+   */
+  async ownStep(map: ExpertMap | null = null): Promise<StepReport | null> {
+    if (map) this.activeMap = map;
+    const engine = this.engine;
+    try {
+      const t0 = Date.now();
+      this.exec.beginStep();
+      const report = engine?.hasWork() ? await engine.step() : null;
+      await this.exec.endStep();
+      if (report && !this.isLeader) this.host.onStep(report, t0, Date.now());
+      return report;
+    } catch (e) {
+      this.exec.abortStep();
+      throw e;
+    }
+  }
+
+  /** The leader's group step: its own part and every other rank's, in parallel. */
+  async step(): Promise<StepReport | null> {
+    const others = Array.from({ length: this.spec.numAttention - 1 }, (_, i) => i + 1);
+    const stub = (a: number) => this.host.env.NPU.getByName(npuName(this.spec.instanceId, a));
+    // kicks that arrive during the step add ranks back, so none is lost
+    this.busy.clear();
+    // every rank runs this step on the same map version (a rebalance swaps between steps)
+    const map = this.spec.map;
+    const [own, ...rest] = await Promise.allSettled([
+      this.ownStep(map),
+      ...others.map((a) => {
+        const send = this.sentVersion.get(a) !== map.version ? map : null;
+        this.sentVersion.set(a, map.version);
+        return stub(a).attentionStep({ map: send });
+      }),
+    ]);
+    this.balancer?.afterStep((p) => this.host.waitUntil(p));
+    rest.forEach((r, i) => {
+      const a = others[i] as number;
+      if (r.status !== "fulfilled") {
+        this.sentVersion.delete(a); // resend the map next time
+        return;
+      }
+      if (r.value.hasWork) this.busy.add(a);
+      if (r.value.load) this.loads.set(a, r.value.load);
+    });
+    const failed = [own, ...rest].find((r) => r?.status === "rejected");
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    return (own as PromiseFulfilledResult<StepReport | null>).value;
+  }
+}
+
+/** What POST /api/deployments asks of a moe-attention instance's rank 0. */
+export interface MoeSetup {
+  instanceId: string;
+  model: string;
+  r2Key: string;
+  numAttention: number;
+  numExperts: number;
+}
+
+/**
+ * Sets up a moe-attention instance (run by its rank 0): reads the model's header, makes the
+ * primary expert map, loads every Expert DO, then every attention rank (`self` for rank 0).
+ * Failures (too many expert ranks, a rank over its memory budget) are values.
+ */
+export async function setupGroup(
+  env: Env,
+  s: MoeSetup,
+  self: (spec: MoeGroupSpec) => Promise<Result<MoeRankLoaded>>,
+): Promise<Result<{ spec: MoeGroupSpec; loaded: MoeRankLoaded[] }>> {
+  const config = modelConfigFromGguf(await readHeader(env, s.r2Key));
+  if (config.numExperts === 0 || s.numExperts > config.numExperts) {
+    const msg =
+      config.numExperts === 0
+        ? `model ${s.model} has no experts: moe-attention needs a MoE model`
+        : `model ${s.model} has ${config.numExperts} experts: at most that many expert ranks`;
+    return failure(errorInfo("invalid_request", msg, "instances"));
+  }
+  const spec: MoeGroupSpec = {
+    ...s,
+    map: primaryMap(config.numHiddenLayers, config.numExperts, s.numExperts),
+    timeoutMs: MOE_EXCHANGE_TIMEOUT_MS,
+  };
+  const experts = await Promise.all(
+    Array.from({ length: s.numExperts }, (_, j) =>
+      env.EXPERT.getByName(expertName(s.instanceId, j)).configure({ spec, rank: j }),
+    ),
+  );
+  const attention = await Promise.all(
+    Array.from({ length: s.numAttention }, (_, a) =>
+      a === 0
+        ? self(spec)
+        : env.NPU.getByName(npuName(s.instanceId, a)).attentionConfigure({ spec, rank: a }),
+    ),
+  );
+  const loaded: MoeRankLoaded[] = [];
+  for (const r of [...experts, ...attention]) {
+    if (!r.ok) return r;
+    loaded.push(r.value);
+  }
+  return { ok: true, value: { spec, loaded } };
+}

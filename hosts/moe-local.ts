@@ -1,0 +1,179 @@
+/**
+ * An in-process moe-attention instance for Node (tests, benchmarks): A attention ranks (engines
+ * with attention weights only and a DisaggMoe executor) and E expert ranks (ExpertShards read by
+ * byte ranges of the GGUF), joined by an in-process fabric: `deliver` hands a message to the
+ * peer's inbox after a macrotask, as an RPC would. The same shared/ classes run in the DOs.
+ */
+
+import { AttentionGroup } from "../shared/engine/attention-group.ts";
+import { DisaggMoe } from "../shared/engine/disagg-executor.ts";
+import { type ExpertMap, expertsOnRank, primaryMap } from "../shared/engine/expert-map.ts";
+import { ExpertRank } from "../shared/engine/expert-rank.ts";
+import {
+  createInstance,
+  type InstanceOptions,
+  type ModelInstance,
+} from "../shared/engine/instance.ts";
+import { LocalExecutor } from "../shared/engine/local-executor.ts";
+import type { CommClock, CommMessage, CommPeer } from "../shared/fabric/comm.ts";
+import { modelConfigFromGguf } from "../shared/model/config.ts";
+import { ExpertShard } from "../shared/model/expert-shard.ts";
+import { parseGguf } from "../shared/model/gguf.ts";
+import type { Kernels } from "../shared/model/kernels.ts";
+import {
+  DEFAULT_EPLB,
+  type EplbOptions,
+  expertLoads,
+  rankLoads,
+  rebalance,
+} from "../shared/serving/eplb.ts";
+import { createKernels, type KernelKind } from "./node-kernels.ts";
+
+export const nodeClock: CommClock = {
+  now: () => performance.now(),
+  after: (ms, fn) => {
+    const t = setTimeout(fn, ms);
+    return () => clearTimeout(t);
+  },
+};
+
+export interface LocalMoeOptions {
+  attention: number;
+  experts: number;
+  kind?: KernelKind;
+  instance?: InstanceOptions;
+  timeoutMs?: number;
+  /** Kernel arena of each rank (default 256 MiB). */
+  rankBudgetBytes?: number;
+  /** Expert ranks that never answer (to test timeouts). */
+  silentExperts?: readonly number[];
+}
+
+export interface LocalMoe {
+  group: AttentionGroup;
+  attention: ModelInstance[];
+  attentionKernels: Kernels[];
+  experts: ExpertRank[];
+  expertShards: ExpertShard[];
+  expertKernels: Kernels[];
+  /** The live expert map (EPLB swaps it between steps). */
+  map: { current: ExpertMap };
+  /** Range reads the expert ranks made, in bytes. */
+  bytesRangeRead: () => number;
+}
+
+/** A peer whose messages arrive after a macrotask (as over RPC), never synchronously. */
+function peer(target: () => { deliver(m: CommMessage): void }, silent = false): CommPeer {
+  return {
+    deliver: (m) =>
+      new Promise<void>((resolve) => {
+        setImmediate(() => {
+          if (!silent) target().deliver(m);
+          resolve();
+        });
+      }),
+  };
+}
+
+export async function createLocalMoe(bytes: Uint8Array, o: LocalMoeOptions): Promise<LocalMoe> {
+  const kind = o.kind ?? "wasm";
+  const budget = o.rankBudgetBytes ?? 256 * 2 ** 20;
+  const timeoutMs = o.timeoutMs ?? 30_000;
+  const file = parseGguf(bytes);
+  const config = modelConfigFromGguf(file);
+  const moeLayers = Array.from({ length: config.numHiddenLayers }, (_, l) => l).filter((l) =>
+    file.tensors.has(`blk.${l}.ffn_gate_inp.weight`),
+  );
+  const map = { current: primaryMap(config.numHiddenLayers, config.numExperts, o.experts) };
+  const attention: ModelInstance[] = [];
+  const attentionKernels: Kernels[] = [];
+  const moes: DisaggMoe[] = [];
+  const experts: ExpertRank[] = [];
+  for (let a = 0; a < o.attention; a++) {
+    const kernels = await createKernels(kind, budget);
+    const moe = new DisaggMoe({
+      rank: a,
+      hiddenSize: config.hiddenSize,
+      topK: config.numExpertsPerTok,
+      moeLayers,
+      experts: (j) => peer(() => experts[j] as ExpertRank, o.silentExperts?.includes(j)),
+      map: () => map.current,
+      clock: nodeClock,
+      timeoutMs,
+    });
+    const inst = createInstance(
+      bytes,
+      kernels,
+      { ...o.instance, weights: "attention" },
+      (t) => new LocalExecutor(t, moe),
+    );
+    attention.push(inst);
+    attentionKernels.push(kernels);
+    moes.push(moe);
+  }
+  let rangeRead = 0;
+  const read = async (offset: number, length: number) => {
+    rangeRead += length;
+    return bytes.slice(offset, offset + length);
+  };
+  const expertShards: ExpertShard[] = [];
+  const expertKernels: Kernels[] = [];
+  const maxTokensPerRank = attention[0]?.transformer.shape.maxNumTokens ?? 0;
+  for (let j = 0; j < o.experts; j++) {
+    const kernels = await createKernels(kind, budget);
+    const shard = await ExpertShard.load(file, read, config, kernels, (l) =>
+      expertsOnRank(map.current, l, j),
+    );
+    expertShards.push(shard);
+    expertKernels.push(kernels);
+    experts.push(
+      new ExpertRank({
+        rank: j,
+        numAttentionRanks: o.attention,
+        maxTokensPerRank,
+        config,
+        kernels,
+        shard,
+        attention: (a) => peer(() => moes[a] as DisaggMoe),
+        clock: nodeClock,
+        timeoutMs,
+      }),
+    );
+  }
+  const group = new AttentionGroup(
+    attention.map((inst, a) => ({ engine: inst.engine, moe: moes[a] as DisaggMoe })),
+  );
+  return {
+    group,
+    attention,
+    attentionKernels,
+    experts,
+    expertShards,
+    expertKernels,
+    map,
+    bytesRangeRead: () => rangeRead,
+  };
+}
+
+/**
+ * Collects every expert rank's token counts since the last collection, rebalances the expert map
+ * from them (one time slice), loads the new replicas on their ranks, then swaps the map: steps
+ * already running finish on the old one. Returns the measured [layer][rank] loads it used.
+ */
+export async function rebalanceLocal(
+  m: LocalMoe,
+  opts: EplbOptions = DEFAULT_EPLB,
+): Promise<number[][]> {
+  const counts = m.experts.map((e) => e.takeTokenCounts());
+  const slices = expertLoads(counts).map((perExpert) => [perExpert]);
+  await applyMapLocal(m, rebalance(m.map.current, slices, opts));
+  return rankLoads(counts);
+}
+
+/** Loads `map`'s experts on each rank of `m` (those it lacks), then makes it the current map. */
+export async function applyMapLocal(m: LocalMoe, map: ExpertMap): Promise<void> {
+  for (const [j, shard] of m.expertShards.entries()) {
+    for (let l = 0; l < map.replicas.length; l++) await shard.add(l, expertsOnRank(map, l, j));
+  }
+  m.map.current = map;
+}

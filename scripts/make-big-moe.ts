@@ -1,0 +1,35 @@
+/**
+ * Writes a seeded MoE checkpoint too large for one NPU (scripts/big-moe.ts) for the "model no
+ * single DO can hold" path. Built on demand, never committed.
+ *
+ *   npx tsx scripts/make-big-moe.ts --out /tmp/big-moe.gguf [--experts 32] [--ff 2048] [--seed 7]
+ */
+import { readFileSync, writeFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { DEFAULT_MODEL_PATH } from "../hosts/node-engine.ts";
+import { buildBigMoe } from "./big-moe.ts";
+
+const { values } = parseArgs({
+  options: {
+    out: { type: "string" },
+    experts: { type: "string", default: "32" },
+    ff: { type: "string", default: "2048" },
+    topk: { type: "string", default: "2" },
+    seed: { type: "string", default: "7" },
+  },
+});
+if (!values.out) {
+  console.error(
+    "usage: npx tsx scripts/make-big-moe.ts --out PATH [--experts N] [--ff N] [--seed N]",
+  );
+  process.exit(2);
+}
+const bytes = buildBigMoe(new Uint8Array(readFileSync(DEFAULT_MODEL_PATH)), {
+  name: "big-moe",
+  numExperts: Number(values.experts),
+  expertFf: Number(values.ff),
+  topK: Number(values.topk),
+  seed: Number(values.seed),
+});
+writeFileSync(values.out, bytes);
+console.log(`wrote ${values.out}: ${(bytes.byteLength / 2 ** 20).toFixed(1)} MiB`);

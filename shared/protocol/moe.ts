@@ -1,0 +1,28 @@
+/**
+ * RPC messages of a moe-attention instance: the group every attention Npu and Expert DO is told
+ * at setup (who its peers are and the expert map), and what each reports. Plain data.
+ */
+import type { ExpertMap } from "../engine/expert-map.ts";
+
+/** Default time an exchange waits for a peer's part before failing the step. */
+export const MOE_EXCHANGE_TIMEOUT_MS = 30_000;
+
+export interface MoeGroupSpec {
+  /** The instance: attention Npus are npuName(instanceId, a), experts expertName(instanceId, j). */
+  instanceId: string;
+  model: string;
+  r2Key: string;
+  numAttention: number;
+  numExperts: number;
+  /** The current map (rank 0 replaces it on a rebalance). */
+  map: ExpertMap;
+  timeoutMs: number;
+}
+
+/** What an attention rank or expert rank holds after setup (measured). */
+export interface MoeRankLoaded {
+  role: "attention" | "expert";
+  rank: number;
+  /** Kernel-memory bytes its weights took, measured around the loads. */
+  residentWeightBytes: number;
+}
