@@ -19,7 +19,9 @@ export function idleDeployment(ds: readonly DeploymentRecord[]): DeploymentRecor
   const serves = (d: DeploymentRecord) =>
     d.mode === "pd"
       ? d.instances.prefill.length > 0 && d.instances.decode.length > 0
-      : d.instances.colocated.length > 0;
+      : d.mode === "moe-attention"
+        ? (d.instances.attention?.length ?? 0) > 0
+        : d.instances.colocated.length > 0;
   return ds.length > 0 && !ds.some(serves) ? (ds[0] as DeploymentRecord) : null;
 }
 
