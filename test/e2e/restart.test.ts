@@ -2,7 +2,7 @@
  * The restart drill the issue began with: `wrangler dev` is killed while a request streams, and
  * started again on the same persisted state. The request's record must not stay `running`: the
  * restarted JobExecutor's watchdog finds its task gone from its Npu and fails it, with the
- * reason, within a bound (LOST_AFTER_MS plus a few watchdog rounds). A request after the
+ * reason (or the worker saw the client go first and cancelled it), within a bound (LOST_AFTER_MS plus a few watchdog rounds). A request after the
  * restart is served as before.
  */
 import { afterAll, describe, expect, it, vi } from "vitest";
@@ -59,9 +59,11 @@ describe("server restart", () => {
       { timeout: LOST_AFTER_MS + 15_000, interval: 100 },
     );
     const ended = rec as unknown as RequestRecord;
-    expect(ended.status).toBe("failed");
-    expect(ended.error).toMatch(/lost the task/);
-    expect(ended.jobs[0]?.tasks.every((t) => t.status === "failed")).toBe(true);
+    // wrangler's SIGTERM may close the client's connection before workerd dies: the worker then
+    // records the disconnect (cancelled) itself; otherwise the restarted watchdog fails the task
+    expect(["failed", "cancelled"]).toContain(ended.status);
+    if (ended.status === "failed") expect(ended.error).toMatch(/lost the task/);
+    expect(ended.jobs[0]?.tasks.every((t) => t.status === ended.status)).toBe(true);
     console.log(
       JSON.stringify({ drill: "restart", endedAfterRestartMs: Date.now() - restartedAt }),
     );
