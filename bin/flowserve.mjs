@@ -1,149 +1,16 @@
 #!/usr/bin/env node
 // `flowserve`: the operator CLI over the worker's /api routes, /metrics and its log lines.
-// Plain ESM for Node 20 (no build step). The parsing and formatting live in bin/cli/ as pure
-// functions; this file does the I/O. `flowserve --help` lists the commands.
+// Plain ESM for Node 20 (no build step). The parsing, formatting and upload planning live in
+// bin/cli/ as pure functions; this file, bin/cli/http.mjs and bin/cli/upload-io.mjs do the I/O.
+// `flowserve --help` lists the commands.
 import { spawn } from "node:child_process";
-import { createReadStream, statSync } from "node:fs";
-import { readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseCommandLine, USAGE, UsageError } from "./cli/args.mjs";
-import {
-  deploymentsTable,
-  errorMessage,
-  instanceCounts,
-  modelsTable,
-  progressBar,
-  requestText,
-} from "./cli/format.mjs";
+import { deploymentsTable, instanceCounts, modelsTable, requestText } from "./cli/format.mjs";
+import { CliError, call, callJson, err, out } from "./cli/http.mjs";
 import { createJsonSplitter, createLogFilter, formatEntry, logEntries } from "./cli/logs.mjs";
-
-/** A failure to report: the server's message (or ours), exit 1. */
-class CliError extends Error {}
-
-const out = (text) => process.stdout.write(text.endsWith("\n") ? text : `${text}\n`);
-const err = (text) => process.stderr.write(text.endsWith("\n") ? text : `${text}\n`);
-
-async function call(cmd, method, path, init = {}) {
-  let res;
-  try {
-    res = await fetch(`${cmd.url}${path}`, {
-      method,
-      ...init,
-      headers: { authorization: `Bearer ${cmd.key}`, ...init.headers },
-    });
-  } catch (e) {
-    throw new CliError(`cannot reach ${cmd.url}: ${e?.cause?.message ?? e?.message ?? e}`);
-  }
-  const text = await res.text();
-  if (!res.ok) throw new CliError(errorMessage(res.status, text));
-  return text;
-}
-
-async function callJson(cmd, method, path, body) {
-  const init =
-    body === undefined
-      ? {}
-      : { body: JSON.stringify(body), headers: { "content-type": "application/json" } };
-  return parseJson(await call(cmd, method, path, init));
-}
-
-/** A 2xx body that should be JSON; anything else is an error with the server's text. */
-function parseJson(text) {
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new CliError(`the server answered with something other than JSON: ${text.slice(0, 200)}`);
-  }
-}
-
-/** Progress on stderr: redrawn in place on a terminal, one line at the end otherwise. */
-function progress(label, total) {
-  const tty = process.stderr.isTTY === true;
-  let last = 0;
-  return {
-    update(done) {
-      const now = Date.now();
-      if (tty && (now - last > 100 || done === total)) {
-        last = now;
-        process.stderr.write(`\r${progressBar(label, done, total)}`);
-      }
-    },
-    end(done) {
-      process.stderr.write(`${tty ? "\r" : ""}${progressBar(label, done, total)}\n`);
-    },
-  };
-}
-
-/** The file as a streamed body that counts the bytes fetch pulls from it. */
-function countingStream(path, onBytes) {
-  const file = createReadStream(path, { highWaterMark: 256 * 1024 });
-  const it = file[Symbol.asyncIterator]();
-  let sent = 0;
-  return new ReadableStream({
-    async pull(controller) {
-      const { done, value } = await it.next();
-      if (done) return controller.close();
-      sent += value.byteLength;
-      onBytes(sent);
-      controller.enqueue(new Uint8Array(value.buffer, value.byteOffset, value.byteLength));
-    },
-    cancel() {
-      file.destroy();
-    },
-  });
-}
-
-/** Statuses that say "send a Content-Length body, not a streamed one". */
-const NO_STREAM_STATUSES = [411, 501, 505];
-
-async function upload(cmd) {
-  let total;
-  try {
-    total = statSync(cmd.path).size;
-  } catch (e) {
-    throw new CliError(`cannot read ${cmd.path}: ${e.code ?? e.message}`);
-  }
-  const url = `${cmd.url}/api/models/${encodeURIComponent(cmd.name)}`;
-  const headers = {
-    authorization: `Bearer ${cmd.key}`,
-    "content-type": "application/octet-stream",
-  };
-  const bar = progress(`uploading ${cmd.name}`, total);
-  let sent = 0;
-  let res = null;
-  try {
-    const body = countingStream(cmd.path, (n) => {
-      sent = n;
-      bar.update(n);
-    });
-    res = await fetch(url, { method: "PUT", headers, body, duplex: "half" });
-  } catch (e) {
-    // fetch refused the streamed body before sending it: fall back below; else a lost connection
-    if (sent > 0) throw new CliError(`upload to ${cmd.url} failed: ${e?.cause?.message ?? e}`);
-  }
-  if (res === null || NO_STREAM_STATUSES.includes(res.status)) {
-    // send the file read into memory, with the progress of reading it
-    await res?.body?.cancel();
-    const reading = progress(`reading ${cmd.name}`, total);
-    const bytes = await readFile(cmd.path);
-    reading.end(bytes.byteLength);
-    try {
-      res = await fetch(url, { method: "PUT", headers, body: bytes });
-    } catch (e) {
-      throw new CliError(`cannot reach ${cmd.url}: ${e?.cause?.message ?? e?.message ?? e}`);
-    }
-    sent = bytes.byteLength;
-  }
-  bar.end(sent);
-  const text = await res.text();
-  if (!res.ok) throw new CliError(errorMessage(res.status, text));
-  const m = parseJson(text);
-  if (cmd.json) return out(JSON.stringify(m, null, 2));
-  out(
-    `uploaded ${m.id}: ${m.architecture ?? "?"}, ${m.size_bytes} bytes, context ${m.contextLength}`,
-  );
-}
+import { upload } from "./cli/upload-io.mjs";
 
 function deploymentBody(model, mode, instances, scheduler) {
   return { model, mode, instances, scheduler };

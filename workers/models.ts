@@ -16,7 +16,31 @@ import type { ModelRecord, ModelSummary } from "../shared/types/deployments.ts";
 import { clusterManager, type Env, getConfig } from "./env.ts";
 import { newDeploymentId } from "./ids.ts";
 
-export const MODEL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const MODEL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/** @returns the name when it is a valid model name. @throws AppError 400 otherwise. */
+export function checkModelName(name: string): string {
+  if (!MODEL_NAME_RE.test(name)) {
+    throw new AppError(
+      "invalid_request",
+      "model names are 1-64 characters of A-Z a-z 0-9 . _ - (starting with a letter or digit)",
+      "name",
+    );
+  }
+  return name;
+}
+
+/** A stored model as the upload routes answer it (an OpenAI model object plus its summary). */
+export function modelObject(record: ModelRecord) {
+  return {
+    id: record.name,
+    object: "model",
+    created: Math.floor(record.createdAt / 1000),
+    owned_by: record.ownedBy,
+    size_bytes: record.sizeBytes,
+    ...record.summary,
+  };
+}
 
 export function r2KeyFor(name: string): string {
   return `models/${name}.gguf`;

@@ -14,7 +14,7 @@ interface Base {
 export type Counts = { colocated: number } | { prefill: number; decode: number };
 export type Command =
   | { kind: "help" }
-  | (Base & { command: "models upload"; path: string; name: string })
+  | (Base & { command: "models upload"; path: string; name: string; partSize: number | null })
   | (Base & { command: "models ls" | "deployments ls" })
   | (Base & {
       command: "deployments create";

@@ -10,8 +10,11 @@ export const USAGE = `flowserve: operate a flowserve worker through its /api rou
 Usage: flowserve <command> [options]
 
 Commands:
-  models upload PATH [--name NAME]   upload a GGUF (PUT /api/models/NAME; NAME defaults to the
-                                     file name without .gguf), with a progress bar on stderr
+  models upload PATH [--name NAME] [--part-size MB]
+                                     upload a GGUF (NAME defaults to the file name without
+                                     .gguf), with progress on stderr: one PUT /api/models/NAME,
+                                     or parts of MB MiB (at least 5; default the server's body
+                                     limit) past MB or 64 MiB; run again to resume a broken one
   models ls                          registered models (GET /api/models)
   deployments create MODEL [--mode colocated|pd] [--instances N | --prefill N --decode M]
                      [--scheduler deepflow|round-robin|least-loaded]
@@ -50,6 +53,7 @@ const OPTIONS = {
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
   name: { type: "string" },
+  "part-size": { type: "string" },
   mode: { type: "string" },
   instances: { type: "string" },
   prefill: { type: "string" },
@@ -66,7 +70,7 @@ const GLOBAL = ["url", "key", "json", "help"];
 
 /** Per command: its positional arguments, its own options and which key it takes. */
 const COMMANDS = {
-  "models upload": { positionals: ["PATH"], options: ["name"], key: "admin" },
+  "models upload": { positionals: ["PATH"], options: ["name", "part-size"], key: "admin" },
   "models ls": { positionals: [], options: [], key: "admin" },
   "deployments create": {
     positionals: ["MODEL"],
@@ -180,7 +184,16 @@ export function parseCommandLine(argv, env = {}) {
     case "models upload": {
       const modelName = v.name ?? modelNameFromPath(args[0]);
       if (!modelName) throw new UsageError("cannot name the model from the path; pass --name");
-      return { ...base, path: args[0], name: modelName };
+      const partSize = v["part-size"] === undefined ? null : count("part-size", v["part-size"]);
+      if (partSize !== null && partSize < 5) {
+        throw new UsageError("--part-size is at least 5 (MiB): R2's smallest part");
+      }
+      return {
+        ...base,
+        path: args[0],
+        name: modelName,
+        partSize: partSize === null ? null : partSize * 2 ** 20,
+      };
     }
     case "deployments create": {
       const scheduler = oneOf("scheduler", v.scheduler ?? "deepflow", SCHEDULERS);

@@ -1,12 +1,14 @@
 /**
  * The `flowserve` operator CLI end to end: the real bin/flowserve.mjs as a child process against
- * wrangler dev. Upload with progress, list, create and remove a deployment, read a request,
+ * wrangler dev. Upload with progress (whole, and in parts resuming an upload), list, create and remove a deployment, read a request,
  * grep the metrics, follow the server's logs, and the server's message on an error.
  */
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { fileFingerprint } from "../../bin/cli/upload.mjs";
 import { ADMIN_KEY, type DevServer, LOCAL_KEY, startDevServer } from "../helpers/dev-server.ts";
 import { REPO_ROOT } from "../helpers/models.ts";
 
@@ -81,6 +83,60 @@ describe.skipIf(!existsSync(MODEL_FILE))("flowserve CLI", () => {
       data: { name: string }[];
     };
     expect(json.data.map((m) => m.name)).toContain("s260k");
+  });
+
+  it("uploads in parts, resuming the file's upload in progress", async () => {
+    // stories260K followed by zeros (never read: GGUF tensors are found by offset) to 11 MiB + 7,
+    // three parts at R2's smallest part size; the file is made here and deleted after
+    const dir = mkdtempSync(join(tmpdir(), "flowserve-parts-"));
+    const path = join(dir, "padded.gguf");
+    const bytes = new Uint8Array(11 * 2 ** 20 + 7);
+    bytes.set(readFileSync(MODEL_FILE));
+    writeFileSync(path, bytes);
+    try {
+      // a client "lost" after storing part 2 of its upload
+      const headers = { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" };
+      const base = `${server.url}/api/models/s260k-parts/uploads`;
+      const stat = statSync(path);
+      const started = await fetch(base, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({
+          size: stat.size,
+          part_size: 5 * 2 ** 20,
+          fingerprint: fileFingerprint(stat.size, stat.mtimeMs),
+        }),
+      });
+      const { id } = (await started.json()) as { id: string };
+      const part2 = await fetch(`${base}/${id}/parts/2`, {
+        method: "PUT",
+        headers,
+        body: bytes.subarray(5 * 2 ** 20, 10 * 2 ** 20),
+      });
+      expect(part2.status).toBe(200);
+
+      const up = await flowserve([
+        "models",
+        "upload",
+        path,
+        "--name",
+        "s260k-parts",
+        "--part-size",
+        "5",
+      ]);
+      expect(up.stderr).toContain(`resuming upload ${id}: 1 of 3 parts stored`);
+      const parts = [...up.stderr.matchAll(/uploading s260k-parts part (\d)\/3 .* (\d+)%/g)];
+      expect(parts.map((m) => [m[1], m[2]])).toEqual([
+        ["1", "90"],
+        ["3", "100"],
+      ]);
+      expect(up.code).toBe(0);
+      expect(up.stdout).toMatch(/^uploaded s260k-parts: llama, 11534343 bytes, context 512$/m);
+      const left = (await (await fetch(base, { headers })).json()) as { data: unknown[] };
+      expect(left.data).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("creates, lists and removes a deployment", async () => {

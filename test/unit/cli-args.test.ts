@@ -57,6 +57,15 @@ describe("parseCommandLine", () => {
     ).toMatchObject({ name: "s260k" });
   });
 
+  it("takes --part-size in MiB, at least R2's 5", () => {
+    const up = (...extra: string[]) =>
+      parseCommandLine(["models", "upload", "m.gguf", ...extra], ENV);
+    expect(up()).toMatchObject({ partSize: null });
+    expect(up("--part-size", "8")).toMatchObject({ partSize: 8 * 2 ** 20 });
+    expect(() => up("--part-size", "4")).toThrow(/at least 5/);
+    expect(() => up("--part-size", "1.5")).toThrow(/positive whole number/);
+  });
+
   it("builds colocated and PD deployment bodies", () => {
     expect(parseCommandLine(["deployments", "create", "m"], ENV)).toMatchObject({
       model: "m",

@@ -1,5 +1,6 @@
 /**
- * DeepFlow's management and request API under /api: model uploads (admin), request records
+ * DeepFlow's management and request API under /api: model uploads (admin; multipart in
+ * uploads.ts), request records
  * (tenant-scoped). Later issues add deployments, context caches and batch requests here.
  */
 import { Hono } from "hono";
@@ -10,12 +11,13 @@ import { checkPdProfile, type PdProfile } from "../../shared/serving/pd-profile.
 import type { AppEnv } from "../app-env.ts";
 import { clusterManager, getConfig, jobExecutorFor, npu } from "../env.ts";
 import { MAX_JSON_BODY_BYTES, readBody } from "../middleware/body.ts";
-import { MODEL_NAME_RE, resolveModel, storeModel } from "../models.ts";
+import { checkModelName, modelObject, resolveModel, storeModel } from "../models.ts";
 import { requireAdmin } from "./admin.ts";
 import { contextCaches } from "./context-caches.ts";
 import { deployments } from "./deployments.ts";
 import { faults } from "./faults.ts";
 import { requests } from "./requests.ts";
+import { uploads } from "./uploads.ts";
 
 const REQUEST_ID_RE = /^req_[0-9a-f]{32}$/;
 
@@ -25,33 +27,17 @@ api.route("/deployments", deployments);
 api.route("/requests", requests);
 api.route("/context-caches", contextCaches);
 api.route("/faults", faults);
+api.route("/models", uploads);
 
 api.put("/models/:name", async (c) => {
   requireAdmin(c.var.principal.isAdmin);
-  const name = c.req.param("name");
-  if (!MODEL_NAME_RE.test(name)) {
-    throw new AppError(
-      "invalid_request",
-      "model names are 1-64 characters of A-Z a-z 0-9 . _ - (starting with a letter or digit)",
-      "name",
-    );
-  }
+  const name = checkModelName(c.req.param("name"));
   const bytes = await readBody(c.req.raw, getConfig(c.env).maxUploadBytes);
   if (bytes.byteLength === 0)
     throw new AppError("invalid_request", "the body must be the GGUF file's bytes", "body");
   const record = await storeModel(c.env, name, bytes, c.var.principal.tenant);
   c.var.log.info("model.uploaded", { model: name, sizeBytes: bytes.byteLength });
-  return c.json(
-    {
-      id: record.name,
-      object: "model",
-      created: Math.floor(record.createdAt / 1000),
-      owned_by: record.ownedBy,
-      size_bytes: record.sizeBytes,
-      ...record.summary,
-    },
-    201,
-  );
+  return c.json(modelObject(record), 201);
 });
 
 api.get("/models", async (c) => {
