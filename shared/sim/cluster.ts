@@ -6,7 +6,8 @@
  * the instances' scheduler state, with a `PrefixTree`, an `OutputLengthPredictor`, the model's PD
  * profile and round-robin counters kept as the JobExecutor keeps them (ModelScheduler,
  * PlacementState). Only the maths is replaced: a step's duration comes from the model card
- * (cost-model.ts), a PD handoff's from the card's fabric figures, and every sampled token is a
+ * (cost-model.ts: engine time plus the card's per-step and per-token serving costs; each request
+ * reaches placement `requestOverheadMs` after it arrives), a PD handoff's from the card's fabric figures, and every sampled token is a
  * fixed non-EOS id, with `ignoreEos` and `maxTokens` = the request's output length.
  *
  * Groups: `numInstances` colocated instances (deployment "sim"), and with `pd` a PD deployment
@@ -34,7 +35,7 @@ import { GREEDY, newSequence, type Sequence } from "../engine/sequence.ts";
 import { OutputLengthPredictor } from "../serving/pd-profile.ts";
 import { DEFAULT_MAX_PREFIX_NODES, PrefixTree, promptBlockKeys } from "../serving/prefix-tree.ts";
 import { type DeploymentState, type RrCounters, scheduleRequest } from "../serving/scheduling.ts";
-import { stepFeatures, stepTimeMs } from "./cost-model.ts";
+import { servedStepMs, stepFeatures } from "./cost-model.ts";
 import { EventQueue } from "./events.ts";
 import {
   instanceState,
@@ -93,8 +94,10 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
   }));
   const live = new Map<string, Live>();
   const queue = new EventQueue<SimEvent>();
+  // the request path's fixed cost: a request reaches placement and its instance that much later
+  const admitMs = card.requestOverheadMs ?? 0;
   requests.forEach((r, index) => {
-    queue.push(r.arrivalMs, { kind: "arrival", index });
+    queue.push(r.arrivalMs + admitMs, { kind: "arrival", index });
   });
   let numSteps = 0;
   let numPreemptions = 0;
@@ -130,7 +133,7 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
         l.blockKeys = null;
       }
     }
-    const ms = stepTimeMs(card, stepFeatures(plan));
+    const ms = servedStepMs(card, stepFeatures(plan));
     inst.busyMs += ms;
     queue.push(now + ms, { kind: "step-end", instance: inst, plan });
   };

@@ -11,7 +11,17 @@
  * accelerator a decode's attention is bound by reading its KV from memory, a prefill's by
  * compute, hence two coefficients; a card without `e` uses `c` for both (the CPU card is fitted
  * that way). A "model card" carries the coefficients with the instance shape they hold for
- * (context, KV capacity, batching limits) and, optionally, SLOs suited to its speed. Pure.
+ * (context, KV capacity, batching limits) and, optionally, SLOs suited to its speed.
+ *
+ * The serving path around the engine has fixed costs of its own, three optional card fields
+ * (0 when absent) that the simulator applies where they occur:
+ *   - requestOverheadMs, once per request: admission, tokenising, placement, the RPCs to the
+ *     instance and the first SSE frame; a request reaches its instance's scheduler that long
+ *     after it arrives, so it adds to TTFT and e2e, not to TPOT;
+ *   - stepOverheadMs, once per step: the instance loop's turn between steps (yield, task
+ *     reports, outbox);
+ *   - tokenOverheadMs, per token sampled in a step: framing and streaming it as SSE.
+ * `servedStepMs` is a step's engine time plus the last two. Pure.
  */
 import type { StepPlan } from "../engine/executor.ts";
 
@@ -33,6 +43,10 @@ export interface ModelCard {
   /** Default SLOs for runs with this card (the CLI's defaults when absent). */
   sloTtftMs?: number;
   sloTpotMs?: number;
+  /** Serving-path costs in ms, 0 when absent: per request, per step, per sampled token. */
+  requestOverheadMs?: number;
+  stepOverheadMs?: number;
+  tokenOverheadMs?: number;
   /** The instance shape: context, KV cache in tokens, KV block size, batching limits. */
   maxModelLen: number;
   kvCapacityTokens: number;
@@ -48,6 +62,8 @@ export interface StepFeatures {
   /** KV positions read by the sequences computing one token. */
   decodeAttended: number;
   numSeqs: number;
+  /** Sequences that sample a token this step (a decode, or a prefill's last chunk). */
+  numSampled: number;
 }
 
 /** Attention pairs of a chunk of `n` tokens starting at position `start` (causal). */
@@ -58,7 +74,9 @@ export function attendedPairs(start: number, n: number): number {
 export function stepFeatures(plan: StepPlan): StepFeatures {
   let attendedTokens = 0;
   let decodeAttended = 0;
+  let numSampled = 0;
   for (const s of plan.seqs) {
+    if (s.sample) numSampled++;
     const pairs = attendedPairs(s.startPos, s.tokenIds.length);
     if (s.tokenIds.length === 1) decodeAttended += pairs;
     else attendedTokens += pairs;
@@ -68,6 +86,7 @@ export function stepFeatures(plan: StepPlan): StepFeatures {
     attendedTokens,
     decodeAttended,
     numSeqs: plan.seqs.length,
+    numSampled,
   };
 }
 
@@ -78,6 +97,13 @@ export function stepTimeMs(card: ModelCard, f: StepFeatures): number {
     card.c * f.attendedTokens +
     (card.e ?? card.c) * f.decodeAttended +
     card.d * f.numSeqs
+  );
+}
+
+/** A step as the serving path sees it: engine time, the step's overhead, each sampled token's. */
+export function servedStepMs(card: ModelCard, f: StepFeatures): number {
+  return (
+    stepTimeMs(card, f) + (card.stepOverheadMs ?? 0) + (card.tokenOverheadMs ?? 0) * f.numSampled
   );
 }
 
@@ -108,6 +134,9 @@ export function checkModelCard(x: unknown): string | null {
     "kvBytesPerToken",
     "fabricGBps",
     "fabricLatencyMs",
+    "requestOverheadMs",
+    "stepOverheadMs",
+    "tokenOverheadMs",
   ]) {
     const v = o[k];
     if (v !== undefined && (typeof v !== "number" || !Number.isFinite(v) || v < 0)) {

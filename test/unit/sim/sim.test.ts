@@ -70,6 +70,42 @@ describe("simulate", () => {
     expect(res.numSteps).toBe(n);
   });
 
+  it("adds the card's request, step and per-sampled-token overheads where they occur", () => {
+    const card: ModelCard = {
+      ...CARD,
+      requestOverheadMs: 7,
+      stepOverheadMs: 0.25,
+      tokenOverheadMs: 0.125,
+    };
+    const pairs = (start: number, n: number) => n * start + (n * (n + 1)) / 2;
+    const engine = (tokens: number, attended: number, seqs: number) =>
+      1 + 0.01 * tokens + 0.001 * attended + 0.5 * seqs;
+    // 600 prompt tokens in 512-token steps: the first chunk samples nothing, the second does
+    const long = simulate([{ id: "x", arrivalMs: 0, promptIds: ids(600, 0), outputTokens: 3 }], {
+      card,
+      numInstances: 1,
+      policy: "deepflow",
+    }).outcomes[0]!;
+    const chunk1 = engine(512, pairs(0, 512), 1) + 0.25;
+    const chunk2 = engine(88, pairs(512, 88), 1) + 0.25 + 0.125;
+    expect(long.firstTokenMs! - long.arrivalMs).toBeCloseTo(7 + chunk1 + chunk2, 9);
+    let decode = 0;
+    for (let k = 1; k < 3; k++) decode += engine(1, 600 + k, 1) + 0.25 + 0.125;
+    expect(long.finishMs! - long.arrivalMs).toBeCloseTo(7 + chunk1 + chunk2 + decode, 9);
+    // a prefills alone; then a's decode and b's prefill share a step: two tokens' overheads
+    const two = simulate(
+      [
+        { id: "a", arrivalMs: 5, promptIds: ids(100, 0), outputTokens: 3 },
+        { id: "b", arrivalMs: 5, promptIds: ids(100, 1000), outputTokens: 1 },
+      ],
+      { card, numInstances: 1, policy: "deepflow" },
+    ).outcomes;
+    const first = engine(100, pairs(0, 100), 1) + 0.25 + 0.125;
+    const shared = engine(101, pairs(0, 100) + 101, 2) + 0.25 + 2 * 0.125;
+    expect(two[0]!.firstTokenMs! - 5).toBeCloseTo(7 + first, 9);
+    expect(two[1]!.firstTokenMs! - 5).toBeCloseTo(7 + first + shared, 9);
+  });
+
   it("fails requests that cannot fit, and counts them", () => {
     const res = simulate(
       [
