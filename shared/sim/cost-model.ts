@@ -13,15 +13,21 @@
  * that way). A "model card" carries the coefficients with the instance shape they hold for
  * (context, KV capacity, batching limits) and, optionally, SLOs suited to its speed.
  *
- * The serving path around the engine has fixed costs of its own, three optional card fields
- * (0 when absent) that the simulator applies where they occur:
- *   - requestOverheadMs, once per request: admission, tokenising, placement, the RPCs to the
- *     instance and the first SSE frame; a request reaches its instance's scheduler that long
+ * The serving path around the engine has fixed costs of its own, optional card fields (0 when
+ * absent) that the simulator applies where they occur:
+ *   - requestOverheadMs, once per request before its first step: admission, tokenising,
+ *     placement, the RPCs to the instance; a request reaches its instance's scheduler that long
  *     after it arrives, so it adds to TTFT and e2e, not to TPOT;
+ *   - finishOverheadMs, once per request after its last token: the final frames (usage, [DONE])
+ *     and the records; the request ends that long after its last step, so it adds to e2e and
+ *     TPOT (bench:serve's TPOT is (e2e - TTFT) / (tokens - 1));
  *   - stepOverheadMs, once per step: the instance loop's turn between steps (yield, task
  *     reports, outbox);
  *   - tokenOverheadMs, per token sampled in a step: framing and streaming it as SSE.
- * `servedStepMs` is a step's engine time plus the last two. Pure.
+ * `servedStepMs` is a step's engine time plus the last two. With `pathSharesThread` (a local
+ * server: one workerd runs the worker, the Durable Objects and the engine on one thread) the
+ * per-request costs are also work on the engine's thread: each delays the next step of every
+ * instance that is busy when it happens. Deployed, the request path runs elsewhere: false. Pure.
  */
 import type { StepPlan } from "../engine/executor.ts";
 
@@ -43,10 +49,13 @@ export interface ModelCard {
   /** Default SLOs for runs with this card (the CLI's defaults when absent). */
   sloTtftMs?: number;
   sloTpotMs?: number;
-  /** Serving-path costs in ms, 0 when absent: per request, per step, per sampled token. */
+  /** Serving-path costs in ms, 0 when absent: per request (before, after), step, sampled token. */
   requestOverheadMs?: number;
+  finishOverheadMs?: number;
   stepOverheadMs?: number;
   tokenOverheadMs?: number;
+  /** The per-request costs run on the engine's thread and delay busy instances' next steps. */
+  pathSharesThread?: boolean;
   /** The instance shape: context, KV cache in tokens, KV block size, batching limits. */
   maxModelLen: number;
   kvCapacityTokens: number;
@@ -54,6 +63,14 @@ export interface ModelCard {
   maxNumSeqs: number;
   maxNumBatchedTokens: number;
 }
+
+/** The card fields of the serving path's costs (profile:path measures them). */
+export const PATH_FIELDS = [
+  "requestOverheadMs",
+  "finishOverheadMs",
+  "stepOverheadMs",
+  "tokenOverheadMs",
+] as const;
 
 export interface StepFeatures {
   scheduledTokens: number;
@@ -134,14 +151,15 @@ export function checkModelCard(x: unknown): string | null {
     "kvBytesPerToken",
     "fabricGBps",
     "fabricLatencyMs",
-    "requestOverheadMs",
-    "stepOverheadMs",
-    "tokenOverheadMs",
+    ...PATH_FIELDS,
   ]) {
     const v = o[k];
     if (v !== undefined && (typeof v !== "number" || !Number.isFinite(v) || v < 0)) {
       return `${k} must be a number >= 0 when given`;
     }
+  }
+  if (o.pathSharesThread !== undefined && typeof o.pathSharesThread !== "boolean") {
+    return "pathSharesThread must be a boolean when given";
   }
   if ((o.a as number) + (o.b as number) + (o.d as number) <= 0) {
     return "a step must take time: a, b or d must be > 0";
