@@ -110,7 +110,7 @@ function tsx(args: string[]): Promise<string> {
 /** A card measured now: profile:steps, then profile:path on top of it. */
 async function measureCard(path: string): Promise<ModelCard> {
   await tsx(["scripts/profile-steps.ts", "--out", path]);
-  await tsx(["scripts/profile-path.ts", "--card", path, "--rounds", "10", "--write"]);
+  await tsx(["scripts/profile-path.ts", "--card", path, "--rounds", "8", "--write"]);
   return readCard(path);
 }
 

@@ -7,7 +7,7 @@
  * profile and round-robin counters kept as the JobExecutor keeps them (ModelScheduler,
  * PlacementState). Only the maths is replaced: a step's duration comes from the model card
  * (cost-model.ts: engine time plus the card's per-step and per-token serving costs; a request
- * reaches placement `requestOverheadMs` after it arrives and ends `finishOverheadMs` after its
+ * reaches placement `admissionMs` after it arrives and ends `finishOverheadMs` after its
  * last step; with `pathSharesThread` both also delay the next step of every busy instance), a PD handoff's from the card's fabric figures, and every sampled token is a
  * fixed non-EOS id, with `ignoreEos` and `maxTokens` = the request's output length.
  *
@@ -36,7 +36,7 @@ import { GREEDY, newSequence, type Sequence } from "../engine/sequence.ts";
 import { OutputLengthPredictor } from "../serving/pd-profile.ts";
 import { DEFAULT_MAX_PREFIX_NODES, PrefixTree, promptBlockKeys } from "../serving/prefix-tree.ts";
 import { type DeploymentState, type RrCounters, scheduleRequest } from "../serving/scheduling.ts";
-import { servedStepMs, stepFeatures } from "./cost-model.ts";
+import { admissionMs, servedStepMs, stepFeatures } from "./cost-model.ts";
 import { EventQueue } from "./events.ts";
 import {
   instanceState,
@@ -97,10 +97,10 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
   const live = new Map<string, Live>();
   const queue = new EventQueue<SimEvent>();
   // the request path's fixed cost: a request reaches placement and its instance that much later
-  const admitMs = card.requestOverheadMs ?? 0;
   const finishOverheadMs = card.finishOverheadMs ?? 0;
   const shared = card.pathSharesThread === true;
   requests.forEach((r, index) => {
+    const admitMs = admissionMs(card, r.promptIds.length);
     if (shared && admitMs > 0) queue.push(r.arrivalMs, { kind: "admit", overheadMs: admitMs });
     queue.push(r.arrivalMs + admitMs, { kind: "arrival", index });
   });

@@ -18,6 +18,9 @@
  *   - requestOverheadMs, once per request before its first step: admission, tokenising,
  *     placement, the RPCs to the instance; a request reaches its instance's scheduler that long
  *     after it arrives, so it adds to TTFT and e2e, not to TPOT;
+ *   - promptTokenOverheadMs, per prompt token, with requestOverheadMs: what a longer prompt costs
+ *     the server beyond the engine's fitted prefill time (the body's ids, block keys, and the
+ *     engine running slower in workerd than in the Node fit);
  *   - finishOverheadMs, once per request after its last token: the final frames (usage, [DONE])
  *     and the records; the request ends that long after its last step, so it adds to e2e and
  *     TPOT (bench:serve's TPOT is (e2e - TTFT) / (tokens - 1));
@@ -51,6 +54,7 @@ export interface ModelCard {
   sloTpotMs?: number;
   /** Serving-path costs in ms, 0 when absent: per request (before, after), step, sampled token. */
   requestOverheadMs?: number;
+  promptTokenOverheadMs?: number;
   finishOverheadMs?: number;
   stepOverheadMs?: number;
   tokenOverheadMs?: number;
@@ -67,6 +71,7 @@ export interface ModelCard {
 /** The card fields of the serving path's costs (profile:path measures them). */
 export const PATH_FIELDS = [
   "requestOverheadMs",
+  "promptTokenOverheadMs",
   "finishOverheadMs",
   "stepOverheadMs",
   "tokenOverheadMs",
@@ -115,6 +120,11 @@ export function stepTimeMs(card: ModelCard, f: StepFeatures): number {
     (card.e ?? card.c) * f.decodeAttended +
     card.d * f.numSeqs
   );
+}
+
+/** ms from a request's arrival to its reaching the instance's scheduler. */
+export function admissionMs(card: ModelCard, numPromptTokens: number): number {
+  return (card.requestOverheadMs ?? 0) + (card.promptTokenOverheadMs ?? 0) * numPromptTokens;
 }
 
 /** A step as the serving path sees it: engine time, the step's overhead, each sampled token's. */
