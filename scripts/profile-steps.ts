@@ -5,7 +5,8 @@
  *   t_ms = a + b * scheduledTokens + c * (attendedTokens + decodeAttended) + d * numSeqs
  * (one attention coefficient for prefill and decode: no `e`; on this CPU both are compute-bound)
  * by least squares (coefficients held at 0 when the fit makes them negative), and writes a model
- * card (JSON) with the instance shape given on the command line. Runs well under a minute.
+ * card (JSON) with the instance shape given on the command line, keeping the serving-path fields
+ * (profile:path's) of the card it replaces. Runs well under a minute.
  *
  *   npm run -s profile:steps -- [--model PATH] [--out PATH] [--max-model-len N]
  *     [--kv-capacity-tokens N] [--max-num-seqs N] [--max-num-batched-tokens N]
@@ -19,6 +20,7 @@ import { mulberry32 } from "../shared/random.ts";
 import {
   checkModelCard,
   type ModelCard,
+  PATH_FIELDS,
   type StepFeatures,
   stepFeatures,
 } from "../shared/sim/cost-model.ts";
@@ -133,6 +135,16 @@ const card: ModelCard = {
   maxNumSeqs: Number(values["max-num-seqs"]),
   maxNumBatchedTokens: Number(values["max-num-batched-tokens"]),
 };
+// the serving-path fields are profile:path's measurement: an existing card keeps them
+const previous: Partial<ModelCard> = (() => {
+  try {
+    return JSON.parse(readFileSync(values.out, "utf8")) as Partial<ModelCard>;
+  } catch {
+    return {};
+  }
+})();
+for (const k of PATH_FIELDS) if (previous[k] !== undefined) card[k] = previous[k];
+if (previous.pathSharesThread !== undefined) card.pathSharesThread = previous.pathSharesThread;
 const problem = checkModelCard(card);
 if (problem) throw new Error(`fitted card is invalid: ${problem}`);
 writeFileSync(values.out, `${JSON.stringify(card, null, 2)}\n`);

@@ -6,7 +6,9 @@
  * the instances' scheduler state, with a `PrefixTree`, an `OutputLengthPredictor`, the model's PD
  * profile and round-robin counters kept as the JobExecutor keeps them (ModelScheduler,
  * PlacementState). Only the maths is replaced: a step's duration comes from the model card
- * (cost-model.ts), a PD handoff's from the card's fabric figures, and every sampled token is a
+ * (cost-model.ts: engine time plus the card's per-step and per-token serving costs; a request
+ * reaches placement `admissionMs` after it arrives and ends `finishOverheadMs` after its
+ * last step; with `pathSharesThread` both also delay the next step of every busy instance), a PD handoff's from the card's fabric figures, and every sampled token is a
  * fixed non-EOS id, with `ignoreEos` and `maxTokens` = the request's output length.
  *
  * Groups: `numInstances` colocated instances (deployment "sim"), and with `pd` a PD deployment
@@ -34,7 +36,7 @@ import { GREEDY, newSequence, type Sequence } from "../engine/sequence.ts";
 import { OutputLengthPredictor } from "../serving/pd-profile.ts";
 import { DEFAULT_MAX_PREFIX_NODES, PrefixTree, promptBlockKeys } from "../serving/prefix-tree.ts";
 import { type DeploymentState, type RrCounters, scheduleRequest } from "../serving/scheduling.ts";
-import { stepFeatures, stepTimeMs } from "./cost-model.ts";
+import { admissionMs, servedStepMs, stepFeatures } from "./cost-model.ts";
 import { EventQueue } from "./events.ts";
 import {
   instanceState,
@@ -51,6 +53,7 @@ export type { SimRequest } from "./instance.ts";
 export type { PlacementRecord, RequestOutcome, SimOptions, SimResult } from "./types.ts";
 
 type SimEvent =
+  | { kind: "admit"; overheadMs: number }
   | { kind: "arrival"; index: number }
   | { kind: "step-end"; instance: SimInstance; plan: StepPlan }
   | { kind: "kv-ready"; seq: Sequence; decode: SimInstance };
@@ -93,8 +96,13 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
   }));
   const live = new Map<string, Live>();
   const queue = new EventQueue<SimEvent>();
+  // the request path's fixed cost: a request reaches placement and its instance that much later
+  const finishOverheadMs = card.finishOverheadMs ?? 0;
+  const shared = card.pathSharesThread === true;
   requests.forEach((r, index) => {
-    queue.push(r.arrivalMs, { kind: "arrival", index });
+    const admitMs = admissionMs(card, r.promptIds.length);
+    if (shared && admitMs > 0) queue.push(r.arrivalMs, { kind: "admit", overheadMs: admitMs });
+    queue.push(r.arrivalMs + admitMs, { kind: "arrival", index });
   });
   let numSteps = 0;
   let numPreemptions = 0;
@@ -119,6 +127,7 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
     numPreemptions += plan.preemptedSeqIds.length;
     if (plan.seqs.length === 0) {
       inst.busy = false;
+      inst.stallMs = 0;
       return;
     }
     inst.busy = true;
@@ -130,9 +139,15 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
         l.blockKeys = null;
       }
     }
-    const ms = stepTimeMs(card, stepFeatures(plan));
+    const ms = servedStepMs(card, stepFeatures(plan)) + inst.stallMs;
+    inst.stallMs = 0;
     inst.busyMs += ms;
     queue.push(now + ms, { kind: "step-end", instance: inst, plan });
+  };
+
+  /** Path work on the shared thread: every busy instance's next step waits for it. */
+  const stall = (ms: number): void => {
+    for (const s of instances) if (s.busy) s.stallMs += ms;
   };
 
   const wake = (inst: SimInstance, now: number): void => {
@@ -257,7 +272,8 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
   /** `computedPrompt`: the sequence computed its prompt here (not a PD decode side). */
   const finish = (seq: Sequence, out: RequestOutcome, now: number, computedPrompt: boolean) => {
     live.delete(seq.seqId);
-    out.finishMs = now;
+    out.finishMs = now + finishOverheadMs;
+    if (shared) stall(finishOverheadMs);
     out.numOutputTokens = seq.tokenIds.length - seq.numPromptTokens;
     if (computedPrompt) out.numCachedTokens = seq.numCachedTokens;
     predictor.observe(seq.numPromptTokens, out.numOutputTokens);
@@ -265,7 +281,8 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
 
   for (let e = queue.pop(); e; e = queue.pop()) {
     const ev = e.event;
-    if (ev.kind === "arrival") arrive(ev.index, e.at);
+    if (ev.kind === "admit") stall(ev.overheadMs);
+    else if (ev.kind === "arrival") arrive(ev.index, e.at);
     else if (ev.kind === "step-end") endStep(ev.instance, ev.plan, e.at);
     else importKv(ev.seq, ev.decode, e.at);
   }

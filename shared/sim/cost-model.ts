@@ -11,7 +11,26 @@
  * accelerator a decode's attention is bound by reading its KV from memory, a prefill's by
  * compute, hence two coefficients; a card without `e` uses `c` for both (the CPU card is fitted
  * that way). A "model card" carries the coefficients with the instance shape they hold for
- * (context, KV capacity, batching limits) and, optionally, SLOs suited to its speed. Pure.
+ * (context, KV capacity, batching limits) and, optionally, SLOs suited to its speed.
+ *
+ * The serving path around the engine has fixed costs of its own, optional card fields (0 when
+ * absent) that the simulator applies where they occur:
+ *   - requestOverheadMs, once per request before its first step: admission, tokenising,
+ *     placement, the RPCs to the instance; a request reaches its instance's scheduler that long
+ *     after it arrives, so it adds to TTFT and e2e, not to TPOT;
+ *   - promptTokenOverheadMs, per prompt token, with requestOverheadMs: what a longer prompt costs
+ *     the server beyond the engine's fitted prefill time (the body's ids, block keys, and the
+ *     engine running slower in workerd than in the Node fit);
+ *   - finishOverheadMs, once per request after its last token: the final frames (usage, [DONE])
+ *     and the records; the request ends that long after its last step, so it adds to e2e and
+ *     TPOT (bench:serve's TPOT is (e2e - TTFT) / (tokens - 1));
+ *   - stepOverheadMs, once per step: the instance loop's turn between steps (yield, task
+ *     reports, outbox);
+ *   - tokenOverheadMs, per token sampled in a step: framing and streaming it as SSE.
+ * `servedStepMs` is a step's engine time plus the last two. With `pathSharesThread` (a local
+ * server: one workerd runs the worker, the Durable Objects and the engine on one thread) the
+ * per-request costs are also work on the engine's thread: each delays the next step of every
+ * instance that is busy when it happens. Deployed, the request path runs elsewhere: false. Pure.
  */
 import type { StepPlan } from "../engine/executor.ts";
 
@@ -33,6 +52,14 @@ export interface ModelCard {
   /** Default SLOs for runs with this card (the CLI's defaults when absent). */
   sloTtftMs?: number;
   sloTpotMs?: number;
+  /** Serving-path costs in ms, 0 when absent: per request (before, after), step, sampled token. */
+  requestOverheadMs?: number;
+  promptTokenOverheadMs?: number;
+  finishOverheadMs?: number;
+  stepOverheadMs?: number;
+  tokenOverheadMs?: number;
+  /** The per-request costs run on the engine's thread and delay busy instances' next steps. */
+  pathSharesThread?: boolean;
   /** The instance shape: context, KV cache in tokens, KV block size, batching limits. */
   maxModelLen: number;
   kvCapacityTokens: number;
@@ -41,6 +68,15 @@ export interface ModelCard {
   maxNumBatchedTokens: number;
 }
 
+/** The card fields of the serving path's costs (profile:path measures them). */
+export const PATH_FIELDS = [
+  "requestOverheadMs",
+  "promptTokenOverheadMs",
+  "finishOverheadMs",
+  "stepOverheadMs",
+  "tokenOverheadMs",
+] as const;
+
 export interface StepFeatures {
   scheduledTokens: number;
   /** Attention pairs of the sequences computing more than one token. */
@@ -48,6 +84,8 @@ export interface StepFeatures {
   /** KV positions read by the sequences computing one token. */
   decodeAttended: number;
   numSeqs: number;
+  /** Sequences that sample a token this step (a decode, or a prefill's last chunk). */
+  numSampled: number;
 }
 
 /** Attention pairs of a chunk of `n` tokens starting at position `start` (causal). */
@@ -58,7 +96,9 @@ export function attendedPairs(start: number, n: number): number {
 export function stepFeatures(plan: StepPlan): StepFeatures {
   let attendedTokens = 0;
   let decodeAttended = 0;
+  let numSampled = 0;
   for (const s of plan.seqs) {
+    if (s.sample) numSampled++;
     const pairs = attendedPairs(s.startPos, s.tokenIds.length);
     if (s.tokenIds.length === 1) decodeAttended += pairs;
     else attendedTokens += pairs;
@@ -68,6 +108,7 @@ export function stepFeatures(plan: StepPlan): StepFeatures {
     attendedTokens,
     decodeAttended,
     numSeqs: plan.seqs.length,
+    numSampled,
   };
 }
 
@@ -78,6 +119,18 @@ export function stepTimeMs(card: ModelCard, f: StepFeatures): number {
     card.c * f.attendedTokens +
     (card.e ?? card.c) * f.decodeAttended +
     card.d * f.numSeqs
+  );
+}
+
+/** ms from a request's arrival to its reaching the instance's scheduler. */
+export function admissionMs(card: ModelCard, numPromptTokens: number): number {
+  return (card.requestOverheadMs ?? 0) + (card.promptTokenOverheadMs ?? 0) * numPromptTokens;
+}
+
+/** A step as the serving path sees it: engine time, the step's overhead, each sampled token's. */
+export function servedStepMs(card: ModelCard, f: StepFeatures): number {
+  return (
+    stepTimeMs(card, f) + (card.stepOverheadMs ?? 0) + (card.tokenOverheadMs ?? 0) * f.numSampled
   );
 }
 
@@ -108,11 +161,15 @@ export function checkModelCard(x: unknown): string | null {
     "kvBytesPerToken",
     "fabricGBps",
     "fabricLatencyMs",
+    ...PATH_FIELDS,
   ]) {
     const v = o[k];
     if (v !== undefined && (typeof v !== "number" || !Number.isFinite(v) || v < 0)) {
       return `${k} must be a number >= 0 when given`;
     }
+  }
+  if (o.pathSharesThread !== undefined && typeof o.pathSharesThread !== "boolean") {
+    return "pathSharesThread must be a boolean when given";
   }
   if ((o.a as number) + (o.b as number) + (o.d as number) <= 0) {
     return "a step must take time: a, b or d must be > 0";

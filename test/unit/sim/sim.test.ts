@@ -1,7 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { MOONCAKE_BLOCK_SIZE, poissonArrivals, promptTokenIds } from "../../../bench/traces.ts";
 import { scheduleRequest } from "../../../shared/serving/scheduling.ts";
-import { type PlacementRecord, type SimRequest, simulate } from "../../../shared/sim/cluster.ts";
+import {
+  type PlacementRecord,
+  type RequestOutcome,
+  type SimRequest,
+  simulate,
+} from "../../../shared/sim/cluster.ts";
 import type { ModelCard } from "../../../shared/sim/cost-model.ts";
 import { EventQueue } from "../../../shared/sim/events.ts";
 import { measureHeatmap } from "../../../shared/sim/heatmap.ts";
@@ -68,6 +73,75 @@ describe("simulate", () => {
     expect(o.finishMs! - o.arrivalMs).toBeCloseTo(prefill + decode, 9);
     expect(o.numOutputTokens).toBe(n);
     expect(res.numSteps).toBe(n);
+  });
+
+  it("adds the card's request, step and per-sampled-token overheads where they occur", () => {
+    const card: ModelCard = {
+      ...CARD,
+      requestOverheadMs: 7,
+      stepOverheadMs: 0.25,
+      tokenOverheadMs: 0.125,
+    };
+    const pairs = (start: number, n: number) => n * start + (n * (n + 1)) / 2;
+    const engine = (tokens: number, attended: number, seqs: number) =>
+      1 + 0.01 * tokens + 0.001 * attended + 0.5 * seqs;
+    // 600 prompt tokens in 512-token steps: the first chunk samples nothing, the second does
+    const long = simulate([{ id: "x", arrivalMs: 0, promptIds: ids(600, 0), outputTokens: 3 }], {
+      card,
+      numInstances: 1,
+      policy: "deepflow",
+    }).outcomes[0]!;
+    const chunk1 = engine(512, pairs(0, 512), 1) + 0.25;
+    const chunk2 = engine(88, pairs(512, 88), 1) + 0.25 + 0.125;
+    expect(long.firstTokenMs! - long.arrivalMs).toBeCloseTo(7 + chunk1 + chunk2, 9);
+    let decode = 0;
+    for (let k = 1; k < 3; k++) decode += engine(1, 600 + k, 1) + 0.25 + 0.125;
+    expect(long.finishMs! - long.arrivalMs).toBeCloseTo(7 + chunk1 + chunk2 + decode, 9);
+    // a prefills alone; then a's decode and b's prefill share a step: two tokens' overheads
+    const two = simulate(
+      [
+        { id: "a", arrivalMs: 5, promptIds: ids(100, 0), outputTokens: 3 },
+        { id: "b", arrivalMs: 5, promptIds: ids(100, 1000), outputTokens: 1 },
+      ],
+      { card, numInstances: 1, policy: "deepflow" },
+    ).outcomes;
+    const first = engine(100, pairs(0, 100), 1) + 0.25 + 0.125;
+    const shared = engine(101, pairs(0, 100) + 101, 2) + 0.25 + 2 * 0.125;
+    expect(two[0]!.firstTokenMs! - 5).toBeCloseTo(7 + first, 9);
+    expect(two[1]!.firstTokenMs! - 5).toBeCloseTo(7 + first + shared, 9);
+  });
+
+  it("charges prompt tokens and the finish, and stalls busy steps when the path shares the thread", () => {
+    const card: ModelCard = {
+      ...CARD,
+      requestOverheadMs: 7,
+      promptTokenOverheadMs: 0.5,
+      finishOverheadMs: 3,
+      pathSharesThread: true,
+    };
+    const pairs = (start: number, n: number) => n * start + (n * (n + 1)) / 2;
+    const engine = (tokens: number, attended: number, seqs: number) =>
+      1 + 0.01 * tokens + 0.001 * attended + 0.5 * seqs;
+    const reqs: SimRequest[] = [
+      { id: "a", arrivalMs: 0, promptIds: ids(100, 0), outputTokens: 3 },
+      { id: "b", arrivalMs: 58, promptIds: ids(10, 5000), outputTokens: 1 },
+    ];
+    const run = (c: ModelCard) =>
+      simulate(reqs, { card: c, numInstances: 1, policy: "deepflow" }).outcomes;
+    const [a, b] = run(card) as [RequestOutcome, RequestOutcome];
+    // a reaches its instance at 7 + 0.5 * 100 = 57 and prefills
+    const prefillEnd = 57 + engine(100, pairs(0, 100), 1);
+    expect(a.firstTokenMs!).toBeCloseTo(prefillEnd, 9);
+    // b's admission (7 + 0.5 * 10 = 12 ms, from 58) runs while a prefills: a's next step waits
+    const decode1End = prefillEnd + engine(1, 101, 1) + 12;
+    // b (at the instance from 70) joins a's last decode; both end 3 ms after that step
+    const step2End = decode1End + engine(11, pairs(0, 10) + 102, 2);
+    expect(b.firstTokenMs!).toBeCloseTo(step2End, 9);
+    expect(a.finishMs!).toBeCloseTo(step2End + 3, 9);
+    expect(b.finishMs!).toBeCloseTo(step2End + 3, 9);
+    // deployed (the path on other machines), b's admission does not delay a's steps
+    const [a2] = run({ ...card, pathSharesThread: false }) as [RequestOutcome];
+    expect(a2.finishMs!).toBeLessThan(a.finishMs! - 11);
   });
 
   it("fails requests that cannot fit, and counts them", () => {
