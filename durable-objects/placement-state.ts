@@ -41,6 +41,8 @@ export class PlacementState {
   /** The last placements, for the dashboard (in memory only). */
   readonly decisions = new DecisionLog();
   #saveTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Instances that failed under a task -> until when they get no new work (UNHEALTHY_FOR_MS). */
+  readonly #unhealthy = new Map<string, number>();
 
   constructor(
     private readonly env: Env,
@@ -65,15 +67,28 @@ export class PlacementState {
     return s;
   }
 
-  /** A deployment's instances with the load they last pushed (plus work placed since). */
-  deploymentState(d: DeploymentRecord): DeploymentState {
+  /**
+   * A deployment's healthy instances with the load they last pushed (plus work placed since):
+   * one marked unhealthy is left out until its time is up, unless it is the last of its role
+   * (it was recovered: better than none) and `strict` is false (a migration never goes back).
+   */
+  deploymentState(d: DeploymentRecord, strict = false): DeploymentState {
     const roles = ["colocated", "prefill", "decode"] as const;
-    const instances = roles.flatMap((role) =>
-      d.instances[role].map(
+    const now = Date.now();
+    const instances = roles.flatMap((role) => {
+      const all = d.instances[role];
+      const healthy = all.filter((id) => (this.#unhealthy.get(id) ?? 0) <= now);
+      return (healthy.length > 0 || strict ? healthy : all).map(
         (instanceId): InstanceState => ({ instanceId, role, ...this.#load.load(instanceId) }),
-      ),
-    );
+      );
+    });
     return { deploymentId: d.id, mode: d.mode, policy: d.scheduler, instances };
+  }
+
+  /** An instance failed under a task: no new work for it until `until`. */
+  markUnhealthy(instanceId: string, until: number): void {
+    this.#unhealthy.set(instanceId, until);
+    for (const [id, t] of this.#unhealthy) if (t <= Date.now()) this.#unhealthy.delete(id);
   }
 
   /**

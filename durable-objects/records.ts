@@ -190,9 +190,16 @@ export class RecordStore {
 
   /**
    * Applies an instance's report on a task to the task and mirrors it onto its job and request
-   * (except for batch requests, whose jobs the BatchRunner keeps). Null for an unknown task.
+   * (except for batch requests, whose jobs the BatchRunner keeps). `mirror`: "auto" mirrors
+   * unless the task had already ended (a late report of an earlier attempt); "none" ends only
+   * the task (a failure held while its job migrates); "force" mirrors onto a task that ended
+   * already (the held failure, when the job does not migrate after all). Null for an unknown task.
    */
-  applyProgress(taskId: string, p: TaskProgress): AppliedProgress | null {
+  applyProgress(
+    taskId: string,
+    p: TaskProgress,
+    mirror: "auto" | "none" | "force" = "auto",
+  ): AppliedProgress | null {
     this.flush();
     const sql = this.sql;
     const t = sql
@@ -219,7 +226,8 @@ export class RecordStore {
         taskId,
       );
       // a batch's jobs and request are kept by its runner (batch-runner.ts)
-      if (t.request_kind !== "batch") {
+      const late = isTerminal(before.status) && mirror === "auto";
+      if (t.request_kind !== "batch" && mirror !== "none" && !late) {
         request = this.#applyToParents(t.job_id as string, t.request_id as string, role, p);
       }
     });

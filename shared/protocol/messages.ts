@@ -152,3 +152,20 @@ export interface Submitted {
   /** The model's GGUF in the registry (what an Npu loads). */
   r2Key: string;
 }
+
+/**
+ * The worker's request to continue a job whose instance failed under it (see
+ * shared/serving/migration.ts): the job as first planned, the failed attempt's task, and the
+ * tokens the client has already received.
+ */
+export interface ResumeJob {
+  spec: JobSpec;
+  /** The first attempt's task (its prompt ids and resolved max tokens). */
+  task: Omit<GenerateTask, "taskId">;
+  /** A task of the failed attempt. */
+  failedTaskId: string;
+  deploymentId: string;
+  delivered: number[];
+  /** Why the attempt failed (the stream's error message). */
+  error: string;
+}
