@@ -91,6 +91,7 @@ export class JobExecutor extends DurableObject<Env> {
       log: this.#log,
       records: this.#records,
       arm: (at) => this.#armAlarm(at),
+      recovered: (npu) => this.#placement.markHealthy(npu),
       fail: (task, reason) =>
         this.taskEvent({
           requestId: task.requestId,
@@ -110,7 +111,7 @@ export class JobExecutor extends DurableObject<Env> {
       arm: (at) => this.#armAlarm(at),
       apply: (requestId, taskId, p, mirror) =>
         this.#applyTaskEvent({ requestId, taskId, ...p }, mirror),
-      plan: async (spec, deploymentId, attempt) => {
+      plan: async (spec, deploymentId, attempt, exclude) => {
         const admitted = await this.#admit({
           spec,
           kind: "text_completion",
@@ -120,7 +121,7 @@ export class JobExecutor extends DurableObject<Env> {
           contextCache: null,
         });
         if (!admitted.ok) return admitted;
-        return this.#plan(admitted.value, attempt, true);
+        return this.#plan(admitted.value, attempt, exclude);
       },
     });
     this.#batches = new BatchRunner({
@@ -229,13 +230,17 @@ export class JobExecutor extends DurableObject<Env> {
    * (DeepFlow's Algorithm 1, one `scheduler.decided` line with its scores). Records nothing; the
    * load table counts the placed work until the instances report it.
    */
-  async #plan(s: PlanInput, attempt: number, strict = false): Promise<Result<Submitted>> {
+  async #plan(
+    s: PlanInput,
+    attempt: number,
+    exclude: string | null = null,
+  ): Promise<Result<Submitted>> {
     const sched = await this.#placement.scheduler(s.modelRecord);
     const states = (numSeqs: number) =>
       // a PD group serves one sequence
       s.deployments
         .filter((d) => d.mode === "colocated" || numSeqs === 1)
-        .map((d) => this.#placement.deploymentState(d, strict));
+        .map((d) => this.#placement.deploymentState(d, exclude));
     const planned = sched.plan(s, states, attempt);
     if (!planned.ok) return planned;
     const p = planned.value;
@@ -347,7 +352,7 @@ export class JobExecutor extends DurableObject<Env> {
     }
     if (mirror === "none" && applied.ended) {
       // its instance failed: no new work for it meanwhile (the watchdog recovers a hung one)
-      this.#placement.markUnhealthy(applied.instanceId, Date.now() + UNHEALTHY_FOR_MS);
+      this.#placement.markUnhealthy(npuName(applied.instanceId), Date.now() + UNHEALTHY_FOR_MS);
       this.#log.warn("instance.unhealthy", { instanceId: applied.instanceId, taskId });
     }
     const { changed, point } = this.#placement.reported(

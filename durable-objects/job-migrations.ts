@@ -30,7 +30,8 @@ interface Migration {
   jobId: string;
   /** The current attempt (0 first). */
   attempt: number;
-  taskIds: string[];
+  /** The current attempt's tasks -> their instances. */
+  tasks: Map<string, string>;
   /** The current attempt's failure, held until it is resumed or released. */
   held: { taskId: string; progress: TaskProgress; until: number } | null;
 }
@@ -42,8 +43,13 @@ export interface MigrationHost {
   arm(at: number): void;
   /** Applies a task report with the given mirroring (the JobExecutor's own task event path). */
   apply(requestId: string, taskId: string, p: TaskProgress, mirror: "none" | "force"): void;
-  /** Plans attempt `attempt` of `spec` on the deployment, on no unhealthy instance. */
-  plan(spec: JobSpec, deploymentId: string, attempt: number): Promise<Result<Submitted>>;
+  /** Plans attempt `attempt` of `spec` on the deployment, not on instance `exclude`. */
+  plan(
+    spec: JobSpec,
+    deploymentId: string,
+    attempt: number,
+    exclude: string,
+  ): Promise<Result<Submitted>>;
 }
 
 function cannotMigrate(why: string) {
@@ -58,9 +64,9 @@ export class JobMigrations {
   /** A submitted interactive job: tracked when it can migrate. */
   track(jobId: string, requestId: string, s: Submitted): void {
     if (!isMigratable(s.task)) return;
-    const taskIds = placedTasks(s.placement).map(([, t]) => t.taskId);
-    const m: Migration = { requestId, jobId, attempt: 0, taskIds, held: null };
-    for (const id of taskIds) this.#byTask.set(id, m);
+    const tasks = new Map(placedTasks(s.placement).map(([, t]) => [t.taskId, t.instanceId]));
+    const m: Migration = { requestId, jobId, attempt: 0, tasks, held: null };
+    for (const id of tasks.keys()) this.#byTask.set(id, m);
   }
 
   /**
@@ -119,9 +125,11 @@ export class JobMigrations {
     }
     const attempt = m.attempt + 1;
     const spec = continuationSpec(q.spec, q.task, q.delivered);
-    const planned = await this.host.plan(spec, q.deploymentId, attempt);
+    // never back to the instance that failed (another of the deployment, or none)
+    const failed = m.tasks.get(m.held?.taskId ?? q.failedTaskId) ?? "";
+    const planned = await this.host.plan(spec, q.deploymentId, attempt, failed);
     if (!planned.ok) {
-      this.#release(m);
+      this.#release(m, planned.error.message);
       return planned;
     }
     const s = planned.value;
@@ -136,15 +144,16 @@ export class JobMigrations {
         npu: t.npu,
       });
     }
-    for (const id of m.taskIds) this.#byTask.delete(id);
+    this.#forget(m);
     m.attempt = attempt;
-    m.taskIds = tasks.map(([, t]) => t.taskId);
+    m.tasks = new Map(tasks.map(([, t]) => [t.taskId, t.instanceId]));
     m.held = null;
-    for (const id of m.taskIds) this.#byTask.set(id, m);
+    for (const id of m.tasks.keys()) this.#byTask.set(id, m);
     this.host.log.warn("job.migrated", {
       requestId: m.requestId,
       jobId: m.jobId,
       attempt,
+      from: failed,
       instanceId: tasks.at(-1)?.[1].instanceId ?? null,
       numDelivered: q.delivered.length,
     });
@@ -156,22 +165,22 @@ export class JobMigrations {
     let next: number | null = null;
     for (const m of new Set(this.#byTask.values())) {
       if (!m.held) continue;
-      if (m.held.until <= now) this.#release(m);
+      if (m.held.until <= now) this.#release(m, "not resumed in time");
       else next = Math.min(next ?? m.held.until, m.held.until);
     }
     return next;
   }
 
-  #release(m: Migration): void {
+  #release(m: Migration, why: string): void {
     this.#forget(m);
     if (!m.held) return;
     const { taskId, progress } = m.held;
     m.held = null;
-    this.host.log.warn("job.migration_abandoned", { requestId: m.requestId, taskId });
+    this.host.log.warn("job.migration_abandoned", { requestId: m.requestId, taskId, why });
     this.host.apply(m.requestId, taskId, progress, "force");
   }
 
   #forget(m: Migration): void {
-    for (const id of m.taskIds) this.#byTask.delete(id);
+    for (const id of m.tasks.keys()) this.#byTask.delete(id);
   }
 }

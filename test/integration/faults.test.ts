@@ -54,6 +54,9 @@ function streamed(text: string) {
 
 const prompts = Array.from({ length: 16 }, (_, i) => `Story ${i}: once upon a time, a cat`);
 
+/** The two-instance deployment of the first drill. */
+let chaosDeployment = "";
+
 describe("fault drills", () => {
   it("hangs one Npu under 17 streams: each migrates and ends equal to its no-fault output", async () => {
     expect(
@@ -62,9 +65,15 @@ describe("fault drills", () => {
     const dep = (await (
       await admin("/api/deployments", {
         method: "POST",
-        body: JSON.stringify({ model: MODEL, mode: "colocated", instances: { colocated: 2 } }),
+        body: JSON.stringify({
+          model: MODEL,
+          mode: "colocated",
+          instances: { colocated: 2 },
+          min_instances: 2,
+        }),
       })
     ).json()) as { id: string; instances: { id: string }[] };
+    chaosDeployment = dep.id;
     const base = {
       model: MODEL,
       deployment: dep.id,
@@ -164,33 +173,88 @@ describe("fault drills", () => {
     expect(again).toEqual(expected.slice(0, 4));
   });
 
-  it("fails the task of an Npu that dropped its state (the watchdog finds it gone)", async () => {
+  it("migrates the task of an Npu that dropped its state (its stream breaks)", async () => {
+    const req = {
+      model: MODEL,
+      deployment: chaosDeployment,
+      prompt: "A long tale",
+      temperature: 0,
+      max_tokens: 400,
+      ignore_eos: true,
+    };
+    const expected = (
+      (await (await post("/v1/completions", req)).json()) as { choices: { text: string }[] }
+    ).choices[0]?.text;
+    const res = await post("/v1/completions", { ...req, stream: true });
+    expect(res.status).toBe(200);
+    const id = res.headers.get("x-request-id") as string;
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    const decoder = new TextDecoder();
+    let text = decoder.decode((await reader.read()).value, { stream: true }); // it runs
+    const victim = (await record(id)).jobs[0]?.tasks[0]?.instanceId as string;
+    const injectedAt = Date.now();
+    expect((await fault({ target: "npu", instance: victim, fault: "drop_state" })).status).toBe(
+      200,
+    );
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value, { stream: true });
+    }
+    const s = streamed(text);
+    expect(s.errors).toEqual([]);
+    expect(s.out).toBe(expected);
+    const rec = await ended(id, LOST_AFTER_MS + 10_000);
+    expect(rec.status).toBe("succeeded");
+    const tasks = rec.jobs[0]?.tasks ?? [];
+    expect(tasks).toHaveLength(2);
+    expect(tasks[0]?.error).toMatch(/lost the task|unreachable|stream broke/);
+    expect(tasks[1]?.instanceId).not.toBe(victim);
+    console.log(
+      JSON.stringify({
+        drill: "drop_state",
+        detectedAfterMs: (tasks[0]?.finishedAt as number) - injectedAt,
+        recoveredAfterMs: (tasks[1]?.firstTokenAt as number) - injectedAt,
+      }),
+    );
+  });
+
+  it("ends with one error when no other instance can take the request", async () => {
+    // the deployment the model's upload created: one instance
+    const deps = (
+      (await (await admin("/api/deployments")).json()) as {
+        data: { id: string; model: string }[];
+      }
+    ).data;
+    const single = deps.find((d) => d.model === MODEL && d.id !== chaosDeployment)?.id as string;
     const res = await post("/v1/completions", {
       model: MODEL,
+      deployment: single,
       prompt: "A long tale",
-      max_tokens: 2000,
+      max_tokens: 400,
       ignore_eos: true,
       stream: true,
     });
     expect(res.status).toBe(200);
     const id = res.headers.get("x-request-id") as string;
     const reader = (res.body as ReadableStream<Uint8Array>).getReader();
-    await reader.read(); // it runs
+    const decoder = new TextDecoder();
+    let text = decoder.decode((await reader.read()).value, { stream: true });
     const victim = (await record(id)).jobs[0]?.tasks[0]?.instanceId as string;
-    const injectedAt = Date.now();
     expect((await fault({ target: "npu", instance: victim, fault: "drop_state" })).status).toBe(
       200,
     );
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value, { stream: true });
+    }
+    const s = streamed(text);
+    expect(s.done).toBe(false);
+    expect(s.errors).toHaveLength(1);
     const rec = await ended(id, LOST_AFTER_MS + 10_000);
     expect(rec.status).toBe("failed");
-    expect(rec.error).toMatch(/lost the task|unreachable/);
-    console.log(
-      JSON.stringify({
-        drill: "drop_state",
-        detectedAfterMs: (rec.finishedAt as number) - injectedAt,
-      }),
-    );
-    await reader.cancel().catch(() => {});
+    expect(rec.jobs[0]?.tasks).toHaveLength(1);
   });
 
   it("keeps control-plane records across a reset, and an injected throw is one 500", async () => {
