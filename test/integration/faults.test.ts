@@ -219,6 +219,70 @@ describe("fault drills", () => {
     );
   });
 
+  it("re-prefills a PD job whose decode instance dropped its state", async () => {
+    const dep = (await (
+      await admin("/api/deployments", {
+        method: "POST",
+        body: JSON.stringify({
+          model: MODEL,
+          mode: "pd",
+          instances: { prefill: 1, decode: 2 },
+          min_instances: { prefill: 1, decode: 2 },
+        }),
+      })
+    ).json()) as { id: string };
+    const req = {
+      model: MODEL,
+      deployment: dep.id,
+      prompt: "A long tale of two cities",
+      temperature: 0.7,
+      seed: 77,
+      max_tokens: 300,
+      ignore_eos: true,
+    };
+    const expected = (
+      (await (await post("/v1/completions", req)).json()) as { choices: { text: string }[] }
+    ).choices[0]?.text;
+    const res = await post("/v1/completions", { ...req, stream: true });
+    expect(res.status).toBe(200);
+    const id = res.headers.get("x-request-id") as string;
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    const decoder = new TextDecoder();
+    let text = decoder.decode((await reader.read()).value, { stream: true });
+    const first = (await record(id)).jobs[0]?.tasks ?? [];
+    const decode = first.find((t) => t.role === "decode")?.instanceId as string;
+    const injectedAt = Date.now();
+    expect((await fault({ target: "npu", instance: decode, fault: "drop_state" })).status).toBe(
+      200,
+    );
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value, { stream: true });
+    }
+    const s = streamed(text);
+    expect(s.errors).toEqual([]);
+    expect(s.out).toBe(expected);
+    const rec = await ended(id, LOST_AFTER_MS + 10_000);
+    expect(rec.status).toBe("succeeded");
+    const tasks = rec.jobs[0]?.tasks ?? [];
+    // attempt 0: prefill and decode; attempt 1: a fresh prefill and a decode elsewhere
+    expect(tasks).toHaveLength(4);
+    const task = (role: string, attempt: number) =>
+      tasks.find((t) => t.id.endsWith(`-${role}-${attempt}`));
+    expect(task("decode", 0)?.status).toBe("failed");
+    expect(task("prefill", 1)?.status).toBe("succeeded");
+    expect(task("decode", 1)?.status).toBe("succeeded");
+    expect(task("decode", 1)?.instanceId).not.toBe(decode);
+    console.log(
+      JSON.stringify({
+        drill: "pd_decode_drop_state",
+        detectedAfterMs: (task("decode", 0)?.finishedAt as number) - injectedAt,
+        recoveredAfterMs: (task("decode", 1)?.firstTokenAt as number) - injectedAt,
+      }),
+    );
+  });
+
   it("ends with one error when no other instance can take the request", async () => {
     // the deployment the model's upload created: one instance
     const deps = (
