@@ -352,8 +352,16 @@ export class JobExecutor extends DurableObject<Env> {
     }
     if (mirror === "none" && applied.ended) {
       // its instance failed: no new work for it meanwhile (the watchdog recovers a hung one)
-      this.#placement.markUnhealthy(npuName(applied.instanceId), Date.now() + UNHEALTHY_FOR_MS);
-      this.#log.warn("instance.unhealthy", { instanceId: applied.instanceId, taskId });
+      const { instanceId, model } = applied;
+      if (this.#placement.markUnhealthy(npuName(instanceId), Date.now() + UNHEALTHY_FOR_MS)) {
+        this.#log.warn("instance.unhealthy", { instanceId, taskId });
+        // and replaced: a new instance of its role starts, it leaves the deployment
+        this.ctx.waitUntil(
+          this.#models
+            .replace(model, instanceId)
+            .catch((e: unknown) => this.#log.warn("instance.replace_failed", errorFields(e))),
+        );
+      }
     }
     const { changed, point } = this.#placement.reported(
       taskId,

@@ -86,10 +86,16 @@ export class PlacementState {
     return { deploymentId: d.id, mode: d.mode, policy: d.scheduler, instances };
   }
 
-  /** An Npu failed under a task: no new work for it until `until` (or it recovers). */
-  markUnhealthy(npu: string, until: number): void {
+  /**
+   * An Npu failed under a task: no new work for it until `until` (or it recovers). False when
+   * it was marked already.
+   */
+  markUnhealthy(npu: string, until: number): boolean {
+    const now = Date.now();
+    for (const [id, t] of this.#unhealthy) if (t <= now) this.#unhealthy.delete(id);
+    const fresh = !this.#unhealthy.has(npu);
     this.#unhealthy.set(npu, until);
-    for (const [id, t] of this.#unhealthy) if (t <= Date.now()) this.#unhealthy.delete(id);
+    return fresh;
   }
 
   /** A hung Npu was recovered: it takes work again. */

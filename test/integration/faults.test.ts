@@ -162,6 +162,21 @@ describe("fault drills", () => {
       if (inst.id === victim) expect(stats.numRunning + stats.numWaiting).toBe(0);
       else expect(stats.numFreeBlocks).toBe(stats.numBlocks);
     }
+    // the hung instance was replaced: two serving instances again, the victim not among them
+    let serving: string[] = [];
+    await vi.waitUntil(
+      async () => {
+        const d = (await (await admin(`/api/deployments/${dep.id}`)).json()) as {
+          serving: { colocated: string[] };
+        };
+        serving = d.serving.colocated;
+        return serving.length === 2 && !serving.includes(victim);
+      },
+      { timeout: 20_000, interval: 100 },
+    );
+    console.log(
+      JSON.stringify({ drill: "hang", replacedAfterMs: Date.now() - injectedAt, serving }),
+    );
     // the deployment serves again, with the same greedy output
     const again = await Promise.all(
       prompts.slice(0, 4).map(async (prompt) => {
