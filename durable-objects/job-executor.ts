@@ -124,6 +124,7 @@ export class JobExecutor extends DurableObject<Env> {
         return this.#plan(admitted.value, attempt, exclude);
       },
     });
+    this.#migrations.releaseForgotten();
     this.#batches = new BatchRunner({
       ctx,
       env,

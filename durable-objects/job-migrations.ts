@@ -103,7 +103,13 @@ export class JobMigrations {
    */
   async resume(q: ResumeJob): Promise<Result<Submitted>> {
     const m = this.#byTask.get(q.failedTaskId);
-    if (!m) return cannotMigrate("it is not tracked (it ended, or cannot migrate)");
+    if (!m) {
+      // not tracked (it cannot migrate, or this JobExecutor restarted and forgot a held
+      // failure): the failure ends the job and request, if nothing ended them yet
+      const p: TaskProgress = { status: "failed", finishedAt: Date.now(), error: q.error };
+      this.host.apply(q.spec.requestId, q.failedTaskId, p, "force");
+      return cannotMigrate("it is not tracked (it ended, or cannot migrate)");
+    }
     if (!m.held) {
       // the worker saw the stream's error before the failure report arrived
       const p: TaskProgress = {
@@ -158,6 +164,19 @@ export class JobMigrations {
       numDelivered: q.delivered.length,
     });
     return { ok: true, value: { ...s, task: continuationTask(s.task, q.task, q.delivered) } };
+  }
+
+  /**
+   * At start-up: failures held before a restart are released (the tracking was in memory), so
+   * their jobs and requests end.
+   */
+  releaseForgotten(): void {
+    for (const f of this.host.records.heldFailures()) {
+      this.host.log.warn("job.migration_abandoned", { ...f, why: "the JobExecutor restarted" });
+      const error = f.error ?? "instance failed";
+      const p: TaskProgress = { status: "failed", finishedAt: Date.now(), error };
+      this.host.apply(f.requestId, f.taskId, p, "force");
+    }
   }
 
   /** Releases held failures nobody resumed in time; the earliest still held, or null. */
