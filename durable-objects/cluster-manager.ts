@@ -246,6 +246,21 @@ export class ClusterManager extends DurableObject<Env> {
   }
 
   /**
+   * A JobExecutor found the instance failed under a task (hung, lost, unreachable): it is
+   * replaced (InstancePool.replace). Null when it no longer serves (replaced already).
+   */
+  async replaceInstance(q: {
+    deploymentId: string;
+    instanceId: string;
+  }): Promise<{ started: string[] } | null> {
+    const d = this.#deployment(q.deploymentId);
+    if (d?.status !== "active") return null;
+    const r = this.pool.replace(d, q.instanceId);
+    if (r) this.log.warn("instance.replacing", { ...q, started: r.started });
+    return r;
+  }
+
+  /**
    * Scale from zero: a request found no serving instance of `roles`. Roles at zero go to one
    * instance (503 when the deployment's maximum is zero), then this waits until the deployment
    * serves (503 after `timeoutMs`, or when every start failed). Returns the wait.

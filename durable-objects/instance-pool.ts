@@ -145,6 +145,19 @@ export class InstancePool {
     return { started, draining };
   }
 
+  /**
+   * Replaces an instance that failed under a task: one more of its role starts (a pooled Npu
+   * when the pool has one, like any start) and the failed one leaves the record and is
+   * released; the target is unchanged. Null when it is not serving (replaced already, gone).
+   */
+  replace(d: DeploymentRecord, instanceId: string): { started: string[] } | null {
+    const s = this.statuses(d.id).find((x) => x.id === instanceId);
+    if (s?.state !== "serving") return null;
+    const started = this.#add(d, s.role, 1, "auto", false);
+    this.host.ctx.waitUntil(this.#drain(s));
+    return { started };
+  }
+
   #add(d: DeploymentRecord, role: ScalableRole, count: number, path: LoadPath, verify: boolean) {
     const w = this.host.weights(d.model);
     if (!w) return [];

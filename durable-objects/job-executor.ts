@@ -11,7 +11,7 @@ import { DurableObject } from "cloudflare:workers";
 import type { EngineStats } from "../shared/engine/engine.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
-import type { SubmitJob, Submitted } from "../shared/protocol/messages.ts";
+import type { ResumeJob, SubmitJob, Submitted } from "../shared/protocol/messages.ts";
 import { jobExecutorName, npuName, requestShard } from "../shared/protocol/names.ts";
 import {
   chooseDeployments,
@@ -24,6 +24,7 @@ import type { DecisionSummary } from "../shared/serving/decision-log.ts";
 import { placedTasks } from "../shared/serving/dispatch.ts";
 import type { Claim } from "../shared/serving/idempotency.ts";
 import type { MetricsSnapshot } from "../shared/serving/metrics.ts";
+import { UNHEALTHY_FOR_MS } from "../shared/serving/migration.ts";
 import type { TaskProgress } from "../shared/serving/records.ts";
 import type { NpuCounters } from "../shared/serving/serving-metrics.ts";
 import { type Admission, TenantLimiter } from "../shared/serving/tenant-limits.ts";
@@ -35,6 +36,7 @@ import { ContextCacheStore, createContextCache, type NewContextCache } from "./c
 import { type Env, getConfig } from "./env.ts";
 import { FaultSwitch } from "./faults.ts";
 import { IdempotencyKeys, type KeyRef } from "./idempotency-keys.ts";
+import { JobMigrations } from "./job-migrations.ts";
 import { idleDeployment, ModelDirectory } from "./model-directory.ts";
 import type { PlanInput } from "./model-scheduler.ts";
 import { PlacementState } from "./placement-state.ts";
@@ -68,6 +70,7 @@ export class JobExecutor extends DurableObject<Env> {
   readonly #limiter: TenantLimiter;
   readonly #watchdog: TaskWatchdog;
   readonly #faults: FaultSwitch;
+  readonly #migrations: JobMigrations;
   /** When changes not yet written are due to be snapshotted (an alarm is set), or null. */
   #snapshotAt: number | null = null;
 
@@ -88,6 +91,7 @@ export class JobExecutor extends DurableObject<Env> {
       log: this.#log,
       records: this.#records,
       arm: (at) => this.#armAlarm(at),
+      recovered: (npu) => this.#placement.markHealthy(npu),
       fail: (task, reason) =>
         this.taskEvent({
           requestId: task.requestId,
@@ -95,11 +99,32 @@ export class JobExecutor extends DurableObject<Env> {
           status: "failed",
           finishedAt: Date.now(),
           error: reason,
+          instanceFailure: true,
         }),
     });
     // start-up reconciliation: tasks live in storage are checked within a watchdog interval
     if (this.#records.watchedTasks().length > 0) this.#watchdog.arm();
     this.#placement = new PlacementState(env, ctx.storage.kv, getConfig(env).blockSize);
+    this.#migrations = new JobMigrations({
+      log: this.#log,
+      records: this.#records,
+      arm: (at) => this.#armAlarm(at),
+      apply: (requestId, taskId, p, mirror) =>
+        this.#applyTaskEvent({ requestId, taskId, ...p }, mirror),
+      plan: async (spec, deploymentId, attempt, exclude) => {
+        const admitted = await this.#admit({
+          spec,
+          kind: "text_completion",
+          clientRequestId: null,
+          receivedAt: Date.now(),
+          deployment: deploymentId,
+          contextCache: null,
+        });
+        if (!admitted.ok) return admitted;
+        return this.#plan(admitted.value, attempt, exclude);
+      },
+    });
+    this.#migrations.releaseForgotten();
     this.#batches = new BatchRunner({
       ctx,
       env,
@@ -144,6 +169,7 @@ export class JobExecutor extends DurableObject<Env> {
       npu: t.npu,
       coldStartMs,
     }));
+    this.#migrations.track(s.spec.jobId, s.spec.requestId, planned.value);
     this.#records.createSoon(
       {
         id: s.spec.requestId,
@@ -205,13 +231,17 @@ export class JobExecutor extends DurableObject<Env> {
    * (DeepFlow's Algorithm 1, one `scheduler.decided` line with its scores). Records nothing; the
    * load table counts the placed work until the instances report it.
    */
-  async #plan(s: PlanInput, attempt: number): Promise<Result<Submitted>> {
+  async #plan(
+    s: PlanInput,
+    attempt: number,
+    exclude: string | null = null,
+  ): Promise<Result<Submitted>> {
     const sched = await this.#placement.scheduler(s.modelRecord);
     const states = (numSeqs: number) =>
       // a PD group serves one sequence
       s.deployments
         .filter((d) => d.mode !== "pd" || numSeqs === 1)
-        .map((d) => this.#placement.deploymentState(d));
+        .map((d) => this.#placement.deploymentState(d, exclude));
     const planned = sched.plan(s, states, attempt);
     if (!planned.ok) return planned;
     const p = planned.value;
@@ -252,6 +282,8 @@ export class JobExecutor extends DurableObject<Env> {
     }
     this.#batches.alarm();
     await this.#watchdog.check();
+    const nextRelease = this.#migrations.releaseExpired(Date.now());
+    if (nextRelease !== null) this.#armAlarm(nextRelease);
     const nextExpiry = this.#keys.expire(Date.now());
     if (nextExpiry !== null) this.#armAlarm(nextExpiry);
   }
@@ -298,9 +330,40 @@ export class JobExecutor extends DurableObject<Env> {
    * taught the prompt once the task runs, and the predictor the output length once it ends.
    */
   async taskEvent(e: TaskEvent): Promise<void> {
+    this.#applyTaskEvent(e, this.#migrations.mirrorOf(e.taskId, e));
+  }
+
+  /**
+   * The next attempt of a job whose instance failed under it (the worker saw its stream's
+   * error): planned on another instance of its deployment, recorded, or an error value.
+   */
+  async resume(q: ResumeJob): Promise<Result<Submitted>> {
+    const r = await this.#migrations.resume(q);
+    if (r.ok) this.#watchdog.arm();
+    return r;
+  }
+
+  /** A task report applied with `mirror` (job-migrations.ts holds and releases failures). */
+  #applyTaskEvent(e: TaskEvent, mirror: "auto" | "none" | "force"): void {
     const { requestId, taskId, load, counters, ...progress } = e;
-    const applied = this.#records.applyProgress(taskId, progress);
-    if (!applied) return this.#placement.forget(taskId);
+    const applied = this.#records.applyProgress(taskId, progress, mirror);
+    if (!applied) {
+      this.#placement.forget(taskId);
+      return;
+    }
+    if (mirror === "none" && applied.ended) {
+      // its instance failed: no new work for it meanwhile (the watchdog recovers a hung one)
+      const { instanceId, model } = applied;
+      if (this.#placement.markUnhealthy(npuName(instanceId), Date.now() + UNHEALTHY_FOR_MS)) {
+        this.#log.warn("instance.unhealthy", { instanceId, taskId });
+        // and replaced: a new instance of its role starts, it leaves the deployment
+        this.ctx.waitUntil(
+          this.#models
+            .replace(model, instanceId)
+            .catch((e: unknown) => this.#log.warn("instance.replace_failed", errorFields(e))),
+        );
+      }
+    }
     const { changed, point } = this.#placement.reported(
       taskId,
       applied,

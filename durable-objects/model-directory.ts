@@ -72,6 +72,20 @@ export class ModelDirectory {
     return { ok: true, value: { coldStartMs: r.value.coldStartMs } };
   }
 
+  /**
+   * Asks the ClusterManager to replace an instance of the model that failed under a task (its
+   * deployment found in the model's record); nothing when no deployment has it.
+   */
+  async replace(model: string, instanceId: string): Promise<void> {
+    const m = await this.get(model);
+    const d = m?.deployments.find((x) =>
+      [...x.instances.colocated, ...x.instances.prefill, ...x.instances.decode].includes(
+        instanceId,
+      ),
+    );
+    if (d) await this.#cluster().replaceInstance({ deploymentId: d.id, instanceId });
+  }
+
   /** Any deployment's record (for the error a pin of another model's deployment gets). */
   deployment(id: string): Promise<DeploymentRecord | null> {
     return this.#cluster().getDeployment({ id });

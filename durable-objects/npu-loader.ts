@@ -195,9 +195,11 @@ export class ModelSlot {
     }
   }
 
-  /** Forgets the model (a hung engine is replaced): the next task loads a fresh one. */
+  /** Forgets the model and its runtime (a hung engine is replaced): the next task loads both. */
   drop(): void {
     this.current = null;
+    // a wasm instance backs one Kernels object: the next load instantiates a fresh runtime
+    this.#runtime = null;
     this.#loading = null;
     this.#loadingModel = null;
   }

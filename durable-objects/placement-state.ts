@@ -7,6 +7,7 @@
  */
 import type { EngineStats } from "../shared/engine/engine.ts";
 import type { Submitted } from "../shared/protocol/messages.ts";
+import { npuName } from "../shared/protocol/names.ts";
 import { DecisionLog, summarizeDecision } from "../shared/serving/decision-log.ts";
 import { placedTasks } from "../shared/serving/dispatch.ts";
 import { ESTIMATE_TTL_MS, LoadTable } from "../shared/serving/load-table.ts";
@@ -41,6 +42,8 @@ export class PlacementState {
   /** The last placements, for the dashboard (in memory only). */
   readonly decisions = new DecisionLog();
   #saveTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Npus that failed under a task -> until when they get no new work (UNHEALTHY_FOR_MS). */
+  readonly #unhealthy = new Map<string, number>();
 
   constructor(
     private readonly env: Env,
@@ -65,15 +68,39 @@ export class PlacementState {
     return s;
   }
 
-  /** A deployment's instances with the load they last pushed (plus work placed since). */
-  deploymentState(d: DeploymentRecord): DeploymentState {
+  /**
+   * A deployment's healthy instances with the load they last pushed (plus work placed since):
+   * one marked unhealthy is left out until its time is up or it recovers, unless it is the last
+   * of its role (better than none); `exclude` is left out whatever (a migration never goes back).
+   */
+  deploymentState(d: DeploymentRecord, exclude: string | null = null): DeploymentState {
     const roles = ["colocated", "prefill", "decode", "attention"] as const;
-    const instances = roles.flatMap((role) =>
-      (d.instances[role] ?? []).map(
+    const now = Date.now();
+    const instances = roles.flatMap((role) => {
+      const all = (d.instances[role] ?? []).filter((id) => id !== exclude);
+      const healthy = all.filter((id) => (this.#unhealthy.get(npuName(id)) ?? 0) <= now);
+      return (healthy.length > 0 ? healthy : all).map(
         (instanceId): InstanceState => ({ instanceId, role, ...this.#load.load(instanceId) }),
-      ),
-    );
+      );
+    });
     return { deploymentId: d.id, mode: d.mode, policy: d.scheduler, instances };
+  }
+
+  /**
+   * An Npu failed under a task: no new work for it until `until` (or it recovers). False when
+   * it was marked already.
+   */
+  markUnhealthy(npu: string, until: number): boolean {
+    const now = Date.now();
+    for (const [id, t] of this.#unhealthy) if (t <= now) this.#unhealthy.delete(id);
+    const fresh = !this.#unhealthy.has(npu);
+    this.#unhealthy.set(npu, until);
+    return fresh;
+  }
+
+  /** A hung Npu was recovered: it takes work again. */
+  markHealthy(npu: string): void {
+    this.#unhealthy.delete(npu);
   }
 
   /**

@@ -190,9 +190,16 @@ export class RecordStore {
 
   /**
    * Applies an instance's report on a task to the task and mirrors it onto its job and request
-   * (except for batch requests, whose jobs the BatchRunner keeps). Null for an unknown task.
+   * (except for batch requests, whose jobs the BatchRunner keeps). `mirror`: "auto" mirrors
+   * unless the task had already ended (a late report of an earlier attempt); "none" ends only
+   * the task (a failure held while its job migrates); "force" mirrors onto a task that ended
+   * already (the held failure, when the job does not migrate after all). Null for an unknown task.
    */
-  applyProgress(taskId: string, p: TaskProgress): AppliedProgress | null {
+  applyProgress(
+    taskId: string,
+    p: TaskProgress,
+    mirror: "auto" | "none" | "force" = "auto",
+  ): AppliedProgress | null {
     this.flush();
     const sql = this.sql;
     const t = sql
@@ -219,7 +226,8 @@ export class RecordStore {
         taskId,
       );
       // a batch's jobs and request are kept by its runner (batch-runner.ts)
-      if (t.request_kind !== "batch") {
+      const late = isTerminal(before.status) && mirror === "auto";
+      if (t.request_kind !== "batch" && mirror !== "none" && !late) {
         request = this.#applyToParents(t.job_id as string, t.request_id as string, role, p);
       }
     });
@@ -344,6 +352,29 @@ export class RecordStore {
             ? (t.prefill_ended_at as number | null)
             : ((t.queued_at as number | null) ?? 0),
         batch: t.request_kind === "batch",
+      }));
+  }
+
+  /**
+   * Interactive jobs still live whose tasks have all ended, one of them failed: failures held
+   * for a migration that a restart forgot (job-migrations.ts). The last failed task of each.
+   */
+  heldFailures(): { requestId: string; taskId: string; error: string | null }[] {
+    this.flush();
+    return this.sql
+      .exec(
+        `SELECT j.request_id, (SELECT t.id FROM tasks t WHERE t.job_id = j.id AND t.status = 'failed' ORDER BY t.finished_at DESC LIMIT 1) AS task_id,
+           (SELECT t.error FROM tasks t WHERE t.job_id = j.id AND t.status = 'failed' ORDER BY t.finished_at DESC LIMIT 1) AS error
+         FROM jobs j JOIN requests r ON r.id = j.request_id
+         WHERE j.status NOT IN ${TERMINAL} AND r.kind != 'batch'
+           AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id AND t.status NOT IN ${TERMINAL})`,
+      )
+      .toArray()
+      .filter((r) => r.task_id !== null)
+      .map((r) => ({
+        requestId: r.request_id as string,
+        taskId: r.task_id as string,
+        error: r.error as string | null,
       }));
   }
 

@@ -7,11 +7,11 @@
  * tasks (a cancelled stream cancels its task).
  */
 import type { Engine, SeqOutput } from "../shared/engine/engine.ts";
-import { errorInfo } from "../shared/errors.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
 import { encodeEvent } from "../shared/protocol/codec.ts";
 import type { GenerateEvent, GenerateTask } from "../shared/protocol/messages.ts";
 import { jobExecutorName, requestShard } from "../shared/protocol/names.ts";
+import { instanceFailed } from "../shared/serving/migration.ts";
 import type { TaskProgress } from "../shared/serving/records.ts";
 import type { NpuCounters } from "../shared/serving/serving-metrics.ts";
 import type { TaskTracker } from "../shared/serving/task.ts";
@@ -188,7 +188,12 @@ export class TaskStreams {
     active.outbox.push(encodeEvent(ev));
   }
 
-  finish(active: ActiveTask, status: "succeeded" | "failed" | "cancelled", error?: string): void {
+  finish(
+    active: ActiveTask,
+    status: "succeeded" | "failed" | "cancelled",
+    error?: string,
+    instanceFailure = false,
+  ): void {
     if (!this.tasks.delete(active.task.taskId)) return;
     for (const id of active.seqIds) this.seqs.delete(id);
     active.outbox.close();
@@ -202,6 +207,7 @@ export class TaskStreams {
       numCompletionTokens: t.completionTokens,
       numCachedTokens: t.cachedTokens,
       ...(error ? { error } : {}),
+      ...(instanceFailure ? { instanceFailure } : {}),
     });
     this.log.info("task.finished", {
       requestId: active.task.requestId,
@@ -232,12 +238,10 @@ export class TaskStreams {
   /** The engine failed: every task gets an error event and is aborted and failed. */
   failAll(reason = "engine failure"): void {
     for (const active of [...this.tasks.values()]) {
-      this.emit(active, {
-        type: "error",
-        error: errorInfo("internal", `the engine failed (${reason}); the request was aborted`),
-      });
+      // a migratable job continues on another instance (shared/serving/migration.ts)
+      this.emit(active, { type: "error", error: instanceFailed(reason) });
       this.abort(active);
-      this.finish(active, "failed", reason);
+      this.finish(active, "failed", reason, true);
     }
   }
 

@@ -26,6 +26,8 @@ export interface WatchdogHost {
   fail(task: WatchedTask, reason: string): Promise<void>;
   /** Sets the alarm to `at` unless it fires earlier. */
   arm(at: number): void;
+  /** A hung Npu was recovered (its engine replaced): it may take work again. */
+  recovered(npu: string): void;
 }
 
 /** The promise's value, or null when it throws or takes longer than `ms`. */
@@ -77,6 +79,7 @@ export class TaskWatchdog {
         log.warn("watchdog.npu_hung", { npu });
         await this.host.env.NPU.getByName(npu)
           .recover({ reason: "instance hung (no engine step)" })
+          .then(() => this.host.recovered(npu))
           .catch((e: unknown) => log.warn("watchdog.recover_failed", { npu, ...errorFields(e) }));
       }),
       ...v.failed.map(async ({ task, reason }) => {

@@ -143,6 +143,11 @@ export type Placement =
   /** The task goes to the instance's attention rank 0, which balances it over the ranks. */
   | { mode: "moe-attention"; deploymentId: string; attention: TaskPlacement };
 
+/** The task of a placement whose stream the client reads (the last one of the job). */
+export function streamingTask(p: Placement): TaskPlacement {
+  return p.mode === "colocated" ? p.colocated : p.mode === "pd" ? p.decode : p.attention;
+}
+
 /**
  * The worker's request to the JobExecutor: admit (model, pin, context cache), plan, record and
  * place a job. The JobExecutor keeps the model records it serves (pushed by the ClusterManager).
@@ -164,4 +169,21 @@ export interface Submitted {
   task: Omit<GenerateTask, "taskId">;
   /** The model's GGUF in the registry (what an Npu loads). */
   r2Key: string;
+}
+
+/**
+ * The worker's request to continue a job whose instance failed under it (see
+ * shared/serving/migration.ts): the job as first planned, the failed attempt's task, and the
+ * tokens the client has already received.
+ */
+export interface ResumeJob {
+  spec: JobSpec;
+  /** The first attempt's task (its prompt ids and resolved max tokens). */
+  task: Omit<GenerateTask, "taskId">;
+  /** A task of the failed attempt. */
+  failedTaskId: string;
+  deploymentId: string;
+  delivered: number[];
+  /** Why the attempt failed (the stream's error message). */
+  error: string;
 }

@@ -33,6 +33,8 @@ export interface TaskProgress {
   /** Prompt tokens served from the instance's prefix cache. */
   numCachedTokens?: number;
   error?: string;
+  /** The task failed because its instance did (hung, lost, unreachable): its job may migrate. */
+  instanceFailure?: boolean;
 }
 
 const ORDER: Record<RequestStatus, number> = {

@@ -200,6 +200,8 @@ export class TaskTracker {
   private readonly cachedByPrompt = new Map<number, number>();
   /** The KV-cache policy's report, merged over choices. */
   private kvCache: KvUsage | null = null;
+  /** Per choice: token ids whose text is not out yet (a partial character), for the next delta. */
+  private readonly unsentIds = new Map<number, number[]>();
   firstTokenAt: number | null = null;
 
   constructor(
@@ -231,15 +233,20 @@ export class TaskTracker {
     const p = Math.floor(index / this.choicesPerPrompt);
     this.cachedByPrompt.set(p, Math.max(this.cachedByPrompt.get(p) ?? 0, o.numCachedTokens));
     const events: GenerateEvent[] = [];
+    const tokenIds = [...(this.unsentIds.get(index) ?? []), ...o.newTokenIds];
     if (o.text.length > 0 || o.logprobs.length > 0) {
+      this.unsentIds.delete(index);
       events.push({
         type: "delta",
         index,
         text: o.text,
-        tokenIds: o.newTokenIds,
+        // every token whose text this delta completes: a continuation resumes after them
+        tokenIds,
         logprobs:
           o.logprobs.length > 0 ? o.logprobs.map((t) => logprobEntry(this.tokenizer, t)) : null,
       });
+    } else {
+      this.unsentIds.set(index, tokenIds);
     }
     if (o.finished && o.finishReason !== "abort") {
       this.numFinished++;

@@ -1,11 +1,13 @@
 /**
  * Fault drills through POST /api/faults (FAULT_INJECTION is on in this suite): while 16 greedy
- * streams run on a two-instance deployment, one Npu's engine loop hangs. Every stream must end
- * with its no-fault output and [DONE], or with one error frame after a prefix of that output;
- * every record must end (the JobExecutor's watchdog), within a bound, with no KV block left in
- * use, and the deployment must serve again. Also: an Npu that drops its state (a memory-limit
- * reset) has its task failed by the watchdog; the control-plane objects keep their records
- * across a reset; an injected JobExecutor throw is one 500; the route is admin-only.
+ * streams and one seeded sampled stream run on a two-instance deployment, one Npu's engine loop
+ * hangs. The watchdog finds it, and every stream on it migrates to the other instance
+ * (shared/serving/migration.ts): every stream must end with [DONE] and exactly its no-fault
+ * output (the sampled one too: its draws are keyed by seed, choice and position), every record
+ * must succeed, with no KV block left in use, and the deployment must serve again. Also: an
+ * Npu that drops its state (a memory-limit reset) has its task migrate; one with no other
+ * instance to go to ends with one error; the control-plane objects keep their records across a
+ * reset; an injected JobExecutor throw is one 500; the route is admin-only.
  */
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { env } from "cloudflare:workers";
@@ -52,17 +54,26 @@ function streamed(text: string) {
 
 const prompts = Array.from({ length: 16 }, (_, i) => `Story ${i}: once upon a time, a cat`);
 
+/** The two-instance deployment of the first drill. */
+let chaosDeployment = "";
+
 describe("fault drills", () => {
-  it("hangs one Npu under 16 streams: each ends equal to its greedy output or with one error", async () => {
+  it("hangs one Npu under 17 streams: each migrates and ends equal to its no-fault output", async () => {
     expect(
       (await admin(`/api/models/${MODEL}`, { method: "PUT", body: DEFAULT_MODEL })).status,
     ).toBe(201);
     const dep = (await (
       await admin("/api/deployments", {
         method: "POST",
-        body: JSON.stringify({ model: MODEL, mode: "colocated", instances: { colocated: 2 } }),
+        body: JSON.stringify({
+          model: MODEL,
+          mode: "colocated",
+          instances: { colocated: 2 },
+          min_instances: 2,
+        }),
       })
     ).json()) as { id: string; instances: { id: string }[] };
+    chaosDeployment = dep.id;
     const base = {
       model: MODEL,
       deployment: dep.id,
@@ -78,48 +89,71 @@ describe("fault drills", () => {
         return ((await res.json()) as { choices: { text: string }[] }).choices[0]?.text as string;
       }),
     );
-    const streams = await Promise.all(
-      prompts.map(async (prompt) => {
+    // a seeded sampled request: its no-fault output, then the same request streamed
+    const sampled = { ...base, temperature: 0.9, top_p: 0.95, seed: 4242, max_tokens: 64 };
+    const sampledPrompt = "Once upon a time, a dog";
+    const sampledRes = await post("/v1/completions", { ...sampled, prompt: sampledPrompt });
+    const sampledExpected = ((await sampledRes.json()) as { choices: { text: string }[] })
+      .choices[0]?.text as string;
+    expected.push(sampledExpected);
+    const streams = await Promise.all([
+      ...prompts.map(async (prompt) => {
         const res = await post("/v1/completions", { ...base, prompt, stream: true });
         expect(res.status).toBe(200);
         return { id: res.headers.get("x-request-id") as string, res };
       }),
-    );
-    const victim = (await record(streams[0]?.id as string)).jobs[0]?.tasks[0]?.instanceId as string;
+      (async () => {
+        const res = await post("/v1/completions", {
+          ...sampled,
+          prompt: sampledPrompt,
+          stream: true,
+        });
+        expect(res.status).toBe(200);
+        return { id: res.headers.get("x-request-id") as string, res };
+      })(),
+    ]);
+    // the sampled stream's instance hangs, so it migrates
+    const sampledId = streams.at(-1)?.id as string;
+    const victim = (await record(sampledId)).jobs[0]?.tasks[0]?.instanceId as string;
     const injectedAt = Date.now();
     expect((await fault({ target: "npu", instance: victim, fault: "hang" })).status).toBe(200);
 
     const texts = await Promise.all(streams.map((s) => s.res.text()));
     const records = await Promise.all(streams.map((s) => ended(s.id, HUNG_AFTER_MS + 15_000)));
-    let numFailed = 0;
+    const migrated: RequestRecord[] = [];
     for (const [i, text] of texts.entries()) {
       const s = streamed(text);
       const rec = records[i] as RequestRecord;
-      if (s.done) {
-        expect(s.errors).toEqual([]);
-        expect(s.out).toBe(expected[i]);
-        expect(rec.status).toBe("succeeded");
-      } else {
-        numFailed++;
-        expect(s.errors).toHaveLength(1);
-        expect(expected[i]?.startsWith(s.out)).toBe(true);
-        expect(rec.status).toBe("failed");
-        expect(rec.error).toMatch(/hung/);
-        expect(rec.jobs[0]?.tasks[0]?.instanceId).toBe(victim);
-        expect((rec.finishedAt as number) - injectedAt).toBeLessThan(HUNG_AFTER_MS + 10_000);
+      expect(s.errors).toEqual([]);
+      expect(s.done).toBe(true);
+      expect(s.out).toBe(expected[i]);
+      expect(rec.status).toBe("succeeded");
+      const tasks = rec.jobs[0]?.tasks ?? [];
+      if (tasks.length > 1) {
+        migrated.push(rec);
+        expect(tasks[0]?.instanceId).toBe(victim);
+        expect(tasks[0]?.status).toBe("failed");
+        expect(tasks[0]?.error).toMatch(/hung/);
+        expect(tasks.at(-1)?.instanceId).not.toBe(victim);
+        expect(tasks.at(-1)?.status).toBe("succeeded");
       }
     }
-    expect(numFailed).toBeGreaterThan(0);
+    expect(migrated.map((r) => r.id)).toContain(sampledId);
+    // detection: the failed task ends; recovery: the next attempt's first token
+    const detectedMs = migrated.map(
+      (r) => (r.jobs[0]?.tasks[0]?.finishedAt as number) - injectedAt,
+    );
+    const recoveredMs = migrated.map(
+      (r) => (r.jobs[0]?.tasks.at(-1)?.firstTokenAt as number) - injectedAt,
+    );
+    for (const ms of detectedMs) expect(ms).toBeLessThan(HUNG_AFTER_MS + 10_000);
     console.log(
       JSON.stringify({
         drill: "hang",
         numStreams: texts.length,
-        numFailed,
-        detectedAfterMs: Math.max(
-          ...records
-            .filter((r) => r.status === "failed")
-            .map((r) => (r.finishedAt as number) - injectedAt),
-        ),
+        numMigrated: migrated.length,
+        detectedAfterMs: Math.max(...detectedMs),
+        recoveredAfterMs: Math.max(...recoveredMs),
       }),
     );
     // no KV block in use on the healthy instance; the hung one's engine was replaced
@@ -128,6 +162,21 @@ describe("fault drills", () => {
       if (inst.id === victim) expect(stats.numRunning + stats.numWaiting).toBe(0);
       else expect(stats.numFreeBlocks).toBe(stats.numBlocks);
     }
+    // the hung instance was replaced: two serving instances again, the victim not among them
+    let serving: string[] = [];
+    await vi.waitUntil(
+      async () => {
+        const d = (await (await admin(`/api/deployments/${dep.id}`)).json()) as {
+          serving: { colocated: string[] };
+        };
+        serving = d.serving.colocated;
+        return serving.length === 2 && !serving.includes(victim);
+      },
+      { timeout: 20_000, interval: 100 },
+    );
+    console.log(
+      JSON.stringify({ drill: "hang", replacedAfterMs: Date.now() - injectedAt, serving }),
+    );
     // the deployment serves again, with the same greedy output
     const again = await Promise.all(
       prompts.slice(0, 4).map(async (prompt) => {
@@ -139,33 +188,152 @@ describe("fault drills", () => {
     expect(again).toEqual(expected.slice(0, 4));
   });
 
-  it("fails the task of an Npu that dropped its state (the watchdog finds it gone)", async () => {
+  it("migrates the task of an Npu that dropped its state (its stream breaks)", async () => {
+    const req = {
+      model: MODEL,
+      deployment: chaosDeployment,
+      prompt: "A long tale",
+      temperature: 0,
+      max_tokens: 400,
+      ignore_eos: true,
+    };
+    const expected = (
+      (await (await post("/v1/completions", req)).json()) as { choices: { text: string }[] }
+    ).choices[0]?.text;
+    const res = await post("/v1/completions", { ...req, stream: true });
+    expect(res.status).toBe(200);
+    const id = res.headers.get("x-request-id") as string;
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    const decoder = new TextDecoder();
+    let text = decoder.decode((await reader.read()).value, { stream: true }); // it runs
+    const victim = (await record(id)).jobs[0]?.tasks[0]?.instanceId as string;
+    const injectedAt = Date.now();
+    expect((await fault({ target: "npu", instance: victim, fault: "drop_state" })).status).toBe(
+      200,
+    );
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value, { stream: true });
+    }
+    const s = streamed(text);
+    expect(s.errors).toEqual([]);
+    expect(s.out).toBe(expected);
+    const rec = await ended(id, LOST_AFTER_MS + 10_000);
+    expect(rec.status).toBe("succeeded");
+    const tasks = rec.jobs[0]?.tasks ?? [];
+    expect(tasks).toHaveLength(2);
+    expect(tasks[0]?.error).toMatch(/lost the task|unreachable|stream broke/);
+    expect(tasks[1]?.instanceId).not.toBe(victim);
+    console.log(
+      JSON.stringify({
+        drill: "drop_state",
+        detectedAfterMs: (tasks[0]?.finishedAt as number) - injectedAt,
+        recoveredAfterMs: (tasks[1]?.firstTokenAt as number) - injectedAt,
+      }),
+    );
+  });
+
+  it("re-prefills a PD job whose decode instance dropped its state", async () => {
+    const dep = (await (
+      await admin("/api/deployments", {
+        method: "POST",
+        body: JSON.stringify({
+          model: MODEL,
+          mode: "pd",
+          instances: { prefill: 1, decode: 2 },
+          min_instances: { prefill: 1, decode: 2 },
+        }),
+      })
+    ).json()) as { id: string };
+    const req = {
+      model: MODEL,
+      deployment: dep.id,
+      prompt: "A long tale of two cities",
+      temperature: 0.7,
+      seed: 77,
+      max_tokens: 300,
+      ignore_eos: true,
+    };
+    const expected = (
+      (await (await post("/v1/completions", req)).json()) as { choices: { text: string }[] }
+    ).choices[0]?.text;
+    const res = await post("/v1/completions", { ...req, stream: true });
+    expect(res.status).toBe(200);
+    const id = res.headers.get("x-request-id") as string;
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    const decoder = new TextDecoder();
+    let text = decoder.decode((await reader.read()).value, { stream: true });
+    const first = (await record(id)).jobs[0]?.tasks ?? [];
+    const decode = first.find((t) => t.role === "decode")?.instanceId as string;
+    const injectedAt = Date.now();
+    expect((await fault({ target: "npu", instance: decode, fault: "drop_state" })).status).toBe(
+      200,
+    );
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value, { stream: true });
+    }
+    const s = streamed(text);
+    expect(s.errors).toEqual([]);
+    expect(s.out).toBe(expected);
+    const rec = await ended(id, LOST_AFTER_MS + 10_000);
+    expect(rec.status).toBe("succeeded");
+    const tasks = rec.jobs[0]?.tasks ?? [];
+    // attempt 0: prefill and decode; attempt 1: a fresh prefill and a decode elsewhere
+    expect(tasks).toHaveLength(4);
+    const task = (role: string, attempt: number) =>
+      tasks.find((t) => t.id.endsWith(`-${role}-${attempt}`));
+    expect(task("decode", 0)?.status).toBe("failed");
+    expect(task("prefill", 1)?.status).toBe("succeeded");
+    expect(task("decode", 1)?.status).toBe("succeeded");
+    expect(task("decode", 1)?.instanceId).not.toBe(decode);
+    console.log(
+      JSON.stringify({
+        drill: "pd_decode_drop_state",
+        detectedAfterMs: (task("decode", 0)?.finishedAt as number) - injectedAt,
+        recoveredAfterMs: (task("decode", 1)?.firstTokenAt as number) - injectedAt,
+      }),
+    );
+  });
+
+  it("ends with one error when no other instance can take the request", async () => {
+    // the deployment the model's upload created: one instance
+    const deps = (
+      (await (await admin("/api/deployments")).json()) as {
+        data: { id: string; model: string }[];
+      }
+    ).data;
+    const single = deps.find((d) => d.model === MODEL && d.id !== chaosDeployment)?.id as string;
     const res = await post("/v1/completions", {
       model: MODEL,
+      deployment: single,
       prompt: "A long tale",
-      max_tokens: 2000,
+      max_tokens: 400,
       ignore_eos: true,
       stream: true,
     });
     expect(res.status).toBe(200);
     const id = res.headers.get("x-request-id") as string;
     const reader = (res.body as ReadableStream<Uint8Array>).getReader();
-    await reader.read(); // it runs
+    const decoder = new TextDecoder();
+    let text = decoder.decode((await reader.read()).value, { stream: true });
     const victim = (await record(id)).jobs[0]?.tasks[0]?.instanceId as string;
-    const injectedAt = Date.now();
     expect((await fault({ target: "npu", instance: victim, fault: "drop_state" })).status).toBe(
       200,
     );
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value, { stream: true });
+    }
+    const s = streamed(text);
+    expect(s.done).toBe(false);
+    expect(s.errors).toHaveLength(1);
     const rec = await ended(id, LOST_AFTER_MS + 10_000);
     expect(rec.status).toBe("failed");
-    expect(rec.error).toMatch(/lost the task|unreachable/);
-    console.log(
-      JSON.stringify({
-        drill: "drop_state",
-        detectedAfterMs: (rec.finishedAt as number) - injectedAt,
-      }),
-    );
-    await reader.cancel().catch(() => {});
+    expect(rec.jobs[0]?.tasks).toHaveLength(1);
   });
 
   it("keeps control-plane records across a reset, and an injected throw is one 500", async () => {

@@ -7,10 +7,11 @@
 import { type Context, Hono } from "hono";
 import { AppError } from "../../shared/errors.ts";
 import { errorFields } from "../../shared/log.ts";
-import { decodeEventBatches, decodeEvents } from "../../shared/protocol/codec.ts";
-import type { JobSpec } from "../../shared/protocol/messages.ts";
+import { decodeEventBatches } from "../../shared/protocol/codec.ts";
+import { type JobSpec, streamingTask } from "../../shared/protocol/messages.ts";
 import { numSeqsOf } from "../../shared/serving/admission.ts";
 import { dispatchJob } from "../../shared/serving/dispatch.ts";
+import { isInstanceFailure, migratingEvents } from "../../shared/serving/migration.ts";
 import type { AppEnv } from "../app-env.ts";
 import { clusterManager, jobExecutorFor, npu } from "../env.ts";
 import { drawSeed, newCompletionId, newJobId } from "../ids.ts";
@@ -113,26 +114,60 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
     contextCache: body.context_cache ?? null,
   });
   if (!submitted.ok) throw AppError.from(submitted.error);
-  const { placement, task, r2Key } = submitted.value;
+  const { placement, task } = submitted.value;
   const waitUntil = (p: Promise<unknown>) => c.executionCtx.waitUntil(p);
-  const res = await dispatchJob(
-    (name: string) => c.env.NPU.getByName(name),
-    placement,
-    task,
-    r2Key,
-    (taskId, error) =>
-      waitUntil(
-        je.taskEvent({
-          requestId,
-          taskId,
-          status: "failed",
-          finishedAt: Date.now(),
-          error: error.message,
-        }),
-      ),
-  );
+  const dispatch = (s: typeof submitted.value) =>
+    dispatchJob(
+      (name: string) => c.env.NPU.getByName(name),
+      s.placement,
+      s.task,
+      s.r2Key,
+      (taskId, error) =>
+        waitUntil(
+          je.taskEvent({
+            requestId,
+            taskId,
+            status: "failed",
+            finishedAt: Date.now(),
+            error: error.message,
+            instanceFailure: isInstanceFailure(error),
+          }),
+        ),
+    );
+  const res = await dispatch(submitted.value);
   if (!res.ok) throw AppError.from(res.error);
-  const { taskId, instanceId, accepted } = res.value;
+  // the attempt now answering the client: a failed instance's job continues on another one
+  let current = { taskId: res.value.taskId, instanceId: res.value.instanceId };
+  let deploymentId = placement.deploymentId;
+  const events = migratingEvents(
+    decodeEventBatches(res.value.accepted.stream.getReader()),
+    async (delivered, error) => {
+      for (;;) {
+        const next = await je.resume({
+          spec,
+          task,
+          failedTaskId: current.taskId,
+          deploymentId,
+          delivered: [...delivered],
+          error: error.message,
+        });
+        if (!next.ok) return null;
+        const again = await dispatch(next.value);
+        deploymentId = next.value.placement.deploymentId;
+        if (again.ok) {
+          current = { taskId: again.value.taskId, instanceId: again.value.instanceId };
+          log.info("request.migrated", { taskId: current.taskId, numDelivered: delivered.length });
+          return decodeEventBatches(again.value.accepted.stream.getReader());
+        }
+        if (!isInstanceFailure(again.error)) return null;
+        const tasks = next.value.placement;
+        current = {
+          taskId: streamingTask(tasks).taskId,
+          instanceId: current.instanceId,
+        };
+      }
+    },
+  );
   const meta = {
     id: newCompletionId(kind === "chat"),
     created: Math.floor(receivedAt / 1000),
@@ -141,18 +176,18 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
     numChoices: numSeqsOf(fields.input, fields.n),
     logprobs: fields.sampling.logprobs,
   };
-  const reader = accepted.stream.getReader();
   if (fields.stream) {
     const sse = sseResponseStream(
-      decodeEventBatches(reader),
+      events,
       { ...meta, includeUsage: fields.includeUsage },
-      (reason) => log.debug("request.streamed", { taskId, reason }),
+      (reason) => log.debug("request.streamed", { taskId: current.taskId, reason }),
     );
-    const instance = npu(c.env, instanceId);
-    const cancel = (reason: string) =>
-      instance
+    const cancel = (reason: string) => {
+      const { taskId, instanceId } = current;
+      return npu(c.env, instanceId)
         .cancel({ taskId, reason })
         .catch((e: unknown) => log.warn("task.cancel_failed", { taskId, ...errorFields(e) }));
+    };
     // NOTE: workerd does not call cancel() on a JS stream returned as a body when the client
     // goes away, nor forward a cancel across DO RPC streams. So the worker pumps the frames
     // itself: a failed write (or the request's abort signal) means the client is gone, and the
@@ -164,7 +199,12 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
     c.executionCtx.waitUntil(pump(sse, writable, () => cancel("client disconnected")));
     return new Response(readable, { headers: { ...SSE_HEADERS, "x-request-id": requestId } });
   }
-  const out = await collectResponse(decodeEvents(reader), meta);
+  const out = await collectResponse(
+    (async function* () {
+      for await (const batch of events) yield* batch;
+    })(),
+    meta,
+  );
   if (!out.ok) throw AppError.from(out.error);
   return c.json(out.body);
 }
