@@ -227,8 +227,29 @@ function f4at(p: usize, stride: usize): v128 {
  * included). Not for infinities and NaNs (h2f4 handles those).
  */
 function h2f4finite(hs: v128): v128 {
-  const bits = v128.and(i32x4.shl(hs, 13), i32x4.splat(0x8fffffff));
-  return f32x4.mul(bits, f32x4.splat(5.192296858534828e33));
+  return f32x4.mul(h2f4scaled(hs), f32x4.splat(TWO_112));
+}
+
+const TWO_112: f32 = 5.192296858534828e33;
+
+/**
+ * Four finite halves (sign-extended i32 lanes) -> their values times 2^-112, exact: the f32 with
+ * the half's sign at bit 31 and its exponent and mantissa at bits 13..27 (a half subnormal becomes
+ * an f32 subnormal). Multiplied by an activation scaled by 2^112 (exact for any half, |x| < 2^16),
+ * the product is the same real number as w * x, so it rounds to the same f32.
+ */
+function h2f4scaled(hs: v128): v128 {
+  return v128.and(i32x4.shl(hs, 13), i32x4.splat(0x8fffffff));
+}
+
+/**
+ * True when some lane of the four rows of halves may be an infinity or NaN: the OR of the rows
+ * has all five exponent bits set (a superset of the lanes where one row has them all).
+ */
+function maybeNonFinite(q0: v128, q1: v128, q2: v128, q3: v128): bool {
+  const expMask = i16x8.splat(0x7c00);
+  const e = v128.and(v128.or(v128.or(q0, q1), v128.or(q2, q3)), expMask);
+  return v128.any_true(i16x8.eq(e, expMask));
 }
 
 function dotF16(w: usize, a: usize, n: i32): f32 {
@@ -236,28 +257,28 @@ function dotF16(w: usize, a: usize, n: i32): f32 {
   let lo = f32x4.splat(0);
   let hi = f32x4.splat(0);
   const expMask = i16x8.splat(0x7c00);
+  const scale = f32x4.splat(TWO_112);
   for (let k = 0; k < n8; k += 8) {
     const h = v128.load(w + ((<usize>k) << 1));
     const ak = a + ((<usize>k) << 2);
-    let wl: v128;
-    let wh: v128;
     if (v128.any_true(i16x8.eq(v128.and(h, expMask), expMask))) {
       // an infinity or NaN among these eight
-      wl = h2f4(i32x4.extend_low_i16x8_u(h));
-      wh = h2f4(i32x4.extend_high_i16x8_u(h));
+      lo = f32x4.add(lo, f32x4.mul(h2f4(i32x4.extend_low_i16x8_u(h)), v128.load(ak)));
+      hi = f32x4.add(hi, f32x4.mul(h2f4(i32x4.extend_high_i16x8_u(h)), v128.load(ak + 16)));
     } else {
-      wl = h2f4finite(i32x4.extend_low_i16x8_s(h));
-      wh = h2f4finite(i32x4.extend_high_i16x8_s(h));
+      const x0 = f32x4.mul(v128.load(ak), scale);
+      const x1 = f32x4.mul(v128.load(ak + 16), scale);
+      lo = f32x4.add(lo, f32x4.mul(h2f4scaled(i32x4.extend_low_i16x8_s(h)), x0));
+      hi = f32x4.add(hi, f32x4.mul(h2f4scaled(i32x4.extend_high_i16x8_s(h)), x1));
     }
-    lo = f32x4.add(lo, f32x4.mul(wl, v128.load(ak)));
-    hi = f32x4.add(hi, f32x4.mul(wh, v128.load(ak + 16)));
   }
   return f16Tail(w, a, n, n8, f32x4.add(lo, hi));
 }
 
 /**
  * dotF16 of four weight rows (w, w + wr, w + 2 wr, w + 3 wr) with one activation row, into
- * o, o + 4, o + 8, o + 12: the same lanes and order as four dotF16 calls.
+ * o, o + 4, o + 8, o + 12: the same lanes and order as four dotF16 calls. The weights are
+ * converted scaled by 2^-112 and the activations scaled by 2^112 (h2f4scaled): the same products.
  */
 function dotF16x4(w: usize, wr: usize, a: usize, n: i32, o: usize): void {
   const n8 = n & ~7;
@@ -269,24 +290,18 @@ function dotF16x4(w: usize, wr: usize, a: usize, n: i32, o: usize): void {
   let h2 = f32x4.splat(0);
   let l3 = f32x4.splat(0);
   let h3 = f32x4.splat(0);
-  const expMask = i16x8.splat(0x7c00);
-  const magMask = i16x8.splat(0x7fff);
+  const scale = f32x4.splat(TWO_112);
   for (let k = 0; k < n8; k += 8) {
     const wk = w + ((<usize>k) << 1);
     const ak = a + ((<usize>k) << 2);
-    const x0 = v128.load(ak);
-    const x1 = v128.load(ak + 16);
     const q0 = v128.load(wk);
     const q1 = v128.load(wk + wr);
     const q2 = v128.load(wk + 2 * wr);
     const q3 = v128.load(wk + 3 * wr);
-    // magnitudes (sign cleared) of the four rows: one at or above 0x7c00 is an infinity or NaN
-    const mags = i16x8.max_u(
-      i16x8.max_u(v128.and(q0, magMask), v128.and(q1, magMask)),
-      i16x8.max_u(v128.and(q2, magMask), v128.and(q3, magMask)),
-    );
-    if (v128.any_true(i16x8.ge_u(mags, expMask))) {
-      // an infinity or NaN among these weights: the exact conversion for every lane
+    if (maybeNonFinite(q0, q1, q2, q3)) {
+      // perhaps an infinity or NaN among these weights: the exact conversion for every lane
+      const x0 = v128.load(ak);
+      const x1 = v128.load(ak + 16);
       l0 = f32x4.add(l0, f32x4.mul(h2f4(i32x4.extend_low_i16x8_u(q0)), x0));
       h0 = f32x4.add(h0, f32x4.mul(h2f4(i32x4.extend_high_i16x8_u(q0)), x1));
       l1 = f32x4.add(l1, f32x4.mul(h2f4(i32x4.extend_low_i16x8_u(q1)), x0));
@@ -296,14 +311,16 @@ function dotF16x4(w: usize, wr: usize, a: usize, n: i32, o: usize): void {
       l3 = f32x4.add(l3, f32x4.mul(h2f4(i32x4.extend_low_i16x8_u(q3)), x0));
       h3 = f32x4.add(h3, f32x4.mul(h2f4(i32x4.extend_high_i16x8_u(q3)), x1));
     } else {
-      l0 = f32x4.add(l0, f32x4.mul(h2f4finite(i32x4.extend_low_i16x8_s(q0)), x0));
-      h0 = f32x4.add(h0, f32x4.mul(h2f4finite(i32x4.extend_high_i16x8_s(q0)), x1));
-      l1 = f32x4.add(l1, f32x4.mul(h2f4finite(i32x4.extend_low_i16x8_s(q1)), x0));
-      h1 = f32x4.add(h1, f32x4.mul(h2f4finite(i32x4.extend_high_i16x8_s(q1)), x1));
-      l2 = f32x4.add(l2, f32x4.mul(h2f4finite(i32x4.extend_low_i16x8_s(q2)), x0));
-      h2 = f32x4.add(h2, f32x4.mul(h2f4finite(i32x4.extend_high_i16x8_s(q2)), x1));
-      l3 = f32x4.add(l3, f32x4.mul(h2f4finite(i32x4.extend_low_i16x8_s(q3)), x0));
-      h3 = f32x4.add(h3, f32x4.mul(h2f4finite(i32x4.extend_high_i16x8_s(q3)), x1));
+      const x0 = f32x4.mul(v128.load(ak), scale);
+      const x1 = f32x4.mul(v128.load(ak + 16), scale);
+      l0 = f32x4.add(l0, f32x4.mul(h2f4scaled(i32x4.extend_low_i16x8_s(q0)), x0));
+      h0 = f32x4.add(h0, f32x4.mul(h2f4scaled(i32x4.extend_high_i16x8_s(q0)), x1));
+      l1 = f32x4.add(l1, f32x4.mul(h2f4scaled(i32x4.extend_low_i16x8_s(q1)), x0));
+      h1 = f32x4.add(h1, f32x4.mul(h2f4scaled(i32x4.extend_high_i16x8_s(q1)), x1));
+      l2 = f32x4.add(l2, f32x4.mul(h2f4scaled(i32x4.extend_low_i16x8_s(q2)), x0));
+      h2 = f32x4.add(h2, f32x4.mul(h2f4scaled(i32x4.extend_high_i16x8_s(q2)), x1));
+      l3 = f32x4.add(l3, f32x4.mul(h2f4scaled(i32x4.extend_low_i16x8_s(q3)), x0));
+      h3 = f32x4.add(h3, f32x4.mul(h2f4scaled(i32x4.extend_high_i16x8_s(q3)), x1));
     }
   }
   store<f32>(o, f16Tail(w, a, n, n8, f32x4.add(l0, h0)));
