@@ -444,6 +444,62 @@ function dotQ8(q4: bool, w: usize, a: usize, n: i32): f32 {
   return acc;
 }
 
+/**
+ * i32x4 partial sums of a block's 32 int8 weights times its 32 activations widened to i16 (x0..x3,
+ * 8 values each): the Q8_0 weights loaded and widened in one step, Q4_0's nibbles unpacked (exact).
+ */
+function blockQ8x(q4: bool, w: usize, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
+  let w0: v128;
+  let w1: v128;
+  let w2: v128;
+  let w3: v128;
+  if (q4) {
+    const q = v128.load(w + 2);
+    const lo = i8x16.sub(v128.and(q, i8x16.splat(0x0f)), i8x16.splat(8));
+    const hi = i8x16.sub(i8x16.shr_u(q, 4), i8x16.splat(8));
+    w0 = i16x8.extend_low_i8x16_s(lo);
+    w1 = i16x8.extend_high_i8x16_s(lo);
+    w2 = i16x8.extend_low_i8x16_s(hi);
+    w3 = i16x8.extend_high_i8x16_s(hi);
+  } else {
+    w0 = v128.load8x8_s(w + 2);
+    w1 = v128.load8x8_s(w + 10);
+    w2 = v128.load8x8_s(w + 18);
+    w3 = v128.load8x8_s(w + 26);
+  }
+  return i32x4.add(
+    i32x4.add(i32x4.dot_i16x8_s(w0, x0), i32x4.dot_i16x8_s(w1, x1)),
+    i32x4.add(i32x4.dot_i16x8_s(w2, x2), i32x4.dot_i16x8_s(w3, x3)),
+  );
+}
+
+/**
+ * dotQ8 of four weight rows (w, w + wr, w + 2 wr, w + 3 wr) with one Q8_0 activation row, into
+ * o, o + 4, o + 8, o + 12. Each activation block is widened to i16 once for the four rows; the four
+ * rows' block sums are reduced together (isum4) and their float products formed lane-wise, lane r
+ * being row r: acc_r = acc_r + f32(s_r) * (d_w,r * d_x), block by block, as in dotQ8.
+ */
+function dotQ8x4(q4: bool, w: usize, wr: usize, a: usize, n: i32, o: usize): void {
+  const bw: usize = q4 ? 18 : 34;
+  const nb = n / 32;
+  let acc = f32x4.splat(0);
+  for (let b = 0; b < nb; b++, w += bw, a += 36) {
+    const x0 = v128.load8x8_s(a + 4);
+    const x1 = v128.load8x8_s(a + 12);
+    const x2 = v128.load8x8_s(a + 20);
+    const x3 = v128.load8x8_s(a + 28);
+    const s = isum4(
+      blockQ8x(q4, w, x0, x1, x2, x3),
+      blockQ8x(q4, w + wr, x0, x1, x2, x3),
+      blockQ8x(q4, w + 2 * wr, x0, x1, x2, x3),
+      blockQ8x(q4, w + 3 * wr, x0, x1, x2, x3),
+    );
+    const dd = f32x4.mul(h2f4at(w, wr), f32x4.splat(load<f32>(a)));
+    acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(s), dd));
+  }
+  v128.store(o, acc);
+}
+
 /** Q4_1 weights against Q8_1 activations: the nibble sums, then the min times s_x. */
 function dotQ4_1(w: usize, a: usize, n: i32): f32 {
   let acc: f32 = 0;
@@ -799,6 +855,15 @@ export function matmulQ(
     return;
   }
   let j0 = 0;
+  if (type === Q8_0 || type === Q4_0) {
+    // four weight rows per pass over each activation row
+    for (; j0 + 4 <= d; j0 += 4) {
+      const wj = w + <usize>j0 * wr;
+      const oj = out + ((<usize>j0) << 2);
+      for (let i = 0; i < m; i++)
+        dotQ8x4(type === Q4_0, wj, wr, scratch + <usize>i * ar, n, oj + <usize>i * ob);
+    }
+  }
   if (type === F16) {
     // with two or more rows, each group of four weight rows is widened to f32 once
     const widen = m >= 2 && (<usize>n) << 4 <= UNPACK_BYTES;
