@@ -513,24 +513,18 @@ function dotQ4_1(w: usize, a: usize, n: i32): f32 {
   return acc;
 }
 
-/** Q4_K's 6-bit scale of sub-block j (0..7) from the 12 scale bytes at `p`. */
-function q4kScale(p: usize, j: i32): i32 {
-  if (j < 4) return load<u8>(p + j) & 63;
-  return (load<u8>(p + j + 4) & 0xf) | ((load<u8>(p + j - 4) >> 6) << 4);
-}
-
-/** Q4_K's 6-bit min of sub-block j (0..7) from the 12 scale bytes at `p`. */
-function q4kMin(p: usize, j: i32): i32 {
-  if (j < 4) return load<u8>(p + j + 4) & 63;
-  return (load<u8>(p + j + 4) >> 4) | ((load<u8>(p + j) >> 6) << 4);
-}
-
-/** i32x4 of scale (or min, with `mins`) of sub-blocks j0..j0+3. */
-function q4kScales4(p: usize, j0: i32, mins: bool): v128 {
-  let v = i32x4.splat(mins ? q4kMin(p, j0) : q4kScale(p, j0));
-  v = i32x4.replace_lane(v, 1, mins ? q4kMin(p, j0 + 1) : q4kScale(p, j0 + 1));
-  v = i32x4.replace_lane(v, 2, mins ? q4kMin(p, j0 + 2) : q4kScale(p, j0 + 2));
-  return i32x4.replace_lane(v, 3, mins ? q4kMin(p, j0 + 3) : q4kScale(p, j0 + 3));
+/**
+ * The eight 6-bit scales and eight 6-bit mins of a Q4_K/Q5_K block (12 bytes at `p`) as 16 bytes:
+ * scales 0..7, then mins 0..7 (quant.ts q4kScale and q4kMin, four at a time in 32-bit words).
+ */
+function q4kScaleBytes(p: usize): v128 {
+  const u0 = load<u32>(p);
+  const u1 = load<u32>(p + 4);
+  const u2 = load<u32>(p + 8);
+  let v = i32x4.splat(u0 & 0x3f3f3f3f);
+  v = i32x4.replace_lane(v, 1, (u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4));
+  v = i32x4.replace_lane(v, 2, u1 & 0x3f3f3f3f);
+  return i32x4.replace_lane(v, 3, ((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4));
 }
 
 /** Q4_K, or Q5_K with `five` (qh[32] at 16, nibbles at 48, a fifth bit per value). */
@@ -582,18 +576,23 @@ function dotQ4_K(five: bool, w: usize, a: usize, n: i32): f32 {
         u3 = odd;
       }
     }
-    const sc = w + 4;
+    const scb = q4kScaleBytes(w + 4);
+    const sc16 = i16x8.extend_low_i8x16_u(scb);
+    const mn16 = i16x8.extend_high_i8x16_u(scb);
     const sums = i32x4.add(
-      i32x4.mul(isum4(t0, t1, t2, t3), q4kScales4(sc, 0, false)),
-      i32x4.mul(isum4(u0, u1, u2, u3), q4kScales4(sc, 4, false)),
+      i32x4.mul(isum4(t0, t1, t2, t3), i32x4.extend_low_i16x8_u(sc16)),
+      i32x4.mul(isum4(u0, u1, u2, u3), i32x4.extend_high_i16x8_u(sc16)),
     );
     const s = isum(sums);
     // bsums pairs of sub-blocks 0..7: extadd_pairwise of the 16 int16 bsums
     const bs = a + 260;
     const m = isum(
       i32x4.add(
-        i32x4.mul(i32x4.extadd_pairwise_i16x8_s(v128.load(bs)), q4kScales4(sc, 0, true)),
-        i32x4.mul(i32x4.extadd_pairwise_i16x8_s(v128.load(bs + 16)), q4kScales4(sc, 4, true)),
+        i32x4.mul(i32x4.extadd_pairwise_i16x8_s(v128.load(bs)), i32x4.extend_low_i16x8_u(mn16)),
+        i32x4.mul(
+          i32x4.extadd_pairwise_i16x8_s(v128.load(bs + 16)),
+          i32x4.extend_high_i16x8_u(mn16),
+        ),
       ),
     );
     const dx = load<f32>(a);
@@ -730,10 +729,13 @@ function unpackK(type: i32, w: usize, u: usize, n: i32): void {
           v128.store(u + c * 64 + 32 + h, o);
         }
       }
-      for (let j = 0; j < 8; j++) {
-        store<i32>(u + 256 + j * 4, q4kScale(w + 4, j));
-        store<i32>(u + 288 + j * 4, q4kMin(w + 4, j));
-      }
+      const scb = q4kScaleBytes(w + 4);
+      const sc16 = i16x8.extend_low_i8x16_u(scb);
+      const mn16 = i16x8.extend_high_i8x16_u(scb);
+      v128.store(u + 256, i32x4.extend_low_i16x8_u(sc16));
+      v128.store(u + 272, i32x4.extend_high_i16x8_u(sc16));
+      v128.store(u + 288, i32x4.extend_low_i16x8_u(mn16));
+      v128.store(u + 304, i32x4.extend_high_i16x8_u(mn16));
       store<f32>(u + 320, h2f(load<u16>(w)));
       store<f32>(u + 324, h2f(load<u16>(w + 2)));
       w += five ? 176 : 144;
