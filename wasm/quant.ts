@@ -838,10 +838,23 @@ export function matmulQ(
   for (let i = 0; i < m; i++)
     quantizeRow(type, x + ((<usize>i * <usize>n) << 2), n, scratch + <usize>i * ar);
   const ob = (<usize>ldo) << 2;
-  const unpack = type === Q4_0 || type === Q4_K || type === Q5_K || type === Q6_K;
-  if (m >= 2 && unpack && unpackedBytes(type, n) <= UNPACK_BYTES) {
+  const ub = unpackedBytes(type, n);
+  let j0 = 0;
+  if (type === Q4_0 && m >= 2 && ub << 2 <= UNPACK_BYTES) {
+    // four weight rows unpacked to Q8_0 blocks at once, then four rows per activation row
     const u = unpackBase();
-    for (let j = 0; j < d; j++) {
+    for (; j0 + 4 <= d; j0 += 4) {
+      const wj = w + <usize>j0 * wr;
+      const oj = out + ((<usize>j0) << 2);
+      for (let r: usize = 0; r < 4; r++) unpackQ4_0(wj + r * wr, u + r * ub, n);
+      for (let i = 0; i < m; i++)
+        dotQ8x4(false, u, ub, scratch + <usize>i * ar, n, oj + <usize>i * ob);
+    }
+  }
+  const unpack = type === Q4_0 || type === Q4_K || type === Q5_K || type === Q6_K;
+  if (m >= 2 && unpack && ub <= UNPACK_BYTES) {
+    const u = unpackBase();
+    for (let j = j0; j < d; j++) {
       const wj = w + <usize>j * wr;
       const oj = out + ((<usize>j) << 2);
       if (type === Q4_0) {
@@ -856,7 +869,6 @@ export function matmulQ(
     }
     return;
   }
-  let j0 = 0;
   if (type === Q8_0 || type === Q4_0) {
     // four weight rows per pass over each activation row
     for (; j0 + 4 <= d; j0 += 4) {
