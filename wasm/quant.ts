@@ -819,6 +819,96 @@ function dotUnpackedK(type: i32, u: usize, a: usize, n: i32): f32 {
 }
 
 /**
+ * dotUnpackedK of four unpacked rows (u, u + ub, u + 2 ub, u + 3 ub) with one activation row, into
+ * o .. o + 12: each row's integer sums as in dotUnpackedK, the four rows' sums reduced together
+ * (isum4) and the float steps done lane-wise, lane r being row r, in dotUnpackedK's order.
+ */
+function dotUnpackedKx4(type: i32, u: usize, ub: usize, a: usize, n: i32, o: usize): void {
+  let acc = f32x4.splat(0);
+  for (let b = 0; b < n / 256; b++, u += 328, a += 292) {
+    const x = a + 4;
+    const dx = f32x4.splat(load<f32>(a));
+    if (type !== Q6_K) {
+      const bs0 = i32x4.extadd_pairwise_i16x8_s(v128.load(a + 260));
+      const bs1 = i32x4.extadd_pairwise_i16x8_s(v128.load(a + 276));
+      const s = isum4(
+        unpackedKSums(u, x),
+        unpackedKSums(u + ub, x),
+        unpackedKSums(u + 2 * ub, x),
+        unpackedKSums(u + 3 * ub, x),
+      );
+      const m = isum4(
+        unpackedKMins(u, bs0, bs1),
+        unpackedKMins(u + ub, bs0, bs1),
+        unpackedKMins(u + 2 * ub, bs0, bs1),
+        unpackedKMins(u + 3 * ub, bs0, bs1),
+      );
+      acc = f32x4.add(acc, f32x4.mul(f32x4.mul(f4at(u + 320, ub), dx), f32x4.convert_i32x4_s(s)));
+      acc = f32x4.sub(acc, f32x4.mul(f32x4.mul(f4at(u + 324, ub), dx), f32x4.convert_i32x4_s(m)));
+    } else {
+      const s = isum4(
+        unpackedQ6Sums(u, x),
+        unpackedQ6Sums(u + ub, x),
+        unpackedQ6Sums(u + 2 * ub, x),
+        unpackedQ6Sums(u + 3 * ub, x),
+      );
+      acc = f32x4.add(acc, f32x4.mul(f32x4.mul(f4at(u + 320, ub), dx), f32x4.convert_i32x4_s(s)));
+    }
+  }
+  v128.store(o, acc);
+}
+
+/** i32x4 partial sums of `len` (a multiple of 16) int8 at u times int8 at x, widened to i16 (exact). */
+function dotWide(u: usize, x: usize, len: usize): v128 {
+  let s = i32x4.dot_i16x8_s(v128.load8x8_s(u), v128.load8x8_s(x));
+  s = i32x4.add(s, i32x4.dot_i16x8_s(v128.load8x8_s(u + 8), v128.load8x8_s(x + 8)));
+  for (let k: usize = 16; k < len; k += 16) {
+    s = i32x4.add(s, i32x4.dot_i16x8_s(v128.load8x8_s(u + k), v128.load8x8_s(x + k)));
+    s = i32x4.add(s, i32x4.dot_i16x8_s(v128.load8x8_s(u + k + 8), v128.load8x8_s(x + k + 8)));
+  }
+  return s;
+}
+
+/** i32x4 whose lanes add up to sum_j scale_j * (sub-block j's integer dot): one unpacked Q4_K block. */
+function unpackedKSums(u: usize, x: usize): v128 {
+  const s0 = isum4(
+    dotWide(u, x, 32),
+    dotWide(u + 32, x + 32, 32),
+    dotWide(u + 64, x + 64, 32),
+    dotWide(u + 96, x + 96, 32),
+  );
+  const s1 = isum4(
+    dotWide(u + 128, x + 128, 32),
+    dotWide(u + 160, x + 160, 32),
+    dotWide(u + 192, x + 192, 32),
+    dotWide(u + 224, x + 224, 32),
+  );
+  return i32x4.add(i32x4.mul(s0, v128.load(u + 256)), i32x4.mul(s1, v128.load(u + 272)));
+}
+
+/** i32x4 whose lanes add up to sum_j min_j * (bsums pair j): one unpacked Q4_K block. */
+function unpackedKMins(u: usize, bs0: v128, bs1: v128): v128 {
+  return i32x4.add(i32x4.mul(bs0, v128.load(u + 288)), i32x4.mul(bs1, v128.load(u + 304)));
+}
+
+/** i32x4 whose lanes add up to sum_j scale_j * (sub-block j's integer dot): one unpacked Q6_K block. */
+function unpackedQ6Sums(u: usize, x: usize): v128 {
+  let total = i32x4.splat(0);
+  for (let g: usize = 0; g < 4; g++) {
+    const q = u + g * 64;
+    const y = x + g * 64;
+    const s = isum4(
+      dotWide(q, y, 16),
+      dotWide(q + 16, y + 16, 16),
+      dotWide(q + 32, y + 32, 16),
+      dotWide(q + 48, y + 48, 16),
+    );
+    total = i32x4.add(total, i32x4.mul(s, v128.load(u + 256 + g * 16)));
+  }
+  return total;
+}
+
+/**
  * out[i * ldo + j] = dot(x row i, w row j) for i < m, j < d: x (m, n) f32, w d rows of `type`
  * blocks, `scratch` room for m activation rows. Byte offsets; shapes checked by the adapter.
  */
@@ -849,6 +939,19 @@ export function matmulQ(
       for (let r: usize = 0; r < 4; r++) unpackQ4_0(wj + r * wr, u + r * ub, n);
       for (let i = 0; i < m; i++)
         dotQ8x4(false, u, ub, scratch + <usize>i * ar, n, oj + <usize>i * ob);
+    }
+  }
+  if (type !== Q4_0 && type !== F16 && type !== Q8_0 && type !== Q4_1 && m >= 2) {
+    if (ub << 2 <= UNPACK_BYTES) {
+      // K-quants: four weight rows unpacked at once, then four rows per activation row
+      const u = unpackBase();
+      for (; j0 + 4 <= d; j0 += 4) {
+        const wj = w + <usize>j0 * wr;
+        const oj = out + ((<usize>j0) << 2);
+        for (let r: usize = 0; r < 4; r++) unpackK(type, wj + r * wr, u + r * ub, n);
+        for (let i = 0; i < m; i++)
+          dotUnpackedKx4(type, u, ub, scratch + <usize>i * ar, n, oj + <usize>i * ob);
+      }
     }
   }
   const unpack = type === Q4_0 || type === Q4_K || type === Q5_K || type === Q6_K;
