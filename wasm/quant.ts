@@ -527,6 +527,23 @@ function q4kScaleBytes(p: usize): v128 {
   return i32x4.replace_lane(v, 3, ((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4));
 }
 
+/**
+ * i32x4 partial sums of 32 unsigned weights (w0, w1: 16 bytes each, 0..31) times the 32 int8
+ * activations at x, both widened to i16 (exact).
+ */
+function dot32u(w0: v128, w1: v128, x: usize): v128 {
+  return i32x4.add(
+    i32x4.add(
+      i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(w0), v128.load8x8_s(x)),
+      i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(w0), v128.load8x8_s(x + 8)),
+    ),
+    i32x4.add(
+      i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(w1), v128.load8x8_s(x + 16)),
+      i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(w1), v128.load8x8_s(x + 24)),
+    ),
+  );
+}
+
 /** Q4_K, or Q5_K with `five` (qh[32] at 16, nibbles at 48, a fifth bit per value). */
 function dotQ4_K(five: bool, w: usize, a: usize, n: i32): f32 {
   let acc: f32 = 0;
@@ -560,8 +577,8 @@ function dotQ4_K(five: bool, w: usize, a: usize, n: i32): f32 {
         oa = v128.or(oa, i8x16.shl(v128.and(i8x16.shr_u(ha, 1), one), 4));
         ob = v128.or(ob, i8x16.shl(v128.and(i8x16.shr_u(hb, 1), one), 4));
       }
-      const even = dot32(ea, eb, v128.load(ap), v128.load(ap + 16));
-      const odd = dot32(oa, ob, v128.load(ap + 32), v128.load(ap + 48));
+      const even = dot32u(ea, eb, ap);
+      const odd = dot32u(oa, ob, ap + 32);
       if (c === 0) {
         t0 = even;
         t1 = odd;
