@@ -416,7 +416,7 @@ function blockQ8(q4: bool, w: usize, a: usize): v128 {
   if (q4) {
     const q = v128.load(w + 2);
     const q0 = i8x16.sub(v128.and(q, i8x16.splat(0x0f)), i8x16.splat(8));
-    const q1 = i8x16.sub(i8x16.shr_u(q, 4), i8x16.splat(8));
+    const q1 = i8x16.sub(hiNibbles(q), i8x16.splat(8));
     return dot32(q0, q1, v128.load(a + 4), v128.load(a + 20));
   }
   return dot32(v128.load(w + 2), v128.load(w + 18), v128.load(a + 4), v128.load(a + 20));
@@ -456,7 +456,7 @@ function blockQ8x(q4: bool, w: usize, x0: v128, x1: v128, x2: v128, x3: v128): v
   if (q4) {
     const q = v128.load(w + 2);
     const lo = i8x16.sub(v128.and(q, i8x16.splat(0x0f)), i8x16.splat(8));
-    const hi = i8x16.sub(i8x16.shr_u(q, 4), i8x16.splat(8));
+    const hi = i8x16.sub(hiNibbles(q), i8x16.splat(8));
     w0 = i16x8.extend_low_i8x16_s(lo);
     w1 = i16x8.extend_high_i8x16_s(lo);
     w2 = i16x8.extend_low_i8x16_s(hi);
@@ -506,7 +506,7 @@ function dotQ4_1(w: usize, a: usize, n: i32): f32 {
   const lo = i8x16.splat(0x0f);
   for (let b = 0; b < n / 32; b++, w += 20, a += 40) {
     const q = v128.load(w + 4);
-    const s = isum(dot32(v128.and(q, lo), i8x16.shr_u(q, 4), v128.load(a + 8), v128.load(a + 24)));
+    const s = isum(dot32(v128.and(q, lo), hiNibbles(q), v128.load(a + 8), v128.load(a + 24)));
     acc += <f32>s * (h2f(load<u16>(w)) * load<f32>(a));
     acc += h2f(load<u16>(w + 2)) * load<f32>(a + 4);
   }
@@ -567,8 +567,8 @@ function dotQ4_K(five: bool, w: usize, a: usize, n: i32): f32 {
       const ap = a + 4 + c * 64;
       let ea = v128.and(qa, lo);
       let eb = v128.and(qb, lo);
-      let oa = i8x16.shr_u(qa, 4);
-      let ob = i8x16.shr_u(qb, 4);
+      let oa = hiNibbles(qa);
+      let ob = hiNibbles(qb);
       if (five) {
         const ha = i8x16.shr_u(v128.load(w + 16), 2 * c);
         const hb = i8x16.shr_u(v128.load(w + 32), 2 * c);
@@ -619,6 +619,24 @@ function dotQ4_K(five: bool, w: usize, a: usize, n: i32): f32 {
   return acc;
 }
 
+/** The high nibble of each byte (a 16-bit shift and a mask: no bits cross between bytes). */
+function hiNibbles(q: v128): v128 {
+  return v128.and(i16x8.shr_u(q, 4), i8x16.splat(0x0f));
+}
+
+/** Bits s..s+1 of each byte (s <= 6), as 0..3. */
+function bits2(q: v128, s: i32): v128 {
+  return v128.and(i16x8.shr_u(q, s), i8x16.splat(3));
+}
+
+/** i32x4 partial sums of 16 signed bytes q times the 16 int8 activations at x, widened to i16. */
+function dot16x(q: v128, x: usize): v128 {
+  return i32x4.add(
+    i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(q), v128.load8x8_s(x)),
+    i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(q), v128.load8x8_s(x + 8)),
+  );
+}
+
 function dotQ6_K(w: usize, a: usize, n: i32): f32 {
   let acc: f32 = 0;
   const lo = i8x16.splat(0x0f);
@@ -643,14 +661,14 @@ function dotQ6_K(w: usize, a: usize, n: i32): f32 {
         const qa = v128.load(ql + l);
         const qb = v128.load(ql + 32 + l);
         const hb = v128.load(qh + l);
-        const q1 = v128.or(v128.and(qa, lo), i8x16.shl(v128.and(hb, three), 4));
-        const q2 = v128.or(v128.and(qb, lo), i8x16.shl(v128.and(i8x16.shr_u(hb, 2), three), 4));
-        const q3 = v128.or(i8x16.shr_u(qa, 4), i8x16.shl(v128.and(i8x16.shr_u(hb, 4), three), 4));
-        const q4 = v128.or(i8x16.shr_u(qb, 4), i8x16.shl(i8x16.shr_u(hb, 6), 4));
-        const d1 = dot16(i8x16.sub(q1, off), v128.load(ap + l));
-        const d2 = dot16(i8x16.sub(q2, off), v128.load(ap + 32 + l));
-        const d3 = dot16(i8x16.sub(q3, off), v128.load(ap + 64 + l));
-        const d4 = dot16(i8x16.sub(q4, off), v128.load(ap + 96 + l));
+        const q1 = v128.or(v128.and(qa, lo), i16x8.shl(v128.and(hb, three), 4));
+        const q2 = v128.or(v128.and(qb, lo), i16x8.shl(bits2(hb, 2), 4));
+        const q3 = v128.or(hiNibbles(qa), i16x8.shl(bits2(hb, 4), 4));
+        const q4 = v128.or(hiNibbles(qb), i16x8.shl(bits2(hb, 6), 4));
+        const d1 = dot16x(i8x16.sub(q1, off), ap + l);
+        const d2 = dot16x(i8x16.sub(q2, off), ap + 32 + l);
+        const d3 = dot16x(i8x16.sub(q3, off), ap + 64 + l);
+        const d4 = dot16x(i8x16.sub(q4, off), ap + 96 + l);
         // value 32k + l lies in sub-block 2k + l / 16
         if (l === 0) {
           s0 = d1;
@@ -717,7 +735,7 @@ function unpackQ4_0(w: usize, u: usize, n: i32): void {
     store<u16>(u, load<u16>(w));
     const q = v128.load(w + 2);
     v128.store(u + 2, i8x16.sub(v128.and(q, i8x16.splat(0x0f)), i8x16.splat(8)));
-    v128.store(u + 18, i8x16.sub(i8x16.shr_u(q, 4), i8x16.splat(8)));
+    v128.store(u + 18, i8x16.sub(hiNibbles(q), i8x16.splat(8)));
   }
 }
 
@@ -736,7 +754,7 @@ function unpackK(type: i32, w: usize, u: usize, n: i32): void {
         for (let h: usize = 0; h < 32; h += 16) {
           const q = v128.load(w + qs + c * 32 + h);
           let e = v128.and(q, lo);
-          let o = i8x16.shr_u(q, 4);
+          let o = hiNibbles(q);
           if (five) {
             const hb = i8x16.shr_u(v128.load(w + 16 + h), 2 * c);
             e = v128.or(e, i8x16.shl(v128.and(hb, one), 4));
@@ -769,8 +787,8 @@ function unpackK(type: i32, w: usize, u: usize, n: i32): void {
           const hb = v128.load(qh + l);
           const q1 = v128.or(v128.and(qa, lo), i8x16.shl(v128.and(hb, three), 4));
           const q2 = v128.or(v128.and(qb, lo), i8x16.shl(v128.and(i8x16.shr_u(hb, 2), three), 4));
-          const q3 = v128.or(i8x16.shr_u(qa, 4), i8x16.shl(v128.and(i8x16.shr_u(hb, 4), three), 4));
-          const q4 = v128.or(i8x16.shr_u(qb, 4), i8x16.shl(i8x16.shr_u(hb, 6), 4));
+          const q3 = v128.or(hiNibbles(qa), i8x16.shl(v128.and(hiNibbles(hb), three), 4));
+          const q4 = v128.or(hiNibbles(qb), i8x16.shl(i8x16.shr_u(hb, 6), 4));
           v128.store(o + l, i8x16.sub(q1, off));
           v128.store(o + 32 + l, i8x16.sub(q2, off));
           v128.store(o + 64 + l, i8x16.sub(q3, off));
