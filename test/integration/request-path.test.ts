@@ -27,7 +27,8 @@ import type { DeploymentState } from "../../shared/serving/scheduling.ts";
 import type { DeploymentRecord, ModelRecord } from "../../shared/types/deployments.ts";
 import { jobExecutorFor } from "../../workers/env.ts";
 import { newJobId, newRequestId } from "../../workers/ids.ts";
-import { CompletionSchema, toGenerateFields } from "../../workers/openai/schemas.ts";
+import { toGenerateFields } from "../../workers/openai/generate-fields.ts";
+import { CompletionSchema } from "../../workers/openai/schemas.ts";
 import { parseSse } from "../helpers/sse.ts";
 import { admin, call, post } from "./worker-client.ts";
 

@@ -13,8 +13,9 @@ import { jobExecutorFor } from "../env.ts";
 import { newContextCacheId, newJobId } from "../ids.ts";
 import { MAX_JSON_BODY_BYTES, readBody } from "../middleware/body.ts";
 import { resolveModel } from "../models.ts";
+import { toGenerateFields } from "../openai/generate-fields.ts";
 import { parseJsonBody } from "../openai/parse-body.ts";
-import { ChatCompletionSchema, CompletionSchema, toGenerateFields } from "../openai/schemas.ts";
+import { ChatCompletionSchema, CompletionSchema } from "../openai/schemas.ts";
 
 const MAX_TTL_S = 24 * 3600;
 

@@ -13,8 +13,9 @@ import { jobExecutorFor } from "../env.ts";
 import { drawSeed, newJobId } from "../ids.ts";
 import { MAX_BATCH_BODY_BYTES, readBody } from "../middleware/body.ts";
 import { resolveModel } from "../models.ts";
+import { toGenerateFields } from "../openai/generate-fields.ts";
 import { parseJsonBody, parseValueAt } from "../openai/parse-body.ts";
-import { ChatCompletionSchema, CompletionSchema, toGenerateFields } from "../openai/schemas.ts";
+import { ChatCompletionSchema, CompletionSchema } from "../openai/schemas.ts";
 
 /** Most items in one batch. */
 export const MAX_BATCH_ITEMS = 1000;

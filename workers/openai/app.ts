@@ -18,8 +18,9 @@ import { drawSeed, newCompletionId, newJobId } from "../ids.ts";
 import { MAX_JSON_BODY_BYTES, readBody } from "../middleware/body.ts";
 import { resolveModel } from "../models.ts";
 import { collectResponse, SSE_HEADERS, sseResponseStream } from "./format.ts";
+import { toGenerateFields } from "./generate-fields.ts";
 import { parseJsonBody } from "./parse-body.ts";
-import { ChatCompletionSchema, CompletionSchema, toGenerateFields } from "./schemas.ts";
+import { ChatCompletionSchema, CompletionSchema } from "./schemas.ts";
 
 export const openai = new Hono<AppEnv>();
 

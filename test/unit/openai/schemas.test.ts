@@ -5,14 +5,14 @@
 
 import { describe, expect, it, vi } from "vitest";
 import type { ErrorInfo } from "../../../shared/errors.ts";
+import { toGenerateFields } from "../../../workers/openai/generate-fields.ts";
 import { parseJsonBody } from "../../../workers/openai/parse-body.ts";
+import { MAX_CACHE_SALT_LENGTH } from "../../../workers/openai/schema-fields.ts";
 import {
   type ChatCompletionBody,
   ChatCompletionSchema,
   type CompletionBody,
   CompletionSchema,
-  MAX_CACHE_SALT_LENGTH,
-  toGenerateFields,
 } from "../../../workers/openai/schemas.ts";
 
 const USER = [{ role: "user", content: "Hi" }];
