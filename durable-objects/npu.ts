@@ -20,7 +20,6 @@ import type { GenerateTask, Prefilled } from "../shared/protocol/messages.ts";
 import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
 import { npuName } from "../shared/protocol/names.ts";
 import { shouldSetAlarm } from "../shared/serving/batch.ts";
-import { WEIGHT_CHUNK_BYTES } from "../shared/serving/scale-plan.ts";
 import type { NpuHealth } from "../shared/serving/watchdog.ts";
 import type { FaultKind } from "../shared/types/faults.ts";
 import type { LoadReport, WeightSource } from "../shared/types/instances.ts";
@@ -293,16 +292,13 @@ export class Npu extends DurableObject<Env> {
 
   /** The GGUF image of `model` this Npu serves (for a fork), or null. */
   async weightImage(q: { model: string }): Promise<{ sizeBytes: number } | null> {
-    const l = this.loaded;
-    return l?.model === q.model ? { sizeBytes: l.image.byteLength } : null;
+    const sizeBytes = this.slot.imageSize(q.model);
+    return sizeBytes === null ? null : { sizeBytes };
   }
 
   /** One chunk of the image (WEIGHT_CHUNK_BYTES), or null when `model` is not served here. */
   async weightChunk(q: { model: string; index: number }): Promise<Uint8Array | null> {
-    const l = this.loaded;
-    if (l?.model !== q.model) return null;
-    const at = q.index * WEIGHT_CHUNK_BYTES;
-    return l.image.slice(at, at + WEIGHT_CHUNK_BYTES);
+    return this.slot.imageChunk(q.model, q.index);
   }
 
   async stats(): Promise<NpuStats> {
