@@ -16,7 +16,7 @@ import { KernelMemoryError, type Kernels } from "../shared/model/kernels.ts";
 import { roundAllocBytes } from "../shared/model/kernels-js.ts";
 import { createWasmKernels, WASM_KERNEL_IMPORTS } from "../shared/model/kernels-wasm.ts";
 import type { Transformer } from "../shared/model/transformer.ts";
-import { arenaBytes } from "../shared/serving/scale-plan.ts";
+import { arenaBytes, WEIGHT_CHUNK_BYTES } from "../shared/serving/scale-plan.ts";
 import type { LoadReport, WeightSource } from "../shared/types/instances.ts";
 import kernelsModule from "../wasm/kernels.wasm";
 import { type Env, getConfig } from "./env.ts";
@@ -193,6 +193,19 @@ export class ModelSlot {
         ),
       );
     }
+  }
+
+  /** The size of `model`'s GGUF image (for a fork), or null when `model` is not loaded. */
+  imageSize(model: string): number | null {
+    return this.current?.model === model ? this.current.image.byteLength : null;
+  }
+
+  /** One chunk of `model`'s image (WEIGHT_CHUNK_BYTES), or null when `model` is not loaded. */
+  imageChunk(model: string, index: number): Uint8Array | null {
+    const l = this.current;
+    if (l?.model !== model) return null;
+    const at = index * WEIGHT_CHUNK_BYTES;
+    return l.image.slice(at, at + WEIGHT_CHUNK_BYTES);
   }
 
   /** Forgets the model and its runtime (a hung engine is replaced): the next task loads both. */

@@ -3,9 +3,10 @@
  * per-NPU memory budget), runs the engine loop with continuous batching, and streams each task's
  * tokens back as NDJSON GenerateEvents while they are produced. Tasks arrive tokenised (the
  * JobExecutor tokenises once). The maths and policies are in shared/; this shell uses the
- * Engine's public methods, owns the RPC surface, and delegates loading (npu-loader.ts), the
- * engine loop (engine-loop.ts), task streams and progress reports (task-streams.ts), the PD
- * handoff of a prompt's KV (kv-handoff.ts) and the fabric regions peers read (fabric-host.ts).
+ * Engine's public methods, owns the RPC surface, and delegates loading (npu-loader.ts), task
+ * admission (task-admission.ts), the engine loop (engine-loop.ts), task streams and progress
+ * reports (task-streams.ts), the PD handoff of a prompt's KV (kv-handoff.ts), the fabric regions
+ * peers read (fabric-host.ts) and the moe-attention attention rank (attention-rank.ts).
  */
 import { DurableObject } from "cloudflare:workers";
 import type { AttentionLoad } from "../shared/engine/attention-group.ts";
@@ -15,14 +16,10 @@ import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
 import type { FabricStats, RegionKind, RegionMeta } from "../shared/fabric/regions.ts";
 import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
-import type { GenerateEvent, GenerateTask, Prefilled } from "../shared/protocol/messages.ts";
+import type { GenerateTask, Prefilled } from "../shared/protocol/messages.ts";
 import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
 import { npuName } from "../shared/protocol/names.ts";
-import { PROTOCOL_VERSION } from "../shared/protocol/version.ts";
 import { shouldSetAlarm } from "../shared/serving/batch.ts";
-import type { Accepted } from "../shared/serving/dispatch.ts";
-import { WEIGHT_CHUNK_BYTES } from "../shared/serving/scale-plan.ts";
-import { sequencesFor, TaskTracker } from "../shared/serving/task.ts";
 import type { NpuHealth } from "../shared/serving/watchdog.ts";
 import type { FaultKind } from "../shared/types/faults.ts";
 import type { LoadReport, WeightSource } from "../shared/types/instances.ts";
@@ -36,10 +33,8 @@ import { faultsOff } from "./faults.ts";
 import { KvHandoff } from "./kv-handoff.ts";
 import { NpuLifecycle } from "./npu-lifecycle.ts";
 import { type Loaded, ModelSlot } from "./npu-loader.ts";
+import { type GenerateAccepted, type NpuTask, TaskAdmission } from "./task-admission.ts";
 import { TaskStreams } from "./task-streams.ts";
-
-/** Most sequences queued behind the running batch before new tasks are refused (429). */
-const MAX_WAITING_SEQS = 256;
 
 export interface NpuStats extends EngineStats {
   model: string | null;
@@ -59,8 +54,6 @@ export interface NpuStats extends EngineStats {
   lastActiveAt: number;
 }
 
-export type GenerateAccepted = Accepted<ReadableStream<Uint8Array>>;
-
 const IDLE: EngineStats = {
   numRunning: 0,
   numWaiting: 0,
@@ -68,23 +61,6 @@ const IDLE: EngineStats = {
   numBlocks: 0,
   numOutstandingTokens: 0,
 };
-
-/** Why a task cannot start here before anything is loaded, or null. */
-function refusal(task: GenerateTask, starting: ReadonlySet<string>, running: boolean) {
-  if (task.protocolVersion !== PROTOCOL_VERSION) {
-    return errorInfo(
-      "overloaded",
-      `this instance speaks protocol version ${PROTOCOL_VERSION}, the task ${task.protocolVersion} ` +
-        "(a deployment is rolling out); retry shortly",
-      null,
-      "protocol_mismatch",
-    );
-  }
-  if (starting.has(task.taskId) || running) {
-    return errorInfo("conflict", `task ${task.taskId} is already running`, null, "duplicate_task");
-  }
-  return null;
-}
 
 export class Npu extends DurableObject<Env> {
   private readonly log: Logger;
@@ -98,11 +74,7 @@ export class Npu extends DurableObject<Env> {
   private readonly lifecycle = new NpuLifecycle();
   /** Set when this Npu is an attention rank of a moe-attention instance. */
   private attention: AttentionRole | null = null;
-  /**
-   * Task ids between their arrival and their stream's registration, and prefill tasks until
-   * their KV is exported (a repeated id gets a 409).
-   */
-  private readonly starting = new Set<string>();
+  private readonly admission: TaskAdmission;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -138,6 +110,15 @@ export class Npu extends DurableObject<Env> {
       },
       sliceMs: getConfig(env).npuSliceMs,
       continueLater: () => ctx.waitUntil(ctx.storage.setAlarm(Date.now())),
+    });
+    this.admission = new TaskAdmission({
+      slot: this.slot,
+      streams: this.streams,
+      handoff: this.handoff,
+      lifecycle: this.lifecycle,
+      log: this.log,
+      kick: () => this.#kick(),
+      scheduleAlarm: () => this.#scheduleAlarm(),
     });
     this.streams.onEnded = () => this.lifecycle.changed();
   }
@@ -290,7 +271,7 @@ export class Npu extends DurableObject<Env> {
   /** Resolves once no task runs or starts here (the ClusterManager stopped placing them). */
   async drain(): Promise<{ drainMs: number }> {
     const t0 = Date.now();
-    await this.lifecycle.drain(() => this.streams.size > 0 || this.starting.size > 0);
+    await this.lifecycle.drain(() => this.streams.size > 0 || this.admission.starting.size > 0);
     return { drainMs: Date.now() - t0 };
   }
 
@@ -311,16 +292,13 @@ export class Npu extends DurableObject<Env> {
 
   /** The GGUF image of `model` this Npu serves (for a fork), or null. */
   async weightImage(q: { model: string }): Promise<{ sizeBytes: number } | null> {
-    const l = this.loaded;
-    return l?.model === q.model ? { sizeBytes: l.image.byteLength } : null;
+    const sizeBytes = this.slot.imageSize(q.model);
+    return sizeBytes === null ? null : { sizeBytes };
   }
 
   /** One chunk of the image (WEIGHT_CHUNK_BYTES), or null when `model` is not served here. */
   async weightChunk(q: { model: string; index: number }): Promise<Uint8Array | null> {
-    const l = this.loaded;
-    if (l?.model !== q.model) return null;
-    const at = q.index * WEIGHT_CHUNK_BYTES;
-    return l.image.slice(at, at + WEIGHT_CHUNK_BYTES);
+    return this.slot.imageChunk(q.model, q.index);
   }
 
   async stats(): Promise<NpuStats> {
@@ -345,13 +323,10 @@ export class Npu extends DurableObject<Env> {
   }
 
   /**
-   * Starts a task: queues its sequences and returns the event stream at once. Expected failures
-   * (a repeated task id, another protocol version, no capacity, an unloadable model) are values.
-   * A decode task of a PD job (`prefilled`) first pulls its prompt's KV from the prefill NPU.
+   * Starts a task and returns its event stream at once (task-admission.ts); failures are values.
+   * Rank 0 of a moe-attention instance may hand it to another attention rank.
    */
-  async generate(
-    task: GenerateTask & { r2Key: string; prefilled?: Prefilled },
-  ): Promise<Result<GenerateAccepted>> {
+  async generate(task: NpuTask): Promise<Result<GenerateAccepted>> {
     const a = this.attention;
     if (a?.isLeader && !task.prefilled) {
       // moe-attention: rank 0 balances the instance's tasks over its attention ranks
@@ -361,96 +336,12 @@ export class Npu extends DurableObject<Env> {
         return this.env.NPU.getByName(npuName(a.spec.instanceId, rank)).generate(task);
       }
     }
-    const refused = refusal(task, this.starting, this.streams.has(task.taskId));
-    if (refused) return failure(refused);
-    this.starting.add(task.taskId);
-    try {
-      return await this.#start(task);
-    } finally {
-      this.starting.delete(task.taskId);
-      this.lifecycle.changed();
-    }
+    return this.admission.generate(task);
   }
 
-  async #start(
-    task: GenerateTask & { r2Key: string; prefilled?: Prefilled },
-  ): Promise<Result<GenerateAccepted>> {
-    const loaded = await this.slot.ensure(task.model, task.r2Key);
-    if (!loaded.ok) return loaded;
-    const { instance } = loaded.value;
-    const engine = instance.engine;
-    const p = sequencesFor(task);
-    if (engine.stats().numWaiting + p.seqs.length > MAX_WAITING_SEQS) {
-      return failure(
-        errorInfo(
-          "capacity",
-          "the model's instances are at capacity; retry shortly",
-          null,
-          "rate_limit_exceeded",
-        ),
-      );
-    }
-    const tracker = new TaskTracker(p.seqs.length, p.numPromptTokens, instance.tokenizer, task.n);
-    const { active, stream } = this.streams.open(task, tracker);
-    let firstEvents: GenerateEvent[] = [];
-    if (task.prefilled) {
-      const r = await this.handoff.pull(instance, task, task.prefilled, p, tracker);
-      if (!r.ok) return r;
-      this.streams.addSeq(active, r.value.seqId, 0);
-      firstEvents = r.value.events;
-    }
-    for (const s of task.prefilled ? [] : p.seqs) {
-      const seqId = `${task.taskId}/${s.index}`;
-      const err = engine.add(seqId, s.promptIds, p.params, {
-        choiceIndex: s.index,
-        stripLeadingSpace: p.stripLeadingSpace,
-        cacheSalt: task.cacheSalt,
-        expectedOutputTokens: task.expectedOutputTokens,
-        ...(task.kvCache ? { kvCache: task.kvCache } : {}),
-      });
-      if (err) {
-        this.streams.discard(active);
-        return failure(err);
-      }
-      this.streams.addSeq(active, seqId, s.index);
-    }
-    this.streams.start(active);
-    this.log.debug("task.accepted", {
-      requestId: task.requestId,
-      taskId: task.taskId,
-      numSeqs: p.seqs.length,
-      numPromptTokens: p.numPromptTokens,
-    });
-    const now = Date.now();
-    if (task.prefilled) {
-      active.startedAt = now;
-      this.streams.report(task, { status: "running", startedAt: now, firstTokenAt: now });
-    }
-    for (const ev of firstEvents) this.streams.emit(active, ev);
-    if (tracker.done) this.streams.finish(active, "succeeded");
-    else this.#kick();
-    return { ok: true, value: { numPromptTokens: p.numPromptTokens, stream } };
-  }
-
-  /**
-   * Prefill task of a PD job: computes the prompt and its first token in the engine loop (batched
-   * with everything else), writes the prompt's KV to a durable fabric region of this NPU, frees
-   * the KV blocks, and returns where the decode side can pull the KV from.
-   */
+  /** Prefill task of a PD job: returns where the decode side pulls the prompt's KV from. */
   async prefill(task: GenerateTask & { r2Key: string }): Promise<Result<Prefilled>> {
-    const refused = refusal(task, this.starting, this.streams.has(task.taskId));
-    if (refused) return failure(refused);
-    this.starting.add(task.taskId); // until its KV is exported: a repeat is a 409
-    try {
-      const loaded = await this.slot.ensure(task.model, task.r2Key);
-      if (!loaded.ok) return loaded;
-      const r = await this.handoff.prefill(loaded.value.instance, task, sequencesFor(task));
-      if (r.ok) await this.#scheduleAlarm(); // the region is freed by the decode side, or expires
-      return r;
-    } finally {
-      this.starting.delete(task.taskId);
-      this.lifecycle.changed();
-    }
+    return this.admission.prefill(task);
   }
 
   /**
@@ -544,7 +435,7 @@ export class Npu extends DurableObject<Env> {
     return {
       numSteps: this.loop.numSteps,
       hasWork: this.loaded?.instance.engine.hasWork() ?? false,
-      taskIds: [...this.streams.ids(), ...this.starting],
+      taskIds: [...this.streams.ids(), ...this.admission.starting],
     };
   }
 
