@@ -103,7 +103,7 @@ export class JobExecutor extends DurableObject<Env> {
         }),
     });
     // start-up reconciliation: tasks live in storage are checked within a watchdog interval
-    if (this.#records.watchedTasks().length > 0) this.#watchdog.arm();
+    if (this.#records.read().watchedTasks().length > 0) this.#watchdog.arm();
     this.#placement = new PlacementState(env, ctx.storage.kv, getConfig(env).blockSize);
     this.#migrations = new JobMigrations({
       log: this.#log,
@@ -419,7 +419,7 @@ export class JobExecutor extends DurableObject<Env> {
   }
 
   #request(requestId: string, tenant: string | null): RequestRecord | null {
-    const record = this.#records.get(requestId, tenant);
+    const record = this.#records.read().get(requestId, tenant);
     if (!record) return null;
     return record.kind === "batch" ? this.#batches.decorate(record) : record;
   }
