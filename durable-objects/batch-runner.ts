@@ -36,10 +36,10 @@ import type { DeploymentRecord, ModelRecord } from "../shared/types/deployments.
 import type { RequestRecord } from "../shared/types/records.ts";
 import { BatchQueue } from "./batch-queue.ts";
 import type { Env } from "./env.ts";
-import type { TaskEvent } from "./job-executor.ts";
 import { idleDeployment } from "./model-directory.ts";
 import type { PlanInput } from "./model-scheduler.ts";
 import type { RecordStore } from "./records.ts";
+import type { TaskEvent } from "./task-reports.ts";
 
 export type { BatchJobSpec, BatchSubmit } from "../shared/serving/batch.ts";
 
