@@ -36,10 +36,10 @@ import type { DeploymentRecord, ModelRecord } from "../shared/types/deployments.
 import type { RequestRecord } from "../shared/types/records.ts";
 import { BatchQueue } from "./batch-queue.ts";
 import type { Env } from "./env.ts";
-import type { TaskEvent } from "./job-executor.ts";
 import { idleDeployment } from "./model-directory.ts";
 import type { PlanInput } from "./model-scheduler.ts";
 import type { RecordStore } from "./records.ts";
+import type { TaskEvent } from "./task-reports.ts";
 
 export type { BatchJobSpec, BatchSubmit } from "../shared/serving/batch.ts";
 
@@ -104,9 +104,12 @@ export class BatchRunner {
    * their Npus (which frees their KV blocks), and the request is marked cancelled.
    */
   async cancel(q: { requestId: string; tenant: string }): Promise<Result<null>> {
-    const refusal = cancelRefusal(q.requestId, this.records.requestStatus(q.requestId, q.tenant));
+    const refusal = cancelRefusal(
+      q.requestId,
+      this.records.read().requestStatus(q.requestId, q.tenant),
+    );
     if (refusal) return { ok: false, error: refusal };
-    const live = this.records.liveTasks("request_id", q.requestId);
+    const live = this.records.read().liveTasks("request_id", q.requestId);
     this.records.transaction(() => {
       this.records.cancel(q.requestId, Date.now());
       this.queue.dropQueued(q.requestId);
@@ -179,7 +182,7 @@ export class BatchRunner {
   private recover(): void {
     for (const j of interruptedJobs(this.queue.dispatched(), this.inFlight)) {
       const { jobId, requestId, attempts } = j;
-      const tasks = this.records.liveTasks("job_id", jobId);
+      const tasks = this.records.read().liveTasks("job_id", jobId);
       this.records.failTasks(jobId, "job executor restarted", Date.now());
       for (const t of tasks) {
         this.host.ctx.waitUntil(this.cancelTask(t, "job executor restarted").catch(() => {}));
@@ -202,14 +205,14 @@ export class BatchRunner {
   // --- one job
 
   private isLive(jobId: string): boolean {
-    const s = this.records.jobStatus(jobId);
+    const s = this.records.read().jobStatus(jobId);
     return s === "queued" || s === "running";
   }
 
   /** Plans the job, runs it through the one dispatch path and stores its response (or error). */
   private async run(jobId: string): Promise<void> {
     const row = this.queue.job(jobId);
-    const owner = row ? this.records.owner(row.requestId) : null;
+    const owner = row ? this.records.read().owner(row.requestId) : null;
     if (!row || !owner) return;
     const { requestId, spec } = row;
     const fail = (error: ErrorInfo) => this.finish(jobId, requestId, { error });
@@ -252,7 +255,7 @@ export class BatchRunner {
         deployments,
         pinned: null,
       },
-      this.records.numTasks(jobId), // each try gets new task ids
+      this.records.read().numTasks(jobId), // each try gets new task ids
     );
     if (!planned.ok) return this.retryOrFail(jobId, requestId, planned.error);
     const { placement, task } = planned.value;
@@ -342,7 +345,7 @@ export class BatchRunner {
       if (!this.records.finishJob(jobId, ok ? "succeeded" : "failed", now)) return;
       const errorJson = ok ? null : JSON.stringify(storedError(out.error));
       this.queue.store(jobId, ok ? out.resultJson : null, errorJson);
-      const end = requestOutcome(jobCounts(this.records.jobStatusCounts(requestId)));
+      const end = requestOutcome(jobCounts(this.records.read().jobStatusCounts(requestId)));
       if (end) this.records.finishRequest(requestId, end.status, end.error, now);
     });
     if ("error" in out) {

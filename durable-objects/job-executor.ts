@@ -1,32 +1,23 @@
 /**
  * JobExecutor: DeepFlow's JE, sharded by request id. Turns a request into a job and its tasks:
- * admits it from the model records the ClusterManager pushes (model-directory.ts), renders and
- * tokenises the prompt once (the task carries the ids to the Npu), checks the context, places
- * the tasks with Algorithm 1 over the load its instances push with their task reports (no RPC
- * per instance; placement-state.ts), and keeps the records (records.ts) and context caches
- * (context-caches.ts). Batch jobs run from here (batch-runner.ts) through the same planning and
- * the same dispatch (shared/serving/dispatch.ts) as interactive ones.
+ * admits and plans it (job-planner.ts: the model records the ClusterManager pushes, one
+ * tokenisation, the context check, Algorithm 1 over the load its instances push with their task
+ * reports, no RPC per instance), records it (records.ts), applies its instances' task reports
+ * (task-reports.ts), migrates a job whose instance failed (job-migrations.ts) and keeps the
+ * context caches (context-caches.ts). Batch jobs run from here (batch-runner.ts) through the same
+ * planning and the same dispatch (shared/serving/dispatch.ts) as interactive ones. One alarm
+ * serves every timer: snapshots, batches, the watchdog, held failures and idempotency keys.
  */
 import { DurableObject } from "cloudflare:workers";
-import type { EngineStats } from "../shared/engine/engine.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
 import type { ResumeJob, SubmitJob, Submitted } from "../shared/protocol/messages.ts";
 import { jobExecutorName, npuName, requestShard } from "../shared/protocol/names.ts";
-import {
-  chooseDeployments,
-  continueContextCache,
-  modelOrNotFound,
-  numSeqsOf,
-} from "../shared/serving/admission.ts";
 import { shouldSetAlarm } from "../shared/serving/batch.ts";
 import type { DecisionSummary } from "../shared/serving/decision-log.ts";
 import { placedTasks } from "../shared/serving/dispatch.ts";
 import type { Claim } from "../shared/serving/idempotency.ts";
 import type { MetricsSnapshot } from "../shared/serving/metrics.ts";
-import { UNHEALTHY_FOR_MS } from "../shared/serving/migration.ts";
-import type { TaskProgress } from "../shared/serving/records.ts";
-import type { NpuCounters } from "../shared/serving/serving-metrics.ts";
 import { type Admission, TenantLimiter } from "../shared/serving/tenant-limits.ts";
 import type { ModelRecord } from "../shared/types/deployments.ts";
 import type { FaultKind } from "../shared/types/faults.ts";
@@ -37,20 +28,12 @@ import { type Env, getConfig } from "./env.ts";
 import { FaultSwitch } from "./faults.ts";
 import { IdempotencyKeys, type KeyRef } from "./idempotency-keys.ts";
 import { JobMigrations } from "./job-migrations.ts";
+import { JobPlanner } from "./job-planner.ts";
 import { idleDeployment, ModelDirectory } from "./model-directory.ts";
-import type { PlanInput } from "./model-scheduler.ts";
 import { PlacementState } from "./placement-state.ts";
 import { RecordStore } from "./records.ts";
+import { type TaskEvent, TaskReports } from "./task-reports.ts";
 import { TaskWatchdog } from "./task-watchdog.ts";
-
-/** An instance's report on one of its tasks, with its load at that moment. */
-export interface TaskEvent extends TaskProgress {
-  requestId: string;
-  taskId: string;
-  load?: EngineStats;
-  /** The instance's running totals (preemptions, fabric), for /metrics. */
-  counters?: NpuCounters;
-}
 
 /** Longest a request waits for its deployment to scale from zero (then 503, Retry-After). */
 const SCALE_FROM_ZERO_TIMEOUT_MS = 30_000;
@@ -65,6 +48,8 @@ export class JobExecutor extends DurableObject<Env> {
   readonly #batches: BatchRunner;
   readonly #models: ModelDirectory;
   readonly #placement: PlacementState;
+  readonly #planner: JobPlanner;
+  readonly #reports: TaskReports;
   readonly #keys: IdempotencyKeys;
   /** Rate and concurrency of the tenants this shard owns (in memory: a restart forgets them). */
   readonly #limiter: TenantLimiter;
@@ -103,26 +88,32 @@ export class JobExecutor extends DurableObject<Env> {
         }),
     });
     // start-up reconciliation: tasks live in storage are checked within a watchdog interval
-    if (this.#records.watchedTasks().length > 0) this.#watchdog.arm();
+    if (this.#records.read().watchedTasks().length > 0) this.#watchdog.arm();
     this.#placement = new PlacementState(env, ctx.storage.kv, getConfig(env).blockSize);
+    this.#reports = new TaskReports({
+      log: this.#log,
+      records: this.#records,
+      placement: this.#placement,
+      models: this.#models,
+      env,
+      waitUntil: (p) => ctx.waitUntil(p),
+      changed: () => this.#scheduleSnapshot(),
+    });
+    this.#planner = new JobPlanner({
+      log: this.#log,
+      models: this.#models,
+      placement: this.#placement,
+      contextCache: (id, tenant) => this.#contextCache(id, tenant),
+      changed: () => this.#scheduleSnapshot(),
+    });
     this.#migrations = new JobMigrations({
       log: this.#log,
       records: this.#records,
       arm: (at) => this.#armAlarm(at),
       apply: (requestId, taskId, p, mirror) =>
-        this.#applyTaskEvent({ requestId, taskId, ...p }, mirror),
-      plan: async (spec, deploymentId, attempt, exclude) => {
-        const admitted = await this.#admit({
-          spec,
-          kind: "text_completion",
-          clientRequestId: null,
-          receivedAt: Date.now(),
-          deployment: deploymentId,
-          contextCache: null,
-        });
-        if (!admitted.ok) return admitted;
-        return this.#plan(admitted.value, attempt, exclude);
-      },
+        this.#reports.apply({ requestId, taskId, ...p }, mirror),
+      plan: (spec, deploymentId, attempt, exclude) =>
+        this.#planner.planAttempt(spec, deploymentId, attempt, exclude),
     });
     this.#migrations.releaseForgotten();
     this.#batches = new BatchRunner({
@@ -130,7 +121,7 @@ export class JobExecutor extends DurableObject<Env> {
       env,
       log: this.#log,
       records: this.#records,
-      plan: (s, attempt) => this.#plan(s, attempt),
+      plan: (s, attempt) => this.#planner.plan(s, attempt),
       model: (name) => this.#models.get(name),
       scaleFromZero: (d) => this.#models.scaleFromZero(d, SCALE_FROM_ZERO_TIMEOUT_MS),
       unplan: (taskId) => this.#placement.forget(taskId),
@@ -145,7 +136,7 @@ export class JobExecutor extends DurableObject<Env> {
    */
   async submit(s: SubmitJob): Promise<Result<Submitted>> {
     this.#faults.check("JobExecutor.submit");
-    let admitted = await this.#admit(s);
+    let admitted = await this.#planner.admit(s);
     if (!admitted.ok) return admitted;
     let coldStartMs: number | null = null;
     const idle = idleDeployment(admitted.value.deployments);
@@ -154,10 +145,10 @@ export class JobExecutor extends DurableObject<Env> {
       const cold = await this.#models.scaleFromZero(idle, SCALE_FROM_ZERO_TIMEOUT_MS);
       if (!cold.ok) return cold;
       coldStartMs = cold.value.coldStartMs;
-      admitted = await this.#admit(s);
+      admitted = await this.#planner.admit(s);
       if (!admitted.ok) return admitted;
     }
-    const planned = await this.#plan(admitted.value, 0);
+    const planned = await this.#planner.plan(admitted.value, 0);
     if (!planned.ok) return planned;
     const { placement } = planned.value;
     const tasks = placedTasks(placement).map(([role, t]) => ({
@@ -186,34 +177,6 @@ export class JobExecutor extends DurableObject<Env> {
     return planned;
   }
 
-  /** The request's model, deployments and (continuing a context cache) input and instance. */
-  async #admit(s: SubmitJob): Promise<Result<PlanInput>> {
-    const found = modelOrNotFound(s.spec.model, await this.#models.get(s.spec.model));
-    if (!found.ok) return found;
-    const model = found.value;
-    let spec = s.spec;
-    let pinned: PlanInput["pinned"] = null;
-    if (s.contextCache !== null) {
-      const id = s.contextCache;
-      const rec = await this.#contextCache(id, spec.tenant);
-      const input = continueContextCache(id, rec, model, s.deployment, spec.input);
-      if (!input.ok) return input;
-      spec = { ...spec, input: input.value };
-      pinned = rec && { deploymentId: rec.deploymentId, instanceId: rec.instanceId };
-    }
-    const pin = s.deployment;
-    const other =
-      pin !== null && !model.deployments.some((d) => d.id === pin)
-        ? await this.#models.deployment(pin)
-        : null;
-    const deployments = chooseDeployments(model, pin, numSeqsOf(spec.input, spec.n), other);
-    if (!deployments.ok) return deployments;
-    return {
-      ok: true,
-      value: { spec, modelRecord: model, deployments: deployments.value, pinned },
-    };
-  }
-
   /** A context cache from the shard that owns its id (this one, or another by RPC). */
   #contextCache(id: string, tenant: string): Promise<ContextCacheRecord | null> {
     const name = jobExecutorName(requestShard(id, getConfig(this.env).jobExecutorShards));
@@ -224,34 +187,6 @@ export class JobExecutor extends DurableObject<Env> {
   /** The ClusterManager's news of a model (uploaded, re-uploaded, deployments changed). */
   async modelChanged(m: { name: string; record: ModelRecord | null }): Promise<void> {
     this.#models.put(m.name, m.record);
-  }
-
-  /**
-   * Tokenises the job's prompts once, checks them against the context, and places its tasks
-   * (DeepFlow's Algorithm 1, one `scheduler.decided` line with its scores). Records nothing; the
-   * load table counts the placed work until the instances report it.
-   */
-  async #plan(
-    s: PlanInput,
-    attempt: number,
-    exclude: string | null = null,
-  ): Promise<Result<Submitted>> {
-    const sched = await this.#placement.scheduler(s.modelRecord);
-    const states = (numSeqs: number) =>
-      // a PD group serves one sequence
-      s.deployments
-        .filter((d) => d.mode !== "pd" || numSeqs === 1)
-        .map((d) => this.#placement.deploymentState(d, exclude));
-    const planned = sched.plan(s, states, attempt);
-    if (!planned.ok) return planned;
-    const p = planned.value;
-    this.#log.info("scheduler.decided", {
-      requestId: s.spec.requestId,
-      ...(p.decision ?? { reason: "context-cache", ...s.pinned }),
-    });
-    if (p.decision) this.#scheduleSnapshot();
-    this.#placement.placed(s, p, p.numSeqs, p.outstanding, Date.now());
-    return { ok: true, value: p.submitted };
   }
 
   /**
@@ -330,7 +265,7 @@ export class JobExecutor extends DurableObject<Env> {
    * taught the prompt once the task runs, and the predictor the output length once it ends.
    */
   async taskEvent(e: TaskEvent): Promise<void> {
-    this.#applyTaskEvent(e, this.#migrations.mirrorOf(e.taskId, e));
+    this.#reports.apply(e, this.#migrations.mirrorOf(e.taskId, e));
   }
 
   /**
@@ -341,44 +276,6 @@ export class JobExecutor extends DurableObject<Env> {
     const r = await this.#migrations.resume(q);
     if (r.ok) this.#watchdog.arm();
     return r;
-  }
-
-  /** A task report applied with `mirror` (job-migrations.ts holds and releases failures). */
-  #applyTaskEvent(e: TaskEvent, mirror: "auto" | "none" | "force"): void {
-    const { requestId, taskId, load, counters, ...progress } = e;
-    const applied = this.#records.applyProgress(taskId, progress, mirror);
-    if (!applied) {
-      this.#placement.forget(taskId);
-      return;
-    }
-    if (mirror === "none" && applied.ended) {
-      // its instance failed: no new work for it meanwhile (the watchdog recovers a hung one)
-      const { instanceId, model } = applied;
-      if (this.#placement.markUnhealthy(npuName(instanceId), Date.now() + UNHEALTHY_FOR_MS)) {
-        this.#log.warn("instance.unhealthy", { instanceId, taskId });
-        // and replaced: a new instance of its role starts, it leaves the deployment
-        this.ctx.waitUntil(
-          this.#models
-            .replace(model, instanceId)
-            .catch((e: unknown) => this.#log.warn("instance.replace_failed", errorFields(e))),
-        );
-      }
-    }
-    const { changed, point } = this.#placement.reported(
-      taskId,
-      applied,
-      progress,
-      load,
-      counters,
-      Date.now(),
-    );
-    if (changed) this.#scheduleSnapshot();
-    if (point) this.env.ANALYTICS?.writeDataPoint(point);
-    if (applied.ended) {
-      this.#placement.saveMetricsSoon();
-      const { role, status } = applied;
-      this.#log.debug("task.completed", { requestId, taskId, role, status });
-    }
   }
 
   /** This shard's metrics (GET /metrics merges every shard's). */
@@ -419,7 +316,7 @@ export class JobExecutor extends DurableObject<Env> {
   }
 
   #request(requestId: string, tenant: string | null): RequestRecord | null {
-    const record = this.#records.get(requestId, tenant);
+    const record = this.#records.read().get(requestId, tenant);
     if (!record) return null;
     return record.kind === "batch" ? this.#batches.decorate(record) : record;
   }

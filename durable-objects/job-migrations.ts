@@ -124,7 +124,7 @@ export class JobMigrations {
       }
       this.host.apply(m.requestId, q.failedTaskId, p, "none");
     }
-    const status = this.host.records.requestStatus(m.requestId);
+    const status = this.host.records.read().requestStatus(m.requestId);
     if (status === null || isTerminal(status)) {
       this.#forget(m);
       return cannotMigrate(`the request is ${status ?? "gone"}`);
@@ -171,7 +171,7 @@ export class JobMigrations {
    * their jobs and requests end.
    */
   releaseForgotten(): void {
-    for (const f of this.host.records.heldFailures()) {
+    for (const f of this.host.records.read().heldFailures()) {
       this.host.log.warn("job.migration_abandoned", { ...f, why: "the JobExecutor restarted" });
       const error = f.error ?? "instance failed";
       const p: TaskProgress = { status: "failed", finishedAt: Date.now(), error };

@@ -1,7 +1,7 @@
 /**
  * Rows of the JobExecutor's request/job/task tables as the records the API shows, and as the
- * state the pure status rules (shared/serving/records.ts) work on. No SQL: records.ts reads the
- * rows.
+ * state the pure status rules (shared/serving/records.ts) work on. No SQL: records.ts and
+ * record-queries.ts read the rows.
  */
 import type { RecordState } from "../shared/serving/records.ts";
 import type {

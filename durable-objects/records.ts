@@ -1,8 +1,9 @@
 /**
- * The JobExecutor's request/job/task records in its SQLite storage: the schema and every SQL
- * statement on those tables. Status rules are pure (shared/serving/records.ts); this module reads
- * rows, applies them and writes the result (rows become records in record-rows.ts). Records are
- * tenant-scoped: reads take the tenant.
+ * The JobExecutor's request/job/task records in its SQLite storage: every write to those tables,
+ * and the one store the JobExecutor, BatchRunner, watchdog and migrations use (its reads are the
+ * statements in record-queries.ts, the schema in record-schema.ts). Status rules are pure
+ * (shared/serving/records.ts); this module reads rows, applies them and writes the result (rows
+ * become records in record-rows.ts). Records are tenant-scoped: reads take the tenant.
  */
 import { errorFields, type Logger } from "../shared/log.ts";
 import {
@@ -12,37 +13,11 @@ import {
   type TaskProgress,
 } from "../shared/serving/records.ts";
 import type { EndedRequest } from "../shared/serving/serving-metrics.ts";
-import type { WatchedTask } from "../shared/serving/watchdog.ts";
-import type {
-  JobKind,
-  JobStatus,
-  RequestKind,
-  RequestRecord,
-  RequestStatus,
-  TaskRole,
-} from "../shared/types/records.ts";
+import type { JobKind, RequestKind, RequestStatus, TaskRole } from "../shared/types/records.ts";
 import { isTerminal } from "../shared/types/records.ts";
-import { stateOf, toRequest } from "./record-rows.ts";
-
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS requests (
-  id TEXT PRIMARY KEY, tenant TEXT NOT NULL, model TEXT NOT NULL, kind TEXT NOT NULL,
-  status TEXT NOT NULL, client_request_id TEXT, error TEXT,
-  received_at INTEGER NOT NULL, queued_at INTEGER, started_at INTEGER, first_token_at INTEGER,
-  finished_at INTEGER);
-CREATE TABLE IF NOT EXISTS jobs (
-  id TEXT PRIMARY KEY, request_id TEXT NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,
-  queued_at INTEGER, started_at INTEGER, first_token_at INTEGER, finished_at INTEGER);
-CREATE TABLE IF NOT EXISTS tasks (
-  id TEXT PRIMARY KEY, job_id TEXT NOT NULL, request_id TEXT NOT NULL, role TEXT NOT NULL,
-  status TEXT NOT NULL, instance_id TEXT NOT NULL, npu TEXT NOT NULL, num_prompt_tokens INTEGER,
-  num_completion_tokens INTEGER, error TEXT, queued_at INTEGER, started_at INTEGER,
-  first_token_at INTEGER, finished_at INTEGER, cold_start_ms INTEGER);
-CREATE INDEX IF NOT EXISTS jobs_by_request ON jobs(request_id);
-CREATE INDEX IF NOT EXISTS tasks_by_request ON tasks(request_id);
-CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks(job_id);`;
-
-const TERMINAL = "('succeeded', 'failed', 'cancelled')";
+import { RecordQueries } from "./record-queries.ts";
+import { stateOf } from "./record-rows.ts";
+import { openRecordTables, TERMINAL } from "./record-schema.ts";
 
 export interface NewRequest {
   id: string;
@@ -76,26 +51,17 @@ export interface AppliedProgress {
   request: EndedRequest | null;
 }
 
-/** A task that has not finished: where to cancel it. */
-export interface LiveTask {
-  id: string;
-  npu: string;
-}
-
 export class RecordStore {
   /** Requests to record once the current answer has gone out (`createSoon`). */
   #pending: (() => void)[] = [];
+  readonly #queries: RecordQueries;
 
   constructor(
     private readonly storage: DurableObjectStorage,
     private readonly log: Logger,
   ) {
-    storage.sql.exec(SCHEMA);
-    // tables made before tasks had a cold start time
-    const cols = storage.sql.exec("SELECT name FROM pragma_table_info('tasks')").toArray();
-    if (!cols.some((c) => c.name === "cold_start_ms")) {
-      storage.sql.exec("ALTER TABLE tasks ADD COLUMN cold_start_ms INTEGER");
-    }
+    openRecordTables(storage.sql);
+    this.#queries = new RecordQueries(storage.sql);
   }
 
   /**
@@ -288,94 +254,10 @@ export class RecordStore {
     );
   }
 
-  /** The tenant and model of a request (a batch job's owner), or null. */
-  owner(requestId: string): { tenant: string; model: string } | null {
+  /** The read-only statements (record-queries.ts), after the pending writes. */
+  read(): RecordQueries {
     this.flush();
-    const row = this.sql
-      .exec("SELECT tenant, model FROM requests WHERE id = ?", requestId)
-      .toArray()[0];
-    return row ? { tenant: row.tenant as string, model: row.model as string } : null;
-  }
-
-  requestStatus(requestId: string, tenant?: string): RequestStatus | null {
-    this.flush();
-    const row = this.sql
-      .exec(
-        `SELECT status FROM requests WHERE id = ?${tenant === undefined ? "" : " AND tenant = ?"}`,
-        requestId,
-        ...(tenant === undefined ? [] : [tenant]),
-      )
-      .toArray()[0];
-    return row ? (row.status as RequestStatus) : null;
-  }
-
-  jobStatus(jobId: string): JobStatus | null {
-    this.flush();
-    const row = this.sql.exec("SELECT status FROM jobs WHERE id = ?", jobId).toArray()[0];
-    return row ? (row.status as JobStatus) : null;
-  }
-
-  numTasks(jobId: string): number {
-    this.flush();
-    return this.sql.exec("SELECT COUNT(*) AS n FROM tasks WHERE job_id = ?", jobId).one()
-      .n as number;
-  }
-
-  /** The unfinished tasks of a request or job. */
-  liveTasks(key: "request_id" | "job_id", id: string): LiveTask[] {
-    this.flush();
-    return this.sql
-      .exec(`SELECT id, npu FROM tasks WHERE ${key} = ? AND status NOT IN ${TERMINAL}`, id)
-      .toArray()
-      .map((t) => ({ id: t.id as string, npu: t.npu as string }));
-  }
-
-  /**
-   * Every unfinished task, for the watchdog: where it runs and since when it should be there
-   * (placed; a PD decode task once its prefill task ended).
-   */
-  watchedTasks(): WatchedTask[] {
-    this.flush();
-    return this.sql
-      .exec(
-        `SELECT t.id, t.request_id, t.npu, t.role, t.queued_at, r.kind AS request_kind,
-           (SELECT MAX(p.finished_at) FROM tasks p WHERE p.job_id = t.job_id AND p.role = 'prefill') AS prefill_ended_at
-         FROM tasks t JOIN requests r ON r.id = t.request_id WHERE t.status NOT IN ${TERMINAL}`,
-      )
-      .toArray()
-      .map((t) => ({
-        id: t.id as string,
-        requestId: t.request_id as string,
-        npu: t.npu as string,
-        expectedSince:
-          t.role === "decode"
-            ? (t.prefill_ended_at as number | null)
-            : ((t.queued_at as number | null) ?? 0),
-        batch: t.request_kind === "batch",
-      }));
-  }
-
-  /**
-   * Interactive jobs still live whose tasks have all ended, one of them failed: failures held
-   * for a migration that a restart forgot (job-migrations.ts). The last failed task of each.
-   */
-  heldFailures(): { requestId: string; taskId: string; error: string | null }[] {
-    this.flush();
-    return this.sql
-      .exec(
-        `SELECT j.request_id, (SELECT t.id FROM tasks t WHERE t.job_id = j.id AND t.status = 'failed' ORDER BY t.finished_at DESC LIMIT 1) AS task_id,
-           (SELECT t.error FROM tasks t WHERE t.job_id = j.id AND t.status = 'failed' ORDER BY t.finished_at DESC LIMIT 1) AS error
-         FROM jobs j JOIN requests r ON r.id = j.request_id
-         WHERE j.status NOT IN ${TERMINAL} AND r.kind != 'batch'
-           AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id AND t.status NOT IN ${TERMINAL})`,
-      )
-      .toArray()
-      .filter((r) => r.task_id !== null)
-      .map((r) => ({
-        requestId: r.request_id as string,
-        taskId: r.task_id as string,
-        error: r.error as string | null,
-      }));
+    return this.#queries;
   }
 
   /** Marks a request and everything in it that has not finished as cancelled (no transaction). */
@@ -414,7 +296,7 @@ export class RecordStore {
   /** Ends a job that is still live; false when it had already ended (cancelled meanwhile). */
   finishJob(jobId: string, status: "succeeded" | "failed", now: number): boolean {
     this.flush();
-    const live = this.jobStatus(jobId);
+    const live = this.#queries.jobStatus(jobId);
     if (live !== "queued" && live !== "running") return false;
     this.sql.exec(
       "UPDATE jobs SET status = ?, finished_at = COALESCE(finished_at, ?) WHERE id = ?",
@@ -423,18 +305,6 @@ export class RecordStore {
       jobId,
     );
     return true;
-  }
-
-  /** How many of a request's jobs are in each status. */
-  jobStatusCounts(requestId: string): { status: JobStatus; n: number }[] {
-    this.flush();
-    return this.sql
-      .exec(
-        "SELECT status, COUNT(*) AS n FROM jobs WHERE request_id = ? GROUP BY status",
-        requestId,
-      )
-      .toArray()
-      .map((g) => ({ status: g.status as JobStatus, n: g.n as number }));
   }
 
   /** Ends a request that is still live. */
@@ -453,27 +323,5 @@ export class RecordStore {
   transaction(fn: () => void): void {
     this.flush();
     this.storage.transactionSync(fn);
-  }
-
-  /**
-   * The request with its jobs and tasks, or null when unknown or owned by another tenant;
-   * `tenant` null (admin routes only) reads any tenant's.
-   */
-  get(requestId: string, tenant: string | null): RequestRecord | null {
-    this.flush();
-    const sql = this.sql;
-    const r = (
-      tenant === null
-        ? sql.exec("SELECT * FROM requests WHERE id = ?", requestId)
-        : sql.exec("SELECT * FROM requests WHERE id = ? AND tenant = ?", requestId, tenant)
-    ).toArray()[0];
-    if (!r) return null;
-    const tasks = sql
-      .exec("SELECT * FROM tasks WHERE request_id = ? ORDER BY queued_at, id", requestId)
-      .toArray();
-    const jobs = sql
-      .exec("SELECT * FROM jobs WHERE request_id = ? ORDER BY queued_at, id", requestId)
-      .toArray();
-    return toRequest(r, jobs, tasks);
   }
 }

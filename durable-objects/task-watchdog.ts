@@ -60,7 +60,7 @@ export class TaskWatchdog {
   /** One round (from the alarm); arms the next while tasks stay live. */
   async check(): Promise<void> {
     this.#armed = false;
-    const tasks = this.host.records.watchedTasks();
+    const tasks = this.host.records.read().watchedTasks();
     if (tasks.length === 0) return;
     const npus = [...new Set(tasks.map((t) => t.npu))];
     const health = new Map<string, NpuHealth | null>(
@@ -87,6 +87,6 @@ export class TaskWatchdog {
         await this.host.fail(task, reason);
       }),
     ]);
-    if (this.host.records.watchedTasks().length > 0) this.arm();
+    if (this.host.records.read().watchedTasks().length > 0) this.arm();
   }
 }
