@@ -12,7 +12,7 @@ import { GgmlType } from "../shared/model/gguf.ts";
 import type { Kernels } from "../shared/model/kernels.ts";
 import { actRowBytes, rowBytes, type WeightType } from "../shared/model/quant.ts";
 import { mulberry32 } from "../shared/random.ts";
-import { randomQuantWeights } from "../test/helpers/quant.ts";
+import { QUANTISED_TYPES, randomQuantWeights } from "../test/helpers/quant.ts";
 
 const MATMUL_SHAPES: [number, number, number][] = [
   [1, 64, 64],
@@ -41,16 +41,7 @@ const QUANT_SHAPES: [number, number, number][] = [
   [1, 1024, 1024],
   [16, 1024, 1024],
 ];
-const QUANT_TYPES = [
-  ["F32", GgmlType.F32],
-  ["F16", GgmlType.F16],
-  ["Q8_0", GgmlType.Q8_0],
-  ["Q4_0", GgmlType.Q4_0],
-  ["Q4_1", GgmlType.Q4_1],
-  ["Q4_K", GgmlType.Q4_K],
-  ["Q5_K", GgmlType.Q5_K],
-  ["Q6_K", GgmlType.Q6_K],
-] as const;
+const QUANT_TYPES = [["F32", GgmlType.F32], ...QUANTISED_TYPES] as const;
 const RUNS = 7;
 const RUN_SECONDS = 0.05;
 

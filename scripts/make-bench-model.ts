@@ -32,6 +32,7 @@ import {
   writeGguf,
 } from "../shared/model/gguf.ts";
 import { gaussian, mulberry32 } from "../shared/random.ts";
+import { llamaShapeEntries, str, u32 } from "./gguf-entries.ts";
 
 export const DEFAULT_BENCH_MODEL_PATH = ".tmp/bench-llama.gguf";
 export const DEFAULT_BENCH_VOCAB = "../shared/models/vocab/ggml-vocab-gpt-2.gguf";
@@ -137,24 +138,21 @@ export function buildBenchModel(vocab: Uint8Array, d: BenchModelDims): Uint8Arra
     matrix(`${p}ffn_up.weight`, d.dim, d.ff, inStd(d.dim));
     matrix(`${p}ffn_down.weight`, d.ff, d.dim, outStd(d.ff));
   }
-  const u32 = (key: string, value: number): GgufMetadataEntry => ({
-    key,
-    type: GgufType.UINT32,
-    value,
-  });
   const metadata: GgufMetadataEntry[] = [
-    { key: "general.architecture", type: GgufType.STRING, value: "llama" },
-    { key: "general.name", type: GgufType.STRING, value: "bench-llama" },
+    str("general.architecture", "llama"),
+    str("general.name", "bench-llama"),
     u32("general.file_type", 0), // all F32
-    u32("llama.context_length", d.ctx),
-    u32("llama.embedding_length", d.dim),
-    u32("llama.block_count", d.layers),
-    u32("llama.feed_forward_length", d.ff),
-    u32("llama.attention.head_count", d.heads),
-    u32("llama.attention.head_count_kv", d.kvHeads),
-    u32("llama.rope.dimension_count", headDim),
-    { key: "llama.rope.freq_base", type: GgufType.FLOAT32, value: 10000 },
-    { key: "llama.attention.layer_norm_rms_epsilon", type: GgufType.FLOAT32, value: 1e-5 },
+    ...llamaShapeEntries({
+      contextLength: d.ctx,
+      dim: d.dim,
+      layers: d.layers,
+      ff: d.ff,
+      heads: d.heads,
+      kvHeads: d.kvHeads,
+      headDim,
+      ropeTheta: 10000,
+      rmsNormEps: 1e-5,
+    }),
     u32("llama.vocab_size", vocabSize),
     ...entries,
   ];

@@ -61,6 +61,7 @@ import {
   writeGguf,
 } from "../shared/model/gguf.ts";
 import { gaussian, mulberry32 } from "../shared/random.ts";
+import { bool, llamaShapeEntries, str, u32 } from "./gguf-entries.ts";
 
 /** Model shape, with HF config names. */
 export const DEFAULT_MODEL_DIMS = {
@@ -655,38 +656,20 @@ export function buildDefaultModel(): Uint8Array {
     { name: "output.weight", dims: [dim, v], type: F16, data: output },
   );
 
-  const u32 = (key: string, value: number): GgufMetadataEntry => ({
-    key,
-    type: GgufType.UINT32,
-    value,
-  });
-  const f32 = (key: string, value: number): GgufMetadataEntry => ({
-    key,
-    type: GgufType.FLOAT32,
-    value,
-  });
-  const str = (key: string, value: string): GgufMetadataEntry => ({
-    key,
-    type: GgufType.STRING,
-    value,
-  });
-  const bool = (key: string, value: boolean): GgufMetadataEntry => ({
-    key,
-    type: GgufType.BOOL,
-    value,
-  });
   const metadata: GgufMetadataEntry[] = [
     str("general.architecture", "llama"),
     str("general.name", DEFAULT_MODEL_NAME),
-    u32("llama.context_length", d.maxPositionEmbeddings),
-    u32("llama.embedding_length", dim),
-    u32("llama.block_count", d.numHiddenLayers),
-    u32("llama.feed_forward_length", ff),
-    u32("llama.attention.head_count", d.numAttentionHeads),
-    u32("llama.attention.head_count_kv", d.numKeyValueHeads),
-    u32("llama.rope.dimension_count", d.headDim),
-    f32("llama.rope.freq_base", d.ropeTheta),
-    f32("llama.attention.layer_norm_rms_epsilon", d.rmsNormEps),
+    ...llamaShapeEntries({
+      contextLength: d.maxPositionEmbeddings,
+      dim,
+      layers: d.numHiddenLayers,
+      ff,
+      heads: d.numAttentionHeads,
+      kvHeads: d.numKeyValueHeads,
+      headDim: d.headDim,
+      ropeTheta: d.ropeTheta,
+      rmsNormEps: d.rmsNormEps,
+    }),
     u32("llama.expert_count", d.numExperts),
     u32("llama.expert_used_count", d.numExpertsPerTok),
     u32("llama.vocab_size", v),

@@ -17,6 +17,7 @@ import {
   writeGguf,
 } from "../shared/model/gguf.ts";
 import { gaussian, mulberry32 } from "../shared/random.ts";
+import { u32 } from "./gguf-entries.ts";
 
 const SEED = 0x5ca1e;
 const DIMS = {
@@ -33,11 +34,6 @@ const DIMS = {
 
 /** The metadata of `base` with the llama dimensions replaced (arrays keep their item types). */
 function metadataFrom(base: ReturnType<typeof parseGguf>): GgufMetadataEntry[] {
-  const u32 = (key: string, value: number): GgufMetadataEntry => ({
-    key,
-    type: GgufType.UINT32,
-    value,
-  });
   const dims: Record<string, number> = {
     "llama.embedding_length": DIMS.hiddenSize,
     "llama.block_count": DIMS.numHiddenLayers,

@@ -12,7 +12,7 @@ import { createInstance } from "../../shared/engine/instance.ts";
 import { GREEDY } from "../../shared/engine/sequence.ts";
 import { createWasmKernels, WASM_KERNEL_IMPORTS } from "../../shared/model/kernels-wasm.ts";
 import kernelsModule from "../../wasm/kernels.wasm";
-import { admin, call } from "../integration/worker-client.ts";
+import { admin, call, postDeployment } from "../integration/worker-client.ts";
 
 describe("a model no single NPU can hold", () => {
   it("is refused colocated and served as moe-attention", async () => {
@@ -32,9 +32,10 @@ describe("a model no single NPU can hold", () => {
     expect(rec?.deployments).toEqual([]); // no colocated deployment was made for it
     expect(rec?.summary.memoryNeededBytes).toBeGreaterThan(24 * 2 ** 20);
 
-    const colocated = await admin("/api/deployments", {
-      method: "POST",
-      body: JSON.stringify({ model: "big", mode: "colocated", instances: { colocated: 1 } }),
+    const colocated = await postDeployment({
+      model: "big",
+      mode: "colocated",
+      instances: { colocated: 1 },
     });
     expect(colocated.status).toBe(400);
     const err = ((await colocated.json()) as { error: { message: string; code: string } }).error;
@@ -46,13 +47,10 @@ describe("a model no single NPU can hold", () => {
     });
     expect(noDeployment.status).toBe(503);
 
-    const res = await admin("/api/deployments", {
-      method: "POST",
-      body: JSON.stringify({
-        model: "big",
-        mode: "moe-attention",
-        instances: { attention: 2, experts: 4 },
-      }),
+    const res = await postDeployment({
+      model: "big",
+      mode: "moe-attention",
+      instances: { attention: 2, experts: 4 },
     });
     expect(res.status).toBe(201);
     const dep = (await res.json()) as {

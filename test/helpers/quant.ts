@@ -26,6 +26,17 @@ export interface QuantFixture {
   cases: Record<string, QuantCase[]>;
 }
 
+/** The quantised weight types of matmulQ, by name (the kernel tests and bench/kernels.ts). */
+export const QUANTISED_TYPES = [
+  ["F16", GgmlType.F16],
+  ["Q8_0", GgmlType.Q8_0],
+  ["Q4_0", GgmlType.Q4_0],
+  ["Q4_1", GgmlType.Q4_1],
+  ["Q4_K", GgmlType.Q4_K],
+  ["Q5_K", GgmlType.Q5_K],
+  ["Q6_K", GgmlType.Q6_K],
+] as const;
+
 export function readQuantFixture(): QuantFixture {
   return JSON.parse(
     readFileSync(join(QUANT_FIXTURE_DIR, "llama-cpp.json"), "utf8"),

@@ -17,7 +17,7 @@ import { npuName } from "../../shared/protocol/names.ts";
 import { HUNG_AFTER_MS, LOST_AFTER_MS } from "../../shared/serving/watchdog.ts";
 import type { RequestRecord } from "../../shared/types/records.ts";
 import { parseSse } from "../helpers/sse.ts";
-import { admin, call, post } from "./worker-client.ts";
+import { admin, call, post, postDeployment } from "./worker-client.ts";
 
 const MODEL = "chaos";
 
@@ -39,6 +39,25 @@ async function ended(id: string, timeoutMs: number): Promise<RequestRecord> {
     { timeout: timeoutMs, interval: 50 },
   );
   return rec as unknown as RequestRecord;
+}
+
+/**
+ * Reads the first chunk of a completion stream (so its task is running) and returns `rest`, which
+ * reads on to the end and gives the whole stream's text.
+ */
+async function startStream(res: Response): Promise<{ rest: () => Promise<string> }> {
+  const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+  const decoder = new TextDecoder();
+  let text = decoder.decode((await reader.read()).value, { stream: true });
+  return {
+    rest: async () => {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return text;
+        text += decoder.decode(value, { stream: true });
+      }
+    },
+  };
 }
 
 /** The text of a completion stream, whether it ended with [DONE], and its error frames. */
@@ -63,14 +82,11 @@ describe("fault drills", () => {
       (await admin(`/api/models/${MODEL}`, { method: "PUT", body: DEFAULT_MODEL })).status,
     ).toBe(201);
     const dep = (await (
-      await admin("/api/deployments", {
-        method: "POST",
-        body: JSON.stringify({
-          model: MODEL,
-          mode: "colocated",
-          instances: { colocated: 2 },
-          min_instances: 2,
-        }),
+      await postDeployment({
+        model: MODEL,
+        mode: "colocated",
+        instances: { colocated: 2 },
+        min_instances: 2,
       })
     ).json()) as { id: string; instances: { id: string }[] };
     chaosDeployment = dep.id;
@@ -203,20 +219,13 @@ describe("fault drills", () => {
     const res = await post("/v1/completions", { ...req, stream: true });
     expect(res.status).toBe(200);
     const id = res.headers.get("x-request-id") as string;
-    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
-    const decoder = new TextDecoder();
-    let text = decoder.decode((await reader.read()).value, { stream: true }); // it runs
+    const stream = await startStream(res);
     const victim = (await record(id)).jobs[0]?.tasks[0]?.instanceId as string;
     const injectedAt = Date.now();
     expect((await fault({ target: "npu", instance: victim, fault: "drop_state" })).status).toBe(
       200,
     );
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      text += decoder.decode(value, { stream: true });
-    }
-    const s = streamed(text);
+    const s = streamed(await stream.rest());
     expect(s.errors).toEqual([]);
     expect(s.out).toBe(expected);
     const rec = await ended(id, LOST_AFTER_MS + 10_000);
@@ -236,14 +245,11 @@ describe("fault drills", () => {
 
   it("re-prefills a PD job whose decode instance dropped its state", async () => {
     const dep = (await (
-      await admin("/api/deployments", {
-        method: "POST",
-        body: JSON.stringify({
-          model: MODEL,
-          mode: "pd",
-          instances: { prefill: 1, decode: 2 },
-          min_instances: { prefill: 1, decode: 2 },
-        }),
+      await postDeployment({
+        model: MODEL,
+        mode: "pd",
+        instances: { prefill: 1, decode: 2 },
+        min_instances: { prefill: 1, decode: 2 },
       })
     ).json()) as { id: string };
     const req = {
@@ -261,21 +267,14 @@ describe("fault drills", () => {
     const res = await post("/v1/completions", { ...req, stream: true });
     expect(res.status).toBe(200);
     const id = res.headers.get("x-request-id") as string;
-    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
-    const decoder = new TextDecoder();
-    let text = decoder.decode((await reader.read()).value, { stream: true });
+    const stream = await startStream(res);
     const first = (await record(id)).jobs[0]?.tasks ?? [];
     const decode = first.find((t) => t.role === "decode")?.instanceId as string;
     const injectedAt = Date.now();
     expect((await fault({ target: "npu", instance: decode, fault: "drop_state" })).status).toBe(
       200,
     );
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      text += decoder.decode(value, { stream: true });
-    }
-    const s = streamed(text);
+    const s = streamed(await stream.rest());
     expect(s.errors).toEqual([]);
     expect(s.out).toBe(expected);
     const rec = await ended(id, LOST_AFTER_MS + 10_000);
@@ -316,19 +315,12 @@ describe("fault drills", () => {
     });
     expect(res.status).toBe(200);
     const id = res.headers.get("x-request-id") as string;
-    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
-    const decoder = new TextDecoder();
-    let text = decoder.decode((await reader.read()).value, { stream: true });
+    const stream = await startStream(res);
     const victim = (await record(id)).jobs[0]?.tasks[0]?.instanceId as string;
     expect((await fault({ target: "npu", instance: victim, fault: "drop_state" })).status).toBe(
       200,
     );
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      text += decoder.decode(value, { stream: true });
-    }
-    const s = streamed(text);
+    const s = streamed(await stream.rest());
     expect(s.done).toBe(false);
     expect(s.errors).toHaveLength(1);
     const rec = await ended(id, LOST_AFTER_MS + 10_000);

@@ -5,7 +5,7 @@
  * PD deployment after the import.
  */
 import { describe, expect, it } from "vitest";
-import { admin, call } from "./worker-client.ts";
+import { admin, call, postDeployment } from "./worker-client.ts";
 
 const MODEL = "default-moe";
 const PROMPT = "Hello! Who are you? Tell me about the model and the weather.";
@@ -41,7 +41,7 @@ async function complete(body: object) {
 }
 
 async function deployment(body: object): Promise<{ id: string }> {
-  const res = await admin("/api/deployments", { method: "POST", body: JSON.stringify(body) });
+  const res = await postDeployment(body);
   expect(res.status).toBe(201);
   return (await res.json()) as { id: string };
 }
@@ -98,14 +98,11 @@ describe("kv_cache", () => {
     expect(r.status).toBe(200);
     expect(r.body.usage.kv_cache?.policy).toBe("streamingllm");
     expect(r.body.usage.kv_cache?.resident_pages).toBe(3);
-    const bad = await admin("/api/deployments", {
-      method: "POST",
-      body: JSON.stringify({
-        model: MODEL,
-        mode: "colocated",
-        instances: { colocated: 1 },
-        kv_cache: { page_size: 20 },
-      }),
+    const bad = await postDeployment({
+      model: MODEL,
+      mode: "colocated",
+      instances: { colocated: 1 },
+      kv_cache: { page_size: 20 },
     });
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as { error: { param: string } }).error.param).toBe(

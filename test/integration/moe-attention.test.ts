@@ -16,7 +16,7 @@ import type { MoeGroupSpec } from "../../shared/protocol/moe.ts";
 import { expertName, npuName } from "../../shared/protocol/names.ts";
 import { PROTOCOL_VERSION } from "../../shared/protocol/version.ts";
 import { Tokenizer } from "../../shared/tokenizer/tokenizer.ts";
-import { admin, call } from "./worker-client.ts";
+import { admin, call, postDeployment } from "./worker-client.ts";
 
 const PROMPTS = ["Once upon a time", "The little dog", "Hello there", "A cat sat"];
 const MAX_TOKENS = 6;
@@ -126,31 +126,22 @@ describe.skipIf(!env.REF_QWEN3MOE)("moe-attention across DOs", () => {
 
   it("POST /api/deployments mode moe-attention serves the default model like colocated", async () => {
     expect((await call("/v1/models")).status).toBe(200); // registers the default model
-    const bad = await admin("/api/deployments", {
-      method: "POST",
-      body: JSON.stringify({
-        model: "default-moe",
-        mode: "moe-attention",
-        instances: { colocated: 1 },
-      }),
+    const bad = await postDeployment({
+      model: "default-moe",
+      mode: "moe-attention",
+      instances: { colocated: 1 },
     });
     expect(bad.status).toBe(400);
-    const tooMany = await admin("/api/deployments", {
-      method: "POST",
-      body: JSON.stringify({
-        model: "default-moe",
-        mode: "moe-attention",
-        instances: { attention: 1, experts: 16 },
-      }),
+    const tooMany = await postDeployment({
+      model: "default-moe",
+      mode: "moe-attention",
+      instances: { attention: 1, experts: 16 },
     });
     expect(tooMany.status).toBe(400);
-    const res = await admin("/api/deployments", {
-      method: "POST",
-      body: JSON.stringify({
-        model: "default-moe",
-        mode: "moe-attention",
-        instances: { attention: 2, experts: 2 },
-      }),
+    const res = await postDeployment({
+      model: "default-moe",
+      mode: "moe-attention",
+      instances: { attention: 2, experts: 2 },
     });
     expect(res.status).toBe(201);
     const dep = (await res.json()) as {
@@ -232,13 +223,10 @@ describe.skipIf(!env.REF_QWEN3MOE)("moe-attention across DOs", () => {
 
   it("EPLB through the API: imbalance at GET .../experts falls after POST .../rebalance", async () => {
     expect((await call("/v1/models")).status).toBe(200);
-    const res = await admin("/api/deployments", {
-      method: "POST",
-      body: JSON.stringify({
-        model: "default-moe",
-        mode: "moe-attention",
-        instances: { attention: 2, experts: 4 },
-      }),
+    const res = await postDeployment({
+      model: "default-moe",
+      mode: "moe-attention",
+      instances: { attention: 2, experts: 4 },
     });
     expect(res.status).toBe(201);
     const dep = (await res.json()) as { id: string };
@@ -289,13 +277,10 @@ describe.skipIf(!env.REF_QWEN3MOE)("moe-attention across DOs", () => {
 
   it("rebalances on its own when the imbalance stays above the threshold", async () => {
     expect((await call("/v1/models")).status).toBe(200);
-    const res = await admin("/api/deployments", {
-      method: "POST",
-      body: JSON.stringify({
-        model: "default-moe",
-        mode: "moe-attention",
-        instances: { attention: 2, experts: 4 },
-      }),
+    const res = await postDeployment({
+      model: "default-moe",
+      mode: "moe-attention",
+      instances: { attention: 2, experts: 4 },
     });
     expect(res.status).toBe(201);
     const dep = (await res.json()) as { id: string };

@@ -13,7 +13,7 @@ import DEFAULT_MODEL from "../../models/default-moe.gguf";
 import { modelConfigFromGguf } from "../../shared/model/config.ts";
 import { parseGguf } from "../../shared/model/gguf.ts";
 import { npuName } from "../../shared/protocol/names.ts";
-import { admin, call } from "./worker-client.ts";
+import { admin, call, postDeployment } from "./worker-client.ts";
 
 interface Deployment {
   id: string;
@@ -22,10 +22,7 @@ interface Deployment {
 }
 
 async function createPd(model: string): Promise<Deployment> {
-  const res = await admin("/api/deployments", {
-    method: "POST",
-    body: JSON.stringify({ model, mode: "pd", instances: { prefill: 1, decode: 1 } }),
-  });
+  const res = await postDeployment({ model, mode: "pd", instances: { prefill: 1, decode: 1 } });
   expect(res.status).toBe(201);
   return (await res.json()) as Deployment;
 }
@@ -54,15 +51,17 @@ async function uploadStories(): Promise<string> {
 
 describe("PD deployments", () => {
   it("validates specs and pins", async () => {
-    const bad = await admin("/api/deployments", {
-      method: "POST",
-      body: JSON.stringify({ model: "default-moe", mode: "pd", instances: { colocated: 2 } }),
+    const bad = await postDeployment({
+      model: "default-moe",
+      mode: "pd",
+      instances: { colocated: 2 },
     });
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as { error: { param: string } }).error.param).toBe("instances");
-    const unknownModel = await admin("/api/deployments", {
-      method: "POST",
-      body: JSON.stringify({ model: "nope", mode: "colocated", instances: { colocated: 1 } }),
+    const unknownModel = await postDeployment({
+      model: "nope",
+      mode: "colocated",
+      instances: { colocated: 1 },
     });
     expect(unknownModel.status).toBe(404);
     const asUser = await call("/api/deployments");

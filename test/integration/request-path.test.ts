@@ -30,7 +30,7 @@ import { newJobId, newRequestId } from "../../workers/ids.ts";
 import { toGenerateFields } from "../../workers/openai/generate-fields.ts";
 import { CompletionSchema } from "../../workers/openai/schemas.ts";
 import { parseSse } from "../helpers/sse.ts";
-import { admin, call, post } from "./worker-client.ts";
+import { admin, call, post, postDeployment } from "./worker-client.ts";
 
 const MODEL = "default-moe";
 const BLOCK_SIZE = 16; // KV_BLOCK_SIZE in wrangler.toml
@@ -73,10 +73,7 @@ async function createDeployment(
   instances: Record<string, number>,
   scheduler = "deepflow",
 ): Promise<DeploymentView> {
-  const res = await admin("/api/deployments", {
-    method: "POST",
-    body: JSON.stringify({ model, mode, instances, scheduler }),
-  });
+  const res = await postDeployment({ model, mode, instances, scheduler });
   expect(res.status).toBe(201);
   return (await res.json()) as DeploymentView;
 }

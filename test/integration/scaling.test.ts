@@ -12,7 +12,7 @@ import type { ClusterManager } from "../../durable-objects/cluster-manager.ts";
 import { CLUSTER_MANAGER_NAME } from "../../shared/protocol/names.ts";
 import type { InstanceStatus } from "../../shared/types/instances.ts";
 import type { RequestRecord } from "../../shared/types/records.ts";
-import { admin, call, post } from "./worker-client.ts";
+import { admin, call, post, postDeployment } from "./worker-client.ts";
 
 const MODEL = "default-moe";
 const cluster = () => env.CLUSTER_MANAGER.getByName(CLUSTER_MANAGER_NAME);
@@ -32,10 +32,7 @@ async function deployment(id: string): Promise<DeploymentView> {
 
 async function create(body: object): Promise<DeploymentView> {
   expect((await call("/v1/models")).status).toBe(200); // registers the default model
-  const res = await admin("/api/deployments", {
-    method: "POST",
-    body: JSON.stringify({ model: MODEL, mode: "colocated", ...body }),
-  });
+  const res = await postDeployment({ model: MODEL, mode: "colocated", ...body });
   expect(res.status).toBe(201);
   return (await res.json()) as DeploymentView;
 }
@@ -112,24 +109,18 @@ describe("scaling", () => {
   });
 
   it("validates bounds and scale requests", async () => {
-    const bad = await admin("/api/deployments", {
-      method: "POST",
-      body: JSON.stringify({
-        model: MODEL,
-        mode: "colocated",
-        instances: { colocated: 3 },
-        max_instances: 2,
-      }),
+    const bad = await postDeployment({
+      model: MODEL,
+      mode: "colocated",
+      instances: { colocated: 3 },
+      max_instances: 2,
     });
     expect(bad.status).toBe(400);
-    const pdBound = await admin("/api/deployments", {
-      method: "POST",
-      body: JSON.stringify({
-        model: MODEL,
-        mode: "pd",
-        instances: { prefill: 1, decode: 1 },
-        max_instances: 2,
-      }),
+    const pdBound = await postDeployment({
+      model: MODEL,
+      mode: "pd",
+      instances: { prefill: 1, decode: 1 },
+      max_instances: 2,
     });
     expect(pdBound.status).toBe(400);
     const d = await create({ instances: { colocated: 1 }, min_instances: 1, max_instances: 2 });

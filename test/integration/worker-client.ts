@@ -25,3 +25,6 @@ export const post = (path: string, body: object, key?: string, extra?: HeadersIn
   call(path, { method: "POST", body: JSON.stringify(body) }, key, extra);
 
 export const admin = (path: string, init: RequestInit = {}) => call(path, init, "sk-admin");
+
+/** POST /api/deployments with the admin key. */
+export const postDeployment = (body: object) => post("/api/deployments", body, "sk-admin");

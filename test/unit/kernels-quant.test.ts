@@ -17,7 +17,7 @@ import {
   type WeightType,
 } from "../../shared/model/quant.ts";
 import { mulberry32 } from "../../shared/random.ts";
-import { randomQuantWeights } from "../helpers/quant.ts";
+import { QUANTISED_TYPES, randomQuantWeights } from "../helpers/quant.ts";
 
 const ARENA = 16 << 20;
 let js: Kernels;
@@ -27,16 +27,6 @@ beforeAll(async () => {
   js = createJsKernels(ARENA);
   wasm = await loadWasmKernels(ARENA);
 });
-
-const TYPES = [
-  ["F16", GgmlType.F16],
-  ["Q8_0", GgmlType.Q8_0],
-  ["Q4_0", GgmlType.Q4_0],
-  ["Q4_1", GgmlType.Q4_1],
-  ["Q4_K", GgmlType.Q4_K],
-  ["Q5_K", GgmlType.Q5_K],
-  ["Q6_K", GgmlType.Q6_K],
-] as const;
 
 function bits(a: Float32Array): number[] {
   return Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
@@ -114,7 +104,7 @@ function reference(
 }
 
 describe("matmulQ", () => {
-  for (const [name, type] of TYPES) {
+  for (const [name, type] of QUANTISED_TYPES) {
     // the last shape leaves blocks after the wasm's groups of four (and an F16 tail after 8s)
     const odd =
       type === GgmlType.F16
