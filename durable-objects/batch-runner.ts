@@ -1,16 +1,14 @@
 /**
  * DeepFlow's batch-inference job kind inside the JobExecutor: the queue (batch-queue.ts, one row
  * per item) and its driving — dispatch under bounded concurrency, the watchdog alarm that lets
- * a restarted JE resume its queue, each job's placement on a colocated deployment, its run with
- * `Npu.generate` and the collected OpenAI response body stored as its result. Also cancels
- * requests of any kind. The rules (what to start, recover, store, and when a request ends) are
- * pure, in shared/serving/batch.ts. The JE owns this object; it must not import workers/.
+ * a restarted JE resume its queue, and each job's outcome (its collected OpenAI response body
+ * stored as its result, or its error, or a retry). One job's placement on a colocated deployment
+ * and its run with `Npu.generate` are batch-job.ts. Also cancels requests of any kind. The rules
+ * (what to start, recover, store, and when a request ends) are pure, in shared/serving/batch.ts. The JE owns this object; it must not import workers/.
  */
 import type { ErrorInfo, Result } from "../shared/errors.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
-import { decodeEvents } from "../shared/protocol/codec.ts";
 import type { Submitted } from "../shared/protocol/messages.ts";
-import { modelOrNotFound, noDeployment } from "../shared/serving/admission.ts";
 import {
   type BatchSubmit,
   cancelRefusal,
@@ -22,21 +20,16 @@ import {
   jobKind,
   recoverJob,
   requestOutcome,
-  responseMeta,
   retryOf,
   shouldSetAlarm,
   storedError,
-  storedResult,
-  tapFirstToken,
   watchdogAt,
 } from "../shared/serving/batch.ts";
-import { dispatchJob } from "../shared/serving/dispatch.ts";
-import { collectResponse } from "../shared/serving/openai-response.ts";
 import type { DeploymentRecord, ModelRecord } from "../shared/types/deployments.ts";
 import type { RequestRecord } from "../shared/types/records.ts";
+import { cancelTask, isLive, runJob } from "./batch-job.ts";
 import { BatchQueue } from "./batch-queue.ts";
 import type { Env } from "./env.ts";
-import { idleDeployment } from "./model-directory.ts";
 import type { PlanInput } from "./model-scheduler.ts";
 import type { RecordStore } from "./records.ts";
 import type { TaskEvent } from "./task-reports.ts";
@@ -114,7 +107,7 @@ export class BatchRunner {
       this.records.cancel(q.requestId, Date.now());
       this.queue.dropQueued(q.requestId);
     });
-    await Promise.allSettled(live.map((t) => this.cancelTask(t, "request cancelled")));
+    await Promise.allSettled(live.map((t) => cancelTask(this.host.env, t, "request cancelled")));
     const numTasksCancelled = live.length;
     this.host.log.info("request.cancelled", { requestId: q.requestId, numTasksCancelled });
     return { ok: true, value: null };
@@ -185,7 +178,9 @@ export class BatchRunner {
       const tasks = this.records.read().liveTasks("job_id", jobId);
       this.records.failTasks(jobId, "job executor restarted", Date.now());
       for (const t of tasks) {
-        this.host.ctx.waitUntil(this.cancelTask(t, "job executor restarted").catch(() => {}));
+        this.host.ctx.waitUntil(
+          cancelTask(this.host.env, t, "job executor restarted").catch(() => {}),
+        );
       }
       const next = recoverJob(j);
       if (next.action === "fail") {
@@ -198,118 +193,22 @@ export class BatchRunner {
     }
   }
 
-  private cancelTask(t: { id: string; npu: string }, reason: string): Promise<unknown> {
-    return this.host.env.NPU.getByName(t.npu).cancel({ taskId: t.id, reason });
-  }
-
   // --- one job
 
-  private isLive(jobId: string): boolean {
-    const s = this.records.read().jobStatus(jobId);
-    return s === "queued" || s === "running";
-  }
-
-  /** Plans the job, runs it through the one dispatch path and stores its response (or error). */
+  /** Runs the job (batch-job.ts) and records how it ended: its response, error or retry. */
   private async run(jobId: string): Promise<void> {
     const row = this.queue.job(jobId);
     const owner = row ? this.records.read().owner(row.requestId) : null;
     if (!row || !owner) return;
-    const { requestId, spec } = row;
-    const fail = (error: ErrorInfo) => this.finish(jobId, requestId, { error });
-    if (!this.isLive(jobId)) {
+    const { requestId } = row;
+    if (!isLive(this.records, jobId)) {
       this.queue.setState(jobId, "done");
       return;
     }
-    const { tenant } = owner;
-    const env = this.host.env;
-    let model = await this.host.model(owner.model);
-    const found = modelOrNotFound(owner.model, model);
-    if (!found.ok) return fail(found.error);
-    const colocated = (m: ModelRecord | null) =>
-      m?.deployments.filter((d) => d.mode === "colocated") ?? [];
-    const idle = idleDeployment(colocated(model));
-    if (idle) {
-      const cold = await this.host.scaleFromZero(idle);
-      if (!cold.ok) return this.retryOrFail(jobId, requestId, cold.error);
-      model = await this.host.model(owner.model);
-    }
-    const deployments = colocated(model);
-    if (!model || deployments.length === 0) {
-      return fail(noDeployment(found.value, found.value.deployments.length > 0, "batch jobs"));
-    }
-    const planned = await this.host.plan(
-      {
-        spec: {
-          requestId,
-          jobId,
-          tenant,
-          model: model.name,
-          input: spec.input,
-          n: spec.n,
-          maxTokens: spec.maxTokens,
-          sampling: spec.sampling,
-          cacheSalt: spec.cacheSalt ?? null,
-          kvCache: spec.kvCache ?? null,
-        },
-        modelRecord: model,
-        deployments,
-        pinned: null,
-      },
-      this.records.read().numTasks(jobId), // each try gets new task ids
-    );
-    if (!planned.ok) return this.retryOrFail(jobId, requestId, planned.error);
-    const { placement, task } = planned.value;
-    // the deployments offered were colocated ones, so the placement is colocated
-    const t =
-      placement.mode === "colocated"
-        ? placement.colocated
-        : placement.mode === "pd"
-          ? placement.decode
-          : placement.attention;
-    if (!this.isLive(jobId)) return this.host.unplan(t.taskId); // cancelled while it was planned
-    this.records.addTask({
-      id: t.taskId,
-      jobId,
-      requestId,
-      role: "colocated",
-      instanceId: t.instanceId,
-      npu: t.npu,
-    });
-    const startedAt = Date.now();
-    const res = await dispatchJob(
-      (name: string) => env.NPU.getByName(name),
-      placement,
-      task,
-      model.r2Key,
-      (taskId, error) =>
-        void this.host.onTaskEvent({
-          requestId,
-          taskId,
-          status: "failed",
-          finishedAt: Date.now(),
-          error: error.message,
-        }),
-    );
-    if (!res.ok) return this.retryOrFail(jobId, requestId, res.error);
-    const stream = res.value.accepted.stream;
-    this.host.log.info("task.dispatched", { requestId, jobId, ...t });
-    if (!this.isLive(jobId)) {
-      // cancelled while generate() was on its way: the cancel could not find the task yet
-      await this.cancelTask({ id: t.taskId, npu: t.npu }, "request cancelled").catch(() => {});
-      await stream.cancel().catch(() => {});
-      return;
-    }
-    const events = tapFirstToken(decodeEvents(stream.getReader()), () =>
-      this.records.markFirstToken(jobId, requestId, Date.now()),
-    );
-    const out = await collectResponse(
-      events,
-      responseMeta(model.name, spec, t.taskId.slice("task_".length), startedAt),
-    );
-    if (!out.ok) return fail(out.error);
-    const stored = storedResult(out.body);
-    if (!stored.ok) return fail(stored.error);
-    this.finish(jobId, requestId, { resultJson: stored.json });
+    const out = await runJob(this.host, jobId, row, owner);
+    if (out.end === "result") this.finish(jobId, requestId, { resultJson: out.resultJson });
+    else if (out.end === "fail") this.finish(jobId, requestId, { error: out.error });
+    else if (out.end === "retry") this.retryOrFail(jobId, requestId, out.error);
   }
 
   /**

@@ -1,14 +1,15 @@
 /**
  * ClusterManager: the registry of models (GGUF objects in the R2 model registry) and of their
  * deployments (DeepFlow's TE groups: a colocated group, or a PD group of prefill and decode
- * instances). One object for the cluster; its SQLite state survives restarts. Its instances,
- * their scale-up pipeline and the pre-warmed pool are in instance-pool.ts; the autoscaler
- * (autoscaler.ts) runs on its alarm.
+ * instances). One object for the cluster; its SQLite state survives restarts (the tables are in
+ * cluster-registry.ts). Its instances, their scale-up pipeline and the pre-warmed pool are in
+ * instance-pool.ts; the autoscaler (autoscaler.ts) runs on its alarm.
  */
 import { DurableObject } from "cloudflare:workers";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
-import { instanceId, jobExecutorName, weightCacheName } from "../shared/protocol/names.ts";
+import { jobExecutorName, weightCacheName } from "../shared/protocol/names.ts";
+import { newDeployment } from "../shared/serving/deployments.ts";
 import type { PdProfile } from "../shared/serving/pd-profile.ts";
 import type {
   DeploymentRecord,
@@ -24,19 +25,17 @@ import type {
   ScalableRole,
 } from "../shared/types/instances.ts";
 import { Autoscaler } from "./autoscaler.ts";
+import { ClusterRegistry, type StoredModel } from "./cluster-registry.ts";
 import { type Env, getConfig } from "./env.ts";
 import { FaultSwitch } from "./faults.ts";
 import { InstancePool, ROLES } from "./instance-pool.ts";
-
-type StoredModel = Omit<ModelRecord, "deployments" | "revision">;
 
 /** Longest POST /api/deployments waits for its initial instances to serve. */
 const CREATE_TIMEOUT_MS = 60_000;
 
 export class ClusterManager extends DurableObject<Env> {
   private readonly log: Logger;
-  /** The last record revision handed out (see ModelRecord.revision). */
-  #revision = 0;
+  readonly #registry: ClusterRegistry;
   readonly #faults: FaultSwitch;
   readonly pool: InstancePool;
   readonly autoscaler: Autoscaler;
@@ -45,25 +44,22 @@ export class ClusterManager extends DurableObject<Env> {
     super(ctx, env);
     this.log = new Logger({ do: "ClusterManager" }, parseLogLevel(env.LOG_LEVEL));
     this.#faults = new FaultSwitch(ctx, env, this.log);
-    ctx.storage.sql.exec(`
-      CREATE TABLE IF NOT EXISTS models (name TEXT PRIMARY KEY, record TEXT NOT NULL, created_at INTEGER NOT NULL);
-      CREATE TABLE IF NOT EXISTS deployments (id TEXT PRIMARY KEY, model TEXT NOT NULL, record TEXT NOT NULL,
-        created_at INTEGER NOT NULL);`);
+    this.#registry = new ClusterRegistry(ctx);
     this.pool = new InstancePool({
       env,
       ctx,
       log: this.log,
-      deployment: (id) => this.#deployment(id),
-      put: (d) => this.#put(d),
+      deployment: (id) => this.#registry.deployment(id),
+      put: (d) => this.#registry.putDeployment(d),
       publish: (model) => this.#publish(model),
-      weights: (model) => this.#stored(model),
+      weights: (model) => this.#registry.model(model),
     });
     this.autoscaler = new Autoscaler({
       ctx,
       env,
       log: this.log,
       pool: this.pool,
-      deployments: () => this.#active(),
+      deployments: () => this.#registry.active(),
     });
   }
 
@@ -81,7 +77,7 @@ export class ClusterManager extends DurableObject<Env> {
     /** null: no default colocated deployment (the model does not fit one NPU). */
     defaultDeploymentId: string | null;
   }): Promise<ModelRecord> {
-    const prev = this.#stored(m.name);
+    const prev = this.#registry.model(m.name);
     const generation = prev ? prev.generation + 1 : 0;
     const now = Date.now();
     const record: StoredModel = {
@@ -94,16 +90,11 @@ export class ClusterManager extends DurableObject<Env> {
       generation,
       pdProfile: null,
     };
-    const sql = this.ctx.storage.sql;
-    const retired = this.#deploymentsOf(m.name);
+    const retired = this.#registry.deploymentsOf(m.name);
     this.ctx.storage.transactionSync(() => {
-      sql.exec(
-        "INSERT OR REPLACE INTO models (name, record, created_at) VALUES (?, ?, ?)",
-        m.name,
-        JSON.stringify(record),
-        record.createdAt,
-      );
-      for (const d of this.#deploymentsOf(m.name)) this.#put({ ...d, status: "deleted" });
+      this.#registry.putModel(record);
+      for (const d of this.#registry.deploymentsOf(m.name))
+        this.#registry.putDeployment({ ...d, status: "deleted" });
     });
     for (const d of retired) this.pool.retire(d.id);
     if (m.defaultDeploymentId)
@@ -125,28 +116,21 @@ export class ClusterManager extends DurableObject<Env> {
 
   async getModel(q: { name: string }): Promise<ModelRecord | null> {
     this.#faults.check("ClusterManager.getModel");
-    const s = this.#stored(q.name);
-    return s ? this.#withDeployments(s) : null;
+    const s = this.#registry.model(q.name);
+    return s ? this.#registry.withDeployments(s) : null;
   }
 
   async listModels(): Promise<ModelRecord[]> {
     this.#faults.check("ClusterManager.listModels");
-    return this.ctx.storage.sql
-      .exec("SELECT record FROM models ORDER BY created_at, name")
-      .toArray()
-      .map((r) => this.#withDeployments(JSON.parse(r.record as string) as StoredModel));
+    return this.#registry.models().map((s) => this.#registry.withDeployments(s));
   }
 
   /** Stores a model's PD profile (measured for its current weights); false for an unknown model. */
   async setPdProfile(q: { name: string; profile: PdProfile }): Promise<boolean> {
-    const s = this.#stored(q.name);
+    const s = this.#registry.model(q.name);
     if (!s) return false;
     const next: StoredModel = { ...s, pdProfile: q.profile };
-    this.ctx.storage.sql.exec(
-      "UPDATE models SET record = ? WHERE name = ?",
-      JSON.stringify(next),
-      q.name,
-    );
+    this.#registry.putModel(next);
     this.log.info("model.profiled", {
       model: q.name,
       numCells: q.profile.inputBuckets.length * q.profile.outputBuckets.length,
@@ -160,44 +144,29 @@ export class ClusterManager extends DurableObject<Env> {
    * failed to start, or CREATE_TIMEOUT_MS passed); null when the model is unknown.
    */
   async addDeployment(spec: DeploymentSpec): Promise<DeploymentRecord | null> {
-    if (!this.#stored(spec.model)) return null;
+    if (!this.#registry.model(spec.model)) return null;
     const d = this.#createDeployment(spec);
     await this.#publish(spec.model);
     await this.pool.whenServing(d.id, spec.counts, CREATE_TIMEOUT_MS);
-    return this.#deployment(d.id);
+    return this.#registry.deployment(d.id);
   }
 
   async getDeployment(q: { id: string }): Promise<DeploymentRecord | null> {
-    return this.#deployment(q.id);
+    return this.#registry.deployment(q.id);
   }
 
   /** A deployment with every instance's state and scale-up step timings. */
   async deploymentStatus(q: {
     id: string;
   }): Promise<{ record: DeploymentRecord; instances: InstanceStatus[] } | null> {
-    const record = this.#deployment(q.id);
+    const record = this.#registry.deployment(q.id);
     // live instances, and failed ones (with their error) until the deployment is retired
     const instances = this.pool.statuses(q.id, true).filter((s) => s.state !== "stopped");
     return record ? { record, instances } : null;
   }
 
-  #deployment(id: string): DeploymentRecord | null {
-    const row = this.ctx.storage.sql
-      .exec("SELECT record FROM deployments WHERE id = ?", id)
-      .toArray()[0];
-    return row ? (JSON.parse(row.record as string) as DeploymentRecord) : null;
-  }
-
-  #active(): DeploymentRecord[] {
-    return this.ctx.storage.sql
-      .exec("SELECT record FROM deployments ORDER BY created_at, id")
-      .toArray()
-      .map((r) => JSON.parse(r.record as string) as DeploymentRecord)
-      .filter((d) => d.status === "active");
-  }
-
   async listDeployments(): Promise<DeploymentRecord[]> {
-    return this.#active();
+    return this.#registry.active();
   }
 
   /** Retires a deployment: no new tasks are placed on it; running ones finish. */
@@ -205,7 +174,7 @@ export class ClusterManager extends DurableObject<Env> {
     const d = await this.getDeployment(q);
     if (!d || d.status === "deleted") return null;
     const out: DeploymentRecord = { ...d, status: "deleted" };
-    this.#put(out);
+    this.#registry.putDeployment(out);
     this.pool.retire(d.id);
     this.log.info("deployment.deleted", { deploymentId: d.id, model: d.model });
     await this.#publish(d.model);
@@ -226,7 +195,7 @@ export class ClusterManager extends DurableObject<Env> {
     /** Answer once the target serves (or a start failed, or CREATE_TIMEOUT_MS passed). */
     wait?: boolean;
   }): Promise<Result<{ started: string[]; draining: string[] }>> {
-    const d = this.#deployment(q.id);
+    const d = this.#registry.deployment(q.id);
     if (d?.status !== "active") {
       return failure(
         errorInfo("not_found", `No deployment ${q.id}.`, "id", "deployment_not_found"),
@@ -253,7 +222,7 @@ export class ClusterManager extends DurableObject<Env> {
     deploymentId: string;
     instanceId: string;
   }): Promise<{ started: string[] } | null> {
-    const d = this.#deployment(q.deploymentId);
+    const d = this.#registry.deployment(q.deploymentId);
     if (d?.status !== "active") return null;
     const r = this.pool.replace(d, q.instanceId);
     if (r) this.log.warn("instance.replacing", { ...q, started: r.started });
@@ -271,7 +240,7 @@ export class ClusterManager extends DurableObject<Env> {
     timeoutMs: number;
   }): Promise<Result<{ coldStartMs: number; record: ModelRecord }>> {
     const t0 = Date.now();
-    const d = this.#deployment(q.id);
+    const d = this.#registry.deployment(q.id);
     if (d?.status !== "active") {
       return failure(
         errorInfo("not_found", `No deployment ${q.id}.`, "deployment", "deployment_not_found"),
@@ -304,7 +273,7 @@ export class ClusterManager extends DurableObject<Env> {
 
   /** Stages a model's weights in its WeightCache (the tier between R2 and instance memory). */
   async stageWeights(q: { model: string }): Promise<{ sizeBytes: number } | null> {
-    const s = this.#stored(q.model);
+    const s = this.#registry.model(q.model);
     if (!s) return null;
     const meta = await this.env.WEIGHT_CACHE.getByName(weightCacheName(s.name, s.generation)).stage(
       {
@@ -330,8 +299,8 @@ export class ClusterManager extends DurableObject<Env> {
    * returns it. A shard that cannot be reached refreshes on its own within a minute.
    */
   async #publish(name: string): Promise<ModelRecord | null> {
-    const s = this.#stored(name);
-    const record = s ? this.#withDeployments(s) : null;
+    const s = this.#registry.model(name);
+    const record = s ? this.#registry.withDeployments(s) : null;
     const shards = getConfig(this.env).jobExecutorShards;
     const pushes = Array.from({ length: shards }, (_, i) =>
       this.env.JOB_EXECUTOR.getByName(jobExecutorName(i)).modelChanged({ name, record }),
@@ -345,33 +314,9 @@ export class ClusterManager extends DurableObject<Env> {
   }
 
   #createDeployment(spec: DeploymentSpec): DeploymentRecord {
-    const s = this.#stored(spec.model) as StoredModel;
-    const record: DeploymentRecord = {
-      id: spec.id,
-      object: "deployment",
-      model: spec.model,
-      generation: s.generation,
-      mode: spec.mode,
-      scheduler: spec.scheduler,
-      kvCache: spec.kvCache ?? null,
-      status: "active",
-      createdAt: Date.now(),
-      instances: {
-        colocated: [],
-        prefill: [],
-        decode: [],
-        // a moe-attention instance is set up whole (its ranks) when it is created, not pooled
-        attention: spec.moe ? [instanceId(`${spec.id}_ma`, 0)] : [],
-      },
-      scaling: {
-        min: spec.min ?? spec.counts,
-        max: spec.max ?? spec.counts,
-        target: spec.counts,
-        scaledAt: Date.now(),
-      },
-      ...(spec.moe ? { moe: spec.moe } : {}),
-    };
-    this.#put(record);
+    const s = this.#registry.model(spec.model) as StoredModel;
+    const record = newDeployment(spec, s.generation, Date.now());
+    this.#registry.putDeployment(record);
     // instances load eagerly and join `instances` once serving
     this.pool.scale(record, spec.counts);
     this.autoscaler.arm();
@@ -382,39 +327,5 @@ export class ClusterManager extends DurableObject<Env> {
       counts: spec.counts,
     });
     return record;
-  }
-
-  #put(d: DeploymentRecord): void {
-    this.ctx.storage.sql.exec(
-      "INSERT OR REPLACE INTO deployments (id, model, record, created_at) VALUES (?, ?, ?, ?)",
-      d.id,
-      d.model,
-      JSON.stringify(d),
-      d.createdAt,
-    );
-  }
-
-  #stored(name: string): StoredModel | null {
-    const row = this.ctx.storage.sql
-      .exec("SELECT record FROM models WHERE name = ?", name)
-      .toArray()[0];
-    return row ? (JSON.parse(row.record as string) as StoredModel) : null;
-  }
-
-  #deploymentsOf(model: string): DeploymentRecord[] {
-    return this.ctx.storage.sql
-      .exec("SELECT record FROM deployments WHERE model = ? ORDER BY created_at, id", model)
-      .toArray()
-      .map((r) => JSON.parse(r.record as string) as DeploymentRecord)
-      .filter((d) => d.status === "active");
-  }
-
-  #withDeployments(s: StoredModel): ModelRecord {
-    this.#revision = Math.max(this.#revision + 1, Date.now());
-    return {
-      ...s,
-      revision: this.#revision,
-      deployments: this.#deploymentsOf(s.name).filter((d) => d.generation === s.generation),
-    };
   }
 }

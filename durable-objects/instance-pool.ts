@@ -9,11 +9,12 @@
  * the instance leaves the record first (no new task is placed on it), its running tasks finish,
  * then it is unbound and goes back to the pool (or stops when the pool is full).
  *
- * The pool itself is warm-pool.ts.
+ * The pool itself is warm-pool.ts; the instances' SQLite rows are instance-table.ts; which
+ * instances to start or drain, and their sources, are the pure rules of scale-plan.ts.
  */
 import { errorFields, type Logger } from "../shared/log.ts";
 import { instanceId, npuName } from "../shared/protocol/names.ts";
-import { planSources } from "../shared/serving/scale-plan.ts";
+import { inCreationOrder, planSources, roleMove } from "../shared/serving/scale-plan.ts";
 import type { DeploymentRecord } from "../shared/types/deployments.ts";
 import {
   type InstanceStatus,
@@ -24,6 +25,7 @@ import {
   type WeightSource,
 } from "../shared/types/instances.ts";
 import type { Env } from "./env.ts";
+import { InstanceTable } from "./instance-table.ts";
 import { WarmPool } from "./warm-pool.ts";
 
 export const ROLES: readonly ScalableRole[] = ["colocated", "prefill", "decode"];
@@ -52,64 +54,31 @@ export class InstancePool {
   #waiters: Waiter[] = [];
   /** Loads in flight, by instance id: resolve true once the weights are in memory. */
   readonly #loaded = new Map<string, Promise<boolean>>();
+  readonly #table: InstanceTable;
   /** The pre-warmed pool the instances are leased from and go back to. */
   readonly warm: WarmPool;
 
   constructor(private readonly host: FleetHost) {
-    host.ctx.storage.sql.exec(`
-      CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY, deployment_id TEXT NOT NULL,
-        state TEXT NOT NULL, record TEXT NOT NULL);
-      CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);`);
-    this.warm = new WarmPool(host, () => this.#next("pool"));
-  }
-
-  get #sql() {
-    return this.host.ctx.storage.sql;
+    this.#table = new InstanceTable(host.ctx);
+    this.warm = new WarmPool(host, () => this.#table.next("pool"));
   }
 
   #npu(id: string) {
     return this.host.env.NPU.getByName(npuName(id));
   }
 
-  #next(name: string): number {
-    const row = this.#sql
-      .exec(
-        "INSERT INTO counters (name, value) VALUES (?, 0) ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
-        name,
-      )
-      .one();
-    return row.value as number;
-  }
-
-  /** Every instance of a deployment that has not stopped, oldest first. */
+  /** Every instance of a deployment that has not stopped (or every one when `all`), oldest first. */
   statuses(depId: string, all = false): InstanceStatus[] {
-    return this.#sql
-      .exec("SELECT record FROM instances WHERE deployment_id = ? ORDER BY rowid", depId)
-      .toArray()
-      .map((r) => JSON.parse(r.record as string) as InstanceStatus)
-      .filter((s) => all || (s.state !== "stopped" && s.state !== "failed"));
-  }
-
-  #save(s: InstanceStatus): void {
-    this.#sql.exec(
-      // an upsert keeps the row (and its rowid: the creation order statuses() lists)
-      "INSERT INTO instances (id, deployment_id, state, record) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET deployment_id = excluded.deployment_id, state = excluded.state, record = excluded.record",
-      s.id,
-      s.deploymentId,
-      s.state,
-      JSON.stringify(s),
-    );
+    return this.#table.statuses(depId, all);
   }
 
   /** Serving instances of `model` (any deployment of its current generation): fork sources. */
   #servingOf(model: string, generation: number): string[] {
     const out: string[] = [];
-    for (const r of this.#sql.exec(
-      "SELECT deployment_id, record FROM instances WHERE state = 'serving'",
-    )) {
-      const d = this.host.deployment(r.deployment_id as string);
+    for (const s of this.#table.serving()) {
+      const d = this.host.deployment(s.deploymentId);
       if (d?.status === "active" && d.model === model && d.generation === generation) {
-        out.push((JSON.parse(r.record as string) as InstanceStatus).id);
+        out.push(s.id);
       }
     }
     return out;
@@ -129,11 +98,9 @@ export class InstancePool {
     const draining: string[] = [];
     const live = this.statuses(d.id);
     for (const role of ROLES) {
-      const mine = live.filter((s) => s.role === role && s.state !== "draining");
-      const want = target[role];
-      if (want > mine.length) started.push(...this.#add(d, role, want - mine.length, path, verify));
-      const serving = mine.filter((s) => s.state === "serving").reverse();
-      for (const s of serving.slice(0, Math.max(0, mine.length - want))) {
+      const move = roleMove(live, role, target[role]);
+      if (move.start > 0) started.push(...this.#add(d, role, move.start, path, verify));
+      for (const s of move.drain) {
         draining.push(s.id);
         this.host.ctx.waitUntil(this.#drain(s));
       }
@@ -166,7 +133,8 @@ export class InstancePool {
     for (let i = 0; i < count; i++) {
       const t0 = Date.now();
       const leased = path === "auto" || path === "pool-fork" ? this.warm.lease() : null;
-      const id = leased ?? instanceId(`${d.id}_${ROLE_TAG[role]}`, this.#next(`inst/${d.id}`));
+      const id =
+        leased ?? instanceId(`${d.id}_${ROLE_TAG[role]}`, this.#table.next(`inst/${d.id}`));
       ids.push({ id, fromPool: leased !== null, reserveMs: Date.now() - t0 });
     }
     const plan = planSources(
@@ -190,7 +158,7 @@ export class InstancePool {
         servingAt: null,
         error: null,
       };
-      this.#save(s);
+      this.#table.save(s);
       let markLoaded = (_: boolean) => {};
       this.#loaded.set(x.id, new Promise<boolean>((r) => (markLoaded = r)));
       this.host.ctx.waitUntil(this.#start(s, d, w, p.after, verify, markLoaded));
@@ -211,7 +179,7 @@ export class InstancePool {
     const npu = this.#npu(s.id);
     const step = (state: InstanceStatus["state"]) => {
       s.state = state;
-      this.#save(s);
+      this.#table.save(s);
     };
     try {
       step("preloading");
@@ -246,22 +214,20 @@ export class InstancePool {
       s.stepsMs.warmup = Date.now() - t3;
       const t4 = Date.now();
       const cur = this.host.deployment(d.id);
-      if (cur?.status !== "active" || this.#statusOf(s.id)?.state !== "warming") {
+      if (cur?.status !== "active" || this.#table.statusOf(s.id)?.state !== "warming") {
         // deleted or scaled in while it started: it never serves
         await this.#release(s, "stopped");
         return;
       }
       // the serving list keeps the instances' creation order, whatever order they loaded in
       const order = this.statuses(d.id, true).map((x) => x.id);
-      const ids = [...cur.instances[s.role], s.id].sort(
-        (a, b) => order.indexOf(a) - order.indexOf(b),
-      );
+      const ids = inCreationOrder([...cur.instances[s.role], s.id], order);
       this.host.put({ ...cur, instances: { ...cur.instances, [s.role]: ids } });
       s.servingAt = Date.now();
       step("serving");
       await this.host.publish(d.model);
       s.stepsMs.announce = Date.now() - t4;
-      this.#save(s);
+      this.#table.save(s);
       this.#wake();
       this.host.log.info("instance.serving", {
         instanceId: s.id,
@@ -277,16 +243,11 @@ export class InstancePool {
     }
   }
 
-  #statusOf(id: string): InstanceStatus | null {
-    const row = this.#sql.exec("SELECT record FROM instances WHERE id = ?", id).toArray()[0];
-    return row ? (JSON.parse(row.record as string) as InstanceStatus) : null;
-  }
-
   /** Leaves the record (no new tasks), lets running tasks finish, unbinds. */
   async #drain(s: InstanceStatus): Promise<void> {
     const t0 = Date.now();
     s.state = "draining";
-    this.#save(s);
+    this.#table.save(s);
     const cur = this.host.deployment(s.deploymentId);
     if (cur) {
       const ids = cur.instances[s.role].filter((x) => x !== s.id);
@@ -305,7 +266,7 @@ export class InstancePool {
   /** Unbinds an instance's Npu; it rejoins the pool if the pool has room. */
   async #release(s: InstanceStatus, state: "stopped" | "failed"): Promise<void> {
     s.state = state;
-    this.#save(s);
+    this.#table.save(s);
     await this.warm.giveBack(s.id, state === "stopped");
   }
 
@@ -315,7 +276,7 @@ export class InstancePool {
       if (s.state === "serving") this.host.ctx.waitUntil(this.#drain(s));
       else if (STARTING.has(s.state)) {
         s.state = "draining"; // #start sees it and stops
-        this.#save(s);
+        this.#table.save(s);
       }
     }
   }

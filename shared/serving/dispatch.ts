@@ -7,7 +7,13 @@
  * gives the Npu stubs by name. A failed task is reported through `onTaskFailed` (its record ends).
  */
 import { type ErrorInfo, errorInfo, failure, type Result } from "../errors.ts";
-import type { GenerateTask, Placement, Prefilled, TaskPlacement } from "../protocol/messages.ts";
+import {
+  type GenerateTask,
+  type Placement,
+  type Prefilled,
+  streamingTask,
+  type TaskPlacement,
+} from "../protocol/messages.ts";
 
 export type { Placement, TaskPlacement } from "../protocol/messages.ts";
 
@@ -73,7 +79,7 @@ export async function dispatchJob<S>(
   onTaskFailed: (taskId: string, error: ErrorInfo) => void,
 ): Promise<Result<Dispatched<S>>> {
   if (placement.mode !== "pd") {
-    const t = placement.mode === "colocated" ? placement.colocated : placement.attention;
+    const t = streamingTask(placement);
     const res = await callInstance(t.instanceId, () =>
       npu(t.npu).generate({ ...task, taskId: t.taskId, r2Key }),
     );

@@ -90,3 +90,25 @@ export function arenaBytes(p: ArenaParts, kvShareBytes: number, budgetBytes: num
   const want = p.weightBytes + p.workspaceBytes + blocks * p.kvBytesPerBlock + ARENA_SLACK_BYTES;
   return Math.min(want, budgetBytes);
 }
+
+/**
+ * One role's move toward `want` instances, given its live instances oldest first: how many to
+ * start, and which serving ones to drain (newest first). Draining ones are not counted.
+ */
+export function roleMove<S extends { role: string; state: string }>(
+  live: readonly S[],
+  role: string,
+  want: number,
+): { start: number; drain: S[] } {
+  const mine = live.filter((s) => s.role === role && s.state !== "draining");
+  const serving = mine.filter((s) => s.state === "serving").reverse();
+  return {
+    start: Math.max(0, want - mine.length),
+    drain: serving.slice(0, Math.max(0, mine.length - want)),
+  };
+}
+
+/** `ids` sorted into `order` (the instances' creation order), whatever order they came in. */
+export function inCreationOrder(ids: readonly string[], order: readonly string[]): string[] {
+  return [...ids].sort((a, b) => order.indexOf(a) - order.indexOf(b));
+}

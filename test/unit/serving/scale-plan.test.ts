@@ -1,6 +1,15 @@
-/** The scale-up rules: fork tree broadcast, load sources per path, and the arena of a model. */
+/**
+ * The scale-up rules: fork tree broadcast, load sources per path, the arena of a model, which
+ * instances a role starts or drains, and the serving list's creation order.
+ */
 import { describe, expect, it } from "vitest";
-import { arenaBytes, forkParents, planSources } from "../../../shared/serving/scale-plan.ts";
+import {
+  arenaBytes,
+  forkParents,
+  inCreationOrder,
+  planSources,
+  roleMove,
+} from "../../../shared/serving/scale-plan.ts";
 
 describe("forkParents", () => {
   it("doubles the holders each wave from one source", () => {
@@ -79,5 +88,31 @@ describe("arenaBytes", () => {
 
   it("never exceeds the NPU budget", () => {
     expect(arenaBytes(parts, 2 ** 30, 10_000_000)).toBe(10_000_000);
+  });
+});
+
+describe("roleMove", () => {
+  const live = [
+    { id: "a", role: "decode", state: "serving" },
+    { id: "b", role: "decode", state: "loading" },
+    { id: "c", role: "decode", state: "serving" },
+    { id: "d", role: "decode", state: "draining" },
+    { id: "e", role: "prefill", state: "serving" },
+  ];
+
+  it("starts the missing instances, not counting draining ones or other roles", () => {
+    expect(roleMove(live, "decode", 5)).toEqual({ start: 2, drain: [] });
+  });
+
+  it("drains serving instances newest first, never starting ones", () => {
+    expect(roleMove(live, "decode", 1).drain.map((s) => s.id)).toEqual(["c", "a"]);
+    expect(roleMove(live, "decode", 2).drain.map((s) => s.id)).toEqual(["c"]);
+    expect(roleMove(live, "prefill", 1)).toEqual({ start: 0, drain: [] });
+  });
+});
+
+describe("inCreationOrder", () => {
+  it("sorts ids by their place in the creation order", () => {
+    expect(inCreationOrder(["c", "a", "b"], ["a", "b", "c"])).toEqual(["a", "b", "c"]);
   });
 });
