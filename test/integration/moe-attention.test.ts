@@ -221,6 +221,17 @@ describe.skipIf(!env.REF_QWEN3MOE)("moe-attention across DOs", () => {
     expect((await admin(`/api/deployments/${dep.id}`, { method: "DELETE" })).status).toBe(200);
   });
 
+  it("keeps the moe-attention routes admin-only", async () => {
+    for (const [path, method] of [
+      ["/api/deployments/dep_x/experts", "GET"],
+      ["/api/deployments/dep_x/comm", "GET"],
+      ["/api/deployments/dep_x/rebalance", "POST"],
+    ] as const) {
+      expect((await call(path, { method })).status).toBe(403);
+      expect((await admin(path, { method })).status).toBe(404);
+    }
+  });
+
   it("EPLB through the API: imbalance at GET .../experts falls after POST .../rebalance", async () => {
     expect((await call("/v1/models")).status).toBe(200);
     const res = await postDeployment({
