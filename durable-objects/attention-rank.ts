@@ -5,6 +5,8 @@
  * each group step the leader runs its own engine step and asks every other rank for one
  * (`remoteStep`), so every expert rank hears from every attention rank each (layer, step). A
  * rank that gets a task tells the leader (`kick`), which keeps stepping while any rank has work.
+ * The leader also watches the expert ranks during each group step and fails a failed one over
+ * (expert-failover.ts): every rank switches map and replays the exchange in flight.
  */
 
 import {
@@ -28,8 +30,9 @@ import {
 } from "../shared/protocol/moe.ts";
 import { expertName, npuName } from "../shared/protocol/names.ts";
 import type { Steppable } from "./engine-loop.ts";
-import type { Env } from "./env.ts";
+import { type Env, getConfig } from "./env.ts";
 import { ExpertBalancer } from "./expert-balancer.ts";
+import { ExpertFailover } from "./expert-failover.ts";
 import { wallClock } from "./moe-clock.ts";
 import type { ModelSlot } from "./npu-loader.ts";
 import { readHeader } from "./r2-range.ts";
@@ -58,6 +61,10 @@ export class AttentionRole implements Steppable {
   private readonly sentVersion = new Map<number, number>();
   /** Rank 0: EPLB. */
   readonly balancer: ExpertBalancer | null;
+  /** Rank 0: the expert ranks' failover watch. */
+  readonly failover: ExpertFailover | null;
+  /** Expert ranks whose refused sends were logged (once per rank and map version). */
+  private readonly peerErrors = new Set<string>();
 
   constructor(
     private readonly host: AttentionHost,
@@ -76,6 +83,38 @@ export class AttentionRole implements Steppable {
             host.log,
           )
         : null;
+    this.failover =
+      rank === 0
+        ? new ExpertFailover({
+            env: host.env,
+            log: host.log,
+            spec,
+            broadcast: (change) => this.broadcast(change),
+          })
+        : null;
+  }
+
+  /** Rank 0: every attention rank (this one first) switches to a failover map, or fails. */
+  private async broadcast(change: { map: ExpertMap } | { error: string }): Promise<void> {
+    this.applyFailover(change);
+    const others = Array.from({ length: this.spec.numAttention - 1 }, (_, i) => i + 1);
+    await Promise.allSettled(
+      others.map(async (a) => {
+        await this.host.env.NPU.getByName(npuName(this.spec.instanceId, a)).attentionFailover(
+          change,
+        );
+        if ("map" in change) this.sentVersion.set(a, change.map.version);
+      }),
+    );
+  }
+
+  /** An expert rank failed over (the leader says): the map changes now, mid-step too. */
+  applyFailover(change: { map: ExpertMap } | { error: string }): void {
+    if ("map" in change) {
+      this.activeMap = change.map;
+      if (this.isLeader) this.spec.map = change.map;
+      this.built?.failover(change.map);
+    } else this.built?.fail(new Error(change.error));
   }
 
   get isLeader(): boolean {
@@ -106,6 +145,16 @@ export class AttentionRole implements Steppable {
           map: () => this.activeMap,
           clock: wallClock,
           timeoutMs: s.timeoutMs,
+          onPeerError: (j, e) => {
+            const k = `${j}/${this.activeMap.version}`;
+            if (this.peerErrors.has(k)) return;
+            this.peerErrors.add(k);
+            this.host.log.warn("moe.send_failed", {
+              rank: this.rank,
+              expert: j,
+              ...errorFields(e),
+            });
+          },
         });
         return new LocalExecutor(t, moe);
       },
@@ -208,7 +257,7 @@ export class AttentionRole implements Steppable {
     this.busy.clear();
     // every rank runs this step on the same map version (a rebalance swaps between steps)
     const map = this.spec.map;
-    const [own, ...rest] = await Promise.allSettled([
+    const all = Promise.allSettled([
       this.ownStep(map),
       ...others.map((a) => {
         const send = this.sentVersion.get(a) !== map.version ? map : null;
@@ -216,6 +265,8 @@ export class AttentionRole implements Steppable {
         return stub(a).attentionStep({ map: send });
       }),
     ]);
+    // the failover watch probes the expert ranks while the step is in flight
+    const [own, ...rest] = await (this.failover ? this.failover.during(all) : all);
     this.balancer?.afterStep((p) => this.host.waitUntil(p));
     rest.forEach((r, i) => {
       const a = others[i] as number;
@@ -263,6 +314,7 @@ export async function setupGroup(
     ...s,
     map: primaryMap(config.numHiddenLayers, config.numExperts, s.numExperts),
     timeoutMs: MOE_EXCHANGE_TIMEOUT_MS,
+    watch: getConfig(env).expertWatch,
   };
   const experts = await Promise.all(
     Array.from({ length: s.numExperts }, (_, j) =>

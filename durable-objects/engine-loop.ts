@@ -38,8 +38,8 @@ export interface EngineLoopHost {
   engine(): Steppable | undefined;
   /** One step's report, with when it started and ended. */
   onStep(report: StepReport, startedAt: number, endedAt: number): void;
-  /** A step threw: everything in flight is failed. */
-  onFailure(): void;
+  /** A step threw (`error`): everything in flight is failed. */
+  onFailure(error: unknown): void;
   /** Step time one invocation may use before the loop continues from a fresh one. */
   sliceMs: number;
   /** Continues the loop from a fresh invocation (the Npu's alarm kicks it). */
@@ -141,7 +141,7 @@ export class EngineLoop {
     } catch (e) {
       if (!current()) return;
       this.host.log.error("error.unhandled", { where: "engine loop", ...errorFields(e, true) });
-      this.host.onFailure();
+      this.host.onFailure(e);
     } finally {
       if (current()) this.looping = false;
     }

@@ -5,7 +5,7 @@
  * from shared/serving/eplb.ts, its new replicas loaded on their Expert DOs first, then swapped in
  * at a group-step boundary, so steps already running finish on the old map.
  */
-import { type ExpertMap, expertsOnRank } from "../shared/engine/expert-map.ts";
+import { type ExpertMap, expertsOnRank, liveRanks } from "../shared/engine/expert-map.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
 import type { MoeGroupSpec } from "../shared/protocol/moe.ts";
 import { expertName } from "../shared/protocol/names.ts";
@@ -18,6 +18,7 @@ import {
   rebalance,
 } from "../shared/serving/eplb.ts";
 import type { Env } from "./env.ts";
+import type { FailoverEvent } from "./expert-failover.ts";
 
 /** Group steps between automatic imbalance checks. */
 const CHECK_EVERY_STEPS = 64;
@@ -34,6 +35,10 @@ export interface ExpertsView {
   ranks: { rank: number; experts: number[]; residentBytes: number }[];
   numRebalances: number;
   threshold: number;
+  /** Expert ranks failed over (they hold nothing and get no part). */
+  down: number[];
+  /** Rank 0's expert-rank failovers (expert-failover.ts), oldest first. */
+  failovers?: FailoverEvent[];
 }
 
 export class ExpertBalancer {
@@ -55,15 +60,28 @@ export class ExpertBalancer {
     return this.env.EXPERT.getByName(expertName(this.spec.instanceId, j));
   }
 
+  /** Every expert rank, in order. */
   private ranks(): number[] {
     return Array.from({ length: this.spec.numExperts }, (_, j) => j);
   }
 
+  /** A failed-over rank is not asked (it may hang or have lost its experts). */
+  private isDown(j: number): boolean {
+    return !liveRanks(this.spec.map).includes(j);
+  }
+
   async view(): Promise<ExpertsView> {
-    const stats = await Promise.all(this.ranks().map((j) => this.expert(j).stats()));
+    const stats = await Promise.all(
+      this.ranks().map((j) => (this.isDown(j) ? null : this.expert(j).stats())),
+    );
     const counts = stats.map((s) => s?.tokenCounts ?? []);
     const loads = rankLoads(counts);
-    const layers = loads.map((l, layer) => ({ layer, rankTokens: l, imbalance: imbalance(l) }));
+    const live = (l: number[]) => l.filter((_, j) => !this.isDown(j));
+    const layers = loads.map((l, layer) => ({
+      layer,
+      rankTokens: l,
+      imbalance: imbalance(live(l)),
+    }));
     return {
       mapVersion: this.spec.map.version,
       replicas: this.spec.map.replicas,
@@ -76,6 +94,7 @@ export class ExpertBalancer {
       })),
       numRebalances: this.numRebalances,
       threshold: this.opts.threshold,
+      down: this.spec.map.down ?? [],
     };
   }
 
@@ -85,17 +104,23 @@ export class ExpertBalancer {
    * decision used.
    */
   async rebalance(): Promise<{ fromVersion: number; toVersion: number; imbalance: number }> {
-    const counts = await Promise.all(this.ranks().map((j) => this.expert(j).takeTokenCounts()));
+    const counts = await Promise.all(
+      this.ranks().map((j) => (this.isDown(j) ? [] : this.expert(j).takeTokenCounts())),
+    );
     const loads = rankLoads(counts);
-    const before = loads.reduce((a, l) => a + imbalance(l), 0) / Math.max(1, loads.length);
+    const before =
+      loads.reduce((a, l) => a + imbalance(l.filter((_, j) => !this.isDown(j))), 0) /
+      Math.max(1, loads.length);
     const slices = expertLoads(counts).map((perExpert) => [perExpert]);
     const from = this.spec.map;
     const next = rebalance(from, slices, this.opts);
     await Promise.all(
       this.ranks().map((j) =>
-        this.expert(j).addExperts({
-          experts: next.replicas.map((_, l) => expertsOnRank(next, l, j)),
-        }),
+        this.isDown(j)
+          ? null
+          : this.expert(j).addExperts({
+              experts: next.replicas.map((_, l) => expertsOnRank(next, l, j)),
+            }),
       ),
     );
     this.swap(next);

@@ -3,11 +3,16 @@
  * experts the expert map gives it in every MoE layer, read from the R2 registry by byte ranges
  * at the GGUF header's offsets (the header itself by a growing prefix read), and serves A2E parts
  * from the instance's attention Npus through shared/engine/expert-rank.ts, answering with E2A
- * parts. Holds no state between steps apart from its weights and counters.
+ * parts. Holds no state between steps apart from its weights and counters. Attention rank 0's
+ * failover watch reads its progress (`moeHealth`); drills inject faults into its step handling.
  */
 import { DurableObject } from "cloudflare:workers";
 import { expertsOnRank } from "../shared/engine/expert-map.ts";
-import { ExpertRank, type ExpertRankStats } from "../shared/engine/expert-rank.ts";
+import {
+  ExpertRank,
+  type ExpertRankHealth,
+  type ExpertRankStats,
+} from "../shared/engine/expert-rank.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
 import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
@@ -17,8 +22,10 @@ import { KernelMemoryError } from "../shared/model/kernels.ts";
 import { createWasmKernels, WASM_KERNEL_IMPORTS } from "../shared/model/kernels-wasm.ts";
 import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
 import { npuName } from "../shared/protocol/names.ts";
+import type { FaultKind } from "../shared/types/faults.ts";
 import kernelsModule from "../wasm/kernels.wasm";
 import { type Env, getConfig } from "./env.ts";
+import { StepFaults } from "./faults.ts";
 import { wallClock } from "./moe-clock.ts";
 import { readHeader, readRange } from "./r2-range.ts";
 
@@ -35,10 +42,12 @@ export class Expert extends DurableObject<Env> {
   private model = "";
   private capacityBytes = 0;
   private usedBytes = () => 0;
+  private readonly faults: StepFaults;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.log = new Logger({ do: "Expert", name: ctx.id.name ?? "" }, parseLogLevel(env.LOG_LEVEL));
+    this.faults = new StepFaults(ctx, env, this.log);
   }
 
   /** Loads this rank's experts of `spec` (once) and joins the group. Failures are values. */
@@ -80,6 +89,7 @@ export class Expert extends DurableObject<Env> {
         }),
         clock: wallClock,
         timeoutMs: spec.timeoutMs,
+        beforeServe: () => this.faults.gate(),
       });
       this.model = spec.model;
       this.shard = shard;
@@ -130,6 +140,19 @@ export class Expert extends DurableObject<Env> {
   /** Per-expert token counts since the last call (EPLB), then zeroed. */
   async takeTokenCounts(): Promise<number[][]> {
     return this.rank?.takeTokenCounts() ?? [];
+  }
+
+  /** Progress for the failover watch; "empty" when this rank holds no experts (it was reset). */
+  async moeHealth(): Promise<ExpertRankHealth | "empty"> {
+    return this.rank?.health() ?? "empty";
+  }
+
+  /** A drill's fault (POST /api/faults); refused unless FAULT_INJECTION is on. */
+  async injectFault(q: { fault: FaultKind }): Promise<Result<null>> {
+    if (!this.rank) {
+      return failure(errorInfo("not_found", "no expert rank is configured there", "rank"));
+    }
+    return this.faults.inject(q.fault);
   }
 
   async stats(): Promise<ExpertStats | null> {

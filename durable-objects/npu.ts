@@ -54,6 +54,11 @@ export interface NpuStats extends EngineStats {
   lastActiveAt: number;
 }
 
+/** The reason a failed step gives its tasks (the error's message). */
+function stepFailure(e: unknown): string {
+  return `engine failure: ${e instanceof Error ? e.message : String(e)}`;
+}
+
 const IDLE: EngineStats = {
   numRunning: 0,
   numWaiting: 0,
@@ -103,9 +108,9 @@ export class Npu extends DurableObject<Env> {
       log: this.log,
       engine: () => (this.attention?.isLeader ? this.attention : this.loaded?.instance.engine),
       onStep: (report, startedAt, endedAt) => this.#onStep(report, startedAt, endedAt),
-      onFailure: () => {
+      onFailure: (e) => {
         this.lifecycle.failAll();
-        this.streams.failAll();
+        this.streams.failAll(stepFailure(e));
         this.handoff.failAll();
       },
       sliceMs: getConfig(env).npuSliceMs,
@@ -185,7 +190,7 @@ export class Npu extends DurableObject<Env> {
       await this.attention.ownStep(a.map);
     } catch (e) {
       this.log.error("error.unhandled", { where: "attention step", ...errorFields(e, true) });
-      this.streams.failAll();
+      this.streams.failAll(stepFailure(e));
       throw e;
     }
     return {
@@ -194,9 +199,15 @@ export class Npu extends DurableObject<Env> {
     };
   }
 
-  /** EPLB view of this moe-attention instance (rank 0). */
+  /** EPLB view of this moe-attention instance (rank 0), with its expert-rank failovers. */
   async moeExperts(): Promise<ExpertsView | null> {
-    return (await this.attention?.balancer?.view()) ?? null;
+    const view = (await this.attention?.balancer?.view()) ?? null;
+    return view && { ...view, failovers: [...(this.attention?.failover?.events ?? [])] };
+  }
+
+  /** Rank 0 failed an expert rank over: switch to `map` now (mid-step too), or fail with `error`. */
+  async attentionFailover(change: { map: ExpertMap } | { error: string }): Promise<void> {
+    this.attention?.applyFailover(change);
   }
 
   /** Rebalances this moe-attention instance's experts now (rank 0). */

@@ -47,6 +47,8 @@ export interface LocalMoeOptions {
   rankBudgetBytes?: number;
   /** Expert ranks that never answer (to test timeouts). */
   silentExperts?: readonly number[];
+  /** Awaited by expert rank `rank` before each serve (fault drills: hang or throw). */
+  beforeServe?: (rank: number) => Promise<void>;
 }
 
 export interface LocalMoe {
@@ -137,6 +139,7 @@ export async function createLocalMoe(bytes: Uint8Array, o: LocalMoeOptions): Pro
         attention: (a) => peer(() => moes[a] as DisaggMoe),
         clock: nodeClock,
         timeoutMs,
+        beforeServe: o.beforeServe && (() => o.beforeServe?.(j) ?? Promise.resolve()),
       }),
     );
   }

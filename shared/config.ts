@@ -3,6 +3,7 @@
  * applied, relations checked. Engine code receives the parsed object, never `env`.
  */
 import { z } from "zod";
+import type { ExpertWatchOptions } from "./serving/expert-watch.ts";
 import {
   DEFAULT_TENANT_LIMITS,
   parseTenantLimits,
@@ -30,6 +31,10 @@ export const ServingConfigSchema = z
     LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
     /** Engine-loop time one invocation of an Npu may use; then the loop continues from an alarm. */
     NPU_SLICE_MS: int(5_000, 1, 300_000),
+    /** moe-attention: how often rank 0 probes the expert ranks while a group step is in flight. */
+    EXPERT_PROBE_MS: int(250, 10, 10_000),
+    /** moe-attention: an expert rank with work and no progress this long is hung (failed over). */
+    EXPERT_HUNG_AFTER_MS: int(2_000, 100, 25_000),
     /** "true" opens POST /api/faults (tests and drills); off by default. */
     FAULT_INJECTION: z.enum(["true", "false", "1", "0"]).default("false"),
     /** `<tenant>=<requests per minute>/<concurrent requests>, ...` (shared/serving/tenant-limits.ts) */
@@ -66,6 +71,8 @@ export interface ServingConfig {
   tenantLimits: TenantLimits;
   faultInjection: boolean;
   npuSliceMs: number;
+  /** The expert-rank failover watch (unreachable after half the hung threshold). */
+  expertWatch: ExpertWatchOptions;
 }
 
 /** @throws Error naming every bad variable. */
@@ -94,6 +101,11 @@ export function parseServingConfig(vars: Record<string, unknown>): ServingConfig
     maxUploadBytes: c.MAX_BODY_MB * 2 ** 20,
     logLevel: c.LOG_LEVEL,
     npuSliceMs: c.NPU_SLICE_MS,
+    expertWatch: {
+      probeMs: c.EXPERT_PROBE_MS,
+      hungAfterMs: c.EXPERT_HUNG_AFTER_MS,
+      lostAfterMs: Math.max(c.EXPERT_PROBE_MS, c.EXPERT_HUNG_AFTER_MS / 2),
+    },
     faultInjection: c.FAULT_INJECTION === "true" || c.FAULT_INJECTION === "1",
     tenantLimits: (parseTenantLimits(c.TENANT_LIMITS) as { ok: true; value: TenantLimits }).value,
   });

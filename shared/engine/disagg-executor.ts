@@ -6,7 +6,12 @@
  * expert rank, an explicit empty one when no row goes there, so the experts' barrier never waits
  * on a rank with nothing to say; an idle step (`endStep` with no forward) sends empty parts for
  * every MoE layer. Each token goes once to each rank holding one of its experts. A step runs on
- * the expert map it started with. Pure apart from the peers and clock the host gives.
+ * the expert map it started with, unless an expert rank fails over during it (`failover`): then
+ * an exchange still waiting on the failed rank is replayed under the new map (one-step replay of
+ * the (layer, step) dispatch: this rank's parts again, as attempt n + 1, which expert ranks serve
+ * at once), and the rest of the step runs on the new map. A send a peer refuses (a reset rank)
+ * is reported, not thrown: the failover watch decides about the rank. Pure apart from the peers
+ * and clock the host gives.
  */
 import { assert } from "../assert.ts";
 import {
@@ -20,7 +25,7 @@ import {
   send,
 } from "../fabric/comm.ts";
 import type { MoeBatch, MoeExecutor } from "../model/moe-split.ts";
-import { type ExpertMap, rankFor } from "./expert-map.ts";
+import { type ExpertMap, liveRanks, rankFor } from "./expert-map.ts";
 
 export interface DisaggMoeOptions {
   /** This attention rank's index. */
@@ -34,6 +39,8 @@ export interface DisaggMoeOptions {
   map: () => ExpertMap;
   clock: CommClock;
   timeoutMs: number;
+  /** A send to expert rank `rank` failed (the exchange waits for the failover watch). */
+  onPeerError?: (rank: number, error: unknown) => void;
 }
 
 interface RankPart {
@@ -54,6 +61,12 @@ export class DisaggMoe implements MoeExecutor {
   private layersSent = 0;
   /** When this rank's compute for the next layer began (step start, or the last exchange's end). */
   private computeFrom: number | null = null;
+  /** Resolved (and replaced) when the map changes under a running step, or the group fails. */
+  private changed = signal();
+  /** Set when an expert rank failed and could not be failed over: every exchange throws it. */
+  private failure: Error | null = null;
+  /** (layer, step) exchanges replayed after a failover. */
+  numReplays = 0;
 
   constructor(private readonly o: DisaggMoeOptions) {
     this.inbox = new Inbox(o.clock, this.counters);
@@ -81,8 +94,76 @@ export class DisaggMoe implements MoeExecutor {
       this.counters.computed(b.layer, this.step, o.clock.now() - this.computeFrom);
     }
     const h = o.hiddenSize;
+    for (let attempt = 0; ; attempt++) {
+      if (this.failure) throw this.failure;
+      const map = this.currentMap();
+      const changed = this.changed.promise;
+      const parts = this.route(b, map);
+      const rows = new Float32Array(b.numTokens * h);
+      const sends = liveRanks(map).map((j) => {
+        const p = parts[j] as RankPart;
+        p.tokens.forEach((r, i) => {
+          rows.set(b.hidden.subarray(r * h, (r + 1) * h), i * h);
+        });
+        const bytes = encodeA2e(
+          {
+            mapVersion: map.version,
+            numTokens: p.tokens.length,
+            pairs: Int32Array.from(p.pairs),
+            rows,
+          },
+          h,
+        );
+        const msg: CommMessage = {
+          kind: "a2e",
+          step: this.step,
+          layer: b.layer,
+          attempt,
+          from: o.rank,
+          bytes,
+        };
+        return this.sendTo(j, msg, p.tokens.length * h * 4);
+      });
+      const busy = parts.flatMap((p, j) => (p.pairs.length > 0 ? [j] : []));
+      const replies = this.inbox.gather("e2a", this.step, b.layer, busy, o.timeoutMs, attempt);
+      const done = Promise.all(sends).then(() => replies);
+      if (attempt === 0) this.layersSent++;
+      let got: CommMessage[] | null = null;
+      let wake = changed;
+      for (;;) {
+        got = await Promise.race([done, wake.then(() => null)]);
+        if (got) break;
+        wake = this.changed.promise;
+        const next = this.currentMap();
+        // a failover: replay when a rank this exchange waits on went down
+        if (this.failure || busy.some((j) => next.down?.includes(j))) break;
+      }
+      if (!got) {
+        this.inbox.abandon("e2a", this.step, b.layer, attempt);
+        if (this.failure) throw this.failure;
+        this.numReplays++;
+        continue;
+      }
+      for (const m of got) {
+        const p = parts[m.from] as RankPart;
+        const out = decodeE2a(m.bytes, h);
+        assert(
+          out.length === p.slots.length * h,
+          `e2a part from rank ${m.from} has the wrong size`,
+        );
+        p.slots.forEach((slot, i) => {
+          slotOut.set(out.subarray(i * h, (i + 1) * h), slot * h);
+        });
+      }
+      this.computeFrom = o.clock.now();
+      return;
+    }
+  }
+
+  /** The part of each expert rank under `map`: its tokens (each once), pairs and slots. */
+  private route(b: MoeBatch, map: ExpertMap): RankPart[] {
+    const o = this.o;
     const k = o.topK;
-    const map = this.currentMap();
     const parts: RankPart[] = Array.from({ length: map.numRanks }, () => ({
       tokens: [],
       pairs: [],
@@ -100,42 +181,37 @@ export class DisaggMoe implements MoeExecutor {
         p.slots.push(r * k + s);
       }
     }
-    const rows = new Float32Array(b.numTokens * h);
-    const sends = parts.map((p, j) => {
-      p.tokens.forEach((r, i) => {
-        rows.set(b.hidden.subarray(r * h, (r + 1) * h), i * h);
-      });
-      const bytes = encodeA2e(
-        {
-          mapVersion: map.version,
-          numTokens: p.tokens.length,
-          pairs: Int32Array.from(p.pairs),
-          rows,
-        },
-        h,
-      );
-      const msg: CommMessage = {
-        kind: "a2e",
-        step: this.step,
-        layer: b.layer,
-        from: o.rank,
-        bytes,
-      };
-      return send(o.experts(j), this.counters, msg, p.tokens.length * h * 4);
-    });
-    const busy = parts.flatMap((p, j) => (p.pairs.length > 0 ? [j] : []));
-    const replies = this.inbox.gather("e2a", this.step, b.layer, busy, o.timeoutMs);
-    await Promise.all(sends);
-    this.layersSent++;
-    for (const m of await replies) {
-      const p = parts[m.from] as RankPart;
-      const out = decodeE2a(m.bytes, h);
-      assert(out.length === p.slots.length * h, `e2a part from rank ${m.from} has the wrong size`);
-      p.slots.forEach((slot, i) => {
-        slotOut.set(out.subarray(i * h, (i + 1) * h), slot * h);
-      });
+    return parts;
+  }
+
+  /** Sends to expert rank j; a refused send is reported to the host, not thrown. */
+  private async sendTo(j: number, msg: CommMessage, payloadBytes: number): Promise<void> {
+    try {
+      await send(this.o.experts(j), this.counters, msg, payloadBytes);
+    } catch (e) {
+      this.o.onPeerError?.(j, e);
     }
-    this.computeFrom = o.clock.now();
+  }
+
+  /**
+   * An expert rank failed over: `map` (without it) is used from now on, by the running step too;
+   * an exchange waiting on a rank that went down replays under it.
+   */
+  failover(map: ExpertMap): void {
+    if (this.stepMap) this.stepMap = map;
+    this.wake();
+  }
+
+  /** An expert rank failed and could not be failed over: every exchange throws `error`. */
+  fail(error: Error): void {
+    this.failure = error;
+    this.wake();
+  }
+
+  private wake(): void {
+    const s = this.changed;
+    this.changed = signal();
+    s.resolve();
   }
 
   /**
@@ -156,7 +232,7 @@ export class DisaggMoe implements MoeExecutor {
       );
       const sends: Promise<void>[] = [];
       for (const layer of this.o.moeLayers) {
-        for (let j = 0; j < map.numRanks; j++) {
+        for (const j of liveRanks(map)) {
           const msg: CommMessage = {
             kind: "a2e",
             step: this.step,
@@ -164,7 +240,7 @@ export class DisaggMoe implements MoeExecutor {
             from: this.o.rank,
             bytes: empty,
           };
-          sends.push(send(this.o.experts(j), this.counters, msg, 0));
+          sends.push(this.sendTo(j, msg, 0));
         }
       }
       await Promise.all(sends);
@@ -189,4 +265,12 @@ export class DisaggMoe implements MoeExecutor {
     this.stepMap ??= this.o.map();
     return this.stepMap;
   }
+}
+
+function signal(): { promise: Promise<void>; resolve: () => void } {
+  let resolve = () => {};
+  const promise = new Promise<void>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
 }

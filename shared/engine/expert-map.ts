@@ -11,6 +11,13 @@ export interface ExpertMap {
   numRanks: number;
   /** [layer][expert] -> expert ranks holding it (at least one; never the same rank twice). */
   replicas: number[][][];
+  /** Ranks failed over (shared/serving/expert-failover.ts): they hold nothing and get no part. */
+  down?: number[];
+}
+
+/** The ranks of `map` that take parts (all but the failed-over ones), ascending. */
+export function liveRanks(map: ExpertMap): number[] {
+  return Array.from({ length: map.numRanks }, (_, j) => j).filter((j) => !map.down?.includes(j));
 }
 
 /**
@@ -71,6 +78,10 @@ export function checkMap(map: ExpertMap, numExperts: number): void {
       assert(
         ranks.every((r) => r >= 0 && r < map.numRanks),
         `expert ${e} of layer ${l}: rank out of range`,
+      );
+      assert(
+        !ranks.some((r) => map.down?.includes(r)),
+        `expert ${e} of layer ${l} on a failed-over rank`,
       );
     }
   }

@@ -3,8 +3,11 @@
  * waits for every attention rank's A2E part (an explicit empty part included), runs each of its
  * experts once on the rows gathered from all parts, and sends each attention rank the outputs of
  * its pairs (E2A). It counts tokens per (layer, expert) for EPLB and the batch each expert saw.
- * Arrival-driven: the first part of a (step, layer) starts its gather; nothing polls. Pure apart
- * from the peers and clock the host gives.
+ * Arrival-driven: the first part of a (step, layer) starts its gather; nothing polls. A replayed
+ * part (attempt > 0: an attention rank re-dispatches a (layer, step) after another expert rank
+ * failed over) is served on its own at once, without the barrier. `health()` is its progress
+ * counter for the failover watch (shared/serving/expert-watch.ts). Pure apart from the peers,
+ * clock and fault hook the host gives.
  */
 
 import {
@@ -12,6 +15,7 @@ import {
   CommCounters,
   type CommMessage,
   type CommPeer,
+  CommTimeoutError,
   decodeA2e,
   encodeE2a,
   Inbox,
@@ -33,6 +37,22 @@ export interface ExpertRankOptions {
   attention: (rank: number) => CommPeer;
   clock: CommClock;
   timeoutMs: number;
+  /**
+   * Awaited after a (layer, step)'s parts are in and before its experts run: the host's fault
+   * hook (a drill's `throw` rejects it once, `hang` never settles it).
+   */
+  beforeServe?: () => Promise<void>;
+}
+
+/** An expert rank's progress, for the failover watch. */
+export interface ExpertRankHealth {
+  /** (layer, step) parts served (experts run, outputs sent or sending). */
+  numServed: number;
+  /** Serves that threw. */
+  numFailed: number;
+  /** A (layer, step) whose parts are all in waits for its experts to run. */
+  hasWork: boolean;
+  lastError: string | null;
 }
 
 export interface ExpertRankStats {
@@ -63,6 +83,9 @@ export class ExpertRank {
   private expertRows = 0;
   private computeMs = 0;
   private stepsServed = 0;
+  private numFailed = 0;
+  /** (layer, step, attempt) whose parts are in and whose experts have not run yet. */
+  private readonly waiting = new Set<string>();
   private lastError: string | null = null;
 
   constructor(private readonly o: ExpertRankOptions) {
@@ -78,26 +101,69 @@ export class ExpertRank {
     this.tokenCounts = this.zeroCounts();
   }
 
-  /** A part from an attention rank; the first of its (step, layer) starts serving that layer. */
+  /**
+   * A part from an attention rank; the first of its (step, layer) starts serving that layer (a
+   * replayed part is served alone).
+   */
   deliver(msg: CommMessage): void {
     if (msg.kind !== "a2e") throw new Error(`expert rank got a ${msg.kind} message`);
-    const first = this.inbox.count("a2e", msg.step, msg.layer) === 0;
+    const attempt = msg.attempt ?? 0;
+    const first = this.inbox.count("a2e", msg.step, msg.layer, attempt) === 0;
     this.inbox.deliver(msg);
-    if (first) {
-      this.serve(msg.step, msg.layer).catch((e: unknown) => {
+    if (attempt > 0 || first) {
+      const senders =
+        attempt > 0 ? [msg.from] : Array.from({ length: this.o.numAttentionRanks }, (_, a) => a);
+      this.serve(msg.step, msg.layer, attempt, senders).catch((e: unknown) => {
+        // a missing attention part is not this rank's failure
+        if (!(e instanceof CommTimeoutError)) this.numFailed++;
         this.lastError = (e as Error).message;
       });
     }
   }
 
-  private async serve(step: number, layer: number): Promise<void> {
+  health(): ExpertRankHealth {
+    return {
+      numServed: this.stepsServed,
+      numFailed: this.numFailed,
+      hasWork: this.waiting.size > 0,
+      lastError: this.lastError,
+    };
+  }
+
+  private async serve(
+    step: number,
+    layer: number,
+    attempt: number,
+    senders: number[],
+  ): Promise<void> {
+    const o = this.o;
+    const messages = await this.inbox.gather("a2e", step, layer, senders, o.timeoutMs, attempt);
+    const id = `${step}/${layer}/${attempt}`;
+    this.waiting.add(id);
+    let sent: Promise<void>;
+    try {
+      await o.beforeServe?.();
+      sent = this.compute(step, layer, attempt, messages);
+    } finally {
+      this.waiting.delete(id);
+    }
+    // an attention rank that refuses its outputs is not this rank's failure
+    await sent.catch((e: unknown) => {
+      this.lastError = (e as Error).message;
+    });
+  }
+
+  /** Runs the experts on the parts' rows and sends each sender its outputs (E2A). */
+  private compute(
+    step: number,
+    layer: number,
+    attempt: number,
+    messages: CommMessage[],
+  ): Promise<void> {
     const o = this.o;
     const c = o.config;
     const h = c.hiddenSize;
-    const senders = Array.from({ length: o.numAttentionRanks }, (_, a) => a);
-    const parts = (await this.inbox.gather("a2e", step, layer, senders, o.timeoutMs)).map((m) =>
-      decodeA2e(m.bytes, h),
-    );
+    const parts = messages.map((m) => decodeA2e(m.bytes, h));
     // gather every part's rows and pairs into one batch
     let rows = 0;
     let pairs = 0;
@@ -138,15 +204,16 @@ export class ExpertRank {
     // E2A: each attention rank that sent pairs gets their outputs, in its pair order
     let at = 0;
     const sends: Promise<void>[] = [];
-    parts.forEach((p, a) => {
+    parts.forEach((p, i) => {
       const n = p.pairs.length / 2;
       if (n === 0) return;
       const bytes = encodeE2a(this.output.subarray(at * h), n, h);
       at += n;
-      const msg: CommMessage = { kind: "e2a", step, layer, from: o.rank, bytes };
-      sends.push(send(o.attention(a), this.counters, msg, n * h * 4));
+      const msg: CommMessage = { kind: "e2a", step, layer, attempt, from: o.rank, bytes };
+      const to = (messages[i] as CommMessage).from;
+      sends.push(send(o.attention(to), this.counters, msg, n * h * 4));
     });
-    await Promise.all(sends);
+    return Promise.all(sends).then(() => {});
   }
 
   /** Per-expert token counts since the last call, then zeroed (EPLB collects them). */

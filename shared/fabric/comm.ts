@@ -1,12 +1,15 @@
 /**
  * The communication module on the fabric (XCCL's send/recv and A2E/E2A dispatch/combine).
  *
- * A message is one per-step activation region: (kind, step, layer, from) names it, its bytes are
- * sizes and offsets first (an Int32 header), then the payload rows (f32). The receiver's Inbox
- * keeps regions in memory until a `gather` takes them; a `gather` of n parts is the barrier: it
- * resolves once all n senders' parts for (kind, step, layer) are in (an explicit empty part
- * counts), and rejects with CommTimeoutError after the timeout, so a late or failed peer fails
- * the step instead of hanging it. Counters per (layer, step): bytes, messages and wait time.
+ * A message is one per-step activation region: (kind, step, layer, attempt, from) names it, its
+ * bytes are sizes and offsets first (an Int32 header), then the payload rows (f32). The receiver's
+ * Inbox keeps regions in memory until a `gather` takes them; a `gather` of n parts is the barrier:
+ * it resolves once all n senders' parts for (kind, step, layer, attempt) are in (an explicit empty
+ * part counts), and rejects with CommTimeoutError after the timeout, so a late or failed peer
+ * fails the step instead of hanging it. `attempt` is 0 for a step's exchange; an attention rank
+ * that replays a (layer, step) after an expert rank failed over sends attempt 1, 2, ... (a gather
+ * it gives up is `abandon`ed: its late parts are dropped). Counters per (layer, step): bytes,
+ * messages and wait time.
  *
  * Pure: the host gives the clock and timers (`CommClock`) and the way to reach a peer
  * (`CommPeer.deliver`: in-process, or an RPC into the peer DO).
@@ -20,6 +23,8 @@ export interface CommMessage {
   layer: number;
   /** Sender's rank index among its role (attention rank for a2e, expert rank for e2a). */
   from: number;
+  /** 0 for a step's exchange; n for the n-th replay of the (layer, step) (absent: 0). */
+  attempt?: number;
   bytes: Uint8Array;
 }
 
@@ -135,6 +140,8 @@ interface Gathering {
   parts: Map<number, CommMessage>;
   need: number;
   resolve: ((parts: CommMessage[]) => void) | null;
+  /** Clears the gather's timer (set while a gather waits). */
+  cancel: (() => void) | null;
 }
 
 /** A rank's receive side: per-step activation regions in memory, taken by `gather`. */
@@ -151,24 +158,25 @@ export class Inbox {
   ) {}
 
   deliver(msg: CommMessage): void {
-    if (this.expired.has(key(msg.kind, msg.step, msg.layer))) {
+    const attempt = msg.attempt ?? 0;
+    if (this.expired.has(key(msg.kind, msg.step, msg.layer, attempt))) {
       this.numLate++;
       return;
     }
-    const g = this.slot(msg.kind, msg.step, msg.layer);
+    const g = this.slot(msg.kind, msg.step, msg.layer, attempt);
     if (g.parts.has(msg.from)) {
       throw new Error(
-        `duplicate ${msg.kind} part from rank ${msg.from} for step ${msg.step} layer ${msg.layer}`,
+        `duplicate ${msg.kind} part from rank ${msg.from} for step ${msg.step} layer ${msg.layer} attempt ${attempt}`,
       );
     }
     g.parts.set(msg.from, msg);
     this.counters.received(msg.layer, msg.step, msg.bytes.byteLength);
-    this.settle(msg.kind, msg.step, msg.layer, g);
+    this.settle(key(msg.kind, msg.step, msg.layer, attempt), g);
   }
 
-  /** Number of parts already in for (kind, step, layer). */
-  count(kind: CommKind, step: number, layer: number): number {
-    return this.pending.get(key(kind, step, layer))?.parts.size ?? 0;
+  /** Number of parts already in for (kind, step, layer, attempt). */
+  count(kind: CommKind, step: number, layer: number, attempt = 0): number {
+    return this.pending.get(key(kind, step, layer, attempt))?.parts.size ?? 0;
   }
 
   /**
@@ -181,18 +189,15 @@ export class Inbox {
     layer: number,
     senders: readonly number[],
     timeoutMs: number,
+    attempt = 0,
   ): Promise<CommMessage[]> {
     const t0 = this.clock.now();
-    const g = this.slot(kind, step, layer);
+    const k = key(kind, step, layer, attempt);
+    const g = this.slot(kind, step, layer, attempt);
     g.need = senders.length;
     return new Promise<CommMessage[]>((resolve, reject) => {
-      const cancel = this.clock.after(timeoutMs, () => {
-        g.resolve = null;
-        this.pending.delete(key(kind, step, layer));
-        this.expired.add(key(kind, step, layer));
-        if (this.expired.size > COMM_HISTORY) {
-          this.expired.delete(this.expired.values().next().value as string);
-        }
+      g.cancel = this.clock.after(timeoutMs, () => {
+        this.expire(k, g);
         const missing = senders.filter((s) => !g.parts.has(s));
         reject(
           new CommTimeoutError(
@@ -201,35 +206,56 @@ export class Inbox {
         );
       });
       g.resolve = (parts) => {
-        cancel();
+        g.cancel?.();
         this.counters.waited(layer, step, this.clock.now() - t0);
         const bad = parts.find((p) => !senders.includes(p.from));
         if (bad) reject(new Error(`${kind} part from unexpected rank ${bad.from}`));
         else resolve(parts.sort((a, b) => a.from - b.from));
       };
-      this.settle(kind, step, layer, g);
+      this.settle(k, g);
     });
   }
 
-  private slot(kind: CommKind, step: number, layer: number): Gathering {
-    const k = key(kind, step, layer);
+  /**
+   * Gives up a gather (its exchange is replayed as another attempt): its timer stops, its promise
+   * never settles, and parts that still arrive for it are dropped as late.
+   */
+  abandon(kind: CommKind, step: number, layer: number, attempt = 0): void {
+    const k = key(kind, step, layer, attempt);
+    const g = this.pending.get(k);
+    if (g) this.expire(k, g);
+    else this.expired.add(k);
+  }
+
+  private expire(k: string, g: Gathering): void {
+    g.cancel?.();
+    g.resolve = null;
+    this.pending.delete(k);
+    this.expired.add(k);
+    if (this.expired.size > COMM_HISTORY) {
+      this.expired.delete(this.expired.values().next().value as string);
+    }
+  }
+
+  private slot(kind: CommKind, step: number, layer: number, attempt: number): Gathering {
+    const k = key(kind, step, layer, attempt);
     let g = this.pending.get(k);
     if (!g) {
-      g = { parts: new Map(), need: -1, resolve: null };
+      g = { parts: new Map(), need: -1, resolve: null, cancel: null };
       this.pending.set(k, g);
     }
     return g;
   }
 
-  private settle(kind: CommKind, step: number, layer: number, g: Gathering): void {
+  private settle(k: string, g: Gathering): void {
     if (!g.resolve || g.parts.size < g.need) return;
-    this.pending.delete(key(kind, step, layer));
+    this.pending.delete(k);
     g.resolve([...g.parts.values()]);
   }
 }
 
-function key(kind: CommKind, step: number, layer: number): string {
-  return `${kind}/${step}/${layer}`;
+function key(kind: CommKind, step: number, layer: number, attempt: number): string {
+  return `${kind}/${step}/${layer}/${attempt}`;
 }
 
 /** Sends a message to a peer and counts it (payloadBytes: the activation rows in it). */

@@ -3,6 +3,7 @@
  * at setup (who its peers are and the expert map), and what each reports. Plain data.
  */
 import type { ExpertMap } from "../engine/expert-map.ts";
+import type { ExpertWatchOptions } from "../serving/expert-watch.ts";
 
 /** Default time an exchange waits for a peer's part before failing the step. */
 export const MOE_EXCHANGE_TIMEOUT_MS = 30_000;
@@ -17,6 +18,8 @@ export interface MoeGroupSpec {
   /** The current map (rank 0 replaces it on a rebalance). */
   map: ExpertMap;
   timeoutMs: number;
+  /** The failover watch's probe interval and thresholds (default DEFAULT_EXPERT_WATCH). */
+  watch?: ExpertWatchOptions;
 }
 
 /** What an attention rank or expert rank holds after setup (measured). */

@@ -30,7 +30,7 @@ export function imbalance(loads: readonly number[]): number {
 
 /** [layer][rank] tokens from each rank's measured [layer][expert] counts. */
 export function rankLoads(countsByRank: readonly (readonly (readonly number[])[])[]): number[][] {
-  const numLayers = countsByRank[0]?.length ?? 0;
+  const numLayers = Math.max(0, ...countsByRank.map((c) => c.length));
   return Array.from({ length: numLayers }, (_, l) =>
     countsByRank.map((c) => (c[l] ?? []).reduce((a, b) => a + b, 0)),
   );
@@ -38,7 +38,7 @@ export function rankLoads(countsByRank: readonly (readonly (readonly number[])[]
 
 /** [layer][expert] tokens summed over ranks (an expert's replicas together). */
 export function expertLoads(countsByRank: readonly (readonly (readonly number[])[])[]): number[][] {
-  const numLayers = countsByRank[0]?.length ?? 0;
+  const numLayers = Math.max(0, ...countsByRank.map((c) => c.length));
   return Array.from({ length: numLayers }, (_, l) => {
     const out: number[] = [];
     for (const c of countsByRank) {
@@ -124,7 +124,7 @@ export function selectReplicas(
  * its chosen replica count) to the least-loaded rank with a free slot that does not hold the
  * expert yet. Rank loads count each expert's tokens split evenly over the replicas placed so far;
  * a replica that would not lower the hottest of the expert's ranks is skipped (the expert keeps
- * fewer copies). Returns [expert] -> ranks, primary first.
+ * fewer copies). Ranks in `down` (failed over) get none. Returns [expert] -> ranks, primary first.
  */
 export function placeLayer(
   primary: readonly number[],
@@ -132,10 +132,11 @@ export function placeLayer(
   load: readonly number[],
   numRanks: number,
   slots: number,
+  down: readonly number[] = [],
 ): number[][] {
   const out = primary.map((r) => [r]);
   const rankLoad = new Array<number>(numRanks).fill(0);
-  const free = new Array<number>(numRanks).fill(slots);
+  const free = Array.from({ length: numRanks }, (_, r) => (down.includes(r) ? 0 : slots));
   primary.forEach((r, e) => {
     rankLoad[r] = (rankLoad[r] as number) + (load[e] ?? 0);
   });
@@ -170,7 +171,8 @@ export function placeLayer(
 
 /**
  * The next expert map from per-layer token counts in time slices ([layer][slice][expert]).
- * Primaries stay where they are; redundant replicas are chosen and placed afresh.
+ * Primaries stay where they are; redundant replicas are chosen and placed afresh, never on a
+ * failed-over rank (`map.down`, which the next map keeps).
  */
 export function rebalance(
   map: ExpertMap,
@@ -178,21 +180,28 @@ export function rebalance(
   opts: EplbOptions = DEFAULT_EPLB,
 ): ExpertMap {
   const numRanks = map.numRanks;
+  const down = map.down ?? [];
+  const numLive = numRanks - down.length;
   const replicas = map.replicas.map((layer, l) => {
     const numExperts = layer.length;
     const ls = slices[l] ?? [];
     const primary = layer.map((ranks) => ranks[0] as number);
-    if (numRanks < 2 || opts.redundantSlotsPerRank === 0) return primary.map((r) => [r]);
-    const counts = selectReplicas(ls, numExperts, opts.redundantSlotsPerRank * numRanks, numRanks);
+    if (numLive < 2 || opts.redundantSlotsPerRank === 0) return primary.map((r) => [r]);
+    const counts = selectReplicas(ls, numExperts, opts.redundantSlotsPerRank * numLive, numLive);
     const load = new Array<number>(numExperts).fill(0);
     for (const s of ls) {
       s.forEach((n, e) => {
         load[e] = (load[e] as number) + n;
       });
     }
-    return placeLayer(primary, counts, load, numRanks, opts.redundantSlotsPerRank);
+    return placeLayer(primary, counts, load, numRanks, opts.redundantSlotsPerRank, down);
   });
-  const next: ExpertMap = { version: map.version + 1, numRanks, replicas };
+  const next: ExpertMap = {
+    version: map.version + 1,
+    numRanks,
+    replicas,
+    ...(down.length > 0 ? { down: [...down] } : {}),
+  };
   checkMap(next, map.replicas[0]?.length ?? 0);
   assert(
     next.replicas.every((layer, l) =>

@@ -1,8 +1,9 @@
 /**
- * POST /api/faults (admin; refused unless FAULT_INJECTION is on): makes a chosen Npu,
- * JobExecutor or ClusterManager throw, hang its engine loop (Npu) or drop its in-memory state
- * (shared/types/faults.ts). Body: {"target": "npu", "instance": "<instance id>", "fault":
- * "hang"}; a JobExecutor takes "shard" (default 0). Answers 200 with what was injected.
+ * POST /api/faults (admin; refused unless FAULT_INJECTION is on): makes a chosen Npu, Expert,
+ * JobExecutor or ClusterManager throw, hang its engine loop (Npu) or step handling (Expert), or
+ * drop its in-memory state (shared/types/faults.ts). Body: {"target": "npu", "instance":
+ * "<instance id>", "fault": "hang"}; an Expert takes the moe-attention instance and "rank"
+ * (default 0); a JobExecutor takes "shard" (default 0). Answers 200 with what was injected.
  */
 import { Hono } from "hono";
 import { z } from "zod";
@@ -10,7 +11,7 @@ import { AppError, type Result } from "../../shared/errors.ts";
 import { jobExecutorName } from "../../shared/protocol/names.ts";
 import { FAULT_KINDS, FAULT_TARGETS } from "../../shared/types/faults.ts";
 import type { AppEnv } from "../app-env.ts";
-import { clusterManager, getConfig, npu } from "../env.ts";
+import { clusterManager, expert, getConfig, npu } from "../env.ts";
 import { MAX_JSON_BODY_BYTES, readBody } from "../middleware/body.ts";
 import { parseJsonBody } from "../openai/parse-body.ts";
 import { requireAdmin } from "./admin.ts";
@@ -20,6 +21,7 @@ const FaultSchema = z.object({
   fault: z.enum(FAULT_KINDS),
   instance: z.string().min(1).max(200).optional(),
   shard: z.number().int().min(0).max(255).optional(),
+  rank: z.number().int().min(0).max(1023).optional(),
 });
 
 export const faults = new Hono<AppEnv>();
@@ -38,8 +40,8 @@ faults.post("/", async (c) => {
   const parsed = parseJsonBody(raw, FaultSchema);
   if (!parsed.ok) throw AppError.from(parsed.error);
   const f = parsed.value;
-  if (f.target === "npu" && f.instance === undefined) {
-    throw new AppError("invalid_request", "an npu fault needs 'instance'", "instance");
+  if ((f.target === "npu" || f.target === "expert") && f.instance === undefined) {
+    throw new AppError("invalid_request", `an ${f.target} fault needs 'instance'`, "instance");
   }
   if (f.shard !== undefined && f.shard >= getConfig(c.env).jobExecutorShards) {
     throw new AppError("invalid_request", `no JobExecutor shard ${f.shard}`, "shard");
@@ -48,9 +50,11 @@ faults.post("/", async (c) => {
   const call = (): Promise<Result<null>> =>
     f.target === "npu"
       ? npu(c.env, f.instance as string).injectFault(q)
-      : f.target === "job_executor"
-        ? c.env.JOB_EXECUTOR.getByName(jobExecutorName(f.shard ?? 0)).injectFault(q)
-        : clusterManager(c.env).injectFault(q);
+      : f.target === "expert"
+        ? expert(c.env, f.instance as string, f.rank ?? 0).injectFault(q)
+        : f.target === "job_executor"
+          ? c.env.JOB_EXECUTOR.getByName(jobExecutorName(f.shard ?? 0)).injectFault(q)
+          : clusterManager(c.env).injectFault(q);
   let res: Result<null>;
   try {
     res = await call();
@@ -60,6 +64,11 @@ faults.post("/", async (c) => {
     res = { ok: true, value: null };
   }
   if (!res.ok) throw AppError.from(res.error);
-  c.var.log.warn("fault.injected", { target: f.target, fault: f.fault, instance: f.instance });
+  c.var.log.warn("fault.injected", {
+    target: f.target,
+    fault: f.fault,
+    instance: f.instance,
+    rank: f.rank,
+  });
   return c.json({ object: "fault", ...f, injected: true });
 });
