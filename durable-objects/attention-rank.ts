@@ -219,6 +219,20 @@ export class AttentionRole implements Steppable {
     return engine ? attentionLoad(engine) : null;
   }
 
+  /** Rank 0: the tasks its other ranks hold (a rank that does not answer holds none). */
+  async otherTaskIds(): Promise<string[]> {
+    const others = Array.from({ length: this.spec.numAttention - 1 }, (_, i) => i + 1);
+    const ids = await Promise.all(
+      others.map((a) =>
+        this.host.env.NPU.getByName(npuName(this.spec.instanceId, a))
+          .health()
+          .then((h) => h.taskIds)
+          .catch(() => []),
+      ),
+    );
+    return ids.flat();
+  }
+
   /** The leader hears that rank `rank` has work. */
   markBusy(rank: number): void {
     this.busy.add(rank);

@@ -188,6 +188,8 @@ export class Npu extends DurableObject<Env> {
     if (!this.attention) throw new Error("this NPU is not an attention rank");
     try {
       await this.attention.ownStep(a.map);
+      // the leader drives this rank's steps: each is progress for the JobExecutor's watchdog
+      this.loop.numSteps++;
     } catch (e) {
       this.log.error("error.unhandled", { where: "attention step", ...errorFields(e, true) });
       this.streams.failAll(stepFailure(e));
@@ -443,10 +445,12 @@ export class Npu extends DurableObject<Env> {
 
   /** The engine loop's progress counter, whether it has work, and the tasks held here. */
   async health(): Promise<NpuHealth> {
+    // a moe-attention leader holds its group's tasks: it placed some on its other ranks
+    const others = this.attention?.isLeader ? await this.attention.otherTaskIds() : [];
     return {
       numSteps: this.loop.numSteps,
       hasWork: this.loaded?.instance.engine.hasWork() ?? false,
-      taskIds: [...this.streams.ids(), ...this.admission.starting],
+      taskIds: [...this.streams.ids(), ...this.admission.starting, ...others],
     };
   }
 
