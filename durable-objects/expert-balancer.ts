@@ -123,6 +123,12 @@ export class ExpertBalancer {
             }),
       ),
     );
+    if (this.spec.map !== from) {
+      // an expert rank failed over meanwhile: its map wins, this one still names the failed rank
+      throw new Error(
+        `the expert map changed during the rebalance (now v${this.spec.map.version})`,
+      );
+    }
     this.swap(next);
     this.numRebalances++;
     this.log.info("eplb.rebalanced", {

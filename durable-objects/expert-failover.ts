@@ -71,9 +71,11 @@ export class ExpertFailover {
     const tick = () => {
       timer = setTimeout(() => {
         if (settled) return;
-        this.busy ??= this.round().finally(() => {
-          this.busy = null;
-        });
+        this.busy ??= this.round()
+          .catch((e: unknown) => this.host.log.error("moe.watch_failed", errorFields(e)))
+          .finally(() => {
+            this.busy = null;
+          });
         tick();
       }, this.watch.opts.probeMs);
     };

@@ -1,7 +1,8 @@
 /**
  * MoE chaos drills through POST /api/faults (FAULT_INJECTION is on in this suite): while 16 greedy
  * streams run on a moe-attention deployment (2 attention Npus, 4 Expert DOs), one expert rank's
- * step handling hangs, then another is reset (its in-memory experts gone). Attention rank 0's
+ * step handling hangs, then another is reset (its in-memory experts gone), then a third one's
+ * next serve throws (each drill under 16 fresh streams). Attention rank 0's
  * watch finds each well under the 30 s exchange timeout, fails it over (surviving EPLB replicas,
  * or its experts re-loaded on surviving ranks) and the attention ranks replay only the (layer,
  * step) exchange in flight: every stream must end with [DONE] and exactly its no-fault output,
@@ -93,7 +94,7 @@ async function noBlockInUse(instanceId: string): Promise<void> {
 }
 
 describe("MoE chaos drills", () => {
-  it("hangs, then resets, one expert rank under 16 streams: each fails over, outputs unchanged", async () => {
+  it("hangs, resets, then throws in one expert rank under 16 streams: each fails over, outputs unchanged", async () => {
     const dep = await moeDeployment(4);
     const base = {
       model: "default-moe",
@@ -116,6 +117,7 @@ describe("MoE chaos drills", () => {
     for (const [n, [rank, fault]] of [
       [1, "hang"],
       [2, "drop_state"],
+      [3, "throw"],
     ].entries()) {
       const streams = await startStreams(base);
       const injectedAt = Date.now();
@@ -151,8 +153,10 @@ describe("MoE chaos drills", () => {
       const ev = v.failovers[n] as FailoverView;
       expect(ev.rank).toBe(rank);
       expect(ev.error).toBeNull();
-      expect(ev.reason).toMatch(fault === "hang" ? /hung/ : /lost its experts|unreachable/);
-      expect(v.down).toEqual(n === 0 ? [1] : [1, 2]);
+      expect(ev.reason).toMatch(
+        fault === "hang" ? /hung/ : fault === "throw" ? /failed a step/ : /lost its experts/,
+      );
+      expect(v.down).toEqual([1, 2, 3].slice(0, n + 1));
       const detectedAfterMs = ev.detectedAt - injectedAt;
       const recoveredAfterMs = (ev.recoveredAt as number) - injectedAt;
       expect(detectedAfterMs).toBeLessThan(MOE_EXCHANGE_TIMEOUT_MS / 3);
@@ -171,7 +175,7 @@ describe("MoE chaos drills", () => {
         }),
       );
     }
-    // the deployment still serves the same greedy output on its two remaining expert ranks
+    // the deployment still serves the same greedy output on its one remaining expert rank
     const again = await Promise.all(
       PROMPTS.slice(0, 4).map(async (prompt) => {
         const res = await post("/v1/completions", { ...base, prompt });
