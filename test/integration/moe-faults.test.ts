@@ -7,12 +7,21 @@
  * or its experts re-loaded on surviving ranks) and the attention ranks replay only the (layer,
  * step) exchange in flight: every stream must end with [DONE] and exactly its no-fault output,
  * on its first task, with no KV block left in use. A deployment with one expert rank has nowhere
- * to fail over: every stream ends with one clear error, fast. Prints one JSON line per drill.
+ * to fail over: every stream ends with one clear error, fast. At the DO level, with an EPLB map
+ * holding a replica of every expert, a hung rank fails over with nothing to load and the tasks'
+ * tokens equal a colocated Npu's. Prints one JSON line per drill.
  */
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
-import { MOE_EXCHANGE_TIMEOUT_MS } from "../../shared/protocol/moe.ts";
-import { npuName } from "../../shared/protocol/names.ts";
+import DEFAULT_MODEL from "../../models/default-moe.gguf";
+import { primaryMap } from "../../shared/engine/expert-map.ts";
+import { modelConfigFromGguf } from "../../shared/model/config.ts";
+import { parseGguf } from "../../shared/model/gguf.ts";
+import { decodeEvents } from "../../shared/protocol/codec.ts";
+import { MOE_EXCHANGE_TIMEOUT_MS, type MoeGroupSpec } from "../../shared/protocol/moe.ts";
+import { expertName, npuName } from "../../shared/protocol/names.ts";
+import { PROTOCOL_VERSION } from "../../shared/protocol/version.ts";
+import { Tokenizer } from "../../shared/tokenizer/tokenizer.ts";
 import type { RequestRecord } from "../../shared/types/records.ts";
 import { parseSse } from "../helpers/sse.ts";
 import { admin, call, post, postDeployment } from "./worker-client.ts";
@@ -241,5 +250,111 @@ describe("MoE chaos drills", () => {
       "sk-admin",
     );
     expect(none.status).toBe(404);
+  });
+
+  it("DO level: with a replica of every expert, a hung rank fails over with nothing to load", async () => {
+    const model = "moe-replicated";
+    const r2Key = `models/${model}.gguf`;
+    const bytes = new Uint8Array(DEFAULT_MODEL);
+    await env.MODELS.put(r2Key, bytes);
+    const file = parseGguf(bytes);
+    const config = modelConfigFromGguf(file);
+    const tok = Tokenizer.fromGguf(file.metadata);
+    const task = (id: string, prompt: string) => ({
+      protocolVersion: PROTOCOL_VERSION,
+      requestId: `req_${id}`,
+      jobId: `job_${id}`,
+      taskId: `task_${id}`,
+      tenant: "test",
+      model,
+      prompts: [tok.encode(prompt)],
+      n: 1,
+      maxTokens: 24,
+      expectedOutputTokens: 24,
+      stripLeadingSpace: false,
+      sampling: {
+        temperature: 0,
+        topP: 1,
+        topK: 0,
+        seed: 1,
+        stop: [],
+        ignoreEos: true,
+        logprobs: false,
+        topLogprobs: 0,
+      },
+      cacheSalt: "test",
+      r2Key,
+    });
+    const tokens = async (
+      npu: { generate: (t: ReturnType<typeof task>) => Promise<unknown> },
+      t: ReturnType<typeof task>,
+    ) => {
+      const r = (await npu.generate(t)) as
+        | { ok: true; value: { stream: ReadableStream<Uint8Array> } }
+        | { ok: false; error: { message: string } };
+      if (!r.ok) throw new Error(r.error.message);
+      const ids: number[] = [];
+      for await (const e of decodeEvents(r.value.stream.getReader())) {
+        if (e.type === "error") throw new Error(e.error.message);
+        if (e.type === "delta") ids.push(...e.tokenIds);
+      }
+      return ids;
+    };
+    const prompts = PROMPTS.slice(0, 8);
+    const colocated = env.NPU.getByName(npuName("moe-replicated-ref", 0));
+    const want = await Promise.all(prompts.map((p, i) => tokens(colocated, task(`ref${i}`, p))));
+    // an EPLB map: every expert on its primary rank and on the next one
+    const E = 4;
+    const primary = primaryMap(config.numHiddenLayers, config.numExperts, E);
+    const spec: MoeGroupSpec = {
+      instanceId: "moe-replicated",
+      model,
+      r2Key,
+      numAttention: 2,
+      numExperts: E,
+      map: {
+        version: 2,
+        numRanks: E,
+        replicas: primary.replicas.map((l) =>
+          l.map(([r]) => [r as number, ((r as number) + 1) % E]),
+        ),
+      },
+      timeoutMs: MOE_EXCHANGE_TIMEOUT_MS,
+    };
+    const experts = Array.from({ length: E }, (_, j) =>
+      env.EXPERT.getByName(expertName(spec.instanceId, j)),
+    );
+    const attention = [0, 1].map((a) => env.NPU.getByName(npuName(spec.instanceId, a)));
+    for (const [j, e] of experts.entries()) {
+      expect((await e.configure({ spec, rank: j })).ok).toBe(true);
+    }
+    for (const [a, n] of attention.entries()) {
+      expect((await n.attentionConfigure({ spec, rank: a })).ok).toBe(true);
+    }
+    expect((await experts[1]!.injectFault({ fault: "hang" })).ok).toBe(true);
+    const injectedAt = Date.now();
+    const got = await Promise.all(prompts.map((p, i) => tokens(attention[0]!, task(`rep${i}`, p))));
+    expect(got).toEqual(want);
+    const view = await attention[0]!.moeExperts();
+    const ev = view?.failovers?.[0];
+    expect(ev).toMatchObject({ rank: 1, numReloaded: 0, error: null });
+    expect(ev?.reason).toMatch(/hung/);
+    expect(view?.down).toEqual([1]);
+    // the hung rank's experts were all served by their replicas: nothing was loaded anywhere
+    for (const j of [0, 2, 3]) {
+      expect((await experts[j]!.stats())?.residentBytes).toBe(
+        (await experts[(j + 2) % E]!.stats())?.residentBytes,
+      );
+    }
+    console.log(
+      JSON.stringify({
+        drill: "moe_expert_hang_replicated",
+        numTasks: got.length,
+        detectedAfterMs: (ev?.detectedAt as number) - injectedAt,
+        failoverMs: (ev?.recoveredAt as number) - (ev?.detectedAt as number),
+        numReplicated: ev?.numReplicated,
+        numReloaded: ev?.numReloaded,
+      }),
+    );
   });
 });
