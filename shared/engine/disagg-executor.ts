@@ -100,7 +100,10 @@ export class DisaggMoe implements MoeExecutor {
       const changed = this.changed.promise;
       const parts = this.route(b, map);
       const rows = new Float32Array(b.numTokens * h);
-      const sends = liveRanks(map).map((j) => {
+      // a step's exchange sends every live rank a part (its barrier counts them); a replay only
+      // the ranks that get pairs (they serve it alone)
+      const to = liveRanks(map).filter((j) => attempt === 0 || (parts[j] as RankPart).pairs.length);
+      const sends = to.map((j) => {
         const p = parts[j] as RankPart;
         p.tokens.forEach((r, i) => {
           rows.set(b.hidden.subarray(r * h, (r + 1) * h), i * h);
