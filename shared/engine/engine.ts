@@ -74,8 +74,21 @@ export interface SeqOutput {
   seqId: SeqId;
   /** Tokens generated this step (0 or 1). */
   newTokenIds: number[];
-  /** Text released this step: stop strings and text that could start one are held back. */
+  /** The token sampled this step (with its logprobs when asked for), released or not. */
+  sampled: SampledToken;
+  /**
+   * Text released this step: stop strings and text that could start one are held back, in
+   * whole tokens (a token whose text is partly held back is held back whole).
+   */
   text: string;
+  /**
+   * The tokens whose text this step released (every token of the sequence on its finishing
+   * output): a token that rendered no text yet (part of a character) comes out with the token
+   * that completes it. What is out is exactly the text of the tokens out, so a continuation
+   * elsewhere (request migration) resumes after them with no text lost or repeated.
+   */
+  tokenIds: number[];
+  /** The logprobs of `tokenIds` (when asked for). */
   logprobs: SampledToken[];
   finished: boolean;
   finishReason: FinishReason | null;
@@ -98,9 +111,18 @@ export interface StepReport {
   outputs: SeqOutput[];
 }
 
+/** A generated token not out yet, and where its text ends in `pending` (open: none rendered). */
+interface HeldToken {
+  sampled: SampledToken;
+  end: number;
+}
+
 interface OutputState {
   decoder: StreamDecoder;
+  /** Text generated and not out yet. */
   pending: string;
+  /** The tokens of `pending`, in order; those that rendered nothing yet have end Infinity. */
+  held: HeldToken[];
   maxStopLen: number;
   numOutputTokens: number;
 }
@@ -286,6 +308,7 @@ export class Engine {
         stripLeadingSpace: opts.stripLeadingSpace ?? false,
       }),
       pending: "",
+      held: [],
       maxStopLen: params.stop.reduce((m, s) => Math.max(m, s.length), 0),
       numOutputTokens: 0,
     });
@@ -326,33 +349,53 @@ export class Engine {
     const st = this.outputs.get(seq.seqId);
     if (!st) return null;
     st.numOutputTokens++;
-    st.pending += st.decoder.push(sampled.tokenId);
+    const piece = st.decoder.push(sampled.tokenId);
+    st.pending += piece;
+    st.held.push({ sampled, end: Number.POSITIVE_INFINITY });
+    if (piece.length > 0) {
+      // this token completes the text of the tokens before it that rendered nothing yet
+      for (
+        let i = st.held.length - 1;
+        i >= 0 && st.held[i]?.end === Number.POSITIVE_INFINITY;
+        i--
+      ) {
+        (st.held[i] as HeldToken).end = st.pending.length;
+      }
+    }
     let reason: FinishReason | null = finished ? seq.finishReason : null;
     if (finished) st.pending += st.decoder.flush();
     let text: string;
+    let out: HeldToken[];
     const cut = this.findStop(st.pending, seq.params.stop);
-    if (cut >= 0) {
-      text = st.pending.slice(0, cut);
+    if (cut >= 0 || reason) {
+      text = cut >= 0 ? st.pending.slice(0, cut) : st.pending;
+      if (cut >= 0) {
+        if (!finished) this.scheduler.finish(seq.seqId, "stop");
+        reason = "stop";
+      }
+      out = st.held;
       st.pending = "";
-      if (!finished) this.scheduler.finish(seq.seqId, "stop");
-      reason = "stop";
-    } else if (reason) {
-      text = st.pending;
-      st.pending = "";
+      st.held = [];
     } else {
-      // hold back a tail that could be the start of a stop string, never half a surrogate pair
-      const keep = Math.max(st.maxStopLen - 1, 0);
-      let n = Math.max(st.pending.length - keep, 0);
-      if (n > 0 && isHighSurrogate(st.pending.charCodeAt(n - 1))) n--;
+      // hold back a tail that could be the start of a stop string, in whole tokens
+      const limit = st.pending.length - Math.max(st.maxStopLen - 1, 0);
+      let k = 0;
+      while (k < st.held.length && (st.held[k] as HeldToken).end <= limit) k++;
+      out = st.held.slice(0, k);
+      st.held = st.held.slice(k);
+      const n = out.at(-1)?.end ?? 0;
       text = st.pending.slice(0, n);
       st.pending = st.pending.slice(n);
+      for (const h of st.held) h.end -= n;
     }
     if (reason) this.outputs.delete(seq.seqId);
     return {
       seqId: seq.seqId,
       newTokenIds: [sampled.tokenId],
+      sampled,
       text,
-      logprobs: seq.params.logprobs ? [sampled] : [],
+      tokenIds: out.map((h) => h.sampled.tokenId),
+      logprobs: seq.params.logprobs ? out.map((h) => h.sampled) : [],
       finished: reason !== null,
       finishReason: reason,
       numPromptTokens: seq.numPromptTokens,
@@ -371,8 +414,4 @@ export class Engine {
     }
     return best;
   }
-}
-
-function isHighSurrogate(unit: number): boolean {
-  return unit >= 0xd800 && unit <= 0xdbff;
 }
