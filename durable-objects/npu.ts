@@ -12,6 +12,7 @@ import { DurableObject } from "cloudflare:workers";
 import type { AttentionLoad } from "../shared/engine/attention-group.ts";
 import type { EngineStats, StepReport } from "../shared/engine/engine.ts";
 import type { ExpertMap } from "../shared/engine/expert-map.ts";
+import { estimatedStepMs } from "../shared/engine/step-cost.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
 import type { FabricStats, RegionKind, RegionMeta } from "../shared/fabric/regions.ts";
@@ -49,6 +50,8 @@ export interface NpuStats extends EngineStats {
   recentSteps: StepSummary[];
   /** Times the engine loop continued from a fresh invocation (NPU_SLICE_MS). */
   numSlices: number;
+  /** Of those, the times its work estimate (not the clock) used the slice up. */
+  numSlicesByWork: number;
   draining: boolean;
   /** When a task last ended here (or the Npu started). */
   lastActiveAt: number;
@@ -109,6 +112,10 @@ export class Npu extends DurableObject<Env> {
         this.handoff.failAll();
       },
       sliceMs: getConfig(env).npuSliceMs,
+      stepCostMs: (r) => {
+        const config = this.loaded?.instance.config;
+        return config ? estimatedStepMs(config, r) : 0;
+      },
       continueLater: () => ctx.waitUntil(ctx.storage.setAlarm(Date.now())),
     });
     this.admission = new TaskAdmission({
@@ -317,6 +324,7 @@ export class Npu extends DurableObject<Env> {
         : null,
       recentSteps: [...this.loop.recentSteps],
       numSlices: this.loop.numSlices,
+      numSlicesByWork: this.loop.numSlicesByWork,
       draining: this.lifecycle.draining,
       lastActiveAt: this.lifecycle.lastActiveAt,
     };

@@ -21,6 +21,7 @@ import {
   type SeqId,
   type Sequence,
 } from "./sequence.ts";
+import { attendedPairs } from "./step-cost.ts";
 
 export interface StreamDecoder {
   /** Text completed by this token (partial UTF-8 is held back). */
@@ -105,6 +106,8 @@ export interface StepReport {
   numSeqs: number;
   numScheduledTokens: number;
   numSampled: number;
+  /** Attention (query, key) pairs computed (step-cost.ts: the step's work, for CPU slices). */
+  numAttendedPairs: number;
   /** Sequences that computed tokens this step. */
   scheduledSeqIds: SeqId[];
   preemptedSeqIds: SeqId[];
@@ -339,6 +342,10 @@ export class Engine {
       numSeqs: plan.seqs.length,
       numScheduledTokens: plan.numScheduledTokens,
       numSampled: outputs.length,
+      numAttendedPairs: plan.seqs.reduce(
+        (a, q) => a + attendedPairs(q.startPos, q.tokenIds.length),
+        0,
+      ),
       scheduledSeqIds: plan.seqs.map((s) => s.seqId),
       preemptedSeqIds: plan.preemptedSeqIds,
       outputs,
