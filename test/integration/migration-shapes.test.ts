@@ -141,7 +141,13 @@ let deployment = "";
  * One drill: the no-fault response, then the same request with the instance reset once its
  * first token is out; the outcome must be the same, and the record show the migration.
  */
-async function drill(path: string, body: object, numChoices: number, stream: boolean) {
+async function drill(
+  name: string,
+  path: string,
+  body: object,
+  numChoices: number,
+  stream: boolean,
+) {
   const req = { ...body, model: MODEL, deployment };
   const clean = await post(path, req);
   expect(clean.status).toBe(200);
@@ -152,12 +158,15 @@ async function drill(path: string, body: object, numChoices: number, stream: boo
   );
   let id = "";
   let got: Outcome;
+  let injectedAt = 0;
   if (stream) {
     const r = await res;
     expect(r.status).toBe(200);
     id = r.headers.get("x-request-id") as string;
     const text = r.text();
-    await dropState(await runningOn(id));
+    const victim = await runningOn(id);
+    injectedAt = Date.now();
+    await dropState(victim);
     const { errors, done, ...s } = fromSse(await text, numChoices);
     expect(errors).toEqual([]);
     expect(done).toBe(true);
@@ -166,6 +175,7 @@ async function drill(path: string, body: object, numChoices: number, stream: boo
     // the request id comes with the response: the victim is the instance that runs a task,
     // once its loop has stepped a few times since
     const victim = await busyInstance();
+    injectedAt = Date.now();
     await dropState(victim);
     const r = await res;
     expect(r.status).toBe(200);
@@ -180,6 +190,12 @@ async function drill(path: string, body: object, numChoices: number, stream: boo
   expect(tasks[0]?.status).toBe("failed");
   expect(tasks.at(-1)?.status).toBe("succeeded");
   expect(tasks.at(-1)?.instanceId).not.toBe(tasks[0]?.instanceId);
+  console.log(
+    JSON.stringify({
+      drill: `migrate ${name}${stream ? " streamed" : ""}`,
+      recoveredAfterMs: (tasks.at(-1)?.firstTokenAt as number) - injectedAt,
+    }),
+  );
 }
 
 beforeAll(async () => {
@@ -242,13 +258,14 @@ describe("migration of every request shape", () => {
   for (const stream of [true, false]) {
     const how = stream ? "streamed" : "not streamed";
     it(`n = 3 chat choices, seeded sampling (${how})`, async () => {
-      await drill("/v1/chat/completions", N_CHAT, 3, stream);
+      await drill("n=3", "/v1/chat/completions", N_CHAT, 3, stream);
     });
     it(`three prompts with n = 2 (${how})`, async () => {
-      await drill("/v1/completions", PROMPTS, 6, stream);
+      await drill("3 prompts x n=2", "/v1/completions", PROMPTS, 6, stream);
     });
     it(`stop strings (${how})`, async () => {
-      await drill("/v1/completions", { ...STOP_BASE, stop: await lateStop() }, 1, stream);
+      const stop = await lateStop();
+      await drill("stop", "/v1/completions", { ...STOP_BASE, stop }, 1, stream);
     });
   }
 
