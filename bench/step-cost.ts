@@ -1,5 +1,5 @@
 /**
- * How the engine loop's work estimate (shared/engine/step-cost.ts: the CPU-slice budget) compares
+ * How the engine loop's work estimate (shared/serving/step-cost.ts: the CPU-slice budget) compares
  * with measured step times: for the embedded model and each reference checkpoint present, greedy
  * runs of 1 and 8 sequences (a 64-token prompt, then decode) on the wasm kernels in Node. Per
  * model: the ratio of the summed measured to the summed estimated step time (below 1: the estimate
@@ -12,7 +12,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_PATH, loadNodeInstance } from "../hosts/node-engine.ts";
 import { GREEDY } from "../shared/engine/sequence.ts";
-import { estimatedStepMs } from "../shared/engine/step-cost.ts";
+import { estimatedStepMs } from "../shared/serving/step-cost.ts";
 import { median } from "./engine-measure.ts";
 
 const { values } = parseArgs({ options: { tokens: { type: "string", default: "64" } } });

@@ -7,13 +7,13 @@
  * work but stopped stepping is hung, and `reset` abandons it. A fault injected for drills
  * (`inject`) makes the next step throw, or hangs the loop before it. An invocation runs steps
  * until they used `sliceMs` (a platform CPU limit applies per incoming request or event), counted
- * by the work they did (each step's estimated CPU time, shared/engine/step-cost.ts: deployed, the
+ * by the work they did (each step's estimated CPU time, shared/serving/step-cost.ts: deployed, the
  * clock moves only on I/O) and by the clock; then the loop ends and the Npu's alarm, a fresh
  * invocation, continues it.
  */
 import type { StepReport } from "../shared/engine/engine.ts";
-import { SliceBudget } from "../shared/engine/step-cost.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
+import { SliceBudget } from "../shared/serving/step-cost.ts";
 
 /** Recent steps kept for stats(). */
 const RECENT_STEPS = 64;

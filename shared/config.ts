@@ -30,7 +30,7 @@ export const ServingConfigSchema = z
     LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
     /**
      * Engine-loop CPU time one invocation of an Npu may use, counted by the steps' work
-     * (engine/step-cost.ts) and by the clock; then the loop continues from an alarm.
+     * (serving/step-cost.ts) and by the clock; then the loop continues from an alarm.
      */
     NPU_SLICE_MS: int(5_000, 1, 300_000),
     /** "true" opens POST /api/faults (tests and drills); off by default. */

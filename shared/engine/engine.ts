@@ -8,7 +8,7 @@
  */
 import { type ErrorInfo, errorInfo } from "../errors.ts";
 import type { SampledToken } from "../model/sampler.ts";
-import type { Executor } from "./executor.ts";
+import { attendedPairs, type Executor } from "./executor.ts";
 import { type KvUsage, kvUsage } from "./kv-policy/sequence-kv.ts";
 import { checkKvCache, type KvCacheSpec } from "./kv-policy/spec.ts";
 import { newKvState } from "./kv-policy/state.ts";
@@ -21,7 +21,6 @@ import {
   type SeqId,
   type Sequence,
 } from "./sequence.ts";
-import { attendedPairs } from "./step-cost.ts";
 
 export interface StreamDecoder {
   /** Text completed by this token (partial UTF-8 is held back). */
@@ -77,16 +76,12 @@ export interface SeqOutput {
   newTokenIds: number[];
   /** The token sampled this step (with its logprobs when asked for), released or not. */
   sampled: SampledToken;
-  /**
-   * Text released this step: stop strings and text that could start one are held back, in
-   * whole tokens (a token whose text is partly held back is held back whole).
-   */
+  /** Text released this step: a stop string, and whole tokens that could start one, held back. */
   text: string;
   /**
-   * The tokens whose text this step released (every token of the sequence on its finishing
-   * output): a token that rendered no text yet (part of a character) comes out with the token
-   * that completes it. What is out is exactly the text of the tokens out, so a continuation
-   * elsewhere (request migration) resumes after them with no text lost or repeated.
+   * The tokens whose text is exactly `text` (all the rest on the finishing output): a token that
+   * rendered nothing yet (part of a character) comes with the one that completes it, so a
+   * continuation elsewhere (request migration) resumes after them, no text lost or repeated.
    */
   tokenIds: number[];
   /** The logprobs of `tokenIds` (when asked for). */
@@ -106,7 +101,7 @@ export interface StepReport {
   numSeqs: number;
   numScheduledTokens: number;
   numSampled: number;
-  /** Attention (query, key) pairs computed (step-cost.ts: the step's work, for CPU slices). */
+  /** Attention (query, key) pairs computed (the step's work: serving/step-cost.ts). */
   numAttendedPairs: number;
   /** Sequences that computed tokens this step. */
   scheduledSeqIds: SeqId[];
@@ -114,18 +109,11 @@ export interface StepReport {
   outputs: SeqOutput[];
 }
 
-/** A generated token not out yet, and where its text ends in `pending` (open: none rendered). */
-interface HeldToken {
-  sampled: SampledToken;
-  end: number;
-}
-
 interface OutputState {
   decoder: StreamDecoder;
-  /** Text generated and not out yet. */
   pending: string;
-  /** The tokens of `pending`, in order; those that rendered nothing yet have end Infinity. */
-  held: HeldToken[];
+  /** The tokens of `pending` and where each one's text ends in it (Infinity: none rendered). */
+  held: { sampled: SampledToken; end: number }[];
   maxStopLen: number;
   numOutputTokens: number;
 }
@@ -359,42 +347,22 @@ export class Engine {
     const piece = st.decoder.push(sampled.tokenId);
     st.pending += piece;
     st.held.push({ sampled, end: Number.POSITIVE_INFINITY });
-    if (piece.length > 0) {
-      // this token completes the text of the tokens before it that rendered nothing yet
-      for (
-        let i = st.held.length - 1;
-        i >= 0 && st.held[i]?.end === Number.POSITIVE_INFINITY;
-        i--
-      ) {
-        (st.held[i] as HeldToken).end = st.pending.length;
-      }
-    }
+    // a token that renders text completes the tokens before it that rendered none
+    for (const h of st.held)
+      if (piece && h.end === Number.POSITIVE_INFINITY) h.end = st.pending.length;
     let reason: FinishReason | null = finished ? seq.finishReason : null;
     if (finished) st.pending += st.decoder.flush();
-    let text: string;
-    let out: HeldToken[];
     const cut = this.findStop(st.pending, seq.params.stop);
-    if (cut >= 0 || reason) {
-      text = cut >= 0 ? st.pending.slice(0, cut) : st.pending;
-      if (cut >= 0) {
-        if (!finished) this.scheduler.finish(seq.seqId, "stop");
-        reason = "stop";
-      }
-      out = st.held;
-      st.pending = "";
-      st.held = [];
-    } else {
-      // hold back a tail that could be the start of a stop string, in whole tokens
-      const limit = st.pending.length - Math.max(st.maxStopLen - 1, 0);
-      let k = 0;
-      while (k < st.held.length && (st.held[k] as HeldToken).end <= limit) k++;
-      out = st.held.slice(0, k);
-      st.held = st.held.slice(k);
-      const n = out.at(-1)?.end ?? 0;
-      text = st.pending.slice(0, n);
-      st.pending = st.pending.slice(n);
-      for (const h of st.held) h.end -= n;
-    }
+    if (cut >= 0 && !finished) this.scheduler.finish(seq.seqId, "stop");
+    if (cut >= 0) reason = "stop";
+    // all out once finished; before, hold back whole tokens whose text could start a stop string
+    const limit = reason ? Number.POSITIVE_INFINITY : st.pending.length - (st.maxStopLen || 1) + 1;
+    const k = st.held.findIndex((h) => h.end > limit);
+    const out = st.held.splice(0, k < 0 ? st.held.length : k);
+    const n = reason ? st.pending.length : (out.at(-1)?.end ?? 0);
+    const text = st.pending.slice(0, cut >= 0 ? cut : n);
+    st.pending = st.pending.slice(n);
+    for (const h of st.held) h.end -= n;
     if (reason) this.outputs.delete(seq.seqId);
     return {
       seqId: seq.seqId,

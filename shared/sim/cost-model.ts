@@ -32,8 +32,7 @@
  * per-request costs are also work on the engine's thread: each delays the next step of every
  * instance that is busy when it happens. Deployed, the request path runs elsewhere: false. Pure.
  */
-import type { StepPlan } from "../engine/executor.ts";
-import { attendedPairs } from "../engine/step-cost.ts";
+import { attendedPairs, type StepPlan } from "../engine/executor.ts";
 
 export interface ModelCard {
   name: string;

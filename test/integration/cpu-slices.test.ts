@@ -45,7 +45,7 @@ describe("engine loop time slices", () => {
     ).stats();
     expect(stats.numSlices).toBeGreaterThanOrEqual(2);
     // locally the clock moves too: which count ended the slices (the work count is the one a
-    // deployed Npu relies on; test/unit/durable-objects/engine-loop-slices.test.ts freezes the clock)
+    // deployed Npu relies on; test/integration/engine-loop-slices.test.ts freezes the clock)
     console.log(JSON.stringify({ numSlices: stats.numSlices, byWork: stats.numSlicesByWork }));
     const refBody = (await refRes.json()) as {
       choices: { text: string; logprobs: { tokens: string[] } }[];

@@ -15,16 +15,11 @@
  */
 import type { ModelConfig } from "../model/config.ts";
 
-/** Attention pairs of a chunk of `n` tokens starting at position `start` (causal). */
-export function attendedPairs(start: number, n: number): number {
-  return n * start + (n * (n + 1)) / 2;
-}
-
 /** The work of one step, as the engine reports it (StepReport). */
 export interface StepWork {
   numScheduledTokens: number;
   numSampled: number;
-  /** Attention (query, key) pairs computed (`attendedPairs` summed over the step's chunks). */
+  /** Attention (query, key) pairs computed (`attendedPairs` of engine/executor.ts, summed). */
   numAttendedPairs: number;
 }
 

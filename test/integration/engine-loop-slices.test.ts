@@ -2,22 +2,19 @@
  * The engine loop's CPU slices count work, not only the clock: with `Date.now()` frozen (as a
  * deployed Worker's clock is during pure compute), an invocation still ends once its steps'
  * estimated CPU time reaches the slice, and the loop continues from a fresh invocation until
- * the work is done. The estimate is the real one (estimatedStepMs) for the embedded model.
+ * the work is done. The estimate is the real one (estimatedStepMs) for the embedded model. (In
+ * workerd, as the loop's own DO, so the Workers types apply.)
  */
-import { readFileSync } from "node:fs";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { EngineLoop, type Steppable } from "../../../durable-objects/engine-loop.ts";
-import type { StepReport } from "../../../shared/engine/engine.ts";
-import { estimatedStepMs } from "../../../shared/engine/step-cost.ts";
-import { Logger } from "../../../shared/log.ts";
-import { modelConfigFromGguf } from "../../../shared/model/config.ts";
-import { parseGguf } from "../../../shared/model/gguf.ts";
+import { EngineLoop, type Steppable } from "../../durable-objects/engine-loop.ts";
+import DEFAULT_MODEL from "../../models/default-moe.gguf";
+import type { StepReport } from "../../shared/engine/engine.ts";
+import { Logger } from "../../shared/log.ts";
+import { modelConfigFromGguf } from "../../shared/model/config.ts";
+import { parseGguf } from "../../shared/model/gguf.ts";
+import { estimatedStepMs } from "../../shared/serving/step-cost.ts";
 
-const CONFIG = modelConfigFromGguf(
-  parseGguf(
-    new Uint8Array(readFileSync(new URL("../../../models/default-moe.gguf", import.meta.url))),
-  ),
-);
+const CONFIG = modelConfigFromGguf(parseGguf(new Uint8Array(DEFAULT_MODEL)));
 
 /** Decode steps of `numSeqs` sequences at growing positions, `numSteps` in all. */
 function decodeEngine(numSteps: number, numSeqs: number): Steppable & { done: number } {
