@@ -3,7 +3,7 @@
  * sampling), several prompts with n = 2, and stop strings. For each, streamed and not, an Npu
  * reset mid-generation (`drop_state`, what production does past 128 MB) makes the job continue on
  * the other instance, and the client gets exactly the no-fault response: each choice's text, its
- * finish reason and the usage. Then the migration state surviving a JobExecutor reset: the
+ * finish reason, its logprob tokens (with logprobs asked for) and the usage. Then the migration state surviving a JobExecutor reset: the
  * JobExecutor is reset under a stream, then the stream's Npu: the restarted JobExecutor rebuilds
  * the job from its records and the stream continues equal to its no-fault output.
  */
@@ -83,6 +83,8 @@ async function dropState(instance: string): Promise<void> {
 /** What a response says, per choice, and its usage: streamed or not, the same shape. */
 interface Outcome {
   texts: string[];
+  /** Each choice's logprob tokens, in order (none repeated or lost across the join). */
+  logprobTokens: string[][];
   finishReasons: (string | null)[];
   completionTokens: number | null;
   promptTokens: number | null;
@@ -90,6 +92,7 @@ interface Outcome {
 
 interface Choice {
   index: number;
+  logprobs?: { tokens?: string[]; content?: { token: string }[] } | null;
   text?: string;
   message?: { content: string };
   delta?: { content?: string };
@@ -100,10 +103,15 @@ interface Usage {
   completion_tokens: number;
 }
 
+function logprobTokensOf(c: Choice): string[] {
+  return c.logprobs?.tokens ?? c.logprobs?.content?.map((x) => x.token) ?? [];
+}
+
 function fromJson(body: { choices: Choice[]; usage: Usage }): Outcome {
   const choices = [...body.choices].sort((a, b) => a.index - b.index);
   return {
     texts: choices.map((c) => c.text ?? c.message?.content ?? ""),
+    logprobTokens: choices.map(logprobTokensOf),
     finishReasons: choices.map((c) => c.finish_reason),
     completionTokens: body.usage.completion_tokens,
     promptTokens: body.usage.prompt_tokens,
@@ -114,6 +122,7 @@ function fromSse(text: string, numChoices: number): Outcome & { errors: object[]
   const events = parseSse(text);
   const out: Outcome = {
     texts: Array.from({ length: numChoices }, () => ""),
+    logprobTokens: Array.from({ length: numChoices }, () => []),
     finishReasons: Array.from({ length: numChoices }, () => null),
     completionTokens: null,
     promptTokens: null,
@@ -125,6 +134,7 @@ function fromSse(text: string, numChoices: number): Outcome & { errors: object[]
     const chunk = e as { choices?: Choice[]; usage?: Usage | null };
     for (const c of chunk.choices ?? []) {
       out.texts[c.index] += c.text ?? c.delta?.content ?? "";
+      out.logprobTokens[c.index]?.push(...logprobTokensOf(c));
       if (c.finish_reason) out.finishReasons[c.index] = c.finish_reason;
     }
     if (chunk.usage) {
@@ -152,6 +162,10 @@ async function drill(
   const clean = await post(path, req);
   expect(clean.status).toBe(200);
   const expected = fromJson((await clean.json()) as { choices: Choice[]; usage: Usage });
+  // with logprobs asked for, one entry per generated token: the comparison below has substance
+  if ("logprobs" in body) {
+    expect(expected.logprobTokens.flat().length).toBe(expected.completionTokens);
+  }
   const res = post(
     path,
     stream ? { ...req, stream, stream_options: { include_usage: true } } : req,
@@ -218,6 +232,7 @@ const N_CHAT = {
   n: 3,
   temperature: 0.9,
   seed: 123,
+  logprobs: true,
   max_tokens: 150,
   ignore_eos: true,
 };
@@ -231,6 +246,7 @@ const PROMPTS = {
 };
 const STOP_BASE = {
   prompt: "The long road home",
+  logprobs: 1,
   temperature: 0.7,
   seed: 31,
   max_tokens: 400,
