@@ -6,11 +6,14 @@
  * is the progress counter the JobExecutor's watchdog reads (through Npu.health): a loop that has
  * work but stopped stepping is hung, and `reset` abandons it. A fault injected for drills
  * (`inject`) makes the next step throw, or hangs the loop before it. An invocation runs steps
- * for at most `sliceMs` (a platform CPU limit applies per incoming request or event); then the
- * loop ends and the Npu's alarm, a fresh invocation, continues it.
+ * until they used `sliceMs` (a platform CPU limit applies per incoming request or event), counted
+ * by the work they did (each step's estimated CPU time, shared/serving/step-cost.ts: deployed, the
+ * clock moves only on I/O) and by the clock; then the loop ends and the Npu's alarm, a fresh
+ * invocation, continues it.
  */
 import type { StepReport } from "../shared/engine/engine.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
+import { SliceBudget } from "../shared/serving/step-cost.ts";
 
 /** Recent steps kept for stats(). */
 const RECENT_STEPS = 64;
@@ -40,8 +43,10 @@ export interface EngineLoopHost {
   onStep(report: StepReport, startedAt: number, endedAt: number): void;
   /** A step threw (`error`): everything in flight is failed. */
   onFailure(error: unknown): void;
-  /** Step time one invocation may use before the loop continues from a fresh one. */
+  /** CPU time one invocation may use before the loop continues from a fresh one. */
   sliceMs: number;
+  /** A step's estimated CPU time in ms, from the work it did (`estimatedStepMs`). */
+  stepCostMs(report: StepReport): number;
   /** Continues the loop from a fresh invocation (the Npu's alarm kicks it). */
   continueLater(): void;
 }
@@ -60,8 +65,10 @@ export class EngineLoop {
   numPreemptions = 0;
   /** Steps completed since this Npu started: the watchdog's progress counter. */
   numSteps = 0;
-  /** Times the loop handed over to a fresh invocation (its time slice was used up). */
+  /** Times the loop handed over to a fresh invocation (its slice was used up). */
   numSlices = 0;
+  /** Of those, the times the work estimate used the slice up (not the clock). */
+  numSlicesByWork = 0;
   readonly recentSteps: StepSummary[] = [];
 
   constructor(private readonly host: EngineLoopHost) {}
@@ -91,7 +98,7 @@ export class EngineLoop {
   private async run(generation: number): Promise<void> {
     const engine = this.host.engine();
     const current = () => generation === this.generation;
-    let usedMs = 0;
+    const budget = new SliceBudget(this.host.sliceMs);
     try {
       while (engine?.hasWork() || this.fault !== null) {
         if (this.fault === "hang") {
@@ -128,10 +135,11 @@ export class EngineLoop {
         if (this.recentSteps.length > RECENT_STEPS) this.recentSteps.shift();
         this.host.log.debug("step.completed", summary);
         this.host.onStep(report, t0, now);
-        usedMs += now - t0;
-        if (usedMs >= this.host.sliceMs && engine.hasWork()) {
+        budget.spend(this.host.stepCostMs(report), now - t0);
+        if (budget.usedUp && engine.hasWork()) {
           // this invocation has used its slice: a fresh one (the alarm) continues
           this.numSlices++;
+          if (budget.usedUpBy === "work") this.numSlicesByWork++;
           this.host.continueLater();
           return;
         }

@@ -115,7 +115,7 @@ export class JobExecutor extends DurableObject<Env> {
       plan: (spec, deploymentId, attempt, exclude) =>
         this.#planner.planAttempt(spec, deploymentId, attempt, exclude),
     });
-    this.#migrations.releaseForgotten();
+    this.#migrations.restoreHeld(Date.now());
     this.#batches = new BatchRunner({
       ctx,
       env,

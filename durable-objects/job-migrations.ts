@@ -1,23 +1,28 @@
 /**
  * The JobExecutor's side of request migration (rules in shared/serving/migration.ts). It tracks
- * the live interactive jobs that may migrate, by the task ids of their current attempt. When
- * such a task fails because its instance did (the watchdog, the Npu's engine failure, a refused
- * dispatch), the failure ends the task only and is held: the failed instance gets no new work
+ * the live interactive jobs by the task ids of their current attempt. When such a task fails
+ * because its instance did (the watchdog, the Npu's engine failure, a refused dispatch), the
+ * failure ends the task only and is held: the failed instance gets no new work
  * (UNHEALTHY_FOR_MS) and the ClusterManager is told to replace it, and the worker, which saw the
  * stream's error, asks `resume` for the next attempt. A failure not resumed within
  * RESUME_WAIT_MS, or one that cannot migrate (attempts used up, no other instance, the request
- * ended), is released onto the job and request: they fail with it, as without migration. The
- * tracking is in memory: after a JobExecutor restart a failure simply fails its request.
+ * ended), is released onto the job and request: they fail with it, as without migration.
+ *
+ * Surviving a restart: what a migration needs is durable already and costs no write of its own.
+ * The attempt and its tasks' instances are the task rows (task ids name the attempt), a held
+ * failure is a live job whose tasks all ended, and the delivered tokens travel with the worker's
+ * `resume` (the worker holds the client's stream, so they exist exactly as long as someone can
+ * receive a continuation). The in-memory map is a cache: a job it does not know is rebuilt from
+ * the records, and at start-up held failures are held again for RESUME_WAIT_MS.
  */
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import type { Logger } from "../shared/log.ts";
-import { taskIdFor } from "../shared/protocol/ids.ts";
+import { attemptOfTask, taskIdFor } from "../shared/protocol/ids.ts";
 import type { JobSpec, ResumeJob, Submitted } from "../shared/protocol/messages.ts";
 import { placedTasks } from "../shared/serving/dispatch.ts";
 import {
   continuationSpec,
   continuationTask,
-  isMigratable,
   MAX_ATTEMPTS,
   RESUME_WAIT_MS,
 } from "../shared/serving/migration.ts";
@@ -61,9 +66,8 @@ export class JobMigrations {
 
   constructor(private readonly host: MigrationHost) {}
 
-  /** A submitted interactive job: tracked when it can migrate. */
+  /** A submitted interactive job: tracked from its first attempt. */
   track(jobId: string, requestId: string, s: Submitted): void {
-    if (!isMigratable(s.task)) return;
     const tasks = new Map(placedTasks(s.placement).map(([, t]) => [t.taskId, t.instanceId]));
     const m: Migration = { requestId, jobId, attempt: 0, tasks, held: null };
     for (const id of tasks.keys()) this.#byTask.set(id, m);
@@ -74,7 +78,8 @@ export class JobMigrations {
    * failed is held ("none") while attempts remain; anything else as usual ("auto").
    */
   mirrorOf(taskId: string, p: TaskProgress): "auto" | "none" {
-    const m = this.#byTask.get(taskId);
+    // a failure of a job not in memory (this JobExecutor restarted) finds it in the records
+    const m = this.#byTask.get(taskId) ?? (p.status === "failed" ? this.#rebuild(taskId) : null);
     if (!m) return "auto";
     if (p.status === "succeeded" || p.status === "cancelled") {
       // a prefill task's success only starts its job
@@ -102,13 +107,13 @@ export class JobMigrations {
    * value, and then the held failure ends the job and request.
    */
   async resume(q: ResumeJob): Promise<Result<Submitted>> {
-    const m = this.#byTask.get(q.failedTaskId);
+    const m = this.#byTask.get(q.failedTaskId) ?? this.#rebuild(q.failedTaskId);
     if (!m) {
-      // not tracked (it cannot migrate, or this JobExecutor restarted and forgot a held
-      // failure): the failure ends the job and request, if nothing ended them yet
+      // not live (the job ended, or the task is not its current attempt's): the failure ends
+      // the job and request, if nothing ended them yet
       const p: TaskProgress = { status: "failed", finishedAt: Date.now(), error: q.error };
       this.host.apply(q.spec.requestId, q.failedTaskId, p, "force");
-      return cannotMigrate("it is not tracked (it ended, or cannot migrate)");
+      return cannotMigrate("its job ended or moved on to another attempt");
     }
     if (!m.held) {
       // the worker saw the stream's error before the failure report arrived
@@ -130,7 +135,7 @@ export class JobMigrations {
       return cannotMigrate(`the request is ${status ?? "gone"}`);
     }
     const attempt = m.attempt + 1;
-    const spec = continuationSpec(q.spec, q.task, q.delivered);
+    const spec = continuationSpec(q.spec, q.task, q.choices);
     // never back to the instance that failed (another of the deployment, or none)
     const failed = m.tasks.get(m.held?.taskId ?? q.failedTaskId) ?? "";
     const planned = await this.host.plan(spec, q.deploymentId, attempt, failed);
@@ -161,22 +166,42 @@ export class JobMigrations {
       attempt,
       from: failed,
       instanceId: tasks.at(-1)?.[1].instanceId ?? null,
-      numDelivered: q.delivered.length,
+      numChoices: q.choices.length,
+      numDelivered: q.choices.reduce((a, c) => a + c.tokenIds.length, 0),
     });
-    return { ok: true, value: { ...s, task: continuationTask(s.task, q.task, q.delivered) } };
+    return { ok: true, value: { ...s, task: continuationTask(s.task, q.task) } };
   }
 
   /**
-   * At start-up: failures held before a restart are released (the tracking was in memory), so
-   * their jobs and requests end.
+   * At start-up: failures held before a restart are held again (their jobs rebuilt from the
+   * records) for RESUME_WAIT_MS, so a worker still streaming can resume them.
    */
-  releaseForgotten(): void {
+  restoreHeld(now: number): void {
     for (const f of this.host.records.read().heldFailures()) {
-      this.host.log.warn("job.migration_abandoned", { ...f, why: "the JobExecutor restarted" });
+      const m = this.#rebuild(f.taskId);
+      if (!m) continue;
       const error = f.error ?? "instance failed";
-      const p: TaskProgress = { status: "failed", finishedAt: Date.now(), error };
-      this.host.apply(f.requestId, f.taskId, p, "force");
+      const progress: TaskProgress = { status: "failed", finishedAt: now, error };
+      m.held = { taskId: f.taskId, progress, until: now + RESUME_WAIT_MS };
+      this.host.arm(m.held.until);
+      this.host.log.info("job.failure_restored", { requestId: m.requestId, taskId: f.taskId });
     }
+  }
+
+  /**
+   * A live interactive job rebuilt from the records (its current attempt: the highest of its
+   * task ids), tracked again; null when `taskId` is not of its job's current attempt.
+   */
+  #rebuild(taskId: string): Migration | null {
+    const job = this.host.records.read().liveJobOf(taskId);
+    if (!job) return null;
+    const attempt = Math.max(...job.tasks.map((t) => attemptOfTask(t.id)));
+    if (attemptOfTask(taskId) !== attempt) return null;
+    const current = job.tasks.filter((t) => attemptOfTask(t.id) === attempt);
+    const tasks = new Map(current.map((t) => [t.id, t.instanceId]));
+    const m: Migration = { requestId: job.requestId, jobId: job.jobId, attempt, tasks, held: null };
+    for (const id of tasks.keys()) this.#byTask.set(id, m);
+    return m;
   }
 
   /** Releases held failures nobody resumed in time; the earliest still held, or null. */

@@ -59,11 +59,7 @@ export class KvHandoff {
     const prefill = this.prefills.get(o.seqId);
     if (!prefill || !o.finished) return false;
     this.prefills.delete(o.seqId);
-    prefill({
-      tokenId: o.newTokenIds[0] as number,
-      logprob: o.logprobs[0]?.logprob ?? Number.NaN,
-      topLogprobs: o.logprobs[0]?.topLogprobs ?? [],
-    });
+    prefill(o.sampled);
     return true;
   }
 
@@ -117,7 +113,7 @@ export class KvHandoff {
       instance,
       seqId,
       seq.promptIds,
-      p.params,
+      seq.params,
       task.cacheSalt,
     );
     if (!computed.ok) return computed;
@@ -173,12 +169,13 @@ export class KvHandoff {
     tracker: TaskTracker,
   ): Promise<Result<{ seqId: string; events: GenerateEvent[] }>> {
     const seqId = `${task.taskId}/0`;
-    const promptIds = p.seqs[0]?.promptIds;
-    if (!promptIds || p.seqs.length !== 1) {
+    const seq = p.seqs[0];
+    if (!seq || p.seqs.length !== 1) {
       return failure(
         errorInfo("invalid_request", "a PD deployment serves one prompt with n = 1", "n"),
       );
     }
+    const promptIds = seq.promptIds;
     const engine = instance.engine;
     const owner = this.host.env.NPU.getByName(pre.region.owner);
     const got = await owner.fabricRead({ regionId: pre.region.regionId, minSeq: pre.region.seq });
@@ -193,10 +190,10 @@ export class KvHandoff {
         seqId,
         promptIds,
         pre.first,
-        p.params,
+        seq.params,
         (table) => instance.transformer.importKv(table, promptIds.length, kv),
         {
-          stripLeadingSpace: p.stripLeadingSpace,
+          stripLeadingSpace: seq.stripLeadingSpace,
           cacheSalt: task.cacheSalt,
           expectedOutputTokens: task.expectedOutputTokens,
           numCachedTokens: pre.numCachedTokens,

@@ -11,6 +11,8 @@ import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { parseGguf } from "../shared/model/gguf.ts";
 import { taskIdFor } from "../shared/protocol/ids.ts";
 import type {
+  ChatMessage,
+  ContinuedChoice,
   GenerateInput,
   JobSpec,
   Placement,
@@ -136,13 +138,15 @@ export class ModelScheduler {
     input: GenerateInput,
     maxTokens: number | null,
     maxModelLen: number,
+    continues: readonly ContinuedChoice[] | null = null,
   ): Result<PreparedPrompts> {
     const { tokenizer, chat } = this;
     if (!tokenizer || !chat) {
       const msg = `the weights of model ${this.model} are not in the registry; retry shortly`;
       return failure(errorInfo("overloaded", msg, null, "model_unavailable"));
     }
-    return preparePrompts(input, maxTokens, tokenizer, maxModelLen, (m) => chat.render(m));
+    const render = (m: readonly ChatMessage[]) => chat.render(m);
+    return preparePrompts(input, maxTokens, tokenizer, maxModelLen, render, continues);
   }
 
   /** The prompt's full-block keys under a cache salt (as the engine keys its KV blocks). */
@@ -166,7 +170,8 @@ export class ModelScheduler {
     attempt: number,
   ): Result<JobPlan> {
     const { spec, modelRecord: m } = s;
-    const prepared = this.prepare(spec.input, spec.maxTokens, m.summary.contextLength);
+    const ctxLen = m.summary.contextLength;
+    const prepared = this.prepare(spec.input, spec.maxTokens, ctxLen, spec.continues ?? null);
     if (!prepared.ok) return prepared;
     const p = prepared.value;
     // the request's kv_cache over its deployments' default; checked against the longest prompt
@@ -228,6 +233,7 @@ export class ModelScheduler {
       sampling: spec.sampling,
       cacheSalt,
       kvCache: kvCache.policy === "dense" ? null : kvCache,
+      ...(spec.continues ? { continues: spec.continues } : {}),
     };
     return {
       ok: true,

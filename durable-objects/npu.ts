@@ -20,6 +20,7 @@ import type { GenerateTask, Prefilled } from "../shared/protocol/messages.ts";
 import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
 import { npuName } from "../shared/protocol/names.ts";
 import { shouldSetAlarm } from "../shared/serving/batch.ts";
+import { estimatedStepMs } from "../shared/serving/step-cost.ts";
 import type { NpuHealth } from "../shared/serving/watchdog.ts";
 import type { FaultKind } from "../shared/types/faults.ts";
 import type { LoadReport, WeightSource } from "../shared/types/instances.ts";
@@ -49,6 +50,8 @@ export interface NpuStats extends EngineStats {
   recentSteps: StepSummary[];
   /** Times the engine loop continued from a fresh invocation (NPU_SLICE_MS). */
   numSlices: number;
+  /** Of those, the times its work estimate (not the clock) used the slice up. */
+  numSlicesByWork: number;
   draining: boolean;
   /** When a task last ended here (or the Npu started). */
   lastActiveAt: number;
@@ -114,6 +117,10 @@ export class Npu extends DurableObject<Env> {
         this.handoff.failAll();
       },
       sliceMs: getConfig(env).npuSliceMs,
+      stepCostMs: (r) => {
+        const config = this.loaded?.instance.config;
+        return config ? estimatedStepMs(config, r) : 0;
+      },
       continueLater: () => ctx.waitUntil(ctx.storage.setAlarm(Date.now())),
     });
     this.admission = new TaskAdmission({
@@ -330,6 +337,7 @@ export class Npu extends DurableObject<Env> {
         : null,
       recentSteps: [...this.loop.recentSteps],
       numSlices: this.loop.numSlices,
+      numSlicesByWork: this.loop.numSlicesByWork,
       draining: this.lifecycle.draining,
       lastActiveAt: this.lifecycle.lastActiveAt,
     };

@@ -79,8 +79,34 @@ export class RecordQueries {
   }
 
   /**
+   * The interactive job of a task while the job is live: its request and every task of it with
+   * its instance (job-migrations.ts rebuilds a migration from them). Null for a batch job's task,
+   * an ended job, or an unknown task.
+   */
+  liveJobOf(
+    taskId: string,
+  ): { requestId: string; jobId: string; tasks: { id: string; instanceId: string }[] } | null {
+    const row = this.sql
+      .exec(
+        `SELECT t.job_id, t.request_id FROM tasks t JOIN jobs j ON j.id = t.job_id
+           JOIN requests r ON r.id = t.request_id
+         WHERE t.id = ? AND r.kind != 'batch' AND j.status NOT IN ${TERMINAL}`,
+        taskId,
+      )
+      .toArray()[0];
+    if (!row) return null;
+    const jobId = row.job_id as string;
+    const tasks = this.sql
+      .exec("SELECT id, instance_id FROM tasks WHERE job_id = ?", jobId)
+      .toArray()
+      .map((t) => ({ id: t.id as string, instanceId: t.instance_id as string }));
+    return { requestId: row.request_id as string, jobId, tasks };
+  }
+
+  /**
    * Interactive jobs still live whose tasks have all ended, one of them failed: failures held
-   * for a migration that a restart forgot (job-migrations.ts). The last failed task of each.
+   * for a migration when the JobExecutor restarted (job-migrations.ts holds them again). The
+   * last failed task of each.
    */
   heldFailures(): { requestId: string; taskId: string; error: string | null }[] {
     return this.sql

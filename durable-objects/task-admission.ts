@@ -107,9 +107,9 @@ export class TaskAdmission {
     }
     for (const s of task.prefilled ? [] : p.seqs) {
       const seqId = `${task.taskId}/${s.index}`;
-      const err = engine.add(seqId, s.promptIds, p.params, {
+      const err = engine.add(seqId, s.promptIds, s.params, {
         choiceIndex: s.index,
-        stripLeadingSpace: p.stripLeadingSpace,
+        stripLeadingSpace: s.stripLeadingSpace,
         cacheSalt: task.cacheSalt,
         expectedOutputTokens: task.expectedOutputTokens,
         ...(task.kvCache ? { kvCache: task.kvCache } : {}),

@@ -13,7 +13,7 @@ import { join } from "node:path";
 // KV-cache policies (engine/kv-policy/, about 450) and moe-attention's disaggregated executor,
 // attention group, expert ranks and their memory plan (about 650), plus expert-rank failover
 // (replayed exchanges by attempt, failed-over ranks in the map, expert rank health: about 160).
-const LINE_BUDGET = { "shared/model": 3750, "shared/tokenizer": 1300, "shared/engine": 2450 };
+const LINE_BUDGET = { "shared/model": 3750, "shared/tokenizer": 1300, "shared/engine": 2470 };
 
 function files(dir) {
   return readdirSync(dir).flatMap((f) => {

@@ -29,7 +29,10 @@ export const ServingConfigSchema = z
     JOB_EXECUTOR_SHARDS: int(1, 1, 256),
     MAX_BODY_MB: int(64, 1, 1024),
     LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
-    /** Engine-loop time one invocation of an Npu may use; then the loop continues from an alarm. */
+    /**
+     * Engine-loop CPU time one invocation of an Npu may use, counted by the steps' work
+     * (serving/step-cost.ts) and by the clock; then the loop continues from an alarm.
+     */
     NPU_SLICE_MS: int(5_000, 1, 300_000),
     /** moe-attention: how often rank 0 probes the expert ranks while a group step is in flight. */
     EXPERT_PROBE_MS: int(250, 10, 10_000),

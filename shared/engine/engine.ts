@@ -8,7 +8,7 @@
  */
 import { type ErrorInfo, errorInfo } from "../errors.ts";
 import type { SampledToken } from "../model/sampler.ts";
-import type { Executor } from "./executor.ts";
+import { attendedPairs, type Executor } from "./executor.ts";
 import { type KvUsage, kvUsage } from "./kv-policy/sequence-kv.ts";
 import { checkKvCache, type KvCacheSpec } from "./kv-policy/spec.ts";
 import { newKvState } from "./kv-policy/state.ts";
@@ -74,8 +74,17 @@ export interface SeqOutput {
   seqId: SeqId;
   /** Tokens generated this step (0 or 1). */
   newTokenIds: number[];
-  /** Text released this step: stop strings and text that could start one are held back. */
+  /** The token sampled this step (with its logprobs when asked for), released or not. */
+  sampled: SampledToken;
+  /** Text released this step: a stop string, and whole tokens that could start one, held back. */
   text: string;
+  /**
+   * The tokens whose text is exactly `text` (all the rest on the finishing output): a token that
+   * rendered nothing yet (part of a character) comes with the one that completes it, so a
+   * continuation elsewhere (request migration) resumes after them, no text lost or repeated.
+   */
+  tokenIds: number[];
+  /** The logprobs of `tokenIds` (when asked for). */
   logprobs: SampledToken[];
   finished: boolean;
   finishReason: FinishReason | null;
@@ -92,6 +101,8 @@ export interface StepReport {
   numSeqs: number;
   numScheduledTokens: number;
   numSampled: number;
+  /** Attention (query, key) pairs computed (the step's work: serving/step-cost.ts). */
+  numAttendedPairs: number;
   /** Sequences that computed tokens this step. */
   scheduledSeqIds: SeqId[];
   preemptedSeqIds: SeqId[];
@@ -101,6 +112,8 @@ export interface StepReport {
 interface OutputState {
   decoder: StreamDecoder;
   pending: string;
+  /** The tokens of `pending` and where each one's text ends in it (Infinity: none rendered). */
+  held: { sampled: SampledToken; end: number }[];
   maxStopLen: number;
   numOutputTokens: number;
 }
@@ -286,6 +299,7 @@ export class Engine {
         stripLeadingSpace: opts.stripLeadingSpace ?? false,
       }),
       pending: "",
+      held: [],
       maxStopLen: params.stop.reduce((m, s) => Math.max(m, s.length), 0),
       numOutputTokens: 0,
     });
@@ -316,6 +330,10 @@ export class Engine {
       numSeqs: plan.seqs.length,
       numScheduledTokens: plan.numScheduledTokens,
       numSampled: outputs.length,
+      numAttendedPairs: plan.seqs.reduce(
+        (a, q) => a + attendedPairs(q.startPos, q.tokenIds.length),
+        0,
+      ),
       scheduledSeqIds: plan.seqs.map((s) => s.seqId),
       preemptedSeqIds: plan.preemptedSeqIds,
       outputs,
@@ -326,33 +344,33 @@ export class Engine {
     const st = this.outputs.get(seq.seqId);
     if (!st) return null;
     st.numOutputTokens++;
-    st.pending += st.decoder.push(sampled.tokenId);
+    const piece = st.decoder.push(sampled.tokenId);
+    st.pending += piece;
+    st.held.push({ sampled, end: Number.POSITIVE_INFINITY });
+    // a token that renders text completes the tokens before it that rendered none
+    for (const h of st.held)
+      if (piece && h.end === Number.POSITIVE_INFINITY) h.end = st.pending.length;
     let reason: FinishReason | null = finished ? seq.finishReason : null;
     if (finished) st.pending += st.decoder.flush();
-    let text: string;
     const cut = this.findStop(st.pending, seq.params.stop);
-    if (cut >= 0) {
-      text = st.pending.slice(0, cut);
-      st.pending = "";
-      if (!finished) this.scheduler.finish(seq.seqId, "stop");
-      reason = "stop";
-    } else if (reason) {
-      text = st.pending;
-      st.pending = "";
-    } else {
-      // hold back a tail that could be the start of a stop string, never half a surrogate pair
-      const keep = Math.max(st.maxStopLen - 1, 0);
-      let n = Math.max(st.pending.length - keep, 0);
-      if (n > 0 && isHighSurrogate(st.pending.charCodeAt(n - 1))) n--;
-      text = st.pending.slice(0, n);
-      st.pending = st.pending.slice(n);
-    }
+    if (cut >= 0 && !finished) this.scheduler.finish(seq.seqId, "stop");
+    if (cut >= 0) reason = "stop";
+    // all out once finished; before, hold back whole tokens whose text could start a stop string
+    const limit = reason ? Number.POSITIVE_INFINITY : st.pending.length - (st.maxStopLen || 1) + 1;
+    const k = st.held.findIndex((h) => h.end > limit);
+    const out = st.held.splice(0, k < 0 ? st.held.length : k);
+    const n = reason ? st.pending.length : (out.at(-1)?.end ?? 0);
+    const text = st.pending.slice(0, cut >= 0 ? cut : n);
+    st.pending = st.pending.slice(n);
+    for (const h of st.held) h.end -= n;
     if (reason) this.outputs.delete(seq.seqId);
     return {
       seqId: seq.seqId,
       newTokenIds: [sampled.tokenId],
+      sampled,
       text,
-      logprobs: seq.params.logprobs ? [sampled] : [],
+      tokenIds: out.map((h) => h.sampled.tokenId),
+      logprobs: seq.params.logprobs ? out.map((h) => h.sampled) : [],
       finished: reason !== null,
       finishReason: reason,
       numPromptTokens: seq.numPromptTokens,
@@ -371,8 +389,4 @@ export class Engine {
     }
     return best;
   }
-}
-
-function isHighSurrogate(unit: number): boolean {
-  return unit >= 0xd800 && unit <= 0xdbff;
 }

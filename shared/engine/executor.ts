@@ -47,6 +47,11 @@ export interface StepResult {
   kvScores?: (number[] | null)[];
 }
 
+/** Attention pairs of a chunk of `n` tokens starting at position `start` (causal). */
+export function attendedPairs(start: number, n: number): number {
+  return n * start + (n * (n + 1)) / 2;
+}
+
 export interface Executor {
   execute(plan: StepPlan): Promise<StepResult>;
 }

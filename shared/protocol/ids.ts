@@ -8,3 +8,9 @@ import type { TaskRole } from "../types/records.ts";
 export function taskIdFor(jobId: string, role: TaskRole, attempt = 0): string {
   return `task_${jobId.replace(/^job_/, "")}-${role}-${attempt}`;
 }
+
+/** The attempt a task id of `taskIdFor` names (0 for an id without one). */
+export function attemptOfTask(taskId: string): number {
+  const m = /-(\d+)$/.exec(taskId);
+  return m ? Number(m[1]) : 0;
+}

@@ -37,6 +37,14 @@ export interface GenerateSampling {
   topLogprobs: number;
 }
 
+/** A choice a continuation carries on (request migration, shared/serving/migration.ts). */
+export interface ContinuedChoice {
+  /** Its index in the original request (the sampling key's choice). */
+  index: number;
+  /** Its tokens the client has received: its prompt ends with them, its max tokens lose them. */
+  numDelivered: number;
+}
+
 /**
  * What a job asks for, before tokenisation: the worker sends it to the JobExecutor, which renders
  * and tokenises it once, checks the context, places the job and records it.
@@ -56,6 +64,11 @@ export interface JobSpec {
   cacheSalt: string | null;
   /** The client's `kv_cache` fields (absent or null: the deployment's default). */
   kvCache?: KvCacheRequest | null;
+  /**
+   * A continuation of a migrating job: prompt p (the original prompt of a choice plus its
+   * delivered tokens) continues choice `continues[p]`; n is 1, maxTokens the original's.
+   */
+  continues?: ContinuedChoice[];
 }
 
 /**
@@ -87,6 +100,8 @@ export interface GenerateTask {
    * only the decode side applies it, after the import.
    */
   kvCache?: KvCacheSpec | null;
+  /** A continuation (as JobSpec.continues): prompt p runs as choice `continues[p].index`. */
+  continues?: ContinuedChoice[];
 }
 
 export interface TokenLogprobInfo {
@@ -171,10 +186,16 @@ export interface Submitted {
   r2Key: string;
 }
 
+/** A choice not finished when its attempt failed, with the tokens the client has of it. */
+export interface DeliveredChoice {
+  index: number;
+  tokenIds: number[];
+}
+
 /**
  * The worker's request to continue a job whose instance failed under it (see
  * shared/serving/migration.ts): the job as first planned, the failed attempt's task, and the
- * tokens the client has already received.
+ * choices not finished with the tokens the client has already received of each.
  */
 export interface ResumeJob {
   spec: JobSpec;
@@ -183,7 +204,7 @@ export interface ResumeJob {
   /** A task of the failed attempt. */
   failedTaskId: string;
   deploymentId: string;
-  delivered: number[];
+  choices: DeliveredChoice[];
   /** Why the attempt failed (the stream's error message). */
   error: string;
 }

@@ -18,6 +18,7 @@ import { errorInfo, failure, type Result } from "../errors.ts";
 import type { SampledToken } from "../model/sampler.ts";
 import type {
   ChatMessage,
+  ContinuedChoice,
   GenerateEvent,
   GenerateInput,
   GenerateTask,
@@ -31,12 +32,14 @@ export interface PreparedSeq {
   /** Choice index in the response (prompt-major). */
   index: number;
   promptIds: number[];
+  /** Its sampling parameters (a continued choice has the rest of its max tokens). */
+  params: SamplingParams;
+  /** Drop the leading space of its first piece (a chat answer with nothing out yet). */
+  stripLeadingSpace: boolean;
 }
 
 export interface PreparedTask {
   seqs: PreparedSeq[];
-  params: SamplingParams;
-  stripLeadingSpace: boolean;
   /** Sum over prompts (each prompt once, whatever n is), as OpenAI's usage counts it. */
   numPromptTokens: number;
 }
@@ -108,7 +111,8 @@ function tokenizePrompts(
 
 /**
  * Tokenises a job's prompts and resolves max tokens (the JobExecutor does this once per job).
- * Errors are values (400s for the client). `renderChat` is the model's chat template.
+ * Errors are values (400s for the client). `renderChat` is the model's chat template. A
+ * continuation's prompts (`continues`) are checked with each choice's rest of max tokens.
  */
 export function preparePrompts(
   input: GenerateInput,
@@ -116,15 +120,19 @@ export function preparePrompts(
   tokenizer: Tokenizer,
   maxModelLen: number,
   renderChat: (messages: readonly ChatMessage[]) => string,
+  continues: readonly ContinuedChoice[] | null = null,
 ): Result<PreparedPrompts> {
   const chat = input.kind === "chat";
   const tokenized = tokenizePrompts(input, tokenizer, renderChat);
   if (!tokenized.ok) return tokenized;
   const prompts = tokenized.value;
   let maxTokens = requestedMaxTokens ?? (chat ? 0 : DEFAULT_COMPLETION_MAX_TOKENS);
-  for (const ids of prompts) {
+  for (const [p, ids] of prompts.entries()) {
     if (ids.length === 0) return failure(errorInfo("invalid_request", "prompt is empty", "prompt"));
-    const budget = requestedMaxTokens ?? (chat ? maxModelLen - ids.length : maxTokens);
+    // a continued choice: its prompt ends with its delivered tokens, which its budget deducts
+    const numDelivered = continues?.[p]?.numDelivered ?? 0;
+    const budget =
+      (requestedMaxTokens ?? (chat ? maxModelLen - ids.length : maxTokens)) - numDelivered;
     if (budget < 1 || ids.length + budget > maxModelLen) {
       return failure(contextError(maxModelLen, ids.length, Math.max(budget, 1), chat));
     }
@@ -141,7 +149,11 @@ export function preparePrompts(
   };
 }
 
-/** A task's engine sequences (prompt-major choices) and sampling parameters. No tokenizer. */
+/**
+ * A task's engine sequences (prompt-major choices) and sampling parameters. No tokenizer. A
+ * continuation (`task.continues`, request migration) runs prompt p as the choice it continues,
+ * with that choice's rest of max tokens.
+ */
 export function sequencesFor(task: GenerateTask): PreparedTask {
   const s = task.sampling;
   const params: SamplingParams = {
@@ -155,16 +167,24 @@ export function sequencesFor(task: GenerateTask): PreparedTask {
     ignoreEos: s.ignoreEos,
     logprobs: s.logprobs,
   };
+  const strip = task.stripLeadingSpace;
   const seqs: PreparedSeq[] = [];
   task.prompts.forEach((ids, p) => {
-    for (let i = 0; i < task.n; i++) seqs.push({ index: p * task.n + i, promptIds: ids });
+    const c = task.continues?.[p];
+    if (c) {
+      seqs.push({
+        index: c.index,
+        promptIds: ids,
+        params: { ...params, maxTokens: task.maxTokens - c.numDelivered },
+        stripLeadingSpace: strip && c.numDelivered === 0,
+      });
+      return;
+    }
+    for (let i = 0; i < task.n; i++) {
+      seqs.push({ index: p * task.n + i, promptIds: ids, params, stripLeadingSpace: strip });
+    }
   });
-  return {
-    seqs,
-    params,
-    stripLeadingSpace: task.stripLeadingSpace,
-    numPromptTokens: task.prompts.reduce((a, ids) => a + ids.length, 0),
-  };
+  return { seqs, numPromptTokens: task.prompts.reduce((a, ids) => a + ids.length, 0) };
 }
 
 /** Converts a sampled token to the API's logprob entry. */
@@ -200,8 +220,6 @@ export class TaskTracker {
   private readonly cachedByPrompt = new Map<number, number>();
   /** The KV-cache policy's report, merged over choices. */
   private kvCache: KvUsage | null = null;
-  /** Per choice: token ids whose text is not out yet (a partial character), for the next delta. */
-  private readonly unsentIds = new Map<number, number[]>();
   firstTokenAt: number | null = null;
 
   constructor(
@@ -233,20 +251,16 @@ export class TaskTracker {
     const p = Math.floor(index / this.choicesPerPrompt);
     this.cachedByPrompt.set(p, Math.max(this.cachedByPrompt.get(p) ?? 0, o.numCachedTokens));
     const events: GenerateEvent[] = [];
-    const tokenIds = [...(this.unsentIds.get(index) ?? []), ...o.newTokenIds];
     if (o.text.length > 0 || o.logprobs.length > 0) {
-      this.unsentIds.delete(index);
       events.push({
         type: "delta",
         index,
         text: o.text,
-        // every token whose text this delta completes: a continuation resumes after them
-        tokenIds,
+        // the tokens whose text this delta completes: a continuation resumes after them
+        tokenIds: o.tokenIds,
         logprobs:
           o.logprobs.length > 0 ? o.logprobs.map((t) => logprobEntry(this.tokenizer, t)) : null,
       });
-    } else {
-      this.unsentIds.set(index, tokenIds);
     }
     if (o.finished && o.finishReason !== "abort") {
       this.numFinished++;

@@ -32,7 +32,7 @@
  * per-request costs are also work on the engine's thread: each delays the next step of every
  * instance that is busy when it happens. Deployed, the request path runs elsewhere: false. Pure.
  */
-import type { StepPlan } from "../engine/executor.ts";
+import { attendedPairs, type StepPlan } from "../engine/executor.ts";
 
 export interface ModelCard {
   name: string;
@@ -86,11 +86,6 @@ export interface StepFeatures {
   numSeqs: number;
   /** Sequences that sample a token this step (a decode, or a prefill's last chunk). */
   numSampled: number;
-}
-
-/** Attention pairs of a chunk of `n` tokens starting at position `start` (causal). */
-export function attendedPairs(start: number, n: number): number {
-  return n * start + (n * (n + 1)) / 2;
 }
 
 export function stepFeatures(plan: StepPlan): StepFeatures {

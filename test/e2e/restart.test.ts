@@ -2,10 +2,12 @@
  * The restart drill the issue began with: `wrangler dev` is killed while a request streams, and
  * started again on the same persisted state. The request's record must not stay `running`: the
  * restarted JobExecutor's watchdog finds its task gone from its Npu and fails it, with the
- * reason (or the worker saw the client go first and cancelled it), within a bound (LOST_AFTER_MS plus a few watchdog rounds). A request after the
- * restart is served as before.
+ * reason (or the worker saw the client go first and cancelled it), within a bound
+ * (LOST_AFTER_MS, then RESUME_WAIT_MS during which the failure is held for a resume that no
+ * worker sends, plus a few watchdog rounds). A request after the restart is served as before.
  */
 import { afterAll, describe, expect, it, vi } from "vitest";
+import { RESUME_WAIT_MS } from "../../shared/serving/migration.ts";
 import { LOST_AFTER_MS } from "../../shared/serving/watchdog.ts";
 import type { RequestRecord } from "../../shared/types/records.ts";
 import { type DevServer, LOCAL_KEY, startDevServer } from "../helpers/dev-server.ts";
@@ -56,7 +58,7 @@ describe("server restart", () => {
         rec = (await r.json()) as RequestRecord;
         return rec.status !== "queued" && rec.status !== "running";
       },
-      { timeout: LOST_AFTER_MS + 15_000, interval: 100 },
+      { timeout: LOST_AFTER_MS + RESUME_WAIT_MS + 10_000, interval: 100 },
     );
     const ended = rec as unknown as RequestRecord;
     // wrangler's SIGTERM may close the client's connection before workerd dies: the worker then

@@ -5,10 +5,15 @@
  */
 
 import { type Context, Hono } from "hono";
-import { AppError } from "../../shared/errors.ts";
+import { AppError, type Result } from "../../shared/errors.ts";
 import { errorFields } from "../../shared/log.ts";
 import { decodeEventBatches } from "../../shared/protocol/codec.ts";
-import { type JobSpec, streamingTask } from "../../shared/protocol/messages.ts";
+import {
+  type JobSpec,
+  type ResumeJob,
+  type Submitted,
+  streamingTask,
+} from "../../shared/protocol/messages.ts";
 import { numSeqsOf } from "../../shared/serving/admission.ts";
 import { dispatchJob } from "../../shared/serving/dispatch.ts";
 import { isInstanceFailure, migratingEvents } from "../../shared/serving/migration.ts";
@@ -140,24 +145,37 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
   // the attempt now answering the client: a failed instance's job continues on another one
   let current = { taskId: res.value.taskId, instanceId: res.value.instanceId };
   let deploymentId = placement.deploymentId;
+  // a fresh stub per call, and once more if the JobExecutor was reset under the call (it
+  // rebuilds the job's migration from its records)
+  const resumeJob = async (q: ResumeJob): Promise<Result<Submitted> | null> => {
+    for (let i = 0; ; i++) {
+      try {
+        return await jobExecutorFor(c.env, requestId).resume(q);
+      } catch (e) {
+        log.warn("request.resume_failed", { attempt: i, ...errorFields(e) });
+        if (i >= 1) return null;
+      }
+    }
+  };
+  const numChoices = numSeqsOf(fields.input, fields.n);
   const events = migratingEvents(
     decodeEventBatches(res.value.accepted.stream.getReader()),
-    async (delivered, error) => {
+    async (choices, error) => {
       for (;;) {
-        const next = await je.resume({
+        const next = await resumeJob({
           spec,
           task,
           failedTaskId: current.taskId,
           deploymentId,
-          delivered: [...delivered],
+          choices,
           error: error.message,
         });
-        if (!next.ok) return null;
+        if (!next?.ok) return null;
         const again = await dispatch(next.value);
         deploymentId = next.value.placement.deploymentId;
         if (again.ok) {
           current = { taskId: again.value.taskId, instanceId: again.value.instanceId };
-          log.info("request.migrated", { taskId: current.taskId, numDelivered: delivered.length });
+          log.info("request.migrated", { taskId: current.taskId, numChoices: choices.length });
           return decodeEventBatches(again.value.accepted.stream.getReader());
         }
         if (!isInstanceFailure(again.error)) return null;
@@ -168,13 +186,14 @@ async function generate(c: Context<AppEnv>, kind: "chat" | "completion"): Promis
         };
       }
     },
+    { numChoices, numPromptTokens: task.prompts.reduce((a, ids) => a + ids.length, 0) },
   );
   const meta = {
     id: newCompletionId(kind === "chat"),
     created: Math.floor(receivedAt / 1000),
     model: task.model,
     kind,
-    numChoices: numSeqsOf(fields.input, fields.n),
+    numChoices,
     logprobs: fields.sampling.logprobs,
   };
   if (fields.stream) {

@@ -4,7 +4,7 @@
  * must still be whole characters, and the chunks must concatenate to the decoded text.
  */
 import { describe, expect, it } from "vitest";
-import { Engine } from "../../../shared/engine/engine.ts";
+import { Engine, type SeqOutput } from "../../../shared/engine/engine.ts";
 import type { Executor, StepPlan, StepResult } from "../../../shared/engine/executor.ts";
 import { KvBlockManager } from "../../../shared/engine/kv-block-manager.ts";
 import { Scheduler } from "../../../shared/engine/scheduler.ts";
@@ -50,17 +50,19 @@ class ScriptedExecutor implements Executor {
 }
 
 async function streamedChunks(tok: Tokenizer, ids: number[], stop: string[]): Promise<string[]> {
+  return (await streamedOutputs(tok, ids, stop)).map((o) => o.text);
+}
+
+async function streamedOutputs(tok: Tokenizer, ids: number[], stop: string[]) {
   const scheduler = new Scheduler(
     { maxNumSeqs: 1, maxNumBatchedTokens: 64, maxModelLen: 256, eosIds: [] },
     new KvBlockManager(64, 4),
   );
   const engine = new Engine(scheduler, new ScriptedExecutor(ids), tok);
   engine.add("a", [0, 0], { ...GREEDY, maxTokens: ids.length, stop });
-  const chunks: string[] = [];
-  while (engine.hasWork()) {
-    for (const o of (await engine.step()).outputs) chunks.push(o.text);
-  }
-  return chunks;
+  const outputs: SeqOutput[] = [];
+  while (engine.hasWork()) outputs.push(...(await engine.step()).outputs);
+  return outputs;
 }
 
 const TEXT = "Hi 😀, 日本語 and é… 👩‍👩‍👧!";
@@ -80,12 +82,40 @@ describe("streamed text keeps characters whole", () => {
       const ids = idsOf(tok);
       expect(ids.length).toBe(UTF8.length);
       // stops of length 1, 2 and 4 hold back 0, 1 and 3 UTF-16 units: odd counts would cut
-      // the emoji's surrogate pairs without the engine's guard
+      // the emoji's surrogate pairs if the engine released text by units, not whole tokens
       for (const stop of [[], ["#"], ["##"], ["####"]]) {
         const chunks = await streamedChunks(tok, ids, stop);
         expect(chunks.join(""), JSON.stringify(stop)).toBe(TEXT);
         for (const c of chunks) expect(c, JSON.stringify({ stop, c })).toMatch(WELL_FORMED);
         expect(chunks.filter((c) => c === "").length).toBeGreaterThan(0); // bytes were held back
+      }
+    });
+  }
+});
+
+describe("released text is exactly the text of the released tokens", () => {
+  // what request migration relies on: a continuation that starts after the released tokens
+  // regenerates whatever was held back (a split character, a tail that could start a stop)
+  const tok = byteLevelTokenizer();
+  const ids = tok.encode(TEXT);
+  for (const stop of [[], ["#"], ["é…"], ["and é"], ["and x"], ["👩‍👩‍👧!"]]) {
+    it(`stop ${JSON.stringify(stop)}`, async () => {
+      const outputs = await streamedOutputs(tok, ids, stop);
+      const released: number[] = [];
+      let text = "";
+      for (const o of outputs) {
+        released.push(...o.tokenIds);
+        text += o.text;
+        if (o.finished) break;
+        expect(tok.decode(released), JSON.stringify({ stop, text })).toBe(text);
+        // the rest comes from the tokens after the released ones, decoded afresh
+        expect(released).toEqual(ids.slice(0, released.length));
+      }
+      const cut = stop[0] ? TEXT.indexOf(stop[0]) : -1;
+      expect(text).toBe(cut >= 0 ? TEXT.slice(0, cut) : TEXT);
+      // a stop string's tail was held back: some outputs released nothing
+      if (stop.length > 0 && stop[0] !== "#") {
+        expect(outputs.some((o) => !o.finished && o.tokenIds.length === 0)).toBe(true);
       }
     });
   }
