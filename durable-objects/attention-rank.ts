@@ -119,6 +119,7 @@ export class AttentionRole implements Steppable {
         role: "attention",
         rank: this.rank,
         residentWeightBytes: r.value.instance.residentWeightBytes,
+        weightBytesRead: r.value.bytesRead,
       },
     };
   }

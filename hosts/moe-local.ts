@@ -17,8 +17,9 @@ import {
 import { LocalExecutor } from "../shared/engine/local-executor.ts";
 import type { CommClock, CommMessage, CommPeer } from "../shared/fabric/comm.ts";
 import { modelConfigFromGguf } from "../shared/model/config.ts";
-import { ExpertShard } from "../shared/model/expert-shard.ts";
+import { ExpertShard, isExpertTensor } from "../shared/model/expert-shard.ts";
 import { parseGguf } from "../shared/model/gguf.ts";
+import { readTensorImage } from "../shared/model/gguf-ranges.ts";
 import type { Kernels } from "../shared/model/kernels.ts";
 import {
   DEFAULT_EPLB,
@@ -49,6 +50,9 @@ export interface LocalMoeOptions {
   silentExperts?: readonly number[];
 }
 
+/** The [offset, offset + length) GGUF ranges one attention rank read. */
+export type AttentionRead = { offset: number; length: number }[];
+
 export interface LocalMoe {
   group: AttentionGroup;
   attention: ModelInstance[];
@@ -60,6 +64,8 @@ export interface LocalMoe {
   map: { current: ExpertMap };
   /** Range reads the expert ranks made, in bytes. */
   bytesRangeRead: () => number;
+  /** Per attention rank, the GGUF byte ranges it read. */
+  attentionReads: AttentionRead[];
 }
 
 /** A peer whose messages arrive after a macrotask (as over RPC), never synchronously. */
@@ -89,7 +95,24 @@ export async function createLocalMoe(bytes: Uint8Array, o: LocalMoeOptions): Pro
   const attentionKernels: Kernels[] = [];
   const moes: DisaggMoe[] = [];
   const experts: ExpertRank[] = [];
+  let rangeRead = 0;
+  const read = async (offset: number, length: number) => {
+    rangeRead += length;
+    return bytes.slice(offset, offset + length);
+  };
+  // attention ranks: every tensor but the experts, by range reads (as the Npus read R2)
+  const attentionReads: AttentionRead[] = [];
   for (let a = 0; a < o.attention; a++) {
+    const ranges: AttentionRead = [];
+    const image = await readTensorImage(
+      file,
+      async (offset, length) => {
+        ranges.push({ offset, length });
+        return bytes.slice(offset, offset + length);
+      },
+      (name) => !isExpertTensor(name),
+    );
+    attentionReads.push(ranges);
     const kernels = await createKernels(kind, budget);
     const moe = new DisaggMoe({
       rank: a,
@@ -102,7 +125,7 @@ export async function createLocalMoe(bytes: Uint8Array, o: LocalMoeOptions): Pro
       timeoutMs,
     });
     const inst = createInstance(
-      bytes,
+      image,
       kernels,
       { ...o.instance, weights: "attention" },
       (t) => new LocalExecutor(t, moe),
@@ -111,11 +134,6 @@ export async function createLocalMoe(bytes: Uint8Array, o: LocalMoeOptions): Pro
     attentionKernels.push(kernels);
     moes.push(moe);
   }
-  let rangeRead = 0;
-  const read = async (offset: number, length: number) => {
-    rangeRead += length;
-    return bytes.slice(offset, offset + length);
-  };
   const expertShards: ExpertShard[] = [];
   const expertKernels: Kernels[] = [];
   const maxTokensPerRank = attention[0]?.transformer.shape.maxNumTokens ?? 0;
@@ -152,6 +170,7 @@ export async function createLocalMoe(bytes: Uint8Array, o: LocalMoeOptions): Pro
     expertKernels,
     map,
     bytesRangeRead: () => rangeRead,
+    attentionReads,
   };
 }
 

@@ -128,17 +128,27 @@ function mib(n: number): string {
 }
 
 /**
+ * A parsed GGUF and the bytes its tensor offsets point into: a whole file, or a compact image of
+ * some of its tensors (gguf-ranges.ts: an attention rank's, without the experts).
+ */
+export interface GgufImage {
+  file: GgufFile;
+  bytes: Uint8Array;
+}
+
+/**
  * Loads a model into `kernels` and builds its engine. `makeExecutor` lets a host swap the
  * executor (the default runs everything locally).
  * @throws GgufError for bad files, KernelMemoryError when over budget.
  */
 export function createInstance(
-  bytes: Uint8Array,
+  image: Uint8Array | GgufImage,
   kernels: Kernels,
   options: InstanceOptions = {},
   makeExecutor: (t: Transformer) => Executor = (t) => new LocalExecutor(t),
 ): ModelInstance {
-  const file = parseGguf(bytes);
+  const { file, bytes } =
+    image instanceof Uint8Array ? { file: parseGguf(image), bytes: image } : image;
   const config = modelConfigFromGguf(file);
   const tokenizer = Tokenizer.fromGguf(file.metadata);
   const r = resolve(config, options);

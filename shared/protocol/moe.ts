@@ -25,4 +25,9 @@ export interface MoeRankLoaded {
   rank: number;
   /** Kernel-memory bytes its weights took, measured around the loads. */
   residentWeightBytes: number;
+  /**
+   * GGUF bytes it fetched from R2 for its weights, by range reads (an attention rank's count its
+   * header reads too; an expert rank's only its tensor ranges).
+   */
+  weightBytesRead: number;
 }

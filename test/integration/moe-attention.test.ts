@@ -111,11 +111,30 @@ describe.skipIf(!env.REF_QWEN3MOE)("moe-attention across DOs", () => {
     const eBytes = loadedE.map((r) => (r.ok ? r.value.residentWeightBytes : -1));
     expect(eBytes.reduce((a, b) => a + b, 0)).toBe(expertBytes);
     const colo = await colocated.stats();
+    // bytes read from R2: attention ranks fetched the header and every tensor but the experts,
+    // expert ranks exactly the stored bytes of the experts they hold
+    let storedExpertBytes = 0;
+    let otherTensorBytes = 0;
+    for (const t of file.tensors.values()) {
+      if (isExpertTensor(t.name)) storedExpertBytes += t.numBytes;
+      else otherTensorBytes += t.numBytes;
+    }
     for (const r of loadedA) {
       if (!r.ok) throw new Error(r.error.message);
       // what a colocated Npu holds, less exactly the experts
       expect(r.value.residentWeightBytes + expertBytes).toBe(colo.memory?.residentWeightBytes);
+      const headerAndPadding = r.value.weightBytesRead - otherTensorBytes;
+      expect(headerAndPadding).toBeGreaterThanOrEqual(file.dataOffset);
+      // at most the header probe plus alignment padding between tensors read in one range
+      expect(headerAndPadding).toBeLessThan(
+        Math.max(256 * 1024, 2 * file.dataOffset) + file.tensors.size * file.alignment,
+      );
+      expect(r.value.weightBytesRead).toBeLessThan(
+        bytes.byteLength - storedExpertBytes + 256 * 1024,
+      );
     }
+    const eRead = loadedE.map((r) => (r.ok ? r.value.weightBytesRead : -1));
+    expect(eRead.reduce((a, b) => a + b, 0)).toBe(storedExpertBytes);
     const es = await Promise.all(experts.map((e) => e.stats()));
     const served = es.map((s) => s?.tokenCounts.flat().reduce((a, b) => a + b, 0) ?? 0);
     expect(served.every((n) => n > 0)).toBe(true);

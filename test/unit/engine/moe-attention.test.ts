@@ -206,6 +206,26 @@ describe("moe-attention (in-process fabric)", () => {
       expect(inst.residentWeightBytes).toBeLessThan(otherBytes + 16 * file.tensors.size);
       expect(inst.residentWeightBytes + expertBytes).toBe(colo.inst.residentWeightBytes);
     }
+    // and read only those: every range an attention rank read misses every expert tensor, and
+    // together its ranges cover every other tensor
+    const experts = [...file.tensors.values()].filter((t) => isExpertTensor(t.name));
+    for (const ranges of m.attentionReads) {
+      for (const r of ranges) {
+        for (const t of experts) {
+          const overlaps = r.offset < t.offset + t.numBytes && t.offset < r.offset + r.length;
+          expect(overlaps, `${t.name} read by [${r.offset}, +${r.length})`).toBe(false);
+        }
+      }
+      for (const t of file.tensors.values()) {
+        if (isExpertTensor(t.name)) continue;
+        const covered = ranges.some(
+          (r) => r.offset <= t.offset && t.offset + t.numBytes <= r.offset + r.length,
+        );
+        expect(covered, t.name).toBe(true);
+      }
+      const read = ranges.reduce((a, r) => a + r.length, 0);
+      expect(read).toBeLessThan(bytes.byteLength - expertFileBytes);
+    }
   });
 
   it("dispatches (token, destination rank) pairs x hidden x 4 bytes per layer and step", async () => {
