@@ -9,11 +9,12 @@ import { join } from "node:path";
 // GGUF reader, weights and kernels: quantised weights (block formats, the JS reference matmulQ,
 // mixed-type weight stacks) take about 850 of its lines, the KV-cache policies' page scorer about
 // 190, moe-attention's split MoE layer and expert shards about 430, reading a GGUF's header and
-// chosen tensors by byte ranges (gguf-ranges.ts, R2 range reads) about 100. shared/tokenizer is text <->
-// ids (SentencePiece and byte-level BPE with its pre-tokenizers). shared/engine holds the
+// chosen tensors by byte ranges (gguf-ranges.ts: R2 range reads, the truncation check from a
+// header) about 120. shared/tokenizer is text <-> ids (SentencePiece and byte-level BPE with its
+// pre-tokenizers). shared/engine holds the
 // KV-cache policies (engine/kv-policy/, about 450) and moe-attention's disaggregated executor,
 // attention group, expert ranks and their memory plan (about 650).
-const LINE_BUDGET = { "shared/model": 3820, "shared/tokenizer": 1300, "shared/engine": 2300 };
+const LINE_BUDGET = { "shared/model": 3830, "shared/tokenizer": 1300, "shared/engine": 2300 };
 
 function files(dir) {
   return readdirSync(dir).flatMap((f) => {

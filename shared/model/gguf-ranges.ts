@@ -4,7 +4,13 @@
  * that the rest of the engine reads it as it reads a whole file. Pure apart from the `read`
  * function the host gives.
  */
-import { GgufError, type GgufFile, type GgufTensorInfo, parseGguf } from "./gguf.ts";
+import {
+  GgufError,
+  type GgufFile,
+  type GgufTensorInfo,
+  GgufTruncatedError,
+  parseGguf,
+} from "./gguf.ts";
 
 /** Reads `length` bytes of the GGUF at absolute byte `offset` (fewer at the end of the object). */
 export type ByteRangeRead = (offset: number, length: number) => Promise<Uint8Array>;
@@ -30,20 +36,24 @@ export function storeRangeRead(store: RangeStore, key: string): ByteRangeRead {
 const HEADER_PROBE_BYTES = 256 * 1024;
 
 /**
- * The GGUF header (metadata and tensor table) from prefix reads, with how many bytes were read.
- * @throws GgufError when the whole object was read and still does not parse.
+ * The GGUF header (metadata and tensor table) from prefix reads, with how many bytes were read;
+ * with `fileBytes` (the object's size), every tensor's data must lie within it.
+ * @throws GgufError when the header does not parse from the whole object, or a tensor runs past
+ * `fileBytes`.
  */
 export async function readGgufHeader(
   read: ByteRangeRead,
+  fileBytes?: number,
 ): Promise<{ file: GgufFile; bytesRead: number }> {
   let bytesRead = 0;
   for (let n = HEADER_PROBE_BYTES; ; n *= 2) {
     const bytes = await read(0, n);
     bytesRead += bytes.byteLength;
     try {
-      return { file: parseGguf(bytes, { headerOnly: true }), bytesRead };
+      return { file: parseGguf(bytes, { headerOnly: true, fileBytes }), bytesRead };
     } catch (e) {
-      if (bytes.byteLength < n) throw e; // the whole file was read: a real error
+      // the whole file was read, or the header parsed and a tensor lies past fileBytes
+      if (bytes.byteLength < n || e instanceof GgufTruncatedError) throw e;
     }
   }
 }
