@@ -15,7 +15,13 @@ import {
   type ModelInstance,
 } from "../shared/engine/instance.ts";
 import { LocalExecutor } from "../shared/engine/local-executor.ts";
-import type { CommClock, CommMessage, CommPeer } from "../shared/fabric/comm.ts";
+import { PingPongExecutor, PingPongMoe } from "../shared/engine/ping-pong.ts";
+import {
+  type CommClock,
+  CommCounters,
+  type CommMessage,
+  type CommPeer,
+} from "../shared/fabric/comm.ts";
 import { modelConfigFromGguf } from "../shared/model/config.ts";
 import { ExpertShard, isExpertTensor } from "../shared/model/expert-shard.ts";
 import { parseGguf } from "../shared/model/gguf.ts";
@@ -48,6 +54,8 @@ export interface LocalMoeOptions {
   rankBudgetBytes?: number;
   /** Expert ranks that never answer (to test timeouts). */
   silentExperts?: readonly number[];
+  /** Two ping-ponging micro-batches per attention rank (shared/engine/ping-pong.ts). */
+  pingPong?: boolean;
 }
 
 /** The [offset, offset + length) GGUF ranges one attention rank read. */
@@ -93,7 +101,7 @@ export async function createLocalMoe(bytes: Uint8Array, o: LocalMoeOptions): Pro
   const map = { current: primaryMap(config.numHiddenLayers, config.numExperts, o.experts) };
   const attention: ModelInstance[] = [];
   const attentionKernels: Kernels[] = [];
-  const moes: DisaggMoe[] = [];
+  const moes: (DisaggMoe | PingPongMoe)[] = [];
   const experts: ExpertRank[] = [];
   let rangeRead = 0;
   const read = async (offset: number, length: number) => {
@@ -114,21 +122,29 @@ export async function createLocalMoe(bytes: Uint8Array, o: LocalMoeOptions): Pro
     );
     attentionReads.push(ranges);
     const kernels = await createKernels(kind, budget);
-    const moe = new DisaggMoe({
-      rank: a,
-      hiddenSize: config.hiddenSize,
-      topK: config.numExpertsPerTok,
-      moeLayers,
-      experts: (j) => peer(() => experts[j] as ExpertRank, o.silentExperts?.includes(j)),
-      map: () => map.current,
-      clock: nodeClock,
-      timeoutMs,
-    });
-    const inst = createInstance(
-      image,
-      kernels,
-      { ...o.instance, weights: "attention" },
-      (t) => new LocalExecutor(t, moe),
+    const counters = new CommCounters();
+    const disagg = (microBatch?: { index: number; count: number }) =>
+      new DisaggMoe({
+        rank: a,
+        hiddenSize: config.hiddenSize,
+        topK: config.numExpertsPerTok,
+        moeLayers,
+        experts: (j) => peer(() => experts[j] as ExpertRank, o.silentExperts?.includes(j)),
+        map: () => map.current,
+        clock: nodeClock,
+        timeoutMs,
+        ...(microBatch ? { microBatch: { ...microBatch, counters } } : {}),
+      });
+    const moe = o.pingPong
+      ? new PingPongMoe([disagg({ index: 0, count: 2 }), disagg({ index: 1, count: 2 })])
+      : disagg();
+    const inst = createInstance(image, kernels, { ...o.instance, weights: "attention" }, (t) =>
+      moe instanceof PingPongMoe
+        ? new PingPongExecutor(
+            [new LocalExecutor(t, moe.halves[0]), new LocalExecutor(t.twin(), moe.halves[1])],
+            moe,
+          )
+        : new LocalExecutor(t, moe),
     );
     attention.push(inst);
     attentionKernels.push(kernels);
@@ -152,14 +168,14 @@ export async function createLocalMoe(bytes: Uint8Array, o: LocalMoeOptions): Pro
         config,
         kernels,
         shard,
-        attention: (a) => peer(() => moes[a] as DisaggMoe),
+        attention: (a) => peer(() => moes[a] as DisaggMoe | PingPongMoe),
         clock: nodeClock,
         timeoutMs,
       }),
     );
   }
   const group = new AttentionGroup(
-    attention.map((inst, a) => ({ engine: inst.engine, moe: moes[a] as DisaggMoe })),
+    attention.map((inst, a) => ({ engine: inst.engine, moe: moes[a] as DisaggMoe | PingPongMoe })),
   );
   return {
     group,

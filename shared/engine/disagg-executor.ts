@@ -34,6 +34,8 @@ export interface DisaggMoeOptions {
   map: () => ExpertMap;
   clock: CommClock;
   timeoutMs: number;
+  /** Ping-pong micro-batch m of M (ping-pong.ts): steps m, m + M, ...; counters shared. */
+  microBatch?: { index: number; count: number; counters: CommCounters };
 }
 
 interface RankPart {
@@ -46,16 +48,18 @@ interface RankPart {
 }
 
 export class DisaggMoe implements MoeExecutor {
-  readonly counters = new CommCounters();
+  readonly counters: CommCounters;
   readonly inbox: Inbox;
-  /** The group step this rank is in (advanced by endStep). */
-  step = 0;
+  /** The exchange step this rank is in (advanced by endStep; per micro-batch with ping-pong). */
+  step: number;
   private stepMap: ExpertMap | null = null;
   private layersSent = 0;
   /** When this rank's compute for the next layer began (step start, or the last exchange's end). */
   private computeFrom: number | null = null;
 
   constructor(private readonly o: DisaggMoeOptions) {
+    this.counters = o.microBatch?.counters ?? new CommCounters();
+    this.step = o.microBatch?.index ?? 0;
     this.inbox = new Inbox(o.clock, this.counters);
   }
 
@@ -180,7 +184,7 @@ export class DisaggMoe implements MoeExecutor {
   /** Leaves a failed step (a timed-out exchange): the next step starts clean. */
   abortStep(): void {
     this.computeFrom = null;
-    this.step++;
+    this.step += this.o.microBatch?.count ?? 1;
     this.stepMap = null;
     this.layersSent = 0;
   }

@@ -1,0 +1,84 @@
+/**
+ * Two micro-batches per attention rank that ping-pong (xDeepServe's dual micro-batch overlap):
+ * a step's sequences split into two halves, each with its own activation buffers
+ * (Transformer.twin: same weights and KV cache) and its own DisaggMoe, and both forwards run at
+ * once, so while one half waits for its experts (A2E/E2A) the other computes attention. Expert
+ * ranks see each half as an exchange step of its own (steps 2s and 2s + 1 of group step s; an
+ * idle half sends empty parts), so their barrier is unchanged. Rows never depend on the rows
+ * they share a batch with, so outputs equal one micro-batch's bit for bit. Pure apart from the
+ * peers and clock the DisaggMoes were given.
+ */
+import type { CommCounters, CommMessage } from "../fabric/comm.ts";
+import type { DisaggMoe } from "./disagg-executor.ts";
+import type { Executor, StepPlan, StepResult } from "./executor.ts";
+import type { LocalExecutor } from "./local-executor.ts";
+
+/** A rank's two DisaggMoes, driven as one by a group step. */
+export class PingPongMoe {
+  constructor(readonly halves: readonly [DisaggMoe, DisaggMoe]) {}
+
+  get counters(): CommCounters {
+    return this.halves[0].counters;
+  }
+
+  /** The first exchange step of the current group step (halves[1] is one after it). */
+  get step(): number {
+    return this.halves[0].step;
+  }
+
+  deliver(msg: CommMessage): void {
+    (this.halves[msg.step % 2] as DisaggMoe).deliver(msg);
+  }
+
+  beginStep(): void {
+    for (const h of this.halves) h.beginStep();
+  }
+
+  async endStep(): Promise<void> {
+    await Promise.all(this.halves.map((h) => h.endStep()));
+  }
+
+  abortStep(): void {
+    for (const h of this.halves) h.abortStep();
+  }
+}
+
+/**
+ * Runs a plan as two micro-batches: its sequences cut in two runs of about equal tokens, each
+ * through its own LocalExecutor (over a twin Transformer and a DisaggMoe of `moe`), at once.
+ */
+export class PingPongExecutor implements Executor {
+  constructor(
+    private readonly halves: readonly [LocalExecutor, LocalExecutor],
+    private readonly moe: PingPongMoe,
+  ) {}
+
+  async execute(plan: StepPlan): Promise<StepResult> {
+    let cut = 0;
+    let tokens = 0;
+    while (cut < plan.seqs.length - 1 && 2 * tokens < plan.numScheduledTokens) {
+      tokens += (plan.seqs[cut] as StepPlan["seqs"][number]).tokenIds.length;
+      cut++;
+    }
+    if (plan.seqs.length === 1) cut = 1;
+    const parts = [plan.seqs.slice(0, cut), plan.seqs.slice(cut)];
+    // each half's compute is timed from when it starts running, not from the group step's start
+    const run = (i: 0 | 1) => {
+      const seqs = parts[i] as StepPlan["seqs"];
+      if (seqs.length === 0) return Promise.resolve<StepResult>({ sampled: [] });
+      this.moe.halves[i].beginStep();
+      const n = seqs.reduce((a, s) => a + s.tokenIds.length, 0);
+      return this.halves[i].execute({ ...plan, seqs, numScheduledTokens: n });
+    };
+    const first = run(0);
+    const second = run(1);
+    const [a, b] = await Promise.all([first, second]);
+    const sampled = [...a.sampled, ...b.sampled];
+    if (!a.kvScores && !b.kvScores) return { sampled };
+    const scores = (r: StepResult, n: number) => r.kvScores ?? Array(n).fill(null);
+    return {
+      sampled,
+      kvScores: [...scores(a, a.sampled.length), ...scores(b, b.sampled.length)],
+    };
+  }
+}
