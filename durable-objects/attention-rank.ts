@@ -17,8 +17,9 @@ import { DisaggMoe } from "../shared/engine/disagg-executor.ts";
 import type { StepReport } from "../shared/engine/engine.ts";
 import { type ExpertMap, primaryMap } from "../shared/engine/expert-map.ts";
 import { LocalExecutor } from "../shared/engine/local-executor.ts";
+import { PingPongExecutor, PingPongMoe } from "../shared/engine/ping-pong.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
-import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
+import { CommCounters, type CommMessage, type StepComm } from "../shared/fabric/comm.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
 import { modelConfigFromGguf } from "../shared/model/config.ts";
 import {
@@ -28,7 +29,7 @@ import {
 } from "../shared/protocol/moe.ts";
 import { expertName, npuName } from "../shared/protocol/names.ts";
 import type { Steppable } from "./engine-loop.ts";
-import type { Env } from "./env.ts";
+import { type Env, getConfig } from "./env.ts";
 import { ExpertBalancer } from "./expert-balancer.ts";
 import { wallClock } from "./moe-clock.ts";
 import type { ModelSlot } from "./npu-loader.ts";
@@ -48,8 +49,8 @@ export interface AttentionHost {
 export class AttentionRole implements Steppable {
   /** Other ranks that reported work (the leader steps until none has any). */
   private readonly busy = new Set<number>();
-  /** The DisaggMoe the loaded model runs through. */
-  private built: DisaggMoe | null = null;
+  /** The DisaggMoe (or ping-pong pair) the loaded model runs through. */
+  private built: DisaggMoe | PingPongMoe | null = null;
   /** Rank 0: the other ranks' loads as last reported, plus sequences sent there since. */
   private readonly loads = new Map<number, AttentionLoad>();
   /** The expert map this rank's current group step runs on (set at each step's start). */
@@ -89,25 +90,37 @@ export class AttentionRole implements Steppable {
   /** Loads the model as an attention rank. */
   async load(): Promise<Result<MoeRankLoaded>> {
     const s = this.spec;
-    let moe: DisaggMoe | null = null;
+    let moe: DisaggMoe | PingPongMoe | null = null;
+    const pingPong = s.microBatches === 2;
     this.host.slot.attention = {
+      workspaces: pingPong ? 2 : 1,
       makeExecutor: (t) => {
         const c = t.config;
         const layers = Array.from({ length: c.numHiddenLayers }, (_, l) => l);
-        moe = new DisaggMoe({
-          rank: this.rank,
-          hiddenSize: c.hiddenSize,
-          topK: c.numExpertsPerTok,
-          moeLayers: c.numExperts > 0 ? layers : [],
-          experts: (j) => ({
-            deliver: (msg: CommMessage) =>
-              this.host.env.EXPERT.getByName(expertName(s.instanceId, j)).moeDeliver(msg),
-          }),
-          map: () => this.activeMap,
-          clock: wallClock,
-          timeoutMs: s.timeoutMs,
-        });
-        return new LocalExecutor(t, moe);
+        const counters = new CommCounters();
+        const disagg = (index: number) =>
+          new DisaggMoe({
+            rank: this.rank,
+            hiddenSize: c.hiddenSize,
+            topK: c.numExpertsPerTok,
+            moeLayers: c.numExperts > 0 ? layers : [],
+            experts: (j) => ({
+              deliver: (msg: CommMessage) =>
+                this.host.env.EXPERT.getByName(expertName(s.instanceId, j)).moeDeliver(msg),
+            }),
+            map: () => this.activeMap,
+            clock: wallClock,
+            timeoutMs: s.timeoutMs,
+            ...(pingPong ? { microBatch: { index, count: 2, counters } } : {}),
+          });
+        if (!pingPong) {
+          moe = disagg(0);
+          return new LocalExecutor(t, moe);
+        }
+        const pair = new PingPongMoe([disagg(0), disagg(1)]);
+        moe = pair;
+        const halves = [t, t.twin()].map((x, i) => new LocalExecutor(x, pair.halves[i]));
+        return new PingPongExecutor(halves as [LocalExecutor, LocalExecutor], pair);
       },
     };
     const r = await this.host.slot.ensure(s.model, s.r2Key);
@@ -124,7 +137,7 @@ export class AttentionRole implements Steppable {
     };
   }
 
-  private get exec(): DisaggMoe {
+  private get exec(): DisaggMoe | PingPongMoe {
     if (!this.built) throw new Error("this attention rank has no model loaded");
     return this.built;
   }
@@ -264,6 +277,7 @@ export async function setupGroup(
     ...s,
     map: primaryMap(config.numHiddenLayers, config.numExperts, s.numExperts),
     timeoutMs: MOE_EXCHANGE_TIMEOUT_MS,
+    microBatches: getConfig(env).moeMicroBatches,
   };
   const experts = await Promise.all(
     Array.from({ length: s.numExperts }, (_, j) =>

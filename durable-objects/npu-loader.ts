@@ -40,6 +40,8 @@ export interface Loaded {
  */
 export interface AttentionLoad {
   makeExecutor: (t: Transformer) => Executor;
+  /** Activation workspaces the executor uses (2: ping-pong micro-batches). */
+  workspaces: number;
 }
 
 interface Runtime {
@@ -151,6 +153,7 @@ export class ModelSlot {
         maxNumBatchedTokens: cfg.maxNumBatchedTokens,
         blockSize: cfg.blockSize,
         weights: this.attention ? ("attention" as const) : ("all" as const),
+        workspaces: this.attention?.workspaces ?? 1,
       };
       const file = read.value.file ?? parseGguf(bytes);
       const config = modelConfigFromGguf(file);

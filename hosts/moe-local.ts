@@ -138,7 +138,8 @@ export async function createLocalMoe(bytes: Uint8Array, o: LocalMoeOptions): Pro
     const moe = o.pingPong
       ? new PingPongMoe([disagg({ index: 0, count: 2 }), disagg({ index: 1, count: 2 })])
       : disagg();
-    const inst = createInstance(image, kernels, { ...o.instance, weights: "attention" }, (t) =>
+    const opts = { ...o.instance, weights: "attention" as const, workspaces: o.pingPong ? 2 : 1 };
+    const inst = createInstance(image, kernels, opts, (t) =>
       moe instanceof PingPongMoe
         ? new PingPongExecutor(
             [new LocalExecutor(t, moe.halves[0]), new LocalExecutor(t.twin(), moe.halves[1])],

@@ -30,6 +30,8 @@ export const ServingConfigSchema = z
     LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
     /** Engine-loop time one invocation of an Npu may use; then the loop continues from an alarm. */
     NPU_SLICE_MS: int(5_000, 1, 300_000),
+    /** Micro-batches per moe-attention attention rank: 2 ping-pong (shared/engine/ping-pong.ts). */
+    MOE_MICRO_BATCHES: int(1, 1, 2),
     /** "true" opens POST /api/faults (tests and drills); off by default. */
     FAULT_INJECTION: z.enum(["true", "false", "1", "0"]).default("false"),
     /** `<tenant>=<requests per minute>/<concurrent requests>, ...` (shared/serving/tenant-limits.ts) */
@@ -66,6 +68,7 @@ export interface ServingConfig {
   tenantLimits: TenantLimits;
   faultInjection: boolean;
   npuSliceMs: number;
+  moeMicroBatches: number;
 }
 
 /** @throws Error naming every bad variable. */
@@ -94,6 +97,7 @@ export function parseServingConfig(vars: Record<string, unknown>): ServingConfig
     maxUploadBytes: c.MAX_BODY_MB * 2 ** 20,
     logLevel: c.LOG_LEVEL,
     npuSliceMs: c.NPU_SLICE_MS,
+    moeMicroBatches: c.MOE_MICRO_BATCHES,
     faultInjection: c.FAULT_INJECTION === "true" || c.FAULT_INJECTION === "1",
     tenantLimits: (parseTenantLimits(c.TENANT_LIMITS) as { ok: true; value: TenantLimits }).value,
   });

@@ -17,6 +17,8 @@ export interface MoeGroupSpec {
   /** The current map (rank 0 replaces it on a rebalance). */
   map: ExpertMap;
   timeoutMs: number;
+  /** Micro-batches per attention rank (MOE_MICRO_BATCHES): 2 ping-pong; absent means 1. */
+  microBatches?: number;
 }
 
 /** What an attention rank or expert rank holds after setup (measured). */

@@ -2,7 +2,8 @@
  * moe-attention in workerd, at the DO level: attention Npus (no expert weights) and Expert DOs
  * (only their experts, read by R2 range reads) joined by A2E/E2A RPCs, stepped in lockstep by
  * attention rank 0. Greedy output equals a colocated Npu's for concurrent tasks on two attention
- * ranks, and resident weight bytes are measured on each side.
+ * ranks, with one micro-batch per rank or two that ping-pong, and resident weight bytes and the
+ * bytes read from R2 are measured on each side.
  */
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
@@ -141,6 +142,35 @@ describe.skipIf(!env.REF_QWEN3MOE)("moe-attention across DOs", () => {
     const comm = await attention[1]!.moeComm();
     expect(comm.length).toBeGreaterThan(0);
     expect(comm.every((c) => c.messagesSent === 2)).toBe(true); // a part to each expert rank
+
+    // the same with two ping-ponging micro-batches per attention rank (MOE_MICRO_BATCHES=2)
+    const pp: MoeGroupSpec = { ...spec, instanceId: "moe-test-pp", microBatches: 2 };
+    const ppAttention = [0, 1].map((a) => env.NPU.getByName(npuName(pp.instanceId, a)));
+    await Promise.all(
+      [0, 1].map((j) =>
+        env.EXPERT.getByName(expertName(pp.instanceId, j)).configure({ spec: pp, rank: j }),
+      ),
+    );
+    for (const [a, n] of ppAttention.entries()) {
+      const r = await n.attentionConfigure({ spec: pp, rank: a });
+      expect(r.ok).toBe(true);
+    }
+    const ppGot = await Promise.all(
+      prompts.map((p, i) => tokensOf(ppAttention[i % 2]!, task(model, `pp${i}`, p))),
+    );
+    expect(ppGot).toEqual(want);
+    // a task of two sequences runs them in one step: one per micro-batch, as colocated would
+    const pair = (id: string) => ({
+      ...task(model, id, prompts[0]!),
+      prompts: prompts.slice(0, 2),
+    });
+    expect(await tokensOf(ppAttention[0]!, pair("pp-pair"))).toEqual(
+      await tokensOf(colocated, pair("ref-pair")),
+    );
+    // both micro-batches' exchange steps (even and odd) carried tokens
+    const ppComm = await ppAttention[0]!.moeComm();
+    const carried = new Set(ppComm.filter((c) => c.payloadBytesSent > 0).map((c) => c.step % 2));
+    expect([...carried].sort()).toEqual([0, 1]);
   });
 
   it("POST /api/deployments mode moe-attention serves the default model like colocated", async () => {
