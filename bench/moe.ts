@@ -2,9 +2,10 @@
  * moe-attention against colocated at equal DO count (Node, one thread, the in-process fabric of
  * hosts/moe-local.ts and the same shared/ code and wasm kernels as the DOs):
  *
- * - decode throughput and group-step latency at 1 and 32 sequences: colocated (4 instances, the
- *   sequences spread over them, stepped one after another) against A=2 attention + E=2 expert
- *   ranks;
+ * - decode throughput (per wall second, and per CPU second of this process, which time other
+ *   processes take on a shared machine does not lower) and group-step latency at 1 and 32
+ *   sequences: colocated (4 instances, the sequences spread over them, stepped one after another)
+ *   against A=2 attention + E=2 expert ranks;
  * - compute per component (attention ranks, expert ranks) and the rest (dispatch, combine,
  *   message encoding, the in-process fabric) as shares of a step;
  * - the critical path as if each DO had its own core: per step, per MoE layer, the slowest
@@ -56,6 +57,15 @@ const PROMPTS = [
 const DOS = 4;
 const params = { ...GREEDY, maxTokens: numTokens, ignoreEos: true };
 const runs = Number(values.runs);
+/**
+ * This process's CPU time in ms (getrusage: tick-sampled, so only for whole runs): throughput per
+ * CPU second, which time other processes take on a shared machine does not lower.
+ */
+const cpuMs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
+
 const round = (x: number, d = 3) => Number(x.toFixed(d));
 /** The run with the median tokensPerS. */
 function median<T extends { tokensPerS: number }>(xs: T[]): T {
@@ -80,6 +90,7 @@ async function colocated(numSeqs: number) {
   let rounds = 0;
   let critical = 0;
   const t0 = performance.now();
+  const c0 = cpuMs();
   while (insts.some((x) => x.engine.hasWork())) {
     let slowest = 0;
     for (const inst of insts) {
@@ -92,8 +103,10 @@ async function colocated(numSeqs: number) {
     rounds++;
   }
   const ms = performance.now() - t0;
+  const cpu = cpuMs() - c0;
   return {
     tokensPerS: round((generated / ms) * 1000, 1),
+    tokensPerCpuS: round((generated / cpu) * 1000, 1),
     msPerStep: round(ms / rounds),
     criticalPathTokensPerS: round((generated / critical) * 1000, 1),
   };
@@ -102,6 +115,7 @@ async function colocated(numSeqs: number) {
 interface RunStats {
   generated: number;
   ms: number;
+  cpuMs: number;
   steps: number;
   attention: StepComm[][];
   experts: StepComm[][];
@@ -125,6 +139,7 @@ async function runMoe(m: LocalMoe, numSeqs: number, skew: boolean): Promise<RunS
   let generated = 0;
   let steps = 0;
   const t0 = performance.now();
+  const c0 = cpuMs();
   while (m.group.hasWork()) {
     for (const r of await m.group.step()) generated += r?.numSampled ?? 0;
     steps++;
@@ -141,6 +156,7 @@ async function runMoe(m: LocalMoe, numSeqs: number, skew: boolean): Promise<RunS
   return {
     generated,
     ms,
+    cpuMs: cpuMs() - c0,
     steps,
     attention: attention.map((x) => [...x.values()]),
     experts: experts.map((x) => [...x.values()]),
@@ -205,6 +221,7 @@ function summarize(r: RunStats, microBatches = 1) {
   const critical = criticalPathMs(r, microBatches);
   return {
     tokensPerS: round((r.generated / r.ms) * 1000, 1),
+    tokensPerCpuS: round((r.generated / r.cpuMs) * 1000, 1),
     msPerStep: round(r.ms / r.steps),
     share: {
       attentionCompute: round(attn / r.ms),
@@ -244,11 +261,13 @@ for (const numSeqs of [1, 32]) {
     colocated: c,
     moeAttention: { attention: 2, experts: 2, ...m },
     ratio: round(m.tokensPerS / c.tokensPerS),
+    cpuRatio: round(m.tokensPerCpuS / c.tokensPerCpuS),
     criticalPathRatio: round(m.criticalPathTokensPerS / c.criticalPathTokensPerS),
     // two ping-ponging micro-batches per attention rank, against one
     pingPong: {
       ...pp,
       ratioToOne: round(pp.tokensPerS / m.tokensPerS),
+      cpuRatioToOne: round(pp.tokensPerCpuS / m.tokensPerCpuS),
       criticalPathRatioToOne: round(pp.criticalPathTokensPerS / m.criticalPathTokensPerS),
     },
   });

@@ -147,38 +147,45 @@ export class DisaggMoe implements MoeExecutor {
    * no tokens) it sends an empty part for every MoE layer to every expert rank. Then advances.
    */
   async endStep(): Promise<void> {
-    if (this.layersSent === 0) {
-      const map = this.currentMap();
-      const empty = encodeA2e(
-        {
-          mapVersion: map.version,
-          numTokens: 0,
-          pairs: new Int32Array(0),
-          rows: new Float32Array(0),
-        },
-        this.o.hiddenSize,
-      );
-      const sends: Promise<void>[] = [];
-      for (const layer of this.o.moeLayers) {
-        for (let j = 0; j < map.numRanks; j++) {
-          const msg: CommMessage = {
-            kind: "a2e",
-            step: this.step,
-            layer,
-            from: this.o.rank,
-            bytes: empty,
-          };
-          sends.push(send(this.o.experts(j), this.counters, msg, 0));
-        }
-      }
-      await Promise.all(sends);
-    } else {
-      assert(
-        this.layersSent === this.o.moeLayers.length,
-        `step ${this.step} dispatched ${this.layersSent} of ${this.o.moeLayers.length} MoE layers`,
-      );
-    }
+    if (this.layersSent === 0) await this.idle();
+    assert(
+      this.layersSent === this.o.moeLayers.length,
+      `step ${this.step} dispatched ${this.layersSent} of ${this.o.moeLayers.length} MoE layers`,
+    );
     this.abortStep();
+  }
+
+  /**
+   * Sends an empty part for every MoE layer to every expert rank: this step runs no forward here
+   * (endStep does it then; a ping-pong half with no sequences does it at once, ping-pong.ts).
+   */
+  async idle(): Promise<void> {
+    assert(this.layersSent === 0, `step ${this.step} already dispatched`);
+    const map = this.currentMap();
+    const empty = encodeA2e(
+      {
+        mapVersion: map.version,
+        numTokens: 0,
+        pairs: new Int32Array(0),
+        rows: new Float32Array(0),
+      },
+      this.o.hiddenSize,
+    );
+    const sends: Promise<void>[] = [];
+    for (const layer of this.o.moeLayers) {
+      for (let j = 0; j < map.numRanks; j++) {
+        const msg: CommMessage = {
+          kind: "a2e",
+          step: this.step,
+          layer,
+          from: this.o.rank,
+          bytes: empty,
+        };
+        sends.push(send(this.o.experts(j), this.counters, msg, 0));
+      }
+    }
+    this.layersSent = this.o.moeLayers.length;
+    await Promise.all(sends);
   }
 
   /** Leaves a failed step (a timed-out exchange): the next step starts clean. */

@@ -63,9 +63,10 @@ export class PingPongExecutor implements Executor {
     if (plan.seqs.length === 1) cut = 1;
     const parts = [plan.seqs.slice(0, cut), plan.seqs.slice(cut)];
     // each half's compute is timed from when it starts running, not from the group step's start
-    const run = (i: 0 | 1) => {
+    const run = (i: 0 | 1): Promise<StepResult> => {
       const seqs = parts[i] as StepPlan["seqs"];
-      if (seqs.length === 0) return Promise.resolve<StepResult>({ sampled: [] });
+      // a half with nothing to run frees the experts' barrier for its step at once
+      if (seqs.length === 0) return this.moe.halves[i].idle().then(() => ({ sampled: [] }));
       this.moe.halves[i].beginStep();
       const n = seqs.reduce((a, s) => a + s.tokenIds.length, 0);
       return this.halves[i].execute({ ...plan, seqs, numScheduledTokens: n });
