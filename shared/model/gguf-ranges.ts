@@ -32,8 +32,11 @@ export function storeRangeRead(store: RangeStore, key: string): ByteRangeRead {
   };
 }
 
-/** First prefix read for the GGUF header; doubled until the header parses. */
-const HEADER_PROBE_BYTES = 256 * 1024;
+/**
+ * First prefix read for the GGUF header; doubled until the header parses, so it reads at most
+ * twice the header (small, so that it ends before the first tensors of small models' data).
+ */
+export const HEADER_PROBE_BYTES = 32 * 1024;
 
 /**
  * The GGUF header (metadata and tensor table) from prefix reads, with how many bytes were read;
