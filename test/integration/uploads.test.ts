@@ -79,6 +79,14 @@ describe("multipart model uploads", () => {
         [`models/stories-mp/${u.id}.gguf`, file.byteLength],
       ]);
 
+      // a new generation by a single PUT replaces the multipart object, which is deleted
+      const again = await admin("/api/models/stories-mp", { method: "PUT", body: file });
+      expect(again.status).toBe(201);
+      expect(await env.MODELS.list({ prefix: "models/stories-mp/" })).toMatchObject({
+        objects: [],
+      });
+      expect((await env.MODELS.head("models/stories-mp.gguf"))?.size).toBe(file.byteLength);
+
       const res = await post("/v1/completions", {
         model: "stories-mp",
         prompt: "Once upon a time",
