@@ -16,10 +16,9 @@ import {
 import { DisaggMoe } from "../shared/engine/disagg-executor.ts";
 import type { StepReport } from "../shared/engine/engine.ts";
 import { type ExpertMap, primaryMap } from "../shared/engine/expert-map.ts";
-import { LocalExecutor } from "../shared/engine/local-executor.ts";
-import { PingPongExecutor, PingPongMoe } from "../shared/engine/ping-pong.ts";
+import { attentionExecutor, type PingPongMoe } from "../shared/engine/ping-pong.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
-import { CommCounters, type CommMessage, type StepComm } from "../shared/fabric/comm.ts";
+import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
 import { modelConfigFromGguf } from "../shared/model/config.ts";
 import {
@@ -97,30 +96,27 @@ export class AttentionRole implements Steppable {
       makeExecutor: (t) => {
         const c = t.config;
         const layers = Array.from({ length: c.numHiddenLayers }, (_, l) => l);
-        const counters = new CommCounters();
-        const disagg = (index: number) =>
-          new DisaggMoe({
-            rank: this.rank,
-            hiddenSize: c.hiddenSize,
-            topK: c.numExpertsPerTok,
-            moeLayers: c.numExperts > 0 ? layers : [],
-            experts: (j) => ({
-              deliver: (msg: CommMessage) =>
-                this.host.env.EXPERT.getByName(expertName(s.instanceId, j)).moeDeliver(msg),
+        const built = attentionExecutor(
+          t,
+          pingPong ? 2 : 1,
+          (microBatch) =>
+            new DisaggMoe({
+              rank: this.rank,
+              hiddenSize: c.hiddenSize,
+              topK: c.numExpertsPerTok,
+              moeLayers: c.numExperts > 0 ? layers : [],
+              experts: (j) => ({
+                deliver: (msg: CommMessage) =>
+                  this.host.env.EXPERT.getByName(expertName(s.instanceId, j)).moeDeliver(msg),
+              }),
+              map: () => this.activeMap,
+              clock: wallClock,
+              timeoutMs: s.timeoutMs,
+              microBatch,
             }),
-            map: () => this.activeMap,
-            clock: wallClock,
-            timeoutMs: s.timeoutMs,
-            ...(pingPong ? { microBatch: { index, count: 2, counters } } : {}),
-          });
-        if (!pingPong) {
-          moe = disagg(0);
-          return new LocalExecutor(t, moe);
-        }
-        const pair = new PingPongMoe([disagg(0), disagg(1)]);
-        moe = pair;
-        const halves = [t, t.twin()].map((x, i) => new LocalExecutor(x, pair.halves[i]));
-        return new PingPongExecutor(halves as [LocalExecutor, LocalExecutor], pair);
+        );
+        moe = built.moe;
+        return built.executor;
       },
     };
     const r = await this.host.slot.ensure(s.model, s.r2Key);

@@ -14,14 +14,8 @@ import {
   type InstanceOptions,
   type ModelInstance,
 } from "../shared/engine/instance.ts";
-import { LocalExecutor } from "../shared/engine/local-executor.ts";
-import { PingPongExecutor, PingPongMoe } from "../shared/engine/ping-pong.ts";
-import {
-  type CommClock,
-  CommCounters,
-  type CommMessage,
-  type CommPeer,
-} from "../shared/fabric/comm.ts";
+import { attentionExecutor, type PingPongMoe } from "../shared/engine/ping-pong.ts";
+import type { CommClock, CommMessage, CommPeer } from "../shared/fabric/comm.ts";
 import { modelConfigFromGguf } from "../shared/model/config.ts";
 import { ExpertShard, isExpertTensor } from "../shared/model/expert-shard.ts";
 import { parseGguf } from "../shared/model/gguf.ts";
@@ -122,34 +116,30 @@ export async function createLocalMoe(bytes: Uint8Array, o: LocalMoeOptions): Pro
     );
     attentionReads.push(ranges);
     const kernels = await createKernels(kind, budget);
-    const counters = new CommCounters();
-    const disagg = (microBatch?: { index: number; count: number }) =>
-      new DisaggMoe({
-        rank: a,
-        hiddenSize: config.hiddenSize,
-        topK: config.numExpertsPerTok,
-        moeLayers,
-        experts: (j) => peer(() => experts[j] as ExpertRank, o.silentExperts?.includes(j)),
-        map: () => map.current,
-        clock: nodeClock,
-        timeoutMs,
-        ...(microBatch ? { microBatch: { ...microBatch, counters } } : {}),
-      });
-    const moe = o.pingPong
-      ? new PingPongMoe([disagg({ index: 0, count: 2 }), disagg({ index: 1, count: 2 })])
-      : disagg();
-    const opts = { ...o.instance, weights: "attention" as const, workspaces: o.pingPong ? 2 : 1 };
-    const inst = createInstance(image, kernels, opts, (t) =>
-      moe instanceof PingPongMoe
-        ? new PingPongExecutor(
-            [new LocalExecutor(t, moe.halves[0]), new LocalExecutor(t.twin(), moe.halves[1])],
-            moe,
-          )
-        : new LocalExecutor(t, moe),
-    );
+    const microBatches = o.pingPong ? 2 : 1;
+    const opts = { ...o.instance, weights: "attention" as const, workspaces: microBatches };
+    const inst = createInstance(image, kernels, opts, (t) => {
+      const built = attentionExecutor(
+        t,
+        microBatches,
+        (microBatch) =>
+          new DisaggMoe({
+            rank: a,
+            hiddenSize: config.hiddenSize,
+            topK: config.numExpertsPerTok,
+            moeLayers,
+            experts: (j) => peer(() => experts[j] as ExpertRank, o.silentExperts?.includes(j)),
+            map: () => map.current,
+            clock: nodeClock,
+            timeoutMs,
+            microBatch,
+          }),
+      );
+      moes.push(built.moe);
+      return built.executor;
+    });
     attention.push(inst);
     attentionKernels.push(kernels);
-    moes.push(moe);
   }
   const expertShards: ExpertShard[] = [];
   const expertKernels: Kernels[] = [];

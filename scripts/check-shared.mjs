@@ -14,8 +14,8 @@ import { join } from "node:path";
 // pre-tokenizers). shared/engine holds the
 // KV-cache policies (engine/kv-policy/, about 450) and moe-attention's disaggregated executor,
 // attention group, expert ranks and their memory plan (about 650), its two ping-ponging
-// micro-batches (ping-pong.ts, about 90; with Transformer.twin in shared/model, about 15).
-const LINE_BUDGET = { "shared/model": 3845, "shared/tokenizer": 1300, "shared/engine": 2400 };
+// micro-batches (ping-pong.ts, about 110; with Transformer.twin in shared/model, about 15).
+const LINE_BUDGET = { "shared/model": 3845, "shared/tokenizer": 1300, "shared/engine": 2420 };
 
 function files(dir) {
   return readdirSync(dir).flatMap((f) => {

@@ -8,14 +8,17 @@
  * they share a batch with, so outputs equal one micro-batch's bit for bit. Pure apart from the
  * peers and clock the DisaggMoes were given.
  */
-import type { CommCounters, CommMessage } from "../fabric/comm.ts";
-import type { DisaggMoe } from "./disagg-executor.ts";
+import { CommCounters, type CommMessage } from "../fabric/comm.ts";
+import type { Transformer } from "../model/transformer.ts";
+import type { DisaggMoe, DisaggMoeOptions } from "./disagg-executor.ts";
 import type { Executor, StepPlan, StepResult } from "./executor.ts";
-import type { LocalExecutor } from "./local-executor.ts";
+import { LocalExecutor } from "./local-executor.ts";
+
+type Pair = readonly [DisaggMoe, DisaggMoe];
 
 /** A rank's two DisaggMoes, driven as one by a group step. */
 export class PingPongMoe {
-  constructor(readonly halves: readonly [DisaggMoe, DisaggMoe]) {}
+  constructor(readonly halves: Pair) {}
 
   get counters(): CommCounters {
     return this.halves[0].counters;
@@ -54,13 +57,11 @@ export class PingPongExecutor implements Executor {
   ) {}
 
   async execute(plan: StepPlan): Promise<StepResult> {
-    let cut = 0;
-    let tokens = 0;
+    let cut = 1;
+    let tokens = plan.seqs[0]?.tokenIds.length ?? 0;
     while (cut < plan.seqs.length - 1 && 2 * tokens < plan.numScheduledTokens) {
-      tokens += (plan.seqs[cut] as StepPlan["seqs"][number]).tokenIds.length;
-      cut++;
+      tokens += (plan.seqs[cut++] as StepPlan["seqs"][number]).tokenIds.length;
     }
-    if (plan.seqs.length === 1) cut = 1;
     const parts = [plan.seqs.slice(0, cut), plan.seqs.slice(cut)];
     // each half's compute is timed from when it starts running, not from the group step's start
     const run = (i: 0 | 1): Promise<StepResult> => {
@@ -71,15 +72,33 @@ export class PingPongExecutor implements Executor {
       const n = seqs.reduce((a, s) => a + s.tokenIds.length, 0);
       return this.halves[i].execute({ ...plan, seqs, numScheduledTokens: n });
     };
-    const first = run(0);
-    const second = run(1);
-    const [a, b] = await Promise.all([first, second]);
+    const [a, b] = await Promise.all([run(0), run(1)]); // half 1 starts when half 0 first waits
     const sampled = [...a.sampled, ...b.sampled];
     if (!a.kvScores && !b.kvScores) return { sampled };
-    const scores = (r: StepResult, n: number) => r.kvScores ?? Array(n).fill(null);
-    return {
-      sampled,
-      kvScores: [...scores(a, a.sampled.length), ...scores(b, b.sampled.length)],
-    };
+    const scores = (r: StepResult) => r.kvScores ?? r.sampled.map(() => null);
+    return { sampled, kvScores: [...scores(a), ...scores(b)] };
   }
+}
+
+/**
+ * An attention rank's executor over `t` and its MoE side: one DisaggMoe, or with two
+ * micro-batches a ping-pong pair (over `t` and its twin). `make` builds a DisaggMoe with the
+ * micro-batch options given.
+ */
+export function attentionExecutor(
+  t: Transformer,
+  microBatches: number,
+  make: (microBatch?: DisaggMoeOptions["microBatch"]) => DisaggMoe,
+): { executor: Executor; moe: DisaggMoe | PingPongMoe } {
+  if (microBatches !== 2) {
+    const moe = make();
+    return { executor: new LocalExecutor(t, moe), moe };
+  }
+  const counters = new CommCounters();
+  const moe = new PingPongMoe([
+    make({ index: 0, count: 2, counters }),
+    make({ index: 1, count: 2, counters }),
+  ]);
+  const halves = [t, t.twin()].map((x, i) => new LocalExecutor(x, moe.halves[i]));
+  return { executor: new PingPongExecutor(halves as [LocalExecutor, LocalExecutor], moe), moe };
 }
