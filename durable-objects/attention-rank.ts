@@ -18,7 +18,7 @@ import {
 import { DisaggMoe } from "../shared/engine/disagg-executor.ts";
 import type { StepReport } from "../shared/engine/engine.ts";
 import { type ExpertMap, primaryMap } from "../shared/engine/expert-map.ts";
-import { LocalExecutor } from "../shared/engine/local-executor.ts";
+import { attentionExecutor, type PingPongMoe } from "../shared/engine/ping-pong.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
@@ -51,8 +51,8 @@ export interface AttentionHost {
 export class AttentionRole implements Steppable {
   /** Other ranks that reported work (the leader steps until none has any). */
   private readonly busy = new Set<number>();
-  /** The DisaggMoe the loaded model runs through. */
-  private built: DisaggMoe | null = null;
+  /** The DisaggMoe (or ping-pong pair) the loaded model runs through. */
+  private built: DisaggMoe | PingPongMoe | null = null;
   /** Rank 0: the other ranks' loads as last reported, plus sequences sent there since. */
   private readonly loads = new Map<number, AttentionLoad>();
   /** The expert map this rank's current group step runs on (set at each step's start). */
@@ -128,35 +128,44 @@ export class AttentionRole implements Steppable {
   /** Loads the model as an attention rank. */
   async load(): Promise<Result<MoeRankLoaded>> {
     const s = this.spec;
-    let moe: DisaggMoe | null = null;
+    let moe: DisaggMoe | PingPongMoe | null = null;
+    const pingPong = s.microBatches === 2;
     this.host.slot.attention = {
+      workspaces: pingPong ? 2 : 1,
       makeExecutor: (t) => {
         const c = t.config;
         const layers = Array.from({ length: c.numHiddenLayers }, (_, l) => l);
-        moe = new DisaggMoe({
-          rank: this.rank,
-          hiddenSize: c.hiddenSize,
-          topK: c.numExpertsPerTok,
-          moeLayers: c.numExperts > 0 ? layers : [],
-          experts: (j) => ({
-            deliver: (msg: CommMessage) =>
-              this.host.env.EXPERT.getByName(expertName(s.instanceId, j)).moeDeliver(msg),
-          }),
-          map: () => this.activeMap,
-          clock: wallClock,
-          timeoutMs: s.timeoutMs,
-          onPeerError: (j, e) => {
-            const k = `${j}/${this.activeMap.version}`;
-            if (this.peerErrors.has(k)) return;
-            this.peerErrors.add(k);
-            this.host.log.warn("moe.send_failed", {
+        const built = attentionExecutor(
+          t,
+          pingPong ? 2 : 1,
+          (microBatch) =>
+            new DisaggMoe({
               rank: this.rank,
-              expert: j,
-              ...errorFields(e),
-            });
-          },
-        });
-        return new LocalExecutor(t, moe);
+              hiddenSize: c.hiddenSize,
+              topK: c.numExpertsPerTok,
+              moeLayers: c.numExperts > 0 ? layers : [],
+              experts: (j) => ({
+                deliver: (msg: CommMessage) =>
+                  this.host.env.EXPERT.getByName(expertName(s.instanceId, j)).moeDeliver(msg),
+              }),
+              map: () => this.activeMap,
+              clock: wallClock,
+              timeoutMs: s.timeoutMs,
+              microBatch,
+              onPeerError: (j, e) => {
+                const k = `${j}/${this.activeMap.version}`;
+                if (this.peerErrors.has(k)) return;
+                this.peerErrors.add(k);
+                this.host.log.warn("moe.send_failed", {
+                  rank: this.rank,
+                  expert: j,
+                  ...errorFields(e),
+                });
+              },
+            }),
+        );
+        moe = built.moe;
+        return built.executor;
       },
     };
     const r = await this.host.slot.ensure(s.model, s.r2Key);
@@ -168,11 +177,12 @@ export class AttentionRole implements Steppable {
         role: "attention",
         rank: this.rank,
         residentWeightBytes: r.value.instance.residentWeightBytes,
+        weightBytesRead: r.value.bytesRead,
       },
     };
   }
 
-  private get exec(): DisaggMoe {
+  private get exec(): DisaggMoe | PingPongMoe {
     if (!this.built) throw new Error("this attention rank has no model loaded");
     return this.built;
   }
@@ -329,6 +339,7 @@ export async function setupGroup(
     map: primaryMap(config.numHiddenLayers, config.numExperts, s.numExperts),
     timeoutMs: MOE_EXCHANGE_TIMEOUT_MS,
     watch: getConfig(env).expertWatch,
+    microBatches: getConfig(env).moeMicroBatches,
   };
   const experts = await Promise.all(
     Array.from({ length: s.numExperts }, (_, j) =>

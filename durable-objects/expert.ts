@@ -59,6 +59,7 @@ export class Expert extends DurableObject<Env> {
           role: "expert",
           rank: a.rank,
           residentWeightBytes: this.rank.stats().residentBytes,
+          weightBytesRead: this.rank.stats().bytesRead,
         },
       };
     }
@@ -104,7 +105,12 @@ export class Expert extends DurableObject<Env> {
       });
       return {
         ok: true,
-        value: { role: "expert", rank: a.rank, residentWeightBytes: shard.residentBytes },
+        value: {
+          role: "expert",
+          rank: a.rank,
+          residentWeightBytes: shard.residentBytes,
+          weightBytesRead: shard.bytesRead,
+        },
       };
     } catch (e) {
       this.log.error("experts.load_failed", { model: spec.model, ...errorFields(e) });

@@ -20,7 +20,7 @@ import { arenaBytes, WEIGHT_CHUNK_BYTES } from "../shared/serving/scale-plan.ts"
 import type { LoadReport, WeightSource } from "../shared/types/instances.ts";
 import kernelsModule from "../wasm/kernels.wasm";
 import { type Env, getConfig } from "./env.ts";
-import { readWeights, type WeightRef } from "./weight-tiers.ts";
+import { readAttentionWeights, readWeights, type WeightRef } from "./weight-tiers.ts";
 
 const PAGE_BYTES = 65536;
 
@@ -28,8 +28,10 @@ export interface Loaded {
   model: string;
   instance: ModelInstance;
   kernels: Kernels;
-  /** The GGUF image the weights were built from (what a fork copies). */
-  image: Uint8Array;
+  /** The GGUF image the weights were built from (what a fork copies); null for an attention rank's partial image. */
+  image: Uint8Array | null;
+  /** Bytes fetched from the weight tier for this load. */
+  bytesRead: number;
 }
 
 /**
@@ -38,6 +40,8 @@ export interface Loaded {
  */
 export interface AttentionLoad {
   makeExecutor: (t: Transformer) => Executor;
+  /** Activation workspaces the executor uses (2: ping-pong micro-batches). */
+  workspaces: number;
 }
 
 interface Runtime {
@@ -133,9 +137,15 @@ export class ModelSlot {
 
   async #load(ref: WeightRef, source: WeightSource, verify: boolean): Promise<Result<LoadReport>> {
     const t0 = Date.now();
-    const read = await readWeights(this.env, ref, source);
+    // an attention rank reads only its tensors, by R2 range reads
+    const read = this.attention
+      ? await readAttentionWeights(this.env, ref).catch((e: unknown) =>
+          failure(errorInfo("internal", `cannot read model ${ref.model}: ${(e as Error).message}`)),
+        )
+      : await readWeights(this.env, ref, source);
     if (!read.ok) return read;
     const { bytes, bytesByTier } = read.value;
+    const bytesRead = bytesByTier.r2 + bytesByTier.staged + bytesByTier.fork;
     const cfg = getConfig(this.env);
     try {
       const opts = {
@@ -143,8 +153,9 @@ export class ModelSlot {
         maxNumBatchedTokens: cfg.maxNumBatchedTokens,
         blockSize: cfg.blockSize,
         weights: this.attention ? ("attention" as const) : ("all" as const),
+        workspaces: this.attention?.workspaces ?? 1,
       };
-      const file = parseGguf(bytes);
+      const file = read.value.file ?? parseGguf(bytes);
       const config = modelConfigFromGguf(file);
       const plan = planMemory(file, config, cfg.npuMemoryBudgetBytes, opts);
       const blocksPerSeq = Math.ceil(config.maxPositionEmbeddings / cfg.blockSize);
@@ -158,16 +169,18 @@ export class ModelSlot {
       const preloadMs = Date.now() - t1;
       const rt = this.#runtime as Runtime;
       const kernels = createWasmKernels(rt.wasm, arena);
-      const instance = createInstance(bytes, kernels, opts, this.attention?.makeExecutor);
+      const instance = createInstance({ file, bytes }, kernels, opts, this.attention?.makeExecutor);
       const weightsDigest = verify
         ? await sha256(new Uint8Array(rt.memory.buffer, rt.heapBase, kernels.usedBytes))
         : "";
-      this.current = { model: ref.model, instance, kernels, image: bytes };
+      const image = read.value.file ? null : bytes;
+      this.current = { model: ref.model, instance, kernels, image, bytesRead };
       const loadMs = Date.now() - t0 - preloadMs;
       this.log.info("model.loaded", {
         model: ref.model,
         tier: source.tier,
         sizeBytes: bytes.byteLength,
+        bytesRead,
         arenaBytes: arena,
         numBlocks: instance.memory.numBlocks,
         weightBytes: instance.memory.weightBytes,
@@ -197,15 +210,15 @@ export class ModelSlot {
 
   /** The size of `model`'s GGUF image (for a fork), or null when `model` is not loaded. */
   imageSize(model: string): number | null {
-    return this.current?.model === model ? this.current.image.byteLength : null;
+    const image = this.current?.model === model ? this.current.image : null;
+    return image?.byteLength ?? null;
   }
 
   /** One chunk of `model`'s image (WEIGHT_CHUNK_BYTES), or null when `model` is not loaded. */
   imageChunk(model: string, index: number): Uint8Array | null {
-    const l = this.current;
-    if (l?.model !== model) return null;
+    const image = this.current?.model === model ? this.current.image : null;
     const at = index * WEIGHT_CHUNK_BYTES;
-    return l.image.slice(at, at + WEIGHT_CHUNK_BYTES);
+    return image ? image.slice(at, at + WEIGHT_CHUNK_BYTES) : null;
   }
 
   /** Forgets the model and its runtime (a hung engine is replaced): the next task loads both. */

@@ -46,6 +46,8 @@ export interface NpuStats extends EngineStats {
     weightBytes: number;
     /** Measured around the load (an attention rank's excludes the experts). */
     residentWeightBytes: number;
+    /** Bytes fetched from the weight tier for the load (an attention rank: R2 range reads). */
+    weightBytesRead: number;
   } | null;
   recentSteps: StepSummary[];
   /** Times the engine loop continued from a fresh invocation (NPU_SLICE_MS). */
@@ -333,6 +335,7 @@ export class Npu extends DurableObject<Env> {
             capacityBytes: this.loaded?.kernels.capacityBytes ?? 0,
             weightBytes: inst.memory.weightBytes,
             residentWeightBytes: inst.residentWeightBytes,
+            weightBytesRead: this.loaded?.bytesRead ?? 0,
           }
         : null,
       recentSteps: [...this.loop.recentSteps],

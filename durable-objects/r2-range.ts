@@ -1,28 +1,36 @@
 /**
- * Range reads of a model's GGUF in the R2 registry: the header (metadata and tensor table) by a
- * growing prefix, and any byte range (an expert rank's tensors at the header's offsets).
+ * Range reads of a model's GGUF in the R2 registry (shared/model/gguf-ranges.ts over the MODELS
+ * bucket): the header (metadata and tensor table) by a growing prefix, any byte range (an expert
+ * rank's tensors at the header's offsets), and an attention rank's compact image of every tensor
+ * but the experts.
  */
-import { GgufError, type GgufFile, parseGguf } from "../shared/model/gguf.ts";
+import { isExpertTensor } from "../shared/model/expert-shard.ts";
+import type { GgufFile } from "../shared/model/gguf.ts";
+import {
+  readGgufHeader,
+  readTensorImage,
+  storeRangeRead,
+  type TensorImage,
+} from "../shared/model/gguf-ranges.ts";
 import type { Env } from "./env.ts";
 
-/** First prefix read for the GGUF header; doubled until the header parses. */
-const HEADER_PROBE_BYTES = 256 * 1024;
-
 /** Reads `length` bytes at `offset` of an R2 object. */
-export async function readRange(env: Env, key: string, offset: number, length: number) {
-  const obj = await env.MODELS.get(key, { range: { offset, length } });
-  if (!obj) throw new GgufError(`model object ${key} is missing from the registry`);
-  return new Uint8Array(await obj.arrayBuffer());
+export function readRange(env: Env, key: string, offset: number, length: number) {
+  return storeRangeRead(env.MODELS, key)(offset, length);
 }
 
 /** The GGUF header (metadata and tensor table) from prefix reads. */
 export async function readHeader(env: Env, key: string): Promise<GgufFile> {
-  for (let n = HEADER_PROBE_BYTES; ; n *= 2) {
-    const bytes = await readRange(env, key, 0, n);
-    try {
-      return parseGguf(bytes, { headerOnly: true });
-    } catch (e) {
-      if (bytes.byteLength < n) throw e; // the whole file was read: a real error
-    }
-  }
+  return (await readGgufHeader(storeRangeRead(env.MODELS, key))).file;
+}
+
+/**
+ * An attention rank's weights: the header, then every tensor but the MoE experts by range reads.
+ * `bytesRead` counts both (everything this rank fetched from R2).
+ */
+export async function readAttentionImage(env: Env, key: string): Promise<TensorImage> {
+  const read = storeRangeRead(env.MODELS, key);
+  const header = await readGgufHeader(read);
+  const image = await readTensorImage(header.file, read, (name) => !isExpertTensor(name));
+  return { ...image, bytesRead: header.bytesRead + image.bytesRead };
 }

@@ -5,10 +5,12 @@
  * Npu holds its own copy, as it would in its own isolate in production.
  */
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
+import type { GgufFile } from "../shared/model/gguf.ts";
 import { npuName, weightCacheName } from "../shared/protocol/names.ts";
 import { numChunks, WEIGHT_CHUNK_BYTES } from "../shared/serving/scale-plan.ts";
 import { noBytes, type WeightSource, type WeightTier } from "../shared/types/instances.ts";
 import type { Env } from "./env.ts";
+import { readAttentionImage } from "./r2-range.ts";
 
 /** Chunk reads in flight per load. */
 const CHUNK_CONCURRENCY = 4;
@@ -16,6 +18,11 @@ const CHUNK_CONCURRENCY = 4;
 export interface WeightImage {
   bytes: Uint8Array;
   bytesByTier: Record<WeightTier, number>;
+  /**
+   * Set for a partial image (an attention rank's, readAttentionWeights): the header, relocated
+   * into `bytes`. Such an image is no GGUF file, so it is no fork source.
+   */
+  file?: GgufFile;
 }
 
 export interface WeightRef {
@@ -89,4 +96,18 @@ export async function readWeights(
   }
   bytesByTier.fork = bytes.byteLength;
   return { ok: true, value: { bytes, bytesByTier } };
+}
+
+/**
+ * An attention rank's weights (moe-attention): the header and every tensor but the MoE experts,
+ * by R2 range reads at the header's offsets; `bytesByTier.r2` counts every byte fetched.
+ */
+export async function readAttentionWeights(env: Env, ref: WeightRef): Promise<Result<WeightImage>> {
+  if (!(await env.MODELS.head(ref.r2Key))) {
+    return missing(`model ${ref.model} has no weights in the registry`);
+  }
+  const image = await readAttentionImage(env, ref.r2Key);
+  const bytesByTier = noBytes();
+  bytesByTier.r2 = image.bytesRead;
+  return { ok: true, value: { bytes: image.bytes, bytesByTier, file: image.file } };
 }

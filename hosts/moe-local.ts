@@ -14,11 +14,12 @@ import {
   type InstanceOptions,
   type ModelInstance,
 } from "../shared/engine/instance.ts";
-import { LocalExecutor } from "../shared/engine/local-executor.ts";
+import { attentionExecutor, type PingPongMoe } from "../shared/engine/ping-pong.ts";
 import type { CommClock, CommMessage, CommPeer } from "../shared/fabric/comm.ts";
 import { modelConfigFromGguf } from "../shared/model/config.ts";
-import { ExpertShard } from "../shared/model/expert-shard.ts";
+import { ExpertShard, isExpertTensor } from "../shared/model/expert-shard.ts";
 import { parseGguf } from "../shared/model/gguf.ts";
+import { readTensorImage } from "../shared/model/gguf-ranges.ts";
 import type { Kernels } from "../shared/model/kernels.ts";
 import {
   DEFAULT_EPLB,
@@ -49,7 +50,12 @@ export interface LocalMoeOptions {
   silentExperts?: readonly number[];
   /** Awaited by expert rank `rank` before each serve (fault drills: hang or throw). */
   beforeServe?: (rank: number) => Promise<void>;
+  /** Two ping-ponging micro-batches per attention rank (shared/engine/ping-pong.ts). */
+  pingPong?: boolean;
 }
+
+/** The [offset, offset + length) GGUF ranges one attention rank read. */
+export type AttentionRead = { offset: number; length: number }[];
 
 export interface LocalMoe {
   group: AttentionGroup;
@@ -62,6 +68,8 @@ export interface LocalMoe {
   map: { current: ExpertMap };
   /** Range reads the expert ranks made, in bytes. */
   bytesRangeRead: () => number;
+  /** Per attention rank, the GGUF byte ranges it read. */
+  attentionReads: AttentionRead[];
 }
 
 /** A peer whose messages arrive after a macrotask (as over RPC), never synchronously. */
@@ -89,35 +97,52 @@ export async function createLocalMoe(bytes: Uint8Array, o: LocalMoeOptions): Pro
   const map = { current: primaryMap(config.numHiddenLayers, config.numExperts, o.experts) };
   const attention: ModelInstance[] = [];
   const attentionKernels: Kernels[] = [];
-  const moes: DisaggMoe[] = [];
+  const moes: (DisaggMoe | PingPongMoe)[] = [];
   const experts: ExpertRank[] = [];
-  for (let a = 0; a < o.attention; a++) {
-    const kernels = await createKernels(kind, budget);
-    const moe = new DisaggMoe({
-      rank: a,
-      hiddenSize: config.hiddenSize,
-      topK: config.numExpertsPerTok,
-      moeLayers,
-      experts: (j) => peer(() => experts[j] as ExpertRank, o.silentExperts?.includes(j)),
-      map: () => map.current,
-      clock: nodeClock,
-      timeoutMs,
-    });
-    const inst = createInstance(
-      bytes,
-      kernels,
-      { ...o.instance, weights: "attention" },
-      (t) => new LocalExecutor(t, moe),
-    );
-    attention.push(inst);
-    attentionKernels.push(kernels);
-    moes.push(moe);
-  }
   let rangeRead = 0;
   const read = async (offset: number, length: number) => {
     rangeRead += length;
     return bytes.slice(offset, offset + length);
   };
+  // attention ranks: every tensor but the experts, by range reads (as the Npus read R2)
+  const attentionReads: AttentionRead[] = [];
+  for (let a = 0; a < o.attention; a++) {
+    const ranges: AttentionRead = [];
+    const image = await readTensorImage(
+      file,
+      async (offset, length) => {
+        ranges.push({ offset, length });
+        return bytes.slice(offset, offset + length);
+      },
+      (name) => !isExpertTensor(name),
+    );
+    attentionReads.push(ranges);
+    const kernels = await createKernels(kind, budget);
+    const microBatches = o.pingPong ? 2 : 1;
+    const opts = { ...o.instance, weights: "attention" as const, workspaces: microBatches };
+    const inst = createInstance(image, kernels, opts, (t) => {
+      const built = attentionExecutor(
+        t,
+        microBatches,
+        (microBatch) =>
+          new DisaggMoe({
+            rank: a,
+            hiddenSize: config.hiddenSize,
+            topK: config.numExpertsPerTok,
+            moeLayers,
+            experts: (j) => peer(() => experts[j] as ExpertRank, o.silentExperts?.includes(j)),
+            map: () => map.current,
+            clock: nodeClock,
+            timeoutMs,
+            microBatch,
+          }),
+      );
+      moes.push(built.moe);
+      return built.executor;
+    });
+    attention.push(inst);
+    attentionKernels.push(kernels);
+  }
   const expertShards: ExpertShard[] = [];
   const expertKernels: Kernels[] = [];
   const maxTokensPerRank = attention[0]?.transformer.shape.maxNumTokens ?? 0;
@@ -136,7 +161,7 @@ export async function createLocalMoe(bytes: Uint8Array, o: LocalMoeOptions): Pro
         config,
         kernels,
         shard,
-        attention: (a) => peer(() => moes[a] as DisaggMoe),
+        attention: (a) => peer(() => moes[a] as DisaggMoe | PingPongMoe),
         clock: nodeClock,
         timeoutMs,
         beforeServe: o.beforeServe && (() => o.beforeServe?.(j) ?? Promise.resolve()),
@@ -144,7 +169,7 @@ export async function createLocalMoe(bytes: Uint8Array, o: LocalMoeOptions): Pro
     );
   }
   const group = new AttentionGroup(
-    attention.map((inst, a) => ({ engine: inst.engine, moe: moes[a] as DisaggMoe })),
+    attention.map((inst, a) => ({ engine: inst.engine, moe: moes[a] as DisaggMoe | PingPongMoe })),
   );
   return {
     group,
@@ -155,6 +180,7 @@ export async function createLocalMoe(bytes: Uint8Array, o: LocalMoeOptions): Pro
     expertKernels,
     map,
     bytesRangeRead: () => rangeRead,
+    attentionReads,
   };
 }
 

@@ -30,6 +30,15 @@ export interface BigMoeOptions {
   gain?: number;
 }
 
+/** make-big-moe.ts's defaults: 32 experts of width 2048 (about 145 MiB, over the 96 MiB budget). */
+export const BIG_MOE_DEFAULTS: BigMoeOptions = {
+  name: "big-moe",
+  numExperts: 32,
+  expertFf: 2048,
+  topK: 2,
+  seed: 7,
+};
+
 const ARRAY_ITEM_TYPES: Record<string, Exclude<GgufTypeId, 9>> = {
   "tokenizer.ggml.tokens": GgufType.STRING,
   "tokenizer.ggml.scores": GgufType.FLOAT32,

@@ -8,12 +8,16 @@ import { join } from "node:path";
 // Budgets grow only for new subsystems, never for growth of the old files. shared/model is the
 // GGUF reader, weights and kernels: quantised weights (block formats, the JS reference matmulQ,
 // mixed-type weight stacks) take about 850 of its lines, the KV-cache policies' page scorer about
-// 190, moe-attention's split MoE layer and expert shards about 430. shared/tokenizer is text <->
-// ids (SentencePiece and byte-level BPE with its pre-tokenizers). shared/engine holds the
+// 190, moe-attention's split MoE layer and expert shards about 430, reading a GGUF's header and
+// chosen tensors by byte ranges (gguf-ranges.ts: R2 range reads, the truncation check from a
+// header) about 120. shared/tokenizer is text <-> ids (SentencePiece and byte-level BPE with its
+// pre-tokenizers). shared/engine holds the
 // KV-cache policies (engine/kv-policy/, about 450) and moe-attention's disaggregated executor,
 // attention group, expert ranks and their memory plan (about 650), plus expert-rank failover
-// (replayed exchanges by attempt, failed-over ranks in the map, expert rank health: about 160).
-const LINE_BUDGET = { "shared/model": 3750, "shared/tokenizer": 1300, "shared/engine": 2470 };
+// (replayed exchanges by attempt, failed-over ranks in the map, expert rank health: about 160),
+// its two ping-ponging micro-batches (ping-pong.ts, about 110; with Transformer.twin in
+// shared/model, about 15).
+const LINE_BUDGET = { "shared/model": 3845, "shared/tokenizer": 1300, "shared/engine": 2620 };
 
 function files(dir) {
   return readdirSync(dir).flatMap((f) => {

@@ -7,15 +7,15 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_PATH } from "../hosts/node-engine.ts";
-import { buildBigMoe } from "./big-moe.ts";
+import { BIG_MOE_DEFAULTS, buildBigMoe } from "./big-moe.ts";
 
 const { values } = parseArgs({
   options: {
     out: { type: "string" },
-    experts: { type: "string", default: "32" },
-    ff: { type: "string", default: "2048" },
-    topk: { type: "string", default: "2" },
-    seed: { type: "string", default: "7" },
+    experts: { type: "string", default: String(BIG_MOE_DEFAULTS.numExperts) },
+    ff: { type: "string", default: String(BIG_MOE_DEFAULTS.expertFf) },
+    topk: { type: "string", default: String(BIG_MOE_DEFAULTS.topK) },
+    seed: { type: "string", default: String(BIG_MOE_DEFAULTS.seed) },
   },
 });
 if (!values.out) {
@@ -25,7 +25,7 @@ if (!values.out) {
   process.exit(2);
 }
 const bytes = buildBigMoe(new Uint8Array(readFileSync(DEFAULT_MODEL_PATH)), {
-  name: "big-moe",
+  name: BIG_MOE_DEFAULTS.name,
   numExperts: Number(values.experts),
   expertFf: Number(values.ff),
   topK: Number(values.topk),

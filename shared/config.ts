@@ -38,6 +38,8 @@ export const ServingConfigSchema = z
     EXPERT_PROBE_MS: int(250, 10, 10_000),
     /** moe-attention: an expert rank with work and no progress this long is hung (failed over). */
     EXPERT_HUNG_AFTER_MS: int(2_000, 100, 25_000),
+    /** Micro-batches per moe-attention attention rank: 2 ping-pong (shared/engine/ping-pong.ts). */
+    MOE_MICRO_BATCHES: int(1, 1, 2),
     /** "true" opens POST /api/faults (tests and drills); off by default. */
     FAULT_INJECTION: z.enum(["true", "false", "1", "0"]).default("false"),
     /** `<tenant>=<requests per minute>/<concurrent requests>, ...` (shared/serving/tenant-limits.ts) */
@@ -76,6 +78,7 @@ export interface ServingConfig {
   npuSliceMs: number;
   /** The expert-rank failover watch (unreachable after half the hung threshold). */
   expertWatch: ExpertWatchOptions;
+  moeMicroBatches: number;
 }
 
 /** @throws Error naming every bad variable. */
@@ -109,6 +112,7 @@ export function parseServingConfig(vars: Record<string, unknown>): ServingConfig
       hungAfterMs: c.EXPERT_HUNG_AFTER_MS,
       lostAfterMs: Math.max(c.EXPERT_PROBE_MS, c.EXPERT_HUNG_AFTER_MS / 2),
     },
+    moeMicroBatches: c.MOE_MICRO_BATCHES,
     faultInjection: c.FAULT_INJECTION === "true" || c.FAULT_INJECTION === "1",
     tenantLimits: (parseTenantLimits(c.TENANT_LIMITS) as { ok: true; value: TenantLimits }).value,
   });

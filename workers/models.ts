@@ -9,7 +9,8 @@ import { memoryNeeded, planMemory } from "../shared/engine/instance.ts";
 import { minExpertRanks } from "../shared/engine/moe-memory.ts";
 import { AppError } from "../shared/errors.ts";
 import { modelConfigFromGguf, numParameters } from "../shared/model/config.ts";
-import { parseGguf } from "../shared/model/gguf.ts";
+import { type GgufFile, parseGguf } from "../shared/model/gguf.ts";
+import { readGgufHeader, storeRangeRead } from "../shared/model/gguf-ranges.ts";
 import { KernelMemoryError } from "../shared/model/kernels.ts";
 import { Tokenizer } from "../shared/tokenizer/tokenizer.ts";
 import type { ModelRecord, ModelSummary } from "../shared/types/deployments.ts";
@@ -52,44 +53,63 @@ export function r2KeyFor(name: string): string {
  * spread over Expert DOs. @throws AppError 400 with the reason.
  */
 export function validateGguf(bytes: Uint8Array, env: Env): ModelSummary {
-  const cfg = getConfig(env);
   try {
-    const file = parseGguf(bytes);
-    const c = modelConfigFromGguf(file);
-    Tokenizer.fromGguf(file.metadata);
-    const opts = {
-      maxNumSeqs: cfg.maxNumSeqs,
-      maxNumBatchedTokens: cfg.maxNumBatchedTokens,
-      blockSize: cfg.blockSize,
-    };
-    try {
-      planMemory(file, c, cfg.npuMemoryBudgetBytes, opts);
-    } catch (e) {
-      if (!(e instanceof KernelMemoryError) || c.numExperts === 0) throw e;
-      planMemory(file, c, cfg.npuMemoryBudgetBytes, { ...opts, weights: "attention" });
-      if (minExpertRanks(file, c, cfg.npuMemoryBudgetBytes, 1, cfg.maxNumBatchedTokens) === null) {
-        throw new KernelMemoryError(
-          `${e.message}, and one expert per Expert DO does not fit either`,
-        );
-      }
-    }
-    return {
-      architecture: c.architecture,
-      numParameters: numParameters(c),
-      contextLength: c.maxPositionEmbeddings,
-      vocabSize: c.vocabSize,
-      numExperts: c.numExperts,
-      numExpertsPerTok: c.numExpertsPerTok,
-      memoryNeededBytes: memoryNeeded(file, c, opts),
-    };
+    return summarize(parseGguf(bytes), env);
   } catch (e) {
-    throw new AppError(
-      "invalid_request",
-      `invalid model file: ${(e as Error).message}`,
-      "body",
-      "invalid_model",
-    );
+    throw invalidModel(e);
   }
+}
+
+/**
+ * validateGguf for a GGUF already in R2 (a completed multipart upload) from its header alone:
+ * range reads of the header, tensor bounds checked against the object's size, so the model is
+ * never read into worker memory. @throws AppError 400 with the reason.
+ */
+export async function validateStoredGguf(
+  env: Env,
+  key: string,
+  sizeBytes: number,
+): Promise<ModelSummary> {
+  try {
+    return summarize((await readGgufHeader(storeRangeRead(env.MODELS, key), sizeBytes)).file, env);
+  } catch (e) {
+    throw invalidModel(e);
+  }
+}
+
+function invalidModel(e: unknown): AppError {
+  const msg = `invalid model file: ${(e as Error).message}`;
+  return new AppError("invalid_request", msg, "body", "invalid_model");
+}
+
+/** A parsed GGUF's summary, checked as validateGguf says. @throws on the first problem. */
+function summarize(file: GgufFile, env: Env): ModelSummary {
+  const cfg = getConfig(env);
+  const c = modelConfigFromGguf(file);
+  Tokenizer.fromGguf(file.metadata);
+  const opts = {
+    maxNumSeqs: cfg.maxNumSeqs,
+    maxNumBatchedTokens: cfg.maxNumBatchedTokens,
+    blockSize: cfg.blockSize,
+  };
+  try {
+    planMemory(file, c, cfg.npuMemoryBudgetBytes, opts);
+  } catch (e) {
+    if (!(e instanceof KernelMemoryError) || c.numExperts === 0) throw e;
+    planMemory(file, c, cfg.npuMemoryBudgetBytes, { ...opts, weights: "attention" });
+    if (minExpertRanks(file, c, cfg.npuMemoryBudgetBytes, 1, cfg.maxNumBatchedTokens) === null) {
+      throw new KernelMemoryError(`${e.message}, and one expert per Expert DO does not fit either`);
+    }
+  }
+  return {
+    architecture: c.architecture,
+    numParameters: numParameters(c),
+    contextLength: c.maxPositionEmbeddings,
+    vocabSize: c.vocabSize,
+    numExperts: c.numExperts,
+    numExpertsPerTok: c.numExpertsPerTok,
+    memoryNeededBytes: memoryNeeded(file, c, opts),
+  };
 }
 
 /** Stores and registers a validated model. */
@@ -102,15 +122,25 @@ export async function storeModel(
   const summary = validateGguf(bytes, env);
   const key = r2KeyFor(name);
   await env.MODELS.put(key, bytes, { customMetadata: { ownedBy } });
-  return clusterManager(env).registerModel({
-    name,
-    r2Key: key,
-    sizeBytes: bytes.byteLength,
-    ownedBy,
-    summary,
+  return registerStored(env, { name, r2Key: key, sizeBytes: bytes.byteLength, ownedBy, summary });
+}
+
+/**
+ * Registers a validated model stored at `r2Key` (a new generation of `name`), then deletes the
+ * object of the generation it replaces when that lived at another key (a multipart upload's).
+ */
+export async function registerStored(
+  env: Env,
+  m: { name: string; r2Key: string; sizeBytes: number; ownedBy: string; summary: ModelSummary },
+): Promise<ModelRecord> {
+  const prev = await clusterManager(env).getModel({ name: m.name });
+  const record = await clusterManager(env).registerModel({
+    ...m,
     // a model too large for one NPU gets no colocated deployment: deploy it as moe-attention
-    defaultDeploymentId: fitsOneNpu(env, summary) ? newDeploymentId() : null,
+    defaultDeploymentId: fitsOneNpu(env, m.summary) ? newDeploymentId() : null,
   });
+  if (prev && prev.r2Key !== m.r2Key) await env.MODELS.delete(prev.r2Key);
+  return record;
 }
 
 /** Whether one NPU can serve the model colocated under the current budget. */

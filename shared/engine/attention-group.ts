@@ -7,10 +7,12 @@
  */
 import type { DisaggMoe } from "./disagg-executor.ts";
 import type { Engine, StepReport } from "./engine.ts";
+import type { PingPongMoe } from "./ping-pong.ts";
 
 export interface AttentionRank {
   engine: Engine;
-  moe: DisaggMoe;
+  /** One DisaggMoe, or two ping-ponging micro-batches' (ping-pong.ts). */
+  moe: DisaggMoe | PingPongMoe;
 }
 
 /** What DP balancing reads of an attention rank (sent to rank 0 after each step in the DOs). */

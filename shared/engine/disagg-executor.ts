@@ -41,6 +41,8 @@ export interface DisaggMoeOptions {
   timeoutMs: number;
   /** A send to expert rank `rank` failed (the exchange waits for the failover watch). */
   onPeerError?: (rank: number, error: unknown) => void;
+  /** Ping-pong micro-batch m of M (ping-pong.ts): steps m, m + M, ...; counters shared. */
+  microBatch?: { index: number; count: number; counters: CommCounters };
 }
 
 interface RankPart {
@@ -53,10 +55,10 @@ interface RankPart {
 }
 
 export class DisaggMoe implements MoeExecutor {
-  readonly counters = new CommCounters();
+  readonly counters: CommCounters;
   readonly inbox: Inbox;
-  /** The group step this rank is in (advanced by endStep). */
-  step = 0;
+  /** The exchange step this rank is in (advanced by endStep; per micro-batch with ping-pong). */
+  step: number;
   private stepMap: ExpertMap | null = null;
   private layersSent = 0;
   /** When this rank's compute for the next layer began (step start, or the last exchange's end). */
@@ -69,6 +71,8 @@ export class DisaggMoe implements MoeExecutor {
   numReplays = 0;
 
   constructor(private readonly o: DisaggMoeOptions) {
+    this.counters = o.microBatch?.counters ?? new CommCounters();
+    this.step = o.microBatch?.index ?? 0;
     this.inbox = new Inbox(o.clock, this.counters);
   }
 
@@ -222,44 +226,51 @@ export class DisaggMoe implements MoeExecutor {
    * no tokens) it sends an empty part for every MoE layer to every expert rank. Then advances.
    */
   async endStep(): Promise<void> {
-    if (this.layersSent === 0) {
-      const map = this.currentMap();
-      const empty = encodeA2e(
-        {
-          mapVersion: map.version,
-          numTokens: 0,
-          pairs: new Int32Array(0),
-          rows: new Float32Array(0),
-        },
-        this.o.hiddenSize,
-      );
-      const sends: Promise<void>[] = [];
-      for (const layer of this.o.moeLayers) {
-        for (const j of liveRanks(map)) {
-          const msg: CommMessage = {
-            kind: "a2e",
-            step: this.step,
-            layer,
-            from: this.o.rank,
-            bytes: empty,
-          };
-          sends.push(this.sendTo(j, msg, 0));
-        }
-      }
-      await Promise.all(sends);
-    } else {
-      assert(
-        this.layersSent === this.o.moeLayers.length,
-        `step ${this.step} dispatched ${this.layersSent} of ${this.o.moeLayers.length} MoE layers`,
-      );
-    }
+    if (this.layersSent === 0) await this.idle();
+    assert(
+      this.layersSent === this.o.moeLayers.length,
+      `step ${this.step} dispatched ${this.layersSent} of ${this.o.moeLayers.length} MoE layers`,
+    );
     this.abortStep();
+  }
+
+  /**
+   * Sends an empty part for every MoE layer to every expert rank: this step runs no forward here
+   * (endStep does it then; a ping-pong half with no sequences does it at once, ping-pong.ts).
+   */
+  async idle(): Promise<void> {
+    assert(this.layersSent === 0, `step ${this.step} already dispatched`);
+    const map = this.currentMap();
+    const empty = encodeA2e(
+      {
+        mapVersion: map.version,
+        numTokens: 0,
+        pairs: new Int32Array(0),
+        rows: new Float32Array(0),
+      },
+      this.o.hiddenSize,
+    );
+    const sends: Promise<void>[] = [];
+    for (const layer of this.o.moeLayers) {
+      for (const j of liveRanks(map)) {
+        const msg: CommMessage = {
+          kind: "a2e",
+          step: this.step,
+          layer,
+          from: this.o.rank,
+          bytes: empty,
+        };
+        sends.push(this.sendTo(j, msg, 0));
+      }
+    }
+    this.layersSent = this.o.moeLayers.length;
+    await Promise.all(sends);
   }
 
   /** Leaves a failed step (a timed-out exchange): the next step starts clean. */
   abortStep(): void {
     this.computeFrom = null;
-    this.step++;
+    this.step += this.o.microBatch?.count ?? 1;
     this.stepMap = null;
     this.layersSent = 0;
   }

@@ -32,6 +32,8 @@ export interface InstanceOptions {
   maxModelLen?: number;
   /** "attention": leave the MoE experts to expert ranks (moe-attention); default "all". */
   weights?: WeightSelection;
+  /** Activation workspaces (2: ping-pong micro-batches, Transformer.twin); default 1. */
+  workspaces?: number;
 }
 
 export interface MemoryPlan {
@@ -60,6 +62,7 @@ interface ResolvedOptions {
   maxNumBatchedTokens: number;
   blockSize: number;
   maxModelLen: number;
+  workspaces: number;
 }
 
 function resolve(c: ModelConfig, o: InstanceOptions): ResolvedOptions {
@@ -73,6 +76,7 @@ function resolve(c: ModelConfig, o: InstanceOptions): ResolvedOptions {
     maxNumBatchedTokens: o.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS,
     blockSize: o.blockSize ?? DEFAULT_BLOCK_SIZE,
     maxModelLen,
+    workspaces: o.workspaces ?? 1,
   };
 }
 
@@ -85,7 +89,7 @@ export function memoryNeeded(file: GgufFile, c: ModelConfig, o: InstanceOptions 
   const perBlock = kvBytesPerBlock(c, r.blockSize) + 32;
   return (
     weightBytes(file, c, r.weights) +
-    workspaceBytes(c, { ...r, maxNumTokens: r.maxNumBatchedTokens }) +
+    r.workspaces * workspaceBytes(c, { ...r, maxNumTokens: r.maxNumBatchedTokens }) +
     Math.ceil(r.maxModelLen / r.blockSize) * perBlock
   );
 }
@@ -102,7 +106,7 @@ export function planMemory(
 ): MemoryPlan {
   const r = resolve(c, o);
   const w = weightBytes(file, c, r.weights);
-  const ws = workspaceBytes(c, { ...r, maxNumTokens: r.maxNumBatchedTokens });
+  const ws = r.workspaces * workspaceBytes(c, { ...r, maxNumTokens: r.maxNumBatchedTokens });
   const perBlock = kvBytesPerBlock(c, r.blockSize) + 32; // + allocation rounding slack
   const blocksPerSeq = Math.ceil(r.maxModelLen / r.blockSize);
   const left = capacityBytes - w - ws;
@@ -128,17 +132,27 @@ function mib(n: number): string {
 }
 
 /**
+ * A parsed GGUF and the bytes its tensor offsets point into: a whole file, or a compact image of
+ * some of its tensors (gguf-ranges.ts: an attention rank's, without the experts).
+ */
+export interface GgufImage {
+  file: GgufFile;
+  bytes: Uint8Array;
+}
+
+/**
  * Loads a model into `kernels` and builds its engine. `makeExecutor` lets a host swap the
  * executor (the default runs everything locally).
  * @throws GgufError for bad files, KernelMemoryError when over budget.
  */
 export function createInstance(
-  bytes: Uint8Array,
+  image: Uint8Array | GgufImage,
   kernels: Kernels,
   options: InstanceOptions = {},
   makeExecutor: (t: Transformer) => Executor = (t) => new LocalExecutor(t),
 ): ModelInstance {
-  const file = parseGguf(bytes);
+  const { file, bytes } =
+    image instanceof Uint8Array ? { file: parseGguf(image), bytes: image } : image;
   const config = modelConfigFromGguf(file);
   const tokenizer = Tokenizer.fromGguf(file.metadata);
   const r = resolve(config, options);

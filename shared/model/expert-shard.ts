@@ -10,13 +10,11 @@
 import { assert } from "../assert.ts";
 import type { ModelConfig } from "./config.ts";
 import { GgmlType, GgufError, type GgufFile, tensorByteSize } from "./gguf.ts";
+import type { ByteRangeRead } from "./gguf-ranges.ts";
 import type { Kernels } from "./kernels.ts";
 import type { ExpertWeights } from "./moe-split.ts";
 import { dequantF32, type WeightType } from "./quant.ts";
 import { expertTypes, type Matrix } from "./weights.ts";
-
-/** Reads `length` bytes of the GGUF at absolute byte `offset`. */
-export type ByteRangeRead = (offset: number, length: number) => Promise<Uint8Array>;
 
 /** Names of the three expert tensors of layer l, in the order a rank reads them. */
 export function expertTensorNames(l: number): { gate: string; up: string; down: string } {

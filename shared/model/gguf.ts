@@ -105,6 +105,9 @@ export class GgufError extends Error {
   override name = "GgufError";
 }
 
+/** A tensor's data runs past the end of the file (a truncated file). */
+export class GgufTruncatedError extends GgufError {}
+
 // ---------------------------------------------------------------------------------------------
 // Reading
 
@@ -228,9 +231,12 @@ export function tensorByteSize(type: number, numElements: number): number {
 /**
  * Parses the header, metadata and tensor table. Tensor data stays in `bytes`. With
  * `headerOnly`, `bytes` may be just the start of the file (metadata and tensor table): tensor
- * data bounds are not checked.
+ * data bounds are checked against `fileBytes` when it is given (the whole file's size).
  */
-export function parseGguf(bytes: Uint8Array, opts: { headerOnly?: boolean } = {}): GgufFile {
+export function parseGguf(
+  bytes: Uint8Array,
+  opts: { headerOnly?: boolean; fileBytes?: number } = {},
+): GgufFile {
   const r = new Reader(bytes);
   if (bytes.byteLength < 4 || r.u32() !== GGUF_MAGIC) {
     throw new GgufError("not a GGUF file (bad magic)");
@@ -274,8 +280,11 @@ export function parseGguf(bytes: Uint8Array, opts: { headerOnly?: boolean } = {}
   const tensors = new Map<string, GgufTensorInfo>();
   infos.forEach((info, i) => {
     const offset = dataOffset + (relOffsets[i] as number);
-    if (!opts.headerOnly && offset + info.numBytes > bytes.byteLength) {
-      throw new GgufError(`tensor ${info.name}: data runs past the end of the file (truncated?)`);
+    const end = opts.headerOnly ? (opts.fileBytes ?? Infinity) : bytes.byteLength;
+    if (offset + info.numBytes > end) {
+      throw new GgufTruncatedError(
+        `tensor ${info.name}: data runs past the end of the file (truncated?)`,
+      );
     }
     tensors.set(info.name, { ...info, offset });
   });

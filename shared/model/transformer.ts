@@ -118,6 +118,8 @@ export class Transformer {
     private readonly weights: ModelWeights,
     private readonly kernels: Kernels,
     readonly shape: ForwardShape,
+    /** Shares this one's KV cache instead of allocating one (twin()). */
+    kvOf?: Transformer,
   ) {
     const c = config;
     const t = shape.maxNumTokens;
@@ -169,9 +171,18 @@ export class Transformer {
       this.blockTables.subarray(i * mb, (i + 1) * mb),
     );
     for (let l = 0; l < c.numHiddenLayers; l++) {
-      this.kCache.push(kv.alloc(shape.numBlocks * shape.blockSize * kvDim));
-      this.vCache.push(kv.alloc(shape.numBlocks * shape.blockSize * kvDim));
+      this.kCache.push(kvOf?.kCache[l] ?? kv.alloc(shape.numBlocks * shape.blockSize * kvDim));
+      this.vCache.push(kvOf?.vCache[l] ?? kv.alloc(shape.numBlocks * shape.blockSize * kvDim));
     }
+  }
+
+  /**
+   * A second set of activation buffers over the same weights and KV cache (ping-pong micro-batches,
+   * shared/engine/ping-pong.ts): forwards may interleave on the two if their sequences differ.
+   * Dense KV only (a sparse policy's page scorer is per workspace).
+   */
+  twin(): Transformer {
+    return new Transformer(this.config, this.weights, this.kernels, this.shape, this);
   }
 
   /** f32 values of K and V for `numTokens` tokens, all layers (the KV handed from prefill to decode). */

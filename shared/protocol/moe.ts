@@ -20,6 +20,8 @@ export interface MoeGroupSpec {
   timeoutMs: number;
   /** The failover watch's probe interval and thresholds (default DEFAULT_EXPERT_WATCH). */
   watch?: ExpertWatchOptions;
+  /** Micro-batches per attention rank (MOE_MICRO_BATCHES): 2 ping-pong; absent means 1. */
+  microBatches?: number;
 }
 
 /** What an attention rank or expert rank holds after setup (measured). */
@@ -28,4 +30,9 @@ export interface MoeRankLoaded {
   rank: number;
   /** Kernel-memory bytes its weights took, measured around the loads. */
   residentWeightBytes: number;
+  /**
+   * GGUF bytes it fetched from R2 for its weights, by range reads (an attention rank's count its
+   * header reads too; an expert rank's only its tensor ranges).
+   */
+  weightBytesRead: number;
 }

@@ -10,6 +10,8 @@ import DEFAULT_MODEL from "../../models/default-moe.gguf";
 import { buildBigMoe } from "../../scripts/big-moe.ts";
 import { createInstance } from "../../shared/engine/instance.ts";
 import { GREEDY } from "../../shared/engine/sequence.ts";
+import { isExpertTensor } from "../../shared/model/expert-shard.ts";
+import { parseGguf } from "../../shared/model/gguf.ts";
 import { createWasmKernels, WASM_KERNEL_IMPORTS } from "../../shared/model/kernels-wasm.ts";
 import kernelsModule from "../../wasm/kernels.wasm";
 import { admin, call, postDeployment } from "../integration/worker-client.ts";
@@ -55,9 +57,20 @@ describe("a model no single NPU can hold", () => {
     expect(res.status).toBe(201);
     const dep = (await res.json()) as {
       id: string;
-      instances: { role: string; residentWeightBytes: number }[];
+      instances: { role: string; residentWeightBytes: number; weightBytesRead: number }[];
     };
     for (const i of dep.instances) expect(i.residentWeightBytes).toBeLessThan(24 * 2 ** 20);
+    // each rank read from R2 only what it holds: attention ranks the header and every tensor
+    // but the experts, expert ranks their experts (together, every expert once)
+    const tensors = [...parseGguf(bytes).tensors.values()];
+    const expertStored = tensors.reduce((a, t) => a + (isExpertTensor(t.name) ? t.numBytes : 0), 0);
+    const otherStored = tensors.reduce((a, t) => a + (isExpertTensor(t.name) ? 0 : t.numBytes), 0);
+    const byRole = (role: string) => dep.instances.filter((i) => i.role === role);
+    for (const i of byRole("attention")) {
+      expect(i.weightBytesRead).toBeGreaterThan(otherStored);
+      expect(i.weightBytesRead).toBeLessThan(otherStored + 2 ** 20);
+    }
+    expect(byRole("expert").reduce((a, i) => a + i.weightBytesRead, 0)).toBe(expertStored);
 
     // the engine in one arena without the budget
     const wasm = await WebAssembly.instantiate(kernelsModule, WASM_KERNEL_IMPORTS);

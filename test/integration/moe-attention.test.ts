@@ -2,7 +2,8 @@
  * moe-attention in workerd, at the DO level: attention Npus (no expert weights) and Expert DOs
  * (only their experts, read by R2 range reads) joined by A2E/E2A RPCs, stepped in lockstep by
  * attention rank 0. Greedy output equals a colocated Npu's for concurrent tasks on two attention
- * ranks, and resident weight bytes are measured on each side.
+ * ranks, with one micro-batch per rank or two that ping-pong, and resident weight bytes and the
+ * bytes read from R2 are measured on each side.
  */
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
@@ -111,17 +112,66 @@ describe.skipIf(!env.REF_QWEN3MOE)("moe-attention across DOs", () => {
     const eBytes = loadedE.map((r) => (r.ok ? r.value.residentWeightBytes : -1));
     expect(eBytes.reduce((a, b) => a + b, 0)).toBe(expertBytes);
     const colo = await colocated.stats();
+    // bytes read from R2: attention ranks fetched the header and every tensor but the experts,
+    // expert ranks exactly the stored bytes of the experts they hold
+    let storedExpertBytes = 0;
+    let otherTensorBytes = 0;
+    for (const t of file.tensors.values()) {
+      if (isExpertTensor(t.name)) storedExpertBytes += t.numBytes;
+      else otherTensorBytes += t.numBytes;
+    }
     for (const r of loadedA) {
       if (!r.ok) throw new Error(r.error.message);
       // what a colocated Npu holds, less exactly the experts
       expect(r.value.residentWeightBytes + expertBytes).toBe(colo.memory?.residentWeightBytes);
+      const headerAndPadding = r.value.weightBytesRead - otherTensorBytes;
+      expect(headerAndPadding).toBeGreaterThanOrEqual(file.dataOffset);
+      // the header probe (32 KiB, doubled until the header parses: it ends before the first
+      // expert tensor) plus alignment padding between tensors read in one range
+      const probe = Math.max(32 * 1024, 2 * file.dataOffset);
+      const firstExpert = Math.min(
+        ...[...file.tensors.values()].filter((t) => isExpertTensor(t.name)).map((t) => t.offset),
+      );
+      expect(probe).toBeLessThan(firstExpert);
+      expect(headerAndPadding).toBeLessThan(probe + file.tensors.size * file.alignment);
     }
+    const eRead = loadedE.map((r) => (r.ok ? r.value.weightBytesRead : -1));
+    expect(eRead.reduce((a, b) => a + b, 0)).toBe(storedExpertBytes);
     const es = await Promise.all(experts.map((e) => e.stats()));
     const served = es.map((s) => s?.tokenCounts.flat().reduce((a, b) => a + b, 0) ?? 0);
     expect(served.every((n) => n > 0)).toBe(true);
     const comm = await attention[1]!.moeComm();
     expect(comm.length).toBeGreaterThan(0);
     expect(comm.every((c) => c.messagesSent === 2)).toBe(true); // a part to each expert rank
+
+    // the same with two ping-ponging micro-batches per attention rank (MOE_MICRO_BATCHES=2)
+    const pp: MoeGroupSpec = { ...spec, instanceId: "moe-test-pp", microBatches: 2 };
+    const ppAttention = [0, 1].map((a) => env.NPU.getByName(npuName(pp.instanceId, a)));
+    await Promise.all(
+      [0, 1].map((j) =>
+        env.EXPERT.getByName(expertName(pp.instanceId, j)).configure({ spec: pp, rank: j }),
+      ),
+    );
+    for (const [a, n] of ppAttention.entries()) {
+      const r = await n.attentionConfigure({ spec: pp, rank: a });
+      expect(r.ok).toBe(true);
+    }
+    const ppGot = await Promise.all(
+      prompts.map((p, i) => tokensOf(ppAttention[i % 2]!, task(model, `pp${i}`, p))),
+    );
+    expect(ppGot).toEqual(want);
+    // a task of two sequences runs them in one step: one per micro-batch, as colocated would
+    const pair = (id: string) => ({
+      ...task(model, id, prompts[0]!),
+      prompts: prompts.slice(0, 2),
+    });
+    expect(await tokensOf(ppAttention[0]!, pair("pp-pair"))).toEqual(
+      await tokensOf(colocated, pair("ref-pair")),
+    );
+    // both micro-batches' exchange steps (even and odd) carried tokens
+    const ppComm = await ppAttention[0]!.moeComm();
+    const carried = new Set(ppComm.filter((c) => c.payloadBytesSent > 0).map((c) => c.step % 2));
+    expect([...carried].sort()).toEqual([0, 1]);
   });
 
   it("POST /api/deployments mode moe-attention serves the default model like colocated", async () => {

@@ -73,6 +73,19 @@ describe("multipart model uploads", () => {
       expect(await env.MODELS.list({ prefix: "uploads/stories-mp/" })).toMatchObject({
         objects: [],
       });
+      // the assembled object is the model's, where the multipart upload put it
+      const stored = await env.MODELS.list({ prefix: "models/stories-mp/" });
+      expect(stored.objects.map((o) => [o.key, o.size])).toEqual([
+        [`models/stories-mp/${u.id}.gguf`, file.byteLength],
+      ]);
+
+      // a new generation by a single PUT replaces the multipart object, which is deleted
+      const again = await admin("/api/models/stories-mp", { method: "PUT", body: file });
+      expect(again.status).toBe(201);
+      expect(await env.MODELS.list({ prefix: "models/stories-mp/" })).toMatchObject({
+        objects: [],
+      });
+      expect((await env.MODELS.head("models/stories-mp.gguf"))?.size).toBe(file.byteLength);
 
       const res = await post("/v1/completions", {
         model: "stories-mp",
@@ -94,6 +107,23 @@ describe("multipart model uploads", () => {
     },
   );
 
+  it.skipIf(!env.REF_STORIES)(
+    "rejects at completion a GGUF whose tensors run past its size, and deletes it",
+    async () => {
+      const whole = new Uint8Array(env.REF_STORIES as ArrayBuffer);
+      const cut = whole.subarray(0, whole.byteLength - 1000); // header intact, last tensor short
+      const u = await start("cut-mp", { size: cut.byteLength });
+      expect((await putPart("cut-mp", u.id, 1, cut)).status).toBe(200);
+      const res = await post(`/api/models/cut-mp/uploads/${u.id}/complete`, {}, "sk-admin");
+      const e = (await res.json()) as { error: { code: string; message: string } };
+      expect(res.status).toBe(400);
+      expect(e.error.code).toBe("invalid_model");
+      expect(e.error.message).toMatch(/runs past the end of the file/);
+      expect(await env.MODELS.list({ prefix: "models/cut-mp/" })).toMatchObject({ objects: [] });
+      expect((await call("/v1/models/cut-mp")).status).toBe(404);
+    },
+  );
+
   it("refuses bad part numbers and sizes, aborts, and rejects a non-GGUF at completion", async () => {
     const u = await start("junk-mp", { size: PART + 10, part_size: PART });
     for (const n of [0, 3, "x", "-1", "1.5"]) {
@@ -111,6 +141,7 @@ describe("multipart model uploads", () => {
     expect((await errorOf(bad, 400)).code).toBe("invalid_model");
     expect((await admin(`/api/models/junk-mp/uploads/${u.id}`)).status).toBe(404);
     expect((await call("/v1/models/junk-mp")).status).toBe(404);
+    expect(await env.MODELS.list({ prefix: "models/junk-mp/" })).toMatchObject({ objects: [] });
 
     const v = await start("junk-mp", { size: 3 });
     expect(v.part_count).toBe(1);

@@ -23,6 +23,7 @@ async function moeRanks(env: Env, d: DeploymentRecord) {
       numBlocks: s.numBlocks,
       loaded: s.model !== null,
       residentWeightBytes: s.memory?.residentWeightBytes ?? 0,
+      weightBytesRead: s.memory?.weightBytesRead ?? 0,
     };
   });
   const experts = Array.from({ length: d.moe.numExperts }, async (_, rank) => {
@@ -37,6 +38,7 @@ async function moeRanks(env: Env, d: DeploymentRecord) {
       numBlocks: 0,
       loaded: s !== null,
       residentWeightBytes: s?.residentBytes ?? 0,
+      weightBytesRead: s?.bytesRead ?? 0,
       experts: s?.experts ?? [],
     };
   });

@@ -15,7 +15,7 @@ import type { AppEnv } from "../app-env.ts";
 import { clusterManager, getConfig, npu } from "../env.ts";
 import { newDeploymentId } from "../ids.ts";
 import { MAX_JSON_BODY_BYTES, readBody } from "../middleware/body.ts";
-import { fitsOneNpu, r2KeyFor } from "../models.ts";
+import { fitsOneNpu } from "../models.ts";
 import { parseJsonBody } from "../openai/parse-body.ts";
 import { toKvCacheRequest } from "../openai/schema-fields.ts";
 
@@ -55,8 +55,8 @@ deployments.post("/", async (c) => {
   const blockSize = getConfig(c.env).blockSize;
   const kvError = checkKvCache(resolveKvCache(kvCache, null, blockSize), blockSize);
   if (kvError) throw AppError.from(kvError);
+  const m = await clusterManager(c.env).getModel({ name: s.model });
   if (s.mode !== "moe-attention") {
-    const m = await clusterManager(c.env).getModel({ name: s.model });
     if (m && !fitsOneNpu(c.env, m.summary)) {
       const need = ((m.summary.memoryNeededBytes ?? 0) / 2 ** 20).toFixed(1);
       const budget = (getConfig(c.env).npuMemoryBudgetBytes / 2 ** 20).toFixed(1);
@@ -89,11 +89,11 @@ deployments.post("/", async (c) => {
       "model",
       "model_not_found",
     );
-  if (created.moe) {
+  if (created.moe && m) {
     const setup = await npu(c.env, created.instances.attention?.[0] as string, 0).moeSetup({
       instanceId: created.instances.attention?.[0] as string,
       model: s.model,
-      r2Key: r2KeyFor(s.model),
+      r2Key: m.r2Key,
       numAttention: created.moe.numAttention,
       numExperts: created.moe.numExperts,
     });

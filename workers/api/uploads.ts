@@ -1,13 +1,16 @@
 /**
  * Multipart model uploads (admin), for GGUFs larger than one request body: start an upload, PUT
  * its parts (each at most MAX_BODY_MB), list the stored parts to resume, complete or abort. The
- * parts go to an R2 multipart upload at a staging key; completing reads the object back and hands
- * its bytes to storeModel, the same validation, write and registration as a single PUT, then
- * deletes the staging state. R2 cannot list an upload's parts, so each stored part leaves a small
- * marker object holding its etag; the upload's own record is a JSON object beside them:
+ * parts go to an R2 multipart upload at the key the model will have; completing assembles it
+ * (R2 checks each part's etag), checks R2's size against the announced one and validates the
+ * GGUF from its header alone (range reads; tensor bounds against the size: validateStoredGguf),
+ * so the model is never read into worker memory, then registers it as a single PUT would (the
+ * replaced generation's object is deleted) and deletes the upload's state. A file that fails is
+ * deleted. R2 cannot list an upload's parts, so each stored part leaves a small marker object
+ * holding its etag; the upload's own record is a JSON object beside them:
  *   uploads/NAME/ID.json         the upload (size, part size, R2 upload id, owner, fingerprint)
  *   uploads/NAME/ID/part-N       a marker per stored part, its body the part's R2 etag
- *   uploads/NAME/ID/object       the multipart object while it is assembled
+ *   models/NAME/ID.gguf          the multipart object: the model's r2Key once registered
  */
 import { Hono } from "hono";
 import { AppError } from "../../shared/errors.ts";
@@ -15,7 +18,7 @@ import type { AppEnv } from "../app-env.ts";
 import type { Env } from "../env.ts";
 import { getConfig } from "../env.ts";
 import { MAX_JSON_BODY_BYTES, readBody } from "../middleware/body.ts";
-import { checkModelName, modelObject, storeModel } from "../models.ts";
+import { checkModelName, modelObject, registerStored, validateStoredGguf } from "../models.ts";
 import { requireAdmin } from "./admin.ts";
 
 /** R2's floor for every part but the last (Miniflare enforces it too). */
@@ -39,7 +42,7 @@ interface Upload {
 
 const recordKey = (name: string, id: string) => `uploads/${name}/${id}.json`;
 const partPrefix = (name: string, id: string) => `uploads/${name}/${id}/part-`;
-const stagingKey = (name: string, id: string) => `uploads/${name}/${id}/object`;
+const objectKey = (name: string, id: string) => `models/${name}/${id}.gguf`;
 
 /** The byte length part n must have: the part size, the remainder for the last. */
 function partLength(u: Upload, n: number): number {
@@ -95,14 +98,10 @@ async function loadUpload(env: Env, name: string, id: string): Promise<Upload> {
   return (await obj.json()) as Upload;
 }
 
-/** Deletes the upload's record, part markers and staging object. */
+/** Deletes the upload's record and part markers. */
 async function forget(env: Env, u: Upload): Promise<void> {
   const parts = await storedParts(env, u);
-  const keys = [
-    recordKey(u.model, u.id),
-    stagingKey(u.model, u.id),
-    ...parts.map((n) => `${partPrefix(u.model, u.id)}${n}`),
-  ];
+  const keys = [recordKey(u.model, u.id), ...parts.map((n) => `${partPrefix(u.model, u.id)}${n}`)];
   for (let i = 0; i < keys.length; i += 1000) await env.MODELS.delete(keys.slice(i, i + 1000));
 }
 
@@ -160,7 +159,7 @@ uploads.post("/:name/uploads", async (c) => {
       "fingerprint",
     );
   const id = `upl_${crypto.randomUUID().replaceAll("-", "")}`;
-  const r2 = await c.env.MODELS.createMultipartUpload(stagingKey(name, id));
+  const r2 = await c.env.MODELS.createMultipartUpload(objectKey(name, id));
   const u: Upload = {
     id,
     model: name,
@@ -218,14 +217,14 @@ uploads.put("/:name/uploads/:id/parts/:n", async (c) => {
     );
   }
   const part = await c.env.MODELS.resumeMultipartUpload(
-    stagingKey(u.model, u.id),
+    objectKey(u.model, u.id),
     u.r2UploadId,
   ).uploadPart(n, bytes);
   await c.env.MODELS.put(`${partPrefix(u.model, u.id)}${n}`, part.etag);
   return c.json({ part_number: n, size: want });
 });
 
-/** Assembles the parts and stores the model as a single PUT would (validation included). */
+/** Assembles the parts, validates the model from its header and registers it. */
 uploads.post("/:name/uploads/:id/complete", async (c) => {
   const u = await loadUpload(c.env, c.req.param("name"), c.req.param("id"));
   const stored = new Set(await storedParts(c.env, u));
@@ -239,31 +238,45 @@ uploads.post("/:name/uploads/:id/complete", async (c) => {
       "upload_incomplete",
     );
   }
-  const key = stagingKey(u.model, u.id);
-  await c.env.MODELS.resumeMultipartUpload(key, u.r2UploadId).complete(
-    await Promise.all(
-      [...stored].map(async (partNumber) => ({
-        partNumber,
-        etag: await partEtag(c.env, u, partNumber),
-      })),
-    ),
+  const key = objectKey(u.model, u.id);
+  const parts = await Promise.all(
+    [...stored].map(async (partNumber) => ({
+      partNumber,
+      etag: await partEtag(c.env, u, partNumber),
+    })),
   );
   try {
-    const obj = await c.env.MODELS.get(key);
-    if (!obj) throw new AppError("internal", `the assembled upload ${u.id} is missing from R2`);
-    const bytes = new Uint8Array(await obj.arrayBuffer());
-    const record = await storeModel(c.env, u.model, bytes, u.ownedBy);
-    c.var.log.info("model.uploaded", { model: u.model, sizeBytes: bytes.byteLength });
+    const obj = await c.env.MODELS.resumeMultipartUpload(key, u.r2UploadId).complete(parts);
+    if (obj.size !== u.size) {
+      throw new AppError(
+        "invalid_request",
+        `the assembled upload has ${obj.size} bytes, not the ${u.size} announced`,
+        "upload_id",
+        "invalid_part_size",
+      );
+    }
+    const summary = await validateStoredGguf(c.env, key, obj.size);
+    const record = await registerStored(c.env, {
+      name: u.model,
+      r2Key: key,
+      sizeBytes: obj.size,
+      ownedBy: u.ownedBy,
+      summary,
+    });
+    c.var.log.info("model.uploaded", { model: u.model, sizeBytes: obj.size, etag: obj.etag });
     return c.json(modelObject(record), 201);
+  } catch (e) {
+    await c.env.MODELS.delete(key); // a file that fails validation starts over
+    throw e;
   } finally {
-    // the multipart upload is spent either way: a file that fails validation starts over
+    // the multipart upload is spent either way
     await forget(c.env, u);
   }
 });
 
 uploads.delete("/:name/uploads/:id", async (c) => {
   const u = await loadUpload(c.env, c.req.param("name"), c.req.param("id"));
-  await c.env.MODELS.resumeMultipartUpload(stagingKey(u.model, u.id), u.r2UploadId).abort();
+  await c.env.MODELS.resumeMultipartUpload(objectKey(u.model, u.id), u.r2UploadId).abort();
   await forget(c.env, u);
   return c.json({ id: u.id, object: "model.upload", deleted: true });
 });

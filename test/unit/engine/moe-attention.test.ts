@@ -10,7 +10,9 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { createLocalMoe, type LocalMoe } from "../../../hosts/moe-local.ts";
+import type { DisaggMoe } from "../../../shared/engine/disagg-executor.ts";
 import { rankFor } from "../../../shared/engine/expert-map.ts";
+import { PingPongMoe } from "../../../shared/engine/ping-pong.ts";
 import { GREEDY } from "../../../shared/engine/sequence.ts";
 import { isExpertTensor } from "../../../shared/model/expert-shard.ts";
 import { f32ToF16, GgmlType, type GgufTensorInfo, parseGguf } from "../../../shared/model/gguf.ts";
@@ -120,18 +122,34 @@ async function disaggregated(m: LocalMoe): Promise<Map<string, number[]>> {
 
 describe("moe-attention (in-process fabric)", () => {
   for (const { name, bytes } of models()) {
-    it(`${name}: greedy output equals colocated for A, E in {1, 2, 4}`, async () => {
+    it(`${name}: greedy output equals colocated for A, E in {1, 2, 4}, ping-pong or not`, async () => {
       const want = await colocated(bytes);
       expect(want.size).toBe(PROMPTS.length);
-      for (const A of [1, 2, 4]) {
-        for (const E of [1, 2, 4]) {
-          const m = await createLocalMoe(bytes, {
-            attention: A,
-            experts: E,
-            instance: { maxNumSeqs: 8 },
-          });
-          const got = await disaggregated(m);
-          expect(got, `A=${A} E=${E}`).toEqual(want);
+      for (const pingPong of [false, true]) {
+        for (const A of [1, 2, 4]) {
+          for (const E of [1, 2, 4]) {
+            const m = await createLocalMoe(bytes, {
+              attention: A,
+              experts: E,
+              instance: { maxNumSeqs: 8 },
+              pingPong,
+            });
+            // count the second micro-batch's dispatches that carried tokens
+            const rank0 = m.group.ranks[0]!.moe;
+            let second = 0;
+            if (rank0 instanceof PingPongMoe) {
+              const half = rank0.halves[1];
+              const dispatch = half.experts.bind(half);
+              half.experts = (b, out) => {
+                if (b.numTokens > 0) second++;
+                return dispatch(b, out);
+              };
+            }
+            const got = await disaggregated(m);
+            expect(got, `A=${A} E=${E} pingPong=${pingPong}`).toEqual(want);
+            // with 4 sequences on one rank, both micro-batches carried tokens
+            if (pingPong && A === 1) expect(second).toBeGreaterThan(0);
+          }
         }
       }
     });
@@ -163,6 +181,7 @@ describe("moe-attention (in-process fabric)", () => {
           attention: A,
           experts: E,
           instance: { maxNumSeqs: 8 },
+          pingPong: A === 2,
         });
         expect(await disaggregated(m), `types ${types} A=${A} E=${E}`).toEqual(want);
         expect(m.bytesRangeRead()).toBe(stored);
@@ -206,6 +225,26 @@ describe("moe-attention (in-process fabric)", () => {
       expect(inst.residentWeightBytes).toBeLessThan(otherBytes + 16 * file.tensors.size);
       expect(inst.residentWeightBytes + expertBytes).toBe(colo.inst.residentWeightBytes);
     }
+    // and read only those: every range an attention rank read misses every expert tensor, and
+    // together its ranges cover every other tensor
+    const experts = [...file.tensors.values()].filter((t) => isExpertTensor(t.name));
+    for (const ranges of m.attentionReads) {
+      for (const r of ranges) {
+        for (const t of experts) {
+          const overlaps = r.offset < t.offset + t.numBytes && t.offset < r.offset + r.length;
+          expect(overlaps, `${t.name} read by [${r.offset}, +${r.length})`).toBe(false);
+        }
+      }
+      for (const t of file.tensors.values()) {
+        if (isExpertTensor(t.name)) continue;
+        const covered = ranges.some(
+          (r) => r.offset <= t.offset && t.offset + t.numBytes <= r.offset + r.length,
+        );
+        expect(covered, t.name).toBe(true);
+      }
+      const read = ranges.reduce((a, r) => a + r.length, 0);
+      expect(read).toBeLessThan(bytes.byteLength - expertFileBytes);
+    }
   });
 
   it("dispatches (token, destination rank) pairs x hidden x 4 bytes per layer and step", async () => {
@@ -217,7 +256,7 @@ describe("moe-attention (in-process fabric)", () => {
     });
     const inst = m.attention[0]!;
     const c = inst.config;
-    const moe = m.group.ranks[0]!.moe;
+    const moe = m.group.ranks[0]!.moe as DisaggMoe;
     // record the routing the attention rank computed, then let it dispatch as usual
     const routes = new Map<string, Int32Array>();
     const dispatch = moe.experts.bind(moe);
@@ -267,7 +306,7 @@ describe("moe-attention (in-process fabric)", () => {
     });
     await expect(m.group.step()).rejects.toThrow(/no part from rank\(s\) 1 within 200 ms/);
     // a part that arrives after its gather timed out is dropped, not kept forever
-    const moe = m.group.ranks[0]!.moe;
+    const moe = m.group.ranks[0]!.moe as DisaggMoe;
     moe.deliver({ kind: "e2a", step: 0, layer: 0, from: 1, bytes: new Uint8Array(4) });
     expect(moe.inbox.numLate).toBe(1);
     expect(moe.inbox.count("e2a", 0, 0)).toBe(0);
