@@ -12,7 +12,7 @@
  *   attention rank's compute plus the slowest expert rank's compute (communication taken as free,
  *   the final norm, classifier and sampling left out); colocated: per round, the slowest instance;
  * - the same moe-attention instance with two ping-ponging micro-batches per attention rank
- *   (shared/engine/ping-pong.ts) against one, and its critical path with the two sides of each
+ *   (shared/moe/ping-pong.ts) against one, and its critical path with the two sides of each
  *   layer overlapped (criticalPathMs);
  * - the mean batch each expert sees for A = 1, 2, 4 (E = 2, 8 sequences per attention rank);
  * - EPLB under skew (32 copies of one prompt, A=2, E=4): imbalance and step latency on the

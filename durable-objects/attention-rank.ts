@@ -9,20 +9,20 @@
  * (expert-failover.ts): every rank switches map and replays the exchange in flight.
  */
 
+import type { StepReport } from "../shared/engine/engine.ts";
+import { errorInfo, failure, type Result } from "../shared/errors.ts";
+import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
+import { errorFields, type Logger } from "../shared/log.ts";
+import { modelConfigFromGguf } from "../shared/model/config.ts";
 import {
   type AttentionLoad,
   attentionLoad,
   pickAttentionRank,
   withPlaced,
-} from "../shared/engine/attention-group.ts";
-import { DisaggMoe } from "../shared/engine/disagg-executor.ts";
-import type { StepReport } from "../shared/engine/engine.ts";
-import { type ExpertMap, primaryMap } from "../shared/engine/expert-map.ts";
-import { attentionExecutor, type PingPongMoe } from "../shared/engine/ping-pong.ts";
-import { errorInfo, failure, type Result } from "../shared/errors.ts";
-import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
-import { errorFields, type Logger } from "../shared/log.ts";
-import { modelConfigFromGguf } from "../shared/model/config.ts";
+} from "../shared/moe/attention-group.ts";
+import { DisaggMoe } from "../shared/moe/disagg-executor.ts";
+import { type ExpertMap, primaryMap } from "../shared/moe/expert-map.ts";
+import { attentionExecutor, type PingPongMoe } from "../shared/moe/ping-pong.ts";
 import {
   MOE_EXCHANGE_TIMEOUT_MS,
   type MoeGroupSpec,

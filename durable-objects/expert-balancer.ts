@@ -5,8 +5,9 @@
  * from shared/serving/eplb.ts, its new replicas loaded on their Expert DOs first, then swapped in
  * at a group-step boundary, so steps already running finish on the old map.
  */
-import { type ExpertMap, expertsOnRank, liveRanks } from "../shared/engine/expert-map.ts";
+
 import { errorFields, type Logger } from "../shared/log.ts";
+import { type ExpertMap, expertsOnRank, liveRanks } from "../shared/moe/expert-map.ts";
 import type { MoeGroupSpec } from "../shared/protocol/moe.ts";
 import { expertName } from "../shared/protocol/names.ts";
 import {

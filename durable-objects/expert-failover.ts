@@ -10,9 +10,9 @@
  * affected tasks fail; request migration may re-run them on another instance).
  */
 
-import type { ExpertMap } from "../shared/engine/expert-map.ts";
-import { liveRanks } from "../shared/engine/expert-map.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
+import type { ExpertMap } from "../shared/moe/expert-map.ts";
+import { liveRanks } from "../shared/moe/expert-map.ts";
 import type { MoeGroupSpec } from "../shared/protocol/moe.ts";
 import { expertName } from "../shared/protocol/names.ts";
 import { failoverMap } from "../shared/serving/expert-failover.ts";

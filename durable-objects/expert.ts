@@ -2,17 +2,11 @@
  * Expert: an expert-parallel rank of a moe-attention instance (xDeepServe's MoE die). Holds the
  * experts the expert map gives it in every MoE layer, read from the R2 registry by byte ranges
  * at the GGUF header's offsets (the header itself by a growing prefix read), and serves A2E parts
- * from the instance's attention Npus through shared/engine/expert-rank.ts, answering with E2A
+ * from the instance's attention Npus through shared/moe/expert-rank.ts, answering with E2A
  * parts. Holds no state between steps apart from its weights and counters. Attention rank 0's
  * failover watch reads its progress (`moeHealth`); drills inject faults into its step handling.
  */
 import { DurableObject } from "cloudflare:workers";
-import { expertsOnRank } from "../shared/engine/expert-map.ts";
-import {
-  ExpertRank,
-  type ExpertRankHealth,
-  type ExpertRankStats,
-} from "../shared/engine/expert-rank.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
 import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
@@ -20,6 +14,12 @@ import { modelConfigFromGguf } from "../shared/model/config.ts";
 import { ExpertShard } from "../shared/model/expert-shard.ts";
 import { KernelMemoryError } from "../shared/model/kernels.ts";
 import { createWasmKernels, WASM_KERNEL_IMPORTS } from "../shared/model/kernels-wasm.ts";
+import { expertsOnRank } from "../shared/moe/expert-map.ts";
+import {
+  ExpertRank,
+  type ExpertRankHealth,
+  type ExpertRankStats,
+} from "../shared/moe/expert-rank.ts";
 import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
 import { npuName } from "../shared/protocol/names.ts";
 import type { FaultKind } from "../shared/types/faults.ts";

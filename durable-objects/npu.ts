@@ -9,13 +9,13 @@
  * peers read (fabric-host.ts) and the moe-attention attention rank (attention-rank.ts).
  */
 import { DurableObject } from "cloudflare:workers";
-import type { AttentionLoad } from "../shared/engine/attention-group.ts";
 import type { EngineStats, StepReport } from "../shared/engine/engine.ts";
-import type { ExpertMap } from "../shared/engine/expert-map.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
 import type { FabricStats, RegionKind, RegionMeta } from "../shared/fabric/regions.ts";
 import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
+import type { AttentionLoad } from "../shared/moe/attention-group.ts";
+import type { ExpertMap } from "../shared/moe/expert-map.ts";
 import type { GenerateTask, Prefilled } from "../shared/protocol/messages.ts";
 import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
 import { npuName } from "../shared/protocol/names.ts";

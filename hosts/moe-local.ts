@@ -5,22 +5,22 @@
  * peer's inbox after a macrotask, as an RPC would. The same shared/ classes run in the DOs.
  */
 
-import { AttentionGroup } from "../shared/engine/attention-group.ts";
-import { DisaggMoe } from "../shared/engine/disagg-executor.ts";
-import { type ExpertMap, expertsOnRank, primaryMap } from "../shared/engine/expert-map.ts";
-import { ExpertRank } from "../shared/engine/expert-rank.ts";
 import {
   createInstance,
   type InstanceOptions,
   type ModelInstance,
 } from "../shared/engine/instance.ts";
-import { attentionExecutor, type PingPongMoe } from "../shared/engine/ping-pong.ts";
 import type { CommClock, CommMessage, CommPeer } from "../shared/fabric/comm.ts";
 import { modelConfigFromGguf } from "../shared/model/config.ts";
 import { ExpertShard, isExpertTensor } from "../shared/model/expert-shard.ts";
 import { parseGguf } from "../shared/model/gguf.ts";
 import { readTensorImage } from "../shared/model/gguf-ranges.ts";
 import type { Kernels } from "../shared/model/kernels.ts";
+import { AttentionGroup } from "../shared/moe/attention-group.ts";
+import { DisaggMoe } from "../shared/moe/disagg-executor.ts";
+import { type ExpertMap, expertsOnRank, primaryMap } from "../shared/moe/expert-map.ts";
+import { ExpertRank } from "../shared/moe/expert-rank.ts";
+import { attentionExecutor, type PingPongMoe } from "../shared/moe/ping-pong.ts";
 import {
   DEFAULT_EPLB,
   type EplbOptions,
@@ -50,7 +50,7 @@ export interface LocalMoeOptions {
   silentExperts?: readonly number[];
   /** Awaited by expert rank `rank` before each serve (fault drills: hang or throw). */
   beforeServe?: (rank: number) => Promise<void>;
-  /** Two ping-ponging micro-batches per attention rank (shared/engine/ping-pong.ts). */
+  /** Two ping-ponging micro-batches per attention rank (shared/moe/ping-pong.ts). */
   pingPong?: boolean;
 }
 

@@ -38,7 +38,7 @@ export const ServingConfigSchema = z
     EXPERT_PROBE_MS: int(250, 10, 10_000),
     /** moe-attention: an expert rank with work and no progress this long is hung (failed over). */
     EXPERT_HUNG_AFTER_MS: int(2_000, 100, 25_000),
-    /** Micro-batches per moe-attention attention rank: 2 ping-pong (shared/engine/ping-pong.ts). */
+    /** Micro-batches per moe-attention attention rank: 2 ping-pong (shared/moe/ping-pong.ts). */
     MOE_MICRO_BATCHES: int(1, 1, 2),
     /** "true" opens POST /api/faults (tests and drills); off by default. */
     FAULT_INJECTION: z.enum(["true", "false", "1", "0"]).default("false"),

@@ -6,12 +6,12 @@
 
 import DEFAULT_MODEL_BYTES from "../models/default-moe.gguf";
 import { memoryNeeded, planMemory } from "../shared/engine/instance.ts";
-import { minExpertRanks } from "../shared/engine/moe-memory.ts";
 import { AppError } from "../shared/errors.ts";
 import { modelConfigFromGguf, numParameters } from "../shared/model/config.ts";
 import { type GgufFile, parseGguf } from "../shared/model/gguf.ts";
 import { readGgufHeader, storeRangeRead } from "../shared/model/gguf-ranges.ts";
 import { KernelMemoryError } from "../shared/model/kernels.ts";
+import { minExpertRanks } from "../shared/moe/moe-memory.ts";
 import { Tokenizer } from "../shared/tokenizer/tokenizer.ts";
 import type { ModelRecord, ModelSummary } from "../shared/types/deployments.ts";
 import { clusterManager, type Env, getConfig } from "./env.ts";

@@ -1,7 +1,7 @@
 /**
  * Runs a step plan: one forward over all scheduled tokens, then sampling for the sequences whose
  * chunk reached their end. With a MoeExecutor, MoE layers' expert halves go to it (moe-attention:
- * shared/engine/disagg-executor.ts); without, everything runs in-process. Pure apart from it.
+ * shared/moe/disagg-executor.ts); without, everything runs in-process. Pure apart from it.
  */
 
 import type { MoeExecutor } from "../model/moe-split.ts";

@@ -2,7 +2,7 @@
  * The seam between a MoE layer's two halves. The attention half (attention, the FFN norm, the
  * router and top-k) stays with the sequences and their KV; the expert half (each chosen expert's
  * SwiGLU FFN on the rows routed to it) can run in the same Transformer (`LocalMoe` behaviour, the
- * default) or on other ranks (shared/engine/disagg-executor.ts). Either way the expert half fills
+ * default) or on other ranks (shared/moe/disagg-executor.ts). Either way the expert half fills
  * one output row per (token row, top-k slot), and the attention half combines them with the
  * routing weights in slot order, so outputs are bit-identical wherever the experts ran.
  *

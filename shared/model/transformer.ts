@@ -178,7 +178,7 @@ export class Transformer {
 
   /**
    * A second set of activation buffers over the same weights and KV cache (ping-pong micro-batches,
-   * shared/engine/ping-pong.ts): forwards may interleave on the two if their sequences differ.
+   * shared/moe/ping-pong.ts): forwards may interleave on the two if their sequences differ.
    * Dense KV only (a sparse policy's page scorer is per workspace).
    */
   twin(): Transformer {

@@ -2,7 +2,7 @@
  * RPC messages of a moe-attention instance: the group every attention Npu and Expert DO is told
  * at setup (who its peers are and the expert map), and what each reports. Plain data.
  */
-import type { ExpertMap } from "../engine/expert-map.ts";
+import type { ExpertMap } from "../moe/expert-map.ts";
 import type { ExpertWatchOptions } from "../serving/expert-watch.ts";
 
 /** Default time an exchange waits for a peer's part before failing the step. */

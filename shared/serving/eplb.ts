@@ -9,7 +9,7 @@
  * Tokens are spread over an expert's replicas at dispatch (`rankFor`). Pure.
  */
 import { assert } from "../assert.ts";
-import { checkMap, type ExpertMap } from "../engine/expert-map.ts";
+import { checkMap, type ExpertMap } from "../moe/expert-map.ts";
 
 export interface EplbOptions {
   /** Redundant expert slots per rank and layer (xDeepServe's redundancy budget, per rank). */

@@ -6,7 +6,7 @@
  * Pure.
  */
 import { assert } from "../assert.ts";
-import { checkMap, type ExpertMap, liveRanks } from "../engine/expert-map.ts";
+import { checkMap, type ExpertMap, liveRanks } from "../moe/expert-map.ts";
 
 export interface FailoverPlan {
   /** The next version: `failed` is down and holds nothing. */

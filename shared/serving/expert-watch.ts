@@ -14,7 +14,7 @@
  * the 30 s exchange timeout (MOE_EXCHANGE_TIMEOUT_MS), which stays the bound for what the watch
  * cannot see (a rank that drops its parts). Pure: observations in, verdicts out.
  */
-import type { ExpertRankHealth } from "../engine/expert-rank.ts";
+import type { ExpertRankHealth } from "../moe/expert-rank.ts";
 
 export interface ExpertWatchOptions {
   /** Probe interval while a group step is in flight. */

@@ -10,11 +10,11 @@ import { createLocalMoe } from "../../../hosts/moe-local.ts";
 import { DEFAULT_MODEL_PATH, loadNodeInstance } from "../../../hosts/node-engine.ts";
 import { buildBigMoe } from "../../../scripts/big-moe.ts";
 import { planMemory } from "../../../shared/engine/instance.ts";
-import { minExpertRanks } from "../../../shared/engine/moe-memory.ts";
 import { GREEDY } from "../../../shared/engine/sequence.ts";
 import { modelConfigFromGguf } from "../../../shared/model/config.ts";
 import { parseGguf } from "../../../shared/model/gguf.ts";
 import { KernelMemoryError } from "../../../shared/model/kernels.ts";
+import { minExpertRanks } from "../../../shared/moe/moe-memory.ts";
 
 const BUDGET = 24 * 2 ** 20;
 const OPTS = { maxNumSeqs: 8, maxNumBatchedTokens: 256 };

@@ -8,8 +8,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { createLocalMoe, type LocalMoe, rebalanceLocal } from "../../../hosts/moe-local.ts";
-import { checkMap, primaryMap } from "../../../shared/engine/expert-map.ts";
 import { GREEDY } from "../../../shared/engine/sequence.ts";
+import { checkMap, primaryMap } from "../../../shared/moe/expert-map.ts";
 import {
   imbalance,
   placeLayer,

@@ -1,6 +1,6 @@
 /** The expert-rank failover watch's verdicts (shared/serving/expert-watch.ts). */
 import { describe, expect, it } from "vitest";
-import type { ExpertRankHealth } from "../../../shared/engine/expert-rank.ts";
+import type { ExpertRankHealth } from "../../../shared/moe/expert-rank.ts";
 import { type ExpertObservation, ExpertWatch } from "../../../shared/serving/expert-watch.ts";
 
 const OPTS = { probeMs: 250, hungAfterMs: 2_000, lostAfterMs: 1_000 };

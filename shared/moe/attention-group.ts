@@ -5,8 +5,9 @@
  * balancing: a new sequence goes to the rank that is not full and has the lowest KV use
  * (xDeepServe 5.5). Pure apart from the engines' executors.
  */
+
+import type { Engine, StepReport } from "../engine/engine.ts";
 import type { DisaggMoe } from "./disagg-executor.ts";
-import type { Engine, StepReport } from "./engine.ts";
 import type { PingPongMoe } from "./ping-pong.ts";
 
 export interface AttentionRank {

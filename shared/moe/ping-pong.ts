@@ -8,12 +8,13 @@
  * they share a batch with, so outputs equal one micro-batch's bit for bit. Pure apart from the
  * peers and clock the DisaggMoes were given.
  */
+
+import type { Executor, StepPlan, StepResult } from "../engine/executor.ts";
+import { LocalExecutor } from "../engine/local-executor.ts";
 import { CommCounters, type CommMessage } from "../fabric/comm.ts";
 import type { Transformer } from "../model/transformer.ts";
 import type { DisaggMoe, DisaggMoeOptions } from "./disagg-executor.ts";
-import type { Executor, StepPlan, StepResult } from "./executor.ts";
 import type { ExpertMap } from "./expert-map.ts";
-import { LocalExecutor } from "./local-executor.ts";
 
 type Pair = readonly [DisaggMoe, DisaggMoe];
 
