@@ -4,7 +4,8 @@
  * weights (read the GGUF image from a weight tier, weight-tiers.ts, and build the model
  * instance in an arena sized to the model: weights + workspace + the configured KV share, capped
  * by the NPU budget), and unbind (drop the model and the runtime: the next runtime starts with
- * zeroed memory). The Npu keeps the GGUF image it loaded, so peers can fork from it.
+ * zeroed memory). The Npu keeps the GGUF header it loaded, so peers can fork from it: a fork
+ * copies the header and the built weight region of kernel memory, and rebuilds nothing.
  */
 import type { Executor } from "../shared/engine/executor.ts";
 import { createInstance, type ModelInstance, planMemory } from "../shared/engine/instance.ts";
@@ -16,20 +17,22 @@ import { KernelMemoryError, type Kernels } from "../shared/model/kernels.ts";
 import { roundAllocBytes } from "../shared/model/kernels-js.ts";
 import { createWasmKernels, WASM_KERNEL_IMPORTS } from "../shared/model/kernels-wasm.ts";
 import type { Transformer } from "../shared/model/transformer.ts";
-import { arenaBytes, WEIGHT_CHUNK_BYTES } from "../shared/serving/scale-plan.ts";
+import type { WeightSelection } from "../shared/model/weights.ts";
+import { arenaBytes } from "../shared/serving/scale-plan.ts";
 import type { LoadReport, WeightSource } from "../shared/types/instances.ts";
 import kernelsModule from "../wasm/kernels.wasm";
 import { type Env, getConfig } from "./env.ts";
-import { readWeights, type WeightRef } from "./weight-tiers.ts";
+import { type ForkImage, readFork, readWeights, type WeightRef } from "./weight-tiers.ts";
 
 const PAGE_BYTES = 65536;
 
 export interface Loaded {
   model: string;
+  weights: WeightSelection;
   instance: ModelInstance;
   kernels: Kernels;
-  /** The GGUF image the weights were built from (what a fork copies). */
-  image: Uint8Array;
+  /** The GGUF header (metadata and tensor table): with the weight region, what a fork copies. */
+  header: Uint8Array;
 }
 
 /**
@@ -44,6 +47,16 @@ interface Runtime {
   wasm: WebAssembly.Instance;
   memory: WebAssembly.Memory;
   heapBase: number;
+}
+
+/** Copies a forked weight region into the arena where the new instance laid its weights out. */
+function fill(rt: Runtime, fromByte: number, numBytes: number, region: Uint8Array): void {
+  if (numBytes !== region.byteLength) {
+    throw new Error(
+      `the forked weights are ${region.byteLength} bytes; this layout takes ${numBytes}`,
+    );
+  }
+  new Uint8Array(rt.memory.buffer, rt.heapBase + fromByte, numBytes).set(region);
 }
 
 /** SHA-256 (hex) of a byte range. */
@@ -133,18 +146,23 @@ export class ModelSlot {
 
   async #load(ref: WeightRef, source: WeightSource, verify: boolean): Promise<Result<LoadReport>> {
     const t0 = Date.now();
-    const read = await readWeights(this.env, ref, source);
+    const weights = this.attention ? ("attention" as const) : ("all" as const);
+    const read =
+      source.tier === "fork"
+        ? await readFork(this.env, ref, source.fromInstanceId, weights)
+        : await readWeights(this.env, ref, source);
     if (!read.ok) return read;
-    const { bytes, bytesByTier } = read.value;
+    const v = read.value;
+    const { bytesByTier } = v;
     const cfg = getConfig(this.env);
     try {
       const opts = {
         maxNumSeqs: cfg.maxNumSeqs,
         maxNumBatchedTokens: cfg.maxNumBatchedTokens,
         blockSize: cfg.blockSize,
-        weights: this.attention ? ("attention" as const) : ("all" as const),
+        weights,
       };
-      const file = parseGguf(bytes);
+      const file = parseGguf("region" in v ? v.header : v.bytes, { headerOnly: true });
       const config = modelConfigFromGguf(file);
       const plan = planMemory(file, config, cfg.npuMemoryBudgetBytes, opts);
       const blocksPerSeq = Math.ceil(config.maxPositionEmbeddings / cfg.blockSize);
@@ -158,16 +176,23 @@ export class ModelSlot {
       const preloadMs = Date.now() - t1;
       const rt = this.#runtime as Runtime;
       const kernels = createWasmKernels(rt.wasm, arena);
-      const instance = createInstance(bytes, kernels, opts, this.attention?.makeExecutor);
+      // a fork copies the peer's built weight region into the same place: nothing is parsed or
+      // converted (the layout is the one a load of the whole GGUF makes)
+      const src =
+        "region" in v
+          ? { header: v.header, fill: (at: number, n: number) => fill(rt, at, n, v.region) }
+          : v.bytes;
+      const instance = createInstance(src, kernels, opts, this.attention?.makeExecutor);
       const weightsDigest = verify
         ? await sha256(new Uint8Array(rt.memory.buffer, rt.heapBase, kernels.usedBytes))
         : "";
-      this.current = { model: ref.model, instance, kernels, image: bytes };
+      const header = "region" in v ? v.header : v.bytes.slice(0, file.dataOffset);
+      this.current = { model: ref.model, weights, instance, kernels, header };
       const loadMs = Date.now() - t0 - preloadMs;
       this.log.info("model.loaded", {
         model: ref.model,
         tier: source.tier,
-        sizeBytes: bytes.byteLength,
+        sizeBytes: bytesByTier.r2 + bytesByTier.staged + bytesByTier.fork,
         arenaBytes: arena,
         numBlocks: instance.memory.numBlocks,
         weightBytes: instance.memory.weightBytes,
@@ -195,17 +220,19 @@ export class ModelSlot {
     }
   }
 
-  /** The size of `model`'s GGUF image (for a fork), or null when `model` is not loaded. */
-  imageSize(model: string): number | null {
-    return this.current?.model === model ? this.current.image.byteLength : null;
-  }
-
-  /** One chunk of `model`'s image (WEIGHT_CHUNK_BYTES), or null when `model` is not loaded. */
-  imageChunk(model: string, index: number): Uint8Array | null {
+  /**
+   * What a fork target copies (weight-tiers.ts readFork): the GGUF header and the weight region
+   * of kernel memory as this Npu's load built it, or null unless `model` with the same weight
+   * selection is bound here. The stream reads a copy taken now.
+   */
+  forkImage(model: string, weights: WeightSelection): ForkImage | null {
     const l = this.current;
-    if (l?.model !== model) return null;
-    const at = index * WEIGHT_CHUNK_BYTES;
-    return l.image.slice(at, at + WEIGHT_CHUNK_BYTES);
+    const rt = this.#runtime;
+    if (l?.model !== model || l.weights !== weights || !rt) return null;
+    // the weights are the kernels' first allocations (createInstance on a fresh arena)
+    const n = l.instance.residentWeightBytes;
+    const region = new Blob([new Uint8Array(rt.memory.buffer, rt.heapBase, n)]);
+    return { header: l.header, numRegionBytes: n, region: region.stream() };
   }
 
   /** Forgets the model and its runtime (a hung engine is replaced): the next task loads both. */

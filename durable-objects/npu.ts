@@ -16,6 +16,7 @@ import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
 import type { FabricStats, RegionKind, RegionMeta } from "../shared/fabric/regions.ts";
 import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
+import type { WeightSelection } from "../shared/model/weights.ts";
 import type { GenerateTask, Prefilled } from "../shared/protocol/messages.ts";
 import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
 import { npuName } from "../shared/protocol/names.ts";
@@ -35,6 +36,7 @@ import { NpuLifecycle } from "./npu-lifecycle.ts";
 import { type Loaded, ModelSlot } from "./npu-loader.ts";
 import { type GenerateAccepted, type NpuTask, TaskAdmission } from "./task-admission.ts";
 import { TaskStreams } from "./task-streams.ts";
+import type { ForkImage } from "./weight-tiers.ts";
 
 export interface NpuStats extends EngineStats {
   model: string | null;
@@ -290,15 +292,9 @@ export class Npu extends DurableObject<Env> {
     return { unbound: had };
   }
 
-  /** The GGUF image of `model` this Npu serves (for a fork), or null. */
-  async weightImage(q: { model: string }): Promise<{ sizeBytes: number } | null> {
-    const sizeBytes = this.slot.imageSize(q.model);
-    return sizeBytes === null ? null : { sizeBytes };
-  }
-
-  /** One chunk of the image (WEIGHT_CHUNK_BYTES), or null when `model` is not served here. */
-  async weightChunk(q: { model: string; index: number }): Promise<Uint8Array | null> {
-    return this.slot.imageChunk(q.model, q.index);
+  /** What a new instance forks from this one (npu-loader.ts), or null unless it serves `model`. */
+  async forkImage(q: { model: string; weights: WeightSelection }): Promise<ForkImage | null> {
+    return this.slot.forkImage(q.model, q.weights);
   }
 
   async stats(): Promise<NpuStats> {

@@ -12,7 +12,7 @@ import { type ModelConfig, modelConfigFromGguf } from "../model/config.ts";
 import { type GgufFile, parseGguf } from "../model/gguf.ts";
 import { KernelMemoryError, type Kernels } from "../model/kernels.ts";
 import { kvBytesPerBlock, Transformer, workspaceBytes } from "../model/transformer.ts";
-import { loadWeights, type WeightSelection, weightBytes } from "../model/weights.ts";
+import { layoutWeights, loadWeights, type WeightSelection, weightBytes } from "../model/weights.ts";
 import { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { Engine } from "./engine.ts";
 import type { Executor } from "./executor.ts";
@@ -128,24 +128,37 @@ function mib(n: number): string {
 }
 
 /**
+ * What an instance is built from: a whole GGUF, or (NPU-fork) its header and `fill(fromByte,
+ * numBytes)`, which writes the weight region that building from the whole GGUF would have filled
+ * (layoutWeights allocates it the same way; a fork copies a serving peer's region into it).
+ */
+export type InstanceSource =
+  | Uint8Array
+  | { header: Uint8Array; fill: (fromByte: number, numBytes: number) => void };
+
+/**
  * Loads a model into `kernels` and builds its engine. `makeExecutor` lets a host swap the
  * executor (the default runs everything locally).
  * @throws GgufError for bad files, KernelMemoryError when over budget.
  */
 export function createInstance(
-  bytes: Uint8Array,
+  src: InstanceSource,
   kernels: Kernels,
   options: InstanceOptions = {},
   makeExecutor: (t: Transformer) => Executor = (t) => new LocalExecutor(t),
 ): ModelInstance {
-  const file = parseGguf(bytes);
+  const whole = src instanceof Uint8Array;
+  const file = whole ? parseGguf(src) : parseGguf(src.header, { headerOnly: true });
   const config = modelConfigFromGguf(file);
   const tokenizer = Tokenizer.fromGguf(file.metadata);
   const r = resolve(config, options);
   const memory = planMemory(file, config, kernels.capacityBytes - kernels.usedBytes, r);
   const usedBefore = kernels.usedBytes;
-  const weights = loadWeights(file, bytes, config, kernels, r.weights);
+  const weights = whole
+    ? loadWeights(file, src, config, kernels, r.weights)
+    : layoutWeights(file, config, kernels, r.weights);
   const residentWeightBytes = kernels.usedBytes - usedBefore;
+  if (!whole) src.fill(usedBefore, residentWeightBytes);
   const transformer = new Transformer(config, weights, kernels, {
     maxNumTokens: r.maxNumBatchedTokens,
     maxNumSeqs: r.maxNumSeqs,

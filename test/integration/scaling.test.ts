@@ -9,7 +9,7 @@ import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import type { ClusterManager } from "../../durable-objects/cluster-manager.ts";
-import { CLUSTER_MANAGER_NAME } from "../../shared/protocol/names.ts";
+import { CLUSTER_MANAGER_NAME, npuName } from "../../shared/protocol/names.ts";
 import type { InstanceStatus } from "../../shared/types/instances.ts";
 import type { RequestRecord } from "../../shared/types/records.ts";
 import { admin, call, post, postDeployment } from "./worker-client.ts";
@@ -202,7 +202,14 @@ describe("scaling", () => {
     expect(size).toBeGreaterThan(1_000_000);
     // it copied a serving peer's memory (this deployment's or another of the same weights)
     expect(forked.source?.tier).toBe("fork");
-    expect(forked.bytesByTier).toEqual({ r2: 0, staged: 0, fork: size });
+    // a fork copies the GGUF header and the weight region its source built, nothing else
+    const { memory } = await env.NPU.getByName(npuName(forked.id)).stats();
+    const resident = memory?.residentWeightBytes ?? 0;
+    expect(resident).toBeGreaterThan(size * 0.9);
+    expect(forked.bytesByTier.r2 + forked.bytesByTier.staged).toBe(0);
+    const headerBytes = forked.bytesByTier.fork - resident;
+    expect(headerBytes).toBeGreaterThan(0);
+    expect(headerBytes).toBeLessThanOrEqual(size - resident);
     expect(staged.bytesByTier).toEqual({ r2: 0, staged: size, fork: 0 });
   });
 
