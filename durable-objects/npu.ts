@@ -20,6 +20,7 @@ import type { WeightSelection } from "../shared/model/weights.ts";
 import type { GenerateTask, Prefilled } from "../shared/protocol/messages.ts";
 import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
 import { npuName } from "../shared/protocol/names.ts";
+import type { TaskLatency } from "../shared/serving/autoscaler.ts";
 import { shouldSetAlarm } from "../shared/serving/batch.ts";
 import type { NpuHealth } from "../shared/serving/watchdog.ts";
 import type { FaultKind } from "../shared/types/faults.ts";
@@ -54,6 +55,8 @@ export interface NpuStats extends EngineStats {
   draining: boolean;
   /** When a task last ended here (or the Npu started). */
   lastActiveAt: number;
+  /** The latest succeeded tasks' TTFT and TPOT (the autoscaler's SLO input). */
+  recentTasks: TaskLatency[];
 }
 
 const IDLE: EngineStats = {
@@ -315,6 +318,7 @@ export class Npu extends DurableObject<Env> {
       numSlices: this.loop.numSlices,
       draining: this.lifecycle.draining,
       lastActiveAt: this.lifecycle.lastActiveAt,
+      recentTasks: [...this.streams.latencies],
     };
   }
 
