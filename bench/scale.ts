@@ -62,9 +62,11 @@ async function api(path: string, init: RequestInit = {}): Promise<unknown> {
       headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" },
     });
   // a request on a kept-alive connection that the local runtime had closed fails with
-  // ECONNRESET before it is sent: it is sent once more
+  // ECONNRESET, or "other side closed" (UND_ERR_SOCKET) after the 43 MB upload: it is sent once
+  // more, on a new connection
   const res = await go().catch((e: unknown) => {
-    if ((e as { cause?: { code?: string } }).cause?.code !== "ECONNRESET") throw e;
+    const code = (e as { cause?: { code?: string } }).cause?.code;
+    if (code !== "ECONNRESET" && code !== "UND_ERR_SOCKET") throw e;
     return go();
   });
   const body = await res.json();

@@ -59,6 +59,26 @@ function fill(rt: Runtime, fromByte: number, numBytes: number, region: Uint8Arra
   new Uint8Array(rt.memory.buffer, rt.heapBase + fromByte, numBytes).set(region);
 }
 
+/** Bytes per chunk of a streamed weight region. */
+const REGION_CHUNK_BYTES = 4 * 2 ** 20;
+
+/**
+ * The weight region [from, from + n) of a runtime's memory as a stream of views, copied only by
+ * the RPC that carries it. The region is written once, at load, and the buffer outlives an unbind
+ * (a new runtime gets a new memory), so a fork in flight reads the weights as they were built.
+ */
+function regionStream(buffer: ArrayBuffer, from: number, n: number): ReadableStream<Uint8Array> {
+  let at = 0;
+  return new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (at >= n) return c.close();
+      const len = Math.min(REGION_CHUNK_BYTES, n - at);
+      c.enqueue(new Uint8Array(buffer, from + at, len));
+      at += len;
+    },
+  });
+}
+
 /** SHA-256 (hex) of a byte range. */
 async function sha256(bytes: Uint8Array): Promise<string> {
   const d = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
@@ -231,8 +251,11 @@ export class ModelSlot {
     if (l?.model !== model || l.weights !== weights || !rt) return null;
     // the weights are the kernels' first allocations (createInstance on a fresh arena)
     const n = l.instance.residentWeightBytes;
-    const region = new Blob([new Uint8Array(rt.memory.buffer, rt.heapBase, n)]);
-    return { header: l.header, numRegionBytes: n, region: region.stream() };
+    return {
+      header: l.header,
+      numRegionBytes: n,
+      region: regionStream(rt.memory.buffer, rt.heapBase, n),
+    };
   }
 
   /** Forgets the model and its runtime (a hung engine is replaced): the next task loads both. */
