@@ -47,7 +47,7 @@ describe("an instance rebuilt from a forked weight region", () => {
       const forkInst = createInstance(
         {
           header,
-          fill: (from, n) => {
+          fill: (from: number, n: number) => {
             filled = [from, n];
             fork.bytes(from, n).set(region);
           },
