@@ -243,7 +243,7 @@ export class ModelSlot {
   /**
    * What a fork target copies (weight-tiers.ts readFork): the GGUF header and the weight region
    * of kernel memory as this Npu's load built it, or null unless `model` with the same weight
-   * selection is bound here. The stream reads a copy taken now.
+   * selection is bound here. The stream reads the region in place (regionStream).
    */
   forkImage(model: string, weights: WeightSelection): ForkImage | null {
     const l = this.current;
