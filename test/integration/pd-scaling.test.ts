@@ -9,7 +9,14 @@ import { describe, expect, it, vi } from "vitest";
 import type { ClusterManager } from "../../durable-objects/cluster-manager.ts";
 import type { ScaleDecision } from "../../shared/serving/autoscaler.ts";
 import { MAX_SLO_TPOT_MS, MAX_SLO_TTFT_MS } from "../../shared/types/instances.ts";
-import { cluster, complete, create, deployment, ended } from "./scaling-helpers.ts";
+import {
+  cluster,
+  complete,
+  create,
+  deployment,
+  ended,
+  lastTaskEndedAt,
+} from "./scaling-helpers.ts";
 import { admin } from "./worker-client.ts";
 
 const LONG = "the quick brown fox jumps over the lazy dog ".repeat(12);
@@ -100,11 +107,11 @@ describe("PD scaling", () => {
         Array.from({ length: 5 }, (_, i) => complete(d.id, `${i} ${LONG}`, 16)),
       );
     const first = await Promise.all(wave());
-    // a second wave runs while the groups scale
+    // the tick runs as the first deployment's wave ends (its clock driven), while a second wave
+    // runs
+    const at = Math.min(await lastTaskEndedAt(ttft.id), await lastTaskEndedAt(tpot.id)) + 1;
     const second = wave();
-    const decisions = await runInDurableObject(cm, (c: ClusterManager) =>
-      c.autoscaler.tick(Date.now()),
-    );
+    const decisions = await runInDurableObject(cm, (c: ClusterManager) => c.autoscaler.tick(at));
     const of = (id: string, role: string): ScaleDecision | undefined =>
       decisions.find((x) => x.deploymentId === id && x.role === role)?.decision;
     expect(of(ttft.id, "prefill")).toEqual({ target: 2, reason: "slo" });

@@ -1,7 +1,7 @@
 /** Helpers of the scaling tests: deployments through the API, waiting for them to serve. */
 import { env } from "cloudflare:workers";
 import { expect, vi } from "vitest";
-import { CLUSTER_MANAGER_NAME } from "../../shared/protocol/names.ts";
+import { CLUSTER_MANAGER_NAME, npuName } from "../../shared/protocol/names.ts";
 import type { InstanceStatus } from "../../shared/types/instances.ts";
 import type { RequestRecord } from "../../shared/types/records.ts";
 import { admin, call, post, postDeployment } from "./worker-client.ts";
@@ -65,4 +65,16 @@ export async function ended(id: string): Promise<RequestRecord> {
     { timeout: 10_000, interval: 20 },
   );
   return rec as unknown as RequestRecord;
+}
+
+/**
+ * When the last task that a deployment's instances keep latencies for ended: an autoscaler tick
+ * driven at the earliest of these for several deployments has every one's tasks in its SLO window
+ * (on a loaded machine one deployment's traffic can end many seconds after another's).
+ */
+export async function lastTaskEndedAt(id: string): Promise<number> {
+  const stats = await Promise.all(
+    (await deployment(id)).instances.map((i) => env.NPU.getByName(npuName(i.id)).stats()),
+  );
+  return Math.max(...stats.flatMap((s) => s.recentTasks.map((t) => t.endedAt)));
 }
