@@ -1,9 +1,10 @@
 /**
  * The ClusterManager's autoscaler: on its alarm, for each role of each autoscaled deployment
  * (min below max in some role; prefill and decode separately), reads the load its serving Npus
- * report (queued and running sequences, when a task last ended) and scales to the target the pure
- * policy (shared/serving/autoscaler.ts) decides: out under a queue, in (draining) when
- * underloaded, to its minimum (zero) after SCALE_TO_ZERO_AFTER_S idle. Each tick also tops up
+ * report (queued and running sequences, when a task last ended, their latest tasks' TTFT and
+ * TPOT against the deployment's SLO) and scales to the target the pure policy
+ * (shared/serving/autoscaler.ts) decides: out under a queue or a sustained SLO-miss rate, in
+ * (draining) when underloaded, to its minimum (zero) after SCALE_TO_ZERO_AFTER_S idle. Each tick also tops up
  * the pre-warmed pool.
  */
 import { errorFields, type Logger } from "../shared/log.ts";
@@ -13,15 +14,30 @@ import {
   decideScale,
   type RoleSignals,
   type ScaleDecision,
+  sloMisses,
 } from "../shared/serving/autoscaler.ts";
 import type { DeploymentRecord } from "../shared/types/deployments.ts";
-import type { InstanceStatus } from "../shared/types/instances.ts";
+import {
+  DEFAULT_SLO,
+  type InstanceStatus,
+  type ScalableRole,
+  type SloTargets,
+} from "../shared/types/instances.ts";
 import type { InstanceRole } from "../shared/types/records.ts";
 import { type Env, getConfig } from "./env.ts";
 import { type InstancePool, ROLES } from "./instance-pool.ts";
 
 /** No scale-in within this long of a target change. */
 export const SCALE_IN_COOLDOWN_MS = 30_000;
+
+/**
+ * SLO misses count over the tasks that ended in the last SLO_WINDOW_MS (and since the target last
+ * changed, so misses from before a scale-out do not call for another); more than
+ * SLO_MAX_MISS_RATE of at least SLO_MIN_TASKS of them missing scales the group out by one.
+ */
+export const SLO_WINDOW_MS = 10_000;
+export const SLO_MAX_MISS_RATE = 0.2;
+export const SLO_MIN_TASKS = 5;
 
 /** Period of the autoscaler's alarm. */
 export const AUTOSCALE_INTERVAL_MS = 2_000;
@@ -47,6 +63,8 @@ export class Autoscaler {
       minRunningPerInstance: 2,
       scaleToZeroAfterMs: getConfig(this.h.env).scaleToZeroAfterMs,
       cooldownMs: SCALE_IN_COOLDOWN_MS,
+      maxSloMissRate: SLO_MAX_MISS_RATE,
+      minSloTasks: SLO_MIN_TASKS,
     };
   }
 
@@ -76,7 +94,11 @@ export class Autoscaler {
         const signals = await this.#signals(
           statuses.filter((s) => s.role === role),
           now,
-          now - d.scaling.scaledAt,
+          {
+            role,
+            slo: d.scaling.slo ?? DEFAULT_SLO,
+            scaledAt: d.scaling.scaledAt,
+          },
         );
         const decision = decideScale(
           signals,
@@ -102,7 +124,7 @@ export class Autoscaler {
   async #signals(
     statuses: InstanceStatus[],
     now: number,
-    sinceScaledMs: number,
+    g: { role: ScalableRole; slo: SloTargets; scaledAt: number },
   ): Promise<RoleSignals> {
     const serving = statuses.filter((s) => s.state === "serving");
     const s: RoleSignals = {
@@ -111,8 +133,11 @@ export class Autoscaler {
       numWaiting: 0,
       numRunning: 0,
       idleMs: 0,
-      sinceScaledMs,
+      sinceScaledMs: now - g.scaledAt,
+      numSloTasks: 0,
+      numSloMisses: 0,
     };
+    const sinceAt = Math.max(now - SLO_WINDOW_MS, g.scaledAt);
     let lastActiveAt = 0;
     const stats = await Promise.allSettled(
       serving.map((x) => this.h.env.NPU.getByName(npuName(x.id)).stats()),
@@ -125,6 +150,9 @@ export class Autoscaler {
       s.numWaiting += r.value.numWaiting;
       s.numRunning += r.value.numRunning;
       lastActiveAt = Math.max(lastActiveAt, r.value.lastActiveAt);
+      const slo = sloMisses(r.value.recentTasks, g.role, g.slo, sinceAt);
+      s.numSloTasks += slo.numSloTasks;
+      s.numSloMisses += slo.numSloMisses;
     }
     s.idleMs = serving.length > 0 ? Math.max(0, now - lastActiveAt) : 0;
     return s;

@@ -31,7 +31,7 @@ export interface KvHandoffHost {
   ctx: DurableObjectState;
   log: Logger;
   fabric: FabricHost;
-  reports: Pick<TaskStreams, "report">;
+  reports: Pick<TaskStreams, "report" | "observe">;
   /** Starts the engine loop unless it runs. */
   kick(): void;
 }
@@ -128,6 +128,7 @@ export class KvHandoff {
       bytes: new Uint8Array(kv.buffer),
     });
     const now = Date.now();
+    reports.observe({ endedAt: now, ttftMs: now - startedAt, tpotMs: null });
     reports.report(task, {
       status: "succeeded",
       firstTokenAt: now,

@@ -4,7 +4,8 @@
  * weights (read the GGUF image from a weight tier, weight-tiers.ts, and build the model
  * instance in an arena sized to the model: weights + workspace + the configured KV share, capped
  * by the NPU budget), and unbind (drop the model and the runtime: the next runtime starts with
- * zeroed memory). The Npu keeps the GGUF image it loaded, so peers can fork from it.
+ * zeroed memory). The Npu keeps the GGUF header it loaded, so peers can fork from it: a fork
+ * copies the header and the built weight region of kernel memory, and rebuilds nothing.
  */
 import type { Executor } from "../shared/engine/executor.ts";
 import { createInstance, type ModelInstance, planMemory } from "../shared/engine/instance.ts";
@@ -16,20 +17,28 @@ import { KernelMemoryError, type Kernels } from "../shared/model/kernels.ts";
 import { roundAllocBytes } from "../shared/model/kernels-js.ts";
 import { createWasmKernels, WASM_KERNEL_IMPORTS } from "../shared/model/kernels-wasm.ts";
 import type { Transformer } from "../shared/model/transformer.ts";
-import { arenaBytes, WEIGHT_CHUNK_BYTES } from "../shared/serving/scale-plan.ts";
+import type { WeightSelection } from "../shared/model/weights.ts";
+import { arenaBytes } from "../shared/serving/scale-plan.ts";
 import type { LoadReport, WeightSource } from "../shared/types/instances.ts";
 import kernelsModule from "../wasm/kernels.wasm";
 import { type Env, getConfig } from "./env.ts";
-import { readAttentionWeights, readWeights, type WeightRef } from "./weight-tiers.ts";
+import {
+  type ForkImage,
+  readAttentionWeights,
+  readFork,
+  readWeights,
+  type WeightRef,
+} from "./weight-tiers.ts";
 
 const PAGE_BYTES = 65536;
 
 export interface Loaded {
   model: string;
+  weights: WeightSelection;
   instance: ModelInstance;
   kernels: Kernels;
-  /** The GGUF image the weights were built from (what a fork copies); null for an attention rank's partial image. */
-  image: Uint8Array | null;
+  /** The GGUF header (metadata and tensor table): with the weight region, what a fork copies. */
+  header: Uint8Array;
   /** Bytes fetched from the weight tier for this load. */
   bytesRead: number;
 }
@@ -48,6 +57,36 @@ interface Runtime {
   wasm: WebAssembly.Instance;
   memory: WebAssembly.Memory;
   heapBase: number;
+}
+
+/** Copies a forked weight region into the arena where the new instance laid its weights out. */
+function fill(rt: Runtime, fromByte: number, numBytes: number, region: Uint8Array): void {
+  if (numBytes !== region.byteLength) {
+    throw new Error(
+      `the forked weights are ${region.byteLength} bytes; this layout takes ${numBytes}`,
+    );
+  }
+  new Uint8Array(rt.memory.buffer, rt.heapBase + fromByte, numBytes).set(region);
+}
+
+/** Bytes per chunk of a streamed weight region. */
+const REGION_CHUNK_BYTES = 4 * 2 ** 20;
+
+/**
+ * The weight region [from, from + n) of a runtime's memory as a stream of views, copied only by
+ * the RPC that carries it. The region is written once, at load, and the buffer outlives an unbind
+ * (a new runtime gets a new memory), so a fork in flight reads the weights as they were built.
+ */
+function regionStream(buffer: ArrayBuffer, from: number, n: number): ReadableStream<Uint8Array> {
+  let at = 0;
+  return new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (at >= n) return c.close();
+      const len = Math.min(REGION_CHUNK_BYTES, n - at);
+      c.enqueue(new Uint8Array(buffer, from + at, len));
+      at += len;
+    },
+  });
 }
 
 /** SHA-256 (hex) of a byte range. */
@@ -137,14 +176,22 @@ export class ModelSlot {
 
   async #load(ref: WeightRef, source: WeightSource, verify: boolean): Promise<Result<LoadReport>> {
     const t0 = Date.now();
-    // an attention rank reads only its tensors, by R2 range reads
-    const read = this.attention
-      ? await readAttentionWeights(this.env, ref).catch((e: unknown) =>
-          failure(errorInfo("internal", `cannot read model ${ref.model}: ${(e as Error).message}`)),
-        )
-      : await readWeights(this.env, ref, source);
+    const weights = this.attention ? ("attention" as const) : ("all" as const);
+    // a fork copies a peer's built region; otherwise an attention rank reads only its tensors,
+    // by R2 range reads
+    const read =
+      source.tier === "fork"
+        ? await readFork(this.env, ref, source.fromInstanceId, weights)
+        : this.attention
+          ? await readAttentionWeights(this.env, ref).catch((e: unknown) =>
+              failure(
+                errorInfo("internal", `cannot read model ${ref.model}: ${(e as Error).message}`),
+              ),
+            )
+          : await readWeights(this.env, ref, source);
     if (!read.ok) return read;
-    const { bytes, bytesByTier } = read.value;
+    const v = read.value;
+    const { bytesByTier } = v;
     const bytesRead = bytesByTier.r2 + bytesByTier.staged + bytesByTier.fork;
     const cfg = getConfig(this.env);
     try {
@@ -152,10 +199,11 @@ export class ModelSlot {
         maxNumSeqs: cfg.maxNumSeqs,
         maxNumBatchedTokens: cfg.maxNumBatchedTokens,
         blockSize: cfg.blockSize,
-        weights: this.attention ? ("attention" as const) : ("all" as const),
+        weights,
         workspaces: this.attention?.workspaces ?? 1,
       };
-      const file = read.value.file ?? parseGguf(bytes);
+      const file =
+        "region" in v ? parseGguf(v.header, { headerOnly: true }) : (v.file ?? parseGguf(v.bytes));
       const config = modelConfigFromGguf(file);
       const plan = planMemory(file, config, cfg.npuMemoryBudgetBytes, opts);
       const blocksPerSeq = Math.ceil(config.maxPositionEmbeddings / cfg.blockSize);
@@ -169,18 +217,23 @@ export class ModelSlot {
       const preloadMs = Date.now() - t1;
       const rt = this.#runtime as Runtime;
       const kernels = createWasmKernels(rt.wasm, arena);
-      const instance = createInstance({ file, bytes }, kernels, opts, this.attention?.makeExecutor);
+      // a fork copies the peer's built weight region into the same place: nothing is parsed or
+      // converted (the layout is the one a load of the GGUF makes)
+      const src =
+        "region" in v
+          ? { header: v.header, fill: (at: number, n: number) => fill(rt, at, n, v.region) }
+          : { file, bytes: v.bytes };
+      const instance = createInstance(src, kernels, opts, this.attention?.makeExecutor);
       const weightsDigest = verify
         ? await sha256(new Uint8Array(rt.memory.buffer, rt.heapBase, kernels.usedBytes))
         : "";
-      const image = read.value.file ? null : bytes;
-      this.current = { model: ref.model, instance, kernels, image, bytesRead };
+      const header = "region" in v ? v.header : (v.header ?? v.bytes.slice(0, file.dataOffset));
+      this.current = { model: ref.model, weights, instance, kernels, header, bytesRead };
       const loadMs = Date.now() - t0 - preloadMs;
       this.log.info("model.loaded", {
         model: ref.model,
         tier: source.tier,
-        sizeBytes: bytes.byteLength,
-        bytesRead,
+        sizeBytes: bytesRead,
         arenaBytes: arena,
         numBlocks: instance.memory.numBlocks,
         weightBytes: instance.memory.weightBytes,
@@ -208,17 +261,22 @@ export class ModelSlot {
     }
   }
 
-  /** The size of `model`'s GGUF image (for a fork), or null when `model` is not loaded. */
-  imageSize(model: string): number | null {
-    const image = this.current?.model === model ? this.current.image : null;
-    return image?.byteLength ?? null;
-  }
-
-  /** One chunk of `model`'s image (WEIGHT_CHUNK_BYTES), or null when `model` is not loaded. */
-  imageChunk(model: string, index: number): Uint8Array | null {
-    const image = this.current?.model === model ? this.current.image : null;
-    const at = index * WEIGHT_CHUNK_BYTES;
-    return image ? image.slice(at, at + WEIGHT_CHUNK_BYTES) : null;
+  /**
+   * What a fork target copies (weight-tiers.ts readFork): the GGUF header and the weight region
+   * of kernel memory as this Npu's load built it, or null unless `model` with the same weight
+   * selection is bound here. The stream reads the region in place (regionStream).
+   */
+  forkImage(model: string, weights: WeightSelection): ForkImage | null {
+    const l = this.current;
+    const rt = this.#runtime;
+    if (l?.model !== model || l.weights !== weights || !rt) return null;
+    // the weights are the kernels' first allocations (createInstance on a fresh arena)
+    const n = l.instance.residentWeightBytes;
+    return {
+      header: l.header,
+      numRegionBytes: n,
+      region: regionStream(rt.memory.buffer, rt.heapBase, n),
+    };
   }
 
   /** Forgets the model and its runtime (a hung engine is replaced): the next task loads both. */

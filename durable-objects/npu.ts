@@ -14,11 +14,13 @@ import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
 import type { FabricStats, RegionKind, RegionMeta } from "../shared/fabric/regions.ts";
 import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
+import type { WeightSelection } from "../shared/model/weights.ts";
 import type { AttentionLoad } from "../shared/moe/attention-group.ts";
 import type { ExpertMap } from "../shared/moe/expert-map.ts";
 import type { GenerateTask, Prefilled } from "../shared/protocol/messages.ts";
 import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
 import { npuName } from "../shared/protocol/names.ts";
+import type { TaskLatency } from "../shared/serving/autoscaler.ts";
 import { shouldSetAlarm } from "../shared/serving/batch.ts";
 import { estimatedStepMs } from "../shared/serving/step-cost.ts";
 import type { NpuHealth } from "../shared/serving/watchdog.ts";
@@ -36,6 +38,7 @@ import { NpuLifecycle } from "./npu-lifecycle.ts";
 import { type Loaded, ModelSlot } from "./npu-loader.ts";
 import { type GenerateAccepted, type NpuTask, TaskAdmission } from "./task-admission.ts";
 import { TaskStreams } from "./task-streams.ts";
+import type { ForkImage } from "./weight-tiers.ts";
 
 export interface NpuStats extends EngineStats {
   model: string | null;
@@ -57,6 +60,8 @@ export interface NpuStats extends EngineStats {
   draining: boolean;
   /** When a task last ended here (or the Npu started). */
   lastActiveAt: number;
+  /** The latest succeeded tasks' TTFT and TPOT (the autoscaler's SLO input). */
+  recentTasks: TaskLatency[];
 }
 
 /** The reason a failed step gives its tasks (the error's message). */
@@ -312,15 +317,9 @@ export class Npu extends DurableObject<Env> {
     return { unbound: had };
   }
 
-  /** The GGUF image of `model` this Npu serves (for a fork), or null. */
-  async weightImage(q: { model: string }): Promise<{ sizeBytes: number } | null> {
-    const sizeBytes = this.slot.imageSize(q.model);
-    return sizeBytes === null ? null : { sizeBytes };
-  }
-
-  /** One chunk of the image (WEIGHT_CHUNK_BYTES), or null when `model` is not served here. */
-  async weightChunk(q: { model: string; index: number }): Promise<Uint8Array | null> {
-    return this.slot.imageChunk(q.model, q.index);
+  /** What a new instance forks from this one (npu-loader.ts), or null unless it serves `model`. */
+  async forkImage(q: { model: string; weights: WeightSelection }): Promise<ForkImage | null> {
+    return this.slot.forkImage(q.model, q.weights);
   }
 
   async stats(): Promise<NpuStats> {
@@ -343,6 +342,7 @@ export class Npu extends DurableObject<Env> {
       numSlicesByWork: this.loop.numSlicesByWork,
       draining: this.lifecycle.draining,
       lastActiveAt: this.lifecycle.lastActiveAt,
+      recentTasks: [...this.streams.latencies],
     };
   }
 

@@ -28,9 +28,12 @@ export async function readHeader(env: Env, key: string): Promise<GgufFile> {
  * An attention rank's weights: the header, then every tensor but the MoE experts by range reads.
  * `bytesRead` counts both (everything this rank fetched from R2).
  */
-export async function readAttentionImage(env: Env, key: string): Promise<TensorImage> {
+export async function readAttentionImage(
+  env: Env,
+  key: string,
+): Promise<TensorImage & { header: Uint8Array }> {
   const read = storeRangeRead(env.MODELS, key);
   const header = await readGgufHeader(read);
   const image = await readTensorImage(header.file, read, (name) => !isExpertTensor(name));
-  return { ...image, bytesRead: header.bytesRead + image.bytesRead };
+  return { ...image, header: header.header, bytesRead: header.bytesRead + image.bytesRead };
 }

@@ -11,6 +11,7 @@ import { errorFields, type Logger } from "../shared/log.ts";
 import { encodeEvent } from "../shared/protocol/codec.ts";
 import type { GenerateEvent, GenerateTask } from "../shared/protocol/messages.ts";
 import { jobExecutorName, requestShard } from "../shared/protocol/names.ts";
+import type { TaskLatency } from "../shared/serving/autoscaler.ts";
 import { instanceFailed } from "../shared/serving/migration.ts";
 import type { TaskProgress } from "../shared/serving/records.ts";
 import type { NpuCounters } from "../shared/serving/serving-metrics.ts";
@@ -85,6 +86,9 @@ class Outbox {
   }
 }
 
+/** Latencies of this many recent tasks are kept. */
+const MAX_LATENCIES = 64;
+
 export interface ActiveTask {
   task: GenerateTask;
   tracker: TaskTracker;
@@ -102,6 +106,8 @@ export class TaskStreams {
   private readonly unsent = new Map<string, { task: GenerateTask; progress: TaskProgress }>();
   /** Called after a task ends (the Npu's drain waits on it). */
   onEnded: () => void = () => {};
+  /** The latest succeeded tasks' latencies, oldest first (the autoscaler's SLO input). */
+  readonly latencies: TaskLatency[] = [];
 
   constructor(
     private readonly env: Env,
@@ -184,6 +190,12 @@ export class TaskStreams {
     }
   }
 
+  /** Keeps a succeeded task's latencies (the last MAX_LATENCIES of them). */
+  observe(t: TaskLatency): void {
+    this.latencies.push(t);
+    if (this.latencies.length > MAX_LATENCIES) this.latencies.shift();
+  }
+
   emit(active: ActiveTask, ev: GenerateEvent): void {
     active.outbox.push(encodeEvent(ev));
   }
@@ -200,6 +212,14 @@ export class TaskStreams {
     this.onEnded();
     const now = Date.now();
     const t = active.tracker;
+    if (status === "succeeded" && t.firstTokenAt !== null) {
+      const perSeq = t.completionTokens / Math.max(1, active.seqIds.length);
+      this.observe({
+        endedAt: now,
+        ttftMs: t.firstTokenAt - active.acceptedAt,
+        tpotMs: perSeq >= 2 ? (now - t.firstTokenAt) / (perSeq - 1) : null,
+      });
+    }
     this.report(active.task, {
       status,
       finishedAt: now,

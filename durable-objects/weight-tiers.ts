@@ -1,11 +1,13 @@
 /**
  * Reading a model's GGUF image for an Npu from one weight tier: the R2 registry (cold), the
- * model's WeightCache (staged in DO storage), or a serving peer's memory (NPU-fork, chunked RPC).
- * Each read says how many bytes came from which tier. Nothing is cached at module scope: every
- * Npu holds its own copy, as it would in its own isolate in production.
+ * model's WeightCache (staged in DO storage), or, for NPU-fork, the weight region a serving peer
+ * built in its kernel memory (with the GGUF header to rebind it). Each read says how many bytes
+ * came from which tier. Nothing is cached at module scope: every Npu holds its own copy, as it
+ * would in its own isolate in production.
  */
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import type { GgufFile } from "../shared/model/gguf.ts";
+import type { WeightSelection } from "../shared/model/weights.ts";
 import { npuName, weightCacheName } from "../shared/protocol/names.ts";
 import { numChunks, WEIGHT_CHUNK_BYTES } from "../shared/serving/scale-plan.ts";
 import { noBytes, type WeightSource, type WeightTier } from "../shared/types/instances.ts";
@@ -20,9 +22,24 @@ export interface WeightImage {
   bytesByTier: Record<WeightTier, number>;
   /**
    * Set for a partial image (an attention rank's, readAttentionWeights): the header, relocated
-   * into `bytes`. Such an image is no GGUF file, so it is no fork source.
+   * into `bytes`, and the file's own header bytes (what a fork target rebinds the region with).
    */
   file?: GgufFile;
+  header?: Uint8Array;
+}
+
+/** What a fork source sends: its GGUF header and its built weight region, streamed. */
+export interface ForkImage {
+  header: Uint8Array;
+  numRegionBytes: number;
+  region: ReadableStream<Uint8Array>;
+}
+
+/** A forked copy: the header, and the weight region to copy into the new arena. */
+export interface ForkedWeights {
+  header: Uint8Array;
+  region: Uint8Array;
+  bytesByTier: Record<WeightTier, number>;
 }
 
 export interface WeightRef {
@@ -59,10 +76,11 @@ async function readChunks(
   return ok ? out : null;
 }
 
+/** The GGUF image from R2 or the staged tier. */
 export async function readWeights(
   env: Env,
   ref: WeightRef,
-  source: WeightSource,
+  source: Exclude<WeightSource, { tier: "fork" }>,
 ): Promise<Result<WeightImage>> {
   const bytesByTier = noBytes();
   if (source.tier === "r2") {
@@ -72,29 +90,12 @@ export async function readWeights(
     bytesByTier.r2 = bytes.byteLength;
     return { ok: true, value: { bytes, bytesByTier } };
   }
-  if (source.tier === "staged") {
-    const cache = env.WEIGHT_CACHE.getByName(weightCacheName(ref.model, ref.generation));
-    const meta = await cache.stage({ r2Key: ref.r2Key });
-    if (!meta) return missing(`model ${ref.model} has no weights in the registry`);
-    const bytes = await readChunks(meta.sizeBytes, (index) => cache.chunk({ index }));
-    if (!bytes) return missing(`the staged weights of ${ref.model} are incomplete`);
-    bytesByTier.staged = bytes.byteLength;
-    return { ok: true, value: { bytes, bytesByTier } };
-  }
-  const peer = env.NPU.getByName(npuName(source.fromInstanceId));
-  const info = await peer.weightImage({ model: ref.model });
-  if (!info) {
-    const msg = `instance ${source.fromInstanceId} does not serve ${ref.model}; cannot fork from it`;
-    return failure(errorInfo("overloaded", msg, null, "instance_unavailable"));
-  }
-  const bytes = await readChunks(info.sizeBytes, (index) =>
-    peer.weightChunk({ model: ref.model, index }),
-  );
-  if (!bytes) {
-    const msg = `instance ${source.fromInstanceId} stopped serving ${ref.model} during a fork`;
-    return failure(errorInfo("overloaded", msg, null, "instance_unavailable"));
-  }
-  bytesByTier.fork = bytes.byteLength;
+  const cache = env.WEIGHT_CACHE.getByName(weightCacheName(ref.model, ref.generation));
+  const meta = await cache.stage({ r2Key: ref.r2Key });
+  if (!meta) return missing(`model ${ref.model} has no weights in the registry`);
+  const bytes = await readChunks(meta.sizeBytes, (index) => cache.chunk({ index }));
+  if (!bytes) return missing(`the staged weights of ${ref.model} are incomplete`);
+  bytesByTier.staged = bytes.byteLength;
   return { ok: true, value: { bytes, bytesByTier } };
 }
 
@@ -109,5 +110,40 @@ export async function readAttentionWeights(env: Env, ref: WeightRef): Promise<Re
   const image = await readAttentionImage(env, ref.r2Key);
   const bytesByTier = noBytes();
   bytesByTier.r2 = image.bytesRead;
-  return { ok: true, value: { bytes: image.bytes, bytesByTier, file: image.file } };
+  return {
+    ok: true,
+    value: { bytes: image.bytes, bytesByTier, file: image.file, header: image.header },
+  };
+}
+
+/**
+ * NPU-fork: a serving peer's GGUF header and the weight region of its kernel memory as its load
+ * built it (one RPC; the region comes as a byte stream, which the 32 MiB limit on an RPC value
+ * does not cover). The new instance copies the region into its own arena and builds nothing.
+ */
+export async function readFork(
+  env: Env,
+  ref: WeightRef,
+  fromInstanceId: string,
+  weights: WeightSelection,
+): Promise<Result<ForkedWeights>> {
+  const lost = (what: string) =>
+    failure(
+      errorInfo("overloaded", `instance ${fromInstanceId} ${what}`, null, "instance_unavailable"),
+    );
+  const image = await env.NPU.getByName(npuName(fromInstanceId)).forkImage({
+    model: ref.model,
+    weights,
+  });
+  if (!image) return lost(`does not serve ${ref.model}; cannot fork from it`);
+  const region = await new Response(image.region)
+    .arrayBuffer()
+    .then((b) => new Uint8Array(b))
+    .catch(() => null);
+  if (region?.byteLength !== image.numRegionBytes) {
+    return lost(`stopped serving ${ref.model} during a fork`);
+  }
+  const bytesByTier = noBytes();
+  bytesByTier.fork = image.header.byteLength + region.byteLength;
+  return { ok: true, value: { header: image.header, region, bytesByTier } };
 }

@@ -12,7 +12,7 @@ import { type ModelConfig, modelConfigFromGguf } from "../model/config.ts";
 import { type GgufFile, parseGguf } from "../model/gguf.ts";
 import { KernelMemoryError, type Kernels } from "../model/kernels.ts";
 import { kvBytesPerBlock, Transformer, workspaceBytes } from "../model/transformer.ts";
-import { loadWeights, type WeightSelection, weightBytes } from "../model/weights.ts";
+import { layoutWeights, loadWeights, type WeightSelection, weightBytes } from "../model/weights.ts";
 import { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { Engine } from "./engine.ts";
 import type { Executor } from "./executor.ts";
@@ -132,13 +132,21 @@ function mib(n: number): string {
 }
 
 /**
- * A parsed GGUF and the bytes its tensor offsets point into: a whole file, or a compact image of
- * some of its tensors (gguf-ranges.ts: an attention rank's, without the experts).
+ * What an instance is built from: a whole GGUF; a parsed GGUF and the bytes its tensor offsets
+ * point into (`GgufImage`: gguf-ranges.ts makes an attention rank's compact image, without the
+ * experts); or (NPU-fork) its header and `fill(fromByte, numBytes)`, which writes the weight
+ * region that building from the GGUF would have filled (layoutWeights allocates it the same way;
+ * a fork copies a serving peer's region into it).
  */
 export interface GgufImage {
   file: GgufFile;
   bytes: Uint8Array;
 }
+export interface ForkedRegion {
+  header: Uint8Array;
+  fill: (fromByte: number, numBytes: number) => void;
+}
+export type InstanceSource = Uint8Array | GgufImage | ForkedRegion;
 
 /**
  * Loads a model into `kernels` and builds its engine. `makeExecutor` lets a host swap the
@@ -146,20 +154,25 @@ export interface GgufImage {
  * @throws GgufError for bad files, KernelMemoryError when over budget.
  */
 export function createInstance(
-  image: Uint8Array | GgufImage,
+  src: InstanceSource,
   kernels: Kernels,
   options: InstanceOptions = {},
   makeExecutor: (t: Transformer) => Executor = (t) => new LocalExecutor(t),
 ): ModelInstance {
-  const { file, bytes } =
-    image instanceof Uint8Array ? { file: parseGguf(image), bytes: image } : image;
+  const image: GgufImage | null =
+    src instanceof Uint8Array ? { file: parseGguf(src), bytes: src } : "bytes" in src ? src : null;
+  const fork = image ? null : (src as ForkedRegion);
+  const file = image ? image.file : parseGguf((fork as ForkedRegion).header, { headerOnly: true });
   const config = modelConfigFromGguf(file);
   const tokenizer = Tokenizer.fromGguf(file.metadata);
   const r = resolve(config, options);
   const memory = planMemory(file, config, kernels.capacityBytes - kernels.usedBytes, r);
   const usedBefore = kernels.usedBytes;
-  const weights = loadWeights(file, bytes, config, kernels, r.weights);
+  const weights = image
+    ? loadWeights(file, image.bytes, config, kernels, r.weights)
+    : layoutWeights(file, config, kernels, r.weights);
   const residentWeightBytes = kernels.usedBytes - usedBefore;
+  fork?.fill(usedBefore, residentWeightBytes);
   const transformer = new Transformer(config, weights, kernels, {
     maxNumTokens: r.maxNumBatchedTokens,
     maxNumSeqs: r.maxNumSeqs,

@@ -39,7 +39,8 @@ export function storeRangeRead(store: RangeStore, key: string): ByteRangeRead {
 export const HEADER_PROBE_BYTES = 32 * 1024;
 
 /**
- * The GGUF header (metadata and tensor table) from prefix reads, with how many bytes were read;
+ * The GGUF header (metadata and tensor table) from prefix reads, parsed and as bytes, with how
+ * many bytes were read;
  * with `fileBytes` (the object's size), every tensor's data must lie within it.
  * @throws GgufError when the header does not parse from the whole object, or a tensor runs past
  * `fileBytes`.
@@ -47,13 +48,14 @@ export const HEADER_PROBE_BYTES = 32 * 1024;
 export async function readGgufHeader(
   read: ByteRangeRead,
   fileBytes?: number,
-): Promise<{ file: GgufFile; bytesRead: number }> {
+): Promise<{ file: GgufFile; header: Uint8Array; bytesRead: number }> {
   let bytesRead = 0;
   for (let n = HEADER_PROBE_BYTES; ; n *= 2) {
     const bytes = await read(0, n);
     bytesRead += bytes.byteLength;
     try {
-      return { file: parseGguf(bytes, { headerOnly: true, fileBytes }), bytesRead };
+      const file = parseGguf(bytes, { headerOnly: true, fileBytes });
+      return { file, header: bytes.slice(0, file.dataOffset), bytesRead };
     } catch (e) {
       // the whole file was read, or the header parsed and a tensor lies past fileBytes
       if (bytes.byteLength < n || e instanceof GgufTruncatedError) throw e;

@@ -253,10 +253,37 @@ export function loadWeights(
   kernels: Kernels,
   selection: WeightSelection = "all",
 ): ModelWeights {
+  return placeWeights(file, bytes, c, kernels, selection);
+}
+
+/**
+ * The weights of `selection` laid out in `kernels` memory exactly as `loadWeights` lays them
+ * out (same allocations, same order), without reading any tensor data: `file` may be parsed
+ * header-only. The caller fills the region the allocations took (NPU-fork copies a serving
+ * peer's built region into it). @throws GgufError on missing or misshapen tensors.
+ */
+export function layoutWeights(
+  file: GgufFile,
+  c: ModelConfig,
+  kernels: Kernels,
+  selection: WeightSelection = "all",
+): ModelWeights {
+  return placeWeights(file, null, c, kernels, selection);
+}
+
+/** Allocates the weights of `selection` and, given the GGUF's `bytes`, fills them. */
+function placeWeights(
+  file: GgufFile,
+  bytes: Uint8Array | null,
+  c: ModelConfig,
+  kernels: Kernels,
+  selection: WeightSelection,
+): ModelWeights {
   const h = c.hiddenSize;
   const vector = (name: string, dims: number[]): Float32Array => {
     const t = tensorInfo(file, name, dims);
-    return readTensorF32(file, bytes, name, kernels.alloc(t.numElements));
+    const out = kernels.alloc(t.numElements);
+    return bytes ? readTensorF32(file, bytes, name, out) : out;
   };
   /** Reads tensors of one type back to back into one matrix; `as` forces f32. */
   const matrix = (parts: TensorSpec[], as?: WeightType): Matrix => {
@@ -267,16 +294,16 @@ export function loadWeights(
     if (type === GgmlType.F32) {
       const out = kernels.alloc(rows * cols);
       let off = 0;
-      for (const t of infos) {
-        readTensorF32(file, bytes, t.name, out.subarray(off, off + t.numElements));
+      for (const t of bytes ? infos : []) {
+        readTensorF32(file, bytes as Uint8Array, t.name, out.subarray(off, off + t.numElements));
         off += t.numElements;
       }
       return { type, rows, cols, data: out };
     }
     const out = kernels.allocBytes(rows * rowBytes(type, cols));
     let off = 0;
-    for (const t of infos) {
-      out.set(bytes.subarray(t.offset, t.offset + t.numBytes), off);
+    for (const t of bytes ? infos : []) {
+      out.set((bytes as Uint8Array).subarray(t.offset, t.offset + t.numBytes), off);
       off += t.numBytes;
     }
     return { type, rows, cols, data: out };
@@ -336,10 +363,13 @@ export function loadWeights(
   return { tokenEmbd, outputNorm, output, layers };
 }
 
-/** Per expert, its gate rows then its up rows, in one matrix of `type` (the pair's common type). */
+/**
+ * Per expert, its gate rows then its up rows, in one matrix of `type` (the pair's common type);
+ * allocated only, without `bytes`.
+ */
 function interleaveExperts(
   file: GgufFile,
-  bytes: Uint8Array,
+  bytes: Uint8Array | null,
   pair: TensorSpec[],
   type: WeightType,
   e: number,
@@ -353,6 +383,7 @@ function interleaveExperts(
   const rows = (2 * gate.numElements) / cols;
   if (type === GgmlType.F32) {
     const out = kernels.alloc(rows * cols);
+    if (!bytes) return { type, rows, cols, data: out };
     const g = readTensorF32(file, bytes, gate.name);
     const u = readTensorF32(file, bytes, up.name);
     const per = g.length / e;
@@ -363,6 +394,7 @@ function interleaveExperts(
     return { type, rows, cols, data: out };
   }
   const out = kernels.allocBytes(2 * gate.numBytes);
+  if (!bytes) return { type, rows, cols, data: out };
   const per = gate.numBytes / e;
   for (let x = 0; x < e; x++) {
     out.set(bytes.subarray(gate.offset + x * per, gate.offset + (x + 1) * per), x * 2 * per);

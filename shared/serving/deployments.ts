@@ -1,6 +1,7 @@
 /** A new deployment's record, built from its spec (the ClusterManager stores and scales it). */
 import { instanceId } from "../protocol/names.ts";
 import type { DeploymentRecord, DeploymentSpec } from "../types/deployments.ts";
+import { DEFAULT_SLO } from "../types/instances.ts";
 
 /**
  * An active deployment of `spec.model` at its current `generation`, with no serving instance
@@ -33,6 +34,7 @@ export function newDeployment(
       max: spec.max ?? spec.counts,
       target: spec.counts,
       scaledAt: now,
+      slo: spec.slo ?? DEFAULT_SLO,
     },
     ...(spec.moe ? { moe: spec.moe } : {}),
   };

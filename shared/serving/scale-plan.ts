@@ -5,7 +5,7 @@
  */
 import type { LoadPath, WeightSource } from "../types/instances.ts";
 
-/** Bytes per chunk of a staged copy and of a fork copy (a storage value holds about 2 MB). */
+/** Bytes per chunk of a staged copy (a storage value holds about 2 MB). */
 export const WEIGHT_CHUNK_BYTES = 2 ** 20;
 
 export function numChunks(sizeBytes: number): number {

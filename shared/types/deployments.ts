@@ -4,7 +4,7 @@
  */
 import type { KvCacheRequest } from "../engine/kv-policy/spec.ts";
 import type { PdProfile } from "../serving/pd-profile.ts";
-import type { DeploymentScaling, RoleCounts } from "./instances.ts";
+import type { DeploymentScaling, RoleCounts, SloTargets } from "./instances.ts";
 
 export interface ModelSummary {
   architecture: string;
@@ -84,6 +84,8 @@ export interface DeploymentSpec {
   /** Scaling bounds (default: `counts` both ways, a fixed-size deployment). */
   min?: RoleCounts;
   max?: RoleCounts;
+  /** Latency objectives for the autoscaler (default DEFAULT_SLO). */
+  slo?: SloTargets;
   kvCache?: KvCacheRequest | null;
   moe?: MoeLayout;
 }

@@ -87,7 +87,29 @@ export interface DeploymentScaling {
   target: RoleCounts;
   /** When the target last changed (epoch ms). */
   scaledAt: number;
+  /** Latency objectives the autoscaler holds the deployment to (absent in older records). */
+  slo?: SloTargets;
 }
+
+/**
+ * A deployment's latency objectives, per task as its instance measures it: time to first token
+ * (from the task's acceptance on the instance) and time per output token after the first.
+ */
+export interface SloTargets {
+  ttftMs: number;
+  tpotMs: number;
+}
+
+/**
+ * Defaults for interactive chat: a first token within 2 s, then at least 5 tokens/s per
+ * sequence (DeepFlow reports engine gains at a 50 ms TPOT SLO on NPUs; a CPU-bound local engine
+ * gets a looser default).
+ */
+export const DEFAULT_SLO: SloTargets = { ttftMs: 2_000, tpotMs: 200 };
+
+/** Largest SLO targets a deployment may set. */
+export const MAX_SLO_TTFT_MS = 600_000;
+export const MAX_SLO_TPOT_MS = 60_000;
 
 /** Most instances per role a deployment may have. */
 export const MAX_INSTANCES_PER_ROLE = 128;

@@ -9,71 +9,18 @@ import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import type { ClusterManager } from "../../durable-objects/cluster-manager.ts";
-import { CLUSTER_MANAGER_NAME } from "../../shared/protocol/names.ts";
-import type { InstanceStatus } from "../../shared/types/instances.ts";
-import type { RequestRecord } from "../../shared/types/records.ts";
-import { admin, call, post, postDeployment } from "./worker-client.ts";
-
-const MODEL = "default-moe";
-const cluster = () => env.CLUSTER_MANAGER.getByName(CLUSTER_MANAGER_NAME);
-
-type InstanceView = InstanceStatus & { numRunning: number; numWaiting: number };
-interface DeploymentView {
-  id: string;
-  instances: InstanceView[];
-  serving: Record<string, string[]>;
-}
-
-async function deployment(id: string): Promise<DeploymentView> {
-  const res = await admin(`/api/deployments/${id}`);
-  expect(res.status).toBe(200);
-  return (await res.json()) as DeploymentView;
-}
-
-async function create(body: object): Promise<DeploymentView> {
-  expect((await call("/v1/models")).status).toBe(200); // registers the default model
-  const res = await postDeployment({ model: MODEL, mode: "colocated", ...body });
-  expect(res.status).toBe(201);
-  return (await res.json()) as DeploymentView;
-}
-
-/** Waits until the deployment's live instances are `n`, all serving. */
-async function serving(id: string, n: number): Promise<DeploymentView> {
-  let d: DeploymentView | null = null;
-  await vi.waitUntil(
-    async () => {
-      d = await deployment(id);
-      return d.instances.length === n && d.instances.every((i) => i.state === "serving");
-    },
-    { timeout: 20_000, interval: 20 },
-  );
-  return d as unknown as DeploymentView;
-}
-
-async function complete(deploymentId: string, prompt: string, maxTokens = 8) {
-  const res = await post("/v1/completions", {
-    model: MODEL,
-    deployment: deploymentId,
-    prompt,
-    max_tokens: maxTokens,
-    temperature: 0,
-    ignore_eos: true,
-  });
-  const body = (await res.json()) as { choices?: { text: string }[]; error?: { code: string } };
-  return { status: res.status, id: res.headers.get("x-request-id") as string, body };
-}
-
-async function ended(id: string): Promise<RequestRecord> {
-  let rec: RequestRecord | null = null;
-  await vi.waitUntil(
-    async () => {
-      rec = (await (await call(`/api/requests/${id}`)).json()) as RequestRecord;
-      return !["queued", "running"].includes(rec.status);
-    },
-    { timeout: 10_000, interval: 20 },
-  );
-  return rec as unknown as RequestRecord;
-}
+import { npuName } from "../../shared/protocol/names.ts";
+import {
+  cluster,
+  complete,
+  create,
+  deployment,
+  ended,
+  type InstanceView,
+  MODEL,
+  serving,
+} from "./scaling-helpers.ts";
+import { admin, post, postDeployment } from "./worker-client.ts";
 
 const STEPS = ["reserve", "preload", "load", "warmup", "announce"];
 
@@ -202,7 +149,14 @@ describe("scaling", () => {
     expect(size).toBeGreaterThan(1_000_000);
     // it copied a serving peer's memory (this deployment's or another of the same weights)
     expect(forked.source?.tier).toBe("fork");
-    expect(forked.bytesByTier).toEqual({ r2: 0, staged: 0, fork: size });
+    // a fork copies the GGUF header and the weight region its source built, nothing else
+    const { memory } = await env.NPU.getByName(npuName(forked.id)).stats();
+    const resident = memory?.residentWeightBytes ?? 0;
+    expect(resident).toBeGreaterThan(size * 0.9);
+    expect(forked.bytesByTier.r2 + forked.bytesByTier.staged).toBe(0);
+    const headerBytes = forked.bytesByTier.fork - resident;
+    expect(headerBytes).toBeGreaterThan(0);
+    expect(headerBytes).toBeLessThanOrEqual(size - resident);
     expect(staged.bytesByTier).toEqual({ r2: 0, staged: size, fork: 0 });
   });
 

@@ -1,6 +1,6 @@
 /**
  * Request bodies of /api/deployments: the deployment spec of a create (instance counts per mode,
- * scaling bounds, scheduler, default KV-cache policy) and the target of a scale by hand, with
+ * scaling bounds, SLO targets, scheduler, default KV-cache policy) and the target of a scale by hand, with
  * `roleCounts` turning a bound into counts per role.
  */
 
@@ -9,6 +9,8 @@ import { DEPLOYMENT_MODES, SCHEDULER_POLICIES } from "../../shared/types/deploym
 import {
   LOAD_PATHS,
   MAX_INSTANCES_PER_ROLE,
+  MAX_SLO_TPOT_MS,
+  MAX_SLO_TTFT_MS,
   type RoleCounts,
 } from "../../shared/types/instances.ts";
 import { KvCacheSchema } from "../openai/schema-fields.ts";
@@ -31,6 +33,14 @@ export const DeploymentSpecSchema = z
     }),
     min_instances: bound.optional(),
     max_instances: bound.optional(),
+    /** Latency objectives for the autoscaler (each defaults to DEFAULT_SLO's). */
+    slo: z
+      .object({
+        ttft_ms: z.number().int().min(1).max(MAX_SLO_TTFT_MS).optional(),
+        tpot_ms: z.number().int().min(1).max(MAX_SLO_TPOT_MS).optional(),
+      })
+      .strict()
+      .optional(),
     scheduler: z.enum(SCHEDULER_POLICIES).default("deepflow"),
     /** The KV-cache policy its requests get unless they send their own `kv_cache`. */
     kv_cache: KvCacheSchema.nullish(),

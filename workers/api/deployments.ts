@@ -11,6 +11,7 @@
 import { Hono } from "hono";
 import { checkKvCache, resolveKvCache } from "../../shared/engine/kv-policy/spec.ts";
 import { AppError } from "../../shared/errors.ts";
+import { DEFAULT_SLO } from "../../shared/types/instances.ts";
 import type { AppEnv } from "../app-env.ts";
 import { clusterManager, getConfig, npu } from "../env.ts";
 import { newDeploymentId } from "../ids.ts";
@@ -78,6 +79,10 @@ deployments.post("/", async (c) => {
     counts,
     min,
     max,
+    slo: {
+      ttftMs: s.slo?.ttft_ms ?? DEFAULT_SLO.ttftMs,
+      tpotMs: s.slo?.tpot_ms ?? DEFAULT_SLO.tpotMs,
+    },
     ...(s.mode === "moe-attention"
       ? { moe: { numAttention: s.instances.attention ?? 1, numExperts: s.instances.experts ?? 1 } }
       : {}),
