@@ -40,8 +40,8 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { parseGguf } from "../shared/gguf/gguf.ts";
 import { modelConfigFromGguf } from "../shared/model/config.ts";
-import { parseGguf } from "../shared/model/gguf.ts";
 import {
   ADMIN_KEY,
   type DevServer,

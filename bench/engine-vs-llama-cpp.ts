@@ -19,7 +19,7 @@
  */
 import { readFileSync } from "node:fs";
 import { basename } from "node:path";
-import { parseGguf } from "../shared/model/gguf.ts";
+import { parseGguf } from "../shared/gguf/gguf.ts";
 import { measureReadBandwidth } from "./bandwidth.ts";
 import {
   type EngineRunner,

@@ -8,7 +8,7 @@
  */
 
 import { createKernels, type KernelKind } from "../hosts/node-kernels.ts";
-import { GgmlType } from "../shared/model/gguf.ts";
+import { GgmlType } from "../shared/gguf/gguf.ts";
 import type { Kernels } from "../shared/model/kernels.ts";
 import { actRowBytes, rowBytes, type WeightType } from "../shared/model/quant.ts";
 import { mulberry32 } from "../shared/random.ts";

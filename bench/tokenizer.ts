@@ -9,7 +9,7 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { parseGguf } from "../shared/model/gguf.ts";
+import { parseGguf } from "../shared/gguf/gguf.ts";
 import { Tokenizer } from "../shared/tokenizer/tokenizer.ts";
 
 const { values } = parseArgs({ options: { json: { type: "boolean", default: false } } });

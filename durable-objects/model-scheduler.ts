@@ -8,7 +8,7 @@
 
 import { checkKvCache, resolveKvCache } from "../shared/engine/kv-policy/spec.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
-import { parseGguf } from "../shared/model/gguf.ts";
+import { parseGguf } from "../shared/gguf/gguf.ts";
 import { taskIdFor } from "../shared/protocol/ids.ts";
 import type {
   ChatMessage,

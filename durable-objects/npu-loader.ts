@@ -10,9 +10,9 @@
 import type { Executor } from "../shared/engine/executor.ts";
 import { createInstance, type ModelInstance, planMemory } from "../shared/engine/instance.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
+import { parseGguf } from "../shared/gguf/gguf.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
 import { modelConfigFromGguf } from "../shared/model/config.ts";
-import { parseGguf } from "../shared/model/gguf.ts";
 import { KernelMemoryError, type Kernels } from "../shared/model/kernels.ts";
 import { roundAllocBytes } from "../shared/model/kernels-js.ts";
 import { createWasmKernels, WASM_KERNEL_IMPORTS } from "../shared/model/kernels-wasm.ts";

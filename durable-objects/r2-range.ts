@@ -1,17 +1,18 @@
 /**
- * Range reads of a model's GGUF in the R2 registry (shared/model/gguf-ranges.ts over the MODELS
+ * Range reads of a model's GGUF in the R2 registry (shared/gguf/gguf-ranges.ts over the MODELS
  * bucket): the header (metadata and tensor table) by a growing prefix, any byte range (an expert
  * rank's tensors at the header's offsets), and an attention rank's compact image of every tensor
  * but the experts.
  */
-import { isExpertTensor } from "../shared/model/expert-shard.ts";
-import type { GgufFile } from "../shared/model/gguf.ts";
+
+import type { GgufFile } from "../shared/gguf/gguf.ts";
 import {
   readGgufHeader,
   readTensorImage,
   storeRangeRead,
   type TensorImage,
-} from "../shared/model/gguf-ranges.ts";
+} from "../shared/gguf/gguf-ranges.ts";
+import { isExpertTensor } from "../shared/model/expert-shard.ts";
 import type { Env } from "./env.ts";
 
 /** Reads `length` bytes at `offset` of an R2 object. */

@@ -6,7 +6,7 @@
  * would in its own isolate in production.
  */
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
-import type { GgufFile } from "../shared/model/gguf.ts";
+import type { GgufFile } from "../shared/gguf/gguf.ts";
 import type { WeightSelection } from "../shared/model/weights.ts";
 import { npuName, weightCacheName } from "../shared/protocol/names.ts";
 import { numChunks, WEIGHT_CHUNK_BYTES } from "../shared/serving/scale-plan.ts";

@@ -11,8 +11,8 @@
  * and the bytes, with "▁" written as a space.
  */
 import { writeFileSync } from "node:fs";
+import { parseGguf } from "../shared/gguf/gguf.ts";
 import { modelConfigFromGguf } from "../shared/model/config.ts";
-import { parseGguf } from "../shared/model/gguf.ts";
 import { readTensorF32 } from "../shared/model/quant.ts";
 
 export function exportLlama2c(

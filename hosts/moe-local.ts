@@ -11,10 +11,10 @@ import {
   type ModelInstance,
 } from "../shared/engine/instance.ts";
 import type { CommClock, CommMessage, CommPeer } from "../shared/fabric/comm.ts";
+import { parseGguf } from "../shared/gguf/gguf.ts";
+import { readTensorImage } from "../shared/gguf/gguf-ranges.ts";
 import { modelConfigFromGguf } from "../shared/model/config.ts";
 import { ExpertShard, isExpertTensor } from "../shared/model/expert-shard.ts";
-import { parseGguf } from "../shared/model/gguf.ts";
-import { readTensorImage } from "../shared/model/gguf-ranges.ts";
 import type { Kernels } from "../shared/model/kernels.ts";
 import { AttentionGroup } from "../shared/moe/attention-group.ts";
 import { DisaggMoe } from "../shared/moe/disagg-executor.ts";

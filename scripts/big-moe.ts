@@ -16,7 +16,7 @@ import {
   type GgufValue,
   parseGguf,
   writeGguf,
-} from "../shared/model/gguf.ts";
+} from "../shared/gguf/gguf.ts";
 import { readTensorF32 } from "../shared/model/quant.ts";
 import { gaussian, mulberry32 } from "../shared/random.ts";
 

@@ -2,7 +2,7 @@
  * GGUF metadata entries for the scripts that write checkpoints: typed scalars, and the llama
  * shape keys they all write in the same order.
  */
-import { type GgufMetadataEntry, GgufType } from "../shared/model/gguf.ts";
+import { type GgufMetadataEntry, GgufType } from "../shared/gguf/gguf.ts";
 
 export const u32 = (key: string, value: number): GgufMetadataEntry => ({
   key,

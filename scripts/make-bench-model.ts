@@ -30,7 +30,7 @@ import {
   type GgufTypeId,
   parseGguf,
   writeGguf,
-} from "../shared/model/gguf.ts";
+} from "../shared/gguf/gguf.ts";
 import { gaussian, mulberry32 } from "../shared/random.ts";
 import { llamaShapeEntries, str, u32 } from "./gguf-entries.ts";
 

@@ -59,7 +59,7 @@ import {
   type GgufTensorInput,
   GgufType,
   writeGguf,
-} from "../shared/model/gguf.ts";
+} from "../shared/gguf/gguf.ts";
 import { gaussian, mulberry32 } from "../shared/random.ts";
 import { bool, llamaShapeEntries, str, u32 } from "./gguf-entries.ts";
 

@@ -15,7 +15,7 @@ import {
   type GgufTypeId,
   parseGguf,
   writeGguf,
-} from "../shared/model/gguf.ts";
+} from "../shared/gguf/gguf.ts";
 import { gaussian, mulberry32 } from "../shared/random.ts";
 import { u32 } from "./gguf-entries.ts";
 

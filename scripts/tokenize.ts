@@ -12,7 +12,7 @@
  */
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { parseGguf } from "../shared/model/gguf.ts";
+import { parseGguf } from "../shared/gguf/gguf.ts";
 import { Tokenizer } from "../shared/tokenizer/tokenizer.ts";
 
 function fail(msg: string): never {

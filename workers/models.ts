@@ -7,9 +7,9 @@
 import DEFAULT_MODEL_BYTES from "../models/default-moe.gguf";
 import { memoryNeeded, planMemory } from "../shared/engine/instance.ts";
 import { AppError } from "../shared/errors.ts";
+import { type GgufFile, parseGguf } from "../shared/gguf/gguf.ts";
+import { readGgufHeader, storeRangeRead } from "../shared/gguf/gguf-ranges.ts";
 import { modelConfigFromGguf, numParameters } from "../shared/model/config.ts";
-import { type GgufFile, parseGguf } from "../shared/model/gguf.ts";
-import { readGgufHeader, storeRangeRead } from "../shared/model/gguf-ranges.ts";
 import { KernelMemoryError } from "../shared/model/kernels.ts";
 import { minExpertRanks } from "../shared/moe/moe-memory.ts";
 import { Tokenizer } from "../shared/tokenizer/tokenizer.ts";

@@ -8,8 +8,9 @@
  * workspace come first; the KV cache takes what is left, capped at what `maxNumSeqs` full-length
  * sequences could use. A model that leaves no room for one full-length sequence is refused.
  */
+
+import { type GgufFile, parseGguf } from "../gguf/gguf.ts";
 import { type ModelConfig, modelConfigFromGguf } from "../model/config.ts";
-import { type GgufFile, parseGguf } from "../model/gguf.ts";
 import { KernelMemoryError, type Kernels } from "../model/kernels.ts";
 import { kvBytesPerBlock, Transformer, workspaceBytes } from "../model/transformer.ts";
 import { layoutWeights, loadWeights, type WeightSelection, weightBytes } from "../model/weights.ts";

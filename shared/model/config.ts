@@ -2,7 +2,7 @@
  * Model configuration read from GGUF metadata. Field names follow Hugging Face config.json in
  * camelCase so they map one to one. Pure; no I/O.
  */
-import { GgufError, type GgufFile, metaNumber, metaString, requireNumber } from "./gguf.ts";
+import { GgufError, type GgufFile, metaNumber, metaString, requireNumber } from "../gguf/gguf.ts";
 
 export type Architecture = "llama" | "qwen3moe";
 /** "norm" rotates adjacent pairs (2i, 2i+1); "neox" rotates (i, i + ropeDim/2). */

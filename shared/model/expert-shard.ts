@@ -8,9 +8,9 @@
  * host gives.
  */
 import { assert } from "../assert.ts";
+import { GgmlType, GgufError, type GgufFile, tensorByteSize } from "../gguf/gguf.ts";
+import type { ByteRangeRead } from "../gguf/gguf-ranges.ts";
 import type { ModelConfig } from "./config.ts";
-import { GgmlType, GgufError, type GgufFile, tensorByteSize } from "./gguf.ts";
-import type { ByteRangeRead } from "./gguf-ranges.ts";
 import type { Kernels } from "./kernels.ts";
 import type { ExpertWeights } from "./moe-split.ts";
 import { dequantF32, type WeightType } from "./quant.ts";

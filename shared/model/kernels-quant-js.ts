@@ -18,7 +18,7 @@
  * other rows, or on the backend. Integer sums stay below 2^31 for every valid block.
  */
 import { InvariantError } from "../assert.ts";
-import { f32ToF16, GgmlType } from "./gguf.ts";
+import { f32ToF16, GgmlType } from "../gguf/gguf.ts";
 import type { Kernels } from "./kernels.ts";
 import { rangesOverlap } from "./kernels-js.ts";
 import {

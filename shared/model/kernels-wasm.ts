@@ -14,7 +14,7 @@
  */
 
 import { InvariantError } from "../assert.ts";
-import { GGML_BLOCKS, GgmlType } from "./gguf.ts";
+import { GGML_BLOCKS, GgmlType } from "../gguf/gguf.ts";
 import { KernelMemoryError, type Kernels } from "./kernels.ts";
 import {
   checkAttention,

@@ -5,7 +5,7 @@
  * Batch-invariance holds across the dispatch: an F32 part beside other parts runs one `matmul`
  * per row, which gives the same bits as a batched one (kernels.ts).
  */
-import { GgmlType } from "./gguf.ts";
+import { GgmlType } from "../gguf/gguf.ts";
 import type { Kernels } from "./kernels.ts";
 import type { Linear, Matrix } from "./weights.ts";
 

@@ -38,7 +38,7 @@ import {
   type GgufFile,
   ggmlTypeName,
   tensorByteSize,
-} from "./gguf.ts";
+} from "../gguf/gguf.ts";
 
 /** ggml types a weight matrix keeps in kernel memory (BF16 is widened to F32 at load). */
 export type WeightType =

@@ -4,8 +4,9 @@
  * matmul can replace several (q|k|v rows, gate|up rows) and the parts share a type; parts of
  * different types stay side by side in one `Linear`. Norm vectors are f32. Pure; no I/O.
  */
+
+import { GgmlType, GgufError, type GgufFile, type GgufTensorInfo } from "../gguf/gguf.ts";
 import type { ModelConfig } from "./config.ts";
-import { GgmlType, GgufError, type GgufFile, type GgufTensorInfo } from "./gguf.ts";
 import type { Kernels } from "./kernels.ts";
 import { dequantizeRow, isWeightType, readTensorF32, rowBytes, type WeightType } from "./quant.ts";
 

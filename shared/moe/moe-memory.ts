@@ -3,8 +3,9 @@
  * accepted when its experts spread over enough Expert DOs. Every MoE layer holds the same
  * experts on a rank (the primary map), and every layer of a MoE model is MoE. Pure.
  */
+
+import type { GgufFile } from "../gguf/gguf.ts";
 import type { ModelConfig } from "../model/config.ts";
-import type { GgufFile } from "../model/gguf.ts";
 import { expertWorkspaceBytes } from "../model/moe-split.ts";
 import { expertBytes } from "../model/weights.ts";
 

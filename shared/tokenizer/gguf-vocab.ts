@@ -2,7 +2,7 @@
  * Reads a tokenizer vocabulary from GGUF metadata (the `tokenizer.ggml.*` keys), with llama.cpp's
  * per-model defaults left to the Tokenizer constructor. Pure.
  */
-import type { GgufValue } from "../model/gguf.ts";
+import type { GgufValue } from "../gguf/gguf.ts";
 import type { TokenizerModelName } from "./text-model.ts";
 
 /** A vocabulary in plain form (what `vocabFromGguf` reads), also handy for synthetic tests. */

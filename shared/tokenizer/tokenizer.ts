@@ -26,7 +26,7 @@
  * which is what llama.cpp's server streams (token_to_piece with lstrip = 0).
  */
 
-import type { GgufValue } from "../model/gguf.ts";
+import type { GgufValue } from "../gguf/gguf.ts";
 import { BpeModel } from "./bpe.ts";
 import { type TokenizerVocab, vocabFromGguf } from "./gguf-vocab.ts";
 import { partitionSpecials } from "./partition.ts";

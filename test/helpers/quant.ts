@@ -2,7 +2,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { buildQuantCheckpoint } from "../../scripts/fixtures/make-quant-checkpoint.ts";
-import { f32ToF16, GgmlType } from "../../shared/model/gguf.ts";
+import { f32ToF16, GgmlType } from "../../shared/gguf/gguf.ts";
 import { blockValues, rowBytes, type WeightType } from "../../shared/model/quant.ts";
 import { gaussian } from "../../shared/random.ts";
 import { REPO_ROOT } from "./models.ts";

@@ -4,7 +4,7 @@
  */
 import { env, exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { parseGguf } from "../../shared/model/gguf.ts";
+import { parseGguf } from "../../shared/gguf/gguf.ts";
 import { Tokenizer } from "../../shared/tokenizer/tokenizer.ts";
 import { parseSse, readAll } from "../helpers/sse.ts";
 

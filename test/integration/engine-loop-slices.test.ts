@@ -9,9 +9,9 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { EngineLoop, type Steppable } from "../../durable-objects/engine-loop.ts";
 import DEFAULT_MODEL from "../../models/default-moe.gguf";
 import type { StepReport } from "../../shared/engine/engine.ts";
+import { parseGguf } from "../../shared/gguf/gguf.ts";
 import { Logger } from "../../shared/log.ts";
 import { modelConfigFromGguf } from "../../shared/model/config.ts";
-import { parseGguf } from "../../shared/model/gguf.ts";
 import { estimatedStepMs } from "../../shared/serving/step-cost.ts";
 
 const CONFIG = modelConfigFromGguf(parseGguf(new Uint8Array(DEFAULT_MODEL)));

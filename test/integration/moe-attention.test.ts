@@ -7,9 +7,9 @@
  */
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
+import { parseGguf } from "../../shared/gguf/gguf.ts";
 import { modelConfigFromGguf } from "../../shared/model/config.ts";
 import { isExpertTensor } from "../../shared/model/expert-shard.ts";
-import { parseGguf } from "../../shared/model/gguf.ts";
 import { primaryMap } from "../../shared/moe/expert-map.ts";
 import { decodeEvents } from "../../shared/protocol/codec.ts";
 import type { GenerateTask } from "../../shared/protocol/messages.ts";

@@ -14,8 +14,8 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import DEFAULT_MODEL from "../../models/default-moe.gguf";
+import { parseGguf } from "../../shared/gguf/gguf.ts";
 import { modelConfigFromGguf } from "../../shared/model/config.ts";
-import { parseGguf } from "../../shared/model/gguf.ts";
 import { primaryMap } from "../../shared/moe/expert-map.ts";
 import { decodeEvents } from "../../shared/protocol/codec.ts";
 import { MOE_EXCHANGE_TIMEOUT_MS, type MoeGroupSpec } from "../../shared/protocol/moe.ts";

@@ -10,8 +10,8 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { Npu } from "../../durable-objects/npu.ts";
 import DEFAULT_MODEL from "../../models/default-moe.gguf";
+import { parseGguf } from "../../shared/gguf/gguf.ts";
 import { modelConfigFromGguf } from "../../shared/model/config.ts";
-import { parseGguf } from "../../shared/model/gguf.ts";
 import { npuName } from "../../shared/protocol/names.ts";
 import { admin, call, postDeployment } from "./worker-client.ts";
 

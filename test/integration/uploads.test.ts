@@ -7,7 +7,7 @@
  */
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { parseGguf } from "../../shared/model/gguf.ts";
+import { parseGguf } from "../../shared/gguf/gguf.ts";
 import { Tokenizer } from "../../shared/tokenizer/tokenizer.ts";
 import { admin, call, post } from "./worker-client.ts";
 

@@ -19,7 +19,7 @@ import {
   tokenizeLlama,
   trainVocab,
 } from "../../scripts/make-default-model.ts";
-import { GgmlType, parseGguf, requireNumber } from "../../shared/model/gguf.ts";
+import { GgmlType, parseGguf, requireNumber } from "../../shared/gguf/gguf.ts";
 import { HAVE_REFERENCE_MODELS, REPO_ROOT, readReferenceModel } from "../helpers/models.ts";
 
 const MODEL_PATH = join(REPO_ROOT, DEFAULT_MODEL_FILE);

@@ -8,7 +8,7 @@ import {
   GgufType,
   parseGguf,
   writeGguf,
-} from "../../shared/model/gguf.ts";
+} from "../../shared/gguf/gguf.ts";
 import { readTensorF32 } from "../../shared/model/quant.ts";
 import {
   HAVE_REFERENCE_MODELS,

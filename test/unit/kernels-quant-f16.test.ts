@@ -6,7 +6,7 @@
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import { loadWasmKernels } from "../../hosts/node-kernels.ts";
-import { f16ToF32, GgmlType } from "../../shared/model/gguf.ts";
+import { f16ToF32, GgmlType } from "../../shared/gguf/gguf.ts";
 import type { Kernels } from "../../shared/model/kernels.ts";
 import { createJsKernels } from "../../shared/model/kernels-js.ts";
 import { actRowBytes } from "../../shared/model/quant.ts";

@@ -8,7 +8,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { parseGguf } from "../../shared/model/gguf.ts";
+import { parseGguf } from "../../shared/gguf/gguf.ts";
 import { Tokenizer } from "../../shared/tokenizer/tokenizer.ts";
 import { REPO_ROOT } from "../helpers/models.ts";
 import { HAVE_VOCABS, VOCAB_DIR, vocabCases, vocabFiles } from "../helpers/vocab.ts";

@@ -6,7 +6,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { type GgufValue, parseGguf } from "../../shared/model/gguf.ts";
+import { type GgufValue, parseGguf } from "../../shared/gguf/gguf.ts";
 import { mulberry32 } from "../../shared/random.ts";
 import { Tokenizer, type TokenizerVocab, TokenType } from "../../shared/tokenizer/tokenizer.ts";
 import {

@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { WASM_KERNELS_URL } from "../../../hosts/node-kernels.ts";
 import { createInstance } from "../../../shared/engine/instance.ts";
-import { parseGguf } from "../../../shared/model/gguf.ts";
+import { parseGguf } from "../../../shared/gguf/gguf.ts";
 import { roundAllocBytes } from "../../../shared/model/kernels-js.ts";
 import { createWasmKernels, WASM_KERNEL_IMPORTS } from "../../../shared/model/kernels-wasm.ts";
 import { greedyWithLogits } from "../../helpers/engine.ts";

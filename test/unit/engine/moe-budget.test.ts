@@ -11,8 +11,8 @@ import { DEFAULT_MODEL_PATH, loadNodeInstance } from "../../../hosts/node-engine
 import { buildBigMoe } from "../../../scripts/big-moe.ts";
 import { planMemory } from "../../../shared/engine/instance.ts";
 import { GREEDY } from "../../../shared/engine/sequence.ts";
+import { parseGguf } from "../../../shared/gguf/gguf.ts";
 import { modelConfigFromGguf } from "../../../shared/model/config.ts";
-import { parseGguf } from "../../../shared/model/gguf.ts";
 import { KernelMemoryError } from "../../../shared/model/kernels.ts";
 import { minExpertRanks } from "../../../shared/moe/moe-memory.ts";
 

@@ -1,5 +1,5 @@
 /**
- * Reading a GGUF by byte ranges (shared/model/gguf-ranges.ts), as the upload route and the DOs
+ * Reading a GGUF by byte ranges (shared/gguf/gguf-ranges.ts), as the upload route and the DOs
  * read R2: the header costs a prefix read however large the file, grows its probe for a header
  * larger than it, and a tensor past the object's size is caught from the header alone; a compact
  * image holds exactly the chosen tensors' bytes at relocated offsets.
@@ -7,13 +7,13 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { isExpertTensor } from "../../../shared/model/expert-shard.ts";
-import { GgmlType, GgufType, parseGguf, writeGguf } from "../../../shared/model/gguf.ts";
+import { GgmlType, GgufType, parseGguf, writeGguf } from "../../../shared/gguf/gguf.ts";
 import {
   HEADER_PROBE_BYTES,
   readGgufHeader,
   readTensorImage,
-} from "../../../shared/model/gguf-ranges.ts";
+} from "../../../shared/gguf/gguf-ranges.ts";
+import { isExpertTensor } from "../../../shared/model/expert-shard.ts";
 import { REPO_ROOT } from "../../helpers/models.ts";
 
 const MODEL = new Uint8Array(readFileSync(join(REPO_ROOT, "models/default-moe.gguf")));

@@ -5,7 +5,7 @@
  */
 import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { parseGguf } from "../../../shared/model/gguf.ts";
+import { parseGguf } from "../../../shared/gguf/gguf.ts";
 import { greedyWithLogits, instanceFor, KERNEL_KINDS } from "../../helpers/engine.ts";
 import { quantModelBytes, readQuantFixture } from "../../helpers/quant.ts";
 

@@ -7,8 +7,8 @@ import { describe, expect, it } from "vitest";
 import { createKernels } from "../../../hosts/node-kernels.ts";
 import { buildQuantCheckpoint } from "../../../scripts/fixtures/make-quant-checkpoint.ts";
 import { createInstance, planMemory } from "../../../shared/engine/instance.ts";
+import { GgmlType, parseGguf } from "../../../shared/gguf/gguf.ts";
 import { modelConfigFromGguf } from "../../../shared/model/config.ts";
-import { GgmlType, parseGguf } from "../../../shared/model/gguf.ts";
 import { KernelMemoryError } from "../../../shared/model/kernels.ts";
 import { quantModelBytes } from "../../helpers/quant.ts";
 
