@@ -156,6 +156,8 @@ export interface RunOptions {
   prefixIndexTokens?: number;
   pd?: { prefill: number; decode: number };
   profile?: PdProfile | null;
+  /** `placementCost`'s interference weight (default DEFAULT_INTERFERENCE). */
+  interference?: number;
 }
 
 /** Runs each policy on the same arrivals. */
@@ -177,6 +179,7 @@ export function runPolicies(
       prefixIndexTokens: run.prefixIndexTokens,
       pd: run.pd,
       profile: run.profile,
+      interference: run.interference,
     });
     out[policy] = {
       ...report(r.outcomes, slo, r.busyMs),

@@ -5,7 +5,7 @@
  *
  *   npm run -s sim:serve -- --trace PATH --instances N --policy NAME[,NAME...]|all
  *     [--utilization U | --rate R | --time-scale X] [--arrivals poisson|trace] [--duration S]
- *     [--slo-ttft-ms A] [--slo-tpot-ms B] [--card PATH] [--seed N] [--prefix-index-tokens T]
+ *     [--slo-ttft-ms A] [--slo-tpot-ms B] [--card PATH] [--seed N] [--prefix-index-tokens T] [--interference G]
  *     [--scale-ctx N] [--pd P:D [--profile HEATMAP.json]] [--json]
  *
  * Lengths are the trace's own, unscaled. Load: `--utilization U` measures the cluster's
@@ -15,7 +15,8 @@
  * mean rate. Without either, the trace's times divided by `--time-scale` (default 1). Only
  * arrivals in the first `--duration` seconds are replayed; every request then runs to its end.
  * SLOs default to the card's. The prefix tree keys a prompt every T tokens, a multiple of the
- * card's block size (default: PREFIX_INDEX_TOKENS's default, 512, as the JobExecutor). `--scale-ctx
+ * card's block size (default: PREFIX_INDEX_TOKENS's default, 512, as the JobExecutor);
+ * `--interference G` sets deepflow's interference weight (`placementCost`; 0: without it). `--scale-ctx
  * N` scales lengths into N tokens as bench:serve's `--ctx` does,
  * to put a simulated run next to a measured one. `--pd P:D` adds a PD deployment of P prefill and
  * D decode instances (the card must give its fabric), `--profile` the heatmap that chooses
@@ -25,6 +26,7 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { checkPdProfile, type PdProfile } from "../shared/serving/pd-profile.ts";
 import { DEFAULT_PREFIX_INDEX_TOKENS } from "../shared/serving/prefix-tree.ts";
+import { DEFAULT_INTERFERENCE } from "../shared/serving/scheduling.ts";
 import { SCHEDULER_POLICIES, type SchedulerPolicy } from "../shared/types/deployments.ts";
 import {
   type ArrivalMode,
@@ -55,6 +57,7 @@ const { values } = parseArgs({
     card: { type: "string" },
     seed: { type: "string", default: "1" },
     "prefix-index-tokens": { type: "string", default: `${DEFAULT_PREFIX_INDEX_TOKENS}` },
+    interference: { type: "string", default: `${DEFAULT_INTERFERENCE}` },
     "scale-ctx": { type: "string" },
     pd: { type: "string" },
     profile: { type: "string" },
@@ -155,6 +158,8 @@ const prefixIndexTokens = positive("prefix-index-tokens", values["prefix-index-t
 if (!Number.isInteger(prefixIndexTokens) || prefixIndexTokens % card.blockSize !== 0) {
   fail(`--prefix-index-tokens must be a multiple of the card's block size ${card.blockSize}`);
 }
+const interference = Number(values.interference);
+if (!(interference >= 0)) fail(`--interference must be a number >= 0, got ${values.interference}`);
 let pd: { prefill: number; decode: number } | undefined;
 if (values.pd !== undefined) {
   const m = /^(\d+):(\d+)$/.exec(values.pd);
@@ -175,6 +180,7 @@ const out = runPolicies(requests, card, numInstances, policies, slo, {
   prefixIndexTokens,
   pd,
   profile,
+  interference,
 });
 for (const [name, r] of Object.entries(out)) {
   console.error(`${name}: simulated in ${r.sim_s} s`);
@@ -195,6 +201,7 @@ const config = {
   slo_tpot_ms: slo.tpotMs,
   card: card.name,
   prefix_index_tokens: prefixIndexTokens,
+  interference,
   scale_ctx: scaleCtx,
   pd: pd ?? null,
   profile: values.profile ?? null,

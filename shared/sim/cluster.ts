@@ -42,7 +42,12 @@ import {
   prefixStrideBlocks,
   promptBlockKeys,
 } from "../serving/prefix-tree.ts";
-import { type DeploymentState, type RrCounters, scheduleRequest } from "../serving/scheduling.ts";
+import {
+  DEFAULT_SCHEDULE,
+  type DeploymentState,
+  type RrCounters,
+  scheduleRequest,
+} from "../serving/scheduling.ts";
 import { admissionMs, servedStepMs, stepFeatures } from "./cost-model.ts";
 import { EventQueue } from "./events.ts";
 import {
@@ -91,6 +96,10 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
     card.blockSize,
   );
   const predictor = new OutputLengthPredictor(card.name);
+  const scheduleOptions = {
+    ...DEFAULT_SCHEDULE,
+    interference: opts.interference ?? DEFAULT_SCHEDULE.interference,
+  };
   let counters: RrCounters = {};
   const outcomes: RequestOutcome[] = requests.map((r) => ({
     id: r.id,
@@ -177,17 +186,20 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
     const matches = tree.match(blockKeys);
     const predicted = predictor.predict(req.promptIds.length, req.outputTokens);
     const before = counters;
-    const result = scheduleRequest({
-      deployments: states,
-      blockKeys,
-      blockSize: card.blockSize * stride,
-      numPromptTokens: req.promptIds.length,
-      maxTokens: req.outputTokens,
-      prefixTree: tree,
-      predictor,
-      profile: opts.profile ?? null,
-      counters,
-    });
+    const result = scheduleRequest(
+      {
+        deployments: states,
+        blockKeys,
+        blockSize: card.blockSize * stride,
+        numPromptTokens: req.promptIds.length,
+        maxTokens: req.outputTokens,
+        prefixTree: tree,
+        predictor,
+        profile: opts.profile ?? null,
+        counters,
+      },
+      scheduleOptions,
+    );
     const d = result?.decision;
     const inst = byId.get(d?.instanceId ?? d?.prefillInstanceId ?? "");
     const dec = d?.mode === "pd" ? byId.get(d.decodeInstanceId ?? "") : undefined;
