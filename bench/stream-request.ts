@@ -1,9 +1,7 @@
 /**
  * One streamed `/v1/completions` request, timed as bench:serve and profile:path time it: greedy,
  * `ignore_eos`, usage in the last frame. TTFT: first chunk with text (or the finish chunk); TPOT:
- * (e2e - ttft) / (completion tokens - 1), for outputs of 2+ tokens; e2e: to [DONE]; last token:
- * the last chunk with text (or the finish chunk), so e2e - last token is the tail after it (usage
- * frame, [DONE]). Failures
+ * (e2e - ttft) / (completion tokens - 1), for outputs of 2+ tokens; e2e: to [DONE]. Failures
  * (non-2xx, error frames, network errors, truncated streams, an abort) come back as values.
  */
 import { SseParser } from "./traces.ts";
@@ -14,7 +12,6 @@ export type Outcome =
       ttftMs: number;
       tpotMs: number | null;
       e2eMs: number;
-      lastTokenMs: number;
       completionTokens: number;
       promptTokens: number;
       cachedTokens: number;
@@ -82,7 +79,6 @@ export async function streamCompletion(r: CompletionRequest): Promise<Outcome> {
     const decoder = new TextDecoder();
     const reader = res.body.getReader();
     let ttftMs = -1;
-    let lastTokenMs = -1;
     let usage: StreamChunk["usage"] = null;
     let done = false;
     while (!done) {
@@ -108,9 +104,11 @@ export async function streamCompletion(r: CompletionRequest): Promise<Outcome> {
             detail: chunk.error.message,
           };
         }
-        if (chunk.choices?.some((c) => (c.text ?? "").length > 0 || (c.finish_reason ?? null))) {
-          lastTokenMs = performance.now() - t0;
-          if (ttftMs < 0) ttftMs = lastTokenMs;
+        if (
+          ttftMs < 0 &&
+          chunk.choices?.some((c) => (c.text ?? "").length > 0 || (c.finish_reason ?? null))
+        ) {
+          ttftMs = performance.now() - t0;
         }
         if (chunk.usage) usage = chunk.usage;
       }
@@ -120,14 +118,12 @@ export async function streamCompletion(r: CompletionRequest): Promise<Outcome> {
     if (!usage || typeof usage.completion_tokens !== "number")
       return { ok: false, reason: "no_usage" };
     if (ttftMs < 0) ttftMs = e2eMs;
-    if (lastTokenMs < 0) lastTokenMs = e2eMs;
     const completionTokens = usage.completion_tokens;
     return {
       ok: true,
       ttftMs,
       tpotMs: completionTokens > 1 ? (e2eMs - ttftMs) / (completionTokens - 1) : null,
       e2eMs,
-      lastTokenMs,
       completionTokens,
       promptTokens: usage.prompt_tokens ?? prompt.length,
       cachedTokens: usage.prompt_tokens_details?.cached_tokens ?? 0,

@@ -2,28 +2,29 @@
  * Measures the serving path's fixed costs around the engine, the model card's
  * `requestOverheadMs`, `stepOverheadMs` and `tokenOverheadMs` (shared/sim/cost-model.ts), on the
  * direct server (test/helpers/direct-server.ts: the deploy bundle on one workerd, no wrangler
- * proxy) with the embedded default model. Four kinds of streamed request
+ * proxy) with the embedded default model. Five kinds of streamed request
  * (bench/stream-request.ts), one-token prompts unless said, each `--rounds` times after a
  * warm-up, `--gap-ms` apart (the server idle in between, as between a light trace's arrivals:
  * back to back, the path is warm and about half as slow, 13 vs 24 ms TTFT for a 60-token prompt
- * here), medians, each request timed at its first token, its last token and [DONE]
- * (bench/stream-request.ts):
+ * here), medians:
  *
  *   A. max_tokens 1, one at a time:  TTFT = request + one 1-token prefill step
- *   B. max_tokens N, one at a time:  (last - first token) / (N - 1) = a decode step of 1 sequence;
- *                                    [DONE] - last token = finish
- *   C. max_tokens N, K at once:      (last - first token) / (N - 1) = a decode step of K sequences
+ *   B. max_tokens N, one at a time:  TPOT = a decode step of 1 sequence + finish / (N - 1)
+ *   S. max_tokens 4, one at a time:  TPOT = a decode step of 1 sequence + finish / 3
+ *   C. max_tokens N, K at once:      TPOT = a decode step of K sequences + finish / (N - 1)
  *   L. a 256-token prompt, max_tokens 1: TTFT = A + 255 prompt tokens' costs + the longer prefill
  *
- * (bench:serve's TPOT is (e2e - TTFT) / (tokens - 1), so the finish is spread over the tokens; the
- * simulator adds it after the last step as the server does.) The engine's share of each step
- * comes from the card's fitted coefficients (profile:steps), the rest is the path's: with s1 and
- * sK the decode steps of B and C, s1 - engine(1) = step + token and sK - engine(K) = step + K *
- * token; promptToken = (L - A - (engine(prefill of 256) - engine(prefill of 1))) / 255; request =
- * A - (engine(prefill of 1) + step + token + promptToken); each held at 0 when it comes out
- * negative. (An earlier version inferred the finish from the TPOT of 4- and 32-token requests,
- * (S - B) / (1/3 - 1/31): a 3.3x amplifier of their noise, which moved the simulated TPOT p50 of
- * `sim:validate` by ~25% between calibrations.) Prints one JSON object on its last line (with the load
+ * (bench:serve's TPOT is (e2e - TTFT) / (tokens - 1), so the time from the last token to [DONE]
+ * is spread over the tokens. Timing it directly, [DONE] minus the last token frame, gave ~0.01 ms
+ * in most rounds at load 14: the last token frame reaches the client together with the usage
+ * frame and [DONE], so the finish cost lies before it and only the difference of two lengths
+ * isolates it.) The engine's share of each step comes from the card's fitted
+ * coefficients (profile:steps), the rest is the path's: finish = (S - B) / (1/3 - 1/(N-1));
+ * with s1 = B - finish/(N-1) and sK = C - finish/(N-1), s1 - engine(1) = step + token and
+ * sK - engine(K) = step + K * token; promptToken = (L - A - (engine(prefill of 256) -
+ * engine(prefill of 1))) / 255; request = A - (engine(prefill of 1) + step + token +
+ * promptToken); each
+ * held at 0 when it comes out negative. Prints one JSON object on its last line (with the load
  * average: the machine is shared); with `--write` also stores the five fields in the card and
  * sets `pathSharesThread` (the direct server is one workerd).
  *
@@ -100,22 +101,18 @@ try {
   };
   for (let i = 0; i < 3; i++) await send(4, 1, false);
   const ttft: number[] = [];
-  const step1: number[] = [];
-  const stepK: number[] = [];
-  const tails: number[] = [];
+  const tpot1: number[] = [];
+  const tpotK: number[] = [];
+  const tpotShort: number[] = [];
   const ttftLong: number[] = [];
-  /** Time per token between the first and the last token (no finish in it). */
-  const perToken = (o: Extract<Outcome, { ok: true }>) =>
-    (o.lastTokenMs - o.ttftMs) / (o.completionTokens - 1);
   for (let i = 0; i < rounds; i++) {
     ttft.push((await send(1)).ttftMs);
-    const alone = await send(tokens);
-    step1.push(perToken(alone));
-    tails.push(alone.e2eMs - alone.lastTokenMs);
+    tpot1.push((await send(tokens)).tpotMs as number);
+    tpotShort.push((await send(4)).tpotMs as number);
     ttftLong.push((await send(1, LONG_PROMPT)).ttftMs);
     await idle();
     const batch = await Promise.all(Array.from({ length: k }, () => send(tokens, 1, false)));
-    for (const o of batch) stepK.push(perToken(o));
+    for (const o of batch) tpotK.push(o.tpotMs as number);
   }
   // the card's engine time of a step (a decode at the run's mean position, or a 1-token prefill)
   const meanPos = 1 + tokens / 2;
@@ -132,9 +129,12 @@ try {
   const prefill1 = engine(1, 1, 1);
   const prefillLong = engine((LONG_PROMPT * (LONG_PROMPT + 1)) / 2, LONG_PROMPT, 1);
   const a = median(ttft);
-  const s1 = median(step1);
-  const sK = median(stepK);
-  const finish = median(tails);
+  const b = median(tpot1);
+  const c = median(tpotK);
+  const short = median(tpotShort);
+  const finish = Math.max(0, (short - b) / (1 / 3 - 1 / (tokens - 1)));
+  const s1 = b - finish / (tokens - 1);
+  const sK = c - finish / (tokens - 1);
   const token = Math.max(0, (sK - decodeK - (s1 - decode1)) / (k - 1));
   const step = Math.max(0, s1 - decode1 - token);
   const longA = median(ttftLong);
@@ -163,9 +163,9 @@ try {
     JSON.stringify({
       ...fields,
       ttft_1tok_ms: r3(a),
-      step_batch1_ms: r3(s1),
-      [`step_batch${k}_ms`]: r3(sK),
-      finish_ms: r3(finish),
+      tpot_batch1_ms: r3(b),
+      tpot_batch1_4tok_ms: r3(short),
+      [`tpot_batch${k}_ms`]: r3(c),
       [`ttft_${LONG_PROMPT}tok_ms`]: r3(longA),
       engine_ms: {
         [`prefill${LONG_PROMPT}`]: r3(prefillLong),
