@@ -2,7 +2,7 @@
  * Load sweeps with the cluster simulator: for each trace and cluster size, measures the
  * saturation throughput once (shared/sim/load.ts), then runs every policy on the same Poisson
  * arrivals at each utilization, and writes all reports to one JSON file (default
- * docs/sim/sweep.json) that scripts/plot-sim.ts turns into curves.
+ * docs/sim/sweep.json, rewritten after every point) that scripts/plot-sim.ts turns into curves.
  *
  *   npm run -s sim:sweep -- [--full] [--traces P1,P2] [--instances 8,16] [--loads 0.5,0.7]
  *     [--duration S] [--policies P1,P2] [--card PATH] [--seed N] [--out PATH]
@@ -91,6 +91,19 @@ export interface SweepPoint {
 
 const points: SweepPoint[] = [];
 const t0 = performance.now();
+const config = {
+  card: card.name,
+  slo_ttft_ms: slo.ttftMs,
+  slo_tpot_ms: slo.tpotMs,
+  duration_s: durationMs / 1000,
+  seed,
+  arrivals: "poisson",
+};
+/** Rewrites the output after every point, so a long sweep stopped midway keeps what it ran. */
+function save(): void {
+  mkdirSync(dirname(values.out), { recursive: true });
+  writeFileSync(values.out, `${JSON.stringify({ config, points }, null, 2)}\n`);
+}
 for (const path of traces) {
   const name = path.split("/").pop() as string;
   for (const n of sizes) {
@@ -112,21 +125,13 @@ for (const path of traces) {
         policies: reports,
       };
       points.push(point);
+      save();
       const good = Object.entries(reports).map(([p, r]) => `${p}=${r.goodput_rps}`);
       console.error(`${name} n=${n} u=${u} rate=${rate.toFixed(2)}: ${good.join(" ")}`);
     }
   }
 }
-const config = {
-  card: card.name,
-  slo_ttft_ms: slo.ttftMs,
-  slo_tpot_ms: slo.tpotMs,
-  duration_s: durationMs / 1000,
-  seed,
-  arrivals: "poisson",
-};
-mkdirSync(dirname(values.out), { recursive: true });
-writeFileSync(values.out, `${JSON.stringify({ config, points }, null, 2)}\n`);
+save();
 console.log(
   JSON.stringify({
     out: values.out,
