@@ -152,7 +152,7 @@ export type RunReport = PolicyReport & { steps: number; preemptions: number; sim
 
 /** Cluster shape and placement inputs besides the colocated instance count. */
 export interface RunOptions {
-  /** Prompt tokens per prefix-tree key (default: the JobExecutor's, DEFAULT_PREFIX_INDEX_TOKENS). */
+  /** Prompt tokens per prefix-tree key (DEFAULT_PREFIX_INDEX_TOKENS, as the JobExecutor). */
   prefixIndexTokens?: number;
   pd?: { prefill: number; decode: number };
   profile?: PdProfile | null;

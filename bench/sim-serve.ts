@@ -5,8 +5,8 @@
  *
  *   npm run -s sim:serve -- --trace PATH --instances N --policy NAME[,NAME...]|all
  *     [--utilization U | --rate R | --time-scale X] [--arrivals poisson|trace] [--duration S]
- *     [--slo-ttft-ms A] [--slo-tpot-ms B] [--card PATH] [--seed N] [--prefix-index-tokens T] [--interference G]
- *     [--scale-ctx N] [--pd P:D [--profile HEATMAP.json]] [--json]
+ *     [--slo-ttft-ms A] [--slo-tpot-ms B] [--card PATH] [--seed N] [--prefix-index-tokens T]
+ *     [--interference G] [--scale-ctx N] [--pd P:D [--profile HEATMAP.json]] [--json]
  *
  * Lengths are the trace's own, unscaled. Load: `--utilization U` measures the cluster's
  * saturation throughput on the trace (a burst of its first rows, shared/sim/load.ts; printed)
@@ -16,9 +16,9 @@
  * arrivals in the first `--duration` seconds are replayed; every request then runs to its end.
  * SLOs default to the card's. The prefix tree keys a prompt every T tokens, a multiple of the
  * card's block size (default: PREFIX_INDEX_TOKENS's default, 512, as the JobExecutor);
- * `--interference G` sets deepflow's interference weight (`placementCost`; 0: without it). `--scale-ctx
- * N` scales lengths into N tokens as bench:serve's `--ctx` does,
- * to put a simulated run next to a measured one. `--pd P:D` adds a PD deployment of P prefill and
+ * `--interference G` sets deepflow's interference weight (`placementCost`; 0: without it).
+ * `--scale-ctx N` scales lengths into N tokens as bench:serve's `--ctx` does, to put a simulated
+ * run next to a measured one. `--pd P:D` adds a PD deployment of P prefill and
  * D decode instances (the card must give its fabric), `--profile` the heatmap that chooses
  * between the groups. Prints one JSON object on its last line.
  */

@@ -7,8 +7,8 @@
  * Nodes are spans of full KV blocks named by the engine's chained key of their last block
  * (`blockKey` in ../engine/kv-block-manager.ts, rooted at the request's cache salt), so each edge
  * is one span (`DEFAULT_PREFIX_INDEX_TOKENS`, a setting) and a key names a whole prefix: the tree
- * speaks the same keys as the instances' KvBlockManagers. It is soft state (DeepFlow §7): it may forget (LRU bound, evictions) or be
- * stale; that costs locality, never correctness.
+ * speaks the same keys as the instances' KvBlockManagers. It is soft state (DeepFlow §7): it may
+ * forget (LRU bound, evictions) or be stale; that costs locality, never correctness.
  *
  * Invariants (checked by `checkInvariants`): every node has at least one holder, and a child's
  * holders are a subset of its parent's (an instance that holds a block holds its whole prefix,

@@ -18,11 +18,11 @@
  * load plus the prompt tokens it would still have to compute (the prompt less its cached prefix
  * there), i.e. the work queued before this request's first token, plus a tenth of those tokens
  * per sequence already there (the decoding its prefill would stall, `placementCost`); the
- * cheapest instance wins. With equal loads that is the
- * longest cached prefix (Algorithm 1's balanced case); when one instance is far busier, it loses
- * whatever it has cached (the unbalanced case), and in between a prefix counts exactly as much as
- * the prefill it saves. The paper's binary test (max - min <= max(absolute, relative x mean),
- * `isBalanced`) is still computed and logged; in tokens it no longer switches the rule, because
+ * cheapest instance wins. With equal loads that is the longest cached prefix (Algorithm 1's
+ * balanced case); when one instance is far busier, it loses whatever it has cached (the
+ * unbalanced case), and in between a prefix counts as the prefill it saves. The paper's binary
+ * test (max - min <= max(absolute, relative x mean), `isBalanced`) is still computed and logged;
+ * in tokens it no longer switches the rule, because
  * with real prompt lengths (one 8K-token prompt is already a spread) it failed for 271 of 276
  * Mooncake placements and reduced Algorithm 1 to least-loaded (README "Simulator"). In sequences
  * the paper's switch stays (a prefix has no price in that unit).
@@ -102,7 +102,7 @@ export interface InstanceScore {
   instanceId: string;
   load: number;
   numMatchedBlocks: number;
-  /** "deepflow" only: load plus the prompt tokens not cached there, plus interference (`placementCost`). */
+  /** "deepflow" only: load, uncached prompt tokens and interference there (`placementCost`). */
   cost?: number;
 }
 
@@ -212,8 +212,9 @@ const BY_COST: Better = (a, b) =>
 
 /**
  * Algorithm 1's inner step. In tokens: the instance with the least `placementCost` (its running
- * and waiting sequences as `numSeqs`; ties: more matched blocks, more free blocks, first listed). In sequences (a reporter without outstanding
- * tokens), where a prefix cannot be priced against load, the paper's rule: the longest cached
+ * and waiting sequences as `numSeqs`; ties: more matched blocks, more free blocks, first
+ * listed). In sequences (a reporter without outstanding tokens), where a prefix cannot be priced
+ * against load, the paper's rule: the longest cached
  * prefix when `isBalanced`, else the least loaded. `reason` is "prefix" when the chosen instance
  * has part of the prompt cached and the rule looked at prefixes, "least-loaded" otherwise;
  * `balanced` is the paper's test (logged either way). @throws Error when `snapshots` is empty.

@@ -24,9 +24,10 @@
  * loop does, so a request placed during a step sees that step's planned state.
  *
  * JobExecutor parity: the prefix tree keys prompts as the JobExecutor does (one key per
- * `prefixIndexTokens`, PREFIX_INDEX_TOKENS there) and learns a prompt on its colocated or prefill instance when
- * that instance first schedules it (the task "running" report); the predictor observes every
- * finished request; each sequence carries the predicted output length (`expectedOutputTokens`).
+ * `prefixIndexTokens`, PREFIX_INDEX_TOKENS there) and learns a prompt on its colocated or
+ * prefill instance when that instance first schedules it (the task "running" report); the
+ * predictor observes every finished request; each sequence carries the predicted output length
+ * (`expectedOutputTokens`).
  * Reports reach the JobExecutor instantly here (the real system sees them after an RPC).
  *
  * A request that can never run on an instance (prompt + output over the context, or more KV

@@ -23,7 +23,7 @@ export interface SimOptions {
    * JobExecutor's, `DEFAULT_PREFIX_INDEX_TOKENS`; the card's block size keys every block).
    */
   prefixIndexTokens?: number;
-  /** `placementCost`'s interference weight (default `DEFAULT_INTERFERENCE`; 0: the rule without it). */
+  /** `placementCost`'s interference weight (default `DEFAULT_INTERFERENCE`; 0: without it). */
   interference?: number;
   /** Called with what each placement saw and chose (tests, decision logs). */
   onPlace?: (p: PlacementRecord) => void;
