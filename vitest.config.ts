@@ -56,6 +56,8 @@ export default defineConfig({
                 FAULT_INJECTION: "true",
                 // a lowered slice: every long generation in this suite crosses invocations
                 NPU_SLICE_MS: "20",
+                // the placement tests' prompts are tens of tokens: index every 16-token block
+                PREFIX_INDEX_TOKENS: "16",
               },
               ...refBindings,
             },

@@ -27,7 +27,8 @@ const { values } = parseArgs({
   },
 });
 
-const server = await startDevServer();
+// the scaled trace's prompts are at most --ctx tokens and its hash blocks ~16: index every block
+const server = await startDevServer({ PREFIX_INDEX_TOKENS: "16" });
 try {
   const results: Record<string, Record<string, unknown>> = {};
   // the first pass only warms the JIT (its numbers are discarded); then one pass per policy

@@ -150,18 +150,14 @@ export function atTimeScale(
 
 export type RunReport = PolicyReport & { steps: number; preemptions: number; sim_s: number };
 
-/**
- * The prefix tree's stride in the CLIs: every 32nd 16-token block (512 tokens, a Mooncake hash
- * block), so the JobExecutor's 32K-node budget covers ~16M prompt tokens instead of ~0.5M (with
- * every block, about 43 Mooncake prompts: the tree forgot a prefix before it came back).
- */
-export const SIM_PREFIX_STRIDE = 32;
-
 /** Cluster shape and placement inputs besides the colocated instance count. */
 export interface RunOptions {
-  prefixStride?: number;
+  /** Prompt tokens per prefix-tree key (DEFAULT_PREFIX_INDEX_TOKENS, as the JobExecutor). */
+  prefixIndexTokens?: number;
   pd?: { prefill: number; decode: number };
   profile?: PdProfile | null;
+  /** `placementCost`'s interference weight (default DEFAULT_INTERFERENCE). */
+  interference?: number;
 }
 
 /** Runs each policy on the same arrivals. */
@@ -180,9 +176,10 @@ export function runPolicies(
       card,
       numInstances,
       policy,
-      prefixStride: run.prefixStride ?? SIM_PREFIX_STRIDE,
+      prefixIndexTokens: run.prefixIndexTokens,
       pd: run.pd,
       profile: run.profile,
+      interference: run.interference,
     });
     out[policy] = {
       ...report(r.outcomes, slo, r.busyMs),

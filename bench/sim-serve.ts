@@ -5,8 +5,8 @@
  *
  *   npm run -s sim:serve -- --trace PATH --instances N --policy NAME[,NAME...]|all
  *     [--utilization U | --rate R | --time-scale X] [--arrivals poisson|trace] [--duration S]
- *     [--slo-ttft-ms A] [--slo-tpot-ms B] [--card PATH] [--seed N] [--prefix-stride K]
- *     [--scale-ctx N] [--pd P:D [--profile HEATMAP.json]] [--json]
+ *     [--slo-ttft-ms A] [--slo-tpot-ms B] [--card PATH] [--seed N] [--prefix-index-tokens T]
+ *     [--interference G] [--scale-ctx N] [--pd P:D [--profile HEATMAP.json]] [--json]
  *
  * Lengths are the trace's own, unscaled. Load: `--utilization U` measures the cluster's
  * saturation throughput on the trace (a burst of its first rows, shared/sim/load.ts; printed)
@@ -14,15 +14,19 @@
  * carrying the rows in order, or with `--arrivals trace` the trace's own times compressed to that
  * mean rate. Without either, the trace's times divided by `--time-scale` (default 1). Only
  * arrivals in the first `--duration` seconds are replayed; every request then runs to its end.
- * SLOs default to the card's. The prefix tree indexes every K-th KV block (default
- * SIM_PREFIX_STRIDE). `--scale-ctx N` scales lengths into N tokens as bench:serve's `--ctx` does,
- * to put a simulated run next to a measured one. `--pd P:D` adds a PD deployment of P prefill and
+ * SLOs default to the card's. The prefix tree keys a prompt every T tokens, a multiple of the
+ * card's block size (default: PREFIX_INDEX_TOKENS's default, 512, as the JobExecutor);
+ * `--interference G` sets deepflow's interference weight (`placementCost`; 0: without it).
+ * `--scale-ctx N` scales lengths into N tokens as bench:serve's `--ctx` does, to put a simulated
+ * run next to a measured one. `--pd P:D` adds a PD deployment of P prefill and
  * D decode instances (the card must give its fabric), `--profile` the heatmap that chooses
  * between the groups. Prints one JSON object on its last line.
  */
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { checkPdProfile, type PdProfile } from "../shared/serving/pd-profile.ts";
+import { DEFAULT_PREFIX_INDEX_TOKENS } from "../shared/serving/prefix-tree.ts";
+import { DEFAULT_INTERFERENCE } from "../shared/serving/scheduling.ts";
 import { SCHEDULER_POLICIES, type SchedulerPolicy } from "../shared/types/deployments.ts";
 import {
   type ArrivalMode,
@@ -34,7 +38,6 @@ import {
   measureSaturation,
   readCard,
   runPolicies,
-  SIM_PREFIX_STRIDE,
   saturationSampleSize,
   traceRequests,
 } from "./sim-run.ts";
@@ -53,7 +56,8 @@ const { values } = parseArgs({
     "slo-tpot-ms": { type: "string" },
     card: { type: "string" },
     seed: { type: "string", default: "1" },
-    "prefix-stride": { type: "string", default: `${SIM_PREFIX_STRIDE}` },
+    "prefix-index-tokens": { type: "string", default: `${DEFAULT_PREFIX_INDEX_TOKENS}` },
+    interference: { type: "string", default: `${DEFAULT_INTERFERENCE}` },
     "scale-ctx": { type: "string" },
     pd: { type: "string" },
     profile: { type: "string" },
@@ -150,8 +154,12 @@ if (rps !== null && lastArrival < 0.9 * durationMs) {
   );
 }
 
-const prefixStride = positive("prefix-stride", values["prefix-stride"]);
-if (!Number.isInteger(prefixStride)) fail("--prefix-stride must be an integer");
+const prefixIndexTokens = positive("prefix-index-tokens", values["prefix-index-tokens"]);
+if (!Number.isInteger(prefixIndexTokens) || prefixIndexTokens % card.blockSize !== 0) {
+  fail(`--prefix-index-tokens must be a multiple of the card's block size ${card.blockSize}`);
+}
+const interference = Number(values.interference);
+if (!(interference >= 0)) fail(`--interference must be a number >= 0, got ${values.interference}`);
 let pd: { prefill: number; decode: number } | undefined;
 if (values.pd !== undefined) {
   const m = /^(\d+):(\d+)$/.exec(values.pd);
@@ -168,7 +176,12 @@ if (values.profile !== undefined) {
   const problem = checkPdProfile(profile);
   if (problem) fail(`${values.profile}: ${problem}`);
 }
-const out = runPolicies(requests, card, numInstances, policies, slo, { prefixStride, pd, profile });
+const out = runPolicies(requests, card, numInstances, policies, slo, {
+  prefixIndexTokens,
+  pd,
+  profile,
+  interference,
+});
 for (const [name, r] of Object.entries(out)) {
   console.error(`${name}: simulated in ${r.sim_s} s`);
   if (!values.json) console.log(name, r);
@@ -187,7 +200,8 @@ const config = {
   slo_ttft_ms: slo.ttftMs,
   slo_tpot_ms: slo.tpotMs,
   card: card.name,
-  prefix_stride: prefixStride,
+  prefix_index_tokens: prefixIndexTokens,
+  interference,
   scale_ctx: scaleCtx,
   pd: pd ?? null,
   profile: values.profile ?? null,

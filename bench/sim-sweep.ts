@@ -2,19 +2,20 @@
  * Load sweeps with the cluster simulator: for each trace and cluster size, measures the
  * saturation throughput once (shared/sim/load.ts), then runs every policy on the same Poisson
  * arrivals at each utilization, and writes all reports to one JSON file (default
- * docs/sim/sweep.json) that scripts/plot-sim.ts turns into curves.
+ * docs/sim/sweep.json, rewritten after every point) that scripts/plot-sim.ts turns into curves.
  *
  *   npm run -s sim:sweep -- [--full] [--traces P1,P2] [--instances 8,16] [--loads 0.5,0.7]
- *     [--duration S] [--card PATH] [--seed N] [--out PATH]
+ *     [--duration S] [--policies P1,P2] [--card PATH] [--seed N] [--out PATH]
  *
  * Default: 8 instances, utilizations 0.5/0.7/0.9, 120 s of arrivals per point, the three traces
  * in ../shared/traces. `--full`: 8, 16 and 64 instances, utilizations 0.3 to 1.2, 300 s (long:
- * tens of minutes). Prints one JSON line per point to stderr and a summary JSON line last.
+ * tens of minutes). `--policies` runs a subset (default: every policy). Prints one line per point
+ * to stderr and a summary JSON line last.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
-import { SCHEDULER_POLICIES } from "../shared/types/deployments.ts";
+import { SCHEDULER_POLICIES, type SchedulerPolicy } from "../shared/types/deployments.ts";
 import {
   atRate,
   DEFAULT_CARD_PATH,
@@ -42,6 +43,7 @@ const { values } = parseArgs({
     loads: { type: "string" },
     duration: { type: "string" },
     card: { type: "string" },
+    policies: { type: "string" },
     seed: { type: "string", default: "1" },
     out: { type: "string", default: "docs/sim/sweep.json" },
   },
@@ -61,6 +63,14 @@ const traces = values.traces ? values.traces.split(",") : TRACES;
 const sizes = numbers(values.instances ?? (full ? "8,16,64" : "8"));
 const loads = numbers(values.loads ?? (full ? "0.3,0.5,0.7,0.9,1.2" : "0.5,0.7,0.9"));
 const durationMs = numbers(values.duration ?? (full ? "300" : "120"))[0]! * 1000;
+const policies = values.policies
+  ? (values.policies.split(",") as SchedulerPolicy[])
+  : [...SCHEDULER_POLICIES];
+const unknown = policies.filter((p) => !SCHEDULER_POLICIES.includes(p));
+if (unknown.length > 0) {
+  console.error(`sim:sweep: unknown policies ${unknown.join(",")}`);
+  process.exit(2);
+}
 const seed = Number(values.seed);
 const cardPath = values.card ?? DEFAULT_CARD_PATH;
 const card = readCard(cardPath);
@@ -81,6 +91,19 @@ export interface SweepPoint {
 
 const points: SweepPoint[] = [];
 const t0 = performance.now();
+const config = {
+  card: card.name,
+  slo_ttft_ms: slo.ttftMs,
+  slo_tpot_ms: slo.tpotMs,
+  duration_s: durationMs / 1000,
+  seed,
+  arrivals: "poisson",
+};
+/** Rewrites the output after every point, so a long sweep stopped midway keeps what it ran. */
+function save(): void {
+  mkdirSync(dirname(values.out), { recursive: true });
+  writeFileSync(values.out, `${JSON.stringify({ config, points }, null, 2)}\n`);
+}
 for (const path of traces) {
   const name = path.split("/").pop() as string;
   for (const n of sizes) {
@@ -91,7 +114,7 @@ for (const path of traces) {
       const rate = u * sat;
       const tr = await traceRequests(path, Math.ceil(rate * (durationMs / 1000) * 1.2) + 50, seed);
       const requests = atRate(tr, rate, "poisson", seed, durationMs);
-      const policies = runPolicies(requests, card, n, SCHEDULER_POLICIES, slo);
+      const reports = runPolicies(requests, card, n, policies, slo);
       const point = {
         trace: name,
         instances: n,
@@ -99,24 +122,16 @@ for (const path of traces) {
         utilization: u,
         rate: Number(rate.toFixed(4)),
         requests: requests.length,
-        policies,
+        policies: reports,
       };
       points.push(point);
-      const good = Object.entries(policies).map(([p, r]) => `${p}=${r.goodput_rps}`);
+      save();
+      const good = Object.entries(reports).map(([p, r]) => `${p}=${r.goodput_rps}`);
       console.error(`${name} n=${n} u=${u} rate=${rate.toFixed(2)}: ${good.join(" ")}`);
     }
   }
 }
-const config = {
-  card: card.name,
-  slo_ttft_ms: slo.ttftMs,
-  slo_tpot_ms: slo.tpotMs,
-  duration_s: durationMs / 1000,
-  seed,
-  arrivals: "poisson",
-};
-mkdirSync(dirname(values.out), { recursive: true });
-writeFileSync(values.out, `${JSON.stringify({ config, points }, null, 2)}\n`);
+save();
 console.log(
   JSON.stringify({
     out: values.out,

@@ -11,7 +11,8 @@
  * server of its own), from synthetic requests only (nothing fitted to the trace), and simulates
  * with it; `--card PATH` uses a fixed card instead. Prints, per metric (TTFT p50/p90, TPOT
  * p50/p90, throughput), the median of the measured repetitions and of the simulated ones, the
- * relative error (simulated / measured - 1), whether it is within `--tolerance`, and the
+ * relative error (simulated / measured - 1), whether it is within `--tolerance`, the median of
+ * the per-repetition errors (each simulation against its own run, `rel_error_paired`), and the
  * simulation with the engine terms only (serving-path fields at 0). One JSON object on the last
  * line.
  *
@@ -211,22 +212,30 @@ const rows = keys.map((k) => {
   const m = med(measured, k);
   const sim = med(sims, k);
   const err = m && sim !== null ? sim / m - 1 : null;
+  // each repetition's simulation against its own measured run (the card measured next to it)
+  const paired = measured.flatMap((r, i) => {
+    const x = r[k];
+    const y = (sims[i] as Metrics)[k];
+    return x && y !== null ? [y / x - 1] : [];
+  });
   return {
     metric: k,
     measured: m,
     simulated: sim,
     rel_error: err === null ? null : Number(err.toFixed(3)),
+    rel_error_paired: paired.length > 0 ? Number(median(paired).toFixed(3)) : null,
     within: err !== null && Math.abs(err) <= tolerance,
     engine_only: med(engineOnly, k),
   };
 });
 if (!values.json) {
-  console.log("metric      measured  simulated  error    ok   engine-only");
+  console.log("metric      measured  simulated  error    ok   paired   engine-only");
+  const pct = (x: number | null) => (x === null ? "-" : `${(x * 100).toFixed(1)}%`);
   for (const r of rows) {
-    const err = r.rel_error === null ? "-" : `${(r.rel_error * 100).toFixed(1)}%`;
     console.log(
       `${r.metric.padEnd(11)} ${String(r.measured).padEnd(9)} ${String(r.simulated).padEnd(10)} ` +
-        `${err.padEnd(8)} ${r.within ? "yes" : "no "}  ${r.engine_only}`,
+        `${pct(r.rel_error).padEnd(8)} ${r.within ? "yes" : "no "}  ` +
+        `${pct(r.rel_error_paired).padEnd(8)} ${r.engine_only}`,
     );
   }
 }

@@ -26,6 +26,7 @@ export interface Env {
   MAX_NUM_SEQS?: string;
   MAX_NUM_BATCHED_TOKENS?: string;
   KV_BLOCK_SIZE?: string;
+  PREFIX_INDEX_TOKENS?: string;
   JOB_EXECUTOR_SHARDS?: string;
   MAX_BODY_MB?: string;
   LOG_LEVEL?: string;

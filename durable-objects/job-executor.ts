@@ -18,6 +18,7 @@ import type { DecisionSummary } from "../shared/serving/decision-log.ts";
 import { placedTasks } from "../shared/serving/dispatch.ts";
 import type { Claim } from "../shared/serving/idempotency.ts";
 import type { MetricsSnapshot } from "../shared/serving/metrics.ts";
+import { prefixStrideBlocks } from "../shared/serving/prefix-tree.ts";
 import { type Admission, TenantLimiter } from "../shared/serving/tenant-limits.ts";
 import type { ModelRecord } from "../shared/types/deployments.ts";
 import type { FaultKind } from "../shared/types/faults.ts";
@@ -89,7 +90,13 @@ export class JobExecutor extends DurableObject<Env> {
     });
     // start-up reconciliation: tasks live in storage are checked within a watchdog interval
     if (this.#records.read().watchedTasks().length > 0) this.#watchdog.arm();
-    this.#placement = new PlacementState(env, ctx.storage.kv, getConfig(env).blockSize);
+    const config = getConfig(env);
+    this.#placement = new PlacementState(
+      env,
+      ctx.storage.kv,
+      config.blockSize,
+      prefixStrideBlocks(config.prefixIndexTokens, config.blockSize),
+    );
     this.#reports = new TaskReports({
       log: this.#log,
       records: this.#records,

@@ -93,6 +93,8 @@ export class ModelScheduler {
     readonly model: string,
     readonly generation: number,
     private readonly blockSize: number,
+    /** KV blocks per prefix-tree key (PREFIX_INDEX_TOKENS / blockSize). */
+    private readonly prefixStrideBlocks: number,
   ) {
     this.predictor = new OutputLengthPredictor(model);
   }
@@ -149,9 +151,15 @@ export class ModelScheduler {
     return preparePrompts(input, maxTokens, tokenizer, maxModelLen, render, continues);
   }
 
-  /** The prompt's full-block keys under a cache salt (as the engine keys its KV blocks). */
+  /**
+   * The prompt's prefix-tree keys under a cache salt: the engine's chained KV block keys, every
+   * `prefixStrideBlocks`-th (one per PREFIX_INDEX_TOKENS tokens).
+   */
   blockKeys(promptIds: readonly number[], cacheSalt: string): string[] {
-    return promptBlockKeys(promptIds, this.blockSize, { cacheSalt });
+    return promptBlockKeys(promptIds, this.blockSize, {
+      cacheSalt,
+      strideBlocks: this.prefixStrideBlocks,
+    });
   }
 
   /** Output tokens expected for a prompt (the predictor's median of similar requests). */
@@ -257,7 +265,7 @@ export class ModelScheduler {
     const result = scheduleRequest({
       deployments,
       blockKeys,
-      blockSize: this.blockSize,
+      blockSize: this.blockSize * this.prefixStrideBlocks,
       numPromptTokens,
       maxTokens,
       prefixTree: this.tree,

@@ -49,6 +49,8 @@ export class PlacementState {
     private readonly env: Env,
     private readonly kv: SyncKvStorage,
     private readonly blockSize: number,
+    /** KV blocks per prefix-tree key (`prefixStrideBlocks` of PREFIX_INDEX_TOKENS). */
+    private readonly prefixStrideBlocks: number,
   ) {
     const saved = kv.get<ReturnType<ServingMetrics["snapshot"]>>(METRICS_KEY);
     if (saved) this.metrics.restore(saved);
@@ -58,7 +60,7 @@ export class PlacementState {
   async scheduler(m: ModelRecord): Promise<ModelScheduler> {
     let s = this.#schedulers.get(m.name);
     if (!s || s.generation !== m.generation) {
-      s = new ModelScheduler(m.name, m.generation, this.blockSize);
+      s = new ModelScheduler(m.name, m.generation, this.blockSize, this.prefixStrideBlocks);
       const saved = this.kv.get<SchedulerSnapshot>(`sched/${m.name}`);
       if (saved) s.restore(saved);
       this.#schedulers.set(m.name, s);

@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import type { ExpertWatchOptions } from "./serving/expert-watch.ts";
+import { DEFAULT_PREFIX_INDEX_TOKENS } from "./serving/prefix-tree.ts";
 import {
   DEFAULT_TENANT_LIMITS,
   parseTenantLimits,
@@ -26,6 +27,8 @@ export const ServingConfigSchema = z
     MAX_NUM_SEQS: int(32, 1, 1024),
     MAX_NUM_BATCHED_TOKENS: int(256, 16, 65536),
     KV_BLOCK_SIZE: int(16, 1, 1024),
+    /** Prompt tokens per prefix-tree key (shared/serving/prefix-tree.ts), a KV_BLOCK_SIZE multiple. */
+    PREFIX_INDEX_TOKENS: int(DEFAULT_PREFIX_INDEX_TOKENS, 1, 1_048_576),
     JOB_EXECUTOR_SHARDS: int(1, 1, 256),
     MAX_BODY_MB: int(64, 1, 1024),
     LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
@@ -54,6 +57,9 @@ export const ServingConfigSchema = z
   .refine((c) => (c.KV_BLOCK_SIZE & (c.KV_BLOCK_SIZE - 1)) === 0, {
     message: "KV_BLOCK_SIZE must be a power of two",
   })
+  .refine((c) => c.PREFIX_INDEX_TOKENS % c.KV_BLOCK_SIZE === 0, {
+    message: "PREFIX_INDEX_TOKENS must be a multiple of KV_BLOCK_SIZE",
+  })
   .refine((c) => c.MAX_NUM_BATCHED_TOKENS >= c.MAX_NUM_SEQS, {
     message: "MAX_NUM_BATCHED_TOKENS must be at least MAX_NUM_SEQS (one decode token each)",
   });
@@ -70,6 +76,8 @@ export interface ServingConfig {
   maxNumSeqs: number;
   maxNumBatchedTokens: number;
   blockSize: number;
+  /** Prompt tokens per prefix-tree key (a multiple of `blockSize`). */
+  prefixIndexTokens: number;
   jobExecutorShards: number;
   maxUploadBytes: number;
   logLevel: "debug" | "info" | "warn" | "error";
@@ -103,6 +111,7 @@ export function parseServingConfig(vars: Record<string, unknown>): ServingConfig
     maxNumSeqs: c.MAX_NUM_SEQS,
     maxNumBatchedTokens: c.MAX_NUM_BATCHED_TOKENS,
     blockSize: c.KV_BLOCK_SIZE,
+    prefixIndexTokens: c.PREFIX_INDEX_TOKENS,
     jobExecutorShards: c.JOB_EXECUTOR_SHARDS,
     maxUploadBytes: c.MAX_BODY_MB * 2 ** 20,
     logLevel: c.LOG_LEVEL,

@@ -4,11 +4,11 @@
  * scheduler can send a request where its prefix is cached. Pure data structure, no I/O; the
  * JobExecutor keeps it in memory and may snapshot it with `toJSON()` / `fromJSON()`.
  *
- * Nodes are full KV blocks named by the engine's chained block key (`blockKey` in
- * ../engine/kv-block-manager.ts, rooted at the request's cache salt), so each edge is one block
- * and a key names a whole prefix: the tree speaks the same keys as the instances'
- * KvBlockManagers. It is soft state (DeepFlow §7): it may forget (LRU bound, evictions) or be
- * stale; that costs locality, never correctness.
+ * Nodes are spans of full KV blocks named by the engine's chained key of their last block
+ * (`blockKey` in ../engine/kv-block-manager.ts, rooted at the request's cache salt), so each edge
+ * is one span (`DEFAULT_PREFIX_INDEX_TOKENS`, a setting) and a key names a whole prefix: the tree
+ * speaks the same keys as the instances' KvBlockManagers. It is soft state (DeepFlow §7): it may
+ * forget (LRU bound, evictions) or be stale; that costs locality, never correctness.
  *
  * Invariants (checked by `checkInvariants`): every node has at least one holder, and a child's
  * holders are a subset of its parent's (an instance that holds a block holds its whole prefix,
@@ -24,6 +24,32 @@ import { blockKey } from "../engine/kv-block-manager.ts";
 
 /** About 43 bytes per node in `toJSON()`: 32K nodes stay under a DO storage value's 2 MB. */
 export const DEFAULT_MAX_PREFIX_NODES = 32_768;
+
+/**
+ * Prompt tokens per prefix-tree key (`PREFIX_INDEX_TOKENS`, shared/config.ts): the tree indexes
+ * one chained block key every this many tokens, not every KV block. 512 is a Mooncake hash block:
+ * with 16-token KV blocks, every 32nd key, so `DEFAULT_MAX_PREFIX_NODES` cover ~16M prompt tokens
+ * instead of ~0.5M (with every block the tree forgot a Mooncake conversation before its next
+ * turn; README "Simulator"). A match then counts whole spans: a prefix shorter than one span,
+ * or the tail past the last full span, is not seen by placement (the instance's KV manager still
+ * reuses every cached block). The JobExecutor and the simulator both key prompts with
+ * `promptBlockKeys(..., { strideBlocks: prefixStrideBlocks(indexTokens, blockSize) })`.
+ */
+export const DEFAULT_PREFIX_INDEX_TOKENS = 512;
+
+/**
+ * KV blocks per prefix-tree key: `indexTokens / blockSize`.
+ * @throws InvariantError unless `indexTokens` is a positive multiple of `blockSize`.
+ */
+export function prefixStrideBlocks(indexTokens: number, blockSize: number): number {
+  assert(Number.isInteger(blockSize) && blockSize > 0, `bad block size ${blockSize}`);
+  const stride = indexTokens / blockSize;
+  assert(
+    Number.isInteger(stride) && stride > 0,
+    `prefix index span ${indexTokens} is not a positive multiple of the block size ${blockSize}`,
+  );
+  return stride;
+}
 
 interface Node {
   key: string;
@@ -65,22 +91,25 @@ export function cacheSaltFor(tenant: string, cacheSalt?: string | null): string 
 
 /**
  * The chained keys of the full blocks of `tokenIds[0, maxTokens)` under `cacheSalt` (default
- * ""), as KvBlockManager computes them for a sequence with that salt. A trailing partial block
- * has no key and is left out.
+ * ""), as KvBlockManager computes them for a sequence with that salt; with `strideBlocks` k
+ * (default 1), only every k-th (the keys ending blocks k, 2k, ...: each still names its whole
+ * prefix). A trailing partial block or span has no key and is left out.
  */
 export function promptBlockKeys(
   tokenIds: readonly number[],
   blockSize: number,
-  opts: { maxTokens?: number; cacheSalt?: string } = {},
+  opts: { maxTokens?: number; cacheSalt?: string; strideBlocks?: number } = {},
 ): string[] {
   assert(Number.isInteger(blockSize) && blockSize > 0, `bad block size ${blockSize}`);
+  const stride = opts.strideBlocks ?? 1;
+  assert(Number.isInteger(stride) && stride > 0, `bad prefix stride ${stride}`);
   const maxTokens = opts.maxTokens ?? tokenIds.length;
   const numFull = Math.floor(Math.min(maxTokens, tokenIds.length) / blockSize);
   const keys: string[] = [];
   let parent = opts.cacheSalt ?? "";
   for (let b = 0; b < numFull; b++) {
     parent = blockKey(parent, tokenIds, b * blockSize, (b + 1) * blockSize);
-    keys.push(parent);
+    if ((b + 1) % stride === 0) keys.push(parent);
   }
   return keys;
 }

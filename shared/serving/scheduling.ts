@@ -14,13 +14,15 @@
  * when every snapshot has them, sequences otherwise (`loadMetric`).
  *
  * The within-group step ("deepflow", `chooseInGroup`), when loads are in tokens, weighs prefix
- * locality against load in one unit, as Mooncake's conductor does: each instance's cost is its load plus the prompt tokens it
- * would still have to compute (the prompt less its cached prefix there), i.e. the work queued
- * before this request's first token; the cheapest instance wins. With equal loads that is the
- * longest cached prefix (Algorithm 1's balanced case); when one instance is far busier, it loses
- * whatever it has cached (the unbalanced case), and in between a prefix counts exactly as much as
- * the prefill it saves. The paper's binary test (max - min <= max(absolute, relative x mean),
- * `isBalanced`) is still computed and logged; in tokens it no longer switches the rule, because
+ * locality against load in one unit, as Mooncake's conductor does: each instance's cost is its
+ * load plus the prompt tokens it would still have to compute (the prompt less its cached prefix
+ * there), i.e. the work queued before this request's first token, plus a tenth of those tokens
+ * per sequence already there (the decoding its prefill would stall, `placementCost`); the
+ * cheapest instance wins. With equal loads that is the longest cached prefix (Algorithm 1's
+ * balanced case); when one instance is far busier, it loses whatever it has cached (the
+ * unbalanced case), and in between a prefix counts as the prefill it saves. The paper's binary
+ * test (max - min <= max(absolute, relative x mean), `isBalanced`) is still computed and logged;
+ * in tokens it no longer switches the rule, because
  * with real prompt lengths (one 8K-token prompt is already a spread) it failed for 271 of 276
  * Mooncake placements and reduced Algorithm 1 to least-loaded (README "Simulator"). In sequences
  * the paper's switch stays (a prefix has no price in that unit).
@@ -100,7 +102,7 @@ export interface InstanceScore {
   instanceId: string;
   load: number;
   numMatchedBlocks: number;
-  /** "deepflow" only: load plus the prompt tokens not cached there (`placementCost`). */
+  /** "deepflow" only: load, uncached prompt tokens and interference there (`placementCost`). */
   cost?: number;
 }
 
@@ -173,16 +175,35 @@ export interface PromptShape {
 }
 
 /**
- * The work queued on an instance before the request's first token, in tokens: its load plus the
- * prompt tokens it would compute (all but its cached full blocks; at least one token is always
- * computed).
+ * Weight of the interference term in `placementCost`: each sequence already on an instance counts
+ * a tenth of the request's uncached prompt again. Chosen in the simulator (README "Simulator":
+ * 0, 0.1 and 0.3 on the Mooncake trace, 8 instances, two loads, three seeds), not fitted per run.
  */
-export function placementCost(load: number, numMatchedBlocks: number, prompt: PromptShape): number {
+export const DEFAULT_INTERFERENCE = 0.1;
+
+/**
+ * What placing the request on an instance costs, in tokens: the work queued there before its first
+ * token (the instance's load plus the prompt tokens it would compute, `u`: all but its cached full
+ * blocks, at least one) plus what its prefill costs the `numSeqs` sequences already there,
+ * `interference x u x numSeqs`. With chunked prefill those `u` tokens share steps with every
+ * sequence on the instance, each of which waits on them between two of its tokens: a 100K-token
+ * prompt stalls its neighbours' decoding for tens of seconds, which is where TPOT SLOs are lost
+ * under load. So a long uncached prompt goes where few sequences would wait on it, and a short
+ * one (or a cached one) is placed on load and locality as before.
+ */
+export function placementCost(
+  load: number,
+  numMatchedBlocks: number,
+  prompt: PromptShape,
+  numSeqs = 0,
+  interference = DEFAULT_INTERFERENCE,
+): number {
   const cached = Math.max(
     0,
     Math.min(prompt.numPromptTokens - 1, numMatchedBlocks * prompt.blockSize),
   );
-  return load + prompt.numPromptTokens - cached;
+  const uncached = prompt.numPromptTokens - cached;
+  return load + uncached + interference * uncached * numSeqs;
 }
 
 /** Least cost first, then more matched blocks. */
@@ -190,9 +211,10 @@ const BY_COST: Better = (a, b) =>
   (a.cost ?? 0) - (b.cost ?? 0) || b.numMatchedBlocks - a.numMatchedBlocks;
 
 /**
- * Algorithm 1's inner step. In tokens: the instance with the least `placementCost` (ties: more
- * matched blocks, more free blocks, first listed). In sequences (a reporter without outstanding
- * tokens), where a prefix cannot be priced against load, the paper's rule: the longest cached
+ * Algorithm 1's inner step. In tokens: the instance with the least `placementCost` (its running
+ * and waiting sequences as `numSeqs`; ties: more matched blocks, more free blocks, first
+ * listed). In sequences (a reporter without outstanding tokens), where a prefix cannot be priced
+ * against load, the paper's rule: the longest cached
  * prefix when `isBalanced`, else the least loaded. `reason` is "prefix" when the chosen instance
  * has part of the prompt cached and the rule looked at prefixes, "least-loaded" otherwise;
  * `balanced` is the paper's test (logged either way). @throws Error when `snapshots` is empty.
@@ -202,13 +224,21 @@ export function chooseInGroup(
   matches: ReadonlyMap<string, number>,
   prompt: PromptShape,
   opts: BalanceOptions = DEFAULT_BALANCE,
+  interference = DEFAULT_INTERFERENCE,
 ): InstanceChoice {
   if (snapshots.length === 0) throw new Error("no instance to choose from");
   const balanced = isBalanced(snapshots, opts);
   const { metric, scores: raw } = scoresOf(snapshots, matches);
   const byCost = metric === "tokens";
   const scores = byCost
-    ? raw.map((s) => ({ ...s, cost: placementCost(s.load, s.numMatchedBlocks, prompt) }))
+    ? raw.map((s, i) => {
+        const { numRunning, numWaiting } = snapshots[i] as InstanceSnapshot;
+        const seqs = numRunning + numWaiting;
+        return {
+          ...s,
+          cost: placementCost(s.load, s.numMatchedBlocks, prompt, seqs, interference),
+        };
+      })
     : raw;
   const order = byCost ? BY_COST : balanced ? BY_PREFIX : BY_LOAD;
   const best = scores[bestIndex(snapshots, scores, order)] as InstanceScore;
@@ -284,11 +314,14 @@ export interface ScheduleInput {
 export interface ScheduleOptions {
   balance: BalanceOptions;
   pd: PdChoiceOptions;
+  /** `placementCost`'s interference weight ("deepflow" within a group). */
+  interference: number;
 }
 
 export const DEFAULT_SCHEDULE: ScheduleOptions = {
   balance: DEFAULT_BALANCE,
   pd: DEFAULT_PD_CHOICE,
+  interference: DEFAULT_INTERFERENCE,
 };
 
 /** One plain object: log it as is (one line of JSON), then dispatch. */
@@ -426,7 +459,7 @@ export function scheduleRequest(
     } else if (deployment.policy === "locality-only") {
       entry = chooseByPrefix(snapshots, matches);
     } else if (deployment.policy === "deepflow") {
-      entry = chooseInGroup(snapshots, matches, prompt, opts.balance);
+      entry = chooseInGroup(snapshots, matches, prompt, opts.balance, opts.interference);
     } else {
       entry = chooseLeastLoaded(snapshots, matches);
     }

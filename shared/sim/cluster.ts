@@ -23,9 +23,11 @@
  * is planned (`schedule()`) when it starts and applied (`update()`) when it ends, as the Npu's
  * loop does, so a request placed during a step sees that step's planned state.
  *
- * JobExecutor parity: the prefix tree learns a prompt on its colocated or prefill instance when
- * that instance first schedules it (the task "running" report); the predictor observes every
- * finished request; each sequence carries the predicted output length (`expectedOutputTokens`).
+ * JobExecutor parity: the prefix tree keys prompts as the JobExecutor does (one key per
+ * `prefixIndexTokens`, PREFIX_INDEX_TOKENS there) and learns a prompt on its colocated or
+ * prefill instance when that instance first schedules it (the task "running" report); the
+ * predictor observes every finished request; each sequence carries the predicted output length
+ * (`expectedOutputTokens`).
  * Reports reach the JobExecutor instantly here (the real system sees them after an RPC).
  *
  * A request that can never run on an instance (prompt + output over the context, or more KV
@@ -34,8 +36,19 @@
 import type { StepPlan, StepResult } from "../engine/executor.ts";
 import { GREEDY, newSequence, type Sequence } from "../engine/sequence.ts";
 import { OutputLengthPredictor } from "../serving/pd-profile.ts";
-import { DEFAULT_MAX_PREFIX_NODES, PrefixTree, promptBlockKeys } from "../serving/prefix-tree.ts";
-import { type DeploymentState, type RrCounters, scheduleRequest } from "../serving/scheduling.ts";
+import {
+  DEFAULT_MAX_PREFIX_NODES,
+  DEFAULT_PREFIX_INDEX_TOKENS,
+  PrefixTree,
+  prefixStrideBlocks,
+  promptBlockKeys,
+} from "../serving/prefix-tree.ts";
+import {
+  DEFAULT_SCHEDULE,
+  type DeploymentState,
+  type RrCounters,
+  scheduleRequest,
+} from "../serving/scheduling.ts";
 import { admissionMs, servedStepMs, stepFeatures } from "./cost-model.ts";
 import { EventQueue } from "./events.ts";
 import {
@@ -79,8 +92,15 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
   const instances = [...colocated, ...prefill, ...decode];
   const byId = new Map(instances.map((s) => [s.id, s]));
   const tree = new PrefixTree(opts.prefixTreeNodes ?? DEFAULT_MAX_PREFIX_NODES);
-  const stride = opts.prefixStride ?? 1;
+  const stride = prefixStrideBlocks(
+    opts.prefixIndexTokens ?? DEFAULT_PREFIX_INDEX_TOKENS,
+    card.blockSize,
+  );
   const predictor = new OutputLengthPredictor(card.name);
+  const scheduleOptions = {
+    ...DEFAULT_SCHEDULE,
+    interference: opts.interference ?? DEFAULT_SCHEDULE.interference,
+  };
   let counters: RrCounters = {};
   const outcomes: RequestOutcome[] = requests.map((r) => ({
     id: r.id,
@@ -162,24 +182,25 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
       out.failure = why;
       return;
     }
-    const blockKeys = promptBlockKeys(req.promptIds, card.blockSize).filter(
-      (_, i) => (i + 1) % stride === 0,
-    );
+    const blockKeys = promptBlockKeys(req.promptIds, card.blockSize, { strideBlocks: stride });
     const states = deployments();
     const matches = tree.match(blockKeys);
     const predicted = predictor.predict(req.promptIds.length, req.outputTokens);
     const before = counters;
-    const result = scheduleRequest({
-      deployments: states,
-      blockKeys,
-      blockSize: card.blockSize * stride,
-      numPromptTokens: req.promptIds.length,
-      maxTokens: req.outputTokens,
-      prefixTree: tree,
-      predictor,
-      profile: opts.profile ?? null,
-      counters,
-    });
+    const result = scheduleRequest(
+      {
+        deployments: states,
+        blockKeys,
+        blockSize: card.blockSize * stride,
+        numPromptTokens: req.promptIds.length,
+        maxTokens: req.outputTokens,
+        prefixTree: tree,
+        predictor,
+        profile: opts.profile ?? null,
+        counters,
+      },
+      scheduleOptions,
+    );
     const d = result?.decision;
     const inst = byId.get(d?.instanceId ?? d?.prefillInstanceId ?? "");
     const dec = d?.mode === "pd" ? byId.get(d.decodeInstanceId ?? "") : undefined;

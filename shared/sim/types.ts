@@ -18,8 +18,13 @@ export interface SimOptions {
   policy: SchedulerPolicy;
   /** The prefix tree's node budget (default: the JobExecutor's, `DEFAULT_MAX_PREFIX_NODES`). */
   prefixTreeNodes?: number;
-  /** The tree indexes every `prefixStride`-th block key only (default 1: every block). */
-  prefixStride?: number;
+  /**
+   * Prompt tokens per prefix-tree key, a multiple of the card's block size (default: the
+   * JobExecutor's, `DEFAULT_PREFIX_INDEX_TOKENS`; the card's block size keys every block).
+   */
+  prefixIndexTokens?: number;
+  /** `placementCost`'s interference weight (default `DEFAULT_INTERFERENCE`; 0: without it). */
+  interference?: number;
   /** Called with what each placement saw and chose (tests, decision logs). */
   onPlace?: (p: PlacementRecord) => void;
 }

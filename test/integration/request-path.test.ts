@@ -456,7 +456,7 @@ describe("request path", () => {
 
     // the snapshot holds r1's prompt (every full block) on the instance that served it
     const fresh = async (generation: number) => {
-      const s = new ModelScheduler(MODEL, generation, BLOCK_SIZE);
+      const s = new ModelScheduler(MODEL, generation, BLOCK_SIZE, 1); // PREFIX_INDEX_TOKENS "16" here
       s.restore(snap as SchedulerSnapshot);
       await s.ensureTokenizer(env.MODELS, m);
       return s;

@@ -29,4 +29,12 @@ describe("parseServingConfig (scaling vars)", () => {
     );
     expect(() => parseServingConfig({ POOL_SIZE: "two" })).toThrow(/POOL_SIZE/);
   });
+
+  it("keys the prefix tree every 512 tokens by default, in whole KV blocks", () => {
+    expect(parseServingConfig({}).prefixIndexTokens).toBe(512);
+    expect(parseServingConfig({ PREFIX_INDEX_TOKENS: "16" }).prefixIndexTokens).toBe(16);
+    expect(() => parseServingConfig({ PREFIX_INDEX_TOKENS: "24" })).toThrow(
+      /PREFIX_INDEX_TOKENS must be a multiple of KV_BLOCK_SIZE/,
+    );
+  });
 });

@@ -2,7 +2,13 @@
 import { describe, expect, it } from "vitest";
 import { KvBlockManager } from "../../../shared/engine/kv-block-manager.ts";
 import { mulberry32 } from "../../../shared/random.ts";
-import { cacheSaltFor, PrefixTree, promptBlockKeys } from "../../../shared/serving/prefix-tree.ts";
+import {
+  cacheSaltFor,
+  DEFAULT_PREFIX_INDEX_TOKENS,
+  PrefixTree,
+  prefixStrideBlocks,
+  promptBlockKeys,
+} from "../../../shared/serving/prefix-tree.ts";
 
 const BS = 4;
 
@@ -115,6 +121,31 @@ describe("promptBlockKeys", () => {
     // no key is shared between salts
     const all = [...keysBySalt.values()].flat();
     expect(new Set(all).size).toBe(all.length);
+  });
+
+  it("keeps every strideBlocks-th key, the one ending each span", () => {
+    const prompt = Array.from({ length: 10 * BS + BS - 1 }, (_, i) => (i * 3) % 13);
+    const every = promptBlockKeys(prompt, BS);
+    // blocks 4 and 8 end a 4-block span; blocks 9, 10 and the partial one end none
+    expect(promptBlockKeys(prompt, BS, { strideBlocks: 4 })).toEqual([every[3], every[7]]);
+    expect(promptBlockKeys(prompt, BS, { strideBlocks: 11 })).toEqual([]);
+    expect(promptBlockKeys(prompt, BS, { strideBlocks: 1 })).toEqual(every);
+    // a tree keyed in spans matches a shared prefix in whole spans
+    const tree = new PrefixTree();
+    tree.insert("a", promptBlockKeys(prompt, BS, { strideBlocks: 4 }), 1);
+    const longer = [...prompt.slice(0, 9 * BS), 1, 2, 3];
+    expect(tree.match(promptBlockKeys(longer, BS, { strideBlocks: 4 })).get("a")).toBe(2);
+    const shorter = prompt.slice(0, 7 * BS);
+    expect(tree.match(promptBlockKeys(shorter, BS, { strideBlocks: 4 })).get("a")).toBe(1);
+  });
+});
+
+describe("prefixStrideBlocks", () => {
+  it("is the index span in blocks, and refuses a span that is not a multiple of the block", () => {
+    expect(prefixStrideBlocks(DEFAULT_PREFIX_INDEX_TOKENS, 16)).toBe(32);
+    expect(prefixStrideBlocks(16, 16)).toBe(1);
+    expect(() => prefixStrideBlocks(24, 16)).toThrow(/multiple of the block size 16/);
+    expect(() => prefixStrideBlocks(8, 16)).toThrow(/multiple/);
   });
 });
 

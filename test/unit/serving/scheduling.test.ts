@@ -9,6 +9,7 @@ import {
   chooseInGroup,
   chooseLeastLoaded,
   chooseRoundRobin,
+  DEFAULT_BALANCE,
   type DeploymentState,
   type InstanceSnapshot,
   type InstanceState,
@@ -139,11 +140,12 @@ describe("within-group choice", () => {
 
   it("in tokens, prices a cached prefix at the prefill it saves (placementCost)", () => {
     const prompt = { numPromptTokens: 1000, blockSize: 100 };
-    // a: 1000 queued, 8 blocks (800 tokens) cached -> 1200; b: idle, nothing cached -> 1000
+    // one sequence on each. a: 1000 queued, 8 blocks (800 tokens) cached -> 1000 + 200 + 0.1 x
+    // 200 x 1; b: nothing queued or cached -> 1000 + 0.1 x 1000 x 1
     const far = chooseInGroup([tokens("a", 1000), tokens("b", 0)], new Map([["a", 8]]), prompt);
     expect(far).toMatchObject({ instanceId: "b", reason: "least-loaded", balanced: false });
-    expect(far.scores.map((x) => x.cost)).toEqual([1200, 1000]);
-    // with 100 queued, a costs 300: the prefix outweighs the load (the paper's test says unbalanced)
+    expect(far.scores.map((x) => x.cost)).toEqual([1220, 1100]);
+    // with 100 queued, a costs 320: the prefix outweighs the load (the paper's test says unbalanced)
     const near = chooseInGroup([tokens("a", 100), tokens("b", 0)], new Map([["a", 8]]), prompt);
     expect(near).toMatchObject({ instanceId: "a", reason: "prefix", balanced: true });
     const mid = chooseInGroup([tokens("a", 700), tokens("b", 0)], new Map([["a", 8]]), prompt);
@@ -151,8 +153,31 @@ describe("within-group choice", () => {
     // equal cost: more matched blocks; a fully cached prompt still computes one token
     expect(placementCost(0, 10, prompt)).toBe(1);
     expect(placementCost(5, 0, prompt)).toBe(1005);
-    const tie = chooseInGroup([tokens("a", 0), tokens("b", 200)], new Map([["b", 2]]), prompt);
+    const idle = (id: string, load: number) => snap(id, 0, { numOutstandingTokens: load });
+    const tie = chooseInGroup([idle("a", 0), idle("b", 200)], new Map([["b", 2]]), prompt);
+    expect(tie.scores.map((x) => x.cost)).toEqual([1000, 1000]);
     expect(tie.instanceId).toBe("b");
+  });
+
+  it("in tokens, charges an uncached prefill for the sequences it would stall (interference)", () => {
+    const prompt = { numPromptTokens: 10_000, blockSize: 100 };
+    const busy = (id: string, seqs: number, load: number) =>
+      snap(id, seqs, { numOutstandingTokens: load });
+    // a: 2000 tokens owed by 20 decoding sequences; b: 6000 owed by one long prefill
+    const group = [busy("a", 20, 2000), busy("b", 1, 6000)];
+    const c = chooseInGroup(group, new Map(), prompt);
+    // a: 2000 + 10000 + 0.1 x 10000 x 20 = 32000; b: 6000 + 10000 + 0.1 x 10000 = 17000
+    expect(c.scores.map((x) => x.cost)).toEqual([32_000, 17_000]);
+    expect(c.instanceId).toBe("b");
+    // least-loaded (and the rule without interference) would stall a's twenty sequences
+    expect(chooseInGroup(group, new Map(), prompt, DEFAULT_BALANCE, 0).instanceId).toBe("a");
+    expect(chooseLeastLoaded(group).instanceId).toBe("a");
+    // a short prompt costs its neighbours little: load decides
+    const short = chooseInGroup(group, new Map(), { numPromptTokens: 50, blockSize: 100 });
+    expect(short.instanceId).toBe("a");
+    // a cached prompt computes one token: almost nothing to interfere with
+    expect(placementCost(0, 100, prompt, 20)).toBeCloseTo(1 + 0.1 * 20, 9);
+    expect(placementCost(0, 0, prompt, 20, 0)).toBe(10_000);
   });
 
   it("locality-only follows the longest prefix whatever the load", () => {

@@ -170,6 +170,7 @@ describe("simulate", () => {
         card: CARD,
         numInstances: 2,
         policy,
+        prefixIndexTokens: CARD.blockSize, // every block: the prompts are 4 blocks long
         onPlace: (p) => seen.push(p),
       });
       expect(seen).toHaveLength(3);
@@ -292,7 +293,7 @@ describe("simulate", () => {
     expect(report(one.outcomes, SLO, one.busyMs).load_imbalance).toBeCloseTo(1.5, 3);
   });
 
-  it("indexes every prefixStride-th block in the prefix tree, counting a match in strides", () => {
+  it("keys the prefix tree every prefixIndexTokens, counting a match in whole spans", () => {
     const shared = ids(160, 70_000); // 10 blocks of 16
     const reqs: SimRequest[] = [
       { id: "a", arrivalMs: 0, promptIds: [...shared, 5], outputTokens: 2 },
@@ -303,7 +304,7 @@ describe("simulate", () => {
       card: CARD,
       numInstances: 2,
       policy: "deepflow",
-      prefixStride: 4,
+      prefixIndexTokens: 64, // every 4th 16-token block
       onPlace: (p) => seen.push(p),
     });
     expect(seen[1]!.blockKeys).toHaveLength(2); // blocks 4 and 8 of 10
