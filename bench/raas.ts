@@ -9,7 +9,7 @@
  *   output token and KV bytes held against decode length, median of 3 runs.
  *
  *   npm run -s bench:raas -- --json [--model PATH] [--curve-model PATH] [--problems N] [--full]
- *     [--no-curves]
+ *     [--no-curves] [--policies dense,raas,...]
  *
  * Default: 16 problems, budgets 64 and 128 tokens, curves at budget 128 to 512 tokens (about a
  * minute). --full: 100 problems, budgets 64..256, curves at budgets 128, 64 and 256 to 1920
@@ -43,6 +43,8 @@ const { values } = parseArgs({
     /** Accuracy only (the curves take most of a --full run). */
     "no-curves": { type: "boolean", default: false },
     kernels: { type: "string", default: "wasm" },
+    /** Comma-separated subset of the policies (all by default). */
+    policies: { type: "string" },
   },
 });
 const full = values.full === true;
@@ -66,7 +68,24 @@ interface Cell {
   meanGeneratedTokens: number | null;
   meanReferenceTokens: number;
   refused: number;
+  /** The same by decode length: problems grouped by their stage count K (9K + 17 tokens with EOS). */
+  byLength: LengthCell[] | null;
 }
+
+interface LengthCell {
+  stages: [number, number];
+  referenceTokens: [number, number];
+  problems: number;
+  exactMatch: number;
+  lemmaAccuracy: number;
+}
+
+/** Stage-count groups of the decode-length breakdown (TRAIN_OPTIONS has 4 to 10 stages). */
+const LENGTH_GROUPS: [number, number][] = [
+  [4, 6],
+  [7, 8],
+  [9, 10],
+];
 
 async function accuracy(policy: KvPolicyName, budget: number): Promise<Cell> {
   const inst = await loadNodeInstance(bytes, {
@@ -104,18 +123,31 @@ async function accuracy(policy: KvPolicyName, budget: number): Promise<Cell> {
       meanGeneratedTokens: null,
       meanReferenceTokens: ref,
       refused,
+      byLength: null,
     };
   }
   let exact = 0;
   let lemma = 0;
   let gen = 0;
-  problems.forEach((p, i) => {
-    const s = checkLemma(p, texts.get(`p${i}`) ?? "");
+  const scores = problems.map((p, i) => checkLemma(p, texts.get(`p${i}`) ?? ""));
+  problems.forEach((_, i) => {
+    const s = scores[i] as { exact: boolean; lemmaAccuracy: number };
     exact += s.exact ? 1 : 0;
     lemma += s.lemmaAccuracy;
     gen += lens.get(`p${i}`) ?? 0;
   });
   const n = problems.length;
+  const byLength = LENGTH_GROUPS.map(([lo, hi]): LengthCell => {
+    const ix = problems.flatMap((p, i) => (p.stages >= lo && p.stages <= hi ? [i] : []));
+    const sum = (f: (i: number) => number) => ix.reduce((a, i) => a + f(i), 0) / (ix.length || 1);
+    return {
+      stages: [lo, hi],
+      referenceTokens: [9 * lo + 17, 9 * hi + 17],
+      problems: ix.length,
+      exactMatch: sum((i) => (scores[i]?.exact ? 1 : 0)),
+      lemmaAccuracy: sum((i) => scores[i]?.lemmaAccuracy ?? 0),
+    };
+  });
   return {
     policy,
     budget,
@@ -124,6 +156,7 @@ async function accuracy(policy: KvPolicyName, budget: number): Promise<Cell> {
     meanGeneratedTokens: gen / n,
     meanReferenceTokens: ref,
     refused,
+    byLength,
   };
 }
 
@@ -193,9 +226,12 @@ async function curve(
   return out;
 }
 
+const policies = values.policies
+  ? KV_POLICIES.filter((p) => (values.policies as string).split(",").includes(p))
+  : KV_POLICIES;
 const cells: Cell[] = [];
 for (const budget of haveModel ? budgets : []) {
-  for (const policy of KV_POLICIES) {
+  for (const policy of policies) {
     if (policy === "dense" && budget !== budgets[0]) continue;
     const c = await accuracy(policy, policy === "dense" ? 0 : budget);
     cells.push(c);

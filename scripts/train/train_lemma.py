@@ -35,6 +35,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 DIMS = dict(dim=64, layers=3, heads=4, kv_heads=2, experts=4, top_k=2, ff=96, ctx=512, rope_theta=10000.0, eps=1e-5)
+# the answer's critical tokens: a digit read after one of these (a, b and c of a line, the final
+# line's L(K), value(f) and product); the counters and punctuation are trivial
+CRITICAL_AFTER = ":+=A*"
 
 
 def load(path):
@@ -153,6 +156,40 @@ def batch_of(rows, idx):
     return ids, tgt
 
 
+def critical_mask(vocab, ids, tgt):
+    """True where the target is a critical digit (read after one of CRITICAL_AFTER)."""
+    after = torch.tensor([vocab.index(c) for c in CRITICAL_AFTER])
+    digits = torch.tensor([vocab.index(c) for c in "0123456789"])
+    return (tgt != -100) & torch.isin(ids, after) & torch.isin(tgt, digits)
+
+
+def lookup_mask(vocab, ids, tgt):
+    """True where the target is a fact read from the prompt by name: the seed value after the
+    answer's first "00:" (three tokens after ">") and value(f) after "*"."""
+    first = (ids == vocab.index(":")) & (torch.roll(ids, 3, dims=1) == vocab.index(">"))
+    return (tgt != -100) & (first | (ids == vocab.index("*")))
+
+
+def evaluate(model, vocab, val, n=64):
+    """Teacher-forced on n held-out problems: accuracy over all answer tokens and over the
+    critical ones, and the share of problems whose every answer token is the argmax, which is
+    exactly the share that greedy decoding reproduces in full."""
+    tok = crit = crit_n = tok_n = whole = 0
+    with torch.no_grad():
+        for s in range(0, n, 32):
+            vi, vt = batch_of(val, list(range(s, min(n, s + 32))))
+            pred = model(vi).argmax(-1)
+            m = vt != -100
+            cm = critical_mask(vocab, vi, vt)
+            ok = (pred == vt) | ~m
+            tok += ((pred == vt) & m).sum().item()
+            tok_n += m.sum().item()
+            crit += ((pred == vt) & cm).sum().item()
+            crit_n += cm.sum().item()
+            whole += ok.all(-1).sum().item()
+    return tok / tok_n, crit / crit_n, whole / n
+
+
 def train(a):
     torch.set_num_threads(a.threads)
     head, rows = load(a.train)
@@ -160,17 +197,25 @@ def train(a):
     os.makedirs(a.dir, exist_ok=True)
     ck = os.path.join(a.dir, "ckpt.pt")
     torch.manual_seed(0)
-    model = Model(DIMS, len(head["vocab"]))
+    dims = dims_of(a)
+    st = torch.load(ck) if os.path.exists(ck) else None
+    if st is not None or a.init:
+        dims = (st or torch.load(a.init)).get("dims", DIMS)
+    vocab = head["vocab"]
+    model = Model(dims, len(vocab))
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
     step = 0
-    if os.path.exists(ck):
-        st = torch.load(ck)
+    if st is not None:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         step = st["step"]
         print(f"resumed at step {step}", flush=True)
+    elif a.init:
+        # a second phase: another run's weights, a fresh optimiser and schedule
+        model.load_state_dict(torch.load(a.init)["model"])
+        print(f"initialised from {a.init}", flush=True)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"params {n_params} dims {DIMS}", flush=True)
+    print(f"params {n_params} dims {dims}", flush=True)
     rng = random.Random(step)
     t0 = time.time()
     while step < a.steps:
@@ -178,23 +223,36 @@ def train(a):
         for g in opt.param_groups:
             g["lr"] = lr
         ids, tgt = batch_of(rows, [rng.randrange(len(rows)) for _ in range(a.batch)])
-        loss = F.cross_entropy(model(ids).flatten(0, 1), tgt.flatten(), ignore_index=-100)
+        # answer tokens weigh 1, critical digits --critical-weight (their errors compound), the
+        # two facts looked up by name --lookup-weight (2 tokens in about 60, the last skill learnt)
+        w = (tgt != -100).float() + (a.critical_weight - 1) * critical_mask(vocab, ids, tgt).float()
+        w = torch.where(lookup_mask(vocab, ids, tgt), torch.full_like(w, a.lookup_weight), w)
+        ce = F.cross_entropy(model(ids).flatten(0, 1), tgt.flatten(), ignore_index=-100, reduction="none")
+        loss = (ce * w.flatten()).sum() / w.sum()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
         if step % a.log_every == 0:
-            with torch.no_grad():
-                vi, vt = batch_of(val, list(range(16)))
-                pred = model(vi).argmax(-1)
-                m = vt != -100
-                tok_acc = ((pred == vt) & m).sum().item() / m.sum().item()
-            print(f"step {step} loss {loss.item():.4f} val_tok_acc {tok_acc:.4f} lr {lr:.5f} {(time.time() - t0) / a.log_every:.2f}s/step", flush=True)
+            secs = (time.time() - t0) / a.log_every
+            line = f"step {step} loss {loss.item():.4f} lr {lr:.5f} {secs:.2f}s/step"
+            if step % a.eval_every == 0:
+                tok, crit, whole = evaluate(model, vocab, val)
+                line += f" val_tok {tok:.4f} val_critical {crit:.4f} val_greedy_whole {whole:.3f}"
+            print(line, flush=True)
             t0 = time.time()
         if step % a.ckpt_every == 0 or step == a.steps:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ck + ".tmp")
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "dims": dims}, ck + ".tmp")
             os.replace(ck + ".tmp", ck)
+
+
+def dims_of(a):
+    d = dict(DIMS)
+    for k in ("dim", "layers", "heads", "kv_heads", "ff"):
+        if getattr(a, k) is not None:
+            d[k] = getattr(a, k)
+    return d
 
 
 # --- GGUF export (format v3, F32 tensors; names and shapes as llama.cpp's Mixtral conversion)
@@ -249,9 +307,10 @@ def write_gguf(path, kvs, tensors):
 def export(a):
     head, _ = load(a.train) if a.train else load(a.val)
     _, val = load(a.val)
-    d = DIMS
+    st = torch.load(os.path.join(a.dir, "ckpt.pt"))
+    d = st.get("dims", DIMS)
     model = Model(d, len(head["vocab"]))
-    model.load_state_dict(torch.load(os.path.join(a.dir, "ckpt.pt"))["model"])
+    model.load_state_dict(st["model"])
     model.eval()
     vocab = head["vocab"]
     types = [2, 3, 3] + [1] * (len(vocab) - 3)
@@ -322,7 +381,16 @@ if __name__ == "__main__":
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--critical-weight", type=float, default=1.0)
+    ap.add_argument("--lookup-weight", type=float, default=1.0)
+    ap.add_argument("--init", help="start from this checkpoint's weights (fresh optimiser)")
+    ap.add_argument("--dim", type=int)
+    ap.add_argument("--layers", type=int)
+    ap.add_argument("--heads", type=int)
+    ap.add_argument("--kv-heads", type=int)
+    ap.add_argument("--ff", type=int)
     ap.add_argument("--log-every", type=int, default=25)
+    ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--out")
     ap.add_argument("--fixture")

@@ -6,8 +6,8 @@
  * vocabulary (`LEMMA_VOCAB`). Pure.
  *
  * Prompt (the user message): 16 facts and the query, e.g.
- *   a=7;b=2;c=9;...;p=4;Q12W3FkGc
- * K = 12 stages, lifetime w = 3, final fact f = k, seed fact g = c. The generation prompt is ">".
+ *   a=7;b=2;c=9;...;p=4;Q08W3FkGc
+ * K = 8 stages, lifetime w = 3, final fact f = k, seed fact g = c. The generation prompt is ">".
  * Answer: line 0 is "00:v+0=v;" with v = L(0) = value(g), read from the prompt; stage
  * j = 1..K is one line "jj:a+b=c;" with a = L(j-1), b = L(max(0, j-w)), c = (a + b) mod 10 =
  * L(j); then "A" L(K) "*" value(f) "=" (L(K) * value(f)) mod 10 "." and end of sequence.
@@ -46,7 +46,13 @@ export interface LemmaOptions {
   lifetimes: readonly number[];
 }
 
-export const TRAIN_OPTIONS: LemmaOptions = { minStages: 4, maxStages: 16, lifetimes: [1, 2, 3, 4] };
+/**
+ * The options the lemma model was trained and is evaluated on: 4 to 10 stages keeps every
+ * problem's prompt plus reasoning (about 110 to 185 tokens) longer than the small cache budgets
+ * (64 to 128 tokens) while the chain of about 3K critical tokens stays short enough for greedy
+ * decoding to get every one right (README "KV-cache policies").
+ */
+export const TRAIN_OPTIONS: LemmaOptions = { minStages: 4, maxStages: 10, lifetimes: [1, 2, 3, 4] };
 
 const two = (n: number) => String(n).padStart(2, "0");
 
