@@ -9,7 +9,7 @@
  *   output token and KV bytes held against decode length, median of 3 runs.
  *
  *   npm run -s bench:raas -- --json [--model PATH] [--curve-model PATH] [--problems N] [--full]
- *     [--no-curves] [--policies dense,raas,...]
+ *     [--no-curves] [--policies dense,raas,...] [--aggregate sum|max]
  *
  * Default: 16 problems, budgets 64 and 128 tokens, curves at budget 128 to 512 tokens (about a
  * minute). --full: 100 problems, budgets 64..256, curves at budgets 128, 64 and 256 to 1920
@@ -45,6 +45,8 @@ const { values } = parseArgs({
     kernels: { type: "string", default: "wasm" },
     /** Comma-separated subset of the policies (all by default). */
     policies: { type: "string" },
+    /** How page scores combine over layers and heads: sum (the default) or max. */
+    aggregate: { type: "string", default: "sum" },
   },
 });
 const full = values.full === true;
@@ -57,6 +59,7 @@ const haveModel = existsSync(values.model as string);
 const bytes = haveModel ? new Uint8Array(readFileSync(values.model as string)) : new Uint8Array();
 const curveBytes = new Uint8Array(readFileSync(values["curve-model"] ?? DEFAULT_MODEL_PATH));
 const kernels = values.kernels === "js" ? "js" : "wasm";
+const aggregate = values.aggregate === "max" ? "max" : "sum";
 const problems = Array.from({ length: numProblems }, (_, i) => lemmaProblem(3, i, TRAIN_OPTIONS));
 
 interface Cell {
@@ -94,7 +97,7 @@ async function accuracy(policy: KvPolicyName, budget: number): Promise<Cell> {
     blockSize: BLOCK,
     maxModelLen: 512,
   });
-  const kv: KvCacheSpec = { ...defaultKvCache(BLOCK), policy, budget };
+  const kv: KvCacheSpec = { ...defaultKvCache(BLOCK), policy, budget, aggregate };
   const texts = new Map<string, string>();
   const lens = new Map<string, number>();
   let refused = 0;
@@ -263,6 +266,7 @@ const result = {
   problems: numProblems,
   blockSize: BLOCK,
   kernels,
+  aggregate,
   accuracy: haveModel ? cells : null,
   curveModel: values["curve-model"] ?? DEFAULT_MODEL_PATH,
   curves,
