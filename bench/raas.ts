@@ -1,7 +1,8 @@
 /**
  * RaaS and its baselines (README "KV-cache policies"):
  * - accuracy, on the lemma-chain model (--model, trained by scripts/train/train_lemma.py): per
- *   policy and budget, exact-match accuracy, per-lemma accuracy and mean generated length on
+ *   policy and budget, exact-match accuracy, per-lemma accuracy, chain consistency (the
+ *   milestone reads alone) and mean generated length, overall and by decode length, on
  *   held-out problems (shared/eval/lemma-chain.ts, seed 3; training used seeds 1 and 2). Skipped,
  *   with `accuracy: null`, when the model file is absent.
  * - time and memory, on one forced long decode per policy (EOS ignored) of --curve-model (the
@@ -28,6 +29,7 @@ import {
 import { GREEDY } from "../shared/engine/sequence.ts";
 import {
   checkLemma,
+  type LemmaScore,
   lemmaProblem,
   TRAIN_OPTIONS,
   trainingIds,
@@ -68,6 +70,8 @@ interface Cell {
   /** null: the policy refused the budget (raas under the pinned prompt). */
   exactMatch: number | null;
   lemmaAccuracy: number | null;
+  /** Share of stage lines that follow from the output's own earlier lines (checkLemma). */
+  chainConsistency: number | null;
   meanGeneratedTokens: number | null;
   meanReferenceTokens: number;
   refused: number;
@@ -81,6 +85,7 @@ interface LengthCell {
   problems: number;
   exactMatch: number;
   lemmaAccuracy: number;
+  chainConsistency: number;
 }
 
 /** Stage-count groups of the decode-length breakdown (TRAIN_OPTIONS has 4 to 10 stages). */
@@ -123,6 +128,7 @@ async function accuracy(policy: KvPolicyName, budget: number): Promise<Cell> {
       budget,
       exactMatch: null,
       lemmaAccuracy: null,
+      chainConsistency: null,
       meanGeneratedTokens: null,
       meanReferenceTokens: ref,
       refused,
@@ -131,12 +137,14 @@ async function accuracy(policy: KvPolicyName, budget: number): Promise<Cell> {
   }
   let exact = 0;
   let lemma = 0;
+  let chain = 0;
   let gen = 0;
   const scores = problems.map((p, i) => checkLemma(p, texts.get(`p${i}`) ?? ""));
   problems.forEach((_, i) => {
-    const s = scores[i] as { exact: boolean; lemmaAccuracy: number };
+    const s = scores[i] as LemmaScore;
     exact += s.exact ? 1 : 0;
     lemma += s.lemmaAccuracy;
+    chain += s.chainConsistency;
     gen += lens.get(`p${i}`) ?? 0;
   });
   const n = problems.length;
@@ -149,6 +157,7 @@ async function accuracy(policy: KvPolicyName, budget: number): Promise<Cell> {
       problems: ix.length,
       exactMatch: sum((i) => (scores[i]?.exact ? 1 : 0)),
       lemmaAccuracy: sum((i) => scores[i]?.lemmaAccuracy ?? 0),
+      chainConsistency: sum((i) => scores[i]?.chainConsistency ?? 0),
     };
   });
   return {
@@ -156,6 +165,7 @@ async function accuracy(policy: KvPolicyName, budget: number): Promise<Cell> {
     budget,
     exactMatch: exact / n,
     lemmaAccuracy: lemma / n,
+    chainConsistency: chain / n,
     meanGeneratedTokens: gen / n,
     meanReferenceTokens: ref,
     refused,

@@ -118,16 +118,40 @@ export interface LemmaScore {
   exact: boolean;
   /** Share of the K lemma values right, line by line. */
   lemmaAccuracy: number;
+  /**
+   * Share of the K stage lines that follow from the output's own earlier lines (a = its previous
+   * c, b = its c w lines back, c = (a + b) mod 10, the right counter): the milestone reads alone,
+   * right or wrong from the start (a wrong seed read from the prompt does not count against it).
+   */
+  chainConsistency: number;
 }
 
 /** Checks a generated answer against the problem (exact match of the final value). */
 export function checkLemma(p: LemmaProblem, output: string): LemmaScore {
   let right = 0;
+  let consistent = 0;
   const lines = output.split(";");
+  const line = (j: number) => /^(\d\d):(\d)\+(\d)=(\d)$/.exec(lines[j] ?? "");
+  // the output's own lemma values, line by line (NaN where a line does not parse)
+  const own = [Number(line(0)?.[4] ?? Number.NaN)];
   for (let j = 1; j <= p.stages; j++) {
-    const m = /^(\d\d):(\d)\+(\d)=(\d)$/.exec(lines[j] ?? "");
+    const m = line(j);
+    own.push(Number(m?.[4] ?? Number.NaN));
     if (m && Number(m[1]) === j && Number(m[4]) === p.lemmas[j - 1]) right++;
+    const [a, b, c] = [Number(m?.[2]), Number(m?.[3]), Number(m?.[4])];
+    if (
+      m &&
+      Number(m[1]) === j &&
+      a === own[j - 1] &&
+      b === own[Math.max(0, j - p.lifetime)] &&
+      c === (a + b) % 10
+    )
+      consistent++;
   }
   const fin = /A(\d)\*(\d)=(\d)\./.exec(output);
-  return { exact: fin !== null && Number(fin[3]) === p.final, lemmaAccuracy: right / p.stages };
+  return {
+    exact: fin !== null && Number(fin[3]) === p.final,
+    lemmaAccuracy: right / p.stages,
+    chainConsistency: consistent / p.stages,
+  };
 }
