@@ -22,6 +22,7 @@ optimiser and schedule. On a shared, loaded CPU use --threads 1 (2 threads ran 4
   nice -n 5 /usr/bin/python3 scripts/train/train_lemma.py train --dir /tmp/lemma \
       --train /tmp/lemma-train.jsonl --val /tmp/lemma-val.jsonl --steps 3000 --threads 1 \
       --critical-weight 2 --lookup-weight 12 >> /tmp/lemma/log 2>&1
+  /usr/bin/python3 scripts/train/train_lemma.py breakdown --dir /tmp/lemma --val /tmp/lemma-val.jsonl
   /usr/bin/python3 scripts/train/train_lemma.py export --dir /tmp/lemma \
       --out models/lemma-moe.gguf --fixture test/fixtures/lemma-moe-logits.json --val /tmp/lemma-val.jsonl
 
@@ -33,15 +34,14 @@ import json
 import math
 import os
 import random
-import struct
-import sys
 import time
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-DIMS = dict(dim=64, layers=3, heads=4, kv_heads=2, experts=4, top_k=2, ff=96, ctx=512, rope_theta=10000.0, eps=1e-5)
+from gguf_write import write_gguf
+from lemma_model import DIMS, Model
+
 # the answer's critical tokens: a digit read after one of these (a, b and c of a line, the final
 # line's L(K), value(f) and product); the counters and punctuation are trivial
 CRITICAL_AFTER = ":+=A*"
@@ -52,103 +52,6 @@ def load(path):
         head = json.loads(f.readline())
         rows = [json.loads(line) for line in f if line.strip()]
     return head, rows
-
-
-def rope_tables(ctx, hd, theta):
-    half = hd // 2
-    freq = torch.tensor([theta ** (-(2 * i) / hd) for i in range(half)], dtype=torch.float64)
-    ang = torch.arange(ctx, dtype=torch.float64)[:, None] * freq[None, :]
-    return torch.cos(ang).float(), torch.sin(ang).float()
-
-
-def apply_rope(x, cos, sin):
-    # x: (B, H, T, hd); rotate adjacent pairs (2i, 2i+1)
-    x0 = x[..., 0::2]
-    x1 = x[..., 1::2]
-    c = cos[: x.shape[2]][None, None]
-    s = sin[: x.shape[2]][None, None]
-    out = torch.stack((x0 * c - x1 * s, x0 * s + x1 * c), dim=-1)
-    return out.flatten(-2)
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, d, eps):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(d))
-        self.eps = eps
-
-    def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
-
-
-class Block(nn.Module):
-    def __init__(self, d):
-        super().__init__()
-        dim, H, KV, hd = d["dim"], d["heads"], d["kv_heads"], d["dim"] // d["heads"]
-        self.H, self.KV, self.hd = H, KV, hd
-        self.attn_norm = RMSNorm(dim, d["eps"])
-        self.wq = nn.Linear(dim, H * hd, bias=False)
-        self.wk = nn.Linear(dim, KV * hd, bias=False)
-        self.wv = nn.Linear(dim, KV * hd, bias=False)
-        self.wo = nn.Linear(H * hd, dim, bias=False)
-        self.ffn_norm = RMSNorm(dim, d["eps"])
-        E, ff = d["experts"], d["ff"]
-        self.router = nn.Linear(dim, E, bias=False)
-        self.w_gate = nn.Parameter(torch.randn(E, ff, dim) / math.sqrt(dim))
-        self.w_up = nn.Parameter(torch.randn(E, ff, dim) / math.sqrt(dim))
-        self.w_down = nn.Parameter(torch.randn(E, dim, ff) / math.sqrt(ff))
-        self.top_k = d["top_k"]
-
-    def forward(self, x, cos, sin):
-        B, T, _ = x.shape
-        h = self.attn_norm(x)
-        q = self.wq(h).view(B, T, self.H, self.hd).transpose(1, 2)
-        k = self.wk(h).view(B, T, self.KV, self.hd).transpose(1, 2)
-        v = self.wv(h).view(B, T, self.KV, self.hd).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        rep = self.H // self.KV
-        k = k.repeat_interleave(rep, dim=1)
-        v = v.repeat_interleave(rep, dim=1)
-        att = (q @ k.transpose(-1, -2)) / math.sqrt(self.hd)
-        mask = torch.ones(T, T, dtype=torch.bool).triu(1)
-        att = att.masked_fill(mask, float("-inf")).softmax(-1)
-        o = (att @ v).transpose(1, 2).reshape(B, T, -1)
-        x = x + self.wo(o)
-        h = self.ffn_norm(x)
-        probs = self.router(h).softmax(-1)
-        w, idx = probs.topk(self.top_k, dim=-1)
-        w = w / w.sum(-1, keepdim=True)
-        # each expert runs on the tokens routed to it; outputs weighted by the renormalised gates
-        flat = h.reshape(-1, h.shape[-1])
-        gate = torch.zeros_like(probs).scatter(-1, idx, w).reshape(-1, probs.shape[-1])
-        out = torch.zeros_like(flat)
-        for e in range(self.w_gate.shape[0]):
-            rows = gate[:, e].nonzero(as_tuple=True)[0]
-            if rows.numel() == 0:
-                continue
-            he = flat[rows]
-            ye = (F.silu(he @ self.w_gate[e].t()) * (he @ self.w_up[e].t())) @ self.w_down[e].t()
-            out.index_add_(0, rows, ye * gate[rows, e : e + 1])
-        return x + out.view_as(x)
-
-
-class Model(nn.Module):
-    def __init__(self, d, vocab):
-        super().__init__()
-        self.d = d
-        self.emb = nn.Embedding(vocab, d["dim"])
-        self.blocks = nn.ModuleList([Block(d) for _ in range(d["layers"])])
-        self.norm = RMSNorm(d["dim"], d["eps"])
-        self.out = nn.Linear(d["dim"], vocab, bias=False)
-        cos, sin = rope_tables(d["ctx"], d["dim"] // d["heads"], d["rope_theta"])
-        self.register_buffer("cos", cos, persistent=False)
-        self.register_buffer("sin", sin, persistent=False)
-
-    def forward(self, ids):
-        x = self.emb(ids)
-        for b in self.blocks:
-            x = b(x, self.cos, self.sin)
-        return self.out(self.norm(x))
 
 
 def batch_of(rows, idx):
@@ -195,6 +98,42 @@ def evaluate(model, vocab, val, n=64):
             crit_n += cm.sum().item()
             whole += ok.all(-1).sum().item()
     return tok / tok_n, crit / crit_n, whole / n
+
+
+def breakdown(a):
+    """Teacher-forced argmax accuracy per kind of answer token on --n validation problems, as
+    one JSON line: which skill a checkpoint lacks (greedy errors compound from the first one)."""
+    torch.set_num_threads(a.threads)
+    head, val = load(a.val)
+    vocab = head["vocab"]
+    st = torch.load(os.path.join(a.dir, "ckpt.pt"))
+    model = Model(st.get("dims", DIMS), len(vocab))
+    model.load_state_dict(st["model"])
+    model.eval()
+    after = lambda ids, c: ids == vocab.index(c)  # noqa: E731
+    kinds = {}
+    with torch.no_grad():
+        for s in range(0, a.n, 32):
+            ids, tgt = batch_of(val, list(range(s, min(a.n, s + 32))))
+            ok = model(ids).argmax(-1) == tgt
+            crit = critical_mask(vocab, ids, tgt)
+            seed = lookup_mask(vocab, ids, tgt) & after(ids, ":")
+            masks = {
+                "seed_lookup": seed,
+                "a": crit & after(ids, ":") & ~seed,
+                "b": crit & after(ids, "+"),
+                "c": crit & after(ids, "="),
+                "final_lemma": crit & after(ids, "A"),
+                "phoenix_lookup": crit & after(ids, "*"),
+                "other": (tgt != -100) & ~crit,
+            }
+            for k, m in masks.items():
+                n0, r0 = kinds.get(k, (0, 0))
+                kinds[k] = (n0 + m.sum().item(), r0 + (ok & m).sum().item())
+    tok, crit, whole = evaluate(model, vocab, val, a.n)
+    out = {k: round(r / max(1, n), 4) for k, (n, r) in kinds.items()}
+    out.update(step=st["step"], problems=a.n, critical=round(crit, 4), greedy_whole=round(whole, 4))
+    print(json.dumps(out))
 
 
 def train(a):
@@ -260,55 +199,6 @@ def dims_of(a):
         if getattr(a, k) is not None:
             d[k] = getattr(a, k)
     return d
-
-
-# --- GGUF export (format v3, F32 tensors; names and shapes as llama.cpp's Mixtral conversion)
-
-def gguf_string(s):
-    b = s.encode()
-    return struct.pack("<Q", len(b)) + b
-
-
-def gguf_kv(key, value):
-    out = gguf_string(key)
-    if isinstance(value, bool):
-        return out + struct.pack("<I?", 7, value)
-    if isinstance(value, int):
-        return out + struct.pack("<II", 4, value)
-    if isinstance(value, float):
-        return out + struct.pack("<If", 6, value)
-    if isinstance(value, str):
-        return out + struct.pack("<I", 8) + gguf_string(value)
-    if isinstance(value, list):
-        if all(isinstance(v, str) for v in value):
-            return out + struct.pack("<IIQ", 9, 8, len(value)) + b"".join(gguf_string(v) for v in value)
-        if all(isinstance(v, int) for v in value):
-            return out + struct.pack("<IIQ", 9, 5, len(value)) + b"".join(struct.pack("<i", v) for v in value)
-        return out + struct.pack("<IIQ", 9, 6, len(value)) + b"".join(struct.pack("<f", v) for v in value)
-    raise TypeError(key)
-
-
-def write_gguf(path, kvs, tensors):
-    align = 32
-    header = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs))
-    header += b"".join(gguf_kv(k, v) for k, v in kvs)
-    infos = b""
-    offset = 0
-    blobs = []
-    for name, t in tensors:
-        t = t.detach().float().contiguous()
-        dims = list(reversed(t.shape))  # ggml ne0 is the innermost (last) axis
-        infos += gguf_string(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
-        infos += struct.pack("<IQ", 0, offset)
-        data = t.numpy().tobytes()
-        blobs.append(data)
-        offset += (len(data) + align - 1) // align * align
-    body = header + infos
-    body += b"\0" * ((align - len(body) % align) % align)
-    with open(path, "wb") as f:
-        f.write(body)
-        for data in blobs:
-            f.write(data + b"\0" * ((align - len(data) % align) % align))
 
 
 def export(a):
@@ -380,7 +270,7 @@ def export(a):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["train", "export"])
+    ap.add_argument("cmd", choices=["train", "export", "breakdown"])
     ap.add_argument("--dir", required=True)
     ap.add_argument("--train")
     ap.add_argument("--val", required=True)
@@ -401,5 +291,6 @@ if __name__ == "__main__":
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--out")
     ap.add_argument("--fixture")
+    ap.add_argument("--n", type=int, default=256, help="breakdown: validation problems")
     a = ap.parse_args()
-    train(a) if a.cmd == "train" else export(a)
+    {"train": train, "export": export, "breakdown": breakdown}[a.cmd](a)
