@@ -1,7 +1,8 @@
 /**
  * RaaS and its baselines (README "KV-cache policies"):
  * - accuracy, on the lemma-chain model (--model, trained by scripts/train/train_lemma.py): per
- *   policy and budget, exact-match accuracy, per-lemma accuracy and mean generated length on
+ *   policy and budget, exact-match accuracy, per-lemma accuracy, chain consistency (the
+ *   milestone reads alone) and mean generated length, overall and by decode length, on
  *   held-out problems (shared/eval/lemma-chain.ts, seed 3; training used seeds 1 and 2). Skipped,
  *   with `accuracy: null`, when the model file is absent.
  * - time and memory, on one forced long decode per policy (EOS ignored) of --curve-model (the
@@ -9,7 +10,7 @@
  *   output token and KV bytes held against decode length, median of 3 runs.
  *
  *   npm run -s bench:raas -- --json [--model PATH] [--curve-model PATH] [--problems N] [--full]
- *     [--no-curves]
+ *     [--no-curves] [--policies dense,raas,...] [--aggregate sum|max]
  *
  * Default: 16 problems, budgets 64 and 128 tokens, curves at budget 128 to 512 tokens (about a
  * minute). --full: 100 problems, budgets 64..256, curves at budgets 128, 64 and 256 to 1920
@@ -28,6 +29,7 @@ import {
 import { GREEDY } from "../shared/engine/sequence.ts";
 import {
   checkLemma,
+  type LemmaScore,
   lemmaProblem,
   TRAIN_OPTIONS,
   trainingIds,
@@ -43,6 +45,10 @@ const { values } = parseArgs({
     /** Accuracy only (the curves take most of a --full run). */
     "no-curves": { type: "boolean", default: false },
     kernels: { type: "string", default: "wasm" },
+    /** Comma-separated subset of the policies (all by default). */
+    policies: { type: "string" },
+    /** How page scores combine over layers and heads: sum (the default) or max. */
+    aggregate: { type: "string", default: "sum" },
   },
 });
 const full = values.full === true;
@@ -55,6 +61,7 @@ const haveModel = existsSync(values.model as string);
 const bytes = haveModel ? new Uint8Array(readFileSync(values.model as string)) : new Uint8Array();
 const curveBytes = new Uint8Array(readFileSync(values["curve-model"] ?? DEFAULT_MODEL_PATH));
 const kernels = values.kernels === "js" ? "js" : "wasm";
+const aggregate = values.aggregate === "max" ? "max" : "sum";
 const problems = Array.from({ length: numProblems }, (_, i) => lemmaProblem(3, i, TRAIN_OPTIONS));
 
 interface Cell {
@@ -63,10 +70,30 @@ interface Cell {
   /** null: the policy refused the budget (raas under the pinned prompt). */
   exactMatch: number | null;
   lemmaAccuracy: number | null;
+  /** Share of stage lines that follow from the output's own earlier lines (checkLemma). */
+  chainConsistency: number | null;
   meanGeneratedTokens: number | null;
   meanReferenceTokens: number;
   refused: number;
+  /** The same by decode length: problems grouped by their stage count K (9K + 17 tokens with EOS). */
+  byLength: LengthCell[] | null;
 }
+
+interface LengthCell {
+  stages: [number, number];
+  referenceTokens: [number, number];
+  problems: number;
+  exactMatch: number;
+  lemmaAccuracy: number;
+  chainConsistency: number;
+}
+
+/** Stage-count groups of the decode-length breakdown (TRAIN_OPTIONS has 4 to 10 stages). */
+const LENGTH_GROUPS: [number, number][] = [
+  [4, 6],
+  [7, 8],
+  [9, 10],
+];
 
 async function accuracy(policy: KvPolicyName, budget: number): Promise<Cell> {
   const inst = await loadNodeInstance(bytes, {
@@ -75,7 +102,7 @@ async function accuracy(policy: KvPolicyName, budget: number): Promise<Cell> {
     blockSize: BLOCK,
     maxModelLen: 512,
   });
-  const kv: KvCacheSpec = { ...defaultKvCache(BLOCK), policy, budget };
+  const kv: KvCacheSpec = { ...defaultKvCache(BLOCK), policy, budget, aggregate };
   const texts = new Map<string, string>();
   const lens = new Map<string, number>();
   let refused = 0;
@@ -101,29 +128,48 @@ async function accuracy(policy: KvPolicyName, budget: number): Promise<Cell> {
       budget,
       exactMatch: null,
       lemmaAccuracy: null,
+      chainConsistency: null,
       meanGeneratedTokens: null,
       meanReferenceTokens: ref,
       refused,
+      byLength: null,
     };
   }
   let exact = 0;
   let lemma = 0;
+  let chain = 0;
   let gen = 0;
-  problems.forEach((p, i) => {
-    const s = checkLemma(p, texts.get(`p${i}`) ?? "");
+  const scores = problems.map((p, i) => checkLemma(p, texts.get(`p${i}`) ?? ""));
+  problems.forEach((_, i) => {
+    const s = scores[i] as LemmaScore;
     exact += s.exact ? 1 : 0;
     lemma += s.lemmaAccuracy;
+    chain += s.chainConsistency;
     gen += lens.get(`p${i}`) ?? 0;
   });
   const n = problems.length;
+  const byLength = LENGTH_GROUPS.map(([lo, hi]): LengthCell => {
+    const ix = problems.flatMap((p, i) => (p.stages >= lo && p.stages <= hi ? [i] : []));
+    const sum = (f: (i: number) => number) => ix.reduce((a, i) => a + f(i), 0) / (ix.length || 1);
+    return {
+      stages: [lo, hi],
+      referenceTokens: [9 * lo + 17, 9 * hi + 17],
+      problems: ix.length,
+      exactMatch: sum((i) => (scores[i]?.exact ? 1 : 0)),
+      lemmaAccuracy: sum((i) => scores[i]?.lemmaAccuracy ?? 0),
+      chainConsistency: sum((i) => scores[i]?.chainConsistency ?? 0),
+    };
+  });
   return {
     policy,
     budget,
     exactMatch: exact / n,
     lemmaAccuracy: lemma / n,
+    chainConsistency: chain / n,
     meanGeneratedTokens: gen / n,
     meanReferenceTokens: ref,
     refused,
+    byLength,
   };
 }
 
@@ -193,9 +239,12 @@ async function curve(
   return out;
 }
 
+const policies = values.policies
+  ? KV_POLICIES.filter((p) => (values.policies as string).split(",").includes(p))
+  : KV_POLICIES;
 const cells: Cell[] = [];
 for (const budget of haveModel ? budgets : []) {
-  for (const policy of KV_POLICIES) {
+  for (const policy of policies) {
     if (policy === "dense" && budget !== budgets[0]) continue;
     const c = await accuracy(policy, policy === "dense" ? 0 : budget);
     cells.push(c);
@@ -227,6 +276,7 @@ const result = {
   problems: numProblems,
   blockSize: BLOCK,
   kernels,
+  aggregate,
   accuracy: haveModel ? cells : null,
   curveModel: values["curve-model"] ?? DEFAULT_MODEL_PATH,
   curves,

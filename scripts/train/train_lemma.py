@@ -5,16 +5,24 @@ A llama-architecture transformer with Mixtral-style experts (softmax router over
 top-2, weights renormalised; SwiGLU experts), RMSNorm, RoPE on adjacent pairs (llama.cpp's
 "norm" rope, so no q/k permutation), untied output. Its vocabulary is the task's characters
 (shared/eval/lemma-chain.ts, read from the data file's first line). The loss covers the answer
-tokens only (teacher forcing).
+tokens only (teacher forcing), weighted: --critical-weight on the digits whose errors compound
+(a, b and c of each line, the final line's), --lookup-weight on the two facts read from the
+prompt by name (the seed value in line 0, value(f) after "*"). Every --eval-every steps the log
+shows, on 64 validation problems, answer-token and critical-token accuracy and the share whose
+every answer token is the argmax, which is exactly the share greedy decoding reproduces whole.
 
 Data: token ids written by `npx tsx scripts/lemma-data.ts --seed 1 --count 60000 > train.jsonl`
 (and --seed 2 for validation): the one generator is the TypeScript one.
 
 Runs on Debian's python3-torch (1.13, `/usr/bin/python3`; PyPI is not needed). Resumable: a
-checkpoint is written every --ckpt-every steps to --dir and picked up on restart.
+checkpoint (weights, optimiser, step and sizes) is written every --ckpt-every steps to --dir and
+picked up on restart; --init starts a new phase from another run's weights with a fresh
+optimiser and schedule. On a shared, loaded CPU use --threads 1 (2 threads ran 4x slower).
 
-  nice -n 10 /usr/bin/python3 scripts/train/train_lemma.py train --dir /tmp/lemma \
-      --train /tmp/lemma-train.jsonl --val /tmp/lemma-val.jsonl --steps 3000 >> /tmp/lemma/log 2>&1
+  nice -n 5 /usr/bin/python3 scripts/train/train_lemma.py train --dir /tmp/lemma \
+      --train /tmp/lemma-train.jsonl --val /tmp/lemma-val.jsonl --steps 3000 --threads 1 \
+      --critical-weight 2 --lookup-weight 12 >> /tmp/lemma/log 2>&1
+  /usr/bin/python3 scripts/train/train_lemma.py breakdown --dir /tmp/lemma --val /tmp/lemma-val.jsonl
   /usr/bin/python3 scripts/train/train_lemma.py export --dir /tmp/lemma \
       --out models/lemma-moe.gguf --fixture test/fixtures/lemma-moe-logits.json --val /tmp/lemma-val.jsonl
 
@@ -26,15 +34,17 @@ import json
 import math
 import os
 import random
-import struct
-import sys
 import time
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-DIMS = dict(dim=64, layers=3, heads=4, kv_heads=2, experts=4, top_k=2, ff=96, ctx=512, rope_theta=10000.0, eps=1e-5)
+from gguf_write import write_gguf
+from lemma_model import DIMS, Model
+
+# the answer's critical tokens: a digit read after one of these (a, b and c of a line, the final
+# line's L(K), value(f) and product); the counters and punctuation are trivial
+CRITICAL_AFTER = ":+=A*"
 
 
 def load(path):
@@ -42,103 +52,6 @@ def load(path):
         head = json.loads(f.readline())
         rows = [json.loads(line) for line in f if line.strip()]
     return head, rows
-
-
-def rope_tables(ctx, hd, theta):
-    half = hd // 2
-    freq = torch.tensor([theta ** (-(2 * i) / hd) for i in range(half)], dtype=torch.float64)
-    ang = torch.arange(ctx, dtype=torch.float64)[:, None] * freq[None, :]
-    return torch.cos(ang).float(), torch.sin(ang).float()
-
-
-def apply_rope(x, cos, sin):
-    # x: (B, H, T, hd); rotate adjacent pairs (2i, 2i+1)
-    x0 = x[..., 0::2]
-    x1 = x[..., 1::2]
-    c = cos[: x.shape[2]][None, None]
-    s = sin[: x.shape[2]][None, None]
-    out = torch.stack((x0 * c - x1 * s, x0 * s + x1 * c), dim=-1)
-    return out.flatten(-2)
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, d, eps):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(d))
-        self.eps = eps
-
-    def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
-
-
-class Block(nn.Module):
-    def __init__(self, d):
-        super().__init__()
-        dim, H, KV, hd = d["dim"], d["heads"], d["kv_heads"], d["dim"] // d["heads"]
-        self.H, self.KV, self.hd = H, KV, hd
-        self.attn_norm = RMSNorm(dim, d["eps"])
-        self.wq = nn.Linear(dim, H * hd, bias=False)
-        self.wk = nn.Linear(dim, KV * hd, bias=False)
-        self.wv = nn.Linear(dim, KV * hd, bias=False)
-        self.wo = nn.Linear(H * hd, dim, bias=False)
-        self.ffn_norm = RMSNorm(dim, d["eps"])
-        E, ff = d["experts"], d["ff"]
-        self.router = nn.Linear(dim, E, bias=False)
-        self.w_gate = nn.Parameter(torch.randn(E, ff, dim) / math.sqrt(dim))
-        self.w_up = nn.Parameter(torch.randn(E, ff, dim) / math.sqrt(dim))
-        self.w_down = nn.Parameter(torch.randn(E, dim, ff) / math.sqrt(ff))
-        self.top_k = d["top_k"]
-
-    def forward(self, x, cos, sin):
-        B, T, _ = x.shape
-        h = self.attn_norm(x)
-        q = self.wq(h).view(B, T, self.H, self.hd).transpose(1, 2)
-        k = self.wk(h).view(B, T, self.KV, self.hd).transpose(1, 2)
-        v = self.wv(h).view(B, T, self.KV, self.hd).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        rep = self.H // self.KV
-        k = k.repeat_interleave(rep, dim=1)
-        v = v.repeat_interleave(rep, dim=1)
-        att = (q @ k.transpose(-1, -2)) / math.sqrt(self.hd)
-        mask = torch.ones(T, T, dtype=torch.bool).triu(1)
-        att = att.masked_fill(mask, float("-inf")).softmax(-1)
-        o = (att @ v).transpose(1, 2).reshape(B, T, -1)
-        x = x + self.wo(o)
-        h = self.ffn_norm(x)
-        probs = self.router(h).softmax(-1)
-        w, idx = probs.topk(self.top_k, dim=-1)
-        w = w / w.sum(-1, keepdim=True)
-        # each expert runs on the tokens routed to it; outputs weighted by the renormalised gates
-        flat = h.reshape(-1, h.shape[-1])
-        gate = torch.zeros_like(probs).scatter(-1, idx, w).reshape(-1, probs.shape[-1])
-        out = torch.zeros_like(flat)
-        for e in range(self.w_gate.shape[0]):
-            rows = gate[:, e].nonzero(as_tuple=True)[0]
-            if rows.numel() == 0:
-                continue
-            he = flat[rows]
-            ye = (F.silu(he @ self.w_gate[e].t()) * (he @ self.w_up[e].t())) @ self.w_down[e].t()
-            out.index_add_(0, rows, ye * gate[rows, e : e + 1])
-        return x + out.view_as(x)
-
-
-class Model(nn.Module):
-    def __init__(self, d, vocab):
-        super().__init__()
-        self.d = d
-        self.emb = nn.Embedding(vocab, d["dim"])
-        self.blocks = nn.ModuleList([Block(d) for _ in range(d["layers"])])
-        self.norm = RMSNorm(d["dim"], d["eps"])
-        self.out = nn.Linear(d["dim"], vocab, bias=False)
-        cos, sin = rope_tables(d["ctx"], d["dim"] // d["heads"], d["rope_theta"])
-        self.register_buffer("cos", cos, persistent=False)
-        self.register_buffer("sin", sin, persistent=False)
-
-    def forward(self, ids):
-        x = self.emb(ids)
-        for b in self.blocks:
-            x = b(x, self.cos, self.sin)
-        return self.out(self.norm(x))
 
 
 def batch_of(rows, idx):
@@ -153,6 +66,76 @@ def batch_of(rows, idx):
     return ids, tgt
 
 
+def critical_mask(vocab, ids, tgt):
+    """True where the target is a critical digit (read after one of CRITICAL_AFTER)."""
+    after = torch.tensor([vocab.index(c) for c in CRITICAL_AFTER])
+    digits = torch.tensor([vocab.index(c) for c in "0123456789"])
+    return (tgt != -100) & torch.isin(ids, after) & torch.isin(tgt, digits)
+
+
+def lookup_mask(vocab, ids, tgt):
+    """True where the target is a fact read from the prompt by name: the seed value after the
+    answer's first "00:" (three tokens after ">") and value(f) after "*"."""
+    first = (ids == vocab.index(":")) & (torch.roll(ids, 3, dims=1) == vocab.index(">"))
+    return (tgt != -100) & (first | (ids == vocab.index("*")))
+
+
+def evaluate(model, vocab, val, n=64):
+    """Teacher-forced on n held-out problems: accuracy over all answer tokens and over the
+    critical ones, and the share of problems whose every answer token is the argmax, which is
+    exactly the share that greedy decoding reproduces in full."""
+    tok = crit = crit_n = tok_n = whole = 0
+    with torch.no_grad():
+        for s in range(0, n, 32):
+            vi, vt = batch_of(val, list(range(s, min(n, s + 32))))
+            pred = model(vi).argmax(-1)
+            m = vt != -100
+            cm = critical_mask(vocab, vi, vt)
+            ok = (pred == vt) | ~m
+            tok += ((pred == vt) & m).sum().item()
+            tok_n += m.sum().item()
+            crit += ((pred == vt) & cm).sum().item()
+            crit_n += cm.sum().item()
+            whole += ok.all(-1).sum().item()
+    return tok / tok_n, crit / crit_n, whole / n
+
+
+def breakdown(a):
+    """Teacher-forced argmax accuracy per kind of answer token on --n validation problems, as
+    one JSON line: which skill a checkpoint lacks (greedy errors compound from the first one)."""
+    torch.set_num_threads(a.threads)
+    head, val = load(a.val)
+    vocab = head["vocab"]
+    st = torch.load(os.path.join(a.dir, "ckpt.pt"))
+    model = Model(st.get("dims", DIMS), len(vocab))
+    model.load_state_dict(st["model"])
+    model.eval()
+    after = lambda ids, c: ids == vocab.index(c)  # noqa: E731
+    kinds = {}
+    with torch.no_grad():
+        for s in range(0, a.n, 32):
+            ids, tgt = batch_of(val, list(range(s, min(a.n, s + 32))))
+            ok = model(ids).argmax(-1) == tgt
+            crit = critical_mask(vocab, ids, tgt)
+            seed = lookup_mask(vocab, ids, tgt) & after(ids, ":")
+            masks = {
+                "seed_lookup": seed,
+                "a": crit & after(ids, ":") & ~seed,
+                "b": crit & after(ids, "+"),
+                "c": crit & after(ids, "="),
+                "final_lemma": crit & after(ids, "A"),
+                "phoenix_lookup": crit & after(ids, "*"),
+                "other": (tgt != -100) & ~crit,
+            }
+            for k, m in masks.items():
+                n0, r0 = kinds.get(k, (0, 0))
+                kinds[k] = (n0 + m.sum().item(), r0 + (ok & m).sum().item())
+    tok, crit, whole = evaluate(model, vocab, val, a.n)
+    out = {k: round(r / max(1, n), 4) for k, (n, r) in kinds.items()}
+    out.update(step=st["step"], problems=a.n, critical=round(crit, 4), greedy_whole=round(whole, 4))
+    print(json.dumps(out))
+
+
 def train(a):
     torch.set_num_threads(a.threads)
     head, rows = load(a.train)
@@ -160,17 +143,25 @@ def train(a):
     os.makedirs(a.dir, exist_ok=True)
     ck = os.path.join(a.dir, "ckpt.pt")
     torch.manual_seed(0)
-    model = Model(DIMS, len(head["vocab"]))
+    dims = dims_of(a)
+    st = torch.load(ck) if os.path.exists(ck) else None
+    if st is not None or a.init:
+        dims = (st or torch.load(a.init)).get("dims", DIMS)
+    vocab = head["vocab"]
+    model = Model(dims, len(vocab))
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
     step = 0
-    if os.path.exists(ck):
-        st = torch.load(ck)
+    if st is not None:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         step = st["step"]
         print(f"resumed at step {step}", flush=True)
+    elif a.init:
+        # a second phase: another run's weights, a fresh optimiser and schedule
+        model.load_state_dict(torch.load(a.init)["model"])
+        print(f"initialised from {a.init}", flush=True)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"params {n_params} dims {DIMS}", flush=True)
+    print(f"params {n_params} dims {dims}", flush=True)
     rng = random.Random(step)
     t0 = time.time()
     while step < a.steps:
@@ -178,80 +169,45 @@ def train(a):
         for g in opt.param_groups:
             g["lr"] = lr
         ids, tgt = batch_of(rows, [rng.randrange(len(rows)) for _ in range(a.batch)])
-        loss = F.cross_entropy(model(ids).flatten(0, 1), tgt.flatten(), ignore_index=-100)
+        # answer tokens weigh 1, critical digits --critical-weight (their errors compound), the
+        # two facts looked up by name --lookup-weight (2 tokens in about 60, the last skill learnt)
+        w = (tgt != -100).float() + (a.critical_weight - 1) * critical_mask(vocab, ids, tgt).float()
+        w = torch.where(lookup_mask(vocab, ids, tgt), torch.full_like(w, a.lookup_weight), w)
+        ce = F.cross_entropy(model(ids).flatten(0, 1), tgt.flatten(), ignore_index=-100, reduction="none")
+        loss = (ce * w.flatten()).sum() / w.sum()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
         if step % a.log_every == 0:
-            with torch.no_grad():
-                vi, vt = batch_of(val, list(range(16)))
-                pred = model(vi).argmax(-1)
-                m = vt != -100
-                tok_acc = ((pred == vt) & m).sum().item() / m.sum().item()
-            print(f"step {step} loss {loss.item():.4f} val_tok_acc {tok_acc:.4f} lr {lr:.5f} {(time.time() - t0) / a.log_every:.2f}s/step", flush=True)
+            secs = (time.time() - t0) / a.log_every
+            line = f"step {step} loss {loss.item():.4f} lr {lr:.5f} {secs:.2f}s/step"
+            if step % a.eval_every == 0:
+                tok, crit, whole = evaluate(model, vocab, val)
+                line += f" val_tok {tok:.4f} val_critical {crit:.4f} val_greedy_whole {whole:.3f}"
+            print(line, flush=True)
             t0 = time.time()
         if step % a.ckpt_every == 0 or step == a.steps:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ck + ".tmp")
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "dims": dims}, ck + ".tmp")
             os.replace(ck + ".tmp", ck)
 
 
-# --- GGUF export (format v3, F32 tensors; names and shapes as llama.cpp's Mixtral conversion)
-
-def gguf_string(s):
-    b = s.encode()
-    return struct.pack("<Q", len(b)) + b
-
-
-def gguf_kv(key, value):
-    out = gguf_string(key)
-    if isinstance(value, bool):
-        return out + struct.pack("<I?", 7, value)
-    if isinstance(value, int):
-        return out + struct.pack("<II", 4, value)
-    if isinstance(value, float):
-        return out + struct.pack("<If", 6, value)
-    if isinstance(value, str):
-        return out + struct.pack("<I", 8) + gguf_string(value)
-    if isinstance(value, list):
-        if all(isinstance(v, str) for v in value):
-            return out + struct.pack("<IIQ", 9, 8, len(value)) + b"".join(gguf_string(v) for v in value)
-        if all(isinstance(v, int) for v in value):
-            return out + struct.pack("<IIQ", 9, 5, len(value)) + b"".join(struct.pack("<i", v) for v in value)
-        return out + struct.pack("<IIQ", 9, 6, len(value)) + b"".join(struct.pack("<f", v) for v in value)
-    raise TypeError(key)
-
-
-def write_gguf(path, kvs, tensors):
-    align = 32
-    header = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs))
-    header += b"".join(gguf_kv(k, v) for k, v in kvs)
-    infos = b""
-    offset = 0
-    blobs = []
-    for name, t in tensors:
-        t = t.detach().float().contiguous()
-        dims = list(reversed(t.shape))  # ggml ne0 is the innermost (last) axis
-        infos += gguf_string(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
-        infos += struct.pack("<IQ", 0, offset)
-        data = t.numpy().tobytes()
-        blobs.append(data)
-        offset += (len(data) + align - 1) // align * align
-    body = header + infos
-    body += b"\0" * ((align - len(body) % align) % align)
-    with open(path, "wb") as f:
-        f.write(body)
-        for data in blobs:
-            f.write(data + b"\0" * ((align - len(data) % align) % align))
+def dims_of(a):
+    d = dict(DIMS)
+    for k in ("dim", "layers", "heads", "kv_heads", "ff"):
+        if getattr(a, k) is not None:
+            d[k] = getattr(a, k)
+    return d
 
 
 def export(a):
     head, _ = load(a.train) if a.train else load(a.val)
     _, val = load(a.val)
-    d = DIMS
+    st = torch.load(os.path.join(a.dir, "ckpt.pt"))
+    d = st.get("dims", DIMS)
     model = Model(d, len(head["vocab"]))
-    model.load_state_dict(torch.load(os.path.join(a.dir, "ckpt.pt"))["model"])
+    model.load_state_dict(st["model"])
     model.eval()
     vocab = head["vocab"]
     types = [2, 3, 3] + [1] * (len(vocab) - 3)
@@ -314,7 +270,7 @@ def export(a):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["train", "export"])
+    ap.add_argument("cmd", choices=["train", "export", "breakdown"])
     ap.add_argument("--dir", required=True)
     ap.add_argument("--train")
     ap.add_argument("--val", required=True)
@@ -322,9 +278,19 @@ if __name__ == "__main__":
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--critical-weight", type=float, default=1.0)
+    ap.add_argument("--lookup-weight", type=float, default=1.0)
+    ap.add_argument("--init", help="start from this checkpoint's weights (fresh optimiser)")
+    ap.add_argument("--dim", type=int)
+    ap.add_argument("--layers", type=int)
+    ap.add_argument("--heads", type=int)
+    ap.add_argument("--kv-heads", type=int)
+    ap.add_argument("--ff", type=int)
     ap.add_argument("--log-every", type=int, default=25)
+    ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--out")
     ap.add_argument("--fixture")
+    ap.add_argument("--n", type=int, default=256, help="breakdown: validation problems")
     a = ap.parse_args()
-    train(a) if a.cmd == "train" else export(a)
+    {"train": train, "export": export, "breakdown": breakdown}[a.cmd](a)

@@ -2,7 +2,7 @@
  * The step protocol between the scheduler (policy) and an executor (maths, local or remote).
  * Plain data only: a plan can cross RPC unchanged. Pure types.
  */
-import type { KvScoreMode } from "../model/page-scorer.ts";
+import type { KvScoreAggregate, KvScoreMode } from "../model/page-scorer.ts";
 import type { SampledToken, SamplerParams } from "../model/sampler.ts";
 import type { BlockTable } from "./kv-block-manager.ts";
 import type { SeqId } from "./sequence.ts";
@@ -30,6 +30,7 @@ export interface ScheduledKv {
   mode: KvScoreMode;
   selectPages: number;
   blocksPerPage: number;
+  aggregate: KvScoreAggregate;
 }
 
 export interface StepPlan {

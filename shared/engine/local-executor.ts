@@ -60,6 +60,7 @@ export class LocalExecutor implements Executor {
                 mode: s.kv.mode,
                 selectPages: s.kv.selectPages,
                 blocksPerPage: s.kv.blocksPerPage,
+                aggregate: s.kv.aggregate,
                 out: s.kv.mode === "none" ? null : new Float32Array(s.blockTable.length),
               }
             : null,

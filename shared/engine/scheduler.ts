@@ -189,6 +189,7 @@ export class Scheduler {
         mode: decode ? scoreMode(kv.spec) : "none",
         selectPages: decode ? questPages(kv.spec) : 0,
         blocksPerPage: kv.blocksPerPage,
+        aggregate: kv.spec.aggregate,
       };
     }
     return planned;

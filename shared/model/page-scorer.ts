@@ -5,12 +5,13 @@
  *
  * - "bound": per resident block, per layer and query head, Quest's upper bound on q.k,
  *   sum_i max(q_i min_i, q_i max_i) / sqrt(d), with min/max the channel-wise extremes of the
- *   block's keys; softmax over the blocks; summed over heads and layers into `out`.
+ *   block's keys; softmax over the blocks; combined over heads and layers into `out`.
  * - "probs": the true attention probabilities (softmax of q.k / sqrt(d) over resident keys, as
- *   the kernel computes them) summed per block, over heads and layers (H2O's statistic).
- * - selection (Quest): per layer, the blocks' bound softmax summed over heads picks the top
+ *   the kernel computes them) summed per block, combined over heads and layers (H2O's statistic).
+ * - selection (Quest): per layer, the blocks' bound softmax combined over heads picks the top
  *   `selectPages` pages, the current page left out; the layer attends to them plus the current
  *   page, in position order.
+ * - combined: summed (`aggregate` "sum") or the maximum ("max") over (layer, head).
  *
  * The metadata is folded lazily: `metaRows[layer][block]` counts the block's rows folded so far,
  * and a write at a block's first row resets it (the block was reused).
@@ -18,12 +19,20 @@
 
 export type KvScoreMode = "none" | "bound" | "probs";
 
+/**
+ * How a block's scores from every (layer, query head) combine into one: `sum` (the default) or
+ * `max` (a block one head needs counts as much as a block every head reads a little).
+ */
+export const KV_SCORE_AGGREGATES = ["sum", "max"] as const;
+export type KvScoreAggregate = (typeof KV_SCORE_AGGREGATES)[number];
+
 /** A sparse decode row's request to the forward. */
 export interface KvRowPlan {
   mode: KvScoreMode;
   /** Quest: pages to attend besides the current one (0: attend to every resident block). */
   selectPages: number;
   blocksPerPage: number;
+  aggregate: KvScoreAggregate;
   /** Per resident block, accumulated over layers (mode "none": null). */
   out: Float32Array | null;
 }
@@ -104,6 +113,7 @@ export class PageScorer {
       if (this.keyScores.length < numKeys) this.keyScores = new Float32Array(2 * numKeys);
       const s = this.keyScores;
       const out = plan.out as Float32Array;
+      const head = new Float64Array(nb);
       for (let h = 0; h < numHeads; h++) {
         const qo = h * headDim;
         const ko = Math.floor(h / group) * headDim;
@@ -121,10 +131,12 @@ export class PageScorer {
           s[t] = Math.exp((s[t] as number) - max);
           sum += s[t] as number;
         }
+        head.fill(0);
         for (let t = 0; t < numKeys; t++) {
           const j = Math.floor(t / bs);
-          out[j] = (out[j] as number) + (s[t] as number) / sum;
+          head[j] = (head[j] as number) + (s[t] as number) / sum;
         }
+        for (let j = 0; j < nb; j++) out[j] = combine(plan.aggregate, out[j], head[j]);
       }
       return -1;
     }
@@ -156,10 +168,10 @@ export class PageScorer {
         b[j] = Math.exp((b[j] as number) - max);
         sum += b[j] as number;
       }
-      for (let j = 0; j < nb; j++) acc[j] = (acc[j] as number) + (b[j] as number) / sum;
+      for (let j = 0; j < nb; j++) acc[j] = combine(plan.aggregate, acc[j], (b[j] as number) / sum);
     }
     if (plan.out)
-      for (let j = 0; j < nb; j++) plan.out[j] = (plan.out[j] as number) + (acc[j] as number);
+      for (let j = 0; j < nb; j++) plan.out[j] = combine(plan.aggregate, plan.out[j], acc[j]);
     return plan.selectPages > 0 ? this.select(plan, table, nb, lastRows, selTable) : -1;
   }
 
@@ -189,4 +201,9 @@ export class PageScorer {
     for (let j = (nPages - 1) * m; j < nb; j++) selTable[n++] = table[j] as number;
     return (n - 1) * this.blockSize + lastRows;
   }
+}
+
+/** One more (layer, head) score folded into a block's running score. */
+function combine(how: KvScoreAggregate, acc: number | undefined, x: number | undefined): number {
+  return how === "max" ? Math.max(acc as number, x as number) : (acc as number) + (x as number);
 }

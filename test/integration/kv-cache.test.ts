@@ -77,6 +77,7 @@ describe("kv_cache", () => {
       [{ policy: "raas", page_size: 24 }, "kv_cache.page_size"],
       [{ policy: "h2o", budget: 16 }, "kv_cache.budget"],
       [{ policy: "h2o", recent_share: 2 }, "kv_cache.recent_share"],
+      [{ policy: "raas", aggregate: "mean" }, "kv_cache.aggregate"],
       // the prompt needs more pinned pages than 2 pages of budget
       [{ policy: "raas", budget: 32 }, "kv_cache.budget"],
     ];

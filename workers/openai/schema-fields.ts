@@ -6,6 +6,7 @@
  */
 import { z } from "zod";
 import { KV_POLICIES, type KvCacheRequest } from "../../shared/engine/kv-policy/spec.ts";
+import { KV_SCORE_AGGREGATES } from "../../shared/model/page-scorer.ts";
 
 /** A refinement that rejects a feature this server does not implement. */
 export function unsupported(message: string, code = "unsupported_value") {
@@ -83,6 +84,7 @@ export const KvCacheSchema = z.object({
   sinks: z.int().min(0).optional(),
   recent_share: z.number().gt(0).max(1).optional(),
   refresh_share: z.number().gt(0).max(1).optional(),
+  aggregate: z.enum(KV_SCORE_AGGREGATES).optional(),
 });
 
 /** The schema's snake_case fields as the engine names them. */
@@ -97,6 +99,7 @@ export function toKvCacheRequest(
   if (v.sinks !== undefined) out.sinks = v.sinks;
   if (v.recent_share !== undefined) out.recentShare = v.recent_share;
   if (v.refresh_share !== undefined) out.refreshShare = v.refresh_share;
+  if (v.aggregate !== undefined) out.aggregate = v.aggregate;
   return out;
 }
 

@@ -7,6 +7,7 @@
  * included (`budgetPages = floor(budget / pageSize)`).
  */
 import { type ErrorInfo, errorInfo } from "../../errors.ts";
+import { KV_SCORE_AGGREGATES, type KvScoreAggregate } from "../../model/page-scorer.ts";
 
 export const KV_POLICIES = ["dense", "streamingllm", "h2o", "quest", "raas", "raas-nopin"] as const;
 export type KvPolicyName = (typeof KV_POLICIES)[number];
@@ -23,6 +24,8 @@ export interface KvCacheSpec {
   recentShare: number;
   /** raas: share of the page budget whose timestamps each step refreshes (top pages by bound). */
   refreshShare: number;
+  /** h2o, quest, raas: how per-(layer, head) page scores combine. */
+  aggregate: KvScoreAggregate;
 }
 
 /** What a request or deployment names (the rest comes from the defaults). */
@@ -35,6 +38,7 @@ export const KV_CACHE_DEFAULTS = {
   sinks: 4,
   recentShare: 0.5,
   refreshShare: 0.5,
+  aggregate: "sum",
 } as const;
 
 /** The defaults, with the page size of one KV block. */
@@ -92,6 +96,9 @@ export function checkKvCache(
     );
   }
   if (spec.policy === "dense") return null;
+  if (!(KV_SCORE_AGGREGATES as readonly string[]).includes(spec.aggregate)) {
+    return bad("aggregate", `kv_cache.aggregate must be one of ${KV_SCORE_AGGREGATES.join(", ")}`);
+  }
   if (!(Number.isInteger(spec.budget) && budgetPages(spec) >= 2)) {
     return bad(
       "budget",

@@ -61,6 +61,9 @@ describe("kv-cache spec", () => {
     );
     expect(checkKvCache(spec({ policy: "raas", budget: 24 }), BS, 20)).toBeNull();
     expect(checkKvCache(spec({ policy: "raas-nopin", budget: 8 }), BS, 20)).toBeNull();
+    expect(checkKvCache(spec({ policy: "raas", aggregate: "mean" as "max" }), BS)?.param).toBe(
+      "kv_cache.aggregate",
+    );
   });
 });
 
@@ -165,13 +168,20 @@ describe("PageScorer", () => {
       const table = Int32Array.from([3, 0, 5, 1]);
       const out = new Float32Array(4);
       const sel = new Int32Array(8);
-      const plan = { mode: "probs" as const, selectPages: 0, blocksPerPage: 1, out };
+      const plan = {
+        mode: "probs" as const,
+        selectPages: 0,
+        blocksPerPage: 1,
+        aggregate: "sum" as const,
+        out,
+      };
       sc.score(0, plan, q, k, table, 14, heads, kvHeads, hd, sel);
       expect(out.reduce((a, b) => a + b, 0)).toBeCloseTo(heads, 5);
       const bound = {
         mode: "bound" as const,
         selectPages: 0,
         blocksPerPage: 1,
+        aggregate: "sum" as const,
         out: new Float32Array(4),
       };
       sc.score(0, bound, q, k, table, 14, heads, kvHeads, hd, sel);
@@ -204,6 +214,31 @@ describe("PageScorer", () => {
     }
   });
 
+  it("sums scores over heads, or takes the largest one head gives (aggregate max)", () => {
+    // head 0 points along channel 0, head 1 along channel 1; block 2 holds a key that only head
+    // 0 reads, blocks 0 and 1 keys both heads read moderately
+    const k = new Float32Array(blocks * BS * hd);
+    const q = Float32Array.from([4, 0, 0, 0, 0, 4, 0, 0]);
+    for (let b = 0; b < 3; b++)
+      for (let r = 0; r < BS; r++)
+        k.set(b === 2 ? [1, -1, 0, 0] : [0.5, 0.5, 0, 0], (b * BS + r) * hd);
+    const table = Int32Array.from([0, 1, 2]);
+    const sel = new Int32Array(8);
+    const scores = (mode: "bound" | "probs", aggregate: "sum" | "max") => {
+      const plan = { mode, selectPages: 0, blocksPerPage: 1, aggregate, out: new Float32Array(3) };
+      new PageScorer(1, blocks, BS, hd).score(0, plan, q, k, table, 3 * BS, heads, 1, hd, sel);
+      return Array.from(plan.out);
+    };
+    for (const mode of ["bound", "probs"] as const) {
+      const sum = scores(mode, "sum");
+      const max = scores(mode, "max");
+      // summed, block 2 ranks last (head 1 avoids it); by the max it ranks first
+      expect(sum[2]).toBeLessThan(Math.min(sum[0] as number, sum[1] as number));
+      expect(max[2]).toBeGreaterThan(Math.max(max[0] as number, max[1] as number));
+      expect(sum.reduce((a, b) => a + b, 0)).toBeCloseTo(heads, 5);
+    }
+  });
+
   it("quest attends to the pages whose keys align with the query, plus the current page", () => {
     const k = new Float32Array(blocks * BS * hd);
     const q = new Float32Array(heads * hd);
@@ -216,7 +251,13 @@ describe("PageScorer", () => {
     const sc = new PageScorer(1, blocks, BS, hd);
     const table = Int32Array.from([2, 6, 4, 1, 7]);
     const sel = new Int32Array(8);
-    const plan = { mode: "none" as const, selectPages: 1, blocksPerPage: 1, out: null };
+    const plan = {
+      mode: "none" as const,
+      selectPages: 1,
+      blocksPerPage: 1,
+      aggregate: "sum" as const,
+      out: null,
+    };
     const n = sc.score(0, plan, q, k, table, 4 * BS + 3, heads, 1, hd, sel);
     expect(Array.from(sel.subarray(0, 2))).toEqual([6, 7]);
     expect(n).toBe(BS + 3);

@@ -36,7 +36,11 @@ describe("lemma chain", () => {
 
   it("checks exact match and per-lemma accuracy", () => {
     const p = lemmaProblem(2, 0);
-    expect(checkLemma(p, p.answer)).toEqual({ exact: true, lemmaAccuracy: 1 });
+    expect(checkLemma(p, p.answer)).toEqual({
+      exact: true,
+      lemmaAccuracy: 1,
+      chainConsistency: 1,
+    });
     const wrongFinal = p.answer.replace(/=(\d)\.$/, (_, d) => `=${(Number(d) + 1) % 10}.`);
     expect(checkLemma(p, wrongFinal).exact).toBe(false);
     const firstWrong = p.answer.replace(
@@ -44,7 +48,24 @@ describe("lemma chain", () => {
       (_, h, d) => `${h}${(Number(d) + 1) % 10}`,
     );
     expect(checkLemma(p, firstWrong).lemmaAccuracy).toBeCloseTo((p.stages - 1) / p.stages);
+    // line 1's wrong c breaks its own sum and the lines that read it (line 2, line 1 + w)
+    const readers = new Set([2, 1 + p.lifetime].filter((j) => j <= p.stages)).size;
+    expect(checkLemma(p, firstWrong).chainConsistency).toBeCloseTo(
+      (p.stages - 1 - readers) / p.stages,
+    );
     expect(checkLemma(p, "").exact).toBe(false);
+    expect(checkLemma(p, "").chainConsistency).toBe(0);
+    // a wrong seed read from the prompt, then a chain computed right from it: consistent
+    const seed = ((p.facts[p.seedFact] as number) + 1) % 10;
+    const L = [seed];
+    let out = `00:${seed}+0=${seed};`;
+    for (let j = 1; j <= p.stages; j++) {
+      const a = L[j - 1] as number;
+      const b = L[Math.max(0, j - p.lifetime)] as number;
+      L.push((a + b) % 10);
+      out += `${String(j).padStart(2, "0")}:${a}+${b}=${(a + b) % 10};`;
+    }
+    expect(checkLemma(p, out).chainConsistency).toBe(1);
   });
 
   it("has one token per character, with BOS, the answer marker and EOS around", () => {

@@ -508,12 +508,24 @@ describe("toGenerateFields: chat", () => {
     const f = toGenerateFields(
       chatOk({
         seed: 1,
-        kv_cache: { policy: "raas", budget: 128, page_size: 32, refresh_share: 0.25 },
+        kv_cache: {
+          policy: "raas",
+          budget: 128,
+          page_size: 32,
+          refresh_share: 0.25,
+          aggregate: "max",
+        },
       }),
       "chat",
       noSeed,
     );
-    expect(f.kvCache).toEqual({ policy: "raas", budget: 128, pageSize: 32, refreshShare: 0.25 });
+    expect(f.kvCache).toEqual({
+      policy: "raas",
+      budget: 128,
+      pageSize: 32,
+      refreshShare: 0.25,
+      aggregate: "max",
+    });
   });
 
   it("treats null like absent", () => {
