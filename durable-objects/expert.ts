@@ -25,7 +25,7 @@ import { npuName } from "../shared/protocol/names.ts";
 import type { FaultKind } from "../shared/types/faults.ts";
 import kernelsModule from "../wasm/kernels.wasm";
 import { type Env, getConfig } from "./env.ts";
-import { StepFaults } from "./faults.ts";
+import { FaultSwitch } from "./faults.ts";
 import { wallClock } from "./moe-clock.ts";
 import { readHeader, readRange } from "./r2-range.ts";
 
@@ -42,12 +42,12 @@ export class Expert extends DurableObject<Env> {
   private model = "";
   private capacityBytes = 0;
   private usedBytes = () => 0;
-  private readonly faults: StepFaults;
+  private readonly faults: FaultSwitch;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.log = new Logger({ do: "Expert", name: ctx.id.name ?? "" }, parseLogLevel(env.LOG_LEVEL));
-    this.faults = new StepFaults(ctx, env, this.log);
+    this.faults = new FaultSwitch(ctx, env, this.log, true);
   }
 
   /** Loads this rank's experts of `spec` (once) and joins the group. Failures are values. */
@@ -90,7 +90,7 @@ export class Expert extends DurableObject<Env> {
         }),
         clock: wallClock,
         timeoutMs: spec.timeoutMs,
-        beforeServe: () => this.faults.gate(),
+        beforeServe: () => this.faults.gate("the expert step"),
       });
       this.model = spec.model;
       this.shard = shard;

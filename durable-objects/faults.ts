@@ -2,8 +2,8 @@
  * Fault injection for the control-plane objects (JobExecutor, ClusterManager): `throw` makes the
  * object's next guarded call throw once, `drop_state` resets the object (`ctx.abort`), as
  * production does past the memory limit. They have no engine loop, so `hang` is refused (the
- * Npu's loop faults are in engine-loop.ts). An Expert's step handling takes all three
- * (`StepFaults`). Everything is refused unless FAULT_INJECTION is on.
+ * Npu's loop faults are in engine-loop.ts). An Expert's step handling takes all three (`hang`:
+ * its `gate` never settles again). Everything is refused unless FAULT_INJECTION is on.
  */
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import type { Logger } from "../shared/log.ts";
@@ -19,23 +19,27 @@ export function faultsOff(env: Env): Result<null> | null {
 
 export class FaultSwitch {
   #throwNext = false;
+  #hung = false;
 
+  /** `canHang`: the object has step handling that `gate` guards (an Expert). */
   constructor(
     private readonly ctx: DurableObjectState,
     private readonly env: Env,
     private readonly log: Logger,
+    private readonly canHang = false,
   ) {}
 
   inject(fault: FaultKind): Result<null> {
     const off = faultsOff(this.env);
     if (off) return off;
-    if (fault === "hang") {
+    if (fault === "hang" && !this.canHang) {
       return failure(
-        errorInfo("invalid_request", "only an Npu has an engine loop to hang", "fault"),
+        errorInfo("invalid_request", "only an Npu or an Expert has steps to hang", "fault"),
       );
     }
     this.log.warn("fault.injected", { fault });
     if (fault === "drop_state") this.ctx.abort("fault injection: drop_state");
+    else if (fault === "hang") this.#hung = true;
     else this.#throwNext = true;
     return { ok: true, value: null };
   }
@@ -46,37 +50,10 @@ export class FaultSwitch {
     this.#throwNext = false;
     throw new Error(`fault injection: ${where} threw`);
   }
-}
 
-/**
- * An Expert's faults: `throw` fails its next (layer, step) serve, `hang` makes every serve from
- * now on await forever (the object still answers calls), `drop_state` resets the object.
- */
-export class StepFaults {
-  #throwNext = false;
-  #hung = false;
-
-  constructor(
-    private readonly ctx: DurableObjectState,
-    private readonly env: Env,
-    private readonly log: Logger,
-  ) {}
-
-  inject(fault: FaultKind): Result<null> {
-    const off = faultsOff(this.env);
-    if (off) return off;
-    this.log.warn("fault.injected", { fault });
-    if (fault === "drop_state") this.ctx.abort("fault injection: drop_state");
-    else if (fault === "hang") this.#hung = true;
-    else this.#throwNext = true;
-    return { ok: true, value: null };
-  }
-
-  /** Awaited before each serve: throws once after `throw`, never settles after `hang`. */
-  async gate(): Promise<void> {
+  /** Awaited before each guarded step: never settles after `hang`, else `check`. */
+  async gate(where: string): Promise<void> {
     if (this.#hung) await new Promise<never>(() => {});
-    if (!this.#throwNext) return;
-    this.#throwNext = false;
-    throw new Error("fault injection: the expert step threw");
+    this.check(where);
   }
 }
