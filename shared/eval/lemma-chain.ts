@@ -129,6 +129,8 @@ export interface LemmaScore {
    * right or wrong from the start (a wrong seed read from the prompt does not count against it).
    */
   chainConsistency: number;
+  /** The final line's second factor is F's digit in the prompt (the phoenix read right). */
+  phoenix: boolean;
 }
 
 /** Checks a generated answer against the problem (exact match of the final value). */
@@ -156,6 +158,7 @@ export function checkLemma(p: LemmaProblem, output: string): LemmaScore {
   const fin = /A(\d)\*(\d)=(\d)\./.exec(output);
   return {
     exact: fin !== null && Number(fin[3]) === p.final,
+    phoenix: fin !== null && Number(fin[2]) === p.facts[p.finalFact],
     lemmaAccuracy: right / p.stages,
     chainConsistency: consistent / p.stages,
   };

@@ -44,9 +44,15 @@ describe("lemma chain", () => {
       exact: true,
       lemmaAccuracy: 1,
       chainConsistency: 1,
+      phoenix: true,
     });
     const wrongFinal = p.answer.replace(/=(\d)\.$/, (_, d) => `=${(Number(d) + 1) % 10}.`);
     expect(checkLemma(p, wrongFinal).exact).toBe(false);
+    expect(checkLemma(p, wrongFinal).phoenix).toBe(true);
+    // the phoenix misread: the final line's second factor is not F's digit
+    const wrongPhoenix = p.answer.replace(/\*(\d)=/, (_, d) => `*${(Number(d) + 1) % 10}=`);
+    expect(checkLemma(p, wrongPhoenix).phoenix).toBe(false);
+    expect(checkLemma(p, "").phoenix).toBe(false);
     const firstWrong = p.answer.replace(
       /(01:\d\+\d=)(\d)/,
       (_, h, d) => `${h}${(Number(d) + 1) % 10}`,
