@@ -23,6 +23,10 @@ optimiser and schedule. On a shared, loaded CPU use --threads 1 (2 threads ran 4
       --train /tmp/lemma-train.jsonl --val /tmp/lemma-val.jsonl --steps 3000 --threads 1 \
       --critical-weight 2 --lookup-weight 12 >> /tmp/lemma/log 2>&1
   /usr/bin/python3 scripts/train/train_lemma.py breakdown --dir /tmp/lemma --val /tmp/lemma-val.jsonl
+
+The committed model's last phase (README "KV-cache policies" lists the earlier ones): from a
+checkpoint that computes the chain, --init it with --lr 1.5e-3 --critical-weight 2
+--lookup-weight 4 --steps 1500 (every validation problem whole from step 200; stopped at 400).
   /usr/bin/python3 scripts/train/train_lemma.py export --dir /tmp/lemma \
       --out models/lemma-moe.gguf --fixture test/fixtures/lemma-moe-logits.json --val /tmp/lemma-val.jsonl
 
