@@ -2,7 +2,8 @@
  * RaaS and its baselines (README "KV-cache policies"):
  * - accuracy, on the lemma-chain model (--model, trained by scripts/train/train_lemma.py): per
  *   policy and budget, exact-match accuracy, per-lemma accuracy, chain consistency (the
- *   milestone reads alone) and mean generated length, overall and by decode length, on
+ *   milestone reads alone), phoenix accuracy (the final line reads F's digit from the prompt
+ *   right) and mean generated length, overall and by decode length, on
  *   held-out problems (shared/eval/lemma-chain.ts, seed 3; training used seeds 1 and 2). Skipped,
  *   with `accuracy: null`, when the model file is absent.
  * - time and memory, on one forced long decode per policy (EOS ignored) of --curve-model (the
@@ -72,6 +73,8 @@ interface Cell {
   lemmaAccuracy: number | null;
   /** Share of stage lines that follow from the output's own earlier lines (checkLemma). */
   chainConsistency: number | null;
+  /** Share whose final line reads F's digit right (checkLemma's phoenix). */
+  phoenixAccuracy: number | null;
   meanGeneratedTokens: number | null;
   meanReferenceTokens: number;
   refused: number;
@@ -86,6 +89,7 @@ interface LengthCell {
   exactMatch: number;
   lemmaAccuracy: number;
   chainConsistency: number;
+  phoenixAccuracy: number;
 }
 
 /** Stage-count groups of the decode-length breakdown (TRAIN_OPTIONS has 4 to 10 stages). */
@@ -129,6 +133,7 @@ async function accuracy(policy: KvPolicyName, budget: number): Promise<Cell> {
       exactMatch: null,
       lemmaAccuracy: null,
       chainConsistency: null,
+      phoenixAccuracy: null,
       meanGeneratedTokens: null,
       meanReferenceTokens: ref,
       refused,
@@ -138,6 +143,7 @@ async function accuracy(policy: KvPolicyName, budget: number): Promise<Cell> {
   let exact = 0;
   let lemma = 0;
   let chain = 0;
+  let phoenix = 0;
   let gen = 0;
   const scores = problems.map((p, i) => checkLemma(p, texts.get(`p${i}`) ?? ""));
   problems.forEach((_, i) => {
@@ -145,6 +151,7 @@ async function accuracy(policy: KvPolicyName, budget: number): Promise<Cell> {
     exact += s.exact ? 1 : 0;
     lemma += s.lemmaAccuracy;
     chain += s.chainConsistency;
+    phoenix += s.phoenix ? 1 : 0;
     gen += lens.get(`p${i}`) ?? 0;
   });
   const n = problems.length;
@@ -158,6 +165,7 @@ async function accuracy(policy: KvPolicyName, budget: number): Promise<Cell> {
       exactMatch: sum((i) => (scores[i]?.exact ? 1 : 0)),
       lemmaAccuracy: sum((i) => scores[i]?.lemmaAccuracy ?? 0),
       chainConsistency: sum((i) => scores[i]?.chainConsistency ?? 0),
+      phoenixAccuracy: sum((i) => (scores[i]?.phoenix ? 1 : 0)),
     };
   });
   return {
@@ -166,6 +174,7 @@ async function accuracy(policy: KvPolicyName, budget: number): Promise<Cell> {
     exactMatch: exact / n,
     lemmaAccuracy: lemma / n,
     chainConsistency: chain / n,
+    phoenixAccuracy: phoenix / n,
     meanGeneratedTokens: gen / n,
     meanReferenceTokens: ref,
     refused,

@@ -7,7 +7,7 @@ top-2, weights renormalised; SwiGLU experts), RMSNorm, RoPE on adjacent pairs (l
 (shared/eval/lemma-chain.ts, read from the data file's first line). The loss covers the answer
 tokens only (teacher forcing), weighted: --critical-weight on the digits whose errors compound
 (a, b and c of each line, the final line's), --lookup-weight on the two facts read from the
-prompt by name (the seed value in line 0, value(f) after "*"). Every --eval-every steps the log
+prompt (the seed value in line 0 = G's digit, value(f) after "*" = F's digit). Every --eval-every steps the log
 shows, on 64 validation problems, answer-token and critical-token accuracy and the share whose
 every answer token is the argmax, which is exactly the share greedy decoding reproduces whole.
 
@@ -23,6 +23,10 @@ optimiser and schedule. On a shared, loaded CPU use --threads 1 (2 threads ran 4
       --train /tmp/lemma-train.jsonl --val /tmp/lemma-val.jsonl --steps 3000 --threads 1 \
       --critical-weight 2 --lookup-weight 12 >> /tmp/lemma/log 2>&1
   /usr/bin/python3 scripts/train/train_lemma.py breakdown --dir /tmp/lemma --val /tmp/lemma-val.jsonl
+
+The committed model's last phase (README "KV-cache policies" lists the earlier ones): from a
+checkpoint that computes the chain, --init it with --lr 1.5e-3 --critical-weight 2
+--lookup-weight 4 --steps 1500 (every validation problem whole from step 200; stopped at 400).
   /usr/bin/python3 scripts/train/train_lemma.py export --dir /tmp/lemma \
       --out models/lemma-moe.gguf --fixture test/fixtures/lemma-moe-logits.json --val /tmp/lemma-val.jsonl
 
@@ -74,8 +78,8 @@ def critical_mask(vocab, ids, tgt):
 
 
 def lookup_mask(vocab, ids, tgt):
-    """True where the target is a fact read from the prompt by name: the seed value after the
-    answer's first "00:" (three tokens after ">") and value(f) after "*"."""
+    """True where the target is a fact read from the prompt: the seed value (G's digit) after
+    the answer's first "00:" (three tokens after ">") and value(f) (F's digit) after "*"."""
     first = (ids == vocab.index(":")) & (torch.roll(ids, 3, dims=1) == vocab.index(">"))
     return (tgt != -100) & (first | (ids == vocab.index("*")))
 
@@ -170,7 +174,7 @@ def train(a):
             g["lr"] = lr
         ids, tgt = batch_of(rows, [rng.randrange(len(rows)) for _ in range(a.batch)])
         # answer tokens weigh 1, critical digits --critical-weight (their errors compound), the
-        # two facts looked up by name --lookup-weight (2 tokens in about 60, the last skill learnt)
+        # two facts read from the prompt --lookup-weight (2 tokens in about 60, the last skill learnt)
         w = (tgt != -100).float() + (a.critical_weight - 1) * critical_mask(vocab, ids, tgt).float()
         w = torch.where(lookup_mask(vocab, ids, tgt), torch.full_like(w, a.lookup_weight), w)
         ce = F.cross_entropy(model(ids).flatten(0, 1), tgt.flatten(), ignore_index=-100, reduction="none")

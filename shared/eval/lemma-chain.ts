@@ -6,11 +6,16 @@
  * vocabulary (`LEMMA_VOCAB`). Pure.
  *
  * Prompt (the user message): 16 facts and the query, e.g.
- *   a=7;b=2;c=9;...;p=4;Q08W3FkGc
- * K = 8 stages, lifetime w = 3, final fact f = k, seed fact g = c. The generation prompt is ">".
- * Answer: line 0 is "00:v+0=v;" with v = L(0) = value(g), read from the prompt; stage
+ *   a=7;b=2;c=9;...;p=4;Q08W3F4G9
+ * K = 8 stages, lifetime w = 3, and the values of two of the facts: F's digit is value(f) of the
+ * final fact f (here k = 4), G's is value(g) of the seed fact g (here c = 9). The query carries
+ * the values rather than the names (a look-up by name, two steps of associative recall, did not
+ * train on a CPU budget; README "KV-cache policies"), so the 16 facts are the prompt's filler
+ * and distractors. The generation prompt is ">".
+ * Answer: line 0 is "00:v+0=v;" with v = L(0) = G's digit, read from the prompt; stage
  * j = 1..K is one line "jj:a+b=c;" with a = L(j-1), b = L(max(0, j-w)), c = (a + b) mod 10 =
- * L(j); then "A" L(K) "*" value(f) "=" (L(K) * value(f)) mod 10 "." and end of sequence.
+ * L(j); then "A" L(K) "*" v_f "=" (L(K) * v_f) mod 10 "." and end of sequence, v_f being F's
+ * digit in the prompt (the phoenix: read only by the final line).
  */
 import { mulberry32 } from "../random.ts";
 
@@ -71,7 +76,7 @@ export function lemmaProblem(
   const seedFact = pick(FACT_NAMES.length);
   const prompt =
     facts.map((v, i) => `${FACT_NAMES[i]}=${v};`).join("") +
-    `Q${two(stages)}W${lifetime}F${FACT_NAMES[finalFact]}G${FACT_NAMES[seedFact]}`;
+    `Q${two(stages)}W${lifetime}F${facts[finalFact]}G${facts[seedFact]}`;
   const L = [facts[seedFact] as number];
   let answer = `00:${L[0]}+0=${L[0]};`;
   for (let j = 1; j <= stages; j++) {
@@ -124,6 +129,8 @@ export interface LemmaScore {
    * right or wrong from the start (a wrong seed read from the prompt does not count against it).
    */
   chainConsistency: number;
+  /** The final line's second factor is F's digit in the prompt (the phoenix read right). */
+  phoenix: boolean;
 }
 
 /** Checks a generated answer against the problem (exact match of the final value). */
@@ -151,6 +158,7 @@ export function checkLemma(p: LemmaProblem, output: string): LemmaScore {
   const fin = /A(\d)\*(\d)=(\d)\./.exec(output);
   return {
     exact: fin !== null && Number(fin[3]) === p.final,
+    phoenix: fin !== null && Number(fin[2]) === p.facts[p.finalFact],
     lemmaAccuracy: right / p.stages,
     chainConsistency: consistent / p.stages,
   };

@@ -28,8 +28,12 @@ describe("lemma chain", () => {
         expect(b).toBe(L[Math.max(0, j - p.lifetime)]);
         expect(c).toBe(((a as number) + (b as number)) % 10);
       }
-      // the final line reads fact f from the prompt (the phoenix)
+      // the query carries the values of the final and seed facts, which stay among the facts;
+      // the final line reads F's digit from the prompt (the phoenix)
       expect(p.prompt).toContain(`${FACT_NAMES[p.finalFact]}=${p.facts[p.finalFact]};`);
+      expect(p.prompt).toContain(`${FACT_NAMES[p.seedFact]}=${p.facts[p.seedFact]};`);
+      expect(p.prompt.endsWith(`F${p.facts[p.finalFact]}G${p.facts[p.seedFact]}`)).toBe(true);
+      expect(p.prompt).toMatch(/^([a-p]=\d;){16}Q\d\dW\dF\dG\d$/);
       expect(p.answer.endsWith(`A${L[p.stages]}*${p.facts[p.finalFact]}=${p.final}.`)).toBe(true);
     }
   });
@@ -40,9 +44,15 @@ describe("lemma chain", () => {
       exact: true,
       lemmaAccuracy: 1,
       chainConsistency: 1,
+      phoenix: true,
     });
     const wrongFinal = p.answer.replace(/=(\d)\.$/, (_, d) => `=${(Number(d) + 1) % 10}.`);
     expect(checkLemma(p, wrongFinal).exact).toBe(false);
+    expect(checkLemma(p, wrongFinal).phoenix).toBe(true);
+    // the phoenix misread: the final line's second factor is not F's digit
+    const wrongPhoenix = p.answer.replace(/\*(\d)=/, (_, d) => `*${(Number(d) + 1) % 10}=`);
+    expect(checkLemma(p, wrongPhoenix).phoenix).toBe(false);
+    expect(checkLemma(p, "").phoenix).toBe(false);
     const firstWrong = p.answer.replace(
       /(01:\d\+\d=)(\d)/,
       (_, h, d) => `${h}${(Number(d) + 1) % 10}`,
