@@ -11,62 +11,17 @@ import { parseGguf } from "../../shared/gguf/gguf.ts";
 import { modelConfigFromGguf } from "../../shared/model/config.ts";
 import { isExpertTensor } from "../../shared/model/expert-shard.ts";
 import { primaryMap } from "../../shared/moe/expert-map.ts";
-import { decodeEvents } from "../../shared/protocol/codec.ts";
-import type { GenerateTask } from "../../shared/protocol/messages.ts";
 import type { MoeGroupSpec } from "../../shared/protocol/moe.ts";
 import { expertName, npuName } from "../../shared/protocol/names.ts";
-import { PROTOCOL_VERSION } from "../../shared/protocol/version.ts";
 import { Tokenizer } from "../../shared/tokenizer/tokenizer.ts";
+import { greedyTask, tokensOf } from "./npu-tasks.ts";
 import { admin, call, postDeployment } from "./worker-client.ts";
 
 const PROMPTS = ["Once upon a time", "The little dog", "Hello there", "A cat sat"];
 const MAX_TOKENS = 6;
 
-function task(model: string, id: string, prompt: number[]): GenerateTask & { r2Key: string } {
-  return {
-    protocolVersion: PROTOCOL_VERSION,
-    requestId: `req_${id}`,
-    jobId: `job_${id}`,
-    taskId: `task_${id}`,
-    tenant: "test",
-    model,
-    prompts: [prompt],
-    n: 1,
-    maxTokens: MAX_TOKENS,
-    expectedOutputTokens: MAX_TOKENS,
-    stripLeadingSpace: false,
-    sampling: {
-      temperature: 0,
-      topP: 1,
-      topK: 0,
-      seed: 1,
-      stop: [],
-      ignoreEos: true,
-      logprobs: false,
-      topLogprobs: 0,
-    },
-    cacheSalt: "test",
-    r2Key: `models/${model}.gguf`,
-  };
-}
-
-async function tokensOf(
-  npu: { generate: (t: GenerateTask & { r2Key: string }) => Promise<unknown> },
-  t: GenerateTask & { r2Key: string },
-): Promise<{ ids: number[]; completionTokens: number }> {
-  const r = (await npu.generate(t)) as
-    | { ok: true; value: { stream: ReadableStream<Uint8Array> } }
-    | { ok: false; error: { message: string } };
-  if (!r.ok) throw new Error(r.error.message);
-  const ids: number[] = [];
-  let completionTokens = -1;
-  for await (const e of decodeEvents(r.value.stream.getReader())) {
-    if (e.type === "error") throw new Error(e.error.message);
-    if (e.type === "delta") ids.push(...e.tokenIds);
-    if (e.type === "usage") completionTokens = e.completionTokens;
-  }
-  return { ids, completionTokens };
-}
+const task = (model: string, id: string, prompt: number[]) =>
+  greedyTask(model, id, prompt, MAX_TOKENS);
 
 describe.skipIf(!env.REF_QWEN3MOE)("moe-attention across DOs", () => {
   it("serves tiny-qwen3moe with 2 attention Npus and 2 Expert DOs exactly as colocated", async () => {

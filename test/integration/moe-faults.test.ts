@@ -17,13 +17,12 @@ import DEFAULT_MODEL from "../../models/default-moe.gguf";
 import { parseGguf } from "../../shared/gguf/gguf.ts";
 import { modelConfigFromGguf } from "../../shared/model/config.ts";
 import { primaryMap } from "../../shared/moe/expert-map.ts";
-import { decodeEvents } from "../../shared/protocol/codec.ts";
 import { MOE_EXCHANGE_TIMEOUT_MS, type MoeGroupSpec } from "../../shared/protocol/moe.ts";
 import { expertName, npuName } from "../../shared/protocol/names.ts";
-import { PROTOCOL_VERSION } from "../../shared/protocol/version.ts";
 import { Tokenizer } from "../../shared/tokenizer/tokenizer.ts";
 import type { RequestRecord } from "../../shared/types/records.ts";
 import { parseSse } from "../helpers/sse.ts";
+import { greedyTask, type NpuTask, tokensOf } from "./npu-tasks.ts";
 import { admin, call, post, postDeployment } from "./worker-client.ts";
 
 const PROMPTS = Array.from({ length: 16 }, (_, i) => `Tale ${i}: the little model said`);
@@ -260,46 +259,10 @@ describe("MoE chaos drills", () => {
     const file = parseGguf(bytes);
     const config = modelConfigFromGguf(file);
     const tok = Tokenizer.fromGguf(file.metadata);
-    const task = (id: string, prompt: string) => ({
-      protocolVersion: PROTOCOL_VERSION,
-      requestId: `req_${id}`,
-      jobId: `job_${id}`,
-      taskId: `task_${id}`,
-      tenant: "test",
-      model,
-      prompts: [tok.encode(prompt)],
-      n: 1,
-      maxTokens: 24,
-      expectedOutputTokens: 24,
-      stripLeadingSpace: false,
-      sampling: {
-        temperature: 0,
-        topP: 1,
-        topK: 0,
-        seed: 1,
-        stop: [],
-        ignoreEos: true,
-        logprobs: false,
-        topLogprobs: 0,
-      },
-      cacheSalt: "test",
-      r2Key,
-    });
-    const tokens = async (
-      npu: { generate: (t: ReturnType<typeof task>) => Promise<unknown> },
-      t: ReturnType<typeof task>,
-    ) => {
-      const r = (await npu.generate(t)) as
-        | { ok: true; value: { stream: ReadableStream<Uint8Array> } }
-        | { ok: false; error: { message: string } };
-      if (!r.ok) throw new Error(r.error.message);
-      const ids: number[] = [];
-      for await (const e of decodeEvents(r.value.stream.getReader())) {
-        if (e.type === "error") throw new Error(e.error.message);
-        if (e.type === "delta") ids.push(...e.tokenIds);
-      }
-      return ids;
-    };
+    const task = (id: string, prompt: string) =>
+      greedyTask(model, id, tok.encode(prompt), 24, r2Key);
+    const tokens = async (npu: Parameters<typeof tokensOf>[0], t: NpuTask) =>
+      (await tokensOf(npu, t)).ids;
     const prompts = PROMPTS.slice(0, 8);
     const colocated = env.NPU.getByName(npuName("moe-replicated-ref", 0));
     const want = await Promise.all(prompts.map((p, i) => tokens(colocated, task(`ref${i}`, p))));
