@@ -6,14 +6,14 @@
  * (`remoteStep`), so every expert rank hears from every attention rank each (layer, step). A
  * rank that gets a task tells the leader (`kick`), which keeps stepping while any rank has work.
  * The leader also watches the expert ranks during each group step and fails a failed one over
- * (expert-failover.ts): every rank switches map and replays the exchange in flight.
+ * (expert-failover.ts): every rank switches map and replays the exchange in flight. Setting the
+ * group up (the expert map, every rank configured) is moe-group-setup.ts.
  */
 
 import type { StepReport } from "../shared/engine/engine.ts";
-import { errorInfo, failure, type Result } from "../shared/errors.ts";
+import type { Result } from "../shared/errors.ts";
 import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
-import { modelConfigFromGguf } from "../shared/model/config.ts";
 import {
   type AttentionLoad,
   attentionLoad,
@@ -21,21 +21,16 @@ import {
   withPlaced,
 } from "../shared/moe/attention-group.ts";
 import { DisaggMoe } from "../shared/moe/disagg-executor.ts";
-import { type ExpertMap, primaryMap } from "../shared/moe/expert-map.ts";
+import type { ExpertMap } from "../shared/moe/expert-map.ts";
 import { attentionExecutor, type PingPongMoe } from "../shared/moe/ping-pong.ts";
-import {
-  MOE_EXCHANGE_TIMEOUT_MS,
-  type MoeGroupSpec,
-  type MoeRankLoaded,
-} from "../shared/protocol/moe.ts";
+import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
 import { expertName, npuName } from "../shared/protocol/names.ts";
 import type { Steppable } from "./engine-loop.ts";
-import { type Env, getConfig } from "./env.ts";
+import type { Env } from "./env.ts";
 import { ExpertBalancer } from "./expert-balancer.ts";
 import { ExpertFailover } from "./expert-failover.ts";
 import { wallClock } from "./moe-clock.ts";
 import type { ModelSlot } from "./npu-loader.ts";
-import { readHeader } from "./r2-range.ts";
 
 export interface AttentionHost {
   env: Env;
@@ -307,56 +302,4 @@ export class AttentionRole implements Steppable {
   }
 }
 
-/** What POST /api/deployments asks of a moe-attention instance's rank 0. */
-export interface MoeSetup {
-  instanceId: string;
-  model: string;
-  r2Key: string;
-  numAttention: number;
-  numExperts: number;
-}
-
-/**
- * Sets up a moe-attention instance (run by its rank 0): reads the model's header, makes the
- * primary expert map, loads every Expert DO, then every attention rank (`self` for rank 0).
- * Failures (too many expert ranks, a rank over its memory budget) are values.
- */
-export async function setupGroup(
-  env: Env,
-  s: MoeSetup,
-  self: (spec: MoeGroupSpec) => Promise<Result<MoeRankLoaded>>,
-): Promise<Result<{ spec: MoeGroupSpec; loaded: MoeRankLoaded[] }>> {
-  const config = modelConfigFromGguf(await readHeader(env, s.r2Key));
-  if (config.numExperts === 0 || s.numExperts > config.numExperts) {
-    const msg =
-      config.numExperts === 0
-        ? `model ${s.model} has no experts: moe-attention needs a MoE model`
-        : `model ${s.model} has ${config.numExperts} experts: at most that many expert ranks`;
-    return failure(errorInfo("invalid_request", msg, "instances"));
-  }
-  const spec: MoeGroupSpec = {
-    ...s,
-    map: primaryMap(config.numHiddenLayers, config.numExperts, s.numExperts),
-    timeoutMs: MOE_EXCHANGE_TIMEOUT_MS,
-    watch: getConfig(env).expertWatch,
-    microBatches: getConfig(env).moeMicroBatches,
-  };
-  const experts = await Promise.all(
-    Array.from({ length: s.numExperts }, (_, j) =>
-      env.EXPERT.getByName(expertName(s.instanceId, j)).configure({ spec, rank: j }),
-    ),
-  );
-  const attention = await Promise.all(
-    Array.from({ length: s.numAttention }, (_, a) =>
-      a === 0
-        ? self(spec)
-        : env.NPU.getByName(npuName(s.instanceId, a)).attentionConfigure({ spec, rank: a }),
-    ),
-  );
-  const loaded: MoeRankLoaded[] = [];
-  for (const r of [...experts, ...attention]) {
-    if (!r.ok) return r;
-    loaded.push(r.value);
-  }
-  return { ok: true, value: { spec, loaded } };
-}
+export { type MoeSetup, setupGroup } from "./moe-group-setup.ts";
