@@ -3,14 +3,17 @@
  * deployments (DeepFlow's TE groups: a colocated group, or a PD group of prefill and decode
  * instances). One object for the cluster; its SQLite state survives restarts (the tables are in
  * cluster-registry.ts). Its instances, their scale-up pipeline and the pre-warmed pool are in
- * instance-pool.ts; the autoscaler (autoscaler.ts) runs on its alarm.
+ * instance-pool.ts; the autoscaler (autoscaler.ts) runs on its alarm; model-publisher.ts pushes a
+ * model's record to the JobExecutors; the checks on a scale request (bounds, scale from zero's
+ * target) are shared/serving/scale-requests.ts.
  */
 import { DurableObject } from "cloudflare:workers";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
-import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
-import { jobExecutorName, weightCacheName } from "../shared/protocol/names.ts";
+import { Logger, parseLogLevel } from "../shared/log.ts";
+import { weightCacheName } from "../shared/protocol/names.ts";
 import { newDeployment } from "../shared/serving/deployments.ts";
 import type { PdProfile } from "../shared/serving/pd-profile.ts";
+import { checkBounds, fromZeroTarget } from "../shared/serving/scale-requests.ts";
 import type {
   DeploymentRecord,
   DeploymentSpec,
@@ -26,9 +29,10 @@ import type {
 } from "../shared/types/instances.ts";
 import { Autoscaler } from "./autoscaler.ts";
 import { ClusterRegistry, type StoredModel } from "./cluster-registry.ts";
-import { type Env, getConfig } from "./env.ts";
+import type { Env } from "./env.ts";
 import { FaultSwitch } from "./faults.ts";
-import { InstancePool, ROLES } from "./instance-pool.ts";
+import { InstancePool } from "./instance-pool.ts";
+import { ModelPublisher } from "./model-publisher.ts";
 
 /** Longest POST /api/deployments waits for its initial instances to serve. */
 const CREATE_TIMEOUT_MS = 60_000;
@@ -37,6 +41,7 @@ export class ClusterManager extends DurableObject<Env> {
   private readonly log: Logger;
   readonly #registry: ClusterRegistry;
   readonly #faults: FaultSwitch;
+  readonly #publisher: ModelPublisher;
   readonly pool: InstancePool;
   readonly autoscaler: Autoscaler;
 
@@ -45,13 +50,14 @@ export class ClusterManager extends DurableObject<Env> {
     this.log = new Logger({ do: "ClusterManager" }, parseLogLevel(env.LOG_LEVEL));
     this.#faults = new FaultSwitch(ctx, env, this.log);
     this.#registry = new ClusterRegistry(ctx);
+    this.#publisher = new ModelPublisher(env, this.log, this.#registry);
     this.pool = new InstancePool({
       env,
       ctx,
       log: this.log,
       deployment: (id) => this.#registry.deployment(id),
       put: (d) => this.#registry.putDeployment(d),
-      publish: (model) => this.#publish(model),
+      publish: (model) => this.#publisher.publish(model),
       weights: (model) => this.#registry.model(model),
     });
     this.autoscaler = new Autoscaler({
@@ -106,7 +112,7 @@ export class ClusterManager extends DurableObject<Env> {
         counts: { colocated: 1, prefill: 0, decode: 0 },
       });
     this.log.info("model.registered", { model: m.name, sizeBytes: m.sizeBytes, generation });
-    return this.#publish(m.name) as Promise<ModelRecord>;
+    return this.#publisher.publish(m.name) as Promise<ModelRecord>;
   }
 
   /** A drill's fault (POST /api/faults): the next model read throws, or the object is reset. */
@@ -135,7 +141,7 @@ export class ClusterManager extends DurableObject<Env> {
       model: q.name,
       numCells: q.profile.inputBuckets.length * q.profile.outputBuckets.length,
     });
-    await this.#publish(q.name);
+    await this.#publisher.publish(q.name);
     return true;
   }
 
@@ -146,7 +152,7 @@ export class ClusterManager extends DurableObject<Env> {
   async addDeployment(spec: DeploymentSpec): Promise<DeploymentRecord | null> {
     if (!this.#registry.model(spec.model)) return null;
     const d = this.#createDeployment(spec);
-    await this.#publish(spec.model);
+    await this.#publisher.publish(spec.model);
     await this.pool.whenServing(d.id, spec.counts, CREATE_TIMEOUT_MS);
     return this.#registry.deployment(d.id);
   }
@@ -177,7 +183,7 @@ export class ClusterManager extends DurableObject<Env> {
     this.#registry.putDeployment(out);
     this.pool.retire(d.id);
     this.log.info("deployment.deleted", { deploymentId: d.id, model: d.model });
-    await this.#publish(d.model);
+    await this.#publisher.publish(d.model);
     return out;
   }
 
@@ -201,13 +207,8 @@ export class ClusterManager extends DurableObject<Env> {
         errorInfo("not_found", `No deployment ${q.id}.`, "id", "deployment_not_found"),
       );
     }
-    for (const r of ROLES) {
-      const n = q.target[r];
-      if (n < d.scaling.min[r] || n > d.scaling.max[r]) {
-        const msg = `${r}: ${n} is outside this deployment's bounds [${d.scaling.min[r]}, ${d.scaling.max[r]}]`;
-        return failure(errorInfo("invalid_request", msg, r));
-      }
-    }
+    const bounded = checkBounds(d, q.target);
+    if (!bounded.ok) return bounded;
     const out = this.pool.scale(d, q.target, q.path ?? "auto", q.verify ?? false);
     this.autoscaler.arm();
     if (q.wait) await this.pool.whenServing(d.id, q.target, CREATE_TIMEOUT_MS);
@@ -246,20 +247,14 @@ export class ClusterManager extends DurableObject<Env> {
         errorInfo("not_found", `No deployment ${q.id}.`, "deployment", "deployment_not_found"),
       );
     }
-    const target = { ...d.scaling.target };
-    for (const r of q.roles) {
-      if (
-        d.instances[r].length > 0 ||
-        this.pool.statuses(d.id).some((s) => s.role === r && s.state !== "draining")
-      )
-        continue;
-      if (d.scaling.max[r] === 0) {
-        const msg = `Deployment ${d.id} is at its maximum of 0 ${r} instances; raise max_instances or retry later.`;
-        return failure(errorInfo("overloaded", msg, null, "deployment_at_max"));
-      }
-      target[r] = Math.max(target[r], 1);
-    }
-    this.pool.scale(d, target);
+    const live = this.pool.statuses(d.id).filter((s) => s.state !== "draining");
+    const target = fromZeroTarget(
+      d,
+      q.roles,
+      (r) => d.instances[r].length > 0 || live.some((s) => s.role === r),
+    );
+    if (!target.ok) return target;
+    this.pool.scale(d, target.value);
     this.autoscaler.arm();
     const need = Object.fromEntries(q.roles.map((r) => [r, 1]));
     if (!(await this.pool.whenServing(d.id, need, q.timeoutMs))) {
@@ -292,25 +287,6 @@ export class ClusterManager extends DurableObject<Env> {
   /** The autoscaler's tick (tests drive it through runDurableObjectAlarm). */
   override async alarm(): Promise<void> {
     await this.autoscaler.tick(Date.now());
-  }
-
-  /**
-   * Pushes a model's current record to every JobExecutor shard (they admit requests with it) and
-   * returns it. A shard that cannot be reached refreshes on its own within a minute.
-   */
-  async #publish(name: string): Promise<ModelRecord | null> {
-    const s = this.#registry.model(name);
-    const record = s ? this.#registry.withDeployments(s) : null;
-    const shards = getConfig(this.env).jobExecutorShards;
-    const pushes = Array.from({ length: shards }, (_, i) =>
-      this.env.JOB_EXECUTOR.getByName(jobExecutorName(i)).modelChanged({ name, record }),
-    );
-    for (const r of await Promise.allSettled(pushes)) {
-      if (r.status === "rejected") {
-        this.log.warn("model.push_failed", { model: name, ...errorFields(r.reason) });
-      }
-    }
-    return record;
   }
 
   #createDeployment(spec: DeploymentSpec): DeploymentRecord {

@@ -9,8 +9,9 @@
  * the instance leaves the record first (no new task is placed on it), its running tasks finish,
  * then it is unbound and goes back to the pool (or stops when the pool is full).
  *
- * The pool itself is warm-pool.ts; the instances' SQLite rows are instance-table.ts; which
- * instances to start or drain, and their sources, are the pure rules of scale-plan.ts.
+ * The pool itself is warm-pool.ts; the instances' SQLite rows are instance-table.ts; the waiters
+ * for a serving deployment are serving-waiters.ts; which instances to start or drain, and their
+ * sources, are the pure rules of scale-plan.ts.
  */
 import { errorFields, type Logger } from "../shared/log.ts";
 import { instanceId, npuName } from "../shared/protocol/names.ts";
@@ -26,6 +27,7 @@ import {
 } from "../shared/types/instances.ts";
 import type { Env } from "./env.ts";
 import { InstanceTable } from "./instance-table.ts";
+import { ServingWaiters } from "./serving-waiters.ts";
 import { WarmPool } from "./warm-pool.ts";
 
 export const ROLES: readonly ScalableRole[] = ["colocated", "prefill", "decode"];
@@ -43,15 +45,9 @@ export interface FleetHost {
   weights(model: string): { r2Key: string; generation: number } | null;
 }
 
-interface Waiter {
-  depId: string;
-  need: Partial<RoleCounts>;
-  done: () => void;
-}
-
 export class InstancePool {
   /** Deployments' waiters for a serving instance of every role they need. */
-  #waiters: Waiter[] = [];
+  readonly #waiters: ServingWaiters;
   /** Loads in flight, by instance id: resolve true once the weights are in memory. */
   readonly #loaded = new Map<string, Promise<boolean>>();
   readonly #table: InstanceTable;
@@ -61,6 +57,13 @@ export class InstancePool {
   constructor(private readonly host: FleetHost) {
     this.#table = new InstanceTable(host.ctx);
     this.warm = new WarmPool(host, () => this.#table.next("pool"));
+    this.#waiters = new ServingWaiters(
+      (depId, need) => {
+        const d = host.deployment(depId);
+        return d !== null && ROLES.every((r) => d.instances[r].length >= (need[r] ?? 0));
+      },
+      (depId) => this.starting(depId),
+    );
   }
 
   #npu(id: string) {
@@ -228,7 +231,7 @@ export class InstancePool {
       await this.host.publish(d.model);
       s.stepsMs.announce = Date.now() - t4;
       this.#table.save(s);
-      this.#wake();
+      this.#waiters.wake();
       this.host.log.info("instance.serving", {
         instanceId: s.id,
         deploymentId: d.id,
@@ -239,7 +242,7 @@ export class InstancePool {
       s.error = (e as Error).message;
       this.host.log.warn("instance.failed", { instanceId: s.id, ...errorFields(e) });
       await this.#release(s, "failed").catch(() => {});
-      this.#wake();
+      this.#waiters.wake();
     }
   }
 
@@ -281,48 +284,15 @@ export class InstancePool {
     }
   }
 
-  // --- waiting for a serving instance (scale from zero)
-
-  /** True when the deployment serves at least `need[role]` instances of each role. */
-  #serves(depId: string, need: Partial<RoleCounts>): boolean {
-    const d = this.host.deployment(depId);
-    return d !== null && ROLES.every((r) => d.instances[r].length >= (need[r] ?? 0));
-  }
+  // --- waiting for a serving instance (serving-waiters.ts)
 
   /** Whether any instance of the deployment is still starting. */
   starting(depId: string): boolean {
     return this.statuses(depId).some((s) => STARTING.has(s.state));
   }
 
-  /**
-   * Resolves true once the deployment serves `need` (instances per role), or false after
-   * `timeoutMs` or once nothing is starting any more (a start failed).
-   */
+  /** See ServingWaiters.when: true once the deployment serves `need`, false on timeout or failure. */
   whenServing(depId: string, need: Partial<RoleCounts>, timeoutMs: number): Promise<boolean> {
-    if (this.#serves(depId, need)) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const w: Waiter = {
-        depId,
-        need,
-        done: () => {
-          clearTimeout(timer);
-          resolve(this.#serves(depId, need));
-        },
-      };
-      const timer = setTimeout(() => {
-        this.#waiters = this.#waiters.filter((x) => x !== w);
-        resolve(false);
-      }, timeoutMs);
-      this.#waiters.push(w);
-    });
-  }
-
-  #wake(): void {
-    const keep: Waiter[] = [];
-    for (const w of this.#waiters) {
-      if (this.#serves(w.depId, w.need) || !this.starting(w.depId)) w.done();
-      else keep.push(w);
-    }
-    this.#waiters = keep;
+    return this.#waiters.when(depId, need, timeoutMs);
   }
 }
