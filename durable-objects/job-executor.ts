@@ -4,7 +4,7 @@
  * tokenisation, the context check, Algorithm 1 over the load its instances push with their task
  * reports, no RPC per instance), records it (records.ts), applies its instances' task reports
  * (task-reports.ts), migrates a job whose instance failed (job-migrations.ts) and keeps the
- * context caches (context-caches.ts). Batch jobs run from here (batch-runner.ts) through the same
+ * context caches (context-cache-routes.ts). Batch jobs run from here (batch-runner.ts) through the same
  * planning and the same dispatch (shared/serving/dispatch.ts) as interactive ones. One alarm
  * serves every timer: snapshots, batches, the watchdog, held failures and idempotency keys.
  */
@@ -12,7 +12,6 @@ import { DurableObject } from "cloudflare:workers";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
 import type { ResumeJob, SubmitJob, Submitted } from "../shared/protocol/messages.ts";
-import { jobExecutorName, npuName, requestShard } from "../shared/protocol/names.ts";
 import { shouldSetAlarm } from "../shared/serving/batch.ts";
 import type { DecisionSummary } from "../shared/serving/decision-log.ts";
 import { placedTasks } from "../shared/serving/dispatch.ts";
@@ -24,7 +23,8 @@ import type { ModelRecord } from "../shared/types/deployments.ts";
 import type { FaultKind } from "../shared/types/faults.ts";
 import type { ContextCacheRecord, RequestRecord } from "../shared/types/records.ts";
 import { BatchRunner, type BatchSubmit } from "./batch-runner.ts";
-import { ContextCacheStore, createContextCache, type NewContextCache } from "./context-caches.ts";
+import { ContextCacheRoutes } from "./context-cache-routes.ts";
+import type { NewContextCache } from "./context-caches.ts";
 import { type Env, getConfig } from "./env.ts";
 import { FaultSwitch } from "./faults.ts";
 import { IdempotencyKeys, type KeyRef } from "./idempotency-keys.ts";
@@ -45,7 +45,7 @@ const SNAPSHOT_DELAY_MS = 5_000;
 export class JobExecutor extends DurableObject<Env> {
   readonly #log: Logger;
   readonly #records: RecordStore;
-  readonly #caches: ContextCacheStore;
+  readonly #caches: ContextCacheRoutes;
   readonly #batches: BatchRunner;
   readonly #models: ModelDirectory;
   readonly #placement: PlacementState;
@@ -68,7 +68,6 @@ export class JobExecutor extends DurableObject<Env> {
     );
     this.#records = new RecordStore(ctx.storage, this.#log);
     this.#models = new ModelDirectory(env);
-    this.#caches = new ContextCacheStore(ctx.storage.sql);
     this.#keys = new IdempotencyKeys(ctx.storage.sql);
     this.#limiter = new TenantLimiter(getConfig(env).tenantLimits);
     this.#faults = new FaultSwitch(ctx, env, this.#log);
@@ -110,7 +109,7 @@ export class JobExecutor extends DurableObject<Env> {
       log: this.#log,
       models: this.#models,
       placement: this.#placement,
-      contextCache: (id, tenant) => this.#contextCache(id, tenant),
+      contextCache: (id, tenant) => this.#caches.lookup(id, tenant),
       changed: () => this.#scheduleSnapshot(),
     });
     this.#migrations = new JobMigrations({
@@ -123,6 +122,15 @@ export class JobExecutor extends DurableObject<Env> {
         this.#planner.planAttempt(spec, deploymentId, attempt, exclude),
     });
     this.#migrations.restoreHeld(Date.now());
+    this.#caches = new ContextCacheRoutes({
+      env,
+      log: this.#log,
+      sql: ctx.storage.sql,
+      shardName: ctx.id.name,
+      models: this.#models,
+      placement: this.#placement,
+      scaleFromZero: (d) => this.#models.scaleFromZero(d, SCALE_FROM_ZERO_TIMEOUT_MS),
+    });
     this.#batches = new BatchRunner({
       ctx,
       env,
@@ -182,13 +190,6 @@ export class JobExecutor extends DurableObject<Env> {
     );
     this.#watchdog.arm();
     return planned;
-  }
-
-  /** A context cache from the shard that owns its id (this one, or another by RPC). */
-  #contextCache(id: string, tenant: string): Promise<ContextCacheRecord | null> {
-    const name = jobExecutorName(requestShard(id, getConfig(this.env).jobExecutorShards));
-    if (name === this.ctx.id.name) return this.getContextCache({ id, tenant });
-    return this.env.JOB_EXECUTOR.getByName(name).getContextCache({ id, tenant });
   }
 
   /** The ClusterManager's news of a model (uploaded, re-uploaded, deployments changed). */
@@ -328,48 +329,19 @@ export class JobExecutor extends DurableObject<Env> {
     return record.kind === "batch" ? this.#batches.decorate(record) : record;
   }
 
-  // --- explicit context caches (DeepFlow's RTC by id), tenant-scoped
+  // --- explicit context caches (DeepFlow's RTC by id), tenant-scoped (context-cache-routes.ts)
 
-  /**
-   * Creates a context cache: tokenises the prefix, pins its KV on the least loaded instance of a
-   * colocated deployment of the model, and records it. Errors come back as values.
-   */
+  /** Creates a context cache (prefix tokenised, KV pinned on an instance); errors as values. */
   async createContextCache(c: NewContextCache): Promise<Result<ContextCacheRecord>> {
-    let m = c.modelRecord;
-    const idle = idleDeployment(m.deployments.filter((d) => d.mode === "colocated"));
-    if (idle) {
-      const cold = await this.#models.scaleFromZero(idle, SCALE_FROM_ZERO_TIMEOUT_MS);
-      if (!cold.ok) return cold;
-      m = (await this.#models.get(m.name)) ?? m;
-      c = { ...c, modelRecord: m };
-    }
-    return createContextCache(
-      {
-        env: this.env,
-        log: this.#log,
-        store: this.#caches,
-        pool: m.deployments
-          .filter((d) => d.mode === "colocated")
-          .map((d) => this.#placement.deploymentState(d)),
-        scheduler: await this.#placement.scheduler(m),
-      },
-      c,
-    );
+    return this.#caches.create(c);
   }
 
   /** The tenant's context cache, or null when unknown, expired or another tenant's. */
   async getContextCache(q: { id: string; tenant: string }): Promise<ContextCacheRecord | null> {
-    return this.#caches.get(q.id, q.tenant, Date.now());
+    return this.#caches.get(q.id, q.tenant);
   }
 
   async deleteContextCache(q: { id: string; tenant: string }): Promise<boolean> {
-    const rec = this.#caches.get(q.id, q.tenant, Date.now());
-    if (!rec) return false;
-    this.#caches.delete(q.id);
-    // an unreachable instance has lost its pins already (they live in its memory)
-    await this.env.NPU.getByName(npuName(rec.instanceId))
-      .unpinPrefix({ cacheId: q.id })
-      .catch((e: unknown) => this.#log.warn("context_cache.unpin_failed", errorFields(e)));
-    return true;
+    return this.#caches.delete(q.id, q.tenant);
   }
 }
