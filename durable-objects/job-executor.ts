@@ -6,13 +6,13 @@
  * (task-reports.ts), migrates a job whose instance failed (job-migrations.ts) and keeps the
  * context caches (context-cache-routes.ts). Batch jobs run from here (batch-runner.ts) through the same
  * planning and the same dispatch (shared/serving/dispatch.ts) as interactive ones. One alarm
- * serves every timer: snapshots, batches, the watchdog, held failures and idempotency keys.
+ * serves every timer (alarm-timers.ts): snapshots, batches, the watchdog, held failures and
+ * idempotency keys.
  */
 import { DurableObject } from "cloudflare:workers";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
-import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
+import { Logger, parseLogLevel } from "../shared/log.ts";
 import type { ResumeJob, SubmitJob, Submitted } from "../shared/protocol/messages.ts";
-import { shouldSetAlarm } from "../shared/serving/batch.ts";
 import type { DecisionSummary } from "../shared/serving/decision-log.ts";
 import { placedTasks } from "../shared/serving/dispatch.ts";
 import type { Claim } from "../shared/serving/idempotency.ts";
@@ -22,6 +22,7 @@ import { type Admission, TenantLimiter } from "../shared/serving/tenant-limits.t
 import type { ModelRecord } from "../shared/types/deployments.ts";
 import type { FaultKind } from "../shared/types/faults.ts";
 import type { ContextCacheRecord, RequestRecord } from "../shared/types/records.ts";
+import { AlarmTimers } from "./alarm-timers.ts";
 import { BatchRunner, type BatchSubmit } from "./batch-runner.ts";
 import { ContextCacheRoutes } from "./context-cache-routes.ts";
 import type { NewContextCache } from "./context-caches.ts";
@@ -39,9 +40,6 @@ import { TaskWatchdog } from "./task-watchdog.ts";
 /** Longest a request waits for its deployment to scale from zero (then 503, Retry-After). */
 const SCALE_FROM_ZERO_TIMEOUT_MS = 30_000;
 
-/** Delay before scheduling state is snapshotted to storage. */
-const SNAPSHOT_DELAY_MS = 5_000;
-
 export class JobExecutor extends DurableObject<Env> {
   readonly #log: Logger;
   readonly #records: RecordStore;
@@ -57,8 +55,7 @@ export class JobExecutor extends DurableObject<Env> {
   readonly #watchdog: TaskWatchdog;
   readonly #faults: FaultSwitch;
   readonly #migrations: JobMigrations;
-  /** When changes not yet written are due to be snapshotted (an alarm is set), or null. */
-  #snapshotAt: number | null = null;
+  readonly #timers: AlarmTimers;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -66,6 +63,23 @@ export class JobExecutor extends DurableObject<Env> {
       { do: "JobExecutor", name: ctx.id.name ?? null },
       parseLogLevel(env.LOG_LEVEL),
     );
+    this.#timers = new AlarmTimers({
+      ctx,
+      log: this.#log,
+      snapshot: () => this.#placement.snapshot(),
+      rounds: [
+        () => {
+          this.#batches.alarm();
+          return null;
+        },
+        async () => {
+          await this.#watchdog.check();
+          return null;
+        },
+        () => this.#migrations.releaseExpired(Date.now()),
+        () => this.#keys.expire(Date.now()),
+      ],
+    });
     this.#records = new RecordStore(ctx.storage, this.#log);
     this.#models = new ModelDirectory(env);
     this.#keys = new IdempotencyKeys(ctx.storage.sql);
@@ -75,7 +89,7 @@ export class JobExecutor extends DurableObject<Env> {
       env,
       log: this.#log,
       records: this.#records,
-      arm: (at) => this.#armAlarm(at),
+      arm: (at) => this.#timers.arm(at),
       recovered: (npu) => this.#placement.markHealthy(npu),
       fail: (task, reason) =>
         this.taskEvent({
@@ -103,19 +117,19 @@ export class JobExecutor extends DurableObject<Env> {
       models: this.#models,
       env,
       waitUntil: (p) => ctx.waitUntil(p),
-      changed: () => this.#scheduleSnapshot(),
+      changed: () => this.#timers.scheduleSnapshot(),
     });
     this.#planner = new JobPlanner({
       log: this.#log,
       models: this.#models,
       placement: this.#placement,
       contextCache: (id, tenant) => this.#caches.lookup(id, tenant),
-      changed: () => this.#scheduleSnapshot(),
+      changed: () => this.#timers.scheduleSnapshot(),
     });
     this.#migrations = new JobMigrations({
       log: this.#log,
       records: this.#records,
-      arm: (at) => this.#armAlarm(at),
+      arm: (at) => this.#timers.arm(at),
       apply: (requestId, taskId, p, mirror) =>
         this.#reports.apply({ requestId, taskId, ...p }, mirror),
       plan: (spec, deploymentId, attempt, exclude) =>
@@ -197,38 +211,8 @@ export class JobExecutor extends DurableObject<Env> {
     this.#models.put(m.name, m.record);
   }
 
-  /**
-   * Snapshots changed scheduling state a few seconds later (one write for many changes): after a
-   * placement, and after a task report taught the prefix tree or the predictor.
-   */
-  #scheduleSnapshot(): void {
-    if (this.#snapshotAt !== null) return;
-    this.#snapshotAt = Date.now() + SNAPSHOT_DELAY_MS;
-    this.#armAlarm(this.#snapshotAt);
-  }
-
-  /** Sets the alarm to `at` unless one is set to fire earlier (the alarm serves every timer). */
-  #armAlarm(at: number): void {
-    const storage = this.ctx.storage;
-    this.ctx.waitUntil(
-      (async () => {
-        if (shouldSetAlarm(await storage.getAlarm(), at)) await storage.setAlarm(at);
-      })().catch((e: unknown) => this.#log.warn("alarm.set_failed", errorFields(e))),
-    );
-  }
-
   override async alarm(): Promise<void> {
-    // any alarm (a watchdog round too) writes the pending changes
-    if (this.#snapshotAt !== null) {
-      this.#snapshotAt = null;
-      this.#placement.snapshot();
-    }
-    this.#batches.alarm();
-    await this.#watchdog.check();
-    const nextRelease = this.#migrations.releaseExpired(Date.now());
-    if (nextRelease !== null) this.#armAlarm(nextRelease);
-    const nextExpiry = this.#keys.expire(Date.now());
-    if (nextExpiry !== null) this.#armAlarm(nextExpiry);
+    await this.#timers.fire();
   }
 
   /** A drill's fault (POST /api/faults): the next submit throws, or the object is reset. */
@@ -252,7 +236,7 @@ export class JobExecutor extends DurableObject<Env> {
   /** Claims a tenant's key for a request, or says what the key's first request left. */
   async claimIdempotencyKey(q: KeyRef & { fingerprint: string }): Promise<Claim> {
     const { claim, expiresAt } = this.#keys.claim({ ...q, now: Date.now() });
-    if (claim.kind === "claimed") this.#armAlarm(expiresAt);
+    if (claim.kind === "claimed") this.#timers.arm(expiresAt);
     return claim;
   }
 
