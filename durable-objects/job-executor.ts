@@ -4,16 +4,15 @@
  * tokenisation, the context check, Algorithm 1 over the load its instances push with their task
  * reports, no RPC per instance), records it (records.ts), applies its instances' task reports
  * (task-reports.ts), migrates a job whose instance failed (job-migrations.ts) and keeps the
- * context caches (context-caches.ts). Batch jobs run from here (batch-runner.ts) through the same
+ * context caches (context-cache-routes.ts). Batch jobs run from here (batch-runner.ts) through the same
  * planning and the same dispatch (shared/serving/dispatch.ts) as interactive ones. One alarm
- * serves every timer: snapshots, batches, the watchdog, held failures and idempotency keys.
+ * serves every timer (alarm-timers.ts): snapshots, batches, the watchdog, held failures and
+ * idempotency keys.
  */
 import { DurableObject } from "cloudflare:workers";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
-import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
+import { Logger, parseLogLevel } from "../shared/log.ts";
 import type { ResumeJob, SubmitJob, Submitted } from "../shared/protocol/messages.ts";
-import { jobExecutorName, npuName, requestShard } from "../shared/protocol/names.ts";
-import { shouldSetAlarm } from "../shared/serving/batch.ts";
 import type { DecisionSummary } from "../shared/serving/decision-log.ts";
 import { placedTasks } from "../shared/serving/dispatch.ts";
 import type { Claim } from "../shared/serving/idempotency.ts";
@@ -23,8 +22,10 @@ import { type Admission, TenantLimiter } from "../shared/serving/tenant-limits.t
 import type { ModelRecord } from "../shared/types/deployments.ts";
 import type { FaultKind } from "../shared/types/faults.ts";
 import type { ContextCacheRecord, RequestRecord } from "../shared/types/records.ts";
+import { AlarmTimers } from "./alarm-timers.ts";
 import { BatchRunner, type BatchSubmit } from "./batch-runner.ts";
-import { ContextCacheStore, createContextCache, type NewContextCache } from "./context-caches.ts";
+import { ContextCacheRoutes } from "./context-cache-routes.ts";
+import type { NewContextCache } from "./context-caches.ts";
 import { type Env, getConfig } from "./env.ts";
 import { FaultSwitch } from "./faults.ts";
 import { IdempotencyKeys, type KeyRef } from "./idempotency-keys.ts";
@@ -39,13 +40,10 @@ import { TaskWatchdog } from "./task-watchdog.ts";
 /** Longest a request waits for its deployment to scale from zero (then 503, Retry-After). */
 const SCALE_FROM_ZERO_TIMEOUT_MS = 30_000;
 
-/** Delay before scheduling state is snapshotted to storage. */
-const SNAPSHOT_DELAY_MS = 5_000;
-
 export class JobExecutor extends DurableObject<Env> {
   readonly #log: Logger;
   readonly #records: RecordStore;
-  readonly #caches: ContextCacheStore;
+  readonly #caches: ContextCacheRoutes;
   readonly #batches: BatchRunner;
   readonly #models: ModelDirectory;
   readonly #placement: PlacementState;
@@ -57,8 +55,7 @@ export class JobExecutor extends DurableObject<Env> {
   readonly #watchdog: TaskWatchdog;
   readonly #faults: FaultSwitch;
   readonly #migrations: JobMigrations;
-  /** When changes not yet written are due to be snapshotted (an alarm is set), or null. */
-  #snapshotAt: number | null = null;
+  readonly #timers: AlarmTimers;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -66,9 +63,25 @@ export class JobExecutor extends DurableObject<Env> {
       { do: "JobExecutor", name: ctx.id.name ?? null },
       parseLogLevel(env.LOG_LEVEL),
     );
+    this.#timers = new AlarmTimers({
+      ctx,
+      log: this.#log,
+      snapshot: () => this.#placement.snapshot(),
+      rounds: [
+        () => {
+          this.#batches.alarm();
+          return null;
+        },
+        async () => {
+          await this.#watchdog.check();
+          return null;
+        },
+        () => this.#migrations.releaseExpired(Date.now()),
+        () => this.#keys.expire(Date.now()),
+      ],
+    });
     this.#records = new RecordStore(ctx.storage, this.#log);
     this.#models = new ModelDirectory(env);
-    this.#caches = new ContextCacheStore(ctx.storage.sql);
     this.#keys = new IdempotencyKeys(ctx.storage.sql);
     this.#limiter = new TenantLimiter(getConfig(env).tenantLimits);
     this.#faults = new FaultSwitch(ctx, env, this.#log);
@@ -76,7 +89,7 @@ export class JobExecutor extends DurableObject<Env> {
       env,
       log: this.#log,
       records: this.#records,
-      arm: (at) => this.#armAlarm(at),
+      arm: (at) => this.#timers.arm(at),
       recovered: (npu) => this.#placement.markHealthy(npu),
       fail: (task, reason) =>
         this.taskEvent({
@@ -104,25 +117,34 @@ export class JobExecutor extends DurableObject<Env> {
       models: this.#models,
       env,
       waitUntil: (p) => ctx.waitUntil(p),
-      changed: () => this.#scheduleSnapshot(),
+      changed: () => this.#timers.scheduleSnapshot(),
     });
     this.#planner = new JobPlanner({
       log: this.#log,
       models: this.#models,
       placement: this.#placement,
-      contextCache: (id, tenant) => this.#contextCache(id, tenant),
-      changed: () => this.#scheduleSnapshot(),
+      contextCache: (id, tenant) => this.#caches.lookup(id, tenant),
+      changed: () => this.#timers.scheduleSnapshot(),
     });
     this.#migrations = new JobMigrations({
       log: this.#log,
       records: this.#records,
-      arm: (at) => this.#armAlarm(at),
+      arm: (at) => this.#timers.arm(at),
       apply: (requestId, taskId, p, mirror) =>
         this.#reports.apply({ requestId, taskId, ...p }, mirror),
       plan: (spec, deploymentId, attempt, exclude) =>
         this.#planner.planAttempt(spec, deploymentId, attempt, exclude),
     });
     this.#migrations.restoreHeld(Date.now());
+    this.#caches = new ContextCacheRoutes({
+      env,
+      log: this.#log,
+      sql: ctx.storage.sql,
+      shardName: ctx.id.name,
+      models: this.#models,
+      placement: this.#placement,
+      scaleFromZero: (d) => this.#models.scaleFromZero(d, SCALE_FROM_ZERO_TIMEOUT_MS),
+    });
     this.#batches = new BatchRunner({
       ctx,
       env,
@@ -184,50 +206,13 @@ export class JobExecutor extends DurableObject<Env> {
     return planned;
   }
 
-  /** A context cache from the shard that owns its id (this one, or another by RPC). */
-  #contextCache(id: string, tenant: string): Promise<ContextCacheRecord | null> {
-    const name = jobExecutorName(requestShard(id, getConfig(this.env).jobExecutorShards));
-    if (name === this.ctx.id.name) return this.getContextCache({ id, tenant });
-    return this.env.JOB_EXECUTOR.getByName(name).getContextCache({ id, tenant });
-  }
-
   /** The ClusterManager's news of a model (uploaded, re-uploaded, deployments changed). */
   async modelChanged(m: { name: string; record: ModelRecord | null }): Promise<void> {
     this.#models.put(m.name, m.record);
   }
 
-  /**
-   * Snapshots changed scheduling state a few seconds later (one write for many changes): after a
-   * placement, and after a task report taught the prefix tree or the predictor.
-   */
-  #scheduleSnapshot(): void {
-    if (this.#snapshotAt !== null) return;
-    this.#snapshotAt = Date.now() + SNAPSHOT_DELAY_MS;
-    this.#armAlarm(this.#snapshotAt);
-  }
-
-  /** Sets the alarm to `at` unless one is set to fire earlier (the alarm serves every timer). */
-  #armAlarm(at: number): void {
-    const storage = this.ctx.storage;
-    this.ctx.waitUntil(
-      (async () => {
-        if (shouldSetAlarm(await storage.getAlarm(), at)) await storage.setAlarm(at);
-      })().catch((e: unknown) => this.#log.warn("alarm.set_failed", errorFields(e))),
-    );
-  }
-
   override async alarm(): Promise<void> {
-    // any alarm (a watchdog round too) writes the pending changes
-    if (this.#snapshotAt !== null) {
-      this.#snapshotAt = null;
-      this.#placement.snapshot();
-    }
-    this.#batches.alarm();
-    await this.#watchdog.check();
-    const nextRelease = this.#migrations.releaseExpired(Date.now());
-    if (nextRelease !== null) this.#armAlarm(nextRelease);
-    const nextExpiry = this.#keys.expire(Date.now());
-    if (nextExpiry !== null) this.#armAlarm(nextExpiry);
+    await this.#timers.fire();
   }
 
   /** A drill's fault (POST /api/faults): the next submit throws, or the object is reset. */
@@ -251,7 +236,7 @@ export class JobExecutor extends DurableObject<Env> {
   /** Claims a tenant's key for a request, or says what the key's first request left. */
   async claimIdempotencyKey(q: KeyRef & { fingerprint: string }): Promise<Claim> {
     const { claim, expiresAt } = this.#keys.claim({ ...q, now: Date.now() });
-    if (claim.kind === "claimed") this.#armAlarm(expiresAt);
+    if (claim.kind === "claimed") this.#timers.arm(expiresAt);
     return claim;
   }
 
@@ -328,48 +313,19 @@ export class JobExecutor extends DurableObject<Env> {
     return record.kind === "batch" ? this.#batches.decorate(record) : record;
   }
 
-  // --- explicit context caches (DeepFlow's RTC by id), tenant-scoped
+  // --- explicit context caches (DeepFlow's RTC by id), tenant-scoped (context-cache-routes.ts)
 
-  /**
-   * Creates a context cache: tokenises the prefix, pins its KV on the least loaded instance of a
-   * colocated deployment of the model, and records it. Errors come back as values.
-   */
+  /** Creates a context cache (prefix tokenised, KV pinned on an instance); errors as values. */
   async createContextCache(c: NewContextCache): Promise<Result<ContextCacheRecord>> {
-    let m = c.modelRecord;
-    const idle = idleDeployment(m.deployments.filter((d) => d.mode === "colocated"));
-    if (idle) {
-      const cold = await this.#models.scaleFromZero(idle, SCALE_FROM_ZERO_TIMEOUT_MS);
-      if (!cold.ok) return cold;
-      m = (await this.#models.get(m.name)) ?? m;
-      c = { ...c, modelRecord: m };
-    }
-    return createContextCache(
-      {
-        env: this.env,
-        log: this.#log,
-        store: this.#caches,
-        pool: m.deployments
-          .filter((d) => d.mode === "colocated")
-          .map((d) => this.#placement.deploymentState(d)),
-        scheduler: await this.#placement.scheduler(m),
-      },
-      c,
-    );
+    return this.#caches.create(c);
   }
 
   /** The tenant's context cache, or null when unknown, expired or another tenant's. */
   async getContextCache(q: { id: string; tenant: string }): Promise<ContextCacheRecord | null> {
-    return this.#caches.get(q.id, q.tenant, Date.now());
+    return this.#caches.get(q.id, q.tenant);
   }
 
   async deleteContextCache(q: { id: string; tenant: string }): Promise<boolean> {
-    const rec = this.#caches.get(q.id, q.tenant, Date.now());
-    if (!rec) return false;
-    this.#caches.delete(q.id);
-    // an unreachable instance has lost its pins already (they live in its memory)
-    await this.env.NPU.getByName(npuName(rec.instanceId))
-      .unpinPrefix({ cacheId: q.id })
-      .catch((e: unknown) => this.#log.warn("context_cache.unpin_failed", errorFields(e)));
-    return true;
+    return this.#caches.delete(q.id, q.tenant);
   }
 }

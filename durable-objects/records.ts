@@ -2,7 +2,8 @@
  * The JobExecutor's request/job/task records in its SQLite storage: every write to those tables,
  * and the one store the JobExecutor, BatchRunner, watchdog and migrations use (its reads are the
  * statements in record-queries.ts, the schema in record-schema.ts). Status rules are pure
- * (shared/serving/records.ts); this module reads rows, applies them and writes the result (rows
+ * (shared/serving/records.ts), and so is what a task report does beyond its task
+ * (shared/serving/report-effects.ts); this module reads rows, applies them and writes the result (rows
  * become records in record-rows.ts). Records are tenant-scoped: reads take the tenant.
  */
 import { errorFields, type Logger } from "../shared/log.ts";
@@ -12,9 +13,14 @@ import {
   type RecordState,
   type TaskProgress,
 } from "../shared/serving/records.ts";
+import {
+  endedRequest,
+  type MirrorMode,
+  mirrorsToParents,
+  taskEnded,
+} from "../shared/serving/report-effects.ts";
 import type { EndedRequest } from "../shared/serving/serving-metrics.ts";
 import type { JobKind, RequestKind, RequestStatus, TaskRole } from "../shared/types/records.ts";
-import { isTerminal } from "../shared/types/records.ts";
 import { RecordQueries } from "./record-queries.ts";
 import { stateOf } from "./record-rows.ts";
 import { openRecordTables, TERMINAL } from "./record-schema.ts";
@@ -156,15 +162,13 @@ export class RecordStore {
 
   /**
    * Applies an instance's report on a task to the task and mirrors it onto its job and request
-   * (except for batch requests, whose jobs the BatchRunner keeps). `mirror`: "auto" mirrors
-   * unless the task had already ended (a late report of an earlier attempt); "none" ends only
-   * the task (a failure held while its job migrates); "force" mirrors onto a task that ended
-   * already (the held failure, when the job does not migrate after all). Null for an unknown task.
+   * (except for batch requests, whose jobs the BatchRunner keeps), as `mirror` says (MirrorMode:
+   * "force" is the held failure, when the job does not migrate after all). Null for an unknown task.
    */
   applyProgress(
     taskId: string,
     p: TaskProgress,
-    mirror: "auto" | "none" | "force" = "auto",
+    mirror: MirrorMode = "auto",
   ): AppliedProgress | null {
     this.flush();
     const sql = this.sql;
@@ -191,29 +195,24 @@ export class RecordStore {
         p.numCompletionTokens ?? null,
         taskId,
       );
-      // a batch's jobs and request are kept by its runner (batch-runner.ts)
-      const late = isTerminal(before.status) && mirror === "auto";
-      if (t.request_kind !== "batch" && mirror !== "none" && !late) {
+      if (mirrorsToParents(t.request_kind as RequestKind, before.status, mirror)) {
         request = this.#applyToParents(t.job_id as string, t.request_id as string, role, p);
       }
     });
-    const r = request as RecordState | null;
     return {
       role,
       model: t.model as string,
       instanceId: t.instance_id as string,
       status: after.status,
-      ended: after.status !== before.status && after.finishedAt !== null,
-      request:
-        r && isTerminal(r.status) && !isTerminal(t.request_status as RequestStatus)
-          ? {
-              kind: t.request_kind as JobKind,
-              status: r.status,
-              receivedAt: t.received_at as number,
-              firstTokenAt: r.firstTokenAt,
-              finishedAt: r.finishedAt,
-            }
-          : null,
+      ended: taskEnded(before, after),
+      request: endedRequest(
+        {
+          kind: t.request_kind as JobKind,
+          statusBefore: t.request_status as RequestStatus,
+          receivedAt: t.received_at as number,
+        },
+        request as RecordState | null,
+      ),
     };
   }
 
