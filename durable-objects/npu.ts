@@ -6,27 +6,26 @@
  * Engine's public methods, owns the RPC surface, and delegates loading (npu-loader.ts), task
  * admission (task-admission.ts), the engine loop (engine-loop.ts), task streams and progress
  * reports (task-streams.ts), the PD handoff of a prompt's KV (kv-handoff.ts), the fabric regions
- * peers read (fabric-host.ts) and the moe-attention attention rank (attention-rank.ts).
+ * peers read (fabric-host.ts) and the moe-attention attention rank (npu-attention.ts).
  */
 import { DurableObject } from "cloudflare:workers";
 import type { EngineStats, StepReport } from "../shared/engine/engine.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
 import type { FabricStats, RegionKind, RegionMeta } from "../shared/fabric/regions.ts";
-import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
+import { Logger, parseLogLevel } from "../shared/log.ts";
 import type { WeightSelection } from "../shared/model/weights.ts";
 import type { AttentionLoad } from "../shared/moe/attention-group.ts";
 import type { ExpertMap } from "../shared/moe/expert-map.ts";
 import type { GenerateTask, Prefilled } from "../shared/protocol/messages.ts";
 import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
-import { npuName } from "../shared/protocol/names.ts";
 import type { TaskLatency } from "../shared/serving/autoscaler.ts";
 import { shouldSetAlarm } from "../shared/serving/batch.ts";
 import { estimatedStepMs } from "../shared/serving/step-cost.ts";
 import type { NpuHealth } from "../shared/serving/watchdog.ts";
 import type { FaultKind } from "../shared/types/faults.ts";
 import type { LoadReport, WeightSource } from "../shared/types/instances.ts";
-import { AttentionRole, type MoeSetup, setupGroup } from "./attention-rank.ts";
+import type { MoeSetup } from "./attention-rank.ts";
 import { ContextPins } from "./context-pins.ts";
 import { EngineLoop, type StepSummary } from "./engine-loop.ts";
 import { type Env, getConfig } from "./env.ts";
@@ -34,6 +33,7 @@ import type { ExpertsView } from "./expert-balancer.ts";
 import { FabricHost, type RegionData } from "./fabric-host.ts";
 import { faultsOff } from "./faults.ts";
 import { KvHandoff } from "./kv-handoff.ts";
+import { NpuAttention } from "./npu-attention.ts";
 import { NpuLifecycle } from "./npu-lifecycle.ts";
 import { type Loaded, ModelSlot } from "./npu-loader.ts";
 import { type GenerateAccepted, type NpuTask, TaskAdmission } from "./task-admission.ts";
@@ -87,8 +87,8 @@ export class Npu extends DurableObject<Env> {
   private readonly handoff: KvHandoff;
   private readonly loop: EngineLoop;
   private readonly lifecycle = new NpuLifecycle();
-  /** Set when this Npu is an attention rank of a moe-attention instance. */
-  private attention: AttentionRole | null = null;
+  /** The moe-attention rank role, when this Npu is one. */
+  private readonly attention: NpuAttention;
   private readonly admission: TaskAdmission;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -116,7 +116,7 @@ export class Npu extends DurableObject<Env> {
     this.loop = new EngineLoop({
       ctx,
       log: this.log,
-      engine: () => (this.attention?.isLeader ? this.attention : this.loaded?.instance.engine),
+      engine: () => this.attention.leader ?? this.loaded?.instance.engine,
       onStep: (report, startedAt, endedAt) => this.#onStep(report, startedAt, endedAt),
       onFailure: (e) => {
         this.lifecycle.failAll();
@@ -140,6 +140,17 @@ export class Npu extends DurableObject<Env> {
       scheduleAlarm: () => this.#scheduleAlarm(),
     });
     this.streams.onEnded = () => this.lifecycle.changed();
+    this.attention = new NpuAttention({
+      env,
+      slot: this.slot,
+      log: this.log,
+      kickLoop: () => this.loop.kick(),
+      waitUntil: (p) => ctx.waitUntil(p),
+      onStep: (report, t0, t1) => this.#onStep(report, t0, t1),
+      // the leader drives this rank's steps: each is progress for the JobExecutor's watchdog
+      onProgress: () => this.loop.numSteps++,
+      onStepError: (e) => this.streams.failAll(stepFailure(e)),
+    });
   }
 
   #onStep(report: StepReport, startedAt: number, endedAt: number): void {
@@ -153,45 +164,27 @@ export class Npu extends DurableObject<Env> {
 
   /** New work: the engine loop runs (an attention rank of moe-attention asks its leader). */
   #kick(): void {
-    if (this.attention) this.attention.kick();
+    if (this.attention.role) this.attention.role.kick();
     else this.loop.kick();
   }
 
-  // --- moe-attention: this Npu as an attention rank (attention-rank.ts)
+  // --- moe-attention: this Npu as an attention rank (npu-attention.ts)
 
   /** Joins a moe-attention instance as attention rank `rank` and loads the model without experts. */
   async attentionConfigure(a: {
     spec: MoeGroupSpec;
     rank: number;
   }): Promise<Result<MoeRankLoaded>> {
-    if (this.loaded && !this.attention) {
-      return failure(
-        errorInfo("conflict", "this NPU already serves a colocated model", null, "npu_busy"),
-      );
-    }
-    this.attention ??= new AttentionRole(
-      {
-        env: this.env,
-        slot: this.slot,
-        log: this.log,
-        kickLoop: () => this.loop.kick(),
-        waitUntil: (p) => this.ctx.waitUntil(p),
-        onStep: (report, t0, t1) => this.#onStep(report, t0, t1),
-      },
-      a.spec,
-      a.rank,
-    );
-    return this.attention.load();
+    return this.attention.configure(a);
   }
 
   /** As rank 0 of a moe-attention instance: sets up every rank (POST /api/deployments). */
   async moeSetup(s: MoeSetup): Promise<Result<{ spec: MoeGroupSpec; loaded: MoeRankLoaded[] }>> {
-    return setupGroup(this.env, s, (spec) => this.attentionConfigure({ spec, rank: 0 }));
+    return this.attention.setup(s);
   }
 
   /** An E2A part from an expert rank. */
   async moeDeliver(msg: CommMessage): Promise<void> {
-    if (!this.attention) throw new Error("this NPU is not an attention rank");
     this.attention.deliver(msg);
   }
 
@@ -199,31 +192,17 @@ export class Npu extends DurableObject<Env> {
   async attentionStep(a: {
     map: ExpertMap | null;
   }): Promise<{ hasWork: boolean; load: AttentionLoad | null }> {
-    if (!this.attention) throw new Error("this NPU is not an attention rank");
-    try {
-      await this.attention.ownStep(a.map);
-      // the leader drives this rank's steps: each is progress for the JobExecutor's watchdog
-      this.loop.numSteps++;
-    } catch (e) {
-      this.log.error("error.unhandled", { where: "attention step", ...errorFields(e, true) });
-      this.streams.failAll(stepFailure(e));
-      throw e;
-    }
-    return {
-      hasWork: this.loaded?.instance.engine.hasWork() ?? false,
-      load: this.attention.currentLoad(),
-    };
+    return this.attention.step(a);
   }
 
   /** EPLB view of this moe-attention instance (rank 0), with its expert-rank failovers. */
   async moeExperts(): Promise<ExpertsView | null> {
-    const view = (await this.attention?.balancer?.view()) ?? null;
-    return view && { ...view, failovers: [...(this.attention?.failover?.events ?? [])] };
+    return this.attention.experts();
   }
 
   /** Rank 0 failed an expert rank over: switch to `map` now (mid-step too), or fail with `error`. */
   async attentionFailover(change: { map: ExpertMap } | { error: string }): Promise<void> {
-    this.attention?.applyFailover(change);
+    this.attention.failover(change);
   }
 
   /** Rebalances this moe-attention instance's experts now (rank 0). */
@@ -232,17 +211,17 @@ export class Npu extends DurableObject<Env> {
     toVersion: number;
     imbalance: number;
   } | null> {
-    return (await this.attention?.balancer?.rebalance()) ?? null;
+    return this.attention.rebalance();
   }
 
   /** A rank of the leader's group got work. */
   async attentionKick(a: { rank: number }): Promise<void> {
-    this.attention?.markBusy(a.rank);
+    this.attention.markBusy(a.rank);
   }
 
   /** Comm counters per (layer, step) of this attention rank. */
   async moeComm(): Promise<StepComm[]> {
-    return this.attention?.comm() ?? [];
+    return this.attention.comm();
   }
 
   /** The loaded model, if any. */
@@ -351,16 +330,7 @@ export class Npu extends DurableObject<Env> {
    * Rank 0 of a moe-attention instance may hand it to another attention rank.
    */
   async generate(task: NpuTask): Promise<Result<GenerateAccepted>> {
-    const a = this.attention;
-    if (a?.isLeader && !task.prefilled) {
-      // moe-attention: rank 0 balances the instance's tasks over its attention ranks
-      const numTokens = task.prompts.reduce((n, p) => n + p.length, 0) + task.maxTokens * task.n;
-      const rank = a.route(numTokens);
-      if (rank !== 0) {
-        return this.env.NPU.getByName(npuName(a.spec.instanceId, rank)).generate(task);
-      }
-    }
-    return this.admission.generate(task);
+    return this.attention.routeElsewhere(task) ?? this.admission.generate(task);
   }
 
   /** Prefill task of a PD job: returns where the decode side pulls the prompt's KV from. */
@@ -457,7 +427,7 @@ export class Npu extends DurableObject<Env> {
   /** The engine loop's progress counter, whether it has work, and the tasks held here. */
   async health(): Promise<NpuHealth> {
     // a moe-attention leader holds its group's tasks: it placed some on its other ranks
-    const others = this.attention?.isLeader ? await this.attention.otherTaskIds() : [];
+    const others = await this.attention.otherTaskIds();
     return {
       numSteps: this.loop.numSteps,
       hasWork: this.loaded?.instance.engine.hasWork() ?? false,
