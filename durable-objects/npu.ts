@@ -9,7 +9,7 @@
  * peers read (fabric-host.ts) and the moe-attention attention rank (npu-attention.ts).
  */
 import { DurableObject } from "cloudflare:workers";
-import type { EngineStats, StepReport } from "../shared/engine/engine.ts";
+import type { StepReport } from "../shared/engine/engine.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
 import type { FabricStats, RegionKind, RegionMeta } from "../shared/fabric/regions.ts";
@@ -19,7 +19,6 @@ import type { AttentionLoad } from "../shared/moe/attention-group.ts";
 import type { ExpertMap } from "../shared/moe/expert-map.ts";
 import type { GenerateTask, Prefilled } from "../shared/protocol/messages.ts";
 import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
-import type { TaskLatency } from "../shared/serving/autoscaler.ts";
 import { shouldSetAlarm } from "../shared/serving/batch.ts";
 import { estimatedStepMs } from "../shared/serving/step-cost.ts";
 import type { NpuHealth } from "../shared/serving/watchdog.ts";
@@ -27,7 +26,7 @@ import type { FaultKind } from "../shared/types/faults.ts";
 import type { LoadReport, WeightSource } from "../shared/types/instances.ts";
 import type { MoeSetup } from "./attention-rank.ts";
 import { ContextPins } from "./context-pins.ts";
-import { EngineLoop, type StepSummary } from "./engine-loop.ts";
+import { EngineLoop } from "./engine-loop.ts";
 import { type Env, getConfig } from "./env.ts";
 import type { ExpertsView } from "./expert-balancer.ts";
 import { FabricHost, type RegionData } from "./fabric-host.ts";
@@ -36,46 +35,15 @@ import { KvHandoff } from "./kv-handoff.ts";
 import { NpuAttention } from "./npu-attention.ts";
 import { NpuLifecycle } from "./npu-lifecycle.ts";
 import { type Loaded, ModelSlot } from "./npu-loader.ts";
+import { type NpuStats, npuStats } from "./npu-stats.ts";
 import { type GenerateAccepted, type NpuTask, TaskAdmission } from "./task-admission.ts";
 import { TaskStreams } from "./task-streams.ts";
 import type { ForkImage } from "./weight-tiers.ts";
-
-export interface NpuStats extends EngineStats {
-  model: string | null;
-  numTasks: number;
-  memory: {
-    usedBytes: number;
-    capacityBytes: number;
-    weightBytes: number;
-    /** Measured around the load (an attention rank's excludes the experts). */
-    residentWeightBytes: number;
-    /** Bytes fetched from the weight tier for the load (an attention rank: R2 range reads). */
-    weightBytesRead: number;
-  } | null;
-  recentSteps: StepSummary[];
-  /** Times the engine loop continued from a fresh invocation (NPU_SLICE_MS). */
-  numSlices: number;
-  /** Of those, the times its work estimate (not the clock) used the slice up. */
-  numSlicesByWork: number;
-  draining: boolean;
-  /** When a task last ended here (or the Npu started). */
-  lastActiveAt: number;
-  /** The latest succeeded tasks' TTFT and TPOT (the autoscaler's SLO input). */
-  recentTasks: TaskLatency[];
-}
 
 /** The reason a failed step gives its tasks (the error's message). */
 function stepFailure(e: unknown): string {
   return `engine failure: ${e instanceof Error ? e.message : String(e)}`;
 }
-
-const IDLE: EngineStats = {
-  numRunning: 0,
-  numWaiting: 0,
-  numFreeBlocks: 0,
-  numBlocks: 0,
-  numOutstandingTokens: 0,
-};
 
 export class Npu extends DurableObject<Env> {
   private readonly log: Logger;
@@ -302,27 +270,8 @@ export class Npu extends DurableObject<Env> {
   }
 
   async stats(): Promise<NpuStats> {
-    const inst = this.loaded?.instance;
-    return {
-      model: this.loaded?.model ?? null,
-      ...(inst?.engine.stats() ?? IDLE),
-      numTasks: this.streams.size,
-      memory: inst
-        ? {
-            usedBytes: this.loaded?.kernels.usedBytes ?? 0,
-            capacityBytes: this.loaded?.kernels.capacityBytes ?? 0,
-            weightBytes: inst.memory.weightBytes,
-            residentWeightBytes: inst.residentWeightBytes,
-            weightBytesRead: this.loaded?.bytesRead ?? 0,
-          }
-        : null,
-      recentSteps: [...this.loop.recentSteps],
-      numSlices: this.loop.numSlices,
-      numSlicesByWork: this.loop.numSlicesByWork,
-      draining: this.lifecycle.draining,
-      lastActiveAt: this.lifecycle.lastActiveAt,
-      recentTasks: [...this.streams.latencies],
-    };
+    const { loaded, loop, streams, lifecycle } = this;
+    return npuStats({ loaded, loop, streams, lifecycle });
   }
 
   /**
