@@ -10,7 +10,7 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import type { StepReport } from "../shared/engine/engine.ts";
-import { errorInfo, failure, type Result } from "../shared/errors.ts";
+import type { Result } from "../shared/errors.ts";
 import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
 import type { FabricStats, RegionKind, RegionMeta } from "../shared/fabric/regions.ts";
 import { Logger, parseLogLevel } from "../shared/log.ts";
@@ -19,7 +19,6 @@ import type { AttentionLoad } from "../shared/moe/attention-group.ts";
 import type { ExpertMap } from "../shared/moe/expert-map.ts";
 import type { GenerateTask, Prefilled } from "../shared/protocol/messages.ts";
 import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
-import { shouldSetAlarm } from "../shared/serving/batch.ts";
 import { estimatedStepMs } from "../shared/serving/step-cost.ts";
 import type { NpuHealth } from "../shared/serving/watchdog.ts";
 import type { FaultKind } from "../shared/types/faults.ts";
@@ -35,6 +34,7 @@ import { KvHandoff } from "./kv-handoff.ts";
 import { NpuAttention } from "./npu-attention.ts";
 import { NpuLifecycle } from "./npu-lifecycle.ts";
 import { type Loaded, ModelSlot } from "./npu-loader.ts";
+import { NpuResidency } from "./npu-residency.ts";
 import { type NpuStats, npuStats } from "./npu-stats.ts";
 import { type GenerateAccepted, type NpuTask, TaskAdmission } from "./task-admission.ts";
 import { TaskStreams } from "./task-streams.ts";
@@ -58,6 +58,7 @@ export class Npu extends DurableObject<Env> {
   /** The moe-attention rank role, when this Npu is one. */
   private readonly attention: NpuAttention;
   private readonly admission: TaskAdmission;
+  private readonly residency: NpuResidency;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -98,6 +99,15 @@ export class Npu extends DurableObject<Env> {
       },
       continueLater: () => ctx.waitUntil(ctx.storage.setAlarm(Date.now())),
     });
+    this.residency = new NpuResidency({
+      storage: ctx.storage,
+      slot: this.slot,
+      lifecycle: this.lifecycle,
+      pins: this.pins,
+      handoff: this.handoff,
+      loop: this.loop,
+      busy: () => this.streams.size > 0 || this.admission.starting.size > 0,
+    });
     this.admission = new TaskAdmission({
       slot: this.slot,
       streams: this.streams,
@@ -105,7 +115,7 @@ export class Npu extends DurableObject<Env> {
       lifecycle: this.lifecycle,
       log: this.log,
       kick: () => this.#kick(),
-      scheduleAlarm: () => this.#scheduleAlarm(),
+      scheduleAlarm: () => this.residency.scheduleAlarm(),
     });
     this.streams.onEnded = () => this.lifecycle.changed();
     this.attention = new NpuAttention({
@@ -203,18 +213,11 @@ export class Npu extends DurableObject<Env> {
     return r.ok ? { ok: true, value: { model: r.value.model } } : r;
   }
 
-  // --- scaling (the ClusterManager drives these steps; npu-lifecycle.ts)
+  // --- scaling (the ClusterManager drives these steps; npu-residency.ts)
 
-  /**
-   * Pre-loads the runtime (wasm instantiated, `reserveBytes` of memory reserved). `pooled`: the
-   * Npu then waits in the pool, kept resident by its alarm.
-   */
+  /** Pre-loads the runtime; `pooled`: the Npu then waits in the pool, kept resident by its alarm. */
   async preload(q: { reserveBytes: number; pooled: boolean }): Promise<{ preloadMs: number }> {
-    const t0 = Date.now();
-    await this.slot.preload(q.reserveBytes);
-    this.lifecycle.pooled = q.pooled;
-    await this.#scheduleAlarm();
-    return { preloadMs: Date.now() - t0 };
+    return this.residency.preload(q);
   }
 
   /** Loads a model's weights from a tier into an arena sized to the model. */
@@ -225,43 +228,22 @@ export class Npu extends DurableObject<Env> {
     source: WeightSource;
     verify?: boolean;
   }): Promise<Result<LoadReport>> {
-    this.lifecycle.pooled = false;
-    this.lifecycle.draining = false;
-    const r = await this.slot.load(q, q.source, q.verify ?? false);
-    await this.#scheduleAlarm(); // keeps the weights resident
-    return r;
+    return this.residency.loadWeights(q);
   }
 
   /** Post-load warm-up: one greedy token through the engine loop. */
   async warmUp(): Promise<Result<{ warmupMs: number }>> {
-    const engine = this.loaded?.instance.engine;
-    if (!engine) return failure(errorInfo("internal", "no model is loaded to warm up"));
-    const r = await this.lifecycle.warmUp(engine, () => this.loop.kick());
-    // a fresh instance's only steps were the warm-up's: stats list the steps that served tasks
-    this.loop.recentSteps.length = 0;
-    return r;
+    return this.residency.warmUp();
   }
 
   /** Resolves once no task runs or starts here (the ClusterManager stopped placing them). */
   async drain(): Promise<{ drainMs: number }> {
-    const t0 = Date.now();
-    await this.lifecycle.drain(() => this.streams.size > 0 || this.admission.starting.size > 0);
-    return { drainMs: Date.now() - t0 };
+    return this.residency.drain();
   }
 
-  /**
-   * Unbinds the model (memory reset: the runtime is dropped). With `pooled`, a fresh runtime is
-   * pre-loaded at once so the Npu goes back to the pool warm.
-   */
+  /** Unbinds the model; with `pooled`, goes back to the pool with a fresh runtime. */
   async unbind(q: { pooled: boolean; reserveBytes: number }): Promise<{ unbound: boolean }> {
-    const had = this.loaded !== null;
-    this.pins.expire(this.loaded?.instance.engine, Number.POSITIVE_INFINITY);
-    this.slot.unbind();
-    this.lifecycle.draining = false;
-    if (q.pooled) await this.slot.preload(q.reserveBytes);
-    this.lifecycle.pooled = q.pooled;
-    await this.#scheduleAlarm();
-    return { unbound: had };
+    return this.residency.unbind(q);
   }
 
   /** What a new instance forks from this one (npu-loader.ts), or null unless it serves `model`. */
@@ -306,7 +288,7 @@ export class Npu extends DurableObject<Env> {
     const pinned = await this.pins.computeAndPin(loaded.value.instance, this.handoff, a);
     if (!pinned.ok) return pinned;
     const { numPinnedTokens } = pinned.value;
-    await this.#scheduleAlarm();
+    await this.residency.scheduleAlarm();
     this.log.info("context_cache.pinned", {
       cacheId: a.cacheId,
       numTokens: a.promptIds.length,
@@ -326,22 +308,7 @@ export class Npu extends DurableObject<Env> {
    */
   override async alarm(): Promise<void> {
     this.#kick();
-    const now = Date.now();
-    this.pins.expire(this.loaded?.instance.engine, now);
-    this.handoff.expireRegions(now);
-    await this.#scheduleAlarm();
-  }
-
-  async #scheduleAlarm(): Promise<void> {
-    const times = [
-      this.handoff.nextRegionExpiry(),
-      this.pins.nextExpiry(),
-      this.lifecycle.nextKeepAlive(Date.now(), this.loaded !== null),
-    ].filter((t): t is number => t !== null);
-    if (times.length === 0) return;
-    const at = Math.min(...times);
-    // never postpone an earlier alarm (the engine loop's continuation)
-    if (shouldSetAlarm(await this.ctx.storage.getAlarm(), at)) await this.ctx.storage.setAlarm(at);
+    await this.residency.onAlarm(Date.now());
   }
 
   // --- the fabric (this NPU's regions, read and freed by peers)
