@@ -29,11 +29,11 @@ import { EngineLoop } from "./engine-loop.ts";
 import { type Env, getConfig } from "./env.ts";
 import type { ExpertsView } from "./expert-balancer.ts";
 import { FabricHost, type RegionData } from "./fabric-host.ts";
-import { faultsOff } from "./faults.ts";
 import { KvHandoff } from "./kv-handoff.ts";
 import { NpuAttention } from "./npu-attention.ts";
 import { NpuLifecycle } from "./npu-lifecycle.ts";
 import { type Loaded, ModelSlot } from "./npu-loader.ts";
+import { NpuRecovery } from "./npu-recovery.ts";
 import { NpuResidency } from "./npu-residency.ts";
 import { type NpuStats, npuStats } from "./npu-stats.ts";
 import { type GenerateAccepted, type NpuTask, TaskAdmission } from "./task-admission.ts";
@@ -59,6 +59,7 @@ export class Npu extends DurableObject<Env> {
   private readonly attention: NpuAttention;
   private readonly admission: TaskAdmission;
   private readonly residency: NpuResidency;
+  private readonly recovery: NpuRecovery;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -128,6 +129,18 @@ export class Npu extends DurableObject<Env> {
       // the leader drives this rank's steps: each is progress for the JobExecutor's watchdog
       onProgress: () => this.loop.numSteps++,
       onStepError: (e) => this.streams.failAll(stepFailure(e)),
+    });
+    this.recovery = new NpuRecovery({
+      env,
+      log: this.log,
+      slot: this.slot,
+      loop: this.loop,
+      streams: this.streams,
+      handoff: this.handoff,
+      pins: this.pins,
+      admission: this.admission,
+      attention: this.attention,
+      abort: (reason) => ctx.abort(reason),
     });
   }
 
@@ -338,43 +351,21 @@ export class Npu extends DurableObject<Env> {
     return { counters: this.fabric.counters(), regions: this.fabric.list() };
   }
 
-  // --- health (the JobExecutor's watchdog, shared/serving/watchdog.ts) and fault injection
+  // --- health (the JobExecutor's watchdog) and fault injection (npu-recovery.ts)
 
   /** The engine loop's progress counter, whether it has work, and the tasks held here. */
   async health(): Promise<NpuHealth> {
-    // a moe-attention leader holds its group's tasks: it placed some on its other ranks
-    const others = await this.attention.otherTaskIds();
-    return {
-      numSteps: this.loop.numSteps,
-      hasWork: this.loaded?.instance.engine.hasWork() ?? false,
-      taskIds: [...this.streams.ids(), ...this.admission.starting, ...others],
-    };
+    return this.recovery.health();
   }
 
-  /**
-   * The watchdog found the loop hung: every task here ends with an error event, the loop is
-   * abandoned and the engine replaced (its KV blocks and pins go with it; the next task loads a
-   * fresh one).
-   */
+  /** The watchdog found the loop hung: every task here fails and the engine is replaced. */
   async recover(q: { reason: string }): Promise<{ numTasksFailed: number }> {
-    const numTasksFailed = this.streams.size;
-    this.streams.failAll(q.reason);
-    this.handoff.failAll();
-    this.loop.reset();
-    this.pins.clear();
-    this.slot.drop();
-    this.log.warn("npu.recovered", { reason: q.reason, numTasksFailed });
-    return { numTasksFailed };
+    return this.recovery.recover(q);
   }
 
   /** A drill's fault (POST /api/faults); refused unless FAULT_INJECTION is on. */
   async injectFault(q: { fault: FaultKind }): Promise<Result<null>> {
-    const off = faultsOff(this.env);
-    if (off) return off;
-    this.log.warn("fault.injected", { fault: q.fault });
-    if (q.fault === "drop_state") this.ctx.abort("fault injection: drop_state");
-    else this.loop.inject(q.fault);
-    return { ok: true, value: null };
+    return this.recovery.injectFault(q);
   }
 
   /** Cancels a task (its client went away): aborts its sequences and frees their KV blocks. */
