@@ -6,76 +6,44 @@
  * Engine's public methods, owns the RPC surface, and delegates loading (npu-loader.ts), task
  * admission (task-admission.ts), the engine loop (engine-loop.ts), task streams and progress
  * reports (task-streams.ts), the PD handoff of a prompt's KV (kv-handoff.ts), the fabric regions
- * peers read (fabric-host.ts) and the moe-attention attention rank (attention-rank.ts).
+ * peers read (fabric-host.ts) and the moe-attention attention rank (npu-attention.ts).
  */
 import { DurableObject } from "cloudflare:workers";
-import type { EngineStats, StepReport } from "../shared/engine/engine.ts";
-import { errorInfo, failure, type Result } from "../shared/errors.ts";
+import type { StepReport } from "../shared/engine/engine.ts";
+import type { Result } from "../shared/errors.ts";
 import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
 import type { FabricStats, RegionKind, RegionMeta } from "../shared/fabric/regions.ts";
-import { errorFields, Logger, parseLogLevel } from "../shared/log.ts";
+import { Logger, parseLogLevel } from "../shared/log.ts";
 import type { WeightSelection } from "../shared/model/weights.ts";
 import type { AttentionLoad } from "../shared/moe/attention-group.ts";
 import type { ExpertMap } from "../shared/moe/expert-map.ts";
 import type { GenerateTask, Prefilled } from "../shared/protocol/messages.ts";
 import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
-import { npuName } from "../shared/protocol/names.ts";
-import type { TaskLatency } from "../shared/serving/autoscaler.ts";
-import { shouldSetAlarm } from "../shared/serving/batch.ts";
 import { estimatedStepMs } from "../shared/serving/step-cost.ts";
 import type { NpuHealth } from "../shared/serving/watchdog.ts";
 import type { FaultKind } from "../shared/types/faults.ts";
 import type { LoadReport, WeightSource } from "../shared/types/instances.ts";
-import { AttentionRole, type MoeSetup, setupGroup } from "./attention-rank.ts";
+import type { MoeSetup } from "./attention-rank.ts";
 import { ContextPins } from "./context-pins.ts";
-import { EngineLoop, type StepSummary } from "./engine-loop.ts";
+import { EngineLoop } from "./engine-loop.ts";
 import { type Env, getConfig } from "./env.ts";
 import type { ExpertsView } from "./expert-balancer.ts";
 import { FabricHost, type RegionData } from "./fabric-host.ts";
-import { faultsOff } from "./faults.ts";
 import { KvHandoff } from "./kv-handoff.ts";
+import { NpuAttention } from "./npu-attention.ts";
 import { NpuLifecycle } from "./npu-lifecycle.ts";
 import { type Loaded, ModelSlot } from "./npu-loader.ts";
+import { NpuRecovery } from "./npu-recovery.ts";
+import { NpuResidency } from "./npu-residency.ts";
+import { type NpuStats, npuStats } from "./npu-stats.ts";
 import { type GenerateAccepted, type NpuTask, TaskAdmission } from "./task-admission.ts";
 import { TaskStreams } from "./task-streams.ts";
 import type { ForkImage } from "./weight-tiers.ts";
-
-export interface NpuStats extends EngineStats {
-  model: string | null;
-  numTasks: number;
-  memory: {
-    usedBytes: number;
-    capacityBytes: number;
-    weightBytes: number;
-    /** Measured around the load (an attention rank's excludes the experts). */
-    residentWeightBytes: number;
-    /** Bytes fetched from the weight tier for the load (an attention rank: R2 range reads). */
-    weightBytesRead: number;
-  } | null;
-  recentSteps: StepSummary[];
-  /** Times the engine loop continued from a fresh invocation (NPU_SLICE_MS). */
-  numSlices: number;
-  /** Of those, the times its work estimate (not the clock) used the slice up. */
-  numSlicesByWork: number;
-  draining: boolean;
-  /** When a task last ended here (or the Npu started). */
-  lastActiveAt: number;
-  /** The latest succeeded tasks' TTFT and TPOT (the autoscaler's SLO input). */
-  recentTasks: TaskLatency[];
-}
 
 /** The reason a failed step gives its tasks (the error's message). */
 function stepFailure(e: unknown): string {
   return `engine failure: ${e instanceof Error ? e.message : String(e)}`;
 }
-
-const IDLE: EngineStats = {
-  numRunning: 0,
-  numWaiting: 0,
-  numFreeBlocks: 0,
-  numBlocks: 0,
-  numOutstandingTokens: 0,
-};
 
 export class Npu extends DurableObject<Env> {
   private readonly log: Logger;
@@ -87,9 +55,11 @@ export class Npu extends DurableObject<Env> {
   private readonly handoff: KvHandoff;
   private readonly loop: EngineLoop;
   private readonly lifecycle = new NpuLifecycle();
-  /** Set when this Npu is an attention rank of a moe-attention instance. */
-  private attention: AttentionRole | null = null;
+  /** The moe-attention rank role, when this Npu is one. */
+  private readonly attention: NpuAttention;
   private readonly admission: TaskAdmission;
+  private readonly residency: NpuResidency;
+  private readonly recovery: NpuRecovery;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -116,7 +86,7 @@ export class Npu extends DurableObject<Env> {
     this.loop = new EngineLoop({
       ctx,
       log: this.log,
-      engine: () => (this.attention?.isLeader ? this.attention : this.loaded?.instance.engine),
+      engine: () => this.attention.leader ?? this.loaded?.instance.engine,
       onStep: (report, startedAt, endedAt) => this.#onStep(report, startedAt, endedAt),
       onFailure: (e) => {
         this.lifecycle.failAll();
@@ -130,6 +100,15 @@ export class Npu extends DurableObject<Env> {
       },
       continueLater: () => ctx.waitUntil(ctx.storage.setAlarm(Date.now())),
     });
+    this.residency = new NpuResidency({
+      storage: ctx.storage,
+      slot: this.slot,
+      lifecycle: this.lifecycle,
+      pins: this.pins,
+      handoff: this.handoff,
+      loop: this.loop,
+      busy: () => this.streams.size > 0 || this.admission.starting.size > 0,
+    });
     this.admission = new TaskAdmission({
       slot: this.slot,
       streams: this.streams,
@@ -137,9 +116,32 @@ export class Npu extends DurableObject<Env> {
       lifecycle: this.lifecycle,
       log: this.log,
       kick: () => this.#kick(),
-      scheduleAlarm: () => this.#scheduleAlarm(),
+      scheduleAlarm: () => this.residency.scheduleAlarm(),
     });
     this.streams.onEnded = () => this.lifecycle.changed();
+    this.attention = new NpuAttention({
+      env,
+      slot: this.slot,
+      log: this.log,
+      kickLoop: () => this.loop.kick(),
+      waitUntil: (p) => ctx.waitUntil(p),
+      onStep: (report, t0, t1) => this.#onStep(report, t0, t1),
+      // the leader drives this rank's steps: each is progress for the JobExecutor's watchdog
+      onProgress: () => this.loop.numSteps++,
+      onStepError: (e) => this.streams.failAll(stepFailure(e)),
+    });
+    this.recovery = new NpuRecovery({
+      env,
+      log: this.log,
+      slot: this.slot,
+      loop: this.loop,
+      streams: this.streams,
+      handoff: this.handoff,
+      pins: this.pins,
+      admission: this.admission,
+      attention: this.attention,
+      abort: (reason) => ctx.abort(reason),
+    });
   }
 
   #onStep(report: StepReport, startedAt: number, endedAt: number): void {
@@ -153,45 +155,27 @@ export class Npu extends DurableObject<Env> {
 
   /** New work: the engine loop runs (an attention rank of moe-attention asks its leader). */
   #kick(): void {
-    if (this.attention) this.attention.kick();
+    if (this.attention.role) this.attention.role.kick();
     else this.loop.kick();
   }
 
-  // --- moe-attention: this Npu as an attention rank (attention-rank.ts)
+  // --- moe-attention: this Npu as an attention rank (npu-attention.ts)
 
   /** Joins a moe-attention instance as attention rank `rank` and loads the model without experts. */
   async attentionConfigure(a: {
     spec: MoeGroupSpec;
     rank: number;
   }): Promise<Result<MoeRankLoaded>> {
-    if (this.loaded && !this.attention) {
-      return failure(
-        errorInfo("conflict", "this NPU already serves a colocated model", null, "npu_busy"),
-      );
-    }
-    this.attention ??= new AttentionRole(
-      {
-        env: this.env,
-        slot: this.slot,
-        log: this.log,
-        kickLoop: () => this.loop.kick(),
-        waitUntil: (p) => this.ctx.waitUntil(p),
-        onStep: (report, t0, t1) => this.#onStep(report, t0, t1),
-      },
-      a.spec,
-      a.rank,
-    );
-    return this.attention.load();
+    return this.attention.configure(a);
   }
 
   /** As rank 0 of a moe-attention instance: sets up every rank (POST /api/deployments). */
   async moeSetup(s: MoeSetup): Promise<Result<{ spec: MoeGroupSpec; loaded: MoeRankLoaded[] }>> {
-    return setupGroup(this.env, s, (spec) => this.attentionConfigure({ spec, rank: 0 }));
+    return this.attention.setup(s);
   }
 
   /** An E2A part from an expert rank. */
   async moeDeliver(msg: CommMessage): Promise<void> {
-    if (!this.attention) throw new Error("this NPU is not an attention rank");
     this.attention.deliver(msg);
   }
 
@@ -199,31 +183,17 @@ export class Npu extends DurableObject<Env> {
   async attentionStep(a: {
     map: ExpertMap | null;
   }): Promise<{ hasWork: boolean; load: AttentionLoad | null }> {
-    if (!this.attention) throw new Error("this NPU is not an attention rank");
-    try {
-      await this.attention.ownStep(a.map);
-      // the leader drives this rank's steps: each is progress for the JobExecutor's watchdog
-      this.loop.numSteps++;
-    } catch (e) {
-      this.log.error("error.unhandled", { where: "attention step", ...errorFields(e, true) });
-      this.streams.failAll(stepFailure(e));
-      throw e;
-    }
-    return {
-      hasWork: this.loaded?.instance.engine.hasWork() ?? false,
-      load: this.attention.currentLoad(),
-    };
+    return this.attention.step(a);
   }
 
   /** EPLB view of this moe-attention instance (rank 0), with its expert-rank failovers. */
   async moeExperts(): Promise<ExpertsView | null> {
-    const view = (await this.attention?.balancer?.view()) ?? null;
-    return view && { ...view, failovers: [...(this.attention?.failover?.events ?? [])] };
+    return this.attention.experts();
   }
 
   /** Rank 0 failed an expert rank over: switch to `map` now (mid-step too), or fail with `error`. */
   async attentionFailover(change: { map: ExpertMap } | { error: string }): Promise<void> {
-    this.attention?.applyFailover(change);
+    this.attention.failover(change);
   }
 
   /** Rebalances this moe-attention instance's experts now (rank 0). */
@@ -232,17 +202,17 @@ export class Npu extends DurableObject<Env> {
     toVersion: number;
     imbalance: number;
   } | null> {
-    return (await this.attention?.balancer?.rebalance()) ?? null;
+    return this.attention.rebalance();
   }
 
   /** A rank of the leader's group got work. */
   async attentionKick(a: { rank: number }): Promise<void> {
-    this.attention?.markBusy(a.rank);
+    this.attention.markBusy(a.rank);
   }
 
   /** Comm counters per (layer, step) of this attention rank. */
   async moeComm(): Promise<StepComm[]> {
-    return this.attention?.comm() ?? [];
+    return this.attention.comm();
   }
 
   /** The loaded model, if any. */
@@ -256,18 +226,11 @@ export class Npu extends DurableObject<Env> {
     return r.ok ? { ok: true, value: { model: r.value.model } } : r;
   }
 
-  // --- scaling (the ClusterManager drives these steps; npu-lifecycle.ts)
+  // --- scaling (the ClusterManager drives these steps; npu-residency.ts)
 
-  /**
-   * Pre-loads the runtime (wasm instantiated, `reserveBytes` of memory reserved). `pooled`: the
-   * Npu then waits in the pool, kept resident by its alarm.
-   */
+  /** Pre-loads the runtime; `pooled`: the Npu then waits in the pool, kept resident by its alarm. */
   async preload(q: { reserveBytes: number; pooled: boolean }): Promise<{ preloadMs: number }> {
-    const t0 = Date.now();
-    await this.slot.preload(q.reserveBytes);
-    this.lifecycle.pooled = q.pooled;
-    await this.#scheduleAlarm();
-    return { preloadMs: Date.now() - t0 };
+    return this.residency.preload(q);
   }
 
   /** Loads a model's weights from a tier into an arena sized to the model. */
@@ -278,43 +241,22 @@ export class Npu extends DurableObject<Env> {
     source: WeightSource;
     verify?: boolean;
   }): Promise<Result<LoadReport>> {
-    this.lifecycle.pooled = false;
-    this.lifecycle.draining = false;
-    const r = await this.slot.load(q, q.source, q.verify ?? false);
-    await this.#scheduleAlarm(); // keeps the weights resident
-    return r;
+    return this.residency.loadWeights(q);
   }
 
   /** Post-load warm-up: one greedy token through the engine loop. */
   async warmUp(): Promise<Result<{ warmupMs: number }>> {
-    const engine = this.loaded?.instance.engine;
-    if (!engine) return failure(errorInfo("internal", "no model is loaded to warm up"));
-    const r = await this.lifecycle.warmUp(engine, () => this.loop.kick());
-    // a fresh instance's only steps were the warm-up's: stats list the steps that served tasks
-    this.loop.recentSteps.length = 0;
-    return r;
+    return this.residency.warmUp();
   }
 
   /** Resolves once no task runs or starts here (the ClusterManager stopped placing them). */
   async drain(): Promise<{ drainMs: number }> {
-    const t0 = Date.now();
-    await this.lifecycle.drain(() => this.streams.size > 0 || this.admission.starting.size > 0);
-    return { drainMs: Date.now() - t0 };
+    return this.residency.drain();
   }
 
-  /**
-   * Unbinds the model (memory reset: the runtime is dropped). With `pooled`, a fresh runtime is
-   * pre-loaded at once so the Npu goes back to the pool warm.
-   */
+  /** Unbinds the model; with `pooled`, goes back to the pool with a fresh runtime. */
   async unbind(q: { pooled: boolean; reserveBytes: number }): Promise<{ unbound: boolean }> {
-    const had = this.loaded !== null;
-    this.pins.expire(this.loaded?.instance.engine, Number.POSITIVE_INFINITY);
-    this.slot.unbind();
-    this.lifecycle.draining = false;
-    if (q.pooled) await this.slot.preload(q.reserveBytes);
-    this.lifecycle.pooled = q.pooled;
-    await this.#scheduleAlarm();
-    return { unbound: had };
+    return this.residency.unbind(q);
   }
 
   /** What a new instance forks from this one (npu-loader.ts), or null unless it serves `model`. */
@@ -323,27 +265,8 @@ export class Npu extends DurableObject<Env> {
   }
 
   async stats(): Promise<NpuStats> {
-    const inst = this.loaded?.instance;
-    return {
-      model: this.loaded?.model ?? null,
-      ...(inst?.engine.stats() ?? IDLE),
-      numTasks: this.streams.size,
-      memory: inst
-        ? {
-            usedBytes: this.loaded?.kernels.usedBytes ?? 0,
-            capacityBytes: this.loaded?.kernels.capacityBytes ?? 0,
-            weightBytes: inst.memory.weightBytes,
-            residentWeightBytes: inst.residentWeightBytes,
-            weightBytesRead: this.loaded?.bytesRead ?? 0,
-          }
-        : null,
-      recentSteps: [...this.loop.recentSteps],
-      numSlices: this.loop.numSlices,
-      numSlicesByWork: this.loop.numSlicesByWork,
-      draining: this.lifecycle.draining,
-      lastActiveAt: this.lifecycle.lastActiveAt,
-      recentTasks: [...this.streams.latencies],
-    };
+    const { loaded, loop, streams, lifecycle } = this;
+    return npuStats({ loaded, loop, streams, lifecycle });
   }
 
   /**
@@ -351,16 +274,7 @@ export class Npu extends DurableObject<Env> {
    * Rank 0 of a moe-attention instance may hand it to another attention rank.
    */
   async generate(task: NpuTask): Promise<Result<GenerateAccepted>> {
-    const a = this.attention;
-    if (a?.isLeader && !task.prefilled) {
-      // moe-attention: rank 0 balances the instance's tasks over its attention ranks
-      const numTokens = task.prompts.reduce((n, p) => n + p.length, 0) + task.maxTokens * task.n;
-      const rank = a.route(numTokens);
-      if (rank !== 0) {
-        return this.env.NPU.getByName(npuName(a.spec.instanceId, rank)).generate(task);
-      }
-    }
-    return this.admission.generate(task);
+    return this.attention.routeElsewhere(task) ?? this.admission.generate(task);
   }
 
   /** Prefill task of a PD job: returns where the decode side pulls the prompt's KV from. */
@@ -387,7 +301,7 @@ export class Npu extends DurableObject<Env> {
     const pinned = await this.pins.computeAndPin(loaded.value.instance, this.handoff, a);
     if (!pinned.ok) return pinned;
     const { numPinnedTokens } = pinned.value;
-    await this.#scheduleAlarm();
+    await this.residency.scheduleAlarm();
     this.log.info("context_cache.pinned", {
       cacheId: a.cacheId,
       numTokens: a.promptIds.length,
@@ -407,22 +321,7 @@ export class Npu extends DurableObject<Env> {
    */
   override async alarm(): Promise<void> {
     this.#kick();
-    const now = Date.now();
-    this.pins.expire(this.loaded?.instance.engine, now);
-    this.handoff.expireRegions(now);
-    await this.#scheduleAlarm();
-  }
-
-  async #scheduleAlarm(): Promise<void> {
-    const times = [
-      this.handoff.nextRegionExpiry(),
-      this.pins.nextExpiry(),
-      this.lifecycle.nextKeepAlive(Date.now(), this.loaded !== null),
-    ].filter((t): t is number => t !== null);
-    if (times.length === 0) return;
-    const at = Math.min(...times);
-    // never postpone an earlier alarm (the engine loop's continuation)
-    if (shouldSetAlarm(await this.ctx.storage.getAlarm(), at)) await this.ctx.storage.setAlarm(at);
+    await this.residency.onAlarm(Date.now());
   }
 
   // --- the fabric (this NPU's regions, read and freed by peers)
@@ -452,43 +351,21 @@ export class Npu extends DurableObject<Env> {
     return { counters: this.fabric.counters(), regions: this.fabric.list() };
   }
 
-  // --- health (the JobExecutor's watchdog, shared/serving/watchdog.ts) and fault injection
+  // --- health (the JobExecutor's watchdog) and fault injection (npu-recovery.ts)
 
   /** The engine loop's progress counter, whether it has work, and the tasks held here. */
   async health(): Promise<NpuHealth> {
-    // a moe-attention leader holds its group's tasks: it placed some on its other ranks
-    const others = this.attention?.isLeader ? await this.attention.otherTaskIds() : [];
-    return {
-      numSteps: this.loop.numSteps,
-      hasWork: this.loaded?.instance.engine.hasWork() ?? false,
-      taskIds: [...this.streams.ids(), ...this.admission.starting, ...others],
-    };
+    return this.recovery.health();
   }
 
-  /**
-   * The watchdog found the loop hung: every task here ends with an error event, the loop is
-   * abandoned and the engine replaced (its KV blocks and pins go with it; the next task loads a
-   * fresh one).
-   */
+  /** The watchdog found the loop hung: every task here fails and the engine is replaced. */
   async recover(q: { reason: string }): Promise<{ numTasksFailed: number }> {
-    const numTasksFailed = this.streams.size;
-    this.streams.failAll(q.reason);
-    this.handoff.failAll();
-    this.loop.reset();
-    this.pins.clear();
-    this.slot.drop();
-    this.log.warn("npu.recovered", { reason: q.reason, numTasksFailed });
-    return { numTasksFailed };
+    return this.recovery.recover(q);
   }
 
   /** A drill's fault (POST /api/faults); refused unless FAULT_INJECTION is on. */
   async injectFault(q: { fault: FaultKind }): Promise<Result<null>> {
-    const off = faultsOff(this.env);
-    if (off) return off;
-    this.log.warn("fault.injected", { fault: q.fault });
-    if (q.fault === "drop_state") this.ctx.abort("fault injection: drop_state");
-    else this.loop.inject(q.fault);
-    return { ok: true, value: null };
+    return this.recovery.injectFault(q);
   }
 
   /** Cancels a task (its client went away): aborts its sequences and frees their KV blocks. */
