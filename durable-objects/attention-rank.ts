@@ -301,5 +301,3 @@ export class AttentionRole implements Steppable {
     return (own as PromiseFulfilledResult<StepReport | null>).value;
   }
 }
-
-export { type MoeSetup, setupGroup } from "./moe-group-setup.ts";

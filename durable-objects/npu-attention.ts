@@ -11,8 +11,9 @@ import type { AttentionLoad } from "../shared/moe/attention-group.ts";
 import type { ExpertMap } from "../shared/moe/expert-map.ts";
 import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
 import { npuName } from "../shared/protocol/names.ts";
-import { type AttentionHost, AttentionRole, type MoeSetup, setupGroup } from "./attention-rank.ts";
+import { type AttentionHost, AttentionRole } from "./attention-rank.ts";
 import type { ExpertsView } from "./expert-balancer.ts";
+import { type MoeSetup, setupGroup } from "./moe-group-setup.ts";
 import type { GenerateAccepted, NpuTask } from "./task-admission.ts";
 
 export interface AttentionSeatHost extends AttentionHost {
