@@ -8,7 +8,14 @@ import {
 import type { SamplingParams } from "../shared/engine/sequence.ts";
 import { createKernels, type KernelKind } from "./node-kernels.ts";
 
-export const DEFAULT_MODEL_PATH = new URL("../models/default-moe.gguf", import.meta.url).pathname;
+/** The embedded default model: the trained lemma-chain MoE (README "KV-cache policies"). */
+export const DEFAULT_MODEL_PATH = new URL("../models/lemma-moe.gguf", import.meta.url).pathname;
+/**
+ * The seeded synthetic MoE (scripts/make-synthetic-model.ts): a 768-token byte-fallback vocabulary,
+ * 8 experts and a 2048-token context, for tests and benchmarks that need general text or length.
+ */
+export const SYNTHETIC_MODEL_PATH = new URL("../models/synthetic-moe.gguf", import.meta.url)
+  .pathname;
 
 /** Node has no 128 MB isolate limit; the CLI still runs in an arena, just a larger one. */
 export const NODE_MEMORY_BUDGET_BYTES = 1024 * 2 ** 20;

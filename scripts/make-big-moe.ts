@@ -6,7 +6,7 @@
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { DEFAULT_MODEL_PATH } from "../hosts/node-engine.ts";
+import { SYNTHETIC_MODEL_PATH } from "../hosts/node-engine.ts";
 import { BIG_MOE_DEFAULTS, buildBigMoe } from "./big-moe.ts";
 
 const { values } = parseArgs({
@@ -24,7 +24,7 @@ if (!values.out) {
   );
   process.exit(2);
 }
-const bytes = buildBigMoe(new Uint8Array(readFileSync(DEFAULT_MODEL_PATH)), {
+const bytes = buildBigMoe(new Uint8Array(readFileSync(SYNTHETIC_MODEL_PATH)), {
   name: BIG_MOE_DEFAULTS.name,
   numExperts: Number(values.experts),
   expertFf: Number(values.ff),

@@ -70,7 +70,7 @@ function metadataFrom(base: ReturnType<typeof parseGguf>): GgufMetadataEntry[] {
 
 /** Builds the checkpoint. Deterministic: same bytes on every call. */
 export function buildScaleModel(repoRoot: string): Uint8Array {
-  const base = parseGguf(new Uint8Array(readFileSync(join(repoRoot, "models/default-moe.gguf"))));
+  const base = parseGguf(new Uint8Array(readFileSync(join(repoRoot, "models/synthetic-moe.gguf"))));
   const normal = gaussian(mulberry32(SEED));
   const d = DIMS;
   const dim = d.hiddenSize;

@@ -19,7 +19,7 @@ export const ServingConfigSchema = z
     DEFAULT_MODEL: z
       .string()
       .regex(/^[A-Za-z0-9._-]{1,64}$/)
-      .default("default-moe"),
+      .default("lemma-moe"),
     NPU_MEMORY_BUDGET_MB: int(96, 8, 4096),
     NPU_KV_CACHE_MB: int(8, 1, 4096),
     POOL_SIZE: int(8, 0, 1024),

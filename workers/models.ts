@@ -4,7 +4,7 @@
  * R2 on first use so a fresh `wrangler dev` serves without setup.
  */
 
-import DEFAULT_MODEL_BYTES from "../models/default-moe.gguf";
+import DEFAULT_MODEL_BYTES from "../models/lemma-moe.gguf";
 import { memoryNeeded, planMemory } from "../shared/engine/instance.ts";
 import { AppError } from "../shared/errors.ts";
 import { type GgufFile, parseGguf } from "../shared/gguf/gguf.ts";

@@ -6,7 +6,7 @@
  * the greedy output of the engine run in one large arena.
  */
 import { describe, expect, it } from "vitest";
-import DEFAULT_MODEL from "../../models/default-moe.gguf";
+import DEFAULT_MODEL from "../../models/lemma-moe.gguf";
 import { buildBigMoe } from "../../scripts/big-moe.ts";
 import { createInstance } from "../../shared/engine/instance.ts";
 import { GREEDY } from "../../shared/engine/sequence.ts";

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { ADMIN_KEY, type DevServer, LOCAL_KEY, startDevServer } from "../helpers/dev-server.ts";
 import { HAVE_REFERENCE_MODELS, readReferenceModel } from "../helpers/models.ts";
 
-const DEFAULT_MODEL = "default-moe";
+const DEFAULT_MODEL = "lemma-moe";
 const STORIES = "stories260k";
 /** stories260K (context 512) writes long greedy stories; the default model needs ignore_eos. */
 const MODEL = HAVE_REFERENCE_MODELS ? STORIES : DEFAULT_MODEL;

@@ -55,7 +55,7 @@ function complete(): Promise<Response> {
   return fetch(`${server.url}/v1/completions`, {
     method: "POST",
     headers: { authorization: `Bearer ${LOCAL_KEY}`, "content-type": "application/json" },
-    body: JSON.stringify({ model: "default-moe", prompt: "Once upon a time", max_tokens: 8 }),
+    body: JSON.stringify({ model: "lemma-moe", prompt: "Once upon a time", max_tokens: 8 }),
   });
 }
 
@@ -76,7 +76,7 @@ describe.skipIf(!HAVE_CHROMIUM)("GET /dashboard", () => {
     await page.click("#signin button[type=submit]");
     // the default model's deployment has one colocated instance
     await page.waitForSelector("#deployments tr[data-instance-id]", { timeout: 30_000 });
-    expect(await text(page, "#deployments")).toContain("default-moe");
+    expect(await text(page, "#deployments")).toContain("lemma-moe");
     expect(await text(page, "#deployments")).toContain("colocated");
     // the key is kept for the tab only, and never put in the URL
     expect(page.url()).not.toContain(ADMIN_KEY);

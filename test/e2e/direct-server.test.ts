@@ -32,7 +32,7 @@ describe("direct server", () => {
     expect(await health.json()).toEqual({ status: "ok" });
 
     const res = await post("/v1/chat/completions", {
-      model: "default-moe",
+      model: "lemma-moe",
       messages: HELLO,
       max_tokens: 16,
       temperature: 0,
@@ -47,7 +47,7 @@ describe("direct server", () => {
   });
 
   it("streams a completion to [DONE] with the same text as the non-streamed one", async () => {
-    const req = { model: "default-moe", messages: HELLO, max_tokens: 16, temperature: 0 };
+    const req = { model: "lemma-moe", messages: HELLO, max_tokens: 16, temperature: 0 };
     const whole = (await (await post("/v1/chat/completions", req)).json()) as {
       choices: { message: { content: string } }[];
     };

@@ -116,23 +116,23 @@ const POST_ROUTES = [
 function baseFields(route: string): Record<string, string> {
   if (route === "/v1/chat/completions")
     return {
-      model: '"default-moe"',
+      model: '"lemma-moe"',
       messages: '[{"role":"user","content":"Hi"}]',
       max_tokens: "2",
     };
   if (route === "/api/requests")
     return {
       kind: '"batch"',
-      model: '"default-moe"',
+      model: '"lemma-moe"',
       requests: '[{"prompt":"Hi","max_tokens":1}]',
     };
   if (route === "/api/context-caches")
-    return { model: '"default-moe"', prompt: '"Hi"', ttl_seconds: "5" };
+    return { model: '"lemma-moe"', prompt: '"Hi"', ttl_seconds: "5" };
   if (route === "/api/deployments")
     // an unknown model: a body that stays valid gets a 404 instead of starting instances
     return { model: '"no-such-model"', mode: '"colocated"', instances: '{"colocated":1}' };
   if (route === "/api/faults") return { target: '"npu"', fault: '"throw"' };
-  return { model: '"default-moe"', prompt: '"Hi"', max_tokens: "2" };
+  return { model: '"lemma-moe"', prompt: '"Hi"', max_tokens: "2" };
 }
 
 function randomHex(rng: Rng, n: number): string {
@@ -196,7 +196,7 @@ function fuzzCase(rng: Rng): FuzzCase {
       kind === 0
         ? new Uint8Array([0x7b, 0x22, 0x6d, 0xff, 0xfe, 0xc3, 0x28, 0x22, 0x7d])
         : kind === 1
-          ? `{"model": "default-moe", "prompt": "Hi`
+          ? `{"model": "lemma-moe", "prompt": "Hi`
           : kind === 2
             ? new Uint8Array(4 * 2 ** 20 + 1 + Math.floor(rng() * 1000)).fill(0x20)
             : null;
@@ -223,7 +223,7 @@ async function send(c: FuzzCase): Promise<Response> {
 
 async function greedy(): Promise<string> {
   const res = await post("/v1/completions", {
-    model: "default-moe",
+    model: "lemma-moe",
     prompt: "The little fox",
     max_tokens: 12,
     temperature: 0,
@@ -267,7 +267,7 @@ describe("fuzz", () => {
 
   it("keeps tenants apart: another tenant can neither read nor cancel a request", async () => {
     const res = await post("/v1/completions", {
-      model: "default-moe",
+      model: "lemma-moe",
       prompt: "Hi",
       max_tokens: 2,
     });

@@ -9,7 +9,7 @@ import { ADMIN_KEY, type DevServer, LOCAL_KEY, startDevServer } from "../helpers
 import { parseSse } from "../helpers/sse.ts";
 
 const METRICS_KEY = "sk-metrics-scraper";
-const MODEL = "default-moe";
+const MODEL = "lemma-moe";
 
 let server: DevServer;
 
@@ -144,8 +144,9 @@ describe("GET /metrics", () => {
       expect(histogramCount(after, h) - histogramCount(before, h)).toBe(2);
     }
     const text = await (await scrape(METRICS_KEY)).text();
-    const count =
-      /^flowserve:e2e_request_latency_seconds_count\{model="default-moe"\} (\d+)$/m.exec(text);
+    const count = /^flowserve:e2e_request_latency_seconds_count\{model="lemma-moe"\} (\d+)$/m.exec(
+      text,
+    );
     expect(Number(count?.[1])).toBe(histogramCount(after, "flowserve:e2e_request_latency_seconds"));
     // the instance pushed its load with its reports: one gauge per instance, all finished now
     const kv = after.find((f) => f.name === "flowserve:kv_cache_usage_perc");

@@ -16,7 +16,7 @@ import {
   readReferenceModel,
 } from "../helpers/models.ts";
 
-const DEFAULT_MODEL = "default-moe";
+const DEFAULT_MODEL = "lemma-moe";
 const STORIES = "stories260k";
 const STORIES_FILE = "stories260K-f32.gguf";
 const OTHER_KEY = "sk-other";

@@ -24,7 +24,7 @@ const complete = (s: DevServer, body: object) =>
   fetch(`${s.url}/v1/completions`, {
     method: "POST",
     headers,
-    body: JSON.stringify({ model: "default-moe", ...body }),
+    body: JSON.stringify({ model: "lemma-moe", ...body }),
   });
 
 describe("server restart", () => {

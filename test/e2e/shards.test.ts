@@ -71,7 +71,7 @@ function post(server: DevServer, path: string, body: object): Promise<Response> 
 async function ask(server: DevServer, p: Prompt, stream: boolean): Promise<Answer> {
   const path = p.kind === "chat" ? "/v1/chat/completions" : "/v1/completions";
   const res = await post(server, path, {
-    model: "default-moe",
+    model: "lemma-moe",
     ...p.body,
     max_tokens: MAX_TOKENS,
     temperature: 0,
@@ -186,7 +186,7 @@ describe("context caches over four JobExecutor shards", () => {
     const prefix =
       "The fox ran to the river. The bird sang in the tree. The dog slept in the sun all day long.";
     const created = await post(sharded, "/api/context-caches", {
-      model: "default-moe",
+      model: "lemma-moe",
       prompt: prefix,
     });
     expect(created.status).toBe(201);
@@ -196,7 +196,7 @@ describe("context caches over four JobExecutor shards", () => {
     const answers = await Promise.all(
       Array.from({ length: 8 }, async () => {
         const res = await post(sharded, "/v1/completions", {
-          model: "default-moe",
+          model: "lemma-moe",
           context_cache: cache.id,
           prompt: " Then",
           max_tokens: 8,
@@ -210,7 +210,7 @@ describe("context caches over four JobExecutor shards", () => {
       }),
     );
     const plain = await post(single, "/v1/completions", {
-      model: "default-moe",
+      model: "lemma-moe",
       prompt: `${prefix} Then`,
       max_tokens: 8,
       temperature: 0,

@@ -24,7 +24,7 @@ function call(
 const chat = (body: object, auth?: string) =>
   call("/v1/chat/completions", {
     method: "POST",
-    body: JSON.stringify({ model: "default-moe", ...body }),
+    body: JSON.stringify({ model: "lemma-moe", ...body }),
     auth,
   });
 
@@ -50,9 +50,9 @@ describe("OpenAI routes", () => {
     expect(res.status).toBe(200);
     const body = (await res.json()) as { object: string; data: { id: string; object: string }[] };
     expect(body.object).toBe("list");
-    expect(body.data.map((m) => m.id)).toContain("default-moe");
-    const one = await call("/v1/models/default-moe");
-    expect(((await one.json()) as { id: string }).id).toBe("default-moe");
+    expect(body.data.map((m) => m.id)).toContain("lemma-moe");
+    const one = await call("/v1/models/lemma-moe");
+    expect(((await one.json()) as { id: string }).id).toBe("lemma-moe");
   });
 
   it("answers a chat completion with exact usage and a request id", async () => {
@@ -80,7 +80,7 @@ describe("OpenAI routes", () => {
     const res = await call("/v1/completions", {
       method: "POST",
       body: JSON.stringify({
-        model: "default-moe",
+        model: "lemma-moe",
         prompt: "Once upon a time",
         max_tokens: 6,
         stream: true,
@@ -143,7 +143,7 @@ describe("OpenAI routes", () => {
     await expectEnvelope(
       await call("/v1/completions", {
         method: "POST",
-        body: JSON.stringify({ model: "default-moe", prompt: "x".repeat(5 * 2 ** 20) }),
+        body: JSON.stringify({ model: "lemma-moe", prompt: "x".repeat(5 * 2 ** 20) }),
       }),
       413,
       "invalid_request_error",

@@ -71,14 +71,14 @@ const text = (r: Job["result"]) => {
 const ITEMS = [
   { messages: [{ role: "user", content: "Hello! Who are you?" }], max_tokens: 12 },
   { prompt: "Once upon a time", max_tokens: 10 },
-  { model: "default-moe", messages: [{ role: "user", content: "Tell me a story." }] },
+  { model: "lemma-moe", messages: [{ role: "user", content: "Tell me a story." }] },
   { prompt: "The fox ran to the river", max_tokens: 8, n: 2 },
   { messages: [{ role: "user", content: "Hi" }], max_tokens: 6 },
 ].map((item) => ({ ...item, temperature: 0 }));
 
 describe("batch requests", () => {
   it("runs one job per item and stores each response body", async () => {
-    const res = await submit({ kind: "batch", model: "default-moe", requests: ITEMS });
+    const res = await submit({ kind: "batch", model: "lemma-moe", requests: ITEMS });
     expect(res.status).toBe(202);
     const id = res.headers.get("x-request-id") as string;
     expect(await res.json()).toEqual({
@@ -117,7 +117,7 @@ describe("batch requests", () => {
       const direct = (await (
         await call(route, {
           method: "POST",
-          body: JSON.stringify({ model: "default-moe", ...item }),
+          body: JSON.stringify({ model: "lemma-moe", ...item }),
         })
       ).json()) as Job["result"];
       expect(job.result?.object).toBe(direct?.object);
@@ -134,7 +134,7 @@ describe("batch requests", () => {
 
   it("validates every item with the /v1 schemas", async () => {
     const batch = (requests: unknown[], extra: object = {}) =>
-      submit({ kind: "batch", model: "default-moe", requests, ...extra });
+      submit({ kind: "batch", model: "lemma-moe", requests, ...extra });
     const ok = { prompt: "Hi", max_tokens: 2 };
     await expectError(
       await batch([ok, ok, ok, { ...ok, temperature: 9 }]),
@@ -158,7 +158,7 @@ describe("batch requests", () => {
   it("keeps batch requests per tenant", async () => {
     const res = await submit({
       kind: "batch",
-      model: "default-moe",
+      model: "lemma-moe",
       requests: [{ prompt: "Hi", max_tokens: 2 }],
     });
     const id = res.headers.get("x-request-id") as string;
@@ -172,7 +172,7 @@ describe("batch requests", () => {
     const item = { prompt: "Once upon a time", max_tokens: 200, ignore_eos: true };
     const res = await submit({
       kind: "batch",
-      model: "default-moe",
+      model: "lemma-moe",
       requests: Array.from({ length: 30 }, () => item),
     });
     expect(res.status).toBe(202);
@@ -189,7 +189,7 @@ describe("batch requests", () => {
     await vi.waitUntil(
       async () => {
         const stats = (await (
-          await call("/api/models/default-moe/instances", {}, "sk-admin")
+          await call("/api/models/lemma-moe/instances", {}, "sk-admin")
         ).json()) as { data: { numTasks: number }[] };
         return stats.data.every((s) => s.numTasks === 0);
       },
@@ -230,7 +230,7 @@ describe("batch requests", () => {
       const sql = state.storage.sql;
       const now = Date.now();
       sql.exec(
-        "INSERT INTO requests (id, tenant, model, kind, status, received_at, queued_at, started_at) VALUES (?, 'test', 'default-moe', 'batch', 'running', ?, ?, ?)",
+        "INSERT INTO requests (id, tenant, model, kind, status, received_at, queued_at, started_at) VALUES (?, 'test', 'lemma-moe', 'batch', 'running', ?, ?, ?)",
         requestId,
         now,
         now,

@@ -15,7 +15,7 @@ describe("context caches", () => {
   it("pins a prefix and serves requests that continue it", async () => {
     const prefix = "The fox ran to the river and the bird sang in the tree. ".repeat(3);
     const res = await post("/api/context-caches", {
-      model: "default-moe",
+      model: "lemma-moe",
       prompt: prefix,
       ttl_seconds: 120,
     });
@@ -32,7 +32,7 @@ describe("context caches", () => {
 
     const tail = "Then the fox slept.";
     const withCache = await post("/v1/completions", {
-      model: "default-moe",
+      model: "lemma-moe",
       prompt: tail,
       context_cache: cache.id,
       max_tokens: 8,
@@ -42,7 +42,7 @@ describe("context caches", () => {
     const a = (await withCache.json()) as Completion;
     const plain = (await (
       await post("/v1/completions", {
-        model: "default-moe",
+        model: "lemma-moe",
         prompt: prefix + tail,
         max_tokens: 8,
         temperature: 0,
@@ -56,13 +56,13 @@ describe("context caches", () => {
     expect((await call(`/api/context-caches/${cache.id}`, {}, "sk-other")).status).toBe(404);
     const other = await post(
       "/v1/completions",
-      { model: "default-moe", prompt: tail, context_cache: cache.id },
+      { model: "lemma-moe", prompt: tail, context_cache: cache.id },
       "sk-other",
     );
     expect(other.status).toBe(404);
     // wrong kind
     const chat = await post("/v1/chat/completions", {
-      model: "default-moe",
+      model: "lemma-moe",
       messages: [{ role: "user", content: "hi" }],
       context_cache: cache.id,
     });
@@ -73,14 +73,14 @@ describe("context caches", () => {
     expect((await call(`/api/context-caches/${cache.id}`, { method: "DELETE" })).status).toBe(200);
     expect((await call(`/api/context-caches/${cache.id}`)).status).toBe(404);
     // the pinned blocks are released: every block of every instance is free again
-    const inst = (await (
-      await call("/api/models/default-moe/instances", {}, "sk-admin")
-    ).json()) as { data: { numFreeBlocks: number; numBlocks: number }[] };
+    const inst = (await (await call("/api/models/lemma-moe/instances", {}, "sk-admin")).json()) as {
+      data: { numFreeBlocks: number; numBlocks: number }[];
+    };
     for (const i of inst.data) if (i.numBlocks > 0) expect(i.numFreeBlocks).toBe(i.numBlocks);
   });
 
   it("continues chat prefixes and rejects bad specs", async () => {
-    const bad = await post("/api/context-caches", { model: "default-moe" });
+    const bad = await post("/api/context-caches", { model: "lemma-moe" });
     expect(bad.status).toBe(400);
     const system = {
       role: "system",
@@ -88,7 +88,7 @@ describe("context caches", () => {
         "You are a small language model. You help with short answers about the fox and the bird.",
     };
     const user = { role: "user", content: "Hello! Who are you?" };
-    const res = await post("/api/context-caches", { model: "default-moe", messages: [system] });
+    const res = await post("/api/context-caches", { model: "lemma-moe", messages: [system] });
     expect(res.status).toBe(201);
     const cache = (await res.json()) as { id: string; num_cached_tokens: number };
     expect(cache.num_cached_tokens).toBeGreaterThanOrEqual(16);
@@ -96,7 +96,7 @@ describe("context caches", () => {
       choices: { message: { content: string } }[];
       usage: { prompt_tokens: number; prompt_tokens_details: { cached_tokens: number } };
     };
-    const ask = { model: "default-moe", max_tokens: 12, temperature: 0 };
+    const ask = { model: "lemma-moe", max_tokens: 12, temperature: 0 };
     const r = await post("/v1/chat/completions", {
       ...ask,
       context_cache: cache.id,

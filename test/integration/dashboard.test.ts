@@ -18,7 +18,7 @@ describe("dashboard routes", () => {
 
   it("lists a placement among the decisions and shows the request to an admin", async () => {
     const res = await post("/v1/completions", {
-      model: "default-moe",
+      model: "lemma-moe",
       prompt: "Hi",
       max_tokens: 2,
     });

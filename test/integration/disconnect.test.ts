@@ -14,7 +14,7 @@ interface InstanceStats {
 }
 
 async function instances(): Promise<InstanceStats[]> {
-  const res = await call("/api/models/default-moe/instances", {}, "sk-admin");
+  const res = await call("/api/models/lemma-moe/instances", {}, "sk-admin");
   return ((await res.json()) as { data: InstanceStats[] }).data;
 }
 
@@ -23,7 +23,7 @@ describe("client disconnect", () => {
     const res = await call("/v1/completions", {
       method: "POST",
       body: JSON.stringify({
-        model: "default-moe",
+        model: "lemma-moe",
         prompt: "Hello",
         max_tokens: 2000,
         ignore_eos: true,

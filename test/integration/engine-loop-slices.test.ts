@@ -7,7 +7,7 @@
  */
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { EngineLoop, type Steppable } from "../../durable-objects/engine-loop.ts";
-import DEFAULT_MODEL from "../../models/default-moe.gguf";
+import DEFAULT_MODEL from "../../models/lemma-moe.gguf";
 import type { StepReport } from "../../shared/engine/engine.ts";
 import { parseGguf } from "../../shared/gguf/gguf.ts";
 import { Logger } from "../../shared/log.ts";

@@ -12,7 +12,7 @@
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
-import DEFAULT_MODEL from "../../models/default-moe.gguf";
+import DEFAULT_MODEL from "../../models/lemma-moe.gguf";
 import { npuName } from "../../shared/protocol/names.ts";
 import { HUNG_AFTER_MS, LOST_AFTER_MS } from "../../shared/serving/watchdog.ts";
 import type { RequestRecord } from "../../shared/types/records.ts";
@@ -330,7 +330,7 @@ describe("fault drills", () => {
 
   it("keeps control-plane records across a reset, and an injected throw is one 500", async () => {
     const res = await post("/v1/completions", {
-      model: "default-moe",
+      model: "lemma-moe",
       prompt: "Hi",
       max_tokens: 2,
     });
@@ -340,20 +340,20 @@ describe("fault drills", () => {
     expect((await fault({ target: "job_executor", fault: "drop_state" })).status).toBe(200);
     expect((await fault({ target: "cluster_manager", fault: "drop_state" })).status).toBe(200);
     expect((await record(id)).status).toBe("succeeded");
-    expect((await call("/v1/models/default-moe")).status).toBe(200);
+    expect((await call("/v1/models/lemma-moe")).status).toBe(200);
     // the restarted JobExecutor's alarm runs its reconciliation round without error
     await runDurableObjectAlarm(env.JOB_EXECUTOR.getByName("je/0"));
 
     expect((await fault({ target: "job_executor", fault: "throw" })).status).toBe(200);
     const failed = await post("/v1/completions", {
-      model: "default-moe",
+      model: "lemma-moe",
       prompt: "Hi",
       max_tokens: 2,
     });
     expect(failed.status).toBe(500);
     expect(((await failed.json()) as { error: { type: string } }).error.type).toBe("server_error");
     const next = await post("/v1/completions", {
-      model: "default-moe",
+      model: "lemma-moe",
       prompt: "Hi",
       max_tokens: 2,
     });
@@ -361,7 +361,7 @@ describe("fault drills", () => {
   });
 
   it("resets the JobExecutor under 8 streams: every stream and record completes", async () => {
-    const base = { model: "default-moe", temperature: 0, max_tokens: 200, ignore_eos: true };
+    const base = { model: "lemma-moe", temperature: 0, max_tokens: 200, ignore_eos: true };
     const streams = await Promise.all(
       prompts.slice(0, 8).map(async (prompt) => {
         const res = await post("/v1/completions", { ...base, prompt, stream: true });

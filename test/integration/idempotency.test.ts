@@ -15,7 +15,7 @@ import { readAll } from "../helpers/sse.ts";
 import { post } from "./worker-client.ts";
 
 const body = (extra: object = {}) => ({
-  model: "default-moe",
+  model: "lemma-moe",
   messages: [{ role: "user", content: "Tell me a story." }],
   max_tokens: 12,
   temperature: 1,
@@ -87,7 +87,7 @@ describe("Idempotency-Key", () => {
   });
 
   it("keeps a 4xx answer and rejects bad keys", async () => {
-    const bad = { model: "default-moe", messages: "not a list" };
+    const bad = { model: "lemma-moe", messages: "not a list" };
     const first = await withKey("k-400", bad);
     expect(first.status).toBe(400);
     const again = await withKey("k-400", bad);

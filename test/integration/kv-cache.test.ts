@@ -7,7 +7,7 @@
 import { describe, expect, it } from "vitest";
 import { admin, call, postDeployment } from "./worker-client.ts";
 
-const MODEL = "default-moe";
+const MODEL = "lemma-moe";
 const PROMPT = "Hello! Who are you? Tell me about the model and the weather.";
 
 interface KvUsage {

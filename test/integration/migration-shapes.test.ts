@@ -9,7 +9,7 @@
  */
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it, vi } from "vitest";
-import DEFAULT_MODEL from "../../models/default-moe.gguf";
+import DEFAULT_MODEL from "../../models/lemma-moe.gguf";
 import { npuName } from "../../shared/protocol/names.ts";
 import { LOST_AFTER_MS } from "../../shared/serving/watchdog.ts";
 import type { RequestRecord } from "../../shared/types/records.ts";

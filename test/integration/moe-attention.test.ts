@@ -132,19 +132,19 @@ describe.skipIf(!env.REF_QWEN3MOE)("moe-attention across DOs", () => {
   it("POST /api/deployments mode moe-attention serves the default model like colocated", async () => {
     expect((await call("/v1/models")).status).toBe(200); // registers the default model
     const bad = await postDeployment({
-      model: "default-moe",
+      model: "lemma-moe",
       mode: "moe-attention",
       instances: { colocated: 1 },
     });
     expect(bad.status).toBe(400);
     const tooMany = await postDeployment({
-      model: "default-moe",
+      model: "lemma-moe",
       mode: "moe-attention",
       instances: { attention: 1, experts: 16 },
     });
     expect(tooMany.status).toBe(400);
     const res = await postDeployment({
-      model: "default-moe",
+      model: "lemma-moe",
       mode: "moe-attention",
       instances: { attention: 2, experts: 2 },
     });
@@ -164,7 +164,7 @@ describe.skipIf(!env.REF_QWEN3MOE)("moe-attention across DOs", () => {
     const all = (await (await admin("/api/deployments")).json()) as {
       data: { id: string; model: string; mode: string }[];
     };
-    const coloc = all.data.find((d) => d.model === "default-moe" && d.mode === "colocated");
+    const coloc = all.data.find((d) => d.model === "lemma-moe" && d.mode === "colocated");
     const prompts = ["Hello! Who are you?", "Once upon a time", "The weather today", "Tell me"];
     const run = (deployment: string | undefined) =>
       Promise.all(
@@ -172,7 +172,7 @@ describe.skipIf(!env.REF_QWEN3MOE)("moe-attention across DOs", () => {
           const r = await call("/v1/completions", {
             method: "POST",
             body: JSON.stringify({
-              model: "default-moe",
+              model: "lemma-moe",
               prompt,
               max_tokens: 12,
               temperature: 0,
@@ -240,7 +240,7 @@ describe.skipIf(!env.REF_QWEN3MOE)("moe-attention across DOs", () => {
   it("EPLB through the API: imbalance at GET .../experts falls after POST .../rebalance", async () => {
     expect((await call("/v1/models")).status).toBe(200);
     const res = await postDeployment({
-      model: "default-moe",
+      model: "lemma-moe",
       mode: "moe-attention",
       instances: { attention: 2, experts: 4 },
     });
@@ -253,7 +253,7 @@ describe.skipIf(!env.REF_QWEN3MOE)("moe-attention across DOs", () => {
           const r = await call("/v1/completions", {
             method: "POST",
             body: JSON.stringify({
-              model: "default-moe",
+              model: "lemma-moe",
               prompt: "The little model said hello to the little model",
               max_tokens: 8,
               temperature: 0,
@@ -294,7 +294,7 @@ describe.skipIf(!env.REF_QWEN3MOE)("moe-attention across DOs", () => {
   it("rebalances on its own when the imbalance stays above the threshold", async () => {
     expect((await call("/v1/models")).status).toBe(200);
     const res = await postDeployment({
-      model: "default-moe",
+      model: "lemma-moe",
       mode: "moe-attention",
       instances: { attention: 2, experts: 4 },
     });
@@ -307,7 +307,7 @@ describe.skipIf(!env.REF_QWEN3MOE)("moe-attention across DOs", () => {
         const r = await call("/v1/completions", {
           method: "POST",
           body: JSON.stringify({
-            model: "default-moe",
+            model: "lemma-moe",
             prompt: "The little model said hello",
             max_tokens: 150,
             temperature: 0,

@@ -13,7 +13,7 @@
  */
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
-import DEFAULT_MODEL from "../../models/default-moe.gguf";
+import DEFAULT_MODEL from "../../models/lemma-moe.gguf";
 import { parseGguf } from "../../shared/gguf/gguf.ts";
 import { modelConfigFromGguf } from "../../shared/model/config.ts";
 import { primaryMap } from "../../shared/moe/expert-map.ts";
@@ -56,7 +56,7 @@ function streamed(text: string) {
 async function moeDeployment(experts: number): Promise<{ id: string; instanceId: string }> {
   expect((await call("/v1/models")).status).toBe(200); // registers the default model
   const res = await postDeployment({
-    model: "default-moe",
+    model: "lemma-moe",
     mode: "moe-attention",
     instances: { attention: 2, experts },
   });
@@ -105,7 +105,7 @@ describe("MoE chaos drills", () => {
   it("hangs, resets, then throws in one expert rank under 16 streams: each fails over, outputs unchanged", async () => {
     const dep = await moeDeployment(4);
     const base = {
-      model: "default-moe",
+      model: "lemma-moe",
       deployment: dep.id,
       temperature: 0,
       max_tokens: 40,
@@ -197,7 +197,7 @@ describe("MoE chaos drills", () => {
   it("with one expert rank there is nowhere to fail over: each stream ends with one clear error", async () => {
     const dep = await moeDeployment(1);
     const base = {
-      model: "default-moe",
+      model: "lemma-moe",
       deployment: dep.id,
       temperature: 0,
       max_tokens: 200,

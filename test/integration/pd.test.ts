@@ -9,7 +9,7 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { Npu } from "../../durable-objects/npu.ts";
-import DEFAULT_MODEL from "../../models/default-moe.gguf";
+import DEFAULT_MODEL from "../../models/lemma-moe.gguf";
 import { parseGguf } from "../../shared/gguf/gguf.ts";
 import { modelConfigFromGguf } from "../../shared/model/config.ts";
 import { npuName } from "../../shared/protocol/names.ts";
@@ -52,7 +52,7 @@ async function uploadStories(): Promise<string> {
 describe("PD deployments", () => {
   it("validates specs and pins", async () => {
     const bad = await postDeployment({
-      model: "default-moe",
+      model: "lemma-moe",
       mode: "pd",
       instances: { colocated: 2 },
     });
@@ -68,13 +68,13 @@ describe("PD deployments", () => {
     expect(asUser.status).toBe(403);
     const unknownPin = await call("/v1/completions", {
       method: "POST",
-      body: JSON.stringify({ model: "default-moe", prompt: "Hi", deployment: "dep_nope" }),
+      body: JSON.stringify({ model: "lemma-moe", prompt: "Hi", deployment: "dep_nope" }),
     });
     expect(unknownPin.status).toBe(404);
-    const d = await createPd("default-moe");
+    const d = await createPd("lemma-moe");
     const nTwo = await call("/v1/completions", {
       method: "POST",
-      body: JSON.stringify({ model: "default-moe", prompt: "Hi", n: 2, deployment: d.id }),
+      body: JSON.stringify({ model: "lemma-moe", prompt: "Hi", n: 2, deployment: d.id }),
     });
     expect(nTwo.status).toBe(400);
     const listed = (await (await admin("/api/deployments")).json()) as { data: Deployment[] };
@@ -87,7 +87,7 @@ describe("PD deployments", () => {
     it.skipIf(which === "stories" && !env.REF_STORIES)(
       `matches colocated output and moves exactly the prompt's KV (${which})`,
       async () => {
-        const model = which === "stories" ? await uploadStories() : "default-moe";
+        const model = which === "stories" ? await uploadStories() : "lemma-moe";
         const pd = await createPd(model);
         const prompt =
           which === "stories"

@@ -50,7 +50,7 @@ describe("request records", () => {
     const res = await post(
       "/v1/chat/completions",
       {
-        model: "default-moe",
+        model: "lemma-moe",
         messages: [{ role: "user", content: "Hello! Who are you?" }],
         max_tokens: 8,
         temperature: 0,
@@ -68,7 +68,7 @@ describe("request records", () => {
       id,
       object: "request",
       tenant: "test",
-      model: "default-moe",
+      model: "lemma-moe",
       status: "succeeded",
       clientRequestId: "client-trace-7",
     });
@@ -103,7 +103,7 @@ describe("request records", () => {
 
   it("records a streamed completion with the usage of its last chunk", async () => {
     const res = await post("/v1/completions", {
-      model: "default-moe",
+      model: "lemma-moe",
       prompt: "Once upon a time",
       max_tokens: 6,
       ignore_eos: true,
@@ -131,7 +131,7 @@ describe("context cache lifetime", () => {
   it("answers 404 once its TTL has passed and releases the pinned blocks", async () => {
     // warm the model first: the TTL counts from the start of the pin, which includes a cold load
     const warm = await post("/v1/completions", {
-      model: "default-moe",
+      model: "lemma-moe",
       prompt: "Hi",
       max_tokens: 1,
     });
@@ -140,7 +140,7 @@ describe("context cache lifetime", () => {
 
     const prefix = "The fox ran to the river and the bird sang in the tree. ".repeat(3);
     const created = await post("/api/context-caches", {
-      model: "default-moe",
+      model: "lemma-moe",
       prompt: prefix,
       ttl_seconds: 1, // the smallest TTL the API accepts
     });
@@ -153,7 +153,7 @@ describe("context cache lifetime", () => {
     };
     expect(cache.num_cached_tokens).toBeGreaterThan(0);
     const instanceBlocks = async (instanceId: string) => {
-      const res = await call("/api/models/default-moe/instances", {}, "sk-admin");
+      const res = await call("/api/models/lemma-moe/instances", {}, "sk-admin");
       const list = (await res.json()) as {
         data: { id: string; numFreeBlocks: number; numBlocks: number }[];
       };
@@ -165,7 +165,7 @@ describe("context cache lifetime", () => {
       timeout: 5_000,
       interval: 50,
     });
-    const request = { model: "default-moe", prompt: " Then the fox slept.", max_tokens: 4 };
+    const request = { model: "lemma-moe", prompt: " Then the fox slept.", max_tokens: 4 };
     const late = await post("/v1/completions", { ...request, context_cache: cache.id });
     await expectNotFound(late, "context_cache", "context_cache_not_found");
     await expectNotFound(
@@ -190,7 +190,7 @@ describe("context cache lifetime", () => {
     // control: a live cache of the same prefix holds blocks on its instance, and the same
     // request continuing it succeeds and reuses them
     const live = (await (
-      await post("/api/context-caches", { model: "default-moe", prompt: prefix, ttl_seconds: 60 })
+      await post("/api/context-caches", { model: "lemma-moe", prompt: prefix, ttl_seconds: 60 })
     ).json()) as { id: string; instance_id: string };
     const pinned = await instanceBlocks(live.instance_id);
     expect(pinned.free).toBeLessThan(pinned.total);

@@ -17,7 +17,7 @@ import type { JobExecutor } from "../../durable-objects/job-executor.ts";
 import { ModelScheduler, type SchedulerSnapshot } from "../../durable-objects/model-scheduler.ts";
 import type { Npu } from "../../durable-objects/npu.ts";
 import type { Loaded } from "../../durable-objects/npu-loader.ts";
-import DEFAULT_MODEL from "../../models/default-moe.gguf";
+import DEFAULT_MODEL from "../../models/lemma-moe.gguf";
 import { decodeEvents } from "../../shared/protocol/codec.ts";
 import type { GenerateEvent, JobSpec, SubmitJob } from "../../shared/protocol/messages.ts";
 import { npuName } from "../../shared/protocol/names.ts";
@@ -32,7 +32,7 @@ import { CompletionSchema } from "../../workers/openai/schemas.ts";
 import { parseSse } from "../helpers/sse.ts";
 import { admin, call, post, postDeployment } from "./worker-client.ts";
 
-const MODEL = "default-moe";
+const MODEL = "lemma-moe";
 const BLOCK_SIZE = 16; // KV_BLOCK_SIZE in wrangler.toml
 
 interface ErrorBody {

@@ -6,7 +6,7 @@ import type { InstanceStatus } from "../../shared/types/instances.ts";
 import type { RequestRecord } from "../../shared/types/records.ts";
 import { admin, call, post, postDeployment } from "./worker-client.ts";
 
-export const MODEL = "default-moe";
+export const MODEL = "lemma-moe";
 export const cluster = () => env.CLUSTER_MANAGER.getByName(CLUSTER_MANAGER_NAME);
 
 export type InstanceView = InstanceStatus & { numRunning: number; numWaiting: number };

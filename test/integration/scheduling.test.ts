@@ -17,7 +17,7 @@ async function createDeployment(): Promise<DeploymentView> {
     {
       method: "POST",
       body: JSON.stringify({
-        model: "default-moe",
+        model: "lemma-moe",
         mode: "colocated",
         instances: { colocated: 3 },
         scheduler: "deepflow",
@@ -42,7 +42,7 @@ describe("prefix-aware placement", () => {
     const order = dep.instances.map((i) => i.id);
     const body = (prompt: string, extra: object) =>
       JSON.stringify({
-        model: "default-moe",
+        model: "lemma-moe",
         deployment: dep.id,
         prompt,
         temperature: 0,

@@ -10,7 +10,7 @@ import { post } from "./worker-client.ts";
 const completion = (key: string, extra: object = {}) =>
   post(
     "/v1/completions",
-    { model: "default-moe", prompt: "Once upon a time", max_tokens: 4, temperature: 0, ...extra },
+    { model: "lemma-moe", prompt: "Once upon a time", max_tokens: 4, temperature: 0, ...extra },
     key,
   );
 

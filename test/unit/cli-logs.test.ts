@@ -113,7 +113,7 @@ describe("log input", () => {
 });
 
 describe("log filter", () => {
-  const otherReceived = { ...received, requestId: OTHER, model: "default-moe" };
+  const otherReceived = { ...received, requestId: OTHER, model: "lemma-moe" };
   const otherFinished = { ...finished, requestId: OTHER };
   const modelLoaded = { level: "info", event: "model.loaded", ts: 1, model: "s260k" };
   const stream = [received, otherReceived, decided, modelLoaded, otherFinished, finished];
@@ -131,7 +131,7 @@ describe("log filter", () => {
   it("follows a model's requests into events that do not name the model", () => {
     const keep = createLogFilter({ model: "s260k" });
     expect(stream.filter(keep)).toEqual([received, decided, modelLoaded, finished]);
-    const other = createLogFilter({ model: "default-moe" });
+    const other = createLogFilter({ model: "lemma-moe" });
     expect(stream.filter(other)).toEqual([otherReceived, otherFinished]);
   });
 

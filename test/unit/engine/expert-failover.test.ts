@@ -16,7 +16,7 @@ import { failoverMap } from "../../../shared/serving/expert-failover.ts";
 import { instanceFor } from "../../helpers/engine.ts";
 import { REPO_ROOT } from "../../helpers/models.ts";
 
-const BYTES = new Uint8Array(readFileSync(join(REPO_ROOT, "models/default-moe.gguf")));
+const BYTES = new Uint8Array(readFileSync(join(REPO_ROOT, "models/synthetic-moe.gguf")));
 const PROMPTS = ["Once upon a time", "The little dog", "Hello", "A cat sat on the mat and"];
 const MAX_TOKENS = 8;
 const PARAMS = { ...GREEDY, maxTokens: MAX_TOKENS, ignoreEos: true };

@@ -29,7 +29,7 @@ async function arena() {
 }
 
 const MODELS: [string, () => Uint8Array][] = [
-  ["default-moe (F16, MoE)", () => readFileSync(`${REPO_ROOT}/models/default-moe.gguf`)],
+  ["synthetic-moe (F16, MoE)", () => readFileSync(`${REPO_ROOT}/models/synthetic-moe.gguf`)],
   ["Q4_K_M (dense, mixed types)", () => quantModelBytes("Q4_K_M")],
 ];
 
@@ -70,7 +70,7 @@ describe("an instance rebuilt from a forked weight region", () => {
   }
 
   it("a layout without its region filled is not the model (the copy is what carries it)", async () => {
-    const gguf = readFileSync(`${REPO_ROOT}/models/default-moe.gguf`);
+    const gguf = readFileSync(`${REPO_ROOT}/models/synthetic-moe.gguf`);
     const cold = await arena();
     const coldInst = createInstance(gguf, cold.kernels, OPTS);
     const fork = await arena();

@@ -20,7 +20,7 @@ import { mulberry32 } from "../../../shared/random.ts";
 import { instanceFor, KERNEL_KINDS } from "../../helpers/engine.ts";
 import { REPO_ROOT } from "../../helpers/models.ts";
 
-const MODEL = new Uint8Array(readFileSync(join(REPO_ROOT, "models/default-moe.gguf")));
+const MODEL = new Uint8Array(readFileSync(join(REPO_ROOT, "models/synthetic-moe.gguf")));
 const BS = 16;
 const prompt = (n: number, seed = 1) => {
   const rng = mulberry32(seed);

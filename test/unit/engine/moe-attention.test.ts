@@ -29,7 +29,7 @@ function models(): { name: string; bytes: Uint8Array }[] {
   const out: { name: string; bytes: Uint8Array }[] = [
     {
       name: "default-moe",
-      bytes: new Uint8Array(readFileSync(join(REPO_ROOT, "models/default-moe.gguf"))),
+      bytes: new Uint8Array(readFileSync(join(REPO_ROOT, "models/synthetic-moe.gguf"))),
     },
   ];
   if (HAVE_REFERENCE_MODELS) {
@@ -46,7 +46,7 @@ function models(): { name: string; bytes: Uint8Array }[] {
  * it fits at the same offset and the header changes only in the type fields.
  */
 function withQuantExperts(types: [WeightType, WeightType, WeightType]): Uint8Array {
-  const bytes = new Uint8Array(readFileSync(join(REPO_ROOT, "models/default-moe.gguf")));
+  const bytes = new Uint8Array(readFileSync(join(REPO_ROOT, "models/synthetic-moe.gguf")));
   const file = parseGguf(bytes);
   const view = new DataView(bytes.buffer);
   const rng = mulberry32(8);

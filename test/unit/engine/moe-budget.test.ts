@@ -7,7 +7,7 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { createLocalMoe } from "../../../hosts/moe-local.ts";
-import { DEFAULT_MODEL_PATH, loadNodeInstance } from "../../../hosts/node-engine.ts";
+import { loadNodeInstance, SYNTHETIC_MODEL_PATH } from "../../../hosts/node-engine.ts";
 import { buildBigMoe } from "../../../scripts/big-moe.ts";
 import { planMemory } from "../../../shared/engine/instance.ts";
 import { GREEDY } from "../../../shared/engine/sequence.ts";
@@ -21,7 +21,7 @@ const OPTS = { maxNumSeqs: 8, maxNumBatchedTokens: 256 };
 
 describe("a MoE model larger than one NPU", () => {
   it("is refused colocated with the memory it needs and served as moe-attention", async () => {
-    const bytes = buildBigMoe(new Uint8Array(readFileSync(DEFAULT_MODEL_PATH)), {
+    const bytes = buildBigMoe(new Uint8Array(readFileSync(SYNTHETIC_MODEL_PATH)), {
       name: "big-moe-test",
       numExperts: 16,
       expertFf: 768,

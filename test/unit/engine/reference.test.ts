@@ -3,9 +3,14 @@
  * both kernel backends, through the Transformer and through the full Engine loop.
  */
 
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { DEFAULT_MODEL_PATH, runToCompletion } from "../../../hosts/node-engine.ts";
+import {
+  DEFAULT_MODEL_PATH,
+  runToCompletion,
+  SYNTHETIC_MODEL_PATH,
+} from "../../../hosts/node-engine.ts";
 import { GREEDY } from "../../../shared/engine/sequence.ts";
 import { greedyWithLogits, instanceFor, KERNEL_KINDS } from "../../helpers/engine.ts";
 import {
@@ -74,7 +79,7 @@ describe.skipIf(!HAVE_REFERENCE_MODELS)("reference greedy decodes", () => {
   });
 });
 
-describe("embedded default model", () => {
+describe("synthetic model", () => {
   interface FixtureCase {
     name: string;
     prompt: string;
@@ -84,17 +89,49 @@ describe("embedded default model", () => {
     expected_ids: number[];
   }
   const fixture = JSON.parse(
-    readFileSync(new URL("../../fixtures/default-moe-llama-cpp.json", import.meta.url), "utf8"),
+    readFileSync(new URL("../../fixtures/synthetic-moe-llama-cpp.json", import.meta.url), "utf8"),
   ) as { cases: FixtureCase[] };
 
   for (const kind of KERNEL_KINDS) {
     it(`generates llama.cpp's greedy ids with ${kind} kernels`, async () => {
-      const { inst } = await instanceFor(readFileSync(DEFAULT_MODEL_PATH), kind, { maxNumSeqs: 2 });
+      const { inst } = await instanceFor(readFileSync(SYNTHETIC_MODEL_PATH), kind, {
+        maxNumSeqs: 2,
+      });
       for (const cs of fixture.cases) {
         const promptIds = inst.tokenizer.encode(cs.prompt, { parseSpecial: true });
         expect(promptIds, cs.name).toEqual(cs.prompt_ids);
         const params = { ...GREEDY, maxTokens: cs.max_new_tokens, ignoreEos: !cs.stop_at_eos };
         const run = await runToCompletion(inst.engine, promptIds, params);
+        expect(run.ids, cs.name).toEqual(cs.expected_ids);
+      }
+    });
+  }
+});
+
+describe("embedded default model (the lemma-chain MoE)", () => {
+  // scripts/fixtures/llama-cpp-lemma.ts: llama.cpp's greedy ids up to and including EOS.
+  const fixture = JSON.parse(
+    readFileSync(new URL("../../fixtures/lemma-moe-llama-cpp.json", import.meta.url), "utf8"),
+  ) as {
+    model_sha256: string;
+    cases: { name: string; prompt: string; prompt_ids: number[]; expected_ids: number[] }[];
+  };
+
+  it("is the file the fixture was made from", () => {
+    const sha = createHash("sha256").update(readFileSync(DEFAULT_MODEL_PATH)).digest("hex");
+    expect(sha).toBe(fixture.model_sha256);
+  });
+
+  for (const kind of KERNEL_KINDS) {
+    it(`generates llama.cpp's greedy ids with ${kind} kernels`, async () => {
+      const { inst } = await instanceFor(readFileSync(DEFAULT_MODEL_PATH), kind, {
+        maxNumSeqs: 2,
+        maxModelLen: 512,
+      });
+      for (const cs of fixture.cases) {
+        const promptIds = inst.tokenizer.encode(cs.prompt);
+        expect(promptIds, cs.name).toEqual(cs.prompt_ids);
+        const run = await runToCompletion(inst.engine, promptIds, { ...GREEDY, maxTokens: 128 });
         expect(run.ids, cs.name).toEqual(cs.expected_ids);
       }
     });

@@ -11,7 +11,7 @@ import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { DEFAULT_MODEL_PATH } from "../../../hosts/node-engine.ts";
+import { SYNTHETIC_MODEL_PATH } from "../../../hosts/node-engine.ts";
 import { createKernels } from "../../../hosts/node-kernels.ts";
 import { BIG_MOE_DEFAULTS, buildBigMoe } from "../../../scripts/big-moe.ts";
 import { createInstance } from "../../../shared/engine/instance.ts";
@@ -27,7 +27,7 @@ function bigMoe(): Uint8Array {
     const cached = new Uint8Array(readFileSync(path));
     if (sha256(cached) === FIXTURE.checkpoint.sha256) return cached;
   }
-  const bytes = buildBigMoe(new Uint8Array(readFileSync(DEFAULT_MODEL_PATH)), BIG_MOE_DEFAULTS);
+  const bytes = buildBigMoe(new Uint8Array(readFileSync(SYNTHETIC_MODEL_PATH)), BIG_MOE_DEFAULTS);
   writeFileSync(`${path}.part`, bytes);
   renameSync(`${path}.part`, path);
   return bytes;

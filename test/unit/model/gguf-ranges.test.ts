@@ -16,7 +16,7 @@ import {
 import { isExpertTensor } from "../../../shared/model/expert-shard.ts";
 import { REPO_ROOT } from "../../helpers/models.ts";
 
-const MODEL = new Uint8Array(readFileSync(join(REPO_ROOT, "models/default-moe.gguf")));
+const MODEL = new Uint8Array(readFileSync(join(REPO_ROOT, "models/synthetic-moe.gguf")));
 
 /** Range reads of `bytes` as if it were `size` bytes long (zeros past its end), recorded. */
 function reader(bytes: Uint8Array, size = bytes.byteLength) {

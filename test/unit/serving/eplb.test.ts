@@ -69,7 +69,7 @@ describe("EPLB policy", () => {
   });
 });
 
-const BYTES = new Uint8Array(readFileSync(join(REPO_ROOT, "models/default-moe.gguf")));
+const BYTES = new Uint8Array(readFileSync(join(REPO_ROOT, "models/synthetic-moe.gguf")));
 
 /** Runs `n` copies of one prompt to completion; returns each sequence's tokens. */
 async function runSkewed(m: LocalMoe, n: number): Promise<number[][]> {

@@ -1,6 +1,6 @@
 /**
- * The embedded default checkpoint, models/default-moe.gguf: it is exactly what
- * scripts/make-default-model.ts builds, it is a small Mixtral-style MoE that both our reader and
+ * The synthetic checkpoint, models/synthetic-moe.gguf: it is exactly what
+ * scripts/make-synthetic-model.ts builds, it is a small Mixtral-style MoE that both our reader and
  * @huggingface/gguf parse, and its chat template and vocabulary are our own.
  */
 import { createHash } from "node:crypto";
@@ -10,20 +10,20 @@ import { gguf as hfGguf } from "@huggingface/gguf";
 import { Template } from "@huggingface/jinja";
 import { describe, expect, it } from "vitest";
 import {
-  buildDefaultModel,
+  buildSyntheticModel,
   CHAT_TEMPLATE,
-  DEFAULT_MODEL_DIMS,
-  DEFAULT_MODEL_FILE,
   renderChat,
+  SYNTHETIC_MODEL_DIMS,
+  SYNTHETIC_MODEL_FILE,
   spmTokenize,
   tokenizeLlama,
   trainVocab,
-} from "../../scripts/make-default-model.ts";
+} from "../../scripts/make-synthetic-model.ts";
 import { GgmlType, parseGguf, requireNumber } from "../../shared/gguf/gguf.ts";
 import { HAVE_REFERENCE_MODELS, REPO_ROOT, readReferenceModel } from "../helpers/models.ts";
 
-const MODEL_PATH = join(REPO_ROOT, DEFAULT_MODEL_FILE);
-const FIXTURE_PATH = join(REPO_ROOT, "test/fixtures/default-moe-llama-cpp.json");
+const MODEL_PATH = join(REPO_ROOT, SYNTHETIC_MODEL_FILE);
+const FIXTURE_PATH = join(REPO_ROOT, "test/fixtures/synthetic-moe-llama-cpp.json");
 const README_PROMPT = "Hello! Who are you?";
 
 const bytes = new Uint8Array(readFileSync(MODEL_PATH));
@@ -39,13 +39,13 @@ interface LlamaCppFixture {
 
 describe("default model", () => {
   it("is byte-identical to a fresh build", () => {
-    const fresh = buildDefaultModel();
+    const fresh = buildSyntheticModel();
     expect(fresh.byteLength).toBe(bytes.byteLength);
     expect(Buffer.from(fresh).equals(Buffer.from(bytes))).toBe(true);
   });
 
   it("is a small Mixtral-style MoE on the llama architecture", () => {
-    const d = DEFAULT_MODEL_DIMS;
+    const d = SYNTHETIC_MODEL_DIMS;
     expect(bytes.byteLength).toBeLessThan(2 * 1024 * 1024);
     expect(file.metadata.get("general.architecture")).toBe("llama");
     expect(file.metadata.get("general.name")).toBe("flowserve-default-moe");
@@ -94,7 +94,7 @@ describe("default model", () => {
     const metadata = parsed.metadata as unknown as Record<string, unknown>;
     const { tensorInfos } = parsed;
     expect(metadata["general.architecture"]).toBe("llama");
-    expect(metadata["llama.expert_count"]).toBe(DEFAULT_MODEL_DIMS.numExperts);
+    expect(metadata["llama.expert_count"]).toBe(SYNTHETIC_MODEL_DIMS.numExperts);
     expect(metadata["tokenizer.ggml.tokens"]).toEqual(tokens);
     expect(metadata["tokenizer.chat_template"]).toBe(CHAT_TEMPLATE);
     expect(tensorInfos.map((t) => t.name).sort()).toEqual([...file.tensors.keys()].sort());
@@ -126,7 +126,7 @@ describe("default model", () => {
 
   it("has its own llama-style vocabulary", () => {
     expect(file.metadata.get("tokenizer.ggml.model")).toBe("llama");
-    expect(tokens).toHaveLength(DEFAULT_MODEL_DIMS.vocabSize);
+    expect(tokens).toHaveLength(SYNTHETIC_MODEL_DIMS.vocabSize);
     expect(tokens.slice(0, 3)).toEqual(["<unk>", "<s>", "</s>"]);
     expect(types.slice(0, 3)).toEqual([2, 3, 3]);
     for (let b = 0; b < 256; b++) {

@@ -1,7 +1,8 @@
 /**
- * Writes `models/default-moe.gguf`, the small MoE checkpoint embedded in the worker
- * (`npm run build:model`). Deterministic: a fixed seed, no I/O except the final write, so two runs
- * give byte-identical files. Importing this module writes nothing; `buildDefaultModel()` returns
+ * Writes `models/synthetic-moe.gguf`, the seeded synthetic MoE checkpoint that tests and benchmarks
+ * use where they need general text, eight experts or a long context (`npm run
+ * build:synthetic-model`); its GGUF name is `flowserve-default-moe`. Deterministic: a fixed seed, no I/O except the final write, so two runs
+ * give byte-identical files. Importing this module writes nothing; `buildSyntheticModel()` returns
  * the bytes (the unit test regenerates them in memory and compares with the committed file).
  *
  * Architecture: `llama` with experts, laid out exactly like llama.cpp's Mixtral conversion
@@ -47,7 +48,7 @@
  * about 2.2) and the router spreads tokens over all 8 experts, but greedy decoding follows the
  * bigram. Greedy reply to the README prompt "Hello! Who are you?" (chat template applied):
  * "Hello! I am a small language model." then EOS (llama.cpp agrees:
- * test/fixtures/default-moe-llama-cpp.json).
+ * test/fixtures/synthetic-moe-llama-cpp.json).
  */
 
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -64,7 +65,7 @@ import { gaussian, mulberry32 } from "../shared/random.ts";
 import { bool, llamaShapeEntries, str, u32 } from "./gguf-entries.ts";
 
 /** Model shape, with HF config names. */
-export const DEFAULT_MODEL_DIMS = {
+export const SYNTHETIC_MODEL_DIMS = {
   hiddenSize: 96,
   numHiddenLayers: 4,
   numAttentionHeads: 6,
@@ -79,8 +80,8 @@ export const DEFAULT_MODEL_DIMS = {
   rmsNormEps: 1e-5,
 } as const;
 
-export const DEFAULT_MODEL_NAME = "flowserve-default-moe";
-export const DEFAULT_MODEL_FILE = "models/default-moe.gguf";
+export const SYNTHETIC_MODEL_NAME = "flowserve-default-moe";
+export const SYNTHETIC_MODEL_FILE = "models/synthetic-moe.gguf";
 export const SEED = 0x5eed_2026;
 
 /** Zephyr-style template with plain-text role markers; `</s>` (EOS) closes every turn. */
@@ -310,7 +311,7 @@ function pretokenize(fragment: string): string[] {
 }
 
 /** Trains the vocabulary: SentencePiece-style BPE up to `vocabSize` pieces. */
-export function trainVocab(vocabSize: number = DEFAULT_MODEL_DIMS.vocabSize): Vocab {
+export function trainVocab(vocabSize: number = SYNTHETIC_MODEL_DIMS.vocabSize): Vocab {
   const wordCounts = new Map<string, number>();
   const chars = new Map<string, number>();
   for (const doc of trainingDocuments()) {
@@ -554,8 +555,8 @@ function randomTensor(normal: () => number, n: number, std: number): Float32Arra
 }
 
 /** Builds the checkpoint. Pure and deterministic: same bytes on every call. */
-export function buildDefaultModel(): Uint8Array {
-  const d = DEFAULT_MODEL_DIMS;
+export function buildSyntheticModel(): Uint8Array {
+  const d = SYNTHETIC_MODEL_DIMS;
   const dim = d.hiddenSize;
   const kvDim = d.numKeyValueHeads * d.headDim;
   const ff = d.intermediateSize;
@@ -658,7 +659,7 @@ export function buildDefaultModel(): Uint8Array {
 
   const metadata: GgufMetadataEntry[] = [
     str("general.architecture", "llama"),
-    str("general.name", DEFAULT_MODEL_NAME),
+    str("general.name", SYNTHETIC_MODEL_NAME),
     ...llamaShapeEntries({
       contextLength: d.maxPositionEmbeddings,
       dim,
@@ -708,13 +709,13 @@ export function buildDefaultModel(): Uint8Array {
 
 function main(): void {
   const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-  const path = resolve(root, DEFAULT_MODEL_FILE);
-  const bytes = buildDefaultModel();
+  const path = resolve(root, SYNTHETIC_MODEL_FILE);
+  const bytes = buildSyntheticModel();
   mkdirSync(dirname(path), { recursive: true });
   writeFileSync(path, bytes);
-  const d = DEFAULT_MODEL_DIMS;
+  const d = SYNTHETIC_MODEL_DIMS;
   console.log(
-    `wrote ${DEFAULT_MODEL_FILE}: ${bytes.byteLength} bytes; llama + MoE, dim ${d.hiddenSize}, ` +
+    `wrote ${SYNTHETIC_MODEL_FILE}: ${bytes.byteLength} bytes; llama + MoE, dim ${d.hiddenSize}, ` +
       `${d.numHiddenLayers} layers, ${d.numAttentionHeads} heads / ${d.numKeyValueHeads} KV ` +
       `(head_dim ${d.headDim}), ${d.numExperts} experts top-${d.numExpertsPerTok}, expert ffn ` +
       `${d.intermediateSize}, vocab ${d.vocabSize}, context ${d.maxPositionEmbeddings}`,
