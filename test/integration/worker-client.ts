@@ -3,6 +3,7 @@
  * is tenant "other", "sk-admin" the admin key), JSON content type, optional extra headers.
  */
 import { exports } from "cloudflare:workers";
+import SYNTHETIC_MODEL_BYTES from "../../models/synthetic-moe.gguf";
 
 export const call = (
   path: string,
@@ -28,3 +29,20 @@ export const admin = (path: string, init: RequestInit = {}) => call(path, init, 
 
 /** POST /api/deployments with the admin key. */
 export const postDeployment = (body: object) => post("/api/deployments", body, "sk-admin");
+
+/**
+ * Uploads the seeded synthetic MoE (models/synthetic-moe.gguf: a 768-token byte-fallback
+ * vocabulary for general text, 8 experts, context 2048) as model `synthetic-moe`, for tests
+ * that need what the embedded lemma-chain model lacks. Idempotent: a second upload replaces it.
+ */
+export async function uploadSyntheticModel(): Promise<string> {
+  const res = await admin(`/api/models/${SYNTHETIC_MODEL}`, {
+    method: "PUT",
+    body: SYNTHETIC_MODEL_BYTES,
+  });
+  if (res.status !== 201 && res.status !== 200) {
+    throw new Error(`uploading ${SYNTHETIC_MODEL}: ${res.status} ${await res.text()}`);
+  }
+  return SYNTHETIC_MODEL;
+}
+export const SYNTHETIC_MODEL = "synthetic-moe";
