@@ -337,7 +337,7 @@ async function benchOne(): Promise<void> {
   let server: DevServer | null = null;
   let baseUrl = values["base-url"]?.replace(/\/+$/, "");
   const external = baseUrl !== undefined;
-  const model = values.model ?? "default-moe";
+  const model = values.model ?? "lemma-moe";
   const kind = serverKinds[0] as ServerKind;
   try {
     if (!baseUrl) {

@@ -31,7 +31,7 @@ import {
   type LocalMoe,
   rebalanceLocal,
 } from "../hosts/moe-local.ts";
-import { DEFAULT_MODEL_PATH, loadNodeInstance } from "../hosts/node-engine.ts";
+import { loadNodeInstance, SYNTHETIC_MODEL_PATH } from "../hosts/node-engine.ts";
 import type { ModelInstance } from "../shared/engine/instance.ts";
 import { GREEDY } from "../shared/engine/sequence.ts";
 import type { StepComm } from "../shared/fabric/comm.ts";
@@ -45,7 +45,7 @@ const { values } = parseArgs({
     json: { type: "boolean", default: false },
   },
 });
-const bytes = new Uint8Array(readFileSync(values.model ?? DEFAULT_MODEL_PATH));
+const bytes = new Uint8Array(readFileSync(values.model ?? SYNTHETIC_MODEL_PATH));
 const numTokens = Number(values.tokens);
 const PROMPTS = [
   "Once upon a time",
@@ -306,7 +306,7 @@ const eplb = {
 
 const result = {
   bench: "moe",
-  model: values.model ?? "default-moe",
+  model: values.model ?? "synthetic-moe",
   numTokens,
   runs,
   throughput,

@@ -7,7 +7,7 @@
  *   held-out problems (shared/eval/lemma-chain.ts, seed 3; training used seeds 1 and 2). Skipped,
  *   with `accuracy: null`, when the model file is absent.
  * - time and memory, on one forced long decode per policy (EOS ignored) of --curve-model (the
- *   embedded default model unless given; accuracy plays no part, as in the paper's RQ2): ms per
+ *   synthetic model, models/synthetic-moe.gguf, unless given: its context is 2048; accuracy plays no part, as in the paper's RQ2): ms per
  *   output token and KV bytes held against decode length, median of 3 runs.
  *
  *   npm run -s bench:raas -- --json [--model PATH] [--curve-model PATH] [--problems N] [--full]
@@ -20,7 +20,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { DEFAULT_MODEL_PATH, loadNodeInstance } from "../hosts/node-engine.ts";
+import { loadNodeInstance, SYNTHETIC_MODEL_PATH } from "../hosts/node-engine.ts";
 import {
   defaultKvCache,
   KV_POLICIES,
@@ -60,7 +60,7 @@ const BLOCK = 16;
 const CURVE_BUDGETS = full ? [128, 64, 256] : [128];
 const haveModel = existsSync(values.model as string);
 const bytes = haveModel ? new Uint8Array(readFileSync(values.model as string)) : new Uint8Array();
-const curveBytes = new Uint8Array(readFileSync(values["curve-model"] ?? DEFAULT_MODEL_PATH));
+const curveBytes = new Uint8Array(readFileSync(values["curve-model"] ?? SYNTHETIC_MODEL_PATH));
 const kernels = values.kernels === "js" ? "js" : "wasm";
 const aggregate = values.aggregate === "max" ? "max" : "sum";
 const problems = Array.from({ length: numProblems }, (_, i) => lemmaProblem(3, i, TRAIN_OPTIONS));
@@ -287,7 +287,7 @@ const result = {
   kernels,
   aggregate,
   accuracy: haveModel ? cells : null,
-  curveModel: values["curve-model"] ?? DEFAULT_MODEL_PATH,
+  curveModel: values["curve-model"] ?? SYNTHETIC_MODEL_PATH,
   curves,
 };
 console.log(JSON.stringify(result));

@@ -1,6 +1,6 @@
 /**
  * How the engine loop's work estimate (shared/serving/step-cost.ts: the CPU-slice budget) compares
- * with measured step times: for the embedded model and each reference checkpoint present, greedy
+ * with measured step times: for the synthetic model and each reference checkpoint present, greedy
  * runs of 1 and 8 sequences (a 64-token prompt, then decode) on the wasm kernels in Node. Per
  * model: the ratio of the summed measured to the summed estimated step time (below 1: the estimate
  * errs on the safe side, a slice ends before its CPU time reaches NPU_SLICE_MS), and the median
@@ -10,7 +10,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { DEFAULT_MODEL_PATH, loadNodeInstance } from "../hosts/node-engine.ts";
+import { loadNodeInstance, SYNTHETIC_MODEL_PATH } from "../hosts/node-engine.ts";
 import { GREEDY } from "../shared/engine/sequence.ts";
 import { estimatedStepMs } from "../shared/serving/step-cost.ts";
 import { median } from "./engine-measure.ts";
@@ -19,7 +19,7 @@ const { values } = parseArgs({ options: { tokens: { type: "string", default: "64
 const numTokens = Number(values.tokens);
 
 const MODELS: [string, string][] = [
-  ["default-moe", DEFAULT_MODEL_PATH],
+  ["synthetic-moe", SYNTHETIC_MODEL_PATH],
   ["stories260K", "../shared/models/stories260K-f32.gguf"],
   ["tiny-mixtral", "../shared/models/tiny-mixtral-f32.gguf"],
   ["tiny-qwen3moe", "../shared/models/tiny-qwen3moe-f32.gguf"],

@@ -19,7 +19,7 @@ import { ADMIN_KEY, LOCAL_KEY, startDevServer } from "../test/helpers/dev-server
 const { values } = parseArgs({
   options: {
     "base-url": { type: "string" },
-    model: { type: "string", default: "default-moe" },
+    model: { type: "string", default: "lemma-moe" },
     "model-file": { type: "string" },
     "api-key": { type: "string", default: LOCAL_KEY },
     "admin-key": { type: "string", default: ADMIN_KEY },

@@ -1,6 +1,6 @@
 /**
  * Measures the simulator's step-time model (shared/sim/cost-model.ts) on a real engine: times
- * engine steps of a model (default: the embedded default model, wasm kernels) over a small grid
+ * engine steps of a model (default: the synthetic model, models/synthetic-moe.gguf, wasm kernels) over a small grid
  * of batch sizes and prompt lengths (prefill chunks and decodes at growing context), fits
  *   t_ms = a + b * scheduledTokens + c * (attendedTokens + decodeAttended) + d * numSeqs
  * (one attention coefficient for prefill and decode: no `e`; on this CPU both are compute-bound)
@@ -13,7 +13,7 @@
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { DEFAULT_MODEL_PATH, loadNodeInstance } from "../hosts/node-engine.ts";
+import { loadNodeInstance, SYNTHETIC_MODEL_PATH } from "../hosts/node-engine.ts";
 import { LocalExecutor } from "../shared/engine/local-executor.ts";
 import { GREEDY, newSequence } from "../shared/engine/sequence.ts";
 import { mulberry32 } from "../shared/random.ts";
@@ -35,7 +35,7 @@ const { values } = parseArgs({
     "max-num-batched-tokens": { type: "string", default: "2048" },
   },
 });
-const path = values.model ?? DEFAULT_MODEL_PATH;
+const path = values.model ?? SYNTHETIC_MODEL_PATH;
 const BATCHED = 256;
 const inst = await loadNodeInstance(new Uint8Array(readFileSync(path)), {
   maxNumSeqs: 16,
