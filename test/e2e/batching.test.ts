@@ -5,14 +5,29 @@
  * that disconnects cancels its request and the engine stops decoding it.
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { ADMIN_KEY, type DevServer, LOCAL_KEY, startDevServer } from "../helpers/dev-server.ts";
+import {
+  ADMIN_KEY,
+  type DevServer,
+  LOCAL_KEY,
+  SYNTHETIC_MODEL,
+  startDevServer,
+  uploadSyntheticModel,
+} from "../helpers/dev-server.ts";
 import { HAVE_REFERENCE_MODELS, readReferenceModel } from "../helpers/models.ts";
 
-const DEFAULT_MODEL = "lemma-moe";
 const STORIES = "stories260k";
-/** stories260K (context 512) writes long greedy stories; the default model needs ignore_eos. */
-const MODEL = HAVE_REFERENCE_MODELS ? STORIES : DEFAULT_MODEL;
-/** Long enough (about two seconds of decode steps) that a request sent after its first token joins. */
+/**
+ * The concurrent streams' model: stories260K (context 512) writes long greedy stories; without
+ * the reference checkpoints, the synthetic MoE (a byte-fallback vocabulary: the prompts are
+ * general text, which the embedded lemma model reads as <unk>).
+ */
+const MODEL = HAVE_REFERENCE_MODELS ? STORIES : SYNTHETIC_MODEL;
+/**
+ * The join test's model: the synthetic MoE, whose context of 2048 holds a generation long enough
+ * (about two seconds of decode steps) that a request sent after its first token joins; the lemma
+ * model's context of 512 may end it first.
+ */
+const JOIN_MODEL = SYNTHETIC_MODEL;
 const JOIN_LONG = { max_tokens: 1800, ignore_eos: true };
 
 let server: DevServer;
@@ -27,8 +42,9 @@ beforeAll(async () => {
     });
     if (res.status !== 201) throw new Error(`upload failed: ${res.status} ${await res.text()}`);
   }
+  await uploadSyntheticModel(server);
   // Load the models before anything is timed.
-  for (const model of new Set([MODEL, DEFAULT_MODEL])) {
+  for (const model of new Set([MODEL, JOIN_MODEL])) {
     const res = await post("/v1/completions", { model, prompt: "Once", max_tokens: 2 });
     if (res.status !== 200) throw new Error(`warm-up failed: ${res.status} ${await res.text()}`);
   }
@@ -218,8 +234,7 @@ describe("continuous batching", () => {
     const a = stream(
       {
         kind: "completion",
-        // the default model (context 2048) decodes far longer than a request takes to arrive
-        body: { model: DEFAULT_MODEL, prompt: "Once upon a time", temperature: 0, ...JOIN_LONG },
+        body: { model: JOIN_MODEL, prompt: "Once upon a time", temperature: 0, ...JOIN_LONG },
       },
       {
         onText: (n) => {
@@ -233,11 +248,11 @@ describe("continuous batching", () => {
       events.push("A:done");
       return r;
     });
-    await aFirstToken;
+    await Promise.race([aFirstToken, a]); // a refused A fails here, not at the test's timeout
     const b = stream(
       {
         kind: "completion",
-        body: { model: DEFAULT_MODEL, prompt: "Tom and Sue", temperature: 0, max_tokens: 8 },
+        body: { model: JOIN_MODEL, prompt: "Tom and Sue", temperature: 0, max_tokens: 8 },
       },
       { onText: (n) => n === 1 && events.push("B:first") },
     ).then((r) => {

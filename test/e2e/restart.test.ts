@@ -10,7 +10,12 @@ import { afterAll, describe, expect, it, vi } from "vitest";
 import { RESUME_WAIT_MS } from "../../shared/serving/migration.ts";
 import { LOST_AFTER_MS } from "../../shared/serving/watchdog.ts";
 import type { RequestRecord } from "../../shared/types/records.ts";
-import { type DevServer, LOCAL_KEY, startDevServer } from "../helpers/dev-server.ts";
+import {
+  type DevServer,
+  LOCAL_KEY,
+  startDevServer,
+  uploadSyntheticModel,
+} from "../helpers/dev-server.ts";
 
 const servers: DevServer[] = [];
 
@@ -20,6 +25,7 @@ afterAll(async () => {
 
 const headers = { authorization: `Bearer ${LOCAL_KEY}`, "content-type": "application/json" };
 
+/** A completion, by default on the embedded default model. */
 const complete = (s: DevServer, body: object) =>
   fetch(`${s.url}/v1/completions`, {
     method: "POST",
@@ -31,11 +37,15 @@ describe("server restart", () => {
   it("ends the record of a request cut off by a restart", async () => {
     const first = await startDevServer();
     servers.push(first);
-    const greedy = { prompt: "Once upon a time", max_tokens: 8, temperature: 0 };
+    const greedy = { prompt: "a=1;b=2;Q04W1F2G1", max_tokens: 8, temperature: 0 };
     const before = (
       (await (await complete(first, greedy)).json()) as { choices: { text: string }[] }
     ).choices[0]?.text;
+    // the cut-off request runs on the synthetic model: its context of 2048 leaves room for a
+    // generation that outlasts stopping the server (the lemma model's 512 may end first)
+    const model = await uploadSyntheticModel(first);
     const res = await complete(first, {
+      model,
       prompt: "A very long tale",
       max_tokens: 1500,
       ignore_eos: true,

@@ -10,6 +10,7 @@ import { parseSse } from "../helpers/sse.ts";
 
 const NUM_SHARDS = 4;
 const MAX_TOKENS = 16;
+const BLOCK_SIZE = 16; // KV_BLOCK_SIZE in wrangler.toml
 
 let sharded: DevServer;
 let single: DevServer;
@@ -32,14 +33,19 @@ interface Prompt {
   body: Record<string, unknown>;
 }
 
-/** Six prompts; each is sent streamed and not, so 12 requests go to the sharded server. */
+/**
+ * Six prompts; each is sent streamed and not, so 12 requests go to the sharded server. They are
+ * written in the lemma model's vocabulary (one token a character) and each, with its BOS (and a
+ * chat's ">"), is shorter than one KV block (16 tokens): two copies running at once share no
+ * cached block, so each usage, cached_tokens included, is the one-shard server's.
+ */
 const PROMPTS: Prompt[] = [
-  { kind: "completion", body: { prompt: "Once upon a time" } },
-  { kind: "completion", body: { prompt: "The fox ran to the river" } },
-  { kind: "completion", body: { prompt: "Hello! Who are you?" } },
-  { kind: "completion", body: { prompt: "The bird sang in the tree and the" } },
-  { kind: "chat", body: { messages: [{ role: "user", content: "Tell me a story." }] } },
-  { kind: "chat", body: { messages: [{ role: "user", content: "Hello! Who are you?" }] } },
+  { kind: "completion", body: { prompt: "a=1;b=2;" } },
+  { kind: "completion", body: { prompt: "c=7;d=0;e=5;" } },
+  { kind: "completion", body: { prompt: "Q06W2F3G6" } },
+  { kind: "completion", body: { prompt: "f=4;g=9;Q05" } },
+  { kind: "chat", body: { messages: [{ role: "user", content: "a=3;b=8;" }] } },
+  { kind: "chat", body: { messages: [{ role: "user", content: "Q07W3F3G7" }] } },
 ];
 
 interface Usage {
@@ -152,6 +158,8 @@ describe("sharded JobExecutor", () => {
       const ref = want[Math.floor(i / 2)] as Answer;
       const label = `prompt ${Math.floor(i / 2)} ${i % 2 ? "streamed" : "not streamed"}`;
       expect(a.text, label).toBe(ref.text);
+      // the premise: no full KV block for two copies running at once to share
+      expect(ref.usage.prompt_tokens, label).toBeLessThan(BLOCK_SIZE);
       expect(a.usage, label).toEqual(ref.usage);
       expect(a.usage.completion_tokens, label).toBe(MAX_TOKENS);
       expect(a.requestId, label).toMatch(/^req_[0-9a-f]{32}$/);

@@ -3,7 +3,7 @@
  * state folder) for end-to-end tests and benchmarks, and stops it by PID.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { REPO_ROOT } from "./models.ts";
@@ -88,6 +88,27 @@ export async function startDevServer(
         setTimeout(() => child.kill("SIGKILL"), 5000).unref();
       }),
   };
+}
+
+/** The model id `uploadSyntheticModel` uploads models/synthetic-moe.gguf as. */
+export const SYNTHETIC_MODEL = "synthetic-moe";
+
+/**
+ * Uploads the seeded synthetic MoE (models/synthetic-moe.gguf: a 768-token byte-fallback
+ * vocabulary for general text, 8 experts, context 2048) to `server` as model `synthetic-moe`,
+ * for end-to-end tests that need what the embedded lemma-chain model lacks. Idempotent: a
+ * second upload replaces it. Returns the model id.
+ */
+export async function uploadSyntheticModel(server: DevServer): Promise<string> {
+  const res = await fetch(`${server.url}/api/models/${SYNTHETIC_MODEL}`, {
+    method: "PUT",
+    headers: { authorization: `Bearer ${ADMIN_KEY}` },
+    body: readFileSync(join(REPO_ROOT, "models/synthetic-moe.gguf")),
+  });
+  if (res.status !== 201 && res.status !== 200) {
+    throw new Error(`uploading ${SYNTHETIC_MODEL}: ${res.status} ${await res.text()}`);
+  }
+  return SYNTHETIC_MODEL;
 }
 
 /** Everything a child process writes to stdout and stderr so far. */

@@ -7,20 +7,24 @@ import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { ClusterManager } from "../../durable-objects/cluster-manager.ts";
+import { lemmaProblem } from "../../shared/eval/lemma-chain.ts";
 import { npuName } from "../../shared/protocol/names.ts";
 import { MAX_SLO_TPOT_MS, MAX_SLO_TTFT_MS } from "../../shared/types/instances.ts";
 import { cluster, create, deployment, lastTaskEndedAt, MODEL, serving } from "./scaling-helpers.ts";
 import { post, postDeployment } from "./worker-client.ts";
 
-/** Five requests at once with long prompts (chunked prefill): at most 4 sequences ever wait. */
+/**
+ * Five requests at once with long prompts (chunked prefill): at most 4 sequences ever wait. Each
+ * prompt is a lemma problem's five times over: 365 characters, one token each in the lemma
+ * model's vocabulary, more than MAX_NUM_BATCHED_TOKENS (256) and within its context of 512.
+ */
 async function traffic(deploymentId: string): Promise<void> {
-  const prompt = "the quick brown fox jumps over the lazy dog ".repeat(15);
   const rs = await Promise.all(
     Array.from({ length: 5 }, (_, i) =>
       post("/v1/completions", {
         model: MODEL,
         deployment: deploymentId,
-        prompt: `${i} ${prompt}`,
+        prompt: lemmaProblem(5, i).prompt.repeat(5),
         max_tokens: 8,
         temperature: 0,
         ignore_eos: true,

@@ -13,6 +13,11 @@ interface InstanceStats {
   numTasks: number;
 }
 
+/** Facts in the lemma model's character vocabulary: one token each, after BOS. */
+const PROMPT = "a=1;b=2;c=3;";
+/** The rest of the lemma model's context of 512 tokens (prompt plus BOS), so the generation is as long as it can be. */
+const MAX_TOKENS = 512 - (PROMPT.length + 1);
+
 async function instances(): Promise<InstanceStats[]> {
   const res = await call("/api/models/lemma-moe/instances", {}, "sk-admin");
   return ((await res.json()) as { data: InstanceStats[] }).data;
@@ -24,8 +29,8 @@ describe("client disconnect", () => {
       method: "POST",
       body: JSON.stringify({
         model: "lemma-moe",
-        prompt: "Hello",
-        max_tokens: 2000,
+        prompt: PROMPT,
+        max_tokens: MAX_TOKENS,
         ignore_eos: true,
         stream: true,
       }),
@@ -50,7 +55,7 @@ describe("client disconnect", () => {
       interval: 20,
     });
     const rec = await status();
-    expect(rec.jobs[0]?.tasks[0]?.numCompletionTokens).toBeLessThan(2000);
+    expect(rec.jobs[0]?.tasks[0]?.numCompletionTokens).toBeLessThan(MAX_TOKENS);
     const idle = await instances();
     expect(idle[0]).toMatchObject({ numRunning: 0, numWaiting: 0, numTasks: 0 });
     expect(idle[0]?.numFreeBlocks).toBe(idle[0]?.numBlocks);

@@ -7,6 +7,7 @@
 import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it, vi } from "vitest";
 import type { ClusterManager } from "../../durable-objects/cluster-manager.ts";
+import { lemmaProblem } from "../../shared/eval/lemma-chain.ts";
 import type { ScaleDecision } from "../../shared/serving/autoscaler.ts";
 import { MAX_SLO_TPOT_MS, MAX_SLO_TTFT_MS } from "../../shared/types/instances.ts";
 import {
@@ -19,7 +20,11 @@ import {
 } from "./scaling-helpers.ts";
 import { admin } from "./worker-client.ts";
 
-const LONG = "the quick brown fox jumps over the lazy dog ".repeat(12);
+/**
+ * A long prompt in the lemma model's vocabulary (one token a character): lemma problem `i`'s
+ * prompt four times over, 292 characters, within its context of 512 with 16 tokens to generate.
+ */
+const long = (i: number) => lemmaProblem(6, i).prompt.repeat(4);
 
 /** Waits until the deployment's live instances are `prefill` and `decode`, all serving. */
 async function servingPd(id: string, prefill: number, decode: number) {
@@ -103,9 +108,7 @@ describe("PD scaling", () => {
     const cm = cluster();
     await runInDurableObject(cm, (_c: ClusterManager, state) => state.storage.deleteAlarm());
     const wave = () =>
-      [ttft, tpot].flatMap((d) =>
-        Array.from({ length: 5 }, (_, i) => complete(d.id, `${i} ${LONG}`, 16)),
-      );
+      [ttft, tpot].flatMap((d) => Array.from({ length: 5 }, (_, i) => complete(d.id, long(i), 16)));
     const first = await Promise.all(wave());
     // the tick runs as the first deployment's wave ends (its clock driven), while a second wave
     // runs

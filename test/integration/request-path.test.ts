@@ -18,6 +18,7 @@ import { ModelScheduler, type SchedulerSnapshot } from "../../durable-objects/mo
 import type { Npu } from "../../durable-objects/npu.ts";
 import type { Loaded } from "../../durable-objects/npu-loader.ts";
 import DEFAULT_MODEL from "../../models/lemma-moe.gguf";
+import { lemmaProblem } from "../../shared/eval/lemma-chain.ts";
 import { decodeEvents } from "../../shared/protocol/codec.ts";
 import type { GenerateEvent, JobSpec, SubmitJob } from "../../shared/protocol/messages.ts";
 import { npuName } from "../../shared/protocol/names.ts";
@@ -34,6 +35,13 @@ import { admin, call, post, postDeployment } from "./worker-client.ts";
 
 const MODEL = "lemma-moe";
 const BLOCK_SIZE = 16; // KV_BLOCK_SIZE in wrangler.toml
+/** The lemma model's context length (models/lemma-moe.gguf). */
+const CONTEXT = 512;
+/**
+ * The most tokens a completion of `prompt` may ask for: the lemma model's vocabulary is one token
+ * per character, and the prompt gets a BOS.
+ */
+const fillContext = (prompt: string) => CONTEXT - (prompt.length + 1);
 
 interface ErrorBody {
   error: { message: string; type: string; param: string | null; code: string | null };
@@ -209,8 +217,11 @@ async function readEvents(stream: ReadableStream<Uint8Array>): Promise<GenerateE
   return out;
 }
 
-/** A prompt of about 60 tokens (several full KV blocks). */
-const LONG_PROMPT = "The fox ran to the river and the bird sang in the tree. ".repeat(4);
+/** A lemma problem's prompt: 73 characters, 74 tokens with the BOS (four full KV blocks). */
+const LONG_PROMPT = lemmaProblem(7, 0).prompt;
+/** The prompts of lemma problems 0..n-1 of the stream `seed`. */
+const problems = (seed: number, n: number) =>
+  Array.from({ length: n }, (_, i) => lemmaProblem(seed, i).prompt);
 
 describe("request path", () => {
   it("answers 503 no_deployment without retry-after when no deployment can serve", async () => {
@@ -256,13 +267,14 @@ describe("request path", () => {
 
   it("answers 429 with retry-after when an instance's queue is full, and nothing hangs", async () => {
     const dep = await createDeployment(MODEL, "colocated", { colocated: 1 });
+    const queued = problems(1, 32);
     // 32 prompts x n = 8 = 256 sequences: exactly the most an Npu queues (MAX_WAITING_SEQS)
     const big = {
       model: MODEL,
       deployment: dep.id,
-      prompt: Array.from({ length: 32 }, (_, i) => `Once upon a time there was fox ${i}.`),
+      prompt: queued,
       n: 8,
-      max_tokens: 1000,
+      max_tokens: Math.min(...queued.map(fillContext)),
       ignore_eos: true,
     };
     // the first fills the queue: at most MAX_NUM_SEQS (32) of its sequences run, the rest wait
@@ -379,10 +391,12 @@ describe("request path", () => {
   it("ends each task of a failed engine loop with exactly one error frame", async () => {
     // a deployment of its own: its Npu keeps the failing executor
     const dep = await createDeployment(MODEL, "colocated", { colocated: 1 });
-    const body = { model: MODEL, deployment: dep.id, max_tokens: 2000, ignore_eos: true };
+    const [a, b] = problems(2, 2) as [string, string];
+    const maxTokens = fillContext(a);
+    const body = { model: MODEL, deployment: dep.id, max_tokens: maxTokens, ignore_eos: true };
     const streams = [
-      await startStream({ ...body, prompt: "Once upon a time" }),
-      await startStream({ ...body, prompt: "The bird sang." }),
+      await startStream({ ...body, prompt: a }),
+      await startStream({ ...body, prompt: b }),
     ];
     const instances = await Promise.all(streams.map((s) => instanceOf(s.id)));
     expect(instances[1]).toBe(instances[0]);
@@ -401,7 +415,7 @@ describe("request path", () => {
       expect(errors[0]?.error.type).toBe("server_error");
       // it stopped early
       const deltas = frames.filter((f) => typeof f === "object" && "choices" in f);
-      expect(deltas.length).toBeLessThan(2000);
+      expect(deltas.length).toBeLessThan(maxTokens);
       const rec = await ended(s.id);
       expect(rec.status).toBe("failed");
       expect(rec.jobs[0]?.tasks[0]?.status).toBe("failed");
@@ -423,18 +437,21 @@ describe("request path", () => {
     // 64 long sequences make the first instance busy (32 run, 32 wait with their prompts not yet
     // computed: load whatever output length the predictor expects), so the prefix is first
     // placed on the second
+    const longOnes = problems(3, 8);
     const busy = await startStream({
       ...pinned,
-      prompt: Array.from({ length: 8 }, (_, i) => `The bird sang song ${i}.`),
+      prompt: longOnes,
       n: 8,
-      max_tokens: 1500,
+      max_tokens: Math.min(...longOnes.map(fillContext)),
       ignore_eos: true,
     });
     expect(await instanceOf(busy.id)).toBe(order[0]);
-    const prefix = "The old mill by the quiet river turned all day while the miller sang. ".repeat(
-      3,
-    );
-    const r1 = await complete({ ...pinned, prompt: `${prefix}Then the fox slept.`, max_tokens: 4 });
+    // a problem's 16 facts (64 tokens after the BOS) and two queries
+    const facts = lemmaProblem(4, 0).prompt;
+    const prefix = facts.slice(0, facts.indexOf("Q"));
+    const q1 = "Q04W1F2G3";
+    const q2 = "Q09W4F5G6";
+    const r1 = await complete({ ...pinned, prompt: `${prefix}${q1}`, max_tokens: 4 });
     expect(await instanceOf(r1.id)).toBe(order[1]);
     // placing it scheduled a snapshot a few seconds ahead
     const alarm = await runInDurableObject(je, (_je: JobExecutor, state) =>
@@ -463,13 +480,13 @@ describe("request path", () => {
     };
     const restored = await fresh(m.generation);
     const keysOf = (prompt: string) => {
-      const p = restored.prepare({ kind: "completion", prompts: [prompt] }, 4, 2048);
+      const p = restored.prepare({ kind: "completion", prompts: [prompt] }, 4, CONTEXT);
       if (!p.ok) throw new Error(p.error.message);
       const ids = p.value.prompts[0] as number[];
       return { ids, keys: restored.blockKeys(ids, cacheSaltFor("test", null)) };
     };
-    const k1 = keysOf(`${prefix}Then the fox slept.`);
-    const k2 = keysOf(`${prefix}The bird flew home.`);
+    const k1 = keysOf(`${prefix}${q1}`);
+    const k2 = keysOf(`${prefix}${q2}`);
     const matched = PrefixTree.fromJSON((snap as SchedulerSnapshot).tree).match(k1.keys);
     expect(matched.get(order[1] as string)).toBe(k1.keys.length);
     expect(matched.has(order[0] as string)).toBe(false);
@@ -507,7 +524,7 @@ describe("request path", () => {
     await runInDurableObject(je, (_je: JobExecutor, state) => {
       state.abort("restart for the test");
     }).catch(() => {});
-    const r2 = await complete({ ...pinned, prompt: `${prefix}The bird flew home.`, max_tokens: 4 });
+    const r2 = await complete({ ...pinned, prompt: `${prefix}${q2}`, max_tokens: 4 });
     expect(await instanceOf(r2.id)).toBe(order[1]);
     expect(r2.body.usage.prompt_tokens).toBe(k2.ids.length);
     expect(r2.body.usage.prompt_tokens_details.cached_tokens).toBe(common * BLOCK_SIZE);
