@@ -1,9 +1,10 @@
 /**
  * With NPU_MEMORY_BUDGET_MB at 24 (this project's binding), a seeded MoE checkpoint of 16 wide
- * experts (scripts/big-moe.ts) exceeds one NPU: the upload is accepted without a colocated
- * deployment, a colocated deployment is refused with a 400 that names the memory needed, and a
- * moe-attention deployment (2 attention Npus, 4 Expert DOs, each within the budget) serves it with
- * the greedy output of the engine run in one large arena.
+ * experts (scripts/big-moe.ts on the default lemma model: 3 layers of dim 64, so experts of
+ * width 1536 make about 27 MiB of F16 expert weights) exceeds one NPU: the upload is accepted
+ * without a colocated deployment, a colocated deployment is refused with a 400 that names the
+ * memory needed, and a moe-attention deployment (2 attention Npus, 4 Expert DOs, each within the
+ * budget) serves it with the greedy output of the engine run in one large arena.
  */
 import { describe, expect, it } from "vitest";
 import DEFAULT_MODEL from "../../models/lemma-moe.gguf";
@@ -21,7 +22,7 @@ describe("a model no single NPU can hold", () => {
     const bytes = buildBigMoe(new Uint8Array(DEFAULT_MODEL), {
       name: "big-moe-ci",
       numExperts: 16,
-      expertFf: 768,
+      expertFf: 1536,
       topK: 2,
       seed: 11,
     });
@@ -45,7 +46,7 @@ describe("a model no single NPU can hold", () => {
     expect(err.message).toMatch(/needs \d+\.\d MiB in one NPU but the NPU budget is 24\.0 MiB/);
     const noDeployment = await call("/v1/completions", {
       method: "POST",
-      body: JSON.stringify({ model: "big", prompt: "Hi", max_tokens: 2 }),
+      body: JSON.stringify({ model: "big", prompt: "a=1;", max_tokens: 2 }),
     });
     expect(noDeployment.status).toBe(503);
 
@@ -75,7 +76,8 @@ describe("a model no single NPU can hold", () => {
     // the engine in one arena without the budget
     const wasm = await WebAssembly.instantiate(kernelsModule, WASM_KERNEL_IMPORTS);
     const inst = createInstance(bytes, createWasmKernels(wasm, 128 * 2 ** 20), { maxNumSeqs: 4 });
-    const prompts = ["Hello! Who are you?", "Once upon a time"];
+    // prompts in the lemma model's character vocabulary (which the big model keeps)
+    const prompts = ["a=1;b=2;c=3;Q04W1F2G1>", "a=7;b=0;"];
     for (const prompt of prompts) {
       const ids: number[] = [];
       inst.engine.add(prompt, inst.tokenizer.encode(prompt), {

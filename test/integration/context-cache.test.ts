@@ -2,9 +2,24 @@
  * Explicit context caches: a prefix's KV is pinned on an instance under an id; requests that
  * continue it run there, reuse the pinned blocks (cached_tokens) and produce the same text as
  * the full prompt sent without the cache. Caches are tenant-scoped and can be deleted.
+ *
+ * The prompts are lemma-chain problems of the default model (test/fixtures/lemma-moe-llama-cpp.json):
+ * the cache holds a problem's 16 facts, the request continues with its query, and the reply is
+ * the start of llama.cpp's greedy answer.
  */
 import { describe, expect, it } from "vitest";
+import FIXTURE from "../fixtures/lemma-moe-llama-cpp.json";
 import { call, post } from "./worker-client.ts";
+
+/**
+ * Case `i` of the fixture split before its query: the 16 facts, then the query "Q..W.F.G."
+ * (without the generation prompt ">", which the chat template adds).
+ */
+function splitProblem(i: number) {
+  const c = FIXTURE.cases[i] as { prompt: string; answer: string };
+  const q = c.prompt.indexOf("Q");
+  return { facts: c.prompt.slice(0, q), query: c.prompt.slice(q, -1), answer: c.answer };
+}
 
 interface Completion {
   choices: { text: string }[];
@@ -13,7 +28,8 @@ interface Completion {
 
 describe("context caches", () => {
   it("pins a prefix and serves requests that continue it", async () => {
-    const prefix = "The fox ran to the river and the bird sang in the tree. ".repeat(3);
+    const { facts: prefix, query, answer } = splitProblem(0);
+    const tail = `${query}>`;
     const res = await post("/api/context-caches", {
       model: "lemma-moe",
       prompt: prefix,
@@ -30,7 +46,6 @@ describe("context caches", () => {
     expect(cache.num_cached_tokens).toBeGreaterThanOrEqual(16);
     expect(cache.num_cached_tokens).toBeLessThanOrEqual(cache.num_tokens);
 
-    const tail = "Then the fox slept.";
     const withCache = await post("/v1/completions", {
       model: "lemma-moe",
       prompt: tail,
@@ -49,6 +64,7 @@ describe("context caches", () => {
       })
     ).json()) as Completion;
     expect(a.choices[0]?.text).toBe(plain.choices[0]?.text);
+    expect(a.choices[0]?.text).toBe(answer.slice(0, 8));
     expect(a.usage.prompt_tokens).toBe(plain.usage.prompt_tokens);
     expect(a.usage.prompt_tokens_details.cached_tokens).toBeGreaterThanOrEqual(16);
 
@@ -63,7 +79,7 @@ describe("context caches", () => {
     // wrong kind
     const chat = await post("/v1/chat/completions", {
       model: "lemma-moe",
-      messages: [{ role: "user", content: "hi" }],
+      messages: [{ role: "user", content: tail }],
       context_cache: cache.id,
     });
     expect(chat.status).toBe(400);
@@ -82,13 +98,12 @@ describe("context caches", () => {
   it("continues chat prefixes and rejects bad specs", async () => {
     const bad = await post("/api/context-caches", { model: "lemma-moe" });
     expect(bad.status).toBe(400);
-    const system = {
-      role: "system",
-      content:
-        "You are a small language model. You help with short answers about the fox and the bird.",
-    };
-    const user = { role: "user", content: "Hello! Who are you?" };
-    const res = await post("/api/context-caches", { model: "lemma-moe", messages: [system] });
+    // the lemma model's chat template renders only user messages: the cached prefix is a first
+    // user message (the facts), the request's message the query
+    const { facts, query, answer } = splitProblem(1);
+    const first = { role: "user", content: facts };
+    const user = { role: "user", content: query };
+    const res = await post("/api/context-caches", { model: "lemma-moe", messages: [first] });
     expect(res.status).toBe(201);
     const cache = (await res.json()) as { id: string; num_cached_tokens: number };
     expect(cache.num_cached_tokens).toBeGreaterThanOrEqual(16);
@@ -104,12 +119,13 @@ describe("context caches", () => {
     });
     expect(r.status).toBe(200);
     const withCache = (await r.json()) as Chat;
-    // the cached system message goes before the request's messages: the same conversation
-    // sent whole gives the same reply, and the pinned blocks are reused
+    // the cached message goes before the request's messages: the same conversation sent whole
+    // gives the same reply (the problem's answer), and the pinned blocks are reused
     const whole = (await (
-      await post("/v1/chat/completions", { ...ask, messages: [system, user] })
+      await post("/v1/chat/completions", { ...ask, messages: [first, user] })
     ).json()) as Chat;
     expect(withCache.choices[0]?.message.content).toBe(whole.choices[0]?.message.content);
+    expect(withCache.choices[0]?.message.content).toBe(answer.slice(0, 12));
     expect(withCache.usage.prompt_tokens).toBe(whole.usage.prompt_tokens);
     expect(withCache.usage.prompt_tokens_details.cached_tokens).toBeGreaterThanOrEqual(
       cache.num_cached_tokens,

@@ -7,6 +7,7 @@
  */
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
+import { lemmaProblem } from "../../shared/eval/lemma-chain.ts";
 import { parseGguf } from "../../shared/gguf/gguf.ts";
 import { modelConfigFromGguf } from "../../shared/model/config.ts";
 import { isExpertTensor } from "../../shared/model/expert-shard.ts";
@@ -165,7 +166,8 @@ describe.skipIf(!env.REF_QWEN3MOE)("moe-attention across DOs", () => {
       data: { id: string; model: string; mode: string }[];
     };
     const coloc = all.data.find((d) => d.model === "lemma-moe" && d.mode === "colocated");
-    const prompts = ["Hello! Who are you?", "Once upon a time", "The weather today", "Tell me"];
+    // lemma-chain problems: prompts of the default model's own vocabulary
+    const prompts = [0, 1, 2, 3].map((i) => `${lemmaProblem(5, i).prompt}>`);
     const run = (deployment: string | undefined) =>
       Promise.all(
         prompts.map(async (prompt) => {
@@ -246,7 +248,9 @@ describe.skipIf(!env.REF_QWEN3MOE)("moe-attention across DOs", () => {
     });
     expect(res.status).toBe(201);
     const dep = (await res.json()) as { id: string };
-    // a skewed workload: the same prompt eight times routes every copy to the same experts
+    // a skewed workload: the same prompt eight times routes every copy to the same experts; the
+    // prompt (BOS and 12 characters) is shorter than one 16-token KV block, so the second run
+    // reuses no cached prefix and does the same expert work as the first
     const run = () =>
       Promise.all(
         Array.from({ length: 8 }, async () => {
@@ -254,7 +258,7 @@ describe.skipIf(!env.REF_QWEN3MOE)("moe-attention across DOs", () => {
             method: "POST",
             body: JSON.stringify({
               model: "lemma-moe",
-              prompt: "The little model said hello to the little model",
+              prompt: "a=1;b=2;c=3;",
               max_tokens: 8,
               temperature: 0,
               ignore_eos: true,
@@ -308,7 +312,7 @@ describe.skipIf(!env.REF_QWEN3MOE)("moe-attention across DOs", () => {
           method: "POST",
           body: JSON.stringify({
             model: "lemma-moe",
-            prompt: "The little model said hello",
+            prompt: "a=1;b=2;c=3;",
             max_tokens: 150,
             temperature: 0,
             ignore_eos: true,

@@ -2,22 +2,26 @@
  * DeepFlow's in-group placement through the API: a request whose prompt shares a cached prefix
  * goes to the instance that holds it and reuses its KV blocks, unless that instance's outstanding
  * tokens outweigh the prefill the prefix saves (`placementCost`).
+ *
+ * It runs on the synthetic model (uploadSyntheticModel): the two streams that keep instances busy
+ * decode 1500 tokens so they outlast the placements under test, more than the default lemma
+ * model's context of 512 holds.
  */
 import { describe, expect, it, vi } from "vitest";
-import { call } from "./worker-client.ts";
+import { call, uploadSyntheticModel } from "./worker-client.ts";
 
 interface DeploymentView {
   id: string;
   instances: { id: string; numRunning: number; numWaiting: number }[];
 }
 
-async function createDeployment(): Promise<DeploymentView> {
+async function createDeployment(model: string): Promise<DeploymentView> {
   const res = await call(
     "/api/deployments",
     {
       method: "POST",
       body: JSON.stringify({
-        model: "lemma-moe",
+        model,
         mode: "colocated",
         instances: { colocated: 3 },
         scheduler: "deepflow",
@@ -38,11 +42,12 @@ async function instanceOf(requestId: string): Promise<string | undefined> {
 
 describe("prefix-aware placement", () => {
   it("sends a shared prefix back to the instance that caches it", async () => {
-    const dep = await createDeployment();
+    const model = await uploadSyntheticModel();
+    const dep = await createDeployment(model);
     const order = dep.instances.map((i) => i.id);
     const body = (prompt: string, extra: object) =>
       JSON.stringify({
-        model: "lemma-moe",
+        model,
         deployment: dep.id,
         prompt,
         temperature: 0,
