@@ -28,7 +28,7 @@ const MAX_TOKENS = 8;
 function models(): { name: string; bytes: Uint8Array }[] {
   const out: { name: string; bytes: Uint8Array }[] = [
     {
-      name: "default-moe",
+      name: "synthetic-moe",
       bytes: new Uint8Array(readFileSync(join(REPO_ROOT, "models/synthetic-moe.gguf"))),
     },
   ];
