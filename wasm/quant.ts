@@ -13,6 +13,7 @@
 
 import { dotQ8, dotQ8x4, dotRow } from "./quant-dot";
 import { dotF16x4, dotUnpackedF16x4, f2h, h2f, roundToHalf4, unpackF16x4 } from "./quant-f16";
+import { hasMatvec, matvecQ, widenedBytes } from "./quant-matvec";
 import { F16, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, Q8_0 } from "./quant-types";
 import {
   dotUnpackedK,
@@ -127,6 +128,11 @@ export function matmulQ(
   const wr = rowBytes(type, n);
   for (let i = 0; i < m; i++)
     quantizeRow(type, x + ((<usize>i * <usize>n) << 2), n, scratch + <usize>i * ar);
+  if (m === 1 && hasMatvec(type) && widenedBytes(n) <= UNPACK_BYTES) {
+    // single stream: the activation row widened once, then every weight row against it
+    matvecQ(type, out, w, wr, scratch, n, d, unpackBase());
+    return;
+  }
   const ob = (<usize>ldo) << 2;
   const ub = unpackedBytes(type, n);
   let j0 = 0;
