@@ -5,7 +5,7 @@
  */
 
 import { dot16, dot32, f4at, hiNibbles, isum, isum4, q4kScaleBytes } from "./quant-dot";
-import { h2f } from "./quant-f16";
+import { h2f, h2f4 } from "./quant-f16";
 import { Q4_0, Q5_K, Q6_K } from "./quant-types";
 
 // ---------------------------------------------------------------------------------------------
@@ -241,4 +241,83 @@ function unpackedQ6Sums(u: usize, x: usize): v128 {
     total = i32x4.add(total, i32x4.mul(s, v128.load(u + 256 + g * 16)));
   }
   return total;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q8_0 and Q4_0: four weight rows prepared once for a batch
+
+/** Bytes of four prepared Q8_0/Q4_0 rows of n values: per block 4 x 32 int8, then 4 f32 scales. */
+export function prepared4Bytes(n: i32): usize {
+  return <usize>(n >> 5) * 144;
+}
+
+/**
+ * Prepares four Q8_0 (q4 false) or Q4_0 weight rows (at w, w + wr, w + 2 wr, w + 3 wr) for
+ * `dotPrepared4`: block by block, each row's 32 int8 quants (Q4_0: nibble - 8), then the four
+ * rows' scales d as f32 (exact), so that neither is redone for every activation row.
+ */
+export function prepare4(q4: bool, w: usize, wr: usize, n: i32, p: usize): void {
+  const bw: usize = q4 ? 18 : 34;
+  const lo = i8x16.splat(0x0f);
+  const eight = i8x16.splat(8);
+  for (let b = 0; b < n >> 5; b++, w += bw, p += 144) {
+    for (let r: usize = 0; r < 4; r++) {
+      const wb = w + r * wr;
+      if (q4) {
+        const q = v128.load(wb, 2);
+        v128.store(p + (r << 5), i8x16.sub(v128.and(q, lo), eight));
+        v128.store(p + (r << 5), i8x16.sub(hiNibbles(q), eight), 16);
+      } else {
+        v128.store(p + (r << 5), v128.load(wb, 2));
+        v128.store(p + (r << 5), v128.load(wb, 18), 16);
+      }
+    }
+    v128.store(p, f4h(w, wr), 128);
+  }
+}
+
+/** Four halves at p, p + stride, p + 2 stride, p + 3 stride, as f32x4 (exact). */
+function f4h(p: usize, stride: usize): v128 {
+  let v = i32x4.splat(load<u16>(p));
+  v = i32x4.replace_lane(v, 1, load<u16>(p + stride));
+  v = i32x4.replace_lane(v, 2, load<u16>(p + 2 * stride));
+  return h2f4(i32x4.replace_lane(v, 3, load<u16>(p + 3 * stride)));
+}
+
+/**
+ * Four prepared rows (`prepare4`) against one Q8_0 activation row a, into o .. o + 12: lane r is
+ * row r, acc_r = acc_r + f32(s_r) * (d_w,r * d_x) block by block, as dotQ8 (wasm/quant-dot.ts).
+ * The block's activations are widened to i16 once for the four rows.
+ */
+export function dotPrepared4(p: usize, a: usize, n: i32, o: usize): void {
+  let acc = f32x4.splat(0);
+  for (let b = 0; b < n >> 5; b++, p += 144, a += 36) {
+    const x0 = v128.load8x8_s(a, 4);
+    const x1 = v128.load8x8_s(a, 12);
+    const x2 = v128.load8x8_s(a, 20);
+    const x3 = v128.load8x8_s(a, 28);
+    const s = isum4(
+      dotPrepared(p, x0, x1, x2, x3),
+      dotPrepared(p + 32, x0, x1, x2, x3),
+      dotPrepared(p + 64, x0, x1, x2, x3),
+      dotPrepared(p + 96, x0, x1, x2, x3),
+    );
+    const dd = f32x4.mul(v128.load(p, 128), v128.load32_splat(a));
+    acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(s), dd));
+  }
+  v128.store(o, acc);
+}
+
+/** i32x4 partial sums of 32 prepared int8 weights at q times the widened activations x0..x3. */
+function dotPrepared(q: usize, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
+  return i32x4.add(
+    i32x4.add(
+      i32x4.dot_i16x8_s(v128.load8x8_s(q), x0),
+      i32x4.dot_i16x8_s(v128.load8x8_s(q, 8), x1),
+    ),
+    i32x4.add(
+      i32x4.dot_i16x8_s(v128.load8x8_s(q, 16), x2),
+      i32x4.dot_i16x8_s(v128.load8x8_s(q, 24), x3),
+    ),
+  );
 }

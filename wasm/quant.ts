@@ -16,8 +16,11 @@ import { dotF16x4, dotUnpackedF16x4, f2h, h2f, roundToHalf4, unpackF16x4 } from 
 import { hasMatvec, matvecQ, widenedBytes } from "./quant-matvec";
 import { F16, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, Q8_0 } from "./quant-types";
 import {
+  dotPrepared4,
   dotUnpackedK,
   dotUnpackedKx4,
+  prepare4,
+  prepared4Bytes,
   UNPACK_BYTES,
   unpackBase,
   unpackedBytes,
@@ -136,15 +139,13 @@ export function matmulQ(
   const ob = (<usize>ldo) << 2;
   const ub = unpackedBytes(type, n);
   let j0 = 0;
-  if (type === Q4_0 && m >= 2 && ub << 2 <= UNPACK_BYTES) {
-    // four weight rows unpacked to Q8_0 blocks at once, then four rows per activation row
+  if ((type === Q4_0 || type === Q8_0) && m >= 2 && prepared4Bytes(n) <= UNPACK_BYTES) {
+    // four weight rows prepared at once (int8 quants, f32 scales), then four rows per activation row
     const u = unpackBase();
     for (; j0 + 4 <= d; j0 += 4) {
-      const wj = w + <usize>j0 * wr;
       const oj = out + ((<usize>j0) << 2);
-      for (let r: usize = 0; r < 4; r++) unpackQ4_0(wj + r * wr, u + r * ub, n);
-      for (let i = 0; i < m; i++)
-        dotQ8x4(false, u, ub, scratch + <usize>i * ar, n, oj + <usize>i * ob);
+      prepare4(type === Q4_0, w + <usize>j0 * wr, wr, n, u);
+      for (let i = 0; i < m; i++) dotPrepared4(u, scratch + <usize>i * ar, n, oj + <usize>i * ob);
     }
   }
   if (type !== Q4_0 && type !== F16 && type !== Q8_0 && type !== Q4_1 && m >= 2) {
