@@ -11,7 +11,7 @@
  * even-indexed then their 8 odd-indexed ones. Q8_0 and Q6_K keep the natural order.
  */
 
-import { f4at, isum, isum4, q4kScaleBytes } from "./quant-dot";
+import { isum, isum4, q4kScaleBytes } from "./quant-dot";
 import { h2f, h2f4 } from "./quant-f16";
 import { Q4_0, Q4_K, Q6_K, Q8_0 } from "./quant-types";
 
@@ -49,15 +49,18 @@ export function hasMatvec(type: i32): bool {
   return type === Q8_0 || type === Q4_0 || type === Q4_K || type === Q6_K;
 }
 
-/** Bytes of a widened row of n values: n int16, then (Q4_0) n / 32 int32 block sums. */
+/**
+ * Bytes of a widened row of n values: n int16, then (Q8_0, Q4_0) n / 32 f32 block scales d_x and
+ * n / 32 int32 block sums of q.
+ */
 export function widenedBytes(n: i32): usize {
-  return ((<usize>n) << 1) + ((<usize>(n >> 5)) << 2);
+  return ((<usize>n) << 1) + ((<usize>(n >> 5)) << 3);
 }
 
 /**
  * Widens the quantised activation row at `a` (Q8_0 blocks for Q8_0 and Q4_0, Q8_K for Q4_K and
- * Q6_K) to int16 at `u`, in the order of `type` (see the file header); for Q4_0 also each block's
- * sum of q, as int32 after the n values.
+ * Q6_K) to int16 at `u`, in the order of `type` (see the file header); for Q8_0 and Q4_0 also
+ * each block's d_x (f32) and sum of q (int32) after the n values.
  */
 export function widenRow(type: i32, a: usize, n: i32, u: usize): void {
   const evenOdd = type === Q4_0 || type === Q4_K;
@@ -78,7 +81,11 @@ export function widenRow(type: i32, a: usize, n: i32, u: usize): void {
       v128.store(o + (i << 1), hi, 16);
       sum = i32x4.add(sum, i32x4.extadd_pairwise_i16x8_s(i16x8.add(lo, hi)));
     }
-    if (type === Q4_0) store<i32>(u + ((<usize>n) << 1) + (b << 2), isum(sum));
+    if (!k) {
+      const p = u + ((<usize>n) << 1) + (b << 2);
+      store<f32>(p, load<f32>(a + b * bb));
+      store<i32>(p + (<usize>n >> 3), isum(sum));
+    }
   }
 }
 
@@ -133,16 +140,15 @@ function block4(w: usize, x: usize): v128 {
 }
 
 /**
- * Q8_0 (q4 false) or Q4_0 weights at w against the Q8_0 activation row a, widened at x: per block
+ * Q8_0 (q4 false) or Q4_0 weights at w against a Q8_0 activation row widened at x: per block
  * acc = acc + f32(s) * (d_w * d_x), four blocks' sums formed at once (Q4_0: s = sum(nibble * q) -
  * 8 * sum(q), the same integer as sum((nibble - 8) * q)).
  */
-// @ts-expect-error: decorator
-@inline
-function dotQ8w(q4: bool, w: usize, a: usize, x: usize, n: i32): f32 {
+function dotQ8w(q4: bool, w: usize, x: usize, n: i32): f32 {
   const bw: usize = q4 ? 18 : 34;
   const nb = n >> 5;
-  const sums = x + ((<usize>n) << 1);
+  const dxs = x + ((<usize>n) << 1);
+  const sums = dxs + (<usize>n >> 3);
   let acc: f32 = 0;
   let b = 0;
   for (; b + 4 <= nb; b += 4) {
@@ -151,14 +157,13 @@ function dotQ8w(q4: bool, w: usize, a: usize, x: usize, n: i32): f32 {
     }
     let s = isum4(v128.load(PART), v128.load(PART, 16), v128.load(PART, 32), v128.load(PART, 48));
     if (q4) s = i32x4.sub(s, i32x4.shl(v128.load(sums + ((<usize>b) << 2)), 3));
-    const dd = f32x4.mul(h2f4at(w - 4 * bw, bw), f4at(a, 36));
+    const dd = f32x4.mul(h2f4at(w - 4 * bw, bw), v128.load(dxs + ((<usize>b) << 2)));
     acc = addLanes(acc, f32x4.mul(f32x4.convert_i32x4_s(s), dd));
-    a += 144;
   }
-  for (; b < nb; b++, w += bw, a += 36, x += 64) {
+  for (; b < nb; b++, w += bw, x += 64) {
     let s = isum(q4 ? block4(w, x) : block8(w, x));
     if (q4) s -= load<i32>(sums + ((<usize>b) << 2)) << 3;
-    acc += <f32>s * (h2f(load<u16>(w)) * load<f32>(a));
+    acc += <f32>s * (h2f(load<u16>(w)) * load<f32>(dxs + ((<usize>b) << 2)));
   }
   return acc;
 }
@@ -213,7 +218,10 @@ function dotQ4_Kw(w: usize, a: usize, x: usize, n: i32): f32 {
     const mins = isum(
       i32x4.add(
         i32x4.mul(i32x4.extadd_pairwise_i16x8_s(v128.load(bs)), i32x4.extend_low_i16x8_u(mn16)),
-        i32x4.mul(i32x4.extadd_pairwise_i16x8_s(v128.load(bs, 16)), i32x4.extend_high_i16x8_u(mn16)),
+        i32x4.mul(
+          i32x4.extadd_pairwise_i16x8_s(v128.load(bs, 16)),
+          i32x4.extend_high_i16x8_u(mn16),
+        ),
       ),
     );
     const dx = load<f32>(a);
@@ -280,12 +288,21 @@ function dotQ6_Kw(w: usize, a: usize, x: usize, n: i32): f32 {
  * out[j] = dot(weight row j, activation row a) for j < d: `type` one of `hasMatvec`, w d rows of
  * `wr` bytes, the row widened into u (room for `widenedBytes(n)`).
  */
-export function matvecQ(type: i32, out: usize, w: usize, wr: usize, a: usize, n: i32, d: i32, u: usize): void {
+export function matvecQ(
+  type: i32,
+  out: usize,
+  w: usize,
+  wr: usize,
+  a: usize,
+  n: i32,
+  d: i32,
+  u: usize,
+): void {
   widenRow(type, a, n, u);
   for (let j = 0; j < d; j++, w += wr, out += 4) {
     let v: f32;
-    if (type === Q8_0) v = dotQ8w(false, w, a, u, n);
-    else if (type === Q4_0) v = dotQ8w(true, w, a, u, n);
+    if (type === Q8_0) v = dotQ8w(false, w, u, n);
+    else if (type === Q4_0) v = dotQ8w(true, w, u, n);
     else if (type === Q4_K) v = dotQ4_Kw(w, a, u, n);
     else v = dotQ6_Kw(w, a, u, n);
     store<f32>(out, v);
