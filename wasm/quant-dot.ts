@@ -11,7 +11,7 @@ import { F16, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, Q8_0 } from "./quant-types";
 // Dot products of one weight row and one activation row
 //
 // Integer sums: bytes widened to i16 (v128.load8x8_s or extend) and multiplied pairwise with
-// i32x4.dot_i16x8_s, or (dot32, dot16) i16x8.extmul of signed bytes, added as i16 while they cannot
+// i32x4.dot_i16x8_s, or (dot32) i16x8.extmul of signed bytes, added as i16 while they cannot
 // overflow (|q_w| <= 128, |q_x| <= 127) and widened with extadd_pairwise. Several sums are reduced
 // together (isum4: four blocks of one row, or one block of four rows) and their float products
 // formed lane-wise, then added to each row's accumulator in block order: the same rounded
@@ -22,13 +22,6 @@ export function dot32(w0: v128, w1: v128, a0: v128, a1: v128): v128 {
   const p0 = i16x8.add(i16x8.extmul_low_i8x16_s(w0, a0), i16x8.extmul_high_i8x16_s(w0, a0));
   const p1 = i16x8.add(i16x8.extmul_low_i8x16_s(w1, a1), i16x8.extmul_high_i8x16_s(w1, a1));
   return i32x4.add(i32x4.extadd_pairwise_i16x8_s(p0), i32x4.extadd_pairwise_i16x8_s(p1));
-}
-
-/** i32x4 partial sums of the products of 16 signed bytes (exact). */
-export function dot16(w: v128, a: v128): v128 {
-  return i32x4.extadd_pairwise_i16x8_s(
-    i16x8.add(i16x8.extmul_low_i8x16_s(w, a), i16x8.extmul_high_i8x16_s(w, a)),
-  );
 }
 
 /** [sum a, sum b, sum c, sum d] (exact). */
