@@ -7,8 +7,10 @@
  * so SIMD may add them in any order; every float operation after them is a scalar f32 operation
  * in the documented order. Type ids are ggml's: F16 1, Q4_0 2, Q4_1 3, Q8_0 8, Q4_K 12, Q5_K 13, Q6_K 14
  * (wasm/quant-types.ts). This file quantises the activation rows and picks the loop; the dot
- * products live in wasm/quant-f16.ts (F16 weights), wasm/quant-dot.ts (packed blocks, one row or
- * four rows at a time) and wasm/quant-unpack.ts (rows unpacked once for batches).
+ * products live in wasm/quant-matvec.ts (one activation row: Q8_0, Q4_0, Q4_K, Q6_K),
+ * wasm/quant-f16.ts (F16 weights), wasm/quant-dot.ts (packed blocks, one row or four rows at a
+ * time: the other types, and rows too long for the scratch) and wasm/quant-unpack.ts (weight rows
+ * unpacked or prepared once for batches).
  */
 
 import { dotQ8, dotQ8x4, dotRow } from "./quant-dot";
@@ -180,8 +182,7 @@ export function matmulQ(
     return;
   }
   if ((type === Q8_0 || type === Q4_0) && m >= 2) {
-    // four weight rows per pass over each activation row (one row streams faster from memory
-    // alone: at m = 1, large matrices decode about 2.5x faster through dotRow)
+    // rows too long to prepare in the scratch: four weight rows per pass over each activation row
     for (; j0 + 4 <= d; j0 += 4) {
       const wj = w + <usize>j0 * wr;
       const oj = out + ((<usize>j0) << 2);
