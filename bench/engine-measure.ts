@@ -24,12 +24,16 @@ export interface EngineRunOptions {
   /** Tokens generated per sequence. */
   numTokens: number;
   kernels: KernelKind;
+  /** Another build of wasm/kernels.ts instead of the committed one (bench/kernels-ab.ts). */
+  wasmModule?: WebAssembly.Module;
 }
 
 export interface RunSample {
   tokensPerS: number;
   decodeTokensPerS: number;
   msPerStep: number;
+  /** Every sampled token id, in step order (sequences in each step's output order). */
+  tokens: number[];
 }
 
 export interface EngineRunner {
@@ -47,6 +51,7 @@ export async function engineRunner(
 ): Promise<EngineRunner> {
   const inst = await loadNodeInstance(bytes, {
     kernels: o.kernels,
+    wasmModule: o.wasmModule,
     maxNumSeqs: Math.max(batch, 1),
     maxNumBatchedTokens: Math.max(256, batch * 8),
   });
@@ -64,10 +69,13 @@ export async function engineRunner(
     }
     let generated = 0;
     let steps = 0;
+    const tokens: number[] = [];
     let decodeStart: { t: number; generated: number } | null = null;
     const t0 = performance.now();
     while (inst.engine.hasWork()) {
-      generated += (await inst.engine.step()).numSampled;
+      const report = await inst.engine.step();
+      generated += report.numSampled;
+      for (const out of report.outputs) tokens.push(out.sampled.tokenId);
       steps++;
       if (decodeStart === null && generated >= batch)
         decodeStart = { t: performance.now(), generated };
@@ -79,6 +87,7 @@ export async function engineRunner(
       tokensPerS: generated / ((t1 - t0) / 1000),
       decodeTokensPerS: (generated - decodeStart.generated) / ((t1 - decodeStart.t) / 1000),
       msPerStep: (t1 - t0) / steps,
+      tokens,
     };
   };
   return { weightBytes: inst.memory.weightBytes, run };
@@ -98,5 +107,6 @@ export async function measure(
     tokensPerS: median(samples.map((s) => s.tokensPerS)),
     decodeTokensPerS: median(samples.map((s) => s.decodeTokensPerS)),
     msPerStep: median(samples.map((s) => s.msPerStep)),
+    tokens: samples[0]?.tokens ?? [],
   };
 }

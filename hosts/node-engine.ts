@@ -22,11 +22,17 @@ export const NODE_MEMORY_BUDGET_BYTES = 1024 * 2 ** 20;
 
 export async function loadNodeInstance(
   bytes: Uint8Array,
-  opts: InstanceOptions & { kernels?: KernelKind; capacityBytes?: number } = {},
+  opts: InstanceOptions & {
+    kernels?: KernelKind;
+    capacityBytes?: number;
+    /** Another build of wasm/kernels.ts to run instead of the committed one. */
+    wasmModule?: WebAssembly.Module;
+  } = {},
 ): Promise<ModelInstance> {
   const kernels = await createKernels(
     opts.kernels ?? "wasm",
     opts.capacityBytes ?? NODE_MEMORY_BUDGET_BYTES,
+    opts.wasmModule,
   );
   return createInstance(bytes, kernels, opts);
 }

@@ -21,13 +21,26 @@ function wasmModule(): Promise<WebAssembly.Module> {
   return compiled;
 }
 
-/** Wasm SIMD kernels on a fresh instance with an arena of `capacityBytes`. */
-export async function loadWasmKernels(capacityBytes: number): Promise<Kernels> {
-  const instance = await WebAssembly.instantiate(await wasmModule(), WASM_KERNEL_IMPORTS);
+/**
+ * Wasm SIMD kernels on a fresh instance with an arena of `capacityBytes`, of the committed module
+ * or of `module` (another build of wasm/kernels.ts, for bench/kernels-ab.ts).
+ */
+export async function loadWasmKernels(
+  capacityBytes: number,
+  module?: WebAssembly.Module,
+): Promise<Kernels> {
+  const instance = await WebAssembly.instantiate(
+    module ?? (await wasmModule()),
+    WASM_KERNEL_IMPORTS,
+  );
   return createWasmKernels(instance, capacityBytes);
 }
 
-/** Kernels of the given kind with an arena of `capacityBytes`. */
-export async function createKernels(kind: KernelKind, capacityBytes: number): Promise<Kernels> {
-  return kind === "wasm" ? loadWasmKernels(capacityBytes) : createJsKernels(capacityBytes);
+/** Kernels of the given kind with an arena of `capacityBytes` (`module`: as loadWasmKernels). */
+export async function createKernels(
+  kind: KernelKind,
+  capacityBytes: number,
+  module?: WebAssembly.Module,
+): Promise<Kernels> {
+  return kind === "wasm" ? loadWasmKernels(capacityBytes, module) : createJsKernels(capacityBytes);
 }

@@ -11,7 +11,7 @@ import { F16, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, Q8_0 } from "./quant-types";
 // Dot products of one weight row and one activation row
 //
 // Integer sums: bytes widened to i16 (v128.load8x8_s or extend) and multiplied pairwise with
-// i32x4.dot_i16x8_s, or (dot32, dot16) i16x8.extmul of signed bytes, added as i16 while they cannot
+// i32x4.dot_i16x8_s, or (dot32) i16x8.extmul of signed bytes, added as i16 while they cannot
 // overflow (|q_w| <= 128, |q_x| <= 127) and widened with extadd_pairwise. Several sums are reduced
 // together (isum4: four blocks of one row, or one block of four rows) and their float products
 // formed lane-wise, then added to each row's accumulator in block order: the same rounded
@@ -22,13 +22,6 @@ export function dot32(w0: v128, w1: v128, a0: v128, a1: v128): v128 {
   const p0 = i16x8.add(i16x8.extmul_low_i8x16_s(w0, a0), i16x8.extmul_high_i8x16_s(w0, a0));
   const p1 = i16x8.add(i16x8.extmul_low_i8x16_s(w1, a1), i16x8.extmul_high_i8x16_s(w1, a1));
   return i32x4.add(i32x4.extadd_pairwise_i16x8_s(p0), i32x4.extadd_pairwise_i16x8_s(p1));
-}
-
-/** i32x4 partial sums of the products of 16 signed bytes (exact). */
-export function dot16(w: v128, a: v128): v128 {
-  return i32x4.extadd_pairwise_i16x8_s(
-    i16x8.add(i16x8.extmul_low_i8x16_s(w, a), i16x8.extmul_high_i8x16_s(w, a)),
-  );
 }
 
 /** [sum a, sum b, sum c, sum d] (exact). */
@@ -284,75 +277,80 @@ export function hiNibbles(q: v128): v128 {
   return v128.and(i16x8.shr_u(q, 4), i8x16.splat(0x0f));
 }
 
-/** Bits s..s+1 of each byte (s <= 6), as 0..3. */
-function bits2(q: v128, s: i32): v128 {
-  return v128.and(i16x8.shr_u(q, s), i8x16.splat(3));
-}
-
-/** i32x4 partial sums of 16 signed bytes q times the 16 int8 activations at x, widened to i16. */
-function dot16x(q: v128, x: usize): v128 {
+/**
+ * i32x4 partial sums of 16 values q (0..63, the unsigned 6-bit quants) times the 16 int8
+ * activations at x (exact).
+ */
+function dot16u(q: v128, x: usize): v128 {
   return i32x4.add(
-    i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(q), v128.load8x8_s(x)),
-    i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(q), v128.load8x8_s(x + 8)),
+    i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(q), v128.load8x8_s(x)),
+    i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(q), v128.load8x8_s(x, 8)),
   );
 }
 
+/**
+ * Byte masks 0x0f and 0x30, 16 lanes each, in memory: V8 rebuilds a `v128.const` with several
+ * instructions at every use inside a loop, whereas a load from a constant address is one.
+ */
+const MASKS = memory.data<u8>([
+  15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 48, 48, 48, 48, 48, 48, 48, 48,
+  48, 48, 48, 48, 48, 48, 48, 48,
+]);
+
+/**
+ * Byte indices into a Q6_K block's 16 scales for pass j of dotQ6_K: the scales of sub-blocks
+ * 8h + p, 8h + 2 + p, 8h + 4 + p, 8h + 6 + p (h = j >> 1, p = j & 1), in bytes 0..3.
+ */
+const Q6_SCALE_IDX = memory.data<u8>([
+  0, 2, 4, 6, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 1, 3, 5, 7, 16, 16, 16, 16, 16, 16,
+  16, 16, 16, 16, 16, 16, 8, 10, 12, 14, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 9, 11, 13,
+  15, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+]);
+
+/**
+ * Q6_K weights against Q8_K activations. The block sum s = sum_g sc_g * sum (q - 32) * x is
+ * formed as sum_g sc_g * sum q * x - 32 * sum_g sc_g * bsum_g (exact integers, the same s), in
+ * four passes of 64 values (a loop, so that each pass's registers are free for the next).
+ */
 function dotQ6_K(w: usize, a: usize, n: i32): f32 {
   let acc: f32 = 0;
-  const lo = i8x16.splat(0x0f);
-  const three = i8x16.splat(3);
-  const off = i8x16.splat(32);
-  for (let b = 0; b < n / 256; b++, w += 210, a += 292) {
-    let total = i32x4.splat(0);
-    for (let h = 0; h < 2; h++) {
-      const ql = w + h * 64;
-      const qh = w + 128 + h * 32;
-      const ap = a + 4 + h * 128;
-      // sub-blocks of this half in scale order: 16 values each, scales sc[8h .. 8h + 8)
-      let s0: v128 = i32x4.splat(0);
-      let s1: v128 = i32x4.splat(0);
-      let s2: v128 = i32x4.splat(0);
-      let s3: v128 = i32x4.splat(0);
-      let s4: v128 = i32x4.splat(0);
-      let s5: v128 = i32x4.splat(0);
-      let s6: v128 = i32x4.splat(0);
-      let s7: v128 = i32x4.splat(0);
-      for (let l = 0; l < 32; l += 16) {
-        const qa = v128.load(ql + l);
-        const qb = v128.load(ql + 32 + l);
-        const hb = v128.load(qh + l);
-        const q1 = v128.or(v128.and(qa, lo), i16x8.shl(v128.and(hb, three), 4));
-        const q2 = v128.or(v128.and(qb, lo), i16x8.shl(bits2(hb, 2), 4));
-        const q3 = v128.or(hiNibbles(qa), i16x8.shl(bits2(hb, 4), 4));
-        const q4 = v128.or(hiNibbles(qb), i16x8.shl(bits2(hb, 6), 4));
-        const d1 = dot16x(i8x16.sub(q1, off), ap + l);
-        const d2 = dot16x(i8x16.sub(q2, off), ap + 32 + l);
-        const d3 = dot16x(i8x16.sub(q3, off), ap + 64 + l);
-        const d4 = dot16x(i8x16.sub(q4, off), ap + 96 + l);
-        // value 32k + l lies in sub-block 2k + l / 16
-        if (l === 0) {
-          s0 = d1;
-          s2 = d2;
-          s4 = d3;
-          s6 = d4;
-        } else {
-          s1 = d1;
-          s3 = d2;
-          s5 = d3;
-          s7 = d4;
-        }
-      }
-      const sc = v128.load64_zero(w + 192 + h * 8); // 8 int8 scales
-      const sc16 = i16x8.extend_low_i8x16_s(sc);
-      total = i32x4.add(
-        total,
-        i32x4.add(
-          i32x4.mul(isum4(s0, s1, s2, s3), i32x4.extend_low_i16x8_s(sc16)),
-          i32x4.mul(isum4(s4, s5, s6, s7), i32x4.extend_high_i16x8_s(sc16)),
-        ),
+  const nb = n >> 8;
+  for (let b = 0; b < nb; b++, w += 210, a += 292) {
+    const sc = v128.load(w, 192);
+    let total = i32x4.shl(
+      i32x4.add(
+        i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(sc), v128.load(a, 260)),
+        i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(sc), v128.load(a, 276)),
+      ),
+      5,
+    );
+    total = i32x4.sub(i32x4.splat(0), total);
+    for (let j: usize = 0; j < 4; j++) {
+      // pass j: 16 bytes of ql (at 64h + 16p and 32 further) and of qh (128 + 32h + 16p); value
+      // 32k + 16p + i of half h lies in sub-block 8h + 2k + p
+      const h = j >> 1;
+      const p = (j & 1) << 4;
+      const ql = w + (h << 6) + p;
+      const qh = w + (h << 5) + p;
+      const x = a + (h << 7) + p;
+      const m4 = v128.load(MASKS);
+      const m30 = v128.load(MASKS, 16);
+      const qa = v128.load(ql);
+      const qb = v128.load(ql, 32);
+      const hb = v128.load(qh, 128);
+      const d0 = dot16u(v128.or(v128.and(qa, m4), v128.and(i16x8.shl(hb, 4), m30)), x + 4);
+      const d1 = dot16u(v128.or(v128.and(qb, m4), v128.and(i16x8.shl(hb, 2), m30)), x + 36);
+      const d2 = dot16u(v128.or(v128.and(i16x8.shr_u(qa, 4), m4), v128.and(hb, m30)), x + 68);
+      const d3 = dot16u(
+        v128.or(v128.and(i16x8.shr_u(qb, 4), m4), v128.and(i16x8.shr_u(hb, 2), m30)),
+        x + 100,
       );
+      const s = i32x4.extend_low_i16x8_s(
+        i16x8.extend_low_i8x16_s(i8x16.swizzle(sc, v128.load(Q6_SCALE_IDX + (j << 4)))),
+      );
+      total = i32x4.add(total, i32x4.mul(isum4(d0, d1, d2, d3), s));
     }
-    acc += h2f(load<u16>(w + 208)) * load<f32>(a) * <f32>isum(total);
+    acc += h2f(load<u16>(w, 208)) * load<f32>(a) * <f32>isum(total);
   }
   return acc;
 }

@@ -6,16 +6,30 @@
 // ---------------------------------------------------------------------------------------------
 // f16 <-> f32
 
+/**
+ * The constants of `h2f4`, four lanes each, in memory (V8 rebuilds a `v128.const` with several
+ * instructions at every use; a load from a constant address is one): 0x7fff, 2^112 as f32,
+ * 0x7c00, 0x7f800000, 0x8000.
+ */
+const H2F = memory.data<u32>([
+  0x7fff, 0x7fff, 0x7fff, 0x7fff, 0x77800000, 0x77800000, 0x77800000, 0x77800000, 0x7c00, 0x7c00,
+  0x7c00, 0x7c00, 0x7f800000, 0x7f800000, 0x7f800000, 0x7f800000, 0x8000, 0x8000, 0x8000, 0x8000,
+]);
+
 /** Half bits (low 16 of each lane) -> f32, exact (subnormals, infinities and NaNs included). */
 export function h2f4(h: v128): v128 {
-  const em = v128.and(h, i32x4.splat(0x7fff));
-  let f = f32x4.mul(i32x4.shl(em, 13), f32x4.splat(5.192296858534828e33)); // * 2^112
-  f = v128.or(f, v128.and(i32x4.ge_u(em, i32x4.splat(0x7c00)), i32x4.splat(0x7f800000)));
-  return v128.or(f, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
+  const em = v128.and(h, v128.load(H2F));
+  let f = f32x4.mul(i32x4.shl(em, 13), v128.load(H2F, 16)); // * 2^112
+  f = v128.or(f, v128.and(i32x4.ge_u(em, v128.load(H2F, 32)), v128.load(H2F, 48)));
+  return v128.or(f, i32x4.shl(v128.and(h, v128.load(H2F, 64)), 16));
 }
 
 export function h2f(h: u32): f32 {
-  return f32x4.extract_lane(h2f4(i32x4.splat(h)), 0);
+  // h2f4's steps on one lane
+  const em = h & 0x7fff;
+  let f = reinterpret<u32>(reinterpret<f32>(em << 13) * reinterpret<f32>(0x77800000));
+  if (em >= 0x7c00) f |= 0x7f800000;
+  return reinterpret<f32>(f | ((h & 0x8000) << 16));
 }
 
 /** f32 -> half bits, round to nearest even (as gguf.ts f32ToF16). */

@@ -7,16 +7,22 @@
  * so SIMD may add them in any order; every float operation after them is a scalar f32 operation
  * in the documented order. Type ids are ggml's: F16 1, Q4_0 2, Q4_1 3, Q8_0 8, Q4_K 12, Q5_K 13, Q6_K 14
  * (wasm/quant-types.ts). This file quantises the activation rows and picks the loop; the dot
- * products live in wasm/quant-f16.ts (F16 weights), wasm/quant-dot.ts (packed blocks, one row or
- * four rows at a time) and wasm/quant-unpack.ts (rows unpacked once for batches).
+ * products live in wasm/quant-matvec.ts (one activation row: Q8_0, Q4_0, Q4_K, Q6_K),
+ * wasm/quant-f16.ts (F16 weights), wasm/quant-dot.ts (packed blocks, one row or four rows at a
+ * time: the other types, and rows too long for the scratch) and wasm/quant-unpack.ts (weight rows
+ * unpacked or prepared once for batches).
  */
 
 import { dotQ8, dotQ8x4, dotRow } from "./quant-dot";
 import { dotF16x4, dotUnpackedF16x4, f2h, h2f, roundToHalf4, unpackF16x4 } from "./quant-f16";
+import { hasMatvec, matvecQ, widenedBytes } from "./quant-matvec";
 import { F16, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, Q8_0 } from "./quant-types";
 import {
+  dotPrepared4,
   dotUnpackedK,
   dotUnpackedKx4,
+  prepare4,
+  prepared4Bytes,
   UNPACK_BYTES,
   unpackBase,
   unpackedBytes,
@@ -127,18 +133,21 @@ export function matmulQ(
   const wr = rowBytes(type, n);
   for (let i = 0; i < m; i++)
     quantizeRow(type, x + ((<usize>i * <usize>n) << 2), n, scratch + <usize>i * ar);
+  if (m === 1 && hasMatvec(type) && widenedBytes(n) <= UNPACK_BYTES) {
+    // single stream: the activation row widened once, then every weight row against it
+    matvecQ(type, out, w, wr, scratch, n, d, unpackBase());
+    return;
+  }
   const ob = (<usize>ldo) << 2;
   const ub = unpackedBytes(type, n);
   let j0 = 0;
-  if (type === Q4_0 && m >= 2 && ub << 2 <= UNPACK_BYTES) {
-    // four weight rows unpacked to Q8_0 blocks at once, then four rows per activation row
+  if ((type === Q4_0 || type === Q8_0) && m >= 2 && prepared4Bytes(n) <= UNPACK_BYTES) {
+    // four weight rows prepared at once (int8 quants, f32 scales), then four rows per activation row
     const u = unpackBase();
     for (; j0 + 4 <= d; j0 += 4) {
-      const wj = w + <usize>j0 * wr;
       const oj = out + ((<usize>j0) << 2);
-      for (let r: usize = 0; r < 4; r++) unpackQ4_0(wj + r * wr, u + r * ub, n);
-      for (let i = 0; i < m; i++)
-        dotQ8x4(false, u, ub, scratch + <usize>i * ar, n, oj + <usize>i * ob);
+      prepare4(type === Q4_0, w + <usize>j0 * wr, wr, n, u);
+      for (let i = 0; i < m; i++) dotPrepared4(u, scratch + <usize>i * ar, n, oj + <usize>i * ob);
     }
   }
   if (type !== Q4_0 && type !== F16 && type !== Q8_0 && type !== Q4_1 && m >= 2) {
@@ -173,8 +182,7 @@ export function matmulQ(
     return;
   }
   if ((type === Q8_0 || type === Q4_0) && m >= 2) {
-    // four weight rows per pass over each activation row (one row streams faster from memory
-    // alone: at m = 1, large matrices decode about 2.5x faster through dotRow)
+    // rows too long to prepare in the scratch: four weight rows per pass over each activation row
     for (; j0 + 4 <= d; j0 += 4) {
       const wj = w + <usize>j0 * wr;
       const oj = out + ((<usize>j0) << 2);

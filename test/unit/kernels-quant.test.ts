@@ -117,6 +117,7 @@ describe("matmulQ", () => {
       [3, 512, 17],
       [8, 256, 33],
       [2, odd, 9],
+      [1, odd, 5],
     ] as const) {
       it(`${name} (${m}, ${n}) @ (${d}, ${n})^T: js = wasm bit for bit, within the bound of float64`, () => {
         const rng = mulberry32(m * 1000 + n + d + type);
@@ -163,6 +164,40 @@ describe("matmulQ", () => {
       }
     });
   }
+
+  it("weight scales of every finite class of half (subnormal, +-0, largest): js = wasm bit for bit", () => {
+    // byte offsets of the f16 scale fields in a block, and the halves written there in turn
+    const fields: [WeightType, number[]][] = [
+      [GgmlType.Q8_0, [0]],
+      [GgmlType.Q4_0, [0]],
+      [GgmlType.Q4_1, [0, 2]],
+      [GgmlType.Q4_K, [0, 2]],
+      [GgmlType.Q5_K, [0, 2]],
+      [GgmlType.Q6_K, [208]],
+    ];
+    const halves = [0x0001, 0x03ff, 0x0400, 0x8001, 0x0000, 0x8000, 0x7bff, 0xfbff, 0x3c00, 0x1234];
+    const n = 512;
+    const d = 6;
+    for (const [type, offs] of fields) {
+      const rng = mulberry32(900 + type);
+      const w = randomQuantWeights(type, n, d, rng);
+      const bb = rowBytes(type, blockValues(type));
+      let h = 0;
+      for (let p = 0; p < w.length; p += bb) {
+        for (const f of offs) {
+          const v = halves[h++ % halves.length] as number;
+          w[p + f] = v & 0xff;
+          w[p + f + 1] = v >> 8;
+        }
+      }
+      for (const m of [1, 4]) {
+        const x = Float32Array.from({ length: m * n }, () => rng() * 2 - 1);
+        expect(bits(run(wasm, type, x, w, m, n, d)), `type ${type}, m ${m}`).toEqual(
+          bits(run(js, type, x, w, m, n, d)),
+        );
+      }
+    }
+  });
 
   it("F16 activations round to the nearest half like f32ToF16 (subnormals, ties, overflow, -0)", () => {
     const edge = [
