@@ -8,7 +8,12 @@
  * copies the header and the built weight region of kernel memory, and rebuilds nothing.
  */
 import type { Executor } from "../shared/engine/executor.ts";
-import { createInstance, type ModelInstance, planMemory } from "../shared/engine/instance.ts";
+import {
+  createInstance,
+  type InstanceSource,
+  type ModelInstance,
+  planMemory,
+} from "../shared/engine/instance.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { parseGguf } from "../shared/gguf/gguf.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
@@ -23,7 +28,9 @@ import type { LoadReport, WeightSource } from "../shared/types/instances.ts";
 import kernelsModule from "../wasm/kernels.wasm";
 import { type Env, getConfig } from "./env.ts";
 import {
+  copyRegion,
   type ForkImage,
+  forkLost,
   readAttentionWeights,
   readFork,
   readWeights,
@@ -59,14 +66,18 @@ interface Runtime {
   heapBase: number;
 }
 
-/** Copies a forked weight region into the arena where the new instance laid its weights out. */
-function fill(rt: Runtime, fromByte: number, numBytes: number, region: Uint8Array): void {
-  if (numBytes !== region.byteLength) {
-    throw new Error(
-      `the forked weights are ${region.byteLength} bytes; this layout takes ${numBytes}`,
-    );
-  }
-  new Uint8Array(rt.memory.buffer, rt.heapBase + fromByte, numBytes).set(region);
+/**
+ * The fill of a fork (createInstance): the region was copied in already at `copiedAt`, where a
+ * fresh arena's first allocations go; the layout must have put the weights exactly there.
+ */
+function filled(copiedAt: number, copiedBytes: number) {
+  return (fromByte: number, numBytes: number): void => {
+    if (fromByte !== copiedAt || numBytes !== copiedBytes) {
+      throw new Error(
+        `the forked weights are ${copiedBytes} bytes at ${copiedAt}; this layout puts ${numBytes} at ${fromByte}`,
+      );
+    }
+  };
 }
 
 /** Bytes per chunk of a streamed weight region. */
@@ -217,12 +228,21 @@ export class ModelSlot {
       const preloadMs = Date.now() - t1;
       const rt = this.#runtime as Runtime;
       const kernels = createWasmKernels(rt.wasm, arena);
-      // a fork copies the peer's built weight region into the same place: nothing is parsed or
-      // converted (the layout is the one a load of the GGUF makes)
-      const src =
-        "region" in v
-          ? { header: v.header, fill: (at: number, n: number) => fill(rt, at, n, v.region) }
-          : { file, bytes: v.bytes };
+      // a fork copies the peer's built weight region straight into the place where the layout
+      // puts the weights (the fresh arena's first allocations): nothing is parsed or converted
+      let src: InstanceSource;
+      if ("region" in v) {
+        const at = kernels.usedBytes;
+        const n = v.numRegionBytes;
+        if (at + n > kernels.capacityBytes) {
+          throw new Error(`the forked weights (${n} bytes) exceed the arena of ${arena} bytes`);
+        }
+        if (!(await copyRegion(v.region, new Uint8Array(rt.memory.buffer, rt.heapBase + at, n)))) {
+          this.#runtime = null; // a half-written arena is not reused
+          return forkLost(v.from, `stopped serving ${ref.model} during a fork`);
+        }
+        src = { header: v.header, fill: filled(at, n) };
+      } else src = { file, bytes: v.bytes };
       const instance = createInstance(src, kernels, opts, this.attention?.makeExecutor);
       const weightsDigest = verify
         ? await sha256(new Uint8Array(rt.memory.buffer, rt.heapBase, kernels.usedBytes))
@@ -246,6 +266,7 @@ export class ModelSlot {
         value: { bytesByTier, preloadMs, loadMs, arenaBytes: arena, weightsDigest },
       };
     } catch (e) {
+      if ("region" in v) v.region.cancel().catch(() => {}); // a copy not started or cut short
       this.log.error("model.load_failed", { model: ref.model, ...errorFields(e) });
       this.#runtime = null; // a half-used arena is not reused
       // a model over this NPU's budget (the budget changed since its upload) will not fit on retry
