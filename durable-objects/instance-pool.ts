@@ -140,6 +140,7 @@ export class InstancePool {
         leased ?? instanceId(`${d.id}_${ROLE_TAG[role]}`, this.#table.next(`inst/${d.id}`));
       ids.push({ id, fromPool: leased !== null, reserveMs: Date.now() - t0 });
     }
+    const starts: Promise<void>[] = [];
     const plan = planSources(
       path,
       this.#servingOf(d.model, d.generation),
@@ -164,9 +165,14 @@ export class InstancePool {
       this.#table.save(s);
       let markLoaded = (_: boolean) => {};
       this.#loaded.set(x.id, new Promise<boolean>((r) => (markLoaded = r)));
-      this.host.ctx.waitUntil(this.#start(s, d, w, p.after, verify, markLoaded));
+      starts.push(this.#start(s, d, w, p.after, verify, markLoaded));
     });
-    if (ids.some((x) => x.fromPool)) this.warm.refill();
+    for (const p of starts) this.host.ctx.waitUntil(p);
+    // the pool refills once this scale-up's loads are done, so replacements pre-loading (wasm
+    // instantiated, arenas committed) never compete with the loads the leased Npus serve
+    if (ids.some((x) => x.fromPool)) {
+      this.host.ctx.waitUntil(Promise.all(starts).then(() => this.warm.refill()));
+    }
     this.host.log.info("deployment.scaling_out", { deploymentId: d.id, role, count, path });
     return ids.map((x) => x.id);
   }

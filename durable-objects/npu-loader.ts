@@ -38,6 +38,8 @@ import {
 } from "./weight-tiers.ts";
 
 const PAGE_BYTES = 65536;
+/** The OS's page (x86-64 Linux): the unit it commits memory in on first touch. */
+const OS_PAGE_BYTES = 4096;
 
 export interface Loaded {
   model: string;
@@ -127,9 +129,12 @@ export class ModelSlot {
 
   /**
    * Pre-loads the runtime: instantiates the wasm kernels (once) and grows their memory to hold
-   * `reserveBytes` of arena, so a later load of a model that size grows nothing.
+   * `reserveBytes` of arena, so a later load of a model that size grows nothing. With `commit`
+   * (a pooled Npu), every OS page of the reserve is touched too, so the OS commits it now rather
+   * than on first touch during a load (for 43 MB, about 16 ms here). The touch writes back each
+   * byte it reads: memory in use keeps its values.
    */
-  async preload(reserveBytes: number): Promise<void> {
+  async preload(reserveBytes: number, commit = false): Promise<void> {
     if (!this.#runtime) {
       const wasm = await WebAssembly.instantiate(kernelsModule, WASM_KERNEL_IMPORTS);
       const ex = wasm.exports as { memory: WebAssembly.Memory; heapBase: () => number };
@@ -139,6 +144,10 @@ export class ModelSlot {
     const need = Math.ceil((heapBase + reserveBytes) / PAGE_BYTES);
     const have = memory.buffer.byteLength / PAGE_BYTES;
     if (need > have) memory.grow(need - have);
+    if (commit) {
+      const view = new Uint8Array(memory.buffer, heapBase, reserveBytes);
+      for (let i = 0; i < reserveBytes; i += OS_PAGE_BYTES) view[i] |= 0;
+    }
   }
 
   /** Drops the model and the runtime (its memory); the Npu is bound to nothing. */

@@ -1,8 +1,9 @@
 /**
  * The pre-warmed pool (DeepFlow's pre-warmed TEs): POOL_SIZE Npus whose runtime is up (wasm
- * instantiated, arena reserved) and that are bound to no model. A scale-up leases one; a drained
- * instance is unbound (memory reset) and comes back while the pool has room; refills run in the
- * background. Each pooled Npu keeps itself resident with its alarm (npu-lifecycle.ts).
+ * instantiated, arena reserved and its pages committed) and that are bound to no model. A
+ * scale-up leases one; a drained instance is unbound (memory reset) and comes back while the pool
+ * has room; refills run in the background, after the loads of the scale-up that leased
+ * (instance-pool.ts). Each pooled Npu keeps itself resident with its alarm (npu-lifecycle.ts).
  */
 import { errorFields, type Logger } from "../shared/log.ts";
 import { npuName, poolInstanceId } from "../shared/protocol/names.ts";
