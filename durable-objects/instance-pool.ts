@@ -168,11 +168,10 @@ export class InstancePool {
       starts.push(this.#start(s, d, w, p.after, verify, markLoaded));
     });
     for (const p of starts) this.host.ctx.waitUntil(p);
-    // the pool refills once this scale-up's loads are done, so replacements pre-loading (wasm
-    // instantiated, arenas committed) never compete with the loads the leased Npus serve
-    if (ids.some((x) => x.fromPool)) {
-      this.host.ctx.waitUntil(Promise.all(starts).then(() => this.warm.refill()));
-    }
+    // the pool refills once this scale-up's loads are done (topping up what was leased, and
+    // growing the pooled arenas if a load asked for a larger one), so pre-loads (wasm
+    // instantiated, arenas committed) never compete with the loads of the scale-up
+    this.host.ctx.waitUntil(Promise.all(starts).then(() => this.warm.refill()));
     this.host.log.info("deployment.scaling_out", { deploymentId: d.id, role, count, path });
     return ids.map((x) => x.id);
   }
