@@ -122,6 +122,12 @@ export class ModelSlot {
     private readonly log: Logger,
   ) {}
 
+  /** Bytes of memory the runtime has past its heap base (its arena's reserve); 0 without one. */
+  get reservedBytes(): number {
+    const rt = this.#runtime;
+    return rt ? rt.memory.buffer.byteLength - rt.heapBase : 0;
+  }
+
   /** The runtime is up (instantiated, memory reserved) and no model is bound. */
   get warm(): boolean {
     return this.#runtime !== null && this.current === null && this.#loading === null;
