@@ -34,6 +34,7 @@ import {
   readAttentionWeights,
   readFork,
   readWeights,
+  regionStream,
   type WeightRef,
 } from "./weight-tiers.ts";
 
@@ -80,26 +81,6 @@ function filled(copiedAt: number, copiedBytes: number) {
       );
     }
   };
-}
-
-/** Bytes per chunk of a streamed weight region. */
-const REGION_CHUNK_BYTES = 4 * 2 ** 20;
-
-/**
- * The weight region [from, from + n) of a runtime's memory as a stream of views, copied only by
- * the RPC that carries it. The region is written once, at load, and the buffer outlives an unbind
- * (a new runtime gets a new memory), so a fork in flight reads the weights as they were built.
- */
-function regionStream(buffer: ArrayBuffer, from: number, n: number): ReadableStream<Uint8Array> {
-  let at = 0;
-  return new ReadableStream<Uint8Array>({
-    pull(c) {
-      if (at >= n) return c.close();
-      const len = Math.min(REGION_CHUNK_BYTES, n - at);
-      c.enqueue(new Uint8Array(buffer, from + at, len));
-      at += len;
-    },
-  });
 }
 
 /** SHA-256 (hex) of a byte range. */
@@ -300,7 +281,7 @@ export class ModelSlot {
   /**
    * What a fork target copies (weight-tiers.ts readFork): the GGUF header and the weight region
    * of kernel memory as this Npu's load built it, or null unless `model` with the same weight
-   * selection is bound here. The stream reads the region in place (regionStream).
+   * selection is bound here. The stream reads the region in place (weight-tiers.ts regionStream).
    */
   forkImage(model: string, weights: WeightSelection): ForkImage | null {
     const l = this.current;

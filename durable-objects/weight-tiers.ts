@@ -1,7 +1,8 @@
 /**
  * Reading a model's GGUF image for an Npu from one weight tier: the R2 registry (cold), the
  * model's WeightCache (staged in DO storage), or, for NPU-fork, the weight region a serving peer
- * built in its kernel memory (with the GGUF header to rebind it). Each read says how many bytes
+ * built in its kernel memory (with the GGUF header to rebind it; both ends of its stream are
+ * here: regionStream on the source, copyRegion on the target). Each read says how many bytes
  * came from which tier. Nothing is cached at module scope: every Npu holds its own copy, as it
  * would in its own isolate in production.
  */
@@ -146,6 +147,32 @@ export async function readFork(
   const bytesByTier = noBytes();
   bytesByTier.fork = image.header.byteLength + image.numRegionBytes;
   return { ok: true, value: { ...image, from: fromInstanceId, bytesByTier } };
+}
+
+/** Bytes per chunk of a streamed weight region. */
+const REGION_CHUNK_BYTES = 4 * 2 ** 20;
+
+/**
+ * The weight region [from, from + n) of a runtime's memory as a stream of views, copied only by
+ * the RPC that carries it. The region is written once, at load, and the buffer outlives an unbind
+ * (a new runtime gets a new memory), so a fork in flight reads the weights as they were built.
+ * Locally the RPC hands the target 4 KiB chunks whatever this size; copyRegion reads them back
+ * in large pieces.
+ */
+export function regionStream(
+  buffer: ArrayBuffer,
+  from: number,
+  n: number,
+): ReadableStream<Uint8Array> {
+  let at = 0;
+  return new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (at >= n) return c.close();
+      const len = Math.min(REGION_CHUNK_BYTES, n - at);
+      c.enqueue(new Uint8Array(buffer, from + at, len));
+      at += len;
+    },
+  });
 }
 
 /** Bytes per read of a forked region: large reads, so few async hops per copy. */
