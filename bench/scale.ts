@@ -100,7 +100,9 @@ async function poolReady(n: number): Promise<void> {
 }
 
 async function run(model: string, path: string, n: number) {
-  if (path === "pool-fork") await poolReady(n);
+  // every run starts with the pool full: no refill (runtimes instantiated, arenas committed on
+  // workerd's one thread) runs behind a measured scale-up
+  await poolReady(POOL_SIZE);
   const d = (await api("/api/deployments", {
     method: "POST",
     body: JSON.stringify({

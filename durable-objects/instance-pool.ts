@@ -140,6 +140,7 @@ export class InstancePool {
         leased ?? instanceId(`${d.id}_${ROLE_TAG[role]}`, this.#table.next(`inst/${d.id}`));
       ids.push({ id, fromPool: leased !== null, reserveMs: Date.now() - t0 });
     }
+    const starts: Promise<void>[] = [];
     const plan = planSources(
       path,
       this.#servingOf(d.model, d.generation),
@@ -164,9 +165,13 @@ export class InstancePool {
       this.#table.save(s);
       let markLoaded = (_: boolean) => {};
       this.#loaded.set(x.id, new Promise<boolean>((r) => (markLoaded = r)));
-      this.host.ctx.waitUntil(this.#start(s, d, w, p.after, verify, markLoaded));
+      starts.push(this.#start(s, d, w, p.after, verify, markLoaded));
     });
-    if (ids.some((x) => x.fromPool)) this.warm.refill();
+    for (const p of starts) this.host.ctx.waitUntil(p);
+    // the pool refills once this scale-up's loads are done (topping up what was leased, and
+    // growing the pooled arenas if a load asked for a larger one), so pre-loads (wasm
+    // instantiated, arenas committed) never compete with the loads of the scale-up
+    this.host.ctx.waitUntil(Promise.all(starts).then(() => this.warm.refill()));
     this.host.log.info("deployment.scaling_out", { deploymentId: d.id, role, count, path });
     return ids.map((x) => x.id);
   }

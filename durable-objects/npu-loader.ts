@@ -8,7 +8,12 @@
  * copies the header and the built weight region of kernel memory, and rebuilds nothing.
  */
 import type { Executor } from "../shared/engine/executor.ts";
-import { createInstance, type ModelInstance, planMemory } from "../shared/engine/instance.ts";
+import {
+  createInstance,
+  type InstanceSource,
+  type ModelInstance,
+  planMemory,
+} from "../shared/engine/instance.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { parseGguf } from "../shared/gguf/gguf.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
@@ -23,14 +28,19 @@ import type { LoadReport, WeightSource } from "../shared/types/instances.ts";
 import kernelsModule from "../wasm/kernels.wasm";
 import { type Env, getConfig } from "./env.ts";
 import {
+  copyRegion,
   type ForkImage,
+  forkLost,
   readAttentionWeights,
   readFork,
   readWeights,
+  regionStream,
   type WeightRef,
 } from "./weight-tiers.ts";
 
 const PAGE_BYTES = 65536;
+/** The OS's page (x86-64 Linux): the unit it commits memory in on first touch. */
+const OS_PAGE_BYTES = 4096;
 
 export interface Loaded {
   model: string;
@@ -59,34 +69,18 @@ interface Runtime {
   heapBase: number;
 }
 
-/** Copies a forked weight region into the arena where the new instance laid its weights out. */
-function fill(rt: Runtime, fromByte: number, numBytes: number, region: Uint8Array): void {
-  if (numBytes !== region.byteLength) {
-    throw new Error(
-      `the forked weights are ${region.byteLength} bytes; this layout takes ${numBytes}`,
-    );
-  }
-  new Uint8Array(rt.memory.buffer, rt.heapBase + fromByte, numBytes).set(region);
-}
-
-/** Bytes per chunk of a streamed weight region. */
-const REGION_CHUNK_BYTES = 4 * 2 ** 20;
-
 /**
- * The weight region [from, from + n) of a runtime's memory as a stream of views, copied only by
- * the RPC that carries it. The region is written once, at load, and the buffer outlives an unbind
- * (a new runtime gets a new memory), so a fork in flight reads the weights as they were built.
+ * The fill of a fork (createInstance): the region was copied in already at `copiedAt`, where a
+ * fresh arena's first allocations go; the layout must have put the weights exactly there.
  */
-function regionStream(buffer: ArrayBuffer, from: number, n: number): ReadableStream<Uint8Array> {
-  let at = 0;
-  return new ReadableStream<Uint8Array>({
-    pull(c) {
-      if (at >= n) return c.close();
-      const len = Math.min(REGION_CHUNK_BYTES, n - at);
-      c.enqueue(new Uint8Array(buffer, from + at, len));
-      at += len;
-    },
-  });
+function filled(copiedAt: number, copiedBytes: number) {
+  return (fromByte: number, numBytes: number): void => {
+    if (fromByte !== copiedAt || numBytes !== copiedBytes) {
+      throw new Error(
+        `the forked weights are ${copiedBytes} bytes at ${copiedAt}; this layout puts ${numBytes} at ${fromByte}`,
+      );
+    }
+  };
 }
 
 /** SHA-256 (hex) of a byte range. */
@@ -109,6 +103,12 @@ export class ModelSlot {
     private readonly log: Logger,
   ) {}
 
+  /** Bytes of memory the runtime has past its heap base (its arena's reserve); 0 without one. */
+  get reservedBytes(): number {
+    const rt = this.#runtime;
+    return rt ? rt.memory.buffer.byteLength - rt.heapBase : 0;
+  }
+
   /** The runtime is up (instantiated, memory reserved) and no model is bound. */
   get warm(): boolean {
     return this.#runtime !== null && this.current === null && this.#loading === null;
@@ -116,9 +116,12 @@ export class ModelSlot {
 
   /**
    * Pre-loads the runtime: instantiates the wasm kernels (once) and grows their memory to hold
-   * `reserveBytes` of arena, so a later load of a model that size grows nothing.
+   * `reserveBytes` of arena, so a later load of a model that size grows nothing. With `commit`
+   * (a pooled Npu), every OS page of the reserve is touched too, so the OS commits it now rather
+   * than on first touch during a load (for 43 MB, about 16 ms here). The touch writes back each
+   * byte it reads: memory in use keeps its values.
    */
-  async preload(reserveBytes: number): Promise<void> {
+  async preload(reserveBytes: number, commit = false): Promise<void> {
     if (!this.#runtime) {
       const wasm = await WebAssembly.instantiate(kernelsModule, WASM_KERNEL_IMPORTS);
       const ex = wasm.exports as { memory: WebAssembly.Memory; heapBase: () => number };
@@ -128,6 +131,10 @@ export class ModelSlot {
     const need = Math.ceil((heapBase + reserveBytes) / PAGE_BYTES);
     const have = memory.buffer.byteLength / PAGE_BYTES;
     if (need > have) memory.grow(need - have);
+    if (commit) {
+      const view = new Uint8Array(memory.buffer, heapBase, reserveBytes);
+      for (let i = 0; i < reserveBytes; i += OS_PAGE_BYTES) view[i] |= 0;
+    }
   }
 
   /** Drops the model and the runtime (its memory); the Npu is bound to nothing. */
@@ -217,12 +224,21 @@ export class ModelSlot {
       const preloadMs = Date.now() - t1;
       const rt = this.#runtime as Runtime;
       const kernels = createWasmKernels(rt.wasm, arena);
-      // a fork copies the peer's built weight region into the same place: nothing is parsed or
-      // converted (the layout is the one a load of the GGUF makes)
-      const src =
-        "region" in v
-          ? { header: v.header, fill: (at: number, n: number) => fill(rt, at, n, v.region) }
-          : { file, bytes: v.bytes };
+      // a fork copies the peer's built weight region straight into the place where the layout
+      // puts the weights (the fresh arena's first allocations): nothing is parsed or converted
+      let src: InstanceSource;
+      if ("region" in v) {
+        const at = kernels.usedBytes;
+        const n = v.numRegionBytes;
+        if (at + n > kernels.capacityBytes) {
+          throw new Error(`the forked weights (${n} bytes) exceed the arena of ${arena} bytes`);
+        }
+        if (!(await copyRegion(v.region, new Uint8Array(rt.memory.buffer, rt.heapBase + at, n)))) {
+          this.#runtime = null; // a half-written arena is not reused
+          return forkLost(v.from, `stopped serving ${ref.model} during a fork`);
+        }
+        src = { header: v.header, fill: filled(at, n) };
+      } else src = { file, bytes: v.bytes };
       const instance = createInstance(src, kernels, opts, this.attention?.makeExecutor);
       const weightsDigest = verify
         ? await sha256(new Uint8Array(rt.memory.buffer, rt.heapBase, kernels.usedBytes))
@@ -246,6 +262,7 @@ export class ModelSlot {
         value: { bytesByTier, preloadMs, loadMs, arenaBytes: arena, weightsDigest },
       };
     } catch (e) {
+      if ("region" in v) v.region.cancel().catch(() => {}); // a copy not started or cut short
       this.log.error("model.load_failed", { model: ref.model, ...errorFields(e) });
       this.#runtime = null; // a half-used arena is not reused
       // a model over this NPU's budget (the budget changed since its upload) will not fit on retry
@@ -264,7 +281,7 @@ export class ModelSlot {
   /**
    * What a fork target copies (weight-tiers.ts readFork): the GGUF header and the weight region
    * of kernel memory as this Npu's load built it, or null unless `model` with the same weight
-   * selection is bound here. The stream reads the region in place (regionStream).
+   * selection is bound here. The stream reads the region in place (weight-tiers.ts regionStream).
    */
   forkImage(model: string, weights: WeightSelection): ForkImage | null {
     const l = this.current;

@@ -30,11 +30,12 @@ export class NpuResidency {
 
   /**
    * Pre-loads the runtime (wasm instantiated, `reserveBytes` of memory reserved). `pooled`: the
-   * Npu then waits in the pool, kept resident by its alarm.
+   * reserve is committed too (ModelSlot.preload), and the Npu waits in the pool, kept resident
+   * by its alarm.
    */
   async preload(q: { reserveBytes: number; pooled: boolean }): Promise<{ preloadMs: number }> {
     const t0 = Date.now();
-    await this.host.slot.preload(q.reserveBytes);
+    await this.host.slot.preload(q.reserveBytes, q.pooled);
     this.host.lifecycle.pooled = q.pooled;
     await this.scheduleAlarm();
     return { preloadMs: Date.now() - t0 };
@@ -82,7 +83,7 @@ export class NpuResidency {
     this.host.pins.expire(slot.current?.instance.engine, Number.POSITIVE_INFINITY);
     slot.unbind();
     lifecycle.draining = false;
-    if (q.pooled) await slot.preload(q.reserveBytes);
+    if (q.pooled) await slot.preload(q.reserveBytes, true);
     lifecycle.pooled = q.pooled;
     await this.scheduleAlarm();
     return { unbound: had };

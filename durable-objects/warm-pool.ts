@@ -1,8 +1,9 @@
 /**
  * The pre-warmed pool (DeepFlow's pre-warmed TEs): POOL_SIZE Npus whose runtime is up (wasm
- * instantiated, arena reserved) and that are bound to no model. A scale-up leases one; a drained
- * instance is unbound (memory reset) and comes back while the pool has room; refills run in the
- * background. Each pooled Npu keeps itself resident with its alarm (npu-lifecycle.ts).
+ * instantiated, arena reserved and its pages committed) and that are bound to no model. A
+ * scale-up leases one; a drained instance is unbound (memory reset) and comes back while the pool
+ * has room; refills run in the background, after the loads of the scale-up that leased
+ * (instance-pool.ts). Each pooled Npu keeps itself resident with its alarm (npu-lifecycle.ts).
  */
 import { errorFields, type Logger } from "../shared/log.ts";
 import { npuName, poolInstanceId } from "../shared/protocol/names.ts";
@@ -12,6 +13,8 @@ export class WarmPool {
   #filling: Promise<void> | null = null;
   /** Largest arena a load asked for: what pooled Npus reserve. */
   reserveBytes = 0;
+  /** The reserve every warm pooled Npu has (a refill brings the older ones up to reserveBytes). */
+  #pooledReserve = 0;
 
   constructor(
     private readonly host: { env: Env; ctx: DurableObjectState; log: Logger },
@@ -58,7 +61,10 @@ export class WarmPool {
       .map((r) => ({ id: r.id as string, state: r.state as string }));
   }
 
-  /** Tops the pool up to POOL_SIZE in the background (one fill at a time). */
+  /**
+   * Tops the pool up to POOL_SIZE in the background (one fill at a time), and first brings the
+   * warm Npus reserved before a larger arena was asked for up to it (`warming` meanwhile).
+   */
   refill(): Promise<void> {
     this.#filling ??= this.#fill().finally(() => {
       this.#filling = null;
@@ -68,24 +74,30 @@ export class WarmPool {
   }
 
   async #fill(): Promise<void> {
+    const reserve = this.reserveBytes;
+    if (reserve > this.#pooledReserve) {
+      const warm = this.list().filter((x) => x.state === "warm");
+      for (const { id } of warm)
+        this.#sql.exec("UPDATE pool SET state = 'warming' WHERE id = ?", id);
+      await Promise.all(warm.map(({ id }) => this.#preload(id, reserve)));
+      this.#pooledReserve = reserve;
+    }
     const size = getConfig(this.host.env).poolSize;
     const missing = size - this.count();
     if (missing <= 0) return;
     const ids = Array.from({ length: missing }, () => poolInstanceId(this.nextIndex()));
     for (const id of ids) this.#sql.exec("INSERT INTO pool (id, state) VALUES (?, 'warming')", id);
-    await Promise.all(
-      ids.map(async (id) => {
-        try {
-          await this.host.env.NPU.getByName(npuName(id)).preload({
-            reserveBytes: this.reserveBytes,
-            pooled: true,
-          });
-          this.#sql.exec("UPDATE pool SET state = 'warm' WHERE id = ?", id);
-        } catch (e) {
-          this.#sql.exec("DELETE FROM pool WHERE id = ?", id);
-          this.host.log.warn("pool.preload_failed", { instanceId: id, ...errorFields(e) });
-        }
-      }),
-    );
+    await Promise.all(ids.map((id) => this.#preload(id, reserve)));
+  }
+
+  /** Pre-loads a pooled Npu with `reserveBytes` (committed); it is warm after, or leaves the pool. */
+  async #preload(id: string, reserveBytes: number): Promise<void> {
+    try {
+      await this.host.env.NPU.getByName(npuName(id)).preload({ reserveBytes, pooled: true });
+      this.#sql.exec("UPDATE pool SET state = 'warm' WHERE id = ?", id);
+    } catch (e) {
+      this.#sql.exec("DELETE FROM pool WHERE id = ?", id);
+      this.host.log.warn("pool.preload_failed", { instanceId: id, ...errorFields(e) });
+    }
   }
 }

@@ -1,7 +1,8 @@
 /**
  * Reading a model's GGUF image for an Npu from one weight tier: the R2 registry (cold), the
  * model's WeightCache (staged in DO storage), or, for NPU-fork, the weight region a serving peer
- * built in its kernel memory (with the GGUF header to rebind it). Each read says how many bytes
+ * built in its kernel memory (with the GGUF header to rebind it; both ends of its stream are
+ * here: regionStream on the source, copyRegion on the target). Each read says how many bytes
  * came from which tier. Nothing is cached at module scope: every Npu holds its own copy, as it
  * would in its own isolate in production.
  */
@@ -35,10 +36,13 @@ export interface ForkImage {
   region: ReadableStream<Uint8Array>;
 }
 
-/** A forked copy: the header, and the weight region to copy into the new arena. */
+/** A fork's source, answered: the header, and the weight region still to be copied. */
 export interface ForkedWeights {
+  /** The source instance's id. */
+  from: string;
   header: Uint8Array;
-  region: Uint8Array;
+  numRegionBytes: number;
+  region: ReadableStream<Uint8Array>;
   bytesByTier: Record<WeightTier, number>;
 }
 
@@ -116,10 +120,18 @@ export async function readAttentionWeights(env: Env, ref: WeightRef): Promise<Re
   };
 }
 
+/** A fork source that cannot be copied from (not serving the model, or stopped mid-copy). */
+export function forkLost(fromInstanceId: string, what: string): Result<never> {
+  return failure(
+    errorInfo("overloaded", `instance ${fromInstanceId} ${what}`, null, "instance_unavailable"),
+  );
+}
+
 /**
  * NPU-fork: a serving peer's GGUF header and the weight region of its kernel memory as its load
  * built it (one RPC; the region comes as a byte stream, which the 32 MiB limit on an RPC value
- * does not cover). The new instance copies the region into its own arena and builds nothing.
+ * does not cover). The stream is left unread: the new instance copies it straight into its own
+ * arena (copyRegion) and builds nothing.
  */
 export async function readFork(
   env: Env,
@@ -127,23 +139,74 @@ export async function readFork(
   fromInstanceId: string,
   weights: WeightSelection,
 ): Promise<Result<ForkedWeights>> {
-  const lost = (what: string) =>
-    failure(
-      errorInfo("overloaded", `instance ${fromInstanceId} ${what}`, null, "instance_unavailable"),
-    );
   const image = await env.NPU.getByName(npuName(fromInstanceId)).forkImage({
     model: ref.model,
     weights,
   });
-  if (!image) return lost(`does not serve ${ref.model}; cannot fork from it`);
-  const region = await new Response(image.region)
-    .arrayBuffer()
-    .then((b) => new Uint8Array(b))
-    .catch(() => null);
-  if (region?.byteLength !== image.numRegionBytes) {
-    return lost(`stopped serving ${ref.model} during a fork`);
-  }
+  if (!image) return forkLost(fromInstanceId, `does not serve ${ref.model}; cannot fork from it`);
   const bytesByTier = noBytes();
-  bytesByTier.fork = image.header.byteLength + region.byteLength;
-  return { ok: true, value: { header: image.header, region, bytesByTier } };
+  bytesByTier.fork = image.header.byteLength + image.numRegionBytes;
+  return { ok: true, value: { ...image, from: fromInstanceId, bytesByTier } };
+}
+
+/** Bytes per chunk of a streamed weight region. */
+const REGION_CHUNK_BYTES = 4 * 2 ** 20;
+
+/**
+ * The weight region [from, from + n) of a runtime's memory as a stream of views, copied only by
+ * the RPC that carries it. The region is written once, at load, and the buffer outlives an unbind
+ * (a new runtime gets a new memory), so a fork in flight reads the weights as they were built.
+ * Locally the RPC hands the target 4 KiB chunks whatever this size; copyRegion reads them back
+ * in large pieces.
+ */
+export function regionStream(
+  buffer: ArrayBuffer,
+  from: number,
+  n: number,
+): ReadableStream<Uint8Array> {
+  let at = 0;
+  return new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (at >= n) return c.close();
+      const len = Math.min(REGION_CHUNK_BYTES, n - at);
+      c.enqueue(new Uint8Array(buffer, from + at, len));
+      at += len;
+    },
+  });
+}
+
+/** Bytes per read of a forked region: large reads, so few async hops per copy. */
+const COPY_READ_BYTES = 4 * 2 ** 20;
+
+/**
+ * Reads a forked weight region into `into` (a view of the new arena), exactly filling it, through
+ * one scratch buffer of COPY_READ_BYTES that each read refills (BYOB, `readAtLeast`): no
+ * region-sized intermediate buffer. False when the stream ends early, runs long or fails.
+ */
+export async function copyRegion(
+  region: ReadableStream<Uint8Array>,
+  into: Uint8Array,
+): Promise<boolean> {
+  const reader = region.getReader({ mode: "byob" });
+  let scratch = new Uint8Array(Math.min(COPY_READ_BYTES, Math.max(into.byteLength, 1)));
+  let at = 0;
+  let ok = false;
+  try {
+    while (at < into.byteLength) {
+      const want = Math.min(scratch.byteLength, into.byteLength - at);
+      const r = await reader.readAtLeast(want, new Uint8Array(scratch.buffer, 0, want));
+      if (r.done || !r.value) return false;
+      into.set(r.value, at);
+      at += r.value.byteLength;
+      scratch = new Uint8Array(r.value.buffer);
+    }
+    // the region must end here: one more read sees the end (or bytes past it)
+    ok = (await reader.read(new Uint8Array(scratch.buffer, 0, 1))).done;
+    return ok;
+  } catch {
+    return false;
+  } finally {
+    reader.releaseLock();
+    if (!ok) await region.cancel().catch(() => {});
+  }
 }
