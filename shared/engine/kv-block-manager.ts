@@ -17,6 +17,15 @@
  * salt's block (one tenant's prefix) to another. "" is the unsalted cache.
  *
  * Capacity outcomes are returned, not thrown: `grow` returns false when blocks run out.
+ *
+ * Costs (the cluster simulator runs this on every step of every instance): the free list is a
+ * doubly linked list over block ids (O(1) take-oldest, remove and append); the keyed blocks of a
+ * table always form a prefix of it (a block is keyed only after its parent, blocks are acquired
+ * keyed from the front and grown keyless at the back, and a block in use is never forgotten
+ * except all at once), so `commitFull` finds the first unkeyed block by bisection; and the chain
+ * of keys of a token array's full blocks is memoised per array (a sequence's tokens are only
+ * ever appended to, so a full block's key never changes), so a prompt that waits step after step
+ * for blocks, or a block whose key another block holds, is not hashed again each step.
  */
 import { assert } from "../assert.ts";
 
@@ -42,13 +51,40 @@ export function blockKey(
     h1 = Math.imul(h1 ^ t, 0x01000193);
     h2 = Math.imul(h2 ^ (t + 0x9e37), 0x0100019d);
   }
-  return (h1 >>> 0).toString(16).padStart(8, "0") + (h2 >>> 0).toString(16).padStart(8, "0");
+  return hex32(h1) + hex32(h2);
 }
+
+const HEX_BYTE = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
+/** `h` as 8 lowercase hex digits (what `(h >>> 0).toString(16).padStart(8, "0")` gives). */
+function hex32(h: number): string {
+  return (
+    (HEX_BYTE[(h >>> 24) & 255] as string) +
+    (HEX_BYTE[(h >>> 16) & 255] as string) +
+    (HEX_BYTE[(h >>> 8) & 255] as string) +
+    (HEX_BYTE[h & 255] as string)
+  );
+}
+
+/** The memoised keys of one token array's leading full blocks, under one salt. */
+interface KeyChain {
+  salt: string;
+  keys: string[];
+}
+
+const NONE = -1;
 
 export class KvBlockManager {
   private readonly refCounts: Int32Array;
-  /** Free blocks in the order they were freed (Map keeps insertion order): reuse the oldest. */
-  private readonly freeSet = new Map<BlockId, true>();
+  /** Free blocks in the order they were freed, a linked list: reuse the oldest (the head). */
+  private readonly freeNext: Int32Array;
+  private readonly freePrev: Int32Array;
+  private readonly isFree: Uint8Array;
+  private freeHead = NONE;
+  private freeTail = NONE;
+  private numFree = 0;
+  /** Keys of each token array's full blocks, computed once (tokens are only appended). */
+  private readonly chains = new WeakMap<readonly number[], KeyChain>();
   /** Prefix key of each full, cached block ("" when the block holds no reusable prefix). */
   private readonly keys: string[];
   private readonly byKey = new Map<string, BlockId>();
@@ -68,14 +104,17 @@ export class KvBlockManager {
   ) {
     assert(numBlocks > 0 && blockSize > 0, "block manager needs blocks");
     this.refCounts = new Int32Array(numBlocks);
-    for (let i = 0; i < numBlocks; i++) this.freeSet.set(i, true);
+    this.freeNext = new Int32Array(numBlocks);
+    this.freePrev = new Int32Array(numBlocks);
+    this.isFree = new Uint8Array(numBlocks);
+    for (let i = 0; i < numBlocks; i++) this.pushFree(i);
     this.keys = new Array<string>(numBlocks).fill("");
     this.tokens = new Array<number[] | null>(numBlocks).fill(null);
     this.salts = new Array<string>(numBlocks).fill("");
   }
 
   get numFreeBlocks(): number {
-    return this.freeSet.size;
+    return this.numFree;
   }
 
   /** Cached full blocks (free or in use) that a new prompt could reuse. */
@@ -90,17 +129,17 @@ export class KvBlockManager {
 
   /** True when `table` can grow to hold `numTokens` tokens. Changes nothing. */
   canGrow(table: BlockTable, numTokens: number): boolean {
-    return this.blocksFor(numTokens) - table.length <= this.freeSet.size;
+    return this.blocksFor(numTokens) - table.length <= this.numFree;
   }
 
   /** Grows `table` in place to hold `numTokens` tokens. Returns false (and changes nothing) when out of blocks. */
   grow(table: BlockTable, numTokens: number): boolean {
     const need = this.blocksFor(numTokens) - table.length;
     if (need <= 0) return true;
-    if (need > this.freeSet.size) return false;
+    if (need > this.numFree) return false;
     for (let i = 0; i < need; i++) {
-      const id = this.freeSet.keys().next().value as BlockId;
-      this.freeSet.delete(id);
+      const id = this.freeHead;
+      this.removeFree(id);
       assert(this.refCounts[id] === 0, `block ${id} on the free list is in use`);
       this.forget(id); // its old contents are about to be overwritten
       this.refCounts[id] = 1;
@@ -123,16 +162,14 @@ export class KvBlockManager {
     assert(table.length === 0, "prefix lookup on a sequence that already has blocks");
     const bs = this.blockSize;
     const numFull = Math.floor(Math.min(maxTokens, tokenIds.length) / bs);
-    let parent = cacheSalt;
     for (let b = 0; b < numFull; b++) {
-      const key = this.keyOfBlock(parent, tokenIds, b * bs, (b + 1) * bs);
+      const key = this.chainKey(tokenIds, b, cacheSalt);
       const id = this.byKey.get(key);
       if (id === undefined || this.salts[id] !== cacheSalt) break;
       if (!this.sameTokens(id, tokenIds, b * bs)) break;
-      if (this.refCounts[id] === 0) this.freeSet.delete(id);
+      if (this.refCounts[id] === 0) this.removeFree(id);
       this.refCounts[id] = (this.refCounts[id] as number) + 1;
       table.push(id);
-      parent = key;
     }
     const hit = table.length * bs;
     this.numQueriedTokens += Math.min(maxTokens, tokenIds.length);
@@ -153,12 +190,20 @@ export class KvBlockManager {
   ): void {
     const bs = this.blockSize;
     const numFull = Math.min(Math.floor(numComputedTokens / bs), table.length);
-    for (let b = 0; b < numFull; b++) {
+    // the keyed blocks are a prefix of the table: skip them by bisection
+    let lo = 0;
+    let hi = numFull;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.keys[table[mid] as BlockId] !== "") lo = mid + 1;
+      else hi = mid;
+    }
+    for (let b = lo; b < numFull; b++) {
       const id = table[b] as BlockId;
       if (this.keys[id] !== "") continue;
       const parent = b === 0 ? cacheSalt : (this.keys[table[b - 1] as BlockId] as string);
       if (b > 0 && parent === "") return; // a parent that is not cached cannot anchor a key
-      const key = this.keyOfBlock(parent, tokenIds, b * bs, (b + 1) * bs);
+      const key = this.chainKey(tokenIds, b, cacheSalt);
       if (this.byKey.has(key)) continue; // another block already holds this prefix
       this.keys[id] = key;
       this.tokens[id] = tokenIds.slice(b * bs, (b + 1) * bs);
@@ -174,7 +219,7 @@ export class KvBlockManager {
       const rc = (this.refCounts[id] as number) - 1;
       assert(rc >= 0, `block ${id} freed twice`);
       this.refCounts[id] = rc;
-      if (rc === 0) this.freeSet.set(id, true);
+      if (rc === 0) this.pushFree(id);
     }
     table.length = 0;
   }
@@ -191,6 +236,47 @@ export class KvBlockManager {
   /** Drops every cached prefix (e.g. after the weights changed). */
   resetPrefixCache(): void {
     for (const id of this.byKey.values()) this.forget(id);
+  }
+
+  /**
+   * The chained key of full block `b` of `tokenIds` under `salt` (its parent's key, then its
+   * tokens), from the array's memoised chain, extended as far as `b`.
+   */
+  private chainKey(tokenIds: readonly number[], b: number, salt: string): string {
+    let chain = this.chains.get(tokenIds);
+    if (!chain || chain.salt !== salt) {
+      chain = { salt, keys: [] };
+      this.chains.set(tokenIds, chain);
+    }
+    const keys = chain.keys;
+    const bs = this.blockSize;
+    for (let i = keys.length; i <= b; i++) {
+      const parent = i === 0 ? salt : (keys[i - 1] as string);
+      keys.push(this.keyOfBlock(parent, tokenIds, i * bs, (i + 1) * bs));
+    }
+    return keys[b] as string;
+  }
+
+  private pushFree(id: BlockId): void {
+    this.freePrev[id] = this.freeTail;
+    this.freeNext[id] = NONE;
+    if (this.freeTail === NONE) this.freeHead = id;
+    else this.freeNext[this.freeTail] = id;
+    this.freeTail = id;
+    this.isFree[id] = 1;
+    this.numFree++;
+  }
+
+  private removeFree(id: BlockId): void {
+    assert(this.isFree[id] === 1, `block ${id} is not on the free list`);
+    const prev = this.freePrev[id] as number;
+    const next = this.freeNext[id] as number;
+    if (prev === NONE) this.freeHead = next;
+    else this.freeNext[prev] = next;
+    if (next === NONE) this.freeTail = prev;
+    else this.freePrev[next] = prev;
+    this.isFree[id] = 0;
+    this.numFree--;
   }
 
   private forget(id: BlockId): void {
@@ -213,7 +299,10 @@ export class KvBlockManager {
     for (let id = 0; id < this.numBlocks; id++) {
       const rc = this.refCounts[id] as number;
       assert(rc >= 0, `block ${id} has negative ref count`);
-      assert((rc === 0) === this.freeSet.has(id), `block ${id} is both free and used, or neither`);
+      assert(
+        (rc === 0) === (this.isFree[id] === 1),
+        `block ${id} is both free and used, or neither`,
+      );
       const key = this.keys[id] as string;
       if (key !== "") assert(this.byKey.get(key) === id, `block ${id}'s key does not map back`);
       assert((key !== "") === (this.tokens[id] !== null), `block ${id} is half cached`);
@@ -221,5 +310,15 @@ export class KvBlockManager {
     }
     for (const [key, id] of this.byKey)
       assert(this.keys[id] === key, `key ${key} maps to a block without it`);
+    let n = 0;
+    for (
+      let id = this.freeHead, prev = NONE;
+      id !== NONE;
+      prev = id, id = this.freeNext[id] as number
+    ) {
+      assert(this.isFree[id] === 1 && this.freePrev[id] === prev, `free list broken at ${id}`);
+      n++;
+    }
+    assert(n === this.numFree, `free list holds ${n} blocks, counted ${this.numFree}`);
   }
 }
