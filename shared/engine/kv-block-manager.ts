@@ -18,73 +18,24 @@
  *
  * Capacity outcomes are returned, not thrown: `grow` returns false when blocks run out.
  *
- * Costs (the cluster simulator runs this on every step of every instance): the free list is a
- * doubly linked list over block ids (O(1) take-oldest, remove and append); the keyed blocks of a
- * table always form a prefix of it (a block is keyed only after its parent, blocks are acquired
- * keyed from the front and grown keyless at the back, and a block in use is never forgotten
- * except all at once), so `commitFull` finds the first unkeyed block by bisection; and the chain
- * of keys of a token array's full blocks is memoised per array (a sequence's tokens are only
- * ever appended to, so a full block's key never changes), so a prompt that waits step after step
- * for blocks, or a block whose key another block holds, is not hashed again each step.
+ * Costs (the simulator runs this every step of every instance): the free list is an `IdQueue`;
+ * a table's keyed blocks are a prefix of it (keyed only after the parent, acquired keyed at the
+ * front, grown unkeyed at the back, never forgotten while in use), so `commitFull` bisects to the
+ * first unkeyed one; a token array's chain of keys is memoised (tokens are only appended).
  */
 import { assert } from "../assert.ts";
+import { blockKey } from "../block-key.ts";
+import { IdQueue } from "../id-queue.ts";
 
 export type BlockId = number;
 export type BlockTable = BlockId[];
 
-/** Chained 64-bit FNV-1a key of a full block: parent key + the block's token ids. */
-export function blockKey(
-  parent: string,
-  tokenIds: readonly number[],
-  from: number,
-  to: number,
-): string {
-  let h1 = 0x811c9dc5;
-  let h2 = 0xcbf29ce4;
-  for (let i = 0; i < parent.length; i++) {
-    const c = parent.charCodeAt(i);
-    h1 = Math.imul(h1 ^ c, 0x01000193);
-    h2 = Math.imul(h2 ^ c, 0x0100019d);
-  }
-  for (let i = from; i < to; i++) {
-    const t = tokenIds[i] as number;
-    h1 = Math.imul(h1 ^ t, 0x01000193);
-    h2 = Math.imul(h2 ^ (t + 0x9e37), 0x0100019d);
-  }
-  return hex32(h1) + hex32(h2);
-}
-
-const HEX_BYTE = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
-
-/** `h` as 8 lowercase hex digits (what `(h >>> 0).toString(16).padStart(8, "0")` gives). */
-function hex32(h: number): string {
-  return (
-    (HEX_BYTE[(h >>> 24) & 255] as string) +
-    (HEX_BYTE[(h >>> 16) & 255] as string) +
-    (HEX_BYTE[(h >>> 8) & 255] as string) +
-    (HEX_BYTE[h & 255] as string)
-  );
-}
-
-/** The memoised keys of one token array's leading full blocks, under one salt. */
-interface KeyChain {
-  salt: string;
-  keys: string[];
-}
-
-const NONE = -1;
-
 export class KvBlockManager {
   private readonly refCounts: Int32Array;
-  /** Free blocks in the order they were freed, a linked list: reuse the oldest (the head). */
-  private readonly freeNext: Int32Array;
-  private readonly freePrev: Int32Array;
-  private readonly isFree: Uint8Array;
-  private freeHead = NONE;
-  private freeTail = NONE;
-  private numFree = 0;
+  /** Free blocks in the order they were freed: reuse the oldest. */
+  private readonly freeList: IdQueue;
   /** Keys of each token array's full blocks, computed once (tokens are only appended). */
-  private readonly chains = new WeakMap<readonly number[], KeyChain>();
+  private readonly chains = new WeakMap<readonly number[], { salt: string; keys: string[] }>();
   /** Prefix key of each full, cached block ("" when the block holds no reusable prefix). */
   private readonly keys: string[];
   private readonly byKey = new Map<string, BlockId>();
@@ -104,17 +55,15 @@ export class KvBlockManager {
   ) {
     assert(numBlocks > 0 && blockSize > 0, "block manager needs blocks");
     this.refCounts = new Int32Array(numBlocks);
-    this.freeNext = new Int32Array(numBlocks);
-    this.freePrev = new Int32Array(numBlocks);
-    this.isFree = new Uint8Array(numBlocks);
-    for (let i = 0; i < numBlocks; i++) this.pushFree(i);
+    this.freeList = new IdQueue(numBlocks);
+    for (let i = 0; i < numBlocks; i++) this.freeList.push(i);
     this.keys = new Array<string>(numBlocks).fill("");
     this.tokens = new Array<number[] | null>(numBlocks).fill(null);
     this.salts = new Array<string>(numBlocks).fill("");
   }
 
   get numFreeBlocks(): number {
-    return this.numFree;
+    return this.freeList.size;
   }
 
   /** Cached full blocks (free or in use) that a new prompt could reuse. */
@@ -129,17 +78,17 @@ export class KvBlockManager {
 
   /** True when `table` can grow to hold `numTokens` tokens. Changes nothing. */
   canGrow(table: BlockTable, numTokens: number): boolean {
-    return this.blocksFor(numTokens) - table.length <= this.numFree;
+    return this.blocksFor(numTokens) - table.length <= this.freeList.size;
   }
 
   /** Grows `table` in place to hold `numTokens` tokens. Returns false (and changes nothing) when out of blocks. */
   grow(table: BlockTable, numTokens: number): boolean {
     const need = this.blocksFor(numTokens) - table.length;
     if (need <= 0) return true;
-    if (need > this.numFree) return false;
+    if (need > this.freeList.size) return false;
     for (let i = 0; i < need; i++) {
-      const id = this.freeHead;
-      this.removeFree(id);
+      const id = this.freeList.front();
+      this.freeList.remove(id);
       assert(this.refCounts[id] === 0, `block ${id} on the free list is in use`);
       this.forget(id); // its old contents are about to be overwritten
       this.refCounts[id] = 1;
@@ -167,7 +116,7 @@ export class KvBlockManager {
       const id = this.byKey.get(key);
       if (id === undefined || this.salts[id] !== cacheSalt) break;
       if (!this.sameTokens(id, tokenIds, b * bs)) break;
-      if (this.refCounts[id] === 0) this.removeFree(id);
+      if (this.refCounts[id] === 0) this.freeList.remove(id);
       this.refCounts[id] = (this.refCounts[id] as number) + 1;
       table.push(id);
     }
@@ -219,7 +168,7 @@ export class KvBlockManager {
       const rc = (this.refCounts[id] as number) - 1;
       assert(rc >= 0, `block ${id} freed twice`);
       this.refCounts[id] = rc;
-      if (rc === 0) this.pushFree(id);
+      if (rc === 0) this.freeList.push(id);
     }
     table.length = 0;
   }
@@ -257,28 +206,6 @@ export class KvBlockManager {
     return keys[b] as string;
   }
 
-  private pushFree(id: BlockId): void {
-    this.freePrev[id] = this.freeTail;
-    this.freeNext[id] = NONE;
-    if (this.freeTail === NONE) this.freeHead = id;
-    else this.freeNext[this.freeTail] = id;
-    this.freeTail = id;
-    this.isFree[id] = 1;
-    this.numFree++;
-  }
-
-  private removeFree(id: BlockId): void {
-    assert(this.isFree[id] === 1, `block ${id} is not on the free list`);
-    const prev = this.freePrev[id] as number;
-    const next = this.freeNext[id] as number;
-    if (prev === NONE) this.freeHead = next;
-    else this.freeNext[prev] = next;
-    if (next === NONE) this.freeTail = prev;
-    else this.freePrev[next] = prev;
-    this.isFree[id] = 0;
-    this.numFree--;
-  }
-
   private forget(id: BlockId): void {
     const key = this.keys[id] as string;
     if (key !== "" && this.byKey.get(key) === id) this.byKey.delete(key);
@@ -299,10 +226,7 @@ export class KvBlockManager {
     for (let id = 0; id < this.numBlocks; id++) {
       const rc = this.refCounts[id] as number;
       assert(rc >= 0, `block ${id} has negative ref count`);
-      assert(
-        (rc === 0) === (this.isFree[id] === 1),
-        `block ${id} is both free and used, or neither`,
-      );
+      assert((rc === 0) === this.freeList.has(id), `block ${id} is both free and used, or neither`);
       const key = this.keys[id] as string;
       if (key !== "") assert(this.byKey.get(key) === id, `block ${id}'s key does not map back`);
       assert((key !== "") === (this.tokens[id] !== null), `block ${id} is half cached`);
@@ -310,15 +234,6 @@ export class KvBlockManager {
     }
     for (const [key, id] of this.byKey)
       assert(this.keys[id] === key, `key ${key} maps to a block without it`);
-    let n = 0;
-    for (
-      let id = this.freeHead, prev = NONE;
-      id !== NONE;
-      prev = id, id = this.freeNext[id] as number
-    ) {
-      assert(this.isFree[id] === 1 && this.freePrev[id] === prev, `free list broken at ${id}`);
-      n++;
-    }
-    assert(n === this.numFree, `free list holds ${n} blocks, counted ${this.numFree}`);
+    assert([...this.freeList].length === this.freeList.size, "free list miscounted");
   }
 }
