@@ -7,13 +7,15 @@
  *
  *   npm run -s sim:sweep -- [--full] [--traces P1,P2] [--instances 8,16] [--loads 0.5,0.7]
  *     [--duration S|whole] [--policies P1,P2] [--card PATH] [--seed N] [--out PATH]
- *     [--saturation-only]
+ *     [--saturation-only] [--saturation-rps R]
  *
  * Default: 8 instances, utilizations 0.5/0.7/0.9, 120 s of arrivals per point, the three traces
  * in ../shared/traces. `--full`: 16 and 64 instances, utilizations 0.3 to 1.1, every row of each
  * trace (`--duration whole`: Poisson arrivals carrying all rows in order; long). `--policies` runs
  * a subset (default: every policy). `--saturation-only` measures and records the saturations
- * and runs no load point. Prints one line per point to stderr and a summary JSON line last.
+ * and runs no load point; `--saturation-rps R` takes R as the saturation instead of measuring it
+ * (one trace and size: to continue a sweep with its printed figure). Prints one line per point to
+ * stderr and a summary JSON line last.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
@@ -50,6 +52,7 @@ const { values } = parseArgs({
     seed: { type: "string", default: "1" },
     out: { type: "string", default: "docs/sim/sweep.json" },
     "saturation-only": { type: "boolean", default: false },
+    "saturation-rps": { type: "string" },
   },
 });
 
@@ -74,6 +77,10 @@ const policies = values.policies
 const unknown = policies.filter((p) => !SCHEDULER_POLICIES.includes(p));
 if (unknown.length > 0) {
   console.error(`sim:sweep: unknown policies ${unknown.join(",")}`);
+  process.exit(2);
+}
+if (values["saturation-rps"] !== undefined && traces.length * sizes.length > 1) {
+  console.error("sim:sweep: --saturation-rps needs one trace and one cluster size");
   process.exit(2);
 }
 const seed = Number(values.seed);
@@ -121,12 +128,17 @@ function save(): void {
 for (const path of traces) {
   const name = path.split("/").pop() as string;
   for (const n of sizes) {
-    const measured = await measureSaturation(path, card, n, seed);
-    saturations.push({ trace: name, instances: n, saturation: measured });
-    save();
-    console.error(`${name} n=${n}: ${describeSaturation(measured)}`);
+    let sat: number;
+    if (values["saturation-rps"] !== undefined) {
+      sat = numbers(values["saturation-rps"])[0] as number;
+    } else {
+      const measured = await measureSaturation(path, card, n, seed);
+      saturations.push({ trace: name, instances: n, saturation: measured });
+      save();
+      console.error(`${name} n=${n}: ${describeSaturation(measured)}`);
+      sat = measured.rps;
+    }
     if (values["saturation-only"]) continue;
-    const sat = measured.rps;
     for (const u of loads) {
       const rate = u * sat;
       const tr = await traceRequests(path, Math.ceil(rate * (durationMs / 1000) * 1.2) + 50, seed);

@@ -1,9 +1,10 @@
 /**
- * Renders sim:sweep's JSON (default docs/sim/sweep.json; several files comma-separated) as SVG
- * line charts, no dependencies: for each trace and cluster size, goodput and TTFT p90 against
- * utilization, one line per policy, written next to its JSON as `<trace>-n<N>.svg`. Prints a
- * markdown table per chart (goodput req/s, TTFT p90 s, cache hit rate, load imbalance) for the
- * README.
+ * Renders sim:sweep's JSON (default docs/sim/sweep.json; several files comma-separated, e.g. a
+ * sweep continued with `--saturation-rps`, are pooled) as SVG line charts, no dependencies: for
+ * each trace and cluster size, goodput and TTFT p90 against utilization, one line per policy
+ * (a policy a point did not run is left out there), written next to the first file as
+ * `<trace>-n<N>.svg`. Prints a markdown table per chart (goodput req/s, TTFT p90 s, cache hit
+ * rate, load imbalance) for the README.
  *
  *   npm run -s sim:plot -- [--in docs/sim/sweep.json[,more.json]]
  */
@@ -98,8 +99,13 @@ function panel(
   return out.join("\n");
 }
 
+/** Every policy any point ran, in first-seen order. */
+function policiesOf(points: SweepPoint[]): string[] {
+  return [...new Set(points.flatMap((p) => Object.keys(p.policies)))];
+}
+
 function seriesOf(points: SweepPoint[], metric: (r: RunReport) => number | null): Series[] {
-  const names = Object.keys(points[0]?.policies ?? {});
+  const names = policiesOf(points);
   return names.map((name) => ({
     name,
     xy: points.flatMap((p) => {
@@ -110,7 +116,12 @@ function seriesOf(points: SweepPoint[], metric: (r: RunReport) => number | null)
   }));
 }
 
-for (const input of values.in.split(",")) plot(input, JSON.parse(readFileSync(input, "utf8")));
+const inputs = values.in.split(",");
+const sweeps = inputs.map((f) => JSON.parse(readFileSync(f, "utf8")) as Sweep);
+plot(inputs[0] as string, {
+  config: (sweeps[0] as Sweep).config,
+  points: sweeps.flatMap((w) => w.points),
+});
 
 function plot(input: string, sweep: Sweep): void {
   const groups = new Map<string, SweepPoint[]>();
@@ -124,7 +135,7 @@ function plot(input: string, sweep: Sweep): void {
       : `${sweep.config.duration_s} s of Poisson arrivals`;
   for (const [key, pts] of groups) {
     pts.sort((a, b) => a.utilization - b.utilization);
-    const names = Object.keys(pts[0]?.policies ?? {});
+    const names = policiesOf(pts);
     const legend = names
       .map(
         (n, i) =>
@@ -165,7 +176,8 @@ function plot(input: string, sweep: Sweep): void {
     console.log(`| --- | ${names.map(() => "---").join(" | ")} |`);
     for (const p of pts) {
       const cells = names.map((n) => {
-        const r = p.policies[n] as RunReport;
+        const r = p.policies[n];
+        if (!r) return "–";
         const ttft = ((r.ttft_ms.p90 ?? 0) / 1000).toFixed(1);
         return `${r.goodput_rps} / ${ttft} / ${r.cache_hit_rate.toFixed(3)} / ${r.load_imbalance}`;
       });
