@@ -6,16 +6,23 @@
  * policy's bench:serve result and the goodput ratios on its last line.
  *
  *   npm run -s bench:compare -- --trace ../shared/traces/mooncake-conversation.jsonl [--instances 3]
- *     [--rate R] [--duration S] [--slo-ttft-ms A] [--slo-tpot-ms B] [--ctx N] [--json]
+ *     [--model-file PATH | --model NAME] [--rate R] [--duration S] [--slo-ttft-ms A]
+ *     [--slo-tpot-ms B] [--ctx N] [--json]
+ *
+ * The model: the checkpoint `--model-file` (default models/default-moe.gguf), uploaded first
+ * unless it is the server's own default model (bench/model-file.ts); `--model NAME` alone serves
+ * a model the server already has.
  */
 import { execFileSync } from "node:child_process";
 import { parseArgs } from "node:util";
-import { ADMIN_KEY, startDevServer } from "../test/helpers/dev-server.ts";
+import { ADMIN_KEY, LOCAL_KEY, startDevServer } from "../test/helpers/dev-server.ts";
+import { DEFAULT_MODEL_FILE, serveModelFile } from "./model-file.ts";
 
 const { values } = parseArgs({
   options: {
     trace: { type: "string", default: "../shared/traces/mooncake-conversation.jsonl" },
-    model: { type: "string", default: "default-moe" },
+    model: { type: "string" },
+    "model-file": { type: "string" },
     instances: { type: "string", default: "3" },
     rate: { type: "string" },
     duration: { type: "string", default: "20" },
@@ -30,6 +37,15 @@ const { values } = parseArgs({
 // the scaled trace's prompts are at most --ctx tokens and its hash blocks ~16: index every block
 const server = await startDevServer({ PREFIX_INDEX_TOKENS: "16" });
 try {
+  const model =
+    values.model ??
+    (
+      await serveModelFile(
+        server.url,
+        { apiKey: LOCAL_KEY, adminKey: ADMIN_KEY },
+        values["model-file"] ?? DEFAULT_MODEL_FILE,
+      )
+    ).model;
   const results: Record<string, Record<string, unknown>> = {};
   // the first pass only warms the JIT (its numbers are discarded); then one pass per policy
   for (const policy of ["warm-up", "deepflow", "round-robin", "least-loaded"]) {
@@ -39,7 +55,7 @@ try {
         method: "POST",
         headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" },
         body: JSON.stringify({
-          model: values.model,
+          model,
           mode: "colocated",
           instances: { colocated: Number(values.instances) },
           scheduler: policy === "warm-up" ? "least-loaded" : policy,
@@ -58,7 +74,7 @@ try {
       "--admin-key",
       ADMIN_KEY,
       "--model",
-      values.model as string,
+      model,
       "--deployment",
       id,
       "--trace",

@@ -28,10 +28,11 @@
  * time: first send to the last request settling). Failures (non-2xx, error frames, network errors,
  * truncated streams, drain timeouts) count in `failed`, by reason in `failure_reasons`.
  *
- * Without --base-url it starts its own `wrangler dev` (local keys) and uploads --model-file first
- * if given. Prints one JSON object on its last line.
+ * Without --base-url it starts its own `wrangler dev` (local keys). The model: `--model NAME`
+ * alone serves a model the server has; otherwise `--model-file PATH` (default
+ * models/default-moe.gguf, bench/model-file.ts) is served as its file name, uploaded first unless
+ * it is the server's own default model. Prints one JSON object on its last line.
  */
-import { readFileSync } from "node:fs";
 import { basename } from "node:path";
 import { parseArgs } from "node:util";
 import {
@@ -40,6 +41,7 @@ import {
   LOCAL_KEY,
   startDevServer,
 } from "../test/helpers/dev-server.ts";
+import { DEFAULT_MODEL_FILE, modelIdOf, serveModelFile } from "./model-file.ts";
 import { type Outcome, streamCompletion } from "./stream-request.ts";
 import {
   type LoadedTrace,
@@ -113,9 +115,10 @@ const format = values.format as TraceFormat | undefined;
 if (format !== undefined && format !== "azure" && format !== "mooncake") {
   fail(`--format must be azure or mooncake, got "${format}"`);
 }
-const modelFile = values["model-file"];
-const model =
-  values.model ?? (modelFile ? basename(modelFile).replace(/\.gguf$/i, "") : "default-moe");
+// --model alone names a model the server already has; otherwise the checkpoint file is served
+const modelFile =
+  values["model-file"] ?? (values.model === undefined ? DEFAULT_MODEL_FILE : undefined);
+const model = values.model ?? modelIdOf(modelFile as string);
 const deployment = values.deployment;
 const rate = values.rate === undefined ? null : positive("rate", values.rate);
 const seed = num("seed", values.seed, { int: true });
@@ -177,19 +180,6 @@ async function errorText(res: Response): Promise<string> {
     // not JSON
   }
   return text.slice(0, 200);
-}
-
-/** Uploads a GGUF (admin); returns the summary the server read from it. */
-async function uploadModel(baseUrl: string, adminKey: string, path: string): Promise<ModelInfo> {
-  const bytes = readFileSync(path);
-  const res = await fetch(`${baseUrl}/api/models/${encodeURIComponent(model)}`, {
-    method: "PUT",
-    headers: { authorization: `Bearer ${adminKey}` },
-    body: bytes,
-  });
-  if (res.status !== 201) failRun(`uploading ${path}: ${res.status} ${await errorText(res)}`);
-  const o = (await res.json()) as Record<string, unknown>;
-  return { contextLength: asPositiveInt(o.contextLength), vocabSize: asPositiveInt(o.vocabSize) };
 }
 
 /**
@@ -317,9 +307,13 @@ async function main(): Promise<void> {
     const adminKey = values["admin-key"] ?? (external ? null : ADMIN_KEY);
     let info: ModelInfo = { contextLength: null, vocabSize: null };
     if (modelFile) {
-      if (!adminKey) failRun("--model-file with --base-url needs --admin-key");
-      info = await uploadModel(baseUrl, adminKey, modelFile);
-      log(`uploaded ${modelFile} as ${model}`);
+      const served = await serveModelFile(baseUrl, { apiKey, adminKey }, modelFile, model).catch(
+        (e: Error) => failRun(`${e.message} (--model-file with --base-url needs --admin-key)`),
+      );
+      info = { contextLength: served.contextLength, vocabSize: served.vocabSize };
+      log(
+        served.uploaded ? `uploaded ${modelFile} as ${model}` : `${model} is the server's default`,
+      );
     }
     const found = await modelInfo(baseUrl, adminKey);
     info = {

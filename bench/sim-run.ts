@@ -8,7 +8,13 @@ import { readFileSync } from "node:fs";
 import type { PdProfile } from "../shared/serving/pd-profile.ts";
 import { type SimRequest, simulate } from "../shared/sim/cluster.ts";
 import { checkModelCard, type ModelCard } from "../shared/sim/cost-model.ts";
-import { asBurst, burstThroughputRps } from "../shared/sim/load.ts";
+import {
+  asBurst,
+  burstThroughputRps,
+  keptUp,
+  type RateSearch,
+  sustainableRate,
+} from "../shared/sim/load.ts";
 import { type PolicyReport, report, type Slo } from "../shared/sim/report.ts";
 import type { SchedulerPolicy } from "../shared/types/deployments.ts";
 import {
@@ -47,17 +53,26 @@ export interface TraceRequests {
 }
 
 /**
- * The first `maxRows` rows of a trace as requests (the trace's own times). Real lengths, unless
- * `scaleCtx` is given: then scaled into that context exactly as bench:serve scales them (factor
- * min(1, ctx / p99(input + output)), hash blocks of `scaledBlockTokens`), to replay a local run.
+ * The first `maxRows` rows of a trace as requests (the trace's own times), or with `spread` (the
+ * trace's row count) `maxRows` rows evenly spread over the whole trace. Real lengths,
+ * unless `scaleCtx` is given: then scaled into that context exactly as bench:serve scales them
+ * (factor min(1, ctx / p99(input + output)), hash blocks of `scaledBlockTokens`), to replay a
+ * local run.
  */
 export async function traceRequests(
   path: string,
   maxRows: number,
   seed: number,
   scaleCtx: number | null = null,
+  spread: number | null = null,
 ): Promise<TraceRequests> {
-  const t = await loadTrace(path, (i) => i < maxRows);
+  // spread: row i is kept when it starts a new 1/maxRows-th of the trace
+  const keep =
+    spread === null
+      ? (i: number) => i < maxRows
+      : (i: number) =>
+          Math.floor(((i + 1) * maxRows) / spread) > Math.floor((i * maxRows) / spread);
+  const t = await loadTrace(path, keep);
   const t0 = t.rows[0]?.timestampMs ?? 0;
   const factor = scaleCtx === null ? 1 : scaleFactor(t.p99TotalTokens, scaleCtx);
   const blockTokens = scaledBlockTokens(MOONCAKE_BLOCK_SIZE, factor);
@@ -84,37 +99,74 @@ export async function traceRequests(
   return { requests, traceRps, numRows: t.numRows };
 }
 
-/**
- * Rows used to measure saturation: three full batches per instance, a batch being what the KV
- * cache holds of requests of the sample's mean length (`meanTokens`, prompt + output), at most
- * `maxNumSeqs`; at least 200 rows.
- */
-export function saturationSampleSize(
-  numInstances: number,
-  card: ModelCard,
-  meanTokens: number,
-): number {
-  const batch = Math.max(
-    1,
-    Math.min(card.maxNumSeqs, Math.floor(card.kvCapacityTokens / meanTokens)),
-  );
-  return Math.max(200, 3 * numInstances * batch);
-}
-
-/** Mean prompt + output tokens of requests. */
-export function meanTokens(requests: readonly SimRequest[]): number {
-  const total = requests.reduce((a, r) => a + r.promptIds.length + r.outputTokens, 0);
-  return total / Math.max(1, requests.length);
-}
-
-/** The cluster's saturation throughput (requests/s) on the first rows of the trace. */
-export function measureSaturation(
+/** The cluster's burst throughput (requests/s) on `requests`, all arriving at time 0. */
+export function burstRps(
   requests: readonly SimRequest[],
   card: ModelCard,
   numInstances: number,
 ): number {
   const r = simulate(asBurst(requests), { card, numInstances, policy: SATURATION_POLICY });
   return burstThroughputRps(r.outcomes);
+}
+
+/** Seconds of arrivals a load probe aims at (at the first guess; fewer when rows run out). */
+export const PROBE_WINDOW_S = 300;
+/** Rows a load probe carries at least (or the whole trace). */
+export const PROBE_MIN_ROWS = 1000;
+
+export interface Saturation extends RateSearch {
+  /** One instance's burst throughput on the first 200 rows times the instances. */
+  guessRps: number;
+  /** The probes' rows, evenly spread over the trace's `traceRows`. */
+  rows: number;
+  traceRows: number;
+  wallS: number;
+}
+
+/**
+ * The cluster's saturation throughput on a trace, measured: the highest Poisson rate at which
+ * `numInstances` instances under least-loaded keep up with the arrivals (shared/sim/load.ts,
+ * `sustainableRate` to 5%). Each probe replays the same rows, evenly spread over the whole trace
+ * (about `PROBE_WINDOW_S` of arrivals at the guess), and stops at its last arrival.
+ */
+export async function measureSaturation(
+  path: string,
+  card: ModelCard,
+  numInstances: number,
+  seed: number,
+): Promise<Saturation> {
+  const t0 = performance.now();
+  const head = await traceRequests(path, 200, seed);
+  const guessRps = numInstances * burstRps(head.requests, card, 1);
+  const want = Math.min(
+    head.numRows,
+    Math.max(PROBE_MIN_ROWS, Math.ceil(guessRps * PROBE_WINDOW_S)),
+  );
+  const pool = (await traceRequests(path, want, seed, null, head.numRows)).requests;
+  const keepsUp = (rps: number): boolean => {
+    const times = poissonArrivals(rps, seed, Number.POSITIVE_INFINITY, pool.length);
+    const requests = times.map((t, i) => ({ ...(pool[i] as SimRequest), arrivalMs: t }));
+    const windowMs = times[times.length - 1] as number;
+    const r = simulate(requests, {
+      card,
+      numInstances,
+      policy: SATURATION_POLICY,
+      stopAtMs: windowMs,
+    });
+    return keptUp(r.outcomes, windowMs).kept;
+  };
+  const search = sustainableRate(keepsUp, guessRps);
+  const wallS = Number(((performance.now() - t0) / 1000).toFixed(1));
+  return { ...search, guessRps, rows: pool.length, traceRows: head.numRows, wallS };
+}
+
+/** One line on how a saturation was measured, for stderr. */
+export function describeSaturation(s: Saturation): string {
+  const probes = s.probes.map((p) => `${p.rps.toFixed(2)}${p.kept ? "+" : "-"}`).join(" ");
+  return (
+    `saturation ${s.rps.toFixed(3)} req/s (guess ${s.guessRps.toFixed(2)}; probes ${probes}; ` +
+    `${s.rows} of ${s.traceRows} rows; ${s.wallS} s)`
+  );
 }
 
 export type ArrivalMode = "poisson" | "trace";

@@ -9,11 +9,12 @@
  *     [--interference G] [--scale-ctx N] [--pd P:D [--profile HEATMAP.json]] [--json]
  *
  * Lengths are the trace's own, unscaled. Load: `--utilization U` measures the cluster's
- * saturation throughput on the trace (a burst of its first rows, shared/sim/load.ts; printed)
- * and offers U times it; `--rate R` offers R requests/s; both use seeded Poisson arrivals
+ * saturation throughput on the trace (the highest Poisson rate whose backlog stays level, found
+ * by bisection: shared/sim/load.ts, `measureSaturation`; printed) and offers U times it; `--rate R` offers R requests/s; both use seeded Poisson arrivals
  * carrying the rows in order, or with `--arrivals trace` the trace's own times compressed to that
  * mean rate. Without either, the trace's times divided by `--time-scale` (default 1). Only
- * arrivals in the first `--duration` seconds are replayed; every request then runs to its end.
+ * arrivals in the first `--duration` seconds are replayed (`--duration whole`: every row of the
+ * trace); every request then runs to its end.
  * SLOs default to the card's. The prefix tree keys a prompt every T tokens, a multiple of the
  * card's block size (default: PREFIX_INDEX_TOKENS's default, 512, as the JobExecutor);
  * `--interference G` sets deepflow's interference weight (`placementCost`; 0: without it).
@@ -33,12 +34,11 @@ import {
   atRate,
   atTimeScale,
   DEFAULT_CARD_PATH,
+  describeSaturation,
   FALLBACK_SLO,
-  meanTokens,
   measureSaturation,
   readCard,
   runPolicies,
-  saturationSampleSize,
   traceRequests,
 } from "./sim-run.ts";
 
@@ -98,7 +98,11 @@ if (values.arrivals !== "poisson" && values.arrivals !== "trace") {
   fail(`--arrivals must be poisson or trace, got ${values.arrivals}`);
 }
 const arrivalMode: ArrivalMode = values.arrivals;
-const durationMs = positive("duration", values.duration) * 1000;
+// "whole": every row of the trace (at a rate: Poisson arrivals until the rows run out)
+const durationMs =
+  values.duration === "whole"
+    ? Number.POSITIVE_INFINITY
+    : positive("duration", values.duration) * 1000;
 const seed = Number(values.seed);
 if (!Number.isSafeInteger(seed) || seed < 0) fail("--seed must be a non-negative integer");
 const cardPath = values.card ?? DEFAULT_CARD_PATH;
@@ -123,16 +127,10 @@ let rps: number | null = values.rate === undefined ? null : positive("rate", val
 let saturationRps: number | null = null;
 if (values.utilization !== undefined) {
   const u = positive("utilization", values.utilization);
-  const first = await traceRequests(tracePath, 200, seed);
-  const sample = saturationSampleSize(numInstances, card, meanTokens(first.requests));
-  const head = await traceRequests(tracePath, sample, seed);
-  const t = performance.now();
-  saturationRps = measureSaturation(head.requests, card, numInstances);
+  const sat = await measureSaturation(tracePath, card, numInstances, seed);
+  saturationRps = sat.rps;
   rps = u * saturationRps;
-  console.error(
-    `saturation: ${saturationRps.toFixed(3)} req/s (burst of ${head.requests.length} rows, ` +
-      `${((performance.now() - t) / 1000).toFixed(1)} s); offering ${u} x = ${rps.toFixed(3)} req/s`,
-  );
+  console.error(`${describeSaturation(sat)}; offering ${u} x = ${rps.toFixed(3)} req/s`);
 }
 // enough rows for the window: the expected Poisson count with 20% headroom, else all of them
 const rowsWanted =
@@ -148,7 +146,7 @@ const requests =
     : atRate(tr, rps, arrivalMode, seed, durationMs);
 if (requests.length === 0) fail("no requests fall in the replay window (try --duration)");
 const lastArrival = requests[requests.length - 1]?.arrivalMs ?? 0;
-if (rps !== null && lastArrival < 0.9 * durationMs) {
+if (rps !== null && Number.isFinite(durationMs) && lastArrival < 0.9 * durationMs) {
   console.error(
     `note: the trace's ${tr.numRows} rows end ${(lastArrival / 1000).toFixed(0)} s into the window`,
   );
@@ -195,7 +193,8 @@ const config = {
   rate: rps === null ? null : Number(rps.toFixed(4)),
   arrivals: rps === null ? "trace" : arrivalMode,
   time_scale: rps === null ? timeScale : null,
-  duration_s: durationMs / 1000,
+  duration_s: Number.isFinite(durationMs) ? durationMs / 1000 : "whole",
+  last_arrival_s: Number((lastArrival / 1000).toFixed(1)),
   seed,
   slo_ttft_ms: slo.ttftMs,
   slo_tpot_ms: slo.tpotMs,

@@ -1,15 +1,17 @@
 /**
  * The simulator against a measured run (issue 13): replays a short trace through the real
  * server, `bench:serve` against the direct server (test/helpers/direct-server.ts: the deploy
- * bundle on one workerd, no wrangler proxy; one instance of the embedded default model), `--reps`
+ * bundle on one workerd, no wrangler proxy; one instance of the checkpoint `--model-file`, default
+ * models/default-moe.gguf, uploaded unless it is the server's own default model), `--reps`
  * times with fresh prompt salts, and through the simulator (shared/sim/cluster.ts, one instance,
  * least-loaded) with the same arrivals and lengths (sim-run.ts scales them as bench:serve does).
  *
  * The card: this machine is shared, and its speed moves with the load (engine steps ~2.4x slower
  * at load 7 than at 4), so by default each repetition first measures its own card,
  * `profile:steps` (the engine terms) then `profile:path` (the serving path's, on a direct
- * server of its own), from synthetic requests only (nothing fitted to the trace), and simulates
- * with it; `--card PATH` uses a fixed card instead. Prints, per metric (TTFT p50/p90, TPOT
+ * server of its own), both on that checkpoint, from synthetic requests only (nothing fitted to
+ * the trace), and simulates with it; `--card PATH` uses a fixed card instead, which must name the
+ * same checkpoint (its `checkpoint` field, written by profile:steps). Prints, per metric (TTFT p50/p90, TPOT
  * p50/p90, throughput), the median of the measured repetitions and of the simulated ones, the
  * relative error (simulated / measured - 1), whether it is within `--tolerance`, the median of
  * the per-repetition errors (each simulation against its own run, `rel_error_paired`), and the
@@ -17,18 +19,19 @@
  * line.
  *
  *   npm run -s sim:validate -- [--trace PATH] [--duration S] [--time-scale X | --rate R]
- *     [--seed N] [--ctx N] [--reps N] [--card PATH] [--tolerance F] [--json]
+ *     [--seed N] [--ctx N] [--reps N] [--model-file PATH] [--card PATH] [--tolerance F] [--json]
  */
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { parseArgs } from "node:util";
 import { simulate } from "../shared/sim/cluster.ts";
 import { type ModelCard, PATH_FIELDS } from "../shared/sim/cost-model.ts";
 import { report } from "../shared/sim/report.ts";
 import { ADMIN_KEY, LOCAL_KEY } from "../test/helpers/dev-server.ts";
 import { startDirectServer } from "../test/helpers/direct-server.ts";
+import { DEFAULT_MODEL_FILE } from "./model-file.ts";
 import { atRate, atTimeScale, readCard, traceRequests } from "./sim-run.ts";
 import { loadTrace, poissonArrivals } from "./traces.ts";
 
@@ -42,6 +45,7 @@ const { values } = parseArgs({
     ctx: { type: "string", default: "512" },
     reps: { type: "string", default: "3" },
     card: { type: "string" },
+    "model-file": { type: "string", default: DEFAULT_MODEL_FILE },
     tolerance: { type: "string", default: "0.15" },
     json: { type: "boolean", default: false },
   },
@@ -67,7 +71,14 @@ if (!Number.isSafeInteger(seed) || seed < 0) fail("--seed must be a non-negative
 const ctx = positive("ctx", values.ctx);
 const reps = positive("reps", values.reps);
 const tolerance = positive("tolerance", values.tolerance);
+const modelFile = values["model-file"];
 const fixedCard = values.card === undefined ? null : readCard(values.card);
+if (fixedCard && fixedCard.checkpoint !== basename(modelFile)) {
+  fail(
+    `${values.card} was measured on ${fixedCard.checkpoint ?? "an unnamed checkpoint"}, not ` +
+      `${basename(modelFile)} (profile:steps --model ${modelFile} measures one)`,
+  );
+}
 const log = (msg: string) => console.error(msg);
 
 /** The metrics compared, and how to read each from a bench:serve or a simulator report. */
@@ -110,8 +121,9 @@ function tsx(args: string[]): Promise<string> {
 
 /** A card measured now: profile:steps, then profile:path on top of it. */
 async function measureCard(path: string): Promise<ModelCard> {
-  await tsx(["scripts/profile-steps.ts", "--out", path]);
-  await tsx(["scripts/profile-path.ts", "--card", path, "--rounds", "8", "--write"]);
+  await tsx(["scripts/profile-steps.ts", "--model", modelFile, "--out", path]);
+  const pathArgs = ["--card", path, "--model-file", modelFile, "--rounds", "8", "--write"];
+  await tsx(["scripts/profile-path.ts", ...pathArgs]);
   return readCard(path);
 }
 
@@ -125,6 +137,8 @@ function serveOnce(baseUrl: string, salt: number): Promise<Reported & Record<str
     LOCAL_KEY,
     "--admin-key",
     ADMIN_KEY,
+    "--model-file",
+    modelFile,
     "--trace",
     trace,
     "--duration",
@@ -258,6 +272,7 @@ console.log(
       seed: rate === null ? null : seed,
       ctx,
       reps,
+      model_file: modelFile,
       card: values.card ?? "measured per repetition",
     },
   }),

@@ -1,10 +1,12 @@
 /**
- * Renders sim:sweep's JSON (default docs/sim/sweep.json) as SVG line charts, no dependencies:
- * for each trace and cluster size, goodput and TTFT p90 against utilization, one line per
- * policy, written next to the JSON as `<trace>-n<N>.svg`. Prints a markdown table per chart
- * (goodput req/s, TTFT p90 s, cache hit rate, load imbalance) for the README.
+ * Renders sim:sweep's JSON (default docs/sim/sweep.json; several files comma-separated, e.g. a
+ * sweep continued with `--saturation-rps`, are pooled) as SVG line charts, no dependencies: for
+ * each trace and cluster size, goodput and TTFT p90 against utilization, one line per policy
+ * (a policy a point did not run is left out there), written next to the first file as
+ * `<trace>-n<N>.svg`. Prints a markdown table per chart (goodput req/s, TTFT p90 s, cache hit
+ * rate, load imbalance) for the README.
  *
- *   npm run -s sim:plot -- [--in docs/sim/sweep.json]
+ *   npm run -s sim:plot -- [--in docs/sim/sweep.json[,more.json]]
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -15,10 +17,10 @@ import type { SweepPoint } from "../bench/sim-sweep.ts";
 const { values } = parseArgs({
   options: { in: { type: "string", default: "docs/sim/sweep.json" } },
 });
-const sweep = JSON.parse(readFileSync(values.in, "utf8")) as {
-  config: { card: string; slo_ttft_ms: number; slo_tpot_ms: number; duration_s: number };
+interface Sweep {
+  config: { card: string; slo_ttft_ms: number; slo_tpot_ms: number; duration_s: number | "whole" };
   points: SweepPoint[];
-};
+}
 
 const COLORS: Record<string, string> = {
   deepflow: "#d62728",
@@ -97,8 +99,13 @@ function panel(
   return out.join("\n");
 }
 
+/** Every policy any point ran, in first-seen order. */
+function policiesOf(points: SweepPoint[]): string[] {
+  return [...new Set(points.flatMap((p) => Object.keys(p.policies)))];
+}
+
 function seriesOf(points: SweepPoint[], metric: (r: RunReport) => number | null): Series[] {
-  const names = Object.keys(points[0]?.policies ?? {});
+  const names = policiesOf(points);
   return names.map((name) => ({
     name,
     xy: points.flatMap((p) => {
@@ -109,58 +116,72 @@ function seriesOf(points: SweepPoint[], metric: (r: RunReport) => number | null)
   }));
 }
 
-const groups = new Map<string, SweepPoint[]>();
-for (const p of sweep.points) {
-  const k = `${p.trace.replace(/\.(csv|jsonl)$/, "")}-n${p.instances}`;
-  groups.set(k, [...(groups.get(k) ?? []), p]);
-}
-for (const [key, pts] of groups) {
-  pts.sort((a, b) => a.utilization - b.utilization);
-  const names = Object.keys(pts[0]?.policies ?? {});
-  const legend = names
-    .map(
-      (n, i) =>
-        `<rect x="${M.l + i * 140}" y="${H + 6}" width="12" height="12" fill="${COLORS[n] ?? "#333"}"/>` +
-        `<text x="${M.l + i * 140 + 16}" y="${H + 17}">${n}</text>`,
-    )
-    .join("\n");
-  const head = pts[0] as SweepPoint;
-  const title = `${head.trace}, ${head.instances} instances (saturation ${head.saturation_rps} req/s)`;
-  const svg = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${2 * W}" height="${H + 62}" font-family="sans-serif" font-size="11">`,
-    `<title>${title}: goodput and TTFT p90 against utilization, per policy</title>`,
-    `<rect width="100%" height="100%" fill="#fff"/>`,
-    panel(
-      0,
-      0,
-      "goodput (req/s)",
-      "req/s",
-      seriesOf(pts, (r) => r.goodput_rps),
-    ),
-    panel(
-      W,
-      0,
-      "TTFT p90 (s, log scale)",
-      "s",
-      seriesOf(pts, (r) => (r.ttft_ms.p90 ?? 0) / 1000),
-      true,
-    ),
-    legend,
-    `<text x="8" y="${H + 38}" fill="#666">${title}</text>`,
-    `<text x="8" y="${H + 54}" fill="#666">${sweep.config.card}; SLO TTFT ${sweep.config.slo_ttft_ms} ms, TPOT ${sweep.config.slo_tpot_ms} ms; ${sweep.config.duration_s} s of Poisson arrivals</text>`,
-    "</svg>",
-  ].join("\n");
-  const file = join(dirname(values.in), `${key}.svg`);
-  writeFileSync(file, `${svg}\n`);
-  console.log(`\n${title} (${file})\n`);
-  console.log(`| utilization | ${names.join(" | ")} |`);
-  console.log(`| --- | ${names.map(() => "---").join(" | ")} |`);
-  for (const p of pts) {
-    const cells = names.map((n) => {
-      const r = p.policies[n] as RunReport;
-      const ttft = ((r.ttft_ms.p90 ?? 0) / 1000).toFixed(1);
-      return `${r.goodput_rps} / ${ttft} / ${r.cache_hit_rate.toFixed(3)} / ${r.load_imbalance}`;
-    });
-    console.log(`| ${p.utilization} (${p.rate} req/s) | ${cells.join(" | ")} |`);
+const inputs = values.in.split(",");
+const sweeps = inputs.map((f) => JSON.parse(readFileSync(f, "utf8")) as Sweep);
+plot(inputs[0] as string, {
+  config: (sweeps[0] as Sweep).config,
+  points: sweeps.flatMap((w) => w.points),
+});
+
+function plot(input: string, sweep: Sweep): void {
+  const groups = new Map<string, SweepPoint[]>();
+  for (const p of sweep.points) {
+    const k = `${p.trace.replace(/\.(csv|jsonl)$/, "")}-n${p.instances}`;
+    groups.set(k, [...(groups.get(k) ?? []), p]);
+  }
+  const arrivals =
+    sweep.config.duration_s === "whole"
+      ? "Poisson arrivals carrying every row of the trace"
+      : `${sweep.config.duration_s} s of Poisson arrivals`;
+  for (const [key, pts] of groups) {
+    pts.sort((a, b) => a.utilization - b.utilization);
+    const names = policiesOf(pts);
+    const legend = names
+      .map(
+        (n, i) =>
+          `<rect x="${M.l + i * 140}" y="${H + 6}" width="12" height="12" fill="${COLORS[n] ?? "#333"}"/>` +
+          `<text x="${M.l + i * 140 + 16}" y="${H + 17}">${n}</text>`,
+      )
+      .join("\n");
+    const head = pts[0] as SweepPoint;
+    const title = `${head.trace}, ${head.instances} instances (saturation ${head.saturation_rps} req/s)`;
+    const svg = [
+      `<svg xmlns="http://www.w3.org/2000/svg" width="${2 * W}" height="${H + 62}" font-family="sans-serif" font-size="11">`,
+      `<title>${title}: goodput and TTFT p90 against utilization, per policy</title>`,
+      `<rect width="100%" height="100%" fill="#fff"/>`,
+      panel(
+        0,
+        0,
+        "goodput (req/s)",
+        "req/s",
+        seriesOf(pts, (r) => r.goodput_rps),
+      ),
+      panel(
+        W,
+        0,
+        "TTFT p90 (s, log scale)",
+        "s",
+        seriesOf(pts, (r) => (r.ttft_ms.p90 ?? 0) / 1000),
+        true,
+      ),
+      legend,
+      `<text x="8" y="${H + 38}" fill="#666">${title}</text>`,
+      `<text x="8" y="${H + 54}" fill="#666">${sweep.config.card}; SLO TTFT ${sweep.config.slo_ttft_ms} ms, TPOT ${sweep.config.slo_tpot_ms} ms; ${arrivals}</text>`,
+      "</svg>",
+    ].join("\n");
+    const file = join(dirname(input), `${key}.svg`);
+    writeFileSync(file, `${svg}\n`);
+    console.log(`\n${title} (${file})\n`);
+    console.log(`| utilization | ${names.join(" | ")} |`);
+    console.log(`| --- | ${names.map(() => "---").join(" | ")} |`);
+    for (const p of pts) {
+      const cells = names.map((n) => {
+        const r = p.policies[n];
+        if (!r) return "–";
+        const ttft = ((r.ttft_ms.p90 ?? 0) / 1000).toFixed(1);
+        return `${r.goodput_rps} / ${ttft} / ${r.cache_hit_rate.toFixed(3)} / ${r.load_imbalance}`;
+      });
+      console.log(`| ${p.utilization} (${p.rate} req/s) | ${cells.join(" | ")} |`);
+    }
   }
 }

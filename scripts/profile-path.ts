@@ -2,7 +2,8 @@
  * Measures the serving path's fixed costs around the engine, the model card's
  * `requestOverheadMs`, `stepOverheadMs` and `tokenOverheadMs` (shared/sim/cost-model.ts), on the
  * direct server (test/helpers/direct-server.ts: the deploy bundle on one workerd, no wrangler
- * proxy) with the embedded default model. Five kinds of streamed request
+ * proxy) with the checkpoint `--model-file` (default models/default-moe.gguf; uploaded unless it
+ * is the server's own default model, bench/model-file.ts). Five kinds of streamed request
  * (bench/stream-request.ts), one-token prompts unless said, each `--rounds` times after a
  * warm-up, `--gap-ms` apart (the server idle in between, as between a light trace's arrivals:
  * back to back, the path is warm and about half as slow, 13 vs 24 ms TTFT for a 60-token prompt
@@ -28,21 +29,23 @@
  * average: the machine is shared); with `--write` also stores the five fields in the card and
  * sets `pathSharesThread` (the direct server is one workerd).
  *
- *   npm run -s profile:path -- [--card PATH] [--rounds N] [--tokens N] [--concurrency K] [--gap-ms MS]
- *     [--write]
+ *   npm run -s profile:path -- [--card PATH] [--model-file PATH] [--rounds N] [--tokens N]
+ *     [--concurrency K] [--gap-ms MS] [--write]
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
+import { DEFAULT_MODEL_FILE, serveModelFile } from "../bench/model-file.ts";
 import { readCard } from "../bench/sim-run.ts";
 import { type Outcome, streamCompletion } from "../bench/stream-request.ts";
 import { stepTimeMs } from "../shared/sim/cost-model.ts";
-import { LOCAL_KEY } from "../test/helpers/dev-server.ts";
+import { ADMIN_KEY, LOCAL_KEY } from "../test/helpers/dev-server.ts";
 import { startDirectServer } from "../test/helpers/direct-server.ts";
 
 const { values } = parseArgs({
   options: {
     card: { type: "string", default: "bench/cards/default-moe-cpu.json" },
+    "model-file": { type: "string", default: DEFAULT_MODEL_FILE },
     rounds: { type: "string", default: "20" },
     tokens: { type: "string", default: "32" },
     concurrency: { type: "string", default: "4" },
@@ -64,7 +67,6 @@ const k = int("concurrency", values.concurrency, 2);
 const gapMs = int("gap-ms", values["gap-ms"], 0);
 const idle = () => new Promise<void>((r) => setTimeout(r, gapMs));
 const card = readCard(values.card);
-const MODEL = "default-moe";
 /** The check's prompt: its TTFT less the 1-token one should be the card's prefill difference. */
 const LONG_PROMPT = 256;
 
@@ -78,6 +80,12 @@ const load0 = loadavg()[0] as number;
 
 const server = await startDirectServer();
 try {
+  const served = await serveModelFile(
+    server.url,
+    { apiKey: LOCAL_KEY, adminKey: ADMIN_KEY },
+    values["model-file"],
+  );
+  const MODEL = served.model;
   let next = 3;
   const send = async (
     maxTokens: number,

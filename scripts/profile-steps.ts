@@ -12,6 +12,7 @@
  *     [--kv-capacity-tokens N] [--max-num-seqs N] [--max-num-batched-tokens N]
  */
 import { readFileSync, writeFileSync } from "node:fs";
+import { basename } from "node:path";
 import { parseArgs } from "node:util";
 import { loadNodeInstance, SYNTHETIC_MODEL_PATH } from "../hosts/node-engine.ts";
 import { LocalExecutor } from "../shared/engine/local-executor.ts";
@@ -124,6 +125,7 @@ const ssRes = samples.reduce((s, x, i) => s + (x.ms - predicted[i]!) ** 2, 0);
 const ssTot = samples.reduce((s, x) => s + (x.ms - mean) ** 2, 0);
 const card: ModelCard = {
   name: `${inst.config.name} (measured, wasm kernels, Node ${process.versions.node})`,
+  checkpoint: basename(path),
   source: `npm run -s profile:steps: ${samples.length} steps of ${inst.config.name}, batches 1/4/16, prompts 32/256/1024, ${BATCHED}-token chunks; R^2 ${(1 - ssRes / ssTot).toFixed(3)}; instance shape chosen, not measured`,
   a,
   b,

@@ -17,38 +17,25 @@
  * salt's block (one tenant's prefix) to another. "" is the unsalted cache.
  *
  * Capacity outcomes are returned, not thrown: `grow` returns false when blocks run out.
+ *
+ * Costs (the simulator runs this every step of every instance): the free list is an `IdQueue`;
+ * a table's keyed blocks are a prefix of it (keyed only after the parent, acquired keyed at the
+ * front, grown unkeyed at the back, never forgotten while in use), so `commitFull` bisects to the
+ * first unkeyed one; a token array's chain of keys is memoised (tokens are only appended).
  */
 import { assert } from "../assert.ts";
+import { blockKey } from "../block-key.ts";
+import { IdQueue } from "../id-queue.ts";
 
 export type BlockId = number;
 export type BlockTable = BlockId[];
 
-/** Chained 64-bit FNV-1a key of a full block: parent key + the block's token ids. */
-export function blockKey(
-  parent: string,
-  tokenIds: readonly number[],
-  from: number,
-  to: number,
-): string {
-  let h1 = 0x811c9dc5;
-  let h2 = 0xcbf29ce4;
-  for (let i = 0; i < parent.length; i++) {
-    const c = parent.charCodeAt(i);
-    h1 = Math.imul(h1 ^ c, 0x01000193);
-    h2 = Math.imul(h2 ^ c, 0x0100019d);
-  }
-  for (let i = from; i < to; i++) {
-    const t = tokenIds[i] as number;
-    h1 = Math.imul(h1 ^ t, 0x01000193);
-    h2 = Math.imul(h2 ^ (t + 0x9e37), 0x0100019d);
-  }
-  return (h1 >>> 0).toString(16).padStart(8, "0") + (h2 >>> 0).toString(16).padStart(8, "0");
-}
-
 export class KvBlockManager {
   private readonly refCounts: Int32Array;
-  /** Free blocks in the order they were freed (Map keeps insertion order): reuse the oldest. */
-  private readonly freeSet = new Map<BlockId, true>();
+  /** Free blocks in the order they were freed: reuse the oldest. */
+  private readonly freeList: IdQueue;
+  /** Keys of each token array's full blocks, computed once (tokens are only appended). */
+  private readonly chains = new WeakMap<readonly number[], { salt: string; keys: string[] }>();
   /** Prefix key of each full, cached block ("" when the block holds no reusable prefix). */
   private readonly keys: string[];
   private readonly byKey = new Map<string, BlockId>();
@@ -68,14 +55,15 @@ export class KvBlockManager {
   ) {
     assert(numBlocks > 0 && blockSize > 0, "block manager needs blocks");
     this.refCounts = new Int32Array(numBlocks);
-    for (let i = 0; i < numBlocks; i++) this.freeSet.set(i, true);
+    this.freeList = new IdQueue(numBlocks);
+    for (let i = 0; i < numBlocks; i++) this.freeList.push(i);
     this.keys = new Array<string>(numBlocks).fill("");
     this.tokens = new Array<number[] | null>(numBlocks).fill(null);
     this.salts = new Array<string>(numBlocks).fill("");
   }
 
   get numFreeBlocks(): number {
-    return this.freeSet.size;
+    return this.freeList.size;
   }
 
   /** Cached full blocks (free or in use) that a new prompt could reuse. */
@@ -90,17 +78,17 @@ export class KvBlockManager {
 
   /** True when `table` can grow to hold `numTokens` tokens. Changes nothing. */
   canGrow(table: BlockTable, numTokens: number): boolean {
-    return this.blocksFor(numTokens) - table.length <= this.freeSet.size;
+    return this.blocksFor(numTokens) - table.length <= this.freeList.size;
   }
 
   /** Grows `table` in place to hold `numTokens` tokens. Returns false (and changes nothing) when out of blocks. */
   grow(table: BlockTable, numTokens: number): boolean {
     const need = this.blocksFor(numTokens) - table.length;
     if (need <= 0) return true;
-    if (need > this.freeSet.size) return false;
+    if (need > this.freeList.size) return false;
     for (let i = 0; i < need; i++) {
-      const id = this.freeSet.keys().next().value as BlockId;
-      this.freeSet.delete(id);
+      const id = this.freeList.front();
+      this.freeList.remove(id);
       assert(this.refCounts[id] === 0, `block ${id} on the free list is in use`);
       this.forget(id); // its old contents are about to be overwritten
       this.refCounts[id] = 1;
@@ -123,16 +111,14 @@ export class KvBlockManager {
     assert(table.length === 0, "prefix lookup on a sequence that already has blocks");
     const bs = this.blockSize;
     const numFull = Math.floor(Math.min(maxTokens, tokenIds.length) / bs);
-    let parent = cacheSalt;
     for (let b = 0; b < numFull; b++) {
-      const key = this.keyOfBlock(parent, tokenIds, b * bs, (b + 1) * bs);
+      const key = this.chainKey(tokenIds, b, cacheSalt);
       const id = this.byKey.get(key);
       if (id === undefined || this.salts[id] !== cacheSalt) break;
       if (!this.sameTokens(id, tokenIds, b * bs)) break;
-      if (this.refCounts[id] === 0) this.freeSet.delete(id);
+      if (this.refCounts[id] === 0) this.freeList.remove(id);
       this.refCounts[id] = (this.refCounts[id] as number) + 1;
       table.push(id);
-      parent = key;
     }
     const hit = table.length * bs;
     this.numQueriedTokens += Math.min(maxTokens, tokenIds.length);
@@ -153,12 +139,20 @@ export class KvBlockManager {
   ): void {
     const bs = this.blockSize;
     const numFull = Math.min(Math.floor(numComputedTokens / bs), table.length);
-    for (let b = 0; b < numFull; b++) {
+    // the keyed blocks are a prefix of the table: skip them by bisection
+    let lo = 0;
+    let hi = numFull;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.keys[table[mid] as BlockId] !== "") lo = mid + 1;
+      else hi = mid;
+    }
+    for (let b = lo; b < numFull; b++) {
       const id = table[b] as BlockId;
       if (this.keys[id] !== "") continue;
       const parent = b === 0 ? cacheSalt : (this.keys[table[b - 1] as BlockId] as string);
       if (b > 0 && parent === "") return; // a parent that is not cached cannot anchor a key
-      const key = this.keyOfBlock(parent, tokenIds, b * bs, (b + 1) * bs);
+      const key = this.chainKey(tokenIds, b, cacheSalt);
       if (this.byKey.has(key)) continue; // another block already holds this prefix
       this.keys[id] = key;
       this.tokens[id] = tokenIds.slice(b * bs, (b + 1) * bs);
@@ -174,7 +168,7 @@ export class KvBlockManager {
       const rc = (this.refCounts[id] as number) - 1;
       assert(rc >= 0, `block ${id} freed twice`);
       this.refCounts[id] = rc;
-      if (rc === 0) this.freeSet.set(id, true);
+      if (rc === 0) this.freeList.push(id);
     }
     table.length = 0;
   }
@@ -191,6 +185,25 @@ export class KvBlockManager {
   /** Drops every cached prefix (e.g. after the weights changed). */
   resetPrefixCache(): void {
     for (const id of this.byKey.values()) this.forget(id);
+  }
+
+  /**
+   * The chained key of full block `b` of `tokenIds` under `salt` (its parent's key, then its
+   * tokens), from the array's memoised chain, extended as far as `b`.
+   */
+  private chainKey(tokenIds: readonly number[], b: number, salt: string): string {
+    let chain = this.chains.get(tokenIds);
+    if (!chain || chain.salt !== salt) {
+      chain = { salt, keys: [] };
+      this.chains.set(tokenIds, chain);
+    }
+    const keys = chain.keys;
+    const bs = this.blockSize;
+    for (let i = keys.length; i <= b; i++) {
+      const parent = i === 0 ? salt : (keys[i - 1] as string);
+      keys.push(this.keyOfBlock(parent, tokenIds, i * bs, (i + 1) * bs));
+    }
+    return keys[b] as string;
   }
 
   private forget(id: BlockId): void {
@@ -213,7 +226,7 @@ export class KvBlockManager {
     for (let id = 0; id < this.numBlocks; id++) {
       const rc = this.refCounts[id] as number;
       assert(rc >= 0, `block ${id} has negative ref count`);
-      assert((rc === 0) === this.freeSet.has(id), `block ${id} is both free and used, or neither`);
+      assert((rc === 0) === this.freeList.has(id), `block ${id} is both free and used, or neither`);
       const key = this.keys[id] as string;
       if (key !== "") assert(this.byKey.get(key) === id, `block ${id}'s key does not map back`);
       assert((key !== "") === (this.tokens[id] !== null), `block ${id} is half cached`);
@@ -221,5 +234,6 @@ export class KvBlockManager {
     }
     for (const [key, id] of this.byKey)
       assert(this.keys[id] === key, `key ${key} maps to a block without it`);
+    assert([...this.freeList].length === this.freeList.size, "free list miscounted");
   }
 }

@@ -20,7 +20,7 @@
  * least recently touched leaves go first, all their holders with them.
  */
 import { assert } from "../assert.ts";
-import { blockKey } from "../engine/kv-block-manager.ts";
+import { blockKey } from "../block-key.ts";
 
 /** About 43 bytes per node in `toJSON()`: 32K nodes stay under a DO storage value's 2 MB. */
 export const DEFAULT_MAX_PREFIX_NODES = 32_768;

@@ -31,7 +31,8 @@
  * Reports reach the JobExecutor instantly here (the real system sees them after an RPC).
  *
  * A request that can never run on an instance (prompt + output over the context, or more KV
- * blocks than the instance has, or an empty prompt) is failed at arrival, never dropped. Pure.
+ * blocks than the instance has, or an empty prompt) is failed at arrival, never dropped. With
+ * `stopAtMs` the run ends at that time with work left. Pure.
  */
 import type { StepPlan, StepResult } from "../engine/executor.ts";
 import { GREEDY, newSequence, type Sequence } from "../engine/sequence.ts";
@@ -300,14 +301,20 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
     predictor.observe(seq.numPromptTokens, out.numOutputTokens);
   };
 
+  const stopAtMs = opts.stopAtMs ?? Number.POSITIVE_INFINITY;
+  let stopped = false;
   for (let e = queue.pop(); e; e = queue.pop()) {
+    if (e.at > stopAtMs) {
+      stopped = true;
+      break;
+    }
     const ev = e.event;
     if (ev.kind === "admit") stall(ev.overheadMs);
     else if (ev.kind === "arrival") arrive(ev.index, e.at);
     else if (ev.kind === "step-end") endStep(ev.instance, ev.plan, e.at);
     else importKv(ev.seq, ev.decode, e.at);
   }
-  for (const s of instances) {
+  for (const s of stopped ? [] : instances) {
     const left = s.scheduler.numUnfinished + s.pendingImports.length;
     if (left > 0) throw new Error(`instance ${s.id} ended with work left`);
   }

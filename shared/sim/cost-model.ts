@@ -38,6 +38,8 @@ export interface ModelCard {
   name: string;
   /** Where the figures come from (a measurement command, a datasheet estimate). */
   source: string;
+  /** The GGUF file a measured card was measured on (its file name), to pair it with a run. */
+  checkpoint?: string;
   /** Step time coefficients in ms: fixed, per scheduled token, per attended pair, per sequence. */
   a: number;
   b: number;

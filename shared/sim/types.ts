@@ -25,6 +25,11 @@ export interface SimOptions {
   prefixIndexTokens?: number;
   /** `placementCost`'s interference weight (default `DEFAULT_INTERFERENCE`; 0: without it). */
   interference?: number;
+  /**
+   * Stop the clock here (ms): events after it are not run, and requests still in flight keep
+   * `finishMs` null (a load probe needs only the window it measures, not the drain).
+   */
+  stopAtMs?: number;
   /** Called with what each placement saw and chose (tests, decision logs). */
   onPlace?: (p: PlacementRecord) => void;
 }

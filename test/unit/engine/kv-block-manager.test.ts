@@ -1,9 +1,6 @@
 import { describe, expect, it } from "vitest";
-import {
-  type BlockTable,
-  blockKey,
-  KvBlockManager,
-} from "../../../shared/engine/kv-block-manager.ts";
+import { blockKey } from "../../../shared/block-key.ts";
+import { type BlockTable, KvBlockManager } from "../../../shared/engine/kv-block-manager.ts";
 import { mulberry32 } from "../../../shared/random.ts";
 
 describe("KvBlockManager", () => {
