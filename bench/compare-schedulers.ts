@@ -9,7 +9,7 @@
  *     [--model-file PATH | --model NAME] [--rate R] [--duration S] [--slo-ttft-ms A]
  *     [--slo-tpot-ms B] [--ctx N] [--json]
  *
- * The model: the checkpoint `--model-file` (default models/default-moe.gguf), uploaded first
+ * The model: the checkpoint `--model-file` (default models/synthetic-moe.gguf), uploaded first
  * unless it is the server's own default model (bench/model-file.ts); `--model NAME` alone serves
  * a model the server already has.
  */

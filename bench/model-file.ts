@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { basename } from "node:path";
 
 /** The checkpoint bench:serve, sim:validate, profile:path and bench:compare run by default. */
-export const DEFAULT_MODEL_FILE = "models/default-moe.gguf";
+export const DEFAULT_MODEL_FILE = "models/synthetic-moe.gguf";
 
 /** The model id a GGUF file is served as: its file name without `.gguf`. */
 export function modelIdOf(path: string): string {

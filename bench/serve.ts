@@ -30,7 +30,7 @@
  *
  * Without --base-url it starts its own `wrangler dev` (local keys). The model: `--model NAME`
  * alone serves a model the server has; otherwise `--model-file PATH` (default
- * models/default-moe.gguf, bench/model-file.ts) is served as its file name, uploaded first unless
+ * models/synthetic-moe.gguf, bench/model-file.ts) is served as its file name, uploaded first unless
  * it is the server's own default model. Prints one JSON object on its last line.
  */
 import { basename } from "node:path";

@@ -2,7 +2,7 @@
  * The simulator against a measured run (issue 13): replays a short trace through the real
  * server, `bench:serve` against the direct server (test/helpers/direct-server.ts: the deploy
  * bundle on one workerd, no wrangler proxy; one instance of the checkpoint `--model-file`, default
- * models/default-moe.gguf, uploaded unless it is the server's own default model), `--reps`
+ * models/synthetic-moe.gguf, uploaded unless it is the server's own default model), `--reps`
  * times with fresh prompt salts, and through the simulator (shared/sim/cluster.ts, one instance,
  * least-loaded) with the same arrivals and lengths (sim-run.ts scales them as bench:serve does).
  *

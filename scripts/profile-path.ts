@@ -2,7 +2,7 @@
  * Measures the serving path's fixed costs around the engine, the model card's
  * `requestOverheadMs`, `stepOverheadMs` and `tokenOverheadMs` (shared/sim/cost-model.ts), on the
  * direct server (test/helpers/direct-server.ts: the deploy bundle on one workerd, no wrangler
- * proxy) with the checkpoint `--model-file` (default models/default-moe.gguf; uploaded unless it
+ * proxy) with the checkpoint `--model-file` (default models/synthetic-moe.gguf; uploaded unless it
  * is the server's own default model, bench/model-file.ts). Five kinds of streamed request
  * (bench/stream-request.ts), one-token prompts unless said, each `--rounds` times after a
  * warm-up, `--gap-ms` apart (the server idle in between, as between a light trace's arrivals:
@@ -44,7 +44,7 @@ import { startDirectServer } from "../test/helpers/direct-server.ts";
 
 const { values } = parseArgs({
   options: {
-    card: { type: "string", default: "bench/cards/default-moe-cpu.json" },
+    card: { type: "string", default: "bench/cards/synthetic-moe-cpu.json" },
     "model-file": { type: "string", default: DEFAULT_MODEL_FILE },
     rounds: { type: "string", default: "20" },
     tokens: { type: "string", default: "32" },

@@ -29,7 +29,7 @@ import {
 const { values } = parseArgs({
   options: {
     model: { type: "string" },
-    out: { type: "string", default: "bench/cards/default-moe-cpu.json" },
+    out: { type: "string", default: "bench/cards/synthetic-moe-cpu.json" },
     "max-model-len": { type: "string", default: "32768" },
     "kv-capacity-tokens": { type: "string", default: "262144" },
     "max-num-seqs": { type: "string", default: "32" },
