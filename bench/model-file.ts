@@ -25,11 +25,13 @@ export interface ServedModel {
   vocabSize: number | null;
 }
 
-function positiveInt(v: unknown): number | null {
+/** `v` when it is a positive integer, else null (fields of a server's JSON answer). */
+export function positiveInt(v: unknown): number | null {
   return typeof v === "number" && Number.isInteger(v) && v > 0 ? v : null;
 }
 
-async function errorText(res: Response): Promise<string> {
+/** An error answer's OpenAI-envelope message, or the start of its body. */
+export async function errorText(res: Response): Promise<string> {
   const text = await res.text().catch(() => "");
   try {
     const e = (JSON.parse(text) as { error?: { message?: string } }).error;

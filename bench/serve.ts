@@ -41,7 +41,13 @@ import {
   LOCAL_KEY,
   startDevServer,
 } from "../test/helpers/dev-server.ts";
-import { DEFAULT_MODEL_FILE, modelIdOf, serveModelFile } from "./model-file.ts";
+import {
+  DEFAULT_MODEL_FILE,
+  errorText,
+  modelIdOf,
+  positiveInt,
+  serveModelFile,
+} from "./model-file.ts";
 import { type Outcome, streamCompletion } from "./stream-request.ts";
 import {
   type LoadedTrace,
@@ -167,21 +173,6 @@ interface ModelInfo {
   vocabSize: number | null;
 }
 
-function asPositiveInt(v: unknown): number | null {
-  return typeof v === "number" && Number.isInteger(v) && v > 0 ? v : null;
-}
-
-async function errorText(res: Response): Promise<string> {
-  const text = await res.text().catch(() => "");
-  try {
-    const e = (JSON.parse(text) as { error?: { message?: string } }).error;
-    if (e?.message) return e.message;
-  } catch {
-    // not JSON
-  }
-  return text.slice(0, 200);
-}
-
 /**
  * Checks the model exists (GET /v1/models/:name, 404 otherwise) and learns its context and
  * vocabulary where the server says them: fields of the model object if any, else the admin
@@ -194,8 +185,8 @@ async function modelInfo(baseUrl: string, adminKey: string | null): Promise<Mode
   if (res.status !== 200) failRun(`GET /v1/models/${model}: ${res.status} ${await errorText(res)}`);
   const o = (await res.json()) as Record<string, unknown>;
   const info: ModelInfo = {
-    contextLength: asPositiveInt(o.context_length) ?? asPositiveInt(o.max_model_len),
-    vocabSize: asPositiveInt(o.vocab_size),
+    contextLength: positiveInt(o.context_length) ?? positiveInt(o.max_model_len),
+    vocabSize: positiveInt(o.vocab_size),
   };
   if ((info.contextLength === null || info.vocabSize === null) && adminKey) {
     const r = await fetch(`${baseUrl}/api/models`, {
@@ -206,8 +197,8 @@ async function modelInfo(baseUrl: string, adminKey: string | null): Promise<Mode
         data?: { name?: string; summary?: Record<string, unknown> }[];
       };
       const rec = list.data?.find((m) => m.name === model);
-      info.contextLength ??= asPositiveInt(rec?.summary?.contextLength);
-      info.vocabSize ??= asPositiveInt(rec?.summary?.vocabSize);
+      info.contextLength ??= positiveInt(rec?.summary?.contextLength);
+      info.vocabSize ??= positiveInt(rec?.summary?.vocabSize);
     }
   }
   return info;
