@@ -3,22 +3,11 @@ import { poissonArrivals } from "../../../bench/traces.ts";
 import { type RequestOutcome, simulate } from "../../../shared/sim/cluster.ts";
 import type { ModelCard } from "../../../shared/sim/cost-model.ts";
 import { backlogAt, keptUp, sustainableRate } from "../../../shared/sim/load.ts";
+import { testCard } from "../../helpers/sim-card.ts";
 
 // one sequence at a time, every request 40 prompt tokens and 1 output token: a fixed service
 // time of a + b*40 + c*(40*41/2) + d ms, so the instance serves exactly 1000 / that per second
-const CARD: ModelCard = {
-  name: "test",
-  source: "hand-written for tests",
-  a: 1,
-  b: 0.01,
-  c: 0.001,
-  d: 0.5,
-  maxModelLen: 4096,
-  kvCapacityTokens: 8192,
-  blockSize: 16,
-  maxNumSeqs: 1,
-  maxNumBatchedTokens: 512,
-};
+const CARD: ModelCard = testCard(1);
 const SERVICE_MS = 1 + 0.01 * 40 + 0.001 * ((40 * 41) / 2) + 0.5;
 const CAPACITY_RPS = 1000 / SERVICE_MS;
 

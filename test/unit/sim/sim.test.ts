@@ -13,20 +13,9 @@ import { measureHeatmap } from "../../../shared/sim/heatmap.ts";
 import { asBurst, burstThroughputRps } from "../../../shared/sim/load.ts";
 import { loadImbalance, report } from "../../../shared/sim/report.ts";
 import { SCHEDULER_POLICIES } from "../../../shared/types/deployments.ts";
+import { testCard } from "../../helpers/sim-card.ts";
 
-const CARD: ModelCard = {
-  name: "test",
-  source: "hand-written for tests",
-  a: 1,
-  b: 0.01,
-  c: 0.001,
-  d: 0.5,
-  maxModelLen: 4096,
-  kvCapacityTokens: 8192,
-  blockSize: 16,
-  maxNumSeqs: 8,
-  maxNumBatchedTokens: 512,
-};
+const CARD: ModelCard = testCard(8);
 const SLO = { ttftMs: 1e9, tpotMs: 1e9 };
 
 function ids(n: number, from: number): number[] {
