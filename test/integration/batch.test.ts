@@ -8,6 +8,7 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import type { BatchJobSpec } from "../../durable-objects/batch-runner.ts";
+import { GREEDY_SAMPLING } from "../helpers/sampling.ts";
 import { call } from "./worker-client.ts";
 
 const submit = (body: unknown, key?: string) =>
@@ -215,16 +216,7 @@ describe("batch requests", () => {
       input: { kind: "completion", prompts: ["Once upon a time"] },
       n: 1,
       maxTokens: 8,
-      sampling: {
-        temperature: 0,
-        topP: 1,
-        topK: 0,
-        seed: 1,
-        stop: [],
-        ignoreEos: true,
-        logprobs: false,
-        topLogprobs: 0,
-      },
+      sampling: { ...GREEDY_SAMPLING, ignoreEos: true },
     });
     await runInDurableObject(je, async (_instance, state) => {
       const sql = state.storage.sql;

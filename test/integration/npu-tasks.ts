@@ -5,6 +5,7 @@
 import { decodeEvents } from "../../shared/protocol/codec.ts";
 import type { GenerateTask } from "../../shared/protocol/messages.ts";
 import { PROTOCOL_VERSION } from "../../shared/protocol/version.ts";
+import { GREEDY_SAMPLING } from "../helpers/sampling.ts";
 
 export type NpuTask = GenerateTask & { r2Key: string };
 
@@ -28,16 +29,7 @@ export function greedyTask(
     maxTokens,
     expectedOutputTokens: maxTokens,
     stripLeadingSpace: false,
-    sampling: {
-      temperature: 0,
-      topP: 1,
-      topK: 0,
-      seed: 1,
-      stop: [],
-      ignoreEos: true,
-      logprobs: false,
-      topLogprobs: 0,
-    },
+    sampling: { ...GREEDY_SAMPLING, ignoreEos: true },
     cacheSalt: "test",
     r2Key,
   };

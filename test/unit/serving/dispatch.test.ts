@@ -13,6 +13,7 @@ import {
   type NpuTask,
   type Placement,
 } from "../../../shared/serving/dispatch.ts";
+import { GREEDY_SAMPLING } from "../../helpers/sampling.ts";
 
 const TASK = {
   protocolVersion: 1,
@@ -25,16 +26,7 @@ const TASK = {
   maxTokens: 4,
   expectedOutputTokens: 4,
   stripLeadingSpace: false,
-  sampling: {
-    temperature: 0,
-    topP: 1,
-    topK: 0,
-    seed: 1,
-    stop: [],
-    ignoreEos: false,
-    logprobs: false,
-    topLogprobs: 0,
-  },
+  sampling: GREEDY_SAMPLING,
   cacheSalt: "s",
 };
 
