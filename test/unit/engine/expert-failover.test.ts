@@ -104,6 +104,18 @@ async function run(
   return out;
 }
 
+/** A local moe-attention group of 2 attention ranks whose expert serves pass through a gate. */
+async function gated(experts: number) {
+  const gate = new Gate();
+  const m = await createLocalMoe(BYTES, {
+    attention: 2,
+    experts,
+    instance: { maxNumSeqs: 8 },
+    beforeServe: (j) => gate.pass(j),
+  });
+  return { m, gate };
+}
+
 describe("expert-rank failover (in-process fabric)", () => {
   it("plans the map without the failed rank: replicas kept, lone experts re-placed evenly", () => {
     const map: ExpertMap = {
@@ -138,13 +150,7 @@ describe("expert-rank failover (in-process fabric)", () => {
 
   it("hung rank with every expert replicated: the map switches mid-step, outputs stay colocated", async () => {
     const want = await colocated();
-    const gate = new Gate();
-    const m = await createLocalMoe(BYTES, {
-      attention: 2,
-      experts: 4,
-      instance: { maxNumSeqs: 8 },
-      beforeServe: (j) => gate.pass(j),
-    });
+    const { m, gate } = await gated(4);
     // an EPLB map with a second replica of every expert on the next rank
     const base = m.map.current;
     await applyMapLocal(m, {
@@ -177,13 +183,7 @@ describe("expert-rank failover (in-process fabric)", () => {
 
   it("throwing rank without replicas: its experts re-load on the others, outputs stay colocated", async () => {
     const want = await colocated();
-    const gate = new Gate();
-    const m = await createLocalMoe(BYTES, {
-      attention: 2,
-      experts: 4,
-      instance: { maxNumSeqs: 8 },
-      beforeServe: (j) => gate.pass(j),
-    });
+    const { m, gate } = await gated(4);
     const before = m.expertShards.map((s) => s.residentBytes);
     const got = await run(
       m,
@@ -207,13 +207,7 @@ describe("expert-rank failover (in-process fabric)", () => {
   });
 
   it("a group that cannot fail over fails the step with the one error it was given", async () => {
-    const gate = new Gate();
-    const m = await createLocalMoe(BYTES, {
-      attention: 2,
-      experts: 1,
-      instance: { maxNumSeqs: 8 },
-      beforeServe: (j) => gate.pass(j),
-    });
+    const { m, gate } = await gated(1);
     gate.hang = 0;
     m.attention[0]!.engine.add("s", m.attention[0]!.tokenizer.encode("Hello"), PARAMS);
     expect(failoverMap(m.map.current, 0)).toBeNull();
