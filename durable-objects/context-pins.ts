@@ -58,12 +58,12 @@ export class ContextPins {
     for (const [id, p] of this.pinned) if (p.expiresAt <= now) this.unpin(engine, id);
   }
 
-  /** The next expiry, or null when nothing is pinned. */
   /** Forgets every pin (their engine was replaced; its blocks went with it). */
   clear(): void {
     this.pinned.clear();
   }
 
+  /** The next expiry, or null when nothing is pinned. */
   nextExpiry(): number | null {
     let next: number | null = null;
     for (const p of this.pinned.values())

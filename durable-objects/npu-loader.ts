@@ -12,24 +12,23 @@ import {
   createInstance,
   type InstanceSource,
   type ModelInstance,
-  planMemory,
 } from "../shared/engine/instance.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { parseGguf } from "../shared/gguf/gguf.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
-import { modelConfigFromGguf } from "../shared/model/config.ts";
 import { KernelMemoryError, type Kernels } from "../shared/model/kernels.ts";
 import { roundAllocBytes } from "../shared/model/kernels-js.ts";
 import { createWasmKernels, WASM_KERNEL_IMPORTS } from "../shared/model/kernels-wasm.ts";
 import type { Transformer } from "../shared/model/transformer.ts";
 import type { WeightSelection } from "../shared/model/weights.ts";
-import { arenaBytes } from "../shared/serving/scale-plan.ts";
+import { npuLoadPlan } from "../shared/serving/scale-plan.ts";
 import type { LoadReport, WeightSource } from "../shared/types/instances.ts";
 import kernelsModule from "../wasm/kernels.wasm";
 import { type Env, getConfig } from "./env.ts";
 import {
   copyRegion,
   type ForkImage,
+  filled,
   forkLost,
   readAttentionWeights,
   readFork,
@@ -67,20 +66,6 @@ interface Runtime {
   wasm: WebAssembly.Instance;
   memory: WebAssembly.Memory;
   heapBase: number;
-}
-
-/**
- * The fill of a fork (createInstance): the region was copied in already at `copiedAt`, where a
- * fresh arena's first allocations go; the layout must have put the weights exactly there.
- */
-function filled(copiedAt: number, copiedBytes: number) {
-  return (fromByte: number, numBytes: number): void => {
-    if (fromByte !== copiedAt || numBytes !== copiedBytes) {
-      throw new Error(
-        `the forked weights are ${copiedBytes} bytes at ${copiedAt}; this layout puts ${numBytes} at ${fromByte}`,
-      );
-    }
-  };
 }
 
 /** SHA-256 (hex) of a byte range. */
@@ -200,25 +185,11 @@ export class ModelSlot {
     const v = read.value;
     const { bytesByTier } = v;
     const bytesRead = bytesByTier.r2 + bytesByTier.staged + bytesByTier.fork;
-    const cfg = getConfig(this.env);
     try {
-      const opts = {
-        maxNumSeqs: cfg.maxNumSeqs,
-        maxNumBatchedTokens: cfg.maxNumBatchedTokens,
-        blockSize: cfg.blockSize,
-        weights,
-        workspaces: this.attention?.workspaces ?? 1,
-      };
       const file =
         "region" in v ? parseGguf(v.header, { headerOnly: true }) : (v.file ?? parseGguf(v.bytes));
-      const config = modelConfigFromGguf(file);
-      const plan = planMemory(file, config, cfg.npuMemoryBudgetBytes, opts);
-      const blocksPerSeq = Math.ceil(config.maxPositionEmbeddings / cfg.blockSize);
-      const arena = arenaBytes(
-        { ...plan, blocksPerSeq, maxBlocks: blocksPerSeq * cfg.maxNumSeqs },
-        cfg.npuKvCacheBytes,
-        cfg.npuMemoryBudgetBytes,
-      );
+      const role = { weights, workspaces: this.attention?.workspaces ?? 1 };
+      const { opts, arena } = npuLoadPlan(file, getConfig(this.env), role);
       const t1 = Date.now();
       await this.preload(arena);
       const preloadMs = Date.now() - t1;

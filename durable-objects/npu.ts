@@ -4,7 +4,7 @@
  * tokens back as NDJSON GenerateEvents while they are produced. Tasks arrive tokenised (the
  * JobExecutor tokenises once). The maths and policies are in shared/; this shell uses the
  * Engine's public methods, owns the RPC surface, and delegates loading (npu-loader.ts), task
- * admission (task-admission.ts), the engine loop (engine-loop.ts), task streams and progress
+ * admission and context-cache pins (task-admission.ts), the engine loop (engine-loop.ts), task streams and progress
  * reports (task-streams.ts), the PD handoff of a prompt's KV (kv-handoff.ts), the fabric regions
  * peers read (fabric-host.ts) and the moe-attention attention rank (npu-attention.ts).
  */
@@ -22,7 +22,7 @@ import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
 import { estimatedStepMs } from "../shared/serving/step-cost.ts";
 import type { NpuHealth } from "../shared/serving/watchdog.ts";
 import type { FaultKind } from "../shared/types/faults.ts";
-import type { LoadReport, WeightSource } from "../shared/types/instances.ts";
+import type { LoadReport } from "../shared/types/instances.ts";
 import { ContextPins } from "./context-pins.ts";
 import { EngineLoop } from "./engine-loop.ts";
 import { type Env, getConfig } from "./env.ts";
@@ -34,9 +34,14 @@ import { NpuAttention } from "./npu-attention.ts";
 import { NpuLifecycle } from "./npu-lifecycle.ts";
 import { type Loaded, ModelSlot } from "./npu-loader.ts";
 import { NpuRecovery } from "./npu-recovery.ts";
-import { NpuResidency } from "./npu-residency.ts";
+import { type LoadWeights, NpuResidency } from "./npu-residency.ts";
 import { type NpuStats, npuStats } from "./npu-stats.ts";
-import { type GenerateAccepted, type NpuTask, TaskAdmission } from "./task-admission.ts";
+import {
+  type GenerateAccepted,
+  type NpuTask,
+  type PinPrefix,
+  TaskAdmission,
+} from "./task-admission.ts";
 import { TaskStreams } from "./task-streams.ts";
 import type { ForkImage } from "./weight-tiers.ts";
 
@@ -113,6 +118,7 @@ export class Npu extends DurableObject<Env> {
       slot: this.slot,
       streams: this.streams,
       handoff: this.handoff,
+      pins: this.pins,
       lifecycle: this.lifecycle,
       log: this.log,
       kick: () => this.#kick(),
@@ -234,13 +240,7 @@ export class Npu extends DurableObject<Env> {
   }
 
   /** Loads a model's weights from a tier into an arena sized to the model. */
-  async loadWeights(q: {
-    model: string;
-    generation: number;
-    r2Key: string;
-    source: WeightSource;
-    verify?: boolean;
-  }): Promise<Result<LoadReport>> {
+  async loadWeights(q: LoadWeights): Promise<Result<LoadReport>> {
     return this.residency.loadWeights(q);
   }
 
@@ -288,26 +288,8 @@ export class Npu extends DurableObject<Env> {
    * cache. Pinned blocks live in memory: a restarted NPU has lost them, and requests then
    * recompute the prefix (their output is the same; only cached_tokens drops).
    */
-  async pinPrefix(a: {
-    cacheId: string;
-    promptIds: number[];
-    cacheSalt: string;
-    model: string;
-    r2Key: string;
-    expiresAt: number;
-  }): Promise<Result<{ numTokens: number; numPinnedTokens: number }>> {
-    const loaded = await this.slot.ensure(a.model, a.r2Key);
-    if (!loaded.ok) return loaded;
-    const pinned = await this.pins.computeAndPin(loaded.value.instance, this.handoff, a);
-    if (!pinned.ok) return pinned;
-    const { numPinnedTokens } = pinned.value;
-    await this.residency.scheduleAlarm();
-    this.log.info("context_cache.pinned", {
-      cacheId: a.cacheId,
-      numTokens: a.promptIds.length,
-      numPinnedTokens,
-    });
-    return { ok: true, value: { numTokens: a.promptIds.length, numPinnedTokens } };
+  async pinPrefix(a: PinPrefix): Promise<Result<{ numTokens: number; numPinnedTokens: number }>> {
+    return this.admission.pinPrefix(a);
   }
 
   async unpinPrefix(a: { cacheId: string }): Promise<{ unpinned: boolean }> {

@@ -2,8 +2,9 @@
  * The Npu's task admission: a task's refusals before anything is loaded (another protocol
  * version, a repeated task id), the model load, the queue cap, and the start: a task's sequences
  * join the engine (a PD decode task's one sequence comes from the KV pulled off its prefill NPU)
- * and its event stream is returned at once; a PD prefill task runs until its KV is exported.
- * Holds the task ids between their arrival and their stream's registration.
+ * and its event stream is returned at once; a PD prefill task runs until its KV is exported; an
+ * explicit context cache's prefix is computed and its KV blocks pinned. Holds the task ids
+ * between their arrival and their stream's registration.
  */
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import type { Logger } from "../shared/log.ts";
@@ -11,6 +12,7 @@ import type { GenerateEvent, GenerateTask, Prefilled } from "../shared/protocol/
 import { PROTOCOL_VERSION } from "../shared/protocol/version.ts";
 import type { Accepted } from "../shared/serving/dispatch.ts";
 import { sequencesFor, TaskTracker } from "../shared/serving/task.ts";
+import type { ContextPins } from "./context-pins.ts";
 import type { KvHandoff } from "./kv-handoff.ts";
 import type { NpuLifecycle } from "./npu-lifecycle.ts";
 import type { ModelSlot } from "./npu-loader.ts";
@@ -21,6 +23,16 @@ const MAX_WAITING_SEQS = 256;
 
 export type GenerateAccepted = Accepted<ReadableStream<Uint8Array>>;
 
+/** An explicit context cache's prefix to compute and pin until `expiresAt` (ContextCaches). */
+export interface PinPrefix {
+  cacheId: string;
+  promptIds: number[];
+  cacheSalt: string;
+  model: string;
+  r2Key: string;
+  expiresAt: number;
+}
+
 /** A task as the JobExecutor sends it to an Npu. */
 export type NpuTask = GenerateTask & { r2Key: string; prefilled?: Prefilled };
 
@@ -28,11 +40,13 @@ export interface AdmissionHost {
   slot: ModelSlot;
   streams: TaskStreams;
   handoff: KvHandoff;
+  /** KV blocks pinned for explicit context caches. */
+  pins: ContextPins;
   lifecycle: NpuLifecycle;
   log: Logger;
   /** New work: the engine loop runs. */
   kick(): void;
-  /** Re-arms the Npu's alarm (a prefill's KV region expires on it). */
+  /** Re-arms the Npu's alarm (a prefill's KV region and a pinned prefix expire on it). */
   scheduleAlarm(): Promise<void>;
 }
 
@@ -157,5 +171,21 @@ export class TaskAdmission {
       this.starting.delete(task.taskId);
       this.host.lifecycle.changed();
     }
+  }
+
+  /**
+   * An explicit context cache's prefix: loads the model, computes the prompt and pins its full
+   * KV blocks until `expiresAt` (the alarm unpins them then).
+   */
+  async pinPrefix(a: PinPrefix): Promise<Result<{ numTokens: number; numPinnedTokens: number }>> {
+    const loaded = await this.host.slot.ensure(a.model, a.r2Key);
+    if (!loaded.ok) return loaded;
+    const pinned = await this.host.pins.computeAndPin(loaded.value.instance, this.host.handoff, a);
+    if (!pinned.ok) return pinned;
+    const { numPinnedTokens } = pinned.value;
+    await this.host.scheduleAlarm();
+    const numTokens = a.promptIds.length;
+    this.host.log.info("context_cache.pinned", { cacheId: a.cacheId, numTokens, numPinnedTokens });
+    return { ok: true, value: { numTokens, numPinnedTokens } };
   }
 }

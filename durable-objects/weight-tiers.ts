@@ -210,3 +210,17 @@ export async function copyRegion(
     if (!ok) await region.cancel().catch(() => {});
   }
 }
+
+/**
+ * The fill of a fork (createInstance): the region was copied in already at `copiedAt`, where a
+ * fresh arena's first allocations go; the layout must have put the weights exactly there.
+ */
+export function filled(copiedAt: number, copiedBytes: number) {
+  return (fromByte: number, numBytes: number): void => {
+    if (fromByte !== copiedAt || numBytes !== copiedBytes) {
+      throw new Error(
+        `the forked weights are ${copiedBytes} bytes at ${copiedAt}; this layout puts ${numBytes} at ${fromByte}`,
+      );
+    }
+  };
+}

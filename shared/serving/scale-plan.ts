@@ -1,8 +1,14 @@
 /**
  * Pure rules of a scale-up: which tier each new instance loads from, and the tree broadcast of
  * NPU-fork (every finished copy becomes a source for the next wave), and the arena an instance
- * needs for its model (weights + workspace + a KV share, capped by the NPU budget).
+ * needs for its model (weights + workspace + a KV share, capped by the NPU budget) with the
+ * options it builds the model with.
  */
+import type { ServingConfig } from "../config.ts";
+import { type InstanceOptions, planMemory } from "../engine/instance.ts";
+import type { GgufFile } from "../gguf/gguf.ts";
+import { modelConfigFromGguf } from "../model/config.ts";
+import type { WeightSelection } from "../model/weights.ts";
 import type { LoadPath, WeightSource } from "../types/instances.ts";
 
 /** Bytes per chunk of a staged copy (a storage value holds about 2 MB). */
@@ -89,6 +95,33 @@ export function arenaBytes(p: ArenaParts, kvShareBytes: number, budgetBytes: num
   );
   const want = p.weightBytes + p.workspaceBytes + blocks * p.kvBytesPerBlock + ARENA_SLACK_BYTES;
   return Math.min(want, budgetBytes);
+}
+
+/**
+ * How an NPU builds the model in `file`: the instance options (the serving config's batch limits,
+ * the role's weight selection and activation workspaces) and the arena it reserves (arenaBytes
+ * with the configured KV share and NPU budget). @throws KernelMemoryError when it does not fit.
+ */
+export function npuLoadPlan(
+  file: GgufFile,
+  cfg: ServingConfig,
+  role: { weights: WeightSelection; workspaces: number },
+): { opts: InstanceOptions; arena: number } {
+  const opts = {
+    maxNumSeqs: cfg.maxNumSeqs,
+    maxNumBatchedTokens: cfg.maxNumBatchedTokens,
+    blockSize: cfg.blockSize,
+    ...role,
+  };
+  const config = modelConfigFromGguf(file);
+  const plan = planMemory(file, config, cfg.npuMemoryBudgetBytes, opts);
+  const blocksPerSeq = Math.ceil(config.maxPositionEmbeddings / cfg.blockSize);
+  const arena = arenaBytes(
+    { ...plan, blocksPerSeq, maxBlocks: blocksPerSeq * cfg.maxNumSeqs },
+    cfg.npuKvCacheBytes,
+    cfg.npuMemoryBudgetBytes,
+  );
+  return { opts, arena };
 }
 
 /**
