@@ -6,6 +6,7 @@
  * take the tenant.
  */
 import { errorFields, type Logger } from "../shared/log.ts";
+import { type Placement, placedTasks } from "../shared/serving/dispatch.ts";
 import type { TaskProgress } from "../shared/serving/records.ts";
 import type { MirrorMode } from "../shared/serving/report-effects.ts";
 import type { JobKind, RequestKind, RequestStatus, TaskRole } from "../shared/types/records.ts";
@@ -31,6 +32,24 @@ export interface NewTask {
   npu: string;
   /** The task waited this long for its deployment to scale from zero. */
   coldStartMs?: number | null;
+}
+
+/** The tasks of a placed job attempt, as records to insert. */
+export function placedNewTasks(
+  placement: Placement,
+  jobId: string,
+  requestId: string,
+  coldStartMs: number | null = null,
+): NewTask[] {
+  return placedTasks(placement).map(([role, t]) => ({
+    id: t.taskId,
+    jobId,
+    requestId,
+    role,
+    instanceId: t.instanceId,
+    npu: t.npu,
+    coldStartMs,
+  }));
 }
 
 export class RecordStore {
