@@ -1,8 +1,8 @@
 /**
- * JobExecutor: DeepFlow's JE, sharded by request id. Turns a request into a job and its tasks:
- * admits and plans it (job-planner.ts: the model records the ClusterManager pushes, one
- * tokenisation, the context check, Algorithm 1 over the load its instances push with their task
- * reports, no RPC per instance), records it (records.ts), applies its instances' task reports
+ * JobExecutor: DeepFlow's JE, sharded by request id. Turns a request into a job and its tasks
+ * (job-submission.ts): admits and plans it (job-planner.ts: the model records the ClusterManager
+ * pushes, one tokenisation, the context check, Algorithm 1 over the load its instances push with
+ * their task reports, no RPC per instance) and records it (records.ts); applies its instances' task reports
  * (task-reports.ts), migrates a job whose instance failed (job-migrations.ts) and keeps the
  * context caches (context-cache-routes.ts). Batch jobs run from here (batch-runner.ts) through the same
  * planning and the same dispatch (shared/serving/dispatch.ts) as interactive ones. One alarm
@@ -14,7 +14,6 @@ import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { Logger, parseLogLevel } from "../shared/log.ts";
 import type { ResumeJob, SubmitJob, Submitted } from "../shared/protocol/messages.ts";
 import type { DecisionSummary } from "../shared/serving/decision-log.ts";
-import { placedTasks } from "../shared/serving/dispatch.ts";
 import type { Claim } from "../shared/serving/idempotency.ts";
 import type { MetricsSnapshot } from "../shared/serving/metrics.ts";
 import { prefixStrideBlocks } from "../shared/serving/prefix-tree.ts";
@@ -31,7 +30,8 @@ import { FaultSwitch } from "./faults.ts";
 import { IdempotencyKeys, type KeyRef } from "./idempotency-keys.ts";
 import { JobMigrations } from "./job-migrations.ts";
 import { JobPlanner } from "./job-planner.ts";
-import { idleDeployment, ModelDirectory } from "./model-directory.ts";
+import { JobSubmission } from "./job-submission.ts";
+import { ModelDirectory } from "./model-directory.ts";
 import { PlacementState } from "./placement-state.ts";
 import { RecordStore } from "./records.ts";
 import { type TaskEvent, TaskReports } from "./task-reports.ts";
@@ -48,6 +48,7 @@ export class JobExecutor extends DurableObject<Env> {
   readonly #models: ModelDirectory;
   readonly #placement: PlacementState;
   readonly #planner: JobPlanner;
+  readonly #submission: JobSubmission;
   readonly #reports: TaskReports;
   readonly #keys: IdempotencyKeys;
   /** Rate and concurrency of the tenants this shard owns (in memory: a restart forgets them). */
@@ -156,54 +157,24 @@ export class JobExecutor extends DurableObject<Env> {
       unplan: (taskId) => this.#placement.forget(taskId),
       onTaskEvent: (e) => this.taskEvent(e),
     });
+    this.#submission = new JobSubmission({
+      planner: this.#planner,
+      records: this.#records,
+      migrations: this.#migrations,
+      watchdog: this.#watchdog,
+      scaleFromZero: (d) => this.#models.scaleFromZero(d, SCALE_FROM_ZERO_TIMEOUT_MS),
+    });
   }
 
   /**
    * Admits a job (its model, the deployments it may use, a context cache it continues), plans it
-   * (tokenise, check, place) and records the request, its job and its tasks. Unknown models, bad
-   * input and capacity failures come back as values, and then nothing is recorded.
+   * (tokenise, check, place) and records the request, its job and its tasks (job-submission.ts).
+   * Unknown models, bad input and capacity failures come back as values, and then nothing is
+   * recorded.
    */
   async submit(s: SubmitJob): Promise<Result<Submitted>> {
     this.#faults.check("JobExecutor.submit");
-    let admitted = await this.#planner.admit(s);
-    if (!admitted.ok) return admitted;
-    let coldStartMs: number | null = null;
-    const idle = idleDeployment(admitted.value.deployments);
-    if (idle) {
-      // scale from zero: wait for an instance (the ClusterManager pushes the record first)
-      const cold = await this.#models.scaleFromZero(idle, SCALE_FROM_ZERO_TIMEOUT_MS);
-      if (!cold.ok) return cold;
-      coldStartMs = cold.value.coldStartMs;
-      admitted = await this.#planner.admit(s);
-      if (!admitted.ok) return admitted;
-    }
-    const planned = await this.#planner.plan(admitted.value, 0);
-    if (!planned.ok) return planned;
-    const { placement } = planned.value;
-    const tasks = placedTasks(placement).map(([role, t]) => ({
-      id: t.taskId,
-      jobId: s.spec.jobId,
-      requestId: s.spec.requestId,
-      role,
-      instanceId: t.instanceId,
-      npu: t.npu,
-      coldStartMs,
-    }));
-    this.#migrations.track(s.spec.jobId, s.spec.requestId, planned.value);
-    this.#records.createSoon(
-      {
-        id: s.spec.requestId,
-        tenant: s.spec.tenant,
-        model: s.spec.model,
-        kind: s.kind,
-        clientRequestId: s.clientRequestId,
-        receivedAt: s.receivedAt,
-      },
-      [{ id: s.spec.jobId, kind: s.kind }],
-      tasks,
-    );
-    this.#watchdog.arm();
-    return planned;
+    return this.#submission.submit(s);
   }
 
   /** The ClusterManager's news of a model (uploaded, re-uploaded, deployments changed). */

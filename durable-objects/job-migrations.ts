@@ -28,7 +28,7 @@ import {
 } from "../shared/serving/migration.ts";
 import type { TaskProgress } from "../shared/serving/records.ts";
 import { isTerminal } from "../shared/types/records.ts";
-import type { RecordStore } from "./records.ts";
+import { placedNewTasks, type RecordStore } from "./records.ts";
 
 interface Migration {
   requestId: string;
@@ -145,16 +145,7 @@ export class JobMigrations {
     }
     const s = planned.value;
     const tasks = placedTasks(s.placement);
-    for (const [role, t] of tasks) {
-      this.host.records.addTask({
-        id: t.taskId,
-        jobId: m.jobId,
-        requestId: m.requestId,
-        role,
-        instanceId: t.instanceId,
-        npu: t.npu,
-      });
-    }
+    for (const t of placedNewTasks(s.placement, m.jobId, m.requestId)) this.host.records.addTask(t);
     this.#forget(m);
     m.attempt = attempt;
     m.tasks = new Map(tasks.map(([, t]) => [t.taskId, t.instanceId]));

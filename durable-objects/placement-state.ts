@@ -26,7 +26,7 @@ import {
 import type { DeploymentRecord, ModelRecord } from "../shared/types/deployments.ts";
 import type { Env } from "./env.ts";
 import { ModelScheduler, type PlanInput, type SchedulerSnapshot } from "./model-scheduler.ts";
-import type { AppliedProgress } from "./records.ts";
+import type { AppliedProgress } from "./record-progress.ts";
 
 const METRICS_KEY = "metrics";
 /** Longest delay before changed metrics reach storage. */

@@ -1,28 +1,17 @@
 /**
  * The JobExecutor's request/job/task records in its SQLite storage: every write to those tables,
  * and the one store the JobExecutor, BatchRunner, watchdog and migrations use (its reads are the
- * statements in record-queries.ts, the schema in record-schema.ts). Status rules are pure
- * (shared/serving/records.ts), and so is what a task report does beyond its task
- * (shared/serving/report-effects.ts); this module reads rows, applies them and writes the result (rows
- * become records in record-rows.ts). Records are tenant-scoped: reads take the tenant.
+ * statements in record-queries.ts, a task report's writes are in record-progress.ts, the schema
+ * in record-schema.ts; rows become records in record-rows.ts). Records are tenant-scoped: reads
+ * take the tenant.
  */
 import { errorFields, type Logger } from "../shared/log.ts";
-import {
-  applyToParent,
-  applyToTask,
-  type RecordState,
-  type TaskProgress,
-} from "../shared/serving/records.ts";
-import {
-  endedRequest,
-  type MirrorMode,
-  mirrorsToParents,
-  taskEnded,
-} from "../shared/serving/report-effects.ts";
-import type { EndedRequest } from "../shared/serving/serving-metrics.ts";
+import { type Placement, placedTasks } from "../shared/serving/dispatch.ts";
+import type { TaskProgress } from "../shared/serving/records.ts";
+import type { MirrorMode } from "../shared/serving/report-effects.ts";
 import type { JobKind, RequestKind, RequestStatus, TaskRole } from "../shared/types/records.ts";
+import { type AppliedProgress, applyTaskProgress, applyToParents } from "./record-progress.ts";
 import { RecordQueries } from "./record-queries.ts";
-import { stateOf } from "./record-rows.ts";
 import { openRecordTables, TERMINAL } from "./record-schema.ts";
 
 export interface NewRequest {
@@ -45,16 +34,22 @@ export interface NewTask {
   coldStartMs?: number | null;
 }
 
-/** What a task report changed, for the JobExecutor's logs and scheduling state. */
-export interface AppliedProgress {
-  role: TaskRole;
-  model: string;
-  instanceId: string;
-  status: RequestStatus;
-  /** The report moved the task to a terminal status. */
-  ended: boolean;
-  /** Set when the report ended an interactive request: its kind and times. */
-  request: EndedRequest | null;
+/** The tasks of a placed job attempt, as records to insert. */
+export function placedNewTasks(
+  placement: Placement,
+  jobId: string,
+  requestId: string,
+  coldStartMs: number | null = null,
+): NewTask[] {
+  return placedTasks(placement).map(([role, t]) => ({
+    id: t.taskId,
+    jobId,
+    requestId,
+    role,
+    instanceId: t.instanceId,
+    npu: t.npu,
+    coldStartMs,
+  }));
 }
 
 export class RecordStore {
@@ -156,14 +151,13 @@ export class RecordStore {
     const now = Date.now();
     this.storage.transactionSync(() => {
       this.insertTask(t, now);
-      this.#applyToParents(t.jobId, t.requestId, t.role, { status: "running", startedAt: now });
+      applyToParents(this.sql, t.jobId, t.requestId, t.role, { status: "running", startedAt: now });
     });
   }
 
   /**
    * Applies an instance's report on a task to the task and mirrors it onto its job and request
-   * (except for batch requests, whose jobs the BatchRunner keeps), as `mirror` says (MirrorMode:
-   * "force" is the held failure, when the job does not migrate after all). Null for an unknown task.
+   * (record-progress.ts), as `mirror` says. Null for an unknown task.
    */
   applyProgress(
     taskId: string,
@@ -171,85 +165,14 @@ export class RecordStore {
     mirror: MirrorMode = "auto",
   ): AppliedProgress | null {
     this.flush();
-    const sql = this.sql;
-    const t = sql
-      .exec(
-        "SELECT t.*, r.model AS model, r.kind AS request_kind, r.status AS request_status, r.received_at AS received_at FROM tasks t JOIN requests r ON r.id = t.request_id WHERE t.id = ?",
-        taskId,
-      )
-      .toArray()[0];
-    if (!t) return null;
-    const role = t.role as TaskRole;
-    const before = stateOf(t);
-    const after = applyToTask(before, p);
-    let request: RecordState | null = null;
-    this.storage.transactionSync(() => {
-      sql.exec(
-        "UPDATE tasks SET status = ?, started_at = ?, first_token_at = ?, finished_at = ?, error = ?, num_prompt_tokens = COALESCE(?, num_prompt_tokens), num_completion_tokens = COALESCE(?, num_completion_tokens) WHERE id = ?",
-        after.status,
-        after.startedAt,
-        after.firstTokenAt,
-        after.finishedAt,
-        after.error,
-        p.numPromptTokens ?? null,
-        p.numCompletionTokens ?? null,
-        taskId,
-      );
-      if (mirrorsToParents(t.request_kind as RequestKind, before.status, mirror)) {
-        request = this.#applyToParents(t.job_id as string, t.request_id as string, role, p);
-      }
-    });
-    return {
-      role,
-      model: t.model as string,
-      instanceId: t.instance_id as string,
-      status: after.status,
-      ended: taskEnded(before, after),
-      request: endedRequest(
-        {
-          kind: t.request_kind as JobKind,
-          statusBefore: t.request_status as RequestStatus,
-          receivedAt: t.received_at as number,
-        },
-        request as RecordState | null,
-      ),
-    };
-  }
-
-  /** Mirrors a task's report onto its job and request; the request's state after it (or null). */
-  #applyToParents(
-    jobId: string,
-    requestId: string,
-    role: TaskRole,
-    p: TaskProgress,
-  ): RecordState | null {
-    let request: RecordState | null = null;
-    for (const [table, id] of [
-      ["jobs", jobId],
-      ["requests", requestId],
-    ] as const) {
-      const row = this.sql.exec(`SELECT * FROM ${table} WHERE id = ?`, id).toArray()[0];
-      if (!row) continue;
-      const s = applyToParent(stateOf(row), role, p, table === "requests");
-      if (table === "requests") request = s;
-      this.sql.exec(
-        `UPDATE ${table} SET status = ?, started_at = ?, first_token_at = ?, finished_at = ?${table === "requests" ? ", error = ?" : ""} WHERE id = ?`,
-        s.status,
-        s.startedAt,
-        s.firstTokenAt,
-        s.finishedAt,
-        ...(table === "requests" ? [s.error] : []),
-        id,
-      );
-    }
-    return request;
+    return applyTaskProgress(this.storage, taskId, p, mirror);
   }
 
   /** A job's first generated token (batch jobs, whose runner reads the stream itself). */
   markFirstToken(jobId: string, requestId: string, at: number): void {
     this.flush();
     this.storage.transactionSync(() =>
-      this.#applyToParents(jobId, requestId, "colocated", { firstTokenAt: at }),
+      applyToParents(this.sql, jobId, requestId, "colocated", { firstTokenAt: at }),
     );
   }
 
