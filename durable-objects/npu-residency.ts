@@ -13,6 +13,10 @@ import type { EngineLoop } from "./engine-loop.ts";
 import type { KvHandoff } from "./kv-handoff.ts";
 import type { NpuLifecycle } from "./npu-lifecycle.ts";
 import type { ModelSlot } from "./npu-loader.ts";
+import type { WeightRef } from "./weight-tiers.ts";
+
+/** What a loadWeights call names: the model's weights and the tier they come from. */
+export type LoadWeightsRequest = WeightRef & { source: WeightSource; verify?: boolean };
 
 export interface ResidencyHost {
   storage: DurableObjectStorage;
@@ -42,13 +46,7 @@ export class NpuResidency {
   }
 
   /** Loads a model's weights from a tier into an arena sized to the model. */
-  async loadWeights(q: {
-    model: string;
-    generation: number;
-    r2Key: string;
-    source: WeightSource;
-    verify?: boolean;
-  }): Promise<Result<LoadReport>> {
+  async loadWeights(q: LoadWeightsRequest): Promise<Result<LoadReport>> {
     this.host.lifecycle.pooled = false;
     this.host.lifecycle.draining = false;
     const r = await this.host.slot.load(q, q.source, q.verify ?? false);

@@ -22,7 +22,7 @@ import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
 import { estimatedStepMs } from "../shared/serving/step-cost.ts";
 import type { NpuHealth } from "../shared/serving/watchdog.ts";
 import type { FaultKind } from "../shared/types/faults.ts";
-import type { LoadReport, WeightSource } from "../shared/types/instances.ts";
+import type { LoadReport } from "../shared/types/instances.ts";
 import { ContextPins } from "./context-pins.ts";
 import { EngineLoop } from "./engine-loop.ts";
 import { type Env, getConfig } from "./env.ts";
@@ -34,7 +34,7 @@ import { NpuAttention } from "./npu-attention.ts";
 import { NpuLifecycle } from "./npu-lifecycle.ts";
 import { type Loaded, ModelSlot } from "./npu-loader.ts";
 import { NpuRecovery } from "./npu-recovery.ts";
-import { NpuResidency } from "./npu-residency.ts";
+import { type LoadWeightsRequest, NpuResidency } from "./npu-residency.ts";
 import { type NpuStats, npuStats } from "./npu-stats.ts";
 import { type GenerateAccepted, type NpuTask, TaskAdmission } from "./task-admission.ts";
 import { TaskStreams } from "./task-streams.ts";
@@ -234,13 +234,7 @@ export class Npu extends DurableObject<Env> {
   }
 
   /** Loads a model's weights from a tier into an arena sized to the model. */
-  async loadWeights(q: {
-    model: string;
-    generation: number;
-    r2Key: string;
-    source: WeightSource;
-    verify?: boolean;
-  }): Promise<Result<LoadReport>> {
+  async loadWeights(q: LoadWeightsRequest): Promise<Result<LoadReport>> {
     return this.residency.loadWeights(q);
   }
 
