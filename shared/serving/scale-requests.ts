@@ -6,9 +6,7 @@
  */
 import { errorInfo, failure, type Result } from "../errors.ts";
 import type { DeploymentRecord } from "../types/deployments.ts";
-import type { RoleCounts, ScalableRole } from "../types/instances.ts";
-
-const ROLES: readonly ScalableRole[] = ["colocated", "prefill", "decode"];
+import { type RoleCounts, SCALABLE_ROLES, type ScalableRole } from "../types/instances.ts";
 
 /** The deployment when it is active, else a not_found naming `param`. */
 export function activeDeployment(
@@ -22,7 +20,7 @@ export function activeDeployment(
 
 /** `target` when every role lies within the deployment's bounds, else an invalid_request. */
 export function checkBounds(d: DeploymentRecord, target: RoleCounts): Result<RoleCounts> {
-  for (const r of ROLES) {
+  for (const r of SCALABLE_ROLES) {
     const n = target[r];
     if (n < d.scaling.min[r] || n > d.scaling.max[r]) {
       const msg = `${r}: ${n} is outside this deployment's bounds [${d.scaling.min[r]}, ${d.scaling.max[r]}]`;
