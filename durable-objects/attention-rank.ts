@@ -8,20 +8,20 @@
  * The leader also watches the expert ranks during each group step and fails a failed one over
  * (expert-failover.ts): every rank switches map and replays the exchange in flight. Setting the
  * group up (the expert map, every rank configured) is moe-group-setup.ts; the leader's book of
- * the other ranks (work, loads for DP routing, map versions sent) is LeaderLedger
- * (shared/moe/attention-group.ts).
+ * the other ranks (work, loads for DP routing, map versions sent) is attention-ledger.ts.
  */
 
 import type { StepReport } from "../shared/engine/engine.ts";
 import type { Result } from "../shared/errors.ts";
 import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
-import { type AttentionLoad, attentionLoad, LeaderLedger } from "../shared/moe/attention-group.ts";
+import { type AttentionLoad, attentionLoad } from "../shared/moe/attention-group.ts";
 import { DisaggMoe } from "../shared/moe/disagg-executor.ts";
 import type { ExpertMap } from "../shared/moe/expert-map.ts";
 import { attentionExecutor, type PingPongMoe } from "../shared/moe/ping-pong.ts";
 import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
 import { expertName, npuName } from "../shared/protocol/names.ts";
+import { LeaderLedger } from "./attention-ledger.ts";
 import type { Steppable } from "./engine-loop.ts";
 import type { Env } from "./env.ts";
 import { ExpertBalancer } from "./expert-balancer.ts";

@@ -3,13 +3,11 @@
  * step, every rank runs one engine step (or, with nothing to run, an idle step of empty parts),
  * so each expert rank hears from every attention rank for every (layer, step). Decode DP
  * balancing: a new sequence goes to the rank that is not full and has the lowest KV use
- * (xDeepServe 5.5). LeaderLedger: the leader's book of the other ranks when each rank is its own
- * Npu DO. Pure apart from the engines' executors.
+ * (xDeepServe 5.5). Pure apart from the engines' executors.
  */
 
 import type { Engine, StepReport } from "../engine/engine.ts";
 import type { DisaggMoe } from "./disagg-executor.ts";
-import type { ExpertMap } from "./expert-map.ts";
 import type { PingPongMoe } from "./ping-pong.ts";
 
 export interface AttentionRank {
@@ -108,78 +106,5 @@ export class AttentionGroup {
     const failed = results.find((x) => x.status === "rejected");
     if (failed) throw (failed as PromiseRejectedResult).reason;
     return results.map((x) => (x as PromiseFulfilledResult<StepReport | null>).value);
-  }
-}
-
-/** What a non-leader rank answers its part of a group step with. */
-export interface RankStepAnswer {
-  hasWork: boolean;
-  load: AttentionLoad | null;
-}
-
-/**
- * The leader's (rank 0's) book of the other attention ranks of a DO-hosted group: which reported
- * work, their loads as last reported plus the sequences routed there since, and the expert map
- * version each was last sent. Pure.
- */
-export class LeaderLedger {
-  /** Ranks 1..numAttention-1. */
-  readonly others: readonly number[];
-  readonly #busy = new Set<number>();
-  readonly #loads = new Map<number, AttentionLoad>();
-  readonly #sentVersion = new Map<number, number>();
-
-  constructor(readonly numAttention: number) {
-    this.others = Array.from({ length: numAttention - 1 }, (_, i) => i + 1);
-  }
-
-  /** Rank `rank` reported work. */
-  markBusy(rank: number): void {
-    this.#busy.add(rank);
-  }
-
-  anyBusy(): boolean {
-    return this.#busy.size > 0;
-  }
-
-  /** A group step starts: kicks that arrive during it add ranks back, so none is lost. */
-  clearBusy(): void {
-    this.#busy.clear();
-  }
-
-  /** `map` when rank `rank` was not yet sent its version (recorded as sent), else null. */
-  mapFor(rank: number, map: ExpertMap): ExpertMap | null {
-    const send = this.#sentVersion.get(rank) !== map.version ? map : null;
-    this.#sentVersion.set(rank, map.version);
-    return send;
-  }
-
-  /** Rank `rank` switched to `version` (a failover broadcast reached it). */
-  sent(rank: number, version: number): void {
-    this.#sentVersion.set(rank, version);
-  }
-
-  /** Records a rank's answer to a group step; null: it failed (its map is resent next time). */
-  settle(rank: number, answer: RankStepAnswer | null): void {
-    if (!answer) {
-      this.#sentVersion.delete(rank);
-      return;
-    }
-    if (answer.hasWork) this.#busy.add(rank);
-    if (answer.load) this.#loads.set(rank, answer.load);
-  }
-
-  /**
-   * The rank a new task's `numTokens` sequences go to (pickAttentionRank over the leader's `own`
-   * load and the others' as booked; a rank that never reported counts as idle), booked as placed
-   * there until it reports. 0 when the group has one rank or every rank is full.
-   */
-  route(own: AttentionLoad, numTokens: number): number {
-    if (this.numAttention === 1) return 0;
-    const idle = { ...own, numRunning: 0, numWaiting: 0, numFreeBlocks: own.numBlocks };
-    const loads = [own, ...this.others.map((a) => this.#loads.get(a) ?? idle)];
-    const rank = pickAttentionRank(loads, numTokens) ?? 0;
-    if (rank !== 0) this.#loads.set(rank, withPlaced(loads[rank] as AttentionLoad, numTokens));
-    return rank;
   }
 }

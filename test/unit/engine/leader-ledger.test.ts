@@ -1,6 +1,7 @@
 /** The attention leader's book of the other ranks (LeaderLedger): routing, busy ranks, map resends. */
 import { describe, expect, it } from "vitest";
-import { type AttentionLoad, LeaderLedger } from "../../../shared/moe/attention-group.ts";
+import { LeaderLedger } from "../../../durable-objects/attention-ledger.ts";
+import type { AttentionLoad } from "../../../shared/moe/attention-group.ts";
 import type { ExpertMap } from "../../../shared/moe/expert-map.ts";
 
 const load = (o: Partial<AttentionLoad> = {}): AttentionLoad => ({
