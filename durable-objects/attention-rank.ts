@@ -7,24 +7,21 @@
  * rank that gets a task tells the leader (`kick`), which keeps stepping while any rank has work.
  * The leader also watches the expert ranks during each group step and fails a failed one over
  * (expert-failover.ts): every rank switches map and replays the exchange in flight. Setting the
- * group up (the expert map, every rank configured) is moe-group-setup.ts.
+ * group up (the expert map, every rank configured) is moe-group-setup.ts; the leader's book of
+ * the other ranks (work, loads for DP routing, map versions sent) is attention-ledger.ts.
  */
 
 import type { StepReport } from "../shared/engine/engine.ts";
 import type { Result } from "../shared/errors.ts";
 import type { CommMessage, StepComm } from "../shared/fabric/comm.ts";
 import { errorFields, type Logger } from "../shared/log.ts";
-import {
-  type AttentionLoad,
-  attentionLoad,
-  pickAttentionRank,
-  withPlaced,
-} from "../shared/moe/attention-group.ts";
+import { type AttentionLoad, attentionLoad } from "../shared/moe/attention-group.ts";
 import { DisaggMoe } from "../shared/moe/disagg-executor.ts";
 import type { ExpertMap } from "../shared/moe/expert-map.ts";
 import { attentionExecutor, type PingPongMoe } from "../shared/moe/ping-pong.ts";
 import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
 import { expertName, npuName } from "../shared/protocol/names.ts";
+import { LeaderLedger } from "./attention-ledger.ts";
 import type { Steppable } from "./engine-loop.ts";
 import type { Env } from "./env.ts";
 import { ExpertBalancer } from "./expert-balancer.ts";
@@ -44,16 +41,12 @@ export interface AttentionHost {
 }
 
 export class AttentionRole implements Steppable {
-  /** Other ranks that reported work (the leader steps until none has any). */
-  private readonly busy = new Set<number>();
+  /** Rank 0: the other ranks' work, loads and map versions (the leader steps while any has work). */
+  private readonly ledger: LeaderLedger;
   /** The DisaggMoe (or ping-pong pair) the loaded model runs through. */
   private built: DisaggMoe | PingPongMoe | null = null;
-  /** Rank 0: the other ranks' loads as last reported, plus sequences sent there since. */
-  private readonly loads = new Map<number, AttentionLoad>();
   /** The expert map this rank's current group step runs on (set at each step's start). */
   private activeMap: ExpertMap;
-  /** Rank 0: the map version each other rank was last sent. */
-  private readonly sentVersion = new Map<number, number>();
   /** Rank 0: EPLB. */
   readonly balancer: ExpertBalancer | null;
   /** Rank 0: the expert ranks' failover watch. */
@@ -67,6 +60,7 @@ export class AttentionRole implements Steppable {
     readonly rank: number,
   ) {
     this.activeMap = spec.map;
+    this.ledger = new LeaderLedger(spec.numAttention);
     this.balancer =
       rank === 0
         ? new ExpertBalancer(
@@ -92,13 +86,12 @@ export class AttentionRole implements Steppable {
   /** Rank 0: every attention rank (this one first) switches to a failover map, or fails. */
   private async broadcast(change: { map: ExpertMap } | { error: string }): Promise<void> {
     this.applyFailover(change);
-    const others = Array.from({ length: this.spec.numAttention - 1 }, (_, i) => i + 1);
     await Promise.allSettled(
-      others.map(async (a) => {
+      this.ledger.others.map(async (a) => {
         await this.host.env.NPU.getByName(npuName(this.spec.instanceId, a)).attentionFailover(
           change,
         );
-        if ("map" in change) this.sentVersion.set(a, change.map.version);
+        if ("map" in change) this.ledger.sent(a, change.map.version);
       }),
     );
   }
@@ -207,15 +200,7 @@ export class AttentionRole implements Steppable {
    */
   route(numTokens: number): number {
     const engine = this.engine;
-    if (!engine || this.spec.numAttention === 1) return 0;
-    const own = attentionLoad(engine);
-    const idle = { ...own, numRunning: 0, numWaiting: 0, numFreeBlocks: own.numBlocks };
-    const loads = Array.from({ length: this.spec.numAttention }, (_, a) =>
-      a === 0 ? own : (this.loads.get(a) ?? idle),
-    );
-    const rank = pickAttentionRank(loads, numTokens) ?? 0;
-    if (rank !== 0) this.loads.set(rank, withPlaced(loads[rank] as AttentionLoad, numTokens));
-    return rank;
+    return engine ? this.ledger.route(attentionLoad(engine), numTokens) : 0;
   }
 
   /** This rank's load, for rank 0's balancing. */
@@ -226,9 +211,8 @@ export class AttentionRole implements Steppable {
 
   /** Rank 0: the tasks its other ranks hold (a rank that does not answer holds none). */
   async otherTaskIds(): Promise<string[]> {
-    const others = Array.from({ length: this.spec.numAttention - 1 }, (_, i) => i + 1);
     const ids = await Promise.all(
-      others.map((a) =>
+      this.ledger.others.map((a) =>
         this.host.env.NPU.getByName(npuName(this.spec.instanceId, a))
           .health()
           .then((h) => h.taskIds)
@@ -240,12 +224,12 @@ export class AttentionRole implements Steppable {
 
   /** The leader hears that rank `rank` has work. */
   markBusy(rank: number): void {
-    this.busy.add(rank);
+    this.ledger.markBusy(rank);
     this.host.kickLoop();
   }
 
   hasWork(): boolean {
-    return (this.engine?.hasWork() ?? false) || this.busy.size > 0;
+    return (this.engine?.hasWork() ?? false) || this.ledger.anyBusy();
   }
 
   /**
@@ -270,31 +254,20 @@ export class AttentionRole implements Steppable {
 
   /** The leader's group step: its own part and every other rank's, in parallel. */
   async step(): Promise<StepReport | null> {
-    const others = Array.from({ length: this.spec.numAttention - 1 }, (_, i) => i + 1);
+    const others = this.ledger.others;
     const stub = (a: number) => this.host.env.NPU.getByName(npuName(this.spec.instanceId, a));
-    // kicks that arrive during the step add ranks back, so none is lost
-    this.busy.clear();
+    this.ledger.clearBusy();
     // every rank runs this step on the same map version (a rebalance swaps between steps)
     const map = this.spec.map;
     const all = Promise.allSettled([
       this.ownStep(map),
-      ...others.map((a) => {
-        const send = this.sentVersion.get(a) !== map.version ? map : null;
-        this.sentVersion.set(a, map.version);
-        return stub(a).attentionStep({ map: send });
-      }),
+      ...others.map((a) => stub(a).attentionStep({ map: this.ledger.mapFor(a, map) })),
     ]);
     // the failover watch probes the expert ranks while the step is in flight
     const [own, ...rest] = await (this.failover ? this.failover.during(all) : all);
     this.balancer?.afterStep((p) => this.host.waitUntil(p));
     rest.forEach((r, i) => {
-      const a = others[i] as number;
-      if (r.status !== "fulfilled") {
-        this.sentVersion.delete(a); // resend the map next time
-        return;
-      }
-      if (r.value.hasWork) this.busy.add(a);
-      if (r.value.load) this.loads.set(a, r.value.load);
+      this.ledger.settle(others[i] as number, r.status === "fulfilled" ? r.value : null);
     });
     const failed = [own, ...rest].find((r) => r?.status === "rejected");
     if (failed) throw (failed as PromiseRejectedResult).reason;

@@ -20,12 +20,13 @@ import type { DeploymentRecord } from "../shared/types/deployments.ts";
 import {
   DEFAULT_SLO,
   type InstanceStatus,
+  SCALABLE_ROLES,
   type ScalableRole,
   type SloTargets,
 } from "../shared/types/instances.ts";
 import type { InstanceRole } from "../shared/types/records.ts";
 import { type Env, getConfig } from "./env.ts";
-import { type InstancePool, ROLES } from "./instance-pool.ts";
+import type { InstancePool } from "./instance-pool.ts";
 
 /** No scale-in within this long of a target change. */
 export const SCALE_IN_COOLDOWN_MS = 30_000;
@@ -51,7 +52,7 @@ export interface AutoscalerHost {
 }
 
 function autoscaled(d: DeploymentRecord): boolean {
-  return ROLES.some((r) => d.scaling.min[r] !== d.scaling.max[r]);
+  return SCALABLE_ROLES.some((r) => d.scaling.min[r] !== d.scaling.max[r]);
 }
 
 export class Autoscaler {
@@ -89,7 +90,7 @@ export class Autoscaler {
       const statuses = this.h.pool.statuses(d.id);
       const target = { ...d.scaling.target };
       let changed = false;
-      for (const role of ROLES) {
+      for (const role of SCALABLE_ROLES) {
         if (d.scaling.max[role] === 0) continue;
         const signals = await this.#signals(
           statuses.filter((s) => s.role === role),

@@ -4,21 +4,24 @@
  * instances). One object for the cluster; its SQLite state survives restarts (the tables are in
  * cluster-registry.ts). Its instances, their scale-up pipeline and the pre-warmed pool are in
  * instance-pool.ts; the autoscaler (autoscaler.ts) runs on its alarm; model-publisher.ts pushes a
- * model's record to the JobExecutors; the checks on a scale request (bounds, scale from zero's
- * target) are shared/serving/scale-requests.ts.
+ * model's record to the JobExecutors; the records it stores (a re-registered model's next
+ * generation, a new or default deployment) are shared/serving/deployments.ts, and the checks on a
+ * scale request (an active deployment, bounds, scale from zero's target) are
+ * shared/serving/scale-requests.ts.
  */
 import { DurableObject } from "cloudflare:workers";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { Logger, parseLogLevel } from "../shared/log.ts";
 import { weightCacheName } from "../shared/protocol/names.ts";
-import { newDeployment } from "../shared/serving/deployments.ts";
+import { defaultDeployment, newDeployment, nextModel } from "../shared/serving/deployments.ts";
 import type { PdProfile } from "../shared/serving/pd-profile.ts";
-import { checkBounds, fromZeroTarget } from "../shared/serving/scale-requests.ts";
+import { activeDeployment, checkBounds, fromZeroTarget } from "../shared/serving/scale-requests.ts";
 import type {
   DeploymentRecord,
   DeploymentSpec,
   ModelRecord,
-  ModelSummary,
+  ModelRegistration,
+  StoredModel,
 } from "../shared/types/deployments.ts";
 import type { FaultKind } from "../shared/types/faults.ts";
 import type {
@@ -28,7 +31,7 @@ import type {
   ScalableRole,
 } from "../shared/types/instances.ts";
 import { Autoscaler } from "./autoscaler.ts";
-import { ClusterRegistry, type StoredModel } from "./cluster-registry.ts";
+import { ClusterRegistry } from "./cluster-registry.ts";
 import type { Env } from "./env.ts";
 import { FaultSwitch } from "./faults.ts";
 import { InstancePool } from "./instance-pool.ts";
@@ -74,28 +77,8 @@ export class ClusterManager extends DurableObject<Env> {
    * deployment. Replacing a model bumps its generation: earlier deployments are retired and new
    * instance ids are used, so no NPU keeps serving old weights.
    */
-  async registerModel(m: {
-    name: string;
-    r2Key: string;
-    sizeBytes: number;
-    ownedBy: string;
-    summary: ModelSummary;
-    /** null: no default colocated deployment (the model does not fit one NPU). */
-    defaultDeploymentId: string | null;
-  }): Promise<ModelRecord> {
-    const prev = this.#registry.model(m.name);
-    const generation = prev ? prev.generation + 1 : 0;
-    const now = Date.now();
-    const record: StoredModel = {
-      name: m.name,
-      r2Key: m.r2Key,
-      sizeBytes: m.sizeBytes,
-      ownedBy: m.ownedBy,
-      createdAt: prev?.createdAt ?? now,
-      summary: m.summary,
-      generation,
-      pdProfile: null,
-    };
+  async registerModel(m: ModelRegistration): Promise<ModelRecord> {
+    const record = nextModel(this.#registry.model(m.name), m, Date.now());
     const retired = this.#registry.deploymentsOf(m.name);
     this.ctx.storage.transactionSync(() => {
       this.#registry.putModel(record);
@@ -104,14 +87,12 @@ export class ClusterManager extends DurableObject<Env> {
     });
     for (const d of retired) this.pool.retire(d.id);
     if (m.defaultDeploymentId)
-      this.#createDeployment({
-        id: m.defaultDeploymentId,
-        model: m.name,
-        mode: "colocated",
-        scheduler: "deepflow",
-        counts: { colocated: 1, prefill: 0, decode: 0 },
-      });
-    this.log.info("model.registered", { model: m.name, sizeBytes: m.sizeBytes, generation });
+      this.#createDeployment(defaultDeployment(m.defaultDeploymentId, m.name));
+    this.log.info("model.registered", {
+      model: m.name,
+      sizeBytes: m.sizeBytes,
+      generation: record.generation,
+    });
     return this.#publisher.publish(m.name) as Promise<ModelRecord>;
   }
 
@@ -201,12 +182,9 @@ export class ClusterManager extends DurableObject<Env> {
     /** Answer once the target serves (or a start failed, or CREATE_TIMEOUT_MS passed). */
     wait?: boolean;
   }): Promise<Result<{ started: string[]; draining: string[] }>> {
-    const d = this.#registry.deployment(q.id);
-    if (d?.status !== "active") {
-      return failure(
-        errorInfo("not_found", `No deployment ${q.id}.`, "id", "deployment_not_found"),
-      );
-    }
+    const active = activeDeployment(this.#registry.deployment(q.id), q.id, "id");
+    if (!active.ok) return active;
+    const d = active.value;
     const bounded = checkBounds(d, q.target);
     if (!bounded.ok) return bounded;
     const out = this.pool.scale(d, q.target, q.path ?? "auto", q.verify ?? false);
@@ -241,12 +219,9 @@ export class ClusterManager extends DurableObject<Env> {
     timeoutMs: number;
   }): Promise<Result<{ coldStartMs: number; record: ModelRecord }>> {
     const t0 = Date.now();
-    const d = this.#registry.deployment(q.id);
-    if (d?.status !== "active") {
-      return failure(
-        errorInfo("not_found", `No deployment ${q.id}.`, "deployment", "deployment_not_found"),
-      );
-    }
+    const active = activeDeployment(this.#registry.deployment(q.id), q.id, "deployment");
+    if (!active.ok) return active;
+    const d = active.value;
     const live = this.pool.statuses(d.id).filter((s) => s.state !== "draining");
     const target = fromZeroTarget(
       d,

@@ -3,9 +3,7 @@
  * its deployments and revision) and the deployments table. A model's record as handed out
  * (withDeployments) joins its current generation's active deployments and a fresh revision.
  */
-import type { DeploymentRecord, ModelRecord } from "../shared/types/deployments.ts";
-
-export type StoredModel = Omit<ModelRecord, "deployments" | "revision">;
+import type { DeploymentRecord, ModelRecord, StoredModel } from "../shared/types/deployments.ts";
 
 export class ClusterRegistry {
   /** The last record revision handed out (see ModelRecord.revision). */

@@ -10,19 +10,28 @@
  * then it is unbound and goes back to the pool (or stops when the pool is full).
  *
  * The pool itself is warm-pool.ts; the instances' SQLite rows are instance-table.ts; the waiters
- * for a serving deployment are serving-waiters.ts; which instances to start or drain, and their
- * sources, are the pure rules of scale-plan.ts.
+ * for a serving deployment are serving-waiters.ts; which instances to start or drain, their
+ * sources, a reserved instance's status and a new target's record are the pure rules of
+ * shared/serving/scale-plan.ts.
  */
 import { errorFields, type Logger } from "../shared/log.ts";
 import { instanceId, npuName } from "../shared/protocol/names.ts";
-import { inCreationOrder, planSources, roleMove } from "../shared/serving/scale-plan.ts";
+import {
+  forkSources,
+  inCreationOrder,
+  planSources,
+  reservedInstance,
+  roleMove,
+  withTarget,
+} from "../shared/serving/scale-plan.ts";
 import type { DeploymentRecord } from "../shared/types/deployments.ts";
 import {
   type InstanceStatus,
   type LoadPath,
-  noBytes,
   type RoleCounts,
+  SCALABLE_ROLES,
   type ScalableRole,
+  STARTING_STATES,
   type WeightSource,
 } from "../shared/types/instances.ts";
 import type { Env } from "./env.ts";
@@ -30,9 +39,7 @@ import { InstanceTable } from "./instance-table.ts";
 import { ServingWaiters } from "./serving-waiters.ts";
 import { WarmPool } from "./warm-pool.ts";
 
-export const ROLES: readonly ScalableRole[] = ["colocated", "prefill", "decode"];
 const ROLE_TAG: Record<ScalableRole, string> = { colocated: "c", prefill: "p", decode: "d" };
-const STARTING = new Set(["reserved", "preloading", "loading", "warming"]);
 
 export interface FleetHost {
   env: Env;
@@ -60,7 +67,7 @@ export class InstancePool {
     this.#waiters = new ServingWaiters(
       (depId, need) => {
         const d = host.deployment(depId);
-        return d !== null && ROLES.every((r) => d.instances[r].length >= (need[r] ?? 0));
+        return d !== null && SCALABLE_ROLES.every((r) => d.instances[r].length >= (need[r] ?? 0));
       },
       (depId) => this.starting(depId),
     );
@@ -73,18 +80,6 @@ export class InstancePool {
   /** Every instance of a deployment that has not stopped (or every one when `all`), oldest first. */
   statuses(depId: string, all = false): InstanceStatus[] {
     return this.#table.statuses(depId, all);
-  }
-
-  /** Serving instances of `model` (any deployment of its current generation): fork sources. */
-  #servingOf(model: string, generation: number): string[] {
-    const out: string[] = [];
-    for (const s of this.#table.serving()) {
-      const d = this.host.deployment(s.deploymentId);
-      if (d?.status === "active" && d.model === model && d.generation === generation) {
-        out.push(s.id);
-      }
-    }
-    return out;
   }
 
   /**
@@ -100,7 +95,7 @@ export class InstancePool {
     const started: string[] = [];
     const draining: string[] = [];
     const live = this.statuses(d.id);
-    for (const role of ROLES) {
+    for (const role of SCALABLE_ROLES) {
       const move = roleMove(live, role, target[role]);
       if (move.start > 0) started.push(...this.#add(d, role, move.start, path, verify));
       for (const s of move.drain) {
@@ -108,10 +103,7 @@ export class InstancePool {
         this.host.ctx.waitUntil(this.#drain(s));
       }
     }
-    const cur = this.host.deployment(d.id) ?? d;
-    const same = ROLES.every((r) => cur.scaling.target[r] === target[r]);
-    const scaledAt = same ? cur.scaling.scaledAt : Date.now();
-    this.host.put({ ...cur, scaling: { ...cur.scaling, target, scaledAt } });
+    this.host.put(withTarget(this.host.deployment(d.id) ?? d, target, Date.now()));
     return { started, draining };
   }
 
@@ -143,25 +135,13 @@ export class InstancePool {
     const starts: Promise<void>[] = [];
     const plan = planSources(
       path,
-      this.#servingOf(d.model, d.generation),
+      forkSources(this.#table.serving(), (id) => this.host.deployment(id), d),
       ids.map((x) => x.id),
       path === "staged",
     );
     ids.forEach((x, i) => {
       const p = plan[i] as { source: WeightSource; after: string | null };
-      const s: InstanceStatus = {
-        id: x.id,
-        deploymentId: d.id,
-        role,
-        state: "reserved",
-        fromPool: x.fromPool,
-        source: p.source,
-        stepsMs: { reserve: x.reserveMs },
-        bytesByTier: noBytes(),
-        createdAt: now,
-        servingAt: null,
-        error: null,
-      };
+      const s = reservedInstance(x, d.id, role, p.source, now);
       this.#table.save(s);
       let markLoaded = (_: boolean) => {};
       this.#loaded.set(x.id, new Promise<boolean>((r) => (markLoaded = r)));
@@ -282,7 +262,7 @@ export class InstancePool {
   retire(depId: string): void {
     for (const s of this.statuses(depId)) {
       if (s.state === "serving") this.host.ctx.waitUntil(this.#drain(s));
-      else if (STARTING.has(s.state)) {
+      else if (STARTING_STATES.has(s.state)) {
         s.state = "draining"; // #start sees it and stops
         this.#table.save(s);
       }
@@ -293,7 +273,7 @@ export class InstancePool {
 
   /** Whether any instance of the deployment is still starting. */
   starting(depId: string): boolean {
-    return this.statuses(depId).some((s) => STARTING.has(s.state));
+    return this.statuses(depId).some((s) => STARTING_STATES.has(s.state));
   }
 
   /** See ServingWaiters.when: true once the deployment serves `need`, false on timeout or failure. */

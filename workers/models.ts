@@ -13,7 +13,7 @@ import { modelConfigFromGguf, numParameters } from "../shared/model/config.ts";
 import { KernelMemoryError } from "../shared/model/kernels.ts";
 import { minExpertRanks } from "../shared/moe/moe-memory.ts";
 import { Tokenizer } from "../shared/tokenizer/tokenizer.ts";
-import type { ModelRecord, ModelSummary } from "../shared/types/deployments.ts";
+import type { ModelRecord, ModelRegistration, ModelSummary } from "../shared/types/deployments.ts";
 import { clusterManager, type Env, getConfig } from "./env.ts";
 import { newDeploymentId } from "./ids.ts";
 
@@ -131,7 +131,7 @@ export async function storeModel(
  */
 export async function registerStored(
   env: Env,
-  m: { name: string; r2Key: string; sizeBytes: number; ownedBy: string; summary: ModelSummary },
+  m: Omit<ModelRegistration, "defaultDeploymentId">,
 ): Promise<ModelRecord> {
   const prev = await clusterManager(env).getModel({ name: m.name });
   const record = await clusterManager(env).registerModel({

@@ -1,6 +1,14 @@
-/** A new deployment's record, built from its spec (the ClusterManager stores and scales it). */
+/**
+ * The records the ClusterManager stores: a (re-)registered model's, a new deployment's, and the
+ * spec of a model's default colocated deployment. Pure.
+ */
 import { instanceId } from "../protocol/names.ts";
-import type { DeploymentRecord, DeploymentSpec } from "../types/deployments.ts";
+import type {
+  DeploymentRecord,
+  DeploymentSpec,
+  ModelRegistration,
+  StoredModel,
+} from "../types/deployments.ts";
 import { DEFAULT_SLO } from "../types/instances.ts";
 
 /**
@@ -37,5 +45,37 @@ export function newDeployment(
       slo: spec.slo ?? DEFAULT_SLO,
     },
     ...(spec.moe ? { moe: spec.moe } : {}),
+  };
+}
+
+/**
+ * A registered model's stored record; replacing `prev` bumps the generation (new instances for
+ * new weights) and keeps its creation time.
+ */
+export function nextModel(
+  prev: StoredModel | null,
+  m: ModelRegistration,
+  now: number,
+): StoredModel {
+  return {
+    name: m.name,
+    r2Key: m.r2Key,
+    sizeBytes: m.sizeBytes,
+    ownedBy: m.ownedBy,
+    createdAt: prev?.createdAt ?? now,
+    summary: m.summary,
+    generation: prev ? prev.generation + 1 : 0,
+    pdProfile: null,
+  };
+}
+
+/** A model's default deployment: one colocated instance, DeepFlow scheduling. */
+export function defaultDeployment(id: string, model: string): DeploymentSpec {
+  return {
+    id,
+    model,
+    mode: "colocated",
+    scheduler: "deepflow",
+    counts: { colocated: 1, prefill: 0, decode: 0 },
   };
 }

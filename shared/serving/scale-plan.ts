@@ -9,7 +9,16 @@ import { type InstanceOptions, planMemory } from "../engine/instance.ts";
 import type { GgufFile } from "../gguf/gguf.ts";
 import { modelConfigFromGguf } from "../model/config.ts";
 import type { WeightSelection } from "../model/weights.ts";
-import type { LoadPath, WeightSource } from "../types/instances.ts";
+import type { DeploymentRecord } from "../types/deployments.ts";
+import {
+  type InstanceStatus,
+  type LoadPath,
+  noBytes,
+  type RoleCounts,
+  SCALABLE_ROLES,
+  type ScalableRole,
+  type WeightSource,
+} from "../types/instances.ts";
 
 /** Bytes per chunk of a staged copy (a storage value holds about 2 MB). */
 export const WEIGHT_CHUNK_BYTES = 2 ** 20;
@@ -144,4 +153,54 @@ export function roleMove<S extends { role: string; state: string }>(
 /** `ids` sorted into `order` (the instances' creation order), whatever order they came in. */
 export function inCreationOrder(ids: readonly string[], order: readonly string[]): string[] {
   return [...ids].sort((a, b) => order.indexOf(a) - order.indexOf(b));
+}
+
+/**
+ * The deployment with its scaling target set to `target`; scaledAt moves to `now` only when the
+ * target changed (the autoscaler's cool-down counts from the last change).
+ */
+export function withTarget(d: DeploymentRecord, target: RoleCounts, now: number): DeploymentRecord {
+  const same = SCALABLE_ROLES.every((r) => d.scaling.target[r] === target[r]);
+  const scaledAt = same ? d.scaling.scaledAt : now;
+  return { ...d, scaling: { ...d.scaling, target, scaledAt } };
+}
+
+/** A just-reserved instance's status: reserve timed, nothing loaded yet. */
+export function reservedInstance(
+  r: { id: string; fromPool: boolean; reserveMs: number },
+  deploymentId: string,
+  role: ScalableRole,
+  source: WeightSource,
+  now: number,
+): InstanceStatus {
+  return {
+    id: r.id,
+    deploymentId,
+    role,
+    state: "reserved",
+    fromPool: r.fromPool,
+    source,
+    stepsMs: { reserve: r.reserveMs },
+    bytesByTier: noBytes(),
+    createdAt: now,
+    servingAt: null,
+    error: null,
+  };
+}
+
+/**
+ * Fork sources for a load of `d`'s weights: the `serving` instances whose deployment is active
+ * and serves the same model at the same generation.
+ */
+export function forkSources(
+  serving: readonly InstanceStatus[],
+  deployment: (id: string) => DeploymentRecord | null,
+  d: DeploymentRecord,
+): string[] {
+  return serving
+    .filter((s) => {
+      const of = deployment(s.deploymentId);
+      return of?.status === "active" && of.model === d.model && of.generation === d.generation;
+    })
+    .map((s) => s.id);
 }

@@ -109,3 +109,17 @@ export interface ModelRecord {
    */
   revision: number;
 }
+
+/** A model as the ClusterManager stores it: its record without the views added when read. */
+export type StoredModel = Omit<ModelRecord, "deployments" | "revision">;
+
+/** A model whose bytes are already in R2, as POST /v1/models hands it to the ClusterManager. */
+export interface ModelRegistration {
+  name: string;
+  r2Key: string;
+  sizeBytes: number;
+  ownedBy: string;
+  summary: ModelSummary;
+  /** null: no default colocated deployment (the model does not fit one NPU). */
+  defaultDeploymentId: string | null;
+}

@@ -17,6 +17,14 @@ export const INSTANCE_STATES = [
 ] as const;
 export type InstanceLifecycleState = (typeof INSTANCE_STATES)[number];
 
+/** The states of an instance still going through the scale-up steps (not yet serving). */
+export const STARTING_STATES: ReadonlySet<InstanceLifecycleState> = new Set([
+  "reserved",
+  "preloading",
+  "loading",
+  "warming",
+]);
+
 /** DeepFlow's five scale-up steps, each timed per instance. */
 export const SCALE_STEPS = ["reserve", "preload", "load", "warmup", "announce"] as const;
 export type ScaleStep = (typeof SCALE_STEPS)[number];
@@ -45,6 +53,8 @@ export type WeightSource =
  * ranks, is set up whole).
  */
 export type ScalableRole = Exclude<InstanceRole, "attention">;
+
+export const SCALABLE_ROLES: readonly ScalableRole[] = ["colocated", "prefill", "decode"];
 
 /** Instances per role (a colocated deployment uses `colocated`, a PD one `prefill`/`decode`). */
 export type RoleCounts = Record<ScalableRole, number>;

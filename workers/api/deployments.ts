@@ -11,7 +11,7 @@
 import { Hono } from "hono";
 import { checkKvCache, resolveKvCache } from "../../shared/engine/kv-policy/spec.ts";
 import { AppError } from "../../shared/errors.ts";
-import { DEFAULT_SLO } from "../../shared/types/instances.ts";
+import { DEFAULT_SLO, SCALABLE_ROLES } from "../../shared/types/instances.ts";
 import type { AppEnv } from "../app-env.ts";
 import { clusterManager, getConfig, npu } from "../env.ts";
 import { newDeploymentId } from "../ids.ts";
@@ -26,8 +26,6 @@ import { withLoad } from "./deployment-views.ts";
 import { moeDeployments } from "./deployments-moe.ts";
 
 export const deployments = new Hono<AppEnv>();
-
-const ROLES = ["colocated", "prefill", "decode"] as const;
 
 deployments.use("*", async (c, next) => {
   requireAdmin(c.var.principal.isAdmin);
@@ -46,7 +44,7 @@ deployments.post("/", async (c) => {
   };
   const min = roleCounts(s.min_instances, counts);
   const max = roleCounts(s.max_instances, counts);
-  for (const r of ROLES) {
+  for (const r of SCALABLE_ROLES) {
     if (min[r] > counts[r] || counts[r] > max[r]) {
       const msg = `${r}: min_instances <= instances <= max_instances must hold (${min[r]}, ${counts[r]}, ${max[r]})`;
       throw new AppError("invalid_request", msg, "instances");

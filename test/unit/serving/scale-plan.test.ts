@@ -1,15 +1,21 @@
 /**
  * The scale-up rules: fork tree broadcast, load sources per path, the arena of a model, which
- * instances a role starts or drains, and the serving list's creation order.
+ * instances a role starts or drains, the serving list's creation order, fork sources and a new
+ * target's scaledAt.
  */
 import { describe, expect, it } from "vitest";
+import { newDeployment } from "../../../shared/serving/deployments.ts";
 import {
   arenaBytes,
   forkParents,
+  forkSources,
   inCreationOrder,
   planSources,
+  reservedInstance,
   roleMove,
+  withTarget,
 } from "../../../shared/serving/scale-plan.ts";
+import type { DeploymentRecord } from "../../../shared/types/deployments.ts";
 
 describe("forkParents", () => {
   it("doubles the holders each wave from one source", () => {
@@ -114,5 +120,50 @@ describe("roleMove", () => {
 describe("inCreationOrder", () => {
   it("sorts ids by their place in the creation order", () => {
     expect(inCreationOrder(["c", "a", "b"], ["a", "b", "c"])).toEqual(["a", "b", "c"]);
+  });
+});
+
+const dep = (id: string, model: string, generation: number): DeploymentRecord =>
+  newDeployment(
+    {
+      id,
+      model,
+      mode: "colocated",
+      scheduler: "deepflow",
+      counts: { colocated: 1, prefill: 0, decode: 0 },
+    },
+    generation,
+    1000,
+  );
+
+describe("forkSources", () => {
+  it("keeps serving instances of active deployments of the same model and generation", () => {
+    const deps = new Map([
+      ["a", dep("a", "m", 1)],
+      ["b", dep("b", "m", 0)], // an older generation
+      ["c", { ...dep("c", "m", 1), status: "deleted" as const }],
+      ["d", dep("d", "other", 1)],
+    ]);
+    const inst = (id: string, depId: string) =>
+      reservedInstance(
+        { id, fromPool: false, reserveMs: 0 },
+        depId,
+        "colocated",
+        { tier: "r2" },
+        0,
+      );
+    const serving = ["a", "b", "c", "d", "gone"].map((x) => inst(`i-${x}`, x));
+    const sources = forkSources(serving, (id) => deps.get(id) ?? null, dep("e", "m", 1));
+    expect(sources).toEqual(["i-a"]);
+  });
+});
+
+describe("withTarget", () => {
+  it("moves scaledAt only when the target changes", () => {
+    const d = dep("a", "m", 0);
+    const same = withTarget(d, { colocated: 1, prefill: 0, decode: 0 }, 5000);
+    expect(same.scaling.scaledAt).toBe(1000);
+    const up = withTarget(d, { colocated: 3, prefill: 0, decode: 0 }, 5000);
+    expect(up.scaling).toMatchObject({ scaledAt: 5000, target: { colocated: 3 } });
   });
 });
