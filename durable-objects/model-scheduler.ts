@@ -9,6 +9,7 @@
 import { checkKvCache, resolveKvCache } from "../shared/engine/kv-policy/spec.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { parseGguf } from "../shared/gguf/gguf.ts";
+import { modelConfigFromGguf } from "../shared/model/config.ts";
 import { taskIdFor } from "../shared/protocol/ids.ts";
 import type {
   ChatMessage,
@@ -22,6 +23,7 @@ import type {
 import { npuName } from "../shared/protocol/names.ts";
 import { PROTOCOL_VERSION } from "../shared/protocol/version.ts";
 import { noDeployment } from "../shared/serving/admission.ts";
+import { DefaultHeatmap } from "../shared/serving/default-heatmap.ts";
 import {
   OutputLengthPredictor,
   type OutputLengthPredictorJson,
@@ -41,6 +43,7 @@ import {
   scheduleRequest,
 } from "../shared/serving/scheduling.ts";
 import { type PreparedPrompts, preparePrompts } from "../shared/serving/task.ts";
+import type { CardShape } from "../shared/sim/derive-card.ts";
 import { Tokenizer } from "../shared/tokenizer/tokenizer.ts";
 import type { DeploymentRecord, ModelRecord } from "../shared/types/deployments.ts";
 import type { InstanceRole } from "../shared/types/records.ts";
@@ -86,6 +89,8 @@ export class ModelScheduler {
   private predictor: OutputLengthPredictor;
   private counters: RrCounters = {};
   profile: PdProfile | null = null;
+  /** Used in place of `profile` when it is null (derived from the GGUF header on first need). */
+  private readonly defaultHeatmap: DefaultHeatmap;
   /** Changed since the last snapshot. */
   dirty = false;
 
@@ -95,8 +100,11 @@ export class ModelScheduler {
     private readonly blockSize: number,
     /** KV blocks per prefix-tree key (PREFIX_INDEX_TOKENS / blockSize). */
     private readonly prefixStrideBlocks: number,
+    /** The instance shape the default heatmap's card runs with (the engine's config). */
+    shape: CardShape = {},
   ) {
     this.predictor = new OutputLengthPredictor(model);
+    this.defaultHeatmap = new DefaultHeatmap(model, shape);
   }
 
   restore(s: SchedulerSnapshot): void {
@@ -124,6 +132,7 @@ export class ModelScheduler {
       if (!obj) return;
       const file = parseGguf(new Uint8Array(await obj.arrayBuffer()), { headerOnly: true });
       const tok = Tokenizer.fromGguf(file.metadata);
+      this.defaultHeatmap.config = modelConfigFromGguf(file);
       this.tokenizer = tok;
       this.chat = createChatRenderer(
         file.metadata.get("tokenizer.chat_template") as string | undefined,
@@ -271,6 +280,7 @@ export class ModelScheduler {
       prefixTree: this.tree,
       predictor: this.predictor,
       profile: this.profile,
+      defaultProfile: this.profile ? null : this.defaultHeatmap.for(deployments),
       counters: this.counters,
     });
     if (!result) return null;

@@ -24,7 +24,7 @@ import {
   ServingMetrics,
 } from "../shared/serving/serving-metrics.ts";
 import type { DeploymentRecord, ModelRecord } from "../shared/types/deployments.ts";
-import type { Env } from "./env.ts";
+import { type Env, getConfig } from "./env.ts";
 import { ModelScheduler, type PlanInput, type SchedulerSnapshot } from "./model-scheduler.ts";
 import type { AppliedProgress } from "./record-progress.ts";
 
@@ -60,7 +60,9 @@ export class PlacementState {
   async scheduler(m: ModelRecord): Promise<ModelScheduler> {
     let s = this.#schedulers.get(m.name);
     if (!s || s.generation !== m.generation) {
-      s = new ModelScheduler(m.name, m.generation, this.blockSize, this.prefixStrideBlocks);
+      const { maxNumSeqs, maxNumBatchedTokens } = getConfig(this.env);
+      const shape = { maxNumSeqs, maxNumBatchedTokens, blockSize: this.blockSize };
+      s = new ModelScheduler(m.name, m.generation, this.blockSize, this.prefixStrideBlocks, shape);
       const saved = this.kv.get<SchedulerSnapshot>(`sched/${m.name}`);
       if (saved) s.restore(saved);
       this.#schedulers.set(m.name, s);

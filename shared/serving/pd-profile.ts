@@ -124,7 +124,13 @@ export interface PdGroupCost {
   adjustedMs: number | null;
 }
 
-export type PdGroupReason = "only-group" | "one-mode" | "heatmap" | "no-profile";
+/** "heatmap": the measured profile; "default-heatmap": the derived one (default-heatmap.ts). */
+export type PdGroupReason =
+  | "only-group"
+  | "one-mode"
+  | "heatmap"
+  | "default-heatmap"
+  | "no-profile";
 
 export interface PdGroupChoice {
   deploymentId: string;
@@ -143,11 +149,15 @@ export interface PdChoiceOptions {
 
 export const DEFAULT_PD_CHOICE: PdChoiceOptions = { queueFactor: 0.1, pdBias: 0, lookup: "bucket" };
 
+const usableProfile = (p: PdProfile | null) =>
+  p !== null && checkPdProfile(p) === null ? p : null;
+
 /**
  * Algorithm 1's outer step: the deployment whose profile time for (`inputTokens`,
- * `outputTokens`), stretched by its load, is lowest. One group: it. One mode only, or no usable
- * profile: the least-pressured group. Ties go to PD (mistakes there are cheap), then to the
- * first listed. @throws InvariantError when `groups` is empty.
+ * `outputTokens`), stretched by its load, is lowest; the measured `profile` when usable, else
+ * `fallback` (the default heatmap). One group: it. One mode only, or neither profile usable: the
+ * least-pressured group. Ties go to PD (mistakes there are cheap), then to the first listed.
+ * @throws InvariantError when `groups` is empty.
  */
 export function choosePdGroup(
   groups: readonly PdGroupCandidate[],
@@ -155,9 +165,11 @@ export function choosePdGroup(
   inputTokens: number,
   outputTokens: number,
   opts: PdChoiceOptions = DEFAULT_PD_CHOICE,
+  fallback: PdProfile | null = null,
 ): PdGroupChoice {
   assert(groups.length > 0, "no deployment to choose from");
-  const usable = profile !== null && checkPdProfile(profile) === null ? profile : null;
+  const measured = usableProfile(profile);
+  const usable = measured ?? usableProfile(fallback);
   const costs = groups.map((g): PdGroupCost => {
     const expectedMs = usable
       ? profileMs(usable, g.mode, inputTokens, outputTokens, opts.lookup)
@@ -174,9 +186,10 @@ export function choosePdGroup(
     };
   });
   const oneMode = groups.every((g) => g.mode === (groups[0] as PdGroupCandidate).mode);
-  const reason: PdGroupReason =
-    groups.length === 1 ? "only-group" : oneMode ? "one-mode" : usable ? "heatmap" : "no-profile";
-  const score = (c: PdGroupCost) => (reason === "heatmap" ? (c.adjustedMs as number) : c.pressure);
+  const source = measured ? "heatmap" : usable ? "default-heatmap" : "no-profile";
+  const reason = groups.length === 1 ? "only-group" : oneMode ? "one-mode" : source;
+  const score = (c: PdGroupCost) =>
+    c.adjustedMs !== null && reason === source ? c.adjustedMs : c.pressure;
   let best = costs[0] as PdGroupCost;
   for (const c of costs) {
     const d = score(c) - score(best);

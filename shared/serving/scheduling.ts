@@ -308,6 +308,8 @@ export interface ScheduleInput {
   prefixTree: Pick<PrefixTree, "match"> | null;
   predictor: Pick<OutputLengthPredictor, "predict"> | null;
   profile: PdProfile | null;
+  /** The default heatmap, used when `profile` is null or unusable (default-heatmap.ts). */
+  defaultProfile?: PdProfile | null;
   counters: RrCounters;
 }
 
@@ -447,7 +449,14 @@ export function scheduleRequest(
       mode: d.mode,
       pressure: groupPressure(d),
     }));
-    const g = choosePdGroup(candidates, input.profile, input.numPromptTokens, predicted, opts.pd);
+    const g = choosePdGroup(
+      candidates,
+      input.profile,
+      input.numPromptTokens,
+      predicted,
+      opts.pd,
+      input.defaultProfile ?? null,
+    );
     deployment = usable.find((d) => d.deploymentId === g.deploymentId) ?? first;
     groupReason = g.reason;
     groups = g.costs;
