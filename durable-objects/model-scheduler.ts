@@ -132,7 +132,8 @@ export class ModelScheduler {
       if (!obj) return;
       const file = parseGguf(new Uint8Array(await obj.arrayBuffer()), { headerOnly: true });
       const tok = Tokenizer.fromGguf(file.metadata);
-      this.defaultHeatmap.config = modelConfigFromGguf(file);
+      const config = modelConfigFromGguf(file);
+      this.defaultHeatmap.target = { config, weightBytes: m.sizeBytes };
       this.tokenizer = tok;
       this.chat = createChatRenderer(
         file.metadata.get("tokenizer.chat_template") as string | undefined,

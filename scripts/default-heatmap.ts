@@ -16,7 +16,7 @@
  * The engine shape is the serving config's defaults (MAX_NUM_SEQS, MAX_NUM_BATCHED_TOKENS,
  * KV_BLOCK_SIZE), as a JobExecutor with default vars uses. The last line is one JSON object.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { readCard } from "../bench/sim-run.ts";
 import { servingConfig } from "../shared/config.ts";
@@ -48,18 +48,19 @@ if (!values.model) {
 const config = modelConfigFromGguf(
   parseGguf(new Uint8Array(readFileSync(values.model)), { headerOnly: true }),
 );
+const target = { config, weightBytes: statSync(values.model).size };
 const serving = servingConfig({});
 const shape = {
   maxNumSeqs: serving.maxNumSeqs,
   maxNumBatchedTokens: serving.maxNumBatchedTokens,
   blockSize: serving.blockSize,
 };
-const card = deriveCard(config, REFERENCE_CPU_CARD, shape);
+const card = deriveCard(target, REFERENCE_CPU_CARD, shape);
 console.log(`derived card: ${JSON.stringify(card)}`);
 
-defaultPdProfile(config.name, config, shape); // JIT warm-up, not timed
+defaultPdProfile(config.name, target, shape); // JIT warm-up, not timed
 const t0 = performance.now();
-const used = defaultPdProfile(config.name, config, shape);
+const used = defaultPdProfile(config.name, target, shape);
 const deriveMs = performance.now() - t0;
 console.log(
   `default heatmap (utilization ${DEFAULT_HEATMAP.utilization}, ${DEFAULT_HEATMAP.requestsPerCell} requests per cell), colocated / PD mean e2e ms, derived in ${deriveMs.toFixed(0)} ms:`,

@@ -7,8 +7,7 @@
  * reference-card.ts). Deterministic (seeded), so every JobExecutor shard derives the same one.
  * A measured profile (`npm run -s profile:pd`) always wins over it. Pure.
  */
-import type { ModelConfig } from "../model/config.ts";
-import type { CardShape } from "../sim/derive-card.ts";
+import type { CardShape, DeriveTarget } from "../sim/derive-card.ts";
 import { deriveCard } from "../sim/derive-card.ts";
 import { measureHeatmap } from "../sim/heatmap.ts";
 import { REFERENCE_CPU_CARD } from "../sim/reference-card.ts";
@@ -44,17 +43,17 @@ export function defaultHeatmapBuckets(maxModelLen: number): {
 }
 
 /**
- * The default heatmap of `model` (its GGUF's `config`), at `opts.utilization` (pass several to
- * `measureHeatmap` with the same card for sign stability: scripts/default-heatmap.ts).
- * @throws Error when the context is too short for a bucket (under 32 tokens).
+ * The default heatmap of `model` (its GGUF's config and size), at `opts.utilization` (pass
+ * several to `measureHeatmap` with the same card for sign stability: scripts/default-heatmap.ts).
+ * @throws Error when the context is too short for a bucket (under 64 tokens).
  */
 export function defaultPdProfile(
   model: string,
-  config: ModelConfig,
+  target: DeriveTarget,
   shape: CardShape = {},
   opts: DefaultHeatmapOptions = DEFAULT_HEATMAP,
 ): PdProfile {
-  const card = deriveCard(config, REFERENCE_CPU_CARD, shape);
+  const card = deriveCard(target, REFERENCE_CPU_CARD, shape);
   const buckets = defaultHeatmapBuckets(card.maxModelLen);
   const r = measureHeatmap(card, {
     ...buckets,
@@ -77,10 +76,10 @@ export function mixesModes(groups: readonly { mode: DeploymentMode }[]): boolean
 /**
  * A model's default heatmap, derived when the group step first needs one and kept for the
  * model's generation (one per ModelScheduler): tens to hundreds of ms once (README "Default PD
- * heatmap"), never per request. `config` is set once the model's GGUF header is read.
+ * heatmap"), never per request. `target` is set once the model's GGUF header is read.
  */
 export class DefaultHeatmap {
-  config: ModelConfig | null = null;
+  target: DeriveTarget | null = null;
   #profile: PdProfile | null = null;
 
   constructor(
@@ -93,9 +92,9 @@ export class DefaultHeatmap {
 
   /** The heatmap for `groups` when they mix modes (derived on this first call), else null. */
   for(groups: readonly { mode: DeploymentMode }[]): PdProfile | null {
-    if (!this.config || this.error !== null || !mixesModes(groups)) return null;
+    if (!this.target || this.error !== null || !mixesModes(groups)) return null;
     try {
-      this.#profile ??= defaultPdProfile(this.model, this.config, this.shape);
+      this.#profile ??= defaultPdProfile(this.model, this.target, this.shape);
     } catch (e) {
       this.error = (e as Error).message; // a model the simulator cannot run: no heatmap, once
     }

@@ -1,21 +1,21 @@
 /**
  * A model card for a model nobody measured, derived from its architecture (GGUF metadata) and a
  * card measured on this engine for another checkpoint (profile:steps). Each step-time
- * coefficient is scaled by the ratio of the multiply-adds that coefficient pays for, target over
- * reference (`stepMacs`):
+ * coefficient is scaled by the ratio, target over reference, of what it pays for:
  *
  *   b (per scheduled token): the layers' projections and the active FFN (experts: top-k of them
- *     plus the router), numHiddenLayers x (h x (q + 2 kv) + q x h + FFN);
+ *     plus the router), numHiddenLayers x (h x (q + 2 kv) + q x h + FFN) multiply-adds;
  *   c and e (per attended pair): QK and AV over every query head, numHiddenLayers x 2 x q;
  *   d (per sequence): the LM head of its sampled token, vocabSize x h;
- *   a (per step): the per-layer kernel calls, numHiddenLayers.
+ *   a (per step): the weights' bytes (the GGUF file's size), which a step reads once.
  *
  * On the measured CPU card (bench/cards/synthetic-moe-cpu.json) b, c and d each imply the same
- * multiply-add rate within 10% (README "Default PD heatmap"), which is what makes one rate per
- * engine a fair model. The KV bytes a PD handoff moves are the engine's own (f32 K and V per
- * layer, `kvBytesPerBlock`); the fabric and serving-path figures and the instance shape are
- * the reference card's unless `shape` overrides them, and `maxModelLen` is the model's context.
- * Pure.
+ * multiply-add rate within 10%, and a implies 17.8 GB/s of weights, against 16.2 GB/s measured on
+ * a 51M-parameter llama (README "Default PD heatmap"). Larger matrices run at more multiply-adds
+ * per ms, so b, c and d come out high for a model much larger than the reference (about 3x at 51M
+ * parameters). The KV bytes a PD handoff moves are the engine's own (f32 K and V per layer,
+ * `kvBytesPerBlock`); the fabric and serving-path figures and the instance shape are the
+ * reference card's unless `shape` overrides them, and `maxModelLen` is the model's context. Pure.
  */
 import { type ModelConfig, numParameters } from "../model/config.ts";
 import { kvBytesPerBlock } from "../model/transformer.ts";
@@ -44,8 +44,6 @@ export interface StepMacs {
   pair: number;
   /** Per sequence in the step (its sampled token's LM head). */
   seq: number;
-  /** Per step: layers (kernel calls). */
-  step: number;
 }
 
 export function stepMacs(c: MacShape): StepMacs {
@@ -60,14 +58,20 @@ export function stepMacs(c: MacShape): StepMacs {
     token: c.numHiddenLayers * (h * (q + 2 * kv) + q * h + ffn),
     pair: c.numHiddenLayers * 2 * q,
     seq: c.vocabSize * h,
-    step: c.numHiddenLayers,
   };
 }
 
-/** A measured card and the architecture of the checkpoint it was measured on. */
+/** A measured card, and the architecture and file size of the checkpoint it was measured on. */
 export interface ReferenceCard {
   card: ModelCard;
   config: MacShape;
+  weightBytes: number;
+}
+
+/** The model a card is derived for: its architecture and its weights' bytes (GGUF file size). */
+export interface DeriveTarget {
+  config: ModelConfig;
+  weightBytes: number;
 }
 
 /** Card fields a caller may set for the derived card (the instance shape it will run with). */
@@ -84,23 +88,24 @@ const round = (x: number) => Number(x.toPrecision(4));
 
 /** The card of `target` scaled from `ref` (see the module comment). */
 export function deriveCard(
-  target: ModelConfig,
+  { config, weightBytes }: DeriveTarget,
   ref: ReferenceCard,
   shape: CardShape = {},
 ): ModelCard {
-  const t = stepMacs(target);
+  const t = stepMacs(config);
   const r = stepMacs(ref.config);
+  const w = weightBytes / ref.weightBytes;
   const { card } = ref;
   const derived: ModelCard = {
     ...card,
-    name: `${target.name} (derived from ${card.name})`,
-    source: `derived by shared/sim/derive-card.ts from the architecture (${numParameters(target)} parameters, ${target.numHiddenLayers} layers) and the measured card of ${card.checkpoint ?? card.name}: coefficients scaled by multiply-adds per token ${round(t.token / r.token)}x, per attended pair ${round(t.pair / r.pair)}x, per sequence ${round(t.seq / r.seq)}x, per step ${round(t.step / r.step)}x`,
-    a: round((card.a * t.step) / r.step),
+    name: `${config.name} (derived from ${card.name})`,
+    source: `derived by shared/sim/derive-card.ts from the architecture (${numParameters(config)} parameters, ${weightBytes} bytes) and the measured card of ${card.checkpoint ?? card.name}: multiply-adds per token ${round(t.token / r.token)}x, per attended pair ${round(t.pair / r.pair)}x, per sequence ${round(t.seq / r.seq)}x; weight bytes per step ${round(w)}x`,
+    a: round(card.a * w),
     b: round((card.b * t.token) / r.token),
     c: round((card.c * t.pair) / r.pair),
     d: round((card.d * t.seq) / r.seq),
-    kvBytesPerToken: engineKvBytesPerToken(target),
-    maxModelLen: target.maxPositionEmbeddings,
+    kvBytesPerToken: engineKvBytesPerToken(config),
+    maxModelLen: config.maxPositionEmbeddings,
     ...shape,
   };
   delete derived.checkpoint;

@@ -3,7 +3,7 @@
  * engine's step costs on the synthetic checkpoint, as `npm run -s profile:steps` and
  * `npm run -s profile:path` wrote them to bench/cards/synthetic-moe-cpu.json (the Workers bundle
  * cannot read that file, so its figures are repeated here; a unit test fails when the two
- * differ), with the checkpoint's architecture (models/synthetic-moe.gguf's metadata, also
+ * differ), with the checkpoint's architecture and file size (models/synthetic-moe.gguf's, also
  * checked by the test) and the PD handoff's figures, which that card lacks (below).
  */
 import type { ReferenceCard } from "./derive-card.ts";
@@ -55,4 +55,5 @@ export const REFERENCE_CPU_CARD: ReferenceCard = {
     moeIntermediateSize: 64,
     vocabSize: 768,
   },
+  weightBytes: 1_700_672,
 };

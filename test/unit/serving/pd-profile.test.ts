@@ -115,6 +115,37 @@ describe("choosePdGroup", () => {
     expect(choosePdGroup(loaded, broken, 100, 600).reason).toBe("no-profile");
     expect(() => choosePdGroup([], PROFILE, 1, 1)).toThrow();
   });
+
+  it("goes by the default heatmap when none was measured, and a measured one wins", () => {
+    // PD carries more load (pressure alone picks colocated); the default heatmap says PD is
+    // three times faster at 2048 in / 32 out, the measured one says colocated is
+    const busyPd = [groups[0]!, { ...groups[1]!, pressure: 2 }];
+    const fallback = { ...PROFILE, pdMs: PROFILE.colocatedMs.map((r) => r.map((v) => v / 3)) };
+    expect(choosePdGroup(busyPd, null, 2000, 30)).toMatchObject({
+      deploymentId: "coloc",
+      reason: "no-profile",
+    });
+    const byDefault = choosePdGroup(busyPd, null, 2000, 30, DEFAULT_PD_CHOICE, fallback);
+    expect(byDefault).toMatchObject({ deploymentId: "pd", reason: "default-heatmap" });
+    // the default heatmap's times, stretched by each group's pressure
+    expect(byDefault.costs.map((c) => c.adjustedMs)).toEqual([1000, (1000 / 3) * 1.2]);
+    const measured = { ...PROFILE, pdMs: PROFILE.colocatedMs.map((r) => r.map((v) => v * 2)) };
+    expect(choosePdGroup(busyPd, measured, 2000, 30, DEFAULT_PD_CHOICE, fallback)).toMatchObject({
+      deploymentId: "coloc",
+      reason: "heatmap",
+    });
+    // an unusable measured profile falls back to the default one; an unusable default to none
+    const broken = { ...PROFILE, pdMs: [] };
+    const r = choosePdGroup(busyPd, broken, 2000, 30, DEFAULT_PD_CHOICE, fallback);
+    expect(r.reason).toBe("default-heatmap");
+    expect(choosePdGroup(busyPd, null, 2000, 30, DEFAULT_PD_CHOICE, broken).reason).toBe(
+      "no-profile",
+    );
+    // one group, or one mode: the heatmap has nothing to choose between
+    expect(choosePdGroup([groups[1]!], null, 2000, 30, DEFAULT_PD_CHOICE, fallback).reason).toBe(
+      "only-group",
+    );
+  });
 });
 
 describe("OutputLengthPredictor", () => {

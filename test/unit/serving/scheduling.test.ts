@@ -403,6 +403,25 @@ describe("scheduleRequest", () => {
     });
   });
 
+  it("goes by the default heatmap for a model nobody profiled; a measured profile wins", () => {
+    const deps = deployments("deepflow"); // the PD group carries a decode: more pressure
+    const none = scheduleRequest(request(deps, { profile: null }))!;
+    expect(none.decision).toMatchObject({ deploymentId: "dep_coloc", groupReason: "no-profile" });
+    const byDefault = scheduleRequest(request(deps, { profile: null, defaultProfile: PROFILE }))!;
+    expect(byDefault.decision).toMatchObject({
+      deploymentId: "dep_pd",
+      groupReason: "default-heatmap",
+      prefillInstanceId: "p1",
+      decodeInstanceId: "d1",
+    });
+    expect(byDefault.decision.groups.map((g) => g.expectedMs)).toEqual([1000, 600]);
+    const colocFaster = { ...PROFILE, pdMs: PROFILE.colocatedMs.map((r) => r.map((v) => v * 2)) };
+    const measured = scheduleRequest(
+      request(deps, { profile: colocFaster, defaultProfile: PROFILE }),
+    )!;
+    expect(measured.decision).toMatchObject({ deploymentId: "dep_coloc", groupReason: "heatmap" });
+  });
+
   it("skips deployments that cannot serve and returns null when none can", () => {
     const noDecode: DeploymentState = {
       deploymentId: "dep_pd",
