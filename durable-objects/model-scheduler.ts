@@ -9,7 +9,6 @@
 import { checkKvCache, resolveKvCache } from "../shared/engine/kv-policy/spec.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { parseGguf } from "../shared/gguf/gguf.ts";
-import { modelConfigFromGguf } from "../shared/model/config.ts";
 import { taskIdFor } from "../shared/protocol/ids.ts";
 import type {
   ChatMessage,
@@ -132,8 +131,7 @@ export class ModelScheduler {
       if (!obj) return;
       const file = parseGguf(new Uint8Array(await obj.arrayBuffer()), { headerOnly: true });
       const tok = Tokenizer.fromGguf(file.metadata);
-      const config = modelConfigFromGguf(file);
-      this.defaultHeatmap.target = { config, weightBytes: m.sizeBytes };
+      this.defaultHeatmap.readHeader(file, m.sizeBytes);
       this.tokenizer = tok;
       this.chat = createChatRenderer(
         file.metadata.get("tokenizer.chat_template") as string | undefined,

@@ -7,6 +7,8 @@
  * reference-card.ts). Deterministic (seeded), so every JobExecutor shard derives the same one.
  * A measured profile (`npm run -s profile:pd`) always wins over it. Pure.
  */
+import type { GgufFile } from "../gguf/gguf.ts";
+import { modelConfigFromGguf } from "../model/config.ts";
 import type { CardShape, DeriveTarget } from "../sim/derive-card.ts";
 import { deriveCard } from "../sim/derive-card.ts";
 import { measureHeatmap } from "../sim/heatmap.ts";
@@ -76,7 +78,7 @@ export function mixesModes(groups: readonly { mode: DeploymentMode }[]): boolean
 /**
  * A model's default heatmap, derived when the group step first needs one and kept for the
  * model's generation (one per ModelScheduler): tens to hundreds of ms once (README "Default PD
- * heatmap"), never per request. `target` is set once the model's GGUF header is read.
+ * heatmap"), never per request, once the model's GGUF header was read (`readHeader`).
  */
 export class DefaultHeatmap {
   target: DeriveTarget | null = null;
@@ -86,6 +88,11 @@ export class DefaultHeatmap {
     readonly model: string,
     private readonly shape: CardShape = {},
   ) {}
+
+  /** Reads the model's architecture from its GGUF header, and the file's size. */
+  readHeader(file: GgufFile, weightBytes: number): void {
+    this.target = { config: modelConfigFromGguf(file), weightBytes };
+  }
 
   /** Why the derivation failed (then the group step goes by pressure, "no-profile"), or null. */
   error: string | null = null;

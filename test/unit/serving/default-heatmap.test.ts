@@ -85,7 +85,9 @@ describe("DefaultHeatmap", () => {
   it("derives once, only when the groups mix modes and the header was read", () => {
     const h = new DefaultHeatmap("lemma-moe", SHAPE);
     expect(h.for([COLOC, PD])).toBeNull(); // no header yet
-    h.target = targetOf("models/lemma-moe.gguf");
+    const bytes = new Uint8Array(readFileSync(resolve(REPO_ROOT, "models/lemma-moe.gguf")));
+    h.readHeader(parseGguf(bytes, { headerOnly: true }), bytes.byteLength);
+    expect(h.target).toEqual(targetOf("models/lemma-moe.gguf"));
     expect(mixesModes([COLOC, COLOC])).toBe(false);
     expect(h.for([COLOC, COLOC])).toBeNull();
     const p = h.for([COLOC, PD]);
