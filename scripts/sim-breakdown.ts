@@ -212,7 +212,28 @@ for (const [policy, list] of byPolicy) {
       `  TTFT SLO max(${sloTtft} ms, ${ttftScale} x alone): ok ${ok}, goodput ${scaled.goodput_rps} req/s`,
     );
   }
+  // TTFT misses of requests that an unbounded cache would let meet it: the cache they got was
+  // too short for that (their prompt's uncached part alone takes longer), or they queued
+  let ttftCache: number | null = null;
+  let ttftQueue: number | null = null;
+  if (best) {
+    const missed = list.filter((r) => {
+      const m = miss(r);
+      const winnable = soloPrefillMs(card, r.numPromptTokens, best.get(r.id) ?? 0) <= sloTtft;
+      return (m === "ttft" || m === "both") && winnable;
+    });
+    ttftCache = missed.filter(
+      (r) => soloPrefillMs(card, r.numPromptTokens, r.numCachedTokens) > sloTtft,
+    ).length;
+    ttftQueue = missed.length - ttftCache;
+    console.log(
+      `  TTFT misses an unbounded cache could avoid: ${ttftCache} with too little cached, ` +
+        `${ttftQueue} queued`,
+    );
+  }
   result[policy] = {
+    ttftCache,
+    ttftQueue,
     all,
     goodput_rps: goodput,
     byLength,
