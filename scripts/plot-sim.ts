@@ -13,6 +13,7 @@ import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import type { RunReport } from "../bench/sim-run.ts";
 import type { SweepPoint } from "../bench/sim-sweep.ts";
+import { SCHEDULER_POLICIES } from "../shared/types/deployments.ts";
 
 const { values } = parseArgs({
   options: { in: { type: "string", default: "docs/sim/sweep.json" } },
@@ -99,9 +100,15 @@ function panel(
   return out.join("\n");
 }
 
-/** Every policy any point ran, in first-seen order. */
+/** Every policy any point ran, in SCHEDULER_POLICIES' order (deepflow first). */
 function policiesOf(points: SweepPoint[]): string[] {
-  return [...new Set(points.flatMap((p) => Object.keys(p.policies)))];
+  const rank = (n: string) => {
+    const i = (SCHEDULER_POLICIES as readonly string[]).indexOf(n);
+    return i < 0 ? SCHEDULER_POLICIES.length : i;
+  };
+  return [...new Set(points.flatMap((p) => Object.keys(p.policies)))].sort(
+    (a, b) => rank(a) - rank(b),
+  );
 }
 
 function seriesOf(points: SweepPoint[], metric: (r: RunReport) => number | null): Series[] {
