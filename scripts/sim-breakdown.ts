@@ -5,14 +5,14 @@
  * prefix cache, and by arrival time (fifths of the run), plus each instance's share of the prompt
  * tokens it was given. Also the ceiling no placement can pass: a request whose prompt, computed
  * alone on an idle instance of the card in `maxNumBatchedTokens` chunks with no cached prefix,
- * already takes longer than the TTFT SLO (`soloPrefillMs`) misses under every policy unless a
+ * already takes longer than the TTFT SLO (`soloTtftMs`, shared/sim/ceiling.ts) misses under every policy unless a
  * cached prefix shortens it. With `--trace` (the Mooncake trace the outcomes came from), the
- * ceiling also grants each request the longest prefix it shares with any earlier row (one
+ * ceiling also grants each request the longest prefix it shares with any earlier row (`bestCachedTokens`; one
  * cache of unbounded size that every instance shares: more than any placement can reach): a
  * request over the TTFT SLO even then is lost under every policy, and the rest bound goodput.
  * (TPOT needs no ceiling: one decode alone on the card is far below any TPOT SLO used here.)
  * `--ttft-slo-scale K` also counts goodput under a per-request TTFT SLO, max(the SLO, K x the
- * request's own `soloPrefillMs`): a second view for traces whose longest prompts cannot meet a
+ * request's own `soloTtftMs`): a second view for traces whose longest prompts cannot meet a
  * fixed TTFT SLO on an idle instance. Last line: one JSON object with the same numbers.
  *
  *   npm run -s sim:breakdown -- --outcomes PATH [--trace PATH] [--card PATH] [--slo-ttft-ms A]
@@ -22,9 +22,8 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { DEFAULT_CARD_PATH, FALLBACK_SLO, readCard } from "../bench/sim-run.ts";
 import { loadTrace, MOONCAKE_BLOCK_SIZE } from "../bench/traces.ts";
-import { attendedPairs } from "../shared/engine/executor.ts";
+import { bestCachedTokens, soloTtftMs } from "../shared/sim/ceiling.ts";
 import type { RequestOutcome } from "../shared/sim/cluster.ts";
-import { type ModelCard, stepTimeMs } from "../shared/sim/cost-model.ts";
 import { tpotMs } from "../shared/sim/report.ts";
 
 const { values } = parseArgs({
@@ -46,59 +45,10 @@ const sloTtft = Number(values["slo-ttft-ms"] ?? card.sloTtftMs ?? FALLBACK_SLO.t
 const ttftScale = values["ttft-slo-scale"] === undefined ? null : Number(values["ttft-slo-scale"]);
 const sloTpot = Number(values["slo-tpot-ms"] ?? card.sloTpotMs ?? FALLBACK_SLO.tpotMs);
 
-/** ms to compute `n` prompt tokens from position `cached` alone, in the card's chunks. */
-function soloPrefillMs(c: ModelCard, n: number, cached = 0): number {
-  let ms = 0;
-  for (let p = cached; p < n; p += c.maxNumBatchedTokens) {
-    const k = Math.min(c.maxNumBatchedTokens, n - p);
-    ms += stepTimeMs(c, {
-      scheduledTokens: k,
-      attendedTokens: k > 1 ? attendedPairs(p, k) : 0,
-      decodeAttended: k === 1 ? attendedPairs(p, 1) : 0,
-      numSeqs: 1,
-      numSampled: p + k === n ? 1 : 0,
-    });
-  }
-  return ms;
-}
-
-/**
- * Per row id (`r<row>`, as sim:serve names requests): the prompt tokens a cache holding every
- * earlier row could serve, whole KV blocks of the card, the last prompt token always computed.
- */
-async function bestCachedTokens(path: string, blockSize: number): Promise<Map<string, number>> {
-  interface Node {
-    next: Map<number, Node>;
-    /** Longest earlier prompt through this node, in tokens. */
-    maxLen: number;
-  }
-  const root: Node = { next: new Map(), maxLen: 0 };
-  const out = new Map<string, number>();
+async function bestCached(path: string, blockSize: number): Promise<Map<string, number>> {
   const t = await loadTrace(path, () => true);
-  for (const r of t.rows) {
-    const ids = r.hashIds ?? [];
-    let node = root;
-    let shared = 0;
-    for (let j = 0; j < ids.length; j++) {
-      const child = node.next.get(ids[j] as number);
-      if (!child) break;
-      shared = Math.min((j + 1) * MOONCAKE_BLOCK_SIZE, child.maxLen, r.inputLength);
-      node = child;
-    }
-    const usable = Math.min(shared, r.inputLength - 1);
-    out.set(`r${r.rowIndex}`, Math.max(0, Math.floor(usable / blockSize) * blockSize));
-    node = root;
-    for (const h of ids) {
-      let child = node.next.get(h);
-      if (!child) {
-        child = { next: new Map(), maxLen: 0 };
-        node.next.set(h, child);
-      }
-      child.maxLen = Math.max(child.maxLen, r.inputLength);
-      node = child;
-    }
-  }
-  return out;
+  const rows = t.rows.map((r) => ({ ...r, id: `r${r.rowIndex}` }));
+  return bestCachedTokens(rows, MOONCAKE_BLOCK_SIZE, blockSize);
 }
 
 type Row = RequestOutcome & { policy: string };
@@ -154,13 +104,12 @@ const t1 = Math.max(...first.map((r) => r.arrivalMs));
 const fifth = (r: Row) =>
   `${Math.min(4, Math.floor(((r.arrivalMs - t0) / (t1 - t0 + 1)) * 5)) + 1}/5`;
 const infeasible = new Set(
-  first.filter((r) => soloPrefillMs(card, r.numPromptTokens) > sloTtft).map((r) => r.id),
+  first.filter((r) => soloTtftMs(card, r.numPromptTokens) > sloTtft).map((r) => r.id),
 );
 
-const best = values.trace ? await bestCachedTokens(values.trace, card.blockSize) : null;
+const best = values.trace ? await bestCached(values.trace, card.blockSize) : null;
 const lostEvenCached = best
-  ? first.filter((r) => soloPrefillMs(card, r.numPromptTokens, best.get(r.id) ?? 0) > sloTtft)
-      .length
+  ? first.filter((r) => soloTtftMs(card, r.numPromptTokens, best.get(r.id) ?? 0) > sloTtft).length
   : null;
 
 const result: Record<string, unknown> = {};
@@ -204,8 +153,7 @@ for (const [policy, list] of byPolicy) {
   let scaled: { ok: number; goodput_rps: number } | null = null;
   if (ttftScale !== null) {
     const ok = list.filter(
-      (r) =>
-        miss(r, Math.max(sloTtft, ttftScale * soloPrefillMs(card, r.numPromptTokens))) === "ok",
+      (r) => miss(r, Math.max(sloTtft, ttftScale * soloTtftMs(card, r.numPromptTokens))) === "ok",
     ).length;
     scaled = { ok, goodput_rps: Number((ok / makespanS).toFixed(3)) };
     console.log(
@@ -219,11 +167,11 @@ for (const [policy, list] of byPolicy) {
   if (best) {
     const missed = list.filter((r) => {
       const m = miss(r);
-      const winnable = soloPrefillMs(card, r.numPromptTokens, best.get(r.id) ?? 0) <= sloTtft;
+      const winnable = soloTtftMs(card, r.numPromptTokens, best.get(r.id) ?? 0) <= sloTtft;
       return (m === "ttft" || m === "both") && winnable;
     });
     ttftCache = missed.filter(
-      (r) => soloPrefillMs(card, r.numPromptTokens, r.numCachedTokens) > sloTtft,
+      (r) => soloTtftMs(card, r.numPromptTokens, r.numCachedTokens) > sloTtft,
     ).length;
     ttftQueue = missed.length - ttftCache;
     console.log(
