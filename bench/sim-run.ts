@@ -6,7 +6,7 @@
  */
 import { readFileSync } from "node:fs";
 import type { PdProfile } from "../shared/serving/pd-profile.ts";
-import { type SimRequest, simulate } from "../shared/sim/cluster.ts";
+import { type RequestOutcome, type SimRequest, simulate } from "../shared/sim/cluster.ts";
 import { checkModelCard, type ModelCard } from "../shared/sim/cost-model.ts";
 import {
   asBurst,
@@ -210,6 +210,8 @@ export interface RunOptions {
   profile?: PdProfile | null;
   /** `placementCost`'s interference weight (default DEFAULT_INTERFERENCE). */
   interference?: number;
+  /** Called with each policy's per-request outcomes (sim:serve --outcomes). */
+  onOutcomes?: (policy: SchedulerPolicy, outcomes: readonly RequestOutcome[]) => void;
 }
 
 /** Runs each policy on the same arrivals. */
@@ -233,6 +235,7 @@ export function runPolicies(
       profile: run.profile,
       interference: run.interference,
     });
+    run.onOutcomes?.(policy, r.outcomes);
     out[policy] = {
       ...report(r.outcomes, slo, r.busyMs),
       steps: r.numSteps,

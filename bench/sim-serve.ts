@@ -6,7 +6,8 @@
  *   npm run -s sim:serve -- --trace PATH --instances N --policy NAME[,NAME...]|all
  *     [--utilization U | --rate R | --time-scale X] [--arrivals poisson|trace] [--duration S]
  *     [--slo-ttft-ms A] [--slo-tpot-ms B] [--card PATH] [--seed N] [--prefix-index-tokens T]
- *     [--interference G] [--scale-ctx N] [--pd P:D [--profile HEATMAP.json]] [--json]
+ *     [--interference G] [--scale-ctx N] [--pd P:D [--profile HEATMAP.json]] [--outcomes PATH]
+ *     [--json]
  *
  * Lengths are the trace's own, unscaled. Load: `--utilization U` measures the cluster's
  * saturation throughput on the trace (the highest Poisson rate whose backlog stays level, found
@@ -21,9 +22,10 @@
  * `--scale-ctx N` scales lengths into N tokens as bench:serve's `--ctx` does, to put a simulated
  * run next to a measured one. `--pd P:D` adds a PD deployment of P prefill and
  * D decode instances (the card must give its fabric), `--profile` the heatmap that chooses
- * between the groups. Prints one JSON object on its last line.
+ * between the groups. `--outcomes PATH` writes every request's outcome, one JSON line each with
+ * its policy (for `sim:breakdown`). Prints one JSON object on its last line.
  */
-import { readFileSync } from "node:fs";
+import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { checkPdProfile, type PdProfile } from "../shared/serving/pd-profile.ts";
 import { DEFAULT_PREFIX_INDEX_TOKENS } from "../shared/serving/prefix-tree.ts";
@@ -61,6 +63,7 @@ const { values } = parseArgs({
     "scale-ctx": { type: "string" },
     pd: { type: "string" },
     profile: { type: "string" },
+    outcomes: { type: "string" },
     json: { type: "boolean", default: false },
   },
 });
@@ -174,11 +177,20 @@ if (values.profile !== undefined) {
   const problem = checkPdProfile(profile);
   if (problem) fail(`${values.profile}: ${problem}`);
 }
+const outcomesPath = values.outcomes;
+if (outcomesPath !== undefined) writeFileSync(outcomesPath, "");
 const out = runPolicies(requests, card, numInstances, policies, slo, {
   prefixIndexTokens,
   pd,
   profile,
   interference,
+  onOutcomes: outcomesPath
+    ? (policy, outcomes) =>
+        appendFileSync(
+          outcomesPath,
+          outcomes.map((o) => `${JSON.stringify({ policy, ...o })}\n`).join(""),
+        )
+    : undefined,
 });
 for (const [name, r] of Object.entries(out)) {
   console.error(`${name}: simulated in ${r.sim_s} s`);

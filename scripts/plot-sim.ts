@@ -1,6 +1,6 @@
 /**
  * Renders sim:sweep's JSON (default docs/sim/sweep.json; several files comma-separated, e.g. a
- * sweep continued with `--saturation-rps`, are pooled) as SVG line charts, no dependencies: for
+ * sweep continued with `--saturation-rps`, are pooled, a point's policies merged across files) as SVG line charts, no dependencies: for
  * each trace and cluster size, goodput and TTFT p90 against utilization, one line per policy
  * (a policy a point did not run is left out there), written next to the first file as
  * `<trace>-n<N>.svg`. Prints a markdown table per chart (goodput req/s, TTFT p90 s, cache hit
@@ -13,6 +13,7 @@ import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import type { RunReport } from "../bench/sim-run.ts";
 import type { SweepPoint } from "../bench/sim-sweep.ts";
+import { SCHEDULER_POLICIES } from "../shared/types/deployments.ts";
 
 const { values } = parseArgs({
   options: { in: { type: "string", default: "docs/sim/sweep.json" } },
@@ -99,9 +100,15 @@ function panel(
   return out.join("\n");
 }
 
-/** Every policy any point ran, in first-seen order. */
+/** Every policy any point ran, in SCHEDULER_POLICIES' order (deepflow first). */
 function policiesOf(points: SweepPoint[]): string[] {
-  return [...new Set(points.flatMap((p) => Object.keys(p.policies)))];
+  const rank = (n: string) => {
+    const i = (SCHEDULER_POLICIES as readonly string[]).indexOf(n);
+    return i < 0 ? SCHEDULER_POLICIES.length : i;
+  };
+  return [...new Set(points.flatMap((p) => Object.keys(p.policies)))].sort(
+    (a, b) => rank(a) - rank(b),
+  );
 }
 
 function seriesOf(points: SweepPoint[], metric: (r: RunReport) => number | null): Series[] {
@@ -116,12 +123,28 @@ function seriesOf(points: SweepPoint[], metric: (r: RunReport) => number | null)
   }));
 }
 
+/**
+ * Points of several files pooled: one point per trace, cluster size and utilization, whose
+ * policies are the union of the files' (a later file's run of a policy replaces an earlier one's,
+ * so a sweep of more policies or of a changed policy can be added to a committed one).
+ * @throws Error when two files ran the same point at different rates (different saturations).
+ */
+function pool(sweeps: readonly Sweep[]): SweepPoint[] {
+  const byKey = new Map<string, SweepPoint>();
+  for (const p of sweeps.flatMap((w) => w.points)) {
+    const k = `${p.trace} ${p.instances} ${p.utilization}`;
+    const prev = byKey.get(k);
+    if (prev && prev.rate !== p.rate) {
+      throw new Error(`${k}: rates ${prev.rate} and ${p.rate} differ; pool runs of one saturation`);
+    }
+    byKey.set(k, prev ? { ...prev, policies: { ...prev.policies, ...p.policies } } : p);
+  }
+  return [...byKey.values()];
+}
+
 const inputs = values.in.split(",");
 const sweeps = inputs.map((f) => JSON.parse(readFileSync(f, "utf8")) as Sweep);
-plot(inputs[0] as string, {
-  config: (sweeps[0] as Sweep).config,
-  points: sweeps.flatMap((w) => w.points),
-});
+plot(inputs[0] as string, { config: (sweeps[0] as Sweep).config, points: pool(sweeps) });
 
 function plot(input: string, sweep: Sweep): void {
   const groups = new Map<string, SweepPoint[]>();
