@@ -9,7 +9,9 @@
  * (cost-model.ts: engine time plus the card's per-step and per-token serving costs; a request
  * reaches placement `admissionMs` after it arrives and ends `finishOverheadMs` after its
  * last step; with `pathSharesThread` both also delay the next step of every busy instance), a PD handoff's from the card's fabric figures, and every sampled token is a
- * fixed non-EOS id, with `ignoreEos` and `maxTokens` = the request's output length.
+ * fixed non-EOS id, with `ignoreEos` and `maxTokens` = the request's output length. Placement
+ * does not see that length: it gets the budget of a chat request without `max_tokens` (the rest
+ * of the context), as the traces record no `max_tokens`.
  *
  * Groups: `numInstances` colocated instances (deployment "sim"), and with `pd` a PD deployment
  * ("sim-pd") of prefill and decode instances. A PD request runs as the Npus run it: the prefill
@@ -186,7 +188,11 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
     const blockKeys = promptBlockKeys(req.promptIds, card.blockSize, { strideBlocks: stride });
     const states = deployments();
     const matches = tree.match(blockKeys);
-    const predicted = predictor.predict(req.promptIds.length, req.outputTokens);
+    // what placement sees: a chat request without max_tokens (the traces record none), whose
+    // budget is the rest of the context (shared/serving/task.ts); the engine still stops the
+    // sequence at the trace's output length
+    const clientMaxTokens = card.maxModelLen - req.promptIds.length;
+    const predicted = predictor.predict(req.promptIds.length, clientMaxTokens);
     const before = counters;
     const result = scheduleRequest(
       {
@@ -194,7 +200,7 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
         blockKeys,
         blockSize: card.blockSize * stride,
         numPromptTokens: req.promptIds.length,
-        maxTokens: req.outputTokens,
+        maxTokens: clientMaxTokens,
         prefixTree: tree,
         predictor,
         profile: opts.profile ?? null,
