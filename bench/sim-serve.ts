@@ -22,11 +22,14 @@
  * `--scale-ctx N` scales lengths into N tokens as bench:serve's `--ctx` does, to put a simulated
  * run next to a measured one. `--pd P:D` adds a PD deployment of P prefill and
  * D decode instances (the card must give its fabric), `--profile` the heatmap that chooses
- * between the groups. `--outcomes PATH` writes every request's outcome, one JSON line each with
- * its policy (for `sim:breakdown`). Prints one JSON object on its last line.
+ * between the groups (without it, the default heatmap on the card, as the JobExecutor derives
+ * one for a model nobody profiled: shared/serving/default-heatmap.ts). `--outcomes PATH` writes
+ * every request's outcome, one JSON line each with its policy (for `sim:breakdown`). Prints one
+ * JSON object on its last line.
  */
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { cardPdProfile } from "../shared/serving/default-heatmap.ts";
 import { checkPdProfile, type PdProfile } from "../shared/serving/pd-profile.ts";
 import { DEFAULT_PREFIX_INDEX_TOKENS } from "../shared/serving/prefix-tree.ts";
 import { DEFAULT_INTERFERENCE } from "../shared/serving/scheduling.ts";
@@ -176,6 +179,10 @@ if (values.profile !== undefined) {
   profile = JSON.parse(readFileSync(values.profile, "utf8")) as PdProfile;
   const problem = checkPdProfile(profile);
   if (problem) fail(`${values.profile}: ${problem}`);
+} else if (pd) {
+  // no heatmap given: the default one on this card, as the JobExecutor derives for a model nobody
+  // profiled (shared/serving/default-heatmap.ts)
+  profile = cardPdProfile(card.name, card);
 }
 const outcomesPath = values.outcomes;
 if (outcomesPath !== undefined) writeFileSync(outcomesPath, "");
@@ -215,6 +222,6 @@ const config = {
   interference,
   scale_ctx: scaleCtx,
   pd: pd ?? null,
-  profile: values.profile ?? null,
+  profile: values.profile ?? (pd ? "default-heatmap" : null),
 };
 console.log(JSON.stringify({ policies: out, config }));

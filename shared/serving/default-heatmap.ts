@@ -9,6 +9,7 @@
  */
 import type { GgufFile } from "../gguf/gguf.ts";
 import { modelConfigFromGguf } from "../model/config.ts";
+import type { ModelCard } from "../sim/cost-model.ts";
 import type { CardShape, DeriveTarget } from "../sim/derive-card.ts";
 import { deriveCard } from "../sim/derive-card.ts";
 import { measureHeatmap } from "../sim/heatmap.ts";
@@ -58,8 +59,23 @@ export function defaultPdProfile(
   shape: CardShape = {},
   opts: DefaultHeatmapOptions = DEFAULT_HEATMAP,
 ): PdProfile {
-  const card = deriveCard(target, REFERENCE_CPU_CARD, shape);
+  return cardPdProfile(model, deriveCard(target, REFERENCE_CPU_CARD, shape), opts);
+}
+
+/**
+ * The default heatmap on a given card (the derived one above, or the simulator's own card when
+ * `sim:serve --pd` runs without `--profile`, as the JobExecutor would derive one).
+ * @throws Error when the context is too short for a bucket (under 64 tokens).
+ */
+export function cardPdProfile(
+  model: string,
+  card: ModelCard,
+  opts: DefaultHeatmapOptions = DEFAULT_HEATMAP,
+): PdProfile {
   const buckets = defaultHeatmapBuckets(card.maxModelLen);
+  if (buckets.inputBuckets.length === 0 || buckets.outputBuckets.length === 0) {
+    throw new Error(`context of ${card.maxModelLen} tokens is too short for a heatmap`);
+  }
   const r = measureHeatmap(card, {
     ...buckets,
     utilizations: [opts.utilization],
@@ -67,9 +83,7 @@ export function defaultPdProfile(
     seed: opts.seed,
   });
   const profile = r.profiles[0];
-  if (!profile || buckets.inputBuckets.length === 0 || buckets.outputBuckets.length === 0) {
-    throw new Error(`context of ${card.maxModelLen} tokens is too short for a heatmap`);
-  }
+  if (!profile) throw new Error("the heatmap measured no profile");
   return { ...profile, model };
 }
 
