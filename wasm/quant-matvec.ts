@@ -19,13 +19,13 @@ import { Q4_0, Q4_K, Q6_K, Q8_0 } from "./quant-types";
  * Masks in memory (V8 rebuilds a `v128.const` with several instructions at every use inside a
  * loop; a load from a constant address is one): 0x000f per 16-bit lane, 0x0f and 0x30 per byte.
  */
-const M = memory.data<u8>([
+export const M = memory.data<u8>([
   15, 0, 15, 0, 15, 0, 15, 0, 15, 0, 15, 0, 15, 0, 15, 0, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
   15, 15, 15, 15, 15, 15, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48,
 ]);
 const NIB16: usize = 0;
-const NIB8: usize = 16;
-const HI2: usize = 32;
+export const NIB8: usize = 16;
+export const HI2: usize = 32;
 
 /**
  * Byte indices into a Q6_K block's 16 scales for pass j of dotQ6_Kw: the scales of sub-blocks
@@ -42,7 +42,7 @@ const Q6_SCALE_IDX = memory.data<u8>([
  * every block's operands first and spilling them (it schedules loads in program order and
  * arithmetic as late as it can), since each block's arithmetic must finish before its store.
  */
-const PART = memory.data(128, 16);
+export const PART = memory.data(128, 16);
 
 /** True for the weight types this matvec handles. */
 export function hasMatvec(type: i32): bool {

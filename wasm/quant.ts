@@ -16,6 +16,7 @@
 import { dotQ8, dotQ8x4, dotRow } from "./quant-dot";
 import { dotF16x4, dotUnpackedF16x4, f2h, h2f, roundToHalf4, unpackF16x4 } from "./quant-f16";
 import { hasMatvec, matvecQ, widenedBytes } from "./quant-matvec";
+import { matvecQr } from "./quant-relaxed";
 import { F16, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, Q8_0 } from "./quant-types";
 import {
   dotPrepared4,
@@ -135,7 +136,8 @@ export function matmulQ(
     quantizeRow(type, x + ((<usize>i * <usize>n) << 2), n, scratch + <usize>i * ar);
   if (m === 1 && hasMatvec(type) && widenedBytes(n) <= UNPACK_BYTES) {
     // single stream: the activation row widened once, then every weight row against it
-    matvecQ(type, out, w, wr, scratch, n, d, unpackBase());
+    if (ASC_FEATURE_RELAXED_SIMD) matvecQr(type, out, w, wr, scratch, n, d, unpackBase());
+    else matvecQ(type, out, w, wr, scratch, n, d, unpackBase());
     return;
   }
   const ob = (<usize>ldo) << 2;

@@ -1,0 +1,256 @@
+/**
+ * Relaxed-SIMD integer sums for the quantised matmul (wasm/quant.ts), compiled into
+ * wasm/kernels-relaxed.wasm only: every caller tests APART_FEATURE_RELAXED_SIMD, a compile-time
+ * constant, so the plain build (wasm/kernels.wasm) contains none of this.
+ *
+ * The one relaxed operation is i16x8.relaxed_dot_i8x16_i7x16_s(a, b) (`dot2`): 16 signed bytes
+ * of a times 16 bytes of b, adjacent products added into eight int16 lanes (x64: pmaddubsw). The
+ * host may read b's bytes as signed or unsigned when their top bit is set, so every b here lies
+ * in [0, 127]: 4-bit and 6-bit quants before their offset, or the positive and negative parts of
+ * an activation (max(q, 0) and max(-q, 0)). Then a lane is exactly a0 b0 + a1 b1, at most
+ * 2 * 128 * 127 < 2^15 in magnitude, on every host, and the integer sums below are the exact
+ * numbers of wasm/quant-dot.ts: the float steps after them are unchanged, so this build is bit
+ * for bit the JS reference (shared/model/kernels-quant-js.ts) too.
+ *
+ * Where two dot2 lanes are added in int16, the comment gives the bound that keeps the sum exact.
+ */
+
+import { isum, isum4, q4kScaleBytes } from "./quant-dot";
+import { h2f, h2f4 } from "./quant-f16";
+import { HI2, M, NIB8, PART } from "./quant-matvec";
+import { Q4_0, Q4_K, Q8_0 } from "./quant-types";
+
+/** 16 byte products a * b, adjacent pairs added in int16 (b in [0, 127]: exact). */
+function dot2(a: v128, b: v128): v128 {
+  return i16x8.relaxed_dot_i8x16_i7x16_s(a, b);
+}
+
+/**
+ * Prepares the Q8_0 activation row at `a` (36-byte blocks) for `dotQ8r`: block b's max(q, 0) at
+ * u + 64b and max(-q, 0) at u + 64b + 32, then n / 32 f32 d_x at u + 2n. Q4_0 needs only the
+ * block sums of q, n / 32 int32 after the d_x; Q4_K and Q6_K read their Q8_K row as it is.
+ */
+export function splitRow(type: i32, a: usize, n: i32, u: usize): void {
+  if (type !== Q8_0 && type !== Q4_0) return;
+  const nb = <usize>n >> 5;
+  const dxs = u + ((<usize>n) << 1);
+  const zero = i8x16.splat(0);
+  for (let b: usize = 0; b < nb; b++) {
+    const q = a + b * 36 + 4;
+    const x0 = v128.load(q);
+    const x1 = v128.load(q, 16);
+    store<f32>(dxs + (b << 2), load<f32>(a + b * 36));
+    if (type === Q8_0) {
+      const p0 = i8x16.max_s(x0, zero);
+      const p1 = i8x16.max_s(x1, zero);
+      const o = u + (b << 6);
+      v128.store(o, p0);
+      v128.store(o, p1, 16);
+      v128.store(o, i8x16.sub(p0, x0), 32);
+      v128.store(o, i8x16.sub(p1, x1), 48);
+    } else {
+      const s = i16x8.add(i16x8.extadd_pairwise_i8x16_s(x0), i16x8.extadd_pairwise_i8x16_s(x1));
+      store<i32>(dxs + (nb << 2) + (b << 2), isum(i32x4.extadd_pairwise_i16x8_s(s)));
+    }
+  }
+}
+
+/**
+ * i32x4 partial sums of a Q8_0 block's 32 signed weights (at w + 2) times its activations q,
+ * given as p = max(q, 0) at x and m = max(-q, 0) at x + 32: w p - w m per pair of products (both
+ * within 2 * 128 * 127, and so is their difference, the exact w q pair).
+ */
+function block8r(w: usize, x: usize): v128 {
+  const w0 = v128.load(w, 2);
+  const w1 = v128.load(w, 18);
+  const d0 = i16x8.sub(dot2(w0, v128.load(x)), dot2(w0, v128.load(x, 32)));
+  const d1 = i16x8.sub(dot2(w1, v128.load(x, 16)), dot2(w1, v128.load(x, 48)));
+  return i32x4.add(i32x4.extadd_pairwise_i16x8_s(d0), i32x4.extadd_pairwise_i16x8_s(d1));
+}
+
+/**
+ * i32x4 partial sums of a Q4_0 block's 32 nibbles (0..15: byte j holds value j low, j + 16 high)
+ * times its activations at x (int8, natural order): two dot2 lanes added, within 4 * 15 * 128.
+ */
+function block4r(w: usize, x: usize): v128 {
+  const q = v128.load(w, 2);
+  const m = v128.load(M + NIB8);
+  const lo = dot2(v128.load(x), v128.and(q, m));
+  const hi = dot2(v128.load(x, 16), v128.and(i16x8.shr_u(q, 4), m));
+  return i32x4.extadd_pairwise_i16x8_s(i16x8.add(lo, hi));
+}
+
+/** acc + p0 + p1 + p2 + p3, in that order. */
+function addLanes(acc: f32, p: v128): f32 {
+  acc += f32x4.extract_lane(p, 0);
+  acc += f32x4.extract_lane(p, 1);
+  acc += f32x4.extract_lane(p, 2);
+  return acc + f32x4.extract_lane(p, 3);
+}
+
+/** Four halves at p, p + stride, p + 2 stride, p + 3 stride, as f32x4. */
+function h2f4at(p: usize, stride: usize): v128 {
+  let v = i32x4.splat(load<u16>(p));
+  v = i32x4.replace_lane(v, 1, load<u16>(p + stride));
+  v = i32x4.replace_lane(v, 2, load<u16>(p + 2 * stride));
+  return h2f4(i32x4.replace_lane(v, 3, load<u16>(p + 3 * stride)));
+}
+
+/**
+ * Q8_0 (q4 false) or Q4_0 weights at w against the Q8_0 activation row a prepared at u
+ * (splitRow): the float steps of dotQ8w (wasm/quant-matvec.ts), four blocks at a time.
+ */
+function dotQ8r(q4: bool, w: usize, a: usize, u: usize, n: i32): f32 {
+  const bw: usize = q4 ? 18 : 34;
+  const nb = n >> 5;
+  const dxs = u + ((<usize>n) << 1);
+  const sums = dxs + (<usize>n >> 3);
+  let x = q4 ? a + 4 : u;
+  const bx: usize = q4 ? 36 : 64;
+  let acc: f32 = 0;
+  let b = 0;
+  for (; b + 4 <= nb; b += 4) {
+    for (let r: usize = 0; r < 64; r += 16, w += bw, x += bx) {
+      v128.store(PART + r, q4 ? block4r(w, x) : block8r(w, x));
+    }
+    let s = isum4(v128.load(PART), v128.load(PART, 16), v128.load(PART, 32), v128.load(PART, 48));
+    if (q4) s = i32x4.sub(s, i32x4.shl(v128.load(sums + ((<usize>b) << 2)), 3));
+    const dd = f32x4.mul(h2f4at(w - 4 * bw, bw), v128.load(dxs + ((<usize>b) << 2)));
+    acc = addLanes(acc, f32x4.mul(f32x4.convert_i32x4_s(s), dd));
+  }
+  for (; b < nb; b++, w += bw, x += bx) {
+    let s = isum(q4 ? block4r(w, x) : block8r(w, x));
+    if (q4) s -= load<i32>(sums + ((<usize>b) << 2)) << 3;
+    acc += <f32>s * (h2f(load<u16>(w)) * load<f32>(dxs + ((<usize>b) << 2)));
+  }
+  return acc;
+}
+
+/**
+ * Q4_K weights against the Q8_K activation row a: per 64-value chunk c, sub-block 2c (low
+ * nibbles) and 2c + 1 (high) as two dot2 lanes added (within 4 * 15 * 128), times the sub-block's
+ * scale by i32x4.dot_i16x8_s; then the float steps of dotQ4_K (wasm/quant-dot.ts).
+ */
+function dotQ4_Kr(w: usize, a: usize, n: i32): f32 {
+  let acc: f32 = 0;
+  const nb = n >> 8;
+  for (let b = 0; b < nb; b++, w += 144, a += 292) {
+    const scb = q4kScaleBytes(w + 4);
+    v128.store(PART, i16x8.extend_low_i8x16_u(scb));
+    let t = i32x4.splat(0);
+    for (let c: usize = 0; c < 4; c++) {
+      const m = v128.load(M + NIB8);
+      const q = w + 16 + (c << 5);
+      const x = a + 4 + (c << 6);
+      const q0 = v128.load(q);
+      const q1 = v128.load(q, 16);
+      const e = i16x8.add(
+        dot2(v128.load(x), v128.and(q0, m)),
+        dot2(v128.load(x, 16), v128.and(q1, m)),
+      );
+      const o = i16x8.add(
+        dot2(v128.load(x, 32), v128.and(i16x8.shr_u(q0, 4), m)),
+        dot2(v128.load(x, 48), v128.and(i16x8.shr_u(q1, 4), m)),
+      );
+      t = i32x4.add(t, i32x4.dot_i16x8_s(e, v128.load16_splat(PART + (c << 2))));
+      t = i32x4.add(t, i32x4.dot_i16x8_s(o, v128.load16_splat(PART + (c << 2) + 2)));
+    }
+    const s = isum(t);
+    const mn16 = i16x8.extend_high_i8x16_u(scb);
+    const bs = a + 260;
+    const mins = isum(
+      i32x4.add(
+        i32x4.mul(i32x4.extadd_pairwise_i16x8_s(v128.load(bs)), i32x4.extend_low_i16x8_u(mn16)),
+        i32x4.mul(
+          i32x4.extadd_pairwise_i16x8_s(v128.load(bs, 16)),
+          i32x4.extend_high_i16x8_u(mn16),
+        ),
+      ),
+    );
+    const dx = load<f32>(a);
+    acc += h2f(load<u16>(w)) * dx * <f32>s;
+    acc -= h2f(load<u16>(w, 2)) * dx * <f32>mins;
+  }
+  return acc;
+}
+
+/**
+ * Q6_K weights against the Q8_K activation row a: s = sum_g sc_g * sum q * x - 32 * sum_g sc_g *
+ * bsum_g (the integer of dotQ6_K), each 16-value sub-block one dot2 (within 2 * 63 * 128) times
+ * its scale by i32x4.dot_i16x8_s, in four passes of 64 values; then acc + (d_w * d_x) * f32(s).
+ */
+function dotQ6_Kr(w: usize, a: usize, n: i32): f32 {
+  let acc: f32 = 0;
+  const nb = n >> 8;
+  for (let b = 0; b < nb; b++, w += 210, a += 292) {
+    const sc = v128.load(w, 192);
+    const sl = i16x8.extend_low_i8x16_s(sc);
+    const sh = i16x8.extend_high_i8x16_s(sc);
+    v128.store(PART, sl);
+    v128.store(PART, sh, 16);
+    let total = i32x4.add(
+      i32x4.dot_i16x8_s(sl, v128.load(a, 260)),
+      i32x4.dot_i16x8_s(sh, v128.load(a, 276)),
+    );
+    total = i32x4.sub(i32x4.splat(0), i32x4.shl(total, 5));
+    for (let j: usize = 0; j < 4; j++) {
+      // pass j: 16 bytes of ql at 64h + 16p (and 32 further), of qh at 128 + 32h + 16p; value
+      // 32k + 16p + i of half h lies in sub-block 8h + 2k + p
+      const h = j >> 1;
+      const p = (j & 1) << 4;
+      const ql = w + (h << 6) + p;
+      const qh = w + (h << 5) + p;
+      const x = a + 4 + (h << 7) + p;
+      const s = PART + (((h << 3) + (j & 1)) << 1);
+      const m4 = v128.load(M + NIB8);
+      const m30 = v128.load(M + HI2);
+      const qa = v128.load(ql);
+      const qb = v128.load(ql, 32);
+      const hb = v128.load(qh, 128);
+      const q0 = v128.or(v128.and(qa, m4), v128.and(i16x8.shl(hb, 4), m30));
+      const q1 = v128.or(v128.and(qb, m4), v128.and(i16x8.shl(hb, 2), m30));
+      const q2 = v128.or(v128.and(i16x8.shr_u(qa, 4), m4), v128.and(hb, m30));
+      const q3 = v128.or(v128.and(i16x8.shr_u(qb, 4), m4), v128.and(i16x8.shr_u(hb, 2), m30));
+      total = i32x4.add(total, i32x4.dot_i16x8_s(dot2(v128.load(x), q0), v128.load16_splat(s)));
+      total = i32x4.add(
+        total,
+        i32x4.dot_i16x8_s(dot2(v128.load(x, 32), q1), v128.load16_splat(s, 4)),
+      );
+      total = i32x4.add(
+        total,
+        i32x4.dot_i16x8_s(dot2(v128.load(x, 64), q2), v128.load16_splat(s, 8)),
+      );
+      total = i32x4.add(
+        total,
+        i32x4.dot_i16x8_s(dot2(v128.load(x, 96), q3), v128.load16_splat(s, 12)),
+      );
+    }
+    acc += h2f(load<u16>(w, 208)) * load<f32>(a) * <f32>isum(total);
+  }
+  return acc;
+}
+
+/**
+ * out[j] = dot(weight row j, activation row a) for j < d (Q8_0, Q4_0, Q4_K, Q6_K), as matvecQ
+ * (wasm/quant-matvec.ts); u has room for widenedBytes(n).
+ */
+export function matvecQr(
+  type: i32,
+  out: usize,
+  w: usize,
+  wr: usize,
+  a: usize,
+  n: i32,
+  d: i32,
+  u: usize,
+): void {
+  splitRow(type, a, n, u);
+  for (let j = 0; j < d; j++, w += wr, out += 4) {
+    let v: f32;
+    if (type === Q8_0) v = dotQ8r(false, w, a, u, n);
+    else if (type === Q4_0) v = dotQ8r(true, w, a, u, n);
+    else if (type === Q4_K) v = dotQ4_Kr(w, a, n);
+    else v = dotQ6_Kr(w, a, n);
+    store<f32>(out, v);
+  }
+}
