@@ -44,32 +44,19 @@ export const WASM_KERNEL_IMPORTS: Readonly<Record<string, Record<string, never>>
   {},
 );
 
-/**
- * The two builds of wasm/kernels.ts: wasm/kernels-relaxed.wasm (`--enable simd,relaxed-simd`: the
- * quantised integer sums use relaxed SIMD's int8 dot product) and wasm/kernels.wasm (SIMD128
- * only). Both give the same bits (the relaxed operation is used only where its result is exact).
- */
+/** The builds of wasm/kernels.ts: kernels-relaxed.wasm (relaxed SIMD) and kernels.wasm; same bits. */
 export type WasmBuild = "relaxed-simd" | "simd128";
 
-/**
- * A minimal module whose one function returns i32x4.relaxed_dot_i8x16_i7x16_add_s of three zero
- * vectors: it validates exactly where the host compiles relaxed SIMD (workerd; Node 20 with
- * --experimental-wasm-relaxed-simd).
- */
+/** A module returning i32x4.relaxed_dot_i8x16_i7x16_add_s of zeros: valid where relaxed SIMD is. */
 const RELAXED_SIMD_PROBE = Uint8Array.from([
-  ...[0, 97, 115, 109, 1, 0, 0, 0], // magic, version 1
-  ...[1, 5, 1, 96, 0, 1, 123], // type section: () -> v128
-  ...[3, 2, 1, 0], // function section: one function of type 0
+  ...[0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0], // header, () -> v128
   ...[10, 61, 1, 59, 0], // code section: one body of 59 bytes, no locals
   ...[0, 1, 2].flatMap(() => [253, 12, ...new Array<number>(16).fill(0)]), // 3 x v128.const 0
   ...[253, 147, 2, 11], // i32x4.relaxed_dot_i8x16_i7x16_add_s (0xfd 0x113), end
 ]);
 
-/**
- * The build this host runs: relaxed-simd where `validate` (the host's `WebAssembly.validate`)
- * accepts a relaxed-SIMD module, else simd128.
- */
-export function wasmBuild(validate: (bytes: Uint8Array) => boolean): WasmBuild {
+/** relaxed-simd where the host's `WebAssembly.validate` accepts relaxed SIMD, else simd128. */
+export function wasmBuild(validate: (bytes: Uint8Array<ArrayBuffer>) => boolean): WasmBuild {
   return validate(RELAXED_SIMD_PROBE) ? "relaxed-simd" : "simd128";
 }
 
