@@ -134,7 +134,7 @@ function blockSum(u: usize, x: usize): v128 {
 }
 
 /** [sum_j mn_j * (bsum_2j + bsum_2j+1)] as i32x4 partials: one unpacked Q4_K/Q5_K block. */
-function blockMins(u: usize, bs: usize): v128 {
+export function blockMins(u: usize, bs: usize): v128 {
   return i32x4.add(
     i32x4.mul(i32x4.extadd_pairwise_i16x8_s(v128.load(bs)), v128.load(u + 512)),
     i32x4.mul(i32x4.extadd_pairwise_i16x8_s(v128.load(bs, 16)), v128.load(u + 528)),
@@ -212,7 +212,8 @@ export function prepared4Bytes(n: i32): usize {
 export function prepare4(q4: bool, w: usize, wr: usize, n: i32, p: usize): void {
   const bw: usize = q4 ? 18 : 34;
   const lo = i8x16.splat(0x0f);
-  const eight = i8x16.splat(8);
+  // the relaxed build keeps Q4_0's nibbles unsigned (dotPrepared4r takes the 8 off through q)
+  const eight = i8x16.splat(ASC_FEATURE_RELAXED_SIMD ? 0 : 8);
   for (let b = 0; b < n >> 5; b++, w += bw, p += 144) {
     for (let r: usize = 0; r < 4; r++) {
       const wb = w + r * wr;

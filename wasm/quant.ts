@@ -16,7 +16,7 @@
 import { dotQ8, dotQ8x4, dotRow } from "./quant-dot";
 import { dotF16x4, dotUnpackedF16x4, f2h, h2f, roundToHalf4, unpackF16x4 } from "./quant-f16";
 import { hasMatvec, matvecQ, widenedBytes } from "./quant-matvec";
-import { matvecQr } from "./quant-relaxed";
+import { dotPrepared4r, dotUnpackedKx4r, matvecQr, unpackKr } from "./quant-relaxed";
 import { F16, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, Q8_0 } from "./quant-types";
 import {
   dotPrepared4,
@@ -149,7 +149,11 @@ export function matmulQ(
     for (; j0 + 4 <= d; j0 += 4) {
       const oj = out + ((<usize>j0) << 2);
       prepare4(type === Q4_0, w + <usize>j0 * wr, wr, n, u);
-      for (let i = 0; i < m; i++) dotPrepared4(u, scratch + <usize>i * ar, n, oj + <usize>i * ob);
+      for (let i = 0; i < m; i++) {
+        const ai = scratch + <usize>i * ar;
+        if (ASC_FEATURE_RELAXED_SIMD) dotPrepared4r(type === Q4_0, u, ai, n, oj + <usize>i * ob);
+        else dotPrepared4(u, ai, n, oj + <usize>i * ob);
+      }
     }
   }
   if (type !== Q4_0 && type !== F16 && type !== Q8_0 && type !== Q4_1 && m >= 2) {
@@ -159,9 +163,15 @@ export function matmulQ(
       for (; j0 + 4 <= d; j0 += 4) {
         const wj = w + <usize>j0 * wr;
         const oj = out + ((<usize>j0) << 2);
-        for (let r: usize = 0; r < 4; r++) unpackK(type, wj + r * wr, u + r * ub, n);
-        for (let i = 0; i < m; i++)
-          dotUnpackedKx4(type, u, ub, scratch + <usize>i * ar, n, oj + <usize>i * ob);
+        for (let r: usize = 0; r < 4; r++) {
+          if (ASC_FEATURE_RELAXED_SIMD) unpackKr(type, wj + r * wr, u + r * ub, n);
+          else unpackK(type, wj + r * wr, u + r * ub, n);
+        }
+        for (let i = 0; i < m; i++) {
+          const ai = scratch + <usize>i * ar;
+          if (ASC_FEATURE_RELAXED_SIMD) dotUnpackedKx4r(type, u, ub, ai, n, oj + <usize>i * ob);
+          else dotUnpackedKx4(type, u, ub, ai, n, oj + <usize>i * ob);
+        }
       }
     }
   }
