@@ -10,13 +10,18 @@
  * products live in wasm/quant-matvec.ts (one activation row: Q8_0, Q4_0, Q4_K, Q6_K),
  * wasm/quant-f16.ts (F16 weights), wasm/quant-dot.ts (packed blocks, one row or four rows at a
  * time: the other types, and rows too long for the scratch) and wasm/quant-unpack.ts (weight rows
- * unpacked or prepared once for batches).
+ * unpacked or prepared once for batches). Built with relaxed SIMD (wasm/kernels-relaxed.wasm,
+ * ASC_FEATURE_RELAXED_SIMD), the one-row Q8_0/Q4_0/Q4_K/Q6_K sums, the four-row prepared
+ * Q8_0/Q4_0 sums and the four-row K-quant sums come from wasm/quant-relaxed.ts and
+ * wasm/quant-relaxed-batch.ts instead: the same
+ * integers, so the same bits.
  */
 
 import { dotQ8, dotQ8x4, dotRow } from "./quant-dot";
 import { dotF16x4, dotUnpackedF16x4, f2h, h2f, roundToHalf4, unpackF16x4 } from "./quant-f16";
 import { hasMatvec, matvecQ, widenedBytes } from "./quant-matvec";
-import { dotPrepared4r, dotUnpackedKx4r, matvecQr, unpackKr } from "./quant-relaxed";
+import { matvecQr } from "./quant-relaxed";
+import { dotPrepared4r, dotUnpackedKx4r, unpackKr } from "./quant-relaxed-batch";
 import { F16, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, Q8_0 } from "./quant-types";
 import {
   dotPrepared4,

@@ -1,10 +1,10 @@
 /**
- * WebAssembly SIMD kernels adapter: wraps an instance of wasm/kernels.wasm (built from
- * wasm/kernels.ts) as a `Kernels` object. Owns the arena inside the instance's linear memory and
- * the JS -> wasm call path.
+ * WebAssembly SIMD kernels adapter: wraps an instance of wasm/kernels.wasm or of its relaxed-SIMD
+ * build wasm/kernels-relaxed.wasm (both from wasm/kernels.ts) as a `Kernels` object. Owns the
+ * arena inside the instance's linear memory and the JS -> wasm call path.
  *
- * The host instantiates the module (shared/ has no `WebAssembly` global):
- *   workerd: `import mod from "../wasm/kernels.wasm"`,
+ * The host picks the build (`wasmBuild`) and instantiates it (shared/ has no `WebAssembly`):
+ *   workerd: durable-objects/kernels-module.ts's `kernelsModule`, then
  *            `createWasmKernels(await WebAssembly.instantiate(mod, WASM_KERNEL_IMPORTS), cap)`
  *   Node:    hosts/node-kernels.ts (`loadWasmKernels(cap)`).
  * One instance per `Kernels` object: the arena is the instance's memory.
