@@ -1,24 +1,28 @@
 /**
  * Relaxed-SIMD integer sums for the quantised matmul (wasm/quant.ts), compiled into
- * wasm/kernels-relaxed.wasm only: every caller tests APART_FEATURE_RELAXED_SIMD, a compile-time
+ * wasm/kernels-relaxed.wasm only: every caller tests ASC_FEATURE_RELAXED_SIMD, a compile-time
  * constant, so the plain build (wasm/kernels.wasm) contains none of this.
  *
  * The one relaxed operation is i16x8.relaxed_dot_i8x16_i7x16_s(a, b) (`dot2`): 16 signed bytes
  * of a times 16 bytes of b, adjacent products added into eight int16 lanes (x64: pmaddubsw). The
  * host may read b's bytes as signed or unsigned when their top bit is set, so every b here lies
- * in [0, 127]: 4-bit and 6-bit quants before their offset, or the positive and negative parts of
- * an activation (max(q, 0) and max(-q, 0)). Then a lane is exactly a0 b0 + a1 b1, at most
+ * in [0, 127]: 4-bit and 6-bit quants before their offset, or (Q8_0 weights, batches only:
+ * wasm/quant-relaxed-batch.ts) the positive and negative parts of an activation, max(q, 0) and
+ * max(-q, 0). Then a lane is exactly a0 b0 + a1 b1, at most
  * 2 * 128 * 127 < 2^15 in magnitude, on every host, and the integer sums below are the exact
  * numbers of wasm/quant-dot.ts: the float steps after them are unchanged, so this build is bit
  * for bit the JS reference (shared/model/kernels-quant-js.ts) too.
  *
  * Where two dot2 lanes are added in int16, the comment gives the bound that keeps the sum exact.
+ * This file: one activation row (Q4_0, Q4_K, Q6_K). A Q8_0 row takes two dot2 per 16 weights
+ * (each activation's two parts), no faster than wasm/quant-matvec.ts's widened row, which the
+ * relaxed build keeps for Q8_0 at batch 1.
  */
 
 import { isum, isum4, q4kScaleBytes } from "./quant-dot";
 import { h2f, h2f4 } from "./quant-f16";
 import { HI2, M, NIB8, PART } from "./quant-matvec";
-import { Q4_0, Q4_K, Q8_0 } from "./quant-types";
+import { Q4_0, Q4_K } from "./quant-types";
 
 /** 16 byte products a * b, adjacent pairs added in int16 (b in [0, 127]: exact). */
 export function dot2(a: v128, b: v128): v128 {
@@ -26,46 +30,20 @@ export function dot2(a: v128, b: v128): v128 {
 }
 
 /**
- * Prepares the Q8_0 activation row at `a` (36-byte blocks) for `dotQ8r`: block b's max(q, 0) at
- * u + 64b and max(-q, 0) at u + 64b + 32, then n / 32 f32 d_x at u + 2n. Q4_0 needs only the
- * block sums of q, n / 32 int32 after the d_x; Q4_K and Q6_K read their Q8_K row as it is.
+ * The n / 32 f32 d_x of the Q8_0 activation row at `a` (36-byte blocks) at u, then the n / 32
+ * int32 block sums of its q, for `dotQ4r`.
  */
-export function splitRow(type: i32, a: usize, n: i32, u: usize): void {
-  if (type !== Q8_0 && type !== Q4_0) return;
+function blockSums(a: usize, n: i32, u: usize): void {
   const nb = <usize>n >> 5;
-  const dxs = u + ((<usize>n) << 1);
-  const zero = i8x16.splat(0);
   for (let b: usize = 0; b < nb; b++) {
     const q = a + b * 36 + 4;
-    const x0 = v128.load(q);
-    const x1 = v128.load(q, 16);
-    store<f32>(dxs + (b << 2), load<f32>(a + b * 36));
-    if (type === Q8_0) {
-      const p0 = i8x16.max_s(x0, zero);
-      const p1 = i8x16.max_s(x1, zero);
-      const o = u + (b << 6);
-      v128.store(o, p0);
-      v128.store(o, p1, 16);
-      v128.store(o, i8x16.sub(p0, x0), 32);
-      v128.store(o, i8x16.sub(p1, x1), 48);
-    } else {
-      const s = i16x8.add(i16x8.extadd_pairwise_i8x16_s(x0), i16x8.extadd_pairwise_i8x16_s(x1));
-      store<i32>(dxs + (nb << 2) + (b << 2), isum(i32x4.extadd_pairwise_i16x8_s(s)));
-    }
+    const s = i16x8.add(
+      i16x8.extadd_pairwise_i8x16_s(v128.load(q)),
+      i16x8.extadd_pairwise_i8x16_s(v128.load(q, 16)),
+    );
+    store<f32>(u + (b << 2), load<f32>(a + b * 36));
+    store<i32>(u + (nb << 2) + (b << 2), isum(i32x4.extadd_pairwise_i16x8_s(s)));
   }
-}
-
-/**
- * i32x4 partial sums of a Q8_0 block's 32 signed weights (at w + 2) times its activations q,
- * given as p = max(q, 0) at x and m = max(-q, 0) at x + 32: w p - w m per pair of products (both
- * within 2 * 128 * 127, and so is their difference, the exact w q pair).
- */
-function block8r(w: usize, x: usize): v128 {
-  const w0 = v128.load(w, 2);
-  const w1 = v128.load(w, 18);
-  const d0 = i16x8.sub(dot2(w0, v128.load(x)), dot2(w0, v128.load(x, 32)));
-  const d1 = i16x8.sub(dot2(w1, v128.load(x, 16)), dot2(w1, v128.load(x, 48)));
-  return i32x4.add(i32x4.extadd_pairwise_i16x8_s(d0), i32x4.extadd_pairwise_i16x8_s(d1));
 }
 
 /**
@@ -97,31 +75,26 @@ function h2f4at(p: usize, stride: usize): v128 {
 }
 
 /**
- * Q8_0 (q4 false) or Q4_0 weights at w against the Q8_0 activation row a prepared at u
- * (splitRow): the float steps of dotQ8w (wasm/quant-matvec.ts), four blocks at a time.
+ * Q4_0 weights at w against the Q8_0 activation row a, its d_x and block sums at u (blockSums):
+ * the float steps of dotQ8w (wasm/quant-matvec.ts), four blocks at a time, s = sum(nibble * q) -
+ * 8 * sum(q).
  */
-function dotQ8r(q4: bool, w: usize, a: usize, u: usize, n: i32): f32 {
-  const bw: usize = q4 ? 18 : 34;
+function dotQ4r(w: usize, a: usize, u: usize, n: i32): f32 {
   const nb = n >> 5;
-  const dxs = u + ((<usize>n) << 1);
-  const sums = dxs + (<usize>n >> 3);
-  let x = q4 ? a + 4 : u;
-  const bx: usize = q4 ? 36 : 64;
+  const sums = u + ((<usize>nb) << 2);
+  let x = a + 4;
   let acc: f32 = 0;
   let b = 0;
   for (; b + 4 <= nb; b += 4) {
-    for (let r: usize = 0; r < 64; r += 16, w += bw, x += bx) {
-      v128.store(PART + r, q4 ? block4r(w, x) : block8r(w, x));
-    }
+    for (let r: usize = 0; r < 64; r += 16, w += 18, x += 36) v128.store(PART + r, block4r(w, x));
     let s = isum4(v128.load(PART), v128.load(PART, 16), v128.load(PART, 32), v128.load(PART, 48));
-    if (q4) s = i32x4.sub(s, i32x4.shl(v128.load(sums + ((<usize>b) << 2)), 3));
-    const dd = f32x4.mul(h2f4at(w - 4 * bw, bw), v128.load(dxs + ((<usize>b) << 2)));
+    s = i32x4.sub(s, i32x4.shl(v128.load(sums + ((<usize>b) << 2)), 3));
+    const dd = f32x4.mul(h2f4at(w - 72, 18), v128.load(u + ((<usize>b) << 2)));
     acc = addLanes(acc, f32x4.mul(f32x4.convert_i32x4_s(s), dd));
   }
-  for (; b < nb; b++, w += bw, x += bx) {
-    let s = isum(q4 ? block4r(w, x) : block8r(w, x));
-    if (q4) s -= load<i32>(sums + ((<usize>b) << 2)) << 3;
-    acc += <f32>s * (h2f(load<u16>(w)) * load<f32>(dxs + ((<usize>b) << 2)));
+  for (; b < nb; b++, w += 18, x += 36) {
+    const s = isum(block4r(w, x)) - (load<i32>(sums + ((<usize>b) << 2)) << 3);
+    acc += <f32>s * (h2f(load<u16>(w)) * load<f32>(u + ((<usize>b) << 2)));
   }
   return acc;
 }
@@ -231,8 +204,8 @@ function dotQ6_Kr(w: usize, a: usize, n: i32): f32 {
 }
 
 /**
- * out[j] = dot(weight row j, activation row a) for j < d (Q8_0, Q4_0, Q4_K, Q6_K), as matvecQ
- * (wasm/quant-matvec.ts); u has room for widenedBytes(n).
+ * out[j] = dot(weight row j, activation row a) for j < d (Q4_0, Q4_K, Q6_K), as matvecQ
+ * (wasm/quant-matvec.ts); u has room for n / 4 bytes (Q4_0).
  */
 export function matvecQr(
   type: i32,
@@ -244,11 +217,10 @@ export function matvecQr(
   d: i32,
   u: usize,
 ): void {
-  splitRow(type, a, n, u);
+  if (type === Q4_0) blockSums(a, n, u);
   for (let j = 0; j < d; j++, w += wr, out += 4) {
     let v: f32;
-    if (type === Q8_0) v = dotQ8r(false, w, a, u, n);
-    else if (type === Q4_0) v = dotQ8r(true, w, a, u, n);
+    if (type === Q4_0) v = dotQ4r(w, a, u, n);
     else if (type === Q4_K) v = dotQ4_Kr(w, a, n);
     else v = dotQ6_Kr(w, a, n);
     store<f32>(out, v);

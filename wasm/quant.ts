@@ -11,7 +11,7 @@
  * wasm/quant-f16.ts (F16 weights), wasm/quant-dot.ts (packed blocks, one row or four rows at a
  * time: the other types, and rows too long for the scratch) and wasm/quant-unpack.ts (weight rows
  * unpacked or prepared once for batches). Built with relaxed SIMD (wasm/kernels-relaxed.wasm,
- * ASC_FEATURE_RELAXED_SIMD), the one-row Q8_0/Q4_0/Q4_K/Q6_K sums, the four-row prepared
+ * ASC_FEATURE_RELAXED_SIMD), the one-row Q4_0/Q4_K/Q6_K sums, the four-row prepared
  * Q8_0/Q4_0 sums and the four-row K-quant sums come from wasm/quant-relaxed.ts and
  * wasm/quant-relaxed-batch.ts instead: the same
  * integers, so the same bits.
@@ -141,8 +141,9 @@ export function matmulQ(
     quantizeRow(type, x + ((<usize>i * <usize>n) << 2), n, scratch + <usize>i * ar);
   if (m === 1 && hasMatvec(type) && widenedBytes(n) <= UNPACK_BYTES) {
     // single stream: the activation row widened once, then every weight row against it
-    if (ASC_FEATURE_RELAXED_SIMD) matvecQr(type, out, w, wr, scratch, n, d, unpackBase());
-    else matvecQ(type, out, w, wr, scratch, n, d, unpackBase());
+    if (ASC_FEATURE_RELAXED_SIMD && type !== Q8_0) {
+      matvecQr(type, out, w, wr, scratch, n, d, unpackBase());
+    } else matvecQ(type, out, w, wr, scratch, n, d, unpackBase());
     return;
   }
   const ob = (<usize>ldo) << 2;
