@@ -8,10 +8,10 @@
  * host may read b's bytes as signed or unsigned when their top bit is set, so every b here lies
  * in [0, 127]: 4-bit and 6-bit quants before their offset, or (Q8_0 weights, batches only:
  * wasm/quant-relaxed-batch.ts) the positive and negative parts of an activation, max(q, 0) and
- * max(-q, 0). Then a lane is exactly a0 b0 + a1 b1, at most
- * 2 * 128 * 127 < 2^15 in magnitude, on every host, and the integer sums below are the exact
- * numbers of wasm/quant-dot.ts: the float steps after them are unchanged, so this build is bit
- * for bit the JS reference (shared/model/kernels-quant-js.ts) too.
+ * max(-q, 0). Then a lane is exactly a0 b0 + a1 b1, at most 2 * 128 * 127 < 2^15 in magnitude,
+ * on every host, and the integer sums below are the exact numbers of wasm/quant-dot.ts: the float
+ * steps after them are unchanged, so this build is bit for bit the JS reference
+ * (shared/model/kernels-quant-js.ts) too.
  *
  * Where two dot2 lanes are added in int16, the comment gives the bound that keeps the sum exact.
  * This file: one activation row (Q4_0, Q4_K, Q6_K). A Q8_0 row takes two dot2 per 16 weights
@@ -19,8 +19,8 @@
  * relaxed build keeps for Q8_0 at batch 1.
  */
 
-import { isum, isum4, q4kScaleBytes } from "./quant-dot";
-import { h2f, h2f4 } from "./quant-f16";
+import { addLanes, h2f4at, isum, isum4, q4kScaleBytes } from "./quant-dot";
+import { h2f } from "./quant-f16";
 import { HI2, M, NIB8, PART } from "./quant-matvec";
 import { Q4_0, Q4_K } from "./quant-types";
 
@@ -56,22 +56,6 @@ function block4r(w: usize, x: usize): v128 {
   const lo = dot2(v128.load(x), v128.and(q, m));
   const hi = dot2(v128.load(x, 16), v128.and(i16x8.shr_u(q, 4), m));
   return i32x4.extadd_pairwise_i16x8_s(i16x8.add(lo, hi));
-}
-
-/** acc + p0 + p1 + p2 + p3, in that order. */
-function addLanes(acc: f32, p: v128): f32 {
-  acc += f32x4.extract_lane(p, 0);
-  acc += f32x4.extract_lane(p, 1);
-  acc += f32x4.extract_lane(p, 2);
-  return acc + f32x4.extract_lane(p, 3);
-}
-
-/** Four halves at p, p + stride, p + 2 stride, p + 3 stride, as f32x4. */
-function h2f4at(p: usize, stride: usize): v128 {
-  let v = i32x4.splat(load<u16>(p));
-  v = i32x4.replace_lane(v, 1, load<u16>(p + stride));
-  v = i32x4.replace_lane(v, 2, load<u16>(p + 2 * stride));
-  return h2f4(i32x4.replace_lane(v, 3, load<u16>(p + 3 * stride)));
 }
 
 /**

@@ -4,8 +4,8 @@
  * dots of wasm/quant-dot.ts.
  */
 
-import { f4at, hiNibbles, isum, isum4, q4kScaleBytes } from "./quant-dot";
-import { h2f, h2f4 } from "./quant-f16";
+import { f4at, h2f4at, hiNibbles, isum, isum4, q4kScaleBytes } from "./quant-dot";
+import { h2f } from "./quant-f16";
 import { Q4_0, Q5_K, Q6_K } from "./quant-types";
 
 // ---------------------------------------------------------------------------------------------
@@ -226,16 +226,8 @@ export function prepare4(q4: bool, w: usize, wr: usize, n: i32, p: usize): void 
         v128.store(p + (r << 5), v128.load(wb, 18), 16);
       }
     }
-    v128.store(p, f4h(w, wr), 128);
+    v128.store(p, h2f4at(w, wr), 128);
   }
-}
-
-/** Four halves at p, p + stride, p + 2 stride, p + 3 stride, as f32x4 (exact). */
-function f4h(p: usize, stride: usize): v128 {
-  let v = i32x4.splat(load<u16>(p));
-  v = i32x4.replace_lane(v, 1, load<u16>(p + stride));
-  v = i32x4.replace_lane(v, 2, load<u16>(p + 2 * stride));
-  return h2f4(i32x4.replace_lane(v, 3, load<u16>(p + 3 * stride)));
 }
 
 /**
