@@ -20,6 +20,15 @@ const refBindings = {
   textBlobBindings: { ...refText, QUANT_LLAMA_CPP: `${QUANT}/llama-cpp.json` },
 };
 
+// Tests whose wasm results depend on the build: they run in "unit" and again in "unit-relaxed".
+const RELAXED_TESTS = [
+  "test/unit/kernels*.test.ts",
+  "test/unit/model/quant-*.test.ts",
+  "test/unit/model/big-moe-llama-cpp.test.ts",
+  "test/unit/engine/determinism.test.ts",
+  "test/unit/engine/reference.test.ts",
+];
+
 export default defineConfig({
   test: {
     projects: [
@@ -28,6 +37,17 @@ export default defineConfig({
           name: "unit",
           environment: "node",
           include: ["test/unit/**/*.test.ts"],
+          testTimeout: 60_000,
+        },
+      },
+      {
+        // the kernel contract and the reference tests again, on wasm/kernels-relaxed.wasm (Node 20
+        // compiles relaxed SIMD only with this V8 flag; hosts/node-kernels.ts picks the build)
+        test: {
+          name: "unit-relaxed",
+          environment: "node",
+          include: RELAXED_TESTS,
+          execArgv: ["--experimental-wasm-relaxed-simd"],
           testTimeout: 60_000,
         },
       },

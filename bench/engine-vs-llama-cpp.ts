@@ -5,9 +5,10 @@
  * with the roofline: weight bytes streamed per generated token against the measured memory
  * bandwidth.
  *
- * The machine is shared, so the two engines take turns: each type loads our three instances and
- * warms them up once, then each round runs ours at batch 1, 8 and 32, one `llama-bench -r 1` and
- * one `llama-batched-bench`. Tokens/s are medians over the rounds; a ratio is the median of the
+ * The machine is shared, so the two engines take turns: each type loads our three instances per
+ * wasm build (`builds`: wasm/kernels-relaxed.wasm, wasm/kernels.wasm) and warms them up once, then
+ * each round runs ours at batch 1, 8 and 32 with each build (checking that the builds generate the
+ * same tokens), one `llama-bench -r 1` and one `llama-batched-bench`. Tokens/s are medians over the rounds; a ratio is the median of the
  * rounds' ratios, so that load which comes and goes hits both sides of each ratio alike.
  *
  * Bytes per token = bytes of the weights read in one decode step / batch size. A decode step
@@ -19,7 +20,9 @@
  */
 import { readFileSync } from "node:fs";
 import { basename } from "node:path";
+import { WASM_BUILD_URLS } from "../hosts/node-kernels.ts";
 import { parseGguf } from "../shared/gguf/gguf.ts";
+import type { WasmBuild } from "../shared/model/kernels-wasm.ts";
 import { measureReadBandwidth } from "./bandwidth.ts";
 import {
   type EngineRunner,
@@ -49,7 +52,11 @@ export interface TypeResult {
   meets: { b1_ge_0_8x: boolean; b32_ge_1x: boolean } | null;
   weight_bytes_per_token: { ours: PerBatch | null; llama_cpp: PerBatch };
   implied_gbps: { ours: PerBatch | null; llama_cpp: PerBatch };
+  /** The same for each further wasm build, by build (`ours` above is the first build's). */
+  other_builds?: Partial<Record<WasmBuild, BuildResult>>;
 }
+
+type BuildResult = Pick<TypeResult, "ours" | "ratio" | "meets"> & { implied_gbps: PerBatch | null };
 
 /** llama_ftype values of the types llama-quantize makes here (general.file_type). */
 const FILE_TYPES: Record<number, BenchType> = {
@@ -66,6 +73,15 @@ export interface VsOptions extends EngineRunOptions {
   source: string;
   types: BenchType[];
   llamaCppBin: string;
+  /** The wasm builds to run (kernels "wasm"), the first one reported as `ours`. */
+  builds: WasmBuild[];
+}
+
+export function parseWasmBuilds(list: string): WasmBuild[] {
+  const builds = list.split(",").map((b) => b.trim());
+  for (const b of builds)
+    if (!(b in WASM_BUILD_URLS)) throw new Error(`unknown wasm build ${b}: relaxed-simd, simd128`);
+  return builds as WasmBuild[];
 }
 
 export function parseBenchTypes(list: string): BenchType[] {
@@ -81,10 +97,9 @@ const perBatch = (f: (b: number) => number, digits: number): PerBatch =>
 
 /** Our warmed-up instances at each batch size, or why the file does not load. */
 async function ourRunners(
-  file: string,
-  o: VsOptions,
+  bytes: Uint8Array,
+  o: EngineRunOptions,
 ): Promise<Map<number, EngineRunner> | { error: string }> {
-  const bytes = new Uint8Array(readFileSync(file));
   const runners = new Map<number, EngineRunner>();
   try {
     for (const b of VS_BATCHES) {
@@ -98,31 +113,46 @@ async function ourRunners(
   }
 }
 
-interface TypeSamples {
-  ours: Map<number, EngineRunner> | { error: string };
-  ourTps: Map<number, number[]>;
-  llamaTps: Map<number, number[]>;
+/** Our runs of one build (or of the JS kernels: `o.builds` unused). */
+interface OurSamples {
+  runners: Map<number, EngineRunner> | { error: string };
+  tps: Map<number, number[]>;
   ratios: Map<number, number[]>;
+}
+
+interface TypeSamples {
+  /** By build, in `o.builds` order (one entry for the JS kernels). */
+  ours: OurSamples[];
+  llamaTps: Map<number, number[]>;
   modelBytes: number;
   params: number;
 }
 
-/** `runs` rounds of ours then llama.cpp at every batch size on one file. */
+/** `runs` rounds of ours (each build) then llama.cpp at every batch size on one file. */
 async function sampleType(file: string, o: VsOptions): Promise<TypeSamples> {
-  const ours = await ourRunners(file, o);
+  const bytes = new Uint8Array(readFileSync(file));
   const lists = () => new Map<number, number[]>(VS_BATCHES.map((b) => [b, []]));
-  const t: TypeSamples = {
-    ours,
-    ourTps: lists(),
-    llamaTps: lists(),
-    ratios: lists(),
-    modelBytes: 0,
-    params: 0,
-  };
+  const variants = o.kernels === "wasm" ? o.builds : [undefined];
+  const ours: OurSamples[] = [];
+  for (const build of variants) {
+    const wasmModule = build && (await WebAssembly.compile(readFileSync(WASM_BUILD_URLS[build])));
+    const runners = await ourRunners(bytes, { ...o, wasmModule });
+    ours.push({ runners, tps: lists(), ratios: lists() });
+  }
+  const t: TypeSamples = { ours, llamaTps: lists(), modelBytes: 0, params: 0 };
   for (let r = 0; r < o.runs; r++) {
-    const mine = new Map<number, number>();
-    if (!("error" in ours))
-      for (const [b, runner] of ours) mine.set(b, (await runner.run()).decodeTokensPerS);
+    const mine = ours.map(() => new Map<number, number>());
+    for (const b of VS_BATCHES) {
+      let tokens: string | undefined;
+      for (const [i, s] of ours.entries()) {
+        if ("error" in s.runners) continue;
+        const run = await (s.runners.get(b) as EngineRunner).run();
+        mine[i]?.set(b, run.decodeTokensPerS);
+        if (tokens !== undefined && run.tokens.join() !== tokens)
+          throw new Error(`${basename(file)} b${b}: the wasm builds generated different tokens`);
+        tokens = run.tokens.join();
+      }
+    }
     const single = llamaBenchDecode(o.llamaCppBin, file, o.numTokens, 1);
     const batched = batchedBenchDecode(
       o.llamaCppBin,
@@ -135,13 +165,39 @@ async function sampleType(file: string, o: VsOptions): Promise<TypeSamples> {
     for (const b of VS_BATCHES) {
       const llama = b === 1 ? single.tokensPerS : (batched.get(b) as number);
       t.llamaTps.get(b)?.push(llama);
-      const ourTps = mine.get(b);
-      if (ourTps === undefined) continue;
-      t.ourTps.get(b)?.push(ourTps);
-      t.ratios.get(b)?.push(ourTps / llama);
+      for (const [i, s] of ours.entries()) {
+        const ourTps = mine[i]?.get(b);
+        if (ourTps === undefined) continue;
+        s.tps.get(b)?.push(ourTps);
+        s.ratios.get(b)?.push(ourTps / llama);
+      }
     }
   }
   return t;
+}
+
+const med = (m: Map<number, number[]>) => (b: number) => median(m.get(b) as number[]);
+
+/** One build's tokens/s, ratios and targets, and its weight bytes per token (null: no load). */
+function buildResult(s: OurSamples): BuildResult & { bytes: PerBatch | null } {
+  if ("error" in s.runners)
+    return {
+      ours: { error: s.runners.error },
+      ratio: null,
+      meets: null,
+      implied_gbps: null,
+      bytes: null,
+    };
+  const weightBytes = (s.runners.get(1) as EngineRunner).weightBytes;
+  const ours = med(s.tps);
+  const ratio = perBatch(med(s.ratios), 2);
+  return {
+    ours: perBatch(ours, 1),
+    ratio,
+    meets: { b1_ge_0_8x: ratio.b1 >= 0.8, b32_ge_1x: ratio.b32 >= 1 },
+    implied_gbps: perBatch((b) => (weightBytes * ours(b)) / b / 1e9, 1),
+    bytes: perBatch((b) => weightBytes / b, 0),
+  };
 }
 
 export async function compareWithLlamaCpp(o: VsOptions) {
@@ -157,42 +213,30 @@ export async function compareWithLlamaCpp(o: VsOptions) {
     const file = type === sourceType ? o.source : quantizedPath(o.llamaCppBin, o.source, type);
     const t = await sampleType(file, o);
     params = t.params;
-    const med = (m: Map<number, number[]>) => (b: number) => median(m.get(b) as number[]);
     const llama = med(t.llamaTps);
-    const llamaSide = {
-      tps: perBatch(llama, 1),
-      bytes: perBatch((b) => t.modelBytes / b, 0),
-      gbps: perBatch((b) => (t.modelBytes * llama(b)) / b / 1e9, 1),
-    };
-    if ("error" in t.ours) {
-      types[type] = {
-        file: basename(file),
-        ours: { error: t.ours.error },
-        llama_cpp: llamaSide.tps,
-        ratio: null,
-        meets: null,
-        weight_bytes_per_token: { ours: null, llama_cpp: llamaSide.bytes },
-        implied_gbps: { ours: null, llama_cpp: llamaSide.gbps },
-      };
-      continue;
-    }
-    const weightBytes = (t.ours.get(1) as EngineRunner).weightBytes;
-    const ours = med(t.ourTps);
-    const ratio = perBatch(med(t.ratios), 2);
+    const [first, ...rest] = t.ours.map(buildResult);
+    if (!first) throw new Error("no build to run");
     types[type] = {
       file: basename(file),
-      ours: perBatch(ours, 1),
-      llama_cpp: llamaSide.tps,
-      ratio,
-      meets: { b1_ge_0_8x: ratio.b1 >= 0.8, b32_ge_1x: ratio.b32 >= 1 },
+      ours: first.ours,
+      llama_cpp: perBatch(llama, 1),
+      ratio: first.ratio,
+      meets: first.meets,
       weight_bytes_per_token: {
-        ours: perBatch((b) => weightBytes / b, 0),
-        llama_cpp: llamaSide.bytes,
+        ours: first.bytes,
+        llama_cpp: perBatch((b) => t.modelBytes / b, 0),
       },
       implied_gbps: {
-        ours: perBatch((b) => (weightBytes * ours(b)) / b / 1e9, 1),
-        llama_cpp: llamaSide.gbps,
+        ours: first.implied_gbps,
+        llama_cpp: perBatch((b) => (t.modelBytes * llama(b)) / b / 1e9, 1),
       },
+      ...(rest.length === 0
+        ? {}
+        : {
+            other_builds: Object.fromEntries(
+              rest.map(({ bytes: _, ...r }, i) => [o.builds[i + 1] as WasmBuild, r]),
+            ),
+          }),
     };
   }
   return {
@@ -205,6 +249,7 @@ export async function compareWithLlamaCpp(o: VsOptions) {
     runtime: "node",
     node: process.version,
     kernels: o.kernels,
+    ...(o.kernels === "wasm" ? { wasm: o.builds[0], wasm_builds: o.builds } : {}),
     threads: 1,
     tokens_per_sequence: o.numTokens,
     rounds: o.runs,
@@ -218,14 +263,17 @@ export function formatComparison(r: Awaited<ReturnType<typeof compareWithLlamaCp
     `${r.model}: ${(r.params / 1e6).toFixed(1)} M params, read bandwidth ${r.bandwidth_gbps} GB/s`,
   ];
   for (const [type, t] of Object.entries(r.types)) {
-    const cells = VS_BATCHES.map((b) => {
-      const k = `b${b}` as keyof PerBatch;
-      const o = "error" in t.ours ? "-" : t.ours[k];
-      return `b${b} ${o} / ${t.llama_cpp[k]} tok/s (${t.ratio ? `${t.ratio[k]}x` : "-"})`;
-    });
-    lines.push(
-      `${type.padEnd(7)} ${cells.join("   ")}${"error" in t.ours ? `   ours: ${t.ours.error}` : ""}`,
-    );
+    const builds: [string, Pick<TypeResult, "ours" | "ratio">][] = [[r.wasm ?? r.kernels, t]];
+    for (const [name, b] of Object.entries(t.other_builds ?? {})) builds.push([name, b]);
+    for (const [name, b] of builds) {
+      const cells = VS_BATCHES.map((n) => {
+        const k = `b${n}` as keyof PerBatch;
+        const o = "error" in b.ours ? "-" : b.ours[k];
+        return `b${n} ${o} / ${t.llama_cpp[k]} tok/s (${b.ratio ? `${b.ratio[k]}x` : "-"})`;
+      });
+      const err = "error" in b.ours ? `   ours: ${b.ours.error}` : "";
+      lines.push(`${type.padEnd(7)} ${name.padEnd(12)} ${cells.join("   ")}${err}`);
+    }
   }
   return lines.join("\n");
 }

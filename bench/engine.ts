@@ -11,6 +11,13 @@
  *
  *   npm run -s bench:engine -- --model .tmp/bench-llama.gguf --json --vs-llama-cpp
  *     [--llama-cpp-bin DIR (or LLAMA_CPP_BIN)] [--types F32,Q8_0,Q4_0,Q4_K_M] [--runs 3]
+ *     [--wasm-builds relaxed-simd,simd128]
+ *
+ * Our side runs each wasm build in --wasm-builds (default both: wasm/kernels-relaxed.wasm and
+ * wasm/kernels.wasm) in every round. Node 20 compiles relaxed SIMD only with a V8 flag, which
+ * NODE_OPTIONS does not take: when a relaxed build is asked for and this Node lacks it, the
+ * benchmark re-runs itself as `node --experimental-wasm-relaxed-simd --import tsx`. The JSON's
+ * `wasm` is the build of `ours` (the first of --wasm-builds).
  */
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
@@ -19,8 +26,14 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { exportLlama2c } from "../hosts/llama2c-export.ts";
 import { DEFAULT_MODEL_PATH } from "../hosts/node-engine.ts";
+import { WASM_BUILD } from "../hosts/node-kernels.ts";
 import { measure, median, PROMPTS } from "./engine-measure.ts";
-import { compareWithLlamaCpp, formatComparison, parseBenchTypes } from "./engine-vs-llama-cpp.ts";
+import {
+  compareWithLlamaCpp,
+  formatComparison,
+  parseBenchTypes,
+  parseWasmBuilds,
+} from "./engine-vs-llama-cpp.ts";
 
 const { values } = parseArgs({
   options: {
@@ -35,6 +48,7 @@ const { values } = parseArgs({
     /** A llama.cpp build's bin directory (llama-quantize, llama-bench, llama-batched-bench). */
     "llama-cpp-bin": { type: "string" },
     types: { type: "string", default: "F32,Q8_0,Q4_0,Q4_K_M" },
+    "wasm-builds": { type: "string", default: "relaxed-simd,simd128" },
   },
 });
 const path = values.model ?? DEFAULT_MODEL_PATH;
@@ -44,6 +58,14 @@ const numTokens = Number(values.tokens ?? (vs ? 64 : 256));
 const kernels = values.kernels === "js" ? "js" : "wasm";
 
 if (vs) {
+  const builds = parseWasmBuilds(values["wasm-builds"] as string);
+  const relaxedFlag = "--experimental-wasm-relaxed-simd";
+  if (kernels === "wasm" && builds.includes("relaxed-simd") && WASM_BUILD !== "relaxed-simd") {
+    if (process.execArgv.includes(relaxedFlag))
+      throw new Error("this Node does not compile relaxed SIMD even with its flag");
+    const args = [relaxedFlag, "--import", "tsx", ...process.argv.slice(1)];
+    process.exit(spawnSync(process.execPath, args, { stdio: "inherit" }).status ?? 1);
+  }
   const llamaCppBin = values["llama-cpp-bin"] ?? process.env.LLAMA_CPP_BIN;
   if (!llamaCppBin) throw new Error("--vs-llama-cpp needs --llama-cpp-bin DIR or LLAMA_CPP_BIN");
   const types = parseBenchTypes(values.types as string);
@@ -54,6 +76,7 @@ if (vs) {
     runs,
     numTokens,
     kernels,
+    builds,
   });
   if (!values.json) console.log(formatComparison(r));
   console.log(JSON.stringify(r));
@@ -100,6 +123,7 @@ const result = {
   runtime: "node",
   node: process.version,
   kernels,
+  ...(kernels === "wasm" ? { wasm: WASM_BUILD } : {}),
   model: path.split("/").pop(),
   tokens_per_sequence: numTokens,
   runs,

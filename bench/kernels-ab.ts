@@ -1,7 +1,8 @@
 /**
  * Two builds of wasm/kernels.ts on the engine's decode, in turns: decode-only tokens/s of a base
- * build (A, e.g. an earlier commit's kernels.wasm) and of the working tree's (B, the committed
- * path wasm/kernels.wasm) at each batch size, for each model file. The machine is shared, so each
+ * build (A, e.g. an earlier commit's kernels.wasm) and of the working tree's (B: the committed
+ * build this Node runs, wasm/kernels.wasm, or wasm/kernels-relaxed.wasm under
+ * `node --experimental-wasm-relaxed-simd --import tsx`) at each batch size, for each model file. The machine is shared, so each
  * round runs A then B back to back on instances loaded once (after one warm-up run each), and the
  * speedup is the median of the rounds' B / A ratios: load that comes and goes hits both alike.
  * Both builds must give the same tokens (the kernels' contract), which is checked on every run.
@@ -9,6 +10,8 @@
  *   git show REV:wasm/kernels.wasm > .tmp/base.wasm
  *   npx tsx bench/kernels-ab.ts --base .tmp/base.wasm --models A.gguf,B.gguf [--batches 1,8,32]
  *     [--runs 5] [--tokens 64] [--json]
+ *   node --experimental-wasm-relaxed-simd --import tsx bench/kernels-ab.ts --base wasm/kernels.wasm
+ *     --models ...     (the relaxed build against the SIMD128 one)
  */
 import { readFileSync } from "node:fs";
 import { basename } from "node:path";

@@ -5,9 +5,10 @@
  * type on wasm, with the weight bytes streamed per second.
  *
  *   npx tsx bench/kernels.ts [--json]     (--json: the results as JSON on the last line)
+ *   node --experimental-wasm-relaxed-simd --import tsx bench/kernels.ts --json   (relaxed build)
  */
 
-import { createKernels, type KernelKind } from "../hosts/node-kernels.ts";
+import { createKernels, type KernelKind, WASM_BUILD } from "../hosts/node-kernels.ts";
 import { GgmlType } from "../shared/gguf/gguf.ts";
 import type { Kernels } from "../shared/model/kernels.ts";
 import { actRowBytes, rowBytes, type WeightType } from "../shared/model/quant.ts";
@@ -246,6 +247,7 @@ async function main(): Promise<void> {
     console.log(
       JSON.stringify({
         node: process.version,
+        wasm: WASM_BUILD,
         matmul: matmul.map((r) => ({
           ...r,
           gflops: round(r.gflops),

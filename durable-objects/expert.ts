@@ -23,9 +23,9 @@ import {
 import type { MoeGroupSpec, MoeRankLoaded } from "../shared/protocol/moe.ts";
 import { npuName } from "../shared/protocol/names.ts";
 import type { FaultKind } from "../shared/types/faults.ts";
-import kernelsModule from "../wasm/kernels.wasm";
 import { type Env, getConfig } from "./env.ts";
 import { FaultSwitch } from "./faults.ts";
+import { kernelsModule } from "./kernels-module.ts";
 import { wallClock } from "./moe-clock.ts";
 import { readHeader, readRange } from "./r2-range.ts";
 

@@ -23,8 +23,8 @@ import type { Transformer } from "../shared/model/transformer.ts";
 import type { WeightSelection } from "../shared/model/weights.ts";
 import { npuLoadPlan } from "../shared/serving/scale-plan.ts";
 import type { LoadReport, WeightSource } from "../shared/types/instances.ts";
-import kernelsModule from "../wasm/kernels.wasm";
 import { type Env, getConfig } from "./env.ts";
+import { KERNELS_BUILD, kernelsModule } from "./kernels-module.ts";
 import {
   copyRegion,
   type ForkImage,
@@ -226,6 +226,7 @@ export class ModelSlot {
         weightBytes: instance.memory.weightBytes,
         residentWeightBytes: instance.residentWeightBytes,
         role: this.attention ? "attention" : "colocated",
+        wasm: KERNELS_BUILD,
         durationMs: Date.now() - t0,
       });
       return {

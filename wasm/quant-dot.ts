@@ -41,7 +41,7 @@ export function isum(v: v128): i32 {
 }
 
 /** acc + p0 + p1 + p2 + p3, in that order. */
-function addLanes(acc: f32, p: v128): f32 {
+export function addLanes(acc: f32, p: v128): f32 {
   acc += f32x4.extract_lane(p, 0);
   acc += f32x4.extract_lane(p, 1);
   acc += f32x4.extract_lane(p, 2);
@@ -49,7 +49,7 @@ function addLanes(acc: f32, p: v128): f32 {
 }
 
 /** Four halves at p, p + stride, p + 2 stride, p + 3 stride, as f32x4. */
-function h2f4at(p: usize, stride: usize): v128 {
+export function h2f4at(p: usize, stride: usize): v128 {
   let v = i32x4.splat(load<u16>(p));
   v = i32x4.replace_lane(v, 1, load<u16>(p + stride));
   v = i32x4.replace_lane(v, 2, load<u16>(p + 2 * stride));

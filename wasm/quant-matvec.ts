@@ -11,21 +11,21 @@
  * even-indexed then their 8 odd-indexed ones. Q8_0 and Q6_K keep the natural order.
  */
 
-import { isum, isum4, q4kScaleBytes } from "./quant-dot";
-import { h2f, h2f4 } from "./quant-f16";
+import { addLanes, h2f4at, isum, isum4, q4kScaleBytes } from "./quant-dot";
+import { h2f } from "./quant-f16";
 import { Q4_0, Q4_K, Q6_K, Q8_0 } from "./quant-types";
 
 /**
  * Masks in memory (V8 rebuilds a `v128.const` with several instructions at every use inside a
  * loop; a load from a constant address is one): 0x000f per 16-bit lane, 0x0f and 0x30 per byte.
  */
-const M = memory.data<u8>([
+export const M = memory.data<u8>([
   15, 0, 15, 0, 15, 0, 15, 0, 15, 0, 15, 0, 15, 0, 15, 0, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
   15, 15, 15, 15, 15, 15, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48,
 ]);
 const NIB16: usize = 0;
-const NIB8: usize = 16;
-const HI2: usize = 32;
+export const NIB8: usize = 16;
+export const HI2: usize = 32;
 
 /**
  * Byte indices into a Q6_K block's 16 scales for pass j of dotQ6_Kw: the scales of sub-blocks
@@ -42,7 +42,7 @@ const Q6_SCALE_IDX = memory.data<u8>([
  * every block's operands first and spilling them (it schedules loads in program order and
  * arithmetic as late as it can), since each block's arithmetic must finish before its store.
  */
-const PART = memory.data(128, 16);
+export const PART = memory.data(128, 16);
 
 /** True for the weight types this matvec handles. */
 export function hasMatvec(type: i32): bool {
@@ -87,22 +87,6 @@ export function widenRow(type: i32, a: usize, n: i32, u: usize): void {
       store<i32>(p + (<usize>n >> 3), isum(sum));
     }
   }
-}
-
-/** acc + p0 + p1 + p2 + p3, in that order. */
-function addLanes(acc: f32, p: v128): f32 {
-  acc += f32x4.extract_lane(p, 0);
-  acc += f32x4.extract_lane(p, 1);
-  acc += f32x4.extract_lane(p, 2);
-  return acc + f32x4.extract_lane(p, 3);
-}
-
-/** Four halves at p, p + stride, p + 2 stride, p + 3 stride, as f32x4. */
-function h2f4at(p: usize, stride: usize): v128 {
-  let v = i32x4.splat(load<u16>(p));
-  v = i32x4.replace_lane(v, 1, load<u16>(p + stride));
-  v = i32x4.replace_lane(v, 2, load<u16>(p + 2 * stride));
-  return h2f4(i32x4.replace_lane(v, 3, load<u16>(p + 3 * stride)));
 }
 
 /** i32x4 partial sums of one Q8_0 block (weights at w) times its 32 widened activations at x. */

@@ -4,8 +4,8 @@
  * dots of wasm/quant-dot.ts.
  */
 
-import { f4at, hiNibbles, isum, isum4, q4kScaleBytes } from "./quant-dot";
-import { h2f, h2f4 } from "./quant-f16";
+import { f4at, h2f4at, hiNibbles, isum, isum4, q4kScaleBytes } from "./quant-dot";
+import { h2f } from "./quant-f16";
 import { Q4_0, Q5_K, Q6_K } from "./quant-types";
 
 // ---------------------------------------------------------------------------------------------
@@ -134,7 +134,7 @@ function blockSum(u: usize, x: usize): v128 {
 }
 
 /** [sum_j mn_j * (bsum_2j + bsum_2j+1)] as i32x4 partials: one unpacked Q4_K/Q5_K block. */
-function blockMins(u: usize, bs: usize): v128 {
+export function blockMins(u: usize, bs: usize): v128 {
   return i32x4.add(
     i32x4.mul(i32x4.extadd_pairwise_i16x8_s(v128.load(bs)), v128.load(u + 512)),
     i32x4.mul(i32x4.extadd_pairwise_i16x8_s(v128.load(bs, 16)), v128.load(u + 528)),
@@ -212,7 +212,8 @@ export function prepared4Bytes(n: i32): usize {
 export function prepare4(q4: bool, w: usize, wr: usize, n: i32, p: usize): void {
   const bw: usize = q4 ? 18 : 34;
   const lo = i8x16.splat(0x0f);
-  const eight = i8x16.splat(8);
+  // the relaxed build keeps Q4_0's nibbles unsigned (dotPrepared4r takes the 8 off through q)
+  const eight = i8x16.splat(ASC_FEATURE_RELAXED_SIMD ? 0 : 8);
   for (let b = 0; b < n >> 5; b++, w += bw, p += 144) {
     for (let r: usize = 0; r < 4; r++) {
       const wb = w + r * wr;
@@ -225,16 +226,8 @@ export function prepare4(q4: bool, w: usize, wr: usize, n: i32, p: usize): void 
         v128.store(p + (r << 5), v128.load(wb, 18), 16);
       }
     }
-    v128.store(p, f4h(w, wr), 128);
+    v128.store(p, h2f4at(w, wr), 128);
   }
-}
-
-/** Four halves at p, p + stride, p + 2 stride, p + 3 stride, as f32x4 (exact). */
-function f4h(p: usize, stride: usize): v128 {
-  let v = i32x4.splat(load<u16>(p));
-  v = i32x4.replace_lane(v, 1, load<u16>(p + stride));
-  v = i32x4.replace_lane(v, 2, load<u16>(p + 2 * stride));
-  return h2f4(i32x4.replace_lane(v, 3, load<u16>(p + 3 * stride)));
 }
 
 /**

@@ -10,12 +10,18 @@
  * products live in wasm/quant-matvec.ts (one activation row: Q8_0, Q4_0, Q4_K, Q6_K),
  * wasm/quant-f16.ts (F16 weights), wasm/quant-dot.ts (packed blocks, one row or four rows at a
  * time: the other types, and rows too long for the scratch) and wasm/quant-unpack.ts (weight rows
- * unpacked or prepared once for batches).
+ * unpacked or prepared once for batches). Built with relaxed SIMD (wasm/kernels-relaxed.wasm,
+ * ASC_FEATURE_RELAXED_SIMD), the one-row Q4_0/Q4_K/Q6_K sums, the four-row prepared
+ * Q8_0/Q4_0 sums and the four-row K-quant sums come from wasm/quant-relaxed.ts and
+ * wasm/quant-relaxed-batch.ts instead: the same
+ * integers, so the same bits.
  */
 
 import { dotQ8, dotQ8x4, dotRow } from "./quant-dot";
 import { dotF16x4, dotUnpackedF16x4, f2h, h2f, roundToHalf4, unpackF16x4 } from "./quant-f16";
 import { hasMatvec, matvecQ, widenedBytes } from "./quant-matvec";
+import { matvecQr } from "./quant-relaxed";
+import { dotPrepared4r, dotUnpackedKx4r, unpackKr } from "./quant-relaxed-batch";
 import { F16, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, Q8_0 } from "./quant-types";
 import {
   dotPrepared4,
@@ -135,7 +141,9 @@ export function matmulQ(
     quantizeRow(type, x + ((<usize>i * <usize>n) << 2), n, scratch + <usize>i * ar);
   if (m === 1 && hasMatvec(type) && widenedBytes(n) <= UNPACK_BYTES) {
     // single stream: the activation row widened once, then every weight row against it
-    matvecQ(type, out, w, wr, scratch, n, d, unpackBase());
+    if (ASC_FEATURE_RELAXED_SIMD && type !== Q8_0) {
+      matvecQr(type, out, w, wr, scratch, n, d, unpackBase());
+    } else matvecQ(type, out, w, wr, scratch, n, d, unpackBase());
     return;
   }
   const ob = (<usize>ldo) << 2;
@@ -147,7 +155,11 @@ export function matmulQ(
     for (; j0 + 4 <= d; j0 += 4) {
       const oj = out + ((<usize>j0) << 2);
       prepare4(type === Q4_0, w + <usize>j0 * wr, wr, n, u);
-      for (let i = 0; i < m; i++) dotPrepared4(u, scratch + <usize>i * ar, n, oj + <usize>i * ob);
+      for (let i = 0; i < m; i++) {
+        const ai = scratch + <usize>i * ar;
+        if (ASC_FEATURE_RELAXED_SIMD) dotPrepared4r(type === Q4_0, u, ai, n, oj + <usize>i * ob);
+        else dotPrepared4(u, ai, n, oj + <usize>i * ob);
+      }
     }
   }
   if (type !== Q4_0 && type !== F16 && type !== Q8_0 && type !== Q4_1 && m >= 2) {
@@ -157,9 +169,15 @@ export function matmulQ(
       for (; j0 + 4 <= d; j0 += 4) {
         const wj = w + <usize>j0 * wr;
         const oj = out + ((<usize>j0) << 2);
-        for (let r: usize = 0; r < 4; r++) unpackK(type, wj + r * wr, u + r * ub, n);
-        for (let i = 0; i < m; i++)
-          dotUnpackedKx4(type, u, ub, scratch + <usize>i * ar, n, oj + <usize>i * ob);
+        for (let r: usize = 0; r < 4; r++) {
+          if (ASC_FEATURE_RELAXED_SIMD) unpackKr(type, wj + r * wr, u + r * ub, n);
+          else unpackK(type, wj + r * wr, u + r * ub, n);
+        }
+        for (let i = 0; i < m; i++) {
+          const ai = scratch + <usize>i * ar;
+          if (ASC_FEATURE_RELAXED_SIMD) dotUnpackedKx4r(type, u, ub, ai, n, oj + <usize>i * ob);
+          else dotUnpackedKx4(type, u, ub, ai, n, oj + <usize>i * ob);
+        }
       }
     }
   }

@@ -1,10 +1,10 @@
 /**
- * WebAssembly SIMD kernels adapter: wraps an instance of wasm/kernels.wasm (built from
- * wasm/kernels.ts) as a `Kernels` object. Owns the arena inside the instance's linear memory and
- * the JS -> wasm call path.
+ * WebAssembly SIMD kernels adapter: wraps an instance of wasm/kernels.wasm or of its relaxed-SIMD
+ * build wasm/kernels-relaxed.wasm (both from wasm/kernels.ts) as a `Kernels` object. Owns the
+ * arena inside the instance's linear memory and the JS -> wasm call path.
  *
- * The host instantiates the module (shared/ has no `WebAssembly` global):
- *   workerd: `import mod from "../wasm/kernels.wasm"`,
+ * The host picks the build (`wasmBuild`) and instantiates it (shared/ has no `WebAssembly`):
+ *   workerd: durable-objects/kernels-module.ts's `kernelsModule`, then
  *            `createWasmKernels(await WebAssembly.instantiate(mod, WASM_KERNEL_IMPORTS), cap)`
  *   Node:    hosts/node-kernels.ts (`loadWasmKernels(cap)`).
  * One instance per `Kernels` object: the arena is the instance's memory.
@@ -43,6 +43,22 @@ const QUANT_BLOCK_VALUES: Readonly<Record<number, number>> = Object.fromEntries(
 export const WASM_KERNEL_IMPORTS: Readonly<Record<string, Record<string, never>>> = Object.freeze(
   {},
 );
+
+/** The builds of wasm/kernels.ts: kernels-relaxed.wasm (relaxed SIMD) and kernels.wasm; same bits. */
+export type WasmBuild = "relaxed-simd" | "simd128";
+
+/** A module returning i32x4.relaxed_dot_i8x16_i7x16_add_s of zeros: valid where relaxed SIMD is. */
+const RELAXED_SIMD_PROBE = Uint8Array.from([
+  ...[0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0], // header, () -> v128
+  ...[10, 61, 1, 59, 0], // code section: one body of 59 bytes, no locals
+  ...[0, 1, 2].flatMap(() => [253, 12, ...new Array<number>(16).fill(0)]), // 3 x v128.const 0
+  ...[253, 147, 2, 11], // i32x4.relaxed_dot_i8x16_i7x16_add_s (0xfd 0x113), end
+]);
+
+/** relaxed-simd where the host's `WebAssembly.validate` accepts relaxed SIMD, else simd128. */
+export function wasmBuild(validate: (bytes: Uint8Array<ArrayBuffer>) => boolean): WasmBuild {
+  return validate(RELAXED_SIMD_PROBE) ? "relaxed-simd" : "simd128";
+}
 
 const PAGE_BYTES = 65536;
 const MAX_PAGES = 65536;

@@ -7,6 +7,7 @@
  * budget) serves it with the greedy output of the engine run in one large arena.
  */
 import { describe, expect, it } from "vitest";
+import { kernelsModule } from "../../durable-objects/kernels-module.ts";
 import DEFAULT_MODEL from "../../models/lemma-moe.gguf";
 import { buildBigMoe } from "../../scripts/big-moe.ts";
 import { createInstance } from "../../shared/engine/instance.ts";
@@ -14,7 +15,6 @@ import { GREEDY } from "../../shared/engine/sequence.ts";
 import { parseGguf } from "../../shared/gguf/gguf.ts";
 import { isExpertTensor } from "../../shared/model/expert-shard.ts";
 import { createWasmKernels, WASM_KERNEL_IMPORTS } from "../../shared/model/kernels-wasm.ts";
-import kernelsModule from "../../wasm/kernels.wasm";
 import { admin, call, postDeployment } from "../integration/worker-client.ts";
 
 describe("a model no single NPU can hold", () => {

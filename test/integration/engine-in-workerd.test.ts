@@ -1,10 +1,10 @@
 /** The engine inside workerd: the same shared/ code and the same wasm module the Npu runs. */
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { KERNELS_BUILD, kernelsModule } from "../../durable-objects/kernels-module.ts";
 import { createInstance } from "../../shared/engine/instance.ts";
 import { GREEDY } from "../../shared/engine/sequence.ts";
 import { createWasmKernels, WASM_KERNEL_IMPORTS } from "../../shared/model/kernels-wasm.ts";
-import kernelsModule from "../../wasm/kernels.wasm";
 
 interface GreedyCase {
   model: string;
@@ -21,6 +21,10 @@ const FILES: Record<string, ArrayBuffer | undefined> = {
 };
 
 describe("engine in workerd", () => {
+  it("runs the relaxed-SIMD build of the kernels (workerd compiles relaxed SIMD)", () => {
+    expect(KERNELS_BUILD).toBe("relaxed-simd");
+  });
+
   it.skipIf(!env.REF_GREEDY)(
     "reproduces llama.cpp's greedy ids for every reference case",
     async () => {

@@ -1,7 +1,9 @@
 /**
  * Kernel tests: the JS and wasm SIMD kernels against naive float64 references, their bit-identity
  * to each other, batch-independence (determinism), the arena, argument checks, and that the
- * committed wasm/kernels.wasm is what `npm run build:wasm` produces from wasm/kernels.ts.
+ * committed wasm/kernels.wasm and wasm/kernels-relaxed.wasm are what `npm run build:wasm` produces
+ * from wasm/kernels.ts. The "unit-relaxed" vitest project runs this file again under
+ * --experimental-wasm-relaxed-simd, where the relaxed build is the one tested.
  */
 
 import { execFileSync } from "node:child_process";
@@ -10,7 +12,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { beforeAll, describe, expect, it } from "vitest";
-import { createKernels, loadWasmKernels, WASM_KERNELS_URL } from "../../hosts/node-kernels.ts";
+import {
+  createKernels,
+  loadWasmKernels,
+  WASM_BUILD,
+  WASM_KERNELS_URL,
+} from "../../hosts/node-kernels.ts";
 import { InvariantError } from "../../shared/assert.ts";
 import { KernelMemoryError, type Kernels } from "../../shared/model/kernels.ts";
 import { createJsKernels, expf as jsExpf } from "../../shared/model/kernels-js.ts";
@@ -703,26 +710,50 @@ describe("arena", () => {
 // ---------------------------------------------------------------------------------------------
 // build
 
-describe("wasm/kernels.wasm", () => {
-  it("is up to date with wasm/kernels.ts (rebuilt with the build:wasm flags)", () => {
+describe("wasm/kernels.wasm and wasm/kernels-relaxed.wasm", () => {
+  it("the host runs the relaxed build exactly where it compiles relaxed SIMD", () => {
+    // Node 20 compiles relaxed SIMD only with the V8 flag; from Node 21 (V8 11.8) it is on
+    const major = Number(process.versions.node.split(".")[0]);
+    const relaxed = process.execArgv.includes("--experimental-wasm-relaxed-simd") || major >= 21;
+    expect(WASM_BUILD).toBe(relaxed ? "relaxed-simd" : "simd128");
+    expect(
+      WASM_KERNELS_URL.pathname.endsWith(relaxed ? "kernels-relaxed.wasm" : "kernels.wasm"),
+    ).toBe(true);
+  });
+
+  it("are up to date with wasm/kernels.ts (rebuilt with the build:wasm flags)", () => {
     const pkg = JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")) as {
       scripts: Record<string, string>;
     };
-    const args = (pkg.scripts["build:wasm"] as string).split(/\s+/);
-    expect(args[0]).toBe("asc");
-    const o = args.indexOf("-o");
-    expect(args[o + 1]).toBe("wasm/kernels.wasm");
+    const builds = (pkg.scripts["build:wasm"] as string)
+      .split("&&")
+      .map((c) => c.trim().split(/\s+/));
+    expect(builds.map((args) => args[args.indexOf("-o") + 1])).toEqual([
+      "wasm/kernels.wasm",
+      "wasm/kernels-relaxed.wasm",
+    ]);
+    expect(builds[1]?.[builds[1].indexOf("--enable") + 1]).toBe("simd,relaxed-simd");
     const dir = mkdtempSync(join(tmpdir(), "kernels-wasm-"));
     try {
-      const target = join(dir, "kernels.wasm");
-      args[o + 1] = target;
-      execFileSync(join(REPO, "node_modules/.bin/asc"), args.slice(1), { cwd: REPO });
-      const fresh = readFileSync(target);
-      const committed = readFileSync(join(REPO, "wasm/kernels.wasm"));
-      expect(
-        Buffer.compare(fresh, committed),
-        "wasm/kernels.wasm is stale: run `npm run build:wasm`",
-      ).toBe(0);
+      for (const args of builds) {
+        expect(args[0]).toBe("asc");
+        const o = args.indexOf("-o");
+        const out = args[o + 1] as string;
+        const target = join(dir, "kernels.wasm");
+        execFileSync(
+          join(REPO, "node_modules/.bin/asc"),
+          args.map((a, i) => (i === o + 1 ? target : a)).slice(1),
+          {
+            cwd: REPO,
+          },
+        );
+        const fresh = readFileSync(target);
+        const committed = readFileSync(join(REPO, out));
+        expect(
+          Buffer.compare(fresh, committed),
+          `${out} is stale: run \`npm run build:wasm\``,
+        ).toBe(0);
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -1,0 +1,201 @@
+/**
+ * Relaxed-SIMD integer sums for batches (two or more activation rows) in the quantised matmul
+ * (wasm/quant.ts), compiled into wasm/kernels-relaxed.wasm only (see wasm/quant-relaxed.ts for
+ * the build switch and for why every relaxed dot product here is exact): four weight rows
+ * prepared (Q8_0, Q4_0: wasm/quant-unpack.ts's prepare4) or unpacked (K-quants: unpackKr) once,
+ * then dotted with every activation row.
+ */
+
+import { f4at, isum4, q4kScaleBytes } from "./quant-dot";
+import { h2f } from "./quant-f16";
+import { HI2, M, NIB8, PART } from "./quant-matvec";
+import { dot2 } from "./quant-relaxed";
+import { Q5_K, Q6_K } from "./quant-types";
+import { blockMins } from "./quant-unpack";
+
+/**
+ * Four prepared Q8_0 (q4 false) or Q4_0 rows (prepare4: per block four rows of 32 bytes, then
+ * four f32 scales; Q4_0 rows hold the nibbles 0..15 in this build) against one Q8_0 activation
+ * row, into o .. o + 12, with the float steps of dotPrepared4. Q8_0: each row's signed weights
+ * against the block's max(q, 0) and max(-q, 0), split once for the four rows. Q4_0: each row's
+ * nibbles against q, less 8 * (the same pairs of q), within 4 * 15 * 128 + 4 * 128 * 8 in int16.
+ */
+export function dotPrepared4r(q4: bool, p: usize, a: usize, n: i32, o: usize): void {
+  let acc = f32x4.splat(0);
+  const zero = i8x16.splat(0);
+  for (let b = 0; b < n >> 5; b++, p += 144, a += 36) {
+    const x0 = v128.load(a, 4);
+    const x1 = v128.load(a, 20);
+    let s: v128;
+    if (q4) {
+      const c = i16x8.shl(
+        i16x8.add(i16x8.extadd_pairwise_i8x16_s(x0), i16x8.extadd_pairwise_i8x16_s(x1)),
+        3,
+      );
+      s = isum4(
+        rowQ4r(p, x0, x1, c),
+        rowQ4r(p + 32, x0, x1, c),
+        rowQ4r(p + 64, x0, x1, c),
+        rowQ4r(p + 96, x0, x1, c),
+      );
+    } else {
+      const p0 = i8x16.max_s(x0, zero);
+      const p1 = i8x16.max_s(x1, zero);
+      const m0 = i8x16.sub(p0, x0);
+      const m1 = i8x16.sub(p1, x1);
+      s = isum4(
+        rowQ8r(p, p0, p1, m0, m1),
+        rowQ8r(p + 32, p0, p1, m0, m1),
+        rowQ8r(p + 64, p0, p1, m0, m1),
+        rowQ8r(p + 96, p0, p1, m0, m1),
+      );
+    }
+    const dd = f32x4.mul(v128.load(p, 128), v128.load32_splat(a));
+    acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(s), dd));
+  }
+  v128.store(o, acc);
+}
+
+/** i32x4 partial sums of one prepared Q4_0 row's block (nibbles at q) times x0, x1, less c. */
+function rowQ4r(q: usize, x0: v128, x1: v128, c: v128): v128 {
+  const d = i16x8.add(dot2(x0, v128.load(q)), dot2(x1, v128.load(q, 16)));
+  return i32x4.extadd_pairwise_i16x8_s(i16x8.sub(d, c));
+}
+
+/** i32x4 partial sums of one prepared Q8_0 row's block (int8 at q) times p - m (p0 - m0, p1 - m1). */
+function rowQ8r(q: usize, p0: v128, p1: v128, m0: v128, m1: v128): v128 {
+  const w0 = v128.load(q);
+  const w1 = v128.load(q, 16);
+  const d0 = i16x8.sub(dot2(w0, p0), dot2(w0, m0));
+  const d1 = i16x8.sub(dot2(w1, p1), dot2(w1, m1));
+  return i32x4.add(i32x4.extadd_pairwise_i16x8_s(d0), i32x4.extadd_pairwise_i16x8_s(d1));
+}
+
+/**
+ * Unpacks one K-quant row (Q4_K, Q5_K, Q6_K) for `dotUnpackedKx4r`, K_UNPACKED bytes a block: the
+ * 256 quants as bytes in value order (Q4_K 0..15, Q5_K 0..31, Q6_K 0..63: no offset), then for
+ * each 16 values the sub-block scale as eight int16, then (Q4_K, Q5_K) the eight mins as int32 or
+ * (Q6_K) the sixteen scales as int16, then f32 d and f32 dmin.
+ */
+export function unpackKr(type: i32, w: usize, u: usize, n: i32): void {
+  const lo = v128.load(M + NIB8);
+  for (let b = 0; b < n >> 8; b++, u += K_UNPACKED) {
+    if (type !== Q6_K) {
+      const five = type === Q5_K;
+      const qs: usize = five ? 48 : 16;
+      const one = i8x16.splat(1);
+      const scb = q4kScaleBytes(w + 4);
+      v128.store(PART, i16x8.extend_low_i8x16_u(scb));
+      for (let c: usize = 0; c < 4; c++) {
+        for (let h: usize = 0; h < 32; h += 16) {
+          const q = v128.load(w + qs + (c << 5) + h);
+          let e = v128.and(q, lo);
+          let o = v128.and(i16x8.shr_u(q, 4), lo);
+          if (five) {
+            const hb = i8x16.shr_u(v128.load(w + 16 + h), (<i32>c) << 1);
+            e = v128.or(e, i8x16.shl(v128.and(hb, one), 4));
+            o = v128.or(o, i8x16.shl(v128.and(i8x16.shr_u(hb, 1), one), 4));
+          }
+          v128.store(u + (c << 6) + h, e);
+          v128.store(u + (c << 6) + 32 + h, o);
+        }
+      }
+      // 16 values g lie in sub-block g >> 1
+      for (let g: usize = 0; g < 16; g++) {
+        v128.store(u + 256 + (g << 4), v128.load16_splat(PART + ((g >> 1) << 1)));
+      }
+      const mn16 = i16x8.extend_high_i8x16_u(scb);
+      v128.store(u + 512, i32x4.extend_low_i16x8_u(mn16));
+      v128.store(u + 528, i32x4.extend_high_i16x8_u(mn16));
+      store<f32>(u + 544, h2f(load<u16>(w)));
+      store<f32>(u + 548, h2f(load<u16>(w + 2)));
+      w += five ? 176 : 144;
+    } else {
+      const m30 = v128.load(M + HI2);
+      for (let j: usize = 0; j < 4; j++) {
+        // as dotQ6_Kr's pass j: values 128h + 32k + p .. + 16 from ql, qh
+        const h = j >> 1;
+        const p = (j & 1) << 4;
+        const ql = w + (h << 6) + p;
+        const qa = v128.load(ql);
+        const qb = v128.load(ql, 32);
+        const hb = v128.load(w + (h << 5) + p, 128);
+        const o = u + (h << 7) + p;
+        v128.store(o, v128.or(v128.and(qa, lo), v128.and(i16x8.shl(hb, 4), m30)));
+        v128.store(o, v128.or(v128.and(qb, lo), v128.and(i16x8.shl(hb, 2), m30)), 32);
+        v128.store(o, v128.or(v128.and(i16x8.shr_u(qa, 4), lo), v128.and(hb, m30)), 64);
+        v128.store(
+          o,
+          v128.or(v128.and(i16x8.shr_u(qb, 4), lo), v128.and(i16x8.shr_u(hb, 2), m30)),
+          96,
+        );
+      }
+      const sc = v128.load(w, 192);
+      const sl = i16x8.extend_low_i8x16_s(sc);
+      const sh = i16x8.extend_high_i8x16_s(sc);
+      v128.store(u + 512, sl);
+      v128.store(u + 528, sh);
+      for (let g: usize = 0; g < 16; g++) {
+        v128.store(u + 256 + (g << 4), v128.load16_splat(u + 512 + (g << 1)));
+      }
+      store<f32>(u + 544, h2f(load<u16>(w + 208)));
+      w += 210;
+    }
+  }
+}
+
+/** Bytes of one unpacked K-quant block (the same as wasm/quant-unpack.ts's unpackK). */
+const K_UNPACKED: usize = 560;
+
+/**
+ * Four rows unpacked by unpackKr (u, u + ub, u + 2 ub, u + 3 ub) against one Q8_K activation row
+ * into o .. o + 12: per 16 values one dot2 (within 2 * 63 * 128) times the scale lanes by
+ * i32x4.dot_i16x8_s; Q6_K less 32 * sum_g sc_g * bsum_g; then the float steps of dotUnpackedKx4.
+ */
+export function dotUnpackedKx4r(type: i32, u: usize, ub: usize, a: usize, n: i32, o: usize): void {
+  let acc = f32x4.splat(0);
+  for (let b = 0; b < n >> 8; b++, u += K_UNPACKED, a += 292) {
+    let s0 = i32x4.splat(0);
+    let s1 = i32x4.splat(0);
+    let s2 = i32x4.splat(0);
+    let s3 = i32x4.splat(0);
+    for (let k: usize = 0; k < 256; k += 16) {
+      const x = v128.load(a + 4 + k);
+      const p = u + k;
+      const sc = u + 256 + k;
+      s0 = i32x4.add(s0, i32x4.dot_i16x8_s(dot2(x, v128.load(p)), v128.load(sc)));
+      s1 = i32x4.add(s1, i32x4.dot_i16x8_s(dot2(x, v128.load(p + ub)), v128.load(sc + ub)));
+      s2 = i32x4.add(s2, i32x4.dot_i16x8_s(dot2(x, v128.load(p + 2 * ub)), v128.load(sc + 2 * ub)));
+      s3 = i32x4.add(s3, i32x4.dot_i16x8_s(dot2(x, v128.load(p + 3 * ub)), v128.load(sc + 3 * ub)));
+    }
+    if (type === Q6_K) {
+      s0 = i32x4.sub(s0, q6Offset(u, a));
+      s1 = i32x4.sub(s1, q6Offset(u + ub, a));
+      s2 = i32x4.sub(s2, q6Offset(u + 2 * ub, a));
+      s3 = i32x4.sub(s3, q6Offset(u + 3 * ub, a));
+    }
+    const dx = f32x4.splat(load<f32>(a));
+    const s = isum4(s0, s1, s2, s3);
+    acc = f32x4.add(acc, f32x4.mul(f32x4.mul(f4at(u + 544, ub), dx), f32x4.convert_i32x4_s(s)));
+    if (type !== Q6_K) {
+      const bs = a + 260;
+      const m = isum4(
+        blockMins(u, bs),
+        blockMins(u + ub, bs),
+        blockMins(u + 2 * ub, bs),
+        blockMins(u + 3 * ub, bs),
+      );
+      acc = f32x4.sub(acc, f32x4.mul(f32x4.mul(f4at(u + 548, ub), dx), f32x4.convert_i32x4_s(m)));
+    }
+  }
+  v128.store(o, acc);
+}
+
+/** i32x4 partials of 32 * sum_g sc_g * bsum_g: an unpacked Q6_K block's offset term. */
+function q6Offset(u: usize, a: usize): v128 {
+  const t = i32x4.add(
+    i32x4.dot_i16x8_s(v128.load(u, 512), v128.load(a, 260)),
+    i32x4.dot_i16x8_s(v128.load(u, 528), v128.load(a, 276)),
+  );
+  return i32x4.shl(t, 5);
+}
