@@ -6,12 +6,12 @@
  * then dotted with every activation row.
  */
 
-import { f4at, isum4, q4kScaleBytes } from "./quant-dot";
+import { isum4, q4kScaleBytes } from "./quant-dot";
 import { h2f } from "./quant-f16";
 import { HI2, M, NIB8, PART } from "./quant-matvec";
 import { dot2 } from "./quant-relaxed";
 import { Q5_K, Q6_K } from "./quant-types";
-import { blockMins } from "./quant-unpack";
+import { kBlock4 } from "./quant-unpack";
 
 /**
  * Four prepared Q8_0 (q4 false) or Q4_0 rows (prepare4: per block four rows of 32 bytes, then
@@ -174,19 +174,7 @@ export function dotUnpackedKx4r(type: i32, u: usize, ub: usize, a: usize, n: i32
       s2 = i32x4.sub(s2, q6Offset(u + 2 * ub, a));
       s3 = i32x4.sub(s3, q6Offset(u + 3 * ub, a));
     }
-    const dx = f32x4.splat(load<f32>(a));
-    const s = isum4(s0, s1, s2, s3);
-    acc = f32x4.add(acc, f32x4.mul(f32x4.mul(f4at(u + 544, ub), dx), f32x4.convert_i32x4_s(s)));
-    if (type !== Q6_K) {
-      const bs = a + 260;
-      const m = isum4(
-        blockMins(u, bs),
-        blockMins(u + ub, bs),
-        blockMins(u + 2 * ub, bs),
-        blockMins(u + 3 * ub, bs),
-      );
-      acc = f32x4.sub(acc, f32x4.mul(f32x4.mul(f4at(u + 548, ub), dx), f32x4.convert_i32x4_s(m)));
-    }
+    acc = kBlock4(acc, type, u, ub, a, isum4(s0, s1, s2, s3));
   }
   v128.store(o, acc);
 }

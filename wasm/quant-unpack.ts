@@ -179,21 +179,28 @@ export function dotUnpackedKx4(type: i32, u: usize, ub: usize, a: usize, n: i32,
       s3 = i32x4.add(s3, i32x4.dot_i16x8_s(v128.load(p + 3 * ub), xl));
       s3 = i32x4.add(s3, i32x4.dot_i16x8_s(v128.load(p + 3 * ub, 16), xh));
     }
-    const dx = f32x4.splat(load<f32>(a));
-    const s = isum4(s0, s1, s2, s3);
-    acc = f32x4.add(acc, f32x4.mul(f32x4.mul(f4at(u + 544, ub), dx), f32x4.convert_i32x4_s(s)));
-    if (type !== Q6_K) {
-      const bs = a + 260;
-      const m = isum4(
-        blockMins(u, bs),
-        blockMins(u + ub, bs),
-        blockMins(u + 2 * ub, bs),
-        blockMins(u + 3 * ub, bs),
-      );
-      acc = f32x4.sub(acc, f32x4.mul(f32x4.mul(f4at(u + 548, ub), dx), f32x4.convert_i32x4_s(m)));
-    }
+    acc = kBlock4(acc, type, u, ub, a, isum4(s0, s1, s2, s3));
   }
   v128.store(o, acc);
+}
+
+/**
+ * One super-block's step of the four-row K-quant sums (`dotUnpackedKx4` and its relaxed twin):
+ * `s` the rows' integer sums, lane r row r; adds d * dx * s and, but for Q6_K, takes off
+ * dmin * dx * the rows' block-min terms.
+ */
+export function kBlock4(acc: v128, type: i32, u: usize, ub: usize, a: usize, s: v128): v128 {
+  const dx = f32x4.splat(load<f32>(a));
+  acc = f32x4.add(acc, f32x4.mul(f32x4.mul(f4at(u + 544, ub), dx), f32x4.convert_i32x4_s(s)));
+  if (type === Q6_K) return acc;
+  const bs = a + 260;
+  const m = isum4(
+    blockMins(u, bs),
+    blockMins(u + ub, bs),
+    blockMins(u + 2 * ub, bs),
+    blockMins(u + 3 * ub, bs),
+  );
+  return f32x4.sub(acc, f32x4.mul(f32x4.mul(f4at(u + 548, ub), dx), f32x4.convert_i32x4_s(m)));
 }
 
 // ---------------------------------------------------------------------------------------------
