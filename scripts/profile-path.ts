@@ -15,6 +15,8 @@
  *   C. max_tokens N, K at once:      TPOT = a decode step of K sequences + finish / (N - 1)
  *   L. a 256-token prompt, max_tokens 1: TTFT = A + 255 prompt tokens' costs + the longer prefill
  *
+ *   I. max_tokens 1 after each of `--idle-gaps` ms of idle server: A as a function of idle time
+ *
  * (bench:serve's TPOT is (e2e - TTFT) / (tokens - 1), so the time from the last token to [DONE]
  * is spread over the tokens. Timing it directly, [DONE] minus the last token frame, gave ~0.01 ms
  * in most rounds at load 14: the last token frame reaches the client together with the usage
@@ -24,13 +26,14 @@
  * with s1 = B - finish/(N-1) and sK = C - finish/(N-1), s1 - engine(1) = step + token and
  * sK - engine(K) = step + K * token; promptToken = (L - A - (engine(prefill of 256) -
  * engine(prefill of 1))) / 255; request = A - (engine(prefill of 1) + step + token +
- * promptToken); each
- * held at 0 when it comes out negative. Prints one JSON object on its last line (with the load
- * average: the machine is shared); with `--write` also stores the five fields in the card and
+ * promptToken), and the same for each idle gap of I (`idleRequestOverheadMs`, the simulator's
+ * request overhead after that much idle time: this machine runs the path about twice as slow
+ * after ~0.5 s of idle as back to back); each held at 0 when it comes out negative. Prints one JSON object on its last line (with the load
+ * average: the machine is shared); with `--write` also stores the six fields in the card and
  * sets `pathSharesThread` (the direct server is one workerd).
  *
  *   npm run -s profile:path -- [--card PATH] [--model-file PATH] [--rounds N] [--tokens N]
- *     [--concurrency K] [--gap-ms MS] [--write]
+ *     [--concurrency K] [--gap-ms MS] [--idle-gaps MS,MS,...] [--write]
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
@@ -50,6 +53,7 @@ const { values } = parseArgs({
     tokens: { type: "string", default: "32" },
     concurrency: { type: "string", default: "4" },
     "gap-ms": { type: "string", default: "500" },
+    "idle-gaps": { type: "string", default: "50,250,500,1000,2000" },
     write: { type: "boolean", default: false },
   },
 });
@@ -65,6 +69,11 @@ const rounds = int("rounds", values.rounds, 3);
 const tokens = int("tokens", values.tokens, 4);
 const k = int("concurrency", values.concurrency, 2);
 const gapMs = int("gap-ms", values["gap-ms"], 0);
+const idleGaps = values["idle-gaps"].split(",").map((g) => int("idle-gaps", g, 0));
+if (idleGaps.some((g, i) => i > 0 && g <= (idleGaps[i - 1] as number))) {
+  console.error("profile:path: --idle-gaps must ascend");
+  process.exit(2);
+}
 const idle = () => new Promise<void>((r) => setTimeout(r, gapMs));
 const card = readCard(values.card);
 /** The check's prompt: its TTFT less the 1-token one should be the card's prefill difference. */
@@ -113,7 +122,12 @@ try {
   const tpotK: number[] = [];
   const tpotShort: number[] = [];
   const ttftLong: number[] = [];
+  const ttftIdle = idleGaps.map(() => [] as number[]);
   for (let i = 0; i < rounds; i++) {
+    for (const [j, g] of idleGaps.entries()) {
+      await new Promise<void>((r) => setTimeout(r, g));
+      (ttftIdle[j] as number[]).push((await send(1, 1, false)).ttftMs);
+    }
     ttft.push((await send(1)).ttftMs);
     tpot1.push((await send(tokens)).tpotMs as number);
     tpotShort.push((await send(4)).tpotMs as number);
@@ -147,13 +161,20 @@ try {
   const step = Math.max(0, s1 - decode1 - token);
   const longA = median(ttftLong);
   const promptToken = Math.max(0, (longA - a - (prefillLong - prefill1)) / (LONG_PROMPT - 1));
-  const request = Math.max(0, a - (prefill1 + step + token + promptToken));
+  const pathOfA = prefill1 + step + token + promptToken;
+  const request = Math.max(0, a - pathOfA);
+  // the same request after each idle spell: the request overhead as a function of idle time
+  const idleTable = idleGaps.map((g, j): [number, number] => [
+    g,
+    r3(Math.max(0, median(ttftIdle[j] as number[]) - pathOfA)),
+  ]);
   const fields = {
     requestOverheadMs: r3(request),
     promptTokenOverheadMs: Number(promptToken.toPrecision(4)),
     finishOverheadMs: r3(finish),
     stepOverheadMs: r3(step),
     tokenOverheadMs: r3(token),
+    idleRequestOverheadMs: idleTable,
   };
   if (values.write) {
     const raw = JSON.parse(readFileSync(values.card, "utf8")) as Record<string, unknown>;

@@ -147,6 +147,9 @@ const previous: Partial<ModelCard> = (() => {
 })();
 for (const k of PATH_FIELDS) if (previous[k] !== undefined) card[k] = previous[k];
 if (previous.pathSharesThread !== undefined) card.pathSharesThread = previous.pathSharesThread;
+if (previous.idleRequestOverheadMs !== undefined) {
+  card.idleRequestOverheadMs = previous.idleRequestOverheadMs;
+}
 const problem = checkModelCard(card);
 if (problem) throw new Error(`fitted card is invalid: ${problem}`);
 writeFileSync(values.out, `${JSON.stringify(card, null, 2)}\n`);

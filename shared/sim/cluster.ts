@@ -8,7 +8,9 @@
  * PlacementState). Only the maths is replaced: a step's duration comes from the model card
  * (cost-model.ts: engine time plus the card's per-step and per-token serving costs; a request
  * reaches placement `admissionMs` after it arrives and ends `finishOverheadMs` after its
- * last step; with `pathSharesThread` both also delay the next step of every busy instance), a PD handoff's from the card's fabric figures, and every sampled token is a
+ * last step; with `pathSharesThread` both also delay the next step of every busy instance, and
+ * the request's cost is the card's for the time the thread sat idle before it), a PD handoff's
+ * from the card's fabric figures, and every sampled token is a
  * fixed non-EOS id, with `ignoreEos` and `maxTokens` = the request's output length.
  *
  * Groups: `numInstances` colocated instances (deployment "sim"), and with `pd` a PD deployment
@@ -67,7 +69,7 @@ export type { SimRequest } from "./instance.ts";
 export type { PlacementRecord, RequestOutcome, SimOptions, SimResult } from "./types.ts";
 
 type SimEvent =
-  | { kind: "admit"; overheadMs: number }
+  | { kind: "admit"; index: number }
   | { kind: "arrival"; index: number }
   | { kind: "step-end"; instance: SimInstance; plan: StepPlan }
   | { kind: "kv-ready"; seq: Sequence; decode: SimInstance };
@@ -120,11 +122,15 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
   // the request path's fixed cost: a request reaches placement and its instance that much later
   const finishOverheadMs = card.finishOverheadMs ?? 0;
   const shared = card.pathSharesThread === true;
+  // on the shared thread a request's path cost depends on how long the thread sat idle: its
+  // admission is priced when it arrives (`admit`); otherwise it is fixed
   requests.forEach((r, index) => {
-    const admitMs = admissionMs(card, r.promptIds.length);
-    if (shared && admitMs > 0) queue.push(r.arrivalMs, { kind: "admit", overheadMs: admitMs });
-    queue.push(r.arrivalMs + admitMs, { kind: "arrival", index });
+    if (shared) queue.push(r.arrivalMs, { kind: "admit", index });
+    else
+      queue.push(r.arrivalMs + admissionMs(card, r.promptIds.length), { kind: "arrival", index });
   });
+  /** When the shared thread last finished any work (a step, an admission, a finish). */
+  let threadActiveUntil = Number.NEGATIVE_INFINITY;
   let numSteps = 0;
   let numPreemptions = 0;
   let numDeferredImports = 0;
@@ -169,6 +175,16 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
   /** Path work on the shared thread: every busy instance's next step waits for it. */
   const stall = (ms: number): void => {
     for (const s of instances) if (s.busy) s.stallMs += ms;
+  };
+
+  /** A request reaches the shared thread: its admission, priced by the thread's idle time. */
+  const admit = (index: number, now: number): void => {
+    const busy = instances.some((s) => s.busy);
+    const idleMs = busy ? 0 : Math.max(0, now - threadActiveUntil);
+    const ms = admissionMs(card, (requests[index] as SimRequest).promptIds.length, idleMs);
+    stall(ms);
+    threadActiveUntil = Math.max(threadActiveUntil, now + ms);
+    queue.push(now + ms, { kind: "arrival", index });
   };
 
   const wake = (inst: SimInstance, now: number): void => {
@@ -268,6 +284,7 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
       else finish(u.seq, out, now, inst.role !== "decode");
     }
     if (inst.role === "decode") retryImports(inst);
+    threadActiveUntil = Math.max(threadActiveUntil, now);
     startStep(inst, now);
   };
 
@@ -295,7 +312,10 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
   const finish = (seq: Sequence, out: RequestOutcome, now: number, computedPrompt: boolean) => {
     live.delete(seq.seqId);
     out.finishMs = now + finishOverheadMs;
-    if (shared) stall(finishOverheadMs);
+    if (shared) {
+      stall(finishOverheadMs);
+      threadActiveUntil = Math.max(threadActiveUntil, out.finishMs);
+    }
     out.numOutputTokens = seq.tokenIds.length - seq.numPromptTokens;
     if (computedPrompt) out.numCachedTokens = seq.numCachedTokens;
     predictor.observe(seq.numPromptTokens, out.numOutputTokens);
@@ -309,7 +329,7 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
       break;
     }
     const ev = e.event;
-    if (ev.kind === "admit") stall(ev.overheadMs);
+    if (ev.kind === "admit") admit(ev.index, e.at);
     else if (ev.kind === "arrival") arrive(ev.index, e.at);
     else if (ev.kind === "step-end") endStep(ev.instance, ev.plan, e.at);
     else importKv(ev.seq, ev.decode, e.at);

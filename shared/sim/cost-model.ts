@@ -17,7 +17,11 @@
  * absent) that the simulator applies where they occur:
  *   - requestOverheadMs, once per request before its first step: admission, tokenising,
  *     placement, the RPCs to the instance; a request reaches its instance's scheduler that long
- *     after it arrives, so it adds to TTFT and e2e, not to TPOT;
+ *     after it arrives, so it adds to TTFT and e2e, not to TPOT; with `idleRequestOverheadMs`
+ *     (pairs of [ms the server sat idle before the request, request overhead], ascending) and
+ *     `pathSharesThread`, it is read off that table instead, linearly between its points and
+ *     flat beyond its ends, at the time since the thread last did any work (0 while an instance
+ *     is busy): a server woken after an idle spell runs the path slower than a busy one;
  *   - promptTokenOverheadMs, per prompt token, with requestOverheadMs: what a longer prompt costs
  *     the server beyond the engine's fitted prefill time (the body's ids, block keys, and the
  *     engine running slower in workerd than in the Node fit);
@@ -60,6 +64,8 @@ export interface ModelCard {
   finishOverheadMs?: number;
   stepOverheadMs?: number;
   tokenOverheadMs?: number;
+  /** [idle ms before the request, requestOverheadMs at that idle time], idle ascending. */
+  idleRequestOverheadMs?: [number, number][];
   /** The per-request costs run on the engine's thread and delay busy instances' next steps. */
   pathSharesThread?: boolean;
   /** The instance shape: context, KV cache in tokens, KV block size, batching limits. */
@@ -119,9 +125,30 @@ export function stepTimeMs(card: ModelCard, f: StepFeatures): number {
   );
 }
 
-/** ms from a request's arrival to its reaching the instance's scheduler. */
-export function admissionMs(card: ModelCard, numPromptTokens: number): number {
-  return (card.requestOverheadMs ?? 0) + (card.promptTokenOverheadMs ?? 0) * numPromptTokens;
+/**
+ * ms from a request's arrival to its reaching the instance's scheduler; `idleMs`, the time the
+ * server's thread sat idle before it, selects the request overhead from `idleRequestOverheadMs`
+ * when the card has that table and `pathSharesThread` (otherwise `requestOverheadMs` holds).
+ */
+export function admissionMs(card: ModelCard, numPromptTokens: number, idleMs = 0): number {
+  return requestOverheadMs(card, idleMs) + (card.promptTokenOverheadMs ?? 0) * numPromptTokens;
+}
+
+function requestOverheadMs(card: ModelCard, idleMs: number): number {
+  const t = card.idleRequestOverheadMs;
+  if (!card.pathSharesThread || t === undefined || t.length === 0) {
+    return card.requestOverheadMs ?? 0;
+  }
+  const first = t[0] as [number, number];
+  if (idleMs <= first[0]) return first[1];
+  for (let i = 1; i < t.length; i++) {
+    const [x1, y1] = t[i] as [number, number];
+    if (idleMs <= x1) {
+      const [x0, y0] = t[i - 1] as [number, number];
+      return y0 + ((y1 - y0) * (idleMs - x0)) / (x1 - x0);
+    }
+  }
+  return (t[t.length - 1] as [number, number])[1];
 }
 
 /** A step as the serving path sees it: engine time, the step's overhead, each sampled token's. */
@@ -164,6 +191,19 @@ export function checkModelCard(x: unknown): string | null {
     if (v !== undefined && (typeof v !== "number" || !Number.isFinite(v) || v < 0)) {
       return `${k} must be a number >= 0 when given`;
     }
+  }
+  const idle = o.idleRequestOverheadMs;
+  if (idle !== undefined) {
+    const ok =
+      Array.isArray(idle) &&
+      idle.every(
+        (p, i) =>
+          Array.isArray(p) &&
+          p.length === 2 &&
+          p.every((v) => typeof v === "number" && Number.isFinite(v) && v >= 0) &&
+          (i === 0 || (p[0] as number) > ((idle[i - 1] as number[])[0] as number)),
+      );
+    if (!ok) return "idleRequestOverheadMs must be [idle ms, ms] pairs >= 0, idle ascending";
   }
   if (o.pathSharesThread !== undefined && typeof o.pathSharesThread !== "boolean") {
     return "pathSharesThread must be a boolean when given";

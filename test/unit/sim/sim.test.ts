@@ -133,6 +133,48 @@ describe("simulate", () => {
     expect(a2.finishMs!).toBeLessThan(a.finishMs! - 11);
   });
 
+  it("prices a request's path by the shared thread's idle time before it", () => {
+    const card: ModelCard = {
+      ...CARD,
+      requestOverheadMs: 7,
+      finishOverheadMs: 2,
+      idleRequestOverheadMs: [
+        [100, 4],
+        [1100, 24],
+      ],
+      pathSharesThread: true,
+    };
+    const engine1 = 1 + 0.01 * 10 + 0.001 * 55 + 0.5; // a 10-token prefill, alone
+    const midAt = 24 + engine1 + 2 + 600;
+    const reqs: SimRequest[] = [
+      { id: "cold", arrivalMs: 0, promptIds: ids(10, 0), outputTokens: 1 },
+      // 600 ms after the thread last worked (cold's finish), half-way along the table
+      { id: "mid", arrivalMs: midAt, promptIds: ids(10, 100), outputTokens: 40 },
+      // arrives while mid decodes: the thread is busy (idle 0), so the table's first point holds
+      { id: "busy", arrivalMs: midAt + 40, promptIds: ids(10, 200), outputTokens: 1 },
+    ];
+    const placedAt = (c: ModelCard) => {
+      const at = new Map<string, number>();
+      const r = simulate(reqs, {
+        card: c,
+        numInstances: 1,
+        policy: "deepflow",
+        onPlace: (p) => at.set(p.requestId, p.atMs),
+      });
+      expect(r.outcomes.every((o) => o.failure === null)).toBe(true);
+      return at;
+    };
+    const at = placedAt(card);
+    // nothing ran before cold: idle past the table's end, its last point holds
+    expect(at.get("cold")).toBeCloseTo(24, 9);
+    expect(at.get("mid")! - midAt).toBeCloseTo(14, 9);
+    expect(at.get("busy")! - (midAt + 40)).toBeCloseTo(4, 9);
+    // without the shared thread the table is not used: the fixed 7 ms holds
+    const deployed = placedAt({ ...card, pathSharesThread: false });
+    expect(deployed.get("mid")! - midAt).toBeCloseTo(7, 9);
+    expect(deployed.get("busy")! - (midAt + 40)).toBeCloseTo(7, 9);
+  });
+
   it("fails requests that cannot fit, and counts them", () => {
     const res = simulate(
       [
