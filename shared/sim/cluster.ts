@@ -8,10 +8,10 @@
  * PlacementState). Only the maths is replaced: a step's duration comes from the model card
  * (cost-model.ts: engine time plus the card's per-step and per-token serving costs; a request
  * reaches placement `admissionMs` after it arrives and ends `finishOverheadMs` after its
- * last step; with `pathSharesThread` both also delay the next step of every busy instance, and
- * the request's cost is the card's for the time the thread sat idle before it), a PD handoff's
- * from the card's fabric figures, and every sampled token is a
- * fixed non-EOS id, with `ignoreEos` and `maxTokens` = the request's output length.
+ * last step; with `pathSharesThread` one thread runs that path work and every instance's steps,
+ * in turn, and a request's cost is the card's for the time the thread sat idle before it), a PD
+ * handoff's from the card's fabric figures, and every sampled token is a fixed non-EOS id, with
+ * `ignoreEos` and `maxTokens` = the request's output length.
  *
  * Groups: `numInstances` colocated instances (deployment "sim"), and with `pd` a PD deployment
  * ("sim-pd") of prefill and decode instances. A PD request runs as the Npus run it: the prefill
@@ -129,8 +129,11 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
     else
       queue.push(r.arrivalMs + admissionMs(card, r.promptIds.length), { kind: "arrival", index });
   });
-  /** When the shared thread last finished any work (a step, an admission, a finish). */
-  let threadActiveUntil = Number.NEGATIVE_INFINITY;
+  /**
+   * Shared thread: when it is through with the work given it so far (steps, admissions,
+   * finishes). A step starts once it is free, so the instances' steps take turns on it.
+   */
+  let threadFreeAt = Number.NEGATIVE_INFINITY;
   let numSteps = 0;
   let numPreemptions = 0;
   let numDeferredImports = 0;
@@ -154,7 +157,6 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
     numPreemptions += plan.preemptedSeqIds.length;
     if (plan.seqs.length === 0) {
       inst.busy = false;
-      inst.stallMs = 0;
       return;
     }
     inst.busy = true;
@@ -166,24 +168,23 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
         l.blockKeys = null;
       }
     }
-    const ms = servedStepMs(card, stepFeatures(plan)) + inst.stallMs;
-    inst.stallMs = 0;
+    const ms = servedStepMs(card, stepFeatures(plan));
+    const begin = shared ? Math.max(now, threadFreeAt) : now;
+    if (shared) threadFreeAt = begin + ms;
     inst.busyMs += ms;
-    queue.push(now + ms, { kind: "step-end", instance: inst, plan });
+    queue.push(begin + ms, { kind: "step-end", instance: inst, plan });
   };
 
-  /** Path work on the shared thread: every busy instance's next step waits for it. */
-  const stall = (ms: number): void => {
-    for (const s of instances) if (s.busy) s.stallMs += ms;
+  /** Path work on the shared thread: every instance's next step waits for it. */
+  const stall = (ms: number, now: number): void => {
+    threadFreeAt = Math.max(threadFreeAt, now) + ms;
   };
 
   /** A request reaches the shared thread: its admission, priced by the thread's idle time. */
   const admit = (index: number, now: number): void => {
-    const busy = instances.some((s) => s.busy);
-    const idleMs = busy ? 0 : Math.max(0, now - threadActiveUntil);
+    const idleMs = Math.max(0, now - threadFreeAt);
     const ms = admissionMs(card, (requests[index] as SimRequest).promptIds.length, idleMs);
-    stall(ms);
-    threadActiveUntil = Math.max(threadActiveUntil, now + ms);
+    stall(ms, now);
     queue.push(now + ms, { kind: "arrival", index });
   };
 
@@ -284,7 +285,6 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
       else finish(u.seq, out, now, inst.role !== "decode");
     }
     if (inst.role === "decode") retryImports(inst);
-    threadActiveUntil = Math.max(threadActiveUntil, now);
     startStep(inst, now);
   };
 
@@ -312,10 +312,7 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
   const finish = (seq: Sequence, out: RequestOutcome, now: number, computedPrompt: boolean) => {
     live.delete(seq.seqId);
     out.finishMs = now + finishOverheadMs;
-    if (shared) {
-      stall(finishOverheadMs);
-      threadActiveUntil = Math.max(threadActiveUntil, out.finishMs);
-    }
+    if (shared) stall(finishOverheadMs, now);
     out.numOutputTokens = seq.tokenIds.length - seq.numPromptTokens;
     if (computedPrompt) out.numCachedTokens = seq.numCachedTokens;
     predictor.observe(seq.numPromptTokens, out.numOutputTokens);

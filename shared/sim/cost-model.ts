@@ -33,8 +33,10 @@
  *   - tokenOverheadMs, per token sampled in a step: framing and streaming it as SSE.
  * `servedStepMs` is a step's engine time plus the last two. With `pathSharesThread` (a local
  * server: one workerd runs the worker, the Durable Objects and the engine on one thread) the
- * per-request costs are also work on the engine's thread: each delays the next step of every
- * instance that is busy when it happens. Deployed, the request path runs elsewhere: false. Pure.
+ * per-request costs are also work on the engine's thread, and every instance's steps run on it
+ * too: a step starts when the thread is through with the steps and path work before it (the
+ * instances take turns, as the Npus' loops do in one workerd). Deployed, the request path and
+ * each instance run elsewhere: false. Pure.
  */
 import { attendedPairs, type StepPlan } from "../engine/executor.ts";
 
@@ -66,7 +68,7 @@ export interface ModelCard {
   tokenOverheadMs?: number;
   /** [idle ms before the request, requestOverheadMs at that idle time], idle ascending. */
   idleRequestOverheadMs?: [number, number][];
-  /** The per-request costs run on the engine's thread and delay busy instances' next steps. */
+  /** One thread runs the path and every instance's steps (a local server): they take turns. */
   pathSharesThread?: boolean;
   /** The instance shape: context, KV cache in tokens, KV block size, batching limits. */
   maxModelLen: number;

@@ -175,6 +175,27 @@ describe("simulate", () => {
     expect(deployed.get("busy")! - (midAt + 40)).toBeCloseTo(7, 9);
   });
 
+  it("runs every instance's steps in turn on a shared thread", () => {
+    const engine1 = 1 + 0.01 * 10 + 0.001 * 55 + 0.5; // a 10-token prefill, alone
+    const reqs: SimRequest[] = [
+      { id: "a", arrivalMs: 0, promptIds: ids(10, 0), outputTokens: 1 },
+      { id: "b", arrivalMs: 0, promptIds: ids(10, 100), outputTokens: 1 },
+    ];
+    const run = (shared: boolean) =>
+      simulate(reqs, {
+        card: { ...CARD, pathSharesThread: shared },
+        numInstances: 2,
+        policy: "round-robin",
+      }).outcomes;
+    const [a, b] = run(true) as [RequestOutcome, RequestOutcome];
+    expect(a.instanceId).not.toBe(b.instanceId);
+    expect(a.firstTokenMs!).toBeCloseTo(engine1, 9);
+    expect(b.firstTokenMs!).toBeCloseTo(2 * engine1, 9);
+    // on instances of their own (deployed) both prefill at once
+    const [, b2] = run(false) as [RequestOutcome, RequestOutcome];
+    expect(b2.firstTokenMs!).toBeCloseTo(engine1, 9);
+  });
+
   it("fails requests that cannot fit, and counts them", () => {
     const res = simulate(
       [
