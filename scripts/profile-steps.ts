@@ -15,6 +15,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { basename } from "node:path";
 import { parseArgs } from "node:util";
 import { loadNodeInstance, SYNTHETIC_MODEL_PATH } from "../hosts/node-engine.ts";
+import { DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS } from "../shared/engine/instance.ts";
 import { LocalExecutor } from "../shared/engine/local-executor.ts";
 import { GREEDY, newSequence } from "../shared/engine/sequence.ts";
 import { mulberry32 } from "../shared/random.ts";
@@ -32,8 +33,10 @@ const { values } = parseArgs({
     out: { type: "string", default: "bench/cards/synthetic-moe-cpu.json" },
     "max-model-len": { type: "string", default: "32768" },
     "kv-capacity-tokens": { type: "string", default: "262144" },
-    "max-num-seqs": { type: "string", default: "32" },
-    "max-num-batched-tokens": { type: "string", default: "2048" },
+    // the engine's defaults (wrangler.toml's MAX_NUM_SEQS, MAX_NUM_BATCHED_TOKENS): a simulated
+    // instance then batches and chunks prompts as a served one does
+    "max-num-seqs": { type: "string", default: `${DEFAULT_MAX_NUM_SEQS}` },
+    "max-num-batched-tokens": { type: "string", default: `${DEFAULT_MAX_NUM_BATCHED_TOKENS}` },
   },
 });
 const path = values.model ?? SYNTHETIC_MODEL_PATH;
