@@ -5,9 +5,10 @@
  * proxy) with the checkpoint `--model-file` (default models/synthetic-moe.gguf; uploaded unless it
  * is the server's own default model, bench/model-file.ts). Five kinds of streamed request
  * (bench/stream-request.ts), one-token prompts unless said, each `--rounds` times after a
- * warm-up, `--gap-ms` apart (the server idle in between, as between a light trace's arrivals:
- * back to back, the path is warm and about half as slow, 13 vs 24 ms TTFT for a 60-token prompt
- * here), medians:
+ * warm-up, `--gap-ms` apart (default 100: the server warm; somewhere between 300 and 600 ms of
+ * idle the path turns about twice as slow, which I measures on its own: at a gap near that edge
+ * A and L each land on either side of it from round to round, and their difference, the prompt
+ * tokens' cost, took up the cold penalty), medians:
  *
  *   A. max_tokens 1, one at a time:  TTFT = request + one 1-token prefill step
  *   B. max_tokens N, one at a time:  TPOT = a decode step of 1 sequence + finish / (N - 1)
@@ -52,7 +53,7 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "20" },
     tokens: { type: "string", default: "32" },
     concurrency: { type: "string", default: "4" },
-    "gap-ms": { type: "string", default: "500" },
+    "gap-ms": { type: "string", default: "100" },
     "idle-gaps": { type: "string", default: "50,250,500,1000,2000" },
     write: { type: "boolean", default: false },
   },
