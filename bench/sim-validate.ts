@@ -319,6 +319,7 @@ console.log(
     cards: cards.map((c) => ({
       ...Object.fromEntries(fields.map((f) => [f, c[f] ?? 0])),
       idleRequestOverheadMs: c.idleRequestOverheadMs ?? null,
+      requestJitterMs: c.requestJitterMs ?? null,
     })),
     loadavg_1m: loads,
     config: {

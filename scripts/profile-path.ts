@@ -29,8 +29,10 @@
  * engine(prefill of 1))) / 255; request = A - (engine(prefill of 1) + step + token +
  * promptToken), and the same for each idle gap of I (`idleRequestOverheadMs`, the simulator's
  * request overhead after that much idle time: this machine runs the path about twice as slow
- * after ~0.5 s of idle as back to back); each held at 0 when it comes out negative. Prints one JSON object on its last line (with the load
- * average: the machine is shared); with `--write` also stores the six fields in the card and
+ * after ~0.5 s of idle as back to back); each held at 0 when it comes out negative. The spread of
+ * A, L and I about their medians (each sample minus its kind's median, all kinds pooled, sorted)
+ * is the card's `requestJitterMs`, which the simulator draws from per request. Prints one JSON object on its last line (with the load
+ * average: the machine is shared); with `--write` also stores the seven fields in the card and
  * sets `pathSharesThread` (the direct server is one workerd).
  *
  *   npm run -s profile:path -- [--card PATH] [--model-file PATH] [--rounds N] [--tokens N]
@@ -169,6 +171,9 @@ try {
     g,
     r3(Math.max(0, median(ttftIdle[j] as number[]) - pathOfA)),
   ]);
+  // identical requests' spread about their median (GC, descheduling): the card's jitter
+  const groups = [ttft, ttftLong, ...ttftIdle];
+  const jitter = groups.flatMap((g) => g.map((x) => r3(x - median(g)))).sort((x, y) => x - y);
   const fields = {
     requestOverheadMs: r3(request),
     promptTokenOverheadMs: Number(promptToken.toPrecision(4)),
@@ -176,6 +181,7 @@ try {
     stepOverheadMs: r3(step),
     tokenOverheadMs: r3(token),
     idleRequestOverheadMs: idleTable,
+    requestJitterMs: jitter,
   };
   if (values.write) {
     const raw = JSON.parse(readFileSync(values.card, "utf8")) as Record<string, unknown>;

@@ -153,6 +153,7 @@ if (previous.pathSharesThread !== undefined) card.pathSharesThread = previous.pa
 if (previous.idleRequestOverheadMs !== undefined) {
   card.idleRequestOverheadMs = previous.idleRequestOverheadMs;
 }
+if (previous.requestJitterMs !== undefined) card.requestJitterMs = previous.requestJitterMs;
 const problem = checkModelCard(card);
 if (problem) throw new Error(`fitted card is invalid: ${problem}`);
 writeFileSync(values.out, `${JSON.stringify(card, null, 2)}\n`);

@@ -38,6 +38,7 @@
  */
 import type { StepPlan, StepResult } from "../engine/executor.ts";
 import { GREEDY, newSequence, type Sequence } from "../engine/sequence.ts";
+import { hashUniform } from "../random.ts";
 import { OutputLengthPredictor } from "../serving/pd-profile.ts";
 import {
   DEFAULT_MAX_PREFIX_NODES,
@@ -180,10 +181,14 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
     threadFreeAt = Math.max(threadFreeAt, now) + ms;
   };
 
-  /** A request reaches the shared thread: its admission, priced by the thread's idle time. */
+  /**
+   * A request reaches the shared thread: its admission, priced by the thread's idle time, plus its
+   * draw from the card's measured jitter.
+   */
   const admit = (index: number, now: number): void => {
     const idleMs = Math.max(0, now - threadFreeAt);
-    const ms = admissionMs(card, (requests[index] as SimRequest).promptIds.length, idleMs);
+    const u = hashUniform(opts.seed ?? 1, index, 0);
+    const ms = admissionMs(card, (requests[index] as SimRequest).promptIds.length, idleMs, u);
     stall(ms, now);
     queue.push(now + ms, { kind: "arrival", index });
   };

@@ -21,7 +21,11 @@
  *     (pairs of [ms the server sat idle before the request, request overhead], ascending) and
  *     `pathSharesThread`, it is read off that table instead, linearly between its points and
  *     flat beyond its ends, at the time since the thread last did any work (0 while an instance
- *     is busy): a server woken after an idle spell runs the path slower than a busy one;
+ *     is busy): a server woken after an idle spell runs the path slower than a busy one; with
+ *     `requestJitterMs` (how far identical requests' path times fell from their median, measured)
+ *     each request on the shared thread also gets one of those deviations, drawn at random
+ *     (seeded, per request): a real process's garbage collections and descheduling, which no
+ *     fixed cost has;
  *   - promptTokenOverheadMs, per prompt token, with requestOverheadMs: what a longer prompt costs
  *     the server beyond the engine's fitted prefill time (the body's ids, block keys, and the
  *     engine running slower in workerd than in the Node fit);
@@ -68,6 +72,8 @@ export interface ModelCard {
   tokenOverheadMs?: number;
   /** [idle ms before the request, requestOverheadMs at that idle time], idle ascending. */
   idleRequestOverheadMs?: [number, number][];
+  /** Measured deviations (ms) of identical requests' path times from their median, ascending. */
+  requestJitterMs?: number[];
   /** One thread runs the path and every instance's steps (a local server): they take turns. */
   pathSharesThread?: boolean;
   /** The instance shape: context, KV cache in tokens, KV block size, batching limits. */
@@ -130,10 +136,22 @@ export function stepTimeMs(card: ModelCard, f: StepFeatures): number {
 /**
  * ms from a request's arrival to its reaching the instance's scheduler; `idleMs`, the time the
  * server's thread sat idle before it, selects the request overhead from `idleRequestOverheadMs`
- * when the card has that table and `pathSharesThread` (otherwise `requestOverheadMs` holds).
+ * when the card has that table and `pathSharesThread` (otherwise `requestOverheadMs` holds);
+ * `u` in [0, 1) picks the request's deviation from `requestJitterMs` (none without the table or
+ * `u`). Never negative.
  */
-export function admissionMs(card: ModelCard, numPromptTokens: number, idleMs = 0): number {
-  return requestOverheadMs(card, idleMs) + (card.promptTokenOverheadMs ?? 0) * numPromptTokens;
+export function admissionMs(
+  card: ModelCard,
+  numPromptTokens: number,
+  idleMs = 0,
+  u: number | null = null,
+): number {
+  const j = card.requestJitterMs;
+  const jitter =
+    u === null || j === undefined || j.length === 0 ? 0 : (j[Math.floor(u * j.length)] as number);
+  const ms =
+    requestOverheadMs(card, idleMs) + (card.promptTokenOverheadMs ?? 0) * numPromptTokens + jitter;
+  return Math.max(0, ms);
 }
 
 function requestOverheadMs(card: ModelCard, idleMs: number): number {
@@ -206,6 +224,21 @@ export function checkModelCard(x: unknown): string | null {
           (i === 0 || (p[0] as number) > ((idle[i - 1] as number[])[0] as number)),
       );
     if (!ok) return "idleRequestOverheadMs must be [idle ms, ms] pairs >= 0, idle ascending";
+  }
+  const jitter = o.requestJitterMs;
+  if (
+    jitter !== undefined &&
+    !(
+      Array.isArray(jitter) &&
+      jitter.every(
+        (v, i) =>
+          typeof v === "number" &&
+          Number.isFinite(v) &&
+          (i === 0 || v >= (jitter[i - 1] as number)),
+      )
+    )
+  ) {
+    return "requestJitterMs must be ascending numbers when given";
   }
   if (o.pathSharesThread !== undefined && typeof o.pathSharesThread !== "boolean") {
     return "pathSharesThread must be a boolean when given";

@@ -175,6 +175,46 @@ describe("simulate", () => {
     expect(deployed.get("busy")! - (midAt + 40)).toBeCloseTo(7, 9);
   });
 
+  it("adds one draw from the card's measured jitter to each request's path on a shared thread", () => {
+    const card: ModelCard = {
+      ...CARD,
+      requestOverheadMs: 5,
+      requestJitterMs: [-2, 0, 100],
+      pathSharesThread: true,
+    };
+    // one-token requests 1 s apart: each finds the thread idle and nothing queued
+    const reqs: SimRequest[] = Array.from({ length: 300 }, (_, i) => ({
+      id: `r${i}`,
+      arrivalMs: i * 1000,
+      promptIds: ids(1, i * 7),
+      outputTokens: 1,
+    }));
+    const admissions = (c: ModelCard, seed?: number) => {
+      const out: number[] = [];
+      simulate(reqs, {
+        card: c,
+        numInstances: 1,
+        policy: "round-robin",
+        seed,
+        onPlace: (p) => out.push(p.atMs - Number(p.requestId.slice(1)) * 1000),
+      });
+      return out;
+    };
+    const a = admissions(card);
+    for (const x of a) expect([3, 5, 105].some((v) => Math.abs(x - v) < 1e-9)).toBe(true);
+    for (const v of [3, 5, 105]) {
+      const share = a.filter((x) => Math.abs(x - v) < 1e-9).length / a.length;
+      expect(share).toBeGreaterThan(0.25);
+      expect(share).toBeLessThan(0.42);
+    }
+    expect(admissions(card)).toEqual(a);
+    expect(admissions(card, 2)).not.toEqual(a);
+    // a draw below the overhead's negative holds the admission at 0
+    expect(new Set(admissions({ ...card, requestJitterMs: [-50] }))).toEqual(new Set([0]));
+    // deployed (no shared thread): no draw, the fixed cost
+    expect(new Set(admissions({ ...card, pathSharesThread: false }))).toEqual(new Set([5]));
+  });
+
   it("runs every instance's steps in turn on a shared thread", () => {
     const engine1 = 1 + 0.01 * 10 + 0.001 * 55 + 0.5; // a 10-token prefill, alone
     const reqs: SimRequest[] = [
