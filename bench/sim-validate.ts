@@ -17,7 +17,8 @@
  * the per-repetition errors (each simulation against its own run, `rel_error_paired`), and the
  * simulation with the engine terms only (serving-path fields at 0). One JSON object on the last
  * line. `--dump-requests FILE` writes every repetition's requests, measured beside simulated, one
- * JSON line each (joinedLines), to find which requests make a tail.
+ * JSON line each (joinedLines), to find which requests make a tail, and each repetition's card
+ * beside it (FILE.card-N.json).
  *
  *   npm run -s sim:validate -- [--trace PATH] [--duration S] [--time-scale X | --rate R]
  *     [--seed N] [--ctx N] [--reps N] [--model-file PATH] [--card PATH] [--tolerance F]
@@ -262,7 +263,10 @@ try {
     const sim = simulated(card, requests);
     sims.push(sim.metrics);
     engineOnly.push(simulated(zeroPath(card), requests).metrics);
-    if (dumpPath) appendFileSync(dumpPath, joinedLines(i + 1, servedDump, sim.outcomes));
+    if (dumpPath) {
+      appendFileSync(dumpPath, joinedLines(i + 1, servedDump, sim.outcomes));
+      writeFileSync(`${dumpPath}.card-${i + 1}.json`, `${JSON.stringify(card, null, 2)}\n`);
+    }
     log(
       `run ${i + 1}/${reps} (load ${loads.at(-1)}): measured ${JSON.stringify(measured.at(-1))}, ` +
         `simulated ${JSON.stringify(sims.at(-1))}`,

@@ -16,7 +16,8 @@
  *   C. max_tokens N, K at once:      TPOT = a decode step of K sequences + finish / (N - 1)
  *   L. a 256-token prompt, max_tokens 1: TTFT = A + 255 prompt tokens' costs + the longer prefill
  *
- *   I. max_tokens 1 after each of `--idle-gaps` ms of idle server: A as a function of idle time
+ *   I. max_tokens 1 after each of `--idle-gaps` ms of idle server (in a seeded random order each
+ *      round): A as a function of idle time
  *
  * (bench:serve's TPOT is (e2e - TTFT) / (tokens - 1), so the time from the last token to [DONE]
  * is spread over the tokens. Timing it directly, [DONE] minus the last token frame, gave ~0.01 ms
@@ -44,6 +45,7 @@ import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_FILE, serveModelFile } from "../bench/model-file.ts";
 import { readCard } from "../bench/sim-run.ts";
 import { type Outcome, streamCompletion } from "../bench/stream-request.ts";
+import { mulberry32 } from "../shared/random.ts";
 import { stepTimeMs } from "../shared/sim/cost-model.ts";
 import { ADMIN_KEY, LOCAL_KEY } from "../test/helpers/dev-server.ts";
 import { startDirectServer } from "../test/helpers/direct-server.ts";
@@ -78,6 +80,16 @@ if (idleGaps.some((g, i) => i > 0 && g <= (idleGaps[i - 1] as number))) {
   process.exit(2);
 }
 const idle = () => new Promise<void>((r) => setTimeout(r, gapMs));
+const rng = mulberry32(11);
+/** 0..n-1 in a seeded random order (Fisher-Yates). */
+const shuffled = (n: number): number[] => {
+  const xs = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const k = Math.floor(rng() * (i + 1));
+    [xs[i], xs[k]] = [xs[k] as number, xs[i] as number];
+  }
+  return xs;
+};
 const card = readCard(values.card);
 /** The check's prompt: its TTFT less the 1-token one should be the card's prefill difference. */
 const LONG_PROMPT = 256;
@@ -127,7 +139,9 @@ try {
   const ttftLong: number[] = [];
   const ttftIdle = idleGaps.map(() => [] as number[]);
   for (let i = 0; i < rounds; i++) {
-    for (const [j, g] of idleGaps.entries()) {
+    // in a fresh order each round, so that no gap always follows the same one
+    for (const j of shuffled(idleGaps.length)) {
+      const g = idleGaps[j] as number;
       await new Promise<void>((r) => setTimeout(r, g));
       (ttftIdle[j] as number[]).push((await send(1, 1, false)).ttftMs);
     }

@@ -7,7 +7,7 @@ import {
   type SimRequest,
   simulate,
 } from "../../../shared/sim/cluster.ts";
-import type { ModelCard } from "../../../shared/sim/cost-model.ts";
+import { checkModelCard, type ModelCard } from "../../../shared/sim/cost-model.ts";
 import { EventQueue } from "../../../shared/sim/events.ts";
 import { measureHeatmap } from "../../../shared/sim/heatmap.ts";
 import { asBurst, burstThroughputRps } from "../../../shared/sim/load.ts";
@@ -213,6 +213,32 @@ describe("simulate", () => {
     expect(new Set(admissions({ ...card, requestJitterMs: [-50] }))).toEqual(new Set([0]));
     // deployed (no shared thread): no draw, the fixed cost
     expect(new Set(admissions({ ...card, pathSharesThread: false }))).toEqual(new Set([5]));
+  });
+
+  it("refuses a card whose idle table or jitter is out of order", () => {
+    expect(
+      checkModelCard({
+        ...CARD,
+        idleRequestOverheadMs: [
+          [0, 5],
+          [500, 9],
+        ],
+      }),
+    ).toBeNull();
+    expect(
+      checkModelCard({
+        ...CARD,
+        idleRequestOverheadMs: [
+          [500, 5],
+          [0, 9],
+        ],
+      }),
+    ).toMatch(/idleRequestOverheadMs/);
+    expect(checkModelCard({ ...CARD, idleRequestOverheadMs: [[0, -1]] })).toMatch(
+      /idleRequestOverheadMs/,
+    );
+    expect(checkModelCard({ ...CARD, requestJitterMs: [-3, 0, 7] })).toBeNull();
+    expect(checkModelCard({ ...CARD, requestJitterMs: [7, 0] })).toMatch(/requestJitterMs/);
   });
 
   it("runs every instance's steps in turn on a shared thread", () => {
