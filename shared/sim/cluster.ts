@@ -23,7 +23,8 @@
  * Event order at one instant: events run in the order they were queued (events.ts). An arrival
  * is placed at once; an idle instance that receives work starts a step at that instant. A step
  * is planned (`schedule()`) when it starts and applied (`update()`) when it ends, as the Npu's
- * loop does, so a request placed during a step sees that step's planned state.
+ * loop does, so a request placed during a step sees that step's planned state (on a shared
+ * thread a step is planned when its instance is ready and runs once the thread is free).
  *
  * JobExecutor parity: the prefix tree keys prompts as the JobExecutor does (one key per
  * `prefixIndexTokens`, PREFIX_INDEX_TOKENS there) and learns a prompt on its colocated or
