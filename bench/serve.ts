@@ -8,7 +8,7 @@
  *       [--rate R] [--seed N] [--time-scale X] [--duration S] [--full] [--drain-timeout S]
  *       [--slo-ttft-ms A] [--slo-tpot-ms B] [--ctx N] [--vocab N] [--scale F] [--block-size N]
  *       [--format azure|mooncake] [--prompt-salt N] [--warmup N] [--api-key K] [--admin-key K]
- *       [--model-file PATH] [--json]
+ *       [--model-file PATH] [--dump-requests FILE] [--json]
  *
  * Arrivals: without --rate, the trace's own times relative to its first row, divided by
  * --time-scale; with --rate R, seeded Poisson arrivals at R per second carrying the trace's rows
@@ -31,8 +31,11 @@
  * Without --base-url it starts its own `wrangler dev` (local keys). The model: `--model NAME`
  * alone serves a model the server has; otherwise `--model-file PATH` (default
  * models/synthetic-moe.gguf, bench/model-file.ts) is served as its file name, uploaded first unless
- * it is the server's own default model. Prints one JSON object on its last line.
+ * it is the server's own default model. Prints one JSON object on its last line; with
+ * `--dump-requests FILE` also writes one JSON line per request (row, lengths, due and sent times,
+ * TTFT/TPOT/e2e or the failure) to FILE.
  */
+import { writeFileSync } from "node:fs";
 import { basename } from "node:path";
 import { parseArgs } from "node:util";
 import {
@@ -86,6 +89,7 @@ const { values } = parseArgs({
     "api-key": { type: "string" },
     "admin-key": { type: "string" },
     "model-file": { type: "string" },
+    "dump-requests": { type: "string" },
     json: { type: "boolean", default: false },
   },
   strict: true,
@@ -277,6 +281,35 @@ async function buildSchedule(ctx: number): Promise<Schedule> {
   return { trace, requests, factor, blockTokens, traceExhausted };
 }
 
+/**
+ * One JSON line per request, in arrival order: the trace row, its lengths, when it was due and
+ * sent (ms from the replay's start), and its timings or failure reason (`--dump-requests`).
+ */
+function dumpLines(outcomes: readonly (Outcome & { req: ScheduledRequest; sentMs: number })[]) {
+  const rows = [...outcomes].sort((x, y) => x.req.index - y.req.index);
+  const r2 = (x: number | null) => (x === null ? null : round(x, 2));
+  return rows
+    .map((o) =>
+      JSON.stringify({
+        row: o.req.rowIndex,
+        arrival_ms: r2(o.req.arrivalMs),
+        sent_ms: r2(o.sentMs),
+        input_tokens: o.req.inputTokens,
+        output_tokens: o.req.outputTokens,
+        ...(o.ok
+          ? {
+              ttft_ms: r2(o.ttftMs),
+              tpot_ms: r2(o.tpotMs),
+              e2e_ms: r2(o.e2eMs),
+              cached_tokens: o.cachedTokens,
+            }
+          : { failure: o.reason }),
+      }),
+    )
+    .map((l) => `${l}\n`)
+    .join("");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Main
 
@@ -346,7 +379,7 @@ async function main(): Promise<void> {
 
     // Open-loop replay.
     const abort = new AbortController();
-    const outcomes: (Outcome & { req: ScheduledRequest })[] = [];
+    const outcomes: (Outcome & { req: ScheduledRequest; sentMs: number })[] = [];
     const pending = new Set<Promise<void>>();
     let maxLagMs = 0;
     let sentTokens = 0;
@@ -355,7 +388,8 @@ async function main(): Promise<void> {
     for (const req of requests) {
       const wait = start + req.arrivalMs - performance.now();
       if (wait > 0) await sleep(wait);
-      maxLagMs = Math.max(maxLagMs, performance.now() - start - req.arrivalMs);
+      const sentMs = performance.now() - start;
+      maxLagMs = Math.max(maxLagMs, sentMs - req.arrivalMs);
       const prompt = promptTokenIds(
         { requestIndex: req.index, inputLength: req.inputTokens, hashIds: req.hashIds },
         { blockTokens, vocab, salt: promptSalt },
@@ -363,7 +397,7 @@ async function main(): Promise<void> {
       sentTokens += prompt.length;
       const p: Promise<void> = runRequest(baseUrl, prompt, req.outputTokens, abort.signal).then(
         (o) => {
-          outcomes.push({ ...o, req });
+          outcomes.push({ ...o, req, sentMs });
           pending.delete(p);
         },
       );
@@ -384,6 +418,7 @@ async function main(): Promise<void> {
       clearTimeout(timer);
     }
     const wallMs = performance.now() - start;
+    if (values["dump-requests"]) writeFileSync(values["dump-requests"], dumpLines(outcomes));
 
     const ok = outcomes.flatMap((o) => (o.ok ? [o] : []));
     const reasons: Record<string, number> = {};

@@ -127,22 +127,24 @@ export interface Saturation extends RateSearch {
  * The cluster's saturation throughput on a trace, measured: the highest Poisson rate at which
  * `numInstances` instances under least-loaded keep up with the arrivals (shared/sim/load.ts,
  * `sustainableRate` to 5%). Each probe replays the same rows, evenly spread over the whole trace
- * (about `PROBE_WINDOW_S` of arrivals at the guess), and stops at its last arrival.
+ * (about `PROBE_WINDOW_S` of arrivals at the guess), and stops at its last arrival; with
+ * `scaleCtx` their lengths are scaled as the run's are (sim:serve --scale-ctx).
  */
 export async function measureSaturation(
   path: string,
   card: ModelCard,
   numInstances: number,
   seed: number,
+  scaleCtx: number | null = null,
 ): Promise<Saturation> {
   const t0 = performance.now();
-  const head = await traceRequests(path, 200, seed);
+  const head = await traceRequests(path, 200, seed, scaleCtx);
   const guessRps = numInstances * burstRps(head.requests, card, 1);
   const want = Math.min(
     head.numRows,
     Math.max(PROBE_MIN_ROWS, Math.ceil(guessRps * PROBE_WINDOW_S)),
   );
-  const pool = (await traceRequests(path, want, seed, null, head.numRows)).requests;
+  const pool = (await traceRequests(path, want, seed, scaleCtx, head.numRows)).requests;
   const keepsUp = (rps: number): boolean => {
     const times = poissonArrivals(rps, seed, Number.POSITIVE_INFINITY, pool.length);
     const requests = times.map((t, i) => ({ ...(pool[i] as SimRequest), arrivalMs: t }));

@@ -129,11 +129,13 @@ const slo = {
   ),
 };
 
+const scaleCtx =
+  values["scale-ctx"] === undefined ? null : positive("scale-ctx", values["scale-ctx"]);
 let rps: number | null = values.rate === undefined ? null : positive("rate", values.rate);
 let saturationRps: number | null = null;
 if (values.utilization !== undefined) {
   const u = positive("utilization", values.utilization);
-  const sat = await measureSaturation(tracePath, card, numInstances, seed);
+  const sat = await measureSaturation(tracePath, card, numInstances, seed, scaleCtx);
   saturationRps = sat.rps;
   rps = u * saturationRps;
   console.error(`${describeSaturation(sat)}; offering ${u} x = ${rps.toFixed(3)} req/s`);
@@ -141,8 +143,6 @@ if (values.utilization !== undefined) {
 // enough rows for the window: the expected Poisson count with 20% headroom, else all of them
 const rowsWanted =
   rps === null ? Number.POSITIVE_INFINITY : Math.ceil(rps * (durationMs / 1000) * 1.2) + 50;
-const scaleCtx =
-  values["scale-ctx"] === undefined ? null : positive("scale-ctx", values["scale-ctx"]);
 const tr = await traceRequests(tracePath, rowsWanted, seed, scaleCtx);
 const timeScale =
   values["time-scale"] === undefined ? 1 : positive("time-scale", values["time-scale"]);

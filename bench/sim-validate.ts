@@ -16,19 +16,23 @@
  * relative error (simulated / measured - 1), whether it is within `--tolerance`, the median of
  * the per-repetition errors (each simulation against its own run, `rel_error_paired`), and the
  * simulation with the engine terms only (serving-path fields at 0). One JSON object on the last
- * line.
+ * line. `--dump-requests FILE` writes every repetition's requests, measured beside simulated, one
+ * JSON line each (joinedLines), to find which requests make a tail, and each repetition's card
+ * beside it (FILE.card-N.json).
  *
  *   npm run -s sim:validate -- [--trace PATH] [--duration S] [--time-scale X | --rate R]
- *     [--seed N] [--ctx N] [--reps N] [--model-file PATH] [--card PATH] [--tolerance F] [--json]
+ *     [--seed N] [--ctx N] [--reps N] [--model-file PATH] [--card PATH] [--tolerance F]
+ *     [--dump-requests FILE] [--json]
  */
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { parseArgs } from "node:util";
+import type { RequestOutcome } from "../shared/sim/cluster.ts";
 import { simulate } from "../shared/sim/cluster.ts";
 import { type ModelCard, PATH_FIELDS } from "../shared/sim/cost-model.ts";
-import { report } from "../shared/sim/report.ts";
+import { report, tpotMs } from "../shared/sim/report.ts";
 import { ADMIN_KEY, LOCAL_KEY } from "../test/helpers/dev-server.ts";
 import { startDirectServer } from "../test/helpers/direct-server.ts";
 import { DEFAULT_MODEL_FILE } from "./model-file.ts";
@@ -47,6 +51,7 @@ const { values } = parseArgs({
     card: { type: "string" },
     "model-file": { type: "string", default: DEFAULT_MODEL_FILE },
     tolerance: { type: "string", default: "0.15" },
+    "dump-requests": { type: "string" },
     json: { type: "boolean", default: false },
   },
 });
@@ -127,10 +132,16 @@ async function measureCard(path: string): Promise<ModelCard> {
   return readCard(path);
 }
 
-/** One bench:serve run against `baseUrl`; its last stdout line. */
-function serveOnce(baseUrl: string, salt: number): Promise<Reported & Record<string, unknown>> {
+/** One bench:serve run against `baseUrl`; its last stdout line (per request into `dump`). */
+function serveOnce(
+  baseUrl: string,
+  salt: number,
+  dump: string,
+): Promise<Reported & Record<string, unknown>> {
   const args = [
     "bench/serve.ts",
+    "--dump-requests",
+    dump,
     "--base-url",
     baseUrl,
     "--api-key",
@@ -170,11 +181,51 @@ async function simRequests() {
   return atTimeScale(tr, timeScale, durationMs);
 }
 
-function simulated(c: ModelCard, requests: Awaited<ReturnType<typeof simRequests>>): Metrics {
+function simulated(
+  c: ModelCard,
+  requests: Awaited<ReturnType<typeof simRequests>>,
+): { metrics: Metrics; outcomes: RequestOutcome[] } {
   const r = simulate(requests, { card: c, numInstances: 1, policy: "least-loaded" });
   const failed = r.outcomes.filter((o) => o.failure !== null).length;
   if (failed > 0) fail(`${failed} simulated requests failed (the card's shape is too small)`);
-  return metrics(report(r.outcomes, { ttftMs: 1e9, tpotMs: 1e9 }, r.busyMs));
+  return {
+    metrics: metrics(report(r.outcomes, { ttftMs: 1e9, tpotMs: 1e9 }, r.busyMs)),
+    outcomes: r.outcomes,
+  };
+}
+
+/**
+ * `--dump-requests`: bench:serve's per-request lines of one repetition joined with the simulated
+ * outcome of the same trace row (`r<row>`), one JSON line each: lengths, arrival, measured and
+ * simulated TTFT / TPOT / e2e, and the measured TTFT's rank within the run (1 = slowest).
+ */
+function joinedLines(rep: number, servedDump: string, sim: readonly RequestOutcome[]): string {
+  const byId = new Map(sim.map((o) => [o.id, o]));
+  const rows = readFileSync(servedDump, "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as Record<string, number | null> & { row: number });
+  const ranked = rows
+    .filter((r) => typeof r.ttft_ms === "number")
+    .sort((x, y) => (y.ttft_ms as number) - (x.ttft_ms as number));
+  const rank = new Map(ranked.map((r, i) => [r.row, i + 1]));
+  const r2 = (x: number | null) => (x === null ? null : Number(x.toFixed(2)));
+  return rows
+    .map((m) => {
+      const o = byId.get(`r${m.row}`);
+      const simTtft = o?.firstTokenMs == null ? null : o.firstTokenMs - o.arrivalMs;
+      const simE2e = o?.finishMs == null ? null : o.finishMs - o.arrivalMs;
+      return `${JSON.stringify({
+        rep,
+        ...m,
+        ttft_rank: rank.get(m.row) ?? null,
+        sim_arrival_ms: o ? r2(o.arrivalMs) : null,
+        sim_ttft_ms: r2(simTtft),
+        sim_tpot_ms: o ? r2(tpotMs(o)) : null,
+        sim_e2e_ms: r2(simE2e),
+      })}\n`;
+    })
+    .join("");
 }
 
 const median = (xs: number[]): number => {
@@ -190,6 +241,8 @@ const zeroPath = (c: ModelCard): ModelCard => ({
   pathSharesThread: false,
 });
 const tmp = mkdtempSync(join(tmpdir(), "sim-validate-"));
+const dumpPath = values["dump-requests"] ?? null;
+if (dumpPath) writeFileSync(dumpPath, "");
 log(`${requests.length} requests; starting the direct server ...`);
 const server = await startDirectServer();
 const measured: Metrics[] = [];
@@ -202,12 +255,18 @@ try {
     const card = fixedCard ?? (await measureCard(join(tmp, `card-${i}.json`)));
     cards.push(card);
     const before = loadavg()[0] as number;
-    const r = await serveOnce(server.url, 1000 + i);
+    const servedDump = join(tmp, `served-${i}.jsonl`);
+    const r = await serveOnce(server.url, 1000 + i, servedDump);
     loads.push(Number(((before + (loadavg()[0] as number)) / 2).toFixed(2)));
     if (r.failed !== 0) fail(`measured run ${i + 1}: ${r.failed} requests failed`);
     measured.push(metrics(r));
-    sims.push(simulated(card, requests));
-    engineOnly.push(simulated(zeroPath(card), requests));
+    const sim = simulated(card, requests);
+    sims.push(sim.metrics);
+    engineOnly.push(simulated(zeroPath(card), requests).metrics);
+    if (dumpPath) {
+      appendFileSync(dumpPath, joinedLines(i + 1, servedDump, sim.outcomes));
+      writeFileSync(`${dumpPath}.card-${i + 1}.json`, `${JSON.stringify(card, null, 2)}\n`);
+    }
     log(
       `run ${i + 1}/${reps} (load ${loads.at(-1)}): measured ${JSON.stringify(measured.at(-1))}, ` +
         `simulated ${JSON.stringify(sims.at(-1))}`,
@@ -261,7 +320,11 @@ console.log(
     tolerance,
     measured,
     simulated: sims,
-    cards: cards.map((c) => Object.fromEntries(fields.map((f) => [f, c[f] ?? 0]))),
+    cards: cards.map((c) => ({
+      ...Object.fromEntries(fields.map((f) => [f, c[f] ?? 0])),
+      idleRequestOverheadMs: c.idleRequestOverheadMs ?? null,
+      requestJitterMs: c.requestJitterMs ?? null,
+    })),
     loadavg_1m: loads,
     config: {
       trace: trace.split("/").pop(),

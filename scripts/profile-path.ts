@@ -5,15 +5,19 @@
  * proxy) with the checkpoint `--model-file` (default models/synthetic-moe.gguf; uploaded unless it
  * is the server's own default model, bench/model-file.ts). Five kinds of streamed request
  * (bench/stream-request.ts), one-token prompts unless said, each `--rounds` times after a
- * warm-up, `--gap-ms` apart (the server idle in between, as between a light trace's arrivals:
- * back to back, the path is warm and about half as slow, 13 vs 24 ms TTFT for a 60-token prompt
- * here), medians:
+ * warm-up, `--gap-ms` apart (default 100: the server warm; somewhere between 300 and 600 ms of
+ * idle the path turns about twice as slow, which I measures on its own: at a gap near that edge
+ * A and L each land on either side of it from round to round, and their difference, the prompt
+ * tokens' cost, took up the cold penalty), medians:
  *
  *   A. max_tokens 1, one at a time:  TTFT = request + one 1-token prefill step
  *   B. max_tokens N, one at a time:  TPOT = a decode step of 1 sequence + finish / (N - 1)
  *   S. max_tokens 4, one at a time:  TPOT = a decode step of 1 sequence + finish / 3
  *   C. max_tokens N, K at once:      TPOT = a decode step of K sequences + finish / (N - 1)
  *   L. a 256-token prompt, max_tokens 1: TTFT = A + 255 prompt tokens' costs + the longer prefill
+ *
+ *   I. max_tokens 1 after each of `--idle-gaps` ms of idle server (in a seeded random order each
+ *      round): A as a function of idle time
  *
  * (bench:serve's TPOT is (e2e - TTFT) / (tokens - 1), so the time from the last token to [DONE]
  * is spread over the tokens. Timing it directly, [DONE] minus the last token frame, gave ~0.01 ms
@@ -24,13 +28,16 @@
  * with s1 = B - finish/(N-1) and sK = C - finish/(N-1), s1 - engine(1) = step + token and
  * sK - engine(K) = step + K * token; promptToken = (L - A - (engine(prefill of 256) -
  * engine(prefill of 1))) / 255; request = A - (engine(prefill of 1) + step + token +
- * promptToken); each
- * held at 0 when it comes out negative. Prints one JSON object on its last line (with the load
- * average: the machine is shared); with `--write` also stores the five fields in the card and
+ * promptToken), and the same for each idle gap of I (`idleRequestOverheadMs`, the simulator's
+ * request overhead after that much idle time: this machine runs the path about twice as slow
+ * after ~0.5 s of idle as back to back); each held at 0 when it comes out negative. The spread of
+ * A, L and I about their medians (each sample minus its kind's median, all kinds pooled, sorted)
+ * is the card's `requestJitterMs`, which the simulator draws from per request. Prints one JSON object on its last line (with the load
+ * average: the machine is shared); with `--write` also stores the seven fields in the card and
  * sets `pathSharesThread` (the direct server is one workerd).
  *
  *   npm run -s profile:path -- [--card PATH] [--model-file PATH] [--rounds N] [--tokens N]
- *     [--concurrency K] [--gap-ms MS] [--write]
+ *     [--concurrency K] [--gap-ms MS] [--idle-gaps MS,MS,...] [--write]
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
@@ -38,6 +45,7 @@ import { parseArgs } from "node:util";
 import { DEFAULT_MODEL_FILE, serveModelFile } from "../bench/model-file.ts";
 import { readCard } from "../bench/sim-run.ts";
 import { type Outcome, streamCompletion } from "../bench/stream-request.ts";
+import { mulberry32 } from "../shared/random.ts";
 import { stepTimeMs } from "../shared/sim/cost-model.ts";
 import { ADMIN_KEY, LOCAL_KEY } from "../test/helpers/dev-server.ts";
 import { startDirectServer } from "../test/helpers/direct-server.ts";
@@ -49,7 +57,8 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "20" },
     tokens: { type: "string", default: "32" },
     concurrency: { type: "string", default: "4" },
-    "gap-ms": { type: "string", default: "500" },
+    "gap-ms": { type: "string", default: "100" },
+    "idle-gaps": { type: "string", default: "50,250,500,1000,2000" },
     write: { type: "boolean", default: false },
   },
 });
@@ -65,7 +74,22 @@ const rounds = int("rounds", values.rounds, 3);
 const tokens = int("tokens", values.tokens, 4);
 const k = int("concurrency", values.concurrency, 2);
 const gapMs = int("gap-ms", values["gap-ms"], 0);
+const idleGaps = values["idle-gaps"].split(",").map((g) => int("idle-gaps", g, 0));
+if (idleGaps.some((g, i) => i > 0 && g <= (idleGaps[i - 1] as number))) {
+  console.error("profile:path: --idle-gaps must ascend");
+  process.exit(2);
+}
 const idle = () => new Promise<void>((r) => setTimeout(r, gapMs));
+const rng = mulberry32(11);
+/** 0..n-1 in a seeded random order (Fisher-Yates). */
+const shuffled = (n: number): number[] => {
+  const xs = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const k = Math.floor(rng() * (i + 1));
+    [xs[i], xs[k]] = [xs[k] as number, xs[i] as number];
+  }
+  return xs;
+};
 const card = readCard(values.card);
 /** The check's prompt: its TTFT less the 1-token one should be the card's prefill difference. */
 const LONG_PROMPT = 256;
@@ -113,7 +137,14 @@ try {
   const tpotK: number[] = [];
   const tpotShort: number[] = [];
   const ttftLong: number[] = [];
+  const ttftIdle = idleGaps.map(() => [] as number[]);
   for (let i = 0; i < rounds; i++) {
+    // in a fresh order each round, so that no gap always follows the same one
+    for (const j of shuffled(idleGaps.length)) {
+      const g = idleGaps[j] as number;
+      await new Promise<void>((r) => setTimeout(r, g));
+      (ttftIdle[j] as number[]).push((await send(1, 1, false)).ttftMs);
+    }
     ttft.push((await send(1)).ttftMs);
     tpot1.push((await send(tokens)).tpotMs as number);
     tpotShort.push((await send(4)).tpotMs as number);
@@ -147,13 +178,24 @@ try {
   const step = Math.max(0, s1 - decode1 - token);
   const longA = median(ttftLong);
   const promptToken = Math.max(0, (longA - a - (prefillLong - prefill1)) / (LONG_PROMPT - 1));
-  const request = Math.max(0, a - (prefill1 + step + token + promptToken));
+  const pathOfA = prefill1 + step + token + promptToken;
+  const request = Math.max(0, a - pathOfA);
+  // the same request after each idle spell: the request overhead as a function of idle time
+  const idleTable = idleGaps.map((g, j): [number, number] => [
+    g,
+    r3(Math.max(0, median(ttftIdle[j] as number[]) - pathOfA)),
+  ]);
+  // identical requests' spread about their median (GC, descheduling): the card's jitter
+  const groups = [ttft, ttftLong, ...ttftIdle];
+  const jitter = groups.flatMap((g) => g.map((x) => r3(x - median(g)))).sort((x, y) => x - y);
   const fields = {
     requestOverheadMs: r3(request),
     promptTokenOverheadMs: Number(promptToken.toPrecision(4)),
     finishOverheadMs: r3(finish),
     stepOverheadMs: r3(step),
     tokenOverheadMs: r3(token),
+    idleRequestOverheadMs: idleTable,
+    requestJitterMs: jitter,
   };
   if (values.write) {
     const raw = JSON.parse(readFileSync(values.card, "utf8")) as Record<string, unknown>;

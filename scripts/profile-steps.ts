@@ -5,7 +5,8 @@
  *   t_ms = a + b * scheduledTokens + c * (attendedTokens + decodeAttended) + d * numSeqs
  * (one attention coefficient for prefill and decode: no `e`; on this CPU both are compute-bound)
  * by least squares (coefficients held at 0 when the fit makes them negative), and writes a model
- * card (JSON) with the instance shape given on the command line, keeping the serving-path fields
+ * card (JSON) with the instance shape of a served instance of the model (the default serving
+ * config's context, KV cache and batching; each flag overrides one), keeping the serving-path fields
  * (profile:path's) of the card it replaces. Runs well under a minute.
  *
  *   npm run -s profile:steps -- [--model PATH] [--out PATH] [--max-model-len N]
@@ -15,9 +16,12 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { basename } from "node:path";
 import { parseArgs } from "node:util";
 import { loadNodeInstance, SYNTHETIC_MODEL_PATH } from "../hosts/node-engine.ts";
+import { parseServingConfig } from "../shared/config.ts";
+import { planMemory } from "../shared/engine/instance.ts";
 import { LocalExecutor } from "../shared/engine/local-executor.ts";
 import { GREEDY, newSequence } from "../shared/engine/sequence.ts";
 import { mulberry32 } from "../shared/random.ts";
+import { npuLoadPlan } from "../shared/serving/scale-plan.ts";
 import {
   checkModelCard,
   type ModelCard,
@@ -30,10 +34,11 @@ const { values } = parseArgs({
   options: {
     model: { type: "string" },
     out: { type: "string", default: "bench/cards/synthetic-moe-cpu.json" },
-    "max-model-len": { type: "string", default: "32768" },
-    "kv-capacity-tokens": { type: "string", default: "262144" },
-    "max-num-seqs": { type: "string", default: "32" },
-    "max-num-batched-tokens": { type: "string", default: "2048" },
+    // each defaults to what a served instance of the model has (servedShape)
+    "max-model-len": { type: "string" },
+    "kv-capacity-tokens": { type: "string" },
+    "max-num-seqs": { type: "string" },
+    "max-num-batched-tokens": { type: "string" },
   },
 });
 const path = values.model ?? SYNTHETIC_MODEL_PATH;
@@ -123,19 +128,39 @@ const predicted = samples.map(
 const mean = samples.reduce((s, x) => s + x.ms, 0) / samples.length;
 const ssRes = samples.reduce((s, x, i) => s + (x.ms - predicted[i]!) ** 2, 0);
 const ssTot = samples.reduce((s, x) => s + (x.ms - mean) ** 2, 0);
+/**
+ * The shape of a served instance of the model under the default serving config (wrangler.toml's
+ * vars): its context, the KV blocks the Npu's arena holds (npuLoadPlan, NPU_KV_CACHE_MB), the
+ * batching limits, so that a simulated instance caches, batches and chunks as the local one.
+ */
+const servedShape = (() => {
+  const cfg = parseServingConfig({});
+  const { opts, arena } = npuLoadPlan(inst.file, cfg, { weights: "all", workspaces: 1 });
+  const mem = planMemory(inst.file, inst.config, arena, opts);
+  return {
+    maxModelLen: inst.config.maxPositionEmbeddings,
+    kvCapacityTokens: mem.numBlocks * cfg.blockSize,
+    maxNumSeqs: cfg.maxNumSeqs,
+    maxNumBatchedTokens: cfg.maxNumBatchedTokens,
+  };
+})();
+const shape = (flag: string, served: number): number =>
+  values[flag as keyof typeof values] === undefined
+    ? served
+    : Number(values[flag as keyof typeof values]);
 const card: ModelCard = {
   name: `${inst.config.name} (measured, wasm kernels, Node ${process.versions.node})`,
   checkpoint: basename(path),
-  source: `npm run -s profile:steps: ${samples.length} steps of ${inst.config.name}, batches 1/4/16, prompts 32/256/1024, ${BATCHED}-token chunks; R^2 ${(1 - ssRes / ssTot).toFixed(3)}; instance shape chosen, not measured`,
+  source: `npm run -s profile:steps: ${samples.length} steps of ${inst.config.name}, batches 1/4/16, prompts 32/256/1024, ${BATCHED}-token chunks; R^2 ${(1 - ssRes / ssTot).toFixed(3)}; instance shape: a served instance's unless given`,
   a,
   b,
   c,
   d,
-  maxModelLen: Number(values["max-model-len"]),
-  kvCapacityTokens: Number(values["kv-capacity-tokens"]),
+  maxModelLen: shape("max-model-len", servedShape.maxModelLen),
+  kvCapacityTokens: shape("kv-capacity-tokens", servedShape.kvCapacityTokens),
   blockSize: 16,
-  maxNumSeqs: Number(values["max-num-seqs"]),
-  maxNumBatchedTokens: Number(values["max-num-batched-tokens"]),
+  maxNumSeqs: shape("max-num-seqs", servedShape.maxNumSeqs),
+  maxNumBatchedTokens: shape("max-num-batched-tokens", servedShape.maxNumBatchedTokens),
 };
 // the serving-path fields are profile:path's measurement: an existing card keeps them
 const previous: Partial<ModelCard> = (() => {
@@ -147,6 +172,10 @@ const previous: Partial<ModelCard> = (() => {
 })();
 for (const k of PATH_FIELDS) if (previous[k] !== undefined) card[k] = previous[k];
 if (previous.pathSharesThread !== undefined) card.pathSharesThread = previous.pathSharesThread;
+if (previous.idleRequestOverheadMs !== undefined) {
+  card.idleRequestOverheadMs = previous.idleRequestOverheadMs;
+}
+if (previous.requestJitterMs !== undefined) card.requestJitterMs = previous.requestJitterMs;
 const problem = checkModelCard(card);
 if (problem) throw new Error(`fitted card is invalid: ${problem}`);
 writeFileSync(values.out, `${JSON.stringify(card, null, 2)}\n`);

@@ -8,10 +8,12 @@
  * PlacementState). Only the maths is replaced: a step's duration comes from the model card
  * (cost-model.ts: engine time plus the card's per-step and per-token serving costs; a request
  * reaches placement `admissionMs` after it arrives and ends `finishOverheadMs` after its
- * last step; with `pathSharesThread` both also delay the next step of every busy instance), a PD handoff's from the card's fabric figures, and every sampled token is a
- * fixed non-EOS id, with `ignoreEos` and `maxTokens` = the request's output length. Placement
- * does not see that length: it gets the budget of a chat request without `max_tokens` (the rest
- * of the context), as the traces record no `max_tokens`.
+ * last step; with `pathSharesThread` one thread runs that path work and every instance's steps,
+ * in turn, and a request's cost is the card's for the time the thread sat idle before it), a PD
+ * handoff's from the card's fabric figures, and every sampled token is a fixed non-EOS id, with
+ * `ignoreEos` and `maxTokens` = the request's output length. Placement does not see that length:
+ * it gets the budget of a chat request without `max_tokens` (the rest of the context), as the
+ * traces record no `max_tokens`.
  *
  * Groups: `numInstances` colocated instances (deployment "sim"), and with `pd` a PD deployment
  * ("sim-pd") of prefill and decode instances. A PD request runs as the Npus run it: the prefill
@@ -23,7 +25,8 @@
  * Event order at one instant: events run in the order they were queued (events.ts). An arrival
  * is placed at once; an idle instance that receives work starts a step at that instant. A step
  * is planned (`schedule()`) when it starts and applied (`update()`) when it ends, as the Npu's
- * loop does, so a request placed during a step sees that step's planned state.
+ * loop does, so a request placed during a step sees that step's planned state (on a shared
+ * thread a step is planned when its instance is ready and runs once the thread is free).
  *
  * JobExecutor parity: the prefix tree keys prompts as the JobExecutor does (one key per
  * `prefixIndexTokens`, PREFIX_INDEX_TOKENS there) and learns a prompt on its colocated or
@@ -38,6 +41,7 @@
  */
 import type { StepPlan, StepResult } from "../engine/executor.ts";
 import { GREEDY, newSequence, type Sequence } from "../engine/sequence.ts";
+import { hashUniform } from "../random.ts";
 import { OutputLengthPredictor } from "../serving/pd-profile.ts";
 import {
   DEFAULT_MAX_PREFIX_NODES,
@@ -69,7 +73,7 @@ export type { SimRequest } from "./instance.ts";
 export type { PlacementRecord, RequestOutcome, SimOptions, SimResult } from "./types.ts";
 
 type SimEvent =
-  | { kind: "admit"; overheadMs: number }
+  | { kind: "admit"; index: number }
   | { kind: "arrival"; index: number }
   | { kind: "step-end"; instance: SimInstance; plan: StepPlan }
   | { kind: "kv-ready"; seq: Sequence; decode: SimInstance };
@@ -122,11 +126,18 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
   // the request path's fixed cost: a request reaches placement and its instance that much later
   const finishOverheadMs = card.finishOverheadMs ?? 0;
   const shared = card.pathSharesThread === true;
+  // on the shared thread a request's path cost depends on how long the thread sat idle: its
+  // admission is priced when it arrives (`admit`); otherwise it is fixed
   requests.forEach((r, index) => {
-    const admitMs = admissionMs(card, r.promptIds.length);
-    if (shared && admitMs > 0) queue.push(r.arrivalMs, { kind: "admit", overheadMs: admitMs });
-    queue.push(r.arrivalMs + admitMs, { kind: "arrival", index });
+    if (shared) queue.push(r.arrivalMs, { kind: "admit", index });
+    else
+      queue.push(r.arrivalMs + admissionMs(card, r.promptIds.length), { kind: "arrival", index });
   });
+  /**
+   * Shared thread: when it is through with the work given it so far (steps, admissions,
+   * finishes). A step starts once it is free, so the instances' steps take turns on it.
+   */
+  let threadFreeAt = Number.NEGATIVE_INFINITY;
   let numSteps = 0;
   let numPreemptions = 0;
   let numDeferredImports = 0;
@@ -150,7 +161,6 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
     numPreemptions += plan.preemptedSeqIds.length;
     if (plan.seqs.length === 0) {
       inst.busy = false;
-      inst.stallMs = 0;
       return;
     }
     inst.busy = true;
@@ -162,15 +172,28 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
         l.blockKeys = null;
       }
     }
-    const ms = servedStepMs(card, stepFeatures(plan)) + inst.stallMs;
-    inst.stallMs = 0;
+    const ms = servedStepMs(card, stepFeatures(plan));
+    const begin = shared ? Math.max(now, threadFreeAt) : now;
+    if (shared) threadFreeAt = begin + ms;
     inst.busyMs += ms;
-    queue.push(now + ms, { kind: "step-end", instance: inst, plan });
+    queue.push(begin + ms, { kind: "step-end", instance: inst, plan });
   };
 
-  /** Path work on the shared thread: every busy instance's next step waits for it. */
-  const stall = (ms: number): void => {
-    for (const s of instances) if (s.busy) s.stallMs += ms;
+  /** Path work on the shared thread: every instance's next step waits for it. */
+  const stall = (ms: number, now: number): void => {
+    threadFreeAt = Math.max(threadFreeAt, now) + ms;
+  };
+
+  /**
+   * A request reaches the shared thread: its admission, priced by the thread's idle time, plus its
+   * draw from the card's measured jitter.
+   */
+  const admit = (index: number, now: number): void => {
+    const idleMs = Math.max(0, now - threadFreeAt);
+    const u = hashUniform(opts.seed ?? 1, index, 0);
+    const ms = admissionMs(card, (requests[index] as SimRequest).promptIds.length, idleMs, u);
+    stall(ms, now);
+    queue.push(now + ms, { kind: "arrival", index });
   };
 
   const wake = (inst: SimInstance, now: number): void => {
@@ -301,7 +324,7 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
   const finish = (seq: Sequence, out: RequestOutcome, now: number, computedPrompt: boolean) => {
     live.delete(seq.seqId);
     out.finishMs = now + finishOverheadMs;
-    if (shared) stall(finishOverheadMs);
+    if (shared) stall(finishOverheadMs, now);
     out.numOutputTokens = seq.tokenIds.length - seq.numPromptTokens;
     if (computedPrompt) out.numCachedTokens = seq.numCachedTokens;
     predictor.observe(seq.numPromptTokens, out.numOutputTokens);
@@ -315,7 +338,7 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
       break;
     }
     const ev = e.event;
-    if (ev.kind === "admit") stall(ev.overheadMs);
+    if (ev.kind === "admit") admit(ev.index, e.at);
     else if (ev.kind === "arrival") arrive(ev.index, e.at);
     else if (ev.kind === "step-end") endStep(ev.instance, ev.plan, e.at);
     else importKv(ev.seq, ev.decode, e.at);

@@ -17,7 +17,15 @@
  * absent) that the simulator applies where they occur:
  *   - requestOverheadMs, once per request before its first step: admission, tokenising,
  *     placement, the RPCs to the instance; a request reaches its instance's scheduler that long
- *     after it arrives, so it adds to TTFT and e2e, not to TPOT;
+ *     after it arrives, so it adds to TTFT and e2e, not to TPOT; with `idleRequestOverheadMs`
+ *     (pairs of [ms the server sat idle before the request, request overhead], ascending) and
+ *     `pathSharesThread`, it is read off that table instead, linearly between its points and
+ *     flat beyond its ends, at the time since the thread last did any work (0 while an instance
+ *     is busy): a server woken after an idle spell runs the path slower than a busy one; with
+ *     `requestJitterMs` (how far identical requests' path times fell from their median, measured)
+ *     each request on the shared thread also gets one of those deviations, drawn at random
+ *     (seeded, per request): a real process's garbage collections and descheduling, which no
+ *     fixed cost has;
  *   - promptTokenOverheadMs, per prompt token, with requestOverheadMs: what a longer prompt costs
  *     the server beyond the engine's fitted prefill time (the body's ids, block keys, and the
  *     engine running slower in workerd than in the Node fit);
@@ -29,8 +37,10 @@
  *   - tokenOverheadMs, per token sampled in a step: framing and streaming it as SSE.
  * `servedStepMs` is a step's engine time plus the last two. With `pathSharesThread` (a local
  * server: one workerd runs the worker, the Durable Objects and the engine on one thread) the
- * per-request costs are also work on the engine's thread: each delays the next step of every
- * instance that is busy when it happens. Deployed, the request path runs elsewhere: false. Pure.
+ * per-request costs are also work on the engine's thread, and every instance's steps run on it
+ * too: a step starts when the thread is through with the steps and path work before it (the
+ * instances take turns, as the Npus' loops do in one workerd). Deployed, the request path and
+ * each instance run elsewhere: false. Pure.
  */
 import { attendedPairs, type StepPlan } from "../engine/executor.ts";
 
@@ -60,7 +70,11 @@ export interface ModelCard {
   finishOverheadMs?: number;
   stepOverheadMs?: number;
   tokenOverheadMs?: number;
-  /** The per-request costs run on the engine's thread and delay busy instances' next steps. */
+  /** [idle ms before the request, requestOverheadMs at that idle time], idle ascending. */
+  idleRequestOverheadMs?: [number, number][];
+  /** Measured deviations (ms) of identical requests' path times from their median, ascending. */
+  requestJitterMs?: number[];
+  /** One thread runs the path and every instance's steps (a local server): they take turns. */
   pathSharesThread?: boolean;
   /** The instance shape: context, KV cache in tokens, KV block size, batching limits. */
   maxModelLen: number;
@@ -119,9 +133,42 @@ export function stepTimeMs(card: ModelCard, f: StepFeatures): number {
   );
 }
 
-/** ms from a request's arrival to its reaching the instance's scheduler. */
-export function admissionMs(card: ModelCard, numPromptTokens: number): number {
-  return (card.requestOverheadMs ?? 0) + (card.promptTokenOverheadMs ?? 0) * numPromptTokens;
+/**
+ * ms from a request's arrival to its reaching the instance's scheduler; `idleMs`, the time the
+ * server's thread sat idle before it, selects the request overhead from `idleRequestOverheadMs`
+ * when the card has that table and `pathSharesThread` (otherwise `requestOverheadMs` holds);
+ * `u` in [0, 1) picks the request's deviation from `requestJitterMs` (none without the table or
+ * `u`). Never negative.
+ */
+export function admissionMs(
+  card: ModelCard,
+  numPromptTokens: number,
+  idleMs = 0,
+  u: number | null = null,
+): number {
+  const j = card.requestJitterMs;
+  const jitter =
+    u === null || j === undefined || j.length === 0 ? 0 : (j[Math.floor(u * j.length)] as number);
+  const ms =
+    requestOverheadMs(card, idleMs) + (card.promptTokenOverheadMs ?? 0) * numPromptTokens + jitter;
+  return Math.max(0, ms);
+}
+
+function requestOverheadMs(card: ModelCard, idleMs: number): number {
+  const t = card.idleRequestOverheadMs;
+  if (!card.pathSharesThread || t === undefined || t.length === 0) {
+    return card.requestOverheadMs ?? 0;
+  }
+  const first = t[0] as [number, number];
+  if (idleMs <= first[0]) return first[1];
+  for (let i = 1; i < t.length; i++) {
+    const [x1, y1] = t[i] as [number, number];
+    if (idleMs <= x1) {
+      const [x0, y0] = t[i - 1] as [number, number];
+      return y0 + ((y1 - y0) * (idleMs - x0)) / (x1 - x0);
+    }
+  }
+  return (t[t.length - 1] as [number, number])[1];
 }
 
 /** A step as the serving path sees it: engine time, the step's overhead, each sampled token's. */
@@ -164,6 +211,34 @@ export function checkModelCard(x: unknown): string | null {
     if (v !== undefined && (typeof v !== "number" || !Number.isFinite(v) || v < 0)) {
       return `${k} must be a number >= 0 when given`;
     }
+  }
+  const idle = o.idleRequestOverheadMs;
+  if (idle !== undefined) {
+    const ok =
+      Array.isArray(idle) &&
+      idle.every(
+        (p, i) =>
+          Array.isArray(p) &&
+          p.length === 2 &&
+          p.every((v) => typeof v === "number" && Number.isFinite(v) && v >= 0) &&
+          (i === 0 || (p[0] as number) > ((idle[i - 1] as number[])[0] as number)),
+      );
+    if (!ok) return "idleRequestOverheadMs must be [idle ms, ms] pairs >= 0, idle ascending";
+  }
+  const jitter = o.requestJitterMs;
+  if (
+    jitter !== undefined &&
+    !(
+      Array.isArray(jitter) &&
+      jitter.every(
+        (v, i) =>
+          typeof v === "number" &&
+          Number.isFinite(v) &&
+          (i === 0 || v >= (jitter[i - 1] as number)),
+      )
+    )
+  ) {
+    return "requestJitterMs must be ascending numbers when given";
   }
   if (o.pathSharesThread !== undefined && typeof o.pathSharesThread !== "boolean") {
     return "pathSharesThread must be a boolean when given";

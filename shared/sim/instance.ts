@@ -29,8 +29,6 @@ export interface SimInstance {
   scheduler: Scheduler;
   busy: boolean;
   busyMs: number;
-  /** Serving-path work on the shared thread that the next step waits for (pathSharesThread). */
-  stallMs: number;
   /** Decode role: prefilled sequences whose KV arrived but found no free slot or blocks, FIFO. */
   pendingImports: Sequence[];
 }
@@ -46,7 +44,6 @@ export function newInstance(card: ModelCard, id: string, role: InstanceRole): Si
     role,
     busy: false,
     busyMs: 0,
-    stallMs: 0,
     pendingImports: [],
     scheduler: new Scheduler(
       {

@@ -30,6 +30,8 @@ export interface SimOptions {
    * `finishMs` null (a load probe needs only the window it measures, not the drain).
    */
   stopAtMs?: number;
+  /** Seeds each request's draw from the card's `requestJitterMs` (default 1). */
+  seed?: number;
   /** Called with what each placement saw and chose (tests, decision logs). */
   onPlace?: (p: PlacementRecord) => void;
 }

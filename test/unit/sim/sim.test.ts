@@ -7,7 +7,7 @@ import {
   type SimRequest,
   simulate,
 } from "../../../shared/sim/cluster.ts";
-import type { ModelCard } from "../../../shared/sim/cost-model.ts";
+import { checkModelCard, type ModelCard } from "../../../shared/sim/cost-model.ts";
 import { EventQueue } from "../../../shared/sim/events.ts";
 import { measureHeatmap } from "../../../shared/sim/heatmap.ts";
 import { asBurst, burstThroughputRps } from "../../../shared/sim/load.ts";
@@ -131,6 +131,135 @@ describe("simulate", () => {
     // deployed (the path on other machines), b's admission does not delay a's steps
     const [a2] = run({ ...card, pathSharesThread: false }) as [RequestOutcome];
     expect(a2.finishMs!).toBeLessThan(a.finishMs! - 11);
+  });
+
+  it("prices a request's path by the shared thread's idle time before it", () => {
+    const card: ModelCard = {
+      ...CARD,
+      requestOverheadMs: 7,
+      finishOverheadMs: 2,
+      idleRequestOverheadMs: [
+        [100, 4],
+        [1100, 24],
+      ],
+      pathSharesThread: true,
+    };
+    const engine1 = 1 + 0.01 * 10 + 0.001 * 55 + 0.5; // a 10-token prefill, alone
+    const midAt = 24 + engine1 + 2 + 600;
+    const reqs: SimRequest[] = [
+      { id: "cold", arrivalMs: 0, promptIds: ids(10, 0), outputTokens: 1 },
+      // 600 ms after the thread last worked (cold's finish), half-way along the table
+      { id: "mid", arrivalMs: midAt, promptIds: ids(10, 100), outputTokens: 40 },
+      // arrives while mid decodes: the thread is busy (idle 0), so the table's first point holds
+      { id: "busy", arrivalMs: midAt + 40, promptIds: ids(10, 200), outputTokens: 1 },
+    ];
+    const placedAt = (c: ModelCard) => {
+      const at = new Map<string, number>();
+      const r = simulate(reqs, {
+        card: c,
+        numInstances: 1,
+        policy: "deepflow",
+        onPlace: (p) => at.set(p.requestId, p.atMs),
+      });
+      expect(r.outcomes.every((o) => o.failure === null)).toBe(true);
+      return at;
+    };
+    const at = placedAt(card);
+    // nothing ran before cold: idle past the table's end, its last point holds
+    expect(at.get("cold")).toBeCloseTo(24, 9);
+    expect(at.get("mid")! - midAt).toBeCloseTo(14, 9);
+    expect(at.get("busy")! - (midAt + 40)).toBeCloseTo(4, 9);
+    // without the shared thread the table is not used: the fixed 7 ms holds
+    const deployed = placedAt({ ...card, pathSharesThread: false });
+    expect(deployed.get("mid")! - midAt).toBeCloseTo(7, 9);
+    expect(deployed.get("busy")! - (midAt + 40)).toBeCloseTo(7, 9);
+  });
+
+  it("adds one draw from the card's measured jitter to each request's path on a shared thread", () => {
+    const card: ModelCard = {
+      ...CARD,
+      requestOverheadMs: 5,
+      requestJitterMs: [-2, 0, 100],
+      pathSharesThread: true,
+    };
+    // one-token requests 1 s apart: each finds the thread idle and nothing queued
+    const reqs: SimRequest[] = Array.from({ length: 300 }, (_, i) => ({
+      id: `r${i}`,
+      arrivalMs: i * 1000,
+      promptIds: ids(1, i * 7),
+      outputTokens: 1,
+    }));
+    const admissions = (c: ModelCard, seed?: number) => {
+      const out: number[] = [];
+      simulate(reqs, {
+        card: c,
+        numInstances: 1,
+        policy: "round-robin",
+        seed,
+        onPlace: (p) => out.push(p.atMs - Number(p.requestId.slice(1)) * 1000),
+      });
+      return out;
+    };
+    const a = admissions(card);
+    for (const x of a) expect([3, 5, 105].some((v) => Math.abs(x - v) < 1e-9)).toBe(true);
+    for (const v of [3, 5, 105]) {
+      const share = a.filter((x) => Math.abs(x - v) < 1e-9).length / a.length;
+      expect(share).toBeGreaterThan(0.25);
+      expect(share).toBeLessThan(0.42);
+    }
+    expect(admissions(card)).toEqual(a);
+    expect(admissions(card, 2)).not.toEqual(a);
+    // a draw below the overhead's negative holds the admission at 0
+    expect(new Set(admissions({ ...card, requestJitterMs: [-50] }))).toEqual(new Set([0]));
+    // deployed (no shared thread): no draw, the fixed cost
+    expect(new Set(admissions({ ...card, pathSharesThread: false }))).toEqual(new Set([5]));
+  });
+
+  it("refuses a card whose idle table or jitter is out of order", () => {
+    expect(
+      checkModelCard({
+        ...CARD,
+        idleRequestOverheadMs: [
+          [0, 5],
+          [500, 9],
+        ],
+      }),
+    ).toBeNull();
+    expect(
+      checkModelCard({
+        ...CARD,
+        idleRequestOverheadMs: [
+          [500, 5],
+          [0, 9],
+        ],
+      }),
+    ).toMatch(/idleRequestOverheadMs/);
+    expect(checkModelCard({ ...CARD, idleRequestOverheadMs: [[0, -1]] })).toMatch(
+      /idleRequestOverheadMs/,
+    );
+    expect(checkModelCard({ ...CARD, requestJitterMs: [-3, 0, 7] })).toBeNull();
+    expect(checkModelCard({ ...CARD, requestJitterMs: [7, 0] })).toMatch(/requestJitterMs/);
+  });
+
+  it("runs every instance's steps in turn on a shared thread", () => {
+    const engine1 = 1 + 0.01 * 10 + 0.001 * 55 + 0.5; // a 10-token prefill, alone
+    const reqs: SimRequest[] = [
+      { id: "a", arrivalMs: 0, promptIds: ids(10, 0), outputTokens: 1 },
+      { id: "b", arrivalMs: 0, promptIds: ids(10, 100), outputTokens: 1 },
+    ];
+    const run = (shared: boolean) =>
+      simulate(reqs, {
+        card: { ...CARD, pathSharesThread: shared },
+        numInstances: 2,
+        policy: "round-robin",
+      }).outcomes;
+    const [a, b] = run(true) as [RequestOutcome, RequestOutcome];
+    expect(a.instanceId).not.toBe(b.instanceId);
+    expect(a.firstTokenMs!).toBeCloseTo(engine1, 9);
+    expect(b.firstTokenMs!).toBeCloseTo(2 * engine1, 9);
+    // on instances of their own (deployed) both prefill at once
+    const [, b2] = run(false) as [RequestOutcome, RequestOutcome];
+    expect(b2.firstTokenMs!).toBeCloseTo(engine1, 9);
   });
 
   it("fails requests that cannot fit, and counts them", () => {
