@@ -15,7 +15,8 @@
  * per ms, so b, c and d come out high for a model much larger than the reference (about 3x at 51M
  * parameters). The KV bytes a PD handoff moves are the engine's own (f32 K and V per layer,
  * `kvBytesPerBlock`); the fabric and serving-path figures and the instance shape are the
- * reference card's unless `shape` overrides them, and `maxModelLen` is the model's context. Pure.
+ * reference card's unless `shape` overrides them, `maxModelLen` is the model's context, and the
+ * instances run in parallel (`pathSharesThread` false), as deployed. Pure.
  */
 import { type ModelConfig, numParameters } from "../model/config.ts";
 import { kvBytesPerBlock } from "../model/transformer.ts";
@@ -106,6 +107,9 @@ export function deriveCard(
     d: round((card.d * t.seq) / r.seq),
     kvBytesPerToken: engineKvBytesPerToken(config),
     maxModelLen: config.maxPositionEmbeddings,
+    // deployed, each instance has its own thread (the reference was measured on the local
+    // server, where one thread takes every instance's steps in turn)
+    pathSharesThread: false,
     ...shape,
   };
   delete derived.checkpoint;

@@ -1,10 +1,12 @@
 /**
  * The measured card a model nobody profiled derives its card from (derive-card.ts): this
  * engine's step costs on the synthetic checkpoint, as `npm run -s profile:steps` and
- * `npm run -s profile:path` wrote them to bench/cards/synthetic-moe-cpu.json (the Workers bundle
- * cannot read that file, so its figures are repeated here; a unit test fails when the two
- * differ), with the checkpoint's architecture and file size (models/synthetic-moe.gguf's, also
- * checked by the test) and the PD handoff's figures, which that card lacks (below).
+ * `npm run -s profile:path` measured them (bench/cards/synthetic-moe-cpu.json at commit 8a776a7),
+ * with the checkpoint's architecture and file size (models/synthetic-moe.gguf's, checked by a
+ * unit test) and the PD handoff's figures, which that card lacks (below). Pinned here, not read
+ * from that file: the Workers bundle cannot read it, and the simulator's validation re-measures it
+ * in the local server's shape (its fit may hold a coefficient at 0), while the default heatmaps
+ * documented in the README were derived from these figures.
  */
 import type { ReferenceCard } from "./derive-card.ts";
 
