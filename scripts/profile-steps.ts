@@ -11,6 +11,10 @@
  *
  *   npm run -s profile:steps -- [--model PATH] [--out PATH] [--max-model-len N]
  *     [--kv-capacity-tokens N] [--max-num-seqs N] [--max-num-batched-tokens N]
+ *     [--prompts 32,256,1024]
+ *
+ * `--prompts` sets the grid's prompt lengths (each plus 24 generated tokens must fit the model's
+ * context: a 512-token model needs e.g. 32,128,256).
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { basename } from "node:path";
@@ -39,8 +43,13 @@ const { values } = parseArgs({
     "kv-capacity-tokens": { type: "string" },
     "max-num-seqs": { type: "string" },
     "max-num-batched-tokens": { type: "string" },
+    prompts: { type: "string", default: "32,256,1024" },
   },
 });
+const PROMPTS = values.prompts.split(",").map(Number);
+if (PROMPTS.some((p) => !Number.isInteger(p) || p < 1)) {
+  throw new Error(`--prompts must be positive integers, got ${values.prompts}`);
+}
 const path = values.model ?? SYNTHETIC_MODEL_PATH;
 const BATCHED = 256;
 const inst = await loadNodeInstance(new Uint8Array(readFileSync(path)), {
@@ -75,7 +84,7 @@ await run("warm", 4, 64, 16); // JIT warm-up, not fitted
 samples.length = 0;
 let n = 0;
 for (const numSeqs of [1, 4, 16]) {
-  for (const promptLen of [32, 256, 1024]) {
+  for (const promptLen of PROMPTS) {
     await run(`g${n++}`, numSeqs, promptLen, 24);
   }
 }
@@ -133,34 +142,45 @@ const ssTot = samples.reduce((s, x) => s + (x.ms - mean) ** 2, 0);
  * vars): its context, the KV blocks the Npu's arena holds (npuLoadPlan, NPU_KV_CACHE_MB), the
  * batching limits, so that a simulated instance caches, batches and chunks as the local one.
  */
-const servedShape = (() => {
+let served: Record<string, number> | null = null;
+const servedShape = (): Record<string, number> => {
+  if (served) return served;
   const cfg = parseServingConfig({});
   const { opts, arena } = npuLoadPlan(inst.file, cfg, { weights: "all", workspaces: 1 });
   const mem = planMemory(inst.file, inst.config, arena, opts);
-  return {
-    maxModelLen: inst.config.maxPositionEmbeddings,
-    kvCapacityTokens: mem.numBlocks * cfg.blockSize,
-    maxNumSeqs: cfg.maxNumSeqs,
-    maxNumBatchedTokens: cfg.maxNumBatchedTokens,
+  served = {
+    "max-model-len": inst.config.maxPositionEmbeddings,
+    "kv-capacity-tokens": mem.numBlocks * cfg.blockSize,
+    "max-num-seqs": cfg.maxNumSeqs,
+    "max-num-batched-tokens": cfg.maxNumBatchedTokens,
   };
-})();
-const shape = (flag: string, served: number): number =>
-  values[flag as keyof typeof values] === undefined
-    ? served
-    : Number(values[flag as keyof typeof values]);
+  return served;
+};
+/** A flag's value, else the served instance's (which needs a model that fits an Npu). */
+const shape = (flag: string): number => {
+  const v = values[flag as keyof typeof values];
+  if (v !== undefined) return Number(v);
+  try {
+    return servedShape()[flag] as number;
+  } catch (e) {
+    throw new Error(
+      `--${flag} is needed: no served instance to take it from (${(e as Error).message})`,
+    );
+  }
+};
 const card: ModelCard = {
   name: `${inst.config.name} (measured, wasm kernels, Node ${process.versions.node})`,
   checkpoint: basename(path),
-  source: `npm run -s profile:steps: ${samples.length} steps of ${inst.config.name}, batches 1/4/16, prompts 32/256/1024, ${BATCHED}-token chunks; R^2 ${(1 - ssRes / ssTot).toFixed(3)}; instance shape: a served instance's unless given`,
+  source: `npm run -s profile:steps: ${samples.length} steps of ${inst.config.name}, batches 1/4/16, prompts ${PROMPTS.join("/")}, ${BATCHED}-token chunks; R^2 ${(1 - ssRes / ssTot).toFixed(3)}; instance shape: a served instance's unless given`,
   a,
   b,
   c,
   d,
-  maxModelLen: shape("max-model-len", servedShape.maxModelLen),
-  kvCapacityTokens: shape("kv-capacity-tokens", servedShape.kvCapacityTokens),
+  maxModelLen: shape("max-model-len"),
+  kvCapacityTokens: shape("kv-capacity-tokens"),
   blockSize: 16,
-  maxNumSeqs: shape("max-num-seqs", servedShape.maxNumSeqs),
-  maxNumBatchedTokens: shape("max-num-batched-tokens", servedShape.maxNumBatchedTokens),
+  maxNumSeqs: shape("max-num-seqs"),
+  maxNumBatchedTokens: shape("max-num-batched-tokens"),
 };
 // the serving-path fields are profile:path's measurement: an existing card keeps them
 const previous: Partial<ModelCard> = (() => {
