@@ -21,7 +21,13 @@ import { dotQ8, dotQ8x4, dotRow } from "./quant-dot";
 import { dotF16x4, dotUnpackedF16x4, f2h, h2f, roundToHalf4, unpackF16x4 } from "./quant-f16";
 import { hasMatvec, matvecQ, widenedBytes } from "./quant-matvec";
 import { matvecQr } from "./quant-relaxed";
-import { dotPrepared4r, dotUnpackedKx4r, unpackKr } from "./quant-relaxed-batch";
+import {
+  blockSums8,
+  dotPrepared4r,
+  dotQ4x4r,
+  dotUnpackedKx4r,
+  unpackKr,
+} from "./quant-relaxed-batch";
 import { F16, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, Q8_0 } from "./quant-types";
 import {
   dotPrepared4,
@@ -149,18 +155,32 @@ export function matmulQ(
   const ob = (<usize>ldo) << 2;
   const ub = unpackedBytes(type, n);
   let j0 = 0;
-  if ((type === Q4_0 || type === Q8_0) && m >= 2 && prepared4Bytes(n) <= UNPACK_BYTES) {
-    // four weight rows prepared at once (int8 quants, f32 scales), then four rows per activation row
+  const pb = prepared4Bytes(n);
+  // the relaxed build's Q4_0 rows take 8 * sum(q) per activation block from after the prepared rows
+  const sb = ASC_FEATURE_RELAXED_SIMD && type === Q4_0 ? (<usize>(n >> 5)) << 2 : 0;
+  if ((type === Q4_0 || type === Q8_0) && m >= 2 && pb + (sb << 1) <= UNPACK_BYTES) {
+    // four weight rows prepared at once (int8 quants, f32 scales), then four rows per activation
+    // row; activation rows in chunks whose block sums fit beside the prepared rows
     const u = unpackBase();
-    for (; j0 + 4 <= d; j0 += 4) {
-      const oj = out + ((<usize>j0) << 2);
-      prepare4(type === Q4_0, w + <usize>j0 * wr, wr, n, u);
-      for (let i = 0; i < m; i++) {
-        const ai = scratch + <usize>i * ar;
-        if (ASC_FEATURE_RELAXED_SIMD) dotPrepared4r(type === Q4_0, u, ai, n, oj + <usize>i * ob);
-        else dotPrepared4(u, ai, n, oj + <usize>i * ob);
+    const chunk = sb > 0 ? min<i32>(m, <i32>((UNPACK_BYTES - pb) / sb)) : m;
+    const jd = d & ~3;
+    for (let i0 = 0; i0 < m; i0 += chunk) {
+      const i1 = min<i32>(m, i0 + chunk);
+      for (let i = i0; i < i1; i++)
+        if (sb > 0) blockSums8(scratch + <usize>i * ar, n, u + pb + <usize>(i - i0) * sb);
+      for (let j = 0; j < jd; j += 4) {
+        const oj = out + ((<usize>j) << 2);
+        prepare4(type === Q4_0, w + <usize>j * wr, wr, n, u);
+        for (let i = i0; i < i1; i++) {
+          const ai = scratch + <usize>i * ar;
+          const oi = oj + <usize>i * ob;
+          if (sb > 0) dotQ4x4r(u, ai, u + pb + <usize>(i - i0) * sb, n, oi);
+          else if (ASC_FEATURE_RELAXED_SIMD) dotPrepared4r(u, ai, n, oi);
+          else dotPrepared4(u, ai, n, oi);
+        }
       }
     }
+    j0 = jd;
   }
   if (type !== Q4_0 && type !== F16 && type !== Q8_0 && type !== Q4_1 && m >= 2) {
     if (ub << 2 <= UNPACK_BYTES) {
