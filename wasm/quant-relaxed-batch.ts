@@ -2,8 +2,8 @@
  * Relaxed-SIMD integer sums for batches (two or more activation rows) in the quantised matmul
  * (wasm/quant.ts), compiled into wasm/kernels-relaxed.wasm only (see wasm/quant-relaxed.ts for
  * the build switch and for why every relaxed dot product here is exact): four weight rows
- * prepared (Q8_0, Q4_0: wasm/quant-unpack.ts's prepare4) or unpacked (K-quants: unpackKr) once,
- * then dotted with every activation row.
+ * prepared (Q4_0: wasm/quant-unpack.ts's prepare4) or unpacked (K-quants: unpackKr) once, then
+ * dotted with every activation row.
  */
 
 import { isum, isum4, q4kScaleBytes } from "./quant-dot";
@@ -12,34 +12,6 @@ import { HI2, M, NIB8, PART } from "./quant-matvec";
 import { dot2 } from "./quant-relaxed";
 import { Q5_K, Q6_K } from "./quant-types";
 import { kBlock4 } from "./quant-unpack";
-
-/**
- * Four prepared Q8_0 rows (wasm/quant-unpack.ts's prepare4: per block four rows of 32 int8, then
- * four f32 scales) against one Q8_0 activation row, into o .. o + 12, with the float steps of
- * dotPrepared4: each row's signed weights against the block's max(q, 0) and max(-q, 0), split
- * once for the four rows.
- */
-export function dotPrepared4r(p: usize, a: usize, n: i32, o: usize): void {
-  let acc = f32x4.splat(0);
-  const zero = i8x16.splat(0);
-  for (let b = 0; b < n >> 5; b++, p += 144, a += 36) {
-    const x0 = v128.load(a, 4);
-    const x1 = v128.load(a, 20);
-    const p0 = i8x16.max_s(x0, zero);
-    const p1 = i8x16.max_s(x1, zero);
-    const m0 = i8x16.sub(p0, x0);
-    const m1 = i8x16.sub(p1, x1);
-    const s = isum4(
-      rowQ8r(p, p0, p1, m0, m1),
-      rowQ8r(p + 32, p0, p1, m0, m1),
-      rowQ8r(p + 64, p0, p1, m0, m1),
-      rowQ8r(p + 96, p0, p1, m0, m1),
-    );
-    const dd = f32x4.mul(v128.load(p, 128), v128.load32_splat(a));
-    acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(s), dd));
-  }
-  v128.store(o, acc);
-}
 
 /** The n / 32 int32 8 * sum(q) of the Q8_0 activation row at a (36-byte blocks) at u, for dotQ4x4r. */
 export function blockSums8(a: usize, n: i32, u: usize): void {
@@ -84,15 +56,6 @@ export function dotQ4x4r(p: usize, a: usize, sums: usize, n: i32, o: usize): voi
 /** int16 partial sums of one prepared Q4_0 row's block (nibbles at q) times x0, x1. */
 function rowQ4r(q: usize, x0: v128, x1: v128): v128 {
   return i16x8.add(dot2(x0, v128.load(q)), dot2(x1, v128.load(q, 16)));
-}
-
-/** i32x4 partial sums of one prepared Q8_0 row's block (int8 at q) times p - m (p0 - m0, p1 - m1). */
-function rowQ8r(q: usize, p0: v128, p1: v128, m0: v128, m1: v128): v128 {
-  const w0 = v128.load(q);
-  const w1 = v128.load(q, 16);
-  const d0 = i16x8.sub(dot2(w0, p0), dot2(w0, m0));
-  const d1 = i16x8.sub(dot2(w1, p1), dot2(w1, m1));
-  return i32x4.add(i32x4.extadd_pairwise_i16x8_s(d0), i32x4.extadd_pairwise_i16x8_s(d1));
 }
 
 /**

@@ -10,9 +10,9 @@
  * products live in wasm/quant-matvec.ts (one activation row: Q8_0, Q4_0, Q4_K, Q6_K),
  * wasm/quant-f16.ts (F16 weights), wasm/quant-dot.ts (packed blocks, one row or four rows at a
  * time: the other types, and rows too long for the scratch) and wasm/quant-unpack.ts (weight rows
- * unpacked or prepared once for batches). Built with relaxed SIMD (wasm/kernels-relaxed.wasm,
- * ASC_FEATURE_RELAXED_SIMD), the one-row Q4_0/Q4_K/Q6_K sums, the four-row prepared
- * Q8_0/Q4_0 sums and the four-row K-quant sums come from wasm/quant-relaxed.ts and
+ * unpacked or prepared once for batches; wasm/quant-prepared.ts: Q8_0's). Built with relaxed SIMD
+ * (wasm/kernels-relaxed.wasm, ASC_FEATURE_RELAXED_SIMD), the one-row Q4_0/Q4_K/Q6_K sums, the
+ * four-row prepared Q4_0 sums and the four-row K-quant sums come from wasm/quant-relaxed.ts and
  * wasm/quant-relaxed-batch.ts instead: the same
  * integers, so the same bits.
  */
@@ -20,14 +20,9 @@
 import { dotQ8, dotQ8x4, dotRow } from "./quant-dot";
 import { dotF16x4, dotUnpackedF16x4, f2h, h2f, roundToHalf4, unpackF16x4 } from "./quant-f16";
 import { hasMatvec, matvecQ, widenedBytes } from "./quant-matvec";
+import { dotQ8x4x2, preparedQ8wBytes, prepareQ8w } from "./quant-prepared";
 import { matvecQr } from "./quant-relaxed";
-import {
-  blockSums8,
-  dotPrepared4r,
-  dotQ4x4r,
-  dotUnpackedKx4r,
-  unpackKr,
-} from "./quant-relaxed-batch";
+import { blockSums8, dotQ4x4r, dotUnpackedKx4r, unpackKr } from "./quant-relaxed-batch";
 import { F16, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, Q8_0 } from "./quant-types";
 import {
   dotPrepared4,
@@ -155,12 +150,13 @@ export function matmulQ(
   const ob = (<usize>ldo) << 2;
   const ub = unpackedBytes(type, n);
   let j0 = 0;
-  const pb = prepared4Bytes(n);
+  const q8 = type === Q8_0;
+  const pb = q8 ? preparedQ8wBytes(n) : prepared4Bytes(n);
   // the relaxed build's Q4_0 rows take 8 * sum(q) per activation block from after the prepared rows
   const sb = ASC_FEATURE_RELAXED_SIMD && type === Q4_0 ? (<usize>(n >> 5)) << 2 : 0;
   if ((type === Q4_0 || type === Q8_0) && m >= 2 && pb + (sb << 1) <= UNPACK_BYTES) {
-    // four weight rows prepared at once (int8 quants, f32 scales), then four rows per activation
-    // row; activation rows in chunks whose block sums fit beside the prepared rows
+    // four weight rows prepared at once (Q4_0 int8, Q8_0 int16 quants; f32 scales), then four rows
+    // per activation row; activation rows in chunks whose block sums fit beside the prepared rows
     const u = unpackBase();
     const chunk = sb > 0 ? min<i32>(m, <i32>((UNPACK_BYTES - pb) / sb)) : m;
     const jd = d & ~3;
@@ -170,12 +166,21 @@ export function matmulQ(
         if (sb > 0) blockSums8(scratch + <usize>i * ar, n, u + pb + <usize>(i - i0) * sb);
       for (let j = 0; j < jd; j += 4) {
         const oj = out + ((<usize>j) << 2);
-        prepare4(type === Q4_0, w + <usize>j * wr, wr, n, u);
-        for (let i = i0; i < i1; i++) {
+        if (q8) prepareQ8w(w + <usize>j * wr, wr, n, u);
+        else prepare4(w + <usize>j * wr, wr, n, u);
+        let i = i0;
+        if (q8) {
+          // two activation rows a call; an odd last row is passed as both
+          for (; i < i1; i += 2) {
+            const ai = scratch + <usize>i * ar;
+            const i2 = min<i32>(i + 1, i1 - 1);
+            dotQ8x4x2(u, ai, scratch + <usize>i2 * ar, n, oj + <usize>i * ob, oj + <usize>i2 * ob);
+          }
+        }
+        for (; i < i1; i++) {
           const ai = scratch + <usize>i * ar;
           const oi = oj + <usize>i * ob;
           if (sb > 0) dotQ4x4r(u, ai, u + pb + <usize>(i - i0) * sb, n, oi);
-          else if (ASC_FEATURE_RELAXED_SIMD) dotPrepared4r(u, ai, n, oi);
           else dotPrepared4(u, ai, n, oi);
         }
       }
