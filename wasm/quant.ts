@@ -20,7 +20,7 @@
 import { dotQ8, dotQ8x4, dotRow } from "./quant-dot";
 import { dotF16x4, dotUnpackedF16x4, f2h, h2f, roundToHalf4, unpackF16x4 } from "./quant-f16";
 import { hasMatvec, matvecQ, widenedBytes } from "./quant-matvec";
-import { dotQ8x4x2, preparedQ8wBytes, prepareQ8w } from "./quant-prepared";
+import { dotQ8x4x2, preparedQ8Bytes, prepareQ8p, widenQ8 } from "./quant-prepared";
 import { matvecQr } from "./quant-relaxed";
 import { blockSums8, dotQ4x4r, dotUnpackedKx4r, unpackKr } from "./quant-relaxed-batch";
 import { F16, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, Q8_0 } from "./quant-types";
@@ -151,36 +151,39 @@ export function matmulQ(
   const ub = unpackedBytes(type, n);
   let j0 = 0;
   const q8 = type === Q8_0;
-  const pb = q8 ? preparedQ8wBytes(n) : prepared4Bytes(n);
-  // the relaxed build's Q4_0 rows take 8 * sum(q) per activation block from after the prepared rows
-  const sb = ASC_FEATURE_RELAXED_SIMD && type === Q4_0 ? (<usize>(n >> 5)) << 2 : 0;
-  if ((type === Q4_0 || type === Q8_0) && m >= 2 && pb + (sb << 1) <= UNPACK_BYTES) {
-    // four weight rows prepared at once (Q4_0 int8, Q8_0 int16 quants; f32 scales), then four rows
-    // per activation row; activation rows in chunks whose block sums fit beside the prepared rows
+  const pb = q8 ? preparedQ8Bytes(n) : prepared4Bytes(n);
+  // per activation row after the prepared rows: Q8_0 its q widened to int16, the relaxed build's
+  // Q4_0 its blocks' 8 * sum(q)
+  const q4r = ASC_FEATURE_RELAXED_SIMD && type === Q4_0;
+  const sb: usize = q8 ? (<usize>n) << 1 : q4r ? (<usize>(n >> 5)) << 2 : 0;
+  if ((type === Q4_0 || q8) && m >= 2 && pb + (sb << 1) <= UNPACK_BYTES) {
+    // four weight rows prepared at once (Q4_0 int8, Q8_0 int16 quants; f32 scales), then dotted
+    // with each activation row (Q8_0: two a call, an odd last row passed as both), the activation
+    // rows in chunks whose side data fit beside the prepared rows
     const u = unpackBase();
+    const xs = u + pb;
     const chunk = sb > 0 ? min<i32>(m, <i32>((UNPACK_BYTES - pb) / sb)) : m;
     const jd = d & ~3;
     for (let i0 = 0; i0 < m; i0 += chunk) {
       const i1 = min<i32>(m, i0 + chunk);
-      for (let i = i0; i < i1; i++)
-        if (sb > 0) blockSums8(scratch + <usize>i * ar, n, u + pb + <usize>(i - i0) * sb);
+      for (let i = i0; i < i1; i++) {
+        const ai = scratch + <usize>i * ar;
+        if (q8) widenQ8(ai, n, xs + <usize>(i - i0) * sb);
+        else if (q4r) blockSums8(ai, n, xs + <usize>(i - i0) * sb);
+      }
       for (let j = 0; j < jd; j += 4) {
         const oj = out + ((<usize>j) << 2);
-        if (q8) prepareQ8w(w + <usize>j * wr, wr, n, u);
+        if (q8) prepareQ8p(w + <usize>j * wr, wr, n, u);
         else prepare4(w + <usize>j * wr, wr, n, u);
-        let i = i0;
-        if (q8) {
-          // two activation rows a call; an odd last row is passed as both
-          for (; i < i1; i += 2) {
-            const ai = scratch + <usize>i * ar;
-            const i2 = min<i32>(i + 1, i1 - 1);
-            dotQ8x4x2(u, ai, scratch + <usize>i2 * ar, n, oj + <usize>i * ob, oj + <usize>i2 * ob);
-          }
-        }
-        for (; i < i1; i++) {
+        for (let i = i0; i < i1; i += q8 ? 2 : 1) {
           const ai = scratch + <usize>i * ar;
           const oi = oj + <usize>i * ob;
-          if (sb > 0) dotQ4x4r(u, ai, u + pb + <usize>(i - i0) * sb, n, oi);
+          const si = xs + <usize>(i - i0) * sb;
+          if (q8) {
+            const i2 = min<i32>(i + 1, i1 - 1);
+            const s2 = xs + <usize>(i2 - i0) * sb;
+            dotQ8x4x2(u, ai, scratch + <usize>i2 * ar, si, s2, n, oi, oj + <usize>i2 * ob);
+          } else if (ASC_FEATURE_RELAXED_SIMD) dotQ4x4r(u, ai, si, n, oi);
           else dotPrepared4(u, ai, n, oi);
         }
       }
