@@ -2,73 +2,60 @@
  * Relaxed-SIMD integer sums for batches (two or more activation rows) in the quantised matmul
  * (wasm/quant.ts), compiled into wasm/kernels-relaxed.wasm only (see wasm/quant-relaxed.ts for
  * the build switch and for why every relaxed dot product here is exact): four weight rows
- * prepared (Q8_0, Q4_0: wasm/quant-unpack.ts's prepare4) or unpacked (K-quants: unpackKr) once,
- * then dotted with every activation row.
+ * prepared (Q4_0: wasm/quant-unpack.ts's prepare4) or unpacked (K-quants: unpackKr) once, then
+ * dotted with every activation row.
  */
 
-import { isum4, q4kScaleBytes } from "./quant-dot";
+import { isum, isum4, q4kScaleBytes } from "./quant-dot";
 import { h2f } from "./quant-f16";
 import { HI2, M, NIB8, PART } from "./quant-matvec";
 import { dot2 } from "./quant-relaxed";
 import { Q5_K, Q6_K } from "./quant-types";
 import { kBlock4 } from "./quant-unpack";
 
+/** The n / 32 int32 8 * sum(q) of the Q8_0 activation row at a (36-byte blocks) at u, for dotQ4x4r. */
+export function blockSums8(a: usize, n: i32, u: usize): void {
+  for (let b = 0; b < n >> 5; b++, a += 36, u += 4) {
+    const s = i16x8.add(
+      i16x8.extadd_pairwise_i8x16_s(v128.load(a, 4)),
+      i16x8.extadd_pairwise_i8x16_s(v128.load(a, 20)),
+    );
+    store<i32>(u, isum(i32x4.extadd_pairwise_i16x8_s(s)) << 3);
+  }
+}
+
 /**
- * Four prepared Q8_0 (q4 false) or Q4_0 rows (prepare4: per block four rows of 32 bytes, then
- * four f32 scales; Q4_0 rows hold the nibbles 0..15 in this build) against one Q8_0 activation
- * row, into o .. o + 12, with the float steps of dotPrepared4. Q8_0: each row's signed weights
- * against the block's max(q, 0) and max(-q, 0), split once for the four rows. Q4_0: each row's
- * nibbles against q, less 8 * (the same pairs of q), within 4 * 15 * 128 + 4 * 128 * 8 in int16.
+ * Four prepared Q4_0 rows (prepare4, the nibbles kept 0..15 in this build) against one Q8_0
+ * activation row a with its blockSums8 at sums, into o .. o + 12, with the float steps of
+ * dotPrepared4: per row two relaxed dots of the nibbles with q (4 products of at most 15 * 127 an
+ * int16 lane), the four rows folded into one vector in int16 (16 products a lane, within 32767)
+ * and widened once, less 8 * sum(q).
  */
-export function dotPrepared4r(q4: bool, p: usize, a: usize, n: i32, o: usize): void {
+export function dotQ4x4r(p: usize, a: usize, sums: usize, n: i32, o: usize): void {
   let acc = f32x4.splat(0);
-  const zero = i8x16.splat(0);
-  for (let b = 0; b < n >> 5; b++, p += 144, a += 36) {
+  for (let b = 0; b < n >> 5; b++, p += 144, a += 36, sums += 4) {
     const x0 = v128.load(a, 4);
     const x1 = v128.load(a, 20);
-    let s: v128;
-    if (q4) {
-      const c = i16x8.shl(
-        i16x8.add(i16x8.extadd_pairwise_i8x16_s(x0), i16x8.extadd_pairwise_i8x16_s(x1)),
-        3,
-      );
-      s = isum4(
-        rowQ4r(p, x0, x1, c),
-        rowQ4r(p + 32, x0, x1, c),
-        rowQ4r(p + 64, x0, x1, c),
-        rowQ4r(p + 96, x0, x1, c),
-      );
-    } else {
-      const p0 = i8x16.max_s(x0, zero);
-      const p1 = i8x16.max_s(x1, zero);
-      const m0 = i8x16.sub(p0, x0);
-      const m1 = i8x16.sub(p1, x1);
-      s = isum4(
-        rowQ8r(p, p0, p1, m0, m1),
-        rowQ8r(p + 32, p0, p1, m0, m1),
-        rowQ8r(p + 64, p0, p1, m0, m1),
-        rowQ8r(p + 96, p0, p1, m0, m1),
-      );
-    }
+    const d0 = rowQ4r(p, x0, x1);
+    const d1 = rowQ4r(p + 32, x0, x1);
+    const d2 = rowQ4r(p + 64, x0, x1);
+    const d3 = rowQ4r(p + 96, x0, x1);
+    const h01 = i16x8.add(v128.shuffle<i64>(d0, d1, 0, 2), v128.shuffle<i64>(d0, d1, 1, 3));
+    const h23 = i16x8.add(v128.shuffle<i64>(d2, d3, 0, 2), v128.shuffle<i64>(d2, d3, 1, 3));
+    const h = i16x8.add(
+      v128.shuffle<i32>(h01, h23, 0, 2, 4, 6),
+      v128.shuffle<i32>(h01, h23, 1, 3, 5, 7),
+    );
+    const s = i32x4.sub(i32x4.extadd_pairwise_i16x8_s(h), v128.load32_splat(sums));
     const dd = f32x4.mul(v128.load(p, 128), v128.load32_splat(a));
     acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(s), dd));
   }
   v128.store(o, acc);
 }
 
-/** i32x4 partial sums of one prepared Q4_0 row's block (nibbles at q) times x0, x1, less c. */
-function rowQ4r(q: usize, x0: v128, x1: v128, c: v128): v128 {
-  const d = i16x8.add(dot2(x0, v128.load(q)), dot2(x1, v128.load(q, 16)));
-  return i32x4.extadd_pairwise_i16x8_s(i16x8.sub(d, c));
-}
-
-/** i32x4 partial sums of one prepared Q8_0 row's block (int8 at q) times p - m (p0 - m0, p1 - m1). */
-function rowQ8r(q: usize, p0: v128, p1: v128, m0: v128, m1: v128): v128 {
-  const w0 = v128.load(q);
-  const w1 = v128.load(q, 16);
-  const d0 = i16x8.sub(dot2(w0, p0), dot2(w0, m0));
-  const d1 = i16x8.sub(dot2(w1, p1), dot2(w1, m1));
-  return i32x4.add(i32x4.extadd_pairwise_i16x8_s(d0), i32x4.extadd_pairwise_i16x8_s(d1));
+/** int16 partial sums of one prepared Q4_0 row's block (nibbles at q) times x0, x1. */
+function rowQ4r(q: usize, x0: v128, x1: v128): v128 {
+  return i16x8.add(dot2(x0, v128.load(q)), dot2(x1, v128.load(q, 16)));
 }
 
 /**

@@ -204,34 +204,27 @@ export function kBlock4(acc: v128, type: i32, u: usize, ub: usize, a: usize, s: 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Q8_0 and Q4_0: four weight rows prepared once for a batch
+// Q4_0: four weight rows prepared once for a batch (Q8_0: wasm/quant-prepared.ts)
 
-/** Bytes of four prepared Q8_0/Q4_0 rows of n values: per block 4 x 32 int8, then 4 f32 scales. */
+/** Bytes of four prepared Q4_0 rows of n values: per block 4 x 32 int8, then 4 f32 scales. */
 export function prepared4Bytes(n: i32): usize {
   return <usize>(n >> 5) * 144;
 }
 
 /**
- * Prepares four Q8_0 (q4 false) or Q4_0 weight rows (at w, w + wr, w + 2 wr, w + 3 wr) for
- * `dotPrepared4`: block by block, each row's 32 int8 quants (Q4_0: nibble - 8), then the four
- * rows' scales d as f32 (exact), so that neither is redone for every activation row.
+ * Prepares four Q4_0 weight rows (at w, w + wr, w + 2 wr, w + 3 wr) for `dotPrepared4` (the
+ * relaxed build: wasm/quant-relaxed-batch.ts's dotQ4x4r): block by block, each row's 32 quants
+ * as int8 (nibble - 8; the relaxed build keeps the nibbles 0..15), then the four rows' scales d
+ * as f32 (exact), so that neither is redone for every activation row.
  */
-export function prepare4(q4: bool, w: usize, wr: usize, n: i32, p: usize): void {
-  const bw: usize = q4 ? 18 : 34;
+export function prepare4(w: usize, wr: usize, n: i32, p: usize): void {
   const lo = i8x16.splat(0x0f);
-  // the relaxed build keeps Q4_0's nibbles unsigned (dotPrepared4r takes the 8 off through q)
   const eight = i8x16.splat(ASC_FEATURE_RELAXED_SIMD ? 0 : 8);
-  for (let b = 0; b < n >> 5; b++, w += bw, p += 144) {
+  for (let b = 0; b < n >> 5; b++, w += 18, p += 144) {
     for (let r: usize = 0; r < 4; r++) {
-      const wb = w + r * wr;
-      if (q4) {
-        const q = v128.load(wb, 2);
-        v128.store(p + (r << 5), i8x16.sub(v128.and(q, lo), eight));
-        v128.store(p + (r << 5), i8x16.sub(hiNibbles(q), eight), 16);
-      } else {
-        v128.store(p + (r << 5), v128.load(wb, 2));
-        v128.store(p + (r << 5), v128.load(wb, 18), 16);
-      }
+      const q = v128.load(w + r * wr, 2);
+      v128.store(p + (r << 5), i8x16.sub(v128.and(q, lo), eight));
+      v128.store(p + (r << 5), i8x16.sub(hiNibbles(q), eight), 16);
     }
     v128.store(p, h2f4at(w, wr), 128);
   }

@@ -10,9 +10,9 @@
  * products live in wasm/quant-matvec.ts (one activation row: Q8_0, Q4_0, Q4_K, Q6_K),
  * wasm/quant-f16.ts (F16 weights), wasm/quant-dot.ts (packed blocks, one row or four rows at a
  * time: the other types, and rows too long for the scratch) and wasm/quant-unpack.ts (weight rows
- * unpacked or prepared once for batches). Built with relaxed SIMD (wasm/kernels-relaxed.wasm,
- * ASC_FEATURE_RELAXED_SIMD), the one-row Q4_0/Q4_K/Q6_K sums, the four-row prepared
- * Q8_0/Q4_0 sums and the four-row K-quant sums come from wasm/quant-relaxed.ts and
+ * unpacked or prepared once for batches; wasm/quant-prepared.ts: Q8_0's). Built with relaxed SIMD
+ * (wasm/kernels-relaxed.wasm, ASC_FEATURE_RELAXED_SIMD), the one-row Q4_0/Q4_K/Q6_K sums, the
+ * four-row prepared Q4_0 sums and the four-row K-quant sums come from wasm/quant-relaxed.ts and
  * wasm/quant-relaxed-batch.ts instead: the same
  * integers, so the same bits.
  */
@@ -20,8 +20,9 @@
 import { dotQ8, dotQ8x4, dotRow } from "./quant-dot";
 import { dotF16x4, dotUnpackedF16x4, f2h, h2f, roundToHalf4, unpackF16x4 } from "./quant-f16";
 import { hasMatvec, matvecQ, widenedBytes } from "./quant-matvec";
+import { dotQ8x4x2, preparedQ8Bytes, prepareQ8p, widenQ8 } from "./quant-prepared";
 import { matvecQr } from "./quant-relaxed";
-import { dotPrepared4r, dotUnpackedKx4r, unpackKr } from "./quant-relaxed-batch";
+import { blockSums8, dotQ4x4r, dotUnpackedKx4r, unpackKr } from "./quant-relaxed-batch";
 import { F16, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, Q8_0 } from "./quant-types";
 import {
   dotPrepared4,
@@ -149,18 +150,45 @@ export function matmulQ(
   const ob = (<usize>ldo) << 2;
   const ub = unpackedBytes(type, n);
   let j0 = 0;
-  if ((type === Q4_0 || type === Q8_0) && m >= 2 && prepared4Bytes(n) <= UNPACK_BYTES) {
-    // four weight rows prepared at once (int8 quants, f32 scales), then four rows per activation row
+  const q8 = type === Q8_0;
+  const pb = q8 ? preparedQ8Bytes(n) : prepared4Bytes(n);
+  // per activation row after the prepared rows: Q8_0 its q widened to int16, the relaxed build's
+  // Q4_0 its blocks' 8 * sum(q)
+  const q4r = ASC_FEATURE_RELAXED_SIMD && type === Q4_0;
+  const sb: usize = q8 ? (<usize>n) << 1 : q4r ? (<usize>(n >> 5)) << 2 : 0;
+  if ((type === Q4_0 || q8) && m >= 2 && pb + (sb << 1) <= UNPACK_BYTES) {
+    // four weight rows prepared at once (Q4_0 int8, Q8_0 int16 quants; f32 scales), then dotted
+    // with each activation row (Q8_0: two a call, an odd last row passed as both), the activation
+    // rows in chunks whose side data fit beside the prepared rows
     const u = unpackBase();
-    for (; j0 + 4 <= d; j0 += 4) {
-      const oj = out + ((<usize>j0) << 2);
-      prepare4(type === Q4_0, w + <usize>j0 * wr, wr, n, u);
-      for (let i = 0; i < m; i++) {
+    const xs = u + pb;
+    const chunk = sb > 0 ? min<i32>(m, <i32>((UNPACK_BYTES - pb) / sb)) : m;
+    const jd = d & ~3;
+    for (let i0 = 0; i0 < m; i0 += chunk) {
+      const i1 = min<i32>(m, i0 + chunk);
+      for (let i = i0; i < i1; i++) {
         const ai = scratch + <usize>i * ar;
-        if (ASC_FEATURE_RELAXED_SIMD) dotPrepared4r(type === Q4_0, u, ai, n, oj + <usize>i * ob);
-        else dotPrepared4(u, ai, n, oj + <usize>i * ob);
+        if (q8) widenQ8(ai, n, xs + <usize>(i - i0) * sb);
+        else if (q4r) blockSums8(ai, n, xs + <usize>(i - i0) * sb);
+      }
+      for (let j = 0; j < jd; j += 4) {
+        const oj = out + ((<usize>j) << 2);
+        if (q8) prepareQ8p(w + <usize>j * wr, wr, n, u);
+        else prepare4(w + <usize>j * wr, wr, n, u);
+        for (let i = i0; i < i1; i += q8 ? 2 : 1) {
+          const ai = scratch + <usize>i * ar;
+          const oi = oj + <usize>i * ob;
+          const si = xs + <usize>(i - i0) * sb;
+          if (q8) {
+            const i2 = min<i32>(i + 1, i1 - 1);
+            const s2 = xs + <usize>(i2 - i0) * sb;
+            dotQ8x4x2(u, ai, scratch + <usize>i2 * ar, si, s2, n, oi, oj + <usize>i2 * ob);
+          } else if (ASC_FEATURE_RELAXED_SIMD) dotQ4x4r(u, ai, si, n, oi);
+          else dotPrepared4(u, ai, n, oi);
+        }
       }
     }
+    j0 = jd;
   }
   if (type !== Q4_0 && type !== F16 && type !== Q8_0 && type !== Q4_1 && m >= 2) {
     if (ub << 2 <= UNPACK_BYTES) {

@@ -165,6 +165,22 @@ describe("matmulQ", () => {
     });
   }
 
+  // rows long enough that the prepared rows leave room for the side data of 2-3 activation rows:
+  // Q4_0 (relaxed build) 119808 bytes and 3328 a row's block sums, Q8_0 87040 and 20480 a row's
+  // widened q, of the 128 KiB unpack area
+  for (const [type, n] of [
+    [GgmlType.Q4_0, 26624],
+    [GgmlType.Q8_0, 10240],
+  ] as const) {
+    it(`${type === GgmlType.Q4_0 ? "Q4_0" : "Q8_0"} rows of ${n}: activation rows in chunks; js = wasm bit for bit`, () => {
+      const [m, d] = [7, 5];
+      const rng = mulberry32(n);
+      const x = Float32Array.from({ length: m * n }, () => rng() * 2 - 1);
+      const w = randomQuantWeights(type, n, d, rng);
+      expect(bits(run(wasm, type, x, w, m, n, d))).toEqual(bits(run(js, type, x, w, m, n, d)));
+    });
+  }
+
   it("weight scales of every finite class of half (subnormal, +-0, largest): js = wasm bit for bit", () => {
     // byte offsets of the f16 scale fields in a block, and the halves written there in turn
     const fields: [WeightType, number[]][] = [
