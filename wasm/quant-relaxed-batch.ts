@@ -11,7 +11,7 @@ import { h2f } from "./quant-f16";
 import { HI2, M, NIB8, PART } from "./quant-matvec";
 import { dot2 } from "./quant-relaxed";
 import { Q5_K, Q6_K } from "./quant-types";
-import { kBlock4 } from "./quant-unpack";
+import { kBlock4, storeKMins } from "./quant-unpack";
 
 /** The n / 32 int32 8 * sum(q) of the Q8_0 activation row at a (36-byte blocks) at u, for dotQ4x4r. */
 export function blockSums8(a: usize, n: i32, u: usize): void {
@@ -91,11 +91,7 @@ export function unpackKr(type: i32, w: usize, u: usize, n: i32): void {
       for (let g: usize = 0; g < 16; g++) {
         v128.store(u + 256 + (g << 4), v128.load16_splat(PART + ((g >> 1) << 1)));
       }
-      const mn16 = i16x8.extend_high_i8x16_u(scb);
-      v128.store(u + 512, i32x4.extend_low_i16x8_u(mn16));
-      v128.store(u + 528, i32x4.extend_high_i16x8_u(mn16));
-      store<f32>(u + 544, h2f(load<u16>(w)));
-      store<f32>(u + 548, h2f(load<u16>(w + 2)));
+      storeKMins(u, scb, w);
       w += five ? 176 : 144;
     } else {
       const m30 = v128.load(M + HI2);

@@ -75,11 +75,7 @@ export function unpackK(type: i32, w: usize, u: usize, n: i32): void {
           v128.store(po, i16x8.mul(i16x8.extend_high_i8x16_u(o), so), 16);
         }
       }
-      const mn16 = i16x8.extend_high_i8x16_u(scb);
-      v128.store(u + 512, i32x4.extend_low_i16x8_u(mn16));
-      v128.store(u + 528, i32x4.extend_high_i16x8_u(mn16));
-      store<f32>(u + 544, h2f(load<u16>(w)));
-      store<f32>(u + 548, h2f(load<u16>(w + 2)));
+      storeKMins(u, scb, w);
       w += five ? 176 : 144;
     } else {
       const three = i8x16.splat(3);
@@ -182,6 +178,18 @@ export function dotUnpackedKx4(type: i32, u: usize, ub: usize, a: usize, n: i32,
     acc = kBlock4(acc, type, u, ub, a, isum4(s0, s1, s2, s3));
   }
   v128.store(o, acc);
+}
+
+/**
+ * An unpacked Q4_K/Q5_K block's tail (both builds' K-row unpacking): the eight sub-block mins
+ * (the high half of `scb`) as int32 at u + 512, then f32 d and dmin at u + 544 and u + 548.
+ */
+export function storeKMins(u: usize, scb: v128, w: usize): void {
+  const mn16 = i16x8.extend_high_i8x16_u(scb);
+  v128.store(u + 512, i32x4.extend_low_i16x8_u(mn16));
+  v128.store(u + 528, i32x4.extend_high_i16x8_u(mn16));
+  store<f32>(u + 544, h2f(load<u16>(w)));
+  store<f32>(u + 548, h2f(load<u16>(w + 2)));
 }
 
 /**
