@@ -9,7 +9,6 @@
 import { checkKvCache, resolveKvCache } from "../shared/engine/kv-policy/spec.ts";
 import { errorInfo, failure, type Result } from "../shared/errors.ts";
 import { parseGguf } from "../shared/gguf/gguf.ts";
-import { taskIdFor } from "../shared/protocol/ids.ts";
 import type {
   ChatMessage,
   ContinuedChoice,
@@ -17,9 +16,7 @@ import type {
   JobSpec,
   Placement,
   Submitted,
-  TaskPlacement,
 } from "../shared/protocol/messages.ts";
-import { npuName } from "../shared/protocol/names.ts";
 import { PROTOCOL_VERSION } from "../shared/protocol/version.ts";
 import { noDeployment } from "../shared/serving/admission.ts";
 import { DefaultHeatmap } from "../shared/serving/default-heatmap.ts";
@@ -28,6 +25,7 @@ import {
   type OutputLengthPredictorJson,
   type PdProfile,
 } from "../shared/serving/pd-profile.ts";
+import { decisionPlacement, pinnedPlacement } from "../shared/serving/placement.ts";
 import {
   cacheSaltFor,
   PrefixTree,
@@ -45,7 +43,6 @@ import { type PreparedPrompts, preparePrompts } from "../shared/serving/task.ts"
 import type { CardShape } from "../shared/sim/derive-card.ts";
 import { Tokenizer } from "../shared/tokenizer/tokenizer.ts";
 import type { DeploymentRecord, ModelRecord } from "../shared/types/deployments.ts";
-import type { InstanceRole } from "../shared/types/records.ts";
 import { type ChatRenderer, createChatRenderer } from "./chat-template.ts";
 
 /** GGUF metadata (vocabulary included) sits at the start of the file; read at most this much. */
@@ -200,40 +197,15 @@ export class ModelScheduler {
     const cacheSalt = cacheSaltFor(spec.tenant, spec.cacheSalt);
     const blockKeys = this.blockKeys(p.prompts[0] ?? [], cacheSalt);
     const expected = this.predictor.predict(p.numPromptTokens, p.maxTokens);
-    const at = (role: InstanceRole, instanceId: string): TaskPlacement => ({
-      taskId: taskIdFor(spec.jobId, role, attempt),
-      instanceId,
-      npu: npuName(instanceId),
-    });
     let placement: Placement;
     let decision: ScheduleDecision | null = null;
     if (s.pinned) {
-      const { deploymentId, instanceId } = s.pinned;
-      placement = { mode: "colocated", deploymentId, colocated: at("colocated", instanceId) };
+      placement = pinnedPlacement(spec.jobId, attempt, s.pinned);
     } else {
       const result = this.place(states(numSeqs), blockKeys, p.numPromptTokens, p.maxTokens);
       if (!result) return failure(noDeployment(m, s.deployments.length > 0));
       decision = result.decision;
-      const d = decision;
-      placement =
-        d.mode === "moe-attention"
-          ? {
-              mode: "moe-attention",
-              deploymentId: d.deploymentId,
-              attention: at("attention", d.instanceId as string),
-            }
-          : d.mode === "pd"
-            ? {
-                mode: "pd",
-                deploymentId: d.deploymentId,
-                prefill: at("prefill", d.prefillInstanceId as string),
-                decode: at("decode", d.decodeInstanceId as string),
-              }
-            : {
-                mode: "colocated",
-                deploymentId: d.deploymentId,
-                colocated: at("colocated", d.instanceId as string),
-              };
+      placement = decisionPlacement(spec.jobId, attempt, decision);
     }
     const task = {
       protocolVersion: PROTOCOL_VERSION,
