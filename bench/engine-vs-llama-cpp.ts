@@ -54,6 +54,9 @@ export interface TypeResult {
   implied_gbps: { ours: PerBatch | null; llama_cpp: PerBatch };
   /** The same for each further wasm build, by build (`ours` above is the first build's). */
   other_builds?: Partial<Record<WasmBuild, BuildResult>>;
+  /** With a 128-bit llama.cpp build: its tokens/s and ours (first build) / it, rounds' median. */
+  llama_cpp_128bit?: PerBatch;
+  ratio_128bit?: PerBatch | null;
 }
 
 type BuildResult = Pick<TypeResult, "ours" | "ratio" | "meets"> & { implied_gbps: PerBatch | null };
@@ -73,6 +76,11 @@ export interface VsOptions extends EngineRunOptions {
   source: string;
   types: BenchType[];
   llamaCppBin: string;
+  /**
+   * A llama.cpp build limited to 128-bit integer vectors (its AVX kernels, no AVX2/FMA/AVX-512),
+   * the width of wasm SIMD128, timed in the same rounds; the files are converted by llamaCppBin.
+   */
+  llamaCpp128Bin?: string;
   /** The wasm builds to run (kernels "wasm"), the first one reported as `ours`. */
   builds: WasmBuild[];
 }
@@ -124,6 +132,9 @@ interface TypeSamples {
   /** By build, in `o.builds` order (one entry for the JS kernels). */
   ours: OurSamples[];
   llamaTps: Map<number, number[]>;
+  /** The 128-bit build's tokens/s, and the first build's ratios to it (empty without it). */
+  llama128Tps: Map<number, number[]>;
+  ratios128: Map<number, number[]>;
   modelBytes: number;
   params: number;
 }
@@ -139,7 +150,14 @@ async function sampleType(file: string, o: VsOptions): Promise<TypeSamples> {
     const runners = await ourRunners(bytes, { ...o, wasmModule });
     ours.push({ runners, tps: lists(), ratios: lists() });
   }
-  const t: TypeSamples = { ours, llamaTps: lists(), modelBytes: 0, params: 0 };
+  const t: TypeSamples = {
+    ours,
+    llamaTps: lists(),
+    llama128Tps: lists(),
+    ratios128: lists(),
+    modelBytes: 0,
+    params: 0,
+  };
   for (let r = 0; r < o.runs; r++) {
     const mine = ours.map(() => new Map<number, number>());
     for (const b of VS_BATCHES) {
@@ -153,18 +171,31 @@ async function sampleType(file: string, o: VsOptions): Promise<TypeSamples> {
         tokens = run.tokens.join();
       }
     }
-    const single = llamaBenchDecode(o.llamaCppBin, file, o.numTokens, 1);
-    const batched = batchedBenchDecode(
-      o.llamaCppBin,
-      file,
-      o.numTokens,
-      VS_BATCHES.filter((b) => b > 1),
-    );
-    t.modelBytes = single.modelBytes;
-    t.params = single.params;
+    const llamaCpp = (bin: string) => {
+      const single = llamaBenchDecode(bin, file, o.numTokens, 1);
+      const batched = batchedBenchDecode(
+        bin,
+        file,
+        o.numTokens,
+        VS_BATCHES.filter((b) => b > 1),
+      );
+      return {
+        single,
+        tps: (b: number) => (b === 1 ? single.tokensPerS : (batched.get(b) as number)),
+      };
+    };
+    const main = llamaCpp(o.llamaCppBin);
+    const narrow = o.llamaCpp128Bin === undefined ? null : llamaCpp(o.llamaCpp128Bin);
+    t.modelBytes = main.single.modelBytes;
+    t.params = main.single.params;
     for (const b of VS_BATCHES) {
-      const llama = b === 1 ? single.tokensPerS : (batched.get(b) as number);
+      const llama = main.tps(b);
       t.llamaTps.get(b)?.push(llama);
+      const first = mine[0]?.get(b);
+      if (narrow) {
+        t.llama128Tps.get(b)?.push(narrow.tps(b));
+        if (first !== undefined) t.ratios128.get(b)?.push(first / narrow.tps(b));
+      }
       for (const [i, s] of ours.entries()) {
         const ourTps = mine[i]?.get(b);
         if (ourTps === undefined) continue;
@@ -230,6 +261,12 @@ export async function compareWithLlamaCpp(o: VsOptions) {
         ours: first.implied_gbps,
         llama_cpp: perBatch((b) => (t.modelBytes * llama(b)) / b / 1e9, 1),
       },
+      ...(o.llamaCpp128Bin === undefined
+        ? {}
+        : {
+            llama_cpp_128bit: perBatch(med(t.llama128Tps), 1),
+            ratio_128bit: first.ratio === null ? null : perBatch(med(t.ratios128), 2),
+          }),
       ...(rest.length === 0
         ? {}
         : {
@@ -254,6 +291,12 @@ export async function compareWithLlamaCpp(o: VsOptions) {
     tokens_per_sequence: o.numTokens,
     rounds: o.runs,
     llama_cpp_tools: "llama-bench (b1), llama-batched-bench -npp 8 (b8, b32)",
+    ...(o.llamaCpp128Bin === undefined
+      ? {}
+      : {
+          llama_cpp_128bit:
+            "a build with -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=OFF -DGGML_FMA=OFF",
+        }),
   };
 }
 
@@ -273,6 +316,14 @@ export function formatComparison(r: Awaited<ReturnType<typeof compareWithLlamaCp
       });
       const err = "error" in b.ours ? `   ours: ${b.ours.error}` : "";
       lines.push(`${type.padEnd(7)} ${name.padEnd(12)} ${cells.join("   ")}${err}`);
+    }
+    const narrow = t.llama_cpp_128bit;
+    if (narrow) {
+      const cells = VS_BATCHES.map((n) => {
+        const k = `b${n}` as keyof PerBatch;
+        return `b${n} ${narrow[k]} tok/s (ours ${t.ratio_128bit ? `${t.ratio_128bit[k]}x` : "-"})`;
+      });
+      lines.push(`${type.padEnd(7)} ${"llama 128bit".padEnd(12)} ${cells.join("   ")}`);
     }
   }
   return lines.join("\n");

@@ -11,13 +11,15 @@
  *
  *   npm run -s bench:engine -- --model .tmp/bench-llama.gguf --json --vs-llama-cpp
  *     [--llama-cpp-bin DIR (or LLAMA_CPP_BIN)] [--types F32,Q8_0,Q4_0,Q4_K_M] [--runs 3]
- *     [--wasm-builds relaxed-simd,simd128]
+ *     [--wasm-builds relaxed-simd,simd128] [--llama-cpp-128 DIR]
  *
  * Our side runs each wasm build in --wasm-builds (default both: wasm/kernels-relaxed.wasm and
  * wasm/kernels.wasm) in every round. Node 20 compiles relaxed SIMD only with a V8 flag, which
  * NODE_OPTIONS does not take: when a relaxed build is asked for and this Node lacks it, the
  * benchmark re-runs itself as `node --experimental-wasm-relaxed-simd --import tsx`. The JSON's
- * `wasm` is the build of `ours` (the first of --wasm-builds).
+ * `wasm` is the build of `ours` (the first of --wasm-builds). `--llama-cpp-128 DIR`: a second
+ * llama.cpp build limited to 128-bit integer vectors, as wasm SIMD128 is (cmake -DGGML_NATIVE=OFF
+ * -DGGML_AVX=ON -DGGML_AVX2=OFF -DGGML_FMA=OFF: its AVX kernels), timed in the same rounds.
  */
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
@@ -47,6 +49,7 @@ const { values } = parseArgs({
     "vs-llama-cpp": { type: "boolean", default: false },
     /** A llama.cpp build's bin directory (llama-quantize, llama-bench, llama-batched-bench). */
     "llama-cpp-bin": { type: "string" },
+    "llama-cpp-128": { type: "string" },
     types: { type: "string", default: "F32,Q8_0,Q4_0,Q4_K_M" },
     "wasm-builds": { type: "string", default: "relaxed-simd,simd128" },
   },
@@ -73,6 +76,7 @@ if (vs) {
     source: path,
     types,
     llamaCppBin,
+    llamaCpp128Bin: values["llama-cpp-128"],
     runs,
     numTokens,
     kernels,
