@@ -22,6 +22,7 @@
 import { addLanes, h2f4at, isum, isum4, q4kScaleBytes } from "./quant-dot";
 import { h2f } from "./quant-f16";
 import { HI2, M, NIB8, PART } from "./quant-matvec";
+import { dotQ4_Kr4, dotQ6_Kr4 } from "./quant-relaxed-rows4";
 import { Q4_0, Q4_K } from "./quant-types";
 
 /** 16 byte products a * b, adjacent pairs added in int16 (b in [0, 127]: exact). */
@@ -202,7 +203,15 @@ export function matvecQr(
   u: usize,
 ): void {
   if (type === Q4_0) blockSums(a, n, u);
-  for (let j = 0; j < d; j++, w += wr, out += 4) {
+  let j = 0;
+  if (type !== Q4_0) {
+    // four rows a call, then the d % 4 last rows one at a time
+    for (; j + 4 <= d; j += 4, w += wr << 2, out += 16) {
+      if (type === Q4_K) dotQ4_Kr4(w, wr, a, n, out);
+      else dotQ6_Kr4(w, wr, a, n, out);
+    }
+  }
+  for (; j < d; j++, w += wr, out += 4) {
     let v: f32;
     if (type === Q4_0) v = dotQ4r(w, a, u, n);
     else if (type === Q4_K) v = dotQ4_Kr(w, a, n);
