@@ -20,53 +20,117 @@ const K4 = memory.data<u8>([
 ]);
 
 /**
- * One pass of a Q6_K block (dotQ6_Kr's pass: 64 values, four 16-value sub-blocks whose scales are
- * int16 at s, s + 4, s + 8, s + 12), added to total. ql, qh and x are the pass's addresses, so
- * each load's offset is an immediate.
+ * One Q6_K block's integer sum as i32x4 partials into o (dotQ6_Kr's s: the 32 * sum_g sc_g *
+ * bsum_g offset first, then four passes of 64 values, the block's scales as int16 at PART; value
+ * 32k + 16p + i of half h lies in sub-block 8h + 2k + p). The passes are written out so that
+ * every address is a constant offset from w or a (binaryen does not inline a function this size
+ * called four times, and the pass index's shifts cost as much as the loads). The partials are
+ * stored after each pass: V8 keeps loads after a store below it, so it cannot hoist the next
+ * pass's loads above this pass's arithmetic and spill them.
  */
-// @ts-expect-error: decorator
-@inline
-function q6Pass(ql: usize, qh: usize, x: usize, s: usize, total: v128): v128 {
-  const m4 = v128.load(M + NIB8);
-  const m30 = v128.load(M + HI2);
-  const qa = v128.load(ql);
-  const qb = v128.load(ql, 32);
-  const hb = v128.load(qh, 128);
-  const q0 = v128.or(v128.and(qa, m4), v128.and(i16x8.shl(hb, 4), m30));
-  const q1 = v128.or(v128.and(qb, m4), v128.and(i16x8.shl(hb, 2), m30));
-  const q2 = v128.or(v128.and(i16x8.shr_u(qa, 4), m4), v128.and(hb, m30));
-  const q3 = v128.or(v128.and(i16x8.shr_u(qb, 4), m4), v128.and(i16x8.shr_u(hb, 2), m30));
-  total = i32x4.add(total, i32x4.dot_i16x8_s(dot2(v128.load(x), q0), v128.load16_splat(s)));
-  total = i32x4.add(total, i32x4.dot_i16x8_s(dot2(v128.load(x, 32), q1), v128.load16_splat(s, 4)));
-  total = i32x4.add(total, i32x4.dot_i16x8_s(dot2(v128.load(x, 64), q2), v128.load16_splat(s, 8)));
-  return i32x4.add(total, i32x4.dot_i16x8_s(dot2(v128.load(x, 96), q3), v128.load16_splat(s, 12)));
-}
-
-/**
- * i32x4 partials of one Q6_K block's integer sum (dotQ6_Kr's s: the 32 * sum_g sc_g * bsum_g
- * offset first, then the four passes unrolled: value 32k + 16p + i of half h lies in sub-block
- * 8h + 2k + p), the block's scales as int16 at PART.
- */
-// @ts-expect-error: decorator
-@inline
 function q6Block(w: usize, a: usize, o: usize): void {
   const sc = v128.load(w, 192);
   const sl = i16x8.extend_low_i8x16_s(sc);
   const sh = i16x8.extend_high_i8x16_s(sc);
   v128.store(PART, sl);
   v128.store(PART, sh, 16);
-  let total = i32x4.add(
+  let t = i32x4.add(
     i32x4.dot_i16x8_s(sl, v128.load(a, 260)),
     i32x4.dot_i16x8_s(sh, v128.load(a, 276)),
   );
-  total = i32x4.sub(i32x4.splat(0), i32x4.shl(total, 5));
-  total = q6Pass(w, w, a + 4, PART, total);
-  v128.store(o, total);
-  total = q6Pass(w + 16, w + 16, a + 20, PART + 2, total);
-  v128.store(o, total);
-  total = q6Pass(w + 64, w + 32, a + 132, PART + 16, total);
-  v128.store(o, total);
-  v128.store(o, q6Pass(w + 80, w + 48, a + 148, PART + 18, total));
+  t = i32x4.sub(i32x4.splat(0), i32x4.shl(t, 5));
+  const m4 = v128.load(M + NIB8);
+  const m30 = v128.load(M + HI2);
+  {
+    // pass: ql at 0, qh at 128, x at 4, scales from sub-block 0 on in steps of 2
+    const qa = v128.load(w, 0);
+    const qb = v128.load(w, 0 + 32);
+    const hb = v128.load(w, 128);
+    const q0 = v128.or(v128.and(qa, m4), v128.and(i16x8.shl(hb, 4), m30));
+    const q1 = v128.or(v128.and(qb, m4), v128.and(i16x8.shl(hb, 2), m30));
+    const q2 = v128.or(v128.and(i16x8.shr_u(qa, 4), m4), v128.and(hb, m30));
+    const q3 = v128.or(v128.and(i16x8.shr_u(qb, 4), m4), v128.and(i16x8.shr_u(hb, 2), m30));
+    t = i32x4.add(t, i32x4.dot_i16x8_s(dot2(v128.load(a, 4), q0), v128.load16_splat(PART, 0)));
+    t = i32x4.add(t, i32x4.dot_i16x8_s(dot2(v128.load(a, 4 + 32), q1), v128.load16_splat(PART, 4)));
+    t = i32x4.add(t, i32x4.dot_i16x8_s(dot2(v128.load(a, 4 + 64), q2), v128.load16_splat(PART, 8)));
+    t = i32x4.add(
+      t,
+      i32x4.dot_i16x8_s(dot2(v128.load(a, 4 + 96), q3), v128.load16_splat(PART, 12)),
+    );
+    v128.store(o, t);
+  }
+  {
+    // pass: ql at 16, qh at 144, x at 20, scales from sub-block 1 on in steps of 2
+    const qa = v128.load(w, 16);
+    const qb = v128.load(w, 16 + 32);
+    const hb = v128.load(w, 144);
+    const q0 = v128.or(v128.and(qa, m4), v128.and(i16x8.shl(hb, 4), m30));
+    const q1 = v128.or(v128.and(qb, m4), v128.and(i16x8.shl(hb, 2), m30));
+    const q2 = v128.or(v128.and(i16x8.shr_u(qa, 4), m4), v128.and(hb, m30));
+    const q3 = v128.or(v128.and(i16x8.shr_u(qb, 4), m4), v128.and(i16x8.shr_u(hb, 2), m30));
+    t = i32x4.add(t, i32x4.dot_i16x8_s(dot2(v128.load(a, 20), q0), v128.load16_splat(PART, 2)));
+    t = i32x4.add(
+      t,
+      i32x4.dot_i16x8_s(dot2(v128.load(a, 20 + 32), q1), v128.load16_splat(PART, 6)),
+    );
+    t = i32x4.add(
+      t,
+      i32x4.dot_i16x8_s(dot2(v128.load(a, 20 + 64), q2), v128.load16_splat(PART, 10)),
+    );
+    t = i32x4.add(
+      t,
+      i32x4.dot_i16x8_s(dot2(v128.load(a, 20 + 96), q3), v128.load16_splat(PART, 14)),
+    );
+    v128.store(o, t);
+  }
+  {
+    // pass: ql at 64, qh at 160, x at 132, scales from sub-block 8 on in steps of 2
+    const qa = v128.load(w, 64);
+    const qb = v128.load(w, 64 + 32);
+    const hb = v128.load(w, 160);
+    const q0 = v128.or(v128.and(qa, m4), v128.and(i16x8.shl(hb, 4), m30));
+    const q1 = v128.or(v128.and(qb, m4), v128.and(i16x8.shl(hb, 2), m30));
+    const q2 = v128.or(v128.and(i16x8.shr_u(qa, 4), m4), v128.and(hb, m30));
+    const q3 = v128.or(v128.and(i16x8.shr_u(qb, 4), m4), v128.and(i16x8.shr_u(hb, 2), m30));
+    t = i32x4.add(t, i32x4.dot_i16x8_s(dot2(v128.load(a, 132), q0), v128.load16_splat(PART, 16)));
+    t = i32x4.add(
+      t,
+      i32x4.dot_i16x8_s(dot2(v128.load(a, 132 + 32), q1), v128.load16_splat(PART, 20)),
+    );
+    t = i32x4.add(
+      t,
+      i32x4.dot_i16x8_s(dot2(v128.load(a, 132 + 64), q2), v128.load16_splat(PART, 24)),
+    );
+    t = i32x4.add(
+      t,
+      i32x4.dot_i16x8_s(dot2(v128.load(a, 132 + 96), q3), v128.load16_splat(PART, 28)),
+    );
+    v128.store(o, t);
+  }
+  {
+    // pass: ql at 80, qh at 176, x at 148, scales from sub-block 9 on in steps of 2
+    const qa = v128.load(w, 80);
+    const qb = v128.load(w, 80 + 32);
+    const hb = v128.load(w, 176);
+    const q0 = v128.or(v128.and(qa, m4), v128.and(i16x8.shl(hb, 4), m30));
+    const q1 = v128.or(v128.and(qb, m4), v128.and(i16x8.shl(hb, 2), m30));
+    const q2 = v128.or(v128.and(i16x8.shr_u(qa, 4), m4), v128.and(hb, m30));
+    const q3 = v128.or(v128.and(i16x8.shr_u(qb, 4), m4), v128.and(i16x8.shr_u(hb, 2), m30));
+    t = i32x4.add(t, i32x4.dot_i16x8_s(dot2(v128.load(a, 148), q0), v128.load16_splat(PART, 18)));
+    t = i32x4.add(
+      t,
+      i32x4.dot_i16x8_s(dot2(v128.load(a, 148 + 32), q1), v128.load16_splat(PART, 22)),
+    );
+    t = i32x4.add(
+      t,
+      i32x4.dot_i16x8_s(dot2(v128.load(a, 148 + 64), q2), v128.load16_splat(PART, 26)),
+    );
+    t = i32x4.add(
+      t,
+      i32x4.dot_i16x8_s(dot2(v128.load(a, 148 + 96), q3), v128.load16_splat(PART, 30)),
+    );
+    v128.store(o, t);
+  }
 }
 
 /**
@@ -97,16 +161,11 @@ export function dotQ6_Kr4(w: usize, wr: usize, a: usize, n: i32, o: usize): void
  * Sub-blocks 2c (low nibbles) and 2c + 1 (high) of one Q4_K row's 64-value chunk at q against the
  * activations at x (dotQ4_Kr's inner step), times their scales (int16 at s and s + 2), added to t.
  */
-// @ts-expect-error: decorator
-@inline
 function q4kChunk(q: usize, x: usize, s: usize, t: v128): v128 {
   const m = v128.load(M + NIB8);
   const q0 = v128.load(q);
   const q1 = v128.load(q, 16);
-  const e = i16x8.add(
-    dot2(v128.load(x), v128.and(q0, m)),
-    dot2(v128.load(x, 16), v128.and(q1, m)),
-  );
+  const e = i16x8.add(dot2(v128.load(x), v128.and(q0, m)), dot2(v128.load(x, 16), v128.and(q1, m)));
   const o = i16x8.add(
     dot2(v128.load(x, 32), v128.and(i16x8.shr_u(q0, 4), m)),
     dot2(v128.load(x, 48), v128.and(i16x8.shr_u(q1, 4), m)),
@@ -150,7 +209,26 @@ export function dotQ4_Kr4(w: usize, wr: usize, a: usize, n: i32, o: usize): void
       i32x4.shl(v128.and(i32x4.shr_u(u1, 6), m03), 4),
     );
     // scales of rows 0, 1 then rows 2, 3 as bytes (sub-blocks 0..7 each), widened to int16
-    const s01 = v128.shuffle<u8>(sc03, sc47, 0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+    const s01 = v128.shuffle<u8>(
+      sc03,
+      sc47,
+      0,
+      1,
+      2,
+      3,
+      16,
+      17,
+      18,
+      19,
+      4,
+      5,
+      6,
+      7,
+      20,
+      21,
+      22,
+      23,
+    );
     const s23 = v128.shuffle<u8>(
       sc03,
       sc47,
@@ -189,7 +267,11 @@ export function dotQ4_Kr4(w: usize, wr: usize, a: usize, n: i32, o: usize): void
       i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(mn47), pp47),
     );
     // kept in memory over the chunk loop, whose registers they would otherwise take
-    v128.store(PART, i32x4.add(v128.shuffle<i32>(lo, hi, 0, 2, 4, 6), v128.shuffle<i32>(lo, hi, 1, 3, 5, 7)), 64);
+    v128.store(
+      PART,
+      i32x4.add(v128.shuffle<i32>(lo, hi, 0, 2, 4, 6), v128.shuffle<i32>(lo, hi, 1, 3, 5, 7)),
+      64,
+    );
     const dx = f32x4.splat(load<f32>(a));
     v128.store(PART, f32x4.mul(h2f4(dh), dx), 80); // h2f4 reads the low 16 bits of each lane
     v128.store(PART, f32x4.mul(h2f4(i32x4.shr_u(dh, 16)), dx), 96);
@@ -208,7 +290,10 @@ export function dotQ4_Kr4(w: usize, wr: usize, a: usize, n: i32, o: usize): void
     }
     const sum = isum4(t0, t1, t2, t3);
     acc = f32x4.add(acc, f32x4.mul(v128.load(PART, 80), f32x4.convert_i32x4_s(sum)));
-    acc = f32x4.sub(acc, f32x4.mul(v128.load(PART, 96), f32x4.convert_i32x4_s(v128.load(PART, 64))));
+    acc = f32x4.sub(
+      acc,
+      f32x4.mul(v128.load(PART, 96), f32x4.convert_i32x4_s(v128.load(PART, 64))),
+    );
   }
   v128.store(o, acc);
 }
