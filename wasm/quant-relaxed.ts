@@ -205,10 +205,10 @@ export function matvecQr(
   if (type === Q4_0) blockSums(a, n, u);
   let j = 0;
   if (type !== Q4_0) {
-    // four rows a call, then the d % 4 last rows one at a time
+    // four adjacent rows a call, then the d % 4 last rows one at a time
     for (; j + 4 <= d; j += 4, w += wr << 2, out += 16) {
-      if (type === Q4_K) dotQ4_Kr4(w, wr, a, n, out);
-      else dotQ6_Kr4(w, wr, a, n, out);
+      if (type === Q4_K) dotQ4_Kr4(w, wr, a, n, out, u);
+      else dotQ6_Kr4(w, wr, a, n, out, u);
     }
   }
   for (; j < d; j++, w += wr, out += 4) {
