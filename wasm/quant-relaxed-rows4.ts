@@ -11,7 +11,7 @@
  * of the four outputs.
  */
 
-import { isum4, q4kScaleBytes } from "./quant-dot";
+import { h2f4at, isum4, q4kScaleBytes } from "./quant-dot";
 import { h2f4 } from "./quant-f16";
 import { HI2, M, NIB8 } from "./quant-matvec";
 import { dot2 } from "./quant-relaxed";
@@ -231,6 +231,47 @@ export function dotQ4_Kr4(w: usize, wr: usize, a: usize, n: i32, o: usize, p: us
     const dmin = h2f4(i32x4.shr_u(dh, 16));
     acc = f32x4.add(acc, f32x4.mul(f32x4.mul(d, dx), f32x4.convert_i32x4_s(s)));
     acc = f32x4.sub(acc, f32x4.mul(f32x4.mul(dmin, dx), f32x4.convert_i32x4_s(m)));
+  }
+  v128.store(o, acc);
+}
+
+/**
+ * Q4_0 rows w, w + wr, w + 2 wr, w + 3 wr (n / 32 blocks of 18 bytes) against the Q8_0
+ * activation row a, with its d_x and block sums at u (quant-relaxed.ts's blockSums) and 2n bytes
+ * of scratch after them, into o .. o + 12. Per row and block, two dot2 of the nibbles (0..15)
+ * with q added in int16 (within 4 * 15 * 128) and stored; per block the four rows folded into
+ * one vector in int16 (16 products a lane, within 32767) and widened once, less 8 * sum(q) (as
+ * dotQ4x4r), then lane r: acc + f32(s) * (d_w * d_x), as dotQ4r.
+ */
+export function dotQ4_0r4(w: usize, wr: usize, a: usize, u: usize, n: i32, o: usize): void {
+  const nb = <usize>(n >> 5);
+  const sums = u + (nb << 2);
+  const p = sums + (nb << 2);
+  const m = v128.load(M + NIB8);
+  const xe = a + 4 + nb * 36;
+  for (let r: usize = 0, wj = w; r < 64; r += 16) {
+    for (let x = a + 4, pb = p + r; x < xe; wj += 18, x += 36, pb += 64) {
+      const q = v128.load(wj, 2);
+      const lo = dot2(v128.load(x), v128.and(q, m));
+      v128.store(pb, i16x8.add(lo, dot2(v128.load(x, 16), v128.and(i16x8.shr_u(q, 4), m))));
+    }
+  }
+  let acc = f32x4.splat(0);
+  for (let b: usize = 0, pb = p; b < nb; b++, w += 18, pb += 64) {
+    const d0 = v128.load(pb);
+    const d1 = v128.load(pb, 16);
+    const d2 = v128.load(pb, 32);
+    const d3 = v128.load(pb, 48);
+    const h01 = i16x8.add(v128.shuffle<i64>(d0, d1, 0, 2), v128.shuffle<i64>(d0, d1, 1, 3));
+    const h23 = i16x8.add(v128.shuffle<i64>(d2, d3, 0, 2), v128.shuffle<i64>(d2, d3, 1, 3));
+    const h = i16x8.add(
+      v128.shuffle<i32>(h01, h23, 0, 2, 4, 6),
+      v128.shuffle<i32>(h01, h23, 1, 3, 5, 7),
+    );
+    const s8 = i32x4.shl(v128.load32_splat(sums + (b << 2)), 3);
+    const s = i32x4.sub(i32x4.extadd_pairwise_i16x8_s(h), s8);
+    const dd = f32x4.mul(h2f4at(w, wr), v128.load32_splat(u + (b << 2)));
+    acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(s), dd));
   }
   v128.store(o, acc);
 }

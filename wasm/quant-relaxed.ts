@@ -22,7 +22,7 @@
 import { addLanes, h2f4at, isum, isum4, q4kScaleBytes } from "./quant-dot";
 import { h2f } from "./quant-f16";
 import { HI2, M, NIB8, PART } from "./quant-matvec";
-import { dotQ4_Kr4, dotQ6_Kr4 } from "./quant-relaxed-rows4";
+import { dotQ4_0r4, dotQ4_Kr4, dotQ6_Kr4 } from "./quant-relaxed-rows4";
 import { Q4_0, Q4_K } from "./quant-types";
 
 /** 16 byte products a * b, adjacent pairs added in int16 (b in [0, 127]: exact). */
@@ -203,13 +203,13 @@ export function matvecQr(
   u: usize,
 ): void {
   if (type === Q4_0) blockSums(a, n, u);
+  // four adjacent rows a call (wasm/quant-relaxed-rows4.ts), then the d % 4 last rows one at a
+  // time
   let j = 0;
-  if (type !== Q4_0) {
-    // four adjacent rows a call, then the d % 4 last rows one at a time
-    for (; j + 4 <= d; j += 4, w += wr << 2, out += 16) {
-      if (type === Q4_K) dotQ4_Kr4(w, wr, a, n, out, u);
-      else dotQ6_Kr4(w, wr, a, n, out, u);
-    }
+  for (; j + 4 <= d; j += 4, w += wr << 2, out += 16) {
+    if (type === Q4_0) dotQ4_0r4(w, wr, a, u, n, out);
+    else if (type === Q4_K) dotQ4_Kr4(w, wr, a, n, out, u);
+    else dotQ6_Kr4(w, wr, a, n, out, u);
   }
   for (; j < d; j++, w += wr, out += 4) {
     let v: f32;
