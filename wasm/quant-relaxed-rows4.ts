@@ -11,7 +11,7 @@
  * of the four outputs.
  */
 
-import { h2f4at, isum4, q4kScaleBytes } from "./quant-dot";
+import { h2f4at, isum4 } from "./quant-dot";
 import { h2f4 } from "./quant-f16";
 import { HI2, M, NIB8 } from "./quant-matvec";
 import { dot2 } from "./quant-relaxed";
@@ -179,14 +179,20 @@ function q4kChunk(q: usize, x: usize, s: usize, t: v128): v128 {
  */
 export function dotQ4_Kr4(w: usize, wr: usize, a: usize, n: i32, o: usize, p: usize): void {
   const nb = <usize>(n >> 8);
+  const ae = a + 4 + nb * 292;
   for (let r: usize = 0, wj = w; r < 64; r += 16) {
-    for (let b: usize = 0; b < nb; b++, wj += 144) {
-      v128.store(R4, i16x8.extend_low_i8x16_u(q4kScaleBytes(wj + 4)));
-      const ab = a + b * 292 + 4;
+    for (let ab = a + 4, pb = p + r; ab < ae; ab += 292, wj += 144, pb += 64) {
+      // the eight scales (q4kScaleBytes' first two words) as int16 at R4
+      const u0 = load<u32>(wj, 4);
+      const u2 = load<u32>(wj, 12);
+      const s47 = (u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4);
+      const sc = <u64>(u0 & 0x3f3f3f3f) | ((<u64>s47) << 32);
+      v128.store(R4, i16x8.extend_low_i8x16_u(i64x2.splat(sc)));
       let t = i32x4.splat(0);
-      for (let c: usize = 0; c < 4; c++)
-        t = q4kChunk(wj + 16 + (c << 5), ab + (c << 6), R4 + (c << 2), t);
-      v128.store(p + (b << 6) + r, t);
+      for (let c: usize = 0, q = wj + 16, x = ab, sr = R4; c < 4; c++, q += 32, x += 64, sr += 4) {
+        t = q4kChunk(q, x, sr, t);
+      }
+      v128.store(pb, t);
     }
   }
   let acc = f32x4.splat(0);
