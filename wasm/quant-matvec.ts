@@ -13,6 +13,7 @@
 
 import { addLanes, h2f4at, isum, isum4, q4kScaleBytes } from "./quant-dot";
 import { h2f } from "./quant-f16";
+import { dotQ8w4 } from "./quant-matvec-rows4";
 import { Q4_0, Q4_K, Q6_K, Q8_0 } from "./quant-types";
 
 /**
@@ -53,8 +54,16 @@ export function hasMatvec(type: i32): bool {
  * Bytes of a widened row of n values: n int16, then (Q8_0, Q4_0) n / 32 f32 block scales d_x and
  * n / 32 int32 block sums of q.
  */
-export function widenedBytes(n: i32): usize {
+function widenedRowBytes(n: i32): usize {
   return ((<usize>n) << 1) + ((<usize>(n >> 5)) << 3);
+}
+
+/**
+ * Scratch bytes of the single-row matvec of n values (either build): the widened row, then 2n
+ * bytes of the four-row kernels' partial sums (64 bytes a block of 32).
+ */
+export function widenedBytes(n: i32): usize {
+  return widenedRowBytes(n) + ((<usize>n) << 1);
 }
 
 /**
@@ -90,7 +99,7 @@ export function widenRow(type: i32, a: usize, n: i32, u: usize): void {
 }
 
 /** i32x4 partial sums of one Q8_0 block (weights at w) times its 32 widened activations at x. */
-function block8(w: usize, x: usize): v128 {
+export function block8(w: usize, x: usize): v128 {
   return i32x4.add(
     i32x4.add(
       i32x4.dot_i16x8_s(v128.load8x8_s(w, 2), v128.load(x)),
@@ -108,7 +117,7 @@ function block8(w: usize, x: usize): v128 {
  * activations at x (even/odd order): lane t of the 16 bytes holds values 2t (bits 0..3), 16 + 2t
  * (4..7), 2t + 1 (8..11) and 17 + 2t (12..15).
  */
-function block4(w: usize, x: usize): v128 {
+export function block4(w: usize, x: usize): v128 {
   const q = v128.load(w, 2);
   const m = v128.load(M + NIB16);
   return i32x4.add(
@@ -283,7 +292,13 @@ export function matvecQ(
   u: usize,
 ): void {
   widenRow(type, a, n, u);
-  for (let j = 0; j < d; j++, w += wr, out += 4) {
+  let j = 0;
+  if (type === Q8_0 || type === Q4_0) {
+    // four adjacent rows a call (wasm/quant-matvec-rows4.ts), the d % 4 last ones below
+    const p = u + widenedRowBytes(n);
+    for (; j + 4 <= d; j += 4, w += wr << 2, out += 16) dotQ8w4(type === Q4_0, w, wr, u, n, out, p);
+  }
+  for (; j < d; j++, w += wr, out += 4) {
     let v: f32;
     if (type === Q8_0) v = dotQ8w(false, w, u, n);
     else if (type === Q4_0) v = dotQ8w(true, w, u, n);

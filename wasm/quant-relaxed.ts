@@ -190,7 +190,7 @@ function dotQ6_Kr(w: usize, a: usize, n: i32): f32 {
 
 /**
  * out[j] = dot(weight row j, activation row a) for j < d (Q4_0, Q4_K, Q6_K), as matvecQ
- * (wasm/quant-matvec.ts); u has room for n / 4 bytes (Q4_0).
+ * (wasm/quant-matvec.ts); u has room for widenedBytes(n).
  */
 export function matvecQr(
   type: i32,
