@@ -54,16 +54,8 @@ export function hasMatvec(type: i32): bool {
  * Bytes of a widened row of n values: n int16, then (Q8_0, Q4_0) n / 32 f32 block scales d_x and
  * n / 32 int32 block sums of q.
  */
-function widenedRowBytes(n: i32): usize {
-  return ((<usize>n) << 1) + ((<usize>(n >> 5)) << 3);
-}
-
-/**
- * Scratch bytes of the single-row matvec of n values (either build): the widened row, then 2n
- * bytes of the four-row kernels' partial sums (64 bytes a block of 32).
- */
 export function widenedBytes(n: i32): usize {
-  return widenedRowBytes(n) + ((<usize>n) << 1);
+  return ((<usize>n) << 1) + ((<usize>(n >> 5)) << 3);
 }
 
 /**
@@ -294,9 +286,14 @@ export function matvecQ(
   widenRow(type, a, n, u);
   let j = 0;
   if (type === Q8_0 || type === Q4_0) {
-    // four adjacent rows a call (wasm/quant-matvec-rows4.ts), the d % 4 last ones below
-    const p = u + widenedRowBytes(n);
-    for (; j + 4 <= d; j += 4, w += wr << 2, out += 16) dotQ8w4(type === Q4_0, w, wr, u, n, out, p);
+    // rows j, j + q, j + 2q, j + 3q a call (wasm/quant-matvec-rows4.ts), the d % 4 last below
+    const q = d >> 2;
+    const rs = <usize>q * wr;
+    const os = (<usize>q) << 2;
+    for (; j < q; j++, w += wr, out += 4) dotQ8w4(type === Q4_0, w, rs, u, n, out, os);
+    j = q << 2;
+    w += 3 * rs;
+    out += 3 * os;
   }
   for (; j < d; j++, w += wr, out += 4) {
     let v: f32;

@@ -241,33 +241,38 @@ export function dotQ4_Kr4(w: usize, wr: usize, a: usize, n: i32, o: usize, p: us
   v128.store(o, acc);
 }
 
+/** int16 partials of one Q4_0 block (nibbles 0..15 at w + 2) times its activations at x. */
+function q4Block(w: usize, x: usize, m: v128): v128 {
+  const q = v128.load(w, 2);
+  const lo = dot2(v128.load(x), v128.and(q, m));
+  return i16x8.add(lo, dot2(v128.load(x, 16), v128.and(i16x8.shr_u(q, 4), m)));
+}
+
 /**
- * Q4_0 rows w, w + wr, w + 2 wr, w + 3 wr (n / 32 blocks of 18 bytes) against the Q8_0
- * activation row a, with its d_x and block sums at u (quant-relaxed.ts's blockSums) and 2n bytes
- * of scratch after them, into o .. o + 12. Per row and block, two dot2 of the nibbles (0..15)
- * with q added in int16 (within 4 * 15 * 128) and stored; per block the four rows folded into
- * one vector in int16 (16 products a lane, within 32767) and widened once, less 8 * sum(q) (as
- * dotQ4x4r), then lane r: acc + f32(s) * (d_w * d_x), as dotQ4r.
+ * Q4_0 rows w, w + rs, w + 2 rs, w + 3 rs against the Q8_0 activation row a, with its d_x and
+ * block sums at u (quant-relaxed.ts's blockSums), into o, o + os, o + 2 os, o + 3 os. Per block
+ * the four rows' two dot2 of the nibbles with q added in int16 (within 4 * 15 * 128 a lane), the
+ * four rows folded into one vector in int16 (16 products a lane, within 32767) and widened once,
+ * less 8 * sum(q) (as dotQ4x4r), then lane r: acc + f32(s) * (d_w * d_x), as dotQ4r.
  */
-export function dotQ4_0r4(w: usize, wr: usize, a: usize, u: usize, n: i32, o: usize): void {
+export function dotQ4_0r4(
+  w: usize,
+  rs: usize,
+  a: usize,
+  u: usize,
+  n: i32,
+  o: usize,
+  os: usize,
+): void {
   const nb = <usize>(n >> 5);
   const sums = u + (nb << 2);
-  const p = sums + (nb << 2);
   const m = v128.load(M + NIB8);
-  const xe = a + 4 + nb * 36;
-  for (let r: usize = 0, wj = w; r < 64; r += 16) {
-    for (let x = a + 4, pb = p + r; x < xe; wj += 18, x += 36, pb += 64) {
-      const q = v128.load(wj, 2);
-      const lo = dot2(v128.load(x), v128.and(q, m));
-      v128.store(pb, i16x8.add(lo, dot2(v128.load(x, 16), v128.and(i16x8.shr_u(q, 4), m))));
-    }
-  }
   let acc = f32x4.splat(0);
-  for (let b: usize = 0, pb = p; b < nb; b++, w += 18, pb += 64) {
-    const d0 = v128.load(pb);
-    const d1 = v128.load(pb, 16);
-    const d2 = v128.load(pb, 32);
-    const d3 = v128.load(pb, 48);
+  for (let b: usize = 0, x = a + 4; b < nb; b++, w += 18, x += 36) {
+    const d0 = q4Block(w, x, m);
+    const d1 = q4Block(w + rs, x, m);
+    const d2 = q4Block(w + 2 * rs, x, m);
+    const d3 = q4Block(w + 3 * rs, x, m);
     const h01 = i16x8.add(v128.shuffle<i64>(d0, d1, 0, 2), v128.shuffle<i64>(d0, d1, 1, 3));
     const h23 = i16x8.add(v128.shuffle<i64>(d2, d3, 0, 2), v128.shuffle<i64>(d2, d3, 1, 3));
     const h = i16x8.add(
@@ -276,8 +281,11 @@ export function dotQ4_0r4(w: usize, wr: usize, a: usize, u: usize, n: i32, o: us
     );
     const s8 = i32x4.shl(v128.load32_splat(sums + (b << 2)), 3);
     const s = i32x4.sub(i32x4.extadd_pairwise_i16x8_s(h), s8);
-    const dd = f32x4.mul(h2f4at(w, wr), v128.load32_splat(u + (b << 2)));
+    const dd = f32x4.mul(h2f4at(w, rs), v128.load32_splat(u + (b << 2)));
     acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(s), dd));
   }
-  v128.store(o, acc);
+  store<f32>(o, f32x4.extract_lane(acc, 0));
+  store<f32>(o + os, f32x4.extract_lane(acc, 1));
+  store<f32>(o + 2 * os, f32x4.extract_lane(acc, 2));
+  store<f32>(o + 3 * os, f32x4.extract_lane(acc, 3));
 }

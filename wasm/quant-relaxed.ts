@@ -206,9 +206,17 @@ export function matvecQr(
   // four adjacent rows a call (wasm/quant-relaxed-rows4.ts), then the d % 4 last rows one at a
   // time
   let j = 0;
+  if (type === Q4_0) {
+    const q = d >> 2;
+    const rs = <usize>q * wr;
+    const os = (<usize>q) << 2;
+    for (; j < q; j++, w += wr, out += 4) dotQ4_0r4(w, rs, a, u, n, out, os);
+    j = q << 2;
+    w += 3 * rs;
+    out += 3 * os;
+  }
   for (; j + 4 <= d; j += 4, w += wr << 2, out += 16) {
-    if (type === Q4_0) dotQ4_0r4(w, wr, a, u, n, out);
-    else if (type === Q4_K) dotQ4_Kr4(w, wr, a, n, out, u);
+    if (type === Q4_K) dotQ4_Kr4(w, wr, a, n, out, u);
     else dotQ6_Kr4(w, wr, a, n, out, u);
   }
   for (; j < d; j++, w += wr, out += 4) {
