@@ -1,14 +1,16 @@
 /**
- * Single-stream (one activation row) relaxed-SIMD sums of four adjacent weight rows per call, for
+ * Single-stream (one activation row) relaxed-SIMD sums of four weight rows per call, for
  * wasm/quant-relaxed.ts's matvecQr (relaxed build only; see that file for why every relaxed dot
- * is exact). Two phases: the integer sums of each (row, block), row after row so that the weights
- * are read in address order (interleaving the four rows block by block or chunk by chunk ran at
- * 0.3-0.5x the one-row kernel once rows were longer than about 512 values and streamed from
- * memory: the prefetcher lost them), stored as i32x4 partials at p (64 bytes a block); then per
- * block the epilogue once for the four rows, in lanes: one isum4 instead of four horizontal sums,
- * the four scales converted by one h2f4, the float steps as f32x4 operations (lane r: row r,
- * each lane the one-row kernel's rounded operations in its order, so the same bits) and one store
- * of the four outputs.
+ * is exact). Q4_K and Q6_K: four adjacent rows in two phases, the integer sums of each (row,
+ * block) row after row so that the weights are read in address order (interleaving the four rows
+ * block by block or chunk by chunk ran at 0.3-0.5x the one-row kernel once rows were longer than
+ * about 512 values and streamed from memory: the prefetcher lost them), stored as i32x4 partials
+ * at p (64 bytes a block), then per block the epilogue once for the four rows. Q4_0: one row from
+ * each quarter of the matrix, their blocks read in turn (four streams in address order, as
+ * wasm/quant-matvec-rows4.ts). The epilogue in lanes either way: one isum4 (or int16 fold)
+ * instead of four horizontal sums, the four scales converted by one h2f4, the float steps as
+ * f32x4 operations (lane r: row r, each lane the one-row kernel's rounded operations in its
+ * order, so the same bits) and the four outputs stored at once.
  */
 
 import { h2f4at, isum4 } from "./quant-dot";

@@ -203,8 +203,8 @@ export function matvecQr(
   u: usize,
 ): void {
   if (type === Q4_0) blockSums(a, n, u);
-  // four adjacent rows a call (wasm/quant-relaxed-rows4.ts), then the d % 4 last rows one at a
-  // time
+  // four rows a call (wasm/quant-relaxed-rows4.ts: Q4_0 rows j, j + q, j + 2q, j + 3q, the
+  // K-quants four adjacent rows), then the d % 4 last rows one at a time
   let j = 0;
   if (type === Q4_0) {
     const q = d >> 2;
