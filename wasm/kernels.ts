@@ -59,15 +59,7 @@ function dot(a: usize, b: usize, n4b: usize, nb: usize): f32 {
 /**
  * One row of X against four rows of W `ws` bytes apart: out[r] = x . w_r, stored at o + r * os.
  */
-function tile1x4(
-  o: usize,
-  os: usize,
-  x: usize,
-  w0: usize,
-  ws: usize,
-  n4b: usize,
-  nb: usize,
-): void {
+function tile1x4(o: usize, os: usize, x: usize, w0: usize, ws: usize, n4b: usize, nb: usize): void {
   const w1 = w0 + ws;
   const w2 = w1 + ws;
   const w3 = w2 + ws;

@@ -13,6 +13,7 @@
 
 import { addLanes, h2f4at, isum, isum4, q4kScaleBytes } from "./quant-dot";
 import { h2f } from "./quant-f16";
+import { dotQ8w4 } from "./quant-matvec-rows4";
 import { Q4_0, Q4_K, Q6_K, Q8_0 } from "./quant-types";
 
 /**
@@ -90,7 +91,7 @@ export function widenRow(type: i32, a: usize, n: i32, u: usize): void {
 }
 
 /** i32x4 partial sums of one Q8_0 block (weights at w) times its 32 widened activations at x. */
-function block8(w: usize, x: usize): v128 {
+export function block8(w: usize, x: usize): v128 {
   return i32x4.add(
     i32x4.add(
       i32x4.dot_i16x8_s(v128.load8x8_s(w, 2), v128.load(x)),
@@ -108,7 +109,7 @@ function block8(w: usize, x: usize): v128 {
  * activations at x (even/odd order): lane t of the 16 bytes holds values 2t (bits 0..3), 16 + 2t
  * (4..7), 2t + 1 (8..11) and 17 + 2t (12..15).
  */
-function block4(w: usize, x: usize): v128 {
+export function block4(w: usize, x: usize): v128 {
   const q = v128.load(w, 2);
   const m = v128.load(M + NIB16);
   return i32x4.add(
@@ -283,7 +284,18 @@ export function matvecQ(
   u: usize,
 ): void {
   widenRow(type, a, n, u);
-  for (let j = 0; j < d; j++, w += wr, out += 4) {
+  let j = 0;
+  if (type === Q8_0 || type === Q4_0) {
+    // rows j, j + q, j + 2q, j + 3q a call (wasm/quant-matvec-rows4.ts), the d % 4 last below
+    const q = d >> 2;
+    const rs = <usize>q * wr;
+    const os = (<usize>q) << 2;
+    for (; j < q; j++, w += wr, out += 4) dotQ8w4(type === Q4_0, w, rs, u, n, out, os);
+    j = q << 2;
+    w += 3 * rs;
+    out += 3 * os;
+  }
+  for (; j < d; j++, w += wr, out += 4) {
     let v: f32;
     if (type === Q8_0) v = dotQ8w(false, w, u, n);
     else if (type === Q4_0) v = dotQ8w(true, w, u, n);

@@ -22,6 +22,7 @@
 import { addLanes, h2f4at, isum, isum4, q4kScaleBytes } from "./quant-dot";
 import { h2f } from "./quant-f16";
 import { HI2, M, NIB8, PART } from "./quant-matvec";
+import { dotQ4_0r4, dotQ4_Kr4, dotQ6_Kr4 } from "./quant-relaxed-rows4";
 import { Q4_0, Q4_K } from "./quant-types";
 
 /** 16 byte products a * b, adjacent pairs added in int16 (b in [0, 127]: exact). */
@@ -189,7 +190,7 @@ function dotQ6_Kr(w: usize, a: usize, n: i32): f32 {
 
 /**
  * out[j] = dot(weight row j, activation row a) for j < d (Q4_0, Q4_K, Q6_K), as matvecQ
- * (wasm/quant-matvec.ts); u has room for n / 4 bytes (Q4_0).
+ * (wasm/quant-matvec.ts); u has room for widenedBytes(n).
  */
 export function matvecQr(
   type: i32,
@@ -202,7 +203,23 @@ export function matvecQr(
   u: usize,
 ): void {
   if (type === Q4_0) blockSums(a, n, u);
-  for (let j = 0; j < d; j++, w += wr, out += 4) {
+  // four rows a call (wasm/quant-relaxed-rows4.ts: Q4_0 rows j, j + q, j + 2q, j + 3q, the
+  // K-quants four adjacent rows), then the d % 4 last rows one at a time
+  let j = 0;
+  if (type === Q4_0) {
+    const q = d >> 2;
+    const rs = <usize>q * wr;
+    const os = (<usize>q) << 2;
+    for (; j < q; j++, w += wr, out += 4) dotQ4_0r4(w, rs, a, u, n, out, os);
+    j = q << 2;
+    w += 3 * rs;
+    out += 3 * os;
+  }
+  for (; j + 4 <= d; j += 4, w += wr << 2, out += 16) {
+    if (type === Q4_K) dotQ4_Kr4(w, wr, a, n, out, u);
+    else dotQ6_Kr4(w, wr, a, n, out, u);
+  }
+  for (; j < d; j++, w += wr, out += 4) {
     let v: f32;
     if (type === Q4_0) v = dotQ4r(w, a, u, n);
     else if (type === Q4_K) v = dotQ4_Kr(w, a, n);

@@ -114,6 +114,7 @@ describe("matmulQ", () => {
           : 768;
     for (const [m, n, d] of [
       [1, 256, 7],
+      [1, 512, 37], // single stream: four rows a call from the quarters (nine apart), a tail row
       [3, 512, 17],
       [8, 256, 33],
       [2, odd, 9],
