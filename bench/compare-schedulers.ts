@@ -7,13 +7,19 @@
  *
  *   npm run -s bench:compare -- --trace ../shared/traces/mooncake-conversation.jsonl [--instances 3]
  *     [--model-file PATH | --model NAME] [--rate R] [--duration S] [--slo-ttft-ms A]
- *     [--slo-tpot-ms B] [--ctx N] [--json]
+ *     [--slo-tpot-ms B] [--ctx N] [--kv-cache-mb N] [--json]
+ *
+ * `--kv-cache-mb N` starts the server with `NPU_KV_CACHE_MB` = N (each instance's KV share of its
+ * arena; default the config's, 8). The output's `kv_blocks` is what the instances really got: the
+ * `numBlocks` of each model.loaded log line (`profile:steps --kv-cache-mb N` derives the same count
+ * for a simulator card), and `load_average` the machine's 1-minute load before and after each pass.
  *
  * The model: the checkpoint `--model-file` (default models/synthetic-moe.gguf), uploaded first
  * unless it is the server's own default model (bench/model-file.ts); `--model NAME` alone serves
  * a model the server already has.
  */
 import { execFileSync } from "node:child_process";
+import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { ADMIN_KEY, LOCAL_KEY, startDevServer } from "../test/helpers/dev-server.ts";
 import { DEFAULT_MODEL_FILE, serveModelFile } from "./model-file.ts";
@@ -29,13 +35,34 @@ const { values } = parseArgs({
     "slo-ttft-ms": { type: "string", default: "500" },
     "slo-tpot-ms": { type: "string", default: "100" },
     ctx: { type: "string", default: "2048" },
+    "kv-cache-mb": { type: "string" },
     "time-scale": { type: "string" },
     json: { type: "boolean", default: false },
   },
 });
 
 // the scaled trace's prompts are at most --ctx tokens and its hash blocks ~16: index every block
-const server = await startDevServer({ PREFIX_INDEX_TOKENS: "16" });
+const vars: Record<string, string> = { PREFIX_INDEX_TOKENS: "16" };
+if (values["kv-cache-mb"] !== undefined) vars.NPU_KV_CACHE_MB = values["kv-cache-mb"];
+const server = await startDevServer(vars);
+
+/** The numBlocks of every model.loaded log line for `model` the server printed so far. */
+function loadedBlocks(model: string): number[] {
+  return server
+    .output()
+    .split("\n")
+    .filter((l) => l.includes('"event":"model.loaded"'))
+    .flatMap((l) => {
+      try {
+        return [JSON.parse(l.slice(l.indexOf("{"))) as { model: string; numBlocks: number }];
+      } catch {
+        return []; // a line interleaved with other output: not counted
+      }
+    })
+    .filter((e) => e.model === model)
+    .map((e) => e.numBlocks);
+}
+const round2 = (x: number) => Math.round(x * 100) / 100;
 try {
   const model =
     values.model ??
@@ -47,6 +74,7 @@ try {
       )
     ).model;
   const results: Record<string, Record<string, unknown>> = {};
+  const load: Record<string, [number, number]> = {};
   // the first pass only warms the JIT (its numbers are discarded); then one pass per policy
   for (const policy of ["warm-up", "deepflow", "round-robin", "least-loaded"]) {
     // a pooled keep-alive connection may have been closed by the dev server: retry once
@@ -95,7 +123,9 @@ try {
     ];
     if (values.rate) args.push("--rate", values.rate);
     if (values["time-scale"]) args.push("--time-scale", values["time-scale"]);
+    const loadBefore = round2(loadavg()[0] as number);
     const out = execFileSync("npm", args, { encoding: "utf8", maxBuffer: 64 * 2 ** 20 });
+    load[policy] = [loadBefore, round2(loadavg()[0] as number)];
     const last = out.trim().split("\n").at(-1) as string;
     if (policy !== "warm-up") results[policy] = JSON.parse(last) as Record<string, unknown>;
     if (!values.json) console.log(policy, last);
@@ -105,6 +135,9 @@ try {
     JSON.stringify({
       trace: values.trace,
       instances: Number(values.instances),
+      kv_cache_mb: values["kv-cache-mb"] === undefined ? null : Number(values["kv-cache-mb"]),
+      kv_blocks: loadedBlocks(model),
+      load_average: load,
       results,
       goodput_deepflow_over_round_robin: +(goodput("deepflow") / goodput("round-robin")).toFixed(3),
       goodput_deepflow_over_least_loaded: +(goodput("deepflow") / goodput("least-loaded")).toFixed(
