@@ -7,14 +7,23 @@
  *
  *   npm run -s bench:compare -- --trace ../shared/traces/mooncake-conversation.jsonl [--instances 3]
  *     [--model-file PATH | --model NAME] [--rate R] [--duration S] [--slo-ttft-ms A]
- *     [--slo-tpot-ms B] [--ctx N] [--json]
+ *     [--slo-tpot-ms B] [--ctx N] [--kv-cache-mb N] [--policies P,P,...] [--json]
+ *
+ * `--kv-cache-mb N` starts the server with `NPU_KV_CACHE_MB` = N (each instance's KV share of its
+ * arena; default the config's, 8). The output's `kv_blocks` is what the instances really got: the
+ * `numBlocks` of each model.loaded log line (`profile:steps --kv-cache-mb N` derives the same count
+ * for a simulator card), and `load_average` the machine's 1-minute load before and after each pass.
+ * `--policies` sets the passes' order (default deepflow,round-robin,least-loaded): on a shared
+ * machine whose load drifts, a second run in the reverse order shows how much the order moved.
  *
  * The model: the checkpoint `--model-file` (default models/synthetic-moe.gguf), uploaded first
  * unless it is the server's own default model (bench/model-file.ts); `--model NAME` alone serves
  * a model the server already has.
  */
 import { execFileSync } from "node:child_process";
+import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
+import { SCHEDULER_POLICIES, type SchedulerPolicy } from "../shared/types/deployments.ts";
 import { ADMIN_KEY, LOCAL_KEY, startDevServer } from "../test/helpers/dev-server.ts";
 import { DEFAULT_MODEL_FILE, serveModelFile } from "./model-file.ts";
 
@@ -29,13 +38,42 @@ const { values } = parseArgs({
     "slo-ttft-ms": { type: "string", default: "500" },
     "slo-tpot-ms": { type: "string", default: "100" },
     ctx: { type: "string", default: "2048" },
+    "kv-cache-mb": { type: "string" },
+    policies: { type: "string", default: "deepflow,round-robin,least-loaded" },
     "time-scale": { type: "string" },
     json: { type: "boolean", default: false },
   },
 });
 
+const policies = values.policies.split(",") as SchedulerPolicy[];
+for (const p of policies) {
+  if (!SCHEDULER_POLICIES.includes(p)) {
+    throw new Error(`--policies: unknown policy ${p} (one of ${SCHEDULER_POLICIES.join(", ")})`);
+  }
+}
+
 // the scaled trace's prompts are at most --ctx tokens and its hash blocks ~16: index every block
-const server = await startDevServer({ PREFIX_INDEX_TOKENS: "16" });
+const vars: Record<string, string> = { PREFIX_INDEX_TOKENS: "16" };
+if (values["kv-cache-mb"] !== undefined) vars.NPU_KV_CACHE_MB = values["kv-cache-mb"];
+const server = await startDevServer(vars);
+
+/** The numBlocks of every model.loaded log line for `model` the server printed so far. */
+function loadedBlocks(model: string): number[] {
+  return server
+    .output()
+    .split("\n")
+    .filter((l) => l.includes('"event":"model.loaded"'))
+    .flatMap((l) => {
+      try {
+        return [JSON.parse(l.slice(l.indexOf("{"))) as { model: string; numBlocks: number }];
+      } catch {
+        return []; // a line interleaved with other output: not counted
+      }
+    })
+    .filter((e) => e.model === model)
+    .map((e) => e.numBlocks);
+}
+const round2 = (x: number) => Math.round(x * 100) / 100;
 try {
   const model =
     values.model ??
@@ -47,8 +85,9 @@ try {
       )
     ).model;
   const results: Record<string, Record<string, unknown>> = {};
+  const load: Record<string, [number, number]> = {};
   // the first pass only warms the JIT (its numbers are discarded); then one pass per policy
-  for (const policy of ["warm-up", "deepflow", "round-robin", "least-loaded"]) {
+  for (const policy of ["warm-up", ...policies]) {
     // a pooled keep-alive connection may have been closed by the dev server: retry once
     const create = () =>
       fetch(`${server.url}/api/deployments`, {
@@ -95,21 +134,28 @@ try {
     ];
     if (values.rate) args.push("--rate", values.rate);
     if (values["time-scale"]) args.push("--time-scale", values["time-scale"]);
+    const loadBefore = round2(loadavg()[0] as number);
     const out = execFileSync("npm", args, { encoding: "utf8", maxBuffer: 64 * 2 ** 20 });
+    load[policy] = [loadBefore, round2(loadavg()[0] as number)];
     const last = out.trim().split("\n").at(-1) as string;
     if (policy !== "warm-up") results[policy] = JSON.parse(last) as Record<string, unknown>;
     if (!values.json) console.log(policy, last);
   }
-  const goodput = (p: string) => Number(results[p]?.goodput_requests_per_s ?? 0);
+  const goodput = (p: string) => Number(results[p]?.goodput_requests_per_s ?? Number.NaN);
+  const ratio = (p: string, q: string) => {
+    const r = goodput(p) / goodput(q);
+    return Number.isFinite(r) ? +r.toFixed(3) : null; // null: a policy was not run
+  };
   console.log(
     JSON.stringify({
       trace: values.trace,
       instances: Number(values.instances),
+      kv_cache_mb: values["kv-cache-mb"] === undefined ? null : Number(values["kv-cache-mb"]),
+      kv_blocks: loadedBlocks(model),
+      load_average: load,
       results,
-      goodput_deepflow_over_round_robin: +(goodput("deepflow") / goodput("round-robin")).toFixed(3),
-      goodput_deepflow_over_least_loaded: +(goodput("deepflow") / goodput("least-loaded")).toFixed(
-        3,
-      ),
+      goodput_deepflow_over_round_robin: ratio("deepflow", "round-robin"),
+      goodput_deepflow_over_least_loaded: ratio("deepflow", "least-loaded"),
     }),
   );
 } finally {

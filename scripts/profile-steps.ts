@@ -9,9 +9,12 @@
  * config's context, KV cache and batching; each flag overrides one), keeping the serving-path fields
  * (profile:path's) of the card it replaces. Runs well under a minute.
  *
- *   npm run -s profile:steps -- [--model PATH] [--out PATH] [--max-model-len N]
+ *   npm run -s profile:steps -- [--model PATH] [--out PATH] [--kv-cache-mb N] [--max-model-len N]
  *     [--kv-capacity-tokens N] [--max-num-seqs N] [--max-num-batched-tokens N]
  *     [--prompts 32,256,1024]
+ *
+ * `--kv-cache-mb N` derives the served shape as for a server started with `NPU_KV_CACHE_MB` = N
+ * (bench:compare's `--kv-cache-mb`): the KV tokens the Npu's arena then holds.
  *
  * `--prompts` sets the grid's prompt lengths (each plus 24 generated tokens must fit the model's
  * context: a 512-token model needs e.g. 32,128,256).
@@ -38,6 +41,8 @@ const { values } = parseArgs({
   options: {
     model: { type: "string" },
     out: { type: "string", default: "bench/cards/synthetic-moe-cpu.json" },
+    // NPU_KV_CACHE_MB of the served instance whose shape the card takes (default: the config's)
+    "kv-cache-mb": { type: "string" },
     // each defaults to what a served instance of the model has (servedShape)
     "max-model-len": { type: "string" },
     "kv-capacity-tokens": { type: "string" },
@@ -139,13 +144,15 @@ const ssRes = samples.reduce((s, x, i) => s + (x.ms - predicted[i]!) ** 2, 0);
 const ssTot = samples.reduce((s, x) => s + (x.ms - mean) ** 2, 0);
 /**
  * The shape of a served instance of the model under the default serving config (wrangler.toml's
- * vars): its context, the KV blocks the Npu's arena holds (npuLoadPlan, NPU_KV_CACHE_MB), the
- * batching limits, so that a simulated instance caches, batches and chunks as the local one.
+ * vars; `--kv-cache-mb` sets NPU_KV_CACHE_MB): its context, the KV blocks the Npu's arena holds
+ * (npuLoadPlan, NPU_KV_CACHE_MB), the batching limits, so that a simulated instance caches,
+ * batches and chunks as the local one.
  */
 let served: Record<string, number> | null = null;
 const servedShape = (): Record<string, number> => {
   if (served) return served;
-  const cfg = parseServingConfig({});
+  const kv = values["kv-cache-mb"];
+  const cfg = parseServingConfig(kv === undefined ? {} : { NPU_KV_CACHE_MB: kv });
   const { opts, arena } = npuLoadPlan(inst.file, cfg, { weights: "all", workspaces: 1 });
   const mem = planMemory(inst.file, inst.config, arena, opts);
   served = {
@@ -171,7 +178,7 @@ const shape = (flag: string): number => {
 const card: ModelCard = {
   name: `${inst.config.name} (measured, wasm kernels, Node ${process.versions.node})`,
   checkpoint: basename(path),
-  source: `npm run -s profile:steps: ${samples.length} steps of ${inst.config.name}, batches 1/4/16, prompts ${PROMPTS.join("/")}, ${BATCHED}-token chunks; R^2 ${(1 - ssRes / ssTot).toFixed(3)}; instance shape: a served instance's unless given`,
+  source: `npm run -s profile:steps: ${samples.length} steps of ${inst.config.name}, batches 1/4/16, prompts ${PROMPTS.join("/")}, ${BATCHED}-token chunks; R^2 ${(1 - ssRes / ssTot).toFixed(3)}; instance shape: a served instance's${values["kv-cache-mb"] === undefined ? "" : ` with NPU_KV_CACHE_MB = ${values["kv-cache-mb"]}`} unless given`,
   a,
   b,
   c,
