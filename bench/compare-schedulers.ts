@@ -7,7 +7,8 @@
  *
  *   npm run -s bench:compare -- --trace ../shared/traces/mooncake-conversation.jsonl [--instances 3]
  *     [--model-file PATH | --model NAME] [--rate R] [--duration S] [--slo-ttft-ms A]
- *     [--slo-tpot-ms B] [--ctx N] [--kv-cache-mb N] [--policies P,P,...] [--json]
+ *     [--slo-tpot-ms B] [--ctx N] [--kv-cache-mb N] [--policies P,P,...]
+ *     [--dump-requests PREFIX] [--json]   (PREFIX.POLICY.jsonl: bench:serve's per-request dump)
  *
  * `--kv-cache-mb N` starts the server with `NPU_KV_CACHE_MB` = N (each instance's KV share of its
  * arena; default the config's, 8). The output's `kv_blocks` is what the instances really got: the
@@ -41,6 +42,7 @@ const { values } = parseArgs({
     "kv-cache-mb": { type: "string" },
     policies: { type: "string", default: "deepflow,round-robin,least-loaded" },
     "time-scale": { type: "string" },
+    "dump-requests": { type: "string" },
     json: { type: "boolean", default: false },
   },
 });
@@ -134,6 +136,8 @@ try {
     ];
     if (values.rate) args.push("--rate", values.rate);
     if (values["time-scale"]) args.push("--time-scale", values["time-scale"]);
+    if (values["dump-requests"] && policy !== "warm-up")
+      args.push("--dump-requests", `${values["dump-requests"]}.${policy}.jsonl`);
     const loadBefore = round2(loadavg()[0] as number);
     const out = execFileSync("npm", args, { encoding: "utf8", maxBuffer: 64 * 2 ** 20 });
     load[policy] = [loadBefore, round2(loadavg()[0] as number)];

@@ -303,7 +303,7 @@ function dumpLines(outcomes: readonly (Outcome & { req: ScheduledRequest; sentMs
               e2e_ms: r2(o.e2eMs),
               cached_tokens: o.cachedTokens,
             }
-          : { failure: o.reason }),
+          : { failure: o.reason, ...(o.detail ? { detail: o.detail } : {}) }),
       }),
     )
     .map((l) => `${l}\n`)

@@ -71,7 +71,7 @@ export async function streamCompletion(r: CompletionRequest): Promise<Outcome> {
         code = e?.code ?? e?.type ?? "";
         detail = e?.message ?? detail;
       } catch {
-        // not JSON
+        code = "not_json"; // not our error envelope: a proxy's or the runtime's own response
       }
       return { ok: false, reason: `http_${res.status}${code ? `:${code}` : ""}`, detail };
     }
