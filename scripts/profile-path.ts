@@ -30,7 +30,9 @@
  * a least-squares line through D's medians of e2e - TTFT against n - 1 (one median per n over the
  * rounds). The engine's share of each figure comes from the card's fitted coefficients
  * (profile:steps), the rest is the path's: with s1 the slope and sK = C - (first + finish) / (N -
- * 1), s1 - engine(1) = step + token and sK - engine(K) = step + K x token; promptToken = (L - P -
+ * 1), s1 - engine(1) = step + token and sK - engine(K) = step + K x token, token held to [0, s1 -
+ * engine(1)] (C's requests reach the instance one admission apart and decode in lockstep for part
+ * of their tokens only, so C splits s1 but does not override it); promptToken = (L - P -
  * (engine(prefill of 256) - engine(prefill of 1))) / 255; request = P - (engine(prefill of 1) +
  * step + token + promptToken), and the same for each idle gap of I (`idleRequestOverheadMs`; on
  * a busy machine the path runs about twice as slow after ~0.5 s of idle as back to back); each
@@ -218,8 +220,12 @@ try {
   const a = median([...ttftProbe, ...ttftDecode.flat()]);
   const c = median(tpotK);
   const sK = c - (first + finish) / (tokens - 1);
-  const token = Math.max(0, (sK - decodeK - (s1 - decode1)) / (k - 1));
-  const step = Math.max(0, s1 - decode1 - token);
+  // a single sequence's decode step, as D measured it, is decode1 + step + token; C only splits
+  // that between step and token (its requests reach the instance one admission apart, so they
+  // decode in lockstep for part of their tokens only), and never makes it larger
+  const path1 = Math.max(0, s1 - decode1);
+  const token = Math.min(path1, Math.max(0, (sK - decodeK - path1) / (k - 1)));
+  const step = path1 - token;
   const longA = median(ttftLong);
   const promptToken = Math.max(0, (longA - a - (prefillLong - prefill1)) / (LONG_PROMPT - 1));
   const pathOfA = prefill1 + step + token + promptToken;
