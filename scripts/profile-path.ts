@@ -1,43 +1,50 @@
 /**
- * Measures the serving path's fixed costs around the engine, the model card's
- * `requestOverheadMs`, `stepOverheadMs` and `tokenOverheadMs` (shared/sim/cost-model.ts), on the
- * direct server (test/helpers/direct-server.ts: the deploy bundle on one workerd, no wrangler
- * proxy) with the checkpoint `--model-file` (default models/synthetic-moe.gguf; uploaded unless it
- * is the server's own default model, bench/model-file.ts). Five kinds of streamed request
- * (bench/stream-request.ts), one-token prompts unless said, each `--rounds` times after a
- * warm-up, `--gap-ms` apart (default 100: the server warm; somewhere between 300 and 600 ms of
- * idle the path turns about twice as slow, which I measures on its own: at a gap near that edge
- * A and L each land on either side of it from round to round, and their difference, the prompt
- * tokens' cost, took up the cold penalty), medians:
+ * Measures the serving path's fixed costs around the engine, the model card's path fields
+ * (shared/sim/cost-model.ts), on the direct server (test/helpers/direct-server.ts: the deploy
+ * bundle on one workerd, no wrangler proxy) with the checkpoint `--model-file` (default
+ * models/synthetic-moe.gguf; uploaded unless it is the server's own default model,
+ * bench/model-file.ts). Streamed requests (bench/stream-request.ts), one-token prompts unless
+ * said, fresh ids each (nothing cached), each kind once a round (D and O three times) for
+ * `--rounds` rounds after a warm-up, `--gap-ms` apart (default 100: the server warm):
  *
- *   A. max_tokens 1, one at a time:  TTFT = request + one 1-token prefill step
- *   B. max_tokens N, one at a time:  TPOT = a decode step of 1 sequence + finish / (N - 1)
- *   S. max_tokens 4, one at a time:  TPOT = a decode step of 1 sequence + finish / 3
- *   C. max_tokens N, K at once:      TPOT = a decode step of K sequences + finish / (N - 1)
- *   L. a 256-token prompt, max_tokens 1: TTFT = A + 255 prompt tokens' costs + the longer prefill
+ *   D. max_tokens n for each n of 2, 4, 8, ... up to `--tokens` (a seeded random order per
+ *      round): e2e - TTFT = first + (n - 1) x a decode step of 1 sequence + finish
+ *   O. max_tokens 1: e2e - TTFT = finish
+ *   P. max_tokens 2, `--probes` of them: TTFT = request + a 1-token prefill step
+ *   L. a 256-token prompt, max_tokens 2: TTFT = P + 255 prompt tokens' costs + the longer prefill
+ *   C. max_tokens `--tokens`, K at once: TPOT = a decode step of K sequences + (first + finish)
+ *      / (N - 1)
+ *   I. max_tokens 2 after each of `--idle-gaps` ms of idle server (in a seeded random order each
+ *      round): P as a function of idle time
  *
- *   I. max_tokens 1 after each of `--idle-gaps` ms of idle server (in a seeded random order each
- *      round): A as a function of idle time
- *
- * (bench:serve's TPOT is (e2e - TTFT) / (tokens - 1), so the time from the last token to [DONE]
- * is spread over the tokens. Timing it directly, [DONE] minus the last token frame, gave ~0.01 ms
- * in most rounds at load 14: the last token frame reaches the client together with the usage
- * frame and [DONE], so the finish cost lies before it and only the difference of two lengths
- * isolates it.) The engine's share of each step comes from the card's fitted
- * coefficients (profile:steps), the rest is the path's: finish = (S - B) / (1/3 - 1/(N-1));
- * with s1 = B - finish/(N-1) and sK = C - finish/(N-1), s1 - engine(1) = step + token and
- * sK - engine(K) = step + K * token; promptToken = (L - A - (engine(prefill of 256) -
- * engine(prefill of 1))) / 255; request = A - (engine(prefill of 1) + step + token +
- * promptToken), and the same for each idle gap of I (`idleRequestOverheadMs`, the simulator's
- * request overhead after that much idle time: this machine runs the path about twice as slow
- * after ~0.5 s of idle as back to back); each held at 0 when it comes out negative. The spread of
- * A, L and I about their medians (each sample minus its kind's median, all kinds pooled, sorted)
- * is the card's `requestJitterMs`, which the simulator draws from per request. Prints one JSON object on its last line (with the load
- * average: the machine is shared); with `--write` also stores the seven fields in the card and
+ * `first` (`firstTokenOverheadMs`) and `finish` (`finishOverheadMs`) are the path's work once per
+ * request between its first frame and its last: after the step of its first token the Npu reports
+ * the task running with its first token to the JobExecutor (durable-objects/task-streams.ts), on
+ * the same thread, before the next step; after its last step it ends the task (the finished
+ * report, usage, [DONE]). A request whose first token is its last reports once, so its first frame
+ * is followed by the finish alone (O; timing every frame of the direct server's streams at load
+ * ~1.5: ~5.5 ms to the first token whatever max_tokens, then +2.7 ms to the second against
+ * 0.1-0.4 ms between later ones, and ~1.1 ms from the last token frame to [DONE], including a
+ * decode step). TTFT is measured on requests of 2 or more tokens, as a trace's requests are.
+ * `finish` is O's median; `first + finish` and the decode step are the intercept and the slope of
+ * a least-squares line through D's medians of e2e - TTFT against n - 1 (one median per n over the
+ * rounds). The engine's share of each figure comes from the card's fitted coefficients
+ * (profile:steps), the rest is the path's: with s1 the slope and sK = C - (first + finish) / (N -
+ * 1), s1 - engine(1) = step + token and sK - engine(K) = step + K x token, token held to [0, s1 -
+ * engine(1)] (C's requests reach the instance one admission apart and decode in lockstep for part
+ * of their tokens only, so C splits s1 but does not override it); promptToken = (L - P -
+ * (engine(prefill of 256) - engine(prefill of 1))) / 255; request = P - (engine(prefill of 1) +
+ * step + token + promptToken), and the same for each idle gap of I (`idleRequestOverheadMs`; on
+ * a busy machine the path runs about twice as slow after ~0.5 s of idle as back to back); each
+ * held at 0 when it comes out negative; medians over the rounds. The spread of identical
+ * requests' TTFTs about their kind's median (P, L, each n of D and each gap of I; all pooled,
+ * sorted) is the card's `requestJitterMs`, which the simulator draws from per request; P's
+ * probes give it many samples cheaply. Prints one JSON object on its last line (with the load
+ * average: the machine is shared); with `--write` also stores the eight fields in the card and
  * sets `pathSharesThread` (the direct server is one workerd).
  *
  *   npm run -s profile:path -- [--card PATH] [--model-file PATH] [--rounds N] [--tokens N]
- *     [--concurrency K] [--gap-ms MS] [--idle-gaps MS,MS,...] [--write]
+ *     [--probes N] [--concurrency K] [--gap-ms MS] [--idle-gaps MS,MS,...] [--write]
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
@@ -56,6 +63,7 @@ const { values } = parseArgs({
     "model-file": { type: "string", default: DEFAULT_MODEL_FILE },
     rounds: { type: "string", default: "20" },
     tokens: { type: "string", default: "32" },
+    probes: { type: "string", default: "8" },
     concurrency: { type: "string", default: "4" },
     "gap-ms": { type: "string", default: "100" },
     "idle-gaps": { type: "string", default: "50,250,500,1000,2000" },
@@ -72,6 +80,7 @@ const int = (name: string, v: string, min: number): number => {
 };
 const rounds = int("rounds", values.rounds, 3);
 const tokens = int("tokens", values.tokens, 4);
+const probes = int("probes", values.probes, 1);
 const k = int("concurrency", values.concurrency, 2);
 const gapMs = int("gap-ms", values["gap-ms"], 0);
 const idleGaps = values["idle-gaps"].split(",").map((g) => int("idle-gaps", g, 0));
@@ -91,6 +100,8 @@ const shuffled = (n: number): number[] => {
   return xs;
 };
 const card = readCard(values.card);
+/** D and O per round: cheap (~1 s), and the line's intercept is the noisiest figure. */
+const DECODE_PASSES = 3;
 /** The check's prompt: its TTFT less the 1-token one should be the card's prefill difference. */
 const LONG_PROMPT = 256;
 
@@ -100,6 +111,25 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
 };
 const r3 = (x: number) => Number(x.toFixed(3));
+/** Ordinary least squares y = intercept + slope x, and its R². */
+const lineFit = (xs: number[], ys: number[]) => {
+  const n = xs.length;
+  const mx = xs.reduce((s, x) => s + x, 0) / n;
+  const my = ys.reduce((s, y) => s + y, 0) / n;
+  let sxy = 0;
+  let sxx = 0;
+  let syy = 0;
+  for (let i = 0; i < n; i++) {
+    const dx = (xs[i] as number) - mx;
+    const dy = (ys[i] as number) - my;
+    sxy += dx * dy;
+    sxx += dx * dx;
+    syy += dy * dy;
+  }
+  const slope = sxy / sxx;
+  const intercept = my - slope * mx;
+  return { slope, intercept, r2: syy > 0 ? (sxy * sxy) / (sxx * syy) : 1 };
+};
 const load0 = loadavg()[0] as number;
 
 const server = await startDirectServer();
@@ -132,23 +162,35 @@ try {
     return o;
   };
   for (let i = 0; i < 3; i++) await send(4, 1, false);
-  const ttft: number[] = [];
-  const tpot1: number[] = [];
-  const tpotK: number[] = [];
-  const tpotShort: number[] = [];
+  // D's lengths: 2, 4, 8, ... and --tokens itself
+  const lengths: number[] = [];
+  for (let n = 2; n < tokens; n *= 2) lengths.push(n);
+  lengths.push(tokens);
+  const decodeGaps = lengths.map(() => [] as number[]);
+  const ttftDecode = lengths.map(() => [] as number[]);
+  const ttftProbe: number[] = [];
+  const finishOne: number[] = [];
   const ttftLong: number[] = [];
+  const tpotK: number[] = [];
   const ttftIdle = idleGaps.map(() => [] as number[]);
   for (let i = 0; i < rounds; i++) {
     // in a fresh order each round, so that no gap always follows the same one
     for (const j of shuffled(idleGaps.length)) {
       const g = idleGaps[j] as number;
       await new Promise<void>((r) => setTimeout(r, g));
-      (ttftIdle[j] as number[]).push((await send(1, 1, false)).ttftMs);
+      (ttftIdle[j] as number[]).push((await send(2, 1, false)).ttftMs);
     }
-    ttft.push((await send(1)).ttftMs);
-    tpot1.push((await send(tokens)).tpotMs as number);
-    tpotShort.push((await send(4)).tpotMs as number);
-    ttftLong.push((await send(1, LONG_PROMPT)).ttftMs);
+    for (let pass = 0; pass < DECODE_PASSES; pass++) {
+      for (const j of shuffled(lengths.length)) {
+        const o = await send(lengths[j] as number);
+        (decodeGaps[j] as number[]).push(o.e2eMs - o.ttftMs);
+        (ttftDecode[j] as number[]).push(o.ttftMs);
+      }
+      const one = await send(1);
+      finishOne.push(one.e2eMs - one.ttftMs);
+    }
+    for (let p = 0; p < probes; p++) ttftProbe.push((await send(2)).ttftMs);
+    ttftLong.push((await send(2, LONG_PROMPT)).ttftMs);
     await idle();
     const batch = await Promise.all(Array.from({ length: k }, () => send(tokens, 1, false)));
     for (const o of batch) tpotK.push(o.tpotMs as number);
@@ -167,15 +209,23 @@ try {
   const decodeK = engine(k * meanPos, k, k);
   const prefill1 = engine(1, 1, 1);
   const prefillLong = engine((LONG_PROMPT * (LONG_PROMPT + 1)) / 2, LONG_PROMPT, 1);
-  const a = median(ttft);
-  const b = median(tpot1);
+  // e2e - TTFT = first + finish + (n - 1) x s1: a least-squares line through one median per n
+  const xs = lengths.map((n) => n - 1);
+  const ys = decodeGaps.map((g) => median(g));
+  const fit = lineFit(xs, ys);
+  const finish = median(finishOne);
+  const first = Math.max(0, fit.intercept - finish);
+  const s1 = fit.slope;
+  // the first frame of a request of 2 or more tokens: P and D pooled (the same request up to it)
+  const a = median([...ttftProbe, ...ttftDecode.flat()]);
   const c = median(tpotK);
-  const short = median(tpotShort);
-  const finish = Math.max(0, (short - b) / (1 / 3 - 1 / (tokens - 1)));
-  const s1 = b - finish / (tokens - 1);
-  const sK = c - finish / (tokens - 1);
-  const token = Math.max(0, (sK - decodeK - (s1 - decode1)) / (k - 1));
-  const step = Math.max(0, s1 - decode1 - token);
+  const sK = c - (first + finish) / (tokens - 1);
+  // a single sequence's decode step, as D measured it, is decode1 + step + token; C only splits
+  // that between step and token (its requests reach the instance one admission apart, so they
+  // decode in lockstep for part of their tokens only), and never makes it larger
+  const path1 = Math.max(0, s1 - decode1);
+  const token = Math.min(path1, Math.max(0, (sK - decodeK - path1) / (k - 1)));
+  const step = path1 - token;
   const longA = median(ttftLong);
   const promptToken = Math.max(0, (longA - a - (prefillLong - prefill1)) / (LONG_PROMPT - 1));
   const pathOfA = prefill1 + step + token + promptToken;
@@ -186,12 +236,13 @@ try {
     r3(Math.max(0, median(ttftIdle[j] as number[]) - pathOfA)),
   ]);
   // identical requests' spread about their median (GC, descheduling): the card's jitter
-  const groups = [ttft, ttftLong, ...ttftIdle];
+  const groups = [ttftProbe, ttftLong, ...ttftDecode, ...ttftIdle];
   const jitter = groups.flatMap((g) => g.map((x) => r3(x - median(g)))).sort((x, y) => x - y);
   const fields = {
     requestOverheadMs: r3(request),
     promptTokenOverheadMs: Number(promptToken.toPrecision(4)),
     finishOverheadMs: r3(finish),
+    firstTokenOverheadMs: r3(first),
     stepOverheadMs: r3(step),
     tokenOverheadMs: r3(token),
     idleRequestOverheadMs: idleTable,
@@ -199,7 +250,7 @@ try {
   };
   if (values.write) {
     const raw = JSON.parse(readFileSync(values.card, "utf8")) as Record<string, unknown>;
-    const src = `npm run -s profile:path (direct server, ${rounds} rounds ${gapMs} ms apart, medians, load ${load0.toFixed(1)})`;
+    const src = `npm run -s profile:path (direct server, ${rounds} rounds ${gapMs} ms apart, first token and decode step by a line through ${lengths.length} output lengths, ${jitter.length} jitter samples, load ${load0.toFixed(1)})`;
     const source = String(raw.source ?? "").replace(/; serving path: .*$/, "");
     const out = {
       ...raw,
@@ -212,11 +263,16 @@ try {
   console.log(
     JSON.stringify({
       ...fields,
-      ttft_1tok_ms: r3(a),
-      tpot_batch1_ms: r3(b),
-      tpot_batch1_4tok_ms: r3(short),
+      ttft_ms: r3(a),
+      decode_fit: {
+        slope_ms: r3(s1),
+        intercept_ms: r3(fit.intercept),
+        r2: r3(fit.r2),
+        e2e_minus_ttft_ms: Object.fromEntries(lengths.map((n, j) => [n, r3(ys[j] as number)])),
+      },
       [`tpot_batch${k}_ms`]: r3(c),
       [`ttft_${LONG_PROMPT}tok_ms`]: r3(longA),
+      jitter_samples: jitter.length,
       engine_ms: {
         [`prefill${LONG_PROMPT}`]: r3(prefillLong),
         prefill1: r3(prefill1),
@@ -224,6 +280,7 @@ try {
         [`decode${k}`]: r3(decodeK),
       },
       rounds,
+      probes,
       gap_ms: gapMs,
       tokens,
       concurrency: k,

@@ -1,7 +1,8 @@
 /**
  * Measures the simulator's step-time model (shared/sim/cost-model.ts) on a real engine: times
  * engine steps of a model (default: the synthetic model, models/synthetic-moe.gguf, wasm kernels) over a small grid
- * of batch sizes and prompt lengths (prefill chunks and decodes at growing context), fits
+ * of batch sizes and prompt lengths (prefill chunks and decodes at growing context), `--passes`
+ * times (default 3; each step's time the median of its passes), fits
  *   t_ms = a + b * scheduledTokens + c * (attendedTokens + decodeAttended) + d * numSeqs
  * (one attention coefficient for prefill and decode: no `e`; on this CPU both are compute-bound)
  * by least squares (coefficients held at 0 when the fit makes them negative), and writes a model
@@ -11,7 +12,7 @@
  *
  *   npm run -s profile:steps -- [--model PATH] [--out PATH] [--kv-cache-mb N] [--max-model-len N]
  *     [--kv-capacity-tokens N] [--max-num-seqs N] [--max-num-batched-tokens N]
- *     [--prompts 32,256,1024]
+ *     [--prompts 32,256,1024] [--passes N]
  *
  * `--kv-cache-mb N` derives the served shape as for a server started with `NPU_KV_CACHE_MB` = N
  * (bench:compare's `--kv-cache-mb`): the KV tokens the Npu's arena then holds.
@@ -49,8 +50,13 @@ const { values } = parseArgs({
     "max-num-seqs": { type: "string" },
     "max-num-batched-tokens": { type: "string" },
     prompts: { type: "string", default: "32,256,1024" },
+    passes: { type: "string", default: "3" },
   },
 });
+const numPasses = Number(values.passes);
+if (!Number.isInteger(numPasses) || numPasses < 1) {
+  throw new Error(`--passes must be a positive integer, got ${values.passes}`);
+}
 const PROMPTS = values.prompts.split(",").map(Number);
 if (PROMPTS.some((p) => !Number.isInteger(p) || p < 1)) {
   throw new Error(`--prompts must be positive integers, got ${values.prompts}`);
@@ -86,12 +92,28 @@ async function run(tag: string, numSeqs: number, promptLen: number, outputLen: n
 }
 
 await run("warm", 4, 64, 16); // JIT warm-up, not fitted
-samples.length = 0;
-let n = 0;
-for (const numSeqs of [1, 4, 16]) {
-  for (const promptLen of PROMPTS) {
-    await run(`g${n++}`, numSeqs, promptLen, 24);
+// the grid `--passes` times; each step's time is its median over the passes (the same step of
+// each pass has the same features): a burst of other work on this shared machine during one
+// pass then moves no sample
+const passes: { f: StepFeatures; ms: number }[][] = [];
+for (let p = 0; p < numPasses; p++) {
+  samples.length = 0;
+  let n = 0;
+  for (const numSeqs of [1, 4, 16]) {
+    for (const promptLen of PROMPTS) {
+      await run(`p${p}g${n++}`, numSeqs, promptLen, 24);
+    }
   }
+  passes.push([...samples]);
+}
+samples.length = 0;
+for (const [i, { f }] of (passes[0] ?? []).entries()) {
+  const same = passes.every((ps) => JSON.stringify(ps[i]?.f) === JSON.stringify(f));
+  if (!same) throw new Error(`profile:steps: step ${i} differs between passes`);
+  const ms = passes.map((ps) => (ps[i] as { ms: number }).ms).sort((x, y) => x - y);
+  const m = Math.floor(ms.length / 2);
+  const med = ms.length % 2 ? (ms[m] as number) : ((ms[m - 1] as number) + (ms[m] as number)) / 2;
+  samples.push({ f, ms: med });
 }
 
 /** Least squares over the columns in `use` (normal equations, Gaussian elimination). */
@@ -178,7 +200,7 @@ const shape = (flag: string): number => {
 const card: ModelCard = {
   name: `${inst.config.name} (measured, wasm kernels, Node ${process.versions.node})`,
   checkpoint: basename(path),
-  source: `npm run -s profile:steps: ${samples.length} steps of ${inst.config.name}, batches 1/4/16, prompts ${PROMPTS.join("/")}, ${BATCHED}-token chunks; R^2 ${(1 - ssRes / ssTot).toFixed(3)}; instance shape: a served instance's${values["kv-cache-mb"] === undefined ? "" : ` with NPU_KV_CACHE_MB = ${values["kv-cache-mb"]}`} unless given`,
+  source: `npm run -s profile:steps: ${samples.length} steps (medians of ${numPasses} passes) of ${inst.config.name}, batches 1/4/16, prompts ${PROMPTS.join("/")}, ${BATCHED}-token chunks; R^2 ${(1 - ssRes / ssTot).toFixed(3)}; instance shape: a served instance's${values["kv-cache-mb"] === undefined ? "" : ` with NPU_KV_CACHE_MB = ${values["kv-cache-mb"]}`} unless given`,
   a,
   b,
   c,

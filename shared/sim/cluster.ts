@@ -8,7 +8,8 @@
  * PlacementState). Only the maths is replaced: a step's duration comes from the model card
  * (cost-model.ts: engine time plus the card's per-step and per-token serving costs; a request
  * reaches placement `admissionMs` after it arrives and ends `finishOverheadMs` after its
- * last step; with `pathSharesThread` one thread runs that path work and every instance's steps,
+ * last step; after the step of its first token (more to come) its instance's next step waits
+ * `firstTokenOverheadMs`; with `pathSharesThread` one thread runs that path work and every instance's steps,
  * in turn, and a request's cost is the card's for the time the thread sat idle before it), a PD
  * handoff's from the card's fabric figures, and every sampled token is a fixed non-EOS id, with
  * `ignoreEos` and `maxTokens` = the request's output length. Placement does not see that length:
@@ -125,6 +126,7 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
   const queue = new EventQueue<SimEvent>();
   // the request path's fixed cost: a request reaches placement and its instance that much later
   const finishOverheadMs = card.finishOverheadMs ?? 0;
+  const firstTokenOverheadMs = card.firstTokenOverheadMs ?? 0;
   const shared = card.pathSharesThread === true;
   // on the shared thread a request's path cost depends on how long the thread sat idle: its
   // admission is priced when it arrives (`admit`); otherwise it is fixed
@@ -156,7 +158,8 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
     return out;
   };
 
-  const startStep = (inst: SimInstance, now: number): void => {
+  /** `delayMs`: path work of this instance's last step that its next step waits for. */
+  const startStep = (inst: SimInstance, now: number, delayMs = 0): void => {
     const plan = inst.scheduler.schedule();
     numPreemptions += plan.preemptedSeqIds.length;
     if (plan.seqs.length === 0) {
@@ -173,7 +176,7 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
       }
     }
     const ms = servedStepMs(card, stepFeatures(plan));
-    const begin = shared ? Math.max(now, threadFreeAt) : now;
+    const begin = shared ? Math.max(now, threadFreeAt) : now + delayMs;
     if (shared) threadFreeAt = begin + ms;
     inst.busyMs += ms;
     queue.push(begin + ms, { kind: "step-end", instance: inst, plan });
@@ -287,17 +290,23 @@ export function simulate(requests: readonly SimRequest[], opts: SimOptions): Sim
         s.sample ? { tokenId: SIM_TOKEN_ID, logprob: Number.NaN, topLogprobs: [] } : null,
       ),
     };
+    let pathMs = 0;
     for (const u of inst.scheduler.update(plan, result)) {
       const l = live.get(u.seq.seqId);
       if (!l) continue;
       const out = outcomes[l.index] as RequestOutcome;
-      if (u.sampled && out.firstTokenMs === null) out.firstTokenMs = now;
+      if (u.sampled && out.firstTokenMs === null) {
+        out.firstTokenMs = now;
+        // its first progress report; a request that also ends here reports once, as finished
+        if (!u.finished) pathMs += firstTokenOverheadMs;
+      }
       if (!u.finished) continue;
       if (l.decode && inst.role === "prefill") handOff(inst, u.seq, l, out, now);
       else finish(u.seq, out, now, inst.role !== "decode");
     }
     if (inst.role === "decode") retryImports(inst);
-    startStep(inst, now);
+    if (shared && pathMs > 0) stall(pathMs, now);
+    startStep(inst, now, pathMs);
   };
 
   /** The prefill is done: export (free the held blocks) and start the transfer. */

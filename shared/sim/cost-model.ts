@@ -29,9 +29,14 @@
  *   - promptTokenOverheadMs, per prompt token, with requestOverheadMs: what a longer prompt costs
  *     the server beyond the engine's fitted prefill time (the body's ids, block keys, and the
  *     engine running slower in workerd than in the Node fit);
- *   - finishOverheadMs, once per request after its last token: the final frames (usage, [DONE])
- *     and the records; the request ends that long after its last step, so it adds to e2e and
- *     TPOT (bench:serve's TPOT is (e2e - TTFT) / (tokens - 1));
+ *   - firstTokenOverheadMs, once per request after the step that sampled its first token, when
+ *     more are to come: the task's first progress report (running, first token) to the
+ *     JobExecutor and the response's first write; the instance's next step starts that much later
+ *     (on a shared thread, every instance's), so it adds to the TPOT and e2e of the sequences in
+ *     that instance's batch, not to the request's TTFT;
+ *   - finishOverheadMs, once per request after its last step: ending the task (the finished
+ *     report, the usage frame, [DONE]); the request ends that long after its last step, so it
+ *     adds to e2e and TPOT (bench:serve's TPOT is (e2e - TTFT) / (tokens - 1));
  *   - stepOverheadMs, once per step: the instance loop's turn between steps (yield, task
  *     reports, outbox);
  *   - tokenOverheadMs, per token sampled in a step: framing and streaming it as SSE.
@@ -68,6 +73,8 @@ export interface ModelCard {
   requestOverheadMs?: number;
   promptTokenOverheadMs?: number;
   finishOverheadMs?: number;
+  /** After the step of a request's first token, when it has more to come (not its TTFT). */
+  firstTokenOverheadMs?: number;
   stepOverheadMs?: number;
   tokenOverheadMs?: number;
   /** [idle ms before the request, requestOverheadMs at that idle time], idle ascending. */
@@ -89,6 +96,7 @@ export const PATH_FIELDS = [
   "requestOverheadMs",
   "promptTokenOverheadMs",
   "finishOverheadMs",
+  "firstTokenOverheadMs",
   "stepOverheadMs",
   "tokenOverheadMs",
 ] as const;

@@ -262,6 +262,33 @@ describe("simulate", () => {
     expect(b2.firstTokenMs!).toBeCloseTo(engine1, 9);
   });
 
+  it("holds an instance's next step for a request's first report, not for a one-token request", () => {
+    const engine1 = 1 + 0.01 * 10 + 0.001 * 55 + 0.5; // a 10-token prefill, alone
+    const decode = 1 + 0.01 + 0.001 * 11 + 0.5; // one decode at position 10
+    const reqs: SimRequest[] = [
+      { id: "one", arrivalMs: 0, promptIds: ids(10, 0), outputTokens: 1 },
+      { id: "two", arrivalMs: 0, promptIds: ids(10, 100), outputTokens: 2 },
+    ];
+    const run = (shared: boolean) =>
+      simulate(reqs, {
+        card: { ...CARD, firstTokenOverheadMs: 4, pathSharesThread: shared },
+        numInstances: 2,
+        policy: "round-robin",
+      }).outcomes as [RequestOutcome, RequestOutcome];
+    // shared thread: one's prefill, then two's; only two's first token holds the thread (4 ms,
+    // 8 if one's counted too) before its decode; neither TTFT includes it
+    const [one, two] = run(true);
+    expect(one.instanceId).not.toBe(two.instanceId);
+    expect(one.firstTokenMs!).toBeCloseTo(engine1, 9);
+    expect(one.finishMs!).toBeCloseTo(engine1, 9);
+    expect(two.firstTokenMs!).toBeCloseTo(2 * engine1, 9);
+    expect(two.finishMs!).toBeCloseTo(2 * engine1 + 4 + decode, 9);
+    // deployed: each instance's own next step waits
+    const [, two2] = run(false);
+    expect(two2.firstTokenMs!).toBeCloseTo(engine1, 9);
+    expect(two2.finishMs!).toBeCloseTo(engine1 + 4 + decode, 9);
+  });
+
   it("fails requests that cannot fit, and counts them", () => {
     const res = simulate(
       [
