@@ -14,6 +14,8 @@
  * The order depends only on n, never on m, on the other rows, on blocking or on alignment.
  */
 
+import { storeLanes } from "./quant-dot";
+
 // ---------------------------------------------------------------------------------------------
 // Dot-product building blocks
 
@@ -81,10 +83,7 @@ function tile1x4(o: usize, os: usize, x: usize, w0: usize, ws: usize, n4b: usize
       f32x4.mul(v128.load_splat<f32>(x + k), gather4(w0 + k, w1 + k, w2 + k, w3 + k)),
     );
   }
-  store<f32>(o, f32x4.extract_lane(s, 0));
-  store<f32>(o + os, f32x4.extract_lane(s, 1));
-  store<f32>(o + 2 * os, f32x4.extract_lane(s, 2));
-  store<f32>(o + 3 * os, f32x4.extract_lane(s, 3));
+  storeLanes(o, os, s);
 }
 
 /** Two rows of X (byte stride `xs`) against four rows of W; outputs at o and o + os. */

@@ -48,6 +48,14 @@ export function addLanes(acc: f32, p: v128): f32 {
   return acc + f32x4.extract_lane(p, 3);
 }
 
+/** The four lanes of v stored at o, o + os, o + 2 os, o + 3 os. */
+export function storeLanes(o: usize, os: usize, v: v128): void {
+  store<f32>(o, f32x4.extract_lane(v, 0));
+  store<f32>(o + os, f32x4.extract_lane(v, 1));
+  store<f32>(o + 2 * os, f32x4.extract_lane(v, 2));
+  store<f32>(o + 3 * os, f32x4.extract_lane(v, 3));
+}
+
 /** Four halves at p, p + stride, p + 2 stride, p + 3 stride, as f32x4. */
 export function h2f4at(p: usize, stride: usize): v128 {
   let v = i32x4.splat(load<u16>(p));

@@ -7,7 +7,7 @@
  * dotQ8w in lanes (lane r: row r, the same rounded operations in the same order).
  */
 
-import { h2f4at, isum4 } from "./quant-dot";
+import { h2f4at, isum4, storeLanes } from "./quant-dot";
 import { block4, block8 } from "./quant-matvec";
 
 /**
@@ -39,8 +39,5 @@ export function dotQ8w4(
     const dd = f32x4.mul(h2f4at(w, rs), v128.load32_splat(dxs + (b << 2)));
     acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(s), dd));
   }
-  store<f32>(o, f32x4.extract_lane(acc, 0));
-  store<f32>(o + os, f32x4.extract_lane(acc, 1));
-  store<f32>(o + 2 * os, f32x4.extract_lane(acc, 2));
-  store<f32>(o + 3 * os, f32x4.extract_lane(acc, 3));
+  storeLanes(o, os, acc);
 }

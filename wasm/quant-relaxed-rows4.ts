@@ -13,10 +13,10 @@
  * order, so the same bits) and the four outputs stored at once.
  */
 
-import { h2f4at, isum4 } from "./quant-dot";
+import { h2f4at, isum4, storeLanes } from "./quant-dot";
 import { h2f4 } from "./quant-f16";
 import { HI2, M, NIB8 } from "./quant-matvec";
-import { dot2 } from "./quant-relaxed";
+import { dot2, q6Scales } from "./quant-relaxed";
 
 /** A block's scales as int16 (Q4_K: eight, Q6_K: sixteen). */
 const R4 = memory.data(32, 16);
@@ -37,16 +37,7 @@ const K4 = memory.data<u8>([
  * pass's loads above this pass's arithmetic and spill them.
  */
 function q6Block(w: usize, a: usize, o: usize): void {
-  const sc = v128.load(w, 192);
-  const sl = i16x8.extend_low_i8x16_s(sc);
-  const sh = i16x8.extend_high_i8x16_s(sc);
-  v128.store(R4, sl);
-  v128.store(R4, sh, 16);
-  let t = i32x4.add(
-    i32x4.dot_i16x8_s(sl, v128.load(a, 260)),
-    i32x4.dot_i16x8_s(sh, v128.load(a, 276)),
-  );
-  t = i32x4.sub(i32x4.splat(0), i32x4.shl(t, 5));
+  let t = q6Scales(w, a, R4);
   const m4 = v128.load(M + NIB8);
   const m30 = v128.load(M + HI2);
   {
@@ -286,8 +277,5 @@ export function dotQ4_0r4(
     const dd = f32x4.mul(h2f4at(w, rs), v128.load32_splat(u + (b << 2)));
     acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(s), dd));
   }
-  store<f32>(o, f32x4.extract_lane(acc, 0));
-  store<f32>(o + os, f32x4.extract_lane(acc, 1));
-  store<f32>(o + 2 * os, f32x4.extract_lane(acc, 2));
-  store<f32>(o + 3 * os, f32x4.extract_lane(acc, 3));
+  storeLanes(o, os, acc);
 }

@@ -133,6 +133,23 @@ function dotQ4_Kr(w: usize, a: usize, n: i32): f32 {
 }
 
 /**
+ * A Q6_K block's 16 sub-block scales widened to int16 at dst (32 bytes), and its offset term
+ * -32 * sum_g sc_g * bsum_g as i32x4 partial sums (a: the Q8_K activation block, bsums at 260).
+ */
+export function q6Scales(w: usize, a: usize, dst: usize): v128 {
+  const sc = v128.load(w, 192);
+  const sl = i16x8.extend_low_i8x16_s(sc);
+  const sh = i16x8.extend_high_i8x16_s(sc);
+  v128.store(dst, sl);
+  v128.store(dst, sh, 16);
+  const t = i32x4.add(
+    i32x4.dot_i16x8_s(sl, v128.load(a, 260)),
+    i32x4.dot_i16x8_s(sh, v128.load(a, 276)),
+  );
+  return i32x4.sub(i32x4.splat(0), i32x4.shl(t, 5));
+}
+
+/**
  * Q6_K weights against the Q8_K activation row a: s = sum_g sc_g * sum q * x - 32 * sum_g sc_g *
  * bsum_g (the integer of dotQ6_K), each 16-value sub-block one dot2 (within 2 * 63 * 128) times
  * its scale by i32x4.dot_i16x8_s, in four passes of 64 values; then acc + (d_w * d_x) * f32(s).
@@ -141,16 +158,7 @@ function dotQ6_Kr(w: usize, a: usize, n: i32): f32 {
   let acc: f32 = 0;
   const nb = n >> 8;
   for (let b = 0; b < nb; b++, w += 210, a += 292) {
-    const sc = v128.load(w, 192);
-    const sl = i16x8.extend_low_i8x16_s(sc);
-    const sh = i16x8.extend_high_i8x16_s(sc);
-    v128.store(PART, sl);
-    v128.store(PART, sh, 16);
-    let total = i32x4.add(
-      i32x4.dot_i16x8_s(sl, v128.load(a, 260)),
-      i32x4.dot_i16x8_s(sh, v128.load(a, 276)),
-    );
-    total = i32x4.sub(i32x4.splat(0), i32x4.shl(total, 5));
+    let total = q6Scales(w, a, PART);
     for (let j: usize = 0; j < 4; j++) {
       // pass j: 16 bytes of ql at 64h + 16p (and 32 further), of qh at 128 + 32h + 16p; value
       // 32k + 16p + i of half h lies in sub-block 8h + 2k + p
