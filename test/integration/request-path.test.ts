@@ -16,7 +16,7 @@ import { describe, expect, it, vi } from "vitest";
 import type { JobExecutor } from "../../durable-objects/job-executor.ts";
 import { ModelScheduler, type SchedulerSnapshot } from "../../durable-objects/model-scheduler.ts";
 import type { Npu } from "../../durable-objects/npu.ts";
-import type { Loaded } from "../../durable-objects/npu-loader.ts";
+import type { NpuParts } from "../../durable-objects/npu-parts.ts";
 import DEFAULT_MODEL from "../../models/lemma-moe.gguf";
 import { lemmaProblem } from "../../shared/eval/lemma-chain.ts";
 import { decodeEvents } from "../../shared/protocol/codec.ts";
@@ -401,7 +401,7 @@ describe("request path", () => {
     const instances = await Promise.all(streams.map((s) => instanceOf(s.id)));
     expect(instances[1]).toBe(instances[0]);
     await runInDurableObject(env.NPU.getByName(npuName(instances[0] as string)), (npu: Npu) => {
-      const loaded = (npu as unknown as { loaded: Loaded | null }).loaded;
+      const loaded = (npu as unknown as { parts: NpuParts }).parts.slot.current;
       if (!loaded) throw new Error("the Npu has no model loaded");
       loaded.instance.engine.executor.execute = () =>
         Promise.reject(new Error("injected executor failure"));

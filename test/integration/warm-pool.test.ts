@@ -6,14 +6,14 @@ import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { ClusterManager } from "../../durable-objects/cluster-manager.ts";
-import type { ModelSlot } from "../../durable-objects/npu-loader.ts";
+import type { NpuParts } from "../../durable-objects/npu-parts.ts";
 import { npuName } from "../../shared/protocol/names.ts";
 import { cluster } from "./scaling-helpers.ts";
 
 const reserveOf = (id: string) =>
   runInDurableObject(
     env.NPU.getByName(npuName(id)),
-    (npu) => (npu as unknown as { slot: ModelSlot }).slot.reservedBytes,
+    (npu) => (npu as unknown as { parts: NpuParts }).parts.slot.reservedBytes,
   );
 
 describe("warm pool", () => {
