@@ -54,6 +54,7 @@ import { readCard } from "../bench/sim-run.ts";
 import { type Outcome, streamCompletion } from "../bench/stream-request.ts";
 import { mulberry32 } from "../shared/random.ts";
 import { stepTimeMs } from "../shared/sim/cost-model.ts";
+import { median } from "../shared/sim/report.ts";
 import { ADMIN_KEY, LOCAL_KEY } from "../test/helpers/dev-server.ts";
 import { startDirectServer } from "../test/helpers/direct-server.ts";
 
@@ -105,11 +106,6 @@ const DECODE_PASSES = 3;
 /** The check's prompt: its TTFT less the 1-token one should be the card's prefill difference. */
 const LONG_PROMPT = 256;
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((x, y) => x - y);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-};
 const r3 = (x: number) => Number(x.toFixed(3));
 /** Ordinary least squares y = intercept + slope x, and its R². */
 const lineFit = (xs: number[], ys: number[]) => {

@@ -37,6 +37,7 @@ import {
   type StepFeatures,
   stepFeatures,
 } from "../shared/sim/cost-model.ts";
+import { median } from "../shared/sim/report.ts";
 
 const { values } = parseArgs({
   options: {
@@ -110,10 +111,7 @@ samples.length = 0;
 for (const [i, { f }] of (passes[0] ?? []).entries()) {
   const same = passes.every((ps) => JSON.stringify(ps[i]?.f) === JSON.stringify(f));
   if (!same) throw new Error(`profile:steps: step ${i} differs between passes`);
-  const ms = passes.map((ps) => (ps[i] as { ms: number }).ms).sort((x, y) => x - y);
-  const m = Math.floor(ms.length / 2);
-  const med = ms.length % 2 ? (ms[m] as number) : ((ms[m - 1] as number) + (ms[m] as number)) / 2;
-  samples.push({ f, ms: med });
+  samples.push({ f, ms: median(passes.map((ps) => (ps[i] as { ms: number }).ms)) });
 }
 
 /** Least squares over the columns in `use` (normal equations, Gaussian elimination). */

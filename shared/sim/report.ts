@@ -46,6 +46,14 @@ export function percentileSorted(sorted: readonly number[], p: number): number {
   return a + (b - a) * (rank - lo);
 }
 
+/** The median of `values` (the mean of the middle two for an even count); NaN when empty. */
+export function median(values: readonly number[]): number {
+  return percentileSorted(
+    [...values].sort((a, b) => a - b),
+    50,
+  );
+}
+
 function summarize(values: number[], digits: number): Percentiles {
   if (values.length === 0) return { p50: null, p90: null, p99: null };
   const s = [...values].sort((a, b) => a - b);
