@@ -294,7 +294,7 @@ export async function compareWithLlamaCpp(o: VsOptions) {
     ...(o.llamaCpp128Bin === undefined
       ? {}
       : {
-          llama_cpp_128bit:
+          llama_cpp_128bit_build:
             "a build with -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=OFF -DGGML_FMA=OFF",
         }),
   };
