@@ -8,9 +8,10 @@
 
 import { isum, isum4, q4kScaleBytes } from "./quant-dot";
 import { h2f } from "./quant-f16";
+import { unpackQ6_KL } from "./quant-lanes";
 import { HI2, M, NIB8, PART } from "./quant-matvec";
 import { dot2 } from "./quant-relaxed";
-import { Q5_K, Q6_K } from "./quant-types";
+import { Q5_K, Q6_K, Q6_K_LANES } from "./quant-types";
 import { kBlock4, storeKMins } from "./quant-unpack";
 
 /** The n / 32 int32 8 * sum(q) of the Q8_0 activation row at a (36-byte blocks) at u, for dotQ4x4r. */
@@ -59,15 +60,19 @@ function rowQ4r(q: usize, x0: v128, x1: v128): v128 {
 }
 
 /**
- * Unpacks one K-quant row (Q4_K, Q5_K, Q6_K) for `dotUnpackedKx4r`, K_UNPACKED bytes a block: the
- * 256 quants as bytes in value order (Q4_K 0..15, Q5_K 0..31, Q6_K 0..63: no offset), then for
+ * Unpacks one K-quant row (Q4_K, Q5_K, Q6_K, Q6_K_LANES) for `dotUnpackedKx4r`, K_UNPACKED bytes a
+ * block: the 256 quants as bytes in value order (Q4_K 0..15, Q5_K 0..31, Q6_K 0..63: no offset;
+ * Q6_K_LANES in lane order, wasm/quant-lanes.ts's unpackQ6_KL, for lane-order activations), then for
  * each 16 values the sub-block scale as eight int16, then (Q4_K, Q5_K) the eight mins as int32 or
  * (Q6_K) the sixteen scales as int16, then f32 d and f32 dmin.
  */
 export function unpackKr(type: i32, w: usize, u: usize, n: i32): void {
   const lo = v128.load(M + NIB8);
   for (let b = 0; b < n >> 8; b++, u += K_UNPACKED) {
-    if (type !== Q6_K) {
+    if (type === Q6_K_LANES) {
+      unpackQ6_KL(w, u);
+      w += 210;
+    } else if (type !== Q6_K) {
       const five = type === Q5_K;
       const qs: usize = five ? 48 : 16;
       const one = i8x16.splat(1);

@@ -21,9 +21,10 @@
 
 import { addLanes, h2f4at, isum, isum4, q4kScaleBytes } from "./quant-dot";
 import { h2f } from "./quant-f16";
+import { dotQ6_KLr, dotQ6_KLr4 } from "./quant-lanes";
 import { HI2, M, NIB8, PART } from "./quant-matvec";
 import { dotQ4_0r4, dotQ4_Kr4, dotQ6_Kr4 } from "./quant-relaxed-rows4";
-import { Q4_0, Q4_K } from "./quant-types";
+import { Q4_0, Q4_K, Q6_K_LANES } from "./quant-types";
 
 /** 16 byte products a * b, adjacent pairs added in int16 (b in [0, 127]: exact). */
 export function dot2(a: v128, b: v128): v128 {
@@ -225,12 +226,14 @@ export function matvecQr(
   }
   for (; j + 4 <= d; j += 4, w += wr << 2, out += 16) {
     if (type === Q4_K) dotQ4_Kr4(w, wr, a, n, out, u);
+    else if (type === Q6_K_LANES) dotQ6_KLr4(w, wr, a, n, out, u);
     else dotQ6_Kr4(w, wr, a, n, out, u);
   }
   for (; j < d; j++, w += wr, out += 4) {
     let v: f32;
     if (type === Q4_0) v = dotQ4r(w, a, u, n);
     else if (type === Q4_K) v = dotQ4_Kr(w, a, n);
+    else if (type === Q6_K_LANES) v = dotQ6_KLr(w, a, n);
     else v = dotQ6_Kr(w, a, n);
     store<f32>(out, v);
   }

@@ -7,3 +7,5 @@ export const Q8_0: i32 = 8;
 export const Q4_K: i32 = 12;
 export const Q5_K: i32 = 13;
 export const Q6_K: i32 = 14;
+/** Q6_K blocks in lane order (wasm/quant-lanes.ts; not a ggml id): the relaxed build only. */
+export const Q6_K_LANES: i32 = 1014;

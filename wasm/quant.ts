@@ -19,11 +19,12 @@
 
 import { dotQ8, dotQ8x4, dotRow } from "./quant-dot";
 import { dotF16x4, dotUnpackedF16x4, f2h, h2f, roundToHalf4, unpackF16x4 } from "./quant-f16";
+import { dotQ6_KLr, toLaneOrder } from "./quant-lanes";
 import { hasMatvec, matvecQ, widenedBytes } from "./quant-matvec";
 import { dotQ8x4x2, preparedQ8Bytes, prepareQ8p, widenQ8 } from "./quant-prepared";
 import { matvecQr } from "./quant-relaxed";
 import { blockSums8, dotQ4x4r, dotUnpackedKx4r, unpackKr } from "./quant-relaxed-batch";
-import { F16, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, Q8_0 } from "./quant-types";
+import { F16, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, Q6_K_LANES, Q8_0 } from "./quant-types";
 import {
   dotPrepared4,
   dotUnpackedK,
@@ -136,14 +137,21 @@ export function matmulQ(
   d: i32,
   scratch: usize,
 ): void {
+  // Q6_K_LANES (relaxed build only, wasm/quant-lanes.ts): Q6_K's sizes and activations, the
+  // activations in lane order; `type` is Q6_K from here on but where the layout matters
+  const lanes = ASC_FEATURE_RELAXED_SIMD && type === Q6_K_LANES;
+  if (lanes) type = Q6_K;
   const ar = actRowBytes(type, n);
   const wr = rowBytes(type, n);
-  for (let i = 0; i < m; i++)
-    quantizeRow(type, x + ((<usize>i * <usize>n) << 2), n, scratch + <usize>i * ar);
+  for (let i = 0; i < m; i++) {
+    const ai = scratch + <usize>i * ar;
+    quantizeRow(type, x + ((<usize>i * <usize>n) << 2), n, ai);
+    if (lanes) toLaneOrder(ai, n);
+  }
   if (m === 1 && hasMatvec(type) && widenedBytes(n) <= UNPACK_BYTES) {
     // single stream: the activation row widened once, then every weight row against it
     if (ASC_FEATURE_RELAXED_SIMD && type !== Q8_0) {
-      matvecQr(type, out, w, wr, scratch, n, d, unpackBase());
+      matvecQr(lanes ? Q6_K_LANES : type, out, w, wr, scratch, n, d, unpackBase());
     } else matvecQ(type, out, w, wr, scratch, n, d, unpackBase());
     return;
   }
@@ -198,7 +206,8 @@ export function matmulQ(
         const wj = w + <usize>j0 * wr;
         const oj = out + ((<usize>j0) << 2);
         for (let r: usize = 0; r < 4; r++) {
-          if (ASC_FEATURE_RELAXED_SIMD) unpackKr(type, wj + r * wr, u + r * ub, n);
+          if (ASC_FEATURE_RELAXED_SIMD)
+            unpackKr(lanes ? Q6_K_LANES : type, wj + r * wr, u + r * ub, n);
           else unpackK(type, wj + r * wr, u + r * ub, n);
         }
         for (let i = 0; i < m; i++) {
@@ -209,7 +218,7 @@ export function matmulQ(
       }
     }
   }
-  const unpack = type === Q4_0 || type === Q4_K || type === Q5_K || type === Q6_K;
+  const unpack = !lanes && (type === Q4_0 || type === Q4_K || type === Q5_K || type === Q6_K);
   if (m >= 2 && unpack && ub <= UNPACK_BYTES) {
     const u = unpackBase();
     for (let j = j0; j < d; j++) {
@@ -256,7 +265,9 @@ export function matmulQ(
   for (let j = j0; j < d; j++) {
     const wj = w + <usize>j * wr;
     const oj = out + ((<usize>j) << 2);
-    for (let i = 0; i < m; i++)
-      store<f32>(oj + <usize>i * ob, dotRow(type, wj, scratch + <usize>i * ar, n));
+    for (let i = 0; i < m; i++) {
+      const ai = scratch + <usize>i * ar;
+      store<f32>(oj + <usize>i * ob, lanes ? dotQ6_KLr(wj, ai, n) : dotRow(type, wj, ai, n));
+    }
   }
 }

@@ -333,6 +333,7 @@ export function createJsKernels(capacityBytes: number): Kernels {
       checkMatmul(...a);
       matmulJs(...a);
     },
+    residentType: (type) => type,
     matmulQ(...a: MatmulQArgs): void {
       checkOwned(a[0]);
       checkOwned(a[2]);

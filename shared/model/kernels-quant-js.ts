@@ -25,9 +25,11 @@ import {
   actRowBytes,
   blockValues,
   F16_TO_F32,
-  isWeightType,
+  isResidentType,
+  Q6_K_LANES,
   q4kMin,
   q4kScale,
+  q6kLanesValue,
   rowBytes,
   type WeightType,
 } from "./quant.ts";
@@ -253,6 +255,21 @@ export function dotRow(
         acc = fr(acc + fr(dd * fr(s)));
       }
       return acc;
+    case Q6_K_LANES:
+      // the same integer s as Q6_K's (activations in value order), then the same float steps
+      for (let b = 0; b < n / 256; b++, wp += 210, ap += 292) {
+        let s = 0;
+        for (let g = 0; g < 16; g++) {
+          let t = 0;
+          for (let v = 16 * g; v < 16 * g + 16; v++) {
+            t += (q6kLanesValue(w, wp, v) - 32) * i8(a, ap + 4 + v);
+          }
+          s += i8(w, wp + 192 + g) * t;
+        }
+        const dd = fr((F16_TO_F32[u16(w, wp + 208)] as number) * f32At(a, ap));
+        acc = fr(acc + fr(dd * fr(s)));
+      }
+      return acc;
     default:
       throw new Error(`dotRow: weight type ${type} has no quantised dot`);
   }
@@ -301,7 +318,7 @@ export function checkMatmulQ(...[out, ldo, x, w, type, m, n, d, scratch]: Matmul
   if (!((m | 0) === m && (n | 0) === n && (d | 0) === d && (ldo | 0) === ldo && (m | n | d) >= 0)) {
     throw new InvariantError(`matmulQ: bad shape m=${m} n=${n} d=${d} ldo=${ldo}`);
   }
-  if (!isWeightType(type) || type === GgmlType.F32) {
+  if (!isResidentType(type) || type === GgmlType.F32) {
     throw new InvariantError(`matmulQ: weight type ${type} is not a quantised type`);
   }
   if (n % blockValues(type) !== 0) {

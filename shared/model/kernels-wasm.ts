@@ -25,7 +25,14 @@ import {
   roundAllocBytes,
 } from "./kernels-js.ts";
 import { checkMatmulQ } from "./kernels-quant-js.ts";
-import { actRowBytes, blockValues, isWeightType, rowBytes, type WeightType } from "./quant.ts";
+import {
+  actRowBytes,
+  blockValues,
+  isWeightType,
+  Q6_K_LANES,
+  rowBytes,
+  type WeightType,
+} from "./quant.ts";
 
 /** Values per block of each quantised (non-F32) weight type, by ggml type id. */
 const QUANT_BLOCK_VALUES: Readonly<Record<number, number>> = Object.fromEntries(
@@ -81,6 +88,8 @@ interface KernelExports {
     d: number,
     scratch: number,
   ): void;
+  /** 1 where matmulQ takes Q6_K_LANES (absent from builds older than it). */
+  q6kLanes?(): number;
   attention(
     out: number,
     q: number,
@@ -149,6 +158,10 @@ export function createWasmKernels(instance: { exports: unknown }, capacityBytes:
   const wasmSwiglu = ex.swiglu;
   const wasmAttention = ex.attention;
   const wasmMatmulQ = ex.matmulQ;
+  const lanes = typeof ex.q6kLanes === "function" && ex.q6kLanes() === 1;
+  const blockValuesOf: Readonly<Record<number, number>> = lanes
+    ? { ...QUANT_BLOCK_VALUES, [Q6_K_LANES]: blockValues(Q6_K_LANES) }
+    : QUANT_BLOCK_VALUES;
   let used = 0;
 
   function reserve(n: number, what: string, elementBytes = 4): number {
@@ -188,6 +201,7 @@ export function createWasmKernels(instance: { exports: unknown }, capacityBytes:
     allocBytes(n: number): Uint8Array {
       return new Uint8Array(buf, reserve(n, "allocBytes", 1), n);
     },
+    residentType: (type) => (lanes && type === GgmlType.Q6_K ? Q6_K_LANES : type),
     // Like matmul: each typed-array getter read once, checks on plain numbers; checkMatmulQ (the
     // authority) only runs to build the error when one fails.
     matmulQ(out, ldo, x, w, type, m, n, d, scratch): void {
@@ -198,7 +212,7 @@ export function createWasmKernels(instance: { exports: unknown }, capacityBytes:
       const px = x.byteOffset;
       const pw = w.byteOffset;
       const ps = scratch.byteOffset;
-      const qk = QUANT_BLOCK_VALUES[type] ?? 0;
+      const qk = blockValuesOf[type] ?? 0;
       const ok = (m | 0) === m && (n | 0) === n && (d | 0) === d && (ldo | 0) === ldo;
       const ob = ok && m > 0 ? ((m - 1) * ldo + d) * 4 : 0;
       const wb = qk > 0 && n % qk === 0 ? d * rowBytes(type, n) : -1;
@@ -219,6 +233,8 @@ export function createWasmKernels(instance: { exports: unknown }, capacityBytes:
         rangesOverlap(ps, sb, pw, wb)
       ) {
         checkMatmulQ(out, ldo, x, w, type, m, n, d, scratch);
+        // checkMatmulQ accepts every resident type; this build may not take Q6_K_LANES
+        if (wb < 0) throw new InvariantError(`matmulQ: this wasm build does not take type ${type}`);
       }
       wasmMatmulQ(po, ldo, px, pw, type, m, n, d, ps);
     },

@@ -52,8 +52,15 @@ export interface Kernels {
   ): void;
 
   /**
-   * X (m, n) @ W^T (d, n) with W in a ggml block format (F16, Q8_0, Q4_0, Q4_K, Q6_K; F32 weights
-   * use `matmul`): d rows of `rowBytes(type, n)` bytes. out[i * ldo + j] = dot(x row i, w row j)
+   * The type these kernels keep a matrix of GGUF type `type` in: `type` itself, except that the
+   * relaxed-SIMD wasm build keeps Q6_K as Q6_K_LANES (the same bytes permuted: shared/model/
+   * quant.ts; loadWeights packs it). matmulQ takes every type either returns.
+   */
+  residentType(type: WeightType): WeightType;
+
+  /**
+   * X (m, n) @ W^T (d, n) with W in a ggml block format (F16, Q8_0, Q4_0, Q4_K, Q6_K, and
+   * Q6_K_LANES where residentType gives it; F32 weights use `matmul`): d rows of `rowBytes(type, n)` bytes. out[i * ldo + j] = dot(x row i, w row j)
    * for i < m, j < d; other elements of `out` are left alone. The x rows are first quantised into
    * `scratch` (m rows of `actRowBytes(type, n)`), then each dot product is an integer sum per
    * block and f32 operations in the fixed order of kernels-quant-js.ts. `out` must not alias `x`,

@@ -18,6 +18,15 @@
  *   Q6_K  256 values, 210 bytes: u8 ql[128] (low 4 bits), u8 qh[64] (high 2 bits), int8
  *         scales[16] (one per 16 values), f16 d; x = d * scales[s] * (q - 32).
  *
+ * One resident form that is not a GGUF type: Q6_K_LANES, Q6_K's blocks with their 256 quants in
+ * lane order (q6kLanePosition), which the relaxed-SIMD wasm build keeps Q6_K matrices in (its
+ * kernels' `residentType`; packQ6kLanes rewrites a matrix at load). The same 210 bytes a block:
+ * u8 v[192] then Q6_K's scales[16] and d. Lane position L = 64 p + 16 k + i (p, k < 4, i < 16)
+ * holds value 16 (i >> 1) + 128 (k >> 1) + 4 p + 2 (k & 1) + (i & 1), so each pair of lanes holds
+ * two values of one sub-block; for k < 3 its quant is the low six bits of v[48 p + 16 k + i], for
+ * k = 3 bits 2j, 2j + 1 of it are the top two bits of v[48 p + 16 j + i] (j < 3). Why this suits
+ * 128-bit SIMD: wasm/quant-lanes.ts.
+ *
  * Activation rows (written by the matmul into its scratch, one row after another):
  *   for F16 weights: the row rounded to f16, each value kept as the f32 of that half (4 bytes);
  *   for Q8_0 and Q4_0 ("Q8_0 activations"): per 32 values f32 d (a value of f16: rounded through
@@ -40,8 +49,11 @@ import {
   tensorByteSize,
 } from "../gguf/gguf.ts";
 
+/** Q6_K in lane order (see the header): a resident form, not a GGUF type id. */
+export const Q6_K_LANES = 1014;
+
 /** ggml types a weight matrix keeps in kernel memory (BF16 is widened to F32 at load). */
-export type WeightType =
+export type GgufWeightType =
   | typeof GgmlType.F32
   | typeof GgmlType.F16
   | typeof GgmlType.Q8_0
@@ -51,7 +63,10 @@ export type WeightType =
   | typeof GgmlType.Q5_K
   | typeof GgmlType.Q6_K;
 
-const WEIGHT_TYPES: ReadonlySet<number> = new Set<WeightType>([
+/** The types a weight matrix can have in kernel memory: a GGUF type or Q6_K_LANES. */
+export type WeightType = GgufWeightType | typeof Q6_K_LANES;
+
+const WEIGHT_TYPES: ReadonlySet<number> = new Set<GgufWeightType>([
   GgmlType.F32,
   GgmlType.F16,
   GgmlType.Q8_0,
@@ -62,18 +77,29 @@ const WEIGHT_TYPES: ReadonlySet<number> = new Set<WeightType>([
   GgmlType.Q6_K,
 ]);
 
-export function isWeightType(type: number): type is WeightType {
+/** True for the GGUF types a weight tensor may have (see GgufWeightType). */
+export function isWeightType(type: number): type is GgufWeightType {
   return WEIGHT_TYPES.has(type);
+}
+
+/** True for every type a matrix can have in kernel memory (GGUF's and Q6_K_LANES). */
+export function isResidentType(type: number): type is WeightType {
+  return type === Q6_K_LANES || WEIGHT_TYPES.has(type);
+}
+
+/** The GGUF type whose block sizes a weight type has. */
+function blockType(type: WeightType): GgufWeightType {
+  return type === Q6_K_LANES ? GgmlType.Q6_K : type;
 }
 
 /** Values per block of a weight type. */
 export function blockValues(type: WeightType): number {
-  return GGML_BLOCKS[type][0];
+  return GGML_BLOCKS[blockType(type)][0];
 }
 
 /** Bytes of one row of `n` values. @throws GgufError when n is not a whole number of blocks. */
 export function rowBytes(type: WeightType, n: number): number {
-  const [qk, bytes] = GGML_BLOCKS[type];
+  const [qk, bytes] = GGML_BLOCKS[blockType(type)];
   if (n % qk !== 0) {
     throw new GgufError(`${ggmlTypeName(type)} rows must be a multiple of ${qk} long, got ${n}`);
   }
@@ -132,6 +158,44 @@ export function q6kValue(b: Uint8Array, p: number, i: number): number {
   const lo = quarter < 2 ? ql & 0xf : ql >> 4;
   const hi = ((b[p + 128 + half * 32 + l] as number) >> (2 * quarter)) & 3;
   return lo | (hi << 4);
+}
+
+/** Lane position (0..255) of value v of a Q6_K_LANES block (the header's map, inverted). */
+export function q6kLanePosition(v: number): number {
+  const i = 2 * ((v >> 4) & 7) + (v & 1);
+  const k = 2 * (v >> 7) + ((v >> 1) & 1);
+  return 64 * ((v >> 2) & 3) + 16 * k + i;
+}
+
+/** Q6_K_LANES value v (0..255, before subtracting 32) of the block at `p`. */
+export function q6kLanesValue(b: Uint8Array, p: number, v: number): number {
+  const l = q6kLanePosition(v);
+  const at = p + 48 * (l >> 6) + (l & 15);
+  const k = (l >> 4) & 3;
+  if (k < 3) return (b[at + 16 * k] as number) & 63;
+  return (
+    ((b[at] as number) >> 6) |
+    (((b[at + 16] as number) >> 6) << 2) |
+    (((b[at + 32] as number) >> 6) << 4)
+  );
+}
+
+/** Rewrites Q6_K blocks (`data`: a whole number of 210-byte blocks) in place as Q6_K_LANES. */
+export function packQ6kLanes(data: Uint8Array): void {
+  if (data.length % 210 !== 0) {
+    throw new GgufError(`Q6_K data of ${data.length} bytes is not a whole number of blocks`);
+  }
+  const q = new Uint8Array(256);
+  for (let p = 0; p < data.length; p += 210) {
+    for (let v = 0; v < 256; v++) q[q6kLanePosition(v)] = q6kValue(data, p, v);
+    for (let l = 0; l < 192; l++) {
+      const pass = (l / 48) | 0;
+      const k = ((l % 48) >> 4) as 0 | 1 | 2;
+      const i = l & 15;
+      const q3 = q[64 * pass + 48 + i] as number;
+      data[p + l] = (q[64 * pass + 16 * k + i] as number) | (((q3 >> (2 * k)) & 3) << 6);
+    }
+  }
 }
 
 /** Q4_K value i (0..15) of the block at `p`. */
@@ -214,14 +278,17 @@ export function dequantizeRow(
       return;
     }
     case GgmlType.Q6_K:
+    case Q6_K_LANES: {
+      const value = type === Q6_K_LANES ? q6kLanesValue : q6kValue;
       for (let k = 0; k < n / 256; k++, p += 210, o += 256) {
         const d = F16_TO_F32[u16(b, p + 208)] as number;
         for (let i = 0; i < 256; i++) {
           const sc = ((b[p + 192 + (i >> 4)] as number) << 24) >> 24;
-          out[o + i] = fr(d * sc) * (q6kValue(b, p, i) - 32);
+          out[o + i] = fr(d * sc) * (value(b, p, i) - 32);
         }
       }
       return;
+    }
   }
 }
 

@@ -1,6 +1,7 @@
 /**
  * Weight layout in kernel memory. Matrices stay in their GGUF type (F16, Q8_0, Q4_0, Q4_K, Q6_K;
- * F32 as f32, BF16 widened to f32) and are copied into the kernel arena once, fused where one
+ * F32 as f32, BF16 widened to f32; the kernels' resident form: the relaxed wasm build's Q6_K as
+ * Q6_K_LANES, the same bytes permuted) and are copied into the kernel arena once, fused where one
  * matmul can replace several (q|k|v rows, gate|up rows) and the parts share a type; parts of
  * different types stay side by side in one `Linear`. Norm vectors are f32. Pure; no I/O.
  */
@@ -8,7 +9,16 @@
 import { GgmlType, GgufError, type GgufFile, type GgufTensorInfo } from "../gguf/gguf.ts";
 import type { ModelConfig } from "./config.ts";
 import type { Kernels } from "./kernels.ts";
-import { dequantizeRow, isWeightType, readTensorF32, rowBytes, type WeightType } from "./quant.ts";
+import {
+  dequantizeRow,
+  type GgufWeightType,
+  isWeightType,
+  packQ6kLanes,
+  Q6_K_LANES,
+  readTensorF32,
+  rowBytes,
+  type WeightType,
+} from "./quant.ts";
 
 /** One weight matrix (rows, cols) in kernel memory. */
 export type Matrix =
@@ -80,7 +90,7 @@ function tensorInfo(file: GgufFile, name: string, dims: number[]): GgufTensorInf
 }
 
 /** The type a tensor keeps in kernel memory (BF16 becomes F32). */
-function arenaType(t: GgufTensorInfo): WeightType {
+function arenaType(t: GgufTensorInfo): GgufWeightType {
   if (t.type === GgmlType.BF16) return GgmlType.F32;
   if (!isWeightType(t.type)) throw new GgufError(`tensor ${t.name}: unsupported type ${t.type}`);
   return t.type;
@@ -286,10 +296,13 @@ function placeWeights(
     const out = kernels.alloc(t.numElements);
     return bytes ? readTensorF32(file, bytes, name, out) : out;
   };
-  /** Reads tensors of one type back to back into one matrix; `as` forces f32. */
+  /**
+   * Reads tensors of one type back to back into one matrix, in the kernels' resident form of that
+   * type (Q6_K_LANES packed here); `as` forces f32.
+   */
   const matrix = (parts: TensorSpec[], as?: WeightType): Matrix => {
     const infos = parts.map((p) => tensorInfo(file, p.name, p.dims));
-    const type = as ?? arenaType(infos[0] as GgufTensorInfo);
+    const type = kernels.residentType(as ?? arenaType(infos[0] as GgufTensorInfo));
     const cols = infos[0]?.dims[0] as number;
     const rows = infos.reduce((a, t) => a + t.numElements / cols, 0);
     if (type === GgmlType.F32) {
@@ -307,6 +320,7 @@ function placeWeights(
       out.set((bytes as Uint8Array).subarray(t.offset, t.offset + t.numBytes), off);
       off += t.numBytes;
     }
+    if (bytes && type === Q6_K_LANES) packQ6kLanes(out);
     return { type, rows, cols, data: out };
   };
   /** A stack of parts: consecutive parts of one type are fused into one matrix. */

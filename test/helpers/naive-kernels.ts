@@ -28,6 +28,7 @@ export function createNaiveKernels(capacityBytes = 1 << 30): Kernels {
       take(n);
       return new Uint8Array(n);
     },
+    residentType: (type) => type,
     /** Dequantised weights times unquantised x, in float64: the error bound's reference. */
     matmulQ(out, ldo, x, w, type, m, n, d) {
       const row = new Float32Array(n);

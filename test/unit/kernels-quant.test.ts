@@ -4,7 +4,7 @@
  * independent of the batch around them, and argument checks.
  */
 import { beforeAll, describe, expect, it } from "vitest";
-import { loadWasmKernels } from "../../hosts/node-kernels.ts";
+import { loadWasmKernels, WASM_BUILD } from "../../hosts/node-kernels.ts";
 import { InvariantError } from "../../shared/assert.ts";
 import { f16ToF32, f32ToF16, GgmlType } from "../../shared/gguf/gguf.ts";
 import type { Kernels } from "../../shared/model/kernels.ts";
@@ -13,6 +13,9 @@ import {
   actRowBytes,
   blockValues,
   dequantizeRow,
+  packQ6kLanes,
+  Q6_K_LANES,
+  q6kValue,
   rowBytes,
   type WeightType,
 } from "../../shared/model/quant.ts";
@@ -294,4 +297,86 @@ describe("matmulQ", () => {
       );
     }
   });
+});
+
+describe("Q6_K_LANES: Q6_K in lane order", () => {
+  const Q6_K = GgmlType.Q6_K;
+  const packed = (w: Uint8Array): Uint8Array => {
+    const p = Uint8Array.from(w);
+    packQ6kLanes(p);
+    return p;
+  };
+
+  it("is laid out as quant.ts documents it and dequantises to Q6_K's values bit for bit", () => {
+    const rng = mulberry32(6);
+    const w = randomQuantWeights(Q6_K, 512, 3, rng);
+    const l = packed(w);
+    for (let b = 0; b < l.length; b += 210) {
+      expect(Array.from(l.subarray(b + 192, b + 210))).toEqual(
+        Array.from(w.subarray(b + 192, b + 210)),
+      );
+      for (let p = 0; p < 4; p++) {
+        for (let i = 0; i < 16; i++) {
+          // lane 64 p + 16 k + i holds value 16 (i >> 1) + 128 (k >> 1) + 4 p + 2 (k & 1) + (i & 1)
+          const value = (k: number) =>
+            q6kValue(w, b, 16 * (i >> 1) + 128 * (k >> 1) + 4 * p + 2 * (k & 1) + (i & 1));
+          let q3 = 0;
+          for (let k = 0; k < 3; k++) {
+            const byte = l[b + 48 * p + 16 * k + i] as number;
+            expect(byte & 63).toBe(value(k));
+            q3 |= (byte >> 6) << (2 * k);
+          }
+          expect(q3).toBe(value(3));
+        }
+      }
+    }
+    const a = new Float32Array(3 * 512);
+    const c = new Float32Array(3 * 512);
+    for (let r = 0; r < 3; r++) {
+      dequantizeRow(Q6_K, w, r * 420, 512, a, r * 512);
+      dequantizeRow(Q6_K_LANES, l, r * 420, 512, c, r * 512);
+    }
+    expect(bits(c)).toEqual(bits(a));
+  });
+
+  it(`the wasm build (${WASM_BUILD}) keeps Q6_K ${WASM_BUILD === "relaxed-simd" ? "in lane order" : "as GGUF stores it"}, every other type as it is`, () => {
+    const lanes = WASM_BUILD === "relaxed-simd";
+    expect(wasm.residentType(Q6_K)).toBe(lanes ? Q6_K_LANES : Q6_K);
+    expect(js.residentType(Q6_K)).toBe(Q6_K);
+    for (const [, type] of QUANTISED_TYPES) {
+      if (type !== Q6_K) expect(wasm.residentType(type)).toBe(type);
+    }
+    if (!lanes) {
+      const w = randomQuantWeights(Q6_K, 256, 1, mulberry32(1));
+      expect(() => run(wasm, Q6_K_LANES, new Float32Array(256), w, 1, 256, 1)).toThrow(
+        InvariantError,
+      );
+    }
+  });
+
+  // a 128 KiB unpack area: rows of 58368 values are too long for the single-stream widened row
+  // and for four unpacked rows (both fall back to one row at a time)
+  for (const [m, n, d] of [
+    [1, 256, 7],
+    [1, 512, 37],
+    [1, 768, 5],
+    [2, 768, 9],
+    [3, 512, 17],
+    [8, 256, 33],
+    [32, 512, 6],
+    [1, 58368, 3],
+    [2, 58368, 5],
+  ] as const) {
+    it(`(${m}, ${n}) @ (${d}, ${n})^T: Q6_K on js = lane order on js and on wasm's resident type, bit for bit`, () => {
+      const rng = mulberry32(m * 100 + d + n);
+      const x = Float32Array.from({ length: m * n }, () => (rng() * 2 - 1) * 3);
+      x.fill(0, 0, 256);
+      const w = randomQuantWeights(Q6_K, n, d, rng);
+      const l = packed(w);
+      const want = bits(run(js, Q6_K, x, w, m, n, d));
+      expect(bits(run(js, Q6_K_LANES, x, l, m, n, d))).toEqual(want);
+      const resident = wasm.residentType(Q6_K);
+      expect(bits(run(wasm, resident, x, resident === Q6_K_LANES ? l : w, m, n, d))).toEqual(want);
+    });
+  }
 });
