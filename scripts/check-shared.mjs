@@ -11,8 +11,8 @@ import { join } from "node:path";
 // quantised weights (block formats, the JS reference matmulQ, mixed-type weight stacks) take about
 // 850 of its lines, the KV-cache policies' page scorer about 190, moe-attention's split MoE layer
 // and expert shards about 430, laying weights out from a header alone for NPU-fork (about 40),
-// the relaxed wasm build's resident Q6_K form (Q6_K_LANES: its layout, packing at load and the JS
-// reference's dot and dequantisation of it, about 110).
+// the relaxed wasm build's resident Q6_K form (Q6_K_LANES: its layout, the kernels' residentType
+// and toResident, the JS reference's dot and dequantisation of it, about 110).
 // shared/tokenizer is text <-> ids (SentencePiece and byte-level BPE with its pre-tokenizers).
 // shared/engine is the step loop, scheduler, KV block manager and the KV-cache policies (engine/kv-
 // policy/, about 450). shared/moe is moe-attention's disaggregated execution: the attention side's

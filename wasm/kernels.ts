@@ -15,6 +15,7 @@
  */
 
 import { storeLanes } from "./quant-dot";
+import { packQ6kLanes as packLanes } from "./quant-lanes";
 
 // ---------------------------------------------------------------------------------------------
 // Dot-product building blocks
@@ -1205,4 +1206,9 @@ export { matmulQ } from "./quant";
 /** 1 where matmulQ takes Q6_K_LANES (the relaxed build keeps Q6_K matrices in lane order), else 0. */
 export function q6kLanes(): i32 {
   return ASC_FEATURE_RELAXED_SIMD ? 1 : 0;
+}
+
+/** Rewrites nb Q6_K blocks at w as Q6_K_LANES (wasm/quant-lanes.ts; relaxed build only). */
+export function packQ6kLanes(w: usize, nb: i32): void {
+  if (ASC_FEATURE_RELAXED_SIMD) packLanes(w, nb);
 }

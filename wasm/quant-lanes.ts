@@ -160,3 +160,91 @@ export function unpackQ6_KL(w: usize, u: usize): void {
   v128.store(u + 528, sh);
   store<f32>(u + 544, h2f(load<u16>(w + 208)));
 }
+
+/** The top two bits of every byte. */
+const MC0 = memory.data<u8>([
+  192, 192, 192, 192, 192, 192, 192, 192, 192, 192, 192, 192, 192, 192, 192, 192,
+]);
+
+/**
+ * Rewrites nb Q6_K blocks at w in place as Q6_K_LANES (shared/model/quant.ts's packQ6kLanes, the
+ * reference): each block's quants unpacked in value order to TMP (unpackKr's Q6_K steps), as a
+ * 16 x 16 byte matrix (value 16 r + c at row r, column c); lane order's vector k of pass p is
+ * column pair 2 p + k % 2 (as int16) of rows 8 (k / 2) .. + 8, so each half of the rows is
+ * transposed as 8 x 8 int16, then q3's bits go into the top of q0..q2.
+ */
+export function packQ6kLanes(w: usize, nb: i32): void {
+  const m4 = i8x16.splat(0x0f);
+  const m30 = i8x16.splat(0x30);
+  const c0 = v128.load(MC0);
+  for (let b = 0; b < nb; b++, w += 210) {
+    for (let j: usize = 0; j < 4; j++) {
+      const h = j >> 1;
+      const p = (j & 1) << 4;
+      const qa = v128.load(w + (h << 6) + p);
+      const qb = v128.load(w + (h << 6) + p, 32);
+      const hb = v128.load(w + (h << 5) + p, 128);
+      const o = TMP + (h << 7) + p;
+      v128.store(o, v128.or(v128.and(qa, m4), v128.and(i16x8.shl(hb, 4), m30)));
+      v128.store(o, v128.or(v128.and(qb, m4), v128.and(i16x8.shl(hb, 2), m30)), 32);
+      v128.store(o, v128.or(v128.and(i16x8.shr_u(qa, 4), m4), v128.and(hb, m30)), 64);
+      v128.store(
+        o,
+        v128.or(v128.and(i16x8.shr_u(qb, 4), m4), v128.and(i16x8.shr_u(hb, 2), m30)),
+        96,
+      );
+    }
+    transposeHalf(TMP, COLS);
+    transposeHalf(TMP + 128, COLS + 128);
+    for (let p: usize = 0; p < 4; p++) {
+      // q0, q1: columns 2p, 2p + 1 of the first half; q2, q3: of the second
+      const q0 = v128.load(COLS + (p << 5));
+      const q1 = v128.load(COLS + (p << 5), 16);
+      const q2 = v128.load(COLS + 128 + (p << 5));
+      const q3 = v128.load(COLS + 128 + (p << 5), 16);
+      const o = w + p * 48;
+      v128.store(o, v128.or(q0, v128.and(i16x8.shl(q3, 6), c0)));
+      v128.store(o, v128.or(q1, v128.and(i16x8.shl(q3, 4), c0)), 16);
+      v128.store(o, v128.or(q2, v128.and(i16x8.shl(q3, 2), c0)), 32);
+    }
+  }
+}
+
+/** The two transposed halves of TMP: column c of half g at COLS + 128 g + 16 c. */
+const COLS = memory.data(256, 16);
+
+/** The 8 x 8 int16 matrix of 8 rows of 16 bytes at s, transposed into d (row c: column c). */
+function transposeHalf(s: usize, d: usize): void {
+  const r0 = v128.load(s);
+  const r1 = v128.load(s, 16);
+  const r2 = v128.load(s, 32);
+  const r3 = v128.load(s, 48);
+  const r4 = v128.load(s, 64);
+  const r5 = v128.load(s, 80);
+  const r6 = v128.load(s, 96);
+  const r7 = v128.load(s, 112);
+  const a0 = v128.shuffle<i16>(r0, r1, 0, 8, 1, 9, 2, 10, 3, 11);
+  const a1 = v128.shuffle<i16>(r0, r1, 4, 12, 5, 13, 6, 14, 7, 15);
+  const a2 = v128.shuffle<i16>(r2, r3, 0, 8, 1, 9, 2, 10, 3, 11);
+  const a3 = v128.shuffle<i16>(r2, r3, 4, 12, 5, 13, 6, 14, 7, 15);
+  const a4 = v128.shuffle<i16>(r4, r5, 0, 8, 1, 9, 2, 10, 3, 11);
+  const a5 = v128.shuffle<i16>(r4, r5, 4, 12, 5, 13, 6, 14, 7, 15);
+  const a6 = v128.shuffle<i16>(r6, r7, 0, 8, 1, 9, 2, 10, 3, 11);
+  const a7 = v128.shuffle<i16>(r6, r7, 4, 12, 5, 13, 6, 14, 7, 15);
+  const b0 = v128.shuffle<i32>(a0, a2, 0, 4, 1, 5); // columns 0, 1 of rows 0..3
+  const b1 = v128.shuffle<i32>(a0, a2, 2, 6, 3, 7); // 2, 3
+  const b2 = v128.shuffle<i32>(a1, a3, 0, 4, 1, 5); // 4, 5
+  const b3 = v128.shuffle<i32>(a1, a3, 2, 6, 3, 7); // 6, 7
+  const b4 = v128.shuffle<i32>(a4, a6, 0, 4, 1, 5); // the same of rows 4..7
+  const b5 = v128.shuffle<i32>(a4, a6, 2, 6, 3, 7);
+  const b6 = v128.shuffle<i32>(a5, a7, 0, 4, 1, 5);
+  const b7 = v128.shuffle<i32>(a5, a7, 2, 6, 3, 7);
+  v128.store(d, v128.shuffle<i64>(b0, b4, 0, 2));
+  v128.store(d, v128.shuffle<i64>(b0, b4, 1, 3), 16);
+  v128.store(d, v128.shuffle<i64>(b1, b5, 0, 2), 32);
+  v128.store(d, v128.shuffle<i64>(b1, b5, 1, 3), 48);
+  v128.store(d, v128.shuffle<i64>(b2, b6, 0, 2), 64);
+  v128.store(d, v128.shuffle<i64>(b2, b6, 1, 3), 80);
+  v128.store(d, v128.shuffle<i64>(b3, b7, 0, 2), 96);
+  v128.store(d, v128.shuffle<i64>(b3, b7, 1, 3), 112);
+}

@@ -334,6 +334,7 @@ export function createJsKernels(capacityBytes: number): Kernels {
       matmulJs(...a);
     },
     residentType: (type) => type,
+    toResident(): void {},
     matmulQ(...a: MatmulQArgs): void {
       checkOwned(a[0]);
       checkOwned(a[2]);

@@ -88,8 +88,9 @@ interface KernelExports {
     d: number,
     scratch: number,
   ): void;
-  /** 1 where matmulQ takes Q6_K_LANES (absent from builds older than it). */
+  /** 1 where matmulQ takes Q6_K_LANES (absent from builds older than it, with packQ6kLanes). */
   q6kLanes?(): number;
+  packQ6kLanes?(w: number, numBlocks: number): void;
   attention(
     out: number,
     q: number,
@@ -202,6 +203,17 @@ export function createWasmKernels(instance: { exports: unknown }, capacityBytes:
       return new Uint8Array(buf, reserve(n, "allocBytes", 1), n);
     },
     residentType: (type) => (lanes && type === GgmlType.Q6_K ? Q6_K_LANES : type),
+    toResident(type, data): void {
+      if (!lanes || type !== GgmlType.Q6_K) return;
+      if (data.buffer !== buf) foreign();
+      if (data.length % 210 !== 0) {
+        throw new InvariantError(`toResident: ${data.length} bytes are not whole Q6_K blocks`);
+      }
+      (ex.packQ6kLanes as (w: number, numBlocks: number) => void)(
+        data.byteOffset,
+        data.length / 210,
+      );
+    },
     // Like matmul: each typed-array getter read once, checks on plain numbers; checkMatmulQ (the
     // authority) only runs to build the error when one fails.
     matmulQ(out, ldo, x, w, type, m, n, d, scratch): void {

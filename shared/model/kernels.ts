@@ -54,9 +54,17 @@ export interface Kernels {
   /**
    * The type these kernels keep a matrix of GGUF type `type` in: `type` itself, except that the
    * relaxed-SIMD wasm build keeps Q6_K as Q6_K_LANES (the same bytes permuted: shared/model/
-   * quant.ts; loadWeights packs it). matmulQ takes every type either returns.
+   * quant.ts). matmulQ takes every type either returns.
    */
   residentType(type: WeightType): WeightType;
+
+  /**
+   * Rewrites `data` (whole rows of GGUF type `type`, in kernel memory) in place into the layout of
+   * residentType(type), which it then has; nothing where that is `type` (loadWeights calls it on
+   * every matrix it fills). The wasm build's Q6_K_LANES packing is bit for bit quant.ts's
+   * packQ6kLanes.
+   */
+  toResident(type: WeightType, data: Uint8Array): void;
 
   /**
    * X (m, n) @ W^T (d, n) with W in a ggml block format (F16, Q8_0, Q4_0, Q4_K, Q6_K, and

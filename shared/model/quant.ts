@@ -20,7 +20,7 @@
  *
  * One resident form that is not a GGUF type: Q6_K_LANES, Q6_K's blocks with their 256 quants in
  * lane order (q6kLanePosition), which the relaxed-SIMD wasm build keeps Q6_K matrices in (its
- * kernels' `residentType`; packQ6kLanes rewrites a matrix at load). The same 210 bytes a block:
+ * kernels' `residentType`; their `toResident` packs a matrix at load). The same 210 bytes a block:
  * u8 v[192] then Q6_K's scales[16] and d. Lane position L = 64 p + 16 k + i (p, k < 4, i < 16)
  * holds value 16 (i >> 1) + 128 (k >> 1) + 4 p + 2 (k & 1) + (i & 1), so each pair of lanes holds
  * two values of one sub-block; for k < 3 its quant is the low six bits of v[48 p + 16 k + i], for
@@ -178,24 +178,6 @@ export function q6kLanesValue(b: Uint8Array, p: number, v: number): number {
     (((b[at + 16] as number) >> 6) << 2) |
     (((b[at + 32] as number) >> 6) << 4)
   );
-}
-
-/** Rewrites Q6_K blocks (`data`: a whole number of 210-byte blocks) in place as Q6_K_LANES. */
-export function packQ6kLanes(data: Uint8Array): void {
-  if (data.length % 210 !== 0) {
-    throw new GgufError(`Q6_K data of ${data.length} bytes is not a whole number of blocks`);
-  }
-  const q = new Uint8Array(256);
-  for (let p = 0; p < data.length; p += 210) {
-    for (let v = 0; v < 256; v++) q[q6kLanePosition(v)] = q6kValue(data, p, v);
-    for (let l = 0; l < 192; l++) {
-      const pass = (l / 48) | 0;
-      const k = ((l % 48) >> 4) as 0 | 1 | 2;
-      const i = l & 15;
-      const q3 = q[64 * pass + 48 + i] as number;
-      data[p + l] = (q[64 * pass + 16 * k + i] as number) | (((q3 >> (2 * k)) & 3) << 6);
-    }
-  }
 }
 
 /** Q4_K value i (0..15) of the block at `p`. */

@@ -13,8 +13,6 @@ import {
   dequantizeRow,
   type GgufWeightType,
   isWeightType,
-  packQ6kLanes,
-  Q6_K_LANES,
   readTensorF32,
   rowBytes,
   type WeightType,
@@ -298,11 +296,12 @@ function placeWeights(
   };
   /**
    * Reads tensors of one type back to back into one matrix, in the kernels' resident form of that
-   * type (Q6_K_LANES packed here); `as` forces f32.
+   * type; `as` forces f32.
    */
   const matrix = (parts: TensorSpec[], as?: WeightType): Matrix => {
     const infos = parts.map((p) => tensorInfo(file, p.name, p.dims));
-    const type = kernels.residentType(as ?? arenaType(infos[0] as GgufTensorInfo));
+    const fileType = as ?? arenaType(infos[0] as GgufTensorInfo);
+    const type = kernels.residentType(fileType);
     const cols = infos[0]?.dims[0] as number;
     const rows = infos.reduce((a, t) => a + t.numElements / cols, 0);
     if (type === GgmlType.F32) {
@@ -320,7 +319,7 @@ function placeWeights(
       out.set((bytes as Uint8Array).subarray(t.offset, t.offset + t.numBytes), off);
       off += t.numBytes;
     }
-    if (bytes && type === Q6_K_LANES) packQ6kLanes(out);
+    if (bytes) kernels.toResident(fileType, out);
     return { type, rows, cols, data: out };
   };
   /** A stack of parts: consecutive parts of one type are fused into one matrix. */

@@ -29,6 +29,7 @@ export function createNaiveKernels(capacityBytes = 1 << 30): Kernels {
       return new Uint8Array(n);
     },
     residentType: (type) => type,
+    toResident() {},
     /** Dequantised weights times unquantised x, in float64: the error bound's reference. */
     matmulQ(out, ldo, x, w, type, m, n, d) {
       const row = new Float32Array(n);

@@ -3,7 +3,12 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { buildQuantCheckpoint } from "../../scripts/fixtures/make-quant-checkpoint.ts";
 import { f32ToF16, GgmlType } from "../../shared/gguf/gguf.ts";
-import { blockValues, rowBytes, type WeightType } from "../../shared/model/quant.ts";
+import {
+  blockValues,
+  q6kLanePosition,
+  rowBytes,
+  type WeightType,
+} from "../../shared/model/quant.ts";
 import { gaussian } from "../../shared/random.ts";
 import { REPO_ROOT } from "./models.ts";
 
@@ -84,4 +89,46 @@ export function randomQuantWeights(
     }
   }
   return bytes;
+}
+
+/** LANE_VALUE[L]: the value index at lane position L (q6kLanePosition inverted). */
+const LANE_VALUE = new Uint8Array(256);
+for (let v = 0; v < 256; v++) LANE_VALUE[q6kLanePosition(v)] = v;
+
+/**
+ * Rewrites Q6_K blocks (`data`: a whole number of 210-byte blocks) in place as Q6_K_LANES
+ * (shared/model/quant.ts documents the layout): the reference for the wasm build's packing
+ * (Kernels.toResident), in plain loops.
+ */
+export function packQ6kLanes(data: Uint8Array): void {
+  if (data.length % 210 !== 0) {
+    throw new Error(`Q6_K data of ${data.length} bytes is not a whole number of blocks`);
+  }
+  const q = new Uint8Array(256);
+  for (let p = 0; p < data.length; p += 210) {
+    // the block's quants in value order (q6kValue's layout, 128 values a half)
+    for (let h = 0; h < 256; h += 128) {
+      const ql = p + (h >> 1);
+      const qh = p + 128 + (h >> 2);
+      for (let l = 0; l < 32; l++) {
+        const a = data[ql + l] as number;
+        const b = data[ql + 32 + l] as number;
+        const c = data[qh + l] as number;
+        q[h + l] = (a & 15) | ((c & 3) << 4);
+        q[h + 32 + l] = (b & 15) | (((c >> 2) & 3) << 4);
+        q[h + 64 + l] = (a >> 4) | (((c >> 4) & 3) << 4);
+        q[h + 96 + l] = (b >> 4) | ((c >> 6) << 4);
+      }
+    }
+    for (let pass = 0; pass < 4; pass++) {
+      const o = p + 48 * pass;
+      const l = 64 * pass;
+      for (let i = 0; i < 16; i++) {
+        const q3 = q[LANE_VALUE[l + 48 + i] as number] as number;
+        data[o + i] = (q[LANE_VALUE[l + i] as number] as number) | ((q3 & 3) << 6);
+        data[o + 16 + i] = (q[LANE_VALUE[l + 16 + i] as number] as number) | (((q3 >> 2) & 3) << 6);
+        data[o + 32 + i] = (q[LANE_VALUE[l + 32 + i] as number] as number) | ((q3 >> 4) << 6);
+      }
+    }
+  }
 }

@@ -13,14 +13,13 @@ import {
   actRowBytes,
   blockValues,
   dequantizeRow,
-  packQ6kLanes,
   Q6_K_LANES,
   q6kValue,
   rowBytes,
   type WeightType,
 } from "../../shared/model/quant.ts";
 import { mulberry32 } from "../../shared/random.ts";
-import { QUANTISED_TYPES, randomQuantWeights } from "../helpers/quant.ts";
+import { packQ6kLanes, QUANTISED_TYPES, randomQuantWeights } from "../helpers/quant.ts";
 
 const ARENA = 16 << 20;
 let js: Kernels;
@@ -351,6 +350,23 @@ describe("Q6_K_LANES: Q6_K in lane order", () => {
       expect(() => run(wasm, Q6_K_LANES, new Float32Array(256), w, 1, 256, 1)).toThrow(
         InvariantError,
       );
+    }
+  });
+
+  it("toResident packs Q6_K as packQ6kLanes, bit for bit (the wasm build's own packing), and leaves other types", () => {
+    const w = randomQuantWeights(Q6_K, 512, 9, mulberry32(9));
+    w.fill(255, 0, 210); // every bit set, then every bit clear
+    w.fill(0, 210, 420);
+    for (const k of [js, wasm]) {
+      const data = k.allocBytes(w.length);
+      data.set(w);
+      k.toResident(Q6_K, data);
+      expect(Array.from(data)).toEqual(Array.from(k.residentType(Q6_K) === Q6_K ? w : packed(w)));
+      const q4k = randomQuantWeights(GgmlType.Q4_K, 256, 2, mulberry32(4));
+      const other = k.allocBytes(q4k.length);
+      other.set(q4k);
+      k.toResident(GgmlType.Q4_K, other);
+      expect(Array.from(other)).toEqual(Array.from(q4k));
     }
   });
 
