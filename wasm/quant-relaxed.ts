@@ -6,17 +6,16 @@
  * The one relaxed operation is i16x8.relaxed_dot_i8x16_i7x16_s(a, b) (`dot2`): 16 signed bytes
  * of a times 16 bytes of b, adjacent products added into eight int16 lanes (x64: pmaddubsw). The
  * host may read b's bytes as signed or unsigned when their top bit is set, so every b here lies
- * in [0, 127]: 4-bit and 6-bit quants before their offset, or (Q8_0 weights, batches only:
- * wasm/quant-relaxed-batch.ts) the positive and negative parts of an activation, max(q, 0) and
- * max(-q, 0). Then a lane is exactly a0 b0 + a1 b1, at most 2 * 128 * 127 < 2^15 in magnitude,
- * on every host, and the integer sums below are the exact numbers of wasm/quant-dot.ts: the float
- * steps after them are unchanged, so this build is bit for bit the JS reference
- * (shared/model/kernels-quant-js.ts) too.
+ * in [0, 127]: 4-bit and 6-bit quants before their offset (Q8_0's weights take both signs: both
+ * builds widen them to int16 instead). Then a lane is exactly a0 b0 + a1 b1, at most 2 * 128 *
+ * 127 < 2^15 in magnitude, on every host, and the integer sums below are the exact numbers of
+ * wasm/quant-dot.ts: the float steps after them are unchanged, so this build is bit for bit the
+ * JS reference (shared/model/kernels-quant-js.ts) too.
  *
  * Where two dot2 lanes are added in int16, the comment gives the bound that keeps the sum exact.
- * This file: one activation row (Q4_0, Q4_K, Q6_K). A Q8_0 row takes two dot2 per 16 weights
- * (each activation's two parts), no faster than wasm/quant-matvec.ts's widened row, which the
- * relaxed build keeps for Q8_0 at batch 1.
+ * This file: one activation row (Q4_0, Q4_K, Q6_K; Q6_K_LANES in wasm/quant-lanes.ts). A Q8_0
+ * row would take two dot2 per 16 weights (an activation's positive and negative parts), measured
+ * no faster than wasm/quant-matvec.ts's widened row, which the relaxed build keeps for Q8_0.
  */
 
 import { addLanes, h2f4at, isum, isum4, q4kScaleBytes } from "./quant-dot";
