@@ -1,6 +1,6 @@
 /**
  * Four Q8_0 or Q4_0 weight rows per call for wasm/quant-matvec.ts's matvecQ (one activation row,
- * widened once; both builds: the relaxed one for Q8_0, whose weights take both signs), one from
+ * widened once; the plain build's: the relaxed one has wasm/quant-relaxed-rows4.ts's), one from
  * each quarter of the matrix, their blocks read in turn: four streams, each in address order,
  * which the prefetcher follows (1.06-1.16x the four adjacent rows of wasm/quant-relaxed-rows4.ts's
  * two phases here; four adjacent rows read in turn ran at 0.3x from memory). The float steps of

@@ -5,7 +5,7 @@
  * block) row after row so that the weights are read in address order (interleaving the four rows
  * block by block or chunk by chunk ran at 0.3-0.5x the one-row kernel once rows were longer than
  * about 512 values and streamed from memory: the prefetcher lost them), stored as i32x4 partials
- * at p (64 bytes a block), then per block the epilogue once for the four rows. Q4_0: one row from
+ * at p (64 bytes a block), then per block the epilogue once for the four rows. Q8_0 and Q4_0: one row from
  * each quarter of the matrix, their blocks read in turn (four streams in address order, as
  * wasm/quant-matvec-rows4.ts). The epilogue in lanes either way: one isum4 (or int16 fold)
  * instead of four horizontal sums, the four scales converted by one h2f4, the float steps as
@@ -16,7 +16,7 @@
 import { h2f4at, isum4, storeLanes } from "./quant-dot";
 import { h2f4 } from "./quant-f16";
 import { HI2, M, NIB8 } from "./quant-matvec";
-import { dot2, q6Scales } from "./quant-relaxed";
+import { block8r, dot2, q6Scales } from "./quant-relaxed";
 
 /** A block's scales as int16 (Q4_K: eight, Q6_K: sixteen). */
 const R4 = memory.data(32, 16);
@@ -275,6 +275,29 @@ export function dotQ4_0r4(
     const s8 = i32x4.shl(v128.load32_splat(sums + (b << 2)), 3);
     const s = i32x4.sub(i32x4.extadd_pairwise_i16x8_s(h), s8);
     const dd = f32x4.mul(h2f4at(w, rs), v128.load32_splat(u + (b << 2)));
+    acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(s), dd));
+  }
+  storeLanes(o, os, acc);
+}
+
+/**
+ * Q8_0 rows w, w + rs, w + 2 rs, w + 3 rs against the split activation row at u (quant-relaxed.ts's
+ * splitQ8) into o, o + os, o + 2 os, o + 3 os, read in turn as dotQ4_0r4's: per block the four
+ * rows' block8r sums by one isum4, their d_w by one h2f4, then lane r: acc + f32(s) * (d_w *
+ * d_x), as dotQ8r.
+ */
+export function dotQ8_0r4(w: usize, rs: usize, u: usize, n: i32, o: usize, os: usize): void {
+  const nb = <usize>(n >> 5);
+  const dxs = u + ((<usize>n) << 1);
+  let acc = f32x4.splat(0);
+  for (let b: usize = 0, x = u; b < nb; b++, w += 34, x += 64) {
+    const s = isum4(
+      block8r(w, x),
+      block8r(w + rs, x),
+      block8r(w + 2 * rs, x),
+      block8r(w + 3 * rs, x),
+    );
+    const dd = f32x4.mul(h2f4at(w, rs), v128.load32_splat(dxs + (b << 2)));
     acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(s), dd));
   }
   storeLanes(o, os, acc);

@@ -6,24 +6,23 @@
  * The one relaxed operation is i16x8.relaxed_dot_i8x16_i7x16_s(a, b) (`dot2`): 16 signed bytes
  * of a times 16 bytes of b, adjacent products added into eight int16 lanes (x64: pmaddubsw). The
  * host may read b's bytes as signed or unsigned when their top bit is set, so every b here lies
- * in [0, 127]: 4-bit and 6-bit quants before their offset (Q8_0's weights take both signs: both
- * builds widen them to int16 instead). Then a lane is exactly a0 b0 + a1 b1, at most 2 * 128 *
- * 127 < 2^15 in magnitude, on every host, and the integer sums below are the exact numbers of
+ * in [0, 127]: 4-bit and 6-bit quants before their offset, or (Q8_0, whose weights take both
+ * signs, as a) the activation's positive and negative parts max(q, 0) and max(-q, 0). Then a lane
+ * is exactly a0 b0 + a1 b1, at most 2 * 128 * 127 < 2^15 in magnitude, on every host, and the
+ * integer sums below are the exact numbers of
  * wasm/quant-dot.ts: the float steps after them are unchanged, so this build is bit for bit the
  * JS reference (shared/model/kernels-quant-js.ts) too.
  *
  * Where two dot2 lanes are added in int16, the comment gives the bound that keeps the sum exact.
- * This file: one activation row (Q4_0, Q4_K, Q6_K; Q6_K_LANES in wasm/quant-lanes.ts). A Q8_0
- * row would take two dot2 per 16 weights (an activation's positive and negative parts), measured
- * no faster than wasm/quant-matvec.ts's widened row, which the relaxed build keeps for Q8_0.
+ * This file: one activation row (Q8_0, Q4_0, Q4_K, Q6_K; Q6_K_LANES in wasm/quant-lanes.ts).
  */
 
 import { addLanes, h2f4at, isum, isum4, q4kScaleBytes } from "./quant-dot";
 import { h2f } from "./quant-f16";
 import { dotQ6_KLr, dotQ6_KLr4 } from "./quant-lanes";
 import { HI2, M, NIB8, PART } from "./quant-matvec";
-import { dotQ4_0r4, dotQ4_Kr4, dotQ6_Kr4 } from "./quant-relaxed-rows4";
-import { Q4_0, Q4_K, Q6_K_LANES } from "./quant-types";
+import { dotQ4_0r4, dotQ4_Kr4, dotQ6_Kr4, dotQ8_0r4 } from "./quant-relaxed-rows4";
+import { Q4_0, Q4_K, Q6_K_LANES, Q8_0 } from "./quant-types";
 
 /** 16 byte products a * b, adjacent pairs added in int16 (b in [0, 127]: exact). */
 export function dot2(a: v128, b: v128): v128 {
@@ -45,6 +44,54 @@ function blockSums(a: usize, n: i32, u: usize): void {
     store<f32>(u + (b << 2), load<f32>(a + b * 36));
     store<i32>(u + (nb << 2) + (b << 2), isum(i32x4.extadd_pairwise_i16x8_s(s)));
   }
+}
+
+/**
+ * The Q8_0 activation row at `a` (36-byte blocks) split for block8r at u: per block its 32
+ * max(q, 0) then its 32 max(-q, 0) (64 bytes), then after the n values' 2n bytes the n / 32 f32
+ * d_x (where widenRow puts them).
+ */
+function splitQ8(a: usize, n: i32, u: usize): void {
+  const nb = <usize>n >> 5;
+  const z = i8x16.splat(0);
+  for (let b: usize = 0; b < nb; b++) {
+    const q = a + b * 36 + 4;
+    const o = u + (b << 6);
+    const q0 = v128.load(q);
+    const q1 = v128.load(q, 16);
+    v128.store(o, i8x16.max_s(q0, z));
+    v128.store(o, i8x16.max_s(q1, z), 16);
+    // q >= -127 (amax / 127 steps), so -q does not wrap
+    v128.store(o, i8x16.max_s(i8x16.neg(q0), z), 32);
+    v128.store(o, i8x16.max_s(i8x16.neg(q1), z), 48);
+    store<f32>(u + ((<usize>n) << 1) + (b << 2), load<f32>(a + b * 36));
+  }
+}
+
+/**
+ * i32x4 partial sums of a Q8_0 block (weights at w) times its split activations at x (splitQ8):
+ * per 16 weights dot2 with the positive parts less dot2 with the negative ones. The difference
+ * of two lanes is w0 q0 + w1 q1 (one part of each q is 0), within 2 * 128 * 127 < 2^15 like
+ * either dot2, so the int16 subtraction is exact.
+ */
+export function block8r(w: usize, x: usize): v128 {
+  const wa = v128.load(w, 2);
+  const wb = v128.load(w, 18);
+  const ea = i16x8.sub(dot2(wa, v128.load(x)), dot2(wa, v128.load(x, 32)));
+  const eb = i16x8.sub(dot2(wb, v128.load(x, 16)), dot2(wb, v128.load(x, 48)));
+  return i32x4.add(i32x4.extadd_pairwise_i16x8_s(ea), i32x4.extadd_pairwise_i16x8_s(eb));
+}
+
+/** A Q8_0 row at w against the split activation row at u (splitQ8): dotQ8w's float steps. */
+function dotQ8r(w: usize, u: usize, n: i32): f32 {
+  const nb = n >> 5;
+  const dxs = u + ((<usize>n) << 1);
+  let acc: f32 = 0;
+  for (let b = 0; b < nb; b++, w += 34, u += 64) {
+    const s = isum(block8r(w, u));
+    acc += <f32>s * (h2f(load<u16>(w)) * load<f32>(dxs + ((<usize>b) << 2)));
+  }
+  return acc;
 }
 
 /**
@@ -211,14 +258,18 @@ export function matvecQr(
   u: usize,
 ): void {
   if (type === Q4_0) blockSums(a, n, u);
-  // four rows a call (wasm/quant-relaxed-rows4.ts: Q4_0 rows j, j + q, j + 2q, j + 3q, the
-  // K-quants four adjacent rows), then the d % 4 last rows one at a time
+  if (type === Q8_0) splitQ8(a, n, u);
+  // four rows a call (wasm/quant-relaxed-rows4.ts: Q8_0 and Q4_0 rows j, j + q, j + 2q, j + 3q,
+  // the K-quants four adjacent rows), then the d % 4 last rows one at a time
   let j = 0;
-  if (type === Q4_0) {
+  if (type === Q4_0 || type === Q8_0) {
     const q = d >> 2;
     const rs = <usize>q * wr;
     const os = (<usize>q) << 2;
-    for (; j < q; j++, w += wr, out += 4) dotQ4_0r4(w, rs, a, u, n, out, os);
+    for (; j < q; j++, w += wr, out += 4) {
+      if (type === Q8_0) dotQ8_0r4(w, rs, u, n, out, os);
+      else dotQ4_0r4(w, rs, a, u, n, out, os);
+    }
     j = q << 2;
     w += 3 * rs;
     out += 3 * os;
@@ -230,7 +281,8 @@ export function matvecQr(
   }
   for (; j < d; j++, w += wr, out += 4) {
     let v: f32;
-    if (type === Q4_0) v = dotQ4r(w, a, u, n);
+    if (type === Q8_0) v = dotQ8r(w, u, n);
+    else if (type === Q4_0) v = dotQ4r(w, a, u, n);
     else if (type === Q4_K) v = dotQ4_Kr(w, a, n);
     else if (type === Q6_K_LANES) v = dotQ6_KLr(w, a, n);
     else v = dotQ6_Kr(w, a, n);

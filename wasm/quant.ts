@@ -11,7 +11,7 @@
  * Q4_0 four weight rows a call in wasm/quant-matvec-rows4.ts), wasm/quant-f16.ts (F16 weights), wasm/quant-dot.ts (packed blocks, one row or four rows at a
  * time: the other types, and rows too long for the scratch) and wasm/quant-unpack.ts (weight rows
  * unpacked or prepared once for batches; wasm/quant-prepared.ts: Q8_0's). Built with relaxed SIMD
- * (wasm/kernels-relaxed.wasm, ASC_FEATURE_RELAXED_SIMD), the single-stream Q4_0/Q4_K/Q6_K sums
+ * (wasm/kernels-relaxed.wasm, ASC_FEATURE_RELAXED_SIMD), the single-stream Q8_0/Q4_0/Q4_K/Q6_K sums
  * (wasm/quant-relaxed.ts, four rows a call in wasm/quant-relaxed-rows4.ts), the four-row prepared
  * Q4_0 sums and the four-row K-quant sums (wasm/quant-relaxed-batch.ts) are relaxed instead: the
  * same integers, so the same bits.
@@ -150,7 +150,7 @@ export function matmulQ(
   }
   if (m === 1 && hasMatvec(type) && widenedBytes(n) <= UNPACK_BYTES) {
     // single stream: the activation row widened once, then every weight row against it
-    if (ASC_FEATURE_RELAXED_SIMD && type !== Q8_0) {
+    if (ASC_FEATURE_RELAXED_SIMD) {
       matvecQr(lanes ? Q6_K_LANES : type, out, w, wr, scratch, n, d, unpackBase());
     } else matvecQ(type, out, w, wr, scratch, n, d, unpackBase());
     return;

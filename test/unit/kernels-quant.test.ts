@@ -30,6 +30,15 @@ beforeAll(async () => {
   wasm = await loadWasmKernels(ARENA);
 });
 
+const Q6_K = GgmlType.Q6_K;
+
+/** A Q6_K_LANES copy of Q6_K weights. */
+function packed(w: Uint8Array): Uint8Array {
+  const p = Uint8Array.from(w);
+  packQ6kLanes(p);
+  return p;
+}
+
 function bits(a: Float32Array): number[] {
   return Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
 }
@@ -184,6 +193,44 @@ describe("matmulQ", () => {
     });
   }
 
+  it("quants at their limits against activations at +-127 (int16 lanes at their bounds): js = wasm bit for bit", () => {
+    const n = 256;
+    const d = 9;
+    // activation rows of +-1: every block's q at +-127 (all +, all -, pairs of each sign, mixed)
+    const signs = [
+      () => 1,
+      () => -1,
+      (k: number) => ((k >> 1) & 1 ? 1 : -1),
+      (k: number) => (k & 1 ? 1 : -1),
+    ];
+    const x = Float32Array.from({ length: signs.length * n }, (_, i) =>
+      (signs[(i / n) | 0] as (k: number) => number)(i % n),
+    );
+    const q8 = new Uint8Array(d * rowBytes(GgmlType.Q8_0, n));
+    for (let b = 0; b < q8.length; b += 34) {
+      q8[b + 1] = 0x3c; // d = 1
+      q8.fill((b / 34) % 3 === 0 ? 0x80 : (b / 34) % 3 === 1 ? 0x7f : 0x81, b + 2, b + 34); // -128, 127, -127
+    }
+    const q6 = new Uint8Array(d * rowBytes(Q6_K, n)).fill(0xff); // every quant 63
+    for (let b = 0; b < q6.length; b += 210) {
+      for (let g = 0; g < 16; g++) q6[b + 192 + g] = g & 1 ? 0x80 : 0x7f; // scales -128, 127
+      q6[b + 208] = 0;
+      q6[b + 209] = 0x3c;
+    }
+    const cases: [WeightType, Uint8Array][] = [
+      [GgmlType.Q8_0, q8],
+      [Q6_K, q6],
+    ];
+    if (wasm.residentType(Q6_K) === Q6_K_LANES) cases.push([Q6_K_LANES, packed(q6)]);
+    for (const [type, w] of cases) {
+      const want = type === Q6_K_LANES ? Q6_K : type;
+      for (const m of [1, 4]) {
+        const a = run(js, want, x, want === type ? w : q6, m, n, d);
+        expect(bits(run(wasm, type, x, w, m, n, d)), `type ${type}, m ${m}`).toEqual(bits(a));
+      }
+    }
+  });
+
   it("weight scales of every finite class of half (subnormal, +-0, largest): js = wasm bit for bit", () => {
     // byte offsets of the f16 scale fields in a block, and the halves written there in turn
     const fields: [WeightType, number[]][] = [
@@ -299,13 +346,6 @@ describe("matmulQ", () => {
 });
 
 describe("Q6_K_LANES: Q6_K in lane order", () => {
-  const Q6_K = GgmlType.Q6_K;
-  const packed = (w: Uint8Array): Uint8Array => {
-    const p = Uint8Array.from(w);
-    packQ6kLanes(p);
-    return p;
-  };
-
   it("is laid out as quant.ts documents it and dequantises to Q6_K's values bit for bit", () => {
     const rng = mulberry32(6);
     const w = randomQuantWeights(Q6_K, 512, 3, rng);
