@@ -21,9 +21,10 @@
  * Relaxed build only: callers test ASC_FEATURE_RELAXED_SIMD.
  */
 
-import { isum, isum4 } from "./quant-dot";
-import { h2f, h2f4 } from "./quant-f16";
+import { isum } from "./quant-dot";
+import { h2f } from "./quant-f16";
 import { dot2, q6Scales } from "./quant-relaxed";
+import { q6Epilogue4 } from "./quant-relaxed-rows4";
 
 /** Value index of lane position L (the header's map), for toLaneOrder. */
 function laneValue(l: i32): i32 {
@@ -89,39 +90,47 @@ function laneBlock(w: usize, a: usize, o: usize, s: usize): void {
   v128.store(o, t);
 }
 
-/** The block's scales as int16 (q6Scales' destination), then one block's partials (dotQ6_KLr). */
-const SC = memory.data(48, 16);
+/** The block's scales as int16 (q6Scales' destination). */
+const SC = memory.data(32, 16);
+
+/**
+ * The integer sums of `rows` lane-order rows (w, w + wr, ...; nb blocks each) against the
+ * lane-order activation row a, as i32x4 partials at p + 64 b + 16 r: row after row, so the
+ * weights are read in address order, and laneBlock has this one caller (inlined: one call per
+ * row group instead of one per block).
+ */
+function laneRows(w: usize, wr: usize, a: usize, nb: usize, p: usize, rows: usize): void {
+  for (let r: usize = 0; r < rows; r++, w += wr) {
+    for (let b: usize = 0, wj = w; b < nb; b++, wj += 210) {
+      laneBlock(wj, a + b * 292, p + (b << 6) + (r << 4), SC);
+    }
+  }
+}
 
 /**
  * Lane-order Q6_K rows w, w + wr, w + 2 wr, w + 3 wr against the lane-order Q8_K activation row a
  * into o .. o + 12, with n / 4 bytes of scratch at p: as dotQ6_Kr4 (the integer sums row after
- * row, then the epilogue per block in lanes).
+ * row, then its epilogue).
  */
 export function dotQ6_KLr4(w: usize, wr: usize, a: usize, n: i32, o: usize, p: usize): void {
   const nb = <usize>(n >> 8);
-  for (let r: usize = 0, wj = w; r < 64; r += 16) {
-    for (let b: usize = 0; b < nb; b++, wj += 210) laneBlock(wj, a + b * 292, p + (b << 6) + r, SC);
-  }
-  let acc = f32x4.splat(0);
-  for (let b: usize = 0; b < nb; b++, w += 210, a += 292, p += 64) {
-    const s = isum4(v128.load(p), v128.load(p, 16), v128.load(p, 32), v128.load(p, 48));
-    let h = i32x4.splat(load<u16>(w, 208));
-    h = i32x4.replace_lane(h, 1, load<u16>(w + wr, 208));
-    h = i32x4.replace_lane(h, 2, load<u16>(w + 2 * wr, 208));
-    h = i32x4.replace_lane(h, 3, load<u16>(w + 3 * wr, 208));
-    const dd = f32x4.mul(h2f4(h), f32x4.splat(load<f32>(a)));
-    acc = f32x4.add(acc, f32x4.mul(dd, f32x4.convert_i32x4_s(s)));
-  }
-  v128.store(o, acc);
+  laneRows(w, wr, a, nb, p, 4);
+  q6Epilogue4(w, wr, a, nb, o, p);
 }
 
-/** One lane-order Q6_K row against the lane-order Q8_K activation row a: dotQ6_Kr's value. */
-export function dotQ6_KLr(w: usize, a: usize, n: i32): f32 {
+/**
+ * One lane-order Q6_K row against the lane-order Q8_K activation row a, with 32 KiB of scratch at
+ * p (the partials of up to 512 blocks at a time): dotQ6_Kr's value.
+ */
+export function dotQ6_KLr(w: usize, a: usize, n: i32, p: usize): f32 {
+  const nb = <usize>(n >> 8);
   let acc: f32 = 0;
-  const t = SC + 32;
-  for (let b = 0; b < n >> 8; b++, w += 210, a += 292) {
-    laneBlock(w, a, t, SC);
-    acc += h2f(load<u16>(w, 208)) * load<f32>(a) * <f32>isum(v128.load(t));
+  for (let b0: usize = 0; b0 < nb; b0 += 512) {
+    const c = min<usize>(512, nb - b0);
+    laneRows(w, 0, a, c, p, 1);
+    for (let b: usize = 0; b < c; b++, w += 210, a += 292) {
+      acc += h2f(load<u16>(w, 208)) * load<f32>(a) * <f32>isum(v128.load(p + (b << 6)));
+    }
   }
   return acc;
 }

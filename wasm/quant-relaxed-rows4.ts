@@ -130,6 +130,15 @@ export function dotQ6_Kr4(w: usize, wr: usize, a: usize, n: i32, o: usize, p: us
   for (let r: usize = 0, wj = w; r < 64; r += 16) {
     for (let b: usize = 0; b < nb; b++, wj += 210) q6Block(wj, a + b * 292, p + (b << 6) + r);
   }
+  q6Epilogue4(w, wr, a, nb, o, p);
+}
+
+/**
+ * The float steps of four Q6_K rows (w, w + wr, w + 2 wr, w + 3 wr: their d at byte 208 of each
+ * block) from their integer sums as i32x4 partials at p (64 bytes a block), against the Q8_K
+ * activation row a, into o .. o + 12: per block, acc + (d_w * d_x) * f32(s) in lane r for row r.
+ */
+export function q6Epilogue4(w: usize, wr: usize, a: usize, nb: usize, o: usize, p: usize): void {
   let acc = f32x4.splat(0);
   for (let b: usize = 0; b < nb; b++, w += 210, a += 292, p += 64) {
     const s = isum4(v128.load(p), v128.load(p, 16), v128.load(p, 32), v128.load(p, 48));

@@ -284,7 +284,7 @@ export function matvecQr(
     if (type === Q8_0) v = dotQ8r(w, u, n);
     else if (type === Q4_0) v = dotQ4r(w, a, u, n);
     else if (type === Q4_K) v = dotQ4_Kr(w, a, n);
-    else if (type === Q6_K_LANES) v = dotQ6_KLr(w, a, n);
+    else if (type === Q6_K_LANES) v = dotQ6_KLr(w, a, n, u);
     else v = dotQ6_Kr(w, a, n);
     store<f32>(out, v);
   }

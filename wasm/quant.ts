@@ -267,7 +267,8 @@ export function matmulQ(
     const oj = out + ((<usize>j) << 2);
     for (let i = 0; i < m; i++) {
       const ai = scratch + <usize>i * ar;
-      store<f32>(oj + <usize>i * ob, lanes ? dotQ6_KLr(wj, ai, n) : dotRow(type, wj, ai, n));
+      const v = lanes ? dotQ6_KLr(wj, ai, n, unpackBase()) : dotRow(type, wj, ai, n);
+      store<f32>(oj + <usize>i * ob, v);
     }
   }
 }

@@ -411,7 +411,7 @@ describe("Q6_K_LANES: Q6_K in lane order", () => {
   });
 
   // a 128 KiB unpack area: rows of 58368 values are too long for the single-stream widened row
-  // and for four unpacked rows (both fall back to one row at a time)
+  // and for four unpacked rows (both fall back to one row at a time, 512 blocks a chunk)
   for (const [m, n, d] of [
     [1, 256, 7],
     [1, 512, 37],
@@ -422,6 +422,7 @@ describe("Q6_K_LANES: Q6_K in lane order", () => {
     [32, 512, 6],
     [1, 58368, 3],
     [2, 58368, 5],
+    [1, 131328, 2], // 513 blocks: the long-row dot's partials in two chunks
   ] as const) {
     it(`(${m}, ${n}) @ (${d}, ${n})^T: Q6_K on js = lane order on js and on wasm's resident type, bit for bit`, () => {
       const rng = mulberry32(m * 100 + d + n);
