@@ -61,18 +61,19 @@ export interface Kernels {
   /**
    * Rewrites `data` (whole rows of GGUF type `type`, in kernel memory) in place into the layout of
    * residentType(type), which it then has; nothing where that is `type` (loadWeights calls it on
-   * every matrix it fills). The wasm build's Q6_K_LANES packing is bit for bit quant.ts's
-   * packQ6kLanes.
+   * every matrix it fills). The wasm build's Q6_K_LANES packing is tested bit for bit against a
+   * plain-loop packer of the layout quant.ts documents.
    */
   toResident(type: WeightType, data: Uint8Array): void;
 
   /**
    * X (m, n) @ W^T (d, n) with W in a ggml block format (F16, Q8_0, Q4_0, Q4_K, Q6_K, and
-   * Q6_K_LANES where residentType gives it; F32 weights use `matmul`): d rows of `rowBytes(type, n)` bytes. out[i * ldo + j] = dot(x row i, w row j)
-   * for i < m, j < d; other elements of `out` are left alone. The x rows are first quantised into
-   * `scratch` (m rows of `actRowBytes(type, n)`), then each dot product is an integer sum per
-   * block and f32 operations in the fixed order of kernels-quant-js.ts. `out` must not alias `x`,
-   * `w` or `scratch`, nor `scratch` alias `x` or `w`.
+   * Q6_K_LANES where residentType gives it; F32 weights use `matmul`): d rows of
+   * `rowBytes(type, n)` bytes. out[i * ldo + j] = dot(x row i, w row j) for i < m, j < d; other
+   * elements of `out` are left alone. The x rows are first quantised into `scratch` (m rows of
+   * `actRowBytes(type, n)`), then each dot product is an integer sum per block and f32 operations
+   * in the fixed order of kernels-quant-js.ts. `out` must not alias `x`, `w` or `scratch`, nor
+   * `scratch` alias `x` or `w`.
    */
   matmulQ(
     out: Float32Array,
