@@ -1,6 +1,7 @@
 /**
  * Q6_K in lane order (Q6_K_LANES, wasm/quant-types.ts), the relaxed build's resident form of Q6_K
- * matrices (shared/model/quant.ts describes the layout and packs it at load): the same 210 bytes
+ * matrices (shared/model/quant.ts describes the layout; packQ6kLanes below packs a matrix at
+ * load, through Kernels.toResident): the same 210 bytes
  * a block, the same scales and d, the 256 quants permuted and re-packed so that a 128-bit
  * machine does less work per value.
  *
@@ -37,7 +38,7 @@ function laneValue(l: i32): i32 {
 /** 256 bytes of scratch for toLaneOrder. */
 const TMP = memory.data(256, 16);
 
-/** Low six bits and top two bits of every byte. */
+/** The low six bits of every byte. */
 const M63 = memory.data<u8>([63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63]);
 
 /** Puts the q of each Q8_K block (292 bytes) of the activation row at a (n values) in lane order. */
@@ -74,7 +75,7 @@ function pass(w: usize, x: usize, sl: v128, sh: v128, t: v128): v128 {
 /**
  * One lane-order block's integer sum (dotQ6_Kr's s) as i32x4 partials into o. The partials are
  * stored after each pass: V8 then cannot hoist the next pass's loads above this pass's arithmetic
- * and spill them (1.2x measured).
+ * and spill them (as wasm/quant-relaxed-rows4.ts's q6Block).
  */
 function laneBlock(w: usize, a: usize, o: usize, s: usize): void {
   let t = q6Scales(w, a, s);
