@@ -1203,7 +1203,7 @@ export function heapBase(): usize {
 
 export { matmulQ } from "./quant";
 
-/** 1 where matmulQ takes Q6_K_LANES (the relaxed build keeps Q6_K matrices in lane order), else 0. */
+/** 1 where matmulQ takes Q6_K_LANES (the relaxed build keeps Q6_K in lane order), else 0. */
 export function q6kLanes(): i32 {
   return ASC_FEATURE_RELAXED_SIMD ? 1 : 0;
 }

@@ -41,7 +41,7 @@ const TMP = memory.data(256, 16);
 /** The low six bits of every byte. */
 const M63 = memory.data<u8>([63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63]);
 
-/** Puts the q of each Q8_K block (292 bytes) of the activation row at a (n values) in lane order. */
+/** Puts the q of each Q8_K block (292 bytes) of activation row a (n values) in lane order. */
 export function toLaneOrder(a: usize, n: i32): void {
   for (let b = 0; b < n >> 8; b++, a += 292) {
     memory.copy(TMP, a + 4, 256);

@@ -6,23 +6,17 @@
  * dotted with every activation row.
  */
 
-import { isum, isum4, q4kScaleBytes } from "./quant-dot";
+import { isum4, q4kScaleBytes } from "./quant-dot";
 import { h2f } from "./quant-f16";
 import { unpackQ6_KL } from "./quant-lanes";
 import { HI2, M, NIB8, PART } from "./quant-matvec";
-import { dot2 } from "./quant-relaxed";
+import { dot2, q8BlockSum } from "./quant-relaxed";
 import { Q5_K, Q6_K, Q6_K_LANES } from "./quant-types";
 import { kBlock4, storeKMins } from "./quant-unpack";
 
-/** The n / 32 int32 8 * sum(q) of the Q8_0 activation row at a (36-byte blocks) at u, for dotQ4x4r. */
+/** The n / 32 int32 8 * sum(q) of the Q8_0 activation row at a (36-byte blocks) at u (dotQ4x4r). */
 export function blockSums8(a: usize, n: i32, u: usize): void {
-  for (let b = 0; b < n >> 5; b++, a += 36, u += 4) {
-    const s = i16x8.add(
-      i16x8.extadd_pairwise_i8x16_s(v128.load(a, 4)),
-      i16x8.extadd_pairwise_i8x16_s(v128.load(a, 20)),
-    );
-    store<i32>(u, isum(i32x4.extadd_pairwise_i16x8_s(s)) << 3);
-  }
+  for (let b = 0; b < n >> 5; b++, a += 36, u += 4) store<i32>(u, q8BlockSum(a) << 3);
 }
 
 /**
@@ -60,11 +54,11 @@ function rowQ4r(q: usize, x0: v128, x1: v128): v128 {
 }
 
 /**
- * Unpacks one K-quant row (Q4_K, Q5_K, Q6_K, Q6_K_LANES) for `dotUnpackedKx4r`, K_UNPACKED bytes a
- * block: the 256 quants as bytes in value order (Q4_K 0..15, Q5_K 0..31, Q6_K 0..63: no offset;
- * Q6_K_LANES in lane order, wasm/quant-lanes.ts's unpackQ6_KL, for lane-order activations), then for
- * each 16 values the sub-block scale as eight int16, then (Q4_K, Q5_K) the eight mins as int32 or
- * (Q6_K) the sixteen scales as int16, then f32 d and f32 dmin.
+ * Unpacks one K-quant row (Q4_K, Q5_K, Q6_K, Q6_K_LANES) for `dotUnpackedKx4r`, K_UNPACKED bytes
+ * a block: the 256 quants as bytes in value order (Q4_K 0..15, Q5_K 0..31, Q6_K 0..63: no
+ * offset; Q6_K_LANES in lane order, wasm/quant-lanes.ts's unpackQ6_KL, for lane-order
+ * activations), then for each 16 values the sub-block scale as eight int16, then (Q4_K, Q5_K)
+ * the eight mins as int32 or (Q6_K) the sixteen scales as int16, then f32 d and f32 dmin.
  */
 export function unpackKr(type: i32, w: usize, u: usize, n: i32): void {
   const lo = v128.load(M + NIB8);

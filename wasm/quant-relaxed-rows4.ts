@@ -5,10 +5,10 @@
  * block) row after row so that the weights are read in address order (interleaving the four rows
  * block by block or chunk by chunk ran at 0.3-0.5x the one-row kernel once rows were longer than
  * about 512 values and streamed from memory: the prefetcher lost them), stored as i32x4 partials
- * at p (64 bytes a block), then per block the epilogue once for the four rows. Q8_0 and Q4_0: one row from
- * each quarter of the matrix, their blocks read in turn (four streams in address order, as
- * wasm/quant-matvec-rows4.ts). The epilogue in lanes either way: one isum4 (or int16 fold)
- * instead of four horizontal sums, the four scales converted by one h2f4, the float steps as
+ * at p (64 bytes a block), then per block the epilogue once for the four rows. Q8_0 and Q4_0:
+ * one row from each quarter of the matrix, their blocks read in turn (four streams in address
+ * order, as wasm/quant-matvec-rows4.ts). The epilogue in lanes either way: one isum4 (or int16
+ * fold) instead of four horizontal sums, the four scales converted by one h2f4, the float steps as
  * f32x4 operations (lane r: row r, each lane the one-row kernel's rounded operations in its
  * order, so the same bits) and the four outputs stored at once.
  */
@@ -142,11 +142,7 @@ export function q6Epilogue4(w: usize, wr: usize, a: usize, nb: usize, o: usize, 
   let acc = f32x4.splat(0);
   for (let b: usize = 0; b < nb; b++, w += 210, a += 292, p += 64) {
     const s = isum4(v128.load(p), v128.load(p, 16), v128.load(p, 32), v128.load(p, 48));
-    let h = i32x4.splat(load<u16>(w, 208));
-    h = i32x4.replace_lane(h, 1, load<u16>(w + wr, 208));
-    h = i32x4.replace_lane(h, 2, load<u16>(w + 2 * wr, 208));
-    h = i32x4.replace_lane(h, 3, load<u16>(w + 3 * wr, 208));
-    const dd = f32x4.mul(h2f4(h), f32x4.splat(load<f32>(a)));
+    const dd = f32x4.mul(h2f4at(w + 208, wr), f32x4.splat(load<f32>(a)));
     acc = f32x4.add(acc, f32x4.mul(dd, f32x4.convert_i32x4_s(s)));
   }
   v128.store(o, acc);

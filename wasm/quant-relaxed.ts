@@ -9,9 +9,8 @@
  * in [0, 127]: 4-bit and 6-bit quants before their offset, or (Q8_0, whose weights take both
  * signs, as a) the activation's positive and negative parts max(q, 0) and max(-q, 0). Then a lane
  * is exactly a0 b0 + a1 b1, at most 2 * 128 * 127 < 2^15 in magnitude, on every host, and the
- * integer sums below are the exact numbers of
- * wasm/quant-dot.ts: the float steps after them are unchanged, so this build is bit for bit the
- * JS reference (shared/model/kernels-quant-js.ts) too.
+ * integer sums below are the exact numbers of wasm/quant-dot.ts: the float steps after them are
+ * unchanged, so this build is bit for bit the JS reference (shared/model/kernels-quant-js.ts) too.
  *
  * Where two dot2 lanes are added in int16, the comment gives the bound that keeps the sum exact.
  * This file: one activation row (Q8_0, Q4_0, Q4_K, Q6_K; Q6_K_LANES in wasm/quant-lanes.ts).
@@ -29,6 +28,15 @@ export function dot2(a: v128, b: v128): v128 {
   return i16x8.relaxed_dot_i8x16_i7x16_s(a, b);
 }
 
+/** The sum of the 32 int8 q of the Q8_0 activation block at `a` (36 bytes: f32 d_x, then q). */
+export function q8BlockSum(a: usize): i32 {
+  const s = i16x8.add(
+    i16x8.extadd_pairwise_i8x16_s(v128.load(a, 4)),
+    i16x8.extadd_pairwise_i8x16_s(v128.load(a, 20)),
+  );
+  return isum(i32x4.extadd_pairwise_i16x8_s(s));
+}
+
 /**
  * The n / 32 f32 d_x of the Q8_0 activation row at `a` (36-byte blocks) at u, then the n / 32
  * int32 block sums of its q, for `dotQ4r`.
@@ -36,13 +44,8 @@ export function dot2(a: v128, b: v128): v128 {
 function blockSums(a: usize, n: i32, u: usize): void {
   const nb = <usize>n >> 5;
   for (let b: usize = 0; b < nb; b++) {
-    const q = a + b * 36 + 4;
-    const s = i16x8.add(
-      i16x8.extadd_pairwise_i8x16_s(v128.load(q)),
-      i16x8.extadd_pairwise_i8x16_s(v128.load(q, 16)),
-    );
     store<f32>(u + (b << 2), load<f32>(a + b * 36));
-    store<i32>(u + (nb << 2) + (b << 2), isum(i32x4.extadd_pairwise_i16x8_s(s)));
+    store<i32>(u + (nb << 2) + (b << 2), q8BlockSum(a + b * 36));
   }
 }
 
@@ -244,8 +247,8 @@ function dotQ6_Kr(w: usize, a: usize, n: i32): f32 {
 }
 
 /**
- * out[j] = dot(weight row j, activation row a) for j < d (Q4_0, Q4_K, Q6_K), as matvecQ
- * (wasm/quant-matvec.ts); u has room for widenedBytes(n).
+ * out[j] = dot(weight row j, activation row a) for j < d (Q8_0, Q4_0, Q4_K, Q6_K, Q6_K_LANES),
+ * as matvecQ (wasm/quant-matvec.ts); u has room for widenedBytes(n).
  */
 export function matvecQr(
   type: i32,

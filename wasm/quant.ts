@@ -8,13 +8,14 @@
  * in the documented order. Type ids are ggml's: F16 1, Q4_0 2, Q4_1 3, Q8_0 8, Q4_K 12, Q5_K 13, Q6_K 14
  * (wasm/quant-types.ts). This file quantises the activation rows and picks the loop; the dot
  * products live in wasm/quant-matvec.ts (one activation row: Q8_0, Q4_0, Q4_K, Q6_K; Q8_0 and
- * Q4_0 four weight rows a call in wasm/quant-matvec-rows4.ts), wasm/quant-f16.ts (F16 weights), wasm/quant-dot.ts (packed blocks, one row or four rows at a
- * time: the other types, and rows too long for the scratch) and wasm/quant-unpack.ts (weight rows
- * unpacked or prepared once for batches; wasm/quant-prepared.ts: Q8_0's). Built with relaxed SIMD
- * (wasm/kernels-relaxed.wasm, ASC_FEATURE_RELAXED_SIMD), the single-stream Q8_0/Q4_0/Q4_K/Q6_K sums
- * (wasm/quant-relaxed.ts, four rows a call in wasm/quant-relaxed-rows4.ts), the four-row prepared
- * Q4_0 sums and the four-row K-quant sums (wasm/quant-relaxed-batch.ts) are relaxed instead: the
- * same integers, so the same bits.
+ * Q4_0 four weight rows a call in wasm/quant-matvec-rows4.ts), wasm/quant-f16.ts (F16 weights),
+ * wasm/quant-dot.ts (packed blocks, one row or four rows at a time: the other types, and rows too
+ * long for the scratch) and wasm/quant-unpack.ts (weight rows unpacked or prepared once for
+ * batches; wasm/quant-prepared.ts: Q8_0's). Built with relaxed SIMD (wasm/kernels-relaxed.wasm,
+ * ASC_FEATURE_RELAXED_SIMD), the single-stream Q8_0/Q4_0/Q4_K/Q6_K sums (wasm/quant-relaxed.ts,
+ * four rows a call in wasm/quant-relaxed-rows4.ts), the four-row prepared Q4_0 sums and the
+ * four-row K-quant sums (wasm/quant-relaxed-batch.ts) are relaxed instead: the same integers, so
+ * the same bits; that build also takes Q6_K_LANES, Q6_K in lane order (wasm/quant-lanes.ts).
  */
 
 import { dotQ8, dotQ8x4, dotRow } from "./quant-dot";
