@@ -2,9 +2,9 @@
  * Single-thread memory read bandwidth, the roofline for decode (which streams every weight once
  * per step). A hand-assembled wasm SIMD loop sums a 256 MiB buffer (far past the last-level
  * cache) as four sequential streams, one per quarter (two f32x4 accumulators each, 128 bytes per
- * iteration): the hardware prefetcher follows one stream per 4 KiB page, and on this machine four
- * streams in separate pages read ~1.3x faster than one (the F32 matvec reads its rows the same
- * way, wasm/kernels.ts). Median of several passes after one warm-up; bytes read / seconds. No C
+ * iteration): the hardware prefetcher follows one stream per 4 KiB page, and four streams in
+ * separate pages read faster than one (the F32 matvec reads its rows the same way,
+ * wasm/kernels.ts). Median of several passes after one warm-up; bytes read / seconds. No C
  * compiler and no dependency: the module is built from its bytes below and its sum is checked
  * against a JS sum, so a broken encoding cannot time nothing.
  */

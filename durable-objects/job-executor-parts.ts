@@ -6,6 +6,7 @@
 import { Logger, parseLogLevel } from "../shared/log.ts";
 import { prefixStrideBlocks } from "../shared/serving/prefix-tree.ts";
 import { TenantLimiter } from "../shared/serving/tenant-limits.ts";
+import type { DeploymentRecord } from "../shared/types/deployments.ts";
 import { AlarmTimers } from "./alarm-timers.ts";
 import { BatchRunner } from "./batch-runner.ts";
 import { ContextCacheRoutes } from "./context-cache-routes.ts";
@@ -55,10 +56,13 @@ export function jobExecutorParts(
       () => keys.expire(Date.now()),
     ],
   });
+  const config = getConfig(env);
   const records = new RecordStore(ctx.storage, log);
   const models = new ModelDirectory(env);
+  const scaleFromZero = (d: DeploymentRecord) =>
+    models.scaleFromZero(d, SCALE_FROM_ZERO_TIMEOUT_MS);
   const keys = new IdempotencyKeys(ctx.storage.sql);
-  const limiter = new TenantLimiter(getConfig(env).tenantLimits);
+  const limiter = new TenantLimiter(config.tenantLimits);
   const faults = new FaultSwitch(ctx, env, log);
   const watchdog = new TaskWatchdog({
     env,
@@ -78,7 +82,6 @@ export function jobExecutorParts(
   });
   // start-up reconciliation: tasks live in storage are checked within a watchdog interval
   if (records.read().watchedTasks().length > 0) watchdog.arm();
-  const config = getConfig(env);
   const placement = new PlacementState(
     env,
     ctx.storage.kv,
@@ -117,7 +120,7 @@ export function jobExecutorParts(
     shardName: ctx.id.name,
     models,
     placement,
-    scaleFromZero: (d) => models.scaleFromZero(d, SCALE_FROM_ZERO_TIMEOUT_MS),
+    scaleFromZero,
   });
   const batches = new BatchRunner({
     ctx,
@@ -126,7 +129,7 @@ export function jobExecutorParts(
     records,
     plan: (s, attempt) => planner.plan(s, attempt),
     model: (name) => models.get(name),
-    scaleFromZero: (d) => models.scaleFromZero(d, SCALE_FROM_ZERO_TIMEOUT_MS),
+    scaleFromZero,
     unplan: (taskId) => placement.forget(taskId),
     onTaskEvent: (e) => taskEvent(e),
   });
@@ -135,7 +138,7 @@ export function jobExecutorParts(
     records,
     migrations,
     watchdog,
-    scaleFromZero: (d) => models.scaleFromZero(d, SCALE_FROM_ZERO_TIMEOUT_MS),
+    scaleFromZero,
   });
   return {
     log,

@@ -3,6 +3,7 @@
  * `Placement` the JobExecutor submits, one `TaskPlacement` per task, whose id derives from the
  * job id, the task's role and the attempt (`taskIdFor`). Pure.
  */
+import { assert } from "../assert.ts";
 import { taskIdFor } from "../protocol/ids.ts";
 import type { Placement, TaskPlacement } from "../protocol/messages.ts";
 import { npuName } from "../protocol/names.ts";
@@ -32,7 +33,7 @@ export function pinnedPlacement(
 /** The placement Algorithm 1's decision `d` gives the job's tasks. */
 export function decisionPlacement(jobId: string, attempt: number, d: ScheduleDecision): Placement {
   const at = (role: InstanceRole, instanceId: string | null): TaskPlacement => {
-    if (instanceId === null) throw new Error(`a ${d.mode} decision without its ${role} instance`);
+    assert(instanceId !== null, `a ${d.mode} decision without its ${role} instance`);
     return taskPlacement(jobId, role, attempt, instanceId);
   };
   const { deploymentId } = d;

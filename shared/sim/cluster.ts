@@ -9,8 +9,8 @@
  * (cost-model.ts: engine time plus the card's per-step and per-token serving costs; a request
  * reaches placement `admissionMs` after it arrives and ends `finishOverheadMs` after its
  * last step; after the step of its first token (more to come) its instance's next step waits
- * `firstTokenOverheadMs`; with `pathSharesThread` one thread runs that path work and every instance's steps,
- * in turn, and a request's cost is the card's for the time the thread sat idle before it), a PD
+ * `firstTokenOverheadMs`; with `pathSharesThread` one thread runs that path work and every
+ * instance's steps, in turn, and a request's cost is the card's for the time the thread sat idle before it), a PD
  * handoff's from the card's fabric figures, and every sampled token is a fixed non-EOS id, with
  * `ignoreEos` and `maxTokens` = the request's output length. Placement does not see that length:
  * it gets the budget of a chat request without `max_tokens` (the rest of the context), as the
